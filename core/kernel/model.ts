@@ -1,0 +1,240 @@
+// The kernel as felt sees it: plain records for the objects felt owns, keyed so that desired and observed
+// state can be diffed. Both `desired(...)` functions and the kernel adapters' observers produce a KernelState;
+// `plan(desired, observed)` turns the difference into Ops that the adapters apply in batches.
+
+/**
+ * Which network namespace an object lives in. `HOST` is the namespace the felt process runs in (for a CNI
+ * plugin: the runtime's host namespace; for feltd: the node's). Anything else is a path to a netns file
+ * (CNI_NETNS), entered with `nsenter --net=PATH`.
+ */
+export type NsRef = string;
+export const HOST: NsRef = '';
+
+export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'loopback' | 'device';
+
+export interface VethSpec {
+  /** The peer's name and namespace; the pair is created from this end's namespace. */
+  readonly peer: string;
+  readonly peerNs: NsRef;
+  /** MAC for the peer end, when it must be fixed (e.g. the host end). */
+  readonly peerMac?: string;
+}
+
+export interface VxlanSpec {
+  readonly vni: number;
+  /** Local (underlay) address, dotted or IPv6. */
+  readonly local?: string;
+  readonly port: number;
+  readonly learning: boolean;
+  readonly gbp: boolean;
+  /** Underlay device to bind to. */
+  readonly dev?: string;
+}
+
+export interface BridgeSpec {
+  readonly vlanFiltering?: boolean;
+}
+
+export interface MacvlanSpec {
+  readonly master: string;
+  readonly mode: 'bridge' | 'private' | 'vepa' | 'passthru' | 'source';
+}
+
+export interface Link {
+  readonly ns: NsRef;
+  readonly name: string;
+  readonly kind: LinkKind;
+  /** Attributes left undefined are not managed: plan never changes them. */
+  readonly mtu?: number;
+  readonly mac?: string;
+  readonly up?: boolean;
+  /** Bridge (or bond) this link is enslaved to; `null` means "must have no master". */
+  readonly master?: string | null;
+  readonly promisc?: boolean;
+  /** Bridge-port hairpin mode (only meaningful for links with a bridge master). */
+  readonly hairpin?: boolean;
+  readonly veth?: VethSpec;
+  readonly vxlan?: VxlanSpec;
+  readonly bridge?: BridgeSpec;
+  readonly macvlan?: MacvlanSpec;
+}
+
+export interface Address {
+  readonly ns: NsRef;
+  readonly dev: string;
+  /** Interface address with its prefix, e.g. "10.22.0.1/16" or "fd00::1/64". */
+  readonly cidr: string;
+  /** IPv6: skip duplicate address detection. */
+  readonly nodad?: boolean;
+}
+
+export interface Route {
+  readonly ns: NsRef;
+  /** "default" is written as 0.0.0.0/0 or ::/0. */
+  readonly dst: string;
+  readonly gw?: string;
+  readonly dev?: string;
+  readonly onlink?: boolean;
+  readonly scope?: 'link' | 'host' | 'global';
+  readonly table?: number;
+  readonly metric?: number;
+  readonly mtu?: number;
+  readonly src?: string;
+}
+
+export interface Neighbour {
+  readonly ns: NsRef;
+  readonly dev: string;
+  readonly ip: string;
+  readonly lladdr: string;
+}
+
+export interface Fdb {
+  readonly ns: NsRef;
+  readonly dev: string;
+  readonly mac: string;
+  /** Remote VTEP address for vxlan devices. */
+  readonly dst: string;
+}
+
+export type IptFamily = 4 | 6;
+export type IptTable = 'filter' | 'nat' | 'mangle' | 'raw';
+
+/**
+ * A chain felt owns completely: its rules are exactly `rules`, in order. Rules are written in the canonical
+ * form `iptables-save` prints (without the leading `-A CHAIN`), so observed and desired compare as strings.
+ */
+export interface IptChain {
+  readonly ns: NsRef;
+  readonly family: IptFamily;
+  readonly table: IptTable;
+  readonly chain: string;
+  readonly rules: readonly string[];
+}
+
+/**
+ * A single rule felt owns inside a chain it does not own (e.g. the jump from POSTROUTING into a CNI- chain).
+ * Identified by its exact text; placed at the end of the chain (or at the head when `position` is 'head').
+ */
+export interface IptRule {
+  readonly ns: NsRef;
+  readonly family: IptFamily;
+  readonly table: IptTable;
+  readonly chain: string;
+  readonly rule: string;
+  readonly position?: 'head' | 'tail';
+}
+
+export interface Sysctl {
+  readonly ns: NsRef;
+  /** Dotted key, e.g. "net.ipv4.ip_forward". */
+  readonly key: string;
+  readonly value: string;
+}
+
+export interface Qdisc {
+  readonly ns: NsRef;
+  readonly dev: string;
+  readonly kind: 'tbf' | 'ingress';
+  /** tbf: rate and burst in bits/bytes as tc takes them. */
+  readonly rate?: number;
+  readonly burst?: number;
+  readonly latencyMs?: number;
+}
+
+/** Everything felt wants (or sees) in the kernel. Arrays are unordered sets except chain rules. */
+export interface KernelState {
+  readonly links: readonly Link[];
+  readonly addresses: readonly Address[];
+  readonly routes: readonly Route[];
+  readonly neighbours: readonly Neighbour[];
+  readonly fdb: readonly Fdb[];
+  readonly chains: readonly IptChain[];
+  readonly rules: readonly IptRule[];
+  readonly sysctls: readonly Sysctl[];
+  readonly qdiscs: readonly Qdisc[];
+}
+
+export const emptyKernelState = (): KernelState => ({
+  links: [],
+  addresses: [],
+  routes: [],
+  neighbours: [],
+  fdb: [],
+  chains: [],
+  rules: [],
+  sysctls: [],
+  qdiscs: [],
+});
+
+/**
+ * What felt owns, i.e. which observed objects plan may change or delete. Anything outside the scope is left
+ * alone even if it is not desired. Desired objects are always in scope.
+ */
+export interface OwnershipScope {
+  /** Links felt owns, by namespace and name. */
+  readonly links: readonly { ns: NsRef; name: string }[];
+  /** Devices whose routes/addresses/neighbours/fdb entries felt owns entirely (all of them). */
+  readonly devices: readonly { ns: NsRef; dev: string }[];
+  /** Chains felt owns entirely. */
+  readonly chains: readonly { ns: NsRef; family: IptFamily; table: IptTable; chain: string }[];
+  /** Chains in which felt owns rules that jump to / mention a marker (e.g. comment or target prefix). */
+  readonly ruleMarkers: readonly { ns: NsRef; family: IptFamily; table: IptTable; chain: string; marker: string }[];
+}
+
+export type Op =
+  | { readonly op: 'link.add'; readonly link: Link }
+  | { readonly op: 'link.set'; readonly link: Link; readonly changes: Partial<Link> }
+  | { readonly op: 'link.del'; readonly ns: NsRef; readonly name: string }
+  | { readonly op: 'addr.add'; readonly addr: Address }
+  | { readonly op: 'addr.del'; readonly addr: Address }
+  | { readonly op: 'route.replace'; readonly route: Route }
+  | { readonly op: 'route.del'; readonly route: Route }
+  | { readonly op: 'neigh.replace'; readonly neigh: Neighbour }
+  | { readonly op: 'neigh.del'; readonly neigh: Neighbour }
+  | { readonly op: 'fdb.replace'; readonly fdb: Fdb }
+  | { readonly op: 'fdb.del'; readonly fdb: Fdb }
+  | { readonly op: 'chain.sync'; readonly chain: IptChain }
+  | { readonly op: 'chain.del'; readonly ns: NsRef; readonly family: IptFamily; readonly table: IptTable; readonly chain: string }
+  | { readonly op: 'rule.add'; readonly rule: IptRule }
+  | { readonly op: 'rule.del'; readonly rule: IptRule }
+  | { readonly op: 'sysctl.set'; readonly sysctl: Sysctl }
+  | { readonly op: 'qdisc.replace'; readonly qdisc: Qdisc }
+  | { readonly op: 'qdisc.del'; readonly qdisc: Qdisc };
+
+export const opNs = (o: Op): NsRef => {
+  switch (o.op) {
+    case 'link.add':
+    case 'link.set':
+      return o.link.ns;
+    case 'link.del':
+    case 'chain.del':
+      return o.ns;
+    case 'addr.add':
+    case 'addr.del':
+      return o.addr.ns;
+    case 'route.replace':
+    case 'route.del':
+      return o.route.ns;
+    case 'neigh.replace':
+    case 'neigh.del':
+      return o.neigh.ns;
+    case 'fdb.replace':
+    case 'fdb.del':
+      return o.fdb.ns;
+    case 'chain.sync':
+      return o.chain.ns;
+    case 'rule.add':
+    case 'rule.del':
+      return o.rule.ns;
+    case 'sysctl.set':
+      return o.sysctl.ns;
+    case 'qdisc.replace':
+    case 'qdisc.del':
+      return o.qdisc.ns;
+    default: {
+      const never: never = o;
+      return never;
+    }
+  }
+};

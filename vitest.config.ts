@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Kernel tests build namespaces and spawn plugins; they are heavy, so keep parallelism modest.
+    poolOptions: { forks: { maxForks: 2 } },
+    pool: 'forks',
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+  },
+});
