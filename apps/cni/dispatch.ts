@@ -1,0 +1,181 @@
+// The one CNI dispatcher every felt plugin executable runs: read env + stdin, negotiate the version, call
+// the plugin's command function, print the result (converted to the config's version) or the error JSON.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import { parseEnv, parseNetConf, type CmdArgs, type Command, type NetConf } from '../../core/cni/env.ts';
+import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
+import { convertResult, CURRENT_VERSION, parseResult, type Result } from '../../core/cni/result.ts';
+import type { Ctx, Plugin } from './plugin.ts';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Plugins bundled into this executable that may run in-process when delegated to (e.g. host-local). */
+export type Bundled = Readonly<Record<string, Plugin>>;
+
+export interface Outcome {
+  readonly stdout: string;
+  readonly exitCode: 0 | 1;
+}
+
+const errorJson = (version: string, e: CniError): string =>
+  JSON.stringify(e.details === undefined ? { cniVersion: version, code: e.code, msg: e.msg } : { cniVersion: version, ...e });
+
+const versionOf = (stdin: string): string => {
+  try {
+    const v = (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
+    return typeof v === 'string' ? v : CURRENT_VERSION;
+  } catch {
+    return CURRENT_VERSION;
+  }
+};
+
+/** Run one command of `plugin`; returns the config or error and the result, unprinted. */
+export function invoke(
+  plugin: Plugin,
+  command: Command,
+  args: CmdArgs,
+  ctx: Ctx,
+): TE.TaskEither<CniError, { conf: NetConf; result?: Result }> {
+  return TE.chain((conf: NetConf) => {
+    switch (command) {
+      case 'ADD':
+        return TE.map((result: Result) => ({ conf, result }))(plugin.add(args, conf, ctx));
+      case 'DEL':
+        return TE.map(() => ({ conf }))(plugin.del(args, conf, ctx));
+      case 'CHECK':
+        return TE.map(() => ({ conf }))(plugin.check(args, conf, ctx));
+      case 'GC':
+        return plugin.gc ? TE.map(() => ({ conf }))(plugin.gc(args, conf, ctx)) : TE.right({ conf });
+      case 'STATUS':
+        return plugin.status ? TE.map(() => ({ conf }))(plugin.status(args, conf, ctx)) : TE.right({ conf });
+      case 'VERSION':
+        return TE.right({ conf });
+    }
+  })(TE.fromEither(parseNetConf(args.stdin, plugin.versions, command)));
+}
+
+/** The whole CNI call, pure of process globals: env + stdin in, stdout text + exit code out. */
+export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx): Promise<Outcome> {
+  const command = env['CNI_COMMAND'];
+  if (command === 'VERSION') {
+    return { stdout: JSON.stringify({ cniVersion: CURRENT_VERSION, supportedVersions: plugin.versions }), exitCode: 0 };
+  }
+  const version = versionOf(stdin);
+  const fail = (e: CniError): Outcome => ({ stdout: errorJson(version, e), exitCode: 1 });
+  const parsed = parseEnv(env, stdin);
+  if (E.isLeft(parsed)) return fail(parsed.left);
+  let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
+  try {
+    out = await invoke(plugin, parsed.right.command, parsed.right, ctx)();
+  } catch (e) {
+    // A bug, not a user error: report it without a stack trace on stdout.
+    out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
+  }
+  if (E.isLeft(out)) return fail(out.left);
+  const { conf, result } = out.right;
+  if (result) return { stdout: JSON.stringify(convertResult(result, conf.cniVersion)), exitCode: 0 };
+  return { stdout: '', exitCode: 0 };
+}
+
+const isFile = (p: string): boolean => {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+};
+
+export function findInPath(type: string, path: readonly string[]): string | undefined {
+  for (const dir of path) {
+    const p = join(dir, type);
+    if (isFile(p)) return p;
+  }
+  return undefined;
+}
+
+/** Execute a plugin binary (libcni invoke.ExecPluginWithResult). */
+function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(exe, [], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+    child.stdin.end(stdin);
+  });
+}
+
+export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
+  const ctx: Ctx = {
+    env,
+    now: () => new Date(),
+    randomBytes: (n) => randomBytes(n),
+    pid: process.pid,
+    delegate: (type, command, stdin, args) => {
+      const exe = findInPath(type, args.path);
+      if (!exe) {
+        return TE.left(cniError(ErrCode.Delegate, `failed to find plugin "${type}" in path [${args.path.join(' ')}]`));
+      }
+      const own = bundled[type];
+      const same = (() => {
+        try {
+          return dirname(realpathSync(exe)) === realpathSync(selfDir);
+        } catch {
+          return false;
+        }
+      })();
+      if (own && same) {
+        return TE.map((o: { result?: Result }) => o.result)(invoke(own, command, { ...args, command, stdin }, ctx));
+      }
+      return async () => {
+        try {
+          const r = await execPlugin(exe, { ...env, CNI_COMMAND: command }, stdin);
+          let parsed: unknown;
+          try {
+            parsed = r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);
+          } catch {
+            parsed = undefined;
+          }
+          if (r.code !== 0) {
+            if (isCniError(parsed)) return E.left(cniError(parsed.code, `${type}: ${parsed.msg}`, parsed.details));
+            return E.left(cniError(ErrCode.Delegate, `${type} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`));
+          }
+          if (command !== 'ADD') return E.right(undefined);
+          const res = parseResult(parsed);
+          return res ? E.right(res) : E.left(cniError(ErrCode.Delegate, `${type} printed no result`));
+        } catch (e) {
+          return E.left(cniError(ErrCode.Delegate, `failed to run ${exe}: ${(e as Error).message}`));
+        }
+      };
+    },
+  };
+  return ctx;
+}
+
+/** Entry point of a plugin executable. */
+export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void> {
+  const env = process.env;
+  if (!env['CNI_COMMAND']) {
+    process.stderr.write(`${plugin.about}\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
+    return;
+  }
+  let stdin = '';
+  try {
+    stdin = readFileSync(0, 'utf8');
+  } catch {
+    stdin = '';
+  }
+  const selfDir = dirname(process.argv[1] ?? '.');
+  const outcome = await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin }));
+  if (outcome.stdout) process.stdout.write(outcome.stdout + '\n');
+  process.exitCode = outcome.exitCode;
+}

@@ -1,0 +1,43 @@
+// What a plugin module hands to the dispatcher: a table of command functions (as the reference plugins'
+// skel.CNIFuncs). The dispatcher owns env parsing, version negotiation, result conversion and error JSON;
+// a plugin owns only its behaviour.
+
+import type * as TE from 'fp-ts/lib/TaskEither.js';
+import type { CmdArgs, Command, NetConf } from '../../core/cni/env.ts';
+import type { CniError } from '../../core/cni/errors.ts';
+import type { Result } from '../../core/cni/result.ts';
+
+/** Effects a plugin may use, passed in so the plugin code stays testable. */
+export interface Ctx {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly now: () => Date;
+  readonly randomBytes: (n: number) => Uint8Array;
+  /** PID of this process: names the host network namespace to `ip ... netns <pid>`. */
+  readonly pid: number;
+  /**
+   * Run another plugin (an IPAM plugin, or bridge from flannel) with `stdin` as its config. Plugins felt
+   * bundles and that CNI_PATH resolves to felt's own executables run in-process; others are executed.
+   * ADD/CHECK/DEL semantics as in libcni's invoke.DelegateAdd/Check/Del. Returns the delegate's result
+   * (ADD), or undefined.
+   */
+  readonly delegate: (
+    type: string,
+    command: Extract<Command, 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS'>,
+    stdin: string,
+    args: CmdArgs,
+  ) => TE.TaskEither<CniError, Result | undefined>;
+}
+
+export type CmdFn<T> = (args: CmdArgs, conf: NetConf, ctx: Ctx) => TE.TaskEither<CniError, T>;
+
+export interface Plugin {
+  readonly type: string;
+  /** Config versions this plugin accepts. */
+  readonly versions: readonly string[];
+  readonly about: string;
+  readonly add: CmdFn<Result>;
+  readonly del: CmdFn<void>;
+  readonly check: CmdFn<void>;
+  readonly gc?: CmdFn<void>;
+  readonly status?: CmdFn<void>;
+}

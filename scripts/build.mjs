@@ -1,0 +1,47 @@
+// Bundle every executable: dist/cni/<type> (one per CNI plugin), dist/bin/felt, dist/bin/feltd.
+// Each is one minified CommonJS file with a shebang, so a plugin call loads one file and only the code it uses.
+import { build } from 'esbuild';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+// NODE_EXTRA_CA_CERTS makes every node start load a certificate bundle (~40 ms); no plugin talks TLS
+// except feltd to etcd, which gets its CA from --etcd-cafile. `env -S -u` drops it before node starts.
+const banner = '#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node\n';
+
+const entries = [];
+const cniDir = join(root, 'apps/cni/bin');
+for (const f of readdirSync(cniDir).filter((f) => f.endsWith('.ts'))) {
+  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', basename(f, '.ts')) });
+}
+for (const [name, src] of [
+  ['felt', 'apps/felt/main.ts'],
+  ['feltd', 'apps/feltd/main.ts'],
+]) {
+  if (existsSync(join(root, src))) entries.push({ in: join(root, src), out: join(root, 'dist/bin', name) });
+}
+
+mkdirSync(join(root, 'dist/cni'), { recursive: true });
+mkdirSync(join(root, 'dist/bin'), { recursive: true });
+// The bundles are CommonJS; this keeps node from reading them as ESM under the root "type": "module".
+writeFileSync(join(root, 'dist/package.json'), '{ "type": "commonjs" }\n');
+
+await Promise.all(
+  entries.map((e) =>
+    build({
+      entryPoints: [e.in],
+      outfile: e.out,
+      bundle: true,
+      platform: 'node',
+      target: 'node20',
+      format: 'cjs',
+      minify: true,
+      legalComments: 'none',
+      banner: { js: banner.trimEnd() },
+      // Native addons and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
+      external: ['better-sqlite3', 'etcd3', '@grpc/*'],
+      logLevel: 'warning',
+    }).then(() => chmodSync(e.out, 0o755)),
+  ),
+);
+console.log(`built ${entries.length} executables: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`);
