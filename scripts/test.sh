@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up everything, then run felt's whole test suite: type check, core properties, kernel and
+# differential tests in throwaway network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+npx tsc --noEmit
+npx vitest run "$@"
