@@ -1,0 +1,49 @@
+// The narrow interface every event store implements (SQLite for the executables, memory for tests), in
+// the spirit of host-local's backend.Store: plugins see only this.
+
+import type * as E from 'fp-ts/lib/Either.js';
+import type { CniError } from '../../core/cni/errors.ts';
+import type { Event, Projection, Stored, StoredEvent } from '../../core/events.ts';
+
+export interface ReadQuery {
+  /** Exactly this stream. */
+  readonly stream?: string;
+  /** Streams starting with this (e.g. `ipam/`). */
+  readonly streamPrefix?: string;
+  /** Events after this position (exclusive). */
+  readonly fromPosition?: number;
+  readonly limit?: number;
+}
+
+export interface Loaded<S> {
+  readonly state: S;
+  /** Position of the last event folded into `state` (0: none). */
+  readonly position: number;
+}
+
+export interface Transacted<S, E extends Event> extends Loaded<S> {
+  /** The events appended, with their positions; empty when the decision was "nothing to do". */
+  readonly events: readonly Stored<E>[];
+}
+
+export interface EventStore {
+  /**
+   * The Decider loop in one write transaction: load the stream's state (snapshot + any later events), run
+   * `decide`, append its events, evolve and save the snapshot, commit. Concurrent callers (other processes)
+   * serialize here. A Left from `decide` rolls back and is returned unchanged; storage failures are
+   * Left too (code 11 when the database stayed locked, 5 otherwise).
+   */
+  transact<S, E extends Event>(
+    stream: string,
+    projection: Projection<S, E>,
+    decide: (state: S) => E.Either<CniError, readonly E[]>,
+    meta: { readonly time: string },
+  ): E.Either<CniError, Transacted<S, E>>;
+  /** Current state of a stream, read-only. */
+  load<S, E extends Event>(stream: string, projection: Projection<S, E>): E.Either<CniError, Loaded<S>>;
+  /** The log, oldest first. */
+  read(query?: ReadQuery): E.Either<CniError, readonly StoredEvent[]>;
+  /** Streams that have a snapshot, optionally under a prefix (cheap: does not scan the log). */
+  streams(prefix?: string): E.Either<CniError, readonly string[]>;
+  close(): void;
+}
