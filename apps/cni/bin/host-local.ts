@@ -1,0 +1,4 @@
+import { main } from '../dispatch.ts';
+import { hostLocal } from '../plugins/host-local.ts';
+
+void main(hostLocal);
