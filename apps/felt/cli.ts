@@ -1,0 +1,59 @@
+// The felt CLI: a table of subcommands, each with its options, summary and run function. main.ts only
+// wires process I/O; tests call `cli` directly.
+
+import { parseArgs } from './args.ts';
+import { allocationsCommand } from './commands/allocations.ts';
+import { eventsCommand } from './commands/events.ts';
+
+import type { Subcommand } from './common.ts';
+import type { IO } from './common.ts';
+
+export type { IO, Subcommand };
+
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand];
+
+const usageOf = (c: Subcommand): string => {
+  const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
+  return `usage: felt ${c.name} [options]\n\n${c.summary}\n\noptions:\n${opts.join('\n')}\n  --help                show this help\n`;
+};
+
+export const usage = (): string =>
+  [
+    'felt: container networking on an event log',
+    '',
+    'usage: felt <command> [options]',
+    '',
+    'commands:',
+    ...SUBCOMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary}`),
+    '',
+    'Run `felt <command> --help` for its options.',
+    '',
+  ].join('\n');
+
+export async function cli(argv: readonly string[], io: IO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? SUBCOMMANDS.find((c) => c.name === rest[0]) : undefined;
+    io.out(topic ? usageOf(topic) : usage());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = SUBCOMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    io.err(`felt: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  const parsed = parseArgs(rest, cmd.options);
+  if (!parsed.ok) {
+    io.err(`felt ${cmd.name}: ${parsed.error}\n\n${usageOf(cmd)}`);
+    return 2;
+  }
+  if (parsed.parsed.options['help']) {
+    io.out(usageOf(cmd));
+    return 0;
+  }
+  if (parsed.parsed.positionals.length) {
+    io.err(`felt ${cmd.name}: unexpected argument "${parsed.parsed.positionals[0]}"\n\n${usageOf(cmd)}`);
+    return 2;
+  }
+  return cmd.run(parsed.parsed, io);
+}
