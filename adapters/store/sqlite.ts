@@ -68,7 +68,10 @@ function storageError(file: string, e: unknown): CniError {
   if (isCniError(e)) return e;
   const msg = (e as Error)?.message ?? String(e);
   if (isBusy(e)) return cniError(ErrCode.TryAgainLater, `event store ${file} is locked: ${msg}`);
-  return cniError(ErrCode.IO, `event store ${file}: ${msg}`);
+  const code = (e as { code?: unknown })?.code;
+  // Anything not from SQLite or the file system was thrown by a decide/evolve: a bug, not an I/O error.
+  if (typeof code === 'string') return cniError(ErrCode.IO, `event store ${file}: ${msg}`);
+  return cniError(ErrCode.Internal, `event store ${file}: transaction failed: ${msg}`);
 }
 
 /** Create the schema once; concurrent first openers wait for each other. */
