@@ -1,0 +1,196 @@
+// bridge: attach a container to a Linux bridge with a veth pair, addresses from an IPAM plugin, optional
+// gateway address on the bridge and masquerade. cmdAdd reads top to bottom: parse, observe, IPAM, compute the
+// desired kernel state, plan against what is there, apply in batches, print the result.
+
+import { existsSync } from 'node:fs';
+import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import { pipe } from 'fp-ts/lib/function.js';
+import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
+import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
+import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
+import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
+import { parseResult, PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
+import { hex, macFromBytes } from '../../../core/ip/mac.ts';
+import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { drift, plan } from '../../../core/kernel/plan.ts';
+import { kernelError, kernelFor } from '../kernel.ts';
+import type { Ctx, Plugin } from '../plugin.ts';
+
+const noNetns = (netns: string): CniError =>
+  cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
+
+/** What to look at in the kernel for one attachment: its scope plus the (shared) bridge. */
+const observeScope = (bc: BridgeConf, scope: OwnershipScope): OwnershipScope => ({
+  ...scope,
+  links: [...scope.links, { ns: HOST, name: bc.bridge }],
+  devices: [...scope.devices, { ns: HOST, dev: bc.bridge }],
+});
+
+function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> {
+  return pipe(
+    kernelFor(ctx).observe({
+      namespaces: netns ? [HOST, netns] : [HOST],
+      scope: observeScope(bc, scope),
+      iptables: bc.ipMasq ? [4, 6] : [],
+    }),
+    TE.mapLeft(kernelError),
+  );
+}
+
+function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
+  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+}
+
+/** Bring the kernel to "this attachment does not exist": the same plan machinery, with nothing desired. */
+function removeAttachment(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, void> {
+  return pipe(
+    observe(ctx, bc, scope, netns),
+    TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))),
+  );
+}
+
+function ipamAdd(ctx: Ctx, bc: BridgeConf, args: CmdArgs): TE.TaskEither<CniError, Result | undefined> {
+  if (bc.ipamType === '') return TE.right(undefined);
+  return ctx.delegate(bc.ipamType, 'ADD', args.stdin, args);
+}
+
+function ipamDel(ctx: Ctx, bc: BridgeConf, args: CmdArgs): TE.TaskEither<CniError, void> {
+  if (bc.ipamType === '') return TE.right(undefined);
+  return TE.map(() => undefined)(ctx.delegate(bc.ipamType, 'DEL', args.stdin, args));
+}
+
+function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
+  const parsed = parseBridgeConf(conf, args.args);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const bc = parsed.right;
+  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  const rnd = ctx.randomBytes(16);
+  const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
+  const scope = attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth);
+
+  const attach = (seen: KernelState, ipam: Result | undefined): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
+    const br = seen.links.find((l) => l.ns === HOST && l.name === bc.bridge);
+    if (br && br.kind !== 'bridge') return E.left(invalidConfig(`bridge: "${bc.bridge}" already exists but is not a bridge`));
+    const p = attachmentPlan({
+      conf: bc,
+      containerId: args.containerId,
+      ifname: args.ifname,
+      netns: args.netns,
+      hostVeth,
+      hostVethMac: macFromBytes(rnd.slice(4, 10)),
+      containerMac: bc.mac ?? macFromBytes(ctx.randomBytes(6)),
+      bridgeMac: br?.mac ?? macFromBytes(rnd.slice(10, 16)),
+      ...(ipam ? { ipam } : {}),
+    });
+    if (E.isLeft(p)) return p;
+    const conflicts = bridgeAddressConflicts(bc, seen.addresses, p.right.kernel.addresses);
+    if (E.isLeft(conflicts)) return conflicts;
+    const ops: Op[] = [...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })), ...plan(p.right.kernel, seen, scope)];
+    return E.right({ p: p.right, ops });
+  };
+
+  return pipe(
+    observe(ctx, bc, scope, args.netns),
+    TE.chainFirst((seen) =>
+      seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
+        ? TE.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
+        : TE.right(undefined),
+    ),
+    TE.chain((seen) =>
+      pipe(
+        ipamAdd(ctx, bc, args),
+        TE.chain((ipam) =>
+          pipe(
+            TE.fromEither(attach(seen, ipam)),
+            TE.chainFirst(({ ops }) => apply(ctx, ops)),
+            // Whatever failed after IPAM, converge back to "not attached" and give the address back.
+            TE.orElse((err) => async () => {
+              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
+              return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
+            }),
+          ),
+        ),
+      ),
+    ),
+    TE.map(({ p }) => p.result),
+  );
+}
+
+function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
+  const parsed = parseBridgeConf(conf, args.args);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const bc = parsed.right;
+  // Delete can be called many times, and after the namespace is gone: neither is an error.
+  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const scope = attachmentScope(bc, args.containerId, args.ifname, netns ?? '');
+  const ownScope: OwnershipScope = netns ? scope : { ...scope, links: [], devices: [] };
+  return pipe(
+    removeAttachment(ctx, bc, ownScope, netns),
+    TE.chain(() => ipamDel(ctx, bc, args)),
+  );
+}
+
+function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
+  const parsed = parseBridgeConf(conf, args.args);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const bc = parsed.right;
+  const prev = conf.raw['prevResult'] === undefined ? undefined : parseResult(conf.raw['prevResult']);
+  if (!prev) return TE.left(invalidConfig('prevResult: required for CHECK'));
+  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  const ifs = prev.interfaces ?? [];
+  const br = ifs.find((i) => i.name === bc.bridge && !i.sandbox);
+  const cont = ifs.find((i) => i.name === args.ifname && i.sandbox === args.netns);
+  const host = ifs.find((i) => i !== br && !i.sandbox);
+  if (!br || !cont || !host) {
+    return TE.left(invalidConfig(`prevResult.interfaces: expected the bridge "${bc.bridge}", a host veth and "${args.ifname}" in ${args.netns}`));
+  }
+  const ipam = { ips: prev.ips ?? [], routes: prev.routes ?? [] };
+  const expected = attachmentPlan({
+    conf: bc,
+    containerId: args.containerId,
+    ifname: args.ifname,
+    netns: args.netns,
+    hostVeth: host.name,
+    hostVethMac: host.mac ?? '',
+    containerMac: cont.mac ?? '',
+    bridgeMac: br.mac ?? '',
+    ipam,
+  });
+  if (E.isLeft(expected)) return TE.left(expected.left);
+  // CHECK compares what ADD made; sysctls are settings, not objects, and the bridge MAC may legitimately move.
+  const want: KernelState = {
+    ...expected.right.kernel,
+    sysctls: [],
+    links: expected.right.kernel.links.map((l) => (l.kind === 'bridge' ? { ...l, mac: undefined } : l)),
+  };
+  const scope = expected.right.scope;
+  return pipe(
+    bc.ipamType === '' ? TE.right(undefined) : ctx.delegate(bc.ipamType, 'CHECK', args.stdin, args),
+    TE.chain(() => observe(ctx, bc, scope, args.netns)),
+    TE.chainEitherK((seen) => {
+      const wrong = drift(want, seen, scope);
+      return wrong.length === 0
+        ? E.right(undefined)
+        : E.left(cniError(ErrCode.Drift, `bridge attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+    }),
+  );
+}
+
+export const bridge: Plugin = {
+  type: 'bridge',
+  versions: PLUGIN_VERSIONS,
+  about: 'felt bridge: attaches containers to a Linux bridge with a veth pair',
+  add: cmdAdd,
+  del: cmdDel,
+  check: cmdCheck,
+  // GC and STATUS concern the addresses: hand them to the IPAM plugin, as the reference does.
+  gc: (args, conf, ctx) => {
+    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
+    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined);
+  },
+  status: (args, conf, ctx) => {
+    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
+    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'STATUS', args.stdin, args)) : TE.right(undefined);
+  },
+};
