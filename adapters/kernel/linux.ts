@@ -42,9 +42,16 @@ interface Run {
   stderr: string;
 }
 
+const trace = !!process.env['FELT_TRACE'];
+
 function run(argv: readonly string[], input: string, onSpawn?: (argv: readonly string[]) => void): Promise<Run> {
   onSpawn?.(argv);
-  return new Promise((resolve) => {
+  const t0 = trace ? performance.now() : 0;
+  return new Promise((resolve0) => {
+    const resolve = (r: Run): void => {
+      if (trace) process.stderr.write(`# ${(performance.now() - t0).toFixed(1)} ms: ${argv.join(' ')}\n`);
+      resolve0(r);
+    };
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -174,20 +181,63 @@ export function parseIptablesSave(ns: NsRef, family: IptFamily, text: string): {
 
 const sysctlPath = (key: string): string => `/proc/sys/${key.replace(/\./g, '/')}`;
 
-async function observeNs(ns: NsRef, req: ObserveRequest, opts: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
-  const ipIn = 'link show\naddr show\nroute show table all\nneigh show nud permanent\n';
-  const jobs: Promise<Run>[] = [run(inNs(ns, ['ip', '-json', '-d', '-batch', '-']), ipIn, opts.onSpawn)];
-  const fams = (req.iptables ?? []).filter((f) =>
-    [...(req.scope?.chains ?? []), ...(req.scope?.ruleMarkers ?? [])].some((c) => c.ns === ns && c.family === f) || (req.scope === undefined && ns === HOST),
-  );
-  for (const f of fams) jobs.push(run(inNs(ns, [f === 4 ? 'iptables-save' : 'ip6tables-save']), '', opts.onSpawn));
-  if (req.fdb) jobs.push(run(inNs(ns, ['bridge', '-json', 'fdb', 'show']), '', opts.onSpawn));
-  const keys = (req.sysctls ?? []).filter((s) => s.ns === ns);
-  if (keys.length) {
-    const script = keys.map((k) => `cat ${sysctlPath(k.key)} 2>/dev/null || echo`).join('\n');
-    jobs.push(run(inNs(ns, ['sh', '-c', script]), '', opts.onSpawn));
+interface Cmd {
+  readonly ns: NsRef;
+  readonly argv: readonly string[];
+  readonly input?: string;
+}
+
+/**
+ * Run several commands, in several namespaces, from ONE child process (`sh -s`): spawning from node costs
+ * several times what sh's fork+exec does. Each command's stdout, stderr and exit code come back separately.
+ */
+async function runMany(cmds: readonly Cmd[], opts: LinuxKernelOptions): Promise<Run[]> {
+  const lines: string[] = [];
+  cmds.forEach((c, i) => {
+    const argv = inNs(c.ns, c.argv).map(shq).join(' ');
+    lines.push(`echo '@@felt ${i}' >&2`);
+    lines.push(c.input !== undefined ? `${argv} <<'FELT_EOF_${i}'\n${c.input.endsWith('\n') ? c.input : c.input + '\n'}FELT_EOF_${i}` : `${argv} </dev/null`);
+    lines.push(`printf '\\n@@felt-end ${i} %s\\n' $?`);
+  });
+  const r = await run(['sh', '-s'], lines.join('\n') + '\n', opts.onSpawn);
+  const out: Run[] = cmds.map(() => ({ code: r.code === 0 ? 127 : r.code, stdout: '', stderr: '' }));
+  let from = 0;
+  for (const m of r.stdout.matchAll(/\n@@felt-end (\d+) (\d+)\n/g)) {
+    const i = Number(m[1]);
+    out[i] = { code: Number(m[2]), stdout: r.stdout.slice(from, m.index), stderr: '' };
+    from = m.index + m[0].length;
   }
-  const results = await Promise.all(jobs);
+  const errs = r.stderr.split(/^@@felt (\d+)\n/m);
+  for (let k = 1; k < errs.length; k += 2) {
+    const i = Number(errs[k]);
+    if (out[i]) out[i] = { ...out[i]!, stderr: errs[k + 1] ?? '' };
+  }
+  return out;
+}
+
+const IP_READ = 'link show\naddr show\nroute show table all\nneigh show nud permanent\n';
+
+/** The commands that read one namespace, in a fixed order that parseNs relies on. */
+function observeCmds(ns: NsRef, req: ObserveRequest): { cmds: Cmd[]; fams: IptFamily[]; tables: Map<IptFamily, string[]>; keys: { ns: NsRef; key: string }[] } {
+  const cmds: Cmd[] = [{ ns, argv: ['ip', '-json', '-d', '-batch', '-'], input: IP_READ }];
+  const owned = [...(req.scope?.chains ?? []), ...(req.scope?.ruleMarkers ?? [])].filter((c) => c.ns === ns);
+  const tables = new Map<IptFamily, string[]>();
+  const fams = (req.iptables ?? []).filter((f) => owned.some((c) => c.family === f) || (req.scope === undefined && ns === HOST));
+  for (const f of fams) {
+    const ts = [...new Set(owned.filter((c) => c.family === f).map((c) => c.table))];
+    tables.set(f, ts);
+    const save = f === 4 ? 'iptables-save' : 'ip6tables-save';
+    // One table: `-t T`; several: all of them in one call.
+    cmds.push({ ns, argv: ts.length === 1 ? [save, '-t', ts[0]!] : [save] });
+  }
+  if (req.fdb) cmds.push({ ns, argv: ['bridge', '-json', 'fdb', 'show'] });
+  const keys = (req.sysctls ?? []).filter((s) => s.ns === ns);
+  if (keys.length) cmds.push({ ns, argv: ['sh', '-c', keys.map((k) => `cat ${sysctlPath(k.key)} 2>/dev/null || echo`).join('\n')] });
+  return { cmds, fams, tables, keys };
+}
+
+function parseNs(ns: NsRef, req: ObserveRequest, results: readonly Run[]): E.Either<KernelError, KernelState> {
+  const { fams, keys } = observeCmds(ns, req);
   const ip = results[0]!;
   if (ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}`, ip.stderr.trim()));
   let parts: unknown[][];
@@ -372,6 +422,7 @@ function render(o: Op, pid: number): { tool: Tool; lines: string[] } {
 }
 
 interface Segment {
+  ns: NsRef;
   tool: Tool;
   lines: string[];
   /** ops[k] produced lines [from, to). */
@@ -384,7 +435,8 @@ function segments(ops: readonly Op[], pid: number): Segment[] {
   for (const o of ops) {
     const r = render(o, pid);
     const last = segs[segs.length - 1];
-    const seg = last && last.tool === r.tool ? last : { tool: r.tool, lines: [], owners: [] };
+    const ns = opNs(o);
+    const seg = last && last.tool === r.tool && last.ns === ns ? last : { ns, tool: r.tool, lines: [], owners: [] };
     if (seg !== last) segs.push(seg);
     const from = seg.lines.length;
     seg.lines.push(...r.lines);
@@ -419,7 +471,8 @@ function script(segs: readonly Segment[]): string {
   segs.forEach((s, i) => {
     const mark = `echo '@@felt ${i}' >&2`;
     const body = s.lines.join('\n') + '\n';
-    const heredoc = (cmd: string, onError: string): string => `${cmd} <<'FELT_EOF_${i}' ${onError}\n${body}FELT_EOF_${i}`;
+    const enter = s.ns === HOST ? '' : `nsenter --net=${shq(s.ns)} `;
+    const heredoc = (cmd: string, onError: string): string => `${enter}${cmd} <<'FELT_EOF_${i}' ${onError}\n${body}FELT_EOF_${i}`;
     switch (s.tool) {
       case 'ip':
         parts.push(mark, `${heredoc('ip -batch -', '|| exit 1')}`);
@@ -441,18 +494,22 @@ function script(segs: readonly Segment[]): string {
         break;
       case 'sysctl':
         parts.push(mark);
-        for (const l of s.lines) {
-          const eq = l.indexOf('=');
-          const key = l.slice(0, eq);
-          const p = sysctlPath(key);
-          // IPv6 settings are skipped where IPv6 is disabled, as the reference plugins do.
-          parts.push(key.startsWith('net.ipv6.') ? `[ ! -e ${p} ] || echo ${shq(l.slice(eq + 1))} > ${p} || exit 1` : `echo ${shq(l.slice(eq + 1))} > ${p} || exit 1`);
+        {
+          // /proc/sys/net shows the namespace of the process that opens it: write from inside.
+          const writes = s.lines.map((l) => {
+            const eq = l.indexOf('=');
+            const key = l.slice(0, eq);
+            const p = sysctlPath(key);
+            // IPv6 settings are skipped where IPv6 is disabled, as the reference plugins do.
+            return key.startsWith('net.ipv6.') ? `[ ! -e ${p} ] || echo ${shq(l.slice(eq + 1))} > ${p} || exit 1` : `echo ${shq(l.slice(eq + 1))} > ${p} || exit 1`;
+          });
+          parts.push(s.ns === HOST ? writes.join('\n') : `${enter}sh -c ${shq(writes.join('\n'))} || exit 1`);
         }
         break;
       case 'ipt4':
       case 'ipt6': {
         const cmd = s.tool === 'ipt4' ? 'iptables-restore' : 'ip6tables-restore';
-        parts.push(mark, `${cmd} --noflush <<'FELT_EOF_${i}' || exit 1\n${restoreInput(s)}FELT_EOF_${i}`);
+        parts.push(mark, `${enter}${cmd} --noflush <<'FELT_EOF_${i}' || exit 1\n${restoreInput(s)}FELT_EOF_${i}`);
         break;
       }
     }
@@ -461,7 +518,7 @@ function script(segs: readonly Segment[]): string {
 }
 
 /** Map a failed group's stderr to the op at fault. */
-function failure(ns: NsRef, segs: readonly Segment[], stderr: string): KernelError | undefined {
+function failure(segs: readonly Segment[], stderr: string): KernelError | undefined {
   const blocks = stderr.split(/^@@felt (\d+)\n/m);
   // split gives [pre, idx, text, idx, text, ...]
   let lastIdx = -1;
@@ -484,10 +541,12 @@ function failure(ns: NsRef, segs: readonly Segment[], stderr: string): KernelErr
   const owner = seg.owners.find((o) => line >= o.from && line < o.to) ?? (seg.owners.length === 1 ? seg.owners[0] : undefined);
   const why = lastText.split('\n').filter((l) => l.trim() && !/^Command failed/.test(l)).join(' ').trim();
   if (owner) return kerr(`failed to ${describeOp(owner.op)}: ${why || 'error'}`);
-  return kerr(`failed to apply ${seg.tool} changes in ${where(ns)}: ${why}`);
+  return kerr(`failed to apply ${seg.tool} changes in ${where(seg.ns)}: ${why}`);
 }
 
-async function applyGroup(ns: NsRef, ops: readonly Op[], opts: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
+/** Apply ops, in plan order, from one child process: a sh script that enters each namespace in turn. */
+async function applyAll(ops: readonly Op[], opts: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
+  if (ops.length === 0) return E.right(undefined);
   let segs: Segment[];
   try {
     segs = segments(ops, opts.pid);
@@ -496,19 +555,22 @@ async function applyGroup(ns: NsRef, ops: readonly Op[], opts: LinuxKernelOption
   }
   const text = script(segs);
   // FELT_TRACE=1 shows every batch on stderr (never stdout: that is the CNI result).
-  if (process.env['FELT_TRACE']) process.stderr.write(`# ${where(ns)}\n${text}`);
-  const r = await run(inNs(ns, ['sh', '-s']), text, opts.onSpawn);
-  // Deletions tolerate "already gone"; any other error, in any segment, fails the group.
-  const err = failure(ns, segs, r.stderr);
+  if (trace) process.stderr.write(text);
+  const r = await run(['sh', '-s'], text, opts.onSpawn);
+  // Deletions tolerate "already gone"; any other error, in any segment, fails the whole apply.
+  const err = failure(segs, r.stderr);
   if (err) return E.left(err);
-  if (r.code !== 0) return E.left(kerr(`failed to apply changes in ${where(ns)}`, r.stderr.replace(/^@@felt \d+\n/gm, '').trim()));
+  if (r.code !== 0) return E.left(kerr('failed to apply kernel changes', r.stderr.replace(/^@@felt \d+\n/gm, '').trim()));
   return E.right(undefined);
 }
 
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {
   return {
     observe: (req) => async () => {
-      const states = await Promise.all(req.namespaces.map((ns) => observeNs(ns, req, opts)));
+      const plans = req.namespaces.map((ns) => ({ ns, n: observeCmds(ns, req).cmds.length }));
+      const results = await runMany(req.namespaces.flatMap((ns) => observeCmds(ns, req).cmds), opts);
+      let at = 0;
+      const states = plans.map(({ ns, n }) => parseNs(ns, req, results.slice(at, (at += n))));
       const out: { [K in keyof KernelState]: KernelState[K][number][] } = {
         links: [],
         addresses: [],
@@ -526,20 +588,6 @@ export function linuxKernel(opts: LinuxKernelOptions): Kernel {
       }
       return E.right(out);
     },
-    apply: (ops) => async () => {
-      // Consecutive ops in one namespace form a group: one process each, in plan order.
-      const groups: { ns: NsRef; ops: Op[] }[] = [];
-      for (const o of ops) {
-        const ns = opNs(o);
-        const last = groups[groups.length - 1];
-        if (last && last.ns === ns) last.ops.push(o);
-        else groups.push({ ns, ops: [o] });
-      }
-      for (const g of groups) {
-        const r = await applyGroup(g.ns, g.ops, opts);
-        if (E.isLeft(r)) return r;
-      }
-      return E.right(undefined);
-    },
+    apply: (ops) => () => applyAll(ops, opts),
   };
 }

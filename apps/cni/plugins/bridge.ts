@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { sequenceT } from 'fp-ts/lib/Apply.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -90,27 +91,20 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     return E.right({ p: p.right, ops });
   };
 
+  // Reading the kernel and allocating the address are independent: do both at once.
   return pipe(
-    observe(ctx, bc, scope, args.netns),
-    TE.chainFirst((seen) =>
-      seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
-        ? TE.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
-        : TE.right(undefined),
-    ),
-    TE.chain((seen) =>
+    sequenceT(TE.ApplyPar)(observe(ctx, bc, scope, args.netns), ipamAdd(ctx, bc, args)),
+    TE.chain(([seen, ipam]) =>
       pipe(
-        ipamAdd(ctx, bc, args),
-        TE.chain((ipam) =>
-          pipe(
-            TE.fromEither(attach(seen, ipam)),
-            TE.chainFirst(({ ops }) => apply(ctx, ops)),
-            // Whatever failed after IPAM, converge back to "not attached" and give the address back.
-            TE.orElse((err) => async () => {
-              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
-              return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
-            }),
-          ),
-        ),
+        seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
+          ? TE.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
+          : TE.fromEither(attach(seen, ipam)),
+        TE.chainFirst(({ ops }) => apply(ctx, ops)),
+        // Whatever failed after IPAM, converge back to "not attached" and give the address back.
+        TE.orElse((err) => async () => {
+          await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
+          return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
+        }),
       ),
     ),
     TE.map(({ p }) => p.result),

@@ -1,0 +1,86 @@
+// npm run bench: N ADD+DEL cycles of bridge + host-local with ipMasq, through felt's executables and through
+// the reference plugins in /usr/lib/cni, alternately in one run, each in its own host namespace. Prints the
+// medians and the ratio felt/reference as a markdown table (pasted into docs/benchmarks.md).
+
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FELT_CNI, REF_CNI, runCni } from '../support/cni.ts';
+
+const N = Number(process.env['BENCH_N'] ?? 40);
+const tag = `fb${process.pid}`;
+const ip = (...a: string[]) => execFileSync('ip', a, { stdio: 'pipe' });
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const p90 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)]!;
+
+interface Side {
+  name: string;
+  dir: string;
+  host: string;
+  data: string;
+  add: number[];
+  del: number[];
+}
+
+const sides: Side[] = [
+  { name: 'felt', dir: FELT_CNI, host: `${tag}-felt`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] },
+  { name: 'reference', dir: REF_CNI, host: `${tag}-ref`, data: mkdtempSync(join(tmpdir(), 'ref-bench-')), add: [], del: [] },
+];
+
+const config = (s: Side) => ({
+  cniVersion: '1.0.0',
+  name: 'benchnet',
+  type: 'bridge',
+  bridge: 'cni0',
+  isGateway: true,
+  isDefaultGateway: true,
+  ipMasq: true,
+  ipam: { type: 'host-local', ranges: [[{ subnet: '10.99.0.0/16' }]], dataDir: s.data },
+});
+
+async function main(): Promise<void> {
+  for (const s of sides) ip('netns', 'add', s.host);
+  try {
+    // One warm-up cycle each (page cache, bridge creation), not counted.
+    for (let i = -1; i < N; i++) {
+      for (const s of i % 2 === 0 ? sides : [...sides].reverse()) {
+        const pod = `${tag}-pod`;
+        ip('netns', 'add', pod);
+        try {
+          const common = { dir: s.dir, type: 'bridge', hostNs: s.host, containerId: `c${i + 1}`, netns: `/var/run/netns/${pod}`, ifname: 'eth0', config: config(s) };
+          const a = await runCni({ ...common, command: 'ADD' });
+          if (a.code !== 0) throw new Error(`${s.name} ADD failed: ${a.stdout}${a.stderr}`);
+          const d = await runCni({ ...common, command: 'DEL' });
+          if (d.code !== 0) throw new Error(`${s.name} DEL failed: ${d.stdout}${d.stderr}`);
+          if (i >= 0) {
+            s.add.push(a.ms);
+            s.del.push(d.ms);
+          }
+        } finally {
+          ip('netns', 'del', pod);
+        }
+      }
+    }
+  } finally {
+    for (const s of sides) {
+      ip('netns', 'del', s.host);
+      rmSync(s.data, { recursive: true, force: true });
+    }
+  }
+  const [f, r] = sides as [Side, Side];
+  const row = (what: string, a: number[], b: number[]) =>
+    `| ${what} | ${median(a).toFixed(1)} | ${median(b).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)} | ${p90(a).toFixed(1)} | ${p90(b).toFixed(1)} |`;
+  console.log(`bridge + host-local + ipMasq, ${N} ADD+DEL cycles each, alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}`);
+  console.log('| command | felt median ms | reference median ms | ratio felt/ref | felt p90 | ref p90 |');
+  console.log('|---|---|---|---|---|---|');
+  console.log(row('ADD', f.add, r.add));
+  console.log(row('DEL', f.del, r.del));
+  console.log(row('ADD+DEL', f.add.map((x, i) => x + f.del[i]!), r.add.map((x, i) => x + r.del[i]!)));
+}
+
+await main();
