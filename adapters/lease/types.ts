@@ -1,0 +1,48 @@
+// The subnet lease store feltd talks to: etcd v3 for a real cluster (adapters/lease/etcd.ts), an embedded
+// SQLite store shared by the nodes of one machine (adapters/lease/sqlite.ts), and an in-memory twin
+// (adapters/memory/leases.ts). All three keep flannel's semantics: create-if-absent with a TTL, renew,
+// watch from a revision, resync after compaction.
+
+import type * as TE from 'fp-ts/lib/TaskEither.js';
+import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
+
+export interface StoreError {
+  readonly kind: 'store';
+  readonly msg: string;
+  /** True when trying again later may succeed (store unreachable, timeout). */
+  readonly retryable: boolean;
+}
+
+export interface LeaseRequest {
+  readonly subnet?: string;
+  readonly ipv6Subnet?: string;
+  readonly attrs: LeaseAttrs;
+}
+
+export interface Watch {
+  stop(): void;
+}
+
+export interface LeaseStore {
+  /** The network config JSON (etcd: `<prefix>/config`; embedded: what `putNetworkConfig` stored). */
+  getNetworkConfig(): TE.TaskEither<StoreError, string | undefined>;
+  putNetworkConfig(json: string): TE.TaskEither<StoreError, void>;
+  /** All unexpired leases and the revision they were read at (one consistent read). */
+  list(): TE.TaskEither<StoreError, LeaseSnapshot>;
+  /** Create the lease if its key is absent; 'taken' if another holds it. TTL in seconds. */
+  acquire(req: LeaseRequest, ttlSeconds: number): TE.TaskEither<StoreError, Lease | 'taken'>;
+  /** Extend a lease this node holds (and update its attrs); 'lost' if the key is gone or not ours. */
+  renew(req: LeaseRequest, ttlSeconds: number): TE.TaskEither<StoreError, Lease | 'lost'>;
+  /** Remove a lease (tests, and operators revoking a node). */
+  revoke(subnet: string): TE.TaskEither<StoreError, void>;
+  /**
+   * Changes after `fromRevision`, in order. `onReset` is called when the store can no longer replay from
+   * that revision (etcd compaction): the caller lists again and watches from the new revision.
+   */
+  watch(
+    fromRevision: number,
+    onEvents: (events: readonly LeaseEvent[], revision: number) => void,
+    onReset: (why: string) => void,
+  ): Watch;
+  close(): Promise<void>;
+}
