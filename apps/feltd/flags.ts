@@ -1,0 +1,121 @@
+// feltd's command line: flanneld's flags where they exist, plus felt's own (--state-dir, --store).
+
+export interface Flags {
+  readonly etcdEndpoints: readonly string[];
+  readonly etcdPrefix: string;
+  readonly etcdKeyfile?: string;
+  readonly etcdCertfile?: string;
+  readonly etcdCafile?: string;
+  readonly iface: readonly string[];
+  readonly ifaceRegex: readonly string[];
+  readonly publicIP?: string;
+  readonly ipMasq: boolean;
+  readonly subnetFile: string;
+  /** Renew this long before the lease expires. */
+  readonly renewMarginMinutes: number;
+  /** Seconds between full resyncs of the dataplane. */
+  readonly resyncSeconds: number;
+  readonly healthzIP: string;
+  /** 0: no health server. */
+  readonly healthzPort: number;
+  readonly netConfigPath: string;
+  readonly stateDir: string;
+  /** `sqlite:PATH` for the embedded lease store; default `<stateDir>/leases.db` without etcd. */
+  readonly store?: string;
+  readonly leaseTTLSeconds: number;
+  readonly verbosity: number;
+  readonly help: boolean;
+}
+
+export const USAGE = `feltd: flannel-compatible node daemon
+
+Usage: feltd [flags]
+
+  --etcd-endpoints=URL[,URL]     etcd v3 endpoints (default: none, use the embedded store)
+  --etcd-prefix=PATH             key prefix (default /coreos.com/network)
+  --etcd-keyfile/--etcd-certfile/--etcd-cafile=PATH   TLS for etcd
+  --iface=NAME|IP                underlay interface (repeatable; first that exists wins)
+  --iface-regex=RE               underlay interface by name or address regex (repeatable)
+  --public-ip=IP                 address other nodes reach this node at (default: the interface's)
+  --ip-masq                      masquerade traffic leaving the pod network (FLANNEL-POSTRTG)
+  --subnet-file=PATH             where to write the lease (default /run/flannel/subnet.env)
+  --subnet-lease-renew-margin=M  renew M minutes before expiry (default 60)
+  --iptables-resync=S            seconds between dataplane resyncs (default 5)
+  --healthz-ip=IP --healthz-port=N   /healthz, /readyz, /metrics (default 0.0.0.0, port 0 = off)
+  --net-config-path=PATH         net-conf.json for the embedded store (default /etc/kube-flannel/net-conf.json)
+  --state-dir=PATH               felt's event log (default /var/lib/felt)
+  --store=sqlite:PATH            embedded lease store (default <state-dir>/leases.db without etcd)
+  --lease-ttl=S                  lease TTL in seconds (default 86400)
+  -v=N                           log verbosity (0: changes and errors, 1: every reconcile)
+`;
+
+const listFlag = new Set(['iface', 'iface-regex', 'etcd-endpoints']);
+
+export function parseFlags(argv: readonly string[]): { flags: Flags } | { error: string } {
+  const raw = new Map<string, string[]>();
+  const bools = new Set(['ip-masq', 'help', 'h']);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--?([a-zA-Z][\w-]*)(?:=(.*))?$/.exec(a);
+    if (!m) return { error: `unexpected argument ${JSON.stringify(a)}` };
+    const name = m[1]!;
+    let value = m[2];
+    if (value === undefined) {
+      if (bools.has(name)) value = 'true';
+      else {
+        value = argv[++i];
+        if (value === undefined) return { error: `--${name} needs a value` };
+      }
+    }
+    const list = raw.get(name) ?? [];
+    list.push(...(listFlag.has(name) && name === 'etcd-endpoints' ? value.split(',').filter(Boolean) : [value]));
+    raw.set(name, list);
+  }
+  const known = new Set([
+    'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip',
+    'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
+    'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h',
+  ]);
+  for (const k of raw.keys()) if (!known.has(k)) return { error: `unknown flag --${k}` };
+  const one = (k: string): string | undefined => raw.get(k)?.at(-1);
+  const num = (k: string, dflt: number, min: number): number | string => {
+    const v = one(k);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    return Number.isFinite(n) && n >= min ? n : `--${k}: ${JSON.stringify(v)} is not a number >= ${min}`;
+  };
+  const renew = num('subnet-lease-renew-margin', 60, 1);
+  const resync = num('iptables-resync', 5, 0.1);
+  const port = num('healthz-port', 0, 0);
+  const ttl = num('lease-ttl', 86400, 5);
+  const v = num('v', 0, 0);
+  for (const x of [renew, resync, port, ttl, v]) if (typeof x === 'string') return { error: x };
+  const store = one('store');
+  if (store !== undefined && !store.startsWith('sqlite:')) return { error: `--store: ${JSON.stringify(store)} must be sqlite:PATH` };
+  const bool = (k: string): boolean => ['true', '1', 'yes'].includes(one(k) ?? 'false');
+  const stateDir = one('state-dir') ?? '/var/lib/felt';
+  return {
+    flags: {
+      etcdEndpoints: raw.get('etcd-endpoints') ?? [],
+      etcdPrefix: one('etcd-prefix') ?? '/coreos.com/network',
+      ...(one('etcd-keyfile') ? { etcdKeyfile: one('etcd-keyfile')! } : {}),
+      ...(one('etcd-certfile') ? { etcdCertfile: one('etcd-certfile')! } : {}),
+      ...(one('etcd-cafile') ? { etcdCafile: one('etcd-cafile')! } : {}),
+      iface: raw.get('iface') ?? [],
+      ifaceRegex: raw.get('iface-regex') ?? [],
+      ...(one('public-ip') ? { publicIP: one('public-ip')! } : {}),
+      ipMasq: bool('ip-masq'),
+      subnetFile: one('subnet-file') ?? '/run/flannel/subnet.env',
+      renewMarginMinutes: renew as number,
+      resyncSeconds: resync as number,
+      healthzIP: one('healthz-ip') ?? '0.0.0.0',
+      healthzPort: port as number,
+      netConfigPath: one('net-config-path') ?? '/etc/kube-flannel/net-conf.json',
+      stateDir,
+      ...(store ? { store } : {}),
+      leaseTTLSeconds: ttl as number,
+      verbosity: v as number,
+      help: bool('help') || bool('h'),
+    },
+  };
+}
