@@ -1,0 +1,249 @@
+// A cluster of felt nodes on one machine, in throwaway network namespaces:
+//
+//   <id>-u   the underlay: a bridge (198.51.100.1/24), and etcd when asked for
+//   <id>-n1..nN  nodes: eth0 = 198.51.100.1x/24 on the underlay bridge; each runs dist/bin/feltd
+//   <id>-n1-p1.. pods: attached inside their node's namespace through dist/cni/flannel
+//
+// Used by the multi-node tests and by the demo. Everything is removed by `destroy()`, which also runs on
+// failure of `create()`.
+
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, openSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FELT_CNI, ROOT, runCni } from './cni.ts';
+
+export interface ClusterOptions {
+  readonly nodes: number;
+  readonly backend?: 'vxlan' | 'host-gw';
+  readonly store?: 'embedded' | 'etcd';
+  readonly network?: string;
+  readonly ipMasq?: boolean;
+  readonly resyncSeconds?: number;
+  readonly extraNetConf?: Record<string, unknown>;
+}
+
+export interface Node {
+  readonly name: string;
+  readonly ns: string;
+  readonly ip: string;
+  readonly dir: string;
+  readonly subnetFile: string;
+  proc?: ChildProcess;
+  readonly logFile: string;
+}
+
+export interface Pod {
+  readonly node: Node;
+  readonly ns: string;
+  readonly id: string;
+  ip: string;
+}
+
+const sh = (argv: string[]): string => execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+const trySh = (argv: string[]): void => {
+  try {
+    sh(argv);
+  } catch {
+    /* already gone */
+  }
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let counter = 0;
+
+export class Cluster {
+  readonly id = `fc${process.pid % 100000}${counter++}`;
+  readonly underlay = `${this.id}-u`;
+  readonly dir = mkdtempSync(join(tmpdir(), 'felt-cluster-'));
+  readonly nodes: Node[] = [];
+  readonly pods: Pod[] = [];
+  etcd?: ChildProcess;
+  etcdEndpoint?: string;
+  private namespaces: string[] = [];
+
+  constructor(readonly opts: ClusterOptions) {}
+
+  netConf(): Record<string, unknown> {
+    return {
+      Network: this.opts.network ?? '10.244.0.0/16',
+      Backend: { Type: this.opts.backend ?? 'vxlan' },
+      ...(this.opts.extraNetConf ?? {}),
+    };
+  }
+
+  private addNs(name: string): void {
+    sh(['ip', 'netns', 'add', name]);
+    this.namespaces.push(name);
+    sh(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
+  }
+
+  async create(): Promise<this> {
+    try {
+      this.addNs(this.underlay);
+      sh(['ip', '-n', this.underlay, 'link', 'add', 'br0', 'type', 'bridge']);
+      sh(['ip', '-n', this.underlay, 'addr', 'add', '198.51.100.1/24', 'dev', 'br0']);
+      sh(['ip', '-n', this.underlay, 'link', 'set', 'br0', 'up']);
+      writeFileSync(join(this.dir, 'net-conf.json'), JSON.stringify(this.netConf()));
+      if (this.opts.store === 'etcd') await this.startEtcd();
+      for (let i = 1; i <= this.opts.nodes; i++) {
+        const name = `n${i}`;
+        const ns = `${this.id}-${name}`;
+        this.addNs(ns);
+        const ip = `198.51.100.${10 + i}`;
+        sh(['ip', '-n', this.underlay, 'link', 'add', `u${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+        sh(['ip', '-n', this.underlay, 'link', 'set', `u${i}`, 'master', 'br0', 'up']);
+        sh(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+        sh(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
+        sh(['ip', '-n', ns, 'route', 'add', 'default', 'via', '198.51.100.1']);
+        const dir = join(this.dir, name);
+        mkdirSync(dir, { recursive: true });
+        this.nodes.push({ name, ns, ip, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'feltd.log') });
+      }
+      return this;
+    } catch (e) {
+      this.destroy();
+      throw e;
+    }
+  }
+
+  private async startEtcd(): Promise<void> {
+    const data = join(this.dir, 'etcd');
+    this.etcdEndpoint = 'http://198.51.100.1:2379';
+    this.etcd = spawn(
+      'ip',
+      ['netns', 'exec', this.underlay, 'etcd', '--name', 'felt', '--data-dir', data,
+        '--listen-client-urls', 'http://198.51.100.1:2379', '--advertise-client-urls', this.etcdEndpoint,
+        '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
+        '--initial-cluster', 'felt=http://127.0.0.1:2380'],
+      { stdio: ['ignore', openSync(join(this.dir, 'etcd.log'), 'a'), openSync(join(this.dir, 'etcd.log'), 'a')] },
+    );
+    for (let i = 0; i < 100; i++) {
+      try {
+        sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint, 'endpoint', 'health']);
+        break;
+      } catch {
+        await sleep(100);
+      }
+    }
+    sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint, 'put', '/coreos.com/network/config', JSON.stringify(this.netConf())]);
+  }
+
+  stopEtcd(): void {
+    this.etcd?.kill('SIGTERM');
+    this.etcd = undefined;
+  }
+
+  async restartEtcd(): Promise<void> {
+    await this.startEtcd();
+  }
+
+  etcdctl(...args: string[]): string {
+    return sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint!, ...args]);
+  }
+
+  feltdArgs(node: Node): string[] {
+    const common = [
+      '--iface', 'eth0',
+      '--subnet-file', node.subnetFile,
+      '--state-dir', join(node.dir, 'state'),
+      '--iptables-resync', String(this.opts.resyncSeconds ?? 1),
+      ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
+    ];
+    return this.opts.store === 'etcd'
+      ? [...common, '--etcd-endpoints', this.etcdEndpoint!]
+      : [...common, '--net-config-path', join(this.dir, 'net-conf.json'), '--store', `sqlite:${join(this.dir, 'leases.db')}`];
+  }
+
+  startFeltd(node: Node): void {
+    const out = openSync(node.logFile, 'a');
+    node.proc = spawn('ip', ['netns', 'exec', node.ns, join(ROOT, 'dist/bin/feltd'), ...this.feltdArgs(node)], { stdio: ['ignore', out, out] });
+  }
+
+  async stopFeltd(node: Node): Promise<void> {
+    const p = node.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await Promise.race([exited, sleep(5000)]);
+    node.proc = undefined;
+  }
+
+  /** Wait until every running node has written subnet.env. */
+  async waitReady(nodes: readonly Node[] = this.nodes, timeoutMs = 20000): Promise<void> {
+    const t0 = Date.now();
+    while (!nodes.every((n) => existsSync(n.subnetFile))) {
+      if (Date.now() - t0 > timeoutMs) throw new Error(`nodes not ready after ${timeoutMs} ms:\n${this.logs()}`);
+      await sleep(100);
+    }
+  }
+
+  subnetOf(node: Node): string {
+    const m = /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(node.subnetFile, 'utf8'));
+    return m![1]!;
+  }
+
+  async addPod(node: Node): Promise<Pod> {
+    const id = `${node.name}p${this.pods.filter((p) => p.node === node).length + 1}`;
+    const ns = `${this.id}-${id}`;
+    this.addNs(ns);
+    const r = await runCni({
+      dir: FELT_CNI,
+      type: 'flannel',
+      command: 'ADD',
+      hostNs: node.ns,
+      containerId: id,
+      netns: `/var/run/netns/${ns}`,
+      ifname: 'eth0',
+      config: this.podConf(node),
+    });
+    if (r.code !== 0) throw new Error(`ADD ${id} failed: ${r.stdout} ${r.stderr}`);
+    const pod: Pod = { node, ns, id, ip: String(r.json.ips[0].address).split('/')[0]! };
+    this.pods.push(pod);
+    return pod;
+  }
+
+  podConf(node: Node): Record<string, unknown> {
+    return {
+      cniVersion: '1.0.0',
+      name: 'cbr0',
+      type: 'flannel',
+      subnetFile: node.subnetFile,
+      dataDir: join(node.dir, 'cni-flannel'),
+      ipam: { dataDir: join(node.dir, 'ipam') },
+      delegate: { hairpinMode: true, isDefaultGateway: true },
+    };
+  }
+
+  ping(from: Pod, to: string, count = 1): boolean {
+    try {
+      sh(['ip', 'netns', 'exec', from.ns, 'ping', '-c', String(count), '-W', '2', '-q', to]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Every pod to every pod on another node: the failures, as "a -> b". */
+  pingMatrix(): string[] {
+    const bad: string[] = [];
+    for (const a of this.pods) for (const b of this.pods) if (a.node !== b.node && !this.ping(a, b.ip)) bad.push(`${a.id} -> ${b.id} (${b.ip})`);
+    return bad;
+  }
+
+  inNode(node: Node, ...argv: string[]): string {
+    return sh(['ip', 'netns', 'exec', node.ns, ...argv]);
+  }
+
+  logs(): string {
+    return this.nodes.map((n) => `--- ${n.name}\n${existsSync(n.logFile) ? readFileSync(n.logFile, 'utf8').split('\n').slice(-15).join('\n') : ''}`).join('\n');
+  }
+
+  destroy(): void {
+    for (const n of this.nodes) n.proc?.kill('SIGKILL');
+    this.stopEtcd();
+    for (const ns of [...this.namespaces].reverse()) trySh(['ip', 'netns', 'del', ns]);
+    this.namespaces = [];
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
