@@ -8,8 +8,8 @@
 // Loading a stream reads its snapshot plus the events after it (normally none), so it does not grow with
 // history; a snapshot that is missing (a new projection name) is rebuilt from the log on first use.
 
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
@@ -99,6 +99,17 @@ function ensureSchema(db: Database.Database, deadline: number): void {
   }
 }
 
+/**
+ * mkdir -p by hand: Node 20's recursive mkdirSync never returns for some paths (e.g. under /proc), and a
+ * plugin must fail, not hang.
+ */
+function ensureDir(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDir(parent);
+  mkdirSync(dir);
+}
+
 export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Either<CniError, EventStore> {
   const file = join(dataDir, DB_FILE);
   const timeout = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -107,7 +118,7 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
     if (opts.readonly) {
       db = new Database(file, { readonly: true, fileMustExist: true, timeout });
     } else {
-      mkdirSync(dataDir, { recursive: true });
+      ensureDir(dataDir);
       db = new Database(file, { timeout });
       ensureSchema(db, Date.now() + timeout);
       // WAL + NORMAL: a commit survives a crash of the process (not of the machine) without an fsync.
