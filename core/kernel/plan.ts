@@ -1,5 +1,14 @@
 // plan(desired, observed, scope): the ops that turn what the kernel has into what felt wants, touching only
-// what felt owns (felix's delta tracker, as a pure function). plan(d, d, s) = [].
+// what felt owns (felix's delta tracker, as one pure function). plan(d, d, s) = [].
+//
+// How it works:
+//  1. Links to delete, to a fixed point: owned links that are not desired, links of the wrong kind (or with
+//     vxlan/macvlan settings that cannot be changed in place), and veth ends whose pair is broken. Deleting a
+//     link takes the kernel's side effects with it: its veth peer, macvlans/vxlans on it, everything on those
+//     devices (addresses, routes, neighbours, fdb entries, qdiscs, per-device sysctls) and bridge membership
+//     of its ports. Those are removed from the "effective" observation, so what must come back is re-created.
+//  2. Diff desired against that effective observation, per object type, by identity (core/kernel/keys.ts).
+//  3. Order (see `order`): by namespace, then by phase, so the kernel accepts every step.
 
 import type {
   Address,
@@ -16,224 +25,518 @@ import type {
   Route,
 } from './model.ts';
 import { HOST, opNs } from './model.ts';
+import {
+  addrKey,
+  BUILTIN_CHAINS,
+  chainKey,
+  devKey,
+  fdbKey,
+  linkKey,
+  neighKey,
+  qdiscKey,
+  routeKey,
+  routeMetric,
+  routeTable,
+  ruleKey,
+  ruleTarget,
+  sysctlDevice,
+  sysctlKey,
+  where,
+} from './keys.ts';
+import { owner } from './scope.ts';
 
-const dk = (ns: NsRef, dev: string): string => `${ns}\u0000${dev}`;
-const linkKey = (l: { ns: NsRef; name: string }): string => dk(l.ns, l.name);
-const addrKey = (a: Address): string => `${dk(a.ns, a.dev)}\u0000${a.cidr}`;
-const isV6 = (s: string): boolean => s.includes(':');
-/** The kernel's metric when none is given: 0 for IPv4, 1024 for IPv6. */
-export const routeMetric = (r: Route): number => r.metric ?? (isV6(r.dst) ? 1024 : 0);
-export const routeKey = (r: Route): string => `${r.ns}\u0000${r.table ?? 254}\u0000${r.dst}\u0000${routeMetric(r)}`;
-const neighKey = (n: Neighbour): string => `${dk(n.ns, n.dev)}\u0000${n.ip}`;
-const fdbKey = (f: Fdb): string => `${dk(f.ns, f.dev)}\u0000${f.mac}`;
-const chainKey = (c: { ns: NsRef; family: number; table: string; chain: string }): string =>
-  `${c.ns}\u0000${c.family}\u0000${c.table}\u0000${c.chain}`;
-const ruleKey = (r: IptRule): string => `${chainKey(r)}\u0000${r.rule}`;
-const qdiscKey = (q: Qdisc): string => `${dk(q.ns, q.dev)}\u0000${q.kind}`;
+export { routeKey, routeMetric } from './keys.ts';
 
-const sameRoute = (a: Route, b: Route): boolean =>
-  a.gw === b.gw &&
-  (a.dev === undefined || a.dev === b.dev) &&
-  !!a.onlink === !!b.onlink &&
-  (a.scope === undefined || a.scope === b.scope) &&
-  (a.mtu === undefined || a.mtu === b.mtu) &&
-  (a.src === undefined || a.src === b.src);
+// ------------------------------------------------------------------------------------------- comparison
 
-const sameQdisc = (a: Qdisc, b: Qdisc): boolean => a.rate === b.rate && a.burst === b.burst && a.latencyMs === b.latencyMs;
+const lower = (s: string | undefined): string | undefined => s?.toLowerCase();
+const ipOf = (cidr: string): string => cidr.slice(0, cidr.indexOf('/') < 0 ? cidr.length : cidr.indexOf('/'));
+const normSysctl = (v: string): string => v.trim().split(/\s+/).join(' ');
 
-const MANAGED: readonly (keyof Link)[] = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin'];
+/** Does an existing link satisfy the desired kind and its fixed (create-time) settings? */
+function compatible(d: Link, o: Link): boolean {
+  if (d.kind === 'device') return true; // "whatever is there": felt cannot create it, so never replaces it
+  if (d.kind === 'loopback') return o.kind === 'loopback' || o.kind === 'device';
+  if (d.kind !== o.kind) return false;
+  if (d.vxlan && o.vxlan) {
+    const a = d.vxlan;
+    const b = o.vxlan;
+    if (a.vni !== b.vni || a.port !== b.port || a.learning !== b.learning || a.gbp !== b.gbp) return false;
+    if (a.local !== undefined && lower(a.local) !== lower(b.local)) return false;
+    if (a.dev !== undefined && b.dev !== undefined && a.dev !== b.dev) return false;
+  }
+  if (d.macvlan && o.macvlan && (d.macvlan.master !== o.macvlan.master || d.macvlan.mode !== o.macvlan.mode)) return false;
+  return true;
+}
 
+const MANAGED = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin'] as const;
+type Managed = (typeof MANAGED)[number];
+
+function norm(k: Managed, v: unknown): unknown {
+  switch (k) {
+    case 'master':
+      return v ?? null;
+    case 'up':
+    case 'promisc':
+    case 'hairpin':
+      return !!v;
+    case 'mac':
+      return typeof v === 'string' ? v.toLowerCase() : v;
+    case 'mtu':
+      return v;
+  }
+}
+
+/** The managed attributes of `d` that `o` does not have. Attributes undefined in `d` are not managed. */
 function linkChanges(d: Link, o: Link): Partial<Link> {
-  const changes: Record<string, unknown> = {};
+  const changes: { -readonly [K in keyof Link]?: Link[K] } = {};
   for (const k of MANAGED) {
     const want = d[k];
     if (want === undefined) continue;
-    const have = o[k];
-    const norm = (v: unknown): unknown => (k === 'master' ? v ?? null : k === 'hairpin' || k === 'promisc' ? !!v : v);
-    if (norm(want) !== norm(have)) changes[k] = want;
+    if (norm(k, want) !== norm(k, o[k])) (changes as Record<string, unknown>)[k] = want;
   }
-  return changes as Partial<Link>;
+  // Enslaving to another bridge makes a new bridge port, with hairpin off.
+  if (changes.master !== undefined && changes.master !== null && d.hairpin === true) changes.hairpin = true;
+  const vf = d.bridge?.vlanFiltering;
+  if (vf !== undefined && vf !== !!o.bridge?.vlanFiltering) changes.bridge = { ...d.bridge, vlanFiltering: vf };
+  return changes;
 }
 
-/** Devices whose addresses, routes, neighbours, fdb entries and qdiscs felt owns. */
-function ownedDevices(scope: OwnershipScope, desired: KernelState): Set<string> {
-  const s = new Set<string>();
-  for (const l of scope.links) s.add(linkKey(l));
-  for (const d of scope.devices) s.add(dk(d.ns, d.dev));
-  for (const l of desired.links) s.add(linkKey(l));
-  return s;
+/** What `ip link add ... type veth peer name P [address M]` leaves the peer end with. */
+const createdPeer = (d: Link, creator: Link): Link => ({
+  ns: d.ns,
+  name: d.name,
+  kind: 'veth',
+  ...(creator.veth?.peerMac !== undefined ? { mac: creator.veth.peerMac } : {}),
+  up: false,
+  master: null,
+  promisc: false,
+  hairpin: false,
+});
+
+function sameRoute(d: Route, o: Route): boolean {
+  return (
+    lower(d.gw) === lower(o.gw) &&
+    (d.dev === undefined || d.dev === o.dev) &&
+    !!d.onlink === !!o.onlink &&
+    (d.scope === undefined || d.scope === (o.scope ?? 'global')) &&
+    (d.mtu === undefined || d.mtu === o.mtu) &&
+    (d.src === undefined || lower(d.src) === lower(o.src))
+  );
 }
 
-const PHASE: Record<Op['op'], number> = {
-  'rule.del': 0,
-  'chain.del': 1,
-  'qdisc.del': 2,
-  'link.del': 3,
-  'link.add': 4,
-  'link.set': 5,
-  'sysctl.set': 6,
-  'addr.del': 7,
-  'addr.add': 8,
-  'route.del': 9,
-  'neigh.del': 10,
-  'neigh.replace': 10,
-  'fdb.del': 11,
-  'fdb.replace': 11,
-  'route.replace': 12,
-  'chain.sync': 13,
-  'rule.add': 14,
-  'qdisc.replace': 15,
-};
+const sameQdisc = (a: Qdisc, b: Qdisc): boolean =>
+  a.kind === 'ingress' || (a.rate === b.rate && a.burst === b.burst && (a.latencyMs === undefined || a.latencyMs === b.latencyMs));
+
+const sameRules = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((r, i) => r === b[i]);
+
+/** First of each identity wins; later duplicates are ignored (desired arrays are sets). */
+function uniq<T>(xs: readonly T[], key: (x: T) => string): T[] {
+  const seen = new Set<string>();
+  return xs.filter((x) => {
+    const k = key(x);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ links
+
+interface VethPairs {
+  /** End key → the other end's key, for desired ends that have a desired partner. */
+  readonly partner: ReadonlyMap<string, string>;
+  /** Peer end key → the desired link whose link.add creates it. */
+  readonly createdBy: ReadonlyMap<string, Link>;
+  /** Peer ends that are not themselves desired (still must not be deleted). */
+  readonly implied: ReadonlySet<string>;
+}
 
 /**
- * Namespaces in apply order: one that creates a veth whose peer lands in another namespace goes before that
- * namespace (so the pair exists when the other side is configured); otherwise the host first.
+ * Which end of each desired veth pair creates it: the end that names its peer; when both do, the end that is
+ * not in the host namespace (a CNI plugin creates the pair inside the container and puts the host end in the
+ * host namespace), else the end with the smaller key.
  */
-function nsOrder(ops: readonly Op[]): NsRef[] {
-  const all = [...new Set(ops.map(opNs))];
-  const creators = new Set(
-    ops.flatMap((o) => (o.op === 'link.add' && o.link.veth && o.link.veth.peerNs !== o.link.ns ? [o.link.ns] : [])),
-  );
-  const rank = (ns: NsRef): number => (creators.has(ns) ? 0 : ns === HOST ? 1 : 2);
-  return all.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link>): VethPairs {
+  const partner = new Map<string, string>();
+  const createdBy = new Map<string, Link>();
+  const implied = new Set<string>();
+  const done = new Set<string>();
+  for (const l of links) {
+    const k = linkKey(l);
+    if (!l.veth || done.has(k)) continue;
+    const pk = devKey(l.veth.peerNs, l.veth.peer);
+    const p = want.get(pk);
+    done.add(k);
+    done.add(pk);
+    let creator = l;
+    let peerKey = pk;
+    if (p?.veth && p.veth.peer === l.name && p.veth.peerNs === l.ns) {
+      const pFirst = l.ns === HOST && p.ns !== HOST ? true : p.ns === HOST && l.ns !== HOST ? false : pk < k;
+      if (pFirst) {
+        creator = p;
+        peerKey = k;
+      }
+    }
+    createdBy.set(peerKey, creator);
+    if (p) {
+      partner.set(k, pk);
+      partner.set(pk, k);
+    } else {
+      implied.add(pk);
+    }
+  }
+  return { partner, createdBy, implied };
 }
 
-/** Within link.set: bridges (masters) before the links enslaved to them. */
-const setRank = (o: Op): number => (o.op === 'link.set' && o.changes.master ? 1 : 0);
+/** Dependency depth among links of one namespace: masters and lower devices before the links that use them. */
+function linkDepths(links: readonly Link[]): Map<string, number> {
+  const byKey = new Map(links.map((l) => [linkKey(l), l]));
+  const depth = new Map<string, number>();
+  const visit = (l: Link, path: Set<string>): number => {
+    const k = linkKey(l);
+    const known = depth.get(k);
+    if (known !== undefined) return known;
+    if (path.has(k)) return 0;
+    path.add(k);
+    const deps = [l.master ?? undefined, l.macvlan?.master, l.vxlan?.dev].filter((x): x is string => !!x);
+    let d = 0;
+    for (const name of deps) {
+      const dep = byKey.get(devKey(l.ns, name));
+      if (dep) d = Math.max(d, 1 + visit(dep, path));
+    }
+    path.delete(k);
+    depth.set(k, d);
+    return d;
+  };
+  for (const l of links) visit(l, new Set());
+  return depth;
+}
 
-export function order(ops: readonly Op[]): Op[] {
-  const nsRank = new Map(nsOrder(ops).map((ns, i) => [ns, i]));
+// ------------------------------------------------------------------------------------------------- plan
+
+export function plan(desiredIn: KernelState, observed: KernelState, scope: OwnershipScope): Op[] {
+  const desired: KernelState = {
+    links: uniq(desiredIn.links, linkKey),
+    addresses: uniq(desiredIn.addresses, addrKey),
+    routes: uniq(desiredIn.routes, routeKey),
+    neighbours: uniq(desiredIn.neighbours, neighKey),
+    fdb: uniq(desiredIn.fdb, fdbKey),
+    chains: uniq(desiredIn.chains, chainKey),
+    rules: uniq(desiredIn.rules, ruleKey),
+    sysctls: uniq(desiredIn.sysctls, sysctlKey),
+    qdiscs: uniq(desiredIn.qdiscs, qdiscKey),
+  };
+  const own = owner(scope);
+  const ops: Op[] = [];
+
+  // 1. Links to delete, with everything that goes with them.
+  const want = new Map(desired.links.map((l) => [linkKey(l), l]));
+  const seen = new Map(observed.links.map((l) => [linkKey(l), l]));
+  const pairs = vethPairs(desired.links, want);
+  // Observed veth ends by their peer's key (either end may carry the pairing).
+  const vethOf = new Map<string, string[]>();
+  for (const o of observed.links) {
+    if (!o.veth) continue;
+    const pk = devKey(o.veth.peerNs, o.veth.peer);
+    vethOf.set(pk, [...(vethOf.get(pk) ?? []), linkKey(o)]);
+    vethOf.set(linkKey(o), [...(vethOf.get(linkKey(o)) ?? []), pk]);
+  }
+  const gone = new Set<string>();
+  const markGone = (k: string): void => {
+    if (gone.has(k) || !seen.has(k)) return;
+    gone.add(k);
+    const o = seen.get(k)!;
+    for (const pk of vethOf.get(k) ?? []) markGone(pk);
+    for (const x of observed.links) {
+      if (x.ns === o.ns && (x.macvlan?.master === o.name || x.vxlan?.dev === o.name)) markGone(linkKey(x));
+    }
+  };
+  const remove = (o: Link): void => {
+    if (gone.has(linkKey(o))) return;
+    ops.push({ op: 'link.del', ns: o.ns, name: o.name });
+    markGone(linkKey(o));
+  };
+  for (let before = -1; before !== gone.size; ) {
+    before = gone.size;
+    for (const o of observed.links) {
+      const k = linkKey(o);
+      if (gone.has(k)) continue;
+      const d = want.get(k);
+      if (!d) {
+        if (own.link(o.ns, o.name) && !pairs.implied.has(k)) remove(o);
+        continue;
+      }
+      if (!compatible(d, o)) {
+        remove(o);
+        continue;
+      }
+      const pk = pairs.partner.get(k);
+      if (pk !== undefined) {
+        const p = seen.get(pk);
+        const paired = !o.veth || devKey(o.veth.peerNs, o.veth.peer) === pk;
+        if (!p || gone.has(pk) || p.kind !== 'veth' || !paired) remove(o);
+      }
+    }
+  }
+  const isGone = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && gone.has(devKey(ns, dev));
+
+  // 2. Links to create or change, against what is left.
+  const left = new Map<string, Link>();
+  for (const o of observed.links) {
+    if (gone.has(linkKey(o))) continue;
+    left.set(linkKey(o), o.master && isGone(o.ns, o.master) ? { ...o, master: null, hairpin: false } : o);
+  }
+  for (const d of desired.links) {
+    const k = linkKey(d);
+    const e = left.get(k);
+    const creator = pairs.createdBy.get(k);
+    if (e) {
+      const changes = linkChanges(d, e);
+      if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
+    } else if (creator) {
+      const changes = linkChanges(d, createdPeer(d, creator));
+      if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
+    } else {
+      ops.push({ op: 'link.add', link: d });
+    }
+  }
+
+  // 3. Addresses. An address leaving takes IPv4 routes with that source address with it.
+  const addrsLeft = observed.addresses.filter((a) => !isGone(a.ns, a.dev));
+  const wantA = new Set(desired.addresses.map(addrKey));
+  const haveA = new Set(addrsLeft.map(addrKey));
+  for (const a of desired.addresses) if (!haveA.has(addrKey(a))) ops.push({ op: 'addr.add', addr: a });
+  const removedAddrs: Address[] = observed.addresses.filter((a) => isGone(a.ns, a.dev));
+  const keptAddrs: Address[] = [];
+  for (const a of addrsLeft) {
+    if (own.device(a.ns, a.dev) && !wantA.has(addrKey(a))) {
+      ops.push({ op: 'addr.del', addr: a });
+      removedAddrs.push(a);
+    } else keptAddrs.push(a);
+  }
+  const stillThere = new Set(keptAddrs.map((a) => devKey(a.ns, lower(ipOf(a.cidr))!)));
+  const lostIPs = new Set(removedAddrs.map((a) => devKey(a.ns, lower(ipOf(a.cidr))!)).filter((k) => !stillThere.has(k)));
+
+  // 4. Routes, by (ns, table, dst, metric).
+  const routesLeft = observed.routes.filter((r) => !isGone(r.ns, r.dev) && !(r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!))));
+  const haveR = new Map(routesLeft.map((r) => [routeKey(r), r]));
+  const wantR = new Set(desired.routes.map(routeKey));
+  for (const r of desired.routes) {
+    const o = haveR.get(routeKey(r));
+    if (!o || !sameRoute(r, o)) ops.push({ op: 'route.replace', route: r });
+  }
+  for (const r of routesLeft) if (own.device(r.ns, r.dev) && !wantR.has(routeKey(r))) ops.push({ op: 'route.del', route: r });
+
+  // 5. Permanent neighbours by (ns, dev, ip); fdb entries by (ns, dev, mac) with one dst each.
+  const neighLeft = observed.neighbours.filter((n) => !isGone(n.ns, n.dev));
+  const haveN = new Map(neighLeft.map((n) => [neighKey(n), n]));
+  const wantN = new Set(desired.neighbours.map(neighKey));
+  for (const n of desired.neighbours) {
+    if (lower(haveN.get(neighKey(n))?.lladdr) !== lower(n.lladdr)) ops.push({ op: 'neigh.replace', neigh: n });
+  }
+  for (const n of neighLeft) if (own.device(n.ns, n.dev) && !wantN.has(neighKey(n))) ops.push({ op: 'neigh.del', neigh: n });
+
+  const fdbLeft = observed.fdb.filter((f) => !isGone(f.ns, f.dev));
+  const haveF = new Map<string, Fdb[]>();
+  for (const f of fdbLeft) haveF.set(fdbKey(f), [...(haveF.get(fdbKey(f)) ?? []), f]);
+  const wantF = new Set(desired.fdb.map(fdbKey));
+  for (const f of desired.fdb) {
+    const group = haveF.get(fdbKey(f)) ?? [];
+    const ok = group.some((g) => lower(g.dst) === lower(f.dst));
+    // One remote per MAC: extra remotes go; a single wrong one is replaced in place (flannel's way).
+    for (const g of group) if (lower(g.dst) !== lower(f.dst) && (ok || group.length > 1)) ops.push({ op: 'fdb.del', fdb: g });
+    if (!ok) ops.push({ op: 'fdb.replace', fdb: f });
+  }
+  for (const f of fdbLeft) if (own.device(f.ns, f.dev) && !wantF.has(fdbKey(f))) ops.push({ op: 'fdb.del', fdb: f });
+
+  // 6. iptables. Owned chains are rewritten whole when they differ; single rules are added or removed.
+  const wantC = new Map(desired.chains.map((c) => [chainKey(c), c]));
+  const haveC = new Map(observed.chains.map((c) => [chainKey(c), c]));
+  for (const c of desired.chains) {
+    const o = haveC.get(chainKey(c));
+    if (!o || !sameRules(o.rules, c.rules)) ops.push({ op: 'chain.sync', chain: c });
+  }
+  for (const c of observed.chains) {
+    if (own.chain(c) && !wantC.has(chainKey(c))) ops.push({ op: 'chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.chain });
+  }
+  // Rules as observed, per chain: the builtin chains' rules, and whole chains felt does not own.
+  const ruleLists = new Map<string, { ref: IptChain; rules: string[] }>();
+  for (const r of observed.rules) {
+    const k = chainKey(r);
+    const entry = ruleLists.get(k) ?? { ref: { ns: r.ns, family: r.family, table: r.table, chain: r.chain, rules: [] }, rules: [] };
+    entry.rules.push(r.rule);
+    ruleLists.set(k, entry);
+  }
+  for (const c of observed.chains) {
+    const k = chainKey(c);
+    if (!ruleLists.has(k) && !own.chain(c) && !wantC.has(k)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
+  }
+  const wantRule = new Set(desired.rules.map(ruleKey));
+  for (const r of desired.rules) {
+    if (!ruleLists.get(chainKey(r))?.rules.includes(r.rule)) ops.push({ op: 'rule.add', rule: r });
+  }
+  for (const { ref, rules } of ruleLists.values()) {
+    const counted = new Map<string, number>();
+    for (const rule of rules) {
+      const r: IptRule = { ns: ref.ns, family: ref.family, table: ref.table, chain: ref.chain, rule };
+      const n = (counted.get(rule) ?? 0) + 1;
+      counted.set(rule, n);
+      const wanted = wantRule.has(ruleKey(r));
+      // A marked rule that is not desired goes; a desired one that appears twice keeps one copy.
+      if ((own.markedRule(r) && !wanted) || (wanted && n > 1)) ops.push({ op: 'rule.del', rule: r });
+    }
+  }
+
+  // 7. Sysctls are settings: set when different, never removed. Per-device ones vanish with the device.
+  const haveS = new Map(
+    observed.sysctls.filter((s) => !isGone(s.ns, sysctlDevice(s.key))).map((s) => [sysctlKey(s), s.value] as const),
+  );
+  for (const s of desired.sysctls) {
+    const v = haveS.get(sysctlKey(s));
+    if (v === undefined || normSysctl(v) !== normSysctl(s.value)) ops.push({ op: 'sysctl.set', sysctl: s });
+  }
+
+  // 8. Qdiscs.
+  const qLeft = observed.qdiscs.filter((q) => !isGone(q.ns, q.dev));
+  const haveQ = new Map(qLeft.map((q) => [qdiscKey(q), q]));
+  const wantQ = new Set(desired.qdiscs.map(qdiscKey));
+  for (const q of desired.qdiscs) {
+    const o = haveQ.get(qdiscKey(q));
+    if (!o || !sameQdisc(q, o)) ops.push({ op: 'qdisc.replace', qdisc: q });
+  }
+  for (const q of qLeft) if (own.device(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
+
+  return order(ops, { desired, observed });
+}
+
+// ------------------------------------------------------------------------------------------------ order
+
+/**
+ * Phases within one namespace. iptables first, as one block (one iptables-restore per family): removed jumps
+ * before the chains they jump to are deleted, chains written before the rules that jump to them. Then the
+ * links (deleted, created, changed: masters before ports), sysctls (a per-device sysctl needs its device;
+ * forwarding/accept_dad must be set before addresses), addresses, neighbour and fdb entries, and routes last
+ * (flannel's vxlan rule: neighbour and fdb first, then the route that uses them). Qdiscs after their links.
+ */
+export const PHASE: Readonly<Record<Op['op'], number>> = {
+  'rule.del': 0,
+  'chain.sync': 1,
+  'chain.del': 2,
+  'rule.add': 3,
+  'qdisc.del': 4,
+  'link.del': 5,
+  'link.add': 6,
+  'link.set': 7,
+  'sysctl.set': 8,
+  'addr.del': 9,
+  'addr.add': 10,
+  'route.del': 11,
+  'neigh.del': 12,
+  'neigh.replace': 13,
+  'fdb.del': 14,
+  'fdb.replace': 15,
+  'route.replace': 16,
+  'qdisc.replace': 17,
+};
+
+/** Chains of one table by how deep their jumps go into the given set: targets have depth 0. */
+function chainDepths(chains: readonly { key: string; ref: IptChain }[]): Map<string, number> {
+  const byKey = new Map(chains.map((c) => [c.key, c.ref]));
+  const depth = new Map<string, number>();
+  const visit = (k: string, path: Set<string>): number => {
+    const known = depth.get(k);
+    if (known !== undefined) return known;
+    const c = byKey.get(k);
+    if (!c || path.has(k)) return 0;
+    path.add(k);
+    let d = 0;
+    for (const r of c.rules) {
+      const t = ruleTarget(r);
+      if (t === undefined || BUILTIN_CHAINS.has(t)) continue;
+      const tk = chainKey({ ns: c.ns, family: c.family, table: c.table, chain: t });
+      if (byKey.has(tk) && tk !== k) d = Math.max(d, 1 + visit(tk, path));
+    }
+    path.delete(k);
+    depth.set(k, d);
+    return d;
+  };
+  for (const c of chains) visit(c.key, new Set());
+  return depth;
+}
+
+/**
+ * Namespaces in apply order: a namespace that creates a veth whose peer lands in another namespace goes
+ * before that namespace (so the pair exists when the other side is configured); otherwise the host first,
+ * then the others by name. A cycle (each creates into the other) falls back to that order.
+ */
+export function namespaceOrder(ops: readonly Op[]): NsRef[] {
+  const all = [...new Set(ops.map(opNs))].sort((a, b) => (a === HOST ? -1 : b === HOST ? 1 : a < b ? -1 : a > b ? 1 : 0));
+  const before = new Map<NsRef, Set<NsRef>>(all.map((ns) => [ns, new Set()]));
+  for (const o of ops) {
+    if (o.op === 'link.add' && o.link.veth && o.link.veth.peerNs !== o.link.ns && before.has(o.link.veth.peerNs)) {
+      before.get(o.link.veth.peerNs)!.add(o.link.ns);
+    }
+  }
+  const out: NsRef[] = [];
+  const placed = new Set<NsRef>();
+  while (out.length < all.length) {
+    const next = all.find((ns) => !placed.has(ns) && [...before.get(ns)!].every((p) => placed.has(p))) ?? all.find((ns) => !placed.has(ns))!;
+    out.push(next);
+    placed.add(next);
+  }
+  return out;
+}
+
+export interface OrderContext {
+  readonly desired?: KernelState;
+  readonly observed?: KernelState;
+}
+
+/** Deterministic apply order for ops (see PHASE and namespaceOrder). Ties keep their input order. */
+export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
+  const nsOrder = namespaceOrder(ops);
+  const nsRank = new Map(nsOrder.map((ns, i) => [ns, i]));
+  // A link a veth creation elsewhere needs gone (same name as the new peer) is deleted before everything.
+  const early = new Set<Op>();
+  for (const o of ops) {
+    if (o.op !== 'link.add' || !o.link.veth) continue;
+    const { peer, peerNs } = o.link.veth;
+    if (peerNs === o.link.ns) continue;
+    for (const x of ops) if (x.op === 'link.del' && x.ns === peerNs && x.name === peer) early.add(x);
+  }
+  const linkDepth = linkDepths(ctx.desired?.links ?? ops.flatMap((o) => (o.op === 'link.add' || o.op === 'link.set' ? [o.link] : [])));
+  const synced = ops.flatMap((o) => (o.op === 'chain.sync' ? [{ key: chainKey(o.chain), ref: o.chain }] : []));
+  const syncDepth = chainDepths(synced);
+  const seenChains = new Map((ctx.observed?.chains ?? []).map((c) => [chainKey(c), c]));
+  const dropped = ops.flatMap((o) =>
+    o.op === 'chain.del' ? [{ key: chainKey(o), ref: seenChains.get(chainKey(o)) ?? { ...o, rules: [] } }] : [],
+  );
+  const dropDepth = chainDepths(dropped);
+  const sub = (o: Op): number => {
+    switch (o.op) {
+      case 'link.add':
+      case 'link.set':
+        return linkDepth.get(linkKey(o.link)) ?? 0;
+      case 'route.replace':
+        return o.route.gw ? 1 : 0; // direct (link-scope) routes before routes via gateways they make reachable
+      case 'route.del':
+        return o.route.gw ? 0 : 1;
+      case 'chain.sync':
+        return syncDepth.get(chainKey(o.chain)) ?? 0;
+      case 'chain.del':
+        return -(dropDepth.get(chainKey(o)) ?? 0); // referrers before the chains they jump to
+      default:
+        return 0;
+    }
+  };
   return ops
-    .map((o, i) => ({ o, i }))
-    .sort(
-      (a, b) =>
-        (nsRank.get(opNs(a.o)) ?? 0) - (nsRank.get(opNs(b.o)) ?? 0) ||
-        PHASE[a.o.op] - PHASE[b.o.op] ||
-        setRank(a.o) - setRank(b.o) ||
-        a.i - b.i,
-    )
+    .map((o, i) => ({ o, i, early: early.has(o) ? 0 : 1, ns: nsRank.get(opNs(o)) ?? 0, phase: PHASE[o.op], sub: sub(o) }))
+    .sort((a, b) => a.early - b.early || a.ns - b.ns || a.phase - b.phase || a.sub - b.sub || a.i - b.i)
     .map((x) => x.o);
 }
 
-export function plan(desired: KernelState, observed: KernelState, scope: OwnershipScope): Op[] {
-  const ops: Op[] = [];
-  const owned = ownedDevices(scope, desired);
-
-  // Links.
-  const seenLinks = new Map(observed.links.map((l) => [linkKey(l), l]));
-  const wantLinks = new Map(desired.links.map((l) => [linkKey(l), l]));
-  // Veth ends created together with their peer: the pair is one link.add on the creating side.
-  const createdAsPeer = new Set(
-    desired.links.flatMap((l) => (l.veth && !seenLinks.has(linkKey(l)) ? [dk(l.veth.peerNs, l.veth.peer)] : [])),
-  );
-  const deletedLinks = new Set<string>();
-  for (const d of desired.links) {
-    const o = seenLinks.get(linkKey(d));
-    if (o && o.kind !== d.kind && !(d.kind === 'loopback' || o.kind === 'loopback')) {
-      ops.push({ op: 'link.del', ns: o.ns, name: o.name });
-      ops.push({ op: 'link.add', link: d });
-      continue;
-    }
-    if (!o) {
-      if (createdAsPeer.has(linkKey(d))) {
-        // Created by its peer's link.add; only the attributes the creation cannot carry remain.
-        const changes = linkChanges(d, { ns: d.ns, name: d.name, kind: d.kind, ...(d.mtu ? { mtu: d.mtu } : {}), ...(d.mac ? { mac: d.mac } : {}) });
-        if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
-      } else {
-        ops.push({ op: 'link.add', link: d });
-      }
-      continue;
-    }
-    const changes = linkChanges(d, o);
-    if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
-  }
-  const linkOwned = new Set(scope.links.map(linkKey));
-  for (const o of observed.links) {
-    const k = linkKey(o);
-    if (linkOwned.has(k) && !wantLinks.has(k)) {
-      ops.push({ op: 'link.del', ns: o.ns, name: o.name });
-      deletedLinks.add(k);
-    }
-  }
-  // Objects on a link being deleted go with it.
-  const goesWithLink = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && deletedLinks.has(dk(ns, dev));
-
-  // Addresses.
-  const seenAddrs = new Set(observed.addresses.map(addrKey));
-  const wantAddrs = new Set(desired.addresses.map(addrKey));
-  for (const a of desired.addresses) if (!seenAddrs.has(addrKey(a))) ops.push({ op: 'addr.add', addr: a });
-  for (const a of observed.addresses) {
-    if (owned.has(dk(a.ns, a.dev)) && !wantAddrs.has(addrKey(a)) && !goesWithLink(a.ns, a.dev)) ops.push({ op: 'addr.del', addr: a });
-  }
-
-  // Routes.
-  const seenRoutes = new Map(observed.routes.map((r) => [routeKey(r), r]));
-  const wantRoutes = new Set(desired.routes.map(routeKey));
-  for (const r of desired.routes) {
-    const o = seenRoutes.get(routeKey(r));
-    if (!o || !sameRoute(r, o)) ops.push({ op: 'route.replace', route: r });
-  }
-  for (const r of observed.routes) {
-    if (r.dev !== undefined && owned.has(dk(r.ns, r.dev)) && !wantRoutes.has(routeKey(r)) && !goesWithLink(r.ns, r.dev)) {
-      ops.push({ op: 'route.del', route: r });
-    }
-  }
-
-  // Neighbours and fdb entries.
-  const seenNeigh = new Map(observed.neighbours.map((n) => [neighKey(n), n]));
-  const wantNeigh = new Set(desired.neighbours.map(neighKey));
-  for (const n of desired.neighbours) {
-    if (seenNeigh.get(neighKey(n))?.lladdr !== n.lladdr) ops.push({ op: 'neigh.replace', neigh: n });
-  }
-  for (const n of observed.neighbours) {
-    if (owned.has(dk(n.ns, n.dev)) && !wantNeigh.has(neighKey(n)) && !goesWithLink(n.ns, n.dev)) ops.push({ op: 'neigh.del', neigh: n });
-  }
-  const seenFdb = new Map(observed.fdb.map((f) => [fdbKey(f), f]));
-  const wantFdb = new Set(desired.fdb.map(fdbKey));
-  for (const f of desired.fdb) if (seenFdb.get(fdbKey(f))?.dst !== f.dst) ops.push({ op: 'fdb.replace', fdb: f });
-  for (const f of observed.fdb) {
-    if (owned.has(dk(f.ns, f.dev)) && !wantFdb.has(fdbKey(f)) && !goesWithLink(f.ns, f.dev)) ops.push({ op: 'fdb.del', fdb: f });
-  }
-
-  // iptables: owned chains are rewritten whole when they differ; single rules are added or removed.
-  const seenChains = new Map(observed.chains.map((c) => [chainKey(c), c]));
-  const wantChains = new Map(desired.chains.map((c) => [chainKey(c), c]));
-  for (const c of desired.chains) {
-    const o = seenChains.get(chainKey(c));
-    if (!o || o.rules.length !== c.rules.length || o.rules.some((r, i) => r !== c.rules[i])) ops.push({ op: 'chain.sync', chain: c });
-  }
-  for (const c of scope.chains) {
-    if (seenChains.has(chainKey(c)) && !wantChains.has(chainKey(c))) {
-      ops.push({ op: 'chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.chain });
-    }
-  }
-  const seenRules = new Set(observed.rules.map(ruleKey));
-  const wantRules = new Set(desired.rules.map(ruleKey));
-  for (const r of desired.rules) if (!seenRules.has(ruleKey(r))) ops.push({ op: 'rule.add', rule: r });
-  for (const r of observed.rules) {
-    const marked = scope.ruleMarkers.some((m) => chainKey(m) === chainKey(r) && r.rule.includes(m.marker));
-    if (marked && !wantRules.has(ruleKey(r))) ops.push({ op: 'rule.del', rule: r });
-  }
-
-  // Sysctls are settings: set when different, never removed.
-  const seenSysctl = new Map(observed.sysctls.map((s) => [`${s.ns}\u0000${s.key}`, s.value]));
-  for (const s of desired.sysctls) if (seenSysctl.get(`${s.ns}\u0000${s.key}`) !== s.value) ops.push({ op: 'sysctl.set', sysctl: s });
-
-  // Qdiscs.
-  const seenQ = new Map(observed.qdiscs.map((q) => [qdiscKey(q), q]));
-  const wantQ = new Set(desired.qdiscs.map(qdiscKey));
-  for (const q of desired.qdiscs) {
-    const o = seenQ.get(qdiscKey(q));
-    if (!o || !sameQdisc(q, o)) ops.push({ op: 'qdisc.replace', qdisc: q });
-  }
-  for (const q of observed.qdiscs) {
-    if (owned.has(dk(q.ns, q.dev)) && !wantQ.has(qdiscKey(q)) && !goesWithLink(q.ns, q.dev)) ops.push({ op: 'qdisc.del', qdisc: q });
-  }
-
-  return order(ops);
-}
-
-const where = (ns: NsRef): string => (ns === HOST ? 'the host namespace' : ns);
+// ------------------------------------------------------------------------------------------------ words
 
 export function describeRoute(r: Route): string {
   return [
@@ -241,20 +544,54 @@ export function describeRoute(r: Route): string {
     r.gw ? `via ${r.gw}` : '',
     r.dev ? `dev ${r.dev}` : '',
     r.onlink ? 'onlink' : '',
-    r.table !== undefined && r.table !== 254 ? `table ${r.table}` : '',
+    r.scope ? `scope ${r.scope}` : '',
+    routeTable(r) !== 254 ? `table ${routeTable(r)}` : '',
     r.metric !== undefined ? `metric ${r.metric}` : '',
+    r.mtu !== undefined ? `mtu ${r.mtu}` : '',
+    r.src ? `src ${r.src}` : '',
   ]
     .filter(Boolean)
     .join(' ');
 }
 
-/** One op in words: what it will do, to which object, where. */
+const describeLink = (l: Link): string => {
+  const extra: string[] = [];
+  if (l.veth) extra.push(`peer ${l.veth.peer}${l.veth.peerNs !== l.ns ? ` in ${where(l.veth.peerNs)}` : ''}`);
+  if (l.vxlan) extra.push(`vni ${l.vxlan.vni}${l.vxlan.local ? ` local ${l.vxlan.local}` : ''} port ${l.vxlan.port}`);
+  if (l.macvlan) extra.push(`on ${l.macvlan.master} mode ${l.macvlan.mode}`);
+  return `${l.kind} ${l.name}${extra.length ? ` (${extra.join(', ')})` : ''}`;
+};
+
+const describeChanges = (c: Partial<Link>): string =>
+  Object.entries(c)
+    .map(([k, v]) =>
+      k === 'up'
+        ? v
+          ? 'up'
+          : 'down'
+        : k === 'master'
+          ? v === null
+            ? 'nomaster'
+            : `master ${String(v)}`
+          : k === 'bridge'
+            ? `vlan_filtering ${(v as { vlanFiltering?: boolean }).vlanFiltering ? 1 : 0}`
+            : typeof v === 'boolean'
+              ? `${k} ${v ? 'on' : 'off'}`
+              : `${k} ${String(v)}`,
+    )
+    .join(' ');
+
+const chainName = (c: { table: string; chain: string; family: number }): string => `${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''}`;
+const qdiscText = (q: Qdisc): string =>
+  q.kind === 'tbf' ? `tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0}${q.latencyMs !== undefined ? ` latency ${q.latencyMs}ms` : ''} on ${q.dev}` : `ingress on ${q.dev}`;
+
+/** One op in words: what it does, to which object, where (`failed to ${describeOp(op)}: ${why}`). */
 export function describeOp(o: Op): string {
   switch (o.op) {
     case 'link.add':
-      return `add ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`;
+      return `add ${describeLink(o.link)} in ${where(o.link.ns)}`;
     case 'link.set':
-      return `set ${Object.entries(o.changes).map(([k, v]) => `${k} ${String(v)}`).join(', ')} on ${o.link.name} in ${where(o.link.ns)}`;
+      return `set ${describeChanges(o.changes)} on ${o.link.name} in ${where(o.link.ns)}`;
     case 'link.del':
       return `delete link ${o.name} in ${where(o.ns)}`;
     case 'addr.add':
@@ -262,69 +599,157 @@ export function describeOp(o: Op): string {
     case 'addr.del':
       return `delete address ${o.addr.cidr} from ${o.addr.dev} in ${where(o.addr.ns)}`;
     case 'route.replace':
-      return `route ${describeRoute(o.route)} in ${where(o.route.ns)}`;
+      return `add route ${describeRoute(o.route)} in ${where(o.route.ns)}`;
     case 'route.del':
       return `delete route ${describeRoute(o.route)} in ${where(o.route.ns)}`;
     case 'neigh.replace':
-      return `neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} dev ${o.neigh.dev} in ${where(o.neigh.ns)}`;
+      return `add neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} dev ${o.neigh.dev} in ${where(o.neigh.ns)}`;
     case 'neigh.del':
       return `delete neighbour ${o.neigh.ip} dev ${o.neigh.dev} in ${where(o.neigh.ns)}`;
     case 'fdb.replace':
-      return `fdb ${o.fdb.mac} dev ${o.fdb.dev} dst ${o.fdb.dst} in ${where(o.fdb.ns)}`;
+      return `add fdb entry ${o.fdb.mac} dst ${o.fdb.dst} dev ${o.fdb.dev} in ${where(o.fdb.ns)}`;
     case 'fdb.del':
-      return `delete fdb ${o.fdb.mac} dev ${o.fdb.dev} in ${where(o.fdb.ns)}`;
+      return `delete fdb entry ${o.fdb.mac} dst ${o.fdb.dst} dev ${o.fdb.dev} in ${where(o.fdb.ns)}`;
     case 'chain.sync':
-      return `write iptables chain ${o.chain.table}/${o.chain.chain} (IPv${o.chain.family}, ${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
+      return `write iptables chain ${chainName(o.chain)} (${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
     case 'chain.del':
-      return `delete iptables chain ${o.table}/${o.chain} (IPv${o.family}) in ${where(o.ns)}`;
+      return `delete iptables chain ${chainName(o)} in ${where(o.ns)}`;
     case 'rule.add':
-      return `add iptables rule in ${o.rule.table}/${o.rule.chain}: ${o.rule.rule}`;
+      return `add iptables rule in ${chainName(o.rule)} in ${where(o.rule.ns)}: ${o.rule.rule}`;
     case 'rule.del':
-      return `delete iptables rule in ${o.rule.table}/${o.rule.chain}: ${o.rule.rule}`;
+      return `delete iptables rule in ${chainName(o.rule)} in ${where(o.rule.ns)}: ${o.rule.rule}`;
     case 'sysctl.set':
-      return `sysctl ${o.sysctl.key}=${o.sysctl.value} in ${where(o.sysctl.ns)}`;
+      return `set sysctl ${o.sysctl.key}=${o.sysctl.value} in ${where(o.sysctl.ns)}`;
     case 'qdisc.replace':
-      return `qdisc ${o.qdisc.kind} on ${o.qdisc.dev} in ${where(o.qdisc.ns)}`;
+      return `set qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`;
     case 'qdisc.del':
-      return `delete qdisc ${o.qdisc.kind} on ${o.qdisc.dev} in ${where(o.qdisc.ns)}`;
+      return `delete qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`;
   }
 }
 
-/** What differs between the kernel and what felt wants, in words (CNI CHECK, `felt` drift reports). */
+/** A count of ops by kind, e.g. "3 changes: 1 link.add, 2 route.replace" (or "no changes"). */
+export function diffSummary(ops: readonly Op[]): string {
+  if (ops.length === 0) return 'no changes';
+  const counts = new Map<string, number>();
+  for (const o of ops) counts.set(o.op, (counts.get(o.op) ?? 0) + 1);
+  return `${ops.length} change${ops.length === 1 ? '' : 's'}: ${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}`;
+}
+
+const FIELD: Record<string, string> = { mtu: 'MTU', mac: 'MAC address', master: 'master', promisc: 'promiscuous mode', hairpin: 'hairpin mode' };
+const show = (k: string, v: unknown): string =>
+  k === 'master' ? (v === null || v === undefined ? 'none' : String(v)) : typeof v === 'boolean' || v === undefined ? (v ? 'on' : 'off') : String(v);
+
+/**
+ * What differs between the kernel and what felt wants, in words (CNI CHECK, `felt` drift reports), e.g.
+ * "missing route 0.0.0.0/0 via 10.22.0.1 dev eth0 in /var/run/netns/x", "wrong MTU on eth0: 1400, want 1500
+ * (in /var/run/netns/x)", "missing iptables rule in nat/POSTROUTING: -s ...". Empty when nothing drifted.
+ */
 export function drift(desired: KernelState, observed: KernelState, scope: OwnershipScope): string[] {
-  const seenLinks = new Map(observed.links.map((l) => [linkKey(l), l]));
-  const seenRoutes = new Map(observed.routes.map((r) => [routeKey(r), r]));
-  return plan(desired, observed, scope).map((o) => {
+  const ops = plan(desired, observed, scope);
+  const links = new Map(observed.links.map((l) => [linkKey(l), l]));
+  const routes = new Map(observed.routes.map((r) => [routeKey(r), r]));
+  const neigh = new Map(observed.neighbours.map((n) => [neighKey(n), n]));
+  const sysctls = new Map(observed.sysctls.map((s) => [sysctlKey(s), s.value]));
+  const chains = new Map(observed.chains.map((c) => [chainKey(c), c]));
+  const qdiscs = new Map(observed.qdiscs.map((q) => [qdiscKey(q), q]));
+  const added = new Set(ops.flatMap((o) => (o.op === 'link.add' ? [linkKey(o.link)] : [])));
+  const deleted = new Set(ops.flatMap((o) => (o.op === 'link.del' ? [devKey(o.ns, o.name)] : [])));
+  const out: string[] = [];
+  for (const o of ops) {
     switch (o.op) {
+      case 'link.del': {
+        const k = devKey(o.ns, o.name);
+        const have = links.get(k);
+        const d = desired.links.find((l) => linkKey(l) === k);
+        if (d && have && have.kind !== d.kind) out.push(`${o.name} in ${where(o.ns)} is a ${have.kind}, want ${d.kind}`);
+        else if (d) out.push(`${describeLink(d)} in ${where(o.ns)} has the wrong settings or peer`);
+        else out.push(`unexpected ${have ? have.kind : 'link'} ${o.name} in ${where(o.ns)}`);
+        break;
+      }
       case 'link.add':
-        return `missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`;
+        if (!deleted.has(linkKey(o.link))) out.push(`missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`);
+        break;
       case 'link.set': {
-        const have = seenLinks.get(linkKey(o.link));
-        if (!have) return `missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`;
-        return Object.entries(o.changes)
-          .map(([k, v]) => `wrong ${k === 'mtu' ? 'MTU' : k} on ${o.link.name}: ${String(have[k as keyof Link] ?? 'none')}, want ${String(v)}`)
-          .join('; ');
+        const k = linkKey(o.link);
+        const have = links.get(k);
+        if (!have || deleted.has(k) || added.has(k)) {
+          if (!deleted.has(k)) out.push(`missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`);
+          break;
+        }
+        for (const [f, v] of Object.entries(o.changes)) {
+          if (f === 'up') out.push(`${o.link.name} is ${have.up ? 'up' : 'down'}, want ${v ? 'up' : 'down'} (in ${where(o.link.ns)})`);
+          else if (f === 'bridge') out.push(`wrong vlan_filtering on ${o.link.name} (in ${where(o.link.ns)})`);
+          else out.push(`wrong ${FIELD[f] ?? f} on ${o.link.name}: ${show(f, have[f as keyof Link])}, want ${show(f, v)} (in ${where(o.link.ns)})`);
+        }
+        break;
       }
       case 'addr.add':
-        return `missing address ${o.addr.cidr} on ${o.addr.dev} in ${where(o.addr.ns)}`;
-      case 'route.replace':
-        return seenRoutes.has(routeKey(o.route))
-          ? `wrong route ${describeRoute(seenRoutes.get(routeKey(o.route))!)}, want ${describeRoute(o.route)} in ${where(o.route.ns)}`
-          : `missing route ${describeRoute(o.route)} in ${where(o.route.ns)}`;
-      case 'neigh.replace':
-        return `missing neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} on ${o.neigh.dev} in ${where(o.neigh.ns)}`;
+        out.push(`missing address ${o.addr.cidr} on ${o.addr.dev} in ${where(o.addr.ns)}`);
+        break;
+      case 'addr.del':
+        out.push(`unexpected address ${o.addr.cidr} on ${o.addr.dev} in ${where(o.addr.ns)}`);
+        break;
+      case 'route.replace': {
+        const have = routes.get(routeKey(o.route));
+        out.push(
+          have
+            ? `wrong route ${describeRoute(have)}, want ${describeRoute(o.route)} in ${where(o.route.ns)}`
+            : `missing route ${describeRoute(o.route)} in ${where(o.route.ns)}`,
+        );
+        break;
+      }
+      case 'route.del':
+        out.push(`unexpected route ${describeRoute(o.route)} in ${where(o.route.ns)}`);
+        break;
+      case 'neigh.replace': {
+        const have = neigh.get(neighKey(o.neigh));
+        out.push(
+          have
+            ? `wrong neighbour ${o.neigh.ip} on ${o.neigh.dev}: lladdr ${have.lladdr}, want ${o.neigh.lladdr} (in ${where(o.neigh.ns)})`
+            : `missing neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} on ${o.neigh.dev} in ${where(o.neigh.ns)}`,
+        );
+        break;
+      }
+      case 'neigh.del':
+        out.push(`unexpected neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} on ${o.neigh.dev} in ${where(o.neigh.ns)}`);
+        break;
       case 'fdb.replace':
-        return `missing fdb entry ${o.fdb.mac} dst ${o.fdb.dst} on ${o.fdb.dev} in ${where(o.fdb.ns)}`;
-      case 'chain.sync':
-        return `iptables chain ${o.chain.table}/${o.chain.chain} missing or different (want ${o.chain.rules.length} rules)`;
+        out.push(`missing fdb entry ${o.fdb.mac} dst ${o.fdb.dst} on ${o.fdb.dev} in ${where(o.fdb.ns)}`);
+        break;
+      case 'fdb.del':
+        out.push(`unexpected fdb entry ${o.fdb.mac} dst ${o.fdb.dst} on ${o.fdb.dev} in ${where(o.fdb.ns)}`);
+        break;
+      case 'chain.sync': {
+        const have = chains.get(chainKey(o.chain));
+        out.push(
+          have
+            ? `iptables chain ${chainName(o.chain)} differs: ${have.rules.length} rules, want ${o.chain.rules.length} (in ${where(o.chain.ns)})`
+            : `missing iptables chain ${chainName(o.chain)} in ${where(o.chain.ns)}`,
+        );
+        break;
+      }
+      case 'chain.del':
+        out.push(`unexpected iptables chain ${chainName(o)} in ${where(o.ns)}`);
+        break;
       case 'rule.add':
-        return `missing iptables rule in ${o.rule.table}/${o.rule.chain}: ${o.rule.rule}`;
-      case 'sysctl.set':
-        return `sysctl ${o.sysctl.key} is not ${o.sysctl.value} in ${where(o.sysctl.ns)}`;
+        out.push(`missing iptables rule in ${chainName(o.rule)}${o.rule.ns === HOST ? '' : ` of ${o.rule.ns}`}: ${o.rule.rule}`);
+        break;
+      case 'rule.del':
+        out.push(`unexpected iptables rule in ${chainName(o.rule)}${o.rule.ns === HOST ? '' : ` of ${o.rule.ns}`}: ${o.rule.rule}`);
+        break;
+      case 'sysctl.set': {
+        const have = sysctls.get(sysctlKey(o.sysctl));
+        out.push(`sysctl ${o.sysctl.key} is ${have === undefined ? 'unknown' : have}, want ${o.sysctl.value} (in ${where(o.sysctl.ns)})`);
+        break;
+      }
       case 'qdisc.replace':
-        return `missing or different qdisc ${o.qdisc.kind} on ${o.qdisc.dev} in ${where(o.qdisc.ns)}`;
-      default:
-        return `unexpected: ${describeOp(o).replace(/^delete /, '')}`;
+        out.push(`${qdiscs.has(qdiscKey(o.qdisc)) ? 'wrong' : 'missing'} qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`);
+        break;
+      case 'qdisc.del':
+        out.push(`unexpected qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`);
+        break;
     }
-  });
+  }
+  return out;
 }
+

@@ -1,0 +1,65 @@
+// Identity of kernel objects: two records with the same key are "the same object" to plan, the memory twin
+// and drift reports. Keys are strings so they can index Maps; the separator cannot occur in names.
+
+import type { Address, Fdb, IptFamily, IptRule, IptTable, Link, Neighbour, NsRef, Qdisc, Route, Sysctl } from './model.ts';
+import { HOST } from './model.ts';
+
+const SEP = '\u0000';
+
+export const devKey = (ns: NsRef, dev: string): string => `${ns}${SEP}${dev}`;
+export const linkKey = (l: { readonly ns: NsRef; readonly name: string }): string => devKey(l.ns, l.name);
+export const addrKey = (a: Address): string => `${devKey(a.ns, a.dev)}${SEP}${a.cidr}`;
+
+const isV6 = (s: string): boolean => s.includes(':');
+
+/** The kernel's metric when none is given: 0 for IPv4, 1024 for IPv6. */
+export const routeMetric = (r: Route): number => r.metric ?? (isV6(r.dst) ? 1024 : 0);
+/** The main table (254) when none is given. */
+export const routeTable = (r: Route): number => r.table ?? 254;
+/** A route is (ns, table, dst, metric), as the kernel's FIB sees it: `route replace` swaps the rest. */
+export const routeKey = (r: Route): string => `${r.ns}${SEP}${routeTable(r)}${SEP}${r.dst}${SEP}${routeMetric(r)}`;
+
+export const neighKey = (n: Neighbour): string => `${devKey(n.ns, n.dev)}${SEP}${n.ip}`;
+/** flannel semantics: one entry per VTEP MAC on a device; a different dst is a replace. */
+export const fdbKey = (f: Fdb): string => `${devKey(f.ns, f.dev)}${SEP}${f.mac.toLowerCase()}`;
+
+export interface ChainRef {
+  readonly ns: NsRef;
+  readonly family: IptFamily;
+  readonly table: IptTable;
+  readonly chain: string;
+}
+export const chainKey = (c: ChainRef): string => `${c.ns}${SEP}${c.family}${SEP}${c.table}${SEP}${c.chain}`;
+export const ruleKey = (r: IptRule): string => `${chainKey(r)}${SEP}${r.rule}`;
+export const sysctlKey = (s: Pick<Sysctl, 'ns' | 'key'>): string => `${s.ns}${SEP}${s.key}`;
+export const qdiscKey = (q: Qdisc): string => `${devKey(q.ns, q.dev)}${SEP}${q.kind}`;
+
+export const BUILTIN_CHAINS: ReadonlySet<string> = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
+
+/** The chain a rule jumps or goes to (`-j X` / `-g X`), if any. */
+export function ruleTarget(rule: string): string | undefined {
+  const m = /(?:^|\s)-[jg]\s+(\S+)/.exec(rule);
+  return m ? m[1] : undefined;
+}
+
+/**
+ * sysctl(8) convention: a dotted key whose path segments may contain dots written as '/' (a device
+ * `flannel.1` is `net.ipv4.conf.flannel/1.forwarding`). Returns the /proc/sys path.
+ */
+export const sysctlPath = (key: string): string =>
+  '/proc/sys/' + key.split('.').map((seg) => seg.replace(/\//g, '.')).join('/');
+
+/** The device a per-device sysctl belongs to (net.ipv{4,6}.{conf,neigh}.DEV.x), or undefined. */
+export function sysctlDevice(key: string): string | undefined {
+  const seg = key.split('.');
+  if (seg.length < 5 || seg[0] !== 'net' || (seg[1] !== 'ipv4' && seg[1] !== 'ipv6')) return undefined;
+  if (seg[2] !== 'conf' && seg[2] !== 'neigh') return undefined;
+  const dev = seg[3]!.replace(/\//g, '.');
+  return dev === 'all' || dev === 'default' ? undefined : dev;
+}
+
+/** Where a namespace is, in words. */
+export const where = (ns: NsRef): string => (ns === HOST ? 'the host namespace' : ns);
+
+/** A link as "kind name". */
+export const linkName = (l: Pick<Link, 'kind' | 'name'>): string => `${l.kind} ${l.name}`;

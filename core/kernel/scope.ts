@@ -1,0 +1,92 @@
+// Ownership: which observed objects felt may change or delete. An object is felt's when it is desired, when
+// its link is in `scope.links`, when its device is in `scope.devices` (addresses, routes, neighbours, fdb
+// entries, qdiscs and per-device sysctls on it), when its chain is in `scope.chains`, or when it is a rule in a
+// `scope.ruleMarkers` chain whose text contains the marker. Everything else is foreign and plan never
+// touches it.
+
+import type { IptRule, KernelState, NsRef, OwnershipScope } from './model.ts';
+import { chainKey, devKey, linkKey, sysctlDevice, type ChainRef } from './keys.ts';
+
+export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
+
+export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScope {
+  return {
+    links: scopes.flatMap((s) => s.links),
+    devices: scopes.flatMap((s) => s.devices),
+    chains: scopes.flatMap((s) => s.chains),
+    ruleMarkers: scopes.flatMap((s) => s.ruleMarkers),
+  };
+}
+
+/** Everything a desired state names, as a scope: what a "remove all of this" plan would delete. */
+export function scopeOf(desired: KernelState): OwnershipScope {
+  return {
+    links: desired.links.map((l) => ({ ns: l.ns, name: l.name })),
+    devices: desired.links.map((l) => ({ ns: l.ns, dev: l.name })),
+    chains: desired.chains.map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.chain })),
+    ruleMarkers: desired.rules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, marker: r.rule })),
+  };
+}
+
+/** Fast membership tests for one scope. */
+export interface Owner {
+  link(ns: NsRef, name: string): boolean;
+  /** Addresses, routes, neighbours, fdb entries, qdiscs on this device. */
+  device(ns: NsRef, dev: string | undefined): boolean;
+  chain(c: ChainRef): boolean;
+  /** A rule in a chain felt does not own, carrying one of felt's markers. */
+  markedRule(r: IptRule): boolean;
+}
+
+export function owner(scope: OwnershipScope): Owner {
+  const links = new Set(scope.links.map(linkKey));
+  const devices = new Set([...scope.links.map(linkKey), ...scope.devices.map((d) => devKey(d.ns, d.dev))]);
+  const chains = new Set(scope.chains.map((c) => chainKey(c)));
+  const markers = new Map<string, string[]>();
+  for (const m of scope.ruleMarkers) {
+    const k = chainKey(m);
+    markers.set(k, [...(markers.get(k) ?? []), m.marker]);
+  }
+  return {
+    link: (ns, name) => links.has(devKey(ns, name)),
+    device: (ns, dev) => dev !== undefined && devices.has(devKey(ns, dev)),
+    chain: (c) => chains.has(chainKey(c)),
+    markedRule: (r) => (markers.get(chainKey(r)) ?? []).some((m) => r.rule.includes(m)),
+  };
+}
+
+/**
+ * The part of a state a scope owns (plus nothing else): what tests compare after an apply, and what a
+ * twin or observer may restrict itself to. Sysctls are kept when they are per-device sysctls of an owned
+ * device; global sysctls are not owned by any scope (they are only ever set, never removed).
+ */
+export function restrict(state: KernelState, scope: OwnershipScope): KernelState {
+  const o = owner(scope);
+  return {
+    links: state.links.filter((l) => o.link(l.ns, l.name)),
+    addresses: state.addresses.filter((a) => o.device(a.ns, a.dev)),
+    routes: state.routes.filter((r) => o.device(r.ns, r.dev)),
+    neighbours: state.neighbours.filter((n) => o.device(n.ns, n.dev)),
+    fdb: state.fdb.filter((f) => o.device(f.ns, f.dev)),
+    chains: state.chains.filter((c) => o.chain(c)),
+    rules: state.rules.filter((r) => o.markedRule(r)),
+    sysctls: state.sysctls.filter((s) => o.device(s.ns, sysctlDevice(s.key))),
+    qdiscs: state.qdiscs.filter((q) => o.device(q.ns, q.dev)),
+  };
+}
+
+/** The complement of `restrict`: what plan must leave exactly as it was. */
+export function foreign(state: KernelState, scope: OwnershipScope): KernelState {
+  const o = owner(scope);
+  return {
+    links: state.links.filter((l) => !o.link(l.ns, l.name)),
+    addresses: state.addresses.filter((a) => !o.device(a.ns, a.dev)),
+    routes: state.routes.filter((r) => !o.device(r.ns, r.dev)),
+    neighbours: state.neighbours.filter((n) => !o.device(n.ns, n.dev)),
+    fdb: state.fdb.filter((f) => !o.device(f.ns, f.dev)),
+    chains: state.chains.filter((c) => !o.chain(c)),
+    rules: state.rules.filter((r) => !o.markedRule(r)),
+    sysctls: state.sysctls.filter((s) => !o.device(s.ns, sysctlDevice(s.key))),
+    qdiscs: state.qdiscs.filter((q) => !o.device(q.ns, q.dev)),
+  };
+}
