@@ -6,10 +6,13 @@ export interface NetConfig {
   readonly enableIPv4: boolean;
   readonly enableIPv6: boolean;
   readonly network?: string;
+  /** 0 when IPv4 is off. */
   readonly subnetLen: number;
+  /** First and last leasable subnet, as the address of the subnet ("10.244.1.0"), like flannel's config. */
   readonly subnetMin?: string;
   readonly subnetMax?: string;
   readonly ipv6Network?: string;
+  /** 0 when IPv6 is off. */
   readonly ipv6SubnetLen: number;
   readonly ipv6SubnetMin?: string;
   readonly ipv6SubnetMax?: string;
