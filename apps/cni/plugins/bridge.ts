@@ -6,7 +6,6 @@ import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
-import { sequenceT } from 'fp-ts/lib/Apply.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -91,21 +90,41 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     return E.right({ p: p.right, ops });
   };
 
-  // Reading the kernel and allocating the address are independent: do both at once.
+  // Give the address back, keeping the error that made the ADD fail.
+  const release =
+    <A>(err: CniError): TE.TaskEither<CniError, A> =>
+    async () => {
+      await ipamDel(ctx, bc, args)();
+      return E.left(err);
+    };
+
+  // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
+  // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
+  const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined]> = async () => {
+    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), ipamAdd(ctx, bc, args)()]);
+    if (E.isLeft(ipam)) return ipam;
+    if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined]>(seen.left)();
+    return E.right([seen.right, ipam.right] as const);
+  };
+
   return pipe(
-    sequenceT(TE.ApplyPar)(observe(ctx, bc, scope, args.netns), ipamAdd(ctx, bc, args)),
+    observeAndAllocate,
     TE.chain(([seen, ipam]) =>
-      pipe(
-        seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
-          ? TE.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
-          : TE.fromEither(attach(seen, ipam)),
-        TE.chainFirst(({ ops }) => apply(ctx, ops)),
-        // Whatever failed after IPAM, converge back to "not attached" and give the address back.
-        TE.orElse((err) => async () => {
-          await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
-          return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
-        }),
-      ),
+      // The interface name is taken by something that is not ours: only give the address back (the rollback
+      // below would delete that interface).
+      seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
+        ? release<{ p: AttachmentPlan; ops: Op[] }>(
+            cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`),
+          )
+        : pipe(
+            TE.fromEither(attach(seen, ipam)),
+            TE.chainFirst(({ ops }) => apply(ctx, ops)),
+            // Whatever failed after IPAM, converge back to "not attached" and give the address back.
+            TE.orElse((err) => async () => {
+              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
+              return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
+            }),
+          ),
     ),
     TE.map(({ p }) => p.result),
   );
