@@ -1,0 +1,216 @@
+// Network namespaces for kernel tests: unique names, commands run inside them, kernel state read back as
+// plain data, and cleanup that runs even when a test fails. Nothing here touches the root namespace: every
+// command that changes something runs under `ip netns exec <ns>` (or `ip -n <ns>`).
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT, runCni, type CniOutcome } from './cni.ts';
+
+export interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Run a command (not through a shell); never rejects. */
+export function exec(argv: readonly string[], input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e) => resolve({ code: 127, stdout: '', stderr: e.message }));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+/** Run a command inside namespace `ns`; throws with its stderr when it fails. */
+export async function nsRun(ns: string, argv: readonly string[], input?: string): Promise<string> {
+  const r = await exec(['ip', 'netns', 'exec', ns, ...argv], input);
+  if (r.code !== 0) throw new Error(`${argv.join(' ')} in ${ns} failed (${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Run a command inside namespace `ns` and return its outcome, failure included. */
+export const nsTry = (ns: string, argv: readonly string[], input?: string): Promise<Run> =>
+  exec(['ip', 'netns', 'exec', ns, ...argv], input);
+
+let counter = 0;
+
+/** felt-<pid>-<counter>-<rand>: unique across processes and test files. */
+export const uniqueName = (): string => `felt-${process.pid}-${++counter}-${randomBytes(3).toString('hex')}`;
+
+export const nsPath = (name: string): string => `/run/netns/${name}`;
+
+/**
+ * The namespaces and temp directories one test file made; `cleanup()` removes them all (call it from
+ * afterEach/afterAll). Removing a pod namespace takes its veth ends, and so their host peers, with it.
+ */
+export class Sandbox {
+  private readonly names = new Set<string>();
+  private readonly dirs = new Set<string>();
+
+  async ns(): Promise<string> {
+    const name = uniqueName();
+    const r = await exec(['ip', 'netns', 'add', name]);
+    if (r.code !== 0) throw new Error(`ip netns add ${name}: ${r.stderr.trim()}`);
+    this.names.add(name);
+    return name;
+  }
+
+  /** Delete one namespace now (e.g. to test DEL after the pod is gone). */
+  async delNs(name: string): Promise<void> {
+    await exec(['ip', 'netns', 'del', name]);
+    this.names.delete(name);
+  }
+
+  dir(): string {
+    const d = mkdtempSync(join(tmpdir(), 'felt-test-'));
+    this.dirs.add(d);
+    return d;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const n of this.names) await exec(['ip', 'netns', 'del', n]);
+    this.names.clear();
+    for (const d of this.dirs) rmSync(d, { recursive: true, force: true });
+    this.dirs.clear();
+  }
+}
+
+// ------------------------------------------------------------------------------------- kernel state
+
+export interface IpLink {
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  address: string;
+  master?: string;
+  promiscuity?: number;
+  linkinfo?: { info_kind?: string; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean } };
+  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[];
+}
+
+export async function links(ns: string): Promise<IpLink[]> {
+  return JSON.parse(await nsRun(ns, ['ip', '-json', '-d', 'link', 'show'])) as IpLink[];
+}
+
+export async function link(ns: string, name: string): Promise<IpLink | undefined> {
+  return (await links(ns)).find((l) => l.ifname === name);
+}
+
+export const veths = async (ns: string): Promise<string[]> =>
+  (await links(ns)).filter((l) => l.linkinfo?.info_kind === 'veth').map((l) => l.ifname);
+
+/** Addresses per device, without kernel-made IPv6 link-local ones: { eth0: ['10.0.0.2/24'] }. */
+export async function addrs(ns: string): Promise<Record<string, string[]>> {
+  const ls = JSON.parse(await nsRun(ns, ['ip', '-json', 'addr', 'show'])) as IpLink[];
+  const out: Record<string, string[]> = {};
+  for (const l of ls) {
+    const a = (l.addr_info ?? []).filter((x) => x.scope !== 'link' || x.family === 'inet').map((x) => `${x.local}/${x.prefixlen}`);
+    if (a.length) out[l.ifname] = a.sort();
+  }
+  return out;
+}
+
+/** Routes as `ip route` prints them, both families, minus kernel-made IPv6 link-local routes, sorted. */
+export async function routes(ns: string): Promise<string[]> {
+  const v4 = await nsRun(ns, ['ip', '-4', 'route', 'show']);
+  const v6 = await nsRun(ns, ['ip', '-6', 'route', 'show']);
+  return [...v4.split('\n'), ...v6.split('\n')]
+    .map((l) => l.trim().replace(/\s+/g, ' '))
+    .filter((l) => l && !l.startsWith('fe80::/64') && !l.startsWith('multicast'))
+    .sort();
+}
+
+/** iptables-save of one table without its comment and counter noise (lines starting with '#'; "[0:0]"). */
+export async function iptSave(ns: string, family: 4 | 6, table = 'nat'): Promise<string[]> {
+  const out = await nsRun(ns, [family === 4 ? 'iptables-save' : 'ip6tables-save', '-t', table]);
+  return out
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#'))
+    .map((l) => l.replace(/ \[\d+:\d+\]$/, ''));
+}
+
+/** Chains named CNI-* in the nat table of both families. */
+export async function cniChains(ns: string): Promise<string[]> {
+  const lines = [...(await iptSave(ns, 4)), ...(await iptSave(ns, 6))];
+  return lines.filter((l) => /^:CNI-/.test(l)).map((l) => l.slice(1).split(' ')[0]!);
+}
+
+/** Rules anywhere in nat (both families) that mention a CNI- chain. */
+export async function cniRules(ns: string): Promise<string[]> {
+  const lines = [...(await iptSave(ns, 4)), ...(await iptSave(ns, 6))];
+  return lines.filter((l) => l.startsWith('-A ') && l.includes('CNI-'));
+}
+
+export async function sysctl(ns: string, key: string): Promise<string> {
+  return (await nsRun(ns, ['cat', `/proc/sys/${key.replace(/\./g, '/')}`])).trim();
+}
+
+/** One ping; retried a few times because the first ARP on a fresh bridge port can be lost. */
+export async function ping(fromNs: string, to: string, tries = 3): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    const r = await exec(['ip', 'netns', 'exec', fromNs, 'ping', ...(to.includes(':') ? ['-6'] : []), '-c1', '-W2', to]);
+    if (r.code === 0) return true;
+  }
+  return false;
+}
+
+// ----------------------------------------------------------------------------------------- IPAM state
+
+export interface FeltAllocation {
+  network: string;
+  ip: string;
+  containerId: string;
+  ifname: string;
+}
+
+/** felt's allocations in `dataDir` (through `felt allocations --json`); none when the log does not exist. */
+export async function feltAllocations(dataDir: string): Promise<FeltAllocation[]> {
+  if (!existsSync(join(dataDir, 'felt.db'))) return [];
+  const r = await exec([join(ROOT, 'dist', 'bin', 'felt'), 'allocations', '--data-dir', dataDir, '--json']);
+  if (r.code !== 0) throw new Error(`felt allocations failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as FeltAllocation[];
+}
+
+/** The reference host-local's allocations: one file per address under <dataDir>/<network>/. */
+export function refAllocations(dataDir: string, network: string): string[] {
+  const d = join(dataDir, network);
+  if (!existsSync(d)) return [];
+  return readdirSync(d).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
+}
+
+// ------------------------------------------------------------------------------------------ plugin calls
+
+export interface Call {
+  /** Plugin directory (FELT_CNI or REF_CNI); also CNI_PATH. */
+  readonly dir: string;
+  readonly type?: string;
+  readonly hostNs: string;
+  /** Pod namespace name; '' passes an empty CNI_NETNS; a path is passed as is. */
+  readonly pod: string;
+  readonly cid: string;
+  readonly ifname?: string;
+  readonly args?: string;
+}
+
+/** Run one command of a plugin the way a runtime does, inside `hostNs`, for the pod namespace `pod`. */
+export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown): Promise<CniOutcome> =>
+  runCni({
+    dir: c.dir,
+    type: c.type ?? (config as { type: string }).type,
+    command,
+    hostNs: c.hostNs,
+    containerId: c.cid,
+    netns: c.pod === '' || c.pod.startsWith('/') ? c.pod : nsPath(c.pod),
+    ifname: c.ifname ?? 'eth0',
+    ...(c.args !== undefined ? { args: c.args } : {}),
+    config,
+  });
