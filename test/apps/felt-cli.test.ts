@@ -1,0 +1,140 @@
+// The felt CLI: `events` and `allocations` over a log written by the IPAM Decider, in-process and through
+// the built dist/bin/felt.
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseIpamConf } from '../../core/ipam/config.ts';
+import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core/ipam/decider.ts';
+import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { cli } from '../../apps/felt/cli.ts';
+import { parseArgs } from '../../apps/felt/args.ts';
+import { ROOT } from '../support/cni.ts';
+
+const FELT = join(ROOT, 'dist', 'bin', 'felt');
+function ensureBuilt(): void {
+  const newest = (p: string): number => {
+    const st = statSync(join(ROOT, p));
+    if (!st.isDirectory()) return st.mtimeMs;
+    return readdirSync(join(ROOT, p)).reduce((m, f) => Math.max(m, newest(join(p, f))), 0);
+  };
+  const inputs = ['core/ipam', 'core/cni', 'core/ip', 'core/events.ts', 'adapters/store', 'apps/felt'];
+  if (!existsSync(FELT) || statSync(FELT).mtimeMs < Math.max(...inputs.map(newest))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'felt-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+beforeAll(() => {
+  const store = openSqliteStore(dir);
+  if (E.isLeft(store)) throw new Error(store.left.msg);
+  const s = store.right;
+  const conf = (name: string, subnet: string) => {
+    const c = parseIpamConf({ cniVersion: '1.0.0', name, type: 'bridge', raw: { ipam: { subnet } } }, {});
+    if (E.isLeft(c)) throw new Error(c.left.msg);
+    return c.right;
+  };
+  const run = (network: string, time: string, cmd: IpamCommand) => s.transact(ipamStream(network), ipamProjection, (st) => decide(cmd, st), { time });
+  const blue = conf('blue', '10.50.0.0/24');
+  const red = conf('red', 'fd50::/64');
+  run('blue', '2024-01-01T00:00:01.000Z', { type: 'AllocateAddresses', data: { conf: blue, containerId: 'pod-a', ifname: 'eth0' } });
+  run('red', '2024-01-01T00:00:02.000Z', { type: 'AllocateAddresses', data: { conf: red, containerId: 'pod-b', ifname: 'net1' } });
+  run('blue', '2024-01-01T00:00:03.000Z', { type: 'AllocateAddresses', data: { conf: blue, containerId: 'pod-c', ifname: 'eth0' } });
+  run('blue', '2024-01-01T00:00:04.000Z', { type: 'ReleaseAddresses', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0' } });
+  s.close();
+  ensureBuilt();
+}, 180_000);
+
+const call = async (...argv: string[]) => {
+  let out = '';
+  let err = '';
+  const code = await cli(argv, { out: (s) => (out += s), err: (s) => (err += s), env: {} });
+  return { code, out, err };
+};
+
+describe('felt events', () => {
+  it('lists the log as a table', async () => {
+    const r = await call('events', '--data-dir', dir);
+    expect(r).toEqual({
+      code: 0,
+      err: '',
+      out: [
+        'POSITION  TIME                      STREAM     TYPE              DATA',
+        '1         2024-01-01T00:00:01.000Z  ipam/blue  AddressAllocated  10.50.0.2 -> pod-a/eth0 (range set 0)',
+        '2         2024-01-01T00:00:02.000Z  ipam/red   AddressAllocated  fd50::2 -> pod-b/net1 (range set 0)',
+        '3         2024-01-01T00:00:03.000Z  ipam/blue  AddressAllocated  10.50.0.3 -> pod-c/eth0 (range set 0)',
+        '4         2024-01-01T00:00:04.000Z  ipam/blue  AddressReleased   10.50.0.2 <- pod-a/eth0 (del)',
+        '',
+      ].join('\n'),
+    });
+  });
+  it('filters by network, position and limit; prints JSON', async () => {
+    const r = await call('events', `--data-dir=${dir}`, '--network', 'blue', '--from', '1', '--limit', '1', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual([
+      { position: 3, stream: 'ipam/blue', type: 'AddressAllocated', data: { network: 'blue', containerId: 'pod-c', ifname: 'eth0', rangeSet: 0, ip: '10.50.0.3' }, time: '2024-01-01T00:00:03.000Z' },
+    ]);
+  });
+  it('says where it looked when there is no log', async () => {
+    const r = await call('events', '--data-dir', join(dir, 'nope'));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`no event log at ${join(dir, 'nope', 'felt.db')}`);
+  });
+  it('refuses bad options with the usage', async () => {
+    expect(await call('events', '--limit', 'x', '--data-dir', dir)).toMatchObject({ code: 2, err: 'felt events: --limit: want a non-negative integer, got "x"\n' });
+    const r = await call('events', '--bogus');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('unknown option --bogus');
+    expect(r.err).toContain('usage: felt events');
+  });
+});
+
+describe('felt allocations', () => {
+  it('shows who holds which address', async () => {
+    const r = await call('allocations', '--data-dir', dir);
+    expect(r.out).toBe(
+      [
+        'NETWORK  IP         CONTAINER  IFNAME  SINCE',
+        'blue     10.50.0.3  pod-c      eth0    2024-01-01T00:00:03.000Z',
+        'red      fd50::2    pod-b      net1    2024-01-01T00:00:02.000Z',
+        '',
+      ].join('\n'),
+    );
+  });
+  it('one network, as JSON; FELT_DATA_DIR works too', async () => {
+    let out = '';
+    const code = await cli(['allocations', '--network', 'red', '--json'], { out: (s) => (out += s), err: () => {}, env: { FELT_DATA_DIR: dir } });
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual([{ network: 'red', ip: 'fd50::2', containerId: 'pod-b', ifname: 'net1', rangeSet: 0, since: '2024-01-01T00:00:02.000Z', position: 2 }]);
+  });
+});
+
+describe('felt', () => {
+  it('help lists the subcommands', async () => {
+    const r = await call('--help');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/events\s+list the event log/);
+    expect(r.out).toMatch(/allocations\s+show who holds which address/);
+    expect((await call('help', 'events')).out).toContain('--network NAME');
+    expect((await call()).code).toBe(2);
+    expect(await call('frobnicate')).toMatchObject({ code: 2, err: expect.stringContaining('unknown command "frobnicate"') });
+  });
+  it('parses --name value, --name=value, switches and --', () => {
+    const specs = [{ name: 'a', value: 'X', help: '' }, { name: 'b', help: '' }];
+    expect(parseArgs(['--a', '1', '--b', 'pos', '--', '--a'], specs)).toEqual({ ok: true, parsed: { options: { a: '1', b: true }, positionals: ['pos', '--a'] } });
+    expect(parseArgs(['--a=2'], specs)).toEqual({ ok: true, parsed: { options: { a: '2' }, positionals: [] } });
+    expect(parseArgs(['--a'], specs)).toEqual({ ok: false, error: '--a needs a value (X)' });
+    expect(parseArgs(['--b=1'], specs)).toEqual({ ok: false, error: '--b takes no value' });
+  });
+  it('the built dist/bin/felt runs', () => {
+    const help = spawnSync(FELT, ['--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('usage: felt <command>');
+    const allocs = spawnSync(FELT, ['allocations', '--data-dir', dir, '--json'], { encoding: 'utf8' });
+    expect(allocs.status).toBe(0);
+    expect(JSON.parse(allocs.stdout).map((a: { ip: string }) => a.ip)).toEqual(['10.50.0.3', 'fd50::2']);
+  });
+});
