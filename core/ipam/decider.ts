@@ -5,7 +5,7 @@
 // changed; evolve is a plain fold (immer) and never fails.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { produce } from 'immer';
+import { Immer } from 'immer';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { CURRENT_VERSION } from '../cni/result.ts';
@@ -55,6 +55,10 @@ export interface IpamState {
   /** Range set index -> last reserved address. */
   readonly lastReserved: Readonly<Record<string, string>>;
 }
+
+// A private Immer without auto-freeze: freezing a snapshot of thousands of allocations on every event costs
+// more than the whole transaction, and states are never mutated outside evolve anyway.
+const { produce } = new Immer({ autoFreeze: false });
 
 export const initialState = (): IpamState => ({ allocations: {}, lastReserved: {} });
 
