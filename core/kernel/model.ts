@@ -180,6 +180,11 @@ export interface OwnershipScope {
   readonly chains: readonly { ns: NsRef; family: IptFamily; table: IptTable; chain: string }[];
   /** Chains in which felt owns rules that jump to / mention a marker (e.g. comment or target prefix). */
   readonly ruleMarkers: readonly { ns: NsRef; family: IptFamily; table: IptTable; chain: string; marker: string }[];
+  /**
+   * Routes on `dev` whose destination lies inside the CIDR `within` (e.g. feltd's routes to remote pod subnets
+   * on the underlay device), on a device felt does not otherwise own.
+   */
+  readonly routeDsts?: readonly { ns: NsRef; dev: string; within: string }[];
 }
 
 export type Op =
