@@ -1,5 +1,6 @@
-// The kernel port: observe what is there, apply ops. Implemented by the Linux adapter (iproute2, iptables,
-// /proc/sys) and by the in-memory twin (adapters/memory/kernel.ts) used in core tests.
+// The kernel port: observe what is there, apply ops. Implemented by the Linux adapter (adapters/kernel/linux.ts:
+// iproute2, iptables, /proc/sys) and by the in-memory twin (adapters/memory/kernel.ts) used in core and plugin
+// tests. Both read the same ObserveRequest the same way (adapters/kernel/request.ts).
 
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { IptFamily, KernelState, NsRef, Op, OwnershipScope } from '../../core/kernel/model.ts';
@@ -12,14 +13,24 @@ export interface KernelError {
 }
 
 export interface ObserveRequest {
-  /** Namespaces to read links, addresses, routes and permanent neighbours from (one process each). */
+  /** Namespaces to read links, addresses, routes and permanent neighbours from (one pass each). */
   readonly namespaces: readonly NsRef[];
   /** What the caller owns; the observer may return more (plan ignores what is out of scope). */
   readonly scope?: OwnershipScope;
-  /** iptables families to read (iptables-save), in every namespace that the scope's chains/markers name. */
+  /**
+   * What the caller wants, when it knows already: the iptables chains and rules, sysctls, fdb entries and
+   * qdiscs it names are read too, so that `plan(desired, observe(...))` sees everything it compares.
+   */
+  readonly desired?: KernelState;
+  /**
+   * iptables families to read (iptables-save / ip6tables-save, one call per family per namespace), in the
+   * namespaces whose chains or rule markers the scope (or desired) names; with neither, in the host namespace.
+   */
   readonly iptables?: readonly IptFamily[];
-  /** Read the bridge fdb (vxlan entries) too. */
+  /** Read the fdb (vxlan remote entries) too. The CNI path leaves it off: it costs a `bridge` process. */
   readonly fdb?: boolean;
+  /** Read root/ingress qdiscs (tbf, ingress) too. */
+  readonly qdiscs?: boolean;
   /** Sysctls to read. */
   readonly sysctls?: readonly { ns: NsRef; key: string }[];
 }

@@ -147,19 +147,24 @@ function uniq<T>(xs: readonly T[], key: (x: T) => string): T[] {
 interface VethPairs {
   /** End key → the other end's key, for desired ends that have a desired partner. */
   readonly partner: ReadonlyMap<string, string>;
-  /** Peer end key → the desired link whose link.add creates it. */
+  /** Creating end key → the link its link.add carries (with a veth spec naming the other end). */
+  readonly creates: ReadonlyMap<string, Link>;
+  /** Peer end key → the link whose link.add creates it. */
   readonly createdBy: ReadonlyMap<string, Link>;
   /** Peer ends that are not themselves desired (still must not be deleted). */
   readonly implied: ReadonlySet<string>;
 }
 
 /**
- * Which end of each desired veth pair creates it: the end that names its peer; when both do, the end that is
- * not in the host namespace (a CNI plugin creates the pair inside the container and puts the host end in the
- * host namespace), else the end with the smaller key.
+ * Which end of each desired veth pair creates it. When only one end is desired, that end. When both are: the
+ * end that is not in the host namespace (a CNI plugin creates the pair inside the container and moves the host
+ * end out), else the end with the smaller key; if the chosen end does not name its peer, its link.add gets
+ * a veth spec built from the other end. So veth creation always goes from a container namespace towards the
+ * host (or from the smaller namespace towards the larger), and namespace order has no cycles.
  */
 function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link>): VethPairs {
   const partner = new Map<string, string>();
+  const creates = new Map<string, Link>();
   const createdBy = new Map<string, Link>();
   const implied = new Set<string>();
   const done = new Set<string>();
@@ -167,27 +172,28 @@ function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link>): Vet
     const k = linkKey(l);
     if (!l.veth || done.has(k)) continue;
     const pk = devKey(l.veth.peerNs, l.veth.peer);
-    const p = want.get(pk);
+    if (done.has(pk) || pk === k) continue;
     done.add(k);
     done.add(pk);
-    let creator = l;
-    let peerKey = pk;
-    if (p?.veth && p.veth.peer === l.name && p.veth.peerNs === l.ns) {
-      const pFirst = l.ns === HOST && p.ns !== HOST ? true : p.ns === HOST && l.ns !== HOST ? false : pk < k;
-      if (pFirst) {
-        creator = p;
-        peerKey = k;
-      }
+    const p = want.get(pk);
+    if (!p || p.kind !== 'veth') {
+      creates.set(k, l);
+      createdBy.set(pk, l);
+      if (!p) implied.add(pk);
+      continue;
     }
-    createdBy.set(peerKey, creator);
-    if (p) {
-      partner.set(k, pk);
-      partner.set(pk, k);
-    } else {
-      implied.add(pk);
-    }
+    const pFirst = l.ns === HOST && p.ns !== HOST ? true : p.ns === HOST && l.ns !== HOST ? false : pk < k;
+    const [c, ck, other, ok] = pFirst ? [p, pk, l, k] : [l, k, p, pk];
+    const creator: Link =
+      c.veth && devKey(c.veth.peerNs, c.veth.peer) === ok
+        ? c
+        : { ...c, veth: { peer: other.name, peerNs: other.ns, ...(other.mac !== undefined ? { peerMac: other.mac } : {}) } };
+    creates.set(ck, creator);
+    createdBy.set(ok, creator);
+    partner.set(k, pk);
+    partner.set(pk, k);
   }
-  return { partner, createdBy, implied };
+  return { partner, creates, createdBy, implied };
 }
 
 /** Dependency depth among links of one namespace: masters and lower devices before the links that use them. */
@@ -260,9 +266,13 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     vethOf.set(linkKey(o), [...(vethOf.get(linkKey(o)) ?? []), pk]);
   }
   const gone = new Set<string>();
+  // For each link.del: the links it takes down (its own, a veth peer, macvlans/vxlans on it).
+  const takes = new Map<Op, string[]>();
+  let taking: string[] = [];
   const markGone = (k: string): void => {
     if (gone.has(k) || !seen.has(k)) return;
     gone.add(k);
+    taking.push(k);
     const o = seen.get(k)!;
     for (const pk of vethOf.get(k) ?? []) markGone(pk);
     for (const x of observed.links) {
@@ -271,8 +281,11 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   };
   const remove = (o: Link): void => {
     if (gone.has(linkKey(o))) return;
-    ops.push({ op: 'link.del', ns: o.ns, name: o.name });
+    const del: Op = { op: 'link.del', ns: o.ns, name: o.name };
+    ops.push(del);
+    taking = [];
     markGone(linkKey(o));
+    takes.set(del, taking);
   };
   for (let before = -1; before !== gone.size; ) {
     before = gone.size;
@@ -281,7 +294,8 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       if (gone.has(k)) continue;
       const d = want.get(k);
       if (!d) {
-        if (own.link(o.ns, o.name) && !pairs.implied.has(k)) remove(o);
+        // Loopback cannot be deleted (the kernel refuses); an owned one not desired is simply left.
+        if (own.link(o.ns, o.name) && !pairs.implied.has(k) && o.kind !== 'loopback') remove(o);
         continue;
       }
       if (!compatible(d, o)) {
@@ -315,7 +329,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       const changes = linkChanges(d, createdPeer(d, creator));
       if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
     } else {
-      ops.push({ op: 'link.add', link: d });
+      ops.push({ op: 'link.add', link: pairs.creates.get(k) ?? d });
     }
   }
 
@@ -424,7 +438,19 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   for (const q of qLeft) if (own.device(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
 
-  return order(ops, { desired, observed });
+  // A deletion that frees a name another namespace is about to use (a veth peer in the host going with its
+  // container end) must run before that namespace's group: it goes first.
+  const neededBy = new Map<string, NsRef>();
+  for (const o of ops) {
+    if (o.op !== 'link.add') continue;
+    neededBy.set(linkKey(o.link), o.link.ns);
+    if (o.link.veth) neededBy.set(devKey(o.link.veth.peerNs, o.link.veth.peer), o.link.ns);
+  }
+  const early = new Set<Op>();
+  for (const [del, keys] of takes) {
+    if (keys.some((k) => neededBy.has(k) && neededBy.get(k) !== opNs(del))) early.add(del);
+  }
+  return order(ops, { desired, observed, early });
 }
 
 // ------------------------------------------------------------------------------------------------ order
@@ -508,6 +534,8 @@ export function namespaceOrder(ops: readonly Op[]): NsRef[] {
 export interface OrderContext {
   readonly desired?: KernelState;
   readonly observed?: KernelState;
+  /** link.del ops that must run before every namespace group (see plan). */
+  readonly early?: ReadonlySet<Op>;
 }
 
 /** Deterministic apply order for ops (see PHASE and namespaceOrder). Ties keep their input order. */
@@ -515,7 +543,7 @@ export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
   const nsOrder = namespaceOrder(ops);
   const nsRank = new Map(nsOrder.map((ns, i) => [ns, i]));
   // A link a veth creation elsewhere needs gone (same name as the new peer) is deleted before everything.
-  const early = new Set<Op>();
+  const early = new Set<Op>(ctx.early ?? []);
   for (const o of ops) {
     if (o.op !== 'link.add' || !o.link.veth) continue;
     const { peer, peerNs } = o.link.veth;

@@ -1,0 +1,384 @@
+// The in-memory twin of the kernel adapter: a KernelState (foreign objects welcome) that `apply` changes with
+// the kernel's semantics and `observe` reads back the way the Linux adapter does. Where it is cheap, it fails
+// like the kernel would (an address on a missing device, a route via a missing device, a veth peer name that
+// is taken, a chain still referenced); deletions of things already gone succeed, as in the Linux adapter.
+//
+// Kernel side effects it models: deleting a link deletes its veth peer, macvlans and vxlans on it, and every
+// address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices; ports of a deleted
+// bridge lose their master (and hairpin); an IPv4/IPv6 address leaving takes routes with that source address.
+// Not modelled: gateway reachability, bridge MTU/MAC inheritance, routes flushed by a link going down.
+
+import * as E from 'fp-ts/lib/Either.js';
+import type * as TE from 'fp-ts/lib/TaskEither.js';
+import type { Address, Fdb, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
+import { emptyKernelState } from '../../core/kernel/model.ts';
+import {
+  addrKey,
+  BUILTIN_CHAINS,
+  chainKey,
+  devKey,
+  linkKey,
+  neighKey,
+  qdiscKey,
+  routeKey,
+  ruleTarget,
+  sysctlDevice,
+  sysctlKey,
+  type ChainRef,
+} from '../../core/kernel/keys.ts';
+import { describeOp } from '../../core/kernel/plan.ts';
+import { readsFor } from '../kernel/request.ts';
+import type { Kernel, KernelError, ObserveRequest } from '../kernel/types.ts';
+
+/** Targets that are not chains (iptables extensions); a jump to anything else must name an existing chain. */
+const TARGETS = new Set([
+  'ACCEPT', 'DROP', 'RETURN', 'REJECT', 'QUEUE', 'NFQUEUE', 'MASQUERADE', 'SNAT', 'DNAT', 'REDIRECT', 'NETMAP', 'MARK',
+  'CONNMARK', 'LOG', 'NFLOG', 'NOTRACK', 'CT', 'TPROXY', 'CHECKSUM', 'TCPMSS', 'TRACE', 'CLASSIFY', 'DSCP', 'TOS', 'TTL',
+  'HL', 'AUDIT', 'SET',
+]);
+
+interface ChainRec {
+  readonly ref: ChainRef;
+  readonly builtin: boolean;
+  rules: string[];
+}
+
+export interface MemoryKernel extends Kernel {
+  /** Everything, as an observer reading all namespaces, tables, the fdb, qdiscs and known sysctls would. */
+  state(): KernelState;
+  /** Replace the whole state (seed drift, foreign objects). */
+  reset(s: KernelState): void;
+  /** Apply without the TaskEither wrapper (property tests). Stops at the first failing op, like the adapter. */
+  applySync(ops: readonly Op[]): E.Either<KernelError, void>;
+  /** Ops applied successfully so far, in order. */
+  readonly applied: readonly Op[];
+  /** Calls to apply/applySync and to observe, for tests that count round trips. */
+  readonly calls: { apply: number; observe: number };
+}
+
+class Twin {
+  links = new Map<string, Link>();
+  addresses = new Map<string, Address>();
+  routes = new Map<string, Route>();
+  neighbours = new Map<string, Neighbour>();
+  fdb: Fdb[] = [];
+  chains = new Map<string, ChainRec>();
+  sysctls = new Map<string, Sysctl>();
+  qdiscs = new Map<string, Qdisc>();
+  private macs = 0;
+
+  constructor(s: KernelState) {
+    for (const l of s.links) this.links.set(linkKey(l), l);
+    for (const a of s.addresses) this.addresses.set(addrKey(a), a);
+    for (const r of s.routes) this.routes.set(routeKey(r), r);
+    for (const n of s.neighbours) this.neighbours.set(neighKey(n), n);
+    this.fdb = [...s.fdb];
+    for (const c of s.chains) this.chains.set(chainKey(c), { ref: refOf(c), builtin: BUILTIN_CHAINS.has(c.chain), rules: [...c.rules] });
+    for (const r of s.rules) this.chain(refOf(r), true)!.rules.push(r.rule);
+    for (const x of s.sysctls) this.sysctls.set(sysctlKey(x), x);
+    for (const q of s.qdiscs) this.qdiscs.set(qdiscKey(q), q);
+  }
+
+  snapshot(): KernelState {
+    const chains = [...this.chains.values()];
+    return {
+      links: [...this.links.values()],
+      addresses: [...this.addresses.values()],
+      routes: [...this.routes.values()],
+      neighbours: [...this.neighbours.values()],
+      fdb: [...this.fdb],
+      chains: chains.filter((c) => !c.builtin).map((c) => ({ ...c.ref, rules: [...c.rules] })),
+      rules: chains.filter((c) => c.builtin).flatMap((c) => c.rules.map((rule) => ({ ...c.ref, rule }))),
+      sysctls: [...this.sysctls.values()],
+      qdiscs: [...this.qdiscs.values()],
+    };
+  }
+
+  private mac(): string {
+    const n = ++this.macs;
+    return `02:fe:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`;
+  }
+
+  /** A chain record; builtin chains exist implicitly. */
+  private chain(ref: ChainRef, create = false): ChainRec | undefined {
+    const k = chainKey(ref);
+    const c = this.chains.get(k);
+    if (c || !create) return c ?? (BUILTIN_CHAINS.has(ref.chain) ? this.chain(ref, true) : undefined);
+    const rec: ChainRec = { ref: refOf(ref), builtin: BUILTIN_CHAINS.has(ref.chain), rules: [] };
+    this.chains.set(k, rec);
+    return rec;
+  }
+
+  private hasLink = (ns: NsRef, name: string | undefined): boolean => name !== undefined && this.links.has(devKey(ns, name));
+
+  private checkTargets(ref: ChainRef, rules: readonly string[], self?: string): string | undefined {
+    for (const r of rules) {
+      const t = ruleTarget(r);
+      if (t === undefined || TARGETS.has(t) || BUILTIN_CHAINS.has(t)) continue;
+      if (t === self) return `line 1 failed: Loop detected in chain ${t}`;
+      if (!this.chains.has(chainKey({ ...ref, chain: t }))) return `Couldn't load target \`${t}':No such file or directory`;
+    }
+    return undefined;
+  }
+
+  /** Delete a link and everything the kernel deletes with it. */
+  private dropLink(ns: NsRef, name: string): void {
+    const k = devKey(ns, name);
+    const l = this.links.get(k);
+    if (!l) return;
+    this.links.delete(k);
+    const lost: Address[] = [];
+    for (const [ak, a] of this.addresses) if (a.ns === ns && a.dev === name) (lost.push(a), this.addresses.delete(ak));
+    for (const [rk, r] of this.routes) if (r.ns === ns && r.dev === name) this.routes.delete(rk);
+    for (const [nk, n] of this.neighbours) if (n.ns === ns && n.dev === name) this.neighbours.delete(nk);
+    this.fdb = this.fdb.filter((f) => !(f.ns === ns && f.dev === name));
+    for (const [qk, q] of this.qdiscs) if (q.ns === ns && q.dev === name) this.qdiscs.delete(qk);
+    for (const [sk, s] of this.sysctls) if (s.ns === ns && sysctlDevice(s.key) === name) this.sysctls.delete(sk);
+    this.lostAddresses(lost);
+    for (const [pk, p] of this.links) {
+      if (p.ns === ns && p.master === name) this.links.set(pk, { ...p, master: null, hairpin: false });
+    }
+    if (l.veth) this.dropLink(l.veth.peerNs, l.veth.peer);
+    for (const x of [...this.links.values()]) {
+      if (x.veth && x.veth.peerNs === ns && x.veth.peer === name) this.dropLink(x.ns, x.name);
+      if (x.ns === ns && (x.macvlan?.master === name || x.vxlan?.dev === name)) this.dropLink(x.ns, x.name);
+    }
+  }
+
+  /** Routes whose source address is no longer on any device of the namespace go with it. */
+  private lostAddresses(lost: readonly Address[]): void {
+    for (const a of lost) {
+      const ip = a.cidr.split('/')[0]!.toLowerCase();
+      const still = [...this.addresses.values()].some((b) => b.ns === a.ns && b.cidr.split('/')[0]!.toLowerCase() === ip);
+      if (still) continue;
+      for (const [rk, r] of this.routes) if (r.ns === a.ns && r.src?.toLowerCase() === ip) this.routes.delete(rk);
+    }
+  }
+
+  /** One op; a string is the kernel's complaint. */
+  step(o: Op): string | undefined {
+    switch (o.op) {
+      case 'link.add': {
+        const l = o.link;
+        if (this.hasLink(l.ns, l.name)) return 'RTNETLINK answers: File exists';
+        if (l.kind === 'device' || l.kind === 'loopback' || l.kind === 'vlan' || l.kind === 'ipvlan') return `cannot create a link of kind ${l.kind}`;
+        if (l.kind === 'veth') {
+          if (!l.veth) return 'veth without a peer';
+          if (this.hasLink(l.veth.peerNs, l.veth.peer)) return 'RTNETLINK answers: File exists';
+        }
+        if (l.kind === 'macvlan' && (!l.macvlan || !this.hasLink(l.ns, l.macvlan.master))) return `Cannot find device "${l.macvlan?.master ?? ''}"`;
+        if (l.kind === 'vxlan' && (!l.vxlan || (l.vxlan.dev !== undefined && !this.hasLink(l.ns, l.vxlan.dev)))) return `Cannot find device "${l.vxlan?.dev ?? ''}"`;
+        const err = this.checkMaster(l.ns, l.master, l.hairpin);
+        if (err) return err;
+        const base: Link = {
+          ns: l.ns,
+          name: l.name,
+          kind: l.kind,
+          mtu: l.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
+          mac: (l.mac ?? this.mac()).toLowerCase(),
+          up: !!l.up,
+          master: l.master ?? null,
+          promisc: !!l.promisc,
+          hairpin: !!l.hairpin && !!l.master,
+          ...(l.veth ? { veth: { peer: l.veth.peer, peerNs: l.veth.peerNs } } : {}),
+          ...(l.vxlan ? { vxlan: l.vxlan } : {}),
+          ...(l.kind === 'bridge' ? { bridge: { vlanFiltering: !!l.bridge?.vlanFiltering } } : {}),
+          ...(l.macvlan ? { macvlan: l.macvlan } : {}),
+        };
+        this.links.set(linkKey(l), base);
+        if (l.veth) {
+          const peer: Link = {
+            ns: l.veth.peerNs,
+            name: l.veth.peer,
+            kind: 'veth',
+            mtu: 1500,
+            mac: (l.veth.peerMac ?? this.mac()).toLowerCase(),
+            up: false,
+            master: null,
+            promisc: false,
+            hairpin: false,
+            veth: { peer: l.name, peerNs: l.ns },
+          };
+          this.links.set(linkKey(peer), peer);
+        }
+        return undefined;
+      }
+      case 'link.set': {
+        const k = linkKey(o.link);
+        const l = this.links.get(k);
+        if (!l) return `Cannot find device "${o.link.name}"`;
+        const c = o.changes;
+        const master = c.master !== undefined ? c.master : l.master;
+        const reenslaved = c.master !== undefined && (c.master ?? null) !== (l.master ?? null);
+        const hairpin = c.hairpin !== undefined ? c.hairpin : reenslaved ? false : l.hairpin;
+        if (c.master !== undefined) {
+          const err = this.checkMaster(l.ns, c.master, false);
+          if (err) return err;
+        }
+        if (hairpin && !master) return 'Error: hairpin mode needs a bridge port';
+        if (c.bridge !== undefined && l.kind !== 'bridge') return `${l.name} is not a bridge`;
+        this.links.set(k, {
+          ...l,
+          ...(c.mtu !== undefined ? { mtu: c.mtu } : {}),
+          ...(c.mac !== undefined ? { mac: c.mac.toLowerCase() } : {}),
+          ...(c.up !== undefined ? { up: c.up } : {}),
+          ...(c.promisc !== undefined ? { promisc: c.promisc } : {}),
+          ...(c.bridge !== undefined ? { bridge: { vlanFiltering: !!c.bridge.vlanFiltering } } : {}),
+          master: master ?? null,
+          hairpin: !!hairpin && !!master,
+        });
+        return undefined;
+      }
+      case 'link.del':
+        if (this.links.get(devKey(o.ns, o.name))?.kind === 'loopback') return 'RTNETLINK answers: Operation not supported';
+        this.dropLink(o.ns, o.name);
+        return undefined;
+      case 'addr.add':
+        if (!this.hasLink(o.addr.ns, o.addr.dev)) return `Cannot find device "${o.addr.dev}"`;
+        if (!this.addresses.has(addrKey(o.addr))) this.addresses.set(addrKey(o.addr), o.addr);
+        return undefined;
+      case 'addr.del':
+        if (this.addresses.delete(addrKey(o.addr))) this.lostAddresses([o.addr]);
+        return undefined;
+      case 'route.replace':
+        if (o.route.dev !== undefined && !this.hasLink(o.route.ns, o.route.dev)) return `Cannot find device "${o.route.dev}"`;
+        this.routes.set(routeKey(o.route), o.route);
+        return undefined;
+      case 'route.del':
+        this.routes.delete(routeKey(o.route));
+        return undefined;
+      case 'neigh.replace':
+        if (!this.hasLink(o.neigh.ns, o.neigh.dev)) return `Cannot find device "${o.neigh.dev}"`;
+        this.neighbours.set(neighKey(o.neigh), o.neigh);
+        return undefined;
+      case 'neigh.del':
+        this.neighbours.delete(neighKey(o.neigh));
+        return undefined;
+      case 'fdb.replace': {
+        const f = o.fdb;
+        if (!this.hasLink(f.ns, f.dev)) return `Cannot find device "${f.dev}"`;
+        const i = this.fdb.findIndex((g) => g.ns === f.ns && g.dev === f.dev && g.mac.toLowerCase() === f.mac.toLowerCase());
+        if (i >= 0) this.fdb[i] = f;
+        else this.fdb.push(f);
+        return undefined;
+      }
+      case 'fdb.del': {
+        const f = o.fdb;
+        const i = this.fdb.findIndex(
+          (g) => g.ns === f.ns && g.dev === f.dev && g.mac.toLowerCase() === f.mac.toLowerCase() && g.dst.toLowerCase() === f.dst.toLowerCase(),
+        );
+        if (i >= 0) this.fdb.splice(i, 1);
+        return undefined;
+      }
+      case 'chain.sync': {
+        const c = o.chain;
+        if (BUILTIN_CHAINS.has(c.chain)) return `cannot rewrite builtin chain ${c.chain}`;
+        const rec = this.chain(c, true)!;
+        const err = this.checkTargets(c, c.rules, c.chain);
+        if (err) return err;
+        rec.rules = [...c.rules];
+        return undefined;
+      }
+      case 'chain.del': {
+        const k = chainKey(o);
+        const rec = this.chains.get(k);
+        if (!rec) return undefined;
+        if (rec.builtin) return `cannot delete builtin chain ${o.chain}`;
+        for (const [ck, c] of this.chains) {
+          if (ck === k || c.ref.ns !== o.ns || c.ref.family !== o.family || c.ref.table !== o.table) continue;
+          if (c.rules.some((r) => ruleTarget(r) === o.chain)) return `CHAIN_DEL failed (Device or resource busy): chain ${o.chain}`;
+        }
+        this.chains.delete(k);
+        return undefined;
+      }
+      case 'rule.add': {
+        const rec = this.chain(o.rule);
+        if (!rec) return 'No chain/target/match by that name.';
+        const err = this.checkTargets(o.rule, [o.rule.rule], o.rule.chain);
+        if (err) return err;
+        if (o.rule.position === 'head') rec.rules.unshift(o.rule.rule);
+        else rec.rules.push(o.rule.rule);
+        return undefined;
+      }
+      case 'rule.del': {
+        const rec = this.chains.get(chainKey(o.rule));
+        const i = rec ? rec.rules.indexOf(o.rule.rule) : -1;
+        if (rec && i >= 0) rec.rules.splice(i, 1);
+        return undefined;
+      }
+      case 'sysctl.set': {
+        const dev = sysctlDevice(o.sysctl.key);
+        if (dev !== undefined && !this.hasLink(o.sysctl.ns, dev)) return `sh: can't create ${o.sysctl.key}: No such file or directory`;
+        this.sysctls.set(sysctlKey(o.sysctl), o.sysctl);
+        return undefined;
+      }
+      case 'qdisc.replace':
+        if (!this.hasLink(o.qdisc.ns, o.qdisc.dev)) return `Cannot find device "${o.qdisc.dev}"`;
+        this.qdiscs.set(qdiscKey(o.qdisc), o.qdisc);
+        return undefined;
+      case 'qdisc.del':
+        this.qdiscs.delete(qdiscKey(o.qdisc));
+        return undefined;
+    }
+  }
+
+  private checkMaster(ns: NsRef, master: string | null | undefined, hairpin: boolean | undefined): string | undefined {
+    if (master === undefined || master === null) return hairpin ? 'Error: hairpin mode needs a bridge port' : undefined;
+    const m = this.links.get(devKey(ns, master));
+    if (!m) return `Cannot find device "${master}"`;
+    if (m.kind !== 'bridge') return `Error: Device does not allow enslaving to a master (${master} is a ${m.kind}).`;
+    return undefined;
+  }
+}
+
+const refOf = (c: ChainRef): ChainRef => ({ ns: c.ns, family: c.family, table: c.table, chain: c.chain });
+
+export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryKernel {
+  let twin = new Twin(initial);
+  const applied: Op[] = [];
+  const calls = { apply: 0, observe: 0 };
+
+  const applySync = (ops: readonly Op[]): E.Either<KernelError, void> => {
+    calls.apply++;
+    for (const o of ops) {
+      const why = twin.step(o);
+      if (why !== undefined) return E.left({ kind: 'kernel', msg: `failed to ${describeOp(o)}: ${why}` });
+      applied.push(o);
+    }
+    return E.right(undefined);
+  };
+
+  const observe = (req: ObserveRequest): KernelState => {
+    calls.observe++;
+    const s = twin.snapshot();
+    const reads = new Map(readsFor(req).map((r) => [r.ns, r]));
+    const inNs = <T extends { ns: NsRef }>(xs: readonly T[]): T[] => xs.filter((x) => reads.has(x.ns));
+    const tableRead = (x: { ns: NsRef; family: IptFamily; table: IptTable }): boolean => {
+      const tables = reads.get(x.ns)?.iptables.get(x.family);
+      return tables !== undefined && (tables.length === 0 || tables.includes(x.table));
+    };
+    return {
+      links: inNs(s.links),
+      addresses: inNs(s.addresses),
+      routes: inNs(s.routes),
+      neighbours: inNs(s.neighbours),
+      fdb: s.fdb.filter((f) => reads.get(f.ns)?.fdb),
+      chains: s.chains.filter(tableRead),
+      rules: s.rules.filter(tableRead),
+      sysctls: s.sysctls.filter((x) => reads.get(x.ns)?.sysctls.includes(x.key)),
+      qdiscs: s.qdiscs.filter((q) => reads.get(q.ns)?.qdiscs),
+    };
+  };
+
+  return {
+    observe: (req): TE.TaskEither<KernelError, KernelState> => () => Promise.resolve(E.right(observe(req))),
+    apply: (ops): TE.TaskEither<KernelError, void> => () => Promise.resolve(applySync(ops)),
+    applySync,
+    state: () => twin.snapshot(),
+    reset: (s) => {
+      twin = new Twin(s);
+    },
+    applied,
+    calls,
+  };
+}
