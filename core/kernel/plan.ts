@@ -44,7 +44,6 @@ import {
   where,
 } from './keys.ts';
 import { owner } from './scope.ts';
-import { contains, parseCIDR } from '../ip/ip.ts';
 
 export { routeKey, routeMetric } from './keys.ts';
 
@@ -222,21 +221,6 @@ function linkDepths(links: readonly Link[]): Map<string, number> {
 
 // ------------------------------------------------------------------------------------------------- plan
 
-/**
- * scope.routeDsts: routes on a device felt does not own whose destination lies inside a CIDR (feltd's routes
- * to remote pod subnets on the underlay device, inside the flannel Network).
- */
-function routeDstOwner(scope: OwnershipScope): (r: Route) => boolean {
-  const within = (scope.routeDsts ?? []).map((w) => ({ key: devKey(w.ns, w.dev), cidr: parseCIDR(w.within) }));
-  if (within.length === 0) return () => false;
-  return (r) => {
-    const dst = r.dev === undefined ? undefined : parseCIDR(r.dst);
-    if (!dst || r.dev === undefined) return false;
-    const k = devKey(r.ns, r.dev);
-    return within.some((w) => w.key === k && !!w.cidr && dst.prefix >= w.cidr.prefix && contains(w.cidr, dst.ip));
-  };
-}
-
 export function plan(desiredIn: KernelState, observed: KernelState, scope: OwnershipScope): Op[] {
   const desired: KernelState = {
     links: uniq(desiredIn.links, linkKey),
@@ -250,7 +234,6 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     qdiscs: uniq(desiredIn.qdiscs, qdiscKey),
   };
   const own = owner(scope);
-  const ownRouteDst = routeDstOwner(scope);
   const ops: Op[] = [];
 
   // 1. Links to delete, with everything that goes with them.
@@ -357,7 +340,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     const o = haveR.get(routeKey(r));
     if (!o || !sameRoute(r, o)) ops.push({ op: 'route.replace', route: r });
   }
-  for (const r of routesLeft) if ((own.device(r.ns, r.dev) || ownRouteDst(r)) && !wantR.has(routeKey(r))) ops.push({ op: 'route.del', route: r });
+  for (const r of routesLeft) if (own.route(r) && !wantR.has(routeKey(r))) ops.push({ op: 'route.del', route: r });
 
   // 5. Permanent neighbours by (ns, dev, ip); fdb entries by (ns, dev, mac) with one dst each.
   const neighLeft = observed.neighbours.filter((n) => !isGone(n.ns, n.dev));

@@ -1,20 +1,23 @@
 // Ownership: which observed objects felt may change or delete. An object is felt's when it is desired, when
 // its link is in `scope.links`, when its device is in `scope.devices` (addresses, routes, neighbours, fdb
 // entries, qdiscs and per-device sysctls on it), when its chain is in `scope.chains`, or when it is a rule in a
-// `scope.ruleMarkers` chain whose text contains the marker. Everything else is foreign and plan never
-// touches it.
+// `scope.ruleMarkers` chain whose text contains the marker, or when it is a route whose destination lies
+// inside a `scope.routeDsts` CIDR on that device. Everything else is foreign and plan never touches it.
 
-import type { IptRule, KernelState, NsRef, OwnershipScope } from './model.ts';
+import { contains, parseCIDR } from '../ip/ip.ts';
+import type { IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
 import { chainKey, devKey, linkKey, sysctlDevice, type ChainRef } from './keys.ts';
 
 export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
 
 export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScope {
+  const routeDsts = scopes.flatMap((s) => s.routeDsts ?? []);
   return {
     links: scopes.flatMap((s) => s.links),
     devices: scopes.flatMap((s) => s.devices),
     chains: scopes.flatMap((s) => s.chains),
     ruleMarkers: scopes.flatMap((s) => s.ruleMarkers),
+    ...(routeDsts.length ? { routeDsts } : {}),
   };
 }
 
@@ -36,6 +39,8 @@ export interface Owner {
   chain(c: ChainRef): boolean;
   /** A rule in a chain felt does not own, carrying one of felt's markers. */
   markedRule(r: IptRule): boolean;
+  /** A route on an owned device, or inside a `scope.routeDsts` CIDR on its device. */
+  route(r: Route): boolean;
 }
 
 export function owner(scope: OwnershipScope): Owner {
@@ -47,9 +52,18 @@ export function owner(scope: OwnershipScope): Owner {
     const k = chainKey(m);
     markers.set(k, [...(markers.get(k) ?? []), m.marker]);
   }
+  const device = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && devices.has(devKey(ns, dev));
+  const within = (scope.routeDsts ?? []).map((w) => ({ key: devKey(w.ns, w.dev), cidr: parseCIDR(w.within) }));
+  const insideOwned = (r: Route): boolean => {
+    if (within.length === 0 || r.dev === undefined) return false;
+    const dst = parseCIDR(r.dst);
+    const k = devKey(r.ns, r.dev);
+    return !!dst && within.some((w) => w.key === k && !!w.cidr && dst.prefix >= w.cidr.prefix && contains(w.cidr, dst.ip));
+  };
   return {
     link: (ns, name) => links.has(devKey(ns, name)),
-    device: (ns, dev) => dev !== undefined && devices.has(devKey(ns, dev)),
+    device,
+    route: (r) => device(r.ns, r.dev) || insideOwned(r),
     chain: (c) => chains.has(chainKey(c)),
     markedRule: (r) => (markers.get(chainKey(r)) ?? []).some((m) => r.rule.includes(m)),
   };
@@ -65,7 +79,7 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
   return {
     links: state.links.filter((l) => o.link(l.ns, l.name)),
     addresses: state.addresses.filter((a) => o.device(a.ns, a.dev)),
-    routes: state.routes.filter((r) => o.device(r.ns, r.dev)),
+    routes: state.routes.filter((r) => o.route(r)),
     neighbours: state.neighbours.filter((n) => o.device(n.ns, n.dev)),
     fdb: state.fdb.filter((f) => o.device(f.ns, f.dev)),
     chains: state.chains.filter((c) => o.chain(c)),
@@ -81,7 +95,7 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
   return {
     links: state.links.filter((l) => !o.link(l.ns, l.name)),
     addresses: state.addresses.filter((a) => !o.device(a.ns, a.dev)),
-    routes: state.routes.filter((r) => !o.device(r.ns, r.dev)),
+    routes: state.routes.filter((r) => !o.route(r)),
     neighbours: state.neighbours.filter((n) => !o.device(n.ns, n.dev)),
     fdb: state.fdb.filter((f) => !o.device(f.ns, f.dev)),
     chains: state.chains.filter((c) => !o.chain(c)),
