@@ -1,0 +1,305 @@
+// What feltd wants in the node's (host) namespace, from its event-log state: the overlay for every remote
+// lease, flannel's iptables chains, and subnet.env. `plan` diffs it against what the kernel has.
+//
+// flannel-io/flannel, as of this writing:
+// - vxlan (pkg/backend/vxlan/vxlan.go, device.go, vxlan_network.go): device `flannel.<VNI>` (IPv6:
+//   `flannel-v6.<VNI>`), local = the public IP, dev = the underlay interface, dstport, learning/gbp from the
+//   config, MTU = (Backend.MTU or the underlay MTU) - 50, the VtepMAC, up, address `<subnet address>/32` (IPv6
+//   /128). Per remote vxlan lease: a permanent neighbour (remote subnet address -> VtepMAC), an fdb entry (VtepMAC
+//   -> remote public IP), then a route to the remote subnet via the remote subnet address, onlink, on the device
+//   (plan orders neighbours and fdb entries before routes, as handleSubnetEvents does). DirectRouting: a plain
+//   route via the remote public IP when it is directly reachable (here: inside the underlay CIDR), nothing on
+//   the vxlan device. Leases of another backend type are ignored, as flanneld does.
+// - host-gw (pkg/backend/hostgw/hostgw.go, route_network.go): a route per remote subnet via the remote public IP
+//   on the underlay interface; MTU = the underlay MTU.
+// - iptables (pkg/trafficmngr/iptables/iptables.go masqRules/masqIP6Rules/forwardRules, appended in order).
+// - subnet.env: FLANNEL_MTU is the device MTU for vxlan, the underlay MTU for host-gw (network.MTU()).
+
+import * as E from 'fp-ts/lib/Either.js';
+import { quoteComment } from '../cni/masq.ts';
+import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
+import { parseMac } from '../ip/mac.ts';
+import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, OwnershipScope, Route } from '../kernel/model.ts';
+import { emptyKernelState, HOST } from '../kernel/model.ts';
+import { parseVxlanBackendData, renderSubnetEnv } from './lease.ts';
+import type { NodeState, RemoteLease } from './node.ts';
+
+/** vxlan's overhead over an IPv4 underlay, as flannel counts it (encapOverhead). */
+export const VXLAN_OVERHEAD = 50;
+/** Over an IPv6 underlay the outer header is 20 bytes longer. */
+export const VXLAN_OVERHEAD_V6 = 70;
+export const KUBE_PROXY_MARK = '0x4000/0x4000';
+export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
+export const FWD_CHAIN = 'FLANNEL-FWD';
+
+export interface OverlayNode {
+  /** The public IPv4 address (lease PublicIP), the vxlan local address. */
+  readonly publicIP: string;
+  readonly publicIPv6?: string;
+  /** The underlay interface and its address with prefix (e.g. 198.51.100.1/24): its L2 segment. */
+  readonly underlayDev: string;
+  readonly underlayCidr: string;
+  readonly underlayCidrV6?: string;
+  readonly underlayMtu: number;
+  /** The stable VtepMAC of flannel.<VNI> (and flannel-v6.<VNI>). */
+  readonly vtepMac: string;
+  readonly vtepMacV6?: string;
+  /** --ip-masq: FLANNEL-POSTRTG. */
+  readonly ipMasq: boolean;
+  /**
+   * FLANNEL-FWD (flanneld's --iptables-forward-rules, which defaults to true there). Here it defaults to
+   * `ipMasq`, so a daemon that observes iptables only with --ip-masq never wants chains it does not look at.
+   */
+  readonly forwardRules?: boolean;
+  /** MASQUERADE with --random-fully (flanneld unless --ip-masq-fully-random-disable). Default true. */
+  readonly randomFully?: boolean;
+}
+
+export interface Overlay {
+  readonly kernel: KernelState;
+  readonly scope: OwnershipScope;
+  readonly subnetEnv: string;
+  /** FLANNEL_MTU: the MTU pods get. */
+  readonly mtu: number;
+  /** Remote leases left out, and why (another backend type, no VtepMAC, a conflict...). */
+  readonly ignored: readonly string[];
+}
+
+const vxlanName = (vni: number, family: Family): string => (family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`);
+
+const masq = (comment: string): string => `-m comment --comment ${quoteComment(comment)}`;
+
+/** flannel's nat rules for one family, as iptables-save prints them. */
+export function masqRules(cluster: string, pod: string, family: Family, randomFully = true): string[] {
+  const c = masq('flanneld masq');
+  const rf = randomFully ? ' --random-fully' : '';
+  const multicast = family === 4 ? '224.0.0.0/4' : 'ff00::/8';
+  return [
+    `-m mark --mark ${KUBE_PROXY_MARK} ${c} -j RETURN`,
+    `-s ${pod} -d ${cluster} ${c} -j RETURN`,
+    `-s ${cluster} -d ${pod} ${c} -j RETURN`,
+    `! -s ${cluster} -d ${pod} ${c} -j RETURN`,
+    `-s ${cluster} ! -d ${multicast} ${c} -j MASQUERADE${rf}`,
+    `! -s ${cluster} -d ${cluster} ${c} -j MASQUERADE${rf}`,
+  ];
+}
+
+export const masqJump = `${masq('flanneld masq')} -j ${MASQ_CHAIN}`;
+export const forwardJump = `${masq('flanneld forward')} -j ${FWD_CHAIN}`;
+
+/** flannel's filter rules for one family. */
+export const forwardRules = (cluster: string): string[] => [`-s ${cluster} ${masq('flanneld forward')} -j ACCEPT`, `-d ${cluster} ${masq('flanneld forward')} -j ACCEPT`];
+
+interface FamilyView {
+  readonly family: Family;
+  readonly network: CIDR;
+  readonly own: CIDR;
+  readonly publicIP: string;
+  readonly underlay: CIDR | undefined;
+  readonly vtepMac: string | undefined;
+}
+
+const remoteSubnet = (r: RemoteLease, family: Family): CIDR | undefined => {
+  const c = parseCIDR((family === 4 ? r.subnet : r.ipv6Subnet) ?? '');
+  return c && c.ip.family === family ? c : undefined;
+};
+const remotePublic = (r: RemoteLease, family: Family): string | undefined => {
+  const s = family === 4 ? r.attrs.PublicIP : r.attrs.PublicIPv6 ?? undefined;
+  const a = s ? parseIP(s) : undefined;
+  return a && a.family === family && a.value !== 0n ? formatIP(a) : undefined;
+};
+const who = (r: RemoteLease): string => `node ${r.attrs.PublicIP !== '0.0.0.0' ? r.attrs.PublicIP : r.attrs.PublicIPv6 ?? '?'} (lease ${r.key})`;
+
+/** The host-namespace state feltd wants for its lease and the remote leases it knows. */
+export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<string, Overlay> {
+  const config = state.config;
+  if (!config) return E.left('no network config loaded yet');
+  const own = state.ownLease;
+  if (!own) return E.left('no subnet lease held yet');
+  const be = config.backend;
+  const ignored: string[] = [];
+
+  // Per family: the network, our subnet, our public address, the underlay segment.
+  const families: FamilyView[] = [];
+  for (const family of [4, 6] as const) {
+    const enabled = family === 4 ? config.enableIPv4 : config.enableIPv6;
+    if (!enabled) continue;
+    const fam = family === 4 ? 'IPv4' : 'IPv6';
+    const network = parseCIDR((family === 4 ? config.network : config.ipv6Network) ?? '');
+    if (!network) return E.left(`network config: ${family === 4 ? 'Network' : 'IPv6Network'} is missing`);
+    const ownText = family === 4 ? own.subnet : own.ipv6Subnet;
+    const ownC = parseCIDR(ownText ?? '');
+    if (!ownC) return E.left(`own lease ${own.key}: no ${fam} subnet although ${fam} is enabled`);
+    const pubText = family === 4 ? node.publicIP : node.publicIPv6;
+    const pub = pubText ? parseIP(pubText) : undefined;
+    if (!pub || pub.family !== family) return E.left(`node: ${family === 4 ? 'publicIP' : 'publicIPv6'} ${JSON.stringify(pubText ?? null)} is not an ${fam} address`);
+    const ulText = family === 4 ? node.underlayCidr : node.underlayCidrV6;
+    const underlay = ulText ? parseCIDR(ulText) : undefined;
+    if (ulText && (!underlay || underlay.ip.family !== family)) return E.left(`node: ${family === 4 ? 'underlayCidr' : 'underlayCidrV6'} "${ulText}" is not an ${fam} CIDR`);
+    const macText = family === 4 ? node.vtepMac : node.vtepMacV6;
+    const vtepMac = macText ? parseMac(macText) : undefined;
+    if (be.type === 'vxlan' && !vtepMac) return E.left(`node: ${family === 4 ? 'vtepMac' : 'vtepMacV6'} ${JSON.stringify(macText ?? null)} is not a MAC address`);
+    families.push({ family, network, own: ownC, publicIP: formatIP(pub), underlay, vtepMac });
+  }
+  if (!Number.isInteger(node.underlayMtu) || node.underlayMtu <= 0) return E.left(`node: underlayMtu ${node.underlayMtu} is not a positive integer`);
+
+  // Remote leases, newest first so that conflicts (one VtepMAC or subnet address claimed twice) keep the lease
+  // renewed last; then in key order for stable output.
+  const remotes = Object.values(state.remotes).sort((a, b) => (a.expiration > b.expiration ? -1 : a.expiration < b.expiration ? 1 : a.key < b.key ? -1 : 1));
+
+  const k: { links: Link[]; addresses: Address[]; routes: Route[]; neighbours: Neighbour[]; fdb: Fdb[]; chains: IptChain[]; rules: IptRule[] } = {
+    links: [],
+    addresses: [],
+    routes: [],
+    neighbours: [],
+    fdb: [],
+    chains: [],
+    rules: [],
+  };
+  const scope: { links: { ns: string; name: string }[]; devices: { ns: string; dev: string }[]; routeDsts: { ns: string; dev: string; within: string }[] } = {
+    links: [],
+    devices: [],
+    routeDsts: [],
+  };
+  const mtus: number[] = [];
+
+  for (const f of families) {
+    const fam = f.family === 4 ? 'IPv4' : 'IPv6';
+    scope.routeDsts.push({ ns: HOST, dev: node.underlayDev, within: formatCIDR(f.network) });
+    const base = be.type === 'vxlan' ? be.mtu ?? node.underlayMtu : node.underlayMtu;
+    const mtu = be.type === 'vxlan' ? base - (f.family === 4 ? VXLAN_OVERHEAD : VXLAN_OVERHEAD_V6) : base;
+    mtus.push(mtu);
+    const dev = be.type === 'vxlan' ? vxlanName(be.vni, f.family) : node.underlayDev;
+    if (be.type === 'vxlan') {
+      k.links.push({
+        ns: HOST,
+        name: dev,
+        kind: 'vxlan',
+        mtu,
+        mac: f.vtepMac!,
+        up: true,
+        vxlan: { vni: be.vni, local: f.publicIP, port: be.port, learning: be.learning, gbp: be.gbp, dev: node.underlayDev },
+      });
+      k.addresses.push({ ns: HOST, dev, cidr: `${formatIP(f.own.ip)}/${f.family === 4 ? 32 : 128}`, ...(f.family === 6 ? { nodad: true } : {}) });
+    }
+    const usedNeigh = new Set<string>();
+    const usedMac = new Map<string, string>();
+    const usedDst = new Set<string>([formatCIDR(f.own)]);
+    for (const r of remotes) {
+      const sn = remoteSubnet(r, f.family);
+      if (!sn) continue; // a single-stack lease of the other family
+      const pub = remotePublic(r, f.family);
+      const skip = (why: string) => ignored.push(`${who(r)}: ${fam}: ${why}`);
+      if (r.attrs.BackendType !== be.type) {
+        skip(`backend type "${r.attrs.BackendType}" is not ${be.type}`);
+        continue;
+      }
+      if (!pub) {
+        skip(`no public ${fam} address`);
+        continue;
+      }
+      if (pub === f.publicIP) {
+        skip(`holds this node's public IP ${pub}`);
+        continue;
+      }
+      if (!contains(f.network, sn.ip) || overlaps(sn, f.own)) {
+        skip(`${formatCIDR(sn)} is ${overlaps(sn, f.own) ? "inside this node's subnet" : `outside the network ${formatCIDR(f.network)}`}`);
+        continue;
+      }
+      const dst = formatCIDR(sn);
+      if (usedDst.has(dst)) {
+        skip(`${dst} is claimed by a newer lease`);
+        continue;
+      }
+      const onSegment = !!f.underlay && contains(f.underlay, parseIP(pub)!);
+      if (be.type === 'host-gw') {
+        if (!onSegment) {
+          return E.left(
+            `host-gw: ${who(r)} is not on this node's L2 segment ${f.underlay ? formatCIDR(f.underlay) : '(unknown)'} on ${node.underlayDev}; host-gw needs every node on one segment (use vxlan, with DirectRouting for the nodes that share one)`,
+          );
+        }
+        usedDst.add(dst);
+        k.routes.push({ ns: HOST, dst, gw: pub, dev: node.underlayDev });
+        continue;
+      }
+      if (be.directRouting && onSegment) {
+        usedDst.add(dst);
+        k.routes.push({ ns: HOST, dst, gw: pub, dev: node.underlayDev });
+        continue;
+      }
+      const data = parseVxlanBackendData(f.family === 4 ? r.attrs.BackendData : r.attrs.BackendV6Data);
+      if (E.isLeft(data)) {
+        skip(data.left.replace(/^BackendData/, f.family === 4 ? 'BackendData' : 'BackendV6Data'));
+        continue;
+      }
+      const mac = data.right.vtepMac;
+      const gw = formatIP(sn.ip);
+      if (usedNeigh.has(gw) || usedMac.has(mac)) {
+        skip(usedMac.has(mac) ? `VtepMAC ${mac} is also claimed by the newer lease ${usedMac.get(mac)}` : `subnet address ${gw} is claimed by a newer lease`);
+        continue;
+      }
+      usedDst.add(dst);
+      usedNeigh.add(gw);
+      usedMac.set(mac, r.key);
+      k.neighbours.push({ ns: HOST, dev, ip: gw, lladdr: mac });
+      k.fdb.push({ ns: HOST, dev, mac, dst: pub });
+      k.routes.push({ ns: HOST, dst, gw, dev, onlink: true });
+    }
+
+    // iptables.
+    const cluster = formatCIDR(f.network);
+    const pod = formatCIDR(f.own);
+    if (node.ipMasq) {
+      k.chains.push({ ns: HOST, family: f.family, table: 'nat', chain: MASQ_CHAIN, rules: masqRules(cluster, pod, f.family, node.randomFully ?? true) });
+      k.rules.push({ ns: HOST, family: f.family, table: 'nat', chain: 'POSTROUTING', rule: masqJump });
+    }
+    if (node.forwardRules ?? node.ipMasq) {
+      k.chains.push({ ns: HOST, family: f.family, table: 'filter', chain: FWD_CHAIN, rules: forwardRules(cluster) });
+      k.rules.push({ ns: HOST, family: f.family, table: 'filter', chain: 'FORWARD', rule: forwardJump });
+    }
+  }
+
+  if (be.type === 'vxlan') {
+    // Both device names are flannel's whether or not their family is on: a family turned off loses its device.
+    for (const family of [4, 6] as const) {
+      scope.links.push({ ns: HOST, name: vxlanName(be.vni, family) });
+      scope.devices.push({ ns: HOST, dev: vxlanName(be.vni, family) });
+    }
+  }
+
+  const byKey = <T>(key: (x: T) => string) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+  const kernel: KernelState = {
+    ...emptyKernelState(),
+    links: k.links,
+    addresses: k.addresses,
+    routes: k.routes.sort(byKey((r) => `${r.dst.includes(':') ? 6 : 4} ${r.dst}`)),
+    neighbours: k.neighbours.sort(byKey((n) => `${n.dev} ${n.ip}`)),
+    fdb: k.fdb.sort(byKey((x) => `${x.dev} ${x.mac}`)),
+    chains: k.chains,
+    rules: k.rules,
+  };
+  const fams = [4, 6] as const;
+  const fullScope: OwnershipScope = {
+    links: scope.links,
+    devices: scope.devices,
+    chains: fams.flatMap((family) => [
+      { ns: HOST, family, table: 'nat' as const, chain: MASQ_CHAIN },
+      { ns: HOST, family, table: 'filter' as const, chain: FWD_CHAIN },
+    ]),
+    ruleMarkers: fams.flatMap((family) => [
+      { ns: HOST, family, table: 'nat' as const, chain: 'POSTROUTING', marker: '-j FLANNEL-' },
+      { ns: HOST, family, table: 'filter' as const, chain: 'FORWARD', marker: '-j FLANNEL-' },
+    ]),
+    routeDsts: scope.routeDsts,
+  };
+  const mtu = Math.min(...mtus);
+  const v4 = families.find((f) => f.family === 4);
+  const v6 = families.find((f) => f.family === 6);
+  const subnetEnv = renderSubnetEnv({
+    ...(v4 ? { network: formatCIDR(v4.network), subnet: formatCIDR(v4.own) } : {}),
+    ...(v6 ? { ipv6Network: formatCIDR(v6.network), ipv6Subnet: formatCIDR(v6.own) } : {}),
+    mtu,
+    ipMasq: node.ipMasq,
+  });
+  return E.right({ kernel, scope: fullScope, subnetEnv, mtu, ignored });
+}
