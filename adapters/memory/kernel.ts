@@ -6,7 +6,8 @@
 // Kernel side effects it models: deleting a link deletes its veth peer, macvlans and vxlans on it, and every
 // address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices; ports of a deleted
 // bridge lose their master (and hairpin); an IPv4/IPv6 address leaving takes routes with that source address.
-// Not modelled: gateway reachability, bridge MTU/MAC inheritance, routes flushed by a link going down.
+// A route through a device that is down is refused ("Nexthop device is not up"); taking a link down flushes
+// its routes. Not modelled: gateway reachability, bridge MTU/MAC inheritance.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
@@ -227,6 +228,8 @@ class Twin {
           master: master ?? null,
           hairpin: !!hairpin && !!master,
         });
+        // Taking a link down flushes the routes through it.
+        if (c.up === false && l.up) for (const [rk, r] of this.routes) if (r.ns === l.ns && r.dev === l.name) this.routes.delete(rk);
         return undefined;
       }
       case 'link.del':
@@ -241,7 +244,11 @@ class Twin {
         if (this.addresses.delete(addrKey(o.addr))) this.lostAddresses([o.addr]);
         return undefined;
       case 'route.replace':
-        if (o.route.dev !== undefined && !this.hasLink(o.route.ns, o.route.dev)) return `Cannot find device "${o.route.dev}"`;
+        if (o.route.dev !== undefined) {
+          const dev = this.links.get(devKey(o.route.ns, o.route.dev));
+          if (!dev) return `Cannot find device "${o.route.dev}"`;
+          if (!dev.up) return 'Error: Nexthop device is not up.';
+        }
         this.routes.set(routeKey(o.route), o.route);
         return undefined;
       case 'route.del':

@@ -333,7 +333,14 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const lostIPs = new Set(removedAddrs.map((a) => devKey(a.ns, lower(ipOf(a.cidr))!)).filter((k) => !stillThere.has(k)));
 
   // 4. Routes, by (ns, table, dst, metric).
-  const routesLeft = observed.routes.filter((r) => !isGone(r.ns, r.dev) && !(r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!))));
+  // Taking a link down flushes its routes too.
+  const goingDown = new Set(ops.flatMap((o) => (o.op === 'link.set' && o.changes.up === false ? [linkKey(o.link)] : [])));
+  const routesLeft = observed.routes.filter(
+    (r) =>
+      !isGone(r.ns, r.dev) &&
+      !(r.dev !== undefined && goingDown.has(devKey(r.ns, r.dev))) &&
+      !(r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!))),
+  );
   const haveR = new Map(routesLeft.map((r) => [routeKey(r), r]));
   const wantR = new Set(desired.routes.map(routeKey));
   for (const r of desired.routes) {

@@ -158,6 +158,9 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         if (l) addresses.push({ ns: l.ns, dev: l.name, cidr: pick(CIDRS, o.b), ...(o.flag ? { nodad: true } : {}) });
         break;
       case 'route': {
+        // The kernel refuses routes through a device that is down.
+        const up = devs.filter((x) => x.up === true);
+        const l = up.length ? pick(up, o.a) : undefined;
         if (!l) break;
         const dst = pick(DSTS, o.b);
         const v6 = dst.includes(':');
