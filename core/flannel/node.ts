@@ -8,10 +8,11 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { produce } from 'immer';
-import type { CommandMeta, Event, Projection, Stored } from '../events.ts';
+import type { CommandMeta, Projection, Stored } from '../events.ts';
 import { parseMac } from '../ip/mac.ts';
 import { parseIP } from '../ip/ip.ts';
 import { parseVxlanBackendData, subnetKey } from './lease.ts';
+import type { NodeEvent, RemoteLeaseRemoved, RemoteLeaseSeen, SubnetLeased, SubnetLeaseLost, Subnets } from './events.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot, NetConfig } from './types.ts';
 
 // ---- state --------------------------------------------------------------------------------------------
@@ -54,48 +55,9 @@ export const initialState = (): NodeState => ({ config: null, ownLease: null, re
 
 export const nodeStream = (publicIP: string): string => `node/${publicIP}`;
 
-// ---- events -------------------------------------------------------------------------------------------
+// ---- events (core/flannel/events.ts) ----------------------------------------------------------------
 
-interface Subnets {
-  readonly key: string;
-  readonly subnet?: string;
-  readonly ipv6Subnet?: string;
-}
-
-export type ConfigLoaded = Event<'ConfigLoaded', { readonly config: NetConfig }>;
-export type SubnetLeased = Event<
-  'SubnetLeased',
-  Subnets & {
-    readonly publicIP: string;
-    readonly publicIPv6?: string;
-    readonly backendType: string;
-    readonly vtepMac?: string;
-    readonly vtepMacV6?: string;
-    readonly expiration: string;
-    /** True when the same subnet was held before (a renewal or a re-acquisition of it). */
-    readonly renewal: boolean;
-  }
->;
-export type SubnetLeaseLost = Event<'SubnetLeaseLost', Subnets & { readonly reason: string }>;
-export type RemoteLeaseSeen = Event<
-  'RemoteLeaseSeen',
-  Subnets & {
-    readonly attrs: LeaseAttrs;
-    readonly expiration: string;
-    readonly change: 'appeared' | 'changed';
-    /** For `changed`: what changed, in words ("VtepMAC 3e:..:01 -> 3e:..:02"). */
-    readonly changes?: readonly string[];
-  }
->;
-export type RemoteLeaseRemoved = Event<
-  'RemoteLeaseRemoved',
-  Subnets & {
-    readonly publicIP: string;
-    /** `removed`: a watch event; `expired`: past its expiration; `gone`: absent from a full listing; `ours`: this node now holds it. */
-    readonly reason: 'removed' | 'expired' | 'gone' | 'ours';
-  }
->;
-export type NodeEvent = ConfigLoaded | SubnetLeased | SubnetLeaseLost | RemoteLeaseSeen | RemoteLeaseRemoved;
+export type { ConfigLoaded, NodeEvent, RemoteLeaseRemoved, RemoteLeaseSeen, SubnetLeased, SubnetLeaseLost } from './events.ts';
 
 // ---- commands -----------------------------------------------------------------------------------------
 
