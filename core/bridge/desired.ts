@@ -83,6 +83,8 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
       mac: a.bridgeMac,
       ...(mtu ? { mtu } : {}),
       ...(conf.promiscMode ? { promisc: true } : {}),
+      // As the reference's setupBridge: a VLAN needs a VLAN-filtering bridge (refused where the kernel lacks it).
+      ...(conf.vlan !== 0 || conf.vlanTrunk.length > 0 ? { bridge: { vlanFiltering: true } } : {}),
     },
     {
       ns: HOST,

@@ -435,6 +435,29 @@ describe('an ADD that fails part-way leaves nothing behind', () => {
     await expectClean(host, dataDir);
   });
 
+  it('vlan needs a VLAN-filtering bridge: where the kernel has none, an error naming the bridge, as the reference', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const probe = await exec(['ip', '-n', host, 'link', 'add', 'brprobe', 'type', 'bridge', 'vlan_filtering', '1']);
+    for (const extra of [{ vlan: 100 }, { vlanTrunk: [{ id: 101 }] }]) {
+      const r = await cni(felt(host, pod, 'c1'), 'ADD', bridgeConf({ dataDir, bridge: 'brvl', extra }));
+      if (probe.code === 0) {
+        // A kernel with bridge VLAN filtering: the bridge is made with it.
+        expect(r.code, r.stdout).toBe(0);
+        expect(await nsRun(host, ['ip', '-d', 'link', 'show', 'brvl'])).toContain('vlan_filtering 1');
+        expect((await cni(felt(host, pod, 'c1'), 'DEL', bridgeConf({ dataDir, bridge: 'brvl', extra }))).code).toBe(0);
+        await nsRun(host, ['ip', 'link', 'del', 'brvl']);
+      } else {
+        // Not silently attached without the VLAN: refused, rolled back, address released.
+        expect(r.code).toBe(1);
+        expect(r.json.code).toBe(102);
+        expect(r.json.msg).toContain('brvl');
+        expect(await link(host, 'brvl')).toBeUndefined();
+        expect(await link(pod, 'eth0')).toBeUndefined();
+      }
+      await expectClean(host, dataDir);
+    }
+  });
+
   it('CNI_NETNS is not a network namespace: an error, and the address is given back', async () => {
     const [host, dataDir] = [await sb.ns(), sb.dir()];
     const notNs = `${dataDir}/not-a-netns`;
@@ -451,5 +474,5 @@ it('never touched the root namespace', async () => {
   const root = await exec(['ip', '-json', 'link', 'show']);
   const names = (JSON.parse(root.stdout) as { ifname: string }[]).map((l) => l.ifname);
   // The bridges only this file names (cni0 and veths could come from elsewhere on a shared machine).
-  expect(names.filter((n) => /^br(p|f|x|xpeer|l2)$/.test(n))).toEqual([]);
+  expect(names.filter((n) => /^br(p|f|x|xpeer|l2|vl|probe)$/.test(n))).toEqual([]);
 });
