@@ -21,8 +21,9 @@ import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR
 import { parseMac } from '../ip/mac.ts';
 import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, OwnershipScope, Route } from '../kernel/model.ts';
 import { emptyKernelState, HOST } from '../kernel/model.ts';
-import { parseVxlanBackendData, renderSubnetEnv } from './lease.ts';
+import { parseVxlanBackendData, renderSubnetEnv, subnetKey } from './lease.ts';
 import type { NodeState, RemoteLease } from './node.ts';
+import type { Lease } from './types.ts';
 
 /** vxlan's overhead over an IPv4 underlay, as flannel counts it (encapOverhead). */
 export const VXLAN_OVERHEAD = 50;
@@ -302,4 +303,41 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
     ipMasq: node.ipMasq,
   });
   return E.right({ kernel, scope: fullScope, subnetEnv, mtu, ignored });
+}
+
+/** The name the feature request uses for desiredOverlay. */
+export const desired = desiredOverlay;
+
+/** What host-gw needs to know of a remote lease (a Lease, or a RemoteLease from the node state). */
+export type HostGwLease = Pick<Lease, 'subnet' | 'ipv6Subnet' | 'attrs'> & { readonly key?: string };
+
+/**
+ * host-gw routes each remote subnet via the remote node's public IP, which only works when that IP is on this
+ * node's L2 segment (flanneld does not check: its route add fails with "network is unreachable"). Left names
+ * every node that is not, per family; leases of other backend types are not host-gw's concern and are skipped,
+ * as flanneld's RouteNetwork ignores them.
+ */
+export function validateHostGw(leases: readonly HostGwLease[], underlayCidr: string, underlayCidrV6?: string): E.Either<string, void> {
+  const seg4 = parseCIDR(underlayCidr);
+  if (!seg4 || seg4.ip.family !== 4) return E.left(`underlayCidr: "${underlayCidr}" is not an IPv4 CIDR`);
+  const seg6 = underlayCidrV6 === undefined ? undefined : parseCIDR(underlayCidrV6);
+  if (underlayCidrV6 !== undefined && (!seg6 || seg6.ip.family !== 6)) return E.left(`underlayCidrV6: "${underlayCidrV6}" is not an IPv6 CIDR`);
+  const off: string[] = [];
+  for (const l of leases) {
+    if (l.attrs.BackendType !== 'host-gw') continue;
+    const key = l.key ?? subnetKey(l);
+    const check = (pubText: string | null | undefined, seg: CIDR | undefined, family: Family) => {
+      const pub = pubText ? parseIP(pubText) : undefined;
+      if (!seg) return;
+      if (!pub || pub.family !== family || pub.value === 0n) {
+        off.push(`node of lease ${key} has no public ${family === 4 ? 'IPv4' : 'IPv6'} address to route via`);
+      } else if (!contains(seg, pub)) {
+        off.push(`node ${formatIP(pub)} (lease ${key}) is not on this node's L2 segment ${formatCIDR(seg)}`);
+      }
+    };
+    if (l.subnet) check(l.attrs.PublicIP, seg4, 4);
+    if (l.ipv6Subnet) check(l.attrs.PublicIPv6, seg6, 6);
+  }
+  if (off.length === 0) return E.right(undefined);
+  return E.left(`host-gw: ${off.join('; ')}; host-gw needs every node on one segment (use vxlan, with DirectRouting for the nodes that share one)`);
 }
