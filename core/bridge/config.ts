@@ -112,6 +112,7 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
   }
   const ipMasq = bool(o, 'ipMasq', errs);
   const disableContainerInterface = bool(o, 'disableContainerInterface', errs);
+  if (disableContainerInterface && ipamType !== '') errs.push('disableContainerInterface, ipam: IPAM cannot be used when the container interface is disabled');
   const forceAddress = bool(o, 'forceAddress', errs);
   const mtu = int(o, 'mtu', errs, 0, 65535);
   const enableDad = bool(o, 'enabledad', errs);

@@ -100,7 +100,8 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
       ns: netns,
       name: ifname,
       kind: 'veth',
-      up: true,
+      // disableContainerInterface: the pod gets its interface down (layer 2 only; config.ts refuses IPAM).
+      up: !conf.disableContainerInterface,
       mac: a.containerMac,
       veth: { peer: a.hostVeth, peerNs: HOST, peerMac: a.hostVethMac },
       ...(mtu ? { mtu } : {}),

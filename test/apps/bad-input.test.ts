@@ -178,6 +178,7 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
     [{ ipam: 'host-local' }, ['ipam']],
     [{ vlan: 5000 }, ['vlan']],
     [{ dns: ['8.8.8.8'] }, ['dns']],
+    [{ disableContainerInterface: true }, ['disableContainerInterface', 'ipam']],
   ] as const)('%j', async (extra, names) => {
     await bad('bridge', goodEnv(), cfg('bridge', extra), 7, ...names);
   });

@@ -320,6 +320,20 @@ describe('bridge options', () => {
     expect((await cni(felt(host, pod, 'c1'), 'DEL', conf)).code).toBe(0);
   });
 
+  it('disableContainerInterface leaves the pod interface down (layer 2 only)', async () => {
+    const [host, pod] = [await sb.ns(), await sb.ns()];
+    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2', disableContainerInterface: true };
+    const r = await cni(felt(host, pod, 'c1'), 'ADD', conf);
+    expect(r.code, r.stdout).toBe(0);
+    expect((await link(pod, 'eth0'))?.flags).not.toContain('UP');
+    const hv = await link(host, r.json.interfaces[1].name);
+    expect(hv?.flags).toContain('UP');
+    expect(hv?.master).toBe('brl2');
+    expect((await cni(felt(host, pod, 'c1'), 'CHECK', { ...conf, prevResult: r.json })).code).toBe(0);
+    expect((await cni(felt(host, pod, 'c1'), 'DEL', conf)).code).toBe(0);
+    expect(await veths(host)).toEqual([]);
+  });
+
   it('an L2-only bridge (no ipam) attaches pods without addresses; they talk once given some', async () => {
     const [host, p1, p2] = [await sb.ns(), await sb.ns(), await sb.ns()];
     const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2' };
