@@ -1,0 +1,315 @@
+// feltd's wiring: lease lifecycle (xstate machine, effects provided here), the watch on the lease store, the
+// node's event log, and the level-triggered reconcile loop (observe what felt owns, plan, apply, resync).
+
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { createActor, fromPromise } from 'xstate';
+import type { EventStore } from '../../adapters/store/types.ts';
+import type { Kernel } from '../../adapters/kernel/types.ts';
+import type { LeaseStore, Watch } from '../../adapters/lease/types.ts';
+import type { Underlay } from '../../adapters/kernel/underlay.ts';
+import { parseNetConfig } from '../../core/flannel/netconf.ts';
+import { chooseSubnet } from '../../core/flannel/subnets.ts';
+import { previousSubnets } from '../../core/flannel/lease.ts';
+import { decideNode, nodeProjection, nodeStream, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import { cniError, ErrCode } from '../../core/cni/errors.ts';
+import { desiredOverlay } from '../../core/flannel/desired.ts';
+import { leaseMachine } from '../../core/flannel/lease-machine.ts';
+import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
+import { macFromBytes } from '../../core/ip/mac.ts';
+import { describeOp, plan } from '../../core/kernel/plan.ts';
+import type { Flags } from './flags.ts';
+import type { Logger, Metrics } from './observability.ts';
+
+export interface DaemonDeps {
+  readonly flags: Flags;
+  readonly underlay: Underlay;
+  readonly leases: LeaseStore;
+  readonly events: EventStore;
+  readonly kernel: Kernel;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+}
+
+export interface Daemon {
+  /** True once subnet.env is written (readyz). */
+  ready(): boolean;
+  /** Resolves when the daemon has stopped (after stop()). */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+const now = (): string => new Date().toISOString();
+
+function writeAtomic(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+/** The VtepMAC survives restarts so that remote nodes' fdb entries stay right. */
+function stableVtepMac(stateDir: string, vni: number): string {
+  const path = join(stateDir, `vtep-mac.${vni}`);
+  if (existsSync(path)) {
+    const mac = readFileSync(path, 'utf8').trim();
+    if (mac) return mac;
+  }
+  const mac = macFromBytes(randomBytes(6));
+  writeAtomic(path, mac + '\n');
+  return mac;
+}
+
+export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, NetConfig>> {
+  const { flags, leases, log } = deps;
+  let text: string | undefined;
+  if (flags.etcdEndpoints.length) {
+    const r = await leases.getNetworkConfig()();
+    if (E.isLeft(r)) return E.left(`etcd: cannot read ${flags.etcdPrefix}/config: ${r.left.msg}`);
+    text = r.right;
+    if (text === undefined) return E.left(`etcd: ${flags.etcdPrefix}/config does not exist: write the network config there first`);
+  } else {
+    try {
+      text = readFileSync(flags.netConfigPath, 'utf8');
+    } catch (e) {
+      return E.left(`--net-config-path: cannot read ${flags.netConfigPath}: ${(e as Error).message}`);
+    }
+    const put = await leases.putNetworkConfig(text)();
+    if (E.isLeft(put)) return E.left(`embedded store: ${put.left.msg}`);
+  }
+  const parsed = parseNetConfig(text);
+  if (E.isLeft(parsed)) return E.left(`network config: ${parsed.left}`);
+  for (const n of parsed.right.notices) log.info(n);
+  return E.right(parsed.right.config);
+}
+
+export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<Daemon> {
+  const { flags, underlay, leases, events, kernel, log, metrics } = deps;
+  const stream = nodeStream(underlay.publicIP);
+  const vni = config.backend.type === 'vxlan' ? config.backend.vni : 0;
+  const vtepMac = stableVtepMac(flags.stateDir, vni);
+  let state: NodeState = nodeProjection.initialState();
+  let ready = false;
+  let stopped = false;
+  let watch: Watch | undefined;
+  let revision = 0;
+
+  // Every change the node sees goes through its Decider and into its event log.
+  const record = (cmd: Omit<NodeCommand, 'metadata'>): NodeEvent[] => {
+    const time = now();
+    const command = { ...cmd, metadata: { time } } as NodeCommand;
+    const r = events.transact(stream, nodeProjection, (s) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNode(command, s)), { time });
+    if (E.isLeft(r)) {
+      log.error('event log write failed', { error: r.left.msg });
+      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      return [];
+    }
+    state = r.right.state;
+    for (const e of r.right.events) log.info(e.type, e.data as Record<string, unknown>);
+    return r.right.events.map((e) => ({ type: e.type, data: e.data }) as NodeEvent);
+  };
+
+  const loaded = events.load(stream, nodeProjection);
+  if (E.isRight(loaded)) state = loaded.right.state;
+  record({ type: 'LoadConfig', data: { config } } as NodeCommand);
+
+  // ---------------------------------------------------------------- reconcile (level-triggered)
+  let pending = false;
+  let running: Promise<void> | undefined;
+  const reconcileOnce = async (): Promise<void> => {
+    if (!state.ownLease) return;
+    const t0 = performance.now();
+    const d = desiredOverlay(state, {
+      publicIP: underlay.publicIP,
+      underlayDev: underlay.dev,
+      underlayCidr: underlay.cidr,
+      underlayMtu: underlay.mtu,
+      vtepMac,
+      ipMasq: flags.ipMasq,
+    });
+    if (E.isRight(d)) for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
+    if (E.isLeft(d)) {
+      log.error('cannot compute the dataplane', { error: d.left });
+      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      return;
+    }
+    const { kernel: want, scope, subnetEnv } = d.right;
+    if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
+      writeAtomic(flags.subnetFile, subnetEnv);
+      if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
+      ready = true;
+    }
+    const seen = await kernel.observe({
+      namespaces: [''],
+      scope,
+      desired: want,
+      iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
+      fdb: config.backend.type === 'vxlan',
+    })();
+    if (E.isLeft(seen)) {
+      log.error('observe failed', { error: seen.left.msg });
+      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      return;
+    }
+    const ops = plan(want, seen.right, scope);
+    if (ops.length) {
+      const r = await kernel.apply(ops)();
+      if (E.isLeft(r)) {
+        log.error('apply failed', { error: r.left.msg });
+        metrics.counter('feltd_errors_total', 'Errors of any kind');
+      } else {
+        metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
+        log.info('dataplane changed', { ops: ops.length, first: ops.slice(0, 5).map(describeOp) });
+      }
+    }
+    metrics.observeReconcile((performance.now() - t0) / 1000);
+    metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+  };
+  const reconcile = (): Promise<void> => {
+    if (running) {
+      pending = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        pending = false;
+        try {
+          await reconcileOnce();
+        } catch (e) {
+          log.error('reconcile crashed', { error: (e as Error).message });
+        }
+      } while (pending && !stopped);
+      running = undefined;
+    })();
+    return running;
+  };
+  const timer = setInterval(() => void reconcile(), flags.resyncSeconds * 1000);
+
+  // ---------------------------------------------------------------- watch the lease store
+  const isOwn = (l: Lease): boolean => l.attrs.PublicIP === underlay.publicIP;
+  const startWatch = async (): Promise<void> => {
+    watch?.stop();
+    const snap = await leases.list()();
+    if (E.isLeft(snap)) {
+      log.error('cannot list leases', { error: snap.left.msg });
+      setTimeout(() => void (stopped || startWatch()), 1000);
+      return;
+    }
+    revision = snap.right.revision;
+    record({ type: 'ObserveLeases', data: { snapshot: snap.right, own: underlay.publicIP } } as NodeCommand);
+    void reconcile();
+    watch = leases.watch(
+      revision,
+      (evs: readonly LeaseEvent[], rev: number) => {
+        revision = rev;
+        const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
+        record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
+        if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
+        void reconcile();
+      },
+      (why) => {
+        log.info('lease watch reset, listing again', { why });
+        void startWatch();
+      },
+    );
+  };
+
+  // ---------------------------------------------------------------- lease lifecycle
+  const previous = (() => {
+    const text = readFileSafe(flags.subnetFile);
+    return text ? previousSubnets(text).subnet : undefined;
+  })();
+  const attrs = () => ({
+    PublicIP: underlay.publicIP,
+    PublicIPv6: null,
+    BackendType: config.backend.type,
+    ...(config.backend.type === 'vxlan' ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
+  });
+  const acquire = async (): Promise<Lease> => {
+    for (let attempt = 0; ; attempt++) {
+      const snap = await leases.list()();
+      if (E.isLeft(snap)) throw new Error(snap.left.msg);
+      const choice = chooseSubnet({
+        config,
+        leases: snap.right.leases,
+        publicIP: underlay.publicIP,
+        ...(previous ? { previous } : {}),
+        now: now(),
+        rand: (n: number) => randomInt(n),
+      });
+      if (E.isLeft(choice)) throw new Error(choice.left);
+      for (const stale of choice.right.stale) {
+        if (stale.subnet) await leases.revoke(stale.subnet)();
+      }
+      log.info('subnet chosen', { why: choice.right.why });
+      const req = {
+        ...(choice.right.subnet ? { subnet: choice.right.subnet } : {}),
+        ...(choice.right.ipv6Subnet ? { ipv6Subnet: choice.right.ipv6Subnet } : {}),
+        attrs: attrs(),
+      };
+      const r = choice.right.source === 'reused' ? await leases.renew(req, flags.leaseTTLSeconds)() : await leases.acquire(req, flags.leaseTTLSeconds)();
+      if (E.isLeft(r)) throw new Error(r.left.msg);
+      if (r.right !== 'taken' && r.right !== 'lost') return r.right;
+      if (attempt > 10) throw new Error('could not acquire a subnet: every candidate was taken concurrently');
+    }
+  };
+  const renew = async (lease: Lease): Promise<Lease | 'lost'> => {
+    const r = await leases.renew(
+      { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() },
+      flags.leaseTTLSeconds,
+    )();
+    if (E.isLeft(r)) throw new Error(r.left.msg);
+    return r.right;
+  };
+  const held = (lease: Lease): void => {
+    record({ type: 'RecordOwnLease', data: { lease, vtepMac } });
+    metrics.counter('feltd_lease_renewals_total', 'Own lease acquisitions and renewals');
+    if (!watch) void startWatch();
+    void reconcile();
+  };
+  const actor = createActor(
+    leaseMachine.provide({
+      actors: {
+        acquire: fromPromise(() => acquire()),
+        renew: fromPromise(({ input }: { input: { lease: Lease } }) => renew(input.lease)),
+      },
+      actions: {
+        leaseAcquired: ({ context }) => context.lease && held(context.lease),
+        leaseRenewed: ({ context }) => context.lease && held(context.lease),
+        leaseLost: ({ context }) => {
+          log.error('own lease lost', { why: context.lastError });
+          metrics.counter('feltd_lease_lost_total', 'Own lease losses (expired, revoked, taken)');
+          record({ type: 'LoseOwnLease', data: { reason: context.lastError ?? 'lost' } });
+        },
+      },
+    }),
+    { input: { renewMarginMs: flags.renewMarginMinutes * 60_000, now: () => Date.now() } },
+  );
+  actor.subscribe({ error: (e) => log.error('lease machine failed', { error: String(e) }) });
+  actor.start();
+
+  let resolveDone: () => void = () => undefined;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  return {
+    ready: () => ready,
+    done,
+    stop: async () => {
+      stopped = true;
+      clearInterval(timer);
+      actor.stop();
+      watch?.stop();
+      await running;
+      resolveDone();
+    },
+  };
+}
+
+function readFileSafe(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,136 @@
+// Multi-node clusters on real kernels: an underlay bridge in its own namespace, three node namespaces on it
+// (198.51.100.0/24), one feltd per node inside its namespace, pods attached through dist/cni/flannel. Every pod
+// must reach every pod on the other nodes; then restarts, lease removal, drift and store outages.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster, type Node } from '../support/cluster.ts';
+import { ROOT } from '../support/cni.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll until `f` holds (the daemons resync every second here). */
+async function eventually(what: string, f: () => boolean, timeoutMs = 15000): Promise<void> {
+  const t0 = Date.now();
+  while (!f()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`not true after ${timeoutMs} ms: ${what}`);
+    await sleep(200);
+  }
+}
+
+const routes = (c: Cluster, n: Node): string => c.inNode(n, 'ip', 'route', 'show');
+const hasRouteTo = (c: Cluster, n: Node, subnet: string): boolean => routes(c, n).includes(subnet);
+const subnetNet = (c: Cluster, n: Node): string => c.subnetOf(n).replace(/\.1\//, '.0/');
+
+function built(): void {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'pipe' });
+}
+
+describe.each([
+  { store: 'embedded' as const, backend: 'vxlan' as const },
+  { store: 'etcd' as const, backend: 'vxlan' as const },
+  { store: 'embedded' as const, backend: 'host-gw' as const },
+])('feltd cluster: $store store, $backend', ({ store, backend }) => {
+  const c = new Cluster({ nodes: 3, store, backend });
+
+  beforeAll(async () => {
+    built();
+    await c.create();
+    for (const n of c.nodes) c.startFeltd(n);
+    await c.waitReady();
+    for (const n of c.nodes) {
+      await c.addPod(n);
+      await c.addPod(n);
+    }
+  }, 90_000);
+
+  afterAll(async () => {
+    for (const n of c.nodes) await c.stopFeltd(n);
+    c.destroy();
+  });
+
+  it('gives every node its own subnet and every pod reaches every pod on the other nodes', async () => {
+    const subnets = c.nodes.map((n) => c.subnetOf(n));
+    expect(new Set(subnets).size).toBe(3);
+    await eventually('routes to every other node', () => c.nodes.every((a) => c.nodes.every((b) => a === b || hasRouteTo(c, a, subnetNet(c, b)))));
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it('a restarted feltd keeps its subnet and no route goes missing meanwhile', async () => {
+    const n = c.nodes[0]!;
+    const before = c.subnetOf(n);
+    const others = c.nodes.slice(1);
+    await c.stopFeltd(n);
+    // The dataplane stays while feltd is down.
+    expect(others.every((o) => hasRouteTo(c, n, subnetNet(c, o)))).toBe(true);
+    c.startFeltd(n);
+    await sleep(1500);
+    expect(c.subnetOf(n)).toBe(before);
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it('repairs drift within a resync: routes, neighbours, fdb entries, rules and the vxlan device', async () => {
+    const n = c.nodes[1]!;
+    const other = c.nodes[2]!;
+    const dst = subnetNet(c, other);
+    c.inNode(n, 'ip', 'route', 'del', dst);
+    await eventually(`route to ${dst} restored`, () => hasRouteTo(c, n, dst));
+    c.inNode(n, 'iptables', '-t', 'nat', '-F', 'FLANNEL-POSTRTG');
+    await eventually('FLANNEL-POSTRTG restored', () => c.inNode(n, 'iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG').split('\n').length > 3);
+    if (backend === 'vxlan') {
+      c.inNode(n, 'ip', 'neigh', 'flush', 'dev', 'flannel.1', 'nud', 'permanent');
+      const mac = c.inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1').split('\n').find((l) => l.includes('dst'))!.split(' ')[0]!;
+      c.inNode(n, 'bridge', 'fdb', 'del', mac, 'dev', 'flannel.1', 'self');
+      await eventually('neighbours and fdb restored', () => c.inNode(n, 'ip', 'neigh', 'show', 'dev', 'flannel.1').includes('PERMANENT') && c.inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1').includes(mac));
+      c.inNode(n, 'ip', 'link', 'del', 'flannel.1');
+      await eventually('flannel.1 and its routes restored', () => hasRouteTo(c, n, dst) && c.inNode(n, 'ip', 'link', 'show').includes('flannel.1'));
+    }
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it('leaves foreign routes and rules alone', async () => {
+    const n = c.nodes[0]!;
+    c.inNode(n, 'ip', 'route', 'add', '192.0.2.0/24', 'via', '198.51.100.1');
+    c.inNode(n, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', '192.0.2.0/24', '-j', 'RETURN');
+    await sleep(2500);
+    expect(routes(c, n)).toContain('192.0.2.0/24');
+    expect(c.inNode(n, 'iptables', '-t', 'nat', '-S', 'POSTROUTING')).toContain('192.0.2.0/24');
+  });
+
+  it('removes a node whose lease is deleted from every other node', async () => {
+    const gone = c.nodes[2]!;
+    const dst = subnetNet(c, gone);
+    await c.stopFeltd(gone);
+    if (store === 'etcd') c.etcdctl('del', `/coreos.com/network/subnets/${dst.replace('/', '-')}`);
+    if (store === 'embedded') {
+      // Revoke through the store's own API so its change log records the removal.
+      execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(dst)})(); await s.close(); })`], { cwd: ROOT });
+    }
+    for (const n of c.nodes.slice(0, 2)) await eventually(`${n.name} forgets ${dst}`, () => !hasRouteTo(c, n, dst));
+    // The node comes back with the same subnet (its subnet.env names it) and everybody learns it again.
+    c.startFeltd(gone);
+    for (const n of c.nodes.slice(0, 2)) await eventually(`${n.name} learns ${gone.name} again`, () => hasRouteTo(c, n, subnetNet(c, gone)), 20000);
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it.runIf(store === 'etcd')('keeps the dataplane while etcd is down and recovers when it is back', async () => {
+    c.stopEtcd();
+    await sleep(3000);
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+    await c.restartEtcd();
+    const extra = await c.addPod(c.nodes[0]!);
+    expect(extra.ip).toBeTruthy();
+    await sleep(2000);
+    expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it('records every lease seen in the node event log', () => {
+    const n = c.nodes[0]!;
+    const out = execFileSync(`${ROOT}/dist/bin/felt`, ['events', '--data-dir', `${n.dir}/state`], { encoding: 'utf8' });
+    expect(out).toContain('SubnetLeased');
+    expect(out).toContain('RemoteLeaseSeen');
+    expect(out).toContain('RemoteLeaseRemoved');
+    expect(readFileSync(n.subnetFile, 'utf8')).toMatch(/FLANNEL_SUBNET=10\.244\.\d+\.1\/24/);
+  });
+});
