@@ -446,7 +446,8 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
 // ------------------------------------------------------------------------------------------------ order
 
 /**
- * Phases within one namespace. iptables first, as one block (one iptables-restore per family): removed jumps
+ * Phases within one namespace. Sysctls that do not wait for a device created here come first (see order).
+ * Then iptables, as one block (one iptables-restore per family): removed jumps
  * before the chains they jump to are deleted, chains written before the rules that jump to them. Then the
  * links (deleted, created, changed: masters before ports), sysctls (a per-device sysctl needs its device;
  * forwarding/accept_dad must be set before addresses), addresses, neighbour and fdb entries, and routes last
@@ -548,6 +549,19 @@ export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
     o.op === 'chain.del' ? [{ key: chainKey(o), ref: seenChains.get(chainKey(o)) ?? { ...o, rules: [] } }] : [],
   );
   const dropDepth = chainDepths(dropped);
+  // A sysctl of a device this plan creates waits for it; every other sysctl goes first in its namespace, so
+  // that the namespace's ip changes stay one batch.
+  const created = new Set<string>();
+  for (const o of ops) {
+    if (o.op !== 'link.add') continue;
+    created.add(linkKey(o.link));
+    if (o.link.veth) created.add(devKey(o.link.veth.peerNs, o.link.veth.peer));
+  }
+  const phase = (o: Op): number => {
+    if (o.op !== 'sysctl.set') return PHASE[o.op];
+    const dev = sysctlDevice(o.sysctl.key);
+    return dev !== undefined && created.has(devKey(o.sysctl.ns, dev)) ? PHASE['sysctl.set'] : -1;
+  };
   const sub = (o: Op): number => {
     switch (o.op) {
       case 'link.add':
@@ -566,7 +580,7 @@ export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
     }
   };
   return ops
-    .map((o, i) => ({ o, i, early: early.has(o) ? 0 : 1, ns: nsRank.get(opNs(o)) ?? 0, phase: PHASE[o.op], sub: sub(o) }))
+    .map((o, i) => ({ o, i, early: early.has(o) ? 0 : 1, ns: nsRank.get(opNs(o)) ?? 0, phase: phase(o), sub: sub(o) }))
     .sort((a, b) => a.early - b.early || a.ns - b.ns || a.phase - b.phase || a.sub - b.sub || a.i - b.i)
     .map((x) => x.o);
 }

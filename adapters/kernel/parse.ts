@@ -1,0 +1,242 @@
+// What iproute2, bridge, tc and iptables-save print, as model records. Pure functions of the text, so they are
+// tested without a kernel (test/core/kernel-parse.test.ts).
+
+import type {
+  Address,
+  Fdb,
+  IptChain,
+  IptFamily,
+  IptRule,
+  IptTable,
+  Link,
+  LinkKind,
+  MacvlanSpec,
+  Neighbour,
+  NsRef,
+  Qdisc,
+  Route,
+} from '../../core/kernel/model.ts';
+import { BUILTIN_CHAINS } from '../../core/kernel/keys.ts';
+
+interface IpLink {
+  ifname: string;
+  flags?: string[];
+  mtu?: number;
+  address?: string;
+  master?: string;
+  /** Same-namespace peer (veth) or lower device (macvlan, vlan). */
+  link?: string;
+  link_netnsid?: number;
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: Record<string, unknown>;
+    info_slave_kind?: string;
+    info_slave_data?: { hairpin?: boolean };
+  };
+  addr_info?: { family: string; local: string; prefixlen: number; scope?: string; nodad?: boolean }[];
+}
+
+interface IpRoute {
+  type?: string;
+  dst: string;
+  gateway?: string;
+  via?: { family?: string; host?: string };
+  dev?: string;
+  protocol?: string;
+  scope?: string;
+  table?: string;
+  metric?: number;
+  prefsrc?: string;
+  flags?: string[];
+  metrics?: { mtu?: number }[];
+  pref?: string;
+}
+
+interface IpNeigh {
+  dst: string;
+  dev: string;
+  lladdr?: string;
+  state?: string[];
+}
+
+const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan']);
+const MACVLAN_MODES: ReadonlySet<string> = new Set(['bridge', 'private', 'vepa', 'passthru', 'source']);
+
+export function toLink(ns: NsRef, l: IpLink): Link {
+  const flags = l.flags ?? [];
+  const k = l.linkinfo?.info_kind;
+  const kind: LinkKind = k && KINDS.has(k) ? (k as LinkKind) : flags.includes('LOOPBACK') ? 'loopback' : 'device';
+  const d = l.linkinfo?.info_data ?? {};
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+  const mode = str(d['mode']);
+  return {
+    ns,
+    name: l.ifname,
+    kind,
+    ...(l.mtu !== undefined ? { mtu: l.mtu } : {}),
+    ...(l.address ? { mac: l.address.toLowerCase() } : {}),
+    up: flags.includes('UP'),
+    master: l.master ?? null,
+    promisc: flags.includes('PROMISC'),
+    hairpin: l.linkinfo?.info_slave_data?.hairpin === true,
+    // The peer is known only when it is in the same namespace (otherwise ip prints link_netnsid).
+    ...(kind === 'veth' && l.link && l.link_netnsid === undefined ? { veth: { peer: l.link, peerNs: ns } } : {}),
+    ...(kind === 'vxlan'
+      ? {
+          vxlan: {
+            vni: Number(d['id']),
+            ...(str(d['local']) ?? str(d['local6']) ? { local: (str(d['local']) ?? str(d['local6']))! } : {}),
+            port: Number(d['port'] ?? 8472),
+            learning: d['learning'] === true,
+            gbp: d['gbp'] === true,
+            ...(str(d['link']) ? { dev: str(d['link'])! } : {}),
+          },
+        }
+      : {}),
+    ...(kind === 'bridge' ? { bridge: { vlanFiltering: d['vlan_filtering'] === 1 } } : {}),
+    ...(kind === 'macvlan' && l.link && mode && MACVLAN_MODES.has(mode)
+      ? { macvlan: { master: l.link, mode: mode as MacvlanSpec['mode'] } }
+      : {}),
+  };
+}
+
+const TABLES: Readonly<Record<string, number>> = { main: 254, default: 253, local: 255 };
+const SKIP_PROTO = new Set(['kernel', 'ra', 'redirect']);
+
+/** A route as the model has it, or undefined for routes nobody manages (kernel-made, local, multicast...). */
+export function toRoute(ns: NsRef, r: IpRoute): Route | undefined {
+  if ((r.protocol !== undefined && SKIP_PROTO.has(r.protocol)) || (r.type !== undefined && r.type !== 'unicast') || r.table === 'local') return undefined;
+  const gw = r.gateway ?? r.via?.host;
+  const v6 = r.pref !== undefined || r.dst.includes(':') || (gw ?? '').includes(':');
+  const dst = r.dst === 'default' ? (v6 ? '::/0' : '0.0.0.0/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${v6 ? 128 : 32}`;
+  const table = r.table === undefined ? 254 : (TABLES[r.table] ?? Number(r.table));
+  const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+  const defaultMetric = v6 ? 1024 : 0;
+  return {
+    ns,
+    dst,
+    ...(gw ? { gw } : {}),
+    ...(r.dev ? { dev: r.dev } : {}),
+    ...(r.flags?.includes('onlink') ? { onlink: true } : {}),
+    ...(r.scope === 'link' || r.scope === 'host' ? { scope: r.scope } : {}),
+    ...(table !== 254 && !Number.isNaN(table) ? { table } : {}),
+    ...(r.metric !== undefined && r.metric !== defaultMetric ? { metric: r.metric } : {}),
+    ...(mtu !== undefined ? { mtu } : {}),
+    ...(r.prefsrc ? { src: r.prefsrc } : {}),
+  };
+}
+
+export interface IpState {
+  readonly links: Link[];
+  readonly addresses: Address[];
+  readonly routes: Route[];
+  readonly neighbours: Neighbour[];
+}
+
+/**
+ * The output of `ip -json -d -batch -` fed "link show", "addr show", "route show table all" and
+ * "neigh show nud permanent": one JSON array per line, in that order.
+ */
+export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
+  let parts: unknown[][];
+  try {
+    parts = stdout
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as unknown[]);
+  } catch (e) {
+    return `cannot parse ip -json output: ${(e as Error).message}`;
+  }
+  if (parts.length !== 4) return `ip -json printed ${parts.length} results, want 4`;
+  const [linksJ, addrsJ, routesJ, neighJ] = parts as [IpLink[], IpLink[], IpRoute[], IpNeigh[]];
+  const links = linksJ.map((l) => toLink(ns, l));
+  const loopbacks = new Set(links.filter((l) => l.kind === 'loopback').map((l) => l.name));
+  const addresses: Address[] = [];
+  for (const l of addrsJ) {
+    for (const a of l.addr_info ?? []) {
+      // Kernel-made: IPv6 link-local, and loopback's own 127.0.0.1/8 and ::1.
+      if (a.family === 'inet6' && a.scope === 'link') continue;
+      if (loopbacks.has(l.ifname) && a.scope === 'host') continue;
+      addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}) });
+    }
+  }
+  const routes = routesJ.map((r) => toRoute(ns, r)).filter((r): r is Route => r !== undefined);
+  const neighbours = neighJ
+    .filter((n) => n.lladdr && (n.state === undefined || n.state.includes('PERMANENT')))
+    .map((n) => ({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr!.toLowerCase() }));
+  return { links, addresses, routes, neighbours };
+}
+
+/** `bridge -json fdb show`: the permanent entries with a remote (vxlan VTEPs). */
+export function parseFdb(ns: NsRef, stdout: string): Fdb[] | string {
+  let entries: { mac: string; ifname?: string; dst?: string; state?: string }[];
+  try {
+    entries = JSON.parse(stdout.trim() || '[]') as typeof entries;
+  } catch (e) {
+    return `cannot parse bridge -json output: ${(e as Error).message}`;
+  }
+  return entries
+    .filter((e) => e.dst && e.ifname && e.state === 'permanent')
+    .map((e) => ({ ns, dev: e.ifname!, mac: e.mac.toLowerCase(), dst: e.dst! }));
+}
+
+/** `tc -json qdisc show`: root tbf and ingress qdiscs (tc prints tbf rate in bytes/s and latency in µs). */
+export function parseQdiscs(ns: NsRef, stdout: string): Qdisc[] | string {
+  let qs: { kind: string; dev: string; root?: boolean; options?: { rate?: number; burst?: number; lat?: number } }[];
+  try {
+    qs = JSON.parse(stdout.trim() || '[]') as typeof qs;
+  } catch (e) {
+    return `cannot parse tc -json output: ${(e as Error).message}`;
+  }
+  const out: Qdisc[] = [];
+  for (const q of qs) {
+    if (q.kind === 'ingress') out.push({ ns, dev: q.dev, kind: 'ingress' });
+    else if (q.kind === 'tbf' && q.root) {
+      const o = q.options ?? {};
+      out.push({
+        ns,
+        dev: q.dev,
+        kind: 'tbf',
+        ...(o.rate !== undefined ? { rate: o.rate * 8 } : {}),
+        ...(o.burst !== undefined ? { burst: o.burst } : {}),
+        ...(o.lat !== undefined ? { latencyMs: Math.round(o.lat / 1000) } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * `iptables-save` output: user chains whole (IptChain), rules of the builtin chains one by one (IptRule).
+ * Only the given tables when `tables` is non-empty.
+ */
+export function parseIptablesSave(ns: NsRef, family: IptFamily, text: string, tables: readonly IptTable[] = []): { chains: IptChain[]; rules: IptRule[] } {
+  const chains: IptChain[] = [];
+  const rules: IptRule[] = [];
+  let table: IptTable | undefined;
+  let user = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) {
+      const t = line.slice(1).trim() as IptTable;
+      table = tables.length === 0 || tables.includes(t) ? t : undefined;
+      user = new Map();
+    } else if (!table) {
+      continue;
+    } else if (line.startsWith(':')) {
+      const name = line.slice(1).split(' ')[0]!;
+      if (!BUILTIN_CHAINS.has(name)) user.set(name, []);
+    } else if (line.startsWith('-A ')) {
+      const rest = line.slice(3);
+      const sp = rest.indexOf(' ');
+      const chain = sp < 0 ? rest : rest.slice(0, sp);
+      const rule = sp < 0 ? '' : rest.slice(sp + 1);
+      const list = user.get(chain);
+      if (list) list.push(rule);
+      else rules.push({ ns, family, table, chain, rule });
+    } else if (line.startsWith('COMMIT')) {
+      for (const [chain, rs] of user) chains.push({ ns, family, table, chain, rules: rs });
+      table = undefined;
+    }
+  }
+  return { chains, rules };
+}

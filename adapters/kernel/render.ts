@@ -1,0 +1,401 @@
+// Ops as one shell script: per namespace group (consecutive ops in one namespace, as plan orders them), one
+// `nsenter --net=PATH sh -s` (nothing for the host), inside it one `ip -force -batch -` per run of ip ops,
+// `bridge -force -batch -` for fdb entries, `tc -force -batch -` for qdiscs, sysctls written by sh itself
+// (`echo V > /proc/sys/...`: no process; /proc/sys/net shows the namespace of the writer), and ONE
+// `iptables-restore --noflush` per family for all of the group's iptables ops. Pure: the same ops give the
+// same script; tests read it.
+//
+// Why -force everywhere: deletions of things already gone must succeed (felix style) and other failures must
+// be reported by line, so every batch runs to the end and stderr ("... Command failed -:N") is mapped back to
+// the op that wrote line N. A batch with a real failure stops the script (`|| exit`); one whose only failures
+// are "already gone" deletions is resumed by the adapter from the next step.
+
+import type { Fdb, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import { HOST, opNs } from '../../core/kernel/model.ts';
+import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
+import { describeOp } from '../../core/kernel/plan.ts';
+import { shq } from './exec.ts';
+
+export type Tool = 'ip' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore';
+
+export interface Line {
+  readonly text: string;
+  /** The op this line belongs to (undefined for table headers and COMMIT). */
+  readonly op?: Op;
+}
+
+/** One process (or, for sysctls, one run of sh builtins) in one namespace. */
+export interface Step {
+  readonly ns: NsRef;
+  readonly tool: Tool;
+  readonly lines: readonly Line[];
+}
+
+export interface RenderOptions {
+  /** PID of a process in the host namespace: how `ip link add ... netns` names the host. */
+  readonly pid: number;
+  /** Where HOST is when it is not this process's namespace (tests run "host" in a namespace of their own). */
+  readonly hostNetns?: string;
+}
+
+/** How `ip ... netns X` names a namespace: a PID for the host, a /run/netns name, or a path (iproute2 opens it). */
+export function netnsArg(ns: NsRef, o: RenderOptions): string {
+  if (ns === HOST) return o.hostNetns ?? String(o.pid);
+  const proc = /^\/proc\/(\d+)\/ns\/net$/.exec(ns);
+  if (proc) return proc[1]!;
+  const named = /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(ns);
+  return named ? named[1]! : ns;
+}
+
+// -------------------------------------------------------------------------------------------- ip lines
+
+function linkSetLines(name: string, c: Partial<Link>): string[] {
+  const out: string[] = [];
+  const attrs: string[] = [];
+  if (c.mtu !== undefined) attrs.push('mtu', String(c.mtu));
+  if (c.mac !== undefined) attrs.push('address', c.mac);
+  if (c.promisc !== undefined) attrs.push('promisc', c.promisc ? 'on' : 'off');
+  if (attrs.length) out.push(`link set dev ${name} ${attrs.join(' ')}`);
+  if (c.master !== undefined) out.push(c.master ? `link set dev ${name} master ${c.master}` : `link set dev ${name} nomaster`);
+  // A new bridge port starts with hairpin off: set it after (re-)enslaving.
+  if (c.hairpin !== undefined) out.push(`link set dev ${name} type bridge_slave hairpin ${c.hairpin ? 'on' : 'off'}`);
+  if (c.bridge?.vlanFiltering !== undefined) out.push(`link set dev ${name} type bridge vlan_filtering ${c.bridge.vlanFiltering ? 1 : 0}`);
+  if (c.up !== undefined) out.push(`link set dev ${name} ${c.up ? 'up' : 'down'}`);
+  return out;
+}
+
+/** `link add` and the `link set` lines that give the new link every desired attribute. Throws on a link felt cannot make. */
+export function linkAddLines(l: Link, o: RenderOptions): string[] {
+  // Always `name X` / `dev X`: a bare "a" or "d" would be read as a keyword (address, dev).
+  const head = [`link add`];
+  if (l.kind === 'macvlan') {
+    if (!l.macvlan) throw new Error(`macvlan ${l.name} has no lower device`);
+    head.push(`link ${l.macvlan.master}`);
+  }
+  head.push(`name ${l.name}`);
+  if (l.mac) head.push(`address ${l.mac}`);
+  if (l.mtu) head.push(`mtu ${l.mtu}`);
+  switch (l.kind) {
+    case 'bridge':
+      head.push('type bridge');
+      if (l.bridge?.vlanFiltering !== undefined) head.push(`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`);
+      break;
+    case 'veth': {
+      if (!l.veth) throw new Error(`veth ${l.name} has no peer`);
+      head.push(`type veth peer name ${l.veth.peer}`);
+      if (l.veth.peerMac) head.push(`address ${l.veth.peerMac}`);
+      if (l.veth.peerNs !== l.ns) head.push(`netns ${netnsArg(l.veth.peerNs, o)}`);
+      break;
+    }
+    case 'vxlan': {
+      const v = l.vxlan;
+      if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
+      head.push(`type vxlan id ${v.vni}`);
+      if (v.local) head.push(`local ${v.local}`);
+      if (v.dev) head.push(`dev ${v.dev}`);
+      head.push(`dstport ${v.port}`, v.learning ? 'learning' : 'nolearning');
+      if (v.gbp) head.push('gbp');
+      break;
+    }
+    case 'macvlan':
+      head.push(`type macvlan mode ${l.macvlan!.mode}`);
+      break;
+    default:
+      throw new Error(`cannot create a link of kind ${l.kind}`);
+  }
+  const rest = linkSetLines(l.name, {
+    ...(l.promisc ? { promisc: true } : {}),
+    ...(l.master ? { master: l.master } : {}),
+    ...(l.master && l.hairpin ? { hairpin: true } : {}),
+    ...(l.up ? { up: true } : {}),
+  });
+  return [head.join(' '), ...rest];
+}
+
+export const routeArgs = (r: Route): string =>
+  [
+    r.dst,
+    r.gw ? `via ${r.gw}` : '',
+    r.dev ? `dev ${r.dev}` : '',
+    r.onlink ? 'onlink' : '',
+    r.scope ? `scope ${r.scope}` : '',
+    r.table !== undefined ? `table ${r.table}` : '',
+    r.metric !== undefined ? `metric ${r.metric}` : '',
+    r.mtu !== undefined ? `mtu ${r.mtu}` : '',
+    r.src ? `src ${r.src}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+
+/** Delete by identity (dst, table, metric) on its device: whatever the gateway is now. */
+const routeDelArgs = (r: Route): string =>
+  [r.dst, r.dev ? `dev ${r.dev}` : '', `table ${routeTable(r)}`, `metric ${routeMetric(r)}`].filter(Boolean).join(' ');
+
+const fdbLine = (verb: 'replace' | 'del', f: Fdb): string =>
+  verb === 'replace' ? `fdb replace ${f.mac} dev ${f.dev} dst ${f.dst} self permanent` : `fdb del ${f.mac} dev ${f.dev} dst ${f.dst} self`;
+
+const qdiscLine = (verb: 'replace' | 'del', q: Qdisc): string => {
+  if (q.kind === 'ingress') return `qdisc ${verb} dev ${q.dev} ingress`;
+  if (verb === 'del') return `qdisc del dev ${q.dev} root`;
+  return `qdisc replace dev ${q.dev} root tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0} latency ${q.latencyMs ?? 25}ms`;
+};
+
+/** The tool and lines for one non-iptables op. */
+function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
+  switch (o.op) {
+    case 'link.add':
+      return { tool: 'ip', lines: linkAddLines(o.link, ro) };
+    case 'link.set':
+      return { tool: 'ip', lines: linkSetLines(o.link.name, o.changes) };
+    case 'link.del':
+      return { tool: 'ip', lines: [`link del dev ${o.name}`] };
+    case 'addr.add': {
+      const v6 = o.addr.cidr.includes(':');
+      // replace: adding an address that is there already is not an error.
+      return { tool: 'ip', lines: [`addr replace ${o.addr.cidr}${v6 ? '' : ' brd +'} dev ${o.addr.dev}${v6 && o.addr.nodad ? ' nodad' : ''}`] };
+    }
+    case 'addr.del':
+      return { tool: 'ip', lines: [`addr del ${o.addr.cidr} dev ${o.addr.dev}`] };
+    case 'route.replace':
+      return { tool: 'ip', lines: [`route replace ${routeArgs(o.route)}`] };
+    case 'route.del':
+      return { tool: 'ip', lines: [`route del ${routeDelArgs(o.route)}`] };
+    case 'neigh.replace':
+      return { tool: 'ip', lines: [`neigh replace ${o.neigh.ip} lladdr ${o.neigh.lladdr} dev ${o.neigh.dev} nud permanent`] };
+    case 'neigh.del':
+      // `neigh del` of a missing entry makes ip exit(2) mid-batch, -force or not; flush of nothing is silent.
+      return { tool: 'ip', lines: [`neigh flush to ${o.neigh.ip} dev ${o.neigh.dev} nud permanent`] };
+    case 'fdb.replace':
+      return { tool: 'bridge', lines: [fdbLine('replace', o.fdb)] };
+    case 'fdb.del':
+      return { tool: 'bridge', lines: [fdbLine('del', o.fdb)] };
+    case 'sysctl.set':
+      return { tool: 'sysctl', lines: [`${o.sysctl.key}=${o.sysctl.value}`] };
+    case 'qdisc.replace':
+      return { tool: 'tc', lines: [qdiscLine('replace', o.qdisc)] };
+    case 'qdisc.del':
+      return { tool: 'tc', lines: [qdiscLine('del', o.qdisc)] };
+    case 'chain.sync':
+    case 'chain.del':
+    case 'rule.add':
+    case 'rule.del':
+      throw new Error('iptables ops are rendered per family');
+  }
+}
+
+// -------------------------------------------------------------------------------------------- iptables
+
+type IptOp = Extract<Op, { op: 'chain.sync' | 'chain.del' | 'rule.add' | 'rule.del' }>;
+const isIpt = (o: Op): o is IptOp => o.op === 'chain.sync' || o.op === 'chain.del' || o.op === 'rule.add' || o.op === 'rule.del';
+const iptRef = (o: IptOp): { family: IptFamily; table: IptTable; chain: string } =>
+  o.op === 'chain.sync' ? o.chain : o.op === 'chain.del' ? o : o.rule;
+
+/**
+ * iptables-restore --noflush input for one family: per table, the chains being written or deleted are declared
+ * first (`:C - [0:0]` creates a chain or flushes an existing one; declaring a chain to delete makes deleting a
+ * missing chain harmless), then every op's lines in order, then COMMIT. One transaction per table.
+ */
+export function restoreLines(ops: readonly IptOp[]): Line[] {
+  const tables = new Map<IptTable, { decl: Line[]; body: Line[] }>();
+  const t = (table: IptTable) => {
+    let x = tables.get(table);
+    if (!x) tables.set(table, (x = { decl: [], body: [] }));
+    return x;
+  };
+  for (const o of ops) {
+    const ref = iptRef(o);
+    const x = t(ref.table);
+    switch (o.op) {
+      case 'chain.sync':
+        x.decl.push({ text: `:${o.chain.chain} - [0:0]`, op: o });
+        for (const r of o.chain.rules) x.body.push({ text: `-A ${o.chain.chain} ${r}`, op: o });
+        break;
+      case 'chain.del':
+        x.decl.push({ text: `:${o.chain} - [0:0]`, op: o });
+        x.body.push({ text: `-X ${o.chain}`, op: o });
+        break;
+      case 'rule.add':
+        x.body.push({ text: o.rule.position === 'head' ? `-I ${o.rule.chain} 1 ${o.rule.rule}` : `-A ${o.rule.chain} ${o.rule.rule}`, op: o });
+        break;
+      case 'rule.del':
+        x.body.push({ text: `-D ${o.rule.chain} ${o.rule.rule}`, op: o });
+        break;
+    }
+  }
+  return [...tables].flatMap(([table, x]) => [{ text: `*${table}` }, ...x.decl, ...x.body, { text: 'COMMIT' }]);
+}
+
+// ----------------------------------------------------------------------------------------------- steps
+
+/** Ops in plan order as steps: namespace groups in order; within a group, tools in op order. */
+export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
+  const out: Step[] = [];
+  let i = 0;
+  while (i < ops.length) {
+    const ns = opNs(ops[i]!);
+    let j = i;
+    while (j < ops.length && opNs(ops[j]!) === ns) j++;
+    const group = ops.slice(i, j);
+    // iptables: one restore per family, where the group's first iptables op is.
+    const ipt = new Map<IptFamily, IptOp[]>();
+    const placed = new Set<IptFamily>();
+    for (const o of group) if (isIpt(o)) ipt.set(iptRef(o).family, [...(ipt.get(iptRef(o).family) ?? []), o]);
+    for (const o of group) {
+      if (isIpt(o)) {
+        const f = iptRef(o).family;
+        if (placed.has(f)) continue;
+        placed.add(f);
+        out.push({ ns, tool: f === 4 ? 'iptables-restore' : 'ip6tables-restore', lines: restoreLines(ipt.get(f)!) });
+        continue;
+      }
+      let r: { tool: Tool; lines: string[] };
+      try {
+        r = render(o, ro);
+      } catch (e) {
+        throw new Error(`failed to ${describeOp(o)}: ${(e as Error).message}`);
+      }
+      const last = out[out.length - 1];
+      const lines = r.lines.map((text) => ({ text, op: o }));
+      if (last && last.ns === ns && last.tool === r.tool) out[out.length - 1] = { ...last, lines: [...last.lines, ...lines] };
+      else out.push({ ns, tool: r.tool, lines });
+    }
+    i = j;
+  }
+  return out;
+}
+
+const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, string>> = {
+  ip: 'ip -force -batch -',
+  bridge: 'bridge -force -batch -',
+  tc: 'tc -force -batch -',
+  'iptables-restore': 'iptables-restore --noflush',
+  'ip6tables-restore': 'ip6tables-restore --noflush',
+};
+
+/** The stderr marker written before step k runs. */
+export const MARK = '@@felt-step';
+
+/**
+ * The script for steps[from...]: each namespace group once inside `nsenter --net=PATH sh -s`, each step
+ * announced on stderr, the first failing step ending the script (exit 1).
+ */
+export function script(all: readonly Step[], from: number, ro: RenderOptions): string {
+  const out: string[] = [];
+  let k = from;
+  while (k < all.length) {
+    const ns = all[k]!.ns;
+    const body: string[] = [];
+    for (; k < all.length && all[k]!.ns === ns; k++) {
+      const s = all[k]!;
+      body.push(`echo '${MARK} ${k}' >&2`);
+      if (s.tool === 'sysctl') {
+        for (const l of s.lines) {
+          const eq = l.text.indexOf('=');
+          const key = l.text.slice(0, eq);
+          const p = sysctlPath(key);
+          // IPv6 settings are skipped where IPv6 is disabled, as the reference plugins do.
+          const write = `echo ${shq(l.text.slice(eq + 1))} > ${shq(p)} || exit 1`;
+          body.push(key.startsWith('net.ipv6.') ? `[ ! -e /proc/sys/net/ipv6 ] || { ${write}; }` : write);
+        }
+      } else {
+        body.push(`${BATCH[s.tool]} <<'FELT_${k}' || exit 1`, ...s.lines.map((l) => l.text), `FELT_${k}`);
+      }
+    }
+    const where = ns === HOST ? ro.hostNetns : ns;
+    if (where === undefined) out.push(...body);
+    else out.push(`echo ${shq(`${MARK}-ns ${ns.length}:${ns}`)} >&2`, `nsenter --net=${shq(where)} sh -s <<'FELT_NS_${k}' || exit 1`, ...body, `FELT_NS_${k}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+// ------------------------------------------------------------------------------------------- failures
+
+const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del']);
+/** What the tools say when the thing to delete is not there. */
+const NOT_THERE =
+  /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;
+
+export type Verdict =
+  | { readonly kind: 'ok' }
+  | { readonly kind: 'error'; readonly msg: string; readonly details?: string }
+  /** Only "already gone" deletions failed in step `at`: go on from `next`, with `steps` (the failed op dropped). */
+  | { readonly kind: 'resume'; readonly next: number; readonly steps: readonly Step[] };
+
+const clean = (s: string): string =>
+  s
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^Command failed -:\d+$/.test(l) && !/^Try `i?p?6?tables-restore -h'/.test(l))
+    .join(' ')
+    .replace(/^(?:iptables-restore|ip6tables-restore)(?: v[\d.]+)?(?: \(nf_tables\))?:\s*/i, '');
+
+/** Messages of a -force batch, by failed line (1-based); text after the last "Command failed" under 0. */
+function failedLines(text: string): Map<number, string> {
+  const out = new Map<number, string>();
+  let acc: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^Command failed -:(\d+)$/.exec(line.trim());
+    if (m) {
+      out.set(Number(m[1]), acc.join('\n'));
+      acc = [];
+    } else if (line.trim()) acc.push(line);
+  }
+  if (acc.length) out.set(0, acc.join('\n'));
+  return out;
+}
+
+/**
+ * Why a script run failed, from its exit code and stderr: the op at fault (named in words), or "resume" when
+ * the only failures were deletions of things already gone.
+ */
+export function explain(all: readonly Step[], from: number, code: number, stderr: string): Verdict {
+  if (code === 0) return { kind: 'ok' };
+  // stderr: [pre, tag, text, tag, text, ...] split on markers.
+  const parts = stderr.split(new RegExp(`^${MARK}(-ns \\d+:.*| \\d+)$`, 'm'));
+  const lastTag = parts.length >= 3 ? parts[parts.length - 2]! : undefined;
+  const text = parts[parts.length - 1] ?? '';
+  if (lastTag === undefined) return { kind: 'error', msg: `failed to apply kernel changes: ${clean(stderr) || `sh exited with ${code}`}` };
+  if (lastTag.startsWith('-ns')) {
+    const ns = lastTag.slice(lastTag.indexOf(':') + 1);
+    return { kind: 'error', msg: `failed to enter ${where(ns)}: ${clean(text) || `exit ${code}`}` };
+  }
+  const k = Number(lastTag.trim());
+  const step = all[k];
+  if (!step) return { kind: 'error', msg: `failed to apply kernel changes: ${clean(text)}` };
+  const named = (op: Op | undefined, why: string): Verdict =>
+    op ? { kind: 'error', msg: `failed to ${describeOp(op)}: ${why || `exit ${code}`}` } : { kind: 'error', msg: `failed to apply ${step.tool} changes in ${where(step.ns)}: ${why || `exit ${code}`}` };
+
+  if (step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore') {
+    const m = /line:? (\d+)/.exec(text);
+    const line = m ? step.lines[Number(m[1]) - 1] : undefined;
+    const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
+    if (line?.op && line.op.op === 'rule.del' && NOT_THERE.test(text)) {
+      // The whole restore was rolled back: run it again without that rule.
+      const bad = line.op;
+      const rest = step.lines.filter((l) => l.op !== bad);
+      const next = [...all.slice(0, k), ...(rest.some((l) => l.op) ? [{ ...step, lines: restoreLines(uniqueOps(rest)) }] : []), ...all.slice(k + 1)];
+      return { kind: 'resume', next: k, steps: next };
+    }
+    return named(line?.op, why);
+  }
+  if (step.tool === 'sysctl') {
+    const op = step.lines.find((l) => text.includes(sysctlPath(l.text.slice(0, l.text.indexOf('=')))))?.op ?? step.lines[0]?.op;
+    return named(op, clean(text));
+  }
+  const failed = failedLines(text);
+  let first: Verdict | undefined;
+  for (const [n, msg] of [...failed].sort((a, b) => (a[0] || Infinity) - (b[0] || Infinity))) {
+    // n = 0: ip gave up without naming a line (neigh errors exit(2)): blame the neighbour op on the named device.
+    const line = n > 0 ? step.lines[n - 1] : undefined;
+    const op =
+      line?.op ??
+      step.lines.find((l) => l.op?.op === 'neigh.replace' && msg.includes(`"${l.op.neigh.dev}"`))?.op ??
+      step.lines.find((l) => l.op?.op === 'neigh.replace')?.op;
+    if (op && n > 0 && DELETES.has(op.op) && NOT_THERE.test(msg)) continue;
+    first ??= named(op, clean(msg));
+  }
+  return first ?? { kind: 'resume', next: k + 1, steps: all };
+}
+
+const uniqueOps = (lines: readonly Line[]): Extract<Op, { op: 'chain.sync' | 'chain.del' | 'rule.add' | 'rule.del' }>[] =>
+  [...new Set(lines.flatMap((l) => (l.op && isIpt(l.op) ? [l.op] : [])))];
