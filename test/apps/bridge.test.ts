@@ -354,6 +354,32 @@ describe('bridge options', () => {
   });
 });
 
+describe('concurrency', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it('six parallel ADDs on a fresh host (racing to create the bridge and its address) all succeed; six parallel DELs clean up', async () => {
+    const host = await sb.ns();
+    const dataDir = sb.dir();
+    const pods: string[] = [];
+    for (let i = 0; i < 6; i++) pods.push(await sb.ns());
+    const conf = bridgeConf({ dataDir });
+    const adds = await Promise.all(pods.map((p, i) => cni(felt(host, p, `par-${i}`), 'ADD', conf)));
+    expect(adds.map((a) => a.json?.msg ?? a.code)).toEqual(pods.map(() => 0));
+    const ips = adds.map((a) => a.json.ips[0].address);
+    expect(new Set(ips).size).toBe(6);
+    // Every result names the bridge with the MAC it really has.
+    const br = await link(host, 'cni0');
+    for (const a of adds) expect(a.json.interfaces[0].mac).toBe(br?.address);
+    expect((await veths(host)).length).toBe(6);
+    expect(await cniChains(host)).toHaveLength(6);
+    expect(await ping(pods[0]!, ipOf(ips[5]!))).toBe(true);
+    const dels = await Promise.all(pods.map((p, i) => cni(felt(host, p, `par-${i}`), 'DEL', conf)));
+    expect(dels.map((d) => d.code)).toEqual(pods.map(() => 0));
+    await expectClean(host, dataDir);
+  });
+});
+
 describe('CHECK names what drifted (code 103)', () => {
   const sb = new Sandbox();
   let host = '';

@@ -90,6 +90,20 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     return E.right({ p: p.right, ops });
   };
 
+  // The bridge, its gateway address and the forwarding sysctls are shared by every attachment: a concurrent
+  // ADD may create them between our observation and our apply, which then fails with EEXIST. Observe again
+  // and converge from there (a few times: several ADDs may race on a fresh node).
+  const converge = (seen: KernelState, ipam: Result | undefined, attempt: number): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
+    pipe(
+      TE.fromEither(attach(seen, ipam)),
+      TE.chainFirst(({ ops }) => apply(ctx, ops)),
+      TE.orElse((err) =>
+        attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
+          ? pipe(observe(ctx, bc, scope, args.netns), TE.chain((again) => converge(again, ipam, attempt + 1)))
+          : TE.left(err),
+      ),
+    );
+
   // Give the address back, keeping the error that made the ADD fail.
   const release =
     <A>(err: CniError): TE.TaskEither<CniError, A> =>
@@ -117,8 +131,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`),
           )
         : pipe(
-            TE.fromEither(attach(seen, ipam)),
-            TE.chainFirst(({ ops }) => apply(ctx, ops)),
+            converge(seen, ipam, 1),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back.
             TE.orElse((err) => async () => {
               await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
