@@ -67,6 +67,15 @@ const SCENARIOS: readonly Scenario[] = [
   { title: 'two pods on one bridge', conf: (d) => base(d, v4), pods: 2 },
   { title: 'legacy ipam subnet', conf: (d) => base(d, { subnet: '10.91.0.0/16' }) },
   {
+    title: 'legacy ipam subnet with rangeStart, rangeEnd and gateway',
+    conf: (d) => base(d, { subnet: '10.91.0.0/16', rangeStart: '10.91.3.10', rangeEnd: '10.91.3.20', gateway: '10.91.0.254' }),
+  },
+  { title: 'IPv6 only with isDefaultGateway', conf: (d) => base(d, { ranges: [[{ subnet: 'fd00:91::/64' }]] }, { isDefaultGateway: true }) },
+  {
+    title: 'isDefaultGateway when IPAM already gives a default route',
+    conf: (d) => base(d, { ...v4, routes: [{ dst: '0.0.0.0/0', gw: '10.90.0.254' }] }, { isDefaultGateway: true }),
+  },
+  {
     title: 'a range with rangeStart/rangeEnd and a gateway',
     conf: (d) => base(d, { ranges: [[{ subnet: '10.92.0.0/24', rangeStart: '10.92.0.100', rangeEnd: '10.92.0.110', gateway: '10.92.0.1' }]] }),
     pods: 2,
