@@ -20,6 +20,8 @@ import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
+import type { KernelState } from '../../core/kernel/model.ts';
+import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import type { Flags } from './flags.ts';
 import type { Logger, Metrics } from './observability.ts';
 
@@ -118,7 +120,8 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   // ---------------------------------------------------------------- reconcile (level-triggered)
   let pending = false;
   let running: Promise<void> | undefined;
-  const reconcileOnce = async (): Promise<void> => {
+  let cache: KernelState | undefined;
+  const reconcileOnce = async (full: boolean): Promise<void> => {
     if (!state.ownLease) return;
     const t0 = performance.now();
     const d = desiredOverlay(state, {
@@ -141,33 +144,50 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
       ready = true;
     }
-    const seen = await kernel.observe({
-      namespaces: [''],
-      scope,
-      desired: want,
-      iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
-      fdb: config.backend.type === 'vxlan',
-    })();
-    if (E.isLeft(seen)) {
-      log.error('observe failed', { error: seen.left.msg });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
-      return;
+    // Event-triggered passes plan against the cached view of the kernel (what the last full observation
+    // saw, plus the ops applied since); the periodic resync observes the kernel itself and repairs drift.
+    let seen: KernelState;
+    if (full || !cache) {
+      const r = await kernel.observe({
+        namespaces: [''],
+        scope,
+        desired: want,
+        iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
+        fdb: config.backend.type === 'vxlan',
+      })();
+      if (E.isLeft(r)) {
+        log.error('observe failed', { error: r.left.msg });
+        metrics.counter('feltd_errors_total', 'Errors of any kind');
+        cache = undefined;
+        return;
+      }
+      seen = r.right;
+    } else {
+      seen = cache;
     }
-    const ops = plan(want, seen.right, scope);
+    const ops = plan(want, seen, scope);
+    cache = seen;
     if (ops.length) {
       const r = await kernel.apply(ops)();
       if (E.isLeft(r)) {
         log.error('apply failed', { error: r.left.msg });
         metrics.counter('feltd_errors_total', 'Errors of any kind');
+        cache = undefined; // the next pass observes the kernel
       } else {
+        const twin = memoryKernel(seen);
+        const applied = await twin.apply(ops)();
+        cache = E.isRight(applied) ? twin.state() : undefined;
         metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
-        log.info('dataplane changed', { ops: ops.length, first: ops.slice(0, 5).map(describeOp) });
+        if (full) metrics.counter('feltd_drift_repaired_total', 'Kernel objects repaired by full resyncs (drift)', ops.length);
+        log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
       }
     }
     metrics.observeReconcile((performance.now() - t0) / 1000);
     metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
   };
-  const reconcile = (): Promise<void> => {
+  let pendingFull = false;
+  const reconcile = (full = false): Promise<void> => {
+    pendingFull ||= full;
     if (running) {
       pending = true;
       return running;
@@ -175,8 +195,10 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     running = (async () => {
       do {
         pending = false;
+        const f = pendingFull;
+        pendingFull = false;
         try {
-          await reconcileOnce();
+          await reconcileOnce(f);
         } catch (e) {
           log.error('reconcile crashed', { error: (e as Error).message });
         }
@@ -185,7 +207,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     })();
     return running;
   };
-  const timer = setInterval(() => void reconcile(), flags.resyncSeconds * 1000);
+  const timer = setInterval(() => void reconcile(true), flags.resyncSeconds * 1000);
 
   // ---------------------------------------------------------------- watch the lease store
   const isOwn = (l: Lease): boolean => l.attrs.PublicIP === underlay.publicIP;
