@@ -13,11 +13,11 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { KernelState, Op } from '../../core/kernel/model.ts';
+import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { runScript, shq, type ExecHooks, type Run } from './exec.ts';
-import { parseFdb, parseIpBatch, parseIptablesSave, parseQdiscs } from './parse.ts';
+import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIptablesSave, parseQdiscs, type IpState } from './parse.ts';
 import { explain, script, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor, type NsReads } from './request.ts';
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
@@ -38,7 +38,6 @@ const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 
 
 // ---------------------------------------------------------------------------------------------- observe
 
-const IP_READ = 'link show\naddr show\nroute show table all\nneigh show nud permanent\n';
 const BEGIN = '@@felt-begin';
 const END = '@@felt-end';
 
@@ -96,6 +95,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
   if (reads.length === 0) return E.right(state);
   const r = await runScript(observeScript(reads, o), o);
   const got = demux(r);
+  const ipStates: { ns: NsRef; state: IpState }[] = [];
   for (let i = 0; i < reads.length; i++) {
     const { ns } = reads[i]!;
     const ip = got.get(`${i}.ip`);
@@ -106,7 +106,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     if (ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${ip.stderr.trim()}`));
     const s = parseIpBatch(ns, ip.stdout);
     if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
-    state.links.push(...s.links);
+    ipStates.push({ ns, state: s });
     state.addresses.push(...s.addresses);
     state.routes.push(...s.routes);
     state.neighbours.push(...s.neighbours);
@@ -143,6 +143,12 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       }
     }
   }
+  const named = (ns: NsRef): string | undefined => {
+    const path = ns === HOST ? o.hostNetns : ns;
+    return path === undefined ? undefined : /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(path)?.[1];
+  };
+  const links = pairVeths(ipStates, named);
+  for (const { ns } of ipStates) state.links.push(...links.get(ns)!);
   return E.right(state);
 }
 

@@ -19,6 +19,8 @@ import type {
 import { BUILTIN_CHAINS } from '../../core/kernel/keys.ts';
 
 interface IpLink {
+  ifindex?: number;
+  link_index?: number;
   ifname: string;
   flags?: string[];
   mtu?: number;
@@ -131,11 +133,24 @@ export interface IpState {
   readonly addresses: Address[];
   readonly routes: Route[];
   readonly neighbours: Neighbour[];
+  /** What pairs veth ends across namespaces: ifindexes, and this namespace's ids for its peers' namespaces. */
+  readonly veths: readonly VethEnd[];
+  /** nsid (as this namespace numbers other namespaces) → /run/netns name, from `netns list-id`. */
+  readonly nsids: ReadonlyMap<number, string>;
 }
 
+export interface VethEnd {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly peerIndex: number;
+  readonly peerNsid?: number;
+}
+
+/** The lines `parseIpBatch` expects on ip's stdin (netns list-id last: listing links allocates the ids). */
+export const IP_READ = 'link show\naddr show\nroute show table all\nneigh show nud permanent\nnetns list-id\n';
+
 /**
- * The output of `ip -json -d -batch -` fed "link show", "addr show", "route show table all" and
- * "neigh show nud permanent": one JSON array per line, in that order.
+ * The output of `ip -json -d -batch -` fed IP_READ: one JSON array per line, in that order.
  */
 export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
   let parts: unknown[][];
@@ -147,8 +162,8 @@ export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
   } catch (e) {
     return `cannot parse ip -json output: ${(e as Error).message}`;
   }
-  if (parts.length !== 4) return `ip -json printed ${parts.length} results, want 4`;
-  const [linksJ, addrsJ, routesJ, neighJ] = parts as [IpLink[], IpLink[], IpRoute[], IpNeigh[]];
+  if (parts.length !== 5) return `ip -json printed ${parts.length} results, want 5`;
+  const [linksJ, addrsJ, routesJ, neighJ, idsJ] = parts as [IpLink[], IpLink[], IpRoute[], IpNeigh[], { nsid: number; name?: string }[]];
   const links = linksJ.map((l) => toLink(ns, l));
   const loopbacks = new Set(links.filter((l) => l.kind === 'loopback').map((l) => l.name));
   const addresses: Address[] = [];
@@ -164,7 +179,48 @@ export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
   const neighbours = neighJ
     .filter((n) => n.lladdr && (n.state === undefined || n.state.includes('PERMANENT')))
     .map((n) => ({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr!.toLowerCase() }));
-  return { links, addresses, routes, neighbours };
+  const veths = linksJ
+    .filter((l) => l.linkinfo?.info_kind === 'veth' && l.ifindex !== undefined && l.link_index !== undefined)
+    .map((l) => ({ name: l.ifname, ifindex: l.ifindex!, peerIndex: l.link_index!, ...(l.link_netnsid !== undefined ? { peerNsid: l.link_netnsid } : {}) }));
+  const nsids = new Map(idsJ.filter((x) => x.name).map((x) => [x.nsid, x.name!] as const));
+  return { links, addresses, routes, neighbours, veths, nsids };
+}
+
+/**
+ * Veth pairs across the observed namespaces. A veth end whose peer is elsewhere shows the peer's ifindex and
+ * the peer namespace's id (link_netnsid); `netns list-id` names that id when the namespace is in /run/netns.
+ * `nameOf` gives the /run/netns name of each observed namespace (undefined for an unnamed one, e.g. the host);
+ * a pair is found from whichever end can name the other's namespace, and both ends get their veth spec.
+ */
+export function pairVeths(seen: readonly { ns: NsRef; state: IpState }[], nameOf: (ns: NsRef) => string | undefined): Map<NsRef, Link[]> {
+  const byName = new Map<string, NsRef>();
+  for (const { ns } of seen) {
+    const n = nameOf(ns);
+    if (n !== undefined) byName.set(n, ns);
+  }
+  const index = new Map(seen.map(({ ns, state }) => [ns, new Map(state.veths.map((v) => [v.ifindex, v]))] as const));
+  const peer = new Map<string, { ns: NsRef; name: string }>();
+  for (const { ns, state } of seen) {
+    for (const v of state.veths) {
+      if (v.peerNsid === undefined) continue;
+      const name = state.nsids.get(v.peerNsid);
+      const other = name === undefined ? undefined : byName.get(name);
+      const p = other === undefined ? undefined : index.get(other)?.get(v.peerIndex);
+      // Both ends must point at each other (ifindexes are per namespace).
+      if (other === undefined || !p || p.peerIndex !== v.ifindex) continue;
+      peer.set(`${ns}\u0000${v.name}`, { ns: other, name: p.name });
+      peer.set(`${other}\u0000${p.name}`, { ns, name: v.name });
+    }
+  }
+  return new Map(
+    seen.map(({ ns, state }) => [
+      ns,
+      state.links.map((l) => {
+        const p = l.kind === 'veth' && !l.veth ? peer.get(`${ns}\u0000${l.name}`) : undefined;
+        return p ? { ...l, veth: { peer: p.name, peerNs: p.ns } } : l;
+      }),
+    ]),
+  );
 }
 
 /** `bridge -json fdb show`: the permanent entries with a remote (vxlan VTEPs). */

@@ -313,7 +313,7 @@ export function script(all: readonly Step[], from: number, ro: RenderOptions): s
 const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del']);
 /** What the tools say when the thing to delete is not there. */
 const NOT_THERE =
-  /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;
+  /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|FIB table does not exist|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;
 
 export type Verdict =
   | { readonly kind: 'ok' }
@@ -367,7 +367,12 @@ export function explain(all: readonly Step[], from: number, code: number, stderr
 
   if (step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore') {
     const m = /line:? (\d+)/.exec(text);
-    const line = m ? step.lines[Number(m[1]) - 1] : undefined;
+    let line = m ? step.lines[Number(m[1]) - 1] : undefined;
+    // nft reports some errors at COMMIT: find the line that names what the message quotes.
+    if (!line?.op) {
+      const quoted = [...text.matchAll(/'([^'\s]+)'|`([^`'\s]+)'/g)].map((q) => q[1] ?? q[2]!).filter((q) => !/tables-restore/.test(q));
+      line = step.lines.find((l) => l.op && quoted.some((q) => new RegExp(`(?:^|\\s)${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:\\s|$)`).test(l.text))) ?? line;
+    }
     const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
     if (line?.op && line.op.op === 'rule.del' && NOT_THERE.test(text)) {
       // The whole restore was rolled back: run it again without that rule.
