@@ -1,0 +1,66 @@
+// What the three lease stores share: errors, the ownership test of renew, matching a subnet for revoke, and
+// the time arithmetic of expirations. The key and value formats are flannel's, in core/flannel/lease.ts.
+
+import { formatCIDR, networkOf, parseCIDR } from '../../core/ip/ip.ts';
+import type { Lease, LeaseAttrs } from '../../core/flannel/types.ts';
+import type { LeaseRequest, StoreError } from './types.ts';
+
+export const storeError = (msg: string, retryable: boolean): StoreError => ({ kind: 'store', msg, retryable });
+
+export const isStoreError = (e: unknown): e is StoreError =>
+  typeof e === 'object' && e !== null && (e as { kind?: unknown }).kind === 'store' && typeof (e as { msg?: unknown }).msg === 'string';
+
+export const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** A canonical network CIDR ("10.244.3.0/24"), or undefined when `s` is not a CIDR. */
+export function canonicalSubnet(s: string | undefined): string | undefined {
+  if (s === undefined) return undefined;
+  const c = parseCIDR(s);
+  return c ? formatCIDR(networkOf(c)) : undefined;
+}
+
+/** The request with its subnets canonical; a request without any subnet, or with a bad one, is refused. */
+export function checkRequest(req: LeaseRequest): { ok: true; subnet?: string; ipv6Subnet?: string } | { ok: false; error: StoreError } {
+  const subnet = canonicalSubnet(req.subnet);
+  const ipv6Subnet = canonicalSubnet(req.ipv6Subnet);
+  if (req.subnet !== undefined && (!subnet || !subnet.includes('.'))) return { ok: false, error: storeError(`lease request: subnet ${JSON.stringify(req.subnet)} is not an IPv4 CIDR`, false) };
+  if (req.ipv6Subnet !== undefined && (!ipv6Subnet || ipv6Subnet.includes('.'))) {
+    return { ok: false, error: storeError(`lease request: ipv6Subnet ${JSON.stringify(req.ipv6Subnet)} is not an IPv6 CIDR`, false) };
+  }
+  if (!subnet && !ipv6Subnet) return { ok: false, error: storeError('lease request: neither subnet nor ipv6Subnet given', false) };
+  return { ok: true, ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}) };
+}
+
+const normIP = (s: string | null | undefined): string => (s ?? '').toLowerCase();
+
+/** Whether a stored lease belongs to the node making a request: the same public IPv4 and IPv6 address. */
+export const sameOwner = (stored: LeaseAttrs, mine: LeaseAttrs): boolean =>
+  normIP(stored.PublicIP) === normIP(mine.PublicIP) && normIP(stored.PublicIPv6) === normIP(mine.PublicIPv6);
+
+/** Whether `lease` is the one `subnet` (either family, any spelling of the CIDR) names. */
+export function leaseMatches(lease: { subnet?: string; ipv6Subnet?: string }, subnet: string): boolean {
+  const want = canonicalSubnet(subnet);
+  if (!want) return false;
+  return canonicalSubnet(lease.subnet) === want || canonicalSubnet(lease.ipv6Subnet) === want;
+}
+
+/** The lease value as JSON round-trips it, so every store hands out plain data, never shared objects. */
+export const plain = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+export const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The expiration of a key without a TTL (an etcd key put without a lease): never. */
+export const NEVER = '9999-12-31T23:59:59.999Z';
+
+export const leaseOf = (subnet: string | undefined, ipv6Subnet: string | undefined, attrs: LeaseAttrs, expiration: string): Lease => ({
+  ...(subnet ? { subnet } : {}),
+  ...(ipv6Subnet ? { ipv6Subnet } : {}),
+  attrs,
+  expiration,
+});
+
+/** Validate a TTL in seconds (a positive integer, as etcd grants them). */
+export function checkTtl(ttlSeconds: number): StoreError | undefined {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) return storeError(`lease TTL ${ttlSeconds}: must be a positive whole number of seconds`, false);
+  return undefined;
+}
