@@ -21,6 +21,9 @@ const isLoopbackAddr = (cidr: string): boolean => {
   return c.ip.family === 4 ? c.ip.value >> 24n === 127n : c.ip.value === 1n;
 };
 
+/** Absent where the kernel has no IPv6; '1' where it is turned off for the namespace. */
+const LO_IPV6_OFF = 'net.ipv6.conf.lo.disable_ipv6';
+
 const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 export const loopback: Plugin = {
@@ -32,10 +35,20 @@ export const loopback: Plugin = {
     const k = kernelFor(ctx);
     return pipe(
       k.apply([setLo(args.netns, true)]),
-      TE.chain(() => k.observe({ namespaces: [args.netns], scope: { links: [{ ns: args.netns, name: 'lo' }], devices: [{ ns: args.netns, dev: 'lo' }], chains: [], ruleMarkers: [] } })),
+      TE.chain(() =>
+        k.observe({
+          namespaces: [args.netns],
+          scope: { links: [{ ns: args.netns, name: 'lo' }], devices: [{ ns: args.netns, dev: 'lo' }], chains: [], ruleMarkers: [] },
+          sysctls: [{ ns: args.netns, key: LO_IPV6_OFF }],
+        }),
+      ),
       TE.mapLeft(kernelError),
       TE.chainEitherK((seen): E.Either<CniError, Result> => {
-        const addrs = seen.addresses.filter((a) => a.ns === args.netns && a.dev === 'lo').map((a) => a.cidr);
+        // The observer leaves out the addresses the kernel gives lo itself (127.0.0.1/8 when it comes up, ::1/128
+        // where IPv6 is on): the result names them as the reference does, then whatever else lo carries.
+        const v6 = seen.sysctls.find((x) => x.ns === args.netns && x.key === LO_IPV6_OFF)?.value === '0';
+        const kernelMade = ['127.0.0.1/8', ...(v6 ? ['::1/128'] : [])];
+        const addrs = [...new Set([...kernelMade, ...seen.addresses.filter((a) => a.ns === args.netns && a.dev === 'lo').map((a) => a.cidr)])];
         const bad = addrs.find((a) => !isLoopbackAddr(a));
         if (bad) return E.left(cniError(ErrCode.InvalidNetworkConfig, `loopback interface found with non-loopback address ${bad}`));
         const prev = conf.raw['prevResult'];
