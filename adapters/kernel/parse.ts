@@ -165,13 +165,12 @@ export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
   if (parts.length !== 5) return `ip -json printed ${parts.length} results, want 5`;
   const [linksJ, addrsJ, routesJ, neighJ, idsJ] = parts as [IpLink[], IpLink[], IpRoute[], IpNeigh[], { nsid: number; name?: string }[]];
   const links = linksJ.map((l) => toLink(ns, l));
-  const loopbacks = new Set(links.filter((l) => l.kind === 'loopback').map((l) => l.name));
   const addresses: Address[] = [];
   for (const l of addrsJ) {
     for (const a of l.addr_info ?? []) {
-      // Kernel-made: IPv6 link-local, and loopback's own 127.0.0.1/8 and ::1.
+      // Kernel-made IPv6 link-local addresses are nobody's to manage. (Loopback's 127.0.0.1/8 and ::1 are
+      // reported: the loopback plugin reads them.)
       if (a.family === 'inet6' && a.scope === 'link') continue;
-      if (loopbacks.has(l.ifname) && a.scope === 'host') continue;
       addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}) });
     }
   }
