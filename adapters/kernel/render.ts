@@ -28,7 +28,7 @@ export interface Line {
 export interface Step {
   readonly ns: NsRef;
   readonly tool: Tool;
-  readonly lines: readonly Line[];
+  readonly lines: Line[];
 }
 
 export interface RenderOptions {
@@ -256,7 +256,7 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
       }
       const last = out[out.length - 1];
       const lines = r.lines.map((text) => ({ text, op: o }));
-      if (last && last.ns === ns && last.tool === r.tool) out[out.length - 1] = { ...last, lines: [...last.lines, ...lines] };
+      if (last && last.ns === ns && last.tool === r.tool) for (const l of lines) last.lines.push(l);
       else out.push({ ns, tool: r.tool, lines });
     }
     i = j;
