@@ -1,0 +1,289 @@
+// The Linux adapter's pure halves without a kernel: what iproute2/iptables print, parsed into the model; ops
+// rendered into batches; tool errors mapped back to the op at fault.
+
+import { describe, expect, it } from 'vitest';
+import { pairVeths, parseIpBatch, parseIptablesSave, parseQdiscs, parseFdb, type IpState } from '../../adapters/kernel/parse.ts';
+import { explain, linkAddLines, MARK, netnsArg, restoreLines, script, steps } from '../../adapters/kernel/render.ts';
+import { HOST, type Op } from '../../core/kernel/model.ts';
+
+const POD = '/var/run/netns/pod1';
+
+const ipOut = (links: unknown[], addrs: unknown[], routes: unknown[], neigh: unknown[], ids: unknown[] = []): string =>
+  [links, addrs, routes, neigh, ids].map((x) => JSON.stringify(x)).join('\n') + '\n';
+
+describe('parseIpBatch', () => {
+  const links = [
+    { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP', 'LOWER_UP'], mtu: 65536, address: '00:00:00:00:00:00' },
+    { ifindex: 2, ifname: 'cni0', flags: ['BROADCAST', 'MULTICAST', 'UP'], mtu: 1500, address: '6A:A0:AD:E8:A5:F5', linkinfo: { info_kind: 'bridge', info_data: { vlan_filtering: 0 } } },
+    {
+      ifindex: 3,
+      link_index: 2,
+      link_netnsid: 0,
+      ifname: 'veth1',
+      flags: ['BROADCAST', 'UP'],
+      mtu: 1500,
+      master: 'cni0',
+      address: '02:00:00:00:00:01',
+      linkinfo: { info_kind: 'veth', info_slave_kind: 'bridge', info_slave_data: { hairpin: true } },
+    },
+    { ifindex: 4, link: 'e1', ifname: 'e0', flags: ['BROADCAST', 'PROMISC'], mtu: 1500, address: '02:00:00:00:00:02', linkinfo: { info_kind: 'veth' } },
+    {
+      ifindex: 5,
+      ifname: 'flannel.1',
+      flags: ['BROADCAST', 'UP'],
+      mtu: 1450,
+      address: '0a:58:24:14:29:cd',
+      linkinfo: { info_kind: 'vxlan', info_data: { id: 1, local: '198.51.100.2', link: 'eth0', port: 8472, learning: false, gbp: true } },
+    },
+    { ifindex: 6, link: 'e0', ifname: 'mv0', flags: ['BROADCAST'], mtu: 1500, address: '02:00:00:00:00:03', linkinfo: { info_kind: 'macvlan', info_data: { mode: 'bridge' } } },
+    { ifindex: 7, ifname: 'tun0', flags: ['POINTOPOINT'], mtu: 1500, linkinfo: { info_kind: 'tun' } },
+  ];
+  const addrs = [
+    { ifname: 'lo', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8, scope: 'host' }] },
+    {
+      ifname: 'cni0',
+      addr_info: [
+        { family: 'inet', local: '10.22.0.1', prefixlen: 16, scope: 'global' },
+        { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
+        { family: 'inet6', local: 'fd00::1', prefixlen: 64, scope: 'global', nodad: true },
+      ],
+    },
+  ];
+  const routes = [
+    { dst: 'default', gateway: '198.51.100.1', dev: 'eth0', flags: [] },
+    { dst: 'default', dev: 'eth0', metric: 1024, flags: [], pref: 'medium' },
+    { dst: '10.244.2.0/24', gateway: '10.244.2.0', dev: 'flannel.1', flags: ['onlink'] },
+    { dst: '10.5.0.0/16', gateway: '198.51.100.1', dev: 'eth0', table: '100', metric: 50, flags: [], metrics: [{ mtu: 1400 }] },
+    { dst: '198.51.100.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '198.51.100.2', flags: [] },
+    { dst: '10.1.0.1', dev: 'eth0', scope: 'link', flags: [] },
+    { type: 'local', dst: '10.22.0.1', dev: 'cni0', table: 'local', protocol: 'kernel', scope: 'host', flags: [] },
+    { type: 'multicast', dst: 'ff00::/8', dev: 'cni0', table: 'local', protocol: 'kernel', metric: 256, flags: [], pref: 'medium' },
+    { dst: 'fd01::/64', gateway: 'fd00::fe', dev: 'cni0', metric: 1024, flags: [], pref: 'medium' },
+  ];
+  const neigh = [
+    { dst: '10.244.2.0', dev: 'flannel.1', lladdr: '02:11:22:33:44:55', state: ['PERMANENT'] },
+    { dst: '10.22.0.9', dev: 'cni0', state: ['PERMANENT'] },
+  ];
+
+  it('maps links, addresses, routes and neighbours to the model', () => {
+    const s = parseIpBatch(HOST, ipOut(links, addrs, routes, neigh)) as IpState;
+    expect(typeof s).toBe('object');
+    expect(s.links.map((l) => [l.name, l.kind])).toEqual([
+      ['lo', 'loopback'],
+      ['cni0', 'bridge'],
+      ['veth1', 'veth'],
+      ['e0', 'veth'],
+      ['flannel.1', 'vxlan'],
+      ['mv0', 'macvlan'],
+      ['tun0', 'device'],
+    ]);
+    expect(s.links[1]).toEqual({ ns: HOST, name: 'cni0', kind: 'bridge', mtu: 1500, mac: '6a:a0:ad:e8:a5:f5', up: true, master: null, promisc: false, hairpin: false, bridge: { vlanFiltering: false } });
+    expect(s.links[2]).toMatchObject({ master: 'cni0', hairpin: true, up: true });
+    expect(s.links[2]!.veth).toBeUndefined(); // peer in another namespace: see pairVeths
+    expect(s.links[3]).toMatchObject({ promisc: true, up: false, veth: { peer: 'e1', peerNs: HOST } });
+    expect(s.links[4]!.vxlan).toEqual({ vni: 1, local: '198.51.100.2', port: 8472, learning: false, gbp: true, dev: 'eth0' });
+    expect(s.links[5]!.macvlan).toEqual({ master: 'e0', mode: 'bridge' });
+    expect(s.addresses).toEqual([
+      { ns: HOST, dev: 'lo', cidr: '127.0.0.1/8' },
+      { ns: HOST, dev: 'cni0', cidr: '10.22.0.1/16' },
+      { ns: HOST, dev: 'cni0', cidr: 'fd00::1/64', nodad: true },
+    ]);
+    expect(s.routes).toEqual([
+      { ns: HOST, dst: '0.0.0.0/0', gw: '198.51.100.1', dev: 'eth0' },
+      { ns: HOST, dst: '::/0', dev: 'eth0' },
+      { ns: HOST, dst: '10.244.2.0/24', gw: '10.244.2.0', dev: 'flannel.1', onlink: true },
+      { ns: HOST, dst: '10.5.0.0/16', gw: '198.51.100.1', dev: 'eth0', table: 100, metric: 50, mtu: 1400 },
+      { ns: HOST, dst: '10.1.0.1/32', dev: 'eth0', scope: 'link' },
+      { ns: HOST, dst: 'fd01::/64', gw: 'fd00::fe', dev: 'cni0' },
+    ]);
+    expect(s.neighbours).toEqual([{ ns: HOST, dev: 'flannel.1', ip: '10.244.2.0', lladdr: '02:11:22:33:44:55' }]);
+  });
+
+  it('says what is wrong with output it cannot read', () => {
+    expect(parseIpBatch(HOST, '[]\n[]\n')).toBe('ip -json printed 2 results, want 5');
+    expect(parseIpBatch(HOST, '{oops\n')).toMatch(/^cannot parse ip -json output/);
+  });
+
+  it('pairs veth ends across namespaces when one side can name the other', () => {
+    const host = parseIpBatch(HOST, ipOut([{ ifindex: 9, link_index: 2, link_netnsid: 0, ifname: 'vethX', flags: [], linkinfo: { info_kind: 'veth' } }], [], [], [], [])) as IpState;
+    const pod = parseIpBatch(POD, ipOut([{ ifindex: 2, link_index: 9, link_netnsid: 3, ifname: 'eth0', flags: [], linkinfo: { info_kind: 'veth' } }], [], [], [], [{ nsid: 3 }])) as IpState;
+    // The host is unnamed; the pod is /run/netns/pod1 and the host numbers it 0.
+    const hostNamed = { ...host, nsids: new Map([[0, 'pod1']]) };
+    const paired = pairVeths([{ ns: HOST, state: hostNamed }, { ns: POD, state: pod }], (ns) => (ns === POD ? 'pod1' : undefined));
+    expect(paired.get(HOST)![0]!.veth).toEqual({ peer: 'eth0', peerNs: POD });
+    expect(paired.get(POD)![0]!.veth).toEqual({ peer: 'vethX', peerNs: HOST });
+    // Without a name for either side, no guess.
+    const none = pairVeths([{ ns: HOST, state: host }, { ns: POD, state: pod }], () => undefined);
+    expect(none.get(HOST)![0]!.veth).toBeUndefined();
+  });
+});
+
+describe('parseIptablesSave, parseFdb, parseQdiscs', () => {
+  const save = `# Generated by iptables-save v1.8.9 (nf_tables)
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CNI-abc - [0:0]
+-A POSTROUTING -s 10.22.0.5/32 -m comment --comment "name: \\"x\\" id: \\"y\\"" -j CNI-abc
+-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE
+-A CNI-abc -d 10.22.0.0/16 -j ACCEPT
+-A CNI-abc ! -d 224.0.0.0/4 -j MASQUERADE
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:EMPTY - [0:0]
+-A FORWARD -j ACCEPT
+COMMIT
+`;
+  it('user chains whole, builtin rules one by one, only the tables asked for', () => {
+    const all = parseIptablesSave(HOST, 4, save);
+    expect(all.chains).toEqual([
+      { ns: HOST, family: 4, table: 'nat', chain: 'CNI-abc', rules: ['-d 10.22.0.0/16 -j ACCEPT', '! -d 224.0.0.0/4 -j MASQUERADE'] },
+      { ns: HOST, family: 4, table: 'filter', chain: 'EMPTY', rules: [] },
+    ]);
+    expect(all.rules.map((r) => `${r.table}/${r.chain}: ${r.rule}`)).toEqual([
+      'nat/POSTROUTING: -s 10.22.0.5/32 -m comment --comment "name: \\"x\\" id: \\"y\\"" -j CNI-abc',
+      'nat/POSTROUTING: -s 172.17.0.0/16 -j MASQUERADE',
+      'filter/FORWARD: -j ACCEPT',
+    ]);
+    expect(parseIptablesSave(HOST, 4, save, ['filter']).rules).toHaveLength(1);
+  });
+
+  it('fdb: permanent remote entries only; qdiscs: tbf in bits/s and ms, ingress', () => {
+    expect(
+      parseFdb(HOST, JSON.stringify([{ mac: '33:33:00:00:00:01', ifname: 'e0', state: 'permanent' }, { mac: '02:11:22:33:44:55', ifname: 'vx', dst: '198.51.100.3', state: 'permanent' }])),
+    ).toEqual([{ ns: HOST, dev: 'vx', mac: '02:11:22:33:44:55', dst: '198.51.100.3' }]);
+    expect(
+      parseQdiscs(HOST, JSON.stringify([{ kind: 'ingress', dev: 'b', parent: 'ffff:fff1' }, { kind: 'tbf', dev: 'a', root: true, options: { rate: 125000, burst: 12500, lat: 25000 } }, { kind: 'noqueue', dev: 'c', root: true }])),
+    ).toEqual([
+      { ns: HOST, dev: 'b', kind: 'ingress' },
+      { ns: HOST, dev: 'a', kind: 'tbf', rate: 1_000_000, burst: 12500, latencyMs: 25 },
+    ]);
+  });
+});
+
+describe('rendering', () => {
+  const ro = { pid: 4242 };
+  it('always names links with `name`/`dev` (a bare "a" would be read as "address")', () => {
+    expect(linkAddLines({ ns: POD, name: 'a', kind: 'veth', up: true, mtu: 1400, veth: { peer: 'b', peerNs: HOST, peerMac: '02:00:00:00:00:01' } }, ro)).toEqual([
+      'link add name a mtu 1400 type veth peer name b address 02:00:00:00:00:01 netns 4242',
+      'link set dev a up',
+    ]);
+    expect(linkAddLines({ ns: HOST, name: 'mv0', kind: 'macvlan', macvlan: { master: 'eth0', mode: 'bridge' } }, ro)).toEqual(['link add link eth0 name mv0 type macvlan mode bridge']);
+    expect(linkAddLines({ ns: HOST, name: 'flannel.1', kind: 'vxlan', up: true, vxlan: { vni: 1, local: '198.51.100.2', port: 8472, learning: false, gbp: false, dev: 'eth0' } }, ro)).toEqual([
+      'link add name flannel.1 type vxlan id 1 local 198.51.100.2 dev eth0 dstport 8472 nolearning',
+      'link set dev flannel.1 up',
+    ]);
+    expect(linkAddLines({ ns: HOST, name: 'v', kind: 'veth', master: 'cni0', hairpin: true, veth: { peer: 'p', peerNs: POD } }, ro)).toEqual([
+      'link add name v type veth peer name p netns pod1',
+      'link set dev v master cni0',
+      'link set dev v type bridge_slave hairpin on',
+    ]);
+  });
+
+  it('names namespaces for `netns` as ip takes them', () => {
+    expect(netnsArg(HOST, ro)).toBe('4242');
+    expect(netnsArg(HOST, { ...ro, hostNetns: '/var/run/netns/h' })).toBe('/var/run/netns/h');
+    expect(netnsArg('/run/netns/x', ro)).toBe('x');
+    expect(netnsArg('/proc/77/ns/net', ro)).toBe('77');
+    expect(netnsArg('/var/run/docker/netns/abc', ro)).toBe('/var/run/docker/netns/abc');
+  });
+
+  it('one iptables-restore per family per group: declarations first, deletions made harmless', () => {
+    const ops: Op[] = [
+      { op: 'rule.del', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j OLD' } },
+      { op: 'chain.sync', chain: { ns: HOST, family: 4, table: 'nat', chain: 'NEW', rules: ['-j RETURN'] } },
+      { op: 'chain.del', ns: HOST, family: 4, table: 'nat', chain: 'OLD' },
+      { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j NEW', position: 'head' } },
+    ];
+    expect(restoreLines(ops as Extract<Op, { op: 'rule.del' | 'chain.sync' | 'chain.del' | 'rule.add' }>[]).map((l) => l.text)).toEqual([
+      '*nat',
+      ':NEW - [0:0]',
+      ':OLD - [0:0]',
+      '-D POSTROUTING -j OLD',
+      '-A NEW -j RETURN',
+      '-X OLD',
+      '-I POSTROUTING 1 -j NEW',
+      'COMMIT',
+    ]);
+  });
+
+  it('steps: namespace groups in order, ip runs split only where sysctls or fdb entries come between', () => {
+    const ops: Op[] = [
+      { op: 'link.add', link: { ns: POD, name: 'eth0', kind: 'veth', veth: { peer: 'v', peerNs: HOST } } },
+      { op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv6.conf.eth0.accept_dad', value: '0' } },
+      { op: 'addr.add', addr: { ns: POD, dev: 'eth0', cidr: '10.0.0.2/24' } },
+      { op: 'sysctl.set', sysctl: { ns: HOST, key: 'net.ipv4.ip_forward', value: '1' } },
+      { op: 'chain.sync', chain: { ns: HOST, family: 4, table: 'nat', chain: 'C', rules: [] } },
+      { op: 'chain.sync', chain: { ns: HOST, family: 6, table: 'nat', chain: 'C', rules: [] } },
+      { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j C' } },
+      { op: 'neigh.replace', neigh: { ns: HOST, dev: 'vx', ip: '10.1.0.0', lladdr: '02:00:00:00:00:01' } },
+      { op: 'fdb.replace', fdb: { ns: HOST, dev: 'vx', mac: '02:00:00:00:00:01', dst: '198.51.100.3' } },
+      { op: 'route.replace', route: { ns: HOST, dst: '10.1.0.0/24', gw: '10.1.0.0', dev: 'vx', onlink: true } },
+    ];
+    const s = steps(ops, ro);
+    expect(s.map((x) => `${x.ns === HOST ? 'host' : 'pod'} ${x.tool} ${x.lines.length}`)).toEqual([
+      'pod ip 1',
+      'pod sysctl 1',
+      'pod ip 1',
+      'host sysctl 1',
+      'host iptables-restore 4',
+      'host ip6tables-restore 3',
+      'host ip 1',
+      'host bridge 1',
+      'host ip 1',
+    ]);
+    const text = script(s, 0, ro);
+    expect(text.match(/^nsenter /gm)).toHaveLength(1); // the host is this process's namespace
+    expect(text).toContain("echo '1' > '/proc/sys/net/ipv4/ip_forward' || exit 1");
+    expect(text).toContain("[ ! -e /proc/sys/net/ipv6 ] || { echo '0' > '/proc/sys/net/ipv6/conf/eth0/accept_dad' || exit 1; }");
+    expect(text).toContain('neigh replace 10.1.0.0 lladdr 02:00:00:00:00:01 dev vx nud permanent');
+    expect(text).toContain('fdb replace 02:00:00:00:00:01 dev vx dst 198.51.100.3 self permanent');
+    expect(text).toContain('route replace 10.1.0.0/24 via 10.1.0.0 dev vx onlink');
+    // A device name with a dot is a path segment, not a separator: net.ipv4.conf.flannel/1.forwarding.
+    expect(script(steps([{ op: 'sysctl.set', sysctl: { ns: HOST, key: 'net.ipv4.conf.flannel/1.forwarding', value: '1' } }], ro), 0, ro)).toContain(
+      "'/proc/sys/net/ipv4/conf/flannel.1/forwarding'",
+    );
+  });
+});
+
+describe('explain: tool errors back to the op', () => {
+  const ro = { pid: 1 };
+  const ops: Op[] = [
+    { op: 'link.del', ns: POD, name: 'old0' },
+    { op: 'addr.add', addr: { ns: POD, dev: 'eth0', cidr: '10.0.0.2/24' } },
+    { op: 'route.replace', route: { ns: POD, dst: '10.9.0.0/24', gw: '10.8.0.1', dev: 'eth0' } },
+  ];
+  const all = steps(ops, ro);
+  const err = (lines: string[]): string => [`${MARK}-ns ${POD.length}:${POD}`, `${MARK} 0`, ...lines].join('\n') + '\n';
+
+  it('names the op of the failed line, and skips "already gone" deletions', () => {
+    expect(explain(all, 0, 1, err(['Cannot find device "old0"', 'Command failed -:1', 'Error: Nexthop has invalid gateway.', 'Command failed -:3']))).toEqual({
+      kind: 'error',
+      msg: `failed to add route 10.9.0.0/24 via 10.8.0.1 dev eth0 in ${POD}: Error: Nexthop has invalid gateway.`,
+    });
+    expect(explain(all, 0, 1, err(['Cannot find device "old0"', 'Command failed -:1']))).toEqual({ kind: 'resume', next: 1, steps: all });
+    expect(explain(all, 0, 0, '')).toEqual({ kind: 'ok' });
+  });
+
+  it('a namespace that cannot be entered is named', () => {
+    expect(explain(all, 0, 1, `${MARK}-ns ${POD.length}:${POD}\nnsenter: cannot open ${POD}: No such file or directory\n`)).toEqual({
+      kind: 'error',
+      msg: `failed to enter ${POD}: nsenter: cannot open ${POD}: No such file or directory`,
+    });
+  });
+
+  it('iptables: a missing rule to delete is dropped and the restore rerun; an error at COMMIT finds its rule', () => {
+    const ipt: Op[] = [
+      { op: 'rule.del', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j GONE' } },
+      { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j NOPE' } },
+    ];
+    const s = steps(ipt, ro);
+    const v = explain(s, 0, 1, `${MARK} 0\niptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n`);
+    expect(v.kind).toBe('resume');
+    if (v.kind === 'resume') expect(v.steps[0]!.lines.map((l) => l.text)).toEqual(['*nat', '-A POSTROUTING -j NOPE', 'COMMIT']);
+    expect(
+      explain(s, 0, 2, `${MARK} 0\niptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 4\nTry \`iptables-restore -h' or 'iptables-restore --help' for more information.\n`),
+    ).toEqual({ kind: 'error', msg: "failed to add iptables rule in nat/POSTROUTING in the host namespace: -j NOPE: Chain 'NOPE' does not exist" });
+  });
+});
