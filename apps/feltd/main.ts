@@ -1,0 +1,91 @@
+// feltd entry point: parse flags, find the underlay, open the stores, start the daemon, stop on SIGTERM
+// (keeping the dataplane: a restart converges without disturbing routes).
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { findUnderlay } from '../../adapters/kernel/underlay.ts';
+import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
+import type { LeaseStore } from '../../adapters/lease/types.ts';
+import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { loadNetConfig, startDaemon } from './daemon.ts';
+import { parseFlags, USAGE } from './flags.ts';
+import { healthServer, jsonLogger, Metrics } from './observability.ts';
+
+async function main(): Promise<number> {
+  const parsed = parseFlags(process.argv.slice(2));
+  if ('error' in parsed) {
+    process.stderr.write(`feltd: ${parsed.error}\n\n${USAGE}`);
+    return 2;
+  }
+  const flags = parsed.flags;
+  if (flags.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const log = jsonLogger(flags.verbosity);
+  const metrics = new Metrics();
+  mkdirSync(flags.stateDir, { recursive: true });
+
+  const underlay = await findUnderlay(flags)();
+  if (E.isLeft(underlay)) {
+    log.error('cannot choose the underlay interface', { error: underlay.left.msg });
+    return 1;
+  }
+  log.info('underlay', { ...underlay.right });
+
+  // The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it.
+  const leases: LeaseStore = flags.etcdEndpoints.length
+    ? (await import('../../adapters/lease/etcd.ts')).etcdLeaseStore({
+        endpoints: flags.etcdEndpoints,
+        prefix: flags.etcdPrefix,
+        ...(flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
+          ? { tls: { ...(flags.etcdCafile ? { ca: flags.etcdCafile } : {}), ...(flags.etcdCertfile ? { cert: flags.etcdCertfile } : {}), ...(flags.etcdKeyfile ? { key: flags.etcdKeyfile } : {}) } }
+          : {}),
+      })
+    : sqliteLeaseStore({ path: flags.store ? flags.store.slice('sqlite:'.length) : join(flags.stateDir, 'leases.db'), pollMs: 20 });
+  log.info('lease store', { kind: flags.etcdEndpoints.length ? 'etcd' : 'embedded', where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db') });
+
+  const opened = openSqliteStore(flags.stateDir);
+  if (E.isLeft(opened)) {
+    log.error('cannot open the event log', { error: opened.left.msg });
+    return 1;
+  }
+  const events = opened.right;
+  const deps = { flags, underlay: underlay.right, leases, events, kernel: linuxKernel({ pid: process.pid }), log, metrics };
+
+  let config = await loadNetConfig(deps);
+  // The network config may not be in etcd yet: wait for it, as flanneld does.
+  while (E.isLeft(config) && flags.etcdEndpoints.length) {
+    log.error('waiting for the network config', { error: config.left });
+    await new Promise((r) => setTimeout(r, 2000));
+    config = await loadNetConfig(deps);
+  }
+  if (E.isLeft(config)) {
+    log.error('invalid network config', { error: config.left });
+    return 1;
+  }
+  const daemon = await startDaemon(deps, config.right);
+  const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics) : undefined;
+
+  const stop = (signal: string): void => {
+    log.info('stopping; the dataplane stays as it is', { signal });
+    void daemon.stop();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  await daemon.done;
+  server?.close();
+  await leases.close();
+  events.close();
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: 'feltd crashed', error: String((e as Error)?.stack ?? e) }) + '\n');
+    process.exit(1);
+  },
+);
