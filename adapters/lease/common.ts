@@ -1,6 +1,8 @@
 // What the three lease stores share: errors, the ownership test of renew, matching a subnet for revoke, and
 // the time arithmetic of expirations. The key and value formats are flannel's, in core/flannel/lease.ts.
 
+import * as E from 'fp-ts/lib/Either.js';
+import { parseLeaseAttrs, serializeLeaseAttrs } from '../../core/flannel/lease.ts';
 import { formatCIDR, networkOf, parseCIDR } from '../../core/ip/ip.ts';
 import type { Lease, LeaseAttrs } from '../../core/flannel/types.ts';
 import type { LeaseRequest, StoreError } from './types.ts';
@@ -19,16 +21,41 @@ export function canonicalSubnet(s: string | undefined): string | undefined {
   return c ? formatCIDR(networkOf(c)) : undefined;
 }
 
-/** The request with its subnets canonical; a request without any subnet, or with a bad one, is refused. */
-export function checkRequest(req: LeaseRequest): { ok: true; subnet?: string; ipv6Subnet?: string } | { ok: false; error: StoreError } {
+export interface CheckedRequest {
+  readonly subnet?: string;
+  readonly ipv6Subnet?: string;
+  /** Normalized as flannel's JSON reads back. */
+  readonly attrs: LeaseAttrs;
+}
+
+/** The request with its subnets canonical and its attrs normalized; a request without a subnet is refused. */
+export function checkRequest(req: LeaseRequest, ttlSeconds: number): E.Either<StoreError, CheckedRequest> {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) return E.left(storeError(`lease TTL ${ttlSeconds}: must be a positive whole number of seconds`, false));
   const subnet = canonicalSubnet(req.subnet);
   const ipv6Subnet = canonicalSubnet(req.ipv6Subnet);
-  if (req.subnet !== undefined && (!subnet || !subnet.includes('.'))) return { ok: false, error: storeError(`lease request: subnet ${JSON.stringify(req.subnet)} is not an IPv4 CIDR`, false) };
+  if (req.subnet !== undefined && (!subnet || !subnet.includes('.'))) return E.left(storeError(`lease request: subnet ${JSON.stringify(req.subnet)} is not an IPv4 CIDR`, false));
   if (req.ipv6Subnet !== undefined && (!ipv6Subnet || ipv6Subnet.includes('.'))) {
-    return { ok: false, error: storeError(`lease request: ipv6Subnet ${JSON.stringify(req.ipv6Subnet)} is not an IPv6 CIDR`, false) };
+    return E.left(storeError(`lease request: ipv6Subnet ${JSON.stringify(req.ipv6Subnet)} is not an IPv6 CIDR`, false));
   }
-  if (!subnet && !ipv6Subnet) return { ok: false, error: storeError('lease request: neither subnet nor ipv6Subnet given', false) };
-  return { ok: true, ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}) };
+  if (!subnet && !ipv6Subnet) return E.left(storeError('lease request: neither subnet nor ipv6Subnet given', false));
+  const attrs = normalizeAttrs(req.attrs);
+  if (E.isLeft(attrs)) return attrs;
+  return E.right({ ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}), attrs: attrs.right });
+}
+
+/**
+ * The attrs as they read back from flannel's JSON (PublicIPv6 null when absent, BackendType "" when absent),
+ * so every store hands out what a reader of the etcd value would see; invalid attrs are refused.
+ */
+export function normalizeAttrs(attrs: LeaseAttrs): E.Either<StoreError, LeaseAttrs> {
+  let text: string;
+  try {
+    text = serializeLeaseAttrs(attrs);
+  } catch (e) {
+    return E.left(storeError(`lease attrs: ${errorMessage(e)}`, false));
+  }
+  const r = parseLeaseAttrs(text);
+  return E.isLeft(r) ? E.left(storeError(r.left, false)) : r;
 }
 
 const normIP = (s: string | null | undefined): string => (s ?? '').toLowerCase();
@@ -58,9 +85,3 @@ export const leaseOf = (subnet: string | undefined, ipv6Subnet: string | undefin
   attrs,
   expiration,
 });
-
-/** Validate a TTL in seconds (a positive integer, as etcd grants them). */
-export function checkTtl(ttlSeconds: number): StoreError | undefined {
-  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) return storeError(`lease TTL ${ttlSeconds}: must be a positive whole number of seconds`, false);
-  return undefined;
-}

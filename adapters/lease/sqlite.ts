@@ -23,7 +23,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import { subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, checkTtl, errorMessage, iso, isStoreError, leaseMatches, leaseOf, sameOwner, storeError } from './common.ts';
+import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, sameOwner, storeError } from './common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
 
 export interface SqliteLeaseStoreOptions {
@@ -245,31 +245,29 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
 
     acquire: (req: LeaseRequest, ttlSeconds: number) =>
       op((): E.Either<StoreError, Lease | 'taken'> => {
-        const bad = checkTtl(ttlSeconds);
-        if (bad) return E.left(bad);
-        const c = checkRequest(req);
-        if (!c.ok) return E.left(c.error);
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
         const key = subnetKey(c);
         return E.right(
           write((now): Lease | 'taken' => {
             if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) !== undefined) return 'taken';
-            return upsert(key, c.subnet, c.ipv6Subnet, req.attrs, now + ttlSeconds * 1000);
+            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
           }),
         );
       }),
 
     renew: (req: LeaseRequest, ttlSeconds: number) =>
       op((): E.Either<StoreError, Lease | 'lost'> => {
-        const bad = checkTtl(ttlSeconds);
-        if (bad) return E.left(bad);
-        const c = checkRequest(req);
-        if (!c.ok) return E.left(c.error);
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
         const key = subnetKey(c);
         return E.right(
           write((now): Lease | 'lost' => {
             const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
-            if (!row || !sameOwner(JSON.parse(row.attrs) as LeaseAttrs, req.attrs)) return 'lost';
-            return upsert(key, c.subnet, c.ipv6Subnet, req.attrs, now + ttlSeconds * 1000);
+            if (!row || !sameOwner(JSON.parse(row.attrs) as LeaseAttrs, c.attrs)) return 'lost';
+            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
           }),
         );
       }),

@@ -14,7 +14,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import { subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, checkTtl, iso, leaseMatches, leaseOf, plain, sameOwner, storeError } from '../lease/common.ts';
+import { checkRequest, iso, leaseMatches, leaseOf, plain, sameOwner, storeError } from '../lease/common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from '../lease/types.ts';
 
 export interface MemoryLeaseStoreOptions {
@@ -150,13 +150,12 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
 
     acquire: (req: LeaseRequest, ttlSeconds: number) =>
       op((): E.Either<StoreError, Lease | 'taken'> => {
-        const bad = checkTtl(ttlSeconds);
-        if (bad) return E.left(bad);
-        const c = checkRequest(req);
-        if (!c.ok) return E.left(c.error);
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
         const key = subnetKey(c);
         if (leases.has(key)) return E.right('taken');
-        const row: Row = { ...c, attrs: plain(req.attrs), expiresAt: clock() + ttlSeconds * 1000 };
+        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
         leases.set(key, row);
         record('added', toLease(row));
         return E.right(toLease(row));
@@ -164,14 +163,13 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
 
     renew: (req: LeaseRequest, ttlSeconds: number) =>
       op((): E.Either<StoreError, Lease | 'lost'> => {
-        const bad = checkTtl(ttlSeconds);
-        if (bad) return E.left(bad);
-        const c = checkRequest(req);
-        if (!c.ok) return E.left(c.error);
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
         const key = subnetKey(c);
         const old = leases.get(key);
-        if (!old || !sameOwner(old.attrs, req.attrs)) return E.right('lost');
-        const row: Row = { ...c, attrs: plain(req.attrs), expiresAt: clock() + ttlSeconds * 1000 };
+        if (!old || !sameOwner(old.attrs, c.attrs)) return E.right('lost');
+        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
         leases.set(key, row);
         record('added', toLease(row));
         return E.right(toLease(row));
