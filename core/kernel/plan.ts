@@ -324,7 +324,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const removedAddrs: Address[] = observed.addresses.filter((a) => isGone(a.ns, a.dev));
   const keptAddrs: Address[] = [];
   for (const a of addrsLeft) {
-    if (own.device(a.ns, a.dev) && !wantA.has(addrKey(a))) {
+    if (own.address(a) && !wantA.has(addrKey(a))) {
       ops.push({ op: 'addr.del', addr: a });
       removedAddrs.push(a);
     } else keptAddrs.push(a);

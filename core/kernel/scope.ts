@@ -5,7 +5,7 @@
 // inside a `scope.routeDsts` CIDR on that device. Everything else is foreign and plan never touches it.
 
 import { contains, parseCIDR } from '../ip/ip.ts';
-import type { IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
+import type { Address, IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
 import { chainKey, devKey, linkKey, sysctlDevice, type ChainRef } from './keys.ts';
 
 export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
@@ -41,7 +41,12 @@ export interface Owner {
   markedRule(r: IptRule): boolean;
   /** A route on an owned device, or inside a `scope.routeDsts` CIDR on its device. */
   route(r: Route): boolean;
+  /** An address on an owned device, unless the kernel made it (loopback's 127.0.0.1/8 and ::1/128). */
+  address(a: Address): boolean;
 }
+
+/** Addresses the kernel puts on loopback when it comes up: never felt's to remove. */
+export const KERNEL_MADE_ADDRESSES: ReadonlySet<string> = new Set(['127.0.0.1/8', '::1/128']);
 
 export function owner(scope: OwnershipScope): Owner {
   const links = new Set(scope.links.map(linkKey));
@@ -64,6 +69,7 @@ export function owner(scope: OwnershipScope): Owner {
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
     route: (r) => device(r.ns, r.dev) || insideOwned(r),
+    address: (a) => device(a.ns, a.dev) && !KERNEL_MADE_ADDRESSES.has(a.cidr),
     chain: (c) => chains.has(chainKey(c)),
     markedRule: (r) => (markers.get(chainKey(r)) ?? []).some((m) => r.rule.includes(m)),
   };
@@ -78,7 +84,7 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
   const o = owner(scope);
   return {
     links: state.links.filter((l) => o.link(l.ns, l.name)),
-    addresses: state.addresses.filter((a) => o.device(a.ns, a.dev)),
+    addresses: state.addresses.filter((a) => o.address(a)),
     routes: state.routes.filter((r) => o.route(r)),
     neighbours: state.neighbours.filter((n) => o.device(n.ns, n.dev)),
     fdb: state.fdb.filter((f) => o.device(f.ns, f.dev)),
@@ -94,7 +100,7 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
   const o = owner(scope);
   return {
     links: state.links.filter((l) => !o.link(l.ns, l.name)),
-    addresses: state.addresses.filter((a) => !o.device(a.ns, a.dev)),
+    addresses: state.addresses.filter((a) => !o.address(a)),
     routes: state.routes.filter((r) => !o.route(r)),
     neighbours: state.neighbours.filter((n) => !o.device(n.ns, n.dev)),
     fdb: state.fdb.filter((f) => !o.device(f.ns, f.dev)),

@@ -540,6 +540,19 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
     expect(drift({ ...d, links: [{ ...d.links[0]!, mtu: 1500 }] }, o, scope({}))).toEqual(['wrong MTU on cni0: 1400, want 1500 (in the host namespace)']);
   });
 
+  it("never deletes loopback's own addresses, even when lo is owned", () => {
+    const lo: Link = { ns: POD, name: 'lo', kind: 'loopback', up: true };
+    const o = st({
+      links: [lo],
+      addresses: [
+        { ns: POD, dev: 'lo', cidr: '127.0.0.1/8' },
+        { ns: POD, dev: 'lo', cidr: '::1/128' },
+        { ns: POD, dev: 'lo', cidr: '10.0.0.1/32' },
+      ],
+    });
+    expect(plan(st({ links: [lo] }), o, scopeOf(st({ links: [lo] })))).toEqual([{ op: 'addr.del', addr: { ns: POD, dev: 'lo', cidr: '10.0.0.1/32' } }]);
+  });
+
   it('never deletes what is not in scope, even when nothing is desired', () => {
     const o = st({
       links: [{ ns: HOST, name: 'eth0', kind: 'device' }, { ns: HOST, name: 'docker0', kind: 'bridge' }],
