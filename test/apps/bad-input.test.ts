@@ -85,7 +85,7 @@ async function state(): Promise<unknown> {
 function expectCniError(r: Run & { json: any }, code: number, ...names: string[]): void {
   expect(r.code, r.stdout + r.stderr).toBe(1);
   // Exactly one JSON object on stdout: JSON.parse of the whole output succeeded and gave an object.
-  expect(r.json, r.stdout).toBeTypeOf('object');
+  expect(r.json, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBeTypeOf('object');
   expect(Object.keys(r.json).sort()).toEqual(expect.arrayContaining(['cniVersion', 'code', 'msg']));
   for (const k of Object.keys(r.json)) expect(['cniVersion', 'code', 'msg', 'details']).toContain(k);
   expect(r.json.cniVersion).toBeTypeOf('string');
