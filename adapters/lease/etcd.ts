@@ -168,12 +168,28 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     () =>
       f().catch((e: unknown) => E.left(toStoreError(what, e)));
 
+  /**
+   * Absolute expiry (ms) of the etcd leases looked up so far. felt and flanneld renew by granting a new etcd
+   * lease, so a lease id's expiry does not move; one that has passed while its key still exists was kept
+   * alive by someone, and is looked up again. This makes a resync list cost one range read, not one
+   * time-to-live call per lease.
+   */
+  const expiries = new Map<string, number>();
+  const remember = (id: string, at: number): void => {
+    if (expiries.size >= 200_000) expiries.clear();
+    expiries.set(id, at);
+  };
+
   /** Expiration of the etcd lease `id` as an ISO time: now + its remaining TTL (never for no lease). */
   const expirationOf = async (id: string): Promise<string> => {
     if (!id || id === '0') return NEVER;
+    const known = expiries.get(id);
+    if (known !== undefined && known > Date.now()) return iso(known);
     const r = await call('lease time-to-live', (c) => c.leaseClient.leaseTimeToLive({ ID: id }));
     const ttl = Number(r.TTL);
-    return iso(Date.now() + Math.max(0, ttl) * 1000);
+    const at = Date.now() + Math.max(0, ttl) * 1000;
+    if (ttl > 0) remember(id, at);
+    return iso(at);
   };
 
   /** Parse a key-value under the subnets prefix; undefined (and onSkip) when it is not a lease. */
@@ -222,6 +238,8 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     const ids = [...new Set(parsed.map(({ kv }) => String(kv.lease)))];
     const exps = new Map(ids.map((id, i) => [id, i]));
     const values = await pool(ids, TTL_CONCURRENCY, expirationOf);
+    const present = new Set(ids);
+    for (const id of [...expiries.keys()]) if (!present.has(id)) expiries.delete(id);
     const leases = parsed.map(({ kv, p }) => leaseOf(p.subnet, p.ipv6Subnet, p.attrs, values[exps.get(String(kv.lease))!]!));
     return { leases, revision: Number(revision ?? 0) };
   };
@@ -278,6 +296,7 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           await revokeQuietly(g.id);
           return E.right('taken');
         }
+        remember(g.id, Date.now() + g.ttl * 1000);
         return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
       }),
 
@@ -308,6 +327,7 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           }
           const holder = txn.succeeded ? undefined : txn.responses[0]?.response_range?.kvs[0];
           if (txn.succeeded || String(holder?.lease) === g.id) {
+            remember(g.id, Date.now() + g.ttl * 1000);
             return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
           }
           // Changed between our read and our write: look again.
