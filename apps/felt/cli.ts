@@ -4,17 +4,19 @@
 import { parseArgs } from './args.ts';
 import { allocationsCommand } from './commands/allocations.ts';
 import { eventsCommand } from './commands/events.ts';
+import { explainCommand } from './commands/explain.ts';
+import { replayCommand } from './commands/replay.ts';
 
 import type { Subcommand } from './common.ts';
 import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
-  return `usage: felt ${c.name} [options]\n\n${c.summary}\n\noptions:\n${opts.join('\n')}\n  --help                show this help\n`;
+  return `usage: felt ${c.name} [options]${c.positional ? ` ${c.positional}` : ''}\n\n${c.summary}\n\noptions:\n${opts.join('\n')}\n  --help                show this help\n`;
 };
 
 export const usage = (): string =>
@@ -51,7 +53,7 @@ export async function cli(argv: readonly string[], io: IO): Promise<number> {
     io.out(usageOf(cmd));
     return 0;
   }
-  if (parsed.parsed.positionals.length) {
+  if (parsed.parsed.positionals.length > (cmd.positional ? 1 : 0)) {
     io.err(`felt ${cmd.name}: unexpected argument "${parsed.parsed.positionals[0]}"\n\n${usageOf(cmd)}`);
     return 2;
   }

@@ -19,6 +19,8 @@ export interface Subcommand {
   readonly name: string;
   readonly summary: string;
   readonly options: readonly OptionSpec[];
+  /** The name of the one positional argument the command takes, if any. */
+  readonly positional?: string;
   /** Returns the exit code. */
   readonly run: (args: Parsed, io: IO) => number | Promise<number>;
 }

@@ -132,5 +132,9 @@ describe.each([
     expect(out).toContain('RemoteLeaseSeen');
     expect(out).toContain('RemoteLeaseRemoved');
     expect(readFileSync(n.subnetFile, 'utf8')).toMatch(/FLANNEL_SUBNET=10\.244\.\d+\.1\/24/);
+    // felt explain names the lease behind a route to another node.
+    const other = subnetNet(c, c.nodes[1]!);
+    const why = execFileSync(`${ROOT}/dist/bin/felt`, ['explain', other, '--data-dir', `${n.dir}/state`], { encoding: 'utf8' });
+    expect(why).toContain(`exist because node ${c.nodes[1]!.ip}`);
   });
 });
