@@ -25,6 +25,7 @@ import { subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
 import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, sameOwner, storeError } from './common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
+import { ensureSchema, isBusy } from '../store/sqlite-schema.ts';
 
 export interface SqliteLeaseStoreOptions {
   /** The database file (created with its directory when missing). */
@@ -82,15 +83,6 @@ interface ChangeRow {
   lease: string;
 }
 
-const isBusy = (e: unknown): boolean => {
-  const code = (e as { code?: unknown })?.code;
-  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === 'SQLITE_BUSY_SNAPSHOT';
-};
-
-const sleepSync = (ms: number): void => {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-};
-
 function toStoreError(path: string, e: unknown): StoreError {
   if (isStoreError(e)) return e;
   const code = (e as { code?: unknown })?.code;
@@ -100,28 +92,6 @@ function toStoreError(path: string, e: unknown): StoreError {
   return storeError(`lease store ${path}: ${msg}`, transient);
 }
 
-/** Create the schema once; concurrent first openers wait for each other. */
-function ensureSchema(db: Database.Database, deadline: number): void {
-  for (;;) {
-    try {
-      if (db.pragma('user_version', { simple: true }) === SCHEMA_VERSION) return;
-      db.pragma('journal_mode = WAL');
-      db.exec('BEGIN IMMEDIATE');
-      try {
-        db.exec(SCHEMA);
-        db.pragma(`user_version = ${SCHEMA_VERSION}`);
-        db.exec('COMMIT');
-      } catch (e) {
-        if (db.inTransaction) db.exec('ROLLBACK');
-        throw e;
-      }
-      return;
-    } catch (e) {
-      if (!isBusy(e) || Date.now() > deadline) throw e;
-      sleepSync(5 + Math.floor(Math.random() * 20));
-    }
-  }
-}
 
 const rowToLease = (r: LeaseRow): Lease => leaseOf(r.subnet ?? undefined, r.ipv6_subnet ?? undefined, JSON.parse(r.attrs) as LeaseAttrs, iso(r.expires_at));
 
@@ -142,7 +112,7 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     mkdirSync(dirname(path), { recursive: true });
     const d = new Database(path, { timeout: busyTimeoutMs });
     try {
-      ensureSchema(d, Date.now() + busyTimeoutMs);
+      ensureSchema(d, SCHEMA, SCHEMA_VERSION, Date.now() + busyTimeoutMs);
       d.pragma('synchronous = NORMAL');
     } catch (e) {
       d.close();

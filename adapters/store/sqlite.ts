@@ -15,6 +15,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
 import type { Event, Projection, Stored, StoredEvent } from '../../core/events.ts';
 import type { EventStore, Loaded, ReadQuery, Transacted } from './types.ts';
+import { ensureSchema, isBusy } from './sqlite-schema.ts';
 
 export const DB_FILE = 'felt.db';
 const SCHEMA_VERSION = 1;
@@ -55,15 +56,6 @@ interface Row {
 
 const toEvent = (r: Row): StoredEvent => ({ position: r.position, stream: r.stream, type: r.type, data: JSON.parse(r.data) as unknown, time: r.time });
 
-const sleep = (ms: number): void => {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-};
-
-const isBusy = (e: unknown): boolean => {
-  const code = (e as { code?: unknown })?.code;
-  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
-};
-
 function storageError(file: string, e: unknown): CniError {
   if (isCniError(e)) return e;
   const msg = (e as Error)?.message ?? String(e);
@@ -74,30 +66,6 @@ function storageError(file: string, e: unknown): CniError {
   return cniError(ErrCode.Internal, `event store ${file}: transaction failed: ${msg}`);
 }
 
-/** Create the schema once; concurrent first openers wait for each other. */
-function ensureSchema(db: Database.Database, deadline: number): void {
-  for (;;) {
-    try {
-      if (db.pragma('user_version', { simple: true }) === SCHEMA_VERSION) return;
-      // WAL is persistent in the file; switching needs the database to itself, which busy_timeout does not
-      // always wait for, hence the retry loop.
-      db.pragma('journal_mode = WAL');
-      db.exec('BEGIN IMMEDIATE');
-      try {
-        db.exec(SCHEMA);
-        db.pragma(`user_version = ${SCHEMA_VERSION}`);
-        db.exec('COMMIT');
-      } catch (e) {
-        if (db.inTransaction) db.exec('ROLLBACK');
-        throw e;
-      }
-      return;
-    } catch (e) {
-      if (!isBusy(e) || Date.now() > deadline) throw e;
-      sleep(5 + Math.floor(Math.random() * 20));
-    }
-  }
-}
 
 /**
  * mkdir -p by hand: Node 20's recursive mkdirSync never returns for some paths (e.g. under /proc), and a
@@ -120,7 +88,7 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
     } else {
       ensureDir(dataDir);
       db = new Database(file, { timeout });
-      ensureSchema(db, Date.now() + timeout);
+      ensureSchema(db, SCHEMA, SCHEMA_VERSION, Date.now() + timeout);
       // WAL + NORMAL: a commit survives a crash of the process (not of the machine) without an fsync.
       db.pragma('synchronous = NORMAL');
     }
