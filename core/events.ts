@@ -32,6 +32,12 @@ export interface Projection<S, E extends Event = Event> {
   readonly name: string;
   readonly initialState: () => S;
   readonly evolve: (state: S, event: Stored<E>) => S;
+  /**
+   * Optional: fold many events in one step, equal to folding them one by one with `evolve`. A projection
+   * whose state grows large (thousands of remote leases) gives one so that a batch costs one copy, not one
+   * copy per event.
+   */
+  readonly evolveAll?: (state: S, events: readonly Stored<E>[]) => S;
 }
 
 /** Commands carry the time and other identity from the app, never from the core. */
@@ -41,7 +47,7 @@ export interface CommandMeta {
 
 /** Fold events onto a state (replay). Chunking does not matter: fold(fold(s, a), b) = fold(s, a ++ b). */
 export const fold = <S, E extends Event>(p: Projection<S, E>, events: readonly Stored<E>[], from: S = p.initialState()): S =>
-  events.reduce((s, e) => p.evolve(s, e), from);
+  p.evolveAll ? p.evolveAll(from, events) : events.reduce((s, e) => p.evolve(s, e), from);
 
 /** Give new events an envelope, as a store would: for pure tests and previews of a decision. */
 export const stamp = <E extends Event>(stream: string, events: readonly E[], time: string, firstPosition: number): Stored<E>[] =>

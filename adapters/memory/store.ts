@@ -3,7 +3,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
-import type { Event, Projection, Stored, StoredEvent } from '../../core/events.ts';
+import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
 import type { EventStore, Loaded, ReadQuery, Transacted } from '../store/types.ts';
 
 export interface MemoryStore extends EventStore {
@@ -24,14 +24,12 @@ export function memoryStore(): MemoryStore {
     const snap = snapshots.get(key(p.name, stream));
     let state = snap ? (JSON.parse(snap.state) as S) : p.initialState();
     let position = snap?.position ?? 0;
-    let rebuilt = false;
-    for (const e of log) {
-      if (e.stream !== stream || e.position <= position) continue;
-      state = p.evolve(state, roundTrip(e) as Stored<Ev>);
-      position = e.position;
-      rebuilt = true;
+    const later = log.filter((e) => e.stream === stream && e.position > position).map((e) => roundTrip(e) as Stored<Ev>);
+    if (later.length) {
+      state = fold(p, later, state);
+      position = later.at(-1)!.position;
     }
-    return { state, position, rebuilt };
+    return { state, position, rebuilt: later.length > 0 };
   };
 
   const store: MemoryStore = {
@@ -56,10 +54,9 @@ export function memoryStore(): MemoryStore {
       const events: Stored<Ev>[] = [];
       for (const e of decision.right) {
         position = (log.at(-1)?.position ?? 0) + 1 + events.length;
-        const stored = { position, stream, type: e.type, data: roundTrip(e.data), time: meta.time } as Stored<Ev>;
-        state = p.evolve(state, stored);
-        events.push(stored);
+        events.push({ position, stream, type: e.type, data: roundTrip(e.data), time: meta.time } as Stored<Ev>);
       }
+      state = fold(p, events, state);
       // Commit: append and snapshot together.
       log.push(...(events as StoredEvent[]));
       snapshots.set(key(p.name, stream), { position, state: JSON.stringify(state) });

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
-import type { Event, Projection, Stored, StoredEvent } from '../../core/events.ts';
+import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
 import type { EventStore, Loaded, ReadQuery, Transacted } from './types.ts';
 import { ensureSchema, isBusy } from './sqlite-schema.ts';
 
@@ -121,9 +121,9 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
     let state = snap ? (JSON.parse(snap.state) as S) : p.initialState();
     let position = snap?.position ?? 0;
     const later = stmt(AFTER).all(stream, position) as Row[];
-    for (const r of later) {
-      state = p.evolve(state, toEvent(r) as Stored<Ev>);
-      position = r.position;
+    if (later.length) {
+      state = fold(p, later.map((r) => toEvent(r) as Stored<Ev>), state);
+      position = later.at(-1)!.position;
     }
     return { state, position, rebuilt: later.length > 0 };
   };
@@ -151,10 +151,9 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
             const data = JSON.stringify(e.data);
             const info = stmt(APPEND).run(stream, e.type, data, meta.time);
             position = Number(info.lastInsertRowid);
-            const stored = { position, stream, type: e.type, data: JSON.parse(data) as unknown, time: meta.time } as Stored<Ev>;
-            state = p.evolve(state, stored);
-            events.push(stored);
+            events.push({ position, stream, type: e.type, data: JSON.parse(data) as unknown, time: meta.time } as Stored<Ev>);
           }
+          state = fold(p, events, state);
           stmt(SAVE).run(p.name, stream, position, JSON.stringify(state));
           stmt('COMMIT').run();
           return E.right({ state, position, events });

@@ -202,6 +202,8 @@ describe('node decider properties', () => {
         }
         expect(s).toEqual(state);
         expect(JSON.parse(JSON.stringify(state))).toEqual(state);
+        // The batch fold (one draft per batch) equals evolving event by event.
+        expect(stored.reduce((x, e) => nodeProjection.evolve(x, e), nodeProjection.initialState())).toEqual(state);
       }),
     );
   });
