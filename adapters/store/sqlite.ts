@@ -116,9 +116,25 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
     'INSERT INTO snapshots (name, stream, position, state) VALUES (?, ?, ?, ?) ' +
     'ON CONFLICT (name, stream) DO UPDATE SET position = excluded.position, state = excluded.state';
 
+  // The last snapshot this connection read or wrote, per projection and stream: when the stored snapshot is
+  // still at that position (nobody else wrote), its state is reused instead of parsed again. States are never
+  // mutated (evolve returns new ones), so sharing them is safe. A long-lived writer such as feltd then pays
+  // for writing its snapshot, not for reading it back on every event.
+  const snapshots = new Map<string, { position: number; state: unknown }>();
+  const SNAPSHOT_POSITION = 'SELECT position FROM snapshots WHERE name = ? AND stream = ?';
+
   const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { rebuilt: boolean } => {
-    const snap = stmt(SNAPSHOT).get(p.name, stream) as { position: number; state: string } | undefined;
-    let state = snap ? (JSON.parse(snap.state) as S) : p.initialState();
+    const key = `${p.name}\u0000${stream}`;
+    const at = stmt(SNAPSHOT_POSITION).get(p.name, stream) as { position: number } | undefined;
+    const cached = snapshots.get(key);
+    const snap =
+      at && cached && cached.position === at.position
+        ? { position: at.position, state: cached.state as S }
+        : (() => {
+            const row = stmt(SNAPSHOT).get(p.name, stream) as { position: number; state: string } | undefined;
+            return row ? { position: row.position, state: JSON.parse(row.state) as S } : undefined;
+          })();
+    let state = snap ? snap.state : p.initialState();
     let position = snap?.position ?? 0;
     const later = stmt(AFTER).all(stream, position) as Row[];
     if (later.length) {
@@ -156,6 +172,7 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
           state = fold(p, events, state);
           stmt(SAVE).run(p.name, stream, position, JSON.stringify(state));
           stmt('COMMIT').run();
+          snapshots.set(`${p.name}\u0000${stream}`, { position, state });
           return E.right({ state, position, events });
         } catch (e) {
           if (db.inTransaction) stmt('ROLLBACK').run();
