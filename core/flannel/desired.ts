@@ -17,7 +17,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { quoteComment } from '../cni/masq.ts';
-import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
+import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR, type Family, type IP } from '../ip/ip.ts';
 import { parseMac } from '../ip/mac.ts';
 import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, OwnershipScope, Route } from '../kernel/model.ts';
 import { emptyKernelState, HOST } from '../kernel/model.ts';
@@ -109,6 +109,39 @@ const remotePublic = (r: RemoteLease, family: Family): string | undefined => {
   const a = s ? parseIP(s) : undefined;
   return a && a.family === family && a.value !== 0n ? formatIP(a) : undefined;
 };
+/**
+ * What one remote lease says for one family, parsed once. Lease objects are immutable and keep their identity
+ * across states that did not change them (Immer's structural sharing), so a resync over 10,000 leases parses
+ * only the ones that changed. A cache of pure results: the function stays pure.
+ */
+interface RemoteView {
+  readonly sn: CIDR | undefined;
+  readonly pub: string | undefined;
+  readonly pubIP: IP | undefined;
+  readonly dst: string;
+  readonly gw: string;
+  readonly data: E.Either<string, { vni: number; vtepMac: string }>;
+}
+const views = new WeakMap<RemoteLease, { 4?: RemoteView; 6?: RemoteView }>();
+function view(r: RemoteLease, family: Family): RemoteView {
+  let byFamily = views.get(r);
+  if (!byFamily) views.set(r, (byFamily = {}));
+  const hit = byFamily[family];
+  if (hit) return hit;
+  const sn = remoteSubnet(r, family);
+  const pub = remotePublic(r, family);
+  const v: RemoteView = {
+    sn,
+    pub,
+    pubIP: pub ? parseIP(pub) : undefined,
+    dst: sn ? formatCIDR(sn) : '',
+    gw: sn ? formatIP(sn.ip) : '',
+    data: parseVxlanBackendData(family === 4 ? r.attrs.BackendData : r.attrs.BackendV6Data),
+  };
+  byFamily[family] = v;
+  return v;
+}
+
 const who = (r: RemoteLease): string => `node ${r.attrs.PublicIP !== '0.0.0.0' ? r.attrs.PublicIP : r.attrs.PublicIPv6 ?? '?'} (lease ${r.key})`;
 
 /** The host-namespace state feltd wants for its lease and the remote leases it knows. */
@@ -187,9 +220,10 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
     const usedMac = new Map<string, string>();
     const usedDst = new Set<string>([formatCIDR(f.own)]);
     for (const r of remotes) {
-      const sn = remoteSubnet(r, f.family);
+      const v = view(r, f.family);
+      const sn = v.sn;
       if (!sn) continue; // a single-stack lease of the other family
-      const pub = remotePublic(r, f.family);
+      const pub = v.pub;
       const skip = (why: string) => ignored.push(`${who(r)}: ${fam}: ${why}`);
       if (r.attrs.BackendType !== be.type) {
         skip(`backend type "${r.attrs.BackendType}" is not ${be.type}`);
@@ -207,12 +241,12 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
         skip(`${formatCIDR(sn)} is ${overlaps(sn, f.own) ? "inside this node's subnet" : `outside the network ${formatCIDR(f.network)}`}`);
         continue;
       }
-      const dst = formatCIDR(sn);
+      const dst = v.dst;
       if (usedDst.has(dst)) {
         skip(`${dst} is claimed by a newer lease`);
         continue;
       }
-      const onSegment = !!f.underlay && contains(f.underlay, parseIP(pub)!);
+      const onSegment = !!f.underlay && contains(f.underlay, v.pubIP!);
       if (be.type === 'host-gw') {
         if (!onSegment) {
           return E.left(
@@ -228,13 +262,13 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
         k.routes.push({ ns: HOST, dst, gw: pub, dev: node.underlayDev });
         continue;
       }
-      const data = parseVxlanBackendData(f.family === 4 ? r.attrs.BackendData : r.attrs.BackendV6Data);
+      const data = v.data;
       if (E.isLeft(data)) {
         skip(data.left.replace(/^BackendData/, f.family === 4 ? 'BackendData' : 'BackendV6Data'));
         continue;
       }
       const mac = data.right.vtepMac;
-      const gw = formatIP(sn.ip);
+      const gw = v.gw;
       if (usedNeigh.has(gw) || usedMac.has(mac)) {
         skip(usedMac.has(mac) ? `VtepMAC ${mac} is also claimed by the newer lease ${usedMac.get(mac)}` : `subnet address ${gw} is claimed by a newer lease`);
         continue;
