@@ -102,7 +102,9 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const record = (cmd: Omit<NodeCommand, 'metadata'>): NodeEvent[] => {
     const time = now();
     const command = { ...cmd, metadata: { time } } as NodeCommand;
+    const t0 = performance.now();
     const r = events.transact(stream, nodeProjection, (s) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNode(command, s)), { time });
+    log.debug('recorded', { command: cmd.type, ms: Math.round(performance.now() - t0) });
     if (E.isLeft(r)) {
       log.error('event log write failed', { error: r.left.msg });
       metrics.counter('feltd_errors_total', 'Errors of any kind');
@@ -182,7 +184,9 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
       }
     }
-    metrics.observeReconcile((performance.now() - t0) / 1000);
+    const seconds = (performance.now() - t0) / 1000;
+    metrics.observeReconcile(seconds);
+    log.debug('reconcile', { full, ms: Math.round(seconds * 1000), ops: ops.length });
     metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
   };
   let pendingFull = false;

@@ -80,7 +80,7 @@ async function run(n: number): Promise<Record<string, number>> {
   const feltd = spawn(
     'ip',
     ['netns', 'exec', ns, join(ROOT, 'dist/bin/feltd'), '--iface', 'eth0', '--subnet-file', join(dir, 'subnet.env'), '--state-dir', join(dir, 'state'),
-      '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${db}`, '--iptables-resync', '5', '--healthz-ip', '127.0.0.1', '--healthz-port', String(port)],
+      '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${db}`, '--iptables-resync', '5', '--healthz-ip', '127.0.0.1', '--healthz-port', String(port), ...(process.env['BENCH_FELTD_ARGS'] ?? '').split(' ').filter(Boolean)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
@@ -114,6 +114,7 @@ async function run(n: number): Promise<Record<string, number>> {
       lat.push(performance.now() - t);
     }
     mon.kill();
+    if (process.env['BENCH_FELTD_LOG']) (await import('node:fs')).writeFileSync(process.env['BENCH_FELTD_LOG'], log);
 
     // A resync with nothing to do: wait for two resyncs and read the metrics.
     const before = await metrics(ns, port);
