@@ -20,8 +20,7 @@ import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
-import type { KernelState } from '../../core/kernel/model.ts';
-import { memoryKernel } from '../../adapters/memory/kernel.ts';
+import type { Op } from '../../core/kernel/model.ts';
 import type { Flags } from './flags.ts';
 import type { Logger, Metrics } from './observability.ts';
 
@@ -120,93 +119,115 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   record({ type: 'LoadConfig', data: { config } } as NodeCommand);
 
   // ---------------------------------------------------------------- reconcile (level-triggered)
-  let pending = false;
-  let running: Promise<void> | undefined;
-  let cache: KernelState | undefined;
-  const reconcileOnce = async (full: boolean): Promise<void> => {
-    if (!state.ownLease) return;
-    const t0 = performance.now();
-    const d = desiredOverlay(state, {
-      publicIP: underlay.publicIP,
-      underlayDev: underlay.dev,
-      underlayCidr: underlay.cidr,
-      underlayMtu: underlay.mtu,
-      vtepMac,
-      ipMasq: flags.ipMasq,
-    });
-    if (E.isRight(d)) for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
+  const overlayNode = {
+    publicIP: underlay.publicIP,
+    underlayDev: underlay.dev,
+    underlayCidr: underlay.cidr,
+    underlayMtu: underlay.mtu,
+    vtepMac,
+    ipMasq: flags.ipMasq,
+  };
+  /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */
+  let appliedState: NodeState | undefined;
+
+  const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
+    if (ops.length === 0) return true;
+    const r = await kernel.apply(ops)();
+    if (E.isLeft(r)) {
+      log.error('apply failed', { error: r.left.msg });
+      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      return false;
+    }
+    metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
+    if (full) metrics.counter('feltd_drift_repaired_total', 'Kernel objects repaired by full resyncs (drift)', ops.length);
+    log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
+    return true;
+  };
+
+  /** Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes. */
+  const fullPass = async (): Promise<void> => {
+    const at = state;
+    if (!at.ownLease) return;
+    const d = desiredOverlay(at, overlayNode);
     if (E.isLeft(d)) {
       log.error('cannot compute the dataplane', { error: d.left });
       metrics.counter('feltd_errors_total', 'Errors of any kind');
       return;
     }
+    for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
     const { kernel: want, scope, subnetEnv } = d.right;
     if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
       writeAtomic(flags.subnetFile, subnetEnv);
       if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
       ready = true;
     }
-    // Event-triggered passes plan against the cached view of the kernel (what the last full observation
-    // saw, plus the ops applied since); the periodic resync observes the kernel itself and repairs drift.
-    let seen: KernelState;
-    if (full || !cache) {
-      const r = await kernel.observe({
-        namespaces: [''],
-        scope,
-        desired: want,
-        iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
-        fdb: config.backend.type === 'vxlan',
-      })();
-      if (E.isLeft(r)) {
-        log.error('observe failed', { error: r.left.msg });
-        metrics.counter('feltd_errors_total', 'Errors of any kind');
-        cache = undefined;
-        return;
-      }
-      seen = r.right;
-    } else {
-      seen = cache;
+    const seen = await kernel.observe({
+      namespaces: [''],
+      scope,
+      desired: want,
+      iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
+      fdb: config.backend.type === 'vxlan',
+    })();
+    if (E.isLeft(seen)) {
+      log.error('observe failed', { error: seen.left.msg });
+      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      return;
     }
-    const ops = plan(want, seen, scope);
-    cache = seen;
-    if (ops.length) {
-      const r = await kernel.apply(ops)();
-      if (E.isLeft(r)) {
-        log.error('apply failed', { error: r.left.msg });
-        metrics.counter('feltd_errors_total', 'Errors of any kind');
-        cache = undefined; // the next pass observes the kernel
-      } else {
-        const twin = memoryKernel(seen);
-        const applied = await twin.apply(ops)();
-        cache = E.isRight(applied) ? twin.state() : undefined;
-        metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
-        if (full) metrics.counter('feltd_drift_repaired_total', 'Kernel objects repaired by full resyncs (drift)', ops.length);
-        log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
-      }
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    metrics.observeReconcile(seconds);
-    log.debug('reconcile', { full, ms: Math.round(seconds * 1000), ops: ops.length });
-    metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+    if (await applyOps(plan(want, seen.right, scope), true)) appliedState = at;
   };
-  let pendingFull = false;
-  const reconcile = (full = false): Promise<void> => {
-    pendingFull ||= full;
-    if (running) {
-      pending = true;
-      return running;
+
+  /**
+   * A lease change: plan only the changed remote leases, the desired state they give now against the one they
+   * gave when last applied, without reading the kernel. Cost follows the change, not the cluster; the next
+   * full pass reads the kernel and settles anything a delta could not see (e.g. two leases claiming one MAC).
+   */
+  const deltaPass = async (keys: readonly string[]): Promise<boolean> => {
+    const before = appliedState;
+    const at = state;
+    if (!before || before.ownLease?.key !== at.ownLease?.key || before.config !== at.config) return false;
+    const only = (s: NodeState): NodeState => ({ ...s, remotes: Object.fromEntries(keys.flatMap((k) => (s.remotes[k] ? [[k, s.remotes[k]!]] : []))) });
+    const now = desiredOverlay(only(at), overlayNode);
+    const was = desiredOverlay(only(before), overlayNode);
+    if (E.isLeft(now) || E.isLeft(was)) return false;
+    if (!(await applyOps(plan(now.right.kernel, was.right.kernel, now.right.scope), false))) return false;
+    const remotes = { ...before.remotes };
+    for (const k of keys) {
+      const r = at.remotes[k];
+      if (r) remotes[k] = r;
+      else delete remotes[k];
     }
+    appliedState = { ...before, remotes };
+    return true;
+  };
+
+  let pendingFull = false;
+  const pendingKeys = new Set<string>();
+  let running: Promise<void> | undefined;
+  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
+    pendingFull ||= full;
+    for (const k of keys) pendingKeys.add(k);
+    if (running) return running;
     running = (async () => {
-      do {
-        pending = false;
-        const f = pendingFull;
+      while (!stopped && (pendingFull || pendingKeys.size)) {
+        const t0 = performance.now();
+        const full = pendingFull;
+        const keys = [...pendingKeys];
         pendingFull = false;
+        pendingKeys.clear();
+        let kind: 'full' | 'delta' = 'delta';
         try {
-          await reconcileOnce(f);
+          if (full || !(await deltaPass(keys))) {
+            kind = 'full';
+            await fullPass();
+          }
         } catch (e) {
           log.error('reconcile crashed', { error: (e as Error).message });
         }
-      } while (pending && !stopped);
+        const seconds = (performance.now() - t0) / 1000;
+        metrics.observeReconcile(kind, seconds);
+        log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
+        metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+      }
       running = undefined;
     })();
     return running;
@@ -225,15 +246,16 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     }
     revision = snap.right.revision;
     record({ type: 'ObserveLeases', data: { snapshot: snap.right, own: underlay.publicIP } } as NodeCommand);
-    void reconcile();
+    void reconcile(true);
     watch = leases.watch(
       revision,
       (evs: readonly LeaseEvent[], rev: number) => {
         revision = rev;
         const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
-        record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
+        const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
         if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
-        void reconcile();
+        const keys = changed.flatMap((e) => (e.type === 'RemoteLeaseSeen' || e.type === 'RemoteLeaseRemoved' ? [e.data.key] : []));
+        if (keys.length) void reconcile(false, keys);
       },
       (why) => {
         log.info('lease watch reset, listing again', { why });
@@ -293,7 +315,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     record({ type: 'RecordOwnLease', data: { lease, vtepMac } });
     metrics.counter('feltd_lease_renewals_total', 'Own lease acquisitions and renewals');
     if (!watch) void startWatch();
-    void reconcile();
+    void reconcile(true);
   };
   const actor = createActor(
     leaseMachine.provide({

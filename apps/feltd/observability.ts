@@ -24,7 +24,7 @@ export function jsonLogger(verbosity: number, out: (line: string) => void = (l) 
 export class Metrics {
   private readonly counters = new Map<string, { help: string; value: number }>();
   private readonly gauges = new Map<string, { help: string; value: number }>();
-  private readonly durations: number[] = [];
+  private readonly durations = { full: [] as number[], delta: [] as number[] };
 
   counter(name: string, help: string, by = 1): void {
     const c = this.counters.get(name) ?? { help, value: 0 };
@@ -36,20 +36,24 @@ export class Metrics {
     this.gauges.set(name, { help, value });
   }
 
-  observeReconcile(seconds: number): void {
-    this.durations.push(seconds);
-    if (this.durations.length > 1000) this.durations.shift();
+  /** A reconcile pass: `full` (observe + plan everything) or `delta` (only changed leases, no kernel read). */
+  observeReconcile(kind: 'full' | 'delta', seconds: number): void {
+    const d = this.durations[kind];
+    d.push(seconds);
+    if (d.length > 1000) d.shift();
   }
 
   render(): string {
     const out: string[] = [];
     for (const [n, c] of this.counters) out.push(`# HELP ${n} ${c.help}`, `# TYPE ${n} counter`, `${n} ${c.value}`);
     for (const [n, g] of this.gauges) out.push(`# HELP ${n} ${g.help}`, `# TYPE ${n} gauge`, `${n} ${g.value}`);
-    const d = [...this.durations].sort((a, b) => a - b);
-    const q = (p: number): number => (d.length ? d[Math.min(d.length - 1, Math.floor(p * d.length))]! : 0);
-    out.push('# HELP feltd_reconcile_duration_seconds Time to observe, plan and apply the dataplane', '# TYPE feltd_reconcile_duration_seconds summary');
-    for (const p of [0.5, 0.9, 0.99]) out.push(`feltd_reconcile_duration_seconds{quantile="${p}"} ${q(p)}`);
-    out.push(`feltd_reconcile_duration_seconds_sum ${d.reduce((a, b) => a + b, 0)}`, `feltd_reconcile_duration_seconds_count ${d.length}`);
+    out.push('# HELP feltd_reconcile_duration_seconds Time of a reconcile pass (full: observe, plan, apply; delta: changed leases only)', '# TYPE feltd_reconcile_duration_seconds summary');
+    for (const kind of ['full', 'delta'] as const) {
+      const d = [...this.durations[kind]].sort((a, b) => a - b);
+      const q = (p: number): number => (d.length ? d[Math.min(d.length - 1, Math.floor(p * d.length))]! : 0);
+      for (const p of [0.5, 0.9, 0.99]) out.push(`feltd_reconcile_duration_seconds{kind="${kind}",quantile="${p}"} ${q(p)}`);
+      out.push(`feltd_reconcile_duration_seconds_sum{kind="${kind}"} ${d.reduce((a, b) => a + b, 0)}`, `feltd_reconcile_duration_seconds_count{kind="${kind}"} ${d.length}`);
+    }
     return out.join('\n') + '\n';
   }
 }

@@ -128,7 +128,7 @@ async function run(n: number): Promise<Record<string, number>> {
       rate: (3 * n) / converge,
       p50: pct(lat, 0.5),
       p99: pct(lat, 0.99),
-      resync: val(after, 'feltd_reconcile_duration_seconds{quantile="0.5"}'),
+      resync: val(after, 'feltd_reconcile_duration_seconds{kind="full",quantile="0.5"}'),
       idleOps: opsDuringIdle,
     };
   } finally {
