@@ -16,6 +16,7 @@ import { previousSubnets } from '../../core/flannel/lease.ts';
 import { decideNode, nodeProjection, nodeStream, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
+import { overlayDelta, withLeases } from '../../core/flannel/delta.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
@@ -184,19 +185,11 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const deltaPass = async (keys: readonly string[]): Promise<boolean> => {
     const before = appliedState;
     const at = state;
-    if (!before || before.ownLease?.key !== at.ownLease?.key || before.config !== at.config) return false;
-    const only = (s: NodeState): NodeState => ({ ...s, remotes: Object.fromEntries(keys.flatMap((k) => (s.remotes[k] ? [[k, s.remotes[k]!]] : []))) });
-    const now = desiredOverlay(only(at), overlayNode);
-    const was = desiredOverlay(only(before), overlayNode);
-    if (E.isLeft(now) || E.isLeft(was)) return false;
-    if (!(await applyOps(plan(now.right.kernel, was.right.kernel, now.right.scope), false))) return false;
-    const remotes = { ...before.remotes };
-    for (const k of keys) {
-      const r = at.remotes[k];
-      if (r) remotes[k] = r;
-      else delete remotes[k];
-    }
-    appliedState = { ...before, remotes };
+    if (!before) return false;
+    const ops = overlayDelta(before, at, keys, overlayNode);
+    if (E.isLeft(ops) || ops.right === 'full') return false;
+    if (!(await applyOps(ops.right, false))) return false;
+    appliedState = withLeases(before, at, keys);
     return true;
   };
 
