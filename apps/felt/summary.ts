@@ -7,7 +7,25 @@ type Summarize = (data: Record<string, unknown>) => string;
 const SUMMARIES: Readonly<Record<string, Summarize>> = {
   AddressAllocated: (d) => `${String(d['ip'])} -> ${String(d['containerId'])}/${String(d['ifname'])} (range set ${String(d['rangeSet'])})`,
   AddressReleased: (d) => `${String(d['ip'])} <- ${String(d['containerId'])}/${String(d['ifname'])} (${String(d['reason'])})`,
+  ConfigLoaded: (d) => {
+    const c = (d['config'] ?? {}) as { network?: string; ipv6Network?: string; backend?: { type?: string } };
+    return `network ${[c.network, c.ipv6Network].filter(Boolean).join(' + ')}, backend ${c.backend?.type ?? '?'}`;
+  },
+  SubnetLeased: (d) =>
+    `${subnets(d)} for this node (public ${String(d['publicIP'])}${d['vtepMac'] ? `, VtepMAC ${String(d['vtepMac'])}` : ''}) until ${String(d['expiration'])}${d['renewal'] ? ' (renewed)' : ''}`,
+  SubnetLeaseLost: (d) => `${subnets(d)} lost: ${String(d['reason'])}`,
+  RemoteLeaseSeen: (d) => `${subnets(d)} <- node ${remote(d)}`,
+  RemoteLeaseRemoved: (d) => `${subnets(d)} gone: node ${remote(d)} (${String(d['reason'])})`,
 };
+
+const subnets = (d: Record<string, unknown>): string => [d['subnet'], d['ipv6Subnet']].filter(Boolean).map(String).join(' + ') || String(d['key']);
+
+/** A remote node as its lease describes it: public IP and, for vxlan, its VtepMAC. */
+function remote(d: Record<string, unknown>): string {
+  const a = (d['attrs'] ?? {}) as { PublicIP?: string; BackendData?: { VtepMAC?: string } };
+  const mac = a.BackendData?.VtepMAC;
+  return `${a.PublicIP ?? d['publicIP'] ?? '?'}${mac ? ` (VtepMAC ${mac})` : ''}`;
+}
 
 const MAX = 100;
 
