@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/build.ts'],
     // Kernel tests build namespaces and spawn plugins; they are heavy, so keep parallelism modest.
     poolOptions: { forks: { maxForks: 2 } },
     pool: 'forks',

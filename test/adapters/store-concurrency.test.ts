@@ -1,30 +1,17 @@
 // 50 host-local processes at once on one network, through the built executable: the write transaction
 // serializes them, so they get 50 distinct addresses; 50 parallel DELs leave nothing allocated.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ipamProjection } from '../../core/ipam/decider.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
-import { FELT_CNI, ROOT, runCni } from '../support/cni.ts';
+import { FELT_CNI, runCni } from '../support/cni.ts';
 
 /** Build dist/ when host-local's bundle is missing or older than the sources it is made of. */
-function ensureBuilt(): void {
-  const exe = join(FELT_CNI, 'host-local');
-  const newest = (p: string): number => {
-    const st = statSync(join(ROOT, p));
-    if (!st.isDirectory()) return st.mtimeMs;
-    return readdirSync(join(ROOT, p)).reduce((m, f) => Math.max(m, newest(join(p, f))), 0);
-  };
-  const inputs = ['core/ipam', 'core/cni', 'core/ip', 'core/events.ts', 'adapters/store', 'apps/cni/dispatch.ts', 'apps/cni/plugins/host-local.ts', 'apps/cni/bin/host-local.ts', 'apps/felt'];
-  if (!existsSync(exe) || statSync(exe).mtimeMs < Math.max(...inputs.map(newest))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'felt-conc-'));
-beforeAll(ensureBuilt, 180_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const config = { cniVersion: '1.0.0', name: 'conc', type: 'bridge', ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.77.0.0/24' }]] } };

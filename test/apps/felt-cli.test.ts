@@ -2,7 +2,7 @@
 // the built dist/bin/felt.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -15,16 +15,6 @@ import { parseArgs } from '../../apps/felt/args.ts';
 import { ROOT } from '../support/cni.ts';
 
 const FELT = join(ROOT, 'dist', 'bin', 'felt');
-function ensureBuilt(): void {
-  const newest = (p: string): number => {
-    const st = statSync(join(ROOT, p));
-    if (!st.isDirectory()) return st.mtimeMs;
-    return readdirSync(join(ROOT, p)).reduce((m, f) => Math.max(m, newest(join(p, f))), 0);
-  };
-  const inputs = ['core/ipam', 'core/cni', 'core/ip', 'core/events.ts', 'adapters/store', 'apps/felt'];
-  if (!existsSync(FELT) || statSync(FELT).mtimeMs < Math.max(...inputs.map(newest))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'felt-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -45,7 +35,6 @@ beforeAll(() => {
   run('blue', '2024-01-01T00:00:03.000Z', { type: 'AllocateAddresses', data: { conf: blue, containerId: 'pod-c', ifname: 'eth0' } });
   run('blue', '2024-01-01T00:00:04.000Z', { type: 'ReleaseAddresses', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0' } });
   s.close();
-  ensureBuilt();
 }, 180_000);
 
 const call = async (...argv: string[]) => {

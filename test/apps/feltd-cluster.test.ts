@@ -23,10 +23,6 @@ const routes = (c: Cluster, n: Node): string => c.inNode(n, 'ip', 'route', 'show
 const hasRouteTo = (c: Cluster, n: Node, subnet: string): boolean => routes(c, n).includes(subnet);
 const subnetNet = (c: Cluster, n: Node): string => c.subnetOf(n).replace(/\.1\//, '.0/');
 
-function built(): void {
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'pipe' });
-}
-
 describe.each([
   { store: 'embedded' as const, backend: 'vxlan' as const },
   { store: 'etcd' as const, backend: 'vxlan' as const },
@@ -35,7 +31,6 @@ describe.each([
   const c = new Cluster({ nodes: 3, store, backend });
 
   beforeAll(async () => {
-    built();
     await c.create();
     for (const n of c.nodes) c.startFeltd(n);
     await c.waitReady();

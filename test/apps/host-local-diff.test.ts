@@ -8,26 +8,13 @@
 // - after a failed ADD the reference may have moved its round-robin cursor (a requested address that fit
 //   no range set); felt's failed ADD changes nothing, so no sequence here fails that way before an ADD.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FELT_CNI, REF_CNI, ROOT, runCni, type CniOutcome } from '../support/cni.ts';
-
-function ensureBuilt(): void {
-  const exe = join(FELT_CNI, 'host-local');
-  const newest = (p: string): number => {
-    const st = statSync(join(ROOT, p));
-    if (!st.isDirectory()) return st.mtimeMs;
-    return readdirSync(join(ROOT, p)).reduce((m, f) => Math.max(m, newest(join(p, f))), 0);
-  };
-  const inputs = ['core/ipam', 'core/cni', 'core/ip', 'core/events.ts', 'adapters/store', 'apps/cni/dispatch.ts', 'apps/cni/plugins/host-local.ts', 'apps/cni/bin/host-local.ts', 'apps/felt'];
-  if (!existsSync(exe) || statSync(exe).mtimeMs < Math.max(...inputs.map(newest))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-}
+import { afterAll, describe, expect, it } from 'vitest';
+import { FELT_CNI, REF_CNI, runCni, type CniOutcome } from '../support/cni.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'felt-diff-'));
-beforeAll(ensureBuilt, 180_000);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const resolv = join(root, 'resolv.conf');

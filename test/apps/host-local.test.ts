@@ -2,38 +2,25 @@
 // needed: IPAM never touches the kernel), and in-process through the dispatcher's delegate, the way bridge
 // calls it.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ipamProjection } from '../../core/ipam/decider.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';
 import { dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
 import { hostLocal, makeHostLocal } from '../../apps/cni/plugins/host-local.ts';
-import { FELT_CNI, ROOT, runCni, type CniCall } from '../support/cni.ts';
+import { FELT_CNI, runCni, type CniCall } from '../support/cni.ts';
 
 /** Build dist/ when host-local's bundle is missing or older than the sources it is made of. */
-function ensureBuilt(): void {
-  const exe = join(FELT_CNI, 'host-local');
-  const newest = (p: string): number => {
-    const st = statSync(join(ROOT, p));
-    if (!st.isDirectory()) return st.mtimeMs;
-    return readdirSync(join(ROOT, p)).reduce((m, f) => Math.max(m, newest(join(p, f))), 0);
-  };
-  const inputs = ['core/ipam', 'core/cni', 'core/ip', 'core/events.ts', 'adapters/store', 'apps/cni/dispatch.ts', 'apps/cni/plugins/host-local.ts', 'apps/cni/bin/host-local.ts', 'apps/felt'];
-  if (!existsSync(exe) || statSync(exe).mtimeMs < Math.max(...inputs.map(newest))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-}
-
 const dirs: string[] = [];
 const tmp = () => {
   const d = mkdtempSync(join(tmpdir(), 'felt-hl-'));
   dirs.push(d);
   return d;
 };
-beforeAll(ensureBuilt, 180_000);
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const NETNS = '/var/run/netns/felt-test-none';
