@@ -1,7 +1,7 @@
 // The felt CLI: `events` and `allocations` over a log written by the IPAM Decider, in-process and through
 // the built dist/bin/felt.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
