@@ -2,33 +2,16 @@
 // plain data, and cleanup that runs even when a test fails. Nothing here touches the root namespace: every
 // command that changes something runs under `ip netns exec <ns>` (or `ip -n <ns>`).
 
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, runCni, type CniOutcome } from './cni.ts';
+import { createNetns, execFile, type Netns, type Run } from './netns.ts';
 
-export interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type { Run };
 
 /** Run a command (not through a shell); never rejects. */
-export function exec(argv: readonly string[], input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => resolve({ code: 127, stdout: '', stderr: e.message }));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
-  });
-}
+export const exec = (argv: readonly string[], input?: string): Promise<Run> => execFile(argv, input === undefined ? {} : { input });
 
 /** Run a command inside namespace `ns`; throws with its stderr when it fails. */
 export async function nsRun(ns: string, argv: readonly string[], input?: string): Promise<string> {
@@ -41,32 +24,26 @@ export async function nsRun(ns: string, argv: readonly string[], input?: string)
 export const nsTry = (ns: string, argv: readonly string[], input?: string): Promise<Run> =>
   exec(['ip', 'netns', 'exec', ns, ...argv], input);
 
-let counter = 0;
-
-/** felt-<pid>-<counter>-<rand>: unique across processes and test files. */
-export const uniqueName = (): string => `felt-${process.pid}-${++counter}-${randomBytes(3).toString('hex')}`;
-
 export const nsPath = (name: string): string => `/run/netns/${name}`;
 
 /**
- * The namespaces and temp directories one test file made; `cleanup()` removes them all (call it from
- * afterEach/afterAll). Removing a pod namespace takes its veth ends, and so their host peers, with it.
+ * The namespaces (from support/netns.ts) and temp directories one test file made; `cleanup()` removes them
+ * all (call it from afterEach/afterAll). Removing a pod namespace takes its veth ends, and so their host
+ * peers, with it.
  */
 export class Sandbox {
-  private readonly names = new Set<string>();
+  private readonly names = new Map<string, Netns>();
   private readonly dirs = new Set<string>();
 
   async ns(): Promise<string> {
-    const name = uniqueName();
-    const r = await exec(['ip', 'netns', 'add', name]);
-    if (r.code !== 0) throw new Error(`ip netns add ${name}: ${r.stderr.trim()}`);
-    this.names.add(name);
-    return name;
+    const n = await createNetns();
+    this.names.set(n.name, n);
+    return n.name;
   }
 
   /** Delete one namespace now (e.g. to test DEL after the pod is gone). */
   async delNs(name: string): Promise<void> {
-    await exec(['ip', 'netns', 'del', name]);
+    await this.names.get(name)?.del();
     this.names.delete(name);
   }
 
@@ -77,7 +54,7 @@ export class Sandbox {
   }
 
   async cleanup(): Promise<void> {
-    for (const n of this.names) await exec(['ip', 'netns', 'del', n]);
+    for (const n of this.names.values()) await n.del();
     this.names.clear();
     for (const d of this.dirs) rmSync(d, { recursive: true, force: true });
     this.dirs.clear();
