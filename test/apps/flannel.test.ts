@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { delegateConfig, parseFlannelConf, parseSubnetEnvFile } from '../../core/cni/flannel.ts';
 import { parseNetConf } from '../../core/cni/env.ts';
 import { PLUGIN_VERSIONS } from '../../core/cni/result.ts';
-import { FELT_CNI } from '../support/cni.ts';
-import { cni, cniChains, feltAllocations, nsRun, ping, routes, Sandbox, veths } from '../support/ns.ts';
+import { FELT_CNI, REF_CNI, runCni } from '../support/cni.ts';
+import { cni, cniChains, feltAllocations, iptSave, nsPath, nsRun, ping, routes, Sandbox, veths } from '../support/ns.ts';
 
 const ENV = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
 
@@ -113,6 +113,29 @@ describe('flannel plugin (kernel)', () => {
     }
     expect(await veths(host)).toEqual([]);
     expect(await feltAllocations(join(dir, 'ipam'))).toEqual([]);
+  });
+
+  it('runs the stock 10-flannel.conflist (flannel, then portmap) with felt and the reference portmap on CNI_PATH', async () => {
+    const env = { CNI_PATH: `${FELT_CNI}:${REF_CNI}` };
+    const call = (dir: string, type: string, command: 'ADD' | 'DEL', config: unknown) =>
+      runCni({ dir, type, command, hostNs: host, containerId: 'p9', netns: nsPath(pod), ifname: 'eth0', config, env });
+    const fl = await call(FELT_CNI, 'flannel', 'ADD', config());
+    expect(fl.code, fl.stdout).toBe(0);
+    const portmap = {
+      cniVersion: '1.0.0',
+      name: 'cbr0',
+      type: 'portmap',
+      capabilities: { portMappings: true },
+      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] },
+      prevResult: fl.json,
+    };
+    const pm = await call(REF_CNI, 'portmap', 'ADD', portmap);
+    expect(pm.code, pm.stdout).toBe(0);
+    expect((await iptSave(host, 4)).some((l) => l.includes('--dport 8080') && l.includes('DNAT'))).toBe(true);
+    expect((await call(REF_CNI, 'portmap', 'DEL', portmap)).code).toBe(0);
+    expect((await call(FELT_CNI, 'flannel', 'DEL', config())).code).toBe(0);
+    expect((await iptSave(host, 4)).some((l) => l.includes('--dport 8080'))).toBe(false);
+    expect(await veths(host)).toEqual([]);
   });
 
   it('without subnet.env, ADD is code 11 (try again later) and changes nothing', async () => {
