@@ -146,13 +146,32 @@ class Twin {
     }
   }
 
-  /** Routes whose source address is no longer on any device of the namespace go with it. */
-  private lostAddresses(lost: readonly Address[]): void {
+  /**
+   * What Linux (6.x, checked with iproute2) does when addresses go: an IPv4 address that is on no device of
+   * its namespace any more takes the IPv4 routes with that source address with it; an IPv6 one only clears
+   * that source from its routes. A device left without IPv4 addresses loses its IPv4 routes (`devs`: the
+   * devices that lost addresses and still exist).
+   */
+  private lostAddresses(lost: readonly Address[], devs: readonly string[] = []): void {
+    const ipOf = (cidr: string): string => cidr.split('/')[0]!.toLowerCase();
     for (const a of lost) {
-      const ip = a.cidr.split('/')[0]!.toLowerCase();
-      const still = [...this.addresses.values()].some((b) => b.ns === a.ns && b.cidr.split('/')[0]!.toLowerCase() === ip);
+      const ip = ipOf(a.cidr);
+      const still = [...this.addresses.values()].some((b) => b.ns === a.ns && ipOf(b.cidr) === ip);
       if (still) continue;
-      for (const [rk, r] of this.routes) if (r.ns === a.ns && r.src?.toLowerCase() === ip) this.routes.delete(rk);
+      for (const [rk, r] of this.routes) {
+        if (r.ns !== a.ns || r.src?.toLowerCase() !== ip) continue;
+        if (!ip.includes(':')) this.routes.delete(rk);
+        else {
+          const { src: _cleared, ...rest } = r;
+          this.routes.set(rk, rest);
+        }
+      }
+    }
+    for (const a of lost) {
+      if (a.cidr.includes(':') || !devs.includes(a.dev)) continue;
+      const v4 = [...this.addresses.values()].some((b) => b.ns === a.ns && b.dev === a.dev && !b.cidr.includes(':'));
+      if (v4) continue;
+      for (const [rk, r] of this.routes) if (r.ns === a.ns && r.dev === a.dev && !r.dst.includes(':')) this.routes.delete(rk);
     }
   }
 
@@ -241,7 +260,7 @@ class Twin {
         if (!this.addresses.has(addrKey(o.addr))) this.addresses.set(addrKey(o.addr), o.addr);
         return undefined;
       case 'addr.del':
-        if (this.addresses.delete(addrKey(o.addr))) this.lostAddresses([o.addr]);
+        if (this.addresses.delete(addrKey(o.addr))) this.lostAddresses([o.addr], [o.addr.dev]);
         return undefined;
       case 'route.replace':
         if (o.route.dev !== undefined) {

@@ -51,6 +51,11 @@ export { routeKey, routeMetric } from './keys.ts';
 
 const lower = (s: string | undefined): string | undefined => s?.toLowerCase();
 const ipOf = (cidr: string): string => cidr.slice(0, cidr.indexOf('/') < 0 ? cidr.length : cidr.indexOf('/'));
+const isV6 = (cidrOrIp: string): boolean => cidrOrIp.includes(':');
+const withoutSrc = (r: Route): Route => {
+  const { src: _gone, ...rest } = r;
+  return rest;
+};
 const normSysctl = (v: string): string => v.trim().split(/\s+/).join(' ');
 
 /** Does an existing link satisfy the desired kind and its fixed (create-time) settings? */
@@ -329,18 +334,27 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       removedAddrs.push(a);
     } else keptAddrs.push(a);
   }
+  // What the kernel does when addresses go (deletions run before additions: see `order`), as checked on
+  // Linux 6.x: an IPv4 address no longer on any device of its namespace takes the IPv4 routes with that
+  // source address with it; an IPv6 one only clears that source from its routes, which stay; and a device
+  // left without any IPv4 address loses all its IPv4 routes.
   const stillThere = new Set(keptAddrs.map((a) => devKey(a.ns, lower(ipOf(a.cidr))!)));
   const lostIPs = new Set(removedAddrs.map((a) => devKey(a.ns, lower(ipOf(a.cidr))!)).filter((k) => !stillThere.has(k)));
+  const keepsV4 = new Set(keptAddrs.filter((a) => !isV6(a.cidr)).map((a) => devKey(a.ns, a.dev)));
+  const noV4 = new Set(removedAddrs.filter((a) => !isV6(a.cidr) && !keepsV4.has(devKey(a.ns, a.dev))).map((a) => devKey(a.ns, a.dev)));
+  const srcLost = (r: Route): boolean => r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!));
 
   // 4. Routes, by (ns, table, dst, metric).
   // Taking a link down flushes its routes too.
   const goingDown = new Set(ops.flatMap((o) => (o.op === 'link.set' && o.changes.up === false ? [linkKey(o.link)] : [])));
-  const routesLeft = observed.routes.filter(
-    (r) =>
-      !isGone(r.ns, r.dev) &&
-      !(r.dev !== undefined && goingDown.has(devKey(r.ns, r.dev))) &&
-      !(r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!))),
-  );
+  const routesLeft = observed.routes
+    .filter(
+      (r) =>
+        !isGone(r.ns, r.dev) &&
+        !(r.dev !== undefined && goingDown.has(devKey(r.ns, r.dev))) &&
+        (isV6(r.dst) || (!srcLost(r) && !(r.dev !== undefined && noV4.has(devKey(r.ns, r.dev))))),
+    )
+    .map((r) => (isV6(r.dst) && srcLost(r) ? withoutSrc(r) : r));
   const haveR = new Map(routesLeft.map((r) => [routeKey(r), r]));
   const wantR = new Set(desired.routes.map(routeKey));
   for (const r of desired.routes) {
@@ -429,7 +443,9 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   for (const q of qLeft) if (own.device(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
 
   // A deletion that frees a name another namespace is about to use (a veth peer in the host going with its
-  // container end) must run before that namespace's group: it goes first.
+  // container end) must run before that namespace's group: it goes first. So does one that takes links of
+  // another namespace with it (and their addresses, and the routes those addresses take along): every
+  // deletion then happens before any namespace adds addresses, which is what steps 3 and 4 assume.
   const neededBy = new Map<string, NsRef>();
   for (const o of ops) {
     if (o.op !== 'link.add') continue;
@@ -438,7 +454,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   const early = new Set<Op>();
   for (const [del, keys] of takes) {
-    if (keys.some((k) => neededBy.has(k) && neededBy.get(k) !== opNs(del))) early.add(del);
+    if (keys.some((k) => (neededBy.has(k) && neededBy.get(k) !== opNs(del)) || seen.get(k)?.ns !== opNs(del))) early.add(del);
   }
   return order(ops, { desired, observed, early });
 }

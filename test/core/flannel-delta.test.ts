@@ -7,6 +7,7 @@ import { desiredOverlay, type OverlayNode } from '../../core/flannel/desired.ts'
 import { initialState, type NodeState, type RemoteLease } from '../../core/flannel/node.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { HOST, type KernelState } from '../../core/kernel/model.ts';
+import { runs } from '../support/runs.ts';
 
 const config = (() => {
   const c = parseNetConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
@@ -59,7 +60,7 @@ describe('overlayDelta', () => {
         // The bookkeeping agrees: the state "as applied" now is `after`.
         expect(withLeases(before, after, keys).remotes).toEqual(after.remotes);
       }),
-      { numRuns: 200 },
+      { numRuns: runs(200) },
     );
   });
 

@@ -8,6 +8,7 @@ import type { NetConfig } from '../../core/flannel/types.ts';
 import { addrKey, chainKey, fdbKey, linkKey, neighKey, routeKey, ruleKey } from '../../core/kernel/keys.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type Route } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
+import { runs } from '../support/runs.ts';
 
 const conf = (o: object): NetConfig => {
   const r = parseNetConfig(JSON.stringify(o));
@@ -392,7 +393,7 @@ describe('desiredOverlay properties', () => {
           expect(after.rules.filter((r) => r.rule.includes('FLANNEL-OLD'))).toEqual([]);
         },
       ),
-      { numRuns: 200 },
+      { numRuns: runs(200) },
     );
   });
 });

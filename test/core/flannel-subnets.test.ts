@@ -5,6 +5,7 @@ import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { chooseSubnet, leaseExpired, leaseFitsConfig, type ChooseSubnetInput, type SubnetChoice } from '../../core/flannel/subnets.ts';
 import type { Lease, NetConfig } from '../../core/flannel/types.ts';
 import { contains, parseCIDR, parseIP, overlaps } from '../../core/ip/ip.ts';
+import { runs } from '../support/runs.ts';
 
 const conf = (o: object): NetConfig => {
   const r = parseNetConfig(JSON.stringify(o));
@@ -193,7 +194,7 @@ describe('chooseSubnet properties', () => {
           expect(new Set(owners).size).toBe(owners.length);
         }
       }),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
   });
 });

@@ -23,6 +23,7 @@ import {
 import { rangeFor, rangeSetContains } from '../../core/ipam/range.ts';
 import { eqIP, firstIP, formatIP, lastIP, parseIP, type IP } from '../../core/ip/ip.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';
+import { runs } from '../support/runs.ts';
 
 const T = '2024-01-01T00:00:00.000Z';
 
@@ -262,7 +263,7 @@ describe('properties', () => {
           for (const a of Object.values(final.right.state.allocations)) expect(rangeSetContains(c.rangeSets[a.rangeSet]!, parseIP(a.ip)!)).toBe(true);
         }
       }),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
     // The generators reach every outcome: success, exhaustion, held/duplicate, bad request.
     expect([...seen].sort()).toEqual([100, 101, 7, 'ok']);
@@ -296,7 +297,7 @@ describe('properties', () => {
         const loaded = store.load('ipam/net', ipamProjection);
         expect(E.isRight(loaded) && loaded.right.state).toEqual(JSON.parse(JSON.stringify(whole)));
       }),
-      { numRuns: 200 },
+      { numRuns: runs(200) },
     );
   });
 });

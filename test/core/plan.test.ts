@@ -27,6 +27,7 @@ import type {
 import { emptyKernelState, HOST, opNs } from '../../core/kernel/model.ts';
 import { describeOp, diffSummary, drift, plan, PHASE } from '../../core/kernel/plan.ts';
 import { foreign, mergeScopes, restrict, scopeOf } from '../../core/kernel/scope.ts';
+import { runs } from '../support/runs.ts';
 
 // ------------------------------------------------------------------------------------------------ worlds
 
@@ -334,7 +335,7 @@ function kernelOf(w: World): ReturnType<typeof memoryKernel> {
   return k;
 }
 
-const RUNS = Number(process.env['FELT_PLAN_RUNS'] ?? 300);
+const RUNS = Number(process.env['FELT_PLAN_RUNS'] ?? runs(300));
 
 describe('plan against the memory twin (properties)', () => {
   it('plan(d, d, s) is []', () => {
@@ -641,6 +642,81 @@ describe('veth pairs across namespaces', () => {
     expect(ops.map((o) => o.op)).toContain('addr.add');
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(desired, k.state(), sc)).toEqual([]);
+  });
+});
+
+describe('what address removal takes with it (as Linux does; test/adapters/kernel.test.ts checks the twin against it)', () => {
+  const x = (name: string, extra: Partial<Link> = {}): Link => ({ ns: HOST, name, kind: 'bridge', up: true, ...extra });
+  const converges = (desired: KernelState, before: KernelState, s: OwnershipScope): Op[] => {
+    const k = memoryKernel(before);
+    const ops = plan(desired, k.state(), s);
+    expect(E.isRight(k.applySync(ops))).toBe(true);
+    expect(plan(desired, k.state(), s).map(describeOp)).toEqual([]);
+    return ops;
+  };
+
+  it('regression (fast-check seed -589352814): a cross-namespace deletion runs before the address it frees is added elsewhere', () => {
+    // x2 (host) is the peer of x0 in felt-a; deleting felt-a's x0 takes x2 and its fd00::1 along, while x0
+    // (host) gets fd00::1. The deletion used to run after the host group, so the IPv6 route through x1 kept
+    // its source and a second plan deleted it.
+    const A = '/var/run/netns/felt-a';
+    const desired = st({
+      links: [
+        { ns: HOST, name: 'x0', kind: 'veth', veth: { peer: 'x1', peerNs: HOST } },
+        { ns: HOST, name: 'x1', kind: 'veth', mtu: 1400, up: true, mac: '02:00:00:00:00:02', master: null },
+      ],
+      addresses: [{ ns: HOST, dev: 'x0', cidr: 'fd00::1/64' }],
+    });
+    const previous = st({
+      links: [
+        ...desired.links,
+        { ns: HOST, name: 'x2', kind: 'veth', veth: { peer: 'x0', peerNs: A } },
+        { ns: A, name: 'x0', kind: 'veth', mtu: 1400, up: true, mac: '02:00:00:00:00:02', master: null },
+      ],
+      addresses: [{ ns: HOST, dev: 'x2', cidr: 'fd00::1/64' }],
+      routes: [{ ns: HOST, dst: 'fd01::/64', dev: 'x1', src: 'fd00::1', mtu: 1400, scope: 'link' }],
+    });
+    const s = mergeScopes(scopeOf(previous), scopeOf(desired));
+    const k = memoryKernel(base());
+    expect(E.isRight(k.applySync(plan(previous, k.state(), s)))).toBe(true);
+    const ops = plan(desired, k.state(), s);
+    expect(ops[0]).toEqual({ op: 'link.del', ns: A, name: 'x0' });
+    expect(ops.map(describeOp)).toContain('delete route fd01::/64 dev x1 scope link mtu 1400 in the host namespace');
+    expect(E.isRight(k.applySync(ops))).toBe(true);
+    expect(plan(desired, k.state(), s).map(describeOp)).toEqual([]);
+  });
+
+  it('an IPv4 address that goes takes the IPv4 routes with that source; an IPv6 one only clears the source', () => {
+    const before = st({
+      links: [x('b0'), x('b1')],
+      addresses: [
+        { ns: HOST, dev: 'b0', cidr: '10.9.0.1/24' },
+        { ns: HOST, dev: 'b0', cidr: 'fd00::1/64' },
+        { ns: HOST, dev: 'b1', cidr: '10.10.0.1/24' },
+      ],
+      routes: [
+        { ns: HOST, dst: '10.8.0.0/24', dev: 'b1', src: '10.9.0.1' },
+        { ns: HOST, dst: 'fd01::/64', dev: 'b1', src: 'fd00::1' },
+      ],
+    });
+    const desired = st({ links: [x('b0'), x('b1')], addresses: [{ ns: HOST, dev: 'b1', cidr: '10.10.0.1/24' }, { ns: HOST, dev: 'b0', cidr: '10.9.0.2/24' }] });
+    const ops = converges(desired, before, scopeOf(before));
+    // The IPv4 route went with its source: nothing to delete. The IPv6 one stayed (without a source): deleted.
+    expect(ops.filter((o) => o.op === 'route.del').map(describeOp)).toEqual(['delete route fd01::/64 dev b1 in the host namespace']);
+  });
+
+  it('a device left without IPv4 addresses loses its IPv4 routes, which come back when desired', () => {
+    const routes: Route[] = [
+      { ns: HOST, dst: '10.7.0.0/24', dev: 'b0' },
+      { ns: HOST, dst: 'fd07::/64', dev: 'b0' },
+    ];
+    const before = st({ links: [x('b0')], addresses: [{ ns: HOST, dev: 'b0', cidr: '10.9.0.1/24' }], routes });
+    const desired = st({ links: [x('b0')], addresses: [{ ns: HOST, dev: 'b0', cidr: '10.9.0.2/24' }], routes });
+    const ops = converges(desired, before, scopeOf(before));
+    expect(ops.filter((o) => o.op === 'route.replace').map(describeOp)).toEqual(['add route 10.7.0.0/24 dev b0 in the host namespace']);
+    const k = memoryKernel(before);
+    k.applySync([{ op: 'addr.del', addr: { ns: HOST, dev: 'b0', cidr: '10.9.0.1/24' } }]);
+    expect(k.state().routes).toEqual([routes[1]]);
   });
 });
 
