@@ -9,6 +9,7 @@ import { addrKey, chainKey, fdbKey, linkKey, neighKey, routeKey, ruleKey } from 
 import { emptyKernelState, HOST, type KernelState, type Op, type Route } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
 import { runs } from '../support/runs.ts';
+import { memoryKernel } from '../../adapters/memory/kernel.ts';
 
 const conf = (o: object): NetConfig => {
   const r = parseNetConfig(JSON.stringify(o));
@@ -242,65 +243,12 @@ describe('desiredOverlay: dual stack', () => {
 
 // ---- the kernel twin: ops folded onto a KernelState ---------------------------------------------------
 
+/** Apply ops to the in-memory kernel twin (which does what Linux does with what goes along). */
 function applyOps(s: KernelState, ops: readonly Op[]): KernelState {
-  let k = { ...s, links: [...s.links], addresses: [...s.addresses], routes: [...s.routes], neighbours: [...s.neighbours], fdb: [...s.fdb], chains: [...s.chains], rules: [...s.rules] };
-  const onDev = (ns: string, dev: string) => (x: { ns: string; dev?: string }) => !(x.ns === ns && x.dev === dev);
-  for (const o of ops) {
-    switch (o.op) {
-      case 'link.add':
-        k.links = [...k.links.filter((l) => linkKey(l) !== linkKey(o.link)), o.link];
-        break;
-      case 'link.set':
-        k.links = k.links.map((l) => (linkKey(l) === linkKey(o.link) ? { ...l, ...o.changes } : l));
-        break;
-      case 'link.del': {
-        const gone = (x: { ns: string; dev?: string }) => onDev(o.ns, o.name)(x);
-        k = { ...k, links: k.links.filter((l) => !(l.ns === o.ns && l.name === o.name)), addresses: k.addresses.filter(gone), routes: k.routes.filter(gone), neighbours: k.neighbours.filter(gone), fdb: k.fdb.filter(gone) };
-        break;
-      }
-      case 'addr.add':
-        k.addresses = [...k.addresses.filter((a) => addrKey(a) !== addrKey(o.addr)), o.addr];
-        break;
-      case 'addr.del':
-        k.addresses = k.addresses.filter((a) => addrKey(a) !== addrKey(o.addr));
-        break;
-      case 'route.replace':
-        k.routes = [...k.routes.filter((r) => routeKey(r) !== routeKey(o.route)), o.route];
-        break;
-      case 'route.del':
-        k.routes = k.routes.filter((r) => routeKey(r) !== routeKey(o.route));
-        break;
-      case 'neigh.replace':
-        k.neighbours = [...k.neighbours.filter((n) => neighKey(n) !== neighKey(o.neigh)), o.neigh];
-        break;
-      case 'neigh.del':
-        k.neighbours = k.neighbours.filter((n) => neighKey(n) !== neighKey(o.neigh));
-        break;
-      case 'fdb.replace':
-        k.fdb = [...k.fdb.filter((f) => fdbKey(f) !== fdbKey(o.fdb)), o.fdb];
-        break;
-      case 'fdb.del':
-        k.fdb = k.fdb.filter((f) => fdbKey(f) !== fdbKey(o.fdb));
-        break;
-      case 'chain.sync':
-        k.chains = [...k.chains.filter((c) => chainKey(c) !== chainKey(o.chain)), o.chain];
-        break;
-      case 'chain.del':
-        k.chains = k.chains.filter((c) => chainKey(c) !== chainKey(o));
-        break;
-      case 'rule.add':
-        k.rules = o.rule.position === 'head' ? [o.rule, ...k.rules] : [...k.rules, o.rule];
-        break;
-      case 'rule.del': {
-        const i = k.rules.findIndex((r) => ruleKey(r) === ruleKey(o.rule));
-        if (i >= 0) k.rules = [...k.rules.slice(0, i), ...k.rules.slice(i + 1)];
-        break;
-      }
-      default:
-        throw new Error(`unexpected op ${o.op}`);
-    }
-  }
-  return k;
+  const k = memoryKernel(s);
+  const r = k.applySync(ops);
+  if (E.isLeft(r)) throw new Error(r.left.msg);
+  return k.state();
 }
 
 // ---- properties ---------------------------------------------------------------------------------------
