@@ -1,8 +1,12 @@
-// The one place the kernel adapter starts processes. Every observe and every apply is ONE `sh -s` spawned from
-// node (spawning from node costs several times what sh's fork+exec does); the script enters namespaces with
-// nsenter and feeds batches to ip, bridge, tc and iptables-restore.
+// The one place the kernel adapter starts processes. No shell, ever: every process is an argument vector
+// (`nsenter --net=PATH ip -force -batch -`, `iptables-save`, `tee -- PATH...`), and what a tool must read
+// (a batch, an iptables-restore input, a sysctl value) goes to its stdin. So a value can reach a tool only as
+// one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 
 import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import type { NsRef } from '../../core/kernel/model.ts';
+import { HOST } from '../../core/kernel/model.ts';
 
 export interface Run {
   readonly code: number;
@@ -11,21 +15,17 @@ export interface Run {
 }
 
 export interface ExecHooks {
-  /** Called once per child process node spawns (tests count them to prove batching). */
-  readonly onSpawn?: (argv: readonly string[]) => void;
-  /** Called with every script before it runs (tests count the ip/bridge/tc processes in it). */
-  readonly onScript?: (script: string) => void;
+  /** Called once per child process (tests count them to prove batching, and read the argv). */
+  readonly onSpawn?: (argv: readonly string[], input: string) => void;
 }
 
 const trace = !!process.env['FELT_TRACE'];
 
-/** Run a script with `sh -s`; never rejects. FELT_TRACE=1 shows scripts and timings on stderr (never stdout). */
-export function runScript(script: string, hooks: ExecHooks = {}): Promise<Run> {
-  hooks.onScript?.(script);
-  const argv = ['sh', '-s'];
-  hooks.onSpawn?.(argv);
+/** Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr. */
+export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}): Promise<Run> {
+  hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
-  if (trace) process.stderr.write(script);
+  if (trace) process.stderr.write(`$ ${JSON.stringify(argv)}\n${input}`);
   return new Promise((resolve) => {
     const done = (r: Run): void => {
       if (trace) process.stderr.write(`# ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
@@ -36,14 +36,37 @@ export function runScript(script: string, hooks: ExecHooks = {}): Promise<Run> {
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => done({ code: 127, stdout: '', stderr: e.message }));
+    child.on('error', (e) => done({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
     child.on('close', (code, signal) =>
       done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
     );
     child.stdin.on('error', () => undefined);
-    child.stdin.end(script);
+    child.stdin.end(input);
   });
 }
 
-/** Single-quote for sh. */
-export const shq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+/**
+ * The argv prefix that runs a tool in `ns`: nothing for this process's own namespace, else
+ * `nsenter --net=PATH` (PATH is one argv element, whatever it holds). `hostNetns`: where HOST is when it is
+ * not this process's namespace (tests).
+ */
+export const inNetns = (ns: NsRef, hostNetns: string | undefined): string[] => {
+  const path = ns === HOST ? hostNetns : ns;
+  return path === undefined ? [] : ['nsenter', `--net=${path}`];
+};
+
+/** Write sysctl files of this process's own namespace without a process. */
+export async function writeOwn(path: string, value: string): Promise<Run> {
+  try {
+    await writeFile(path, `${value}\n`);
+    return { code: 0, stdout: '', stderr: '' };
+  } catch (e) {
+    return { code: 1, stdout: '', stderr: `${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}\n` };
+  }
+}
+
+/** Read sysctl files of this process's own namespace as `grep -H ''` prints them ("path:value" lines). */
+export async function readOwn(paths: readonly string[]): Promise<Run> {
+  const lines = await Promise.all(paths.map(async (p) => readFile(p, 'utf8').then((v) => `${p}:${v.trim()}\n`, () => '')));
+  return { code: 0, stdout: lines.join(''), stderr: '' };
+}

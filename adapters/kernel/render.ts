@@ -1,20 +1,24 @@
-// Ops as one shell script: per namespace group (consecutive ops in one namespace, as plan orders them), one
-// `nsenter --net=PATH sh -s` (nothing for the host), inside it one `ip -force -batch -` per run of ip ops,
-// `bridge -force -batch -` for fdb entries, `tc -force -batch -` for qdiscs, sysctls written by sh itself
-// (`echo V > /proc/sys/...`: no process; /proc/sys/net shows the namespace of the writer), and ONE
-// `iptables-restore --noflush` per family for all of the group's iptables ops. Pure: the same ops give the
-// same script; tests read it.
+// Ops as processes. Per namespace group (consecutive ops in one namespace, as plan orders them), one
+// `ip -force -batch -` per run of ip ops, `bridge -force -batch -` for fdb entries, `tc -force -batch -` for
+// qdiscs, ONE `iptables-restore --noflush` per family for all of the group's iptables ops, and sysctls
+// written with `tee -- PATH...` (one per run of equal values; /proc/sys/net shows the namespace of the
+// writer), each prefixed with `nsenter --net=PATH` outside this process's namespace. No shell: every process
+// is an argument vector and every batch goes to stdin. Pure: the same ops give the same invocations.
+//
+// Untrusted values reach these batches (names from configs and CNI_IFNAME, addresses from IPAM results), so
+// `steps` refuses any op holding a string that could add a line or a word to a batch or a component to a
+// /proc/sys path (core/kernel/names.ts), whatever the edge checked before.
 //
 // Why -force everywhere: deletions of things already gone must succeed (felix style) and other failures must
 // be reported by line, so every batch runs to the end and stderr ("... Command failed -:N") is mapped back to
-// the op that wrote line N. A batch with a real failure stops the script (`|| exit`); one whose only failures
-// are "already gone" deletions is resumed by the adapter from the next step.
+// the op that wrote line N.
 
 import type { Fdb, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
 import { HOST, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
+import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
 import { describeOp } from '../../core/kernel/plan.ts';
-import { shq } from './exec.ts';
+import { inNetns } from './exec.ts';
 
 export type Tool = 'ip' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore';
 
@@ -227,6 +231,53 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
 
 // ----------------------------------------------------------------------------------------------- steps
 
+// ------------------------------------------------------------------------------------------ checking
+
+/** Keys whose string values are interface names. */
+const NAME_KEYS: ReadonlySet<string> = new Set(['name', 'dev', 'master', 'peer']);
+
+/**
+ * Why `o` cannot be rendered safely, or undefined: an interface name felt refuses, a value that is not one
+ * word of a batch line (addresses, MACs, namespaces), a sysctl key that is not a plain /proc/sys/net path,
+ * or an iptables rule or value holding a line break.
+ */
+export function unsafe(o: Op): string | undefined {
+  if (o.op === 'sysctl.set') {
+    const { key, value } = o.sysctl;
+    const segs = key.split('.').map((x) => x.replace(/\//g, '.'));
+    if (segs.length < 2 || segs[0] !== 'net' || segs.some((x) => x === '' || x === '.' || x === '..' || !isBatchToken(x) || x.includes('/'))) {
+      return `sysctl key ${JSON.stringify(key)} is not a /proc/sys/net path`;
+    }
+    if (/[\x00-\x1f\x7f]/.test(value)) return `sysctl value ${JSON.stringify(value)} holds control characters`;
+    return undefined;
+  }
+  if (o.op === 'chain.sync' || o.op === 'chain.del' || o.op === 'rule.add' || o.op === 'rule.del') {
+    const ref = iptRef(o);
+    if (!isBatchToken(ref.chain)) return `iptables chain name ${JSON.stringify(ref.chain)} is not one word`;
+    const rules = o.op === 'chain.sync' ? o.chain.rules : o.op === 'chain.del' ? [] : [o.rule.rule];
+    const bad = rules.find((r) => /[\x00-\x1f\x7f]/.test(r));
+    return bad === undefined ? undefined : `iptables rule ${JSON.stringify(bad)} holds a line break or control characters`;
+  }
+  const walk = (v: unknown, key: string): string | undefined => {
+    if (typeof v === 'string') {
+      if (v === '' && (key === 'ns' || key === 'peerNs')) return undefined;
+      if (NAME_KEYS.has(key)) {
+        const p = linkNameProblem(v);
+        return p ? `interface name ${JSON.stringify(v)} ${p}` : undefined;
+      }
+      return isBatchToken(v) ? undefined : `${key} ${JSON.stringify(v)} is not one word of a batch line`;
+    }
+    if (typeof v === 'object' && v !== null) {
+      for (const [k, x] of Object.entries(v)) {
+        const p = walk(x, k === 'changes' || k === 'link' || k === 'veth' || k === 'vxlan' || k === 'macvlan' || k === 'bridge' ? '' : k);
+        if (p) return p;
+      }
+    }
+    return undefined;
+  };
+  return walk(o, '');
+}
+
 /** Ops in plan order as steps: namespace groups in order; within a group, tools in op order. */
 export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
   const out: Step[] = [];
@@ -242,6 +293,8 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
     for (const o of group) if (isIpt(o)) ipt.set(iptRef(o).family, [...(ipt.get(iptRef(o).family) ?? []), o]);
     for (const o of group) {
       if (isIpt(o)) {
+        const problem = unsafe(o);
+        if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
         const f = iptRef(o).family;
         if (placed.has(f)) continue;
         placed.add(f);
@@ -249,6 +302,8 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
         continue;
       }
       let r: { tool: Tool; lines: string[] };
+      const problem = unsafe(o);
+      if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
       try {
         r = render(o, ro);
       } catch (e) {
@@ -264,48 +319,40 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
   return out;
 }
 
-const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, string>> = {
-  ip: 'ip -force -batch -',
-  bridge: 'bridge -force -batch -',
-  tc: 'tc -force -batch -',
-  'iptables-restore': 'iptables-restore --noflush',
-  'ip6tables-restore': 'ip6tables-restore --noflush',
+const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, readonly string[]>> = {
+  ip: ['ip', '-force', '-batch', '-'],
+  bridge: ['bridge', '-force', '-batch', '-'],
+  tc: ['tc', '-force', '-batch', '-'],
+  'iptables-restore': ['iptables-restore', '--noflush'],
+  'ip6tables-restore': ['ip6tables-restore', '--noflush'],
 };
 
-/** The stderr marker written before step k runs. */
-export const MARK = '@@felt-step';
+/** One process (argv, stdin), or a sysctl written by this process itself (its own namespace). */
+export type Invocation =
+  | { readonly kind: 'exec'; readonly argv: readonly string[]; readonly input: string; readonly lines: readonly Line[] }
+  | { readonly kind: 'write'; readonly path: string; readonly value: string; readonly lines: readonly Line[] };
 
 /**
- * The script for steps[from...]: each namespace group once inside `nsenter --net=PATH sh -s`, each step
- * announced on stderr, the first failing step ending the script (exit 1).
+ * How one step runs. `ipv6`: whether this kernel has IPv6 (/proc/sys/net/ipv6); without it IPv6 sysctls are
+ * skipped, as the reference plugins do.
  */
-export function script(all: readonly Step[], from: number, ro: RenderOptions): string {
-  const out: string[] = [];
-  let k = from;
-  while (k < all.length) {
-    const ns = all[k]!.ns;
-    const body: string[] = [];
-    for (; k < all.length && all[k]!.ns === ns; k++) {
-      const s = all[k]!;
-      body.push(`echo '${MARK} ${k}' >&2`);
-      if (s.tool === 'sysctl') {
-        for (const l of s.lines) {
-          const eq = l.text.indexOf('=');
-          const key = l.text.slice(0, eq);
-          const p = sysctlPath(key);
-          // IPv6 settings are skipped where IPv6 is disabled, as the reference plugins do.
-          const write = `echo ${shq(l.text.slice(eq + 1))} > ${shq(p)} || exit 1`;
-          body.push(key.startsWith('net.ipv6.') ? `[ ! -e /proc/sys/net/ipv6 ] || { ${write}; }` : write);
-        }
-      } else {
-        body.push(`${BATCH[s.tool]} <<'FELT_${k}' || exit 1`, ...s.lines.map((l) => l.text), `FELT_${k}`);
-      }
-    }
-    const where = ns === HOST ? ro.hostNetns : ns;
-    if (where === undefined) out.push(...body);
-    else out.push(`echo ${shq(`${MARK}-ns ${ns.length}:${ns}`)} >&2`, `nsenter --net=${shq(where)} sh -s <<'FELT_NS_${k}' || exit 1`, ...body, `FELT_NS_${k}`);
+export function invocations(s: Step, ro: RenderOptions, ipv6 = true): Invocation[] {
+  const pre = inNetns(s.ns, ro.hostNetns);
+  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
+  const sets = s.lines
+    .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
+    .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
+  if (pre.length === 0) return sets.map((x) => ({ kind: 'write', path: sysctlPath(x.key), value: x.value, lines: [x.l] }));
+  // One `tee` per run of equal values, in order.
+  const out: Invocation[] = [];
+  for (let i = 0; i < sets.length; ) {
+    let j = i;
+    while (j < sets.length && sets[j]!.value === sets[i]!.value) j++;
+    const run = sets.slice(i, j);
+    out.push({ kind: 'exec', argv: [...pre, 'tee', '--', ...run.map((x) => sysctlPath(x.key))], input: `${sets[i]!.value}\n`, lines: run.map((x) => x.l) });
+    i = j;
   }
-  return out.join('\n') + '\n';
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------- failures
@@ -318,8 +365,8 @@ const NOT_THERE =
 export type Verdict =
   | { readonly kind: 'ok' }
   | { readonly kind: 'error'; readonly msg: string; readonly details?: string }
-  /** Only "already gone" deletions failed in step `at`: go on from `next`, with `steps` (the failed op dropped). */
-  | { readonly kind: 'resume'; readonly next: number; readonly steps: readonly Step[] };
+  /** An iptables-restore whose only failure was a deletion of a rule already gone: run `step` instead. */
+  | { readonly kind: 'retry'; readonly step: Step };
 
 const clean = (s: string): string =>
   s
@@ -345,25 +392,17 @@ function failedLines(text: string): Map<number, string> {
 }
 
 /**
- * Why a script run failed, from its exit code and stderr: the op at fault (named in words), or "resume" when
- * the only failures were deletions of things already gone.
+ * Why one invocation of a step failed, from its exit code and stderr: the op at fault (named in words), "ok"
+ * when the only failures were deletions of things already gone, or an iptables-restore to run again without
+ * such a deletion (the whole restore was rolled back).
  */
-export function explain(all: readonly Step[], from: number, code: number, stderr: string): Verdict {
+export function explain(step: Step, inv: Invocation, code: number, text: string): Verdict {
   if (code === 0) return { kind: 'ok' };
-  // stderr: [pre, tag, text, tag, text, ...] split on markers.
-  const parts = stderr.split(new RegExp(`^${MARK}(-ns \\d+:.*| \\d+)$`, 'm'));
-  const lastTag = parts.length >= 3 ? parts[parts.length - 2]! : undefined;
-  const text = parts[parts.length - 1] ?? '';
-  if (lastTag === undefined) return { kind: 'error', msg: `failed to apply kernel changes: ${clean(stderr) || `sh exited with ${code}`}` };
-  if (lastTag.startsWith('-ns')) {
-    const ns = lastTag.slice(lastTag.indexOf(':') + 1);
-    return { kind: 'error', msg: `failed to enter ${where(ns)}: ${clean(text) || `exit ${code}`}` };
-  }
-  const k = Number(lastTag.trim());
-  const step = all[k];
-  if (!step) return { kind: 'error', msg: `failed to apply kernel changes: ${clean(text)}` };
   const named = (op: Op | undefined, why: string): Verdict =>
     op ? { kind: 'error', msg: `failed to ${describeOp(op)}: ${why || `exit ${code}`}` } : { kind: 'error', msg: `failed to apply ${step.tool} changes in ${where(step.ns)}: ${why || `exit ${code}`}` };
+  if (inv.kind === 'exec' && inv.argv[0] === 'nsenter' && /^nsenter: /.test(text)) {
+    return { kind: 'error', msg: `failed to enter ${where(step.ns)}: ${clean(text) || `exit ${code}`}` };
+  }
 
   if (step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore') {
     const m = /line:? (\d+)/.exec(text);
@@ -375,17 +414,15 @@ export function explain(all: readonly Step[], from: number, code: number, stderr
     }
     const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
     if (line?.op && line.op.op === 'rule.del' && NOT_THERE.test(text)) {
-      // The whole restore was rolled back: run it again without that rule.
       const bad = line.op;
       const rest = step.lines.filter((l) => l.op !== bad);
-      const next = [...all.slice(0, k), ...(rest.some((l) => l.op) ? [{ ...step, lines: restoreLines(uniqueOps(rest)) }] : []), ...all.slice(k + 1)];
-      return { kind: 'resume', next: k, steps: next };
+      return rest.some((l) => l.op) ? { kind: 'retry', step: { ...step, lines: restoreLines(uniqueOps(rest)) } } : { kind: 'ok' };
     }
     return named(line?.op, why);
   }
   if (step.tool === 'sysctl') {
-    const op = step.lines.find((l) => text.includes(sysctlPath(l.text.slice(0, l.text.indexOf('=')))))?.op ?? step.lines[0]?.op;
-    return named(op, clean(text));
+    const op = inv.lines.find((l) => text.includes(sysctlPath(l.text.slice(0, l.text.indexOf('=')))))?.op ?? inv.lines[0]?.op;
+    return named(op, clean(text.replace(/^tee: /gm, '')));
   }
   const failed = failedLines(text);
   let first: Verdict | undefined;
@@ -399,7 +436,7 @@ export function explain(all: readonly Step[], from: number, code: number, stderr
     if (op && n > 0 && DELETES.has(op.op) && NOT_THERE.test(msg)) continue;
     first ??= named(op, clean(msg));
   }
-  return first ?? { kind: 'resume', next: k + 1, steps: all };
+  return first ?? { kind: 'ok' };
 }
 
 const uniqueOps = (lines: readonly Line[]): Extract<Op, { op: 'chain.sync' | 'chain.del' | 'rule.add' | 'rule.del' }>[] =>

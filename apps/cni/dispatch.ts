@@ -9,7 +9,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { parseEnv, parseNetConf, type CmdArgs, type Command, type NetConf } from '../../core/cni/env.ts';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
-import { convertResult, CURRENT_VERSION, parseResult, type Result } from '../../core/cni/result.ts';
+import { convertResult, CURRENT_VERSION, readResult, type Result } from '../../core/cni/result.ts';
 import type { Ctx, Plugin } from './plugin.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -150,8 +150,10 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
             return E.left(cniError(ErrCode.Delegate, `${type} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`));
           }
           if (command !== 'ADD') return E.right(undefined);
-          const res = parseResult(parsed);
-          return res ? E.right(res) : E.left(cniError(ErrCode.Delegate, `${type} printed no result`));
+          if (parsed === undefined) return E.left(cniError(ErrCode.Delegate, `${type} printed no result`));
+          // A delegate's result is untrusted text: parsed into addresses and prefixes, never passed through.
+          const res = readResult(parsed);
+          return E.isRight(res) ? res : E.left(cniError(ErrCode.Delegate, `${type} returned an invalid result: ${res.left}`));
         } catch (e) {
           return E.left(cniError(ErrCode.Delegate, `failed to run ${exe}: ${(e as Error).message}`));
         }

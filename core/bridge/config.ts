@@ -6,6 +6,7 @@ import type { NetConf } from '../cni/env.ts';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
+import { isLinkName, linkNameProblem } from '../kernel/names.ts';
 
 export interface BridgeConf {
   readonly name: string;
@@ -55,16 +56,17 @@ const int = (o: Raw, k: string, errs: string[], min: number, max: number): numbe
 const obj = (v: unknown): Raw | undefined =>
   typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined;
 
-/** Linux interface names: 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'. */
-export const validLinkName = (s: string): boolean =>
-  s.length > 0 && s.length <= 15 && s !== '.' && s !== '..' && !/[/:\s]/.test(s);
+/** Interface names felt manages (Linux's rules and what batch tools would reinterpret: core/kernel/names.ts). */
+export const validLinkName = isLinkName;
 
 export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, string>>): E.Either<CniError, BridgeConf> {
   const o = conf.raw;
   const errs: string[] = [];
   const bridge = o['bridge'] === undefined || o['bridge'] === '' ? 'cni0' : o['bridge'];
-  if (typeof bridge !== 'string' || !validLinkName(bridge)) {
-    errs.push(`bridge: ${JSON.stringify(bridge)} is not a valid interface name (1-15 characters, no '/', ':' or spaces)`);
+  if (typeof bridge !== 'string') errs.push(`bridge: must be a string, got ${JSON.stringify(bridge)}`);
+  else {
+    const problem = linkNameProblem(bridge);
+    if (problem) errs.push(`bridge: ${JSON.stringify(bridge)} is not a valid interface name: it ${problem}`);
   }
   const isDefaultGateway = bool(o, 'isDefaultGateway', errs);
   const isGateway = bool(o, 'isGateway', errs) || isDefaultGateway;

@@ -18,6 +18,7 @@ import {
   type Sysctl,
 } from '../kernel/model.ts';
 import type { BridgeConf } from './config.ts';
+import { devSysctl } from '../kernel/keys.ts';
 
 export interface Attachment {
   readonly conf: BridgeConf;
@@ -127,16 +128,16 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
   const hasV6 = ips.some((i) => i.address.includes(':'));
   if (gws.some((gw) => gw.family === 4)) sysctls.push({ ns: HOST, key: 'net.ipv4.ip_forward', value: '1' });
   if (gws.some((gw) => gw.family === 6)) sysctls.push({ ns: HOST, key: 'net.ipv6.conf.all.forwarding', value: '1' });
-  if (hasV6) sysctls.push({ ns: netns, key: `net.ipv6.conf.${ifname}.disable_ipv6`, value: '0' });
+  if (hasV6) sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
   // As the reference: DAD and arp_notify on every layer-3 container interface, whatever its families.
   if (ips.length) {
-    sysctls.push({ ns: netns, key: `net.ipv6.conf.${ifname}.accept_dad`, value: conf.enableDad ? '1' : '0' });
-    if (conf.enableDad) sysctls.push({ ns: netns, key: `net.ipv6.conf.${ifname}.enhanced_dad`, value: '1' });
-    sysctls.push({ ns: netns, key: `net.ipv4.conf.${ifname}.arp_notify`, value: '1' });
+    sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'accept_dad'), value: conf.enableDad ? '1' : '0' });
+    if (conf.enableDad) sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'enhanced_dad'), value: '1' });
+    sysctls.push({ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' });
   }
   // The bridge never takes router advertisements (the reference's ensureBridge), IPv6 pods or not: otherwise
   // any pod could advertise itself as the host's IPv6 router.
-  sysctls.push({ ns: HOST, key: `net.ipv6.conf.${conf.bridge}.accept_ra`, value: '0' });
+  sysctls.push({ ns: HOST, key: devSysctl('net.ipv6.conf', conf.bridge, 'accept_ra'), value: '0' });
 
   const masq = conf.ipMasq && conf.ipamType !== '' ? masqFor(HOST, conf.name, a.containerId, ips.map((i) => i.address)) : { chains: [], rules: [] };
 

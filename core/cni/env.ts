@@ -4,6 +4,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, type CniError } from './errors.ts';
 import { compareVersions } from './result.ts';
+import { CNI_NAME, linkNameProblem, netnsPathProblem } from '../kernel/names.ts';
 
 export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -28,21 +29,20 @@ const VARS: readonly { name: string; required: Required }[] = [
   { name: 'CNI_PATH', required: { ADD: true, CHECK: true, DEL: true, GC: true } },
 ];
 
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-
 export function validateContainerId(id: string): CniError | undefined {
   if (id === '') return cniError(ErrCode.UnknownContainer, 'missing containerID');
-  if (!CONTAINER_ID.test(id)) return cniError(ErrCode.InvalidEnvironment, 'invalid characters in containerID', id);
+  if (!CNI_NAME.test(id)) return cniError(ErrCode.InvalidEnvironment, 'invalid characters in containerID', id);
   return undefined;
 }
 
 export function validateIfname(name: string): CniError | undefined {
-  const bad = (why: string): CniError => cniError(ErrCode.InvalidEnvironment, `interface name ${why}`, name);
-  if (name === '') return bad('is empty');
-  if (name.length > 15) return bad('is too long (at most 15 characters)');
-  if (name === '.' || name === '..') return bad('is . or ..');
-  if (/[/:\s]/.test(name)) return bad("contains /, : or whitespace");
-  return undefined;
+  const problem = linkNameProblem(name);
+  return problem ? cniError(ErrCode.InvalidEnvironment, `CNI_IFNAME: interface name ${JSON.stringify(name)} ${problem}`) : undefined;
+}
+
+export function validateNetns(path: string): CniError | undefined {
+  const problem = netnsPathProblem(path);
+  return problem ? cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: ${JSON.stringify(path)} ${problem}`) : undefined;
 }
 
 /** Parse CNI_ARGS: "K1=V1;K2=V2". Malformed pairs are an invalid environment (code 4). */
@@ -75,10 +75,15 @@ export function parseEnv(env: Readonly<Record<string, string | undefined>>, stdi
     const err = validateContainerId(containerId) ?? validateIfname(ifname);
     if (err) return E.left(err);
   }
+  const netns = env['CNI_NETNS'] ?? '';
+  if (netns !== '' && command !== 'VERSION') {
+    const err = validateNetns(netns);
+    if (err) return E.left(err);
+  }
   return E.map((args: Record<string, string>) => ({
     command,
     containerId,
-    netns: env['CNI_NETNS'] ?? '',
+    netns,
     ifname,
     args,
     path: (env['CNI_PATH'] ?? '').split(':').filter((p) => p !== ''),
@@ -129,6 +134,9 @@ export function parseNetConf(stdin: string, versions: readonly string[], command
   }
   if (typeof type !== 'string' || type === '') {
     return E.left(cniError(ErrCode.InvalidNetworkConfig, 'type: missing plugin type'));
+  }
+  if (command !== 'VERSION' && !CNI_NAME.test(name as string)) {
+    return E.left(cniError(ErrCode.InvalidNetworkConfig, `name: invalid characters found in network name ${JSON.stringify(name)}`));
   }
   return E.right({ cniVersion, name: typeof name === 'string' ? name : '', type, raw: o });
 }

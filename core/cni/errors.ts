@@ -22,7 +22,7 @@ export const ErrCode = {
   Drift: 103,
   /** An interface name already exists in the container. */
   InterfaceExists: 104,
-  /** A delegated plugin could not be found or run. */
+  /** A delegated plugin could not be found or run, or returned a result that does not parse. */
   Delegate: 105,
   /** A bug in felt: an exception no code path expected. */
   Internal: 110,

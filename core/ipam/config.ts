@@ -252,6 +252,14 @@ function parseAttachments(v: unknown, errs: string[]): Attachment[] | undefined 
   return out;
 }
 
+/** dataDir is a directory path: absolute, without control characters and without '.' or '..' components. */
+function dataDirProblem(p: string): string | undefined {
+  if (!p.startsWith('/')) return 'is not an absolute path';
+  if (/[\x00-\x1f\x7f]/.test(p)) return 'contains control characters';
+  if (p.split('/').some((seg) => seg === '.' || seg === '..')) return "has a '.' or '..' component";
+  return undefined;
+}
+
 /** Parse the `ipam` section of a network config (plus runtimeConfig/args and CNI_ARGS). */
 export function parseIpamConf(conf: NetConf, cniArgs: Readonly<Record<string, string>>): E.Either<CniError, IpamConf> {
   const envIPs = parseEnvArgs(cniArgs);
@@ -264,6 +272,10 @@ export function parseIpamConf(conf: NetConf, cniArgs: Readonly<Record<string, st
 
   const dataDir = ipam['dataDir'] === undefined || ipam['dataDir'] === null || ipam['dataDir'] === '' ? DEFAULT_DATA_DIR : ipam['dataDir'];
   if (typeof dataDir !== 'string') errs.push('ipam.dataDir: must be a path');
+  else {
+    const problem = dataDirProblem(dataDir);
+    if (problem) errs.push(`ipam.dataDir: ${JSON.stringify(dataDir)} ${problem}`);
+  }
   const resolvConf = ipam['resolvConf'];
   if (resolvConf !== undefined && resolvConf !== null && typeof resolvConf !== 'string') errs.push('ipam.resolvConf: must be a path');
 

@@ -49,6 +49,10 @@ export function ruleTarget(rule: string): string | undefined {
 export const sysctlPath = (key: string): string =>
   '/proc/sys/' + key.split('.').map((seg) => seg.replace(/\//g, '.')).join('/');
 
+/** A per-device sysctl key, e.g. devSysctl('net.ipv6.conf', 'eth0.5', 'accept_dad') = net.ipv6.conf.eth0/5.accept_dad. */
+export const devSysctl = (prefix: `net.ipv${4 | 6}.${'conf' | 'neigh'}`, dev: string, leaf: string): string =>
+  `${prefix}.${dev.replace(/\./g, '/')}.${leaf}`;
+
 /** The device a per-device sysctl belongs to (net.ipv{4,6}.{conf,neigh}.DEV.x), or undefined. */
 export function sysctlDevice(key: string): string | undefined {
   const seg = key.split('.');

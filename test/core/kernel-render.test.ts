@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { pairVeths, parseIpBatch, parseIptablesSave, parseQdiscs, parseFdb, type IpState } from '../../adapters/kernel/parse.ts';
-import { explain, linkAddLines, MARK, netnsArg, restoreLines, script, steps } from '../../adapters/kernel/render.ts';
+import { explain, invocations, linkAddLines, netnsArg, restoreLines, steps, type Invocation } from '../../adapters/kernel/render.ts';
 import { HOST, type Op } from '../../core/kernel/model.ts';
 
 const POD = '/var/run/netns/pod1';
@@ -233,17 +233,29 @@ describe('rendering', () => {
       'host bridge 1',
       'host ip 1',
     ]);
-    const text = script(s, 0, ro);
-    expect(text.match(/^nsenter /gm)).toHaveLength(1); // the host is this process's namespace
-    expect(text).toContain("echo '1' > '/proc/sys/net/ipv4/ip_forward' || exit 1");
-    expect(text).toContain("[ ! -e /proc/sys/net/ipv6 ] || { echo '0' > '/proc/sys/net/ipv6/conf/eth0/accept_dad' || exit 1; }");
-    expect(text).toContain('neigh replace 10.1.0.0 lladdr 02:00:00:00:00:01 dev vx nud permanent');
-    expect(text).toContain('fdb replace 02:00:00:00:00:01 dev vx dst 198.51.100.3 self permanent');
-    expect(text).toContain('route replace 10.1.0.0/24 via 10.1.0.0 dev vx onlink');
+    // One process per step, each an argument vector; the host is this process's namespace (no nsenter), so
+    // its sysctl is written by the process itself.
+    const inv = s.flatMap((x) => invocations(x, ro));
+    expect(inv.map((i) => (i.kind === 'exec' ? i.argv.join(' ') : `write ${i.path} ${i.value}`))).toEqual([
+      `nsenter --net=${POD} ip -force -batch -`,
+      `nsenter --net=${POD} tee -- /proc/sys/net/ipv6/conf/eth0/accept_dad`,
+      `nsenter --net=${POD} ip -force -batch -`,
+      'write /proc/sys/net/ipv4/ip_forward 1',
+      'iptables-restore --noflush',
+      'ip6tables-restore --noflush',
+      'ip -force -batch -',
+      'bridge -force -batch -',
+      'ip -force -batch -',
+    ]);
+    const input = inv.map((i) => (i.kind === 'exec' ? i.input : '')).join('');
+    expect(input).toContain('neigh replace 10.1.0.0 lladdr 02:00:00:00:00:01 dev vx nud permanent\n');
+    expect(input).toContain('fdb replace 02:00:00:00:00:01 dev vx dst 198.51.100.3 self permanent\n');
+    expect(input).toContain('route replace 10.1.0.0/24 via 10.1.0.0 dev vx onlink\n');
+    // Without IPv6, IPv6 sysctls are skipped, as the reference plugins do.
+    expect(invocations(s[1]!, ro, false)).toEqual([]);
     // A device name with a dot is a path segment, not a separator: net.ipv4.conf.flannel/1.forwarding.
-    expect(script(steps([{ op: 'sysctl.set', sysctl: { ns: HOST, key: 'net.ipv4.conf.flannel/1.forwarding', value: '1' } }], ro), 0, ro)).toContain(
-      "'/proc/sys/net/ipv4/conf/flannel.1/forwarding'",
-    );
+    const dotted = steps([{ op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv4.conf.flannel/1.forwarding', value: '1' } }], ro);
+    expect(invocations(dotted[0]!, ro)).toMatchObject([{ kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'tee', '--', '/proc/sys/net/ipv4/conf/flannel.1/forwarding'], input: '1\n' }]);
   });
 });
 
@@ -254,22 +266,31 @@ describe('explain: tool errors back to the op', () => {
     { op: 'addr.add', addr: { ns: POD, dev: 'eth0', cidr: '10.0.0.2/24' } },
     { op: 'route.replace', route: { ns: POD, dst: '10.9.0.0/24', gw: '10.8.0.1', dev: 'eth0' } },
   ];
-  const all = steps(ops, ro);
-  const err = (lines: string[]): string => [`${MARK}-ns ${POD.length}:${POD}`, `${MARK} 0`, ...lines].join('\n') + '\n';
+  const [step] = steps(ops, ro);
+  const inv = invocations(step!, ro)[0]!;
 
   it('names the op of the failed line, and skips "already gone" deletions', () => {
-    expect(explain(all, 0, 1, err(['Cannot find device "old0"', 'Command failed -:1', 'Error: Nexthop has invalid gateway.', 'Command failed -:3']))).toEqual({
+    expect(explain(step!, inv, 1, ['Cannot find device "old0"', 'Command failed -:1', 'Error: Nexthop has invalid gateway.', 'Command failed -:3'].join('\n'))).toEqual({
       kind: 'error',
       msg: `failed to add route 10.9.0.0/24 via 10.8.0.1 dev eth0 in ${POD}: Error: Nexthop has invalid gateway.`,
     });
-    expect(explain(all, 0, 1, err(['Cannot find device "old0"', 'Command failed -:1']))).toEqual({ kind: 'resume', next: 1, steps: all });
-    expect(explain(all, 0, 0, '')).toEqual({ kind: 'ok' });
+    expect(explain(step!, inv, 1, 'Cannot find device "old0"\nCommand failed -:1\n')).toEqual({ kind: 'ok' });
+    expect(explain(step!, inv, 0, '')).toEqual({ kind: 'ok' });
   });
 
   it('a namespace that cannot be entered is named', () => {
-    expect(explain(all, 0, 1, `${MARK}-ns ${POD.length}:${POD}\nnsenter: cannot open ${POD}: No such file or directory\n`)).toEqual({
+    expect(explain(step!, inv, 1, `nsenter: cannot open ${POD}: No such file or directory\n`)).toEqual({
       kind: 'error',
       msg: `failed to enter ${POD}: nsenter: cannot open ${POD}: No such file or directory`,
+    });
+  });
+
+  it('a sysctl that cannot be written names its op', () => {
+    const [sy] = steps([{ op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv4.conf.nope.forwarding', value: '1' } }], ro);
+    const i = invocations(sy!, ro)[0]!;
+    expect(explain(sy!, i, 1, 'tee: /proc/sys/net/ipv4/conf/nope/forwarding: No such file or directory\n')).toEqual({
+      kind: 'error',
+      msg: `failed to set sysctl net.ipv4.conf.nope.forwarding=1 in ${POD}: /proc/sys/net/ipv4/conf/nope/forwarding: No such file or directory`,
     });
   });
 
@@ -278,12 +299,16 @@ describe('explain: tool errors back to the op', () => {
       { op: 'rule.del', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j GONE' } },
       { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j NOPE' } },
     ];
-    const s = steps(ipt, ro);
-    const v = explain(s, 0, 1, `${MARK} 0\niptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n`);
-    expect(v.kind).toBe('resume');
-    if (v.kind === 'resume') expect(v.steps[0]!.lines.map((l) => l.text)).toEqual(['*nat', '-A POSTROUTING -j NOPE', 'COMMIT']);
+    const [s] = steps(ipt, ro);
+    const i: Invocation = invocations(s!, ro)[0]!;
+    const v = explain(s!, i, 1, 'iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n');
+    expect(v.kind).toBe('retry');
+    if (v.kind === 'retry') expect(v.step.lines.map((l) => l.text)).toEqual(['*nat', '-A POSTROUTING -j NOPE', 'COMMIT']);
     expect(
-      explain(s, 0, 2, `${MARK} 0\niptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 4\nTry \`iptables-restore -h' or 'iptables-restore --help' for more information.\n`),
+      explain(s!, i, 2, "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 4\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n"),
     ).toEqual({ kind: 'error', msg: "failed to add iptables rule in nat/POSTROUTING in the host namespace: -j NOPE: Chain 'NOPE' does not exist" });
+    // The only op was the deletion of a rule already gone: nothing left to do.
+    const [only] = steps([ipt[0]!], ro);
+    expect(explain(only!, invocations(only!, ro)[0]!, 1, 'iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n')).toEqual({ kind: 'ok' });
   });
 });

@@ -10,7 +10,7 @@ import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type Attachmen
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
-import { parseResult, PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
+import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { hex, macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
@@ -161,8 +161,10 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   const parsed = parseBridgeConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
-  const prev = conf.raw['prevResult'] === undefined ? undefined : parseResult(conf.raw['prevResult']);
-  if (!prev) return TE.left(invalidConfig('prevResult: required for CHECK'));
+  if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));
+  const read = readResult(conf.raw['prevResult']);
+  if (E.isLeft(read)) return TE.left(invalidConfig(`prevResult: ${read.left}`));
+  const prev = read.right;
   if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
   const ifs = prev.interfaces ?? [];
   const br = ifs.find((i) => i.name === bc.bridge && !i.sandbox);

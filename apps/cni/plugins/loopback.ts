@@ -6,7 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
-import { parseResult, PLUGIN_VERSIONS, type IPConfig, type Result } from '../../../core/cni/result.ts';
+import { readResult, PLUGIN_VERSIONS, type IPConfig, type Result } from '../../../core/cni/result.ts';
 import { parseCIDR } from '../../../core/ip/ip.ts';
 import type { Op } from '../../../core/kernel/model.ts';
 import { kernelFor, kernelError } from '../kernel.ts';
@@ -53,8 +53,8 @@ export const loopback: Plugin = {
         if (bad) return E.left(cniError(ErrCode.InvalidNetworkConfig, `loopback interface found with non-loopback address ${bad}`));
         const prev = conf.raw['prevResult'];
         if (prev !== undefined) {
-          const r = parseResult(prev);
-          return r ? E.right(r) : E.left(cniError(ErrCode.DecodeFailure, 'prevResult: cannot be parsed'));
+          const r = readResult(prev);
+          return E.isRight(r) ? r : E.left(cniError(ErrCode.DecodeFailure, `prevResult: ${r.left}`));
         }
         const first = (v6: boolean) => addrs.find((a) => a.includes(':') === v6);
         const ips: IPConfig[] = [first(false), first(true)].filter((a): a is string => !!a).map((address) => ({ address, interface: 0 }));
