@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import type { Kernel, ObserveRequest } from '../../adapters/kernel/types.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
 import { describeOp, drift, plan } from '../../core/kernel/plan.ts';
@@ -471,6 +472,53 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
 });
 
 // ------------------------------------------------------------------------------ the host by PID (production)
+
+// ---------------------------------------------------------------------- the twin against the kernel
+
+describe('what address removal takes along: the memory twin does what Linux does', () => {
+  it('IPv4 routes by source go, IPv6 sources are cleared, a device without IPv4 addresses loses its IPv4 routes', async () => {
+    const ns = await createNetns();
+    try {
+      const k = kernelIn(ns).kernel;
+      const where = ns.path;
+      const start: KernelState = st({
+        links: [
+          { ns: where, name: 'b0', kind: 'bridge', up: true },
+          { ns: where, name: 'b1', kind: 'bridge', up: true },
+        ],
+        addresses: [
+          { ns: where, dev: 'b0', cidr: '10.9.0.1/24' },
+          { ns: where, dev: 'b0', cidr: 'fd00::1/64', nodad: true },
+          { ns: where, dev: 'b1', cidr: '10.10.0.1/24' },
+          { ns: where, dev: 'b1', cidr: 'fd00::2/64', nodad: true },
+        ],
+        routes: [
+          { ns: where, dst: '10.8.0.0/24', dev: 'b1', src: '10.9.0.1' },
+          { ns: where, dst: '10.6.0.0/24', dev: 'b1', src: '10.10.0.1' },
+          { ns: where, dst: 'fd01::/64', dev: 'b1', src: 'fd00::1' },
+          { ns: where, dst: 'fd02::/64', dev: 'b1', src: 'fd00::2' },
+          { ns: where, dst: '10.7.0.0/24', dev: 'b0' },
+          { ns: where, dst: 'fd07::/64', dev: 'b0' },
+        ],
+      });
+      const req = { namespaces: [where] };
+      await converge(k, start, scopeOf(start), req);
+      const twin = memoryKernel(await observe(k, req));
+      const ops: Op[] = [
+        { op: 'addr.del', addr: { ns: where, dev: 'b0', cidr: '10.9.0.1/24' } },
+        { op: 'addr.del', addr: { ns: where, dev: 'b0', cidr: 'fd00::1/64' } },
+      ];
+      await apply(k, ops);
+      expect(E.isRight(twin.applySync(ops))).toBe(true);
+      const mine = (s: KernelState) => s.routes.filter((r) => start.routes.some((x) => x.dst === r.dst)).map((r) => `${r.dst} dev ${r.dev} src ${r.src ?? '-'}`).sort();
+      const linux = mine(await observe(k, req));
+      expect(linux).toEqual(['10.6.0.0/24 dev b1 src 10.10.0.1', 'fd01::/64 dev b1 src -', 'fd02::/64 dev b1 src fd00::2', 'fd07::/64 dev b0 src -']);
+      expect(mine(twin.state())).toEqual(linux);
+    } finally {
+      await ns.del();
+    }
+  });
+});
 
 describe('HOST as the process namespace (no hostNetns): the veth peer lands in the host by PID', () => {
   it('creates a pair from the pod into the namespace the adapter runs in', async () => {
