@@ -8,7 +8,14 @@ import { join } from 'node:path';
 import { ROOT } from './cni.ts';
 
 const SOURCES = ['core', 'adapters', 'apps', 'scripts/build.mjs', 'package-lock.json'];
-const OUTPUTS = ['dist/cni/bridge', 'dist/cni/host-local', 'dist/cni/loopback', 'dist/cni/flannel', 'dist/bin/felt', 'dist/bin/feltd'];
+// One executable per apps/cni/bin/<type>.ts (as scripts/build.mjs bundles them), plus the two binaries.
+const OUTPUTS = [
+  ...readdirSync(join(ROOT, 'apps/cni/bin'))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => `dist/cni/${f.slice(0, -3)}`),
+  'dist/bin/felt',
+  'dist/bin/feltd',
+];
 
 const newest = (p: string): number => {
   const st = statSync(join(ROOT, p));
