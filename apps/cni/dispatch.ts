@@ -99,7 +99,7 @@ export function findInPath(type: string, path: readonly string[]): string | unde
 }
 
 /** Execute a plugin binary (libcni invoke.ExecPluginWithResult). */
-function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(exe, [], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];

@@ -3,6 +3,7 @@
 
 import { parseArgs } from './args.ts';
 import { allocationsCommand } from './commands/allocations.ts';
+import { cniCommand } from './commands/cni.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
 import { replayCommand } from './commands/replay.ts';
@@ -12,7 +13,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
@@ -53,8 +54,9 @@ export async function cli(argv: readonly string[], io: IO): Promise<number> {
     io.out(usageOf(cmd));
     return 0;
   }
-  if (parsed.parsed.positionals.length > (cmd.positional ? 1 : 0)) {
-    io.err(`felt ${cmd.name}: unexpected argument "${parsed.parsed.positionals[0]}"\n\n${usageOf(cmd)}`);
+  const most = cmd.maxPositionals ?? (cmd.positional ? 1 : 0);
+  if (parsed.parsed.positionals.length > most) {
+    io.err(`felt ${cmd.name}: unexpected argument "${parsed.parsed.positionals[most]}"\n\n${usageOf(cmd)}`);
     return 2;
   }
   return cmd.run(parsed.parsed, io);

@@ -19,8 +19,10 @@ export interface Subcommand {
   readonly name: string;
   readonly summary: string;
   readonly options: readonly OptionSpec[];
-  /** The name of the one positional argument the command takes, if any. */
+  /** The name of the positional arguments the command takes, if any (for usage). */
   readonly positional?: string;
+  /** How many positionals it takes (default: 1 when `positional` is set, else 0). */
+  readonly maxPositionals?: number;
   /** Returns the exit code. */
   readonly run: (args: Parsed, io: IO) => number | Promise<number>;
 }

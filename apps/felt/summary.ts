@@ -11,12 +11,18 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
     const c = (d['config'] ?? {}) as { network?: string; ipv6Network?: string; backend?: { type?: string } };
     return `network ${[c.network, c.ipv6Network].filter(Boolean).join(' + ')}, backend ${c.backend?.type ?? '?'}`;
   },
+  AttachmentAdded: (d) => `${att(d)} in ${String(d['netns'])} through ${list(d['plugins'])}${list(d['ips']) ? `: ${list(d['ips'])}` : ''}`,
+  AttachmentAddFailed: (d) => `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'})`,
+  AttachmentRemoved: (d) => `${att(d)} removed (${String(d['reason'])})${list(d['errors']) ? `, with errors: ${list(d['errors'])}` : ''}`,
   SubnetLeased: (d) =>
     `${subnets(d)} for this node (public ${String(d['publicIP'])}${d['vtepMac'] ? `, VtepMAC ${String(d['vtepMac'])}` : ''}) until ${String(d['expiration'])}${d['renewal'] ? ' (renewed)' : ''}`,
   SubnetLeaseLost: (d) => `${subnets(d)} lost: ${String(d['reason'])}`,
   RemoteLeaseSeen: (d) => `${subnets(d)} <- node ${remote(d)}`,
   RemoteLeaseRemoved: (d) => `${subnets(d)} gone: node ${remote(d)} (${String(d['reason'])})`,
 };
+
+const att = (d: Record<string, unknown>): string => `${String(d['containerId'])}/${String(d['ifname'])}`;
+const list = (v: unknown): string => (Array.isArray(v) ? v.map(String).join(', ') : '');
 
 const subnets = (d: Record<string, unknown>): string => [d['subnet'], d['ipv6Subnet']].filter(Boolean).map(String).join(' + ') || String(d['key']);
 

@@ -1,0 +1,353 @@
+// felt cni add|check|del|gc|status <network> [<netns>]: run a network configuration list the way libcni does
+// (cnitool's interface), with felt's plugins or anyone's on CNI_PATH. The result cache is libcni's
+// (`<cache-dir>/results/<network>-<containerID>-<ifname>`, kind cniCacheV1, mode 0600), so felt, podman,
+// containerd and cnitool see each other's attachments; every attachment and teardown is also an event in
+// felt's log (stream `cni/<network>`).
+//
+// Differences from libcni, on purpose: a failed ADD tears down what it added (DEL of the plugins that ran,
+// in reverse order), and DEL goes on past a failing plugin and reports every failure.
+
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { openSqliteStore } from '../../../adapters/store/sqlite.ts';
+import { runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
+import {
+  cacheFileName,
+  cniArgPairs,
+  cnitoolContainerId,
+  parseConfList,
+  parseJson,
+  pluginConfig,
+  readCacheEntry,
+  type CacheEntry,
+  type ConfList,
+} from '../../../core/cni/conflist.ts';
+import { validateContainerId, validateIfname } from '../../../core/cni/env.ts';
+import { isCniError } from '../../../core/cni/errors.ts';
+import { compareVersions, readResult } from '../../../core/cni/result.ts';
+import { CNI_NAME } from '../../../core/kernel/names.ts';
+import { execPlugin, findInPath } from '../../cni/dispatch.ts';
+import { str } from '../args.ts';
+import { DATA_DIR_OPTION, dataDirOf, type IO, type Subcommand } from '../common.ts';
+
+const DEFAULT_CONF_DIR = '/etc/cni/net.d';
+const DEFAULT_CACHE_DIR = '/var/lib/cni';
+const VERBS = ['add', 'check', 'del', 'gc', 'status'] as const;
+type Verb = (typeof VERBS)[number];
+
+type Raw = Record<string, unknown>;
+
+class Failure extends Error {}
+const fail = (msg: string): never => {
+  throw new Failure(msg);
+};
+
+// ------------------------------------------------------------------------------------------ loading
+
+const files = (dir: string, exts: readonly string[]): string[] => {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((f) => f.isFile() && exts.some((x) => f.name.endsWith(x)))
+      .map((f) => join(dir, f.name))
+      .sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    return fail(`cannot read ${dir}: ${(e as Error).message}`);
+  }
+};
+
+/** libcni's LoadNetworkConf: `.conflist` files first, then `.conf`/`.json`, lexical order, first name match. */
+export function loadConfList(dir: string, network: string): { list: ConfList; text: string } {
+  const read = (f: string): string => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      return fail(`cannot read ${f}: ${(e as Error).message}`);
+    }
+  };
+  const lists = files(dir, ['.conflist']);
+  for (const f of lists) {
+    const text = read(f);
+    const head = parseJson(text);
+    const name = E.isRight(head) ? (head.right as { name?: unknown } | null)?.name : undefined;
+    const extra = name === network ? files(join(dir, network), ['.conf']).map(read) : [];
+    const l = parseConfList(text, true, extra);
+    if (E.isLeft(l)) fail(`${f}: ${l.left}`);
+    if (E.isRight(l) && l.right.name === network) return { list: l.right, text };
+  }
+  const singles = files(dir, ['.conf', '.json']);
+  for (const f of singles) {
+    const text = read(f);
+    const l = parseConfList(text, false);
+    if (E.isLeft(l)) fail(`${f}: ${l.left}`);
+    if (E.isRight(l) && l.right.name === network) return { list: l.right, text: JSON.stringify(l.right.raw) };
+  }
+  return fail(lists.length + singles.length === 0 ? `no network configurations found in ${dir}` : `no network configuration named "${network}" in ${dir}`);
+}
+
+// -------------------------------------------------------------------------------------------- running
+
+interface Runtime {
+  readonly list: ConfList;
+  readonly listText: string;
+  readonly path: readonly string[];
+  readonly containerId: string;
+  readonly netns: string;
+  readonly ifname: string;
+  readonly cniArgs: readonly [string, string][];
+  readonly capArgs: Raw;
+  readonly cacheDir: string;
+  readonly io: IO;
+}
+
+const typeOf = (p: Raw): string => String(p['type']);
+
+/** Run one plugin; the parsed stdout (a result on ADD) or a message saying which plugin failed and why. */
+async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' | 'GC' | 'STATUS', stdin: Raw, id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] }): Promise<E.Either<string, unknown>> {
+  const type = typeOf(plugin);
+  const verb = command.toLowerCase();
+  const exe = findInPath(type, rt.path);
+  if (!exe) return E.left(`plugin ${type} failed (${verb}): not found in CNI_PATH [${rt.path.join(' ')}]`);
+  const env: Record<string, string | undefined> = {
+    ...rt.io.env,
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: id.containerId,
+    CNI_NETNS: id.netns,
+    CNI_IFNAME: id.ifname,
+    CNI_ARGS: id.args.map(([k, v]) => `${k}=${v}`).join(';'),
+    CNI_PATH: rt.path.join(':'),
+  };
+  let r;
+  try {
+    r = await execPlugin(exe, env, JSON.stringify(stdin));
+  } catch (e) {
+    return E.left(`plugin ${type} failed (${verb}): cannot run ${exe}: ${(e as Error).message}`);
+  }
+  const out = r.stdout.trim() === '' ? E.right(undefined) : parseJson(r.stdout);
+  if (r.code !== 0) {
+    const err = E.isRight(out) ? out.right : undefined;
+    const why = isCniError(err) ? `${err.msg}${err.details ? `: ${err.details}` : ''} (code ${err.code})` : (r.stderr.trim() || r.stdout.trim() || `exit ${r.code}`);
+    return E.left(`plugin ${type} failed (${verb}): ${why}`);
+  }
+  if (command !== 'ADD') return E.right(undefined);
+  if (E.isLeft(out) || out.right === undefined) return E.left(`plugin ${type} failed (add): printed no result${E.isLeft(out) ? ` (${out.left})` : ''}`);
+  const parsed = readResult(out.right);
+  if (E.isLeft(parsed)) return E.left(`plugin ${type} failed (add): invalid result: ${parsed.left}`);
+  return E.right(out.right);
+}
+
+const cachePath = (rt: Runtime, containerId = rt.containerId, ifname = rt.ifname): string =>
+  join(rt.cacheDir, 'results', cacheFileName(rt.list.name, containerId, ifname));
+
+function readCache(file: string): CacheEntry | undefined {
+  if (!existsSync(file)) return undefined;
+  const e = readCacheEntry(readFileSync(file, 'utf8'));
+  return E.isRight(e) ? e.right : undefined;
+}
+
+function writeCache(rt: Runtime, result: unknown): void {
+  const dir = join(rt.cacheDir, 'results');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const entry: CacheEntry = {
+    kind: 'cniCacheV1',
+    containerId: rt.containerId,
+    config: Buffer.from(rt.listText).toString('base64'),
+    ifName: rt.ifname,
+    networkName: rt.list.name,
+    ...(rt.netns ? { netns: rt.netns } : {}),
+    ...(rt.cniArgs.length ? { cniArgs: rt.cniArgs } : {}),
+    ...(Object.keys(rt.capArgs).length ? { capabilityArgs: rt.capArgs } : {}),
+    ...(result && typeof result === 'object' ? { result: result as Raw } : {}),
+  };
+  const file = cachePath(rt);
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+}
+
+/** Append to felt's log; a log that cannot be written is reported, and the network change stands. */
+function record(rt: Runtime, dataDir: string, events: readonly RuntimeEvent[]): void {
+  const store = openSqliteStore(dataDir);
+  if (E.isLeft(store)) return rt.io.err(`felt cni: not recorded in the event log: ${store.left.msg}\n`);
+  try {
+    const r = store.right.transact(runtimeStream(rt.list.name), runtimeProjection, () => E.right(events), { time: new Date().toISOString() });
+    if (E.isLeft(r)) rt.io.err(`felt cni: not recorded in the event log: ${r.left.msg}\n`);
+  } finally {
+    store.right.close();
+  }
+}
+
+const ipsOf = (result: unknown): string[] => {
+  const r = readResult(result);
+  return E.isRight(r) ? (r.right.ips ?? []).map((i) => i.address) : [];
+};
+
+async function del(rt: Runtime, id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] }, capArgs: Raw, cached: CacheEntry | undefined, plugins: readonly Raw[] = rt.list.plugins): Promise<string[]> {
+  const prev = compareVersions(rt.list.cniVersion, '0.4.0') >= 0 ? cached?.result : undefined;
+  const errors: string[] = [];
+  for (const p of [...plugins].reverse()) {
+    const r = await call(rt, p, 'DEL', pluginConfig(rt.list, p, prev, capArgs), id);
+    if (E.isLeft(r)) errors.push(r.left);
+  }
+  return errors;
+}
+
+async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
+  const { io, list } = rt;
+  const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
+  switch (verb) {
+    case 'add': {
+      let prev: unknown;
+      for (const [i, p] of list.plugins.entries()) {
+        const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
+        if (E.isLeft(r)) {
+          // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
+          const ran = list.plugins.slice(0, i + 1);
+          const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
+          record(rt, dataDir, [
+            { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: ran.map(typeOf).reverse() } },
+          ]);
+          io.err(`felt cni add: ${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}\n`);
+          return 1;
+        }
+        prev = r.right;
+      }
+      writeCache(rt, prev);
+      record(rt, dataDir, [
+        { type: 'AttachmentAdded', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugins: list.plugins.map(typeOf), ips: ipsOf(prev) } },
+      ]);
+      io.out(`${JSON.stringify(prev, null, 2)}\n`);
+      return 0;
+    }
+    case 'check': {
+      if (compareVersions(list.cniVersion, '0.4.0') < 0) return (io.err(`felt cni check: configuration version "${list.cniVersion}" does not support CHECK\n`), 1);
+      if (list.disableCheck) return 0;
+      const cached = readCache(cachePath(rt));
+      if (!cached?.result) return (io.err(`felt cni check: no cached result for ${list.name}/${rt.containerId}/${rt.ifname} in ${join(rt.cacheDir, 'results')}\n`), 1);
+      for (const p of list.plugins) {
+        const r = await call(rt, p, 'CHECK', pluginConfig(list, p, cached.result, rt.capArgs), id);
+        if (E.isLeft(r)) return (io.err(`felt cni check: ${r.left}\n`), 1);
+      }
+      return 0;
+    }
+    case 'del': {
+      const file = cachePath(rt);
+      const cached = readCache(file);
+      const errors = await del(rt, { ...id, netns: rt.netns || cached?.netns || '' }, Object.keys(rt.capArgs).length ? rt.capArgs : ((cached?.capabilityArgs as Raw | undefined) ?? {}), cached);
+      rmSync(file, { force: true });
+      record(rt, dataDir, [{ type: 'AttachmentRemoved', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors } }]);
+      if (errors.length) return (io.err(`felt cni del: ${errors.join('\nfelt cni del: ')}\n`), 1);
+      return 0;
+    }
+    case 'gc': {
+      if (list.disableGC) return 0;
+      const parsedValid = validJson === undefined ? E.right([] as unknown) : parseJson(validJson);
+      const valid = E.isRight(parsedValid) ? parsedValid.right : undefined;
+      if (!Array.isArray(valid) || valid.some((v) => typeof v !== 'object' || v === null || typeof (v as Raw)['containerID'] !== 'string' || typeof (v as Raw)['ifname'] !== 'string')) {
+        return (io.err('felt cni gc: --valid-attachments: must be a JSON list of {"containerID": ..., "ifname": ...}\n'), 1);
+      }
+      const keep = new Set((valid as Raw[]).map((v) => `${String(v['containerID'])}/${String(v['ifname'])}`));
+      const errors: string[] = [];
+      const dir = join(rt.cacheDir, 'results');
+      for (const f of files(dir, [''])) {
+        const c = readCache(f);
+        if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
+        const errs = await del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c);
+        errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
+        rmSync(f, { force: true });
+        record(rt, dataDir, [{ type: 'AttachmentRemoved', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
+      }
+      if (compareVersions(list.cniVersion, '1.1.0') >= 0) {
+        for (const p of list.plugins) {
+          const conf = { ...p, name: list.name, cniVersion: list.cniVersion, 'cni.dev/valid-attachments': valid, 'cni.dev/attachments': valid };
+          const r = await call(rt, p, 'GC', conf, { containerId: '', netns: '', ifname: '', args: [] });
+          if (E.isLeft(r)) errors.push(r.left);
+        }
+      }
+      if (errors.length) return (io.err(`felt cni gc: ${errors.join('\nfelt cni gc: ')}\n`), 1);
+      return 0;
+    }
+    case 'status': {
+      if (compareVersions(list.cniVersion, '1.1.0') < 0) return 0;
+      for (const p of list.plugins) {
+        const r = await call(rt, p, 'STATUS', { ...p, name: list.name, cniVersion: list.cniVersion }, { containerId: '', netns: '', ifname: '', args: [] });
+        if (E.isLeft(r)) return (io.err(`felt cni status: ${r.left}\n`), 1);
+      }
+      return 0;
+    }
+  }
+}
+
+export const cniCommand: Subcommand = {
+  name: 'cni',
+  summary: 'run a network configuration list as a container runtime does: add|check|del|gc|status <network> [<netns>]',
+  positional: '<add|check|del|gc|status> <network> [<netns>]',
+  maxPositionals: 3,
+  options: [
+    { name: 'conf-dir', value: 'DIR', help: 'network configurations (default $NETCONFPATH, else /etc/cni/net.d)' },
+    { name: 'cache-dir', value: 'DIR', help: "libcni's result cache (default /var/lib/cni)" },
+    DATA_DIR_OPTION,
+    { name: 'cap-args', value: 'JSON', help: 'capability arguments, e.g. {"portMappings":[...]} (default $CAP_ARGS)' },
+    { name: 'args', value: 'K=V;...', help: 'CNI_ARGS for every plugin (default $CNI_ARGS)' },
+    { name: 'ifname', value: 'NAME', help: 'interface name in the namespace (default $CNI_IFNAME, else eth0)' },
+    { name: 'container-id', value: 'ID', help: "container ID (default cnitool's: cnitool- and a hash of the netns path)" },
+    { name: 'valid-attachments', value: 'JSON', help: 'gc: attachments to keep, [{"containerID":...,"ifname":...}] (default none)' },
+  ],
+  run: async (p, io) => {
+    const [verbText, network, netnsArg] = p.positionals;
+    if (!VERBS.includes(verbText as Verb) || network === undefined) {
+      io.err('felt cni: usage: felt cni <add|check|del|gc|status> <network> [<netns>]\n');
+      return 2;
+    }
+    const verb = verbText as Verb;
+    if ((verb === 'add' || verb === 'check' || verb === 'del') && netnsArg === undefined) {
+      io.err(`felt cni ${verb}: a network namespace path is required\n`);
+      return 2;
+    }
+    try {
+      if (!CNI_NAME.test(network)) fail(`invalid characters found in network name ${JSON.stringify(network)}`);
+      const confDir = str(p, 'conf-dir') ?? (io.env['NETCONFPATH'] || DEFAULT_CONF_DIR);
+      const { list, text } = loadConfList(confDir, network);
+      const netns = netnsArg === undefined ? '' : resolve(netnsArg);
+      const containerId = str(p, 'container-id') ?? (netns ? cnitoolContainerId(netns) : '');
+      const ifname = str(p, 'ifname') ?? (io.env['CNI_IFNAME'] || 'eth0');
+      if (verb === 'add' || verb === 'check' || verb === 'del') {
+        const bad = validateContainerId(containerId) ?? validateIfname(ifname);
+        if (bad) fail(bad.msg);
+      }
+      const capText = str(p, 'cap-args') ?? io.env['CAP_ARGS'];
+      let capArgs: Raw = {};
+      if (capText !== undefined && capText !== '') {
+        const c = parseJson(capText);
+        const o = E.isRight(c) ? c.right : undefined;
+        if (typeof o !== 'object' || o === null || Array.isArray(o)) fail(`CAP_ARGS: must be a JSON object${E.isLeft(c) ? ` (${c.left})` : ''}`);
+        capArgs = o as Raw;
+      }
+      const args = cniArgPairs(str(p, 'args') ?? io.env['CNI_ARGS'] ?? '');
+      if (E.isLeft(args)) fail(args.left);
+      const path = (io.env['CNI_PATH'] ?? '').split(':').filter(Boolean);
+      if (path.length === 0) fail('CNI_PATH: set it to the directories that hold the plugins');
+      const rt: Runtime = {
+        list,
+        listText: text,
+        path,
+        containerId,
+        netns,
+        ifname,
+        cniArgs: E.isRight(args) ? args.right : [],
+        capArgs,
+        cacheDir: str(p, 'cache-dir') ?? DEFAULT_CACHE_DIR,
+        io,
+      };
+      return await run(verb, rt, dataDirOf(p, io), str(p, 'valid-attachments'));
+    } catch (e) {
+      if (e instanceof Failure) {
+        io.err(`felt cni ${verb}: ${e.message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+  },
+};
