@@ -11,6 +11,7 @@ import { parseIpamConf } from '../../core/ipam/config.ts';
 import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core/ipam/decider.ts';
 import Database from 'better-sqlite3';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { summarize } from '../../apps/felt/summary.ts';
 import { cli } from '../../apps/felt/cli.ts';
 import { parseArgs } from '../../apps/felt/args.ts';
 import { ROOT } from '../support/cni.ts';
@@ -164,5 +165,16 @@ describe('a log without felt tables (a plugin killed before its first commit)', 
     const r = await call('allocations', '--data-dir', d);
     expect(r.code).toBe(1);
     expect(r.err).toContain(join(d, 'felt.db'));
+  });
+});
+
+describe('felt events: bridge attachments', () => {
+  it('summarizes AttachmentRecorded and AttachmentRemoved', () => {
+    const at = { position: 1, stream: 'bridge/blue', time: '2024-01-01T00:00:00.000Z' };
+    const rec = { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth0a1b2c3d' };
+    expect(summarize({ ...at, type: 'AttachmentRecorded', data: { ...rec, netns: '/run/netns/p', dataDir: '/var/lib/felt' } })).toBe(
+      'pod-a/eth0 in /run/netns/p, host veth veth0a1b2c3d',
+    );
+    expect(summarize({ ...at, type: 'AttachmentRemoved', data: { ...rec, reason: 'gc' } })).toBe('pod-a/eth0, host veth veth0a1b2c3d (gc)');
   });
 });
