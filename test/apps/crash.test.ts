@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { attachmentsProjection, attachmentStream } from '../../core/bridge/attachments.ts';
 import { FELT_CNI, runCni } from '../support/cni.ts';
-import { addrs, cni, cniChains, cniRules, exec, feltAllocations, iptSave, links, nsPath, routes, Sandbox, veths, type Call } from '../support/ns.ts';
+import { addrs, cni, cniChains, cniRules, exec, feltAllocations, iptSave, links, nsPath, nsRun, routes, Sandbox, veths, type Call } from '../support/ns.ts';
 
 const sb = new Sandbox();
 afterAll(() => sb.cleanup());
@@ -328,9 +328,12 @@ describe('storage that cannot be written: code 5 naming the file, no kernel chan
     for (let i = 0; i < garbage.length; i++) garbage[i] = Math.floor(rnd() * 256);
     writeFileSync(join(dir, 'felt.db'), garbage);
     await expectIoErrorNoChange(dir, join(dir, 'felt.db'));
-    // DEL and GC of a corrupt log fail the same way (nothing to remove was found).
+    // DEL and GC of a corrupt log fail the same way; DEL still removes what it finds without the log.
     const host = await sb.ns();
-    const del = await cni({ dir: FELT_CNI, hostNs: host, pod: '', cid: 'io' }, 'DEL', confOf(dir));
+    const pod = await sb.ns();
+    await nsRun(pod, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'vethio', 'netns', host]);
+    const del = await cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'io' }, 'DEL', confOf(dir));
+    expect(await veths(host)).toEqual([]);
     expect(del.json).toMatchObject({ code: 5, msg: expect.stringContaining(join(dir, 'felt.db')) });
     const g = await gc(host, confOf(dir));
     expect(g.json).toMatchObject({ code: 5, msg: expect.stringContaining(join(dir, 'felt.db')) });

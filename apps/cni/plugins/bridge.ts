@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
-import { outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord } from '../../../core/bridge/attachments.ts';
+import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -170,8 +170,10 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
   return pipe(
-    // The recorded host veths too: an ADD killed half-way may have left one.
+    // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
+    // remove what it finds without it; the error comes from recording the removal.
     attachmentsIn(sqliteLog, dataDir.right, bc.name),
+    TE.orElse(() => TE.right(initialAttachments())),
     TE.chain((st) => removeAttachment(ctx, bc, withHostVeths(ownScope, recordsOf(st, args.containerId, args.ifname)), netns)),
     TE.chain(() => ipamDel(ctx, bc, args)),
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
