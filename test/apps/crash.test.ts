@@ -273,10 +273,14 @@ async function expectIoErrorNoChange(dataDir: string, file: string): Promise<voi
 }
 
 describe('storage that cannot be written: code 5 naming the file, no kernel change', () => {
-  it('a read-only data dir without felt.db', async () => {
+  it('a read-only data dir without felt.db (bridge, and host-local on its own)', async () => {
     await withTmpfs('1m', async (mnt) => {
       await remountRo(mnt);
       await expectIoErrorNoChange(mnt, join(mnt, 'felt.db'));
+      const host = await sb.ns();
+      const r = await cni({ dir: FELT_CNI, type: 'host-local', hostNs: host, pod: host, cid: 'io' }, 'ADD', { ...confOf(mnt), type: 'host-local' });
+      expect(r.json).toMatchObject({ code: 5, msg: expect.stringContaining(join(mnt, 'felt.db')) });
+      expect(r.code).toBe(1);
     });
   });
 
