@@ -78,6 +78,9 @@ function ensureDir(dir: string): void {
   mkdirSync(dir);
 }
 
+const hasSchema = (db: Database.Database): boolean =>
+  (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'snapshots')").get() as { n: number }).n === 2;
+
 export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Either<CniError, EventStore> {
   const file = join(dataDir, DB_FILE);
   const timeout = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -85,6 +88,13 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
   try {
     if (opts.readonly) {
       db = new Database(file, { readonly: true, fileMustExist: true, timeout });
+      // A writer killed before its first commit leaves a file without felt's tables (the schema is created
+      // in one transaction, so it is all there or not at all): that log is empty, not an error.
+      if (!hasSchema(db)) {
+        db.close();
+        db = new Database(':memory:');
+        db.exec(SCHEMA);
+      }
     } else {
       ensureDir(dataDir);
       db = new Database(file, { timeout });

@@ -7,6 +7,9 @@ type Summarize = (data: Record<string, unknown>) => string;
 const SUMMARIES: Readonly<Record<string, Summarize>> = {
   AddressAllocated: (d) => `${String(d['ip'])} -> ${String(d['containerId'])}/${String(d['ifname'])} (range set ${String(d['rangeSet'])})`,
   AddressReleased: (d) => `${String(d['ip'])} <- ${String(d['containerId'])}/${String(d['ifname'])} (${String(d['reason'])})`,
+  AttachmentRecorded: (d) =>
+    `${String(d['containerId'])}/${String(d['ifname'])} in ${String(d['netns'])}, host veth ${String(d['hostVeth'])}`,
+  AttachmentRemoved: (d) => `${String(d['containerId'])}/${String(d['ifname'])}, host veth ${String(d['hostVeth'])} (${String(d['reason'])})`,
   ConfigLoaded: (d) => {
     const c = (d['config'] ?? {}) as { network?: string; ipv6Network?: string; backend?: { type?: string } };
     return `network ${[c.network, c.ipv6Network].filter(Boolean).join(' + ')}, backend ${c.backend?.type ?? '?'}`;

@@ -235,7 +235,7 @@ function parseIPList(v: unknown, label: string, cidrOk: boolean, errs: string[])
   return out;
 }
 
-function parseAttachments(v: unknown, errs: string[]): Attachment[] | undefined {
+export function parseAttachments(v: unknown, errs: string[]): Attachment[] | undefined {
   const label = 'cni.dev/valid-attachments';
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) {

@@ -4,7 +4,7 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,6 +15,7 @@ import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core
 import { memoryStore } from '../../adapters/memory/store.ts';
 import { replay } from '../../adapters/store/replay.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { ensureSchema } from '../../adapters/store/sqlite-schema.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
 
 const dirs: string[] = [];
@@ -180,6 +181,29 @@ describe('SQLite event store', () => {
     const r = openSqliteStore('/proc/felt-cannot-be-here');
     expect(E.isLeft(r) && r.left.code).toBe(5);
     expect(E.isLeft(r) && r.left.msg).toContain('/proc/felt-cannot-be-here');
+  });
+
+  it('creates the schema in one transaction: a failure half-way leaves no table and the version unset', () => {
+    const file = join(tmp(), 'felt.db');
+    const db = new Database(file);
+    try {
+      const half = 'CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE snapshots (oops';
+      expect(() => ensureSchema(db, half, 1, Date.now() + 1000)).toThrow();
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([]);
+      expect(db.pragma('user_version', { simple: true })).toBe(0);
+    } finally {
+      db.close();
+    }
+    // Such a file is an empty log to a reader, and the next writer completes it.
+    const ro = openSqliteStore(dirname(file), { readonly: true });
+    if (E.isLeft(ro)) throw new Error(ro.left.msg);
+    expect(ro.right.read()).toEqual(E.right([]));
+    expect(ro.right.streams()).toEqual(E.right([]));
+    expect(E.map((l: { state: unknown }) => l.state)(ro.right.load('s', sum))).toEqual(E.right({ total: 0, count: 0 }));
+    ro.right.close();
+    const w = open(dirname(file));
+    expect(E.isRight(w.transact('s', sum, addN(1), { time: T }))).toBe(true);
+    w.close();
   });
 
   it('opening is cheap, and so is one transaction (measured)', () => {

@@ -188,7 +188,7 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
   });
 
   it('an unknown ipam type: an error naming it (the delegate code), and no interface', async () => {
-    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'no-such-ipam' } }), 105, 'no-such-ipam');
+    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'no-such-ipam', dataDir } }), 105, 'no-such-ipam');
   });
 
   it('a bad ipam range: the IPAM error, naming the range', async () => {

@@ -322,7 +322,8 @@ describe('bridge options', () => {
 
   it('disableContainerInterface leaves the pod interface down (layer 2 only)', async () => {
     const [host, pod] = [await sb.ns(), await sb.ns()];
-    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2', disableContainerInterface: true };
+    // No IPAM plugin; ipam.dataDir says where the bridge records its attachments.
+    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2', disableContainerInterface: true, ipam: { dataDir: sb.dir() } };
     const r = await cni(felt(host, pod, 'c1'), 'ADD', conf);
     expect(r.code, r.stdout).toBe(0);
     expect((await link(pod, 'eth0'))?.flags).not.toContain('UP');
@@ -336,7 +337,7 @@ describe('bridge options', () => {
 
   it('an L2-only bridge (no ipam) attaches pods without addresses; they talk once given some', async () => {
     const [host, p1, p2] = [await sb.ns(), await sb.ns(), await sb.ns()];
-    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2' };
+    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2', ipam: { dataDir: sb.dir() } };
     const a = await cni(felt(host, p1, 'c1'), 'ADD', conf);
     const b = await cni(felt(host, p2, 'c2'), 'ADD', conf);
     expect(a.code, a.stdout).toBe(0);

@@ -83,7 +83,8 @@ const SCENARIOS: readonly Scenario[] = [
   { title: 'promiscMode, no gateway, no masquerade', conf: (d) => ({ ...base(d, v4), isGateway: false, ipMasq: false, promiscMode: true }) },
   {
     title: 'layer 2 only (no ipam)',
-    conf: () => ({ name: NET, type: 'bridge', bridge: 'cnid0' }),
+    // No IPAM plugin; ipam.dataDir says where felt's bridge records its attachments (the reference ignores it).
+    conf: (d) => ({ name: NET, type: 'bridge', bridge: 'cnid0', ipam: { dataDir: d } }),
     pods: 2,
     // The reference's CHECK delegates to an IPAM plugin even when there is none.
     refCheckFails: /^no plugin name provided$/,

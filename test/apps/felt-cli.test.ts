@@ -2,14 +2,16 @@
 // the built dist/bin/felt.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseIpamConf } from '../../core/ipam/config.ts';
 import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core/ipam/decider.ts';
+import Database from 'better-sqlite3';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { summarize } from '../../apps/felt/summary.ts';
 import { cli } from '../../apps/felt/cli.ts';
 import { parseArgs } from '../../apps/felt/args.ts';
 import { ROOT } from '../support/cni.ts';
@@ -125,5 +127,54 @@ describe('felt', () => {
     const allocs = spawnSync(FELT, ['allocations', '--data-dir', dir, '--json'], { encoding: 'utf8' });
     expect(allocs.status).toBe(0);
     expect(JSON.parse(allocs.stdout).map((a: { ip: string }) => a.ip)).toEqual(['10.50.0.3', 'fd50::2']);
+  });
+});
+
+describe('a log without felt tables (a plugin killed before its first commit)', () => {
+  const bare = (name: string, make: (file: string) => void): string => {
+    const d = join(dir, name);
+    mkdirSync(d);
+    make(join(d, 'felt.db'));
+    return d;
+  };
+  const cases: [string, (file: string) => void][] = [
+    ['an empty file', (f) => writeFileSync(f, '')],
+    [
+      'WAL set, no tables',
+      (f) => {
+        const db = new Database(f);
+        db.pragma('journal_mode = WAL');
+        db.close();
+      },
+    ],
+  ];
+  it.each(cases)('%s reads as an empty log, in-process and through dist/bin/felt', async (name, make) => {
+    const d = bare(name.replace(/\W+/g, '-'), make);
+    expect(await call('allocations', '--data-dir', d, '--json')).toEqual({ code: 0, err: '', out: '[]\n' });
+    expect(await call('events', '--data-dir', d, '--json')).toEqual({ code: 0, err: '', out: '[]\n' });
+    const r = spawnSync(FELT, ['allocations', '--data-dir', d], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    // The next writer creates the schema.
+    const s = openSqliteStore(d);
+    if (E.isLeft(s)) throw new Error(s.left.msg);
+    s.right.close();
+  });
+  it('a corrupt file is an error naming it', async () => {
+    const d = bare('garbage', (f) => writeFileSync(f, Buffer.alloc(8192, 0x5a)));
+    const r = await call('allocations', '--data-dir', d);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(join(d, 'felt.db'));
+  });
+});
+
+describe('felt events: bridge attachments', () => {
+  it('summarizes AttachmentRecorded and AttachmentRemoved', () => {
+    const at = { position: 1, stream: 'bridge/blue', time: '2024-01-01T00:00:00.000Z' };
+    const rec = { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth0a1b2c3d' };
+    expect(summarize({ ...at, type: 'AttachmentRecorded', data: { ...rec, netns: '/run/netns/p', dataDir: '/var/lib/felt' } })).toBe(
+      'pod-a/eth0 in /run/netns/p, host veth veth0a1b2c3d',
+    );
+    expect(summarize({ ...at, type: 'AttachmentRemoved', data: { ...rec, reason: 'gc' } })).toBe('pod-a/eth0, host veth veth0a1b2c3d (gc)');
   });
 });

@@ -7,6 +7,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
+import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord } from '../../../core/bridge/attachments.ts';
+import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
@@ -16,6 +18,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
+import { attachmentsIn, decideIn, logDir, sqliteLog } from './bridge-log.ts';
 
 const noNetns = (netns: string): CniError =>
   cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
@@ -68,6 +71,14 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
   const scope = attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth);
+  // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
+  // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
+  const dataDir = logDir(conf);
+  if (E.isLeft(dataDir)) return TE.left(dataDir.left);
+  const journal = (command: AttachmentCommand) => decideIn(sqliteLog, ctx, dataDir.right, bc.name, command);
+  const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
+  const record = journal({ type: 'RecordAttachment', data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right } });
+  const forget = journal({ type: 'RemoveAttachments', data: { ...who, hostVeth, reason: 'rollback' } });
 
   const attach = (seen: KernelState, ipam: Result | undefined): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
     const br = seen.links.find((l) => l.ns === HOST && l.name === bc.bridge);
@@ -109,14 +120,18 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     <A>(err: CniError): TE.TaskEither<CniError, A> =>
     async () => {
       await ipamDel(ctx, bc, args)();
+      await forget();
       return E.left(err);
     };
 
   // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
   // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
   const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined]> = async () => {
-    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), ipamAdd(ctx, bc, args)()]);
-    if (E.isLeft(ipam)) return ipam;
+    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
+    if (E.isLeft(ipam)) {
+      await forget();
+      return ipam;
+    }
     if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined]>(seen.left)();
     return E.right([seen.right, ipam.right] as const);
   };
@@ -134,7 +149,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             converge(seen, ipam, 1),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back.
             TE.orElse((err) => async () => {
-              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)))();
+              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)), TE.chain(() => forget))();
               return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
             }),
           ),
@@ -151,9 +166,62 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
   const scope = attachmentScope(bc, args.containerId, args.ifname, netns ?? '');
   const ownScope: OwnershipScope = netns ? scope : { ...scope, links: [], devices: [] };
+  const dataDir = logDir(conf);
+  if (E.isLeft(dataDir)) return TE.left(dataDir.left);
+  const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
   return pipe(
-    removeAttachment(ctx, bc, ownScope, netns),
+    // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
+    // remove what it finds without it; the error comes from recording the removal.
+    attachmentsIn(sqliteLog, dataDir.right, bc.name),
+    TE.orElse(() => TE.right(initialAttachments())),
+    TE.chain((st) => removeAttachment(ctx, bc, withHostVeths(ownScope, recordsOf(st, args.containerId, args.ifname)), netns)),
     TE.chain(() => ipamDel(ctx, bc, args)),
+    TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
+  );
+}
+
+const withHostVeths = (scope: OwnershipScope, recs: readonly AttachmentRecord[]): OwnershipScope => ({
+  ...scope,
+  links: [...scope.links, ...recs.map((r) => ({ ns: HOST, name: r.hostVeth }))],
+  devices: [...scope.devices, ...recs.map((r) => ({ ns: HOST, dev: r.hostVeth }))],
+});
+
+/**
+ * GC: every recorded attachment of this network outside cni.dev/valid-attachments loses its host veth
+ * (which takes the container end with it) and its masquerade chain and rule, then its record; then the IPAM
+ * plugin collects the addresses, as the reference does. Only the host namespace is looked at: a recorded
+ * netns path may have been reused by another pod. A chain is kept while a valid attachment of the same
+ * container uses it (chains are per network and container, not per interface).
+ */
+function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
+  const parsed = parseBridgeConf(conf, args.args);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const bc = parsed.right;
+  const errs: string[] = [];
+  const valid = parseAttachments(conf.raw['cni.dev/valid-attachments'], errs);
+  if (errs.length) return TE.left(invalidConfig(errs.join('; ')));
+  if (!valid) return TE.left(invalidConfig('cni.dev/valid-attachments: required for GC'));
+  const dataDir = logDir(conf);
+  if (E.isLeft(dataDir)) return TE.left(dataDir.left);
+  const collect = (rec: AttachmentRecord): TE.TaskEither<CniError, void> => {
+    const full = attachmentScope(bc, rec.containerId, rec.ifname, '', rec.hostVeth);
+    const chainInUse = valid.some((v) => v.containerId === rec.containerId);
+    const scope: OwnershipScope = {
+      links: full.links.filter((l) => l.ns === HOST),
+      devices: full.devices.filter((d) => d.ns === HOST),
+      chains: chainInUse ? [] : full.chains,
+      ruleMarkers: chainInUse ? [] : full.ruleMarkers,
+    };
+    return pipe(
+      removeAttachment(ctx, bc, scope, undefined),
+      TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'CollectAttachments', data: { records: [rec] } })),
+    );
+  };
+  const t = bc.ipamType;
+  return pipe(
+    attachmentsIn(sqliteLog, dataDir.right, bc.name),
+    TE.chain((st) => TE.traverseSeqArray(collect)(outsideValid(st, valid))),
+    TE.chain(() => (t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined))),
   );
 }
 
@@ -212,11 +280,8 @@ export const bridge: Plugin = {
   add: cmdAdd,
   del: cmdDel,
   check: cmdCheck,
-  // GC and STATUS concern the addresses: hand them to the IPAM plugin, as the reference does.
-  gc: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined);
-  },
+  gc: cmdGc,
+  // STATUS concerns the addresses: hand it to the IPAM plugin, as the reference does.
   status: (args, conf, ctx) => {
     const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
     return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'STATUS', args.stdin, args)) : TE.right(undefined);

@@ -1,0 +1,68 @@
+// The bridge plugin's attachment records (core/bridge/attachments.ts) in felt's event log: the same
+// `<dataDir>/felt.db` host-local uses, `dataDir` taken from the config's `ipam.dataDir` (default
+// /var/lib/felt, also for an L2-only bridge, whose `ipam` may carry only `dataDir`). DEL and GC never create
+// the log: with no felt.db there is nothing recorded.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import {
+  attachmentsProjection,
+  attachmentStream,
+  decideAttachments,
+  initialAttachments,
+  type AttachmentCommand,
+  type AttachmentsState,
+} from '../../../core/bridge/attachments.ts';
+import type { NetConf } from '../../../core/cni/env.ts';
+import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
+import { DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
+import type { EventStore } from '../../../adapters/store/types.ts';
+import type { Ctx } from '../plugin.ts';
+
+export interface AttachmentLog {
+  readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
+  readonly storeExists: (dataDir: string) => boolean;
+}
+
+export const sqliteLog: AttachmentLog = {
+  openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
+  storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
+};
+
+/** `ipam.dataDir`, as host-local reads it. */
+export function logDir(conf: NetConf): E.Either<CniError, string> {
+  const ipam = conf.raw['ipam'];
+  const d = typeof ipam === 'object' && ipam !== null ? (ipam as Record<string, unknown>)['dataDir'] : undefined;
+  if (d === undefined || d === null || d === '') return E.right(DEFAULT_DATA_DIR);
+  return typeof d === 'string' ? E.right(d) : E.left(invalidConfig('ipam.dataDir: must be a path'));
+}
+
+const withStore =
+  <A>(log: AttachmentLog, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  async () => {
+    const opened = await log.openStore(dataDir);
+    if (E.isLeft(opened)) return opened;
+    try {
+      return f(opened.right);
+    } finally {
+      opened.right.close();
+    }
+  };
+
+/** Run one command against the network's attachment stream (creating the log for RecordAttachment only). */
+export const decideIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand): TE.TaskEither<CniError, void> =>
+  command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
+    ? TE.right(undefined)
+    : withStore(log, dataDir, (s) =>
+        E.map(() => undefined)(
+          s.transact(attachmentStream(network), attachmentsProjection, (st) => decideAttachments(command, st), { time: ctx.now().toISOString() }),
+        ),
+      );
+
+/** The network's recorded attachments (none when there is no log). */
+export const attachmentsIn = (log: AttachmentLog, dataDir: string, network: string): TE.TaskEither<CniError, AttachmentsState> =>
+  !log.storeExists(dataDir)
+    ? TE.right(initialAttachments())
+    : withStore(log, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network), attachmentsProjection)));

@@ -1,0 +1,111 @@
+// The bridge plugin's record of its attachments, as a Decider over stream `bridge/<network>`. ADD records an
+// attachment before it changes the kernel, so that a plugin killed half-way leaves a record naming what it
+// may have created (the host veth especially, whose name is random); DEL, a rolled-back ADD and GC record its
+// removal once the kernel objects are gone. GC uses the records to find attachments whose DEL never came.
+//
+// Commands: RecordAttachment (ADD), RemoveAttachments (DEL, rollback), CollectAttachments (GC).
+// Events: AttachmentRecorded, AttachmentRemoved. State: the recorded attachments by host veth (random per
+// ADD, so a second ADD of the same container/ifname never overwrites the first one's record).
+
+import * as E from 'fp-ts/lib/Either.js';
+import type { CniError } from '../cni/errors.ts';
+import type { Event, Projection, Stored } from '../events.ts';
+
+export interface AttachmentRecord {
+  readonly network: string;
+  readonly containerId: string;
+  readonly ifname: string;
+  /** CNI_NETNS of the ADD. */
+  readonly netns: string;
+  readonly hostVeth: string;
+  /** Where the log (and host-local's allocations) live. */
+  readonly dataDir: string;
+}
+
+/** `del` (CNI DEL), `rollback` (an ADD that failed and converged back), `gc` (not in valid-attachments). */
+export type RemovalReason = 'del' | 'rollback' | 'gc';
+
+export type AttachmentRecorded = Event<'AttachmentRecorded', AttachmentRecord>;
+export type AttachmentRemoved = Event<
+  'AttachmentRemoved',
+  { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth: string; readonly reason: RemovalReason }
+>;
+export type AttachmentEvent = AttachmentRecorded | AttachmentRemoved;
+
+export type AttachmentCommand =
+  | { readonly type: 'RecordAttachment'; readonly data: AttachmentRecord }
+  /** Remove the records of (containerId, ifname); only the one of `hostVeth` when given. */
+  | {
+      readonly type: 'RemoveAttachments';
+      readonly data: { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth?: string; readonly reason: RemovalReason };
+    }
+  /** Remove these records (GC has removed their kernel objects). */
+  | { readonly type: 'CollectAttachments'; readonly data: { readonly records: readonly AttachmentRecord[] } };
+
+export interface AttachmentsState {
+  /** By host veth. */
+  readonly attachments: Readonly<Record<string, AttachmentRecord>>;
+}
+
+export const attachmentStream = (network: string): string => `bridge/${network}`;
+
+export const initialAttachments = (): AttachmentsState => ({ attachments: {} });
+
+export function evolveAttachments(state: AttachmentsState, event: Stored<AttachmentEvent>): AttachmentsState {
+  switch (event.type) {
+    case 'AttachmentRecorded':
+      return { attachments: { ...state.attachments, [event.data.hostVeth]: event.data } };
+    case 'AttachmentRemoved': {
+      const { [event.data.hostVeth]: _gone, ...rest } = state.attachments;
+      return { attachments: rest };
+    }
+    default: {
+      const never: never = event;
+      return never;
+    }
+  }
+}
+
+export const attachmentsProjection: Projection<AttachmentsState, AttachmentEvent> = {
+  name: 'bridge-attachments@1',
+  initialState: initialAttachments,
+  evolve: evolveAttachments,
+};
+
+/** The records of one (container, ifname), oldest first. */
+export const recordsOf = (state: AttachmentsState, containerId: string, ifname: string): AttachmentRecord[] =>
+  Object.values(state.attachments).filter((a) => a.containerId === containerId && a.ifname === ifname);
+
+/** The records GC removes: those whose (container, ifname) is not in the valid set. */
+export const outsideValid = (
+  state: AttachmentsState,
+  valid: readonly { readonly containerId: string; readonly ifname: string }[],
+): AttachmentRecord[] => {
+  const keep = new Set(valid.map((v) => `${v.containerId}\u0000${v.ifname}`));
+  return Object.values(state.attachments).filter((a) => !keep.has(`${a.containerId}\u0000${a.ifname}`));
+};
+
+const removed = (a: AttachmentRecord, reason: RemovalReason): AttachmentRemoved => ({
+  type: 'AttachmentRemoved',
+  data: { network: a.network, containerId: a.containerId, ifname: a.ifname, hostVeth: a.hostVeth, reason },
+});
+
+export function decideAttachments(command: AttachmentCommand, state: AttachmentsState): E.Either<CniError, AttachmentEvent[]> {
+  switch (command.type) {
+    case 'RecordAttachment': {
+      const same = state.attachments[command.data.hostVeth];
+      return E.right(same && JSON.stringify(same) === JSON.stringify(command.data) ? [] : [{ type: 'AttachmentRecorded', data: command.data }]);
+    }
+    case 'RemoveAttachments': {
+      const { containerId, ifname, hostVeth, reason } = command.data;
+      const gone = recordsOf(state, containerId, ifname).filter((a) => hostVeth === undefined || a.hostVeth === hostVeth);
+      return E.right(gone.map((a) => removed(a, reason)));
+    }
+    case 'CollectAttachments':
+      return E.right(command.data.records.filter((a) => state.attachments[a.hostVeth] !== undefined).map((a) => removed(a, 'gc')));
+    default: {
+      const never: never = command;
+      return never;
+    }
+  }
+}
