@@ -16,7 +16,7 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
   },
   AttachmentAdded: (d) => `${att(d)} in ${String(d['netns'])} through ${list(d['plugins'])}${list(d['ips']) ? `: ${list(d['ips'])}` : ''}`,
   AttachmentAddFailed: (d) => `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'})`,
-  AttachmentRemoved: (d) => `${att(d)} removed (${String(d['reason'])})${list(d['errors']) ? `, with errors: ${list(d['errors'])}` : ''}`,
+  AttachmentDeleted: (d) => `${att(d)} deleted (${String(d['reason'])})${list(d['errors']) ? `, with errors: ${list(d['errors'])}` : ''}`,
   SubnetLeased: (d) =>
     `${subnets(d)} for this node (public ${String(d['publicIP'])}${d['vtepMac'] ? `, VtepMAC ${String(d['vtepMac'])}` : ''}) until ${String(d['expiration'])}${d['renewal'] ? ' (renewed)' : ''}`,
   SubnetLeaseLost: (d) => `${subnets(d)} lost: ${String(d['reason'])}`,

@@ -18,11 +18,11 @@ export type AttachmentAddFailed = Event<
   AttachmentKey & { readonly network: string; readonly netns: string; readonly plugin: string; readonly error: string; readonly tornDown: readonly string[] }
 >;
 /** `reason`: `del` (felt cni del) or `gc` (not in the valid attachments). `errors`: plugins whose DEL failed. */
-export type AttachmentRemoved = Event<
-  'AttachmentRemoved',
+export type AttachmentDeleted = Event<
+  'AttachmentDeleted',
   AttachmentKey & { readonly network: string; readonly reason: 'del' | 'gc'; readonly errors: readonly string[] }
 >;
-export type RuntimeEvent = AttachmentAdded | AttachmentAddFailed | AttachmentRemoved;
+export type RuntimeEvent = AttachmentAdded | AttachmentAddFailed | AttachmentDeleted;
 
 export interface Attachment extends AttachmentKey {
   readonly netns: string;
@@ -49,7 +49,7 @@ export const runtimeProjection: Projection<RuntimeState, RuntimeEvent> = {
         return { attachments: { ...s.attachments, [attachmentKey(d)]: a } };
       }
       case 'AttachmentAddFailed':
-      case 'AttachmentRemoved': {
+      case 'AttachmentDeleted': {
         const { [attachmentKey(e.data)]: _gone, ...rest } = s.attachments;
         return { attachments: rest };
       }

@@ -86,7 +86,7 @@ describe('felt cni add / check / del', () => {
 
     const events = await exec([FELT, 'events', '--data-dir', data, '--stream', 'cni/chain']);
     expect(events.stdout).toMatch(/AttachmentAdded\s+ctr-a\/eth0 in \/run\/netns\/\S+ through bridge, portmap: 10\.96\.0\.\d+\/24/);
-    expect(events.stdout).toMatch(/AttachmentRemoved\s+ctr-a\/eth0 removed \(del\)/);
+    expect(events.stdout).toMatch(/AttachmentDeleted\s+ctr-a\/eth0 deleted \(del\)/);
   });
 
   it("defaults as cnitool: the container ID from the netns path, CNI_IFNAME, a .conf wrapped into a list", async () => {

@@ -237,7 +237,7 @@ async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string |
       const cached = readCache(file);
       const errors = await del(rt, { ...id, netns: rt.netns || cached?.netns || '' }, Object.keys(rt.capArgs).length ? rt.capArgs : ((cached?.capabilityArgs as Raw | undefined) ?? {}), cached);
       rmSync(file, { force: true });
-      record(rt, dataDir, [{ type: 'AttachmentRemoved', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors } }]);
+      record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors } }]);
       if (errors.length) return (io.err(`felt cni del: ${errors.join('\nfelt cni del: ')}\n`), 1);
       return 0;
     }
@@ -257,7 +257,7 @@ async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string |
         const errs = await del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c);
         errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
         rmSync(f, { force: true });
-        record(rt, dataDir, [{ type: 'AttachmentRemoved', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
+        record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
       }
       if (compareVersions(list.cniVersion, '1.1.0') >= 0) {
         for (const p of list.plugins) {
