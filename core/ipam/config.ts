@@ -188,7 +188,7 @@ function parseRangeSets(v: unknown, label: string, first: number, errs: string[]
   return sets;
 }
 
-function parseRoutes(v: unknown, errs: string[]): Route[] {
+export function parseRoutes(v: unknown, errs: string[]): Route[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) {
     errs.push('ipam.routes: must be an array of {dst, gw}');

@@ -1,0 +1,4 @@
+import { main } from '../dispatch.ts';
+import { staticIpam } from '../plugins/static.ts';
+
+void main(staticIpam);
