@@ -35,7 +35,7 @@ interface IpLink {
     info_slave_kind?: string;
     info_slave_data?: { hairpin?: boolean };
   };
-  addr_info?: { family: string; local: string; prefixlen: number; scope?: string; nodad?: boolean }[];
+  addr_info?: { family: string; local: string; prefixlen: number; scope?: string; nodad?: boolean; noprefixroute?: boolean }[];
 }
 
 interface IpRoute {
@@ -171,7 +171,7 @@ export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
       // Kernel-made IPv6 link-local addresses are nobody's to manage. (Loopback's 127.0.0.1/8 and ::1 are
       // reported: the loopback plugin reads them.)
       if (a.family === 'inet6' && a.scope === 'link') continue;
-      addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}) });
+      addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}), ...(a.noprefixroute ? { noprefixroute: true } : {}) });
     }
   }
   const routes = routesJ.map((r) => toRoute(ns, r)).filter((r): r is Route => r !== undefined);

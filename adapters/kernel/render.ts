@@ -156,7 +156,10 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
     case 'addr.add': {
       const v6 = o.addr.cidr.includes(':');
       // replace: adding an address that is there already is not an error.
-      return { tool: 'ip', lines: [`addr replace ${o.addr.cidr}${v6 ? '' : ' brd +'} dev ${o.addr.dev}${v6 && o.addr.nodad ? ' nodad' : ''}`] };
+      return {
+        tool: 'ip',
+        lines: [`addr replace ${o.addr.cidr}${v6 ? '' : ' brd +'} dev ${o.addr.dev}${v6 && o.addr.nodad ? ' nodad' : ''}${o.addr.noprefixroute ? ' noprefixroute' : ''}`],
+      };
     }
     case 'addr.del':
       return { tool: 'ip', lines: [`addr del ${o.addr.cidr} dev ${o.addr.dev}`] };

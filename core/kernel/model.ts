@@ -66,6 +66,8 @@ export interface Address {
   readonly cidr: string;
   /** IPv6: skip duplicate address detection. */
   readonly nodad?: boolean;
+  /** The kernel adds no prefix route for it (ptp routes through the gateway instead). */
+  readonly noprefixroute?: boolean;
 }
 
 export interface Route {
