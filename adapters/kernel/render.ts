@@ -79,6 +79,9 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
   head.push(`name ${l.name}`);
   if (l.mac) head.push(`address ${l.mac}`);
   if (l.mtu) head.push(`mtu ${l.mtu}`);
+  // Made from the master's namespace into its own: only the create-time settings here (plan sets the rest there).
+  const across = l.macvlan?.masterNs !== undefined && l.macvlan.masterNs !== l.ns;
+  if (across) head.push(`netns ${netnsArg(l.ns, o)}`);
   switch (l.kind) {
     case 'bridge':
       head.push('type bridge');
@@ -107,6 +110,7 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
     default:
       throw new Error(`cannot create a link of kind ${l.kind}`);
   }
+  if (across) return [head.join(' ')];
   const rest = linkSetLines(l.name, {
     ...(l.promisc ? { promisc: true } : {}),
     ...(l.master ? { master: l.master } : {}),
@@ -263,7 +267,7 @@ export function unsafe(o: Op): string | undefined {
   }
   const walk = (v: unknown, key: string): string | undefined => {
     if (typeof v === 'string') {
-      if (v === '' && (key === 'ns' || key === 'peerNs')) return undefined;
+      if (v === '' && (key === 'ns' || key === 'peerNs' || key === 'masterNs')) return undefined;
       if (NAME_KEYS.has(key)) {
         const p = linkNameProblem(v);
         return p ? `interface name ${JSON.stringify(v)} ${p}` : undefined;

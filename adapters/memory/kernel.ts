@@ -12,7 +12,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { Address, Fdb, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
-import { emptyKernelState } from '../../core/kernel/model.ts';
+import { createdFrom, emptyKernelState } from '../../core/kernel/model.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
@@ -142,7 +142,8 @@ class Twin {
     if (l.veth) this.dropLink(l.veth.peerNs, l.veth.peer);
     for (const x of [...this.links.values()]) {
       if (x.veth && x.veth.peerNs === ns && x.veth.peer === name) this.dropLink(x.ns, x.name);
-      if (x.ns === ns && (x.macvlan?.master === name || x.vxlan?.dev === name)) this.dropLink(x.ns, x.name);
+      if (x.ns === ns && (x.macvlan?.master === name || x.vxlan?.dev === name) && x.macvlan?.masterNs === undefined) this.dropLink(x.ns, x.name);
+      if (x.macvlan?.masterNs === ns && x.macvlan.master === name) this.dropLink(x.ns, x.name);
     }
   }
 
@@ -186,9 +187,11 @@ class Twin {
           if (!l.veth) return 'veth without a peer';
           if (this.hasLink(l.veth.peerNs, l.veth.peer)) return 'RTNETLINK answers: File exists';
         }
-        if (l.kind === 'macvlan' && (!l.macvlan || !this.hasLink(l.ns, l.macvlan.master))) return `Cannot find device "${l.macvlan?.master ?? ''}"`;
+        if (l.kind === 'macvlan' && (!l.macvlan || !this.hasLink(createdFrom(l), l.macvlan.master))) return `Cannot find device "${l.macvlan?.master ?? ''}"`;
         if (l.kind === 'vxlan' && (!l.vxlan || (l.vxlan.dev !== undefined && !this.hasLink(l.ns, l.vxlan.dev)))) return `Cannot find device "${l.vxlan?.dev ?? ''}"`;
-        const err = this.checkMaster(l.ns, l.master, l.hairpin);
+        // Made across namespaces, a link has only its create-time settings (as `ip link add ... netns`).
+        const across = createdFrom(l) !== l.ns;
+        const err = across ? undefined : this.checkMaster(l.ns, l.master, l.hairpin);
         if (err) return err;
         const base: Link = {
           ns: l.ns,
@@ -196,10 +199,10 @@ class Twin {
           kind: l.kind,
           mtu: l.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
           mac: (l.mac ?? this.mac()).toLowerCase(),
-          up: !!l.up,
-          master: l.master ?? null,
-          promisc: !!l.promisc,
-          hairpin: !!l.hairpin && !!l.master,
+          up: !across && !!l.up,
+          master: across ? null : (l.master ?? null),
+          promisc: !across && !!l.promisc,
+          hairpin: !across && !!l.hairpin && !!l.master,
           ...(l.veth ? { veth: { peer: l.veth.peer, peerNs: l.veth.peerNs } } : {}),
           ...(l.vxlan ? { vxlan: l.vxlan } : {}),
           ...(l.kind === 'bridge' ? { bridge: { vlanFiltering: !!l.bridge?.vlanFiltering } } : {}),

@@ -38,7 +38,16 @@ export interface BridgeSpec {
 export interface MacvlanSpec {
   readonly master: string;
   readonly mode: 'bridge' | 'private' | 'vepa' | 'passthru' | 'source';
+  /**
+   * Where the master is when it is not the link's own namespace (a CNI macvlan: master in the host, link in
+   * the pod). The link is then created from the master's namespace straight into its own (`ip link add link M
+   * name X netns NS type macvlan`), and configured there.
+   */
+  readonly masterNs?: NsRef;
 }
+
+/** The namespace a link is created from: its master's for a macvlan made across namespaces, else its own. */
+export const createdFrom = (l: Pick<Link, 'ns' | 'macvlan'>): NsRef => l.macvlan?.masterNs ?? l.ns;
 
 export interface Link {
   readonly ns: NsRef;
@@ -212,6 +221,7 @@ export type Op =
 export const opNs = (o: Op): NsRef => {
   switch (o.op) {
     case 'link.add':
+      return createdFrom(o.link);
     case 'link.set':
       return o.link.ns;
     case 'link.del':

@@ -24,7 +24,7 @@ import type {
   Qdisc,
   Route,
 } from './model.ts';
-import { HOST, opNs } from './model.ts';
+import { createdFrom, HOST, opNs } from './model.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
@@ -70,7 +70,8 @@ function compatible(d: Link, o: Link): boolean {
     if (a.local !== undefined && lower(a.local) !== lower(b.local)) return false;
     if (a.dev !== undefined && b.dev !== undefined && a.dev !== b.dev) return false;
   }
-  if (d.macvlan && o.macvlan && (d.macvlan.master !== o.macvlan.master || d.macvlan.mode !== o.macvlan.mode)) return false;
+  // A macvlan whose master is in another namespace is seen without its master's name: only the mode counts.
+  if (d.macvlan && o.macvlan && ((d.macvlan.masterNs === undefined && d.macvlan.master !== o.macvlan.master) || d.macvlan.mode !== o.macvlan.mode)) return false;
   return true;
 }
 
@@ -113,6 +114,19 @@ const createdPeer = (d: Link, creator: Link): Link => ({
   name: d.name,
   kind: 'veth',
   ...(creator.veth?.peerMac !== undefined ? { mac: creator.veth.peerMac } : {}),
+  up: false,
+  master: null,
+  promisc: false,
+  hairpin: false,
+});
+
+/** What `ip link add link M name X netns NS type macvlan [address A] [mtu N]` leaves the new link with. */
+const createdAcross = (d: Link): Link => ({
+  ns: d.ns,
+  name: d.name,
+  kind: d.kind,
+  ...(d.mac !== undefined ? { mac: d.mac } : {}),
+  ...(d.mtu !== undefined ? { mtu: d.mtu } : {}),
   up: false,
   master: null,
   promisc: false,
@@ -315,6 +329,11 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
     } else if (creator) {
       const changes = linkChanges(d, createdPeer(d, creator));
+      if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
+    } else if (createdFrom(d) !== d.ns) {
+      // Made from the master's namespace with its fixed settings only; the rest is set where it lands.
+      ops.push({ op: 'link.add', link: d });
+      const changes = linkChanges(d, createdAcross(d));
       if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
     } else {
       ops.push({ op: 'link.add', link: pairs.creates.get(k) ?? d });
@@ -527,6 +546,8 @@ export function namespaceOrder(ops: readonly Op[]): NsRef[] {
     if (o.op === 'link.add' && o.link.veth && o.link.veth.peerNs !== o.link.ns && before.has(o.link.veth.peerNs)) {
       before.get(o.link.veth.peerNs)!.add(o.link.ns);
     }
+    // A link made from another namespace (a macvlan on a host master) exists before its own namespace's ops.
+    if (o.op === 'link.add' && createdFrom(o.link) !== o.link.ns && before.has(o.link.ns)) before.get(o.link.ns)!.add(createdFrom(o.link));
   }
   const out: NsRef[] = [];
   const placed = new Set<NsRef>();
