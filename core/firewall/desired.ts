@@ -121,3 +121,22 @@ export function firewallDesired(fc: FirewallConf): FirewallAttachment {
   }
   return { kernel: { ...emptyKernelState(), rules }, scope: attachmentScope(ips) };
 }
+
+/**
+ * The desired rules to plan with, given what is there: shared rules (jumps, isolation rules) that exist
+ * already are left out, so plan only ever adds them. Two ADDs racing on a fresh node may both insert a
+ * shared jump (the reference can do the same); plan would remove the extra copy, and two such removals
+ * racing could remove both. Shared rules are therefore never removed, duplicates included.
+ */
+export function toPlan(a: FirewallAttachment, observed: KernelState): KernelState {
+  const own = new Set(a.scope.ruleMarkers.map((m) => `${m.family} ${m.chain} ${m.marker}`));
+  const present = new Set<string>();
+  for (const r of observed.rules) present.add(`${r.ns} ${r.family} ${r.table} ${r.chain} ${r.rule}`);
+  for (const c of observed.chains) for (const r of c.rules) present.add(`${c.ns} ${c.family} ${c.table} ${c.chain} ${r}`);
+  return {
+    ...a.kernel,
+    rules: a.kernel.rules.filter(
+      (r) => own.has(`${r.family} ${r.chain} ${r.rule}`) || !present.has(`${r.ns} ${r.family} ${r.table} ${r.chain} ${r.rule}`),
+    ),
+  };
+}

@@ -9,7 +9,7 @@ import { explain, invocations, restoreLines, steps } from '../../adapters/kernel
 import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import type { NetConf } from '../../core/cni/env.ts';
 import { parseFirewallConf, type FirewallConf } from '../../core/firewall/config.ts';
-import { attachmentScope, firewallDesired } from '../../core/firewall/desired.ts';
+import { attachmentScope, firewallDesired, toPlan } from '../../core/firewall/desired.ts';
 import { emptyKernelState, HOST, type IptFamily, type KernelState } from '../../core/kernel/model.ts';
 import { drift, plan } from '../../core/kernel/plan.ts';
 
@@ -228,6 +228,26 @@ describe('plan over the twin', () => {
       ...REF_SAME_BRIDGE.slice(4).filter((l) => !l.includes('10.9.0.5')),
     ]);
     expect(plan(emptyKernelState(), k.state(), scope)).toEqual([]);
+  });
+
+  it('shared rules are only ever added: a duplicated jump (two ADDs racing on a fresh node) stays', () => {
+    const c = conf({ ingressPolicy: 'same-bridge', prevResult: prev(['10.9.0.5/24'], 'cnib0') });
+    const { k, d } = add(c);
+    const jump = d.kernel.rules[0]!;
+    k.applySync([{ op: 'rule.add', rule: jump }]);
+    const seen = k.state();
+    // Plain plan would remove the extra copy (and two racing removals could remove both).
+    expect(plan(d.kernel, seen, d.scope)).toEqual([{ op: 'rule.del', rule: { ns: HOST, family: 4, table: 'filter', chain: 'FORWARD', rule: jump.rule } }]);
+    expect(plan(toPlan(d, seen), seen, d.scope)).toEqual([]);
+    expect(drift(toPlan(d, seen), seen, d.scope)).toEqual([]);
+    // Its own address rules are still planned (and a missing shared jump is still added).
+    const bare: KernelState = { ...seen, rules: [], chains: seen.chains.map((x) => (x.chain === 'CNI-FORWARD' ? { ...x, rules: x.rules.slice(0, 1) } : x)) };
+    expect(plan(toPlan(d, bare), bare, d.scope).map((o) => (o.op === 'rule.add' ? `${o.rule.chain} ${o.rule.rule}` : o.op))).toEqual([
+      'FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD',
+      'CNI-FORWARD -d 10.9.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      'CNI-FORWARD -s 10.9.0.5/32 -j ACCEPT',
+      'FORWARD -m comment --comment "CNI firewall plugin rules (ingressPolicy: same-bridge)" -j CNI-ISOLATION-STAGE-1',
+    ]);
   });
 
   it('CHECK names what is missing: a shared chain, a jump, an address rule', () => {
