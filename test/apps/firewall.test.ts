@@ -108,6 +108,27 @@ describe('traffic', () => {
     expect((await fwLines(host)).filter((l) => l.includes(ipOf(a1.result)))).toEqual([]);
   });
 
+  it('same-bridge over IPv6: ip6tables isolates the bridges too', async () => {
+    const { host } = await node();
+    const dataDir = sb.dir();
+    const fw = fwConf('1.0.0', { ingressPolicy: 'same-bridge' });
+    const a1 = await attach(host, '1.0.0', bridgeConf('1.0.0', dataDir, 'fw6a0', ['fd00:61::/64']), fw, 'a1');
+    const a2 = await attach(host, '1.0.0', bridgeConf('1.0.0', dataDir, 'fw6a0', ['fd00:61::/64']), fw, 'a2');
+    const bns = await sb.ns();
+    const b = await cni(call(host, bns, 'b1'), 'ADD', bridgeConf('1.0.0', dataDir, 'fw6b0', ['fd00:62::/64']));
+    expect(b.code).toBe(0);
+    await nsRun(host, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+    // Pods on one bridge reach each other over IPv6.
+    expect(await ping(a1.ns, ipOf(a2.result, 6))).toBe(true);
+    expect((await cni(call(host, bns, 'b1'), 'ADD', { ...fw, prevResult: b.json })).code).toBe(0);
+    expect(await ping(a2.ns, ipOf(a1.result, 6))).toBe(true);
+    expect(await ping(a1.ns, ipOf(b.json, 6), 1)).toBe(false);
+    expect(await ping(bns, ipOf(a1.result, 6), 1)).toBe(false);
+    // Without the isolation rules (a control on the same namespaces), the bridges reach each other.
+    await nsRun(host, ['ip6tables', '-F', 'CNI-ISOLATION-STAGE-2']);
+    expect(await ping(bns, ipOf(a1.result, 6))).toBe(true);
+  });
+
   it('isolated: pods on the same bridge are cut off from each other, not from the outside', async () => {
     const { host, outside } = await node();
     const dataDir = sb.dir();
