@@ -188,6 +188,7 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
       return { tool: 'tc', lines: [qdiscLine('del', o.qdisc)] };
     case 'chain.sync':
     case 'chain.del':
+    case 'chain.add':
     case 'rule.add':
     case 'rule.del':
       throw new Error('iptables ops are rendered per family');
@@ -196,21 +197,24 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
 
 // -------------------------------------------------------------------------------------------- iptables
 
-type IptOp = Extract<Op, { op: 'chain.sync' | 'chain.del' | 'rule.add' | 'rule.del' }>;
-const isIpt = (o: Op): o is IptOp => o.op === 'chain.sync' || o.op === 'chain.del' || o.op === 'rule.add' || o.op === 'rule.del';
+type IptOp = Extract<Op, { op: 'chain.sync' | 'chain.del' | 'chain.add' | 'rule.add' | 'rule.del' }>;
+const isIpt = (o: Op): o is IptOp =>
+  o.op === 'chain.sync' || o.op === 'chain.del' || o.op === 'chain.add' || o.op === 'rule.add' || o.op === 'rule.del';
 const iptRef = (o: IptOp): { family: IptFamily; table: IptTable; chain: string } =>
-  o.op === 'chain.sync' ? o.chain : o.op === 'chain.del' ? o : o.rule;
+  o.op === 'chain.sync' ? o.chain : o.op === 'chain.del' || o.op === 'chain.add' ? o : o.rule;
 
 /**
  * iptables-restore --noflush input for one family: per table, the chains being written or deleted are declared
  * first (`:C - [0:0]` creates a chain or flushes an existing one; declaring a chain to delete makes deleting a
- * missing chain harmless), then every op's lines in order, then COMMIT. One transaction per table.
+ * missing chain harmless), then the chains to create without flushing (`-N C`; when C exists meanwhile the
+ * restore fails on that line and runs again without it), then every op's lines in order, then COMMIT. One
+ * transaction per table.
  */
 export function restoreLines(ops: readonly IptOp[]): Line[] {
-  const tables = new Map<IptTable, { decl: Line[]; body: Line[] }>();
+  const tables = new Map<IptTable, { decl: Line[]; adds: Line[]; body: Line[] }>();
   const t = (table: IptTable) => {
     let x = tables.get(table);
-    if (!x) tables.set(table, (x = { decl: [], body: [] }));
+    if (!x) tables.set(table, (x = { decl: [], adds: [], body: [] }));
     return x;
   };
   for (const o of ops) {
@@ -225,6 +229,9 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
         x.decl.push({ text: `:${o.chain} - [0:0]`, op: o });
         x.body.push({ text: `-X ${o.chain}`, op: o });
         break;
+      case 'chain.add':
+        x.adds.push({ text: `-N ${o.chain}`, op: o });
+        break;
       case 'rule.add':
         x.body.push({ text: o.rule.position === 'head' ? `-I ${o.rule.chain} 1 ${o.rule.rule}` : `-A ${o.rule.chain} ${o.rule.rule}`, op: o });
         break;
@@ -233,7 +240,7 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
         break;
     }
   }
-  return [...tables].flatMap(([table, x]) => [{ text: `*${table}` }, ...x.decl, ...x.body, { text: 'COMMIT' }]);
+  return [...tables].flatMap(([table, x]) => [{ text: `*${table}` }, ...x.decl, ...x.adds, ...x.body, { text: 'COMMIT' }]);
 }
 
 // ----------------------------------------------------------------------------------------------- steps
@@ -258,10 +265,10 @@ export function unsafe(o: Op): string | undefined {
     if (/[\x00-\x1f\x7f]/.test(value)) return `sysctl value ${JSON.stringify(value)} holds control characters`;
     return undefined;
   }
-  if (o.op === 'chain.sync' || o.op === 'chain.del' || o.op === 'rule.add' || o.op === 'rule.del') {
+  if (isIpt(o)) {
     const ref = iptRef(o);
     if (!isBatchToken(ref.chain)) return `iptables chain name ${JSON.stringify(ref.chain)} is not one word`;
-    const rules = o.op === 'chain.sync' ? o.chain.rules : o.op === 'chain.del' ? [] : [o.rule.rule];
+    const rules = o.op === 'chain.sync' ? o.chain.rules : o.op === 'chain.del' || o.op === 'chain.add' ? [] : [o.rule.rule];
     const bad = rules.find((r) => /[\x00-\x1f\x7f]/.test(r));
     return bad === undefined ? undefined : `iptables rule ${JSON.stringify(bad)} holds a line break or control characters`;
   }
@@ -420,7 +427,9 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
       line = step.lines.find((l) => l.op && quoted.some((q) => new RegExp(`(?:^|\\s)${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:\\s|$)`).test(l.text))) ?? line;
     }
     const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
-    if (line?.op && line.op.op === 'rule.del' && NOT_THERE.test(text)) {
+    const gone = line?.op?.op === 'rule.del' && NOT_THERE.test(text);
+    const made = line?.op?.op === 'chain.add' && /Chain already exists/i.test(text);
+    if (line?.op && (gone || made)) {
       const bad = line.op;
       const rest = step.lines.filter((l) => l.op !== bad);
       return rest.some((l) => l.op) ? { kind: 'retry', step: { ...step, lines: restoreLines(uniqueOps(rest)) } } : { kind: 'ok' };
@@ -446,5 +455,5 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
   return first ?? { kind: 'ok' };
 }
 
-const uniqueOps = (lines: readonly Line[]): Extract<Op, { op: 'chain.sync' | 'chain.del' | 'rule.add' | 'rule.del' }>[] =>
+const uniqueOps = (lines: readonly Line[]): IptOp[] =>
   [...new Set(lines.flatMap((l) => (l.op && isIpt(l.op) ? [l.op] : [])))];

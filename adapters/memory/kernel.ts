@@ -320,6 +320,10 @@ class Twin {
         this.chains.delete(k);
         return undefined;
       }
+      case 'chain.add':
+        // iptables-restore fails on `-N` of an existing chain and the adapter runs it again without: a no-op.
+        this.chain(o, true);
+        return undefined;
       case 'rule.add': {
         const rec = this.chain(o.rule);
         if (!rec) return 'No chain/target/match by that name.';

@@ -134,6 +134,12 @@ export interface IptRule {
   readonly chain: string;
   readonly rule: string;
   readonly position?: 'head' | 'tail';
+  /**
+   * The rule's `-j` target is a chain shared with others (e.g. the firewall plugin's CNI-ADMIN): plan creates
+   * it empty when it is missing, and never flushes or deletes it. (A rule's own chain, when it is neither
+   * builtin nor desired whole, is created the same way.)
+   */
+  readonly ensureTarget?: boolean;
 }
 
 export interface Sysctl {
@@ -212,6 +218,8 @@ export type Op =
   | { readonly op: 'fdb.del'; readonly fdb: Fdb }
   | { readonly op: 'chain.sync'; readonly chain: IptChain }
   | { readonly op: 'chain.del'; readonly ns: NsRef; readonly family: IptFamily; readonly table: IptTable; readonly chain: string }
+  /** Create an empty chain that is missing (`-N`); a chain that exists meanwhile is left as it is. */
+  | { readonly op: 'chain.add'; readonly ns: NsRef; readonly family: IptFamily; readonly table: IptTable; readonly chain: string }
   | { readonly op: 'rule.add'; readonly rule: IptRule }
   | { readonly op: 'rule.del'; readonly rule: IptRule }
   | { readonly op: 'sysctl.set'; readonly sysctl: Sysctl }
@@ -226,6 +234,7 @@ export const opNs = (o: Op): NsRef => {
       return o.link.ns;
     case 'link.del':
     case 'chain.del':
+    case 'chain.add':
       return o.ns;
     case 'addr.add':
     case 'addr.del':

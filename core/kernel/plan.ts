@@ -426,6 +426,18 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     const k = chainKey(c);
     if (!ruleLists.has(k) && !own.chain(c) && !wantC.has(k)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
   }
+  // Shared chains: a desired rule's own chain and (ensureTarget) its jump target must exist. A missing one is
+  // created empty, never synced: other attachments' rules live in it.
+  const known = new Set([...haveC.keys(), ...wantC.keys(), ...ruleLists.keys()]);
+  for (const r of desired.rules) {
+    for (const chain of [r.chain, ...(r.ensureTarget ? [ruleTarget(r.rule)] : [])]) {
+      if (chain === undefined || BUILTIN_CHAINS.has(chain)) continue;
+      const k = chainKey({ ns: r.ns, family: r.family, table: r.table, chain });
+      if (known.has(k)) continue;
+      known.add(k);
+      ops.push({ op: 'chain.add', ns: r.ns, family: r.family, table: r.table, chain });
+    }
+  }
   const wantRule = new Set(desired.rules.map(ruleKey));
   for (const r of desired.rules) {
     if (!ruleLists.get(chainKey(r))?.rules.includes(r.rule)) ops.push({ op: 'rule.add', rule: r });
@@ -490,6 +502,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
  */
 export const PHASE: Readonly<Record<Op['op'], number>> = {
   'rule.del': 0,
+  'chain.add': 1,
   'chain.sync': 1,
   'chain.del': 2,
   'rule.add': 3,
@@ -700,6 +713,8 @@ export function describeOp(o: Op): string {
       return `write iptables chain ${chainName(o.chain)} (${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
     case 'chain.del':
       return `delete iptables chain ${chainName(o)} in ${where(o.ns)}`;
+    case 'chain.add':
+      return `create iptables chain ${chainName(o)} in ${where(o.ns)}`;
     case 'rule.add':
       return `add iptables rule in ${chainName(o.rule)} in ${where(o.rule.ns)}: ${o.rule.rule}`;
     case 'rule.del':
@@ -816,6 +831,9 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
       }
       case 'chain.del':
         out.push(`unexpected iptables chain ${chainName(o)} in ${where(o.ns)}`);
+        break;
+      case 'chain.add':
+        out.push(`missing iptables chain ${chainName(o)} in ${where(o.ns)}`);
         break;
       case 'rule.add':
         out.push(`missing iptables rule in ${chainName(o.rule)}${o.rule.ns === HOST ? '' : ` of ${o.rule.ns}`}: ${o.rule.rule}`);
