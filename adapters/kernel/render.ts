@@ -200,10 +200,10 @@ const iptRef = (o: IptOp): { family: IptFamily; table: IptTable; chain: string }
  * missing chain harmless), then every op's lines in order, then COMMIT. One transaction per table.
  */
 export function restoreLines(ops: readonly IptOp[]): Line[] {
-  const tables = new Map<IptTable, { decl: Line[]; body: Line[] }>();
+  const tables = new Map<IptTable, { decl: Line[]; create: Line[]; body: Line[] }>();
   const t = (table: IptTable) => {
     let x = tables.get(table);
-    if (!x) tables.set(table, (x = { decl: [], body: [] }));
+    if (!x) tables.set(table, (x = { decl: [], create: [], body: [] }));
     return x;
   };
   for (const o of ops) {
@@ -211,6 +211,11 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
     const x = t(ref.table);
     switch (o.op) {
       case 'chain.sync':
+        // A shared chain is created, never flushed: when it exists already, the restore is run again without it.
+        if (o.chain.shared) {
+          x.create.push({ text: `-N ${o.chain.chain}`, op: o });
+          break;
+        }
         x.decl.push({ text: `:${o.chain.chain} - [0:0]`, op: o });
         for (const r of o.chain.rules) x.body.push({ text: `-A ${o.chain.chain} ${r}`, op: o });
         break;
@@ -226,7 +231,7 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
         break;
     }
   }
-  return [...tables].flatMap(([table, x]) => [{ text: `*${table}` }, ...x.decl, ...x.body, { text: 'COMMIT' }]);
+  return [...tables].flatMap(([table, x]) => [{ text: `*${table}` }, ...x.decl, ...x.create, ...x.body, { text: 'COMMIT' }]);
 }
 
 // ----------------------------------------------------------------------------------------------- steps
@@ -394,7 +399,8 @@ function failedLines(text: string): Map<number, string> {
 /**
  * Why one invocation of a step failed, from its exit code and stderr: the op at fault (named in words), "ok"
  * when the only failures were deletions of things already gone, or an iptables-restore to run again without
- * such a deletion (the whole restore was rolled back).
+ * such a deletion or without the creation of a shared chain that exists already (the whole restore was
+ * rolled back).
  */
 export function explain(step: Step, inv: Invocation, code: number, text: string): Verdict {
   if (code === 0) return { kind: 'ok' };
@@ -413,8 +419,10 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
       line = step.lines.find((l) => l.op && quoted.some((q) => new RegExp(`(?:^|\\s)${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:\\s|$)`).test(l.text))) ?? line;
     }
     const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
-    if (line?.op && line.op.op === 'rule.del' && NOT_THERE.test(text)) {
-      const bad = line.op;
+    const gone = line?.op?.op === 'rule.del' && NOT_THERE.test(text);
+    const there = line?.op?.op === 'chain.sync' && line.op.chain.shared === true && /Chain already exists/i.test(text);
+    if (line?.op && (gone || there)) {
+      const bad: Op = line.op;
       const rest = step.lines.filter((l) => l.op !== bad);
       return rest.some((l) => l.op) ? { kind: 'retry', step: { ...step, lines: restoreLines(uniqueOps(rest)) } } : { kind: 'ok' };
     }

@@ -300,6 +300,7 @@ class Twin {
         const c = o.chain;
         if (BUILTIN_CHAINS.has(c.chain)) return `cannot rewrite builtin chain ${c.chain}`;
         const rec = this.chain(c, true)!;
+        if (c.shared) return undefined; // created when missing, never flushed
         const err = this.checkTargets(c, c.rules, c.chain);
         if (err) return err;
         rec.rules = [...c.rules];

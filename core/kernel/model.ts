@@ -110,6 +110,12 @@ export interface IptChain {
   readonly table: IptTable;
   readonly chain: string;
   readonly rules: readonly string[];
+  /**
+   * A chain that several owners write into (portmap's CNI-HOSTPORT-DNAT): felt only needs it to exist, its
+   * rules are not compared (felt's own rules in it are single marked IptRules), and it is created with `-N`,
+   * never flushed, so a concurrent writer's rules survive. `rules` is then empty.
+   */
+  readonly shared?: boolean;
 }
 
 /**

@@ -390,12 +390,12 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const haveC = new Map(observed.chains.map((c) => [chainKey(c), c]));
   for (const c of desired.chains) {
     const o = haveC.get(chainKey(c));
-    if (!o || !sameRules(o.rules, c.rules)) ops.push({ op: 'chain.sync', chain: c });
+    if (!o || (!c.shared && !sameRules(o.rules, c.rules))) ops.push({ op: 'chain.sync', chain: c });
   }
   for (const c of observed.chains) {
     if (own.chain(c) && !wantC.has(chainKey(c))) ops.push({ op: 'chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.chain });
   }
-  // Rules as observed, per chain: the builtin chains' rules, and whole chains felt does not own.
+  // Rules as observed, per chain: the builtin chains' rules, and whole chains felt does not own (shared ones too).
   const ruleLists = new Map<string, { ref: IptChain; rules: string[] }>();
   for (const r of observed.rules) {
     const k = chainKey(r);
@@ -405,7 +405,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   for (const c of observed.chains) {
     const k = chainKey(c);
-    if (!ruleLists.has(k) && !own.chain(c) && !wantC.has(k)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
+    if (!ruleLists.has(k) && !own.chain(c) && (!wantC.has(k) || wantC.get(k)!.shared)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
   }
   const wantRule = new Set(desired.rules.map(ruleKey));
   for (const r of desired.rules) {
@@ -676,7 +676,9 @@ export function describeOp(o: Op): string {
     case 'fdb.del':
       return `delete fdb entry ${o.fdb.mac} dst ${o.fdb.dst} dev ${o.fdb.dev} in ${where(o.fdb.ns)}`;
     case 'chain.sync':
-      return `write iptables chain ${chainName(o.chain)} (${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
+      return o.chain.shared
+        ? `create iptables chain ${chainName(o.chain)} in ${where(o.chain.ns)}`
+        : `write iptables chain ${chainName(o.chain)} (${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
     case 'chain.del':
       return `delete iptables chain ${chainName(o)} in ${where(o.ns)}`;
     case 'rule.add':
