@@ -249,3 +249,41 @@ describe('portmap bad input: the right code, the field named, nothing changed', 
     expect(await portmapRules(host)).toEqual([]);
   });
 });
+
+describe('portmap: concurrent ADDs on a fresh node', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it("keep every attachment's chain and jumps (shared chains are created, never flushed)", async () => {
+    // portmap only reads prevResult and writes the host's nat table: no pod namespace is needed.
+    const host = await sb.ns();
+    const n = 6;
+    const prevOf = (i: number) => ({
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'eth0', sandbox: `/var/run/netns/none-${i}` }],
+      ips: [{ address: `10.99.0.${i + 2}/24`, interface: 0 }],
+    });
+    const conf = (i: number) => ({
+      ...portmapConf('1.0.0', prevOf(i)),
+      runtimeConfig: { portMappings: [{ hostPort: 7000 + i, containerPort: 80, protocol: 'tcp' }] },
+    });
+    const add = (i: number) => cni({ dir: FELT_CNI, hostNs: host, pod: `/var/run/netns/none-${i}`, cid: `c${i}` }, 'ADD', conf(i));
+    const outs = await Promise.all(Array.from({ length: n }, (_, i) => add(i)));
+    for (const o of outs) expect(o.code, o.stdout + o.stderr).toBe(0);
+    const save = await iptSave(host, 4);
+    for (let i = 0; i < n; i++) {
+      expect(save.some((l) => l.startsWith('-A CNI-HOSTPORT-DNAT ') && l.includes(`--dports ${7000 + i} `))).toBe(true);
+      expect(save.some((l) => l.startsWith('-A CNI-DN-') && l.includes(`--dport ${7000 + i} -j DNAT --to-destination 10.99.0.${i + 2}:80`))).toBe(true);
+    }
+    // Every attachment checks clean (a jump two racing ADDs both appended is one too many, and CHECK says so;
+    // the next ADD of any attachment removes the copy).
+    expect((await add(0)).code).toBe(0);
+    for (let i = 0; i < n; i++) {
+      const c = await cni({ dir: FELT_CNI, hostNs: host, pod: `/var/run/netns/none-${i}`, cid: `c${i}` }, 'CHECK', conf(i));
+      expect(c.code, c.stdout).toBe(0);
+    }
+    const again = await iptSave(host, 4);
+    expect(again.filter((l) => l === '-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT')).toHaveLength(1);
+    expect(again.filter((l) => l.startsWith('-A POSTROUTING') && l.includes('CNI-HOSTPORT-MASQ'))).toHaveLength(1);
+  });
+});
