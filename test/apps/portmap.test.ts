@@ -222,6 +222,14 @@ describe('portmap bad input: the right code, the field named, nothing changed', 
     expect(c.json).toMatchObject({ code: 7, msg: expect.stringContaining('prevResult') });
   });
 
+  it('DEL with an empty CNI_NETNS (the pod is gone) still removes the forwarding', async () => {
+    expect((await call('ADD', portmapConf('1.0.0', prev))).code).toBe(0);
+    expect(await portmapRules(host)).not.toEqual([]);
+    const d = await cni({ dir: FELT_CNI, hostNs: host, pod: '', cid: 'ctr-bad' }, 'DEL', portmapConf('1.0.0', undefined));
+    expect(d.code, d.stdout).toBe(0);
+    expect(await portmapRules(host)).toEqual([]);
+  });
+
   it('without the conntrack tool, ADD still forwards and says what it could not do', async () => {
     // A PATH with the tools felt uses, but no conntrack.
     const bin = join(sb.dir(), 'bin');
