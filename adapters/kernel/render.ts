@@ -408,7 +408,8 @@ function failedLines(text: string): Map<number, string> {
 /**
  * Why one invocation of a step failed, from its exit code and stderr: the op at fault (named in words), "ok"
  * when the only failures were deletions of things already gone, or an iptables-restore to run again without
- * such a deletion (the whole restore was rolled back).
+ * such a deletion or without the creation of a shared chain that exists already (the whole restore was
+ * rolled back).
  */
 export function explain(step: Step, inv: Invocation, code: number, text: string): Verdict {
   if (code === 0) return { kind: 'ok' };

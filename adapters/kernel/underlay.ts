@@ -38,6 +38,7 @@ const read = (): Promise<string> =>
     c.stdout.on('data', (b: Buffer) => (out += b.toString()));
     c.on('error', reject);
     c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ip exited with ${code}`))));
+    c.stdin.on('error', () => undefined);
     c.stdin.end('addr show\nroute show default\n');
   });
 

@@ -110,6 +110,8 @@ export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code
     child.on('close', (code) =>
       resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
     );
+    // A plugin may exit without reading its stdin (EPIPE): what it printed and its exit code are the answer.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(stdin);
   });
 }

@@ -121,6 +121,12 @@ export interface IptChain {
   readonly table: IptTable;
   readonly chain: string;
   readonly rules: readonly string[];
+  /**
+   * A chain that several owners write into (portmap's CNI-HOSTPORT-DNAT): felt only needs it to exist, so plan
+   * creates it with `chain.add` (`-N`, never a flush) when it is missing and never compares its rules (felt's
+   * own rules in it are single marked IptRules). `rules` is then empty.
+   */
+  readonly shared?: boolean;
 }
 
 /**

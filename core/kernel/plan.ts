@@ -409,12 +409,17 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const haveC = new Map(observed.chains.map((c) => [chainKey(c), c]));
   for (const c of desired.chains) {
     const o = haveC.get(chainKey(c));
+    // A shared chain (others write into it) is only made to exist: created empty when missing, never rewritten.
+    if (c.shared) {
+      if (!o) ops.push({ op: 'chain.add', ns: c.ns, family: c.family, table: c.table, chain: c.chain });
+      continue;
+    }
     if (!o || !sameRules(o.rules, c.rules)) ops.push({ op: 'chain.sync', chain: c });
   }
   for (const c of observed.chains) {
     if (own.chain(c) && !wantC.has(chainKey(c))) ops.push({ op: 'chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.chain });
   }
-  // Rules as observed, per chain: the builtin chains' rules, and whole chains felt does not own.
+  // Rules as observed, per chain: the builtin chains' rules, and whole chains felt does not own (shared ones too).
   const ruleLists = new Map<string, { ref: IptChain; rules: string[] }>();
   for (const r of observed.rules) {
     const k = chainKey(r);
@@ -424,7 +429,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   for (const c of observed.chains) {
     const k = chainKey(c);
-    if (!ruleLists.has(k) && !own.chain(c) && !wantC.has(k)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
+    if (!ruleLists.has(k) && !own.chain(c) && (!wantC.has(k) || wantC.get(k)!.shared)) ruleLists.set(k, { ref: c, rules: [...c.rules] });
   }
   // Shared chains: a desired rule's own chain and (ensureTarget) its jump target must exist. A missing one is
   // created empty, never synced: other attachments' rules live in it.

@@ -115,9 +115,13 @@ describe('flannel plugin (kernel)', () => {
     expect(await feltAllocations(join(dir, 'ipam'))).toEqual([]);
   });
 
-  it('runs the stock 10-flannel.conflist (flannel, then portmap) with felt and the reference portmap on CNI_PATH', async () => {
+  // A runtime resolves `portmap` on CNI_PATH: felt's own first; the reference's still works in its place.
+  it.each([
+    ["felt's portmap (first on CNI_PATH)", FELT_CNI],
+    ['the reference portmap', REF_CNI],
+  ])('runs the stock 10-flannel.conflist (flannel, then portmap) with %s', async (_t, portmapDir) => {
     const env = { CNI_PATH: `${FELT_CNI}:${REF_CNI}` };
-    const call = (dir: string, type: string, command: 'ADD' | 'DEL', config: unknown) =>
+    const call = (dir: string, type: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown) =>
       runCni({ dir, type, command, hostNs: host, containerId: 'p9', netns: nsPath(pod), ifname: 'eth0', config, env });
     const fl = await call(FELT_CNI, 'flannel', 'ADD', config());
     expect(fl.code, fl.stdout).toBe(0);
@@ -129,10 +133,15 @@ describe('flannel plugin (kernel)', () => {
       runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] },
       prevResult: fl.json,
     };
-    const pm = await call(REF_CNI, 'portmap', 'ADD', portmap);
+    const pm = await call(portmapDir, 'portmap', 'ADD', portmap);
     expect(pm.code, pm.stdout).toBe(0);
-    expect((await iptSave(host, 4)).some((l) => l.includes('--dport 8080') && l.includes('DNAT'))).toBe(true);
-    expect((await call(REF_CNI, 'portmap', 'DEL', portmap)).code).toBe(0);
+    // The conflist's result is portmap's: prevResult passed through (the reference adds "dns": {}).
+    expect({ ...pm.json, dns: undefined }).toEqual({ ...fl.json, dns: undefined });
+    const ip = String(fl.json.ips[0].address).split('/')[0];
+    expect((await iptSave(host, 4)).some((l) => l.includes('--dport 8080') && l.includes(`DNAT --to-destination ${ip}:80`))).toBe(true);
+    if (portmapDir === FELT_CNI) expect((await call(portmapDir, 'portmap', 'CHECK', portmap)).code).toBe(0);
+    // DEL in reverse order, as libcni does.
+    expect((await call(portmapDir, 'portmap', 'DEL', portmap)).code).toBe(0);
     expect((await call(FELT_CNI, 'flannel', 'DEL', config())).code).toBe(0);
     expect((await iptSave(host, 4)).some((l) => l.includes('--dport 8080'))).toBe(false);
     expect(await veths(host)).toEqual([]);

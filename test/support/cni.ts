@@ -65,6 +65,7 @@ export function runCni(c: CniCall): Promise<CniOutcome> {
       }
       resolve({ code: code ?? -1, stdout, stderr: Buffer.concat(err).toString(), json, ms: performance.now() - t0 });
     });
+    child.stdin.on('error', () => undefined); // a plugin that exits without reading stdin is an answer too
     child.stdin.end(stdin);
   });
 }

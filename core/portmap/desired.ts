@@ -1,0 +1,211 @@
+// The desired nat-table state of one portmap attachment, with the reference plugin's chains, rules and
+// comments byte for byte (as iptables-save prints them), so that a node can switch between felt and the
+// reference without leftovers:
+//
+//   PREROUTING, OUTPUT:   -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT                  (shared, appended)
+//   CNI-HOSTPORT-DNAT:    -p tcp -m comment --comment "dnat name: ..." -m multiport --dports 8080,8081
+//                         -j CNI-DN-<hash>                                                   (one per protocol
+//                                                                                            and 15 ports)
+//   CNI-DN-<hash>:        per mapping: hairpin mark, localhost mark (IPv4), DNAT             (owned whole)
+//   CNI-HOSTPORT-SETMARK: -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
+//   CNI-HOSTPORT-MASQ:    -m mark --mark 0x2000/0x2000 -j MASQUERADE
+//   POSTROUTING (head):   -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
+//
+// CNI-HOSTPORT-DNAT, -SETMARK and -MASQ are shared by every attachment (and by the reference plugin): felt
+// creates them when missing and only ever adds or removes its own single rules in them. Only the attachment's
+// CNI-DN- chain and its entry rules are removed by DEL, as the reference does.
+
+import { chainName, quoteComment } from '../cni/masq.ts';
+import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
+import { devSysctl } from '../kernel/keys.ts';
+import { emptyKernelState, type IptChain, type IptFamily, type IptRule, type KernelState, type NsRef, type OwnershipScope } from '../kernel/model.ts';
+import type { ContainerAddresses, PortMapConf, PortMapping, Protocol } from './config.ts';
+
+export const TOP_DNAT = 'CNI-HOSTPORT-DNAT';
+export const SETMARK = 'CNI-HOSTPORT-SETMARK';
+export const MARK_MASQ = 'CNI-HOSTPORT-MASQ';
+/** Older plugin versions made a per-container SNAT chain under this one; DEL still removes it. */
+export const OLD_TOP_SNAT = 'CNI-HOSTPORT-SNAT';
+
+export const dnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-DN-');
+export const oldSnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-SN-');
+
+/** The reference's trimComment: iptables takes at most 255 characters. */
+const trimComment = (c: string): string => (c.length <= 255 ? c : `${c.slice(0, 253)}...`);
+
+export const dnatComment = (network: string, containerId: string): string =>
+  trimComment(`dnat name: "${network}" id: "${containerId}"`);
+
+/** `1 << bit` as Go's `%#x/%#x`. */
+export const markDef = (bit: number): string => {
+  const v = `0x${(2 ** bit).toString(16)}`;
+  return `${v}/${v}`;
+};
+
+export const localDstRule = `-m addrtype --dst-type LOCAL -j ${TOP_DNAT}`;
+export const masqEntryRule = `-m comment --comment ${quoteComment('CNI portfwd requiring masquerade')} -j ${MARK_MASQ}`;
+export const setMarkRule = (bit: number): string => `-m comment --comment ${quoteComment('CNI portfwd masquerade mark')} -j MARK --set-xmark ${markDef(bit)}`;
+export const masqRule = (bit: number): string => `-m mark --mark ${markDef(bit)} -j MASQUERADE`;
+
+/** An address as iptables-save prints a `-s`/`-d` match: the network, with its prefix. */
+const addrMatch = (text: string, family: Family): string => {
+  const c = text.includes('/') ? parseCIDR(text) : (() => {
+    const ip = parseIP(text);
+    return ip ? { ip, prefix: family === 4 ? 32 : 128 } : undefined;
+  })();
+  return c ? formatCIDR(networkOf(c)) : text;
+};
+
+const HEADER: Readonly<Record<string, '-s' | '-d' | '-i' | '-o'>> = {
+  '-s': '-s',
+  '--source': '-s',
+  '--src': '-s',
+  '-d': '-d',
+  '--destination': '-d',
+  '--dst': '-d',
+  '-i': '-i',
+  '--in-interface': '-i',
+  '-o': '-o',
+  '--out-interface': '-o',
+};
+
+/**
+ * Condition tokens split as iptables-save orders a rule: the address and interface matches (`[!] -s/-d/-i/-o
+ * X`, addresses written as networks with a prefix) go before `-p`, everything else (`-m ...` matches) after
+ * the rule's own matches, as given.
+ */
+export function splitConditions(tokens: readonly string[], family: Family): { header: string[]; matches: string[] } {
+  const found = new Map<string, string[]>();
+  const matches: string[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const neg = tokens[i] === '!' && HEADER[tokens[i + 1] ?? ''] !== undefined;
+    const opt = HEADER[tokens[neg ? i + 1 : i]!];
+    const val = tokens[neg ? i + 2 : i + 1];
+    if (opt && val !== undefined) {
+      const v = opt === '-s' || opt === '-d' ? addrMatch(val, family) : val;
+      found.set(opt, [...(neg ? ['!'] : []), opt, v]);
+      i += neg ? 2 : 1;
+    } else matches.push(tokens[i]!);
+  }
+  const header = (['-s', '-d', '-i', '-o'] as const).flatMap((k) => found.get(k) ?? []);
+  return { header, matches };
+}
+
+const fmtIPPort = (c: CIDR, port: number): string => (c.ip.family === 6 ? `[${formatIP(c.ip)}]:${port}` : `${formatIP(c.ip)}:${port}`);
+const hostMatch = (c: CIDR): string => (c.ip.family === 4 ? `${formatIP(c.ip)}/32` : `${formatIP(c.ip)}/128`);
+
+const unique = (xs: readonly string[]): string[] => [...new Set(xs)];
+
+/** The rules of the attachment's CNI-DN- chain for one container address (the reference's fillDnatRules). */
+export function dnatRules(pc: PortMapConf, addr: CIDR): string[] {
+  const family = addr.ip.family;
+  const mark = pc.externalSetMarkChain ?? SETMARK;
+  const rules: string[] = [];
+  for (const m of pc.portMappings) {
+    // A host IP of the other family: the mapping is for the other address.
+    if (m.hostIP && m.hostIP.family !== family) continue;
+    const dst = m.hostIP && m.hostIP.value !== 0n ? `-d ${formatIP(m.hostIP)}/${family === 4 ? 32 : 128} ` : '';
+    const match = `-p ${m.protocol} -m ${m.protocol} --dport ${m.hostPort}`;
+    if (pc.snat) {
+      // Hairpin (the pod to its own host port), then localhost (IPv4); masqAll marks every source instead
+      // (-s 0.0.0.0/0, which iptables-save leaves out).
+      rules.push(pc.masqAll ? `${dst}${match} -j ${mark}` : `-s ${formatCIDR(networkOf(addr))} ${dst}${match} -j ${mark}`);
+      if (family === 4 && !pc.masqAll) rules.push(`-s 127.0.0.1/32 ${dst}${match} -j ${mark}`);
+    }
+    rules.push(`${dst}${match} -j DNAT --to-destination ${fmtIPPort(addr, m.containerPort)}`);
+  }
+  // The reference appends each rule unless it is there already.
+  return unique(rules);
+}
+
+/** Host ports per protocol, in mapping order, in runs of at most 15 (multiport's limit). */
+const portLists = (ms: readonly PortMapping[]): [Protocol, string][] => {
+  const by = new Map<Protocol, number[]>();
+  for (const m of ms) by.set(m.protocol, [...(by.get(m.protocol) ?? []), m.hostPort]);
+  return [...by.keys()].sort().flatMap((p) => {
+    const ports = by.get(p)!;
+    const out: [Protocol, string][] = [];
+    for (let i = 0; i < ports.length; i += 15) out.push([p, ports.slice(i, i + 15).join(',')]);
+    return out;
+  });
+};
+
+/** The jumps from CNI-HOSTPORT-DNAT into the attachment's chain. */
+export function entryRules(pc: PortMapConf, containerId: string, family: Family): string[] {
+  const chain = dnatChain(pc.name, containerId);
+  const comment = `-m comment --comment ${quoteComment(dnatComment(pc.name, containerId))}`;
+  const { header, matches } = splitConditions(family === 4 ? pc.conditionsV4 : pc.conditionsV6, family);
+  const pre = header.length ? `${header.join(' ')} ` : '';
+  const post = matches.length ? ` ${matches.join(' ')}` : '';
+  return unique(portLists(pc.portMappings).map(([p, ports]) => `${pre}-p ${p} ${comment} -m multiport --dports ${ports}${post} -j ${chain}`));
+}
+
+export interface PortmapInput {
+  readonly conf: PortMapConf;
+  readonly containerId: string;
+  readonly addresses: ContainerAddresses;
+  /**
+   * The host interface that routes to the container's IPv4 address (the reference's getRoutableHostIF):
+   * route_localnet is turned on there so that 127.0.0.1 can be DNATed to the container.
+   */
+  readonly hostIf?: string;
+  /** Where the nat table is: the host namespace. */
+  readonly ns: NsRef;
+}
+
+/** Everything the attachment needs in the nat table (and the route_localnet sysctl). */
+export function portmapDesired(i: PortmapInput): KernelState {
+  const { conf: pc, containerId, ns } = i;
+  const chains: IptChain[] = [];
+  const rules: IptRule[] = [];
+  const sysctls: KernelState['sysctls'][number][] = [];
+  if (pc.portMappings.length === 0) return emptyKernelState();
+  const shared = (family: IptFamily, chain: string): IptChain => ({ ns, family, table: 'nat', chain, rules: [], shared: true });
+  const rule = (family: IptFamily, chain: string, r: string, position?: 'head'): IptRule => ({
+    ns,
+    family,
+    table: 'nat',
+    chain,
+    rule: r,
+    ...(position ? { position } : {}),
+  });
+  for (const addr of [i.addresses.v4, i.addresses.v6]) {
+    if (!addr) continue;
+    const family = addr.ip.family;
+    if (pc.snat && !pc.externalSetMarkChain) {
+      chains.push(shared(family, SETMARK), shared(family, MARK_MASQ));
+      rules.push(rule(family, SETMARK, setMarkRule(pc.markMasqBit)), rule(family, MARK_MASQ, masqRule(pc.markMasqBit)));
+      // At the head: otherwise bridge's and ptp's masquerade rules would take these packets first.
+      rules.push(rule(family, 'POSTROUTING', masqEntryRule, 'head'));
+    }
+    chains.push(shared(family, TOP_DNAT));
+    rules.push(rule(family, 'PREROUTING', localDstRule), rule(family, 'OUTPUT', localDstRule));
+    chains.push({ ns, family, table: 'nat', chain: dnatChain(pc.name, containerId), rules: dnatRules(pc, addr) });
+    for (const r of entryRules(pc, containerId, family)) rules.push(rule(family, TOP_DNAT, r));
+    if (family === 4 && pc.snat && i.hostIf) sysctls.push({ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' });
+  }
+  return { ...emptyKernelState(), chains, rules, sysctls };
+}
+
+/**
+ * What the attachment owns in both families, whether or not it exists: its CNI-DN- chain, its jumps in
+ * CNI-HOSTPORT-DNAT, and an old CNI-SN- chain with its jumps. The shared chains and their jumps are never
+ * the attachment's: DEL leaves them, as the reference does.
+ */
+export function portmapScope(ns: NsRef, network: string, containerId: string): OwnershipScope {
+  const dn = dnatChain(network, containerId);
+  const sn = oldSnatChain(network, containerId);
+  const fams: IptFamily[] = [4, 6];
+  return {
+    links: [],
+    devices: [],
+    chains: fams.flatMap((family) => [dn, sn].map((chain) => ({ ns, family, table: 'nat' as const, chain }))),
+    ruleMarkers: fams.flatMap((family) => [
+      { ns, family, table: 'nat' as const, chain: TOP_DNAT, marker: `-j ${dn}` },
+      { ns, family, table: 'nat' as const, chain: OLD_TOP_SNAT, marker: `-j ${sn}` },
+    ]),
+  };
+}
+
+/** UDP host ports whose conntrack entries ADD flushes (stale entries would keep blackholing new traffic). */
+export const udpHostPorts = (pc: PortMapConf): number[] => unique(pc.portMappings.filter((m) => m.protocol === 'udp').map((m) => String(m.hostPort))).map(Number);
