@@ -111,7 +111,10 @@ function sysctlMap(v: unknown, label: string, ifname: string, errs: string[]): T
       errs.push(`${f}: the value must be a string, got ${show(value)}`);
       continue;
     }
-    if (/[\x00-\x1f\x7f]/.test(value.replace(/\n$/, ''))) {
+    // The reference writes the value as is; the kernel ignores a trailing newline and takes tabs or spaces
+    // between the values of a multi-valued sysctl, so felt writes blanks as single spaces.
+    const text = value.replace(/\n$/, '').replace(/[ \t]+/g, ' ');
+    if (/[\x00-\x1f\x7f]/.test(text)) {
       errs.push(`${f}: the value holds control characters`);
       continue;
     }
@@ -121,8 +124,7 @@ function sysctlMap(v: unknown, label: string, ifname: string, errs: string[]): T
       continue;
     }
     byKey.set(key.right, field);
-    // The reference writes the value as is; the kernel ignores one trailing newline, and so does felt.
-    out.push({ field, key: key.right, value: value.replace(/\n$/, '') });
+    out.push({ field, key: key.right, value: text });
   }
   return out;
 }

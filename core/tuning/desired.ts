@@ -25,6 +25,12 @@ export interface Originals {
   readonly sysctls: readonly { readonly key: string; readonly value: string }[];
 }
 
+/**
+ * Multi-valued sysctls read back with tabs (`net.ipv4.ping_group_range` is "1\t0"); the kernel takes any
+ * blank between the values, and a batch must not carry control characters: one space each.
+ */
+export const sysctlValue = (v: string): string => v.trim().split(/\s+/).join(' ');
+
 const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 /** The attributes ADD sets: promiscuous mode only when asked for, as the reference. */
@@ -65,7 +71,7 @@ export function originalsOf(tc: TuningConf, seen: KernelState, netns: NsRef, ifn
   for (const s of tc.sysctls) {
     const v = have.get(sysctlKey({ ns: netns, key: s.key }));
     if (v === undefined) missing.push(`sysctl[${JSON.stringify(s.field)}]: no such sysctl in ${netns}`);
-    else sysctls.push({ key: s.key, value: v });
+    else sysctls.push({ key: s.key, value: sysctlValue(v) });
   }
   if (missing.length) return E.left(invalidConfig(missing.join('; ')));
   return E.right({ link: values, sysctls });

@@ -62,6 +62,8 @@ describe('parseTuningConf', () => {
       dataDir: '/var/lib/felt',
     });
     expect(ok({})).toEqual({ name: 'net1', cniVersion: '1.0.0', sysctls: [], promisc: false, dataDir: '/var/lib/felt' });
+    // Blanks between values as single spaces; one trailing newline dropped.
+    expect(ok({ sysctl: { 'net.ipv4.ping_group_range': '0\t 100\n' } }).sysctls[0]!.value).toBe('0 100');
     // mtu 0 is "leave it", as in the reference.
     expect(ok({ mtu: 0 }).mtu).toBeUndefined();
   });
@@ -174,6 +176,10 @@ describe('desired states', () => {
     expect(originalsOf(tc, seen, NS, 'eth0')).toEqual(
       E.right({ link: { mac: '02:00:00:00:00:01', mtu: 1500, allmulti: false }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }] }),
     );
+    // Values read back with tabs are kept with spaces (a batch carries no control characters).
+    const tabbed = ok({ sysctl: { 'net.ipv4.ping_group_range': '0 100' } });
+    const withRange = { ...seen, sysctls: [{ ns: NS, key: 'net.ipv4.ping_group_range', value: '1\t0' }] };
+    expect(originalsOf(tabbed, withRange, NS, 'eth0')).toEqual(E.right({ link: {}, sysctls: [{ key: 'net.ipv4.ping_group_range', value: '1 0' }] }));
     expect(originalsOf(tc, seen, NS, 'eth1')).toEqual(E.left({ code: 4, msg: `CNI_IFNAME: no interface "eth1" in ${NS}` }));
     expect(originalsOf(tc, { ...seen, sysctls: [] }, NS, 'eth0')).toEqual(
       E.left({ code: 7, msg: `sysctl["net.ipv4.conf.IFNAME.arp_notify"]: no such sysctl in ${NS}` }),
