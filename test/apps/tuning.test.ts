@@ -226,4 +226,19 @@ describe('tuning edge cases', () => {
     expect((await cni(felt(host, pod, 'c1', { args: 'IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:ee' }), 'DEL', conf)).code).toBe(0);
     expect(await tunables(pod)).toEqual(before);
   });
+
+  it('IFNAME in a key names a dotted interface as one directory (eth0.5 → net/ipv4/conf/eth0.5/...)', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const call = felt(host, pod, 'c1', { ifname: 'eth0.5' });
+    const b = await cni(call, 'ADD', bridgeConf('1.0.0', dataDir));
+    expect(b.code).toBe(0);
+    const conf = { cniVersion: '1.0.0', name: 'tunenet', type: 'tuning', dataDir, sysctl: { 'net.ipv4.conf.IFNAME.arp_filter': '1' } };
+    const read = () => nsRun(pod, ['cat', '/proc/sys/net/ipv4/conf/eth0.5/arp_filter']).then((x) => x.trim());
+    expect(await read()).toBe('0');
+    expect((await cni(call, 'ADD', { ...conf, prevResult: b.json })).code).toBe(0);
+    expect(await read()).toBe('1');
+    expect((await cni(call, 'CHECK', { ...conf, prevResult: b.json })).code).toBe(0);
+    expect((await cni(call, 'DEL', conf)).code).toBe(0);
+    expect(await read()).toBe('0');
+  });
 });
