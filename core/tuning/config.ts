@@ -20,6 +20,8 @@ import { isBatchToken } from '../kernel/names.ts';
 import { duplicateKeys } from './json-keys.ts';
 
 export interface TuningSysctl {
+  /** Which map it came from, for messages. */
+  readonly from: 'sysctl' | 'args.cni.sysctl';
   /** The key as the config wrote it, for messages and the allowlist. */
   readonly field: string;
   /** The model's dotted key (core/kernel/keys.ts: a dot inside a component is written '/'). */
@@ -94,7 +96,7 @@ export interface Allowlist {
   readonly patterns: readonly RegExp[];
 }
 
-function sysctlMap(v: unknown, label: string, ifname: string, errs: string[]): TuningSysctl[] {
+function sysctlMap(v: unknown, label: TuningSysctl['from'], ifname: string, errs: string[]): TuningSysctl[] {
   if (v === undefined || v === null) return [];
   const m = obj(v);
   if (!m) return (errs.push(`${label}: must be an object of key: value strings`), []);
@@ -124,10 +126,13 @@ function sysctlMap(v: unknown, label: string, ifname: string, errs: string[]): T
       continue;
     }
     byKey.set(key.right, field);
-    out.push({ field, key: key.right, value: text });
+    out.push({ from: label, field, key: key.right, value: text });
   }
   return out;
 }
+
+/** How messages name a configured sysctl, e.g. `sysctl["net.core.somaxconn"]`. */
+export const sysctlField = (s: Pick<TuningSysctl, 'from' | 'field'>): string => `${s.from}[${JSON.stringify(s.field)}]`;
 
 function optBool(v: unknown, field: string, errs: string[]): boolean | undefined {
   if (v === undefined || v === null) return undefined;
@@ -196,7 +201,7 @@ export function parseTuningConf(inp: TuningInput): E.Either<CniError, TuningConf
     const { path, patterns } = inp.allowlist;
     for (const s of sysctls) {
       if (!patterns.some((p) => p.test(s.field))) {
-        errs.push(`sysctl[${JSON.stringify(s.field)}]: not allowed by ${path} (allowed: ${patterns.map((p) => p.source).join(', ') || 'none'})`);
+        errs.push(`${sysctlField(s)}: not allowed by ${path} (allowed: ${patterns.map((p) => p.source).join(', ') || 'none'})`);
       }
     }
   }

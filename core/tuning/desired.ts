@@ -8,7 +8,7 @@ import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.t
 import type { Interface, Result } from '../cni/result.ts';
 import { sysctlDevice, sysctlKey } from '../kernel/keys.ts';
 import { emptyKernelState, type KernelState, type Link, type NsRef } from '../kernel/model.ts';
-import type { TuningConf } from './config.ts';
+import { sysctlField, type TuningConf } from './config.ts';
 
 /** The link attributes tuning manages; undefined ones are not touched. */
 export interface LinkValues {
@@ -70,7 +70,7 @@ export function originalsOf(tc: TuningConf, seen: KernelState, netns: NsRef, ifn
   const missing: string[] = [];
   for (const s of tc.sysctls) {
     const v = have.get(sysctlKey({ ns: netns, key: s.key }));
-    if (v === undefined) missing.push(`sysctl[${JSON.stringify(s.field)}]: no such sysctl in ${netns}`);
+    if (v === undefined) missing.push(`${sysctlField(s)}: no such sysctl in ${netns}`);
     else sysctls.push({ key: s.key, value: sysctlValue(v) });
   }
   if (missing.length) return E.left(invalidConfig(missing.join('; ')));

@@ -53,7 +53,7 @@ describe('parseTuningConf', () => {
     expect(tc).toEqual({
       name: 'net1',
       cniVersion: '1.0.0',
-      sysctls: [{ field: 'net.ipv4.conf.IFNAME.arp_notify', key: 'net.ipv4.conf.eth0.arp_notify', value: '1' }],
+      sysctls: [{ from: 'sysctl', field: 'net.ipv4.conf.IFNAME.arp_notify', key: 'net.ipv4.conf.eth0.arp_notify', value: '1' }],
       mac: 'c2:11:22:33:44:55',
       promisc: true,
       mtu: 1400,
@@ -133,6 +133,7 @@ describe('parseTuningConf', () => {
     expect(E.isRight(al)).toBe(true);
     const allowlist = { path: '/etc/cni/tuning/allowlist.conf', patterns: (al as E.Right<readonly RegExp[]>).right };
     expect(ok({ sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1', 'net.core.somaxconn': '9' } }, { allowlist }).sysctls).toHaveLength(2);
+    expect(bad({ args: { cni: { sysctl: { 'net.core.rmem_max': '1' } } } }, { allowlist }).msg).toMatch(/^args\.cni\.sysctl\["net\.core\.rmem_max"\]: not allowed/);
     expect(bad({ sysctl: { 'net.ipv4.conf.eth0.arp_notify': '1' } }, { allowlist })).toMatchObject({
       code: 7,
       msg: expect.stringMatching(/^sysctl\["net.ipv4.conf.eth0.arp_notify"\]: not allowed by \/etc\/cni\/tuning\/allowlist.conf/),
