@@ -24,6 +24,7 @@ interface IpLink {
   ifname: string;
   flags?: string[];
   mtu?: number;
+  txqlen?: number;
   address?: string;
   master?: string;
   /** Same-namespace peer (veth) or lower device (macvlan, vlan). */
@@ -80,6 +81,8 @@ export function toLink(ns: NsRef, l: IpLink): Link {
     up: flags.includes('UP'),
     master: l.master ?? null,
     promisc: flags.includes('PROMISC'),
+    allmulti: flags.includes('ALLMULTI'),
+    ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
     hairpin: l.linkinfo?.info_slave_data?.hairpin === true,
     // The peer is known only when it is in the same namespace (otherwise ip prints link_netnsid).
     ...(kind === 'veth' && l.link && l.link_netnsid === undefined ? { veth: { peer: l.link, peerNs: ns } } : {}),

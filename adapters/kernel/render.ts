@@ -59,6 +59,8 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
   if (c.mtu !== undefined) attrs.push('mtu', String(c.mtu));
   if (c.mac !== undefined) attrs.push('address', c.mac);
   if (c.promisc !== undefined) attrs.push('promisc', c.promisc ? 'on' : 'off');
+  if (c.allmulti !== undefined) attrs.push('allmulticast', c.allmulti ? 'on' : 'off');
+  if (c.txqlen !== undefined) attrs.push('txqueuelen', String(c.txqlen));
   if (attrs.length) out.push(`link set dev ${name} ${attrs.join(' ')}`);
   if (c.master !== undefined) out.push(c.master ? `link set dev ${name} master ${c.master}` : `link set dev ${name} nomaster`);
   // A new bridge port starts with hairpin off: set it after (re-)enslaving.
@@ -113,6 +115,8 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
   if (across) return [head.join(' ')];
   const rest = linkSetLines(l.name, {
     ...(l.promisc ? { promisc: true } : {}),
+    ...(l.allmulti ? { allmulti: true } : {}),
+    ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
     ...(l.master ? { master: l.master } : {}),
     ...(l.master && l.hairpin ? { hairpin: true } : {}),
     ...(l.up ? { up: true } : {}),

@@ -253,7 +253,7 @@ export function parseAttachments(v: unknown, errs: string[]): Attachment[] | und
 }
 
 /** dataDir is a directory path: absolute, without control characters and without '.' or '..' components. */
-function dataDirProblem(p: string): string | undefined {
+export function dataDirProblem(p: string): string | undefined {
   if (!p.startsWith('/')) return 'is not an absolute path';
   if (/[\x00-\x1f\x7f]/.test(p)) return 'contains control characters';
   if (p.split('/').some((seg) => seg === '.' || seg === '..')) return "has a '.' or '..' component";

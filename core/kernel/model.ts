@@ -60,6 +60,10 @@ export interface Link {
   /** Bridge (or bond) this link is enslaved to; `null` means "must have no master". */
   readonly master?: string | null;
   readonly promisc?: boolean;
+  /** IFF_ALLMULTI: receive all multicast packets (`ip link set ... allmulticast on`). */
+  readonly allmulti?: boolean;
+  /** Transmit queue length in packets (`txqueuelen`). */
+  readonly txqlen?: number;
   /** Bridge-port hairpin mode (only meaningful for links with a bridge master). */
   readonly hairpin?: boolean;
   readonly veth?: VethSpec;

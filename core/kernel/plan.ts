@@ -75,7 +75,7 @@ function compatible(d: Link, o: Link): boolean {
   return true;
 }
 
-const MANAGED = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin'] as const;
+const MANAGED = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin', 'allmulti', 'txqlen'] as const;
 type Managed = (typeof MANAGED)[number];
 
 function norm(k: Managed, v: unknown): unknown {
@@ -85,10 +85,12 @@ function norm(k: Managed, v: unknown): unknown {
     case 'up':
     case 'promisc':
     case 'hairpin':
+    case 'allmulti':
       return !!v;
     case 'mac':
       return typeof v === 'string' ? v.toLowerCase() : v;
     case 'mtu':
+    case 'txqlen':
       return v;
   }
 }
@@ -118,6 +120,7 @@ const createdPeer = (d: Link, creator: Link): Link => ({
   master: null,
   promisc: false,
   hairpin: false,
+  allmulti: false,
 });
 
 /** What `ip link add link M name X netns NS type macvlan [address A] [mtu N]` leaves the new link with. */
@@ -741,7 +744,15 @@ export function diffSummary(ops: readonly Op[]): string {
   return `${ops.length} change${ops.length === 1 ? '' : 's'}: ${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}`;
 }
 
-const FIELD: Record<string, string> = { mtu: 'MTU', mac: 'MAC address', master: 'master', promisc: 'promiscuous mode', hairpin: 'hairpin mode' };
+const FIELD: Record<string, string> = {
+  mtu: 'MTU',
+  mac: 'MAC address',
+  master: 'master',
+  promisc: 'promiscuous mode',
+  hairpin: 'hairpin mode',
+  allmulti: 'all-multicast mode',
+  txqlen: 'transmit queue length',
+};
 const show = (k: string, v: unknown): string =>
   k === 'master' ? (v === null || v === undefined ? 'none' : String(v)) : typeof v === 'boolean' || v === undefined ? (v ? 'on' : 'off') : String(v);
 

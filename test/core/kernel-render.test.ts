@@ -77,7 +77,7 @@ describe('parseIpBatch', () => {
       ['mv0', 'macvlan'],
       ['tun0', 'device'],
     ]);
-    expect(s.links[1]).toEqual({ ns: HOST, name: 'cni0', kind: 'bridge', mtu: 1500, mac: '6a:a0:ad:e8:a5:f5', up: true, master: null, promisc: false, hairpin: false, bridge: { vlanFiltering: false } });
+    expect(s.links[1]).toEqual({ ns: HOST, name: 'cni0', kind: 'bridge', mtu: 1500, mac: '6a:a0:ad:e8:a5:f5', up: true, master: null, promisc: false, allmulti: false, hairpin: false, bridge: { vlanFiltering: false } });
     expect(s.links[2]).toMatchObject({ master: 'cni0', hairpin: true, up: true });
     expect(s.links[2]!.veth).toBeUndefined(); // peer in another namespace: see pairVeths
     expect(s.links[3]).toMatchObject({ promisc: true, up: false, veth: { peer: 'e1', peerNs: HOST } });

@@ -51,6 +51,8 @@ const linkSpec = fc.record({
   up: fc.nat(2),
   mac: fc.nat(3),
   promisc: fc.nat(2),
+  allmulti: fc.nat(2),
+  txqlen: fc.nat(2),
   master: fc.nat(3),
   hairpin: fc.boolean(),
   back: fc.boolean(),
@@ -96,6 +98,8 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
       ...(x.up !== 0 ? { up: x.up === 1 } : {}),
       ...(x.mac !== 0 ? { mac: pick(MACS, x.mac) } : {}),
       ...(x.promisc !== 0 ? { promisc: x.promisc === 1 } : {}),
+      ...(x.allmulti !== 0 ? { allmulti: x.allmulti === 1 } : {}),
+      ...(x.txqlen !== 0 ? { txqlen: x.txqlen === 1 ? 500 : 1000 } : {}),
       ...(master !== undefined ? { master } : {}),
       ...(typeof master === 'string' && x.hairpin ? { hairpin: true } : {}),
     };
@@ -370,7 +374,7 @@ describe('plan against the memory twin (properties)', () => {
         expect(sortBy(mine.links.filter(notLo), linkKey)).toEqual(sortBy(w.desired.links, linkKey));
         for (const d of w.desired.links) {
           const got = after.links.find((l) => linkKey(l) === linkKey(d))!;
-          for (const f of ['mtu', 'up', 'promisc', 'hairpin'] as const) if (d[f] !== undefined) expect([d.name, f, !!got[f] === got[f] ? got[f] : got[f]]).toEqual([d.name, f, d[f]]);
+          for (const f of ['mtu', 'up', 'promisc', 'hairpin', 'allmulti', 'txqlen'] as const) if (d[f] !== undefined) expect([d.name, f, !!got[f] === got[f] ? got[f] : got[f]]).toEqual([d.name, f, d[f]]);
           if (d.mac !== undefined) expect(got.mac).toBe(d.mac.toLowerCase());
           if (d.master !== undefined) expect(got.master ?? null).toBe(d.master);
           if (d.kind !== 'loopback') expect(got.kind).toBe(d.kind);

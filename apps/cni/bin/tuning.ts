@@ -1,0 +1,4 @@
+import { main } from '../dispatch.ts';
+import { tuning } from '../plugins/tuning.ts';
+
+void main(tuning);
