@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './cni.ts';
 
-const SOURCES = ['core', 'adapters', 'apps', 'scripts/build.mjs', 'package-lock.json'];
+const SOURCES = ['core', 'adapters', 'apps', 'scripts/build.mjs', 'package.json', 'package-lock.json'];
 const OUTPUTS = ['dist/cni/bridge', 'dist/cni/host-local', 'dist/cni/loopback', 'dist/cni/flannel', 'dist/bin/felt', 'dist/bin/feltd'];
 
 const newest = (p: string): number => {
