@@ -106,7 +106,8 @@ describe.each([
     expect(c.pingMatrix(), c.logs()).toEqual([]);
   });
 
-  it.runIf(store === 'etcd')('keeps the dataplane while etcd is down and recovers when it is back', async () => {
+  it('keeps the dataplane while etcd is down and recovers when it is back', async (ctx) => {
+    ctx.skip(store !== 'etcd', `the ${store} store has no etcd to stop`);
     await c.stopEtcd();
     // Resyncs go on without etcd: drift is repaired and pods still reach each other.
     const n = c.nodes[0]!;
