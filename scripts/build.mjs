@@ -1,7 +1,7 @@
 // Bundle every executable: dist/cni/<type> (one per CNI plugin), dist/bin/felt, dist/bin/feltd.
 // Each is one minified CommonJS file with a shebang, so a plugin call loads one file and only the code it uses.
 import { build } from 'esbuild';
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -37,6 +37,15 @@ const fpTsEs6 = {
   },
 };
 
+// apps/version.ts reads package.json at run time; the bundles get the version written in instead.
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const feltVersion = {
+  name: 'felt-version',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]apps[\\/]version\.ts$/ }, () => ({ contents: `export const VERSION = ${JSON.stringify(version)};\n`, loader: 'ts' }));
+  },
+};
+
 await Promise.all(
   entries.map((e) =>
     build({
@@ -52,7 +61,7 @@ await Promise.all(
       // Native addons and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
       external: ['better-sqlite3', 'etcd3', '@grpc/*'],
       logLevel: 'warning',
-      plugins: [fpTsEs6],
+      plugins: [fpTsEs6, feltVersion],
     }).then(() => chmodSync(e.out, 0o755)),
   ),
 );

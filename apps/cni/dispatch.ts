@@ -11,6 +11,7 @@ import { parseEnv, parseNetConf, type CmdArgs, type Command, type NetConf } from
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
 import { convertResult, CURRENT_VERSION, readResult, type Result } from '../../core/cni/result.ts';
 import type { Ctx, Plugin } from './plugin.ts';
+import { VERSION } from '../version.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -169,7 +170,8 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
 export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void> {
   const env = process.env;
   if (!env['CNI_COMMAND']) {
-    process.stderr.write(`${plugin.about}\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
+    // As the reference plugins (skel): the about text with the version, and the protocol versions, on stderr.
+    process.stderr.write(`${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
     return;
   }
   let stdin = '';

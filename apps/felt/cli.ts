@@ -7,6 +7,7 @@ import { cniCommand } from './commands/cni.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
 import { replayCommand } from './commands/replay.ts';
+import { VERSION } from '../version.ts';
 
 import type { Subcommand } from './common.ts';
 import type { IO } from './common.ts';
@@ -29,16 +30,26 @@ export const usage = (): string =>
     'commands:',
     ...SUBCOMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary}`),
     '',
-    'Run `felt <command> --help` for its options.',
+    'Run `felt <command> --help` for its options, `felt --version` for the version.',
     '',
   ].join('\n');
 
 export async function cli(argv: readonly string[], io: IO): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    // Not what was asked for: usage on stderr, and a failure, so a script calling `felt $cmd` with an empty
+    // $cmd notices.
+    io.err(usage());
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? SUBCOMMANDS.find((c) => c.name === rest[0]) : undefined;
     io.out(topic ? usageOf(topic) : usage());
-    return name === undefined ? 2 : 0;
+    return 0;
+  }
+  if (name === '--version' || name === 'version') {
+    io.out(`felt v${VERSION}\n`);
+    return 0;
   }
   const cmd = SUBCOMMANDS.find((c) => c.name === name);
   if (!cmd) {

@@ -64,6 +64,18 @@ function stableVtepMac(stateDir: string, vni: number): string {
   return mac;
 }
 
+/** net-conf.json for the embedded store: its text, once it is known to be readable and a valid config. */
+export function readNetConfigFile(path: string): E.Either<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    return E.left(`--net-config-path: cannot read ${path}: ${(e as Error).message}`);
+  }
+  const parsed = parseNetConfig(text);
+  return E.isLeft(parsed) ? E.left(`network config ${path}: ${parsed.left}`) : E.right(text);
+}
+
 export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, NetConfig>> {
   const { flags, leases, log } = deps;
   let text: string | undefined;
@@ -73,11 +85,9 @@ export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, 
     text = r.right;
     if (text === undefined) return E.left(`etcd: ${flags.etcdPrefix}/config does not exist: write the network config there first`);
   } else {
-    try {
-      text = readFileSync(flags.netConfigPath, 'utf8');
-    } catch (e) {
-      return E.left(`--net-config-path: cannot read ${flags.netConfigPath}: ${(e as Error).message}`);
-    }
+    const file = readNetConfigFile(flags.netConfigPath);
+    if (E.isLeft(file)) return file;
+    text = file.right;
     const put = await leases.putNetworkConfig(text)();
     if (E.isLeft(put)) return E.left(`embedded store: ${put.left.msg}`);
   }

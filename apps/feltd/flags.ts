@@ -25,6 +25,7 @@ export interface Flags {
   readonly leaseTTLSeconds: number;
   readonly verbosity: number;
   readonly help: boolean;
+  readonly version: boolean;
 }
 
 export const USAGE = `feltd: flannel-compatible node daemon
@@ -47,21 +48,30 @@ Usage: feltd [flags]
   --store=sqlite:PATH            embedded lease store (default <state-dir>/leases.db without etcd)
   --lease-ttl=S                  lease TTL in seconds (default 86400)
   -v=N                           log verbosity (0: changes and errors, 1: every reconcile)
+  --version                      print the version and exit
 `;
 
 const listFlag = new Set(['iface', 'iface-regex', 'etcd-endpoints']);
 
+const KNOWN = new Set([
+  'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip',
+  'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
+  'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version',
+]);
+const BOOLS = new Set(['ip-masq', 'help', 'h', 'version']);
+
 export function parseFlags(argv: readonly string[]): { flags: Flags } | { error: string } {
   const raw = new Map<string, string[]>();
-  const bools = new Set(['ip-masq', 'help', 'h']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const m = /^--?([a-zA-Z][\w-]*)(?:=(.*))?$/.exec(a);
     if (!m) return { error: `unexpected argument ${JSON.stringify(a)}` };
     const name = m[1]!;
+    // Before taking a value: `--bogus x` is an unknown flag, not a flag missing its value.
+    if (!KNOWN.has(name)) return { error: `unknown flag: ${a.replace(/=.*$/, '')}` };
     let value = m[2];
     if (value === undefined) {
-      if (bools.has(name)) value = 'true';
+      if (BOOLS.has(name)) value = 'true';
       else {
         value = argv[++i];
         if (value === undefined) return { error: `--${name} needs a value` };
@@ -71,12 +81,6 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
     list.push(...(listFlag.has(name) && name === 'etcd-endpoints' ? value.split(',').filter(Boolean) : [value]));
     raw.set(name, list);
   }
-  const known = new Set([
-    'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip',
-    'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
-    'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h',
-  ]);
-  for (const k of raw.keys()) if (!known.has(k)) return { error: `unknown flag --${k}` };
   const one = (k: string): string | undefined => raw.get(k)?.at(-1);
   const num = (k: string, dflt: number, min: number): number | string => {
     const v = one(k);
@@ -116,6 +120,7 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
       leaseTTLSeconds: ttl as number,
       verbosity: v as number,
       help: bool('help') || bool('h'),
+      version: bool('version'),
     },
   };
 }

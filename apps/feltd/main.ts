@@ -1,7 +1,8 @@
-// feltd entry point: parse flags, find the underlay, open the stores, start the daemon, stop on SIGTERM
-// (keeping the dataplane: a restart converges without disturbing routes).
+// feltd entry point: parse flags, find the underlay, check net-conf.json, and only then create the state dir and
+// open the stores; start the daemon, stop on SIGTERM (keeping the dataplane: a restart converges without
+// disturbing routes).
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
@@ -9,7 +10,8 @@ import { findUnderlay } from '../../adapters/kernel/underlay.ts';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
 import type { LeaseStore } from '../../adapters/lease/types.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
-import { loadNetConfig, startDaemon } from './daemon.ts';
+import { VERSION } from '../version.ts';
+import { loadNetConfig, readNetConfigFile, startDaemon } from './daemon.ts';
 import { parseFlags, USAGE } from './flags.ts';
 import { healthServer, jsonLogger, Metrics } from './observability.ts';
 
@@ -24,16 +26,34 @@ async function main(): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
+  if (flags.version) {
+    process.stdout.write(`feltd v${VERSION}\n`);
+    return 0;
+  }
   const log = jsonLogger(flags.verbosity);
   const metrics = new Metrics();
-  mkdirSync(flags.stateDir, { recursive: true });
 
+  // Everything the arguments name is checked before anything is created (the state dir, the stores).
   const underlay = await findUnderlay(flags)();
   if (E.isLeft(underlay)) {
     log.error('cannot choose the underlay interface', { error: underlay.left.msg });
     return 1;
   }
   log.info('underlay', { ...underlay.right });
+  for (const [flag, path] of [['--etcd-cafile', flags.etcdCafile], ['--etcd-certfile', flags.etcdCertfile], ['--etcd-keyfile', flags.etcdKeyfile]] as const) {
+    if (path !== undefined && !existsSync(path)) {
+      log.error(`${flag}: no file at ${path}`);
+      return 1;
+    }
+  }
+  if (!flags.etcdEndpoints.length) {
+    const file = readNetConfigFile(flags.netConfigPath);
+    if (E.isLeft(file)) {
+      log.error('invalid network config', { error: file.left });
+      return 1;
+    }
+  }
+  mkdirSync(flags.stateDir, { recursive: true });
 
   // The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it.
   const leases: LeaseStore = flags.etcdEndpoints.length

@@ -237,9 +237,12 @@ describe.each(makers)('lease store contract: %s', (_name, make) => {
   it('a stopped watch is told nothing more', async () => {
     const { a } = make();
     const w = recorder(a, 0);
+    const beside = recorder(a, 0);
     w.stop();
     await ok(a.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
-    await new Promise((r) => setTimeout(r, 60));
+    // A watch started with it, on the same store, is told: the stopped one had its chance too.
+    await beside.until(() => beside.events.length === 1);
+    beside.stop();
     expect(w.events).toEqual([]);
   });
 });
@@ -282,8 +285,11 @@ describe('sqlite lease store', () => {
     expect(edge.resets).toEqual([]);
     edge.stop();
     // A reset watch is stopped: later changes are not reported to it.
+    const late = recorder(s, snap.revision);
     await ok(s.revoke('10.244.6.0/24'));
-    await new Promise((r) => setTimeout(r, 50));
+    // A live watch on the same store is told: the reset one had its chance too.
+    await late.until(() => late.events.length === 1);
+    late.stop();
     expect(old.events).toEqual([]);
   });
 

@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FELT_CNI } from '../support/cni.ts';
+import { eventually } from '../support/eventually.ts';
 import {
   addrs,
   cni,
@@ -162,7 +163,8 @@ describe.each(VERSIONS)('bridge + host-local at cniVersion %s', (version) => {
   });
 
   it('leaves no veth, no CNI- chain and no allocation', async () => {
-    await expectClean(host, dataDir);
+    // pod2's host veth goes with its namespace, which the kernel removes asynchronously.
+    await eventually(() => expectClean(host, dataDir), { what: `no veth, CNI- chain or allocation left in ${host}` });
     // The bridge is shared by attachments and stays, as with the reference.
     expect((await links(host)).map((l) => l.ifname)).toContain('cni0');
   });
@@ -183,7 +185,7 @@ describe('bridge options', () => {
     expect(await feltAllocations(dataDir)).toEqual([]);
     // Without the namespace the veth cannot be found; it goes with the pod namespace.
     await sb.delNs(pod);
-    await expectClean(host, dataDir);
+    await eventually(() => expectClean(host, dataDir), { what: `the deleted pod namespace ${pod} takes its host veth from ${host}` });
   });
 
   it('mtu: both veth ends (and the 1.1.0 result) carry it', async () => {

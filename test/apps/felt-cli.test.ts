@@ -1,8 +1,8 @@
-// The felt CLI: `events` and `allocations` over a log written by the IPAM Decider, in-process and through
-// the built dist/bin/felt.
+// The felt CLI: `events` and `allocations` over a log written by the IPAM Decider, usage and version, in-process
+// and through the built dist/bin/felt.
 
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -110,8 +110,17 @@ describe('felt', () => {
     expect(r.out).toMatch(/events\s+list the event log/);
     expect(r.out).toMatch(/allocations\s+show who holds which address/);
     expect((await call('help', 'events')).out).toContain('--network NAME');
-    expect((await call()).code).toBe(2);
     expect(await call('frobnicate')).toMatchObject({ code: 2, err: expect.stringContaining('unknown command "frobnicate"') });
+  });
+  it('without arguments prints the usage on stderr and fails; --help prints it on stdout and succeeds', async () => {
+    const bare = await call();
+    expect(bare).toEqual({ code: 2, out: '', err: expect.stringContaining('usage: felt <command>') });
+    expect(await call('--help')).toEqual({ code: 0, out: bare.err, err: '' });
+    expect(await call('-h')).toEqual({ code: 0, out: bare.err, err: '' });
+  });
+  it('--version prints the package version', async () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(await call('--version')).toEqual({ code: 0, out: `felt v${version}\n`, err: '' });
   });
   it('parses --name value, --name=value, switches and --', () => {
     const specs = [{ name: 'a', value: 'X', help: '' }, { name: 'b', help: '' }];
@@ -124,6 +133,8 @@ describe('felt', () => {
     const help = spawnSync(FELT, ['--help'], { encoding: 'utf8' });
     expect(help.status).toBe(0);
     expect(help.stdout).toContain('usage: felt <command>');
+    const bare = spawnSync(FELT, [], { encoding: 'utf8' });
+    expect(bare).toMatchObject({ status: 2, stdout: '', stderr: help.stdout });
     const allocs = spawnSync(FELT, ['allocations', '--data-dir', dir, '--json'], { encoding: 'utf8' });
     expect(allocs.status).toBe(0);
     expect(JSON.parse(allocs.stdout).map((a: { ip: string }) => a.ip)).toEqual(['10.50.0.3', 'fd50::2']);

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
 import { ROOT } from '../support/cni.ts';
+import { eventually } from '../support/eventually.ts';
 
 const SIZES = (process.env['BENCH_SIZES'] ?? '1000,10000').split(',').map(Number);
 const CHANGES = Number(process.env['BENCH_CHANGES'] ?? 40);
@@ -101,7 +102,10 @@ async function run(n: number): Promise<Record<string, number>> {
     const mon = spawn('ip', ['-n', ns, 'monitor', 'route']);
     let seen = '';
     mon.stdout.on('data', (b: Buffer) => (seen += b.toString()));
-    await sleep(300);
+    // The monitor is listening once it reports a route of our own.
+    sh('ip', '-n', ns, 'route', 'add', 'blackhole', '192.0.2.0/24');
+    await eventually(() => seen.includes('192.0.2.0/24'), { what: 'ip monitor to start', timeoutMs: 10_000, intervalMs: 5 });
+    sh('ip', '-n', ns, 'route', 'del', 'blackhole', '192.0.2.0/24');
     for (let k = 0; k < CHANGES; k++) {
       const i = n + k;
       const want = subnetOf(i);
@@ -117,10 +121,16 @@ async function run(n: number): Promise<Record<string, number>> {
     if (process.env['BENCH_FELTD_LOG']) (await import('node:fs')).writeFileSync(process.env['BENCH_FELTD_LOG'], log);
 
     // A resync with nothing to do: wait for two resyncs and read the metrics.
-    const before = await metrics(ns, port);
-    await sleep(11_000);
-    const after = await metrics(ns, port);
     const val = (m: string, k: string) => Number(new RegExp(`^${k.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(m)?.[1] ?? NaN);
+    const fullPasses = (m: string) => val(m, 'feltd_reconcile_duration_seconds_count{kind="full"}');
+    const before = await metrics(ns, port);
+    const after = await eventually(
+      async () => {
+        const m = await metrics(ns, port);
+        return fullPasses(m) >= fullPasses(before) + 2 && m;
+      },
+      { what: 'two full resyncs', timeoutMs: 30_000, intervalMs: 200 },
+    );
     const opsDuringIdle = val(after, 'feltd_ops_applied_total') - val(before, 'feltd_ops_applied_total');
     return {
       n,
@@ -132,8 +142,9 @@ async function run(n: number): Promise<Record<string, number>> {
       idleOps: opsDuringIdle,
     };
   } finally {
+    const exited = new Promise((r) => feltd.once('exit', r));
     feltd.kill('SIGTERM');
-    await sleep(300);
+    if (feltd.exitCode === null) await exited;
     sh('ip', 'netns', 'del', ns);
     await store.close();
     rmSync(dir, { recursive: true, force: true });

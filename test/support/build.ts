@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './cni.ts';
 
-const SOURCES = ['core', 'adapters', 'apps', 'scripts/build.mjs', 'package-lock.json'];
+const SOURCES = ['core', 'adapters', 'apps', 'scripts/build.mjs', 'package.json', 'package-lock.json'];
 // One executable per apps/cni/bin/<type>.ts (as scripts/build.mjs bundles them), plus the two binaries.
 const OUTPUTS = [
   ...readdirSync(join(ROOT, 'apps/cni/bin'))

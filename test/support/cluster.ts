@@ -8,10 +8,11 @@
 // failure of `create()`.
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, openSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FELT_CNI, ROOT, runCni } from './cni.ts';
+import { eventually } from './eventually.ts';
 
 export interface ClusterOptions {
   readonly nodes: number;
@@ -48,7 +49,15 @@ const trySh = (argv: string[]): void => {
     /* already gone */
   }
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** SIGTERM, then SIGKILL if the process has not exited after 5 s; resolves once it has exited. */
+async function terminate(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(t);
+}
 
 let counter = 0;
 
@@ -118,20 +127,18 @@ export class Cluster {
         '--initial-cluster', 'felt=http://127.0.0.1:2380'],
       { stdio: ['ignore', openSync(join(this.dir, 'etcd.log'), 'a'), openSync(join(this.dir, 'etcd.log'), 'a')] },
     );
-    for (let i = 0; i < 100; i++) {
-      try {
-        sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint, 'endpoint', 'health']);
-        break;
-      } catch {
-        await sleep(100);
-      }
-    }
+    await eventually(() => sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint!, 'endpoint', 'health']), {
+      what: `etcd healthy at ${this.etcdEndpoint} (log: ${join(this.dir, 'etcd.log')})`,
+      timeoutMs: 20_000,
+    });
     sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint, 'put', '/coreos.com/network/config', JSON.stringify(this.netConf())]);
   }
 
-  stopEtcd(): void {
-    this.etcd?.kill('SIGTERM');
+  /** Stop etcd; resolves once it has exited (SIGKILL after 5 s). */
+  stopEtcd(): Promise<void> {
+    const p = this.etcd;
     this.etcd = undefined;
+    return p ? terminate(p) : Promise.resolve();
   }
 
   async restartEtcd(): Promise<void> {
@@ -160,22 +167,29 @@ export class Cluster {
     node.proc = spawn('ip', ['netns', 'exec', node.ns, join(ROOT, 'dist/bin/feltd'), ...this.feltdArgs(node)], { stdio: ['ignore', out, out] });
   }
 
+  /** Stop a node's feltd; resolves once it has exited (SIGKILL after 5 s). */
   async stopFeltd(node: Node): Promise<void> {
     const p = node.proc;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    await Promise.race([exited, sleep(5000)]);
     node.proc = undefined;
+    if (p) await terminate(p);
+  }
+
+  /** Where a node's log ends now, for `loggedSince`. */
+  logMark(node: Node): number {
+    return existsSync(node.logFile) ? statSync(node.logFile).size : 0;
+  }
+
+  /** Whether a node's log, after `mark`, has a line containing `text`. */
+  loggedSince(node: Node, mark: number, text: string): boolean {
+    return existsSync(node.logFile) && readFileSync(node.logFile).subarray(mark).toString().includes(text);
   }
 
   /** Wait until every running node has written subnet.env. */
   async waitReady(nodes: readonly Node[] = this.nodes, timeoutMs = 20000): Promise<void> {
-    const t0 = Date.now();
-    while (!nodes.every((n) => existsSync(n.subnetFile))) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`nodes not ready after ${timeoutMs} ms:\n${this.logs()}`);
-      await sleep(100);
-    }
+    const check = (): void => {
+      if (!nodes.every((n) => existsSync(n.subnetFile))) throw new Error(`a subnet.env is missing; logs:\n${this.logs()}`);
+    };
+    await eventually(check, { what: 'every node wrote its subnet.env', timeoutMs });
   }
 
   subnetOf(node: Node): string {
@@ -241,7 +255,8 @@ export class Cluster {
 
   destroy(): void {
     for (const n of this.nodes) n.proc?.kill('SIGKILL');
-    this.stopEtcd();
+    this.etcd?.kill('SIGKILL');
+    this.etcd = undefined;
     for (const ns of [...this.namespaces].reverse()) trySh(['ip', 'netns', 'del', ns]);
     this.namespaces = [];
     rmSync(this.dir, { recursive: true, force: true });

@@ -1,0 +1,78 @@
+// feltd's command line before the daemon starts: flags (flanneld's names, unknown ones named as such), --help,
+// --version, and that bad arguments leave nothing behind: no state dir, no store, until all of them are valid.
+// The bad-underlay and bad-config cases run inside a namespace of their own with one veth pair (eth0: 198.51.100.7/24).
+
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseFlags, USAGE } from '../../apps/feltd/flags.ts';
+import { ROOT } from '../support/cni.ts';
+import { cleanupNetns, createNetns, execFile, type Netns } from '../support/netns.ts';
+
+const FELTD = join(ROOT, 'dist', 'bin', 'feltd');
+const env = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+
+describe('feltd flags', () => {
+  it('names an unknown flag as unknown, whatever follows it', () => {
+    expect(parseFlags(['--bogus'])).toEqual({ error: 'unknown flag: --bogus' });
+    expect(parseFlags(['--bogus', 'x'])).toEqual({ error: 'unknown flag: --bogus' });
+    expect(parseFlags(['--bogus=x'])).toEqual({ error: 'unknown flag: --bogus' });
+    expect(parseFlags(['--iface', 'eth0', '-x'])).toEqual({ error: 'unknown flag: -x' });
+  });
+  it('still says when a known flag lacks its value', () => {
+    expect(parseFlags(['--iface'])).toEqual({ error: '--iface needs a value' });
+  });
+  it('--version and --help are switches', () => {
+    expect(parseFlags(['--version'])).toMatchObject({ flags: { version: true, help: false } });
+    expect(parseFlags(['--help'])).toMatchObject({ flags: { version: false, help: true } });
+    expect(USAGE).toContain('--version');
+  });
+});
+
+describe('the built dist/bin/feltd', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'feltd-cli-'));
+  let ns: Netns;
+  beforeAll(async () => {
+    ns = await createNetns();
+    await ns.run(['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+    await ns.run(['ip', 'addr', 'add', '198.51.100.7/24', 'dev', 'eth0']);
+    await ns.run(['ip', 'link', 'set', 'eth0', 'up']);
+  });
+  afterAll(async () => {
+    await cleanupNetns();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('--bogus: "unknown flag: --bogus" and the usage on stderr, exit 2', async () => {
+    const r = await execFile([FELTD, '--bogus'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.split('\n')[0]).toBe('feltd: unknown flag: --bogus');
+    expect(r.stderr).toContain('Usage: feltd [flags]');
+  });
+
+  it('--help: the usage on stdout, exit 0', async () => {
+    const r = await execFile([FELTD, '--help'], { env });
+    expect(r).toEqual({ code: 0, stdout: USAGE, stderr: '' });
+  });
+
+  const common = (stateDir: string): string[] => ['--state-dir', stateDir, '--subnet-file', join(stateDir, 'subnet.env')];
+
+  it.each([
+    ['an unknown flag', (s: string) => [...common(s), '--iface', 'eth0', '--bogus', 'x'], 2, 'unknown flag: --bogus'],
+    ['a bad number', (s: string) => [...common(s), '--iface', 'eth0', '--lease-ttl', 'soon'], 2, '--lease-ttl'],
+    ['no such underlay interface', (s: string) => [...common(s), '--iface', 'nope0', '--net-config-path', join(dir, 'good.json')], 1, 'underlay'],
+    ['a missing net-conf.json', (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'missing.json')], 1, 'missing.json'],
+    ['an invalid net-conf.json', (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'bad.json')], 1, 'bad.json'],
+    ['a missing --etcd-cafile', (s: string) => [...common(s), '--iface', 'eth0', '--etcd-endpoints', 'http://127.0.0.1:1', '--etcd-cafile', join(dir, 'ca.pem')], 1, 'ca.pem'],
+  ] as const)('with %s it fails and creates nothing', async (_what, args, code, says) => {
+    writeFileSync(join(dir, 'good.json'), '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
+    writeFileSync(join(dir, 'bad.json'), '{"Network":"not a network"}');
+    const stateDir = join(dir, `state-${Math.random().toString(16).slice(2)}`);
+    const r = await ns.exec([FELTD, ...args(stateDir)], { env });
+    expect(r.code, r.stderr).toBe(code);
+    expect(r.stderr).toContain(says);
+    expect(existsSync(stateDir)).toBe(false);
+  });
+});
