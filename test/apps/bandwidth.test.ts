@@ -212,3 +212,68 @@ describe('bandwidth limits traffic', () => {
     600_000,
   );
 });
+
+describe('bandwidth DEL after the pod namespace is gone', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it('succeeds and removes the ifb (the veth, and its qdiscs, went with the namespace)', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const br = bridgeConf('1.0.0', dataDir);
+    const b = await cni(felt(host, pod, 'ctr-gone'), 'ADD', br);
+    const a = await cni(felt(host, pod, 'ctr-gone'), 'ADD', bwConf('1.0.0', b.json));
+    expect(a.code, a.stdout).toBe(0);
+    expect(await ifbs(host)).toHaveLength(1);
+    await sb.delNs(pod);
+    const d = await cni(felt(host, pod, 'ctr-gone'), 'DEL', bwConf('1.0.0', a.json));
+    expect(d.code, d.stdout).toBe(0);
+    expect(await ifbs(host)).toEqual([]);
+    expect(await qdiscs(host)).toEqual([]);
+    expect((await cni(felt(host, '', 'ctr-gone'), 'DEL', bwConf('1.0.0', a.json))).code).toBe(0);
+    expect((await cni(felt(host, pod, 'ctr-gone'), 'DEL', br)).code).toBe(0);
+  });
+});
+
+describe('bandwidth bad input: the right code, the field named, nothing left', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it('refuses each bad config or prevResult without touching the kernel', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const b = await cni(felt(host, pod, 'ctr-bad'), 'ADD', bridgeConf('1.0.0', dataDir));
+    expect(b.code, b.stdout).toBe(0);
+    const prev = b.json;
+    const cases: [string, unknown, Partial<Call>, number, RegExp][] = [
+      ['rate without burst', bwConf('1.0.0', prev, { ingressRate: MBIT }), {}, 7, /^ingressBurst: if ingressRate is set/],
+      ['burst without rate', bwConf('1.0.0', prev, { egressBurst: 1000 }), {}, 7, /^egressRate: if egressBurst is set/],
+      ['burst too large', bwConf('1.0.0', prev, { egressRate: MBIT, egressBurst: 2 ** 40 }), {}, 7, /^egressBurst: burst cannot be more than 4GB/],
+      ['rate as a string', bwConf('1.0.0', prev, { ingressRate: '1M', ingressBurst: 1000 }), {}, 7, /^ingressRate: must be a non-negative integer/],
+      ['runtimeConfig rate without burst', bwConf('1.0.0', prev, { runtimeConfig: { bandwidth: { egressRate: MBIT } } }), {}, 7, /^runtimeConfig\.bandwidth\.egressBurst:/],
+      ['no prevResult', bwConf('1.0.0', undefined), {}, 7, /^prevResult: required for ADD/],
+      ['prevResult with a bad address', bwConf('1.0.0', { ...prev, ips: [{ address: '10.77.0.300/24' }] }), {}, 7, /^prevResult: ips\[0\]\.address/],
+      ['prevResult naming another host interface', bwConf('1.0.0', { ...prev, interfaces: [prev.interfaces[0], { name: 'veth-nope' }, prev.interfaces[2]] }), {}, 7, /^prevResult\.interfaces: the host end of eth0/],
+      ['CNI_IFNAME not in the pod', bwConf('1.0.0', prev), { ifname: 'eth9' }, 7, /^CNI_IFNAME: container interface eth9 not found/],
+      ['CNI_NETNS missing', bwConf('1.0.0', prev), { pod: '/var/run/netns/felt-no-such-ns' }, 4, /^CNI_NETNS: /],
+      ['config not JSON', '{"cniVersion": "1.0.0", ', { type: 'bandwidth' }, 6, /failed to parse network configuration/],
+    ];
+    for (const [what, conf, more, code, msg] of cases) {
+      const r = await cni({ ...felt(host, pod, 'ctr-bad'), ...more }, 'ADD', conf);
+      expect([what, r.code, r.json?.code]).toEqual([what, 1, code]);
+      expect(r.json.msg, what).toMatch(msg);
+      expect(await ifbs(host), what).toEqual([]);
+      expect(await qdiscs(host), what).toEqual([]);
+    }
+    // CHECK without prevResult and DEL with a bad config are refused the same way.
+    const c = await cni(felt(host, pod, 'ctr-bad'), 'CHECK', bwConf('1.0.0', undefined));
+    expect([c.json.code, c.json.msg]).toEqual([7, expect.stringMatching(/^prevResult: required for CHECK/)]);
+    const d = await cni(felt(host, pod, 'ctr-bad'), 'DEL', bwConf('1.0.0', prev, { ingressRate: MBIT }));
+    expect([d.json.code, d.json.msg]).toEqual([7, expect.stringMatching(/^ingressBurst:/)]);
+    // No limits at all: prevResult passed through, nothing made.
+    const none = await cni(felt(host, pod, 'ctr-bad'), 'ADD', bwConf('1.0.0', prev, {}));
+    expect(none.code).toBe(0);
+    expect(none.json).toEqual(prev);
+    expect(await ifbs(host)).toEqual([]);
+    expect((await link(host, hostVethOf(prev)))?.flags).toContain('UP');
+    expect((await cni(felt(host, pod, 'ctr-bad'), 'DEL', bridgeConf('1.0.0', dataDir))).code).toBe(0);
+  });
+});
