@@ -105,7 +105,8 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
       head.push(`type macvlan mode ${l.macvlan!.mode}`);
       break;
     case 'ifb':
-      head.push('type ifb');
+      // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
+      head.push('txqlen 0 type ifb');
       break;
     default:
       throw new Error(`cannot create a link of kind ${l.kind}`);

@@ -317,7 +317,7 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
   const ro = { pid: 4242 };
   it('an ifb is `type ifb`, parsed back from info_kind', () => {
     expect(linkAddLines({ ns: HOST, name: 'bwp0123456789ab', kind: 'ifb', mtu: 1400, mac: '02:00:00:00:00:09', up: true }, ro)).toEqual([
-      'link add name bwp0123456789ab address 02:00:00:00:00:09 mtu 1400 type ifb',
+      'link add name bwp0123456789ab address 02:00:00:00:00:09 mtu 1400 txqlen 0 type ifb',
       'link set dev bwp0123456789ab up',
     ]);
     expect(toLink(HOST, { ifname: 'bwp1', flags: ['BROADCAST', 'NOARP', 'UP'], mtu: 1500, address: 'AA:3D:E0:76:D3:2B', linkinfo: { info_kind: 'ifb' } })).toMatchObject({
