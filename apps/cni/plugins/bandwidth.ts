@@ -40,8 +40,9 @@ function parse(args: CmdArgs, conf: NetConf): E.Either<CniError, Parsed> {
 }
 
 /**
- * Links of both namespaces (to pair the veth ends and read the MTU) and the host's qdiscs, with the ingress
- * filters of every host interface prevResult names (one of them is the host veth).
+ * Links of both namespaces (to pair the veth ends and read the MTU) and the host's qdiscs (only the host's:
+ * what the request's `desired` names), with the ingress filters of every host interface prevResult names (one
+ * of them is the host veth).
  */
 function observe(ctx: Ctx, netns: string | undefined, scope: OwnershipScope, ifb: string, prev: Result | undefined): TE.TaskEither<CniError, KernelState> {
   const hostIfs = (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
@@ -49,8 +50,10 @@ function observe(ctx: Ctx, netns: string | undefined, scope: OwnershipScope, ifb
     kernelFor(ctx).observe({
       namespaces: netns ? [HOST, netns] : [HOST],
       scope,
-      qdiscs: true,
-      desired: { ...emptyKernelState(), qdiscs: hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb })) },
+      desired: {
+        ...emptyKernelState(),
+        qdiscs: [{ ns: HOST, dev: ifb, kind: 'tbf' }, ...hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb }))],
+      },
     }),
     TE.mapLeft(kernelError),
   );
