@@ -5,7 +5,8 @@
 //  - observe: per namespace, at once: one `ip -json -d -batch -` (links, addresses, routes of all tables,
 //    permanent neighbours), one read of the sysctls asked for (grep, or no process at all in this process's
 //    own namespace), and only when asked: iptables-save/ip6tables-save once per family, `bridge -json fdb
-//    show`, `tc -json qdisc show`. All of them run concurrently.
+//    show`, `tc -json qdisc show` (and `tc -json filter show dev X ingress` for desired redirects). All of
+//    them run concurrently.
 //  - apply: render.ts's steps in order: per namespace group one `ip -force -batch -` per run of ip ops, one
 //    iptables-restore per family, sysctls by `tee`. A failed step stops the apply; the error names the op and
 //    the namespace. Deletions of things already gone are not failures.
@@ -18,7 +19,7 @@ import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
-import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIptablesSave, parseQdiscs, type IpState } from './parse.ts';
+import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
 import { explain, invocations, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
@@ -52,6 +53,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     reads.map(async (rd) => {
       const pre = inNetns(rd.ns, o.hostNetns);
       const paths = rd.sysctls.map(sysctlPath);
+      const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
       const [ip, sysctl, fdb, tc, ...ipt] = await Promise.all([
         run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
@@ -61,7 +63,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip: ip!, sysctl, fdb, tc, ipt };
+      return { ip: ip!, sysctl, fdb, tc, ipt, filters: await filters };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -93,7 +95,19 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     if (g.tc) {
       const q = g.tc.code === 0 ? parseQdiscs(ns, g.tc.stdout) : g.tc.stderr || 'no output';
       if (typeof q === 'string') return E.left(kerr(`failed to read qdiscs in ${where(ns)}: ${q.trim()}`));
-      state.qdiscs.push(...q);
+      // An ingress qdisc's redirect, where asked for; a device that is not there has no filters.
+      const redirects = new Map<string, string>();
+      for (let k = 0; k < rd.filters.length; k++) {
+        const f = g.filters[k]!;
+        if (f.code !== 0) {
+          if (/Cannot find device/.test(f.stderr)) continue;
+          return E.left(kerr(`failed to read the ingress filters of ${rd.filters[k]} in ${where(ns)}: ${f.stderr.trim()}`));
+        }
+        const to = parseRedirect(f.stdout);
+        if (typeof to === 'object') return E.left(kerr(`failed to read the ingress filters of ${rd.filters[k]} in ${where(ns)}: ${to.error}`));
+        if (to !== undefined) redirects.set(rd.filters[k]!, to);
+      }
+      state.qdiscs.push(...q.map((x) => (x.kind === 'ingress' && redirects.has(x.dev) ? { ...x, redirect: redirects.get(x.dev)! } : x)));
     }
     if (g.sysctl) {
       // "path:value" lines; a missing key is just absent.

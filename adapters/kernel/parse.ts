@@ -62,7 +62,7 @@ interface IpNeigh {
   state?: string[];
 }
 
-const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan']);
+const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'ifb']);
 const MACVLAN_MODES: ReadonlySet<string> = new Set(['bridge', 'private', 'vepa', 'passthru', 'source']);
 
 export function toLink(ns: NsRef, l: IpLink): Link {
@@ -262,6 +262,26 @@ export function parseQdiscs(ns: NsRef, stdout: string): Qdisc[] | string {
     }
   }
   return out;
+}
+
+/**
+ * `tc -json filter show dev X ingress`: where the ingress qdisc's u32 filter at prio 1 redirects packets to
+ * (the first action's `mirred egress redirect` target), or undefined when there is none or its device is gone
+ * (tc prints `to_dev: "*"`).
+ */
+export function parseRedirect(stdout: string): string | undefined | { error: string } {
+  let fs: { kind?: string; pref?: number; options?: { actions?: { kind?: string; mirred_action?: string; direction?: string; to_dev?: string }[] } }[];
+  try {
+    fs = JSON.parse(stdout.trim() || '[]') as typeof fs;
+  } catch (e) {
+    return { error: `cannot parse tc -json output: ${(e as Error).message}` };
+  }
+  for (const f of fs) {
+    if (f.kind !== 'u32' || f.pref !== 1) continue;
+    const a = f.options?.actions?.[0];
+    if (a?.kind === 'mirred' && a.mirred_action === 'redirect' && a.direction === 'egress' && a.to_dev && a.to_dev !== '*') return a.to_dev;
+  }
+  return undefined;
 }
 
 /**

@@ -109,6 +109,10 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
     case 'macvlan':
       head.push(`type macvlan mode ${l.macvlan!.mode}`);
       break;
+    case 'ifb':
+      // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
+      head.push('txqlen 0 type ifb');
+      break;
     default:
       throw new Error(`cannot create a link of kind ${l.kind}`);
   }
@@ -146,10 +150,21 @@ const routeDelArgs = (r: Route): string =>
 const fdbLine = (verb: 'replace' | 'del', f: Fdb): string =>
   verb === 'replace' ? `fdb replace ${f.mac} dev ${f.dev} dst ${f.dst} self permanent` : `fdb del ${f.mac} dev ${f.dev} dst ${f.dst} self`;
 
-const qdiscLine = (verb: 'replace' | 'del', q: Qdisc): string => {
-  if (q.kind === 'ingress') return `qdisc ${verb} dev ${q.dev} ingress`;
-  if (verb === 'del') return `qdisc del dev ${q.dev} root`;
-  return `qdisc replace dev ${q.dev} root tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0} latency ${q.latencyMs ?? 25}ms`;
+/**
+ * The one filter an ingress qdisc with a redirect carries: u32 at prio 1 with the handle the kernel gives the
+ * first u32 filter (800::800), so that `replace` swaps it in place rather than adding another.
+ */
+export const redirectLine = (dev: string, to: string): string =>
+  `filter replace dev ${dev} parent ffff: protocol all prio 1 handle 800::800 u32 match u32 0 0 flowid 1:1 action mirred egress redirect dev ${to}`;
+
+const qdiscLines = (verb: 'replace' | 'del', q: Qdisc): string[] => {
+  if (q.kind === 'ingress') {
+    // Deleting the ingress qdisc takes its filters.
+    const head = `qdisc ${verb} dev ${q.dev} ingress`;
+    return verb === 'replace' && q.redirect !== undefined ? [head, redirectLine(q.dev, q.redirect)] : [head];
+  }
+  if (verb === 'del') return [`qdisc del dev ${q.dev} root`];
+  return [`qdisc replace dev ${q.dev} root handle 1: tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0} latency ${q.latencyMs ?? 25}ms`];
 };
 
 /** The tool and lines for one non-iptables op. */
@@ -187,9 +202,9 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
     case 'sysctl.set':
       return { tool: 'sysctl', lines: [`${o.sysctl.key}=${o.sysctl.value}`] };
     case 'qdisc.replace':
-      return { tool: 'tc', lines: [qdiscLine('replace', o.qdisc)] };
+      return { tool: 'tc', lines: qdiscLines('replace', o.qdisc) };
     case 'qdisc.del':
-      return { tool: 'tc', lines: [qdiscLine('del', o.qdisc)] };
+      return { tool: 'tc', lines: qdiscLines('del', o.qdisc) };
     case 'chain.sync':
     case 'chain.del':
     case 'chain.add':
@@ -252,7 +267,7 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
 // ------------------------------------------------------------------------------------------ checking
 
 /** Keys whose string values are interface names. */
-const NAME_KEYS: ReadonlySet<string> = new Set(['name', 'dev', 'master', 'peer']);
+const NAME_KEYS: ReadonlySet<string> = new Set(['name', 'dev', 'master', 'peer', 'redirect']);
 
 /**
  * Why `o` cannot be rendered safely, or undefined: an interface name felt refuses, a value that is not one

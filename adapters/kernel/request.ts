@@ -11,6 +11,8 @@ export interface NsReads {
   readonly iptables: ReadonlyMap<IptFamily, readonly IptTable[]>;
   readonly fdb: boolean;
   readonly qdiscs: boolean;
+  /** Devices whose ingress filters to read: those of desired ingress qdiscs with a redirect. */
+  readonly filters: readonly string[];
   readonly sysctls: readonly string[];
 }
 
@@ -35,6 +37,7 @@ export function readsFor(req: ObserveRequest): NsReads[] {
       iptables,
       fdb: !!req.fdb || !!d?.fdb.some((f) => f.ns === ns),
       qdiscs: !!req.qdiscs || !!d?.qdiscs.some((q) => q.ns === ns),
+      filters: [...new Set((d?.qdiscs ?? []).filter((q) => q.ns === ns && q.kind === 'ingress' && q.redirect !== undefined).map((q) => q.dev))],
       sysctls: [...keys],
     };
   });

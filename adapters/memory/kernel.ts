@@ -4,7 +4,8 @@
 // is taken, a chain still referenced); deletions of things already gone succeed, as in the Linux adapter.
 //
 // Kernel side effects it models: deleting a link deletes its veth peer, macvlans and vxlans on it, and every
-// address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices; ports of a deleted
+// address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices (a redirect to one is
+// left without a target); ports of a deleted
 // bridge lose their master (and hairpin); an IPv4/IPv6 address leaving takes routes with that source address.
 // A route through a device that is down is refused ("Nexthop device is not up"); taking a link down flushes
 // its routes. Not modelled: gateway reachability, bridge MTU/MAC inheritance.
@@ -134,6 +135,13 @@ class Twin {
     for (const [nk, n] of this.neighbours) if (n.ns === ns && n.dev === name) this.neighbours.delete(nk);
     this.fdb = this.fdb.filter((f) => !(f.ns === ns && f.dev === name));
     for (const [qk, q] of this.qdiscs) if (q.ns === ns && q.dev === name) this.qdiscs.delete(qk);
+    // A redirect to the device stays as a filter without a target.
+    for (const [qk, q] of this.qdiscs) {
+      if (q.ns === ns && q.redirect === name) {
+        const { redirect: _dangling, ...rest } = q;
+        this.qdiscs.set(qk, rest);
+      }
+    }
     for (const [sk, s] of this.sysctls) if (s.ns === ns && sysctlDevice(s.key) === name) this.sysctls.delete(sk);
     this.lostAddresses(lost);
     for (const [pk, p] of this.links) {
@@ -353,6 +361,7 @@ class Twin {
       }
       case 'qdisc.replace':
         if (!this.hasLink(o.qdisc.ns, o.qdisc.dev)) return `Cannot find device "${o.qdisc.dev}"`;
+        if (o.qdisc.redirect !== undefined && !this.hasLink(o.qdisc.ns, o.qdisc.redirect)) return `Cannot find device "${o.qdisc.redirect}"`;
         this.qdiscs.set(qdiscKey(o.qdisc), o.qdisc);
         return undefined;
       case 'qdisc.del':
@@ -405,7 +414,14 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
       chains: s.chains.filter(tableRead),
       rules: s.rules.filter(tableRead),
       sysctls: s.sysctls.filter((x) => reads.get(x.ns)?.sysctls.includes(x.key)),
-      qdiscs: s.qdiscs.filter((q) => reads.get(q.ns)?.qdiscs),
+      // Redirects are read only on the devices asked for, as the Linux adapter does.
+      qdiscs: s.qdiscs
+        .filter((q) => reads.get(q.ns)?.qdiscs)
+        .map((q) => {
+          if (q.redirect === undefined || reads.get(q.ns)?.filters.includes(q.dev)) return q;
+          const { redirect: _unread, ...rest } = q;
+          return rest;
+        }),
     };
   };
 

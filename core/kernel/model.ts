@@ -10,7 +10,7 @@
 export type NsRef = string;
 export const HOST: NsRef = '';
 
-export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'loopback' | 'device';
+export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'ifb' | 'loopback' | 'device';
 
 export interface VethSpec {
   /** The peer's name and namespace; the pair is created from this end's namespace. */
@@ -167,6 +167,12 @@ export interface Qdisc {
   readonly rate?: number;
   readonly burst?: number;
   readonly latencyMs?: number;
+  /**
+   * ingress: the device (same namespace, e.g. an ifb) that one u32 filter (prio 1, all protocols, match
+   * everything) redirects every packet to, `action mirred egress redirect dev X`. Undefined: filters are not
+   * managed. Observed only on the devices of desired ingress qdiscs that name one (adapters/kernel/request.ts).
+   */
+  readonly redirect?: string;
 }
 
 /** Everything felt wants (or sees) in the kernel. Arrays are unordered sets except chain rules. */
@@ -212,6 +218,11 @@ export interface OwnershipScope {
    * on the underlay device), on a device felt does not otherwise own.
    */
   readonly routeDsts?: readonly { ns: NsRef; dev: string; within: string }[];
+  /**
+   * Devices whose root and ingress qdiscs (only) felt owns, e.g. the bandwidth plugin's on a host veth that
+   * the bridge plugin owns.
+   */
+  readonly qdiscDevices?: readonly { ns: NsRef; dev: string }[];
 }
 
 export type Op =

@@ -147,8 +147,21 @@ function sameRoute(d: Route, o: Route): boolean {
   );
 }
 
+/**
+ * tc reports a tbf's burst recomputed from the kernel's buffer (in psched ticks): the byte count given is
+ * first turned into whole microseconds at the rate, then into ticks and back, so up to 2 µs at the rate
+ * (and a byte of rounding) can be lost. Anything within that is the burst that was asked for.
+ */
+const sameBurst = (want: number | undefined, have: number | undefined, rateBits: number | undefined): boolean => {
+  if (want === undefined || have === undefined || want === have) return want === have;
+  const slack = Math.ceil((2 * (rateBits ?? 0)) / 8 / 1e6) + 1;
+  return have < want && have >= want - slack;
+};
+
 const sameQdisc = (a: Qdisc, b: Qdisc): boolean =>
-  a.kind === 'ingress' || (a.rate === b.rate && a.burst === b.burst && (a.latencyMs === undefined || a.latencyMs === b.latencyMs));
+  a.kind === 'ingress'
+    ? a.redirect === undefined || a.redirect === b.redirect
+    : a.rate === b.rate && sameBurst(a.burst, b.burst, a.rate) && (a.latencyMs === undefined || a.latencyMs === b.latencyMs);
 
 const sameRules = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((r, i) => r === b[i]);
 
@@ -471,15 +484,21 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     if (v === undefined || normSysctl(v) !== normSysctl(s.value)) ops.push({ op: 'sysctl.set', sysctl: s });
   }
 
-  // 8. Qdiscs.
-  const qLeft = observed.qdiscs.filter((q) => !isGone(q.ns, q.dev));
+  // 8. Qdiscs. A redirect to a device that goes stays as a filter without a target (tc shows `to_dev *`).
+  const qLeft = observed.qdiscs
+    .filter((q) => !isGone(q.ns, q.dev))
+    .map((q) => {
+      if (q.redirect === undefined || !isGone(q.ns, q.redirect)) return q;
+      const { redirect: _dangling, ...rest } = q;
+      return rest;
+    });
   const haveQ = new Map(qLeft.map((q) => [qdiscKey(q), q]));
   const wantQ = new Set(desired.qdiscs.map(qdiscKey));
   for (const q of desired.qdiscs) {
     const o = haveQ.get(qdiscKey(q));
     if (!o || !sameQdisc(q, o)) ops.push({ op: 'qdisc.replace', qdisc: q });
   }
-  for (const q of qLeft) if (own.device(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
+  for (const q of qLeft) if (own.qdisc(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
 
   // A deletion that frees a name another namespace is about to use (a veth peer in the host going with its
   // container end) must run before that namespace's group: it goes first. So does one that takes links of
@@ -690,7 +709,9 @@ const describeChanges = (c: Partial<Link>): string =>
 
 const chainName = (c: { table: string; chain: string; family: number }): string => `${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''}`;
 const qdiscText = (q: Qdisc): string =>
-  q.kind === 'tbf' ? `tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0}${q.latencyMs !== undefined ? ` latency ${q.latencyMs}ms` : ''} on ${q.dev}` : `ingress on ${q.dev}`;
+  q.kind === 'tbf'
+    ? `tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0}${q.latencyMs !== undefined ? ` latency ${q.latencyMs}ms` : ''} on ${q.dev}`
+    : `ingress on ${q.dev}${q.redirect !== undefined ? ` redirecting to ${q.redirect}` : ''}`;
 
 /** One op in words: what it does, to which object, where (`failed to ${describeOp(op)}: ${why}`). */
 export function describeOp(o: Op): string {

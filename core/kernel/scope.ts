@@ -1,6 +1,6 @@
 // Ownership: which observed objects felt may change or delete. An object is felt's when it is desired, when
 // its link is in `scope.links`, when its device is in `scope.devices` (addresses, routes, neighbours, fdb
-// entries, qdiscs and per-device sysctls on it), when its chain is in `scope.chains`, or when it is a rule in a
+// entries, qdiscs and per-device sysctls on it), when it is a qdisc on a `scope.qdiscDevices` device, when its chain is in `scope.chains`, or when it is a rule in a
 // `scope.ruleMarkers` chain whose text contains the marker, or when it is a route whose destination lies
 // inside a `scope.routeDsts` CIDR on that device. Everything else is foreign and plan never touches it.
 
@@ -12,12 +12,14 @@ export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chain
 
 export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScope {
   const routeDsts = scopes.flatMap((s) => s.routeDsts ?? []);
+  const qdiscDevices = scopes.flatMap((s) => s.qdiscDevices ?? []);
   return {
     links: scopes.flatMap((s) => s.links),
     devices: scopes.flatMap((s) => s.devices),
     chains: scopes.flatMap((s) => s.chains),
     ruleMarkers: scopes.flatMap((s) => s.ruleMarkers),
     ...(routeDsts.length ? { routeDsts } : {}),
+    ...(qdiscDevices.length ? { qdiscDevices } : {}),
   };
 }
 
@@ -36,6 +38,8 @@ export interface Owner {
   link(ns: NsRef, name: string): boolean;
   /** Addresses, routes, neighbours, fdb entries, qdiscs on this device. */
   device(ns: NsRef, dev: string | undefined): boolean;
+  /** Qdiscs on this device: an owned device, or one of `scope.qdiscDevices`. */
+  qdisc(ns: NsRef, dev: string): boolean;
   chain(c: ChainRef): boolean;
   /** A rule in a chain felt does not own, carrying one of felt's markers. */
   markedRule(r: IptRule): boolean;
@@ -58,6 +62,7 @@ export function owner(scope: OwnershipScope): Owner {
     markers.set(k, [...(markers.get(k) ?? []), m.marker]);
   }
   const device = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && devices.has(devKey(ns, dev));
+  const qdiscDevs = new Set((scope.qdiscDevices ?? []).map((d) => devKey(d.ns, d.dev)));
   const within = (scope.routeDsts ?? []).map((w) => ({ key: devKey(w.ns, w.dev), cidr: parseCIDR(w.within) }));
   const insideOwned = (r: Route): boolean => {
     if (within.length === 0 || r.dev === undefined) return false;
@@ -68,6 +73,7 @@ export function owner(scope: OwnershipScope): Owner {
   return {
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
+    qdisc: (ns, dev) => device(ns, dev) || qdiscDevs.has(devKey(ns, dev)),
     route: (r) => device(r.ns, r.dev) || insideOwned(r),
     address: (a) => device(a.ns, a.dev) && !KERNEL_MADE_ADDRESSES.has(a.cidr),
     chain: (c) => chains.has(chainKey(c)),
@@ -91,7 +97,7 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
     chains: state.chains.filter((c) => o.chain(c)),
     rules: state.rules.filter((r) => o.markedRule(r)),
     sysctls: state.sysctls.filter((s) => o.device(s.ns, sysctlDevice(s.key))),
-    qdiscs: state.qdiscs.filter((q) => o.device(q.ns, q.dev)),
+    qdiscs: state.qdiscs.filter((q) => o.qdisc(q.ns, q.dev)),
   };
 }
 
@@ -107,6 +113,6 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
     chains: state.chains.filter((c) => !o.chain(c)),
     rules: state.rules.filter((r) => !o.markedRule(r)),
     sysctls: state.sysctls.filter((s) => !o.device(s.ns, sysctlDevice(s.key))),
-    qdiscs: state.qdiscs.filter((q) => !o.device(q.ns, q.dev)),
+    qdiscs: state.qdiscs.filter((q) => !o.qdisc(q.ns, q.dev)),
   };
 }

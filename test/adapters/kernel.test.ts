@@ -435,6 +435,42 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     expect(seen.qdiscs).toEqual([{ ns: pod.path, dev: 'br1', kind: 'tbf', rate: 8_000_000, burst: 25_000, latencyMs: 25 }]);
   });
 
+  it('an ifb fed by an ingress redirect: Linux and the twin agree, also after the ifb is deleted (the filter stays without a target)', async () => {
+    const ns = pod.path;
+    const d = st({
+      links: [
+        { ns, name: 'vr0', kind: 'bridge', up: true },
+        { ns, name: 'ifbt0', kind: 'ifb', up: true, mtu: 1400 },
+      ],
+      qdiscs: [
+        { ns, dev: 'vr0', kind: 'ingress', redirect: 'ifbt0' },
+        { ns, dev: 'ifbt0', kind: 'tbf', rate: 2_000_000, burst: 25_000, latencyMs: 25 },
+      ],
+    });
+    const scope = scopeOf(d);
+    const req: ObserveRequest = { namespaces: [ns], desired: d, scope };
+    const twin = memoryKernel();
+    const ops = await converge(probe.kernel, d, scope, req);
+    await apply(twin, ops);
+    const view = (s: KernelState) => ({
+      links: s.links.filter((l) => l.name === 'ifbt0').map((l) => [l.kind, l.mtu, l.up]),
+      qdiscs: s.qdiscs.filter((q) => q.dev === 'vr0' || q.dev === 'ifbt0').sort((a, b) => a.dev.localeCompare(b.dev)),
+    });
+    expect(view(await observe(probe.kernel, req))).toEqual(view(await observe(twin, req)));
+    expect(view(await observe(probe.kernel, req)).qdiscs).toEqual(d.qdiscs.slice().sort((a, b) => a.dev.localeCompare(b.dev)));
+    // Without a desired redirect the filters are not read: the same on both.
+    const noFilters: ObserveRequest = { namespaces: [ns], qdiscs: true };
+    expect(view(await observe(probe.kernel, noFilters))).toEqual(view(await observe(twin, noFilters)));
+    for (const k of [probe.kernel, twin]) await apply(k, [{ op: 'link.del', ns, name: 'ifbt0' }]);
+    const [linux, mem] = [await observe(probe.kernel, req), await observe(twin, req)];
+    expect(view(linux)).toEqual(view(mem));
+    expect(view(linux).qdiscs).toEqual([{ ns, dev: 'vr0', kind: 'ingress' }]);
+    expect(plan(d, linux, scope).map((o) => o.op)).toEqual(plan(d, mem, scope).map((o) => o.op));
+    await converge(probe.kernel, d, scope, req);
+    await converge(probe.kernel, emptyKernelState(), scope, req);
+    expect((await observe(probe.kernel, { namespaces: [ns], qdiscs: true })).qdiscs.filter((q) => q.dev === 'vr0')).toEqual([]);
+  });
+
   it('errors name the object and the namespace', async () => {
     const r = await probe.kernel.apply([{ op: 'route.replace', route: { ns: pod.path, dst: '10.99.0.0/24', gw: '10.98.0.1', dev: 'br1' } }])();
     expect(E.isLeft(r) && r.left.msg).toBe(`failed to add route 10.99.0.0/24 via 10.98.0.1 dev br1 in ${pod.path}: Error: Nexthop has invalid gateway.`);

@@ -2,7 +2,7 @@
 // rendered into batches; tool errors mapped back to the op at fault.
 
 import { describe, expect, it } from 'vitest';
-import { pairVeths, parseIpBatch, parseIptablesSave, parseQdiscs, parseFdb, type IpState } from '../../adapters/kernel/parse.ts';
+import { pairVeths, parseIpBatch, parseIptablesSave, parseQdiscs, parseFdb, parseRedirect, toLink, type IpState } from '../../adapters/kernel/parse.ts';
 import { explain, invocations, linkAddLines, netnsArg, restoreLines, steps, type Invocation } from '../../adapters/kernel/render.ts';
 import { HOST, type Op } from '../../core/kernel/model.ts';
 
@@ -310,5 +310,54 @@ describe('explain: tool errors back to the op', () => {
     // The only op was the deletion of a rule already gone: nothing left to do.
     const [only] = steps([ipt[0]!], ro);
     expect(explain(only!, invocations(only!, ro)[0]!, 1, 'iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n')).toEqual({ kind: 'ok' });
+  });
+});
+
+describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
+  const ro = { pid: 4242 };
+  it('an ifb is `type ifb`, parsed back from info_kind', () => {
+    expect(linkAddLines({ ns: HOST, name: 'bwp0123456789ab', kind: 'ifb', mtu: 1400, mac: '02:00:00:00:00:09', up: true }, ro)).toEqual([
+      'link add name bwp0123456789ab address 02:00:00:00:00:09 mtu 1400 txqlen 0 type ifb',
+      'link set dev bwp0123456789ab up',
+    ]);
+    expect(toLink(HOST, { ifname: 'bwp1', flags: ['BROADCAST', 'NOARP', 'UP'], mtu: 1500, address: 'AA:3D:E0:76:D3:2B', linkinfo: { info_kind: 'ifb' } })).toMatchObject({
+      kind: 'ifb',
+      up: true,
+      mac: 'aa:3d:e0:76:d3:2b',
+    });
+  });
+
+  it('an ingress qdisc with a redirect is the qdisc plus one u32 filter replaced in place; its deletion takes the filter', () => {
+    const q = { ns: HOST, dev: 'veth1', kind: 'ingress' as const, redirect: 'bwp1' };
+    const [s] = steps([{ op: 'qdisc.replace', qdisc: q }, { op: 'qdisc.replace', qdisc: { ns: HOST, dev: 'bwp1', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 } }], ro);
+    expect(s!.tool).toBe('tc');
+    expect(s!.lines.map((l) => l.text)).toEqual([
+      'qdisc replace dev veth1 ingress',
+      'filter replace dev veth1 parent ffff: protocol all prio 1 handle 800::800 u32 match u32 0 0 flowid 1:1 action mirred egress redirect dev bwp1',
+      'qdisc replace dev bwp1 root handle 1: tbf rate 1000000bit burst 12500 latency 25ms',
+    ]);
+    expect(steps([{ op: 'qdisc.del', qdisc: q }], ro)[0]!.lines.map((l) => l.text)).toEqual(['qdisc del dev veth1 ingress']);
+    // The redirect target is an interface name: checked like one.
+    expect(() => steps([{ op: 'qdisc.replace', qdisc: { ...q, redirect: 'a b' } }], ro)).toThrow(/interface name "a b"/);
+  });
+
+  it('parseRedirect: the first action of the prio-1 u32 filter; a target that is gone ("*") is none', () => {
+    const filter = (to: string): string =>
+      JSON.stringify([
+        { parent: 'ffff:', protocol: 'all', pref: 1, kind: 'u32', chain: 0 },
+        { parent: 'ffff:', protocol: 'all', pref: 1, kind: 'u32', chain: 0, options: { fh: '800:', ht_divisor: 1 } },
+        {
+          parent: 'ffff:',
+          protocol: 'all',
+          pref: 1,
+          kind: 'u32',
+          chain: 0,
+          options: { fh: '800::800', flowid: '1:1', actions: [{ order: 1, kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: to }] },
+        },
+      ]);
+    expect(parseRedirect(filter('bwp1'))).toBe('bwp1');
+    expect(parseRedirect(filter('*'))).toBeUndefined();
+    expect(parseRedirect('')).toBeUndefined();
+    expect(parseRedirect('{')).toMatchObject({ error: expect.stringMatching(/cannot parse/) });
   });
 });

@@ -42,7 +42,7 @@ const pick = <T>(xs: readonly T[], i: number): T => xs[Math.abs(i) % xs.length]!
 const opt = <T>(xs: readonly (T | undefined)[], i: number): T | undefined => pick(xs, i);
 
 const linkSpec = fc.record({
-  t: fc.constantFrom('bridge', 'veth', 'veth', 'vxlan', 'macvlan', 'lo'),
+  t: fc.constantFrom('bridge', 'veth', 'veth', 'vxlan', 'macvlan', 'ifb', 'lo'),
   ns: fc.nat(2),
   ns2: fc.nat(2),
   name: fc.nat(5),
@@ -110,6 +110,9 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
     switch (x.t) {
       case 'lo':
         if (free(ns, 'lo')) take({ ns, name: 'lo', kind: 'loopback', ...(x.up !== 0 ? { up: x.up === 1 } : {}) });
+        break;
+      case 'ifb':
+        if (free(ns, name)) take({ ns, name, kind: 'ifb', ...attrs(x, ns, false) });
         break;
       case 'bridge':
         if (free(ns, name)) take({ ns, name, kind: 'bridge', ...attrs(x, ns, false), ...(x.vf !== 0 ? { bridge: { vlanFiltering: x.vf === 1 } } : {}) });
@@ -232,7 +235,9 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         if (l) {
           qdiscs.push(
             o.flag
-              ? { ns: l.ns, dev: l.name, kind: 'ingress' }
+              ? ((ifbs) => ({ ns: l.ns, dev: l.name, kind: 'ingress' as const, ...(o.d % 2 === 1 && ifbs.length ? { redirect: pick(ifbs, o.c).name } : {}) }))(
+                  links.filter((x) => x.ns === l.ns && x.kind === 'ifb'),
+                )
               : { ns: l.ns, dev: l.name, kind: 'tbf', rate: pick([1_000_000, 8_000_000], o.b), burst: pick([12_500, 25_000], o.c), latencyMs: 25 },
           );
         }
@@ -292,7 +297,7 @@ function foreignView(s: KernelState, scope: OwnershipScope, d: KernelState): Rec
     chains: sortBy(f.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`),
     rules: sortBy(f.rules.filter((r) => !drule.has(ruleKey(r))), ruleKey),
     sysctls: sortBy(f.sysctls.filter((x) => !ds.has(sysctlKey(x))), (x) => `${sysctlKey(x)}=${x.value}`),
-    qdiscs: sortBy(f.qdiscs, (q) => `${qdiscKey(q)} ${q.rate} ${q.burst}`),
+    qdiscs: sortBy(f.qdiscs, (q) => `${qdiscKey(q)} ${q.rate} ${q.burst} ${q.redirect}`),
   };
 }
 
@@ -395,6 +400,7 @@ describe('plan against the memory twin (properties)', () => {
         expect(sortBy(mine.rules, ruleKey)).toEqual(sortBy(w.desired.rules, ruleKey));
         for (const s of w.desired.sysctls) expect(after.sysctls.find((x) => sysctlKey(x) === sysctlKey(s))?.value).toBe(s.value);
         expect(sortBy(mine.qdiscs, qdiscKey)).toEqual(sortBy(w.desired.qdiscs, qdiscKey));
+        for (const q of w.desired.qdiscs) if (q.redirect !== undefined) expect(after.qdiscs.find((x) => qdiscKey(x) === qdiscKey(q))?.redirect).toBe(q.redirect);
 
         // Out of scope: untouched.
         expect(foreignView(after, owned, w.desired)).toEqual(foreignView(before, owned, w.desired));
@@ -822,5 +828,47 @@ describe('the twin observes like the Linux adapter', () => {
     expect(E.isRight(a) && a.right.links.map((l) => l.name)).toEqual(['vx']);
     const b = await k.observe({ namespaces: [HOST, POD], fdb: true, iptables: [4], sysctls: [{ ns: HOST, key: 'net.ipv4.ip_forward' }] })();
     expect(E.isRight(b) && [b.right.links.length, b.right.fdb.length, b.right.rules.length, b.right.sysctls.length]).toEqual([2, 1, 1, 1]);
+  });
+});
+
+describe('qdisc ownership and ingress redirects', () => {
+  const veth: Link = { ns: HOST, name: 'veth1', kind: 'veth', veth: { peer: 'eth0', peerNs: POD } };
+  const ifb: Link = { ns: HOST, name: 'bwp1', kind: 'ifb', up: true };
+  const ingress: Qdisc = { ns: HOST, dev: 'veth1', kind: 'ingress', redirect: 'bwp1' };
+  const tbf: Qdisc = { ns: HOST, dev: 'veth1', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 };
+  const hostAddr: Address = { ns: HOST, dev: 'veth1', cidr: '10.0.0.1/32' };
+  const qscope: OwnershipScope = { links: [{ ns: HOST, name: 'bwp1' }], devices: [{ ns: HOST, dev: 'bwp1' }], chains: [], ruleMarkers: [], qdiscDevices: [{ ns: HOST, dev: 'veth1' }] };
+
+  it('qdiscDevices owns the qdiscs of a device and nothing else on it', () => {
+    const seen = st({ links: [veth, { ...veth, ns: POD, name: 'eth0', veth: { peer: 'veth1', peerNs: HOST } }, ifb], addresses: [hostAddr], qdiscs: [ingress, tbf] });
+    const ops = plan(emptyKernelState(), seen, qscope);
+    expect(ops.map(describeOp)).toEqual([
+      // (the ifb goes in the same plan: the redirect is already dangling)
+      'delete qdisc ingress on veth1 in the host namespace',
+      'delete qdisc tbf rate 1000000bit burst 12500 latency 25ms on veth1 in the host namespace',
+      'delete link bwp1 in the host namespace',
+    ]);
+  });
+
+  it('a redirect differs when its target differs or was deleted; undefined does not manage it', () => {
+    const k = memoryKernel(st({ links: [{ ...veth, veth: undefined, kind: 'device' }, ifb] }));
+    const d = st({ links: [ifb], qdiscs: [ingress] });
+    expect(E.isRight(k.applySync(plan(d, k.state(), qscope)))).toBe(true);
+    expect(plan(d, k.state(), qscope)).toEqual([]);
+    expect(plan(st({ links: [ifb], qdiscs: [{ ...ingress, redirect: undefined }] }), k.state(), qscope)).toEqual([]);
+    // The ifb goes: the filter stays without a target, and the next plan puts it back.
+    expect(E.isRight(k.applySync([{ op: 'link.del', ns: HOST, name: 'bwp1' }]))).toBe(true);
+    expect(k.state().qdiscs).toEqual([{ ns: HOST, dev: 'veth1', kind: 'ingress' }]);
+    expect(plan(d, k.state(), qscope).map((o) => o.op)).toEqual(['link.add', 'qdisc.replace']);
+    // The twin refuses a redirect to a missing device, as tc does.
+    const r = memoryKernel(st({ links: [{ ...veth, veth: undefined, kind: 'device' }] })).applySync([{ op: 'qdisc.replace', qdisc: ingress }]);
+    expect(E.isLeft(r) && r.left.msg).toMatch(/Cannot find device "bwp1"/);
+  });
+
+  it('a tbf burst within what tc loses to psched ticks is the same burst', () => {
+    const d = st({ qdiscs: [tbf] });
+    expect(plan(d, st({ qdiscs: [{ ...tbf, burst: 12_499 }] }), qscope)).toEqual([]);
+    expect(plan(d, st({ qdiscs: [{ ...tbf, burst: 12_400 }] }), qscope).map((o) => o.op)).toEqual(['qdisc.replace']);
+    expect(plan(d, st({ qdiscs: [{ ...tbf, burst: 12_501 }] }), qscope).map((o) => o.op)).toEqual(['qdisc.replace']);
   });
 });

@@ -1,0 +1,4 @@
+import { main } from '../dispatch.ts';
+import { bandwidth } from '../plugins/bandwidth.ts';
+
+void main(bandwidth);

@@ -1,0 +1,178 @@
+// bandwidth: a chained plugin that limits a container's traffic with tbf qdiscs, as plugins/meta/bandwidth:
+// to the container with a root tbf on the host veth, from the container by redirecting the host veth's
+// ingress to an ifb with a root tbf of its own. cmdAdd reads top to bottom: parse, observe, find the host
+// veth, compute the desired state, plan against what is there, apply, print prevResult (plus the ifb).
+
+import { existsSync } from 'node:fs';
+import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import { pipe } from 'fp-ts/lib/function.js';
+import { isUnlimited, parseBandwidthConf, type BandwidthConf } from '../../../core/bandwidth/config.ts';
+import { bandwidthDesired, bandwidthScope, hostInterface, ifbName, withIfb } from '../../../core/bandwidth/desired.ts';
+import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
+import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
+import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
+import { macFromBytes } from '../../../core/ip/mac.ts';
+import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { drift, plan } from '../../../core/kernel/plan.ts';
+import { kernelError, kernelFor } from '../kernel.ts';
+import type { Ctx, Plugin } from '../plugin.ts';
+
+const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
+
+interface Parsed {
+  readonly bw: BandwidthConf;
+  readonly prev: Result | undefined;
+  readonly ifb: string;
+}
+
+function parse(args: CmdArgs, conf: NetConf): E.Either<CniError, Parsed> {
+  const bw = parseBandwidthConf(conf.raw);
+  if (E.isLeft(bw)) return bw;
+  const raw = conf.raw['prevResult'];
+  let prev: Result | undefined;
+  if (raw !== undefined && raw !== null) {
+    const r = readResult(raw);
+    if (E.isLeft(r)) return E.left(invalidConfig(`prevResult: ${r.left}`));
+    prev = r.right;
+  }
+  return E.right({ bw: bw.right, prev, ifb: ifbName(conf.name, args.containerId) });
+}
+
+/**
+ * Links of both namespaces (to pair the veth ends and read the MTU) and the host's qdiscs (only the host's:
+ * what the request's `desired` names), with the ingress filters of every host interface prevResult names (one
+ * of them is the host veth).
+ */
+function observe(ctx: Ctx, netns: string | undefined, scope: OwnershipScope, ifb: string, prev: Result | undefined): TE.TaskEither<CniError, KernelState> {
+  const hostIfs = (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
+  return pipe(
+    kernelFor(ctx).observe({
+      namespaces: netns ? [HOST, netns] : [HOST],
+      scope,
+      desired: {
+        ...emptyKernelState(),
+        qdiscs: [{ ns: HOST, dev: ifb, kind: 'tbf' }, ...hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb }))],
+      },
+    }),
+    TE.mapLeft(kernelError),
+  );
+}
+
+function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
+  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+}
+
+const requirePrev = (p: Parsed, command: string): E.Either<CniError, Result> =>
+  p.prev ? E.right(p.prev) : E.left(invalidConfig(`prevResult: required for ${command} (bandwidth must be called as a chained plugin)`));
+
+function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
+  const parsed = parse(args, conf);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const p = parsed.right;
+  const prevE = requirePrev(p, 'ADD');
+  if (E.isLeft(prevE)) return TE.left(prevE.left);
+  const prev = prevE.right;
+  if (isUnlimited(p.bw)) return TE.right(prev);
+  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+
+  const attach = (seen: KernelState): E.Either<CniError, { host: Link; scope: OwnershipScope; ops: Op[]; mac: string | undefined }> =>
+    pipe(
+      hostInterface(prev.interfaces ?? [], seen.links, args.ifname, args.netns),
+      E.map((host) => {
+        const scope = bandwidthScope(p.ifb, host.name);
+        // A repeated ADD keeps the ifb's MAC; a new ifb gets a random one (what the kernel would do).
+        const mac = p.bw.egress ? (seen.links.find((l) => l.ns === HOST && l.name === p.ifb && l.kind === 'ifb')?.mac ?? macFromBytes(ctx.randomBytes(6))) : undefined;
+        const desired = bandwidthDesired({ conf: p.bw, ifb: p.ifb, hostVeth: host.name, ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}), ...(mac ? { ifbMac: mac } : {}) });
+        return { host, scope, ops: plan(desired, seen, scope), mac };
+      }),
+    );
+
+  return pipe(
+    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, prev),
+    TE.chain((seen) =>
+      pipe(
+        TE.fromEither(attach(seen)),
+        TE.chain((a) =>
+          pipe(
+            apply(ctx, a.ops),
+            // Whatever failed, converge back to "no limits" (the same plan as DEL), keeping the error.
+            TE.orElse((err) => async () => {
+              await pipe(
+                observe(ctx, args.netns, a.scope, p.ifb, prev),
+                TE.chain((again) => apply(ctx, plan(emptyKernelState(), again, a.scope))),
+              )();
+              return E.left<CniError, void>(err);
+            }),
+            TE.map(() => withIfb(prev, p.bw.egress ? p.ifb : undefined, a.mac)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+/** The host veth of the container's interface, when the kernel (and prevResult, if given) can say. */
+function hostVethOf(seen: KernelState, args: CmdArgs, prev: Result | undefined): string | undefined {
+  if (prev?.interfaces?.length) {
+    const h = hostInterface(prev.interfaces, seen.links, args.ifname, args.netns);
+    return E.isRight(h) ? h.right.name : undefined;
+  }
+  const cont = seen.links.find((l) => l.ns === args.netns && l.name === args.ifname && l.kind === 'veth');
+  if (!cont) return undefined;
+  if (cont.veth?.peerNs === HOST) return cont.veth.peer;
+  return seen.links.find((l) => l.ns === HOST && l.kind === 'veth' && l.veth?.peerNs === args.netns && l.veth.peer === args.ifname)?.name;
+}
+
+function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
+  const parsed = parse(args, conf);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const p = parsed.right;
+  // Delete can be called many times, and after the namespace is gone (its veth, and so the host end and
+  // its qdiscs, went with it): neither is an error.
+  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  return pipe(
+    observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, p.prev),
+    TE.chain((seen) => {
+      const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev) : undefined);
+      return apply(ctx, plan(emptyKernelState(), seen, scope));
+    }),
+  );
+}
+
+function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
+  const parsed = parse(args, conf);
+  if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const p = parsed.right;
+  const prevE = requirePrev(p, 'CHECK');
+  if (E.isLeft(prevE)) return TE.left(prevE.left);
+  const prev = prevE.right;
+  // No limits configured: nothing to check, as the reference.
+  if (isUnlimited(p.bw)) return TE.right(undefined);
+  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  return pipe(
+    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, prev),
+    TE.chainEitherK((seen) =>
+      pipe(
+        hostInterface(prev.interfaces ?? [], seen.links, args.ifname, args.netns),
+        E.chain((host) => {
+          const scope = bandwidthScope(p.ifb, host.name);
+          const want = bandwidthDesired({ conf: p.bw, ifb: p.ifb, hostVeth: host.name, ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}) });
+          const wrong = drift(want, seen, scope);
+          return wrong.length === 0
+            ? E.right(undefined)
+            : E.left(cniError(ErrCode.Drift, `bandwidth limits of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+        }),
+      ),
+    ),
+  );
+}
+
+export const bandwidth: Plugin = {
+  type: 'bandwidth',
+  versions: PLUGIN_VERSIONS,
+  about: 'felt bandwidth: limits a container\'s traffic with tbf qdiscs on its host veth and an ifb',
+  add: cmdAdd,
+  del: cmdDel,
+  check: cmdCheck,
+};
