@@ -1,5 +1,5 @@
 // Chains as runtimes run them, through `felt cni` inside throwaway namespaces: the stock flannel conflist
-// (flannel, then portmap) and a podman-like chain of felt's plugins, ADD → CHECK → DEL → DEL at every
+// (flannel, then portmap) and a podman-like chain of felt's plugins (bridge, portmap, firewall, tuning, bandwidth), ADD → CHECK → DEL → DEL at every
 // chained-plugin version, with traffic through the host port; and interop with the reference plugins over the
 // same libcni cache: an attachment made with felt's plugins is removed by the reference's, and the other way
 // round, leaving nothing behind.
@@ -44,7 +44,9 @@ const felt = (host: string, n: Net, path: string, args: string[]): Promise<Run> 
 
 const ok = (r: Run): void => expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
 
-const portMappings = JSON.stringify({ portMappings: [{ hostPort: 18090, containerPort: 8080, protocol: 'tcp' }, { hostPort: 18091, containerPort: 8081, protocol: 'udp' }] });
+const mappings = [{ hostPort: 18090, containerPort: 8080, protocol: 'tcp' }, { hostPort: 18091, containerPort: 8081, protocol: 'udp' }];
+const portMappings = JSON.stringify({ portMappings: mappings });
+const capArgs = JSON.stringify({ portMappings: mappings, bandwidth: { ingressRate: 100_000_000, ingressBurst: 1_000_000, egressRate: 100_000_000, egressBurst: 1_000_000 } });
 
 /** A chain or rule of one attachment (portmap's CNI-DN-*, bridge's CNI-<hash>), not the shared ones that stay. */
 const own = (s: string): boolean => /CNI-DN-|CNI-[0-9a-f]{24}/.test(s);
@@ -52,6 +54,7 @@ const own = (s: string): boolean => /CNI-DN-|CNI-[0-9a-f]{24}/.test(s);
 /** Nothing of the attachment is left in the host: no veth, no chain or rule of its own, no address. */
 async function clean(host: string, data: string): Promise<void> {
   expect(await veths(host)).toEqual([]);
+  expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'ifb'])).stdout.trim()).toBe('');
   expect((await cniChains(host)).filter(own)).toEqual([]);
   expect((await cniRules(host)).filter(own)).toEqual([]);
   expect((await iptSave(host, 4, 'filter')).filter((l) => l.startsWith('-A') && /-[sd] 10\./.test(l))).toEqual([]);
@@ -108,6 +111,7 @@ const podmanLike = (version: string, data: string) => ({
     { type: 'portmap', capabilities: { portMappings: true } },
     { type: 'firewall' },
     { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
+    { type: 'bandwidth', capabilities: { bandwidth: true } },
   ],
 });
 
@@ -117,7 +121,7 @@ describe("a podman-like chain of felt's plugins through felt cni", () => {
     const pod = await sb.ns();
     const d = sb.dir();
     const n = network('87-podman.conflist', podmanLike(version, d));
-    const add = await felt(host, n, FELT_CNI, ['add', 'podlike', nsPath(pod), '--container-id', 'pl-ctr', '--cap-args', portMappings]);
+    const add = await felt(host, n, FELT_CNI, ['add', 'podlike', nsPath(pod), '--container-id', 'pl-ctr', '--cap-args', capArgs]);
     ok(add);
     const result = JSON.parse(add.stdout);
     expect(result.cniVersion).toBe(version);
@@ -128,6 +132,8 @@ describe("a podman-like chain of felt's plugins through felt cni", () => {
     } finally {
       svc.stop();
     }
+    // bandwidth's limits are on the host side of the pod's veth (and its IFB for egress).
+    expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'ifb'])).stdout).toMatch(/^bwp[0-9a-f]{12}\s/);
     ok(await felt(host, n, FELT_CNI, ['check', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
     ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
     ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
