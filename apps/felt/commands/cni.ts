@@ -7,8 +7,8 @@
 // Differences from libcni, on purpose: a failed ADD tears down what it added (DEL of the plugins that ran,
 // in reverse order), and DEL goes on past a failing plugin and reports every failure.
 
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { openSqliteStore } from '../../../adapters/store/sqlite.ts';
 import { runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
@@ -27,7 +27,8 @@ import { validateContainerId, validateIfname } from '../../../core/cni/env.ts';
 import { isCniError } from '../../../core/cni/errors.ts';
 import { compareVersions, readResult } from '../../../core/cni/result.ts';
 import { CNI_NAME } from '../../../core/kernel/names.ts';
-import { execPlugin, findInPath } from '../../cni/dispatch.ts';
+import { dispatch, execPlugin, findInPath, makeCtx } from '../../cni/dispatch.ts';
+import { FELT_PLUGINS } from '../../cni/plugins/all.ts';
 import { str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, type IO, type Subcommand } from '../common.ts';
 
@@ -99,6 +100,28 @@ interface Runtime {
   readonly capArgs: Raw;
   readonly cacheDir: string;
   readonly io: IO;
+  /** felt's own plugin directory (dist/cni next to this dist/bin/felt), when this is the built executable. */
+  readonly selfCniDir?: string;
+}
+
+const sameDir = (exe: string, dir: string): boolean => {
+  try {
+    return dirname(realpathSync(exe)) === realpathSync(dir);
+  } catch {
+    return false;
+  }
+};
+
+/** dist/cni next to the running dist/bin/felt, if there is one. */
+function ownCniDir(): string | undefined {
+  const self = process.argv[1];
+  if (!self) return undefined;
+  try {
+    const d = join(dirname(realpathSync(self)), '..', 'cni');
+    return existsSync(d) ? d : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const typeOf = (p: Raw): string => String(p['type']);
@@ -120,7 +143,13 @@ async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' |
   };
   let r;
   try {
-    r = await execPlugin(exe, env, JSON.stringify(stdin));
+    // felt's own plugin (CNI_PATH resolved the type to felt's executable): run it in this process, as bridge
+    // runs host-local, instead of starting node again for it.
+    const own = rt.selfCniDir !== undefined && FELT_PLUGINS[type] && sameDir(exe, rt.selfCniDir) ? FELT_PLUGINS[type] : undefined;
+    if (own) {
+      const o = await dispatch(own, env, JSON.stringify(stdin), makeCtx(env, rt.selfCniDir!, FELT_PLUGINS));
+      r = { code: o.exitCode, stdout: o.stdout, stderr: '' };
+    } else r = await execPlugin(exe, env, JSON.stringify(stdin));
   } catch (e) {
     return E.left(`plugin ${type} failed (${verb}): cannot run ${exe}: ${(e as Error).message}`);
   }
@@ -340,6 +369,7 @@ export const cniCommand: Subcommand = {
         capArgs,
         cacheDir: str(p, 'cache-dir') ?? DEFAULT_CACHE_DIR,
         io,
+        ...(ownCniDir() !== undefined ? { selfCniDir: ownCniDir()! } : {}),
       };
       return await run(verb, rt, dataDirOf(p, io), str(p, 'valid-attachments'));
     } catch (e) {
