@@ -140,7 +140,8 @@ describe('etcd lease store: the contract', () => {
     expect(got.kvs[0]!.value).toBe('{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}}');
     expect(BigInt(got.kvs[0]!.lease ?? '0')).toBeGreaterThan(0n);
     const ttl = await ctlTtl(got.kvs[0]!.lease!);
-    expect(ttl).toBeGreaterThan(590);
+    // etcd counts down from 600 s: what is left is 600 minus the seconds since the acquire (whatever the load).
+    expect(ttl).toBeGreaterThanOrEqual(600 - Math.ceil((Date.now() - before) / 1000) - 1);
     expect(ttl).toBeLessThanOrEqual(600);
 
     const snap = await ok(b.list());
@@ -188,6 +189,7 @@ describe('etcd lease store: the contract', () => {
   });
 
   it('watch reports every change after the revision, in order; a delete carries the removed lease', async () => {
+    const began = Date.now();
     const prefix = freshPrefix();
     const a = store(prefix);
     const b = store(prefix);
@@ -208,7 +210,9 @@ describe('etcd lease store: the contract', () => {
       ['removed', '10.244.1.0/24', '198.51.100.1', 'aa:bb:cc:dd:ee:01'],
     ]);
     const added = w.events[0]!;
-    expect(Date.parse(added.expiration) - Date.now()).toBeGreaterThan(590_000);
+    // A 600 s lease seen by the watch: it expires 600 s after some moment since the test began.
+    expect(Date.parse(added.expiration)).toBeGreaterThan(began + 599_000);
+    expect(Date.parse(added.expiration)).toBeLessThanOrEqual(Date.now() + 600_000);
     expect(w.revision).toBe((await ok(a.list())).revision);
     w.stop();
 
@@ -245,6 +249,7 @@ describe('etcd lease store: the contract', () => {
 
 describe('etcd lease store: flannel interoperability at the data level', () => {
   it('honours leases flanneld wrote (put with an etcd lease, as registry.go createSubnet does)', async () => {
+    const began = Date.now();
     const prefix = '/coreos.com/network';
     await ctl(['del', `${prefix}/`, '--prefix']);
     const skipped: string[] = [];
@@ -275,9 +280,9 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
       ['10.5.54.0/24', 'fd00:10:5:54::/64', '192.168.64.5', '2001:db8::5', 'c6:d2:32:6f:8f:46'],
     ]);
     for (const l of snap.leases) {
-      const left = Date.parse(l.expiration) - Date.now();
-      expect(left).toBeGreaterThan(580_000);
-      expect(left).toBeLessThanOrEqual(600_000);
+      // Written with a 600 s TTL since `began`: it expires between then + 600 s and now + 600 s.
+      expect(Date.parse(l.expiration)).toBeGreaterThan(began + 599_000);
+      expect(Date.parse(l.expiration)).toBeLessThanOrEqual(Date.now() + 600_000);
     }
     expect([...new Set(skipped)].sort()).toEqual([`${prefix}/subnets/10.5.55.0-24`, `${prefix}/subnets/not-a-subnet`]);
     expect(await ok(a.acquire({ subnet: '10.5.52.0/24', attrs: attrs(1) }, 600))).toBe('taken');
