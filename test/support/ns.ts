@@ -131,8 +131,8 @@ export async function sysctl(ns: string, key: string): Promise<string> {
   return (await nsRun(ns, ['cat', `/proc/sys/${key.replace(/\./g, '/')}`])).trim();
 }
 
-/** One ping; retried a few times because the first ARP on a fresh bridge port can be lost. */
-export async function ping(fromNs: string, to: string, tries = 3): Promise<boolean> {
+/** One ping; retried a few times (bounded) because the first ARP on a fresh bridge port can be lost or slow under load. */
+export async function ping(fromNs: string, to: string, tries = 5): Promise<boolean> {
   for (let i = 0; i < tries; i++) {
     const r = await exec(['ip', 'netns', 'exec', fromNs, 'ping', ...(to.includes(':') ? ['-6'] : []), '-c1', '-W2', to]);
     if (r.code === 0) return true;

@@ -1,7 +1,7 @@
 // TCP and UDP echo services and clients for port-forwarding tests, as tiny node programs run inside test
 // namespaces (`ip netns exec`), so the machine needs nothing beyond node. The server answers every TCP
 // connection and UDP datagram with "<proto> <port> <peer address>"; clients retry within a bounded time and
-// report the answer or nothing.
+// report the answer or nothing (the bound is generous: on a loaded machine the first connection can take seconds).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ u.bind(udpPort, '0.0.0.0', ready);
 const CLIENT = `
 const net = require('node:net'), dgram = require('node:dgram');
 const [proto, host, port, srcPort] = process.argv.slice(2);
-const deadline = Date.now() + Number(process.env.WITHIN_MS || 4000);
+const deadline = Date.now() + Number(process.env.WITHIN_MS || 20000);
 const done = (text) => { process.stdout.write(text); process.exit(0); };
 const fail = () => { process.exit(1); };
 if (proto === 'tcp') {
@@ -103,7 +103,7 @@ export async function ask(
     'exec',
     ns,
     'env',
-    `WITHIN_MS=${opts.withinMs ?? 4000}`,
+    `WITHIN_MS=${opts.withinMs ?? 20_000}`,
     process.execPath,
     script,
     proto,
