@@ -12,6 +12,8 @@ export interface NsReads {
   readonly fdb: boolean;
   readonly qdiscs: boolean;
   readonly sysctls: readonly string[];
+  readonly ipRules: boolean;
+  readonly kernelRoutes: boolean;
 }
 
 export function readsFor(req: ObserveRequest): NsReads[] {
@@ -36,6 +38,8 @@ export function readsFor(req: ObserveRequest): NsReads[] {
       fdb: !!req.fdb || !!d?.fdb.some((f) => f.ns === ns),
       qdiscs: !!req.qdiscs || !!d?.qdiscs.some((q) => q.ns === ns),
       sysctls: [...keys],
+      ipRules: !!req.ipRules || !!d?.ipRules?.some((r) => r.ns === ns),
+      kernelRoutes: !!req.kernelRoutes,
     };
   });
 }
