@@ -15,7 +15,8 @@
 //
 // DEL: the plain rules from the interface's addresses (as it has them now, and as prevResult lists them) go;
 // without `table`, so do the interface's routes in those rules' tables, and the ones that came from the main
-// table go back there (a default route only when prevResult lists one, since ADD made it from the gateway).
+// table go back there (a default route only when prevResult lists one, since ADD made it from the gateway, and
+// via prevResult's gateway).
 
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, type CniError } from '../cni/errors.ts';
@@ -34,6 +35,12 @@ export interface SbrDesired {
   readonly scope: OwnershipScope;
   /** The table each address's rule points to, in address order. */
   readonly tables: readonly { readonly ip: string; readonly table: number }[];
+  /**
+   * ADD only: the way back to the namespace as it was observed (its main-table routes of the interface, no
+   * rules from the addresses, nothing in the tables), with the scope that owns everything ADD touches. A
+   * failed ADD applies it: an ip batch runs to its end, so a refused route leaves the rest of the changes.
+   */
+  readonly undo?: { readonly kernel: KernelState; readonly scope: OwnershipScope };
 }
 
 export interface SbrAttachment {
@@ -148,18 +155,23 @@ export function sbrAdd(a: SbrAttachment): E.Either<CniError, SbrDesired> {
       ...(fixed ? [] : dflt),
     );
   }
-  const routeIds: RouteId[] = [...moved, ...kept].map((r) => ({ ns: r.ns, dst: r.dst, ...(r.table !== undefined ? { table: r.table } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}) }));
+  const idOf = (r: Route): RouteId => ({ ns: r.ns, dst: r.dst, ...(r.table !== undefined ? { table: r.table } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}) });
+  const routeIds: RouteId[] = [...moved, ...kept].map(idOf);
+  const routes = uniqRoutes([...copies, ...hints]);
+  const scope: OwnershipScope = {
+    links: [],
+    devices: [],
+    chains: [],
+    ruleMarkers: [],
+    ruleSrcs: ipRules.map((r) => ({ ns, src: r.src })),
+    ...(routeIds.length ? { routeIds } : {}),
+  };
+  const before = routesSeen.filter((r) => r.dev === ifname && routeTable(r) === MAIN);
   return E.right({
-    kernel: { ...emptyKernelState(), routes: uniqRoutes([...copies, ...hints]), ipRules },
-    scope: {
-      links: [],
-      devices: [],
-      chains: [],
-      ruleMarkers: [],
-      ruleSrcs: ipRules.map((r) => ({ ns, src: r.src })),
-      ...(routeIds.length ? { routeIds } : {}),
-    },
+    kernel: { ...emptyKernelState(), routes, ipRules },
+    scope,
     tables,
+    undo: { kernel: { ...emptyKernelState(), routes: before }, scope: { ...scope, routeIds: [...routeIds, ...routes.map(idOf), ...before.map(idOf)] } },
   });
 }
 
@@ -191,13 +203,16 @@ export function sbrDel(a: SbrRemoval): SbrDesired {
   const tables = new Set(going.map((r) => r.table));
   const inTables = a.observed.routes.filter((r) => r.ns === ns && r.dev === ifname && tables.has(routeTable(r)));
   const mainSeen = new Set(a.observed.routes.filter((r) => r.ns === ns && routeTable(r) === MAIN).map(routeKey));
-  const listed = (r: Route): boolean => a.prevRoutes === undefined || a.prevRoutes.some((p) => p.dst === r.dst);
+  const listed = (r: Route): CniRoute | undefined => a.prevRoutes?.find((p) => p.dst === r.dst);
+  const isDefault = (r: Route): boolean => r.dst === defaultDst(familyOfDst(r.dst));
   const back = uniqRoutes(
     inTables
-      .filter((r) => (r.dst !== defaultDst(familyOfDst(r.dst)) || listed(r)) && (r.src === undefined || hostIPs.has(r.src.toLowerCase())))
+      .filter((r) => (!isDefault(r) || a.prevRoutes === undefined || listed(r)) && (r.src === undefined || hostIPs.has(r.src.toLowerCase())))
       .map((r) => {
         const { table: _moved, ...rest } = r;
-        return rest;
+        // A default route goes back via the gateway prevResult names (ADD may have used `gateways` instead).
+        const gw = isDefault(r) ? listed(r)?.gw : undefined;
+        return gw ? { ...rest, gw } : rest;
       }),
   ).filter((r) => !mainSeen.has(routeKey(r)));
   const routeIds: RouteId[] = inTables.map((r) => ({ ns, dst: r.dst, table: routeTable(r), ...(r.metric !== undefined ? { metric: r.metric } : {}) }));

@@ -176,6 +176,21 @@ describe('sbr after bridge + host-local', () => {
   });
 });
 
+describe('a change the kernel refuses', () => {
+  it('fails with code 102 naming the route, and converges back to no source-based routing', async () => {
+    const p = await attach('1.0.0');
+    const before = [await sbrRules(p.pod), await table(p.pod, 'main')];
+    // A gateway no route reaches: the kernel refuses the default route in table 100.
+    const r = await sbr(p, 'ADD', sbrConf(p, { gateways: ['192.0.2.1'] }));
+    expect([r.code, r.json?.code], r.stdout).toEqual([1, 102]);
+    expect(r.json.msg).toMatch(/^failed to add route 0\.0\.0\.0\/0 via 192\.0\.2\.1 dev eth0 table 100 in /);
+    expect(await sbrRules(p.pod)).toEqual([]);
+    expect(await table(p.pod, 100)).toEqual([]);
+    // What moved is back (the prefix route as felt's own route).
+    expect(await table(p.pod, 'main')).toEqual(before[1]!.map((l) => l.replace(' proto kernel', '')));
+  });
+});
+
 describe('bad input changes nothing', () => {
   it('missing prevResult, a table that is not an integer, bad gateways, no address on the interface', async () => {
     const p = await attach('1.0.0');

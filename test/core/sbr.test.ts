@@ -196,6 +196,28 @@ describe('sbr ADD, CHECK and DEL against the twin', () => {
     expect(mine(k.state())).toEqual([]);
   });
 
+  it('undo (a failed ADD) converges back to the namespace as it was, whatever ADD changed', () => {
+    for (const c of [conf(), conf({ gateways: ['10.0.0.254', 'fd00::fe'], addSourceHints: true })]) {
+      const k = memoryKernel(pod());
+      const before = k.state();
+      const a = add(k, c, [A4, A6]);
+      const now = k.state();
+      const r = k.applySync(plan(a.undo!.kernel, now, a.undo!.scope));
+      expect(E.isRight(r)).toBe(true);
+      const back = k.state();
+      expect([...routesIn(back, 254), ...routesIn(back, 100), ...routesIn(back, 101)]).toEqual(routesIn(before, 254));
+      expect(mine(back)).toEqual([]);
+    }
+  });
+
+  it('with `gateways`, DEL puts the default route back via the gateway prevResult names', () => {
+    const k = memoryKernel(pod());
+    add(k, conf({ gateways: ['10.0.0.254'] }), [A4]);
+    expect(routesIn(k.state(), 100)).toContain('0.0.0.0/0 via 10.0.0.254');
+    del(k, conf({ gateways: ['10.0.0.254'] }), [A4], [{ dst: '0.0.0.0/0', gw: '10.0.0.1' }]);
+    expect(routesIn(k.state(), 254)).toContain('0.0.0.0/0 via 10.0.0.1');
+  });
+
   it('ADD of an interface that is not there names it and plans nothing', () => {
     const d = sbrAdd({ conf: conf(), netns: POD, ifname: 'net1', addresses: [A4], observed: pod() });
     expect(E.isLeft(d) && d.left).toEqual({ code: 4, msg: `CNI_IFNAME: no interface "net1" in ${POD}` });

@@ -1,7 +1,8 @@
 // sbr: source-based routing for an interface another plugin made (a chained plugin). cmdAdd reads top to
 // bottom: parse the config and prevResult, observe the pod namespace (with its policy rules and the kernel's
 // own routes), compute the desired rules and tables from what is there (core/sbr/desired.ts), plan, apply,
-// pass prevResult through. DEL and CHECK are the same machinery.
+// pass prevResult through; a change the kernel refuses is rolled back the same way. DEL and CHECK are the
+// same machinery.
 
 import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
@@ -12,8 +13,8 @@ import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import type { KernelState, Op } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { addressesOf, parseSbrConf, prevResultOf, requireAddresses } from '../../../core/sbr/config.ts';
-import { sbrAdd, sbrDel } from '../../../core/sbr/desired.ts';
+import { addressesOf, parseSbrConf, prevResultOf, requireAddresses, type SbrConf } from '../../../core/sbr/config.ts';
+import { sbrAdd, sbrDel, type SbrDesired } from '../../../core/sbr/desired.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
@@ -34,16 +35,42 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const addresses = requireAddresses(prev.right, args.ifname);
   if (E.isLeft(addresses)) return TE.left(addresses.left);
   if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  // A change the kernel refuses converges back to the namespace as it was observed, keeping the error.
+  const rollback =
+    (undo: SbrDesired['undo']) =>
+    (err: CniError): TE.TaskEither<CniError, void> =>
+    async () => {
+      if (undo) await pipe(observe(ctx, args.netns), TE.chain((now) => apply(ctx, plan(undo.kernel, now, undo.scope))))();
+      return E.left(err);
+    };
   return pipe(
     observe(ctx, args.netns),
     TE.chainEitherK((observed) =>
       pipe(
         sbrAdd({ conf: sc.right, netns: args.netns, ifname: args.ifname, addresses: addresses.right, observed }),
-        E.map((d) => plan(d.kernel, observed, d.scope)),
+        E.map((d) => ({ d, ops: plan(d.kernel, observed, d.scope) })),
       ),
     ),
-    TE.chain((ops) => apply(ctx, ops)),
+    TE.chain(({ d, ops }) => pipe(apply(ctx, ops), TE.orElse(rollback(d.undo)))),
     TE.map(() => prev.right),
+  );
+}
+
+/** Observe, then plan and apply "no source-based routing for this interface" (DEL). */
+function remove(ctx: Ctx, args: CmdArgs, conf: SbrConf, prev: Result | undefined): TE.TaskEither<CniError, void> {
+  return pipe(
+    observe(ctx, args.netns),
+    TE.chain((observed) => {
+      const d = sbrDel({
+        conf,
+        netns: args.netns,
+        ifname: args.ifname,
+        addresses: prev ? addressesOf(prev, args.ifname) : [],
+        ...(prev ? { prevRoutes: prev.routes ?? [] } : {}),
+        observed,
+      });
+      return apply(ctx, plan(d.kernel, observed, d.scope));
+    }),
   );
 }
 
@@ -56,20 +83,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const prevOk = prev && E.isRight(prev) ? prev.right : undefined;
   // Delete can be called many times, and after the namespace is gone: neither is an error.
   if (args.netns === '' || !existsSync(args.netns)) return TE.right(undefined);
-  return pipe(
-    observe(ctx, args.netns),
-    TE.chain((observed) => {
-      const d = sbrDel({
-        conf: sc.right,
-        netns: args.netns,
-        ifname: args.ifname,
-        addresses: prevOk ? addressesOf(prevOk, args.ifname) : [],
-        ...(prevOk ? { prevRoutes: prevOk.routes ?? [] } : {}),
-        observed,
-      });
-      return apply(ctx, plan(d.kernel, observed, d.scope));
-    }),
-  );
+  return remove(ctx, args, sc.right, prevOk);
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
