@@ -14,7 +14,9 @@
 //    table's routes) takes it;
 //  - the reference prints `"dns":{}` in the result it passes through; felt passes prevResult as it came;
 //  - DEL: the reference removes the rules only, leaving the table's routes and an empty main table; felt also
-//    removes the routes it put in the table and puts back in the main table what it moved.
+//    removes the routes it put in the table and puts back in the main table what it moved; after the interface
+//    is gone, the reference's DEL fails (and leaves the rules), felt's removes the rules prevResult's
+//    addresses name.
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { FELT_CNI, REF_CNI } from '../support/cni.ts';
@@ -166,5 +168,20 @@ describe('sbr: felt against the reference (1.1.1)', () => {
     expect(felt.add['rules4']).toEqual(['32765: from 10.66.0.2 lookup 101']);
     expect(felt.add['table 100 v4']).toEqual(['192.0.2.0/24 dev eth0 scope link']);
     expect(felt.add['table 101 v4']).toEqual(ref.add['table 100 v4']!.filter((l) => !l.startsWith('192.0.2.0/24')));
+  });
+
+  it('DEL after the interface is gone: the reference (1.1.1) fails and leaves the rule; felt removes it (prevResult names the address)', async () => {
+    const outcomes: { code: number; msg: string; rules: string[] }[] = [];
+    for (const dir of [REF_CNI, FELT_CNI]) {
+      const s = await side(dir, '1.0.0', ['10.66.0.0/24']);
+      const b = await cni(s.bridge, 'ADD', s.bridgeConf);
+      const conf = { cniVersion: '1.0.0', name: 'diffsbr', type: 'sbr', prevResult: b.json };
+      expect((await cni(s.sbr, 'ADD', conf)).code).toBe(0);
+      expect((await cni(s.bridge, 'DEL', { ...s.bridgeConf, prevResult: b.json })).code).toBe(0);
+      const d = await cni(s.sbr, 'DEL', conf);
+      outcomes.push({ code: d.code, msg: String(d.json?.msg ?? ''), rules: (await snapshot(s.pod))['rules4'] ?? [] });
+    }
+    expect(outcomes[0]).toMatchObject({ code: 1, msg: expect.stringMatching(/Failed to get link eth0/), rules: ['32765: from 10.66.0.2 lookup 100'] });
+    expect(outcomes[1]).toEqual({ code: 0, msg: '', rules: [] });
   });
 });
