@@ -5,6 +5,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import type { Kernel, ObserveRequest } from '../../adapters/kernel/types.ts';
 import { emptyKernelState, type IpRule, type KernelState, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
@@ -84,5 +85,29 @@ describe('policy rules through ip', () => {
     const withK = await observe(k, { namespaces: [ns()], kernelRoutes: true });
     expect(without.routes.some((r) => r.dst === '10.1.0.0/24')).toBe(false);
     expect(withK.routes).toContainEqual({ ns: ns(), dst: '10.1.0.0/24', dev: 'e0', scope: 'link', src: '10.1.0.5' });
+  });
+
+  it('the twin agrees with the kernel: preferences it picks, a duplicate refused, deletion by preference', async () => {
+    const fresh = await createNetns('felt-iprule');
+    const real = linuxKernel({ pid: process.pid, hostNetns: fresh.path });
+    const req: ObserveRequest = { namespaces: [fresh.path], ipRules: true };
+    const twin = memoryKernel(st({ ipRules: (await observe(real, req)).ipRules ?? [] }));
+    const r = (src: string, table: number, priority?: number): IpRule => ({ ns: fresh.path, family: src.includes(':') ? 6 : 4, src, table, ...(priority !== undefined ? { priority } : {}) });
+    const steps: Op[][] = [
+      [{ op: 'iprule.add', ipRule: r('10.1.0.5/32', 100) }, { op: 'iprule.add', ipRule: r('10.1.0.6/32', 101) }, { op: 'iprule.add', ipRule: r('fd00::5/128', 100) }],
+      [{ op: 'iprule.add', ipRule: r('10.1.0.7/32', 102, 200) }],
+      [{ op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) }, { op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) }],
+    ];
+    const view = (s: KernelState): string[] => (s.ipRules ?? []).map((x) => `${x.family} ${x.src} ${x.table} ${x.priority}`).sort();
+    for (const ops of steps) {
+      await apply(real, ops);
+      expect(E.isRight(await twin.apply(ops)())).toBe(true);
+      expect(view(await observe(twin, req))).toEqual(view(await observe(real, req)));
+    }
+    const dup: Op[] = [{ op: 'iprule.add', ipRule: r('10.1.0.7/32', 102, 200) }];
+    const a = await real.apply(dup)();
+    const b = await twin.apply(dup)();
+    expect([E.isLeft(a) && /File exists/.test(a.left.msg), E.isLeft(b) && /File exists/.test(b.left.msg)]).toEqual([true, true]);
+    await fresh.del();
   });
 });
