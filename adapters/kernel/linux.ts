@@ -5,8 +5,9 @@
 //  - observe: per namespace, at once: one `ip -json -d -batch -` (links, addresses, routes of all tables,
 //    permanent neighbours), one read of the sysctls asked for (grep, or no process at all in this process's
 //    own namespace), and only when asked: iptables-save/ip6tables-save once per family, `bridge -json fdb
-//    show`, `tc -json qdisc show` (and `tc -json filter show dev X ingress` for desired redirects). All of
-//    them run concurrently.
+//    show`, `tc -json qdisc show` (and `tc -json filter show dev X ingress` for desired redirects),
+//    `ip -json rule show` and `ip -6 -json rule show` (ip's family is a global option, so IPv6 rules cannot
+//    share the batch). All of them run concurrently.
 //  - apply: render.ts's steps in order: per namespace group one `ip -force -batch -` per run of ip ops, one
 //    iptables-restore per family, sysctls by `tee`. A failed step stops the apply; the error names the op and
 //    the namespace. Deletions of things already gone are not failures.
@@ -19,7 +20,7 @@ import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
-import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
+import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIpRules, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
 import { explain, invocations, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
@@ -40,30 +41,33 @@ const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 
 
 // ---------------------------------------------------------------------------------------------- observe
 
-type Mutable = { -readonly [K in keyof KernelState]: KernelState[K][number][] };
+type Mutable = { -readonly [K in keyof KernelState]-?: NonNullable<KernelState[K]>[number][] };
 
 const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: /.test(r.stderr));
 
 async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
   const reads = readsFor(req);
-  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [] };
+  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [] };
   if (reads.length === 0) return E.right(state);
+  const ipv6 = existsSync('/proc/sys/net/ipv6');
   // Every read of every namespace at once.
   const got = await Promise.all(
     reads.map(async (rd) => {
       const pre = inNetns(rd.ns, o.hostNetns);
       const paths = rd.sysctls.map(sysctlPath);
       const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
-      const [ip, sysctl, fdb, tc, ...ipt] = await Promise.all([
+      const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
         run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
         rd.fdb ? run([...pre, 'bridge', '-json', 'fdb', 'show'], '', o) : undefined,
         rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
+        rd.ipRules ? run([...pre, 'ip', '-json', 'rule', 'show'], '', o) : undefined,
+        rd.ipRules && ipv6 ? run([...pre, 'ip', '-6', '-json', 'rule', 'show'], '', o) : undefined,
         ...[...rd.iptables].map(([family, tables]) =>
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip: ip!, sysctl, fdb, tc, ipt, filters: await filters };
+      return { ip: ip!, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -73,7 +77,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     const g = got[i]!;
     if (!entered(g.ip)) return E.left(kerr(`failed to read ${where(ns)}: ${g.ip.stderr.trim()}`));
     if (g.ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${g.ip.stderr.trim()}`));
-    const s = parseIpBatch(ns, g.ip.stdout);
+    const s = parseIpBatch(ns, g.ip.stdout, rd.kernelRoutes);
     if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
     ipStates.push({ ns, state: s });
     state.addresses.push(...s.addresses);
@@ -109,6 +113,12 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       }
       state.qdiscs.push(...q.map((x) => (x.kind === 'ingress' && redirects.has(x.dev) ? { ...x, redirect: redirects.get(x.dev)! } : x)));
     }
+    for (const [family, x] of g.rules) {
+      if (!x) continue;
+      const p = x.code === 0 ? parseIpRules(ns, family, x.stdout) : x.stderr || 'no output';
+      if (typeof p === 'string') return E.left(kerr(`failed to read IPv${family} policy rules in ${where(ns)}: ${p.trim()}`));
+      state.ipRules.push(...p);
+    }
     if (g.sysctl) {
       // "path:value" lines; a missing key is just absent.
       const values = new Map<string, string>();
@@ -128,6 +138,10 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
   };
   const links = pairVeths(ipStates, named);
   for (const { ns } of ipStates) state.links.push(...links.get(ns)!);
+  if (!reads.some((rd) => rd.ipRules)) {
+    const { ipRules: _unread, ...rest } = state;
+    return E.right(rest);
+  }
   return E.right(state);
 }
 

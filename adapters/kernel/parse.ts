@@ -4,6 +4,7 @@
 import type {
   Address,
   Fdb,
+  IpRule,
   IptChain,
   IptFamily,
   IptRule,
@@ -17,6 +18,7 @@ import type {
   Route,
 } from '../../core/kernel/model.ts';
 import { BUILTIN_CHAINS } from '../../core/kernel/keys.ts';
+import { formatCIDR, parseCIDR } from '../../core/ip/ip.ts';
 
 interface IpLink {
   ifindex?: number;
@@ -108,9 +110,13 @@ export function toLink(ns: NsRef, l: IpLink): Link {
 const TABLES: Readonly<Record<string, number>> = { main: 254, default: 253, local: 255 };
 const SKIP_PROTO = new Set(['kernel', 'ra', 'redirect']);
 
-/** A route as the model has it, or undefined for routes nobody manages (kernel-made, local, multicast...). */
-export function toRoute(ns: NsRef, r: IpRoute): Route | undefined {
-  if ((r.protocol !== undefined && SKIP_PROTO.has(r.protocol)) || (r.type !== undefined && r.type !== 'unicast') || r.table === 'local') return undefined;
+/**
+ * A route as the model has it, or undefined for routes nobody manages (kernel-made, local, multicast...).
+ * `kernel`: keep the kernel-made (`proto kernel`) ones (ObserveRequest.kernelRoutes).
+ */
+export function toRoute(ns: NsRef, r: IpRoute, kernel = false): Route | undefined {
+  const skipped = r.protocol !== undefined && SKIP_PROTO.has(r.protocol) && !(kernel && r.protocol === 'kernel');
+  if (skipped || (r.type !== undefined && r.type !== 'unicast') || r.table === 'local') return undefined;
   const gw = r.gateway ?? r.via?.host;
   const v6 = r.pref !== undefined || r.dst.includes(':') || (gw ?? '').includes(':');
   const dst = r.dst === 'default' ? (v6 ? '::/0' : '0.0.0.0/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${v6 ? 128 : 32}`;
@@ -155,7 +161,7 @@ export const IP_READ = 'link show\naddr show\nroute show table all\nneigh show n
 /**
  * The output of `ip -json -d -batch -` fed IP_READ: one JSON array per line, in that order.
  */
-export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
+export function parseIpBatch(ns: NsRef, stdout: string, kernelRoutes = false): IpState | string {
   let parts: unknown[][];
   try {
     parts = stdout
@@ -177,7 +183,7 @@ export function parseIpBatch(ns: NsRef, stdout: string): IpState | string {
       addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}), ...(a.noprefixroute ? { noprefixroute: true } : {}) });
     }
   }
-  const routes = routesJ.map((r) => toRoute(ns, r)).filter((r): r is Route => r !== undefined);
+  const routes = routesJ.map((r) => toRoute(ns, r, kernelRoutes)).filter((r): r is Route => r !== undefined);
   const neighbours = neighJ
     .filter((n) => n.lladdr && (n.state === undefined || n.state.includes('PERMANENT')))
     .map((n) => ({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr!.toLowerCase() }));
@@ -223,6 +229,42 @@ export function pairVeths(seen: readonly { ns: NsRef; state: IpState }[], nameOf
       }),
     ]),
   );
+}
+
+/** What `ip -json rule show` prints for a rule that only selects by source and looks up a table. */
+const PLAIN_RULE_KEYS: ReadonlySet<string> = new Set(['priority', 'src', 'srclen', 'table', 'protocol']);
+
+/**
+ * `ip -json rule show` (or `ip -6 ...`): every rule, those with other selectors or actions marked `other`
+ * (their table still counts as used). `from all` is 0.0.0.0/0 or ::/0; tables by number.
+ */
+export function parseIpRules(ns: NsRef, family: IptFamily, stdout: string): IpRule[] | string {
+  let rs: Record<string, unknown>[];
+  try {
+    rs = JSON.parse(stdout.trim() || '[]') as typeof rs;
+  } catch (e) {
+    return `cannot parse ip -json rule output: ${(e as Error).message}`;
+  }
+  if (!Array.isArray(rs)) return 'ip -json rule printed something that is not a list';
+  const all = family === 4 ? '0.0.0.0/0' : '::/0';
+  const out: IpRule[] = [];
+  for (const r of rs) {
+    const src = typeof r['src'] === 'string' ? r['src'] : 'all';
+    const len = typeof r['srclen'] === 'number' ? r['srclen'] : family === 4 ? 32 : 128;
+    const t = typeof r['table'] === 'string' ? r['table'] : undefined;
+    const table = t === undefined ? NaN : (TABLES[t] ?? Number(t));
+    const other = Object.keys(r).some((k) => !PLAIN_RULE_KEYS.has(k)) || Number.isNaN(table);
+    const cidr = parseCIDR(`${src}/${len}`);
+    out.push({
+      ns,
+      family,
+      src: src === 'all' ? all : cidr ? formatCIDR(cidr) : `${src}/${len}`,
+      table: Number.isNaN(table) ? 0 : table,
+      ...(typeof r['priority'] === 'number' ? { priority: r['priority'] } : {}),
+      ...(other ? { other: true } : {}),
+    });
+  }
+  return out;
 }
 
 /** `bridge -json fdb show`: the permanent entries with a remote (vxlan VTEPs). */

@@ -13,14 +13,15 @@
 // be reported by line, so every batch runs to the end and stderr ("... Command failed -:N") is mapped back to
 // the op that wrote line N.
 
-import type { Fdb, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import type { Fdb, IpRule, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
 import { HOST, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
 import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
 import { describeOp } from '../../core/kernel/plan.ts';
 import { inNetns } from './exec.ts';
 
-export type Tool = 'ip' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore';
+/** `ip6`: `ip -6 -force -batch -`, for IPv6 policy rules (ip's family is a global option, not a batch word). */
+export type Tool = 'ip' | 'ip6' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore';
 
 export interface Line {
   readonly text: string;
@@ -167,6 +168,10 @@ const qdiscLines = (verb: 'replace' | 'del', q: Qdisc): string[] => {
   return [`qdisc replace dev ${q.dev} root handle 1: tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0} latency ${q.latencyMs ?? 25}ms`];
 };
 
+/** `rule add|del from SRC table N [priority P]`; deletion names the observed preference, so exactly that rule goes. */
+const ipRuleLine = (verb: 'add' | 'del', r: IpRule): string =>
+  `rule ${verb} from ${r.src === '0.0.0.0/0' || r.src === '::/0' ? 'all' : r.src} table ${r.table}${r.priority !== undefined ? ` priority ${r.priority}` : ''}`;
+
 /** The tool and lines for one non-iptables op. */
 function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
   switch (o.op) {
@@ -205,6 +210,10 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
       return { tool: 'tc', lines: qdiscLines('replace', o.qdisc) };
     case 'qdisc.del':
       return { tool: 'tc', lines: qdiscLines('del', o.qdisc) };
+    case 'iprule.add':
+      return { tool: o.ipRule.family === 6 ? 'ip6' : 'ip', lines: [ipRuleLine('add', o.ipRule)] };
+    case 'iprule.del':
+      return { tool: o.ipRule.family === 6 ? 'ip6' : 'ip', lines: [ipRuleLine('del', o.ipRule)] };
     case 'chain.sync':
     case 'chain.del':
     case 'chain.add':
@@ -354,6 +363,7 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
 
 const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, readonly string[]>> = {
   ip: ['ip', '-force', '-batch', '-'],
+  ip6: ['ip', '-6', '-force', '-batch', '-'],
   bridge: ['bridge', '-force', '-batch', '-'],
   tc: ['tc', '-force', '-batch', '-'],
   'iptables-restore': ['iptables-restore', '--noflush'],
@@ -390,7 +400,7 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true): Invocation
 
 // ------------------------------------------------------------------------------------------- failures
 
-const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del']);
+const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del', 'iprule.del']);
 /** What the tools say when the thing to delete is not there. */
 const NOT_THERE =
   /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|FIB table does not exist|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;

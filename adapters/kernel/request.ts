@@ -14,6 +14,8 @@ export interface NsReads {
   /** Devices whose ingress filters to read: those of desired ingress qdiscs with a redirect. */
   readonly filters: readonly string[];
   readonly sysctls: readonly string[];
+  readonly ipRules: boolean;
+  readonly kernelRoutes: boolean;
 }
 
 export function readsFor(req: ObserveRequest): NsReads[] {
@@ -39,6 +41,8 @@ export function readsFor(req: ObserveRequest): NsReads[] {
       qdiscs: !!req.qdiscs || !!d?.qdiscs.some((q) => q.ns === ns),
       filters: [...new Set((d?.qdiscs ?? []).filter((q) => q.ns === ns && q.kind === 'ingress' && q.redirect !== undefined).map((q) => q.dev))],
       sysctls: [...keys],
+      ipRules: !!req.ipRules || !!d?.ipRules?.some((r) => r.ns === ns),
+      kernelRoutes: !!req.kernelRoutes,
     };
   });
 }

@@ -33,6 +33,16 @@ export interface ObserveRequest {
   readonly qdiscs?: boolean;
   /** Sysctls to read. */
   readonly sysctls?: readonly { ns: NsRef; key: string }[];
+  /**
+   * Read the policy routing rules (IPv4 and IPv6) too, in every namespace read: `ip -json rule show` and
+   * `ip -6 -json rule show`. Also read where `desired` has rules.
+   */
+  readonly ipRules?: boolean;
+  /**
+   * Also report routes the kernel made itself (`proto kernel`: the prefix route of an address, IPv6 fe80::/64),
+   * which observers otherwise leave out because nobody manages them. The sbr plugin moves them.
+   */
+  readonly kernelRoutes?: boolean;
 }
 
 export interface Kernel {

@@ -8,17 +8,21 @@
 // left without a target); ports of a deleted
 // bridge lose their master (and hairpin); an IPv4/IPv6 address leaving takes routes with that source address.
 // A route through a device that is down is refused ("Nexthop device is not up"); taking a link down flushes
-// its routes. Not modelled: gateway reachability, bridge MTU/MAC inheritance.
+// its routes. Policy rules: adding one that exists (same source, table and preference) is refused as the
+// kernel does ("File exists"); one without a preference gets the kernel's (one below the lowest non-zero
+// preference, 32765 when there is none). Not modelled: gateway reachability, bridge MTU/MAC inheritance, and
+// the routes the kernel makes itself (an address's prefix route): tests seed those.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { Address, Fdb, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
 import { createdFrom, emptyKernelState } from '../../core/kernel/model.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
   chainKey,
   devKey,
+  ipRuleKey,
   linkKey,
   neighKey,
   qdiscKey,
@@ -67,6 +71,7 @@ class Twin {
   chains = new Map<string, ChainRec>();
   sysctls = new Map<string, Sysctl>();
   qdiscs = new Map<string, Qdisc>();
+  ipRules: IpRule[] = [];
   private macs = 0;
 
   constructor(s: KernelState) {
@@ -79,6 +84,7 @@ class Twin {
     for (const r of s.rules) this.chain(refOf(r), true)!.rules.push(r.rule);
     for (const x of s.sysctls) this.sysctls.set(sysctlKey(x), x);
     for (const q of s.qdiscs) this.qdiscs.set(qdiscKey(q), q);
+    this.ipRules = [...(s.ipRules ?? [])];
   }
 
   snapshot(): KernelState {
@@ -93,6 +99,7 @@ class Twin {
       rules: chains.filter((c) => c.builtin).flatMap((c) => c.rules.map((rule) => ({ ...c.ref, rule }))),
       sysctls: [...this.sysctls.values()],
       qdiscs: [...this.qdiscs.values()],
+      ipRules: [...this.ipRules],
     };
   }
 
@@ -367,6 +374,21 @@ class Twin {
       case 'qdisc.del':
         this.qdiscs.delete(qdiscKey(o.qdisc));
         return undefined;
+      case 'iprule.add': {
+        const r = o.ipRule;
+        const same = this.ipRules.filter((x) => x.ns === r.ns && x.family === r.family);
+        const lowest = Math.min(...same.map((x) => x.priority ?? 0).filter((p) => p > 0));
+        const priority = r.priority ?? (Number.isFinite(lowest) ? lowest - 1 : 32765);
+        if (same.some((x) => !x.other && ipRuleKey(x) === ipRuleKey(r) && x.priority === priority)) return 'RTNETLINK answers: File exists';
+        this.ipRules.push({ ns: r.ns, family: r.family, src: r.src, table: r.table, priority });
+        return undefined;
+      }
+      case 'iprule.del': {
+        const r = o.ipRule;
+        const i = this.ipRules.findIndex((x) => !x.other && ipRuleKey(x) === ipRuleKey(r) && (r.priority === undefined || x.priority === r.priority));
+        if (i >= 0) this.ipRules.splice(i, 1);
+        return undefined;
+      }
     }
   }
 
@@ -422,6 +444,7 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
           const { redirect: _unread, ...rest } = q;
           return rest;
         }),
+      ...([...reads.values()].some((r) => r.ipRules) ? { ipRules: (s.ipRules ?? []).filter((r) => reads.get(r.ns)?.ipRules) } : {}),
     };
   };
 

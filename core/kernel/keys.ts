@@ -1,7 +1,7 @@
 // Identity of kernel objects: two records with the same key are "the same object" to plan, the memory twin
 // and drift reports. Keys are strings so they can index Maps; the separator cannot occur in names.
 
-import type { Address, Fdb, IptFamily, IptRule, IptTable, Link, Neighbour, NsRef, Qdisc, Route, Sysctl } from './model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptRule, IptTable, Link, Neighbour, NsRef, Qdisc, RouteId, Sysctl } from './model.ts';
 import { HOST } from './model.ts';
 
 const SEP = '\u0000';
@@ -13,11 +13,11 @@ export const addrKey = (a: Address): string => `${devKey(a.ns, a.dev)}${SEP}${a.
 const isV6 = (s: string): boolean => s.includes(':');
 
 /** The kernel's metric when none is given: 0 for IPv4, 1024 for IPv6. */
-export const routeMetric = (r: Route): number => r.metric ?? (isV6(r.dst) ? 1024 : 0);
+export const routeMetric = (r: RouteId): number => r.metric ?? (isV6(r.dst) ? 1024 : 0);
 /** The main table (254) when none is given. */
-export const routeTable = (r: Route): number => r.table ?? 254;
+export const routeTable = (r: RouteId): number => r.table ?? 254;
 /** A route is (ns, table, dst, metric), as the kernel's FIB sees it: `route replace` swaps the rest. */
-export const routeKey = (r: Route): string => `${r.ns}${SEP}${routeTable(r)}${SEP}${r.dst}${SEP}${routeMetric(r)}`;
+export const routeKey = (r: RouteId): string => `${r.ns}${SEP}${routeTable(r)}${SEP}${r.dst}${SEP}${routeMetric(r)}`;
 
 export const neighKey = (n: Neighbour): string => `${devKey(n.ns, n.dev)}${SEP}${n.ip}`;
 /** flannel semantics: one entry per VTEP MAC on a device; a different dst is a replace. */
@@ -32,6 +32,8 @@ export interface ChainRef {
 export const chainKey = (c: ChainRef): string => `${c.ns}${SEP}${c.family}${SEP}${c.table}${SEP}${c.chain}`;
 export const ruleKey = (r: IptRule): string => `${chainKey(r)}${SEP}${r.rule}`;
 export const sysctlKey = (s: Pick<Sysctl, 'ns' | 'key'>): string => `${s.ns}${SEP}${s.key}`;
+/** A policy rule is (ns, family, source, table); its preference is compared only when a desired rule gives one. */
+export const ipRuleKey = (r: IpRule): string => `${r.ns}${SEP}${r.family}${SEP}${r.src}${SEP}${r.table}`;
 export const qdiscKey = (q: Qdisc): string => `${devKey(q.ns, q.dev)}${SEP}${q.kind}`;
 
 export const BUILTIN_CHAINS: ReadonlySet<string> = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);

@@ -175,6 +175,23 @@ export interface Qdisc {
   readonly redirect?: string;
 }
 
+/**
+ * A policy routing rule (`ip rule`): traffic from `src` looks up `table`. felt makes only this kind (one source
+ * selector, action "lookup"); the observer reports every rule, marking the others with `other`, so that a
+ * table they use counts as used.
+ */
+export interface IpRule {
+  readonly ns: NsRef;
+  readonly family: IptFamily;
+  /** Source prefix in canonical form, e.g. "10.22.0.5/32"; `from all` is "0.0.0.0/0" or "::/0". */
+  readonly src: string;
+  readonly table: number;
+  /** The rule's preference. Left undefined in a desired rule: the kernel picks one, and plan does not manage it. */
+  readonly priority?: number;
+  /** Observed only: the rule has other selectors or another action (to, fwmark, iif, oif, goto ...). Never felt's. */
+  readonly other?: boolean;
+}
+
 /** Everything felt wants (or sees) in the kernel. Arrays are unordered sets except chain rules. */
 export interface KernelState {
   readonly links: readonly Link[];
@@ -186,6 +203,11 @@ export interface KernelState {
   readonly rules: readonly IptRule[];
   readonly sysctls: readonly Sysctl[];
   readonly qdiscs: readonly Qdisc[];
+  /**
+   * Policy routing rules. Optional: absent is none (a desired state without rules), and observers report them
+   * only when asked (ObserveRequest.ipRules), so callers that never use rules pay nothing.
+   */
+  readonly ipRules?: readonly IpRule[];
 }
 
 export const emptyKernelState = (): KernelState => ({
@@ -223,7 +245,20 @@ export interface OwnershipScope {
    * the bridge plugin owns.
    */
   readonly qdiscDevices?: readonly { ns: NsRef; dev: string }[];
+  /**
+   * Routes felt owns by identity (namespace, table, destination, metric: keys.ts routeKey), on whatever device:
+   * exactly these, e.g. the main-table routes the sbr plugin moves into its own table.
+   */
+  readonly routeIds?: readonly RouteId[];
+  /**
+   * Policy rules felt owns: plain rules in `ns` from exactly `src` (canonical prefix), to `table` when given.
+   * Other rules (the kernel's 0/32766/32767 defaults, anything with more selectors) are never felt's.
+   */
+  readonly ruleSrcs?: readonly { ns: NsRef; src: string; table?: number }[];
 }
+
+/** What identifies a route (keys.ts routeKey): table and metric default as the kernel's do. */
+export type RouteId = Pick<Route, 'ns' | 'dst' | 'table' | 'metric'>;
 
 export type Op =
   | { readonly op: 'link.add'; readonly link: Link }
@@ -245,7 +280,9 @@ export type Op =
   | { readonly op: 'rule.del'; readonly rule: IptRule }
   | { readonly op: 'sysctl.set'; readonly sysctl: Sysctl }
   | { readonly op: 'qdisc.replace'; readonly qdisc: Qdisc }
-  | { readonly op: 'qdisc.del'; readonly qdisc: Qdisc };
+  | { readonly op: 'qdisc.del'; readonly qdisc: Qdisc }
+  | { readonly op: 'iprule.add'; readonly ipRule: IpRule }
+  | { readonly op: 'iprule.del'; readonly ipRule: IpRule };
 
 export const opNs = (o: Op): NsRef => {
   switch (o.op) {
@@ -279,6 +316,9 @@ export const opNs = (o: Op): NsRef => {
     case 'qdisc.replace':
     case 'qdisc.del':
       return o.qdisc.ns;
+    case 'iprule.add':
+    case 'iprule.del':
+      return o.ipRule.ns;
     default: {
       const never: never = o;
       return never;

@@ -13,6 +13,7 @@
 import type {
   Address,
   Fdb,
+  IpRule,
   IptChain,
   IptRule,
   KernelState,
@@ -31,6 +32,7 @@ import {
   chainKey,
   devKey,
   fdbKey,
+  ipRuleKey,
   linkKey,
   neighKey,
   qdiscKey,
@@ -267,6 +269,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     rules: uniq(desiredIn.rules, ruleKey),
     sysctls: uniq(desiredIn.sysctls, sysctlKey),
     qdiscs: uniq(desiredIn.qdiscs, qdiscKey),
+    ...(desiredIn.ipRules ? { ipRules: uniq(desiredIn.ipRules, ipRuleKey) } : {}),
   };
   const own = owner(scope);
   const ops: Op[] = [];
@@ -500,6 +503,20 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   for (const q of qLeft) if (own.qdisc(q.ns, q.dev) && !wantQ.has(qdiscKey(q))) ops.push({ op: 'qdisc.del', qdisc: q });
 
+  // 9. Policy rules, by (ns, family, src, table); the preference only when the desired rule gives one. An
+  // observed rule that satisfies a desired one is kept (the first of several: the rest go); owned rules that
+  // satisfy none go. Rules name no device, so deleting links takes none with it.
+  const wantIR = new Map((desired.ipRules ?? []).map((r) => [ipRuleKey(r), r]));
+  const keptIR = new Set<string>();
+  const satisfies = (d: IpRule | undefined, o: IpRule): boolean => !!d && !o.other && (d.priority === undefined || d.priority === o.priority);
+  for (const o of observed.ipRules ?? []) {
+    const k = ipRuleKey(o);
+    const d = wantIR.get(k);
+    if (satisfies(d, o) && !keptIR.has(k)) keptIR.add(k);
+    else if (!o.other && (own.ipRule(o) || d)) ops.push({ op: 'iprule.del', ipRule: o });
+  }
+  for (const [k, d] of wantIR) if (!keptIR.has(k)) ops.push({ op: 'iprule.add', ipRule: d });
+
   // A deletion that frees a name another namespace is about to use (a veth peer in the host going with its
   // container end) must run before that namespace's group: it goes first. So does one that takes links of
   // another namespace with it (and their addresses, and the routes those addresses take along): every
@@ -547,6 +564,10 @@ export const PHASE: Readonly<Record<Op['op'], number>> = {
   'fdb.replace': 15,
   'route.replace': 16,
   'qdisc.replace': 17,
+  // Policy rules name no device: removed early, added once the addresses they select are there (fractional so
+  // that the phases above keep their numbers).
+  'iprule.del': 4.5,
+  'iprule.add': 10.5,
 };
 
 /** Chains of one table by how deep their jumps go into the given set: targets have depth 0. */
@@ -707,6 +728,9 @@ const describeChanges = (c: Partial<Link>): string =>
     )
     .join(' ');
 
+const describeIpRule = (r: IpRule): string =>
+  `rule from ${r.src} table ${r.table}${r.priority !== undefined ? ` priority ${r.priority}` : ''}${r.family === 6 ? ' (IPv6)' : ''}`;
+
 const chainName = (c: { table: string; chain: string; family: number }): string => `${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''}`;
 const qdiscText = (q: Qdisc): string =>
   q.kind === 'tbf'
@@ -754,6 +778,10 @@ export function describeOp(o: Op): string {
       return `set qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`;
     case 'qdisc.del':
       return `delete qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`;
+    case 'iprule.add':
+      return `add ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`;
+    case 'iprule.del':
+      return `delete ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`;
   }
 }
 
@@ -888,6 +916,12 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
         break;
       case 'qdisc.del':
         out.push(`unexpected qdisc ${qdiscText(o.qdisc)} in ${where(o.qdisc.ns)}`);
+        break;
+      case 'iprule.add':
+        out.push(`missing ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`);
+        break;
+      case 'iprule.del':
+        out.push(`unexpected ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`);
         break;
     }
   }

@@ -2,17 +2,20 @@
 // its link is in `scope.links`, when its device is in `scope.devices` (addresses, routes, neighbours, fdb
 // entries, qdiscs and per-device sysctls on it), when it is a qdisc on a `scope.qdiscDevices` device, when its chain is in `scope.chains`, or when it is a rule in a
 // `scope.ruleMarkers` chain whose text contains the marker, or when it is a route whose destination lies
-// inside a `scope.routeDsts` CIDR on that device. Everything else is foreign and plan never touches it.
+// inside a `scope.routeDsts` CIDR on that device, or a route named by `scope.routeIds`, or a plain policy rule
+// from a `scope.ruleSrcs` source. Everything else is foreign and plan never touches it.
 
-import { contains, parseCIDR } from '../ip/ip.ts';
-import type { Address, IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
-import { chainKey, devKey, linkKey, sysctlDevice, type ChainRef } from './keys.ts';
+import { contains, formatCIDR, parseCIDR } from '../ip/ip.ts';
+import type { Address, IpRule, IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
+import { chainKey, devKey, linkKey, routeKey, sysctlDevice, type ChainRef } from './keys.ts';
 
 export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
 
 export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScope {
   const routeDsts = scopes.flatMap((s) => s.routeDsts ?? []);
   const qdiscDevices = scopes.flatMap((s) => s.qdiscDevices ?? []);
+  const routeIds = scopes.flatMap((s) => s.routeIds ?? []);
+  const ruleSrcs = scopes.flatMap((s) => s.ruleSrcs ?? []);
   return {
     links: scopes.flatMap((s) => s.links),
     devices: scopes.flatMap((s) => s.devices),
@@ -20,6 +23,8 @@ export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScop
     ruleMarkers: scopes.flatMap((s) => s.ruleMarkers),
     ...(routeDsts.length ? { routeDsts } : {}),
     ...(qdiscDevices.length ? { qdiscDevices } : {}),
+    ...(routeIds.length ? { routeIds } : {}),
+    ...(ruleSrcs.length ? { ruleSrcs } : {}),
   };
 }
 
@@ -30,6 +35,7 @@ export function scopeOf(desired: KernelState): OwnershipScope {
     devices: desired.links.map((l) => ({ ns: l.ns, dev: l.name })),
     chains: desired.chains.map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.chain })),
     ruleMarkers: desired.rules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, marker: r.rule })),
+    ...(desired.ipRules?.length ? { ruleSrcs: desired.ipRules.map((r) => ({ ns: r.ns, src: r.src, table: r.table })) } : {}),
   };
 }
 
@@ -47,7 +53,15 @@ export interface Owner {
   route(r: Route): boolean;
   /** An address on an owned device, unless the kernel made it (loopback's 127.0.0.1/8 and ::1/128). */
   address(a: Address): boolean;
+  /** A plain policy rule from one of `scope.ruleSrcs` (to its table, when one is given). */
+  ipRule(r: IpRule): boolean;
 }
+
+/** A prefix in canonical form (as the observer writes it), or the text itself when it does not parse. */
+const canonical = (cidr: string): string => {
+  const c = parseCIDR(cidr);
+  return c ? formatCIDR(c) : cidr;
+};
 
 /** Addresses the kernel puts on loopback when it comes up: never felt's to remove. */
 export const KERNEL_MADE_ADDRESSES: ReadonlySet<string> = new Set(['127.0.0.1/8', '::1/128']);
@@ -70,11 +84,18 @@ export function owner(scope: OwnershipScope): Owner {
     const k = devKey(r.ns, r.dev);
     return !!dst && within.some((w) => w.key === k && !!w.cidr && dst.prefix >= w.cidr.prefix && contains(w.cidr, dst.ip));
   };
+  const routeIds = new Set((scope.routeIds ?? []).map(routeKey));
+  const ruleSrcs = new Map<string, (number | undefined)[]>();
+  for (const s of scope.ruleSrcs ?? []) {
+    const k = devKey(s.ns, canonical(s.src));
+    ruleSrcs.set(k, [...(ruleSrcs.get(k) ?? []), s.table]);
+  }
   return {
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
     qdisc: (ns, dev) => device(ns, dev) || qdiscDevs.has(devKey(ns, dev)),
-    route: (r) => device(r.ns, r.dev) || insideOwned(r),
+    route: (r) => device(r.ns, r.dev) || insideOwned(r) || routeIds.has(routeKey(r)),
+    ipRule: (r) => !r.other && (ruleSrcs.get(devKey(r.ns, canonical(r.src))) ?? []).some((t) => t === undefined || t === r.table),
     address: (a) => device(a.ns, a.dev) && !KERNEL_MADE_ADDRESSES.has(a.cidr),
     chain: (c) => chains.has(chainKey(c)),
     markedRule: (r) => (markers.get(chainKey(r)) ?? []).some((m) => r.rule.includes(m)),
@@ -98,6 +119,7 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
     rules: state.rules.filter((r) => o.markedRule(r)),
     sysctls: state.sysctls.filter((s) => o.device(s.ns, sysctlDevice(s.key))),
     qdiscs: state.qdiscs.filter((q) => o.qdisc(q.ns, q.dev)),
+    ...(state.ipRules ? { ipRules: state.ipRules.filter((r) => o.ipRule(r)) } : {}),
   };
 }
 
@@ -114,5 +136,6 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
     rules: state.rules.filter((r) => !o.markedRule(r)),
     sysctls: state.sysctls.filter((s) => !o.device(s.ns, sysctlDevice(s.key))),
     qdiscs: state.qdiscs.filter((q) => !o.qdisc(q.ns, q.dev)),
+    ...(state.ipRules ? { ipRules: state.ipRules.filter((r) => !o.ipRule(r)) } : {}),
   };
 }

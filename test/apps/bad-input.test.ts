@@ -1,4 +1,4 @@
-// Bad input to felt's bridge, host-local and loopback executables: every call must fail with the right CNI
+// Bad input to felt's bridge, host-local, loopback and sbr executables: every call must fail with the right CNI
 // error code, exit 1, print exactly one error object `{cniVersion, code, msg[, details]}` on stdout (no stack
 // trace anywhere), and change nothing: no link, no iptables rule, no allocation. The plugins run inside a host
 // namespace made here; a pod namespace made here is the CNI_NETNS.
@@ -21,7 +21,7 @@ beforeAll(async () => {
 afterAll(() => sb.cleanup());
 
 type Env = Record<string, string | undefined>;
-type Type = 'bridge' | 'host-local' | 'loopback';
+type Type = 'bridge' | 'host-local' | 'loopback' | 'sbr';
 
 const bridgeConf = (extra: Record<string, unknown> = {}) => ({
   cniVersion: '1.0.0',
@@ -41,10 +41,19 @@ const hostLocalConf = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 const loopbackConf = (extra: Record<string, unknown> = {}) => ({ cniVersion: '1.0.0', name: 'badnet', type: 'loopback', ...extra });
+// sbr with a prevResult naming an interface the pod does not have: only the fault under test is wrong.
+const sbrConf = (extra: Record<string, unknown> = {}) => ({
+  cniVersion: '1.0.0',
+  name: 'badnet',
+  type: 'sbr',
+  prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.94.0.9/24', gateway: '10.94.0.1', interface: 0 }] },
+  ...extra,
+});
 const CONF: Record<Type, (extra?: Record<string, unknown>) => Record<string, unknown>> = {
   bridge: bridgeConf,
   'host-local': hostLocalConf,
   loopback: loopbackConf,
+  sbr: sbrConf,
 };
 
 const goodEnv = (command = 'ADD'): Env => ({
@@ -104,7 +113,7 @@ async function bad(type: Type, env: Env, stdin: string, code: number, ...names: 
   expect(await state()).toEqual(before);
 }
 
-const TYPES: readonly Type[] = ['bridge', 'host-local', 'loopback'];
+const TYPES: readonly Type[] = ['bridge', 'host-local', 'loopback', 'sbr'];
 const cfg = (t: Type, extra?: Record<string, unknown>) => JSON.stringify(CONF[t](extra));
 
 describe.each(TYPES)('%s: the environment', (type) => {

@@ -6,10 +6,11 @@ import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { memoryKernel } from '../../adapters/memory/kernel.ts';
-import { addrKey, chainKey, fdbKey, linkKey, neighKey, qdiscKey, routeKey, ruleKey, sysctlKey } from '../../core/kernel/keys.ts';
+import { addrKey, chainKey, fdbKey, ipRuleKey, linkKey, neighKey, qdiscKey, routeKey, ruleKey, sysctlKey } from '../../core/kernel/keys.ts';
 import type {
   Address,
   Fdb,
+  IpRule,
   IptChain,
   IptFamily,
   IptRule,
@@ -37,6 +38,7 @@ const CIDRS = ['10.0.0.1/24', '10.0.0.2/24', '10.1.0.1/16', 'fd00::1/64', 'fd00:
 const DSTS = ['10.2.0.0/24', '10.3.0.0/16', '0.0.0.0/0', 'fd01::/64', '::/0'];
 const MACS = ['02:00:00:00:00:01', '02:00:00:00:00:02', '0a:58:0a:f4:01:00'];
 const MARK = 'felt';
+const RULE_SRCS = ['10.0.0.1/32', '10.0.0.2/32', 'fd00::1/128', 'fd00::2/128'];
 
 const pick = <T>(xs: readonly T[], i: number): T => xs[Math.abs(i) % xs.length]!;
 const opt = <T>(xs: readonly (T | undefined)[], i: number): T | undefined => pick(xs, i);
@@ -65,7 +67,7 @@ const linkSpec = fc.record({
 type LinkSpec = typeof linkSpec extends fc.Arbitrary<infer T> ? T : never;
 
 const objSpec = fc.record({
-  t: fc.constantFrom('addr', 'route', 'route', 'neigh', 'fdb', 'chain', 'rule', 'sysctl', 'qdisc'),
+  t: fc.constantFrom('addr', 'route', 'route', 'neigh', 'fdb', 'chain', 'rule', 'sysctl', 'qdisc', 'iprule'),
   a: fc.nat(20),
   b: fc.nat(20),
   c: fc.nat(20),
@@ -82,7 +84,7 @@ interface Specs {
 const specs = fc.record({ links: fc.array(linkSpec, { maxLength: 7 }), objs: fc.array(objSpec, { maxLength: 14 }) });
 
 /** A desired state the kernel can hold: every reference points at something in it. */
-function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-', mark = MARK): KernelState {
+function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-', mark = MARK, ruleSrcs: readonly string[] = RULE_SRCS): KernelState {
   const links: Link[] = [];
   const taken = new Set<string>();
   const free = (ns: NsRef, name: string): boolean => !taken.has(`${ns}/${name}`);
@@ -157,6 +159,7 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
   const rules: IptRule[] = [];
   const sysctls: Sysctl[] = [];
   const qdiscs: Qdisc[] = [];
+  const ipRules: IpRule[] = [];
   const chainAt = (ns: NsRef, family: IptFamily, table: IptTable): IptChain[] =>
     chains.filter((c) => c.ns === ns && c.family === family && c.table === table);
   for (const o of s.objs) {
@@ -231,6 +234,11 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         if (o.flag && l) sysctls.push({ ns: l.ns, key: `net.ipv6.conf.${l.name}.accept_dad`, value: String(o.b % 2) });
         else sysctls.push({ ns: pick(NSS, o.a), key: 'net.ipv4.ip_forward', value: String(o.b % 2) });
         break;
+      case 'iprule': {
+        const src = pick(ruleSrcs, o.b);
+        ipRules.push({ ns: pick(NSS, o.a), family: src.includes(':') ? 6 : 4, src, table: 100 + (o.c % 3), ...(o.flag ? { priority: 1000 + (o.d % 2) } : {}) });
+        break;
+      }
       case 'qdisc':
         if (l) {
           qdiscs.push(
@@ -255,6 +263,7 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
     rules,
     sysctls: uniq(sysctls, sysctlKey),
     qdiscs: uniq(qdiscs, qdiscKey),
+    ipRules: uniq(ipRules, ipRuleKey),
   };
 }
 
@@ -298,6 +307,7 @@ function foreignView(s: KernelState, scope: OwnershipScope, d: KernelState): Rec
     rules: sortBy(f.rules.filter((r) => !drule.has(ruleKey(r))), ruleKey),
     sysctls: sortBy(f.sysctls.filter((x) => !ds.has(sysctlKey(x))), (x) => `${sysctlKey(x)}=${x.value}`),
     qdiscs: sortBy(f.qdiscs, (q) => `${qdiscKey(q)} ${q.rate} ${q.burst} ${q.redirect}`),
+    ipRules: sortBy(f.ipRules ?? [], (r) => `${ipRuleKey(r)} ${r.priority}`),
   };
 }
 
@@ -305,7 +315,7 @@ function foreignView(s: KernelState, scope: OwnershipScope, d: KernelState): Rec
 const foreignSpecs = fc.record({ links: fc.array(linkSpec, { maxLength: 4 }), objs: fc.array(objSpec, { maxLength: 8 }) });
 const FOREIGN_NAMES = ['f0', 'f1', 'fbr', 'ext0'];
 function buildForeign(s: Specs): KernelState {
-  const f = build(s, FOREIGN_NAMES, 'OTHER-', 'other');
+  const f = build(s, FOREIGN_NAMES, 'OTHER-', 'other', ['192.168.99.1/32', 'fd99::1/128']);
   // Foreign routes and sysctls must not share identity with felt's (then they would be felt's).
   return {
     ...f,
@@ -401,6 +411,12 @@ describe('plan against the memory twin (properties)', () => {
         for (const s of w.desired.sysctls) expect(after.sysctls.find((x) => sysctlKey(x) === sysctlKey(s))?.value).toBe(s.value);
         expect(sortBy(mine.qdiscs, qdiscKey)).toEqual(sortBy(w.desired.qdiscs, qdiscKey));
         for (const q of w.desired.qdiscs) if (q.redirect !== undefined) expect(after.qdiscs.find((x) => qdiscKey(x) === qdiscKey(q))?.redirect).toBe(q.redirect);
+        // Policy rules: exactly the desired ones, once each, with the preference asked for.
+        const ruleView = (r: IpRule, want?: IpRule): string => `${ipRuleKey(r)} ${(want ?? r).priority ?? ''}`;
+        const wantIR = new Map((w.desired.ipRules ?? []).map((r) => [ipRuleKey(r), r]));
+        expect(sortBy(mine.ipRules ?? [], (r) => ruleView(r, wantIR.get(ipRuleKey(r))?.priority === undefined ? { ...r, priority: undefined } : r))).toEqual(
+          sortBy(w.desired.ipRules ?? [], (r) => ruleView(r)),
+        );
 
         // Out of scope: untouched.
         expect(foreignView(after, owned, w.desired)).toEqual(foreignView(before, owned, w.desired));
@@ -452,6 +468,8 @@ function touchesOnlyOwned(o: Op, s: OwnershipScope): boolean {
       return chains.has(chainKey(o));
     case 'rule.del':
       return s.ruleMarkers.some((m) => chainKey(m) === chainKey(o.rule) && o.rule.rule.includes(m.marker));
+    case 'iprule.del':
+      return (s.ruleSrcs ?? []).some((r) => r.ns === o.ipRule.ns && r.src === o.ipRule.src && (r.table === undefined || r.table === o.ipRule.table));
     default:
       return true;
   }

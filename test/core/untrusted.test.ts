@@ -82,6 +82,8 @@ const carriers = (s: string): { op: Op; lines: number; token: string }[] => [
   { op: { op: 'neigh.replace', neigh: { ns: POD, dev: 'eth0', ip: s, lladdr: '02:00:00:00:00:01' } }, lines: 1, token: s },
   { op: { op: 'fdb.replace', fdb: { ns: POD, dev: 'vx', mac: s, dst: '198.51.100.3' } }, lines: 1, token: s },
   { op: { op: 'qdisc.replace', qdisc: { ns: POD, dev: s, kind: 'tbf', rate: 1000, burst: 100 } }, lines: 1, token: s },
+  { op: { op: 'iprule.add', ipRule: { ns: POD, family: 4, src: s, table: 100 } }, lines: 1, token: s },
+  { op: { op: 'iprule.del', ipRule: { ns: POD, family: 6, src: s, table: 100, priority: 5 } }, lines: 1, token: s },
 ];
 
 describe('rendering: no value adds a line or a word', () => {
@@ -105,7 +107,8 @@ describe('rendering: no value adds a line or a word', () => {
           // No shell: the argv is nsenter, the namespace path as one element, and the tool's fixed flags.
           expect(inv.argv.slice(0, 2)).toEqual(['nsenter', `--net=${POD}`]);
           expect(['ip', 'bridge', 'tc']).toContain(inv.argv[2]);
-          expect(inv.argv.slice(3)).toEqual(['-force', '-batch', '-']);
+          // (IPv6 policy rules: `ip -6`, ip's family being a global option.)
+          expect(inv.argv.slice(3)).toEqual(inv.argv[3] === '-6' ? ['-6', '-force', '-batch', '-'] : ['-force', '-batch', '-']);
         }
       }),
       { numRuns: runs(300) },
