@@ -99,7 +99,8 @@ class Twin {
       rules: chains.filter((c) => c.builtin).flatMap((c) => c.rules.map((rule) => ({ ...c.ref, rule }))),
       sysctls: [...this.sysctls.values()],
       qdiscs: [...this.qdiscs.values()],
-      ipRules: [...this.ipRules],
+      // Optional in KernelState: present when the twin holds policy rules.
+      ...(this.ipRules.length ? { ipRules: [...this.ipRules] } : {}),
     };
   }
 
