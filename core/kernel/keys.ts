@@ -1,7 +1,7 @@
 // Identity of kernel objects: two records with the same key are "the same object" to plan, the memory twin
 // and drift reports. Keys are strings so they can index Maps; the separator cannot occur in names.
 
-import type { Address, Fdb, IpRule, IptFamily, IptRule, IptTable, Link, Neighbour, NsRef, Qdisc, RouteId, Sysctl } from './model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptRule, IptTable, KernelState, Link, Neighbour, NsRef, Qdisc, Route, RouteId, Sysctl } from './model.ts';
 import { HOST } from './model.ts';
 
 const SEP = '\u0000';
@@ -69,3 +69,25 @@ export const where = (ns: NsRef): string => (ns === HOST ? 'the host namespace' 
 
 /** A link as "kind name". */
 export const linkName = (l: Pick<Link, 'kind' | 'name'>): string => `${l.kind} ${l.name}`;
+
+/**
+ * The observed state as an interface plugin's CHECK should see it when plugins chained after it may have moved
+ * its routes into other tables (sbr moves the container interface's routes into a table of its own): in
+ * `ns`, a route of another table that a desired main-table route describes counts as that main-table route,
+ * and the other tables' routes are not this plugin's business.
+ */
+export function routesOfAnyTable(observed: KernelState, desired: KernelState, ns: NsRef): KernelState {
+  const main = (r: Route): boolean => routeTable(r) === 254;
+  const want = desired.routes.filter((r) => r.ns === ns && main(r));
+  const seenMain = new Set(observed.routes.filter((r) => r.ns === ns && main(r)).map((r) => routeKey(r)));
+  const moved: Route[] = [];
+  for (const d of want) {
+    if (seenMain.has(routeKey(d))) continue;
+    const o = observed.routes.find((r) => r.ns === ns && !main(r) && r.dst === d.dst && (r.gw ?? '') === (d.gw ?? '') && (d.dev === undefined || r.dev === d.dev));
+    if (o) {
+      const { table: _t, metric: _m, ...rest } = o;
+      moved.push({ ...rest, ...(d.metric !== undefined ? { metric: d.metric } : {}) });
+    }
+  }
+  return { ...observed, routes: [...observed.routes.filter((r) => r.ns !== ns || main(r)), ...moved] };
+}

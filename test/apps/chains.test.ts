@@ -1,5 +1,5 @@
 // Chains as runtimes run them, through `felt cni` inside throwaway namespaces: the stock flannel conflist
-// (flannel, then portmap) and a podman-like chain of felt's plugins (bridge, portmap, firewall, tuning, bandwidth), ADD → CHECK → DEL → DEL at every
+// (flannel, then portmap) and a podman-like chain of felt's plugins (bridge, portmap, firewall, tuning, bandwidth, sbr), ADD → CHECK → DEL → DEL at every
 // chained-plugin version, with traffic through the host port; and interop with the reference plugins over the
 // same libcni cache: an attachment made with felt's plugins is removed by the reference's, and the other way
 // round, leaving nothing behind.
@@ -112,6 +112,7 @@ const podmanLike = (version: string, data: string) => ({
     { type: 'firewall' },
     { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
     { type: 'bandwidth', capabilities: { bandwidth: true } },
+    { type: 'sbr' },
   ],
 });
 

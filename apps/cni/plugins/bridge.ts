@@ -15,6 +15,7 @@ import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/c
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { hex, macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
@@ -265,7 +266,8 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
     bc.ipamType === '' ? TE.right(undefined) : ctx.delegate(bc.ipamType, 'CHECK', args.stdin, args),
     TE.chain(() => observe(ctx, bc, scope, args.netns)),
     TE.chainEitherK((seen) => {
-      const wrong = drift(want, seen, scope);
+      // A plugin chained after bridge (sbr) may have moved the pod's routes into a table of its own.
+      const wrong = drift(want, routesOfAnyTable(seen, want, args.netns), scope);
       return wrong.length === 0
         ? E.right(undefined)
         : E.left(cniError(ErrCode.Drift, `bridge attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
