@@ -103,6 +103,31 @@ describe('the stock flannel conflist (flannel, then portmap) through felt cni', 
   });
 });
 
+describe('flannel with another delegate type', () => {
+  it('delegate.type ptp: the pod is routed instead of bridged, from the node subnet; CHECK; DEL', async () => {
+    const host = await sb.ns();
+    const pod = await sb.ns();
+    const d = sb.dir();
+    writeFileSync(join(d, 'subnet.env'), 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.12.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    const n = network('10-flannel.conflist', {
+      name: 'cbr0',
+      cniVersion: '1.0.0',
+      plugins: [{ type: 'flannel', subnetFile: join(d, 'subnet.env'), dataDir: join(d, 'flannel'), ipam: { dataDir: join(d, 'data') }, delegate: { type: 'ptp' } }],
+    });
+    const add = await felt(host, n, FELT_CNI, ['add', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']);
+    ok(add);
+    const r = JSON.parse(add.stdout) as { interfaces: { name: string }[]; ips: { address: string; gateway: string }[] };
+    expect(r.ips[0]!.address).toMatch(/^10\.244\.12\.\d+\/24$/);
+    // ptp: no bridge in the host, a host route to the pod through its veth.
+    expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'bridge'])).stdout.trim()).toBe('');
+    expect((await exec(['ip', '-n', host, 'route', 'show', `${r.ips[0]!.address.split('/')[0]}/32`])).stdout).toMatch(/dev veth[0-9a-f]+ scope host/);
+    ok(await felt(host, n, FELT_CNI, ['check', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']));
+    ok(await felt(host, n, FELT_CNI, ['del', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']));
+    expect(await veths(host)).toEqual([]);
+    expect(await feltAllocations(join(d, 'data'))).toEqual([]);
+  });
+});
+
 const podmanLike = (version: string, data: string) => ({
   cniVersion: version,
   name: 'podlike',
