@@ -2,7 +2,7 @@
 // skel.CNIFuncs). The dispatcher owns env parsing, version negotiation, result conversion and error JSON;
 // a plugin owns only its behaviour.
 
-import type * as TE from 'fp-ts/lib/TaskEither.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
 import type { CmdArgs, Command, NetConf } from '../../core/cni/env.ts';
 import type { CniError } from '../../core/cni/errors.ts';
 import type { Result } from '../../core/cni/result.ts';
@@ -41,3 +41,14 @@ export interface Plugin {
   readonly gc?: CmdFn<void>;
   readonly status?: CmdFn<void>;
 }
+
+/**
+ * GC or STATUS of an interface plugin: they concern the addresses, so they go to the config's IPAM plugin, as
+ * the reference plugins do (nothing to do without one).
+ */
+export const toIpam =
+  (command: 'GC' | 'STATUS'): CmdFn<void> =>
+  (args, conf, ctx) => {
+    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
+    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, command, args.stdin, args)) : TE.right(undefined);
+  };

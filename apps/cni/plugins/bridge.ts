@@ -18,7 +18,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, sqliteLog } from './bridge-log.ts';
 
 const noNetns = (netns: string): CniError =>
@@ -283,9 +283,5 @@ export const bridge: Plugin = {
   del: cmdDel,
   check: cmdCheck,
   gc: cmdGc,
-  // STATUS concerns the addresses: hand it to the IPAM plugin, as the reference does.
-  status: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'STATUS', args.stdin, args)) : TE.right(undefined);
-  },
+  status: toIpam('STATUS'),
 };

@@ -14,7 +14,7 @@ import { macvlanPlan, macvlanScope, parseMacvlanConf, type MacvlanConf } from '.
 import { emptyKernelState, HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
@@ -131,12 +131,6 @@ export const macvlan: Plugin = {
   add: cmdAdd,
   del: cmdDel,
   check: cmdCheck,
-  gc: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined);
-  },
-  status: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'STATUS', args.stdin, args)) : TE.right(undefined);
-  },
+  gc: toIpam('GC'),
+  status: toIpam('STATUS'),
 };

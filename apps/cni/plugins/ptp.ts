@@ -15,7 +15,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp/desired.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
@@ -130,13 +130,6 @@ export const ptp: Plugin = {
   add: cmdAdd,
   del: cmdDel,
   check: cmdCheck,
-  // GC and STATUS concern the addresses: hand them to the IPAM plugin, as the reference does.
-  gc: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined);
-  },
-  status: (args, conf, ctx) => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'STATUS', args.stdin, args)) : TE.right(undefined);
-  },
+  gc: toIpam('GC'),
+  status: toIpam('STATUS'),
 };
