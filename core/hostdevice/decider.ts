@@ -19,15 +19,14 @@ export interface AttachmentRef {
 export type HostDeviceAttached = Event<'HostDeviceAttached', AttachmentRef & { readonly netns: string; readonly original: Original }>;
 /**
  * `reason`: `del` (moved back by DEL), `add-failed` (converged back), `netns-gone` (DEL after the pod's
- * namespace was gone), `gone` (the device is neither in the pod nor in the host), `stale` (the device was
- * seen back in the host and attached again, by another container).
+ * namespace was gone), `gone` (the device is neither in the pod nor in the host).
  */
-export type HostDeviceReleased = Event<'HostDeviceReleased', AttachmentRef & { readonly reason: 'del' | 'add-failed' | 'netns-gone' | 'gone' | 'stale' }>;
+export type HostDeviceReleased = Event<'HostDeviceReleased', AttachmentRef & { readonly reason: 'del' | 'add-failed' | 'netns-gone' | 'gone' }>;
 export type HostDeviceEvent = HostDeviceAttached | HostDeviceReleased;
 
 export type HostDeviceCommand =
   | { readonly type: 'RecordAttachment'; readonly data: AttachmentRef & { readonly netns: string; readonly original: Original } }
-  | { readonly type: 'ForgetAttachment'; readonly data: AttachmentRef & { readonly reason: Exclude<HostDeviceReleased['data']['reason'], 'stale'> } };
+  | { readonly type: 'ForgetAttachment'; readonly data: AttachmentRef & { readonly reason: HostDeviceReleased['data']['reason'] } };
 
 export interface Attached {
   readonly containerId: string;
@@ -66,21 +65,22 @@ export const hostDeviceProjection: Projection<HostDeviceState, HostDeviceEvent> 
   },
 };
 
-/** The attachment holding a host device (by its original name or MAC), if any. */
+/**
+ * The attachment holding a host device (by its original name or MAC), if any: the latest, since a pod that
+ * went without a DEL leaves its record until the runtime's DEL comes.
+ */
 export const holderOf = (s: HostDeviceState, match: (o: Original) => boolean): Attached | undefined =>
-  Object.values(s.attachments).find((a) => match(a.original));
+  Object.values(s.attachments)
+    .filter((a) => match(a.original))
+    .sort((a, b) => (a.since < b.since ? 1 : a.since > b.since ? -1 : 0))[0];
 
 export function decide(c: HostDeviceCommand, s: HostDeviceState): E.Either<CniError, readonly HostDeviceEvent[]> {
   const k = attachmentKey(c.data.containerId, c.data.ifname);
   switch (c.type) {
-    case 'RecordAttachment': {
-      // ADD saw the device in the host, so any other record of it is stale (its pod went without a DEL).
-      const stale = Object.values(s.attachments).filter((a) => a.original.name === c.data.original.name && attachmentKey(a.containerId, a.ifname) !== k);
-      return E.right([
-        ...stale.map((a): HostDeviceReleased => ({ type: 'HostDeviceReleased', data: { network: c.data.network, containerId: a.containerId, ifname: a.ifname, reason: 'stale' } })),
-        { type: 'HostDeviceAttached', data: c.data },
-      ]);
-    }
+    case 'RecordAttachment':
+      // Other records of the same device are left alone: one may be a concurrent ADD that wins the move (the
+      // loser's move fails and it forgets its own record), another a pod gone without DEL (its DEL forgets it).
+      return E.right([{ type: 'HostDeviceAttached', data: c.data }]);
     case 'ForgetAttachment':
       return E.right(s.attachments[k] ? [{ type: 'HostDeviceReleased', data: c.data }] : []);
     default: {

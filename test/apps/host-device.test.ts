@@ -162,6 +162,23 @@ describe('host-device', () => {
     expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
   });
 
+  it("two ADDs racing for one device: one wins, the loser changes nothing and keeps no address; the winner's DEL restores the device", async () => {
+    const host = await hostWithDevice();
+    const [a, b] = [await sb.ns(), await sb.ns()];
+    const [ra, rb] = await Promise.all([call(FELT_CNI, host, a, 'ADD', conf(), 'hd-a'), call(FELT_CNI, host, b, 'ADD', conf(), 'hd-b')]);
+    const won = [ra, rb].filter((r) => r.code === 0);
+    expect(won.length, ra.stdout + rb.stdout).toBe(1);
+    const [winner, loser, cid] = ra.code === 0 ? [a, b, 'hd-a'] : [b, a, 'hd-b'];
+    const lost = (ra.code === 0 ? rb : ra).json;
+    // The loser either saw the device gone (7, naming the holder) or lost the move itself (102).
+    expect([7, 102]).toContain(lost.code);
+    expect((await links(loser)).map((l) => l.ifname)).toEqual(['lo']);
+    expect(await podView(winner)).toMatchObject({ links: ['eth0', 'lo'], up: true, alias: 'hd0' });
+    expect((await feltAllocations(data)).map((x) => x.containerId)).toEqual([cid]);
+    expect((await call(FELT_CNI, host, winner, 'DEL', conf(), cid)).code).toBe(0);
+    expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
+  });
+
   it('CNI_IFNAME taken in the pod: code 104, the device stays in the host', async () => {
     const host = await hostWithDevice();
     const pod = await sb.ns();

@@ -6,7 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import type { NetConf } from '../../core/cni/env.ts';
 import { parseHostDeviceConf } from '../../core/hostdevice/config.ts';
-import { attachmentKey, decide, hostDeviceProjection, type HostDeviceEvent, type HostDeviceState } from '../../core/hostdevice/decider.ts';
+import { attachmentKey, decide, holderOf, hostDeviceProjection, type HostDeviceEvent, type HostDeviceState } from '../../core/hostdevice/decider.ts';
 import { attachedState, originalOf, pickDevice, releasedState } from '../../core/hostdevice/desired.ts';
 import { HOST, type Link } from '../../core/kernel/model.ts';
 
@@ -93,16 +93,15 @@ describe('Decider', () => {
   const ref = (containerId: string) => ({ network: 'hd', containerId, ifname: 'eth0' });
   const original = { name: 'ens5', mtu: 1500, up: true, alias: '' };
 
-  it('records an attachment; a record of the same device by another container is stale and goes', () => {
+  it('records an attachment; another record of the same device stays (a concurrent ADD or a pod without DEL); the latest holds it', () => {
     const first = decide({ type: 'RecordAttachment', data: { ...ref('a'), netns: '/n/a', original } }, fold([]));
     expect(E.isRight(first) && first.right.map((e) => e.type)).toEqual(['HostDeviceAttached']);
     const s = fold(E.isRight(first) ? first.right : []);
     const second = decide({ type: 'RecordAttachment', data: { ...ref('b'), netns: '/n/b', original } }, s);
-    expect(E.isRight(second) && second.right).toEqual([
-      { type: 'HostDeviceReleased', data: { ...ref('a'), reason: 'stale' } },
-      { type: 'HostDeviceAttached', data: { ...ref('b'), netns: '/n/b', original } },
-    ]);
-    expect(Object.keys(fold(E.isRight(second) ? second.right : [], s).attachments)).toEqual([attachmentKey('b', 'eth0')]);
+    expect(E.isRight(second) && second.right).toEqual([{ type: 'HostDeviceAttached', data: { ...ref('b'), netns: '/n/b', original } }]);
+    const both = hostDeviceProjection.evolve(s, { type: 'HostDeviceAttached', data: { ...ref('b'), netns: '/n/b', original }, position: 2, stream: 'host-device/hd', time: 'u' });
+    expect(Object.keys(both.attachments).sort()).toEqual([attachmentKey('a', 'eth0'), attachmentKey('b', 'eth0')]);
+    expect(holderOf(both, (o) => o.name === 'ens5')?.containerId).toBe('b');
   });
 
   it('forgetting what is not recorded decides nothing', () => {

@@ -123,11 +123,21 @@ const load = (deps: HostDeviceDeps, hc: HostDeviceConf): TE.TaskEither<CniError,
     ? TE.map((l: { state: HostDeviceState }) => l.state)(withStore(deps, hc.dataDir, (store) => store.load(hostDeviceStream(hc.name), hostDeviceProjection)))
     : TE.right(hostDeviceProjection.initialState());
 
-/** Observe, then plan `want` (the device where it should be) against it and apply. */
-const converge = (deps: HostDeviceDeps, ctx: Ctx, netns: string, ifname: string, want: KernelState): TE.TaskEither<CniError, void> =>
+/**
+ * "Not attached": the device back in the host as it was, when it is in the pod or in the host; nothing when it
+ * is neither (gone with its namespace, or moved into another pod by a concurrent ADD that won).
+ */
+function detached(seen: KernelState, netns: string, ifname: string, original: Original | { readonly name: string } | undefined): { want: KernelState; there: boolean } {
+  const inPod = seen.links.some((l) => l.ns === netns && l.name === ifname);
+  const there = original !== undefined && (inPod || seen.links.some((l) => l.ns === HOST && l.name === original.name));
+  return { want: there ? releasedState(netns, ifname, original) : emptyKernelState(), there };
+}
+
+/** Observe, then plan "not attached" against it and apply. */
+const converge = (deps: HostDeviceDeps, ctx: Ctx, netns: string, ifname: string, original: Original): TE.TaskEither<CniError, void> =>
   pipe(
     observe(deps, ctx, [HOST, netns]),
-    TE.chain((seen) => apply(deps, ctx, plan(want, seen, hostDeviceScope(ifname, netns)))),
+    TE.chain((seen) => apply(deps, ctx, plan(detached(seen, netns, ifname, original).want, seen, hostDeviceScope(ifname, netns)))),
   );
 
 /** A device the selector does not find: where it is when felt knows (attached to another pod), else missing. */
@@ -164,7 +174,6 @@ const cmdAdd =
 
     const attach = (seen: KernelState, dev: Link): TE.TaskEither<CniError, Result> => {
       const original: Original = originalOf(dev);
-      const back = releasedState(args.netns, args.ifname, original);
       const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
         await ipam(ctx, hc, args, 'DEL')();
         return E.left(err);
@@ -172,7 +181,7 @@ const cmdAdd =
       // Whatever failed after the record, converge back to "the device is in the host, as it was".
       const rollBack = (err: CniError): TE.TaskEither<CniError, never> => async () => {
         await pipe(
-          converge(deps, ctx, args.netns, args.ifname, back),
+          converge(deps, ctx, args.netns, args.ifname, original),
           TE.chain(() => ipam(ctx, hc, args, 'DEL')),
           TE.chain(() => record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason: 'add-failed' } })),
         )();
@@ -240,9 +249,7 @@ const cmdDel =
           TE.chain((seen) => {
             const inPod = seen.links.find((l) => l.ns === netns && l.name === args.ifname);
             // Without a record (an attachment felt did not make) the alias names the device, as for the reference.
-            const original = known?.original ?? (inPod?.alias ? { name: inPod.alias } : undefined);
-            const there = original !== undefined && (inPod !== undefined || seen.links.some((l) => l.ns === HOST && l.name === original.name));
-            const want = there ? releasedState(netns, args.ifname, original) : emptyKernelState();
+            const { want, there } = detached(seen, netns, args.ifname, known?.original ?? (inPod?.alias ? { name: inPod.alias } : undefined));
             return pipe(
               apply(deps, ctx, plan(want, seen, hostDeviceScope(args.ifname, netns))),
               TE.chain(() => ipamDel),
