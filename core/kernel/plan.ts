@@ -340,12 +340,8 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     }
   }
   // A moved device leaves its addresses, routes, neighbours, sysctls and bridge behind, as a deleted one does.
-  const movedAway = new Map<string, Link>();
-  for (const [fk, d] of moves) {
-    const src = seen.get(fk);
-    if (src && !gone.has(fk)) movedAway.set(fk, d);
-  }
-  for (const fk of movedAway.keys()) gone.add(fk);
+  const movedAway = new Set([...moves.keys()].filter((fk) => seen.has(fk) && !gone.has(fk)));
+  for (const fk of movedAway) gone.add(fk);
   const isGone = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && gone.has(devKey(ns, dev));
 
   // 2. Links to create or change, against what is left.
