@@ -29,6 +29,7 @@ interface IpLink {
   txqlen?: number;
   address?: string;
   master?: string;
+  ifalias?: string;
   /** Same-namespace peer (veth) or lower device (macvlan, vlan). */
   link?: string;
   link_netnsid?: number;
@@ -85,6 +86,7 @@ export function toLink(ns: NsRef, l: IpLink): Link {
     promisc: flags.includes('PROMISC'),
     allmulti: flags.includes('ALLMULTI'),
     ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
+    ...(l.ifalias ? { alias: l.ifalias } : {}),
     hairpin: l.linkinfo?.info_slave_data?.hairpin === true,
     // The peer is known only when it is in the same namespace (otherwise ip prints link_netnsid).
     ...(kind === 'veth' && l.link && l.link_netnsid === undefined ? { veth: { peer: l.link, peerNs: ns } } : {}),

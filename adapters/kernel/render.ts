@@ -62,6 +62,8 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
   if (c.promisc !== undefined) attrs.push('promisc', c.promisc ? 'on' : 'off');
   if (c.allmulti !== undefined) attrs.push('allmulticast', c.allmulti ? 'on' : 'off');
   if (c.txqlen !== undefined) attrs.push('txqueuelen', String(c.txqlen));
+  // ip's batch reader takes "" as one empty word: the way to clear an alias.
+  if (c.alias !== undefined) attrs.push('alias', c.alias === '' ? '""' : c.alias);
   if (attrs.length) out.push(`link set dev ${name} ${attrs.join(' ')}`);
   if (c.master !== undefined) out.push(c.master ? `link set dev ${name} master ${c.master}` : `link set dev ${name} nomaster`);
   // A new bridge port starts with hairpin off: set it after (re-)enslaving.
@@ -122,6 +124,7 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
     ...(l.promisc ? { promisc: true } : {}),
     ...(l.allmulti ? { allmulti: true } : {}),
     ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
+    ...(l.alias ? { alias: l.alias } : {}),
     ...(l.master ? { master: l.master } : {}),
     ...(l.master && l.hairpin ? { hairpin: true } : {}),
     ...(l.up ? { up: true } : {}),
@@ -181,6 +184,9 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
       return { tool: 'ip', lines: linkSetLines(o.link.name, o.changes) };
     case 'link.del':
       return { tool: 'ip', lines: [`link del dev ${o.name}`] };
+    case 'link.move':
+      // One netlink request: the kernel renames the link as it moves it (no clash with the old name there).
+      return { tool: 'ip', lines: [`link set dev ${o.name} netns ${netnsArg(o.toNs, ro)} name ${o.newName}`] };
     case 'addr.add': {
       const v6 = o.addr.cidr.includes(':');
       // replace: adding an address that is there already is not an error.
@@ -276,7 +282,7 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
 // ------------------------------------------------------------------------------------------ checking
 
 /** Keys whose string values are interface names. */
-const NAME_KEYS: ReadonlySet<string> = new Set(['name', 'dev', 'master', 'peer', 'redirect']);
+const NAME_KEYS: ReadonlySet<string> = new Set(['name', 'dev', 'master', 'peer', 'redirect', 'newName']);
 
 /**
  * Why `o` cannot be rendered safely, or undefined: an interface name felt refuses, a value that is not one
@@ -302,7 +308,7 @@ export function unsafe(o: Op): string | undefined {
   }
   const walk = (v: unknown, key: string): string | undefined => {
     if (typeof v === 'string') {
-      if (v === '' && (key === 'ns' || key === 'peerNs' || key === 'masterNs')) return undefined;
+      if (v === '' && (key === 'ns' || key === 'peerNs' || key === 'masterNs' || key === 'toNs' || key === 'alias')) return undefined;
       if (NAME_KEYS.has(key)) {
         const p = linkNameProblem(v);
         return p ? `interface name ${JSON.stringify(v)} ${p}` : undefined;

@@ -164,6 +164,34 @@ class Twin {
   }
 
   /**
+   * `ip link set dev N netns NS name X`: the link arrives down, without a master; what was on it (addresses,
+   * routes, neighbours, fdb entries, qdiscs, per-device sysctls) and its bridge ports stay behind and go. Its
+   * veth peer now names it in its new place.
+   */
+  private moveLink(ns: NsRef, name: string, toNs: NsRef, newName: string): string | undefined {
+    const k = devKey(ns, name);
+    const l = this.links.get(k);
+    if (!l) return `Cannot find device "${name}"`;
+    if (l.kind === 'loopback') return 'RTNETLINK answers: Invalid argument';
+    if (this.hasLink(toNs, newName) && devKey(toNs, newName) !== k) return 'RTNETLINK answers: File exists';
+    const lost: Address[] = [];
+    for (const [ak, a] of this.addresses) if (a.ns === ns && a.dev === name) (lost.push(a), this.addresses.delete(ak));
+    for (const [rk, r] of this.routes) if (r.ns === ns && r.dev === name) this.routes.delete(rk);
+    for (const [nk, n] of this.neighbours) if (n.ns === ns && n.dev === name) this.neighbours.delete(nk);
+    this.fdb = this.fdb.filter((f) => !(f.ns === ns && f.dev === name));
+    for (const [qk, q] of this.qdiscs) if (q.ns === ns && q.dev === name) this.qdiscs.delete(qk);
+    for (const [sk, s] of this.sysctls) if (s.ns === ns && sysctlDevice(s.key) === name) this.sysctls.delete(sk);
+    this.lostAddresses(lost);
+    for (const [pk, p] of this.links) if (p.ns === ns && p.master === name) this.links.set(pk, { ...p, master: null, hairpin: false });
+    this.links.delete(k);
+    this.links.set(devKey(toNs, newName), { ...l, ns: toNs, name: newName, up: false, master: null, hairpin: false });
+    for (const [pk, p] of this.links) {
+      if (p.veth && p.veth.peerNs === ns && p.veth.peer === name) this.links.set(pk, { ...p, veth: { ...p.veth, peerNs: toNs, peer: newName } });
+    }
+    return undefined;
+  }
+
+  /**
    * What Linux (6.x, checked with iproute2) does when addresses go: an IPv4 address that is on no device of
    * its namespace any more takes the IPv4 routes with that source address with it; an IPv6 one only clears
    * that source from its routes. A device left without IPv4 addresses loses its IPv4 routes (`devs`: the
@@ -221,6 +249,7 @@ class Twin {
           allmulti: !across && !!l.allmulti,
           txqlen: l.txqlen ?? 1000,
           hairpin: !across && !!l.hairpin && !!l.master,
+          ...(l.alias && !across ? { alias: l.alias } : {}),
           ...(l.veth ? { veth: { peer: l.veth.peer, peerNs: l.veth.peerNs } } : {}),
           ...(l.vxlan ? { vxlan: l.vxlan } : {}),
           ...(l.kind === 'bridge' ? { bridge: { vlanFiltering: !!l.bridge?.vlanFiltering } } : {}),
@@ -260,8 +289,11 @@ class Twin {
         }
         if (hairpin && !master) return 'Error: hairpin mode needs a bridge port';
         if (c.bridge !== undefined && l.kind !== 'bridge') return `${l.name} is not a bridge`;
+        const { alias: _old, ...rest } = l;
+        const alias = c.alias !== undefined ? c.alias : l.alias;
         this.links.set(k, {
-          ...l,
+          ...rest,
+          ...(alias ? { alias } : {}),
           ...(c.mtu !== undefined ? { mtu: c.mtu } : {}),
           ...(c.mac !== undefined ? { mac: c.mac.toLowerCase() } : {}),
           ...(c.up !== undefined ? { up: c.up } : {}),
@@ -276,6 +308,8 @@ class Twin {
         if (c.up === false && l.up) for (const [rk, r] of this.routes) if (r.ns === l.ns && r.dev === l.name) this.routes.delete(rk);
         return undefined;
       }
+      case 'link.move':
+        return this.moveLink(o.ns, o.name, o.toNs, o.newName);
       case 'link.del':
         if (this.links.get(devKey(o.ns, o.name))?.kind === 'loopback') return 'RTNETLINK answers: Operation not supported';
         this.dropLink(o.ns, o.name);

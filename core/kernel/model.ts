@@ -66,6 +66,14 @@ export interface Link {
   readonly txqlen?: number;
   /** Bridge-port hairpin mode (only meaningful for links with a bridge master). */
   readonly hairpin?: boolean;
+  /** IFLA_IFALIAS (`ip link set ... alias A`); '' means none. host-device keeps a device's original name here. */
+  readonly alias?: string;
+  /**
+   * This link is an existing device that is now at `from` (another namespace, another name): plan moves it
+   * here (`link.move`: `ip link set dev N netns NS name X`) when it is not here yet. The kernel takes its
+   * addresses, routes and per-device sysctls and sets it down on the way; the other attributes travel.
+   */
+  readonly from?: { readonly ns: NsRef; readonly name: string };
   readonly veth?: VethSpec;
   readonly vxlan?: VxlanSpec;
   readonly bridge?: BridgeSpec;
@@ -264,6 +272,8 @@ export type Op =
   | { readonly op: 'link.add'; readonly link: Link }
   | { readonly op: 'link.set'; readonly link: Link; readonly changes: Partial<Link> }
   | { readonly op: 'link.del'; readonly ns: NsRef; readonly name: string }
+  /** Move an existing link to another namespace under a new name (run in its current namespace). */
+  | { readonly op: 'link.move'; readonly ns: NsRef; readonly name: string; readonly toNs: NsRef; readonly newName: string }
   | { readonly op: 'addr.add'; readonly addr: Address }
   | { readonly op: 'addr.del'; readonly addr: Address }
   | { readonly op: 'route.replace'; readonly route: Route }
@@ -291,6 +301,7 @@ export const opNs = (o: Op): NsRef => {
     case 'link.set':
       return o.link.ns;
     case 'link.del':
+    case 'link.move':
     case 'chain.del':
     case 'chain.add':
       return o.ns;

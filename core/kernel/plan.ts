@@ -77,7 +77,7 @@ function compatible(d: Link, o: Link): boolean {
   return true;
 }
 
-const MANAGED = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin', 'allmulti', 'txqlen'] as const;
+const MANAGED = ['mtu', 'mac', 'up', 'master', 'promisc', 'hairpin', 'allmulti', 'txqlen', 'alias'] as const;
 type Managed = (typeof MANAGED)[number];
 
 function norm(k: Managed, v: unknown): unknown {
@@ -91,6 +91,8 @@ function norm(k: Managed, v: unknown): unknown {
       return !!v;
     case 'mac':
       return typeof v === 'string' ? v.toLowerCase() : v;
+    case 'alias':
+      return v ?? '';
     case 'mtu':
     case 'txqlen':
       return v;
@@ -124,6 +126,26 @@ const createdPeer = (d: Link, creator: Link): Link => ({
   hairpin: false,
   allmulti: false,
 });
+
+/** What `ip link set dev N netns NS name X` leaves a moved link with: down, without a master, the rest kept. */
+const movedLink = (d: Link, source: Link | undefined): Link => ({
+  ...(source ?? { kind: d.kind }),
+  ns: d.ns,
+  name: d.name,
+  up: false,
+  master: null,
+  hairpin: false,
+});
+
+/** The desired links that plan moves: `from` set, not at their place yet. By the source's key. */
+function movesOf(links: readonly Link[], seen: ReadonlyMap<string, Link>): Map<string, Link> {
+  const out = new Map<string, Link>();
+  for (const d of links) {
+    if (!d.from || seen.has(linkKey(d)) || linkKey(d.from) === linkKey(d)) continue;
+    out.set(linkKey(d.from), d);
+  }
+  return out;
+}
 
 /** What `ip link add link M name X netns NS type macvlan [address A] [mtu N]` leaves the new link with. */
 const createdAcross = (d: Link): Link => ({
@@ -278,6 +300,8 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const want = new Map(desired.links.map((l) => [linkKey(l), l]));
   const seen = new Map(observed.links.map((l) => [linkKey(l), l]));
   const pairs = vethPairs(desired.links, want);
+  // Devices to move here from elsewhere (host-device): their source is not deleted, only moved.
+  const moves = movesOf(desired.links, seen);
   // Observed veth ends by their peer's key (either end may carry the pairing).
   const vethOf = new Map<string, string[]>();
   for (const o of observed.links) {
@@ -316,7 +340,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       const d = want.get(k);
       if (!d) {
         // Loopback cannot be deleted (the kernel refuses); an owned one not desired is simply left.
-        if (own.link(o.ns, o.name) && !pairs.implied.has(k) && o.kind !== 'loopback') remove(o);
+        if (own.link(o.ns, o.name) && !pairs.implied.has(k) && !moves.has(k) && o.kind !== 'loopback') remove(o);
         continue;
       }
       if (!compatible(d, o)) {
@@ -331,6 +355,9 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
       }
     }
   }
+  // A moved device leaves its addresses, routes, neighbours, sysctls and bridge behind, as a deleted one does.
+  const movedAway = new Set([...moves.keys()].filter((fk) => seen.has(fk) && !gone.has(fk)));
+  for (const fk of movedAway) gone.add(fk);
   const isGone = (ns: NsRef, dev: string | undefined): boolean => dev !== undefined && gone.has(devKey(ns, dev));
 
   // 2. Links to create or change, against what is left.
@@ -345,6 +372,12 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     const creator = pairs.createdBy.get(k);
     if (e) {
       const changes = linkChanges(d, e);
+      if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
+    } else if (d.from && linkKey(d.from) !== k) {
+      // Moved from where it is now under its new name; a source that is not there fails in the kernel, by name.
+      ops.push({ op: 'link.move', ns: d.from.ns, name: d.from.name, toNs: d.ns, newName: d.name });
+      const src = movedAway.has(linkKey(d.from)) ? seen.get(linkKey(d.from)) : undefined;
+      const changes = linkChanges(d, movedLink(d, src));
       if (Object.keys(changes).length) ops.push({ op: 'link.set', link: d, changes });
     } else if (creator) {
       const changes = linkChanges(d, createdPeer(d, creator));
@@ -552,6 +585,7 @@ export const PHASE: Readonly<Record<Op['op'], number>> = {
   'rule.add': 3,
   'qdisc.del': 4,
   'link.del': 5,
+  'link.move': 5,
   'link.add': 6,
   'link.set': 7,
   'sysctl.set': 8,
@@ -609,6 +643,8 @@ export function namespaceOrder(ops: readonly Op[]): NsRef[] {
     }
     // A link made from another namespace (a macvlan on a host master) exists before its own namespace's ops.
     if (o.op === 'link.add' && createdFrom(o.link) !== o.link.ns && before.has(o.link.ns)) before.get(o.link.ns)!.add(createdFrom(o.link));
+    // A link moved into a namespace arrives before that namespace configures it.
+    if (o.op === 'link.move' && o.toNs !== o.ns && before.has(o.toNs)) before.get(o.toNs)!.add(o.ns);
   }
   const out: NsRef[] = [];
   const placed = new Set<NsRef>();
@@ -638,6 +674,11 @@ export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
     const { peer, peerNs } = o.link.veth;
     if (peerNs === o.link.ns) continue;
     for (const x of ops) if (x.op === 'link.del' && x.ns === peerNs && x.name === peer) early.add(x);
+  }
+  // So is one that frees the name a moved link takes.
+  for (const o of ops) {
+    if (o.op !== 'link.move' || o.toNs === o.ns) continue;
+    for (const x of ops) if (x.op === 'link.del' && x.ns === o.toNs && x.name === o.newName) early.add(x);
   }
   const linkDepth = linkDepths(ctx.desired?.links ?? ops.flatMap((o) => (o.op === 'link.add' || o.op === 'link.set' ? [o.link] : [])));
   const synced = ops.flatMap((o) => (o.op === 'chain.sync' ? [{ key: chainKey(o.chain), ref: o.chain }] : []));
@@ -720,7 +761,9 @@ const describeChanges = (c: Partial<Link>): string =>
           ? v === null
             ? 'nomaster'
             : `master ${String(v)}`
-          : k === 'bridge'
+          : k === 'alias' && v === ''
+            ? 'no alias'
+            : k === 'bridge'
             ? `vlan_filtering ${(v as { vlanFiltering?: boolean }).vlanFiltering ? 1 : 0}`
             : typeof v === 'boolean'
               ? `${k} ${v ? 'on' : 'off'}`
@@ -746,6 +789,8 @@ export function describeOp(o: Op): string {
       return `set ${describeChanges(o.changes)} on ${o.link.name} in ${where(o.link.ns)}`;
     case 'link.del':
       return `delete link ${o.name} in ${where(o.ns)}`;
+    case 'link.move':
+      return `move link ${o.name} from ${where(o.ns)} to ${where(o.toNs)} as ${o.newName}`;
     case 'addr.add':
       return `add address ${o.addr.cidr} to ${o.addr.dev} in ${where(o.addr.ns)}`;
     case 'addr.del':
@@ -801,9 +846,10 @@ const FIELD: Record<string, string> = {
   hairpin: 'hairpin mode',
   allmulti: 'all-multicast mode',
   txqlen: 'transmit queue length',
+  alias: 'alias',
 };
 const show = (k: string, v: unknown): string =>
-  k === 'master' ? (v === null || v === undefined ? 'none' : String(v)) : typeof v === 'boolean' || v === undefined ? (v ? 'on' : 'off') : String(v);
+  k === 'master' || k === 'alias' ? (v === null || v === undefined || v === '' ? 'none' : String(v)) : typeof v === 'boolean' || v === undefined ? (v ? 'on' : 'off') : String(v);
 
 /**
  * What differs between the kernel and what felt wants, in words (CNI CHECK, `felt` drift reports), e.g.
@@ -820,6 +866,7 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
   const qdiscs = new Map(observed.qdiscs.map((q) => [qdiscKey(q), q]));
   const added = new Set(ops.flatMap((o) => (o.op === 'link.add' ? [linkKey(o.link)] : [])));
   const deleted = new Set(ops.flatMap((o) => (o.op === 'link.del' ? [devKey(o.ns, o.name)] : [])));
+  const moved = new Set(ops.flatMap((o) => (o.op === 'link.move' ? [devKey(o.toNs, o.newName)] : [])));
   const out: string[] = [];
   for (const o of ops) {
     switch (o.op) {
@@ -835,9 +882,13 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
       case 'link.add':
         if (!deleted.has(linkKey(o.link))) out.push(`missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`);
         break;
+      case 'link.move':
+        out.push(`missing ${o.newName} in ${where(o.toNs)}${links.has(devKey(o.ns, o.name)) ? ` (it is ${o.name} in ${where(o.ns)})` : ''}`);
+        break;
       case 'link.set': {
         const k = linkKey(o.link);
         const have = links.get(k);
+        if (moved.has(k)) break; // the move says it
         if (!have || deleted.has(k) || added.has(k)) {
           if (!deleted.has(k)) out.push(`missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`);
           break;
