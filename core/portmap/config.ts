@@ -128,6 +128,12 @@ function mappings(o: Raw, errs: string[]): PortMapping[] {
 export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf> {
   const o = conf.raw;
   const errs: string[] = [];
+  // Newer reference releases can write an nftables table instead; felt writes iptables only (this machine's
+  // iptables is nf_tables underneath), and says so rather than ignore the request.
+  const backend = o['backend'];
+  if (backend !== undefined && backend !== null && backend !== '' && backend !== 'iptables') {
+    errs.push(`backend: ${show(backend)} is not supported (felt's portmap writes iptables rules; leave backend unset or "iptables")`);
+  }
   const snat = bool(o, 'snat', true, errs);
   const masqAll = bool(o, 'masqAll', false, errs);
   let markMasqBit = DEFAULT_MARK_BIT;

@@ -100,6 +100,7 @@ describe('portmap config', () => {
     [{ conditionsV6: ['-d\n-j'] }, 'conditionsV6[0]'],
     [{ snat: 'yes' }, 'snat'],
     [{ masqAll: 1 }, 'masqAll'],
+    [{ backend: 'nftables' }, 'backend'],
   ])('refuses %j with code 7 naming %s', (raw, field) => {
     const r = parsePortMapConf(netconf(raw));
     expect(E.isLeft(r) && r.left.code).toBe(7);
