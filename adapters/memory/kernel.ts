@@ -206,13 +206,14 @@ class Twin {
         const across = createdFrom(l) !== l.ns;
         const err = across ? undefined : this.checkMaster(l.ns, l.master, l.hairpin);
         if (err) return err;
+        const lowerLink = l.kind === 'ipvlan' || l.kind === 'vlan' ? this.links.get(devKey(createdFrom(l), lowerOf(l)!.master)) : undefined;
         const base: Link = {
           ns: l.ns,
           name: l.name,
           kind: l.kind,
-          mtu: l.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
-          // An ipvlan or vlan has its master's MAC unless told otherwise.
-          mac: (l.mac ?? (l.kind === 'ipvlan' || l.kind === 'vlan' ? this.links.get(devKey(createdFrom(l), lowerOf(l)!.master))?.mac : undefined) ?? this.mac()).toLowerCase(),
+          // An ipvlan or vlan has its master's MTU and MAC unless told otherwise.
+          mtu: l.mtu ?? lowerLink?.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
+          mac: (l.mac ?? lowerLink?.mac ?? this.mac()).toLowerCase(),
           up: !across && !!l.up,
           master: across ? null : (l.master ?? null),
           promisc: !across && !!l.promisc,
