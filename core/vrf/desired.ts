@@ -3,9 +3,9 @@
 // lowest one no other VRF of the pod uses. Enslaving makes the kernel cycle the interface: its routes go and,
 // without keep_addr_on_down, its IPv6 addresses; the desired state has the addresses as they were and the
 // interface's routes moved into the VRF's table (newer reference releases move the universe-scope ones; 1.1.1
-// none). DEL takes the
-// interface out again and deletes the VRF when no other interface is left in it (as the reference), and moves
-// the interface's routes back into the main table (the reference leaves it without them). Pure.
+// none). DEL takes the interface out again and deletes the VRF when no other interface is left in it (as the
+// reference), and moves the interface's routes back into the main table (the reference leaves it without
+// them). Pure.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
