@@ -171,26 +171,26 @@ beforeAll(async () => {
 });
 afterAll(() => sb.cleanup());
 
-const kcall = (pod: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown): Promise<CniOutcome> =>
-  runCni({ dir: FELT_CNI, type: 'vrf', command, containerId: 'vrf-ctr', netns: nsPath(pod), ifname: 'eth0', config });
+const kcall = (host: string, pod: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown): Promise<CniOutcome> =>
+  runCni({ dir: FELT_CNI, type: 'vrf', command, hostNs: host, containerId: 'vrf-ctr', netns: nsPath(pod), ifname: 'eth0', config });
 
 describe('vrf in the kernel', () => {
   it.for(['0.4.0', '1.0.0', '1.1.0'])('the interface in the VRF, its routes in the table (%s); CHECK; DEL; DEL again', async (version, ctx) => {
     if (missing) ctx.skip(missing);
-    const pod = await sb.ns();
+    const [host, pod] = [await sb.ns(), await sb.ns()];
     await nsRun(pod, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0']);
     await nsRun(pod, ['ip', 'link', 'set', 'dev', 'eth0', 'up']);
     await nsRun(pod, ['ip', 'link', 'set', 'dev', 'peer0', 'up']);
     await nsRun(pod, ['ip', 'addr', 'add', '10.64.0.2/24', 'dev', 'eth0']);
     await nsRun(pod, ['ip', 'route', 'add', '198.51.100.0/24', 'via', '10.64.0.1', 'dev', 'eth0']);
     const c = { cniVersion: version, name: 'vrfnet', type: 'vrf', vrfname: 'blue', table: 100, prevResult: { cniVersion: version, interfaces: [{ name: 'eth0', sandbox: nsPath(pod) }], ips: [] } };
-    const r = await kcall(pod, 'ADD', c);
+    const r = await kcall(host, pod, 'ADD', c);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(await nsRun(pod, ['ip', 'route', 'show', 'table', '100'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
-    expect((await kcall(pod, 'CHECK', c)).code).toBe(0);
-    expect((await kcall(pod, 'DEL', c)).code).toBe(0);
+    expect((await kcall(host, pod, 'CHECK', c)).code).toBe(0);
+    expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
     expect(await nsRun(pod, ['ip', 'route', 'show'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
     expect(await nsRun(pod, ['ip', 'link', 'show'])).not.toContain('blue');
-    expect((await kcall(pod, 'DEL', c)).code).toBe(0);
+    expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
   });
 });
