@@ -11,6 +11,7 @@ import type {
   IptTable,
   Link,
   LinkKind,
+  IpvlanSpec,
   MacvlanSpec,
   Neighbour,
   NsRef,
@@ -65,7 +66,8 @@ interface IpNeigh {
   state?: string[];
 }
 
-const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'ifb']);
+const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'ifb', 'vrf']);
+const IPVLAN_MODES: ReadonlySet<string> = new Set(['l2', 'l3', 'l3s']);
 const MACVLAN_MODES: ReadonlySet<string> = new Set(['bridge', 'private', 'vepa', 'passthru', 'source']);
 
 export function toLink(ns: NsRef, l: IpLink): Link {
@@ -106,6 +108,10 @@ export function toLink(ns: NsRef, l: IpLink): Link {
     ...(kind === 'macvlan' && l.link && mode && MACVLAN_MODES.has(mode)
       ? { macvlan: { master: l.link, mode: mode as MacvlanSpec['mode'] } }
       : {}),
+    // iproute2 prints an ipvlan's mode as "l2"/"l3"/"l3s", a vlan's id and a VRF's table as numbers.
+    ...(kind === 'ipvlan' && l.link && mode && IPVLAN_MODES.has(mode) ? { ipvlan: { master: l.link, mode: mode as IpvlanSpec['mode'] } } : {}),
+    ...(kind === 'vlan' && l.link && typeof d['id'] === 'number' ? { vlan: { master: l.link, id: d['id'] } } : {}),
+    ...(kind === 'vrf' && typeof d['table'] === 'number' ? { vrf: { table: d['table'] } } : {}),
   };
 }
 

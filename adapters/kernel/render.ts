@@ -14,7 +14,7 @@
 // the op that wrote line N.
 
 import type { Fdb, IpRule, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
-import { HOST, opNs } from '../../core/kernel/model.ts';
+import { HOST, lowerOf, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
 import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
 import { describeOp } from '../../core/kernel/plan.ts';
@@ -77,15 +77,17 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
 export function linkAddLines(l: Link, o: RenderOptions): string[] {
   // Always `name X` / `dev X`: a bare "a" or "d" would be read as a keyword (address, dev).
   const head = [`link add`];
-  if (l.kind === 'macvlan') {
-    if (!l.macvlan) throw new Error(`macvlan ${l.name} has no lower device`);
-    head.push(`link ${l.macvlan.master}`);
+  if (l.kind === 'macvlan' || l.kind === 'ipvlan' || l.kind === 'vlan') {
+    const lower = lowerOf(l);
+    if (!lower || !l[l.kind]) throw new Error(`${l.kind} ${l.name} has no lower device`);
+    head.push(`link ${lower.master}`);
   }
   head.push(`name ${l.name}`);
   if (l.mac) head.push(`address ${l.mac}`);
   if (l.mtu) head.push(`mtu ${l.mtu}`);
   // Made from the master's namespace into its own: only the create-time settings here (plan sets the rest there).
-  const across = l.macvlan?.masterNs !== undefined && l.macvlan.masterNs !== l.ns;
+  const masterNs = lowerOf(l)?.masterNs;
+  const across = masterNs !== undefined && masterNs !== l.ns;
   if (across) head.push(`netns ${netnsArg(l.ns, o)}`);
   switch (l.kind) {
     case 'bridge':
@@ -115,6 +117,16 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
     case 'ifb':
       // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
       head.push('txqlen 0 type ifb');
+      break;
+    case 'ipvlan':
+      head.push(`type ipvlan mode ${l.ipvlan!.mode}`);
+      break;
+    case 'vlan':
+      head.push(`type vlan id ${l.vlan!.id}`);
+      break;
+    case 'vrf':
+      if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
+      head.push(`type vrf table ${l.vrf.table}`);
       break;
     default:
       throw new Error(`cannot create a link of kind ${l.kind}`);

@@ -3,20 +3,20 @@
 // like the kernel would (an address on a missing device, a route via a missing device, a veth peer name that
 // is taken, a chain still referenced); deletions of things already gone succeed, as in the Linux adapter.
 //
-// Kernel side effects it models: deleting a link deletes its veth peer, macvlans and vxlans on it, and every
-// address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices (a redirect to one is
-// left without a target); ports of a deleted
-// bridge lose their master (and hairpin); an IPv4/IPv6 address leaving takes routes with that source address.
-// A route through a device that is down is refused ("Nexthop device is not up"); taking a link down flushes
-// its routes. Policy rules: adding one that exists (same source, table and preference) is refused as the
-// kernel does ("File exists"); one without a preference gets the kernel's (one below the lowest non-zero
-// preference, 32765 when there is none). Not modelled: gateway reachability, bridge MTU/MAC inheritance, and
-// the routes the kernel makes itself (an address's prefix route): tests seed those.
+// Kernel side effects it models: deleting a link deletes its veth peer, macvlans, ipvlans, vlans and vxlans on
+// it, and every address, route, neighbour, fdb entry, qdisc and per-device sysctl on those devices (a redirect
+// to one is left without a target); ports of a deleted bridge lose their master (and hairpin); an IPv4/IPv6
+// address leaving takes routes with that source address. A route through a device that is down is refused
+// ("Nexthop device is not up"); taking a link down flushes its routes; entering or leaving a VRF cycles a link
+// (routes and IPv6 addresses go). Policy rules: adding one that exists (same source, table and preference) is
+// refused as the kernel does ("File exists"); one without a preference gets the kernel's (one below the lowest
+// non-zero preference, 32765 when there is none). Not modelled: gateway reachability, bridge MTU/MAC
+// inheritance, and the routes the kernel makes itself (an address's prefix route): tests seed those.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
-import { createdFrom, emptyKernelState } from '../../core/kernel/model.ts';
+import { createdFrom, emptyKernelState, lowerOf } from '../../core/kernel/model.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
@@ -153,14 +153,24 @@ class Twin {
     for (const [sk, s] of this.sysctls) if (s.ns === ns && sysctlDevice(s.key) === name) this.sysctls.delete(sk);
     this.lostAddresses(lost);
     for (const [pk, p] of this.links) {
-      if (p.ns === ns && p.master === name) this.links.set(pk, { ...p, master: null, hairpin: false });
+      if (p.ns !== ns || p.master !== name) continue;
+      this.links.set(pk, { ...p, master: null, hairpin: false });
+      // A VRF's ports leave it as they do by `nomaster`: cycled (see link.set).
+      if (l.kind === 'vrf') this.cycle(p);
     }
     if (l.veth) this.dropLink(l.veth.peerNs, l.veth.peer);
     for (const x of [...this.links.values()]) {
       if (x.veth && x.veth.peerNs === ns && x.veth.peer === name) this.dropLink(x.ns, x.name);
-      if (x.ns === ns && (x.macvlan?.master === name || x.vxlan?.dev === name) && x.macvlan?.masterNs === undefined) this.dropLink(x.ns, x.name);
-      if (x.macvlan?.masterNs === ns && x.macvlan.master === name) this.dropLink(x.ns, x.name);
+      const lower = lowerOf(x);
+      if (x.ns === ns && (lower?.master === name || x.vxlan?.dev === name) && lower?.masterNs === undefined) this.dropLink(x.ns, x.name);
+      if (lower?.masterNs === ns && lower.master === name) this.dropLink(x.ns, x.name);
     }
+  }
+
+  /** A link taken down and up by the kernel (entering or leaving a VRF): its routes and IPv6 addresses go. */
+  private cycle(l: Link): void {
+    for (const [rk, r] of this.routes) if (r.ns === l.ns && r.dev === l.name) this.routes.delete(rk);
+    for (const [ak, a] of this.addresses) if (a.ns === l.ns && a.dev === l.name && a.cidr.includes(':')) this.addresses.delete(ak);
   }
 
   /**
@@ -226,7 +236,10 @@ class Twin {
       case 'link.add': {
         const l = o.link;
         if (this.hasLink(l.ns, l.name)) return 'RTNETLINK answers: File exists';
-        if (l.kind === 'device' || l.kind === 'loopback' || l.kind === 'vlan' || l.kind === 'ipvlan') return `cannot create a link of kind ${l.kind}`;
+        if (l.kind === 'device' || l.kind === 'loopback') return `cannot create a link of kind ${l.kind}`;
+        if ((l.kind === 'ipvlan' || l.kind === 'vlan') && (!l[l.kind] || !this.hasLink(createdFrom(l), lowerOf(l)!.master))) return `Cannot find device "${lowerOf(l)?.master ?? ''}"`;
+        if (l.kind === 'vlan' && !(Number.isInteger(l.vlan!.id) && l.vlan!.id >= 0 && l.vlan!.id <= 4094)) return `Error: argument "${l.vlan!.id}" is wrong: invalid VLAN id`;
+        if (l.kind === 'vrf' && !l.vrf) return 'Error: VRF table id is missing.';
         if (l.kind === 'veth') {
           if (!l.veth) return 'veth without a peer';
           if (this.hasLink(l.veth.peerNs, l.veth.peer)) return 'RTNETLINK answers: File exists';
@@ -237,12 +250,14 @@ class Twin {
         const across = createdFrom(l) !== l.ns;
         const err = across ? undefined : this.checkMaster(l.ns, l.master, l.hairpin);
         if (err) return err;
+        const lowerLink = l.kind === 'ipvlan' || l.kind === 'vlan' ? this.links.get(devKey(createdFrom(l), lowerOf(l)!.master)) : undefined;
         const base: Link = {
           ns: l.ns,
           name: l.name,
           kind: l.kind,
-          mtu: l.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
-          mac: (l.mac ?? this.mac()).toLowerCase(),
+          // An ipvlan or vlan has its master's MTU and MAC unless told otherwise.
+          mtu: l.mtu ?? lowerLink?.mtu ?? (l.kind === 'vxlan' ? 1450 : 1500),
+          mac: (l.mac ?? lowerLink?.mac ?? this.mac()).toLowerCase(),
           up: !across && !!l.up,
           master: across ? null : (l.master ?? null),
           promisc: !across && !!l.promisc,
@@ -254,6 +269,9 @@ class Twin {
           ...(l.vxlan ? { vxlan: l.vxlan } : {}),
           ...(l.kind === 'bridge' ? { bridge: { vlanFiltering: !!l.bridge?.vlanFiltering } } : {}),
           ...(l.macvlan ? { macvlan: l.macvlan } : {}),
+          ...(l.ipvlan ? { ipvlan: l.ipvlan } : {}),
+          ...(l.vlan ? { vlan: l.vlan } : {}),
+          ...(l.vrf ? { vrf: l.vrf } : {}),
         };
         this.links.set(linkKey(l), base);
         if (l.veth) {
@@ -304,8 +322,11 @@ class Twin {
           master: master ?? null,
           hairpin: !!hairpin && !!master,
         });
-        // Taking a link down flushes the routes through it.
-        if (c.up === false && l.up) for (const [rk, r] of this.routes) if (r.ns === l.ns && r.dev === l.name) this.routes.delete(rk);
+        // Taking a link down flushes the routes through it. Entering or leaving a VRF cycles the link: its routes
+        // go, and so do its IPv6 addresses (keep_addr_on_down is off by default).
+        const isVrf = (m: string | null | undefined): boolean => !!m && this.links.get(devKey(l.ns, m))?.kind === 'vrf';
+        if (reenslaved && (isVrf(c.master) || isVrf(l.master))) this.cycle(l);
+        else if (c.up === false && l.up) for (const [rk, r] of this.routes) if (r.ns === l.ns && r.dev === l.name) this.routes.delete(rk);
         return undefined;
       }
       case 'link.move':
@@ -431,7 +452,7 @@ class Twin {
     if (master === undefined || master === null) return hairpin ? 'Error: hairpin mode needs a bridge port' : undefined;
     const m = this.links.get(devKey(ns, master));
     if (!m) return `Cannot find device "${master}"`;
-    if (m.kind !== 'bridge') return `Error: Device does not allow enslaving to a master (${master} is a ${m.kind}).`;
+    if (m.kind !== 'bridge' && m.kind !== 'vrf') return `Error: Device does not allow enslaving to a master (${master} is a ${m.kind}).`;
     return undefined;
   }
 }

@@ -10,7 +10,7 @@
 export type NsRef = string;
 export const HOST: NsRef = '';
 
-export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'ifb' | 'loopback' | 'device';
+export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'ifb' | 'vrf' | 'loopback' | 'device';
 
 export interface VethSpec {
   /** The peer's name and namespace; the pair is created from this end's namespace. */
@@ -46,8 +46,32 @@ export interface MacvlanSpec {
   readonly masterNs?: NsRef;
 }
 
-/** The namespace a link is created from: its master's for a macvlan made across namespaces, else its own. */
-export const createdFrom = (l: Pick<Link, 'ns' | 'macvlan'>): NsRef => l.macvlan?.masterNs ?? l.ns;
+/** An ipvlan on a lower device (the master); `masterNs` as for a macvlan. */
+export interface IpvlanSpec {
+  readonly master: string;
+  readonly mode: 'l2' | 'l3' | 'l3s';
+  readonly masterNs?: NsRef;
+}
+
+/** An 802.1Q vlan on a lower device (the master); `masterNs` as for a macvlan. */
+export interface VlanSpec {
+  readonly master: string;
+  /** 0-4094. */
+  readonly id: number;
+  readonly masterNs?: NsRef;
+}
+
+/** A VRF device: its ports' routes live in `table`. */
+export interface VrfSpec {
+  readonly table: number;
+}
+
+/** The lower device of a macvlan, ipvlan or vlan (the links the kernel deletes with their master). */
+export const lowerOf = (l: Pick<Link, 'macvlan' | 'ipvlan' | 'vlan'>): { readonly master: string; readonly masterNs?: NsRef } | undefined =>
+  l.macvlan ?? l.ipvlan ?? l.vlan;
+
+/** The namespace a link is created from: its master's for a macvlan/ipvlan/vlan made across namespaces, else its own. */
+export const createdFrom = (l: Pick<Link, 'ns' | 'macvlan' | 'ipvlan' | 'vlan'>): NsRef => lowerOf(l)?.masterNs ?? l.ns;
 
 export interface Link {
   readonly ns: NsRef;
@@ -78,6 +102,9 @@ export interface Link {
   readonly vxlan?: VxlanSpec;
   readonly bridge?: BridgeSpec;
   readonly macvlan?: MacvlanSpec;
+  readonly ipvlan?: IpvlanSpec;
+  readonly vlan?: VlanSpec;
+  readonly vrf?: VrfSpec;
 }
 
 export interface Address {

@@ -25,7 +25,7 @@ import type {
   Qdisc,
   Route,
 } from './model.ts';
-import { createdFrom, HOST, opNs } from './model.ts';
+import { createdFrom, HOST, lowerOf, opNs } from './model.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
@@ -74,6 +74,10 @@ function compatible(d: Link, o: Link): boolean {
   }
   // A macvlan whose master is in another namespace is seen without its master's name: only the mode counts.
   if (d.macvlan && o.macvlan && ((d.macvlan.masterNs === undefined && d.macvlan.master !== o.macvlan.master) || d.macvlan.mode !== o.macvlan.mode)) return false;
+  // The same for ipvlans (mode) and vlans (id); a VRF's table is fixed at creation.
+  if (d.ipvlan && o.ipvlan && ((d.ipvlan.masterNs === undefined && d.ipvlan.master !== o.ipvlan.master) || d.ipvlan.mode !== o.ipvlan.mode)) return false;
+  if (d.vlan && o.vlan && ((d.vlan.masterNs === undefined && d.vlan.master !== o.vlan.master) || d.vlan.id !== o.vlan.id)) return false;
+  if (d.vrf && o.vrf && d.vrf.table !== o.vrf.table) return false;
   return true;
 }
 
@@ -264,7 +268,7 @@ function linkDepths(links: readonly Link[]): Map<string, number> {
     if (known !== undefined) return known;
     if (path.has(k)) return 0;
     path.add(k);
-    const deps = [l.master ?? undefined, l.macvlan?.master, l.vxlan?.dev].filter((x): x is string => !!x);
+    const deps = [l.master ?? undefined, lowerOf(l)?.master, l.vxlan?.dev].filter((x): x is string => !!x);
     let d = 0;
     for (const name of deps) {
       const dep = byKey.get(devKey(l.ns, name));
@@ -321,7 +325,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     const o = seen.get(k)!;
     for (const pk of vethOf.get(k) ?? []) markGone(pk);
     for (const x of observed.links) {
-      if (x.ns === o.ns && (x.macvlan?.master === o.name || x.vxlan?.dev === o.name)) markGone(linkKey(x));
+      if (x.ns === o.ns && (lowerOf(x)?.master === o.name || x.vxlan?.dev === o.name)) markGone(linkKey(x));
     }
   };
   const remove = (o: Link): void => {
@@ -392,8 +396,20 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     }
   }
 
+  // A link entering or leaving a VRF (also by the VRF's deletion) is taken down and up by the kernel: it loses
+  // its routes and (without keep_addr_on_down) its IPv6 addresses, which come back below when desired.
+  const isVrf = (ns: NsRef, name: string | null | undefined): boolean =>
+    !!name && (want.get(devKey(ns, name))?.kind === 'vrf' || seen.get(devKey(ns, name))?.kind === 'vrf');
+  const cycled = new Set<string>();
+  for (const o of ops) {
+    if (o.op === 'link.set' && o.changes.master !== undefined && (isVrf(o.link.ns, o.changes.master) || isVrf(o.link.ns, left.get(linkKey(o.link))?.master))) {
+      cycled.add(linkKey(o.link));
+    }
+  }
+  for (const o of observed.links) if (!gone.has(linkKey(o)) && o.master && isGone(o.ns, o.master) && isVrf(o.ns, o.master)) cycled.add(linkKey(o));
+
   // 3. Addresses. An address leaving takes IPv4 routes with that source address with it.
-  const addrsLeft = observed.addresses.filter((a) => !isGone(a.ns, a.dev));
+  const addrsLeft = observed.addresses.filter((a) => !isGone(a.ns, a.dev) && !(isV6(a.cidr) && cycled.has(devKey(a.ns, a.dev))));
   const wantA = new Set(desired.addresses.map(addrKey));
   const haveA = new Set(addrsLeft.map(addrKey));
   for (const a of desired.addresses) if (!haveA.has(addrKey(a))) ops.push({ op: 'addr.add', addr: a });
@@ -416,8 +432,8 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const srcLost = (r: Route): boolean => r.src !== undefined && lostIPs.has(devKey(r.ns, lower(r.src)!));
 
   // 4. Routes, by (ns, table, dst, metric).
-  // Taking a link down flushes its routes too.
-  const goingDown = new Set(ops.flatMap((o) => (o.op === 'link.set' && o.changes.up === false ? [linkKey(o.link)] : [])));
+  // Taking a link down flushes its routes too; so does moving it into or out of a VRF (the kernel cycles it).
+  const goingDown = new Set([...cycled, ...ops.flatMap((o) => (o.op === 'link.set' && o.changes.up === false ? [linkKey(o.link)] : []))]);
   const routesLeft = observed.routes
     .filter(
       (r) =>
@@ -557,8 +573,9 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   const neededBy = new Map<string, NsRef>();
   for (const o of ops) {
     if (o.op !== 'link.add') continue;
-    neededBy.set(linkKey(o.link), o.link.ns);
-    if (o.link.veth) neededBy.set(devKey(o.link.veth.peerNs, o.link.veth.peer), o.link.ns);
+    // Where the add runs: a macvlan/ipvlan/vlan made from the host into a pod needs its pod name free first.
+    neededBy.set(linkKey(o.link), opNs(o));
+    if (o.link.veth) neededBy.set(devKey(o.link.veth.peerNs, o.link.veth.peer), opNs(o));
   }
   const early = new Set<Op>();
   for (const [del, keys] of takes) {
@@ -747,6 +764,9 @@ const describeLink = (l: Link): string => {
   if (l.veth) extra.push(`peer ${l.veth.peer}${l.veth.peerNs !== l.ns ? ` in ${where(l.veth.peerNs)}` : ''}`);
   if (l.vxlan) extra.push(`vni ${l.vxlan.vni}${l.vxlan.local ? ` local ${l.vxlan.local}` : ''} port ${l.vxlan.port}`);
   if (l.macvlan) extra.push(`on ${l.macvlan.master} mode ${l.macvlan.mode}`);
+  if (l.ipvlan) extra.push(`on ${l.ipvlan.master} mode ${l.ipvlan.mode}`);
+  if (l.vlan) extra.push(`on ${l.vlan.master} id ${l.vlan.id}`);
+  if (l.vrf) extra.push(`table ${l.vrf.table}`);
   return `${l.kind} ${l.name}${extra.length ? ` (${extra.join(', ')})` : ''}`;
 };
 

@@ -1,0 +1,25 @@
+// ipvlan: the container interface is an ipvlan on a host device (core/ipvlan/desired.ts), through the shared
+// lower-device flow (lower-link.ts). Chained, the master and the addresses may come from prevResult.
+
+import type { Kernel } from '../../../adapters/kernel/types.ts';
+import { ipvlanAddressing, ipvlanMaster, ipvlanPlan, parseIpvlanConf, type IpvlanConf } from '../../../core/ipvlan/desired.ts';
+import { kernelFor } from '../kernel.ts';
+import type { Ctx, Plugin } from '../plugin.ts';
+import { makeLowerLinkPlugin } from './lower-link.ts';
+
+/** The plugin on a kernel of the caller's choosing (tests pass the memory twin). */
+export const makeIpvlan = (kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin =>
+  makeLowerLinkPlugin<IpvlanConf>(
+    {
+      type: 'ipvlan',
+      about: 'felt ipvlan: an ipvlan on a host device per container',
+      parse: parseIpvlanConf,
+      chained: true,
+      master: ipvlanMaster,
+      addressing: ipvlanAddressing,
+      desired: (a) => ipvlanPlan(a),
+    },
+    kernel,
+  );
+
+export const ipvlan: Plugin = makeIpvlan();
