@@ -9,8 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FELT_CNI, ROOT, runCni, type CniOutcome } from '../support/cni.ts';
-import { nsPath, nsRun, routes, Sandbox } from '../support/ns.ts';
+import { FELT_CNI, REF_CNI, ROOT, runCni, type CniOutcome } from '../support/cni.ts';
+import { execFile } from '../support/netns.ts';
+import { addrs, links, nsPath, nsRun, ping, routes, Sandbox } from '../support/ns.ts';
 
 const sb = new Sandbox();
 const procs: ChildProcess[] = [];
@@ -20,6 +21,8 @@ let host = '';
 let sock = '';
 let leases = '';
 let daemonLog = '';
+let refSock = '';
+let refLog = '';
 let podCount = 0;
 
 /** Poll `f` until it returns a value (not undefined), at most `ms`. */
@@ -39,6 +42,10 @@ function start(argv: string[], onErr?: (s: string) => void): ChildProcess {
   procs.push(c);
   return c;
 }
+
+/** Processes inside a namespace (the DHCP client of an attachment lives there). */
+const pids = async (ns: string): Promise<string[]> => (await execFile(['ip', 'netns', 'pids', ns])).stdout.split('\n').filter((l) => l.trim() !== '');
+const noProcesses = (ns: string) => until(`no process left in ${ns}`, async () => ((await pids(ns)).length === 0 ? true : undefined));
 
 /** The lease file's lines: expiry, MAC, address, hostname, client id. */
 const leaseLines = (): { expiry: number; mac: string; ip: string; host: string; clientId: string }[] =>
@@ -93,6 +100,10 @@ beforeAll(async () => {
   await until('dnsmasq', () => (existsSync(leases) ? true : undefined));
   start(['ip', 'netns', 'exec', host, join(ROOT, 'dist/bin/felt'), 'dhcp-daemon', '--socket-path', sock, '--timeout', '4s', '--retry-min', '1s'], (s) => (daemonLog += s));
   await until('the daemon socket', () => (existsSync(sock) ? true : undefined));
+  // The reference daemon (Debian's 1.1.1), for the differential test.
+  refSock = join(dir, 'ref-dhcp.sock');
+  start(['ip', 'netns', 'exec', host, join(REF_CNI, 'dhcp'), 'daemon', '-socketpath', refSock, '-timeout', '4s'], (s) => (refLog += s));
+  await until('the reference daemon socket', () => (existsSync(refSock) ? true : undefined));
 });
 
 afterAll(async () => {
@@ -141,6 +152,7 @@ describe('dhcp', () => {
     const d = await call(p, 'DEL', conf(), 'dhcp-a');
     expect(d.code, d.stdout + d.stderr).toBe(0);
     await until('the release', () => (mine() === undefined ? true : undefined));
+    await noProcesses(p);
     expect((await call(p, 'DEL', conf(), 'dhcp-a')).code).toBe(0);
     expect((await call(p, 'CHECK', { ...conf(), prevResult: r.json }, 'dhcp-a')).json?.code).toBe(103);
   });
@@ -156,6 +168,51 @@ describe('dhcp', () => {
       { dst: '0.0.0.0/0', gw: '198.51.100.1' },
     ]);
     expect((await call(p, 'DEL', conf({}, version), cid)).code).toBe(0);
+  });
+
+  it('chained under the reference macvlan (CNI_PATH finds felt dhcp): the pod reaches the server; DEL releases', async () => {
+    // A master in the host namespace whose peer is a port of the server's bridge.
+    const port = `dh${++podCount}`;
+    await nsRun(srv, ['ip', 'link', 'add', 'name', port, 'type', 'veth', 'peer', 'name', 'm0', 'netns', host]);
+    await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'master', 'br0']);
+    await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'up']);
+    await nsRun(host, ['ip', 'link', 'set', 'dev', 'm0', 'up']);
+    const p = await sb.ns();
+    const mv = { cniVersion: '1.0.0', name: 'dnet', type: 'macvlan', master: 'm0', mode: 'bridge', ipam: { type: 'dhcp', daemonSocketPath: sock } };
+    const mcall = (command: 'ADD' | 'DEL') =>
+      runCni({ dir: REF_CNI, type: 'macvlan', command, hostNs: host, containerId: 'dhcp-mv', netns: nsPath(p), ifname: 'eth0', config: mv, env: { CNI_PATH: FELT_CNI } });
+    const r = await mcall('ADD');
+    expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
+    const address = r.json.ips[0].address as string;
+    expect((await addrs(p))['eth0']).toContain(address);
+    expect(await ping(p, '198.51.100.1')).toBe(true);
+    const ip = address.split('/')[0]!;
+    expect(leaseLines().some((l) => l.ip === ip)).toBe(true);
+    expect((await mcall('DEL')).code).toBe(0);
+    await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
+    expect((await links(p)).map((l) => l.ifname)).toEqual(['lo']);
+  });
+
+  it.each([
+    ['routers and mask', [{ option: 'routers' }, { option: 'subnet-mask' }]],
+    ['classless routes too', [{ option: '121' }]],
+  ])('the same result as the reference plugin and daemon (1.1.1), address aside (%s)', async (_, request) => {
+    const out: CniOutcome[] = [];
+    for (const [dirOf, socket] of [[REF_CNI, refSock], [FELT_CNI, sock]] as const) {
+      const p = await pod();
+      const c = conf({ daemonSocketPath: socket, request });
+      const r = await runCni({ dir: dirOf, type: 'dhcp', command: 'ADD', hostNs: host, containerId: 'dhcp-diff', netns: nsPath(p), ifname: 'eth0', config: c });
+      expect(r.code, r.stdout + r.stderr + refLog).toBe(0);
+      out.push(r);
+      const ip = (r.json.ips[0].address as string).split('/')[0];
+      expect(leaseLines().some((l) => l.ip === ip)).toBe(true);
+      const d = await runCni({ dir: dirOf, type: 'dhcp', command: 'DEL', hostNs: host, containerId: 'dhcp-diff', netns: nsPath(p), ifname: 'eth0', config: c });
+      expect(d.code, d.stdout + d.stderr).toBe(0);
+      await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
+    }
+    // felt omits an empty dns (the reference prints "dns":{}), as every felt plugin does.
+    const shape = ({ dns: _dns, ...j }: { ips: { address: string }[]; dns?: unknown }) => ({ ...j, ips: j.ips.map((i) => ({ ...i, address: i.address.replace(/^198\.51\.100\.\d+/, 'A') })) });
+    expect(shape(out[1]!.json)).toEqual(shape(out[0]!.json));
   });
 
   it('no daemon: code 11 naming the socket and the field; DEL succeeds (no lease is held)', async () => {
@@ -193,6 +250,8 @@ describe('dhcp', () => {
     expect(t.json?.code, t.stdout).toBe(11);
     expect(t.json.msg).toContain('no DHCPOFFER');
     expect(await routes(lonely)).toEqual([]);
+    await noProcesses(lonely);
+    await noProcesses(p);
     expect((await call(lonely, 'CHECK', { ...conf(), prevResult: { cniVersion: '1.0.0', ips: [] } }, 'dhcp-lonely')).json?.code).toBe(103);
   });
 });

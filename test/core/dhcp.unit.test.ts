@@ -8,6 +8,7 @@ import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { clientId, parseDhcpConf } from '../../core/dhcp/config.ts';
 import { dhcpMachine, type ExtendInput } from '../../core/dhcp/client-machine.ts';
 import { discover, isOffer, leaseOf, leaseResult, release, replyTo, requestExtend, requestSelecting, type ClientIdentity, type Lease } from '../../core/dhcp/lease.ts';
+import { parseClientCommand, parseClientConfig, parseClientEvent, parseDaemonRequest, parseDaemonResponse } from '../../core/dhcp/protocol.ts';
 import { classlessRoutes, decode, encode, encodeClasslessRoutes, ipv4Bytes, maskPrefix, MessageType, Opt, type Packet } from '../../core/dhcp/packet.ts';
 
 const MAC = '02:42:c6:33:64:0a';
@@ -265,5 +266,39 @@ describe('dhcp lease machine (simulated clock)', () => {
     never.start();
     never.send({ type: 'STOP' });
     expect(never.getSnapshot().value).toBe('released');
+  });
+});
+
+describe('dhcp protocol lines (plugin ↔ daemon ↔ client)', () => {
+  const req = { v: 1, command: 'ADD', containerId: 'c1', netns: '/run/netns/p1', ifname: 'eth0', args: { K8S_POD_NAME: 'web' }, config: { name: 'dnet' } };
+
+  it('a request parses into typed values; every bad field is named', () => {
+    expect(parseDaemonRequest(JSON.stringify(req))).toEqual(E.right(req));
+    const bad = parseDaemonRequest(JSON.stringify({ ...req, command: 'GC', containerId: 'a b', netns: 'rel', ifname: 'eth0\nx', args: { X: 1 } }));
+    expect(E.isLeft(bad)).toBe(true);
+    const msg = (bad as E.Left<string>).left;
+    for (const f of ['command:', 'containerId:', 'netns:', 'ifname:', 'args.X:']) expect(msg).toContain(f);
+    expect(parseDaemonRequest('{"v":2}')).toEqual(E.left('v: protocol version 2, this daemon speaks 1'));
+    expect(E.isLeft(parseDaemonRequest('not json'))).toBe(true);
+    // DEL may come without a namespace.
+    expect(E.isRight(parseDaemonRequest(JSON.stringify({ ...req, command: 'DEL', netns: '' })))).toBe(true);
+  });
+
+  it('a lease reported by the client is re-checked: addresses, prefixes, numbers', () => {
+    const l = E.getOrElseW(() => undefined)(leaseOf(ack(3, [[121, encodeClasslessRoutes([{ dst: '192.0.2.0/24', gw: '10.77.0.9' }])]]), 1000))!;
+    expect(parseClientEvent(JSON.stringify({ type: 'bound', lease: l }))).toEqual(E.right({ type: 'bound', lease: l }));
+    const bad = parseClientEvent(JSON.stringify({ type: 'renewed', lease: { ...l, address: '10.0.0.1; rm', prefix: 40, classless: [{ dst: '1.2.3.4/99', gw: 'x' }] } }));
+    const msg = (bad as E.Left<string>).left;
+    for (const f of ['lease.address', 'lease.prefix', 'lease.classless[0].dst', 'lease.classless[0].gw']) expect(msg).toContain(f);
+    expect(parseDaemonResponse(JSON.stringify({ ok: false, code: 11, msg: 'x' }))).toEqual(E.right({ ok: false, code: 11, msg: 'x' }));
+    expect(E.isLeft(parseDaemonResponse(JSON.stringify({ ok: 'yes' })))).toBe(true);
+  });
+
+  it('client config and commands', () => {
+    const cfg = { ifname: 'eth0', clientId: 'c/n/eth0', options: { provide: [{ code: 12, value: 'h' }], request: [3, 1] }, timeoutMs: 4000, retryMinMs: 1000 };
+    expect(parseClientConfig(JSON.stringify(cfg))).toEqual(E.right(cfg));
+    expect(E.isLeft(parseClientConfig(JSON.stringify({ ...cfg, ifname: '../x' })))).toBe(true);
+    expect(parseClientCommand('{"type":"stop"}')).toEqual(E.right({ type: 'stop' }));
+    expect(E.isLeft(parseClientCommand('{"type":"exec"}'))).toBe(true);
   });
 });
