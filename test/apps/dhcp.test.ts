@@ -76,7 +76,7 @@ const conf = (ipam: Record<string, unknown> = {}, version = '1.0.0') => ({
   ipam: { type: 'dhcp', daemonSocketPath: sock, ...ipam },
 });
 
-const call = (p: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, cid = 'dhcp-ctr', args?: string, ifname = 'eth0'): Promise<CniOutcome> =>
+const call = (p: string, command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS', config: unknown, cid = 'dhcp-ctr', args?: string, ifname = 'eth0'): Promise<CniOutcome> =>
   runCni({ dir: FELT_CNI, type: 'dhcp', command, hostNs: host, containerId: cid, netns: nsPath(p), ifname, config, ...(args ? { args } : {}) });
 
 beforeAll(async () => {
@@ -224,6 +224,11 @@ describe('dhcp', () => {
     expect(r.json.msg).toContain(missing);
     expect(r.json.msg).toContain('ipam.daemonSocketPath');
     expect((await call(p, 'DEL', conf({ daemonSocketPath: missing }))).code).toBe(0);
+    // STATUS (1.1.0): 50 without a daemon, 0 with one.
+    const st = await call(p, 'STATUS', conf({ daemonSocketPath: missing }, '1.1.0'));
+    expect(st.json?.code, st.stdout).toBe(50);
+    expect(st.json.msg).toContain(missing);
+    expect((await call(p, 'STATUS', conf({}, '1.1.0'))).code).toBe(0);
   });
 
   it.each([

@@ -81,6 +81,17 @@ function ask(command: DaemonCommand, args: CmdArgs, conf: NetConf): TE.TaskEithe
   );
 }
 
+/** Whether something accepts connections on the socket. */
+const listening = (path: string): Promise<E.Either<string, void>> =>
+  new Promise((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(E.right(undefined));
+    });
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(E.left(e.code ?? e.message)));
+  });
+
 export const dhcpIpam: Plugin = {
   type: 'dhcp',
   versions: IPAM_VERSIONS,
@@ -95,4 +106,13 @@ export const dhcpIpam: Plugin = {
     ),
   del: (args, conf) => TE.map(() => undefined)(ask('DEL', args, conf)),
   check: (args, conf) => TE.map(() => undefined)(ask('CHECK', args, conf)),
+  // STATUS (1.1.0): available when the daemon accepts connections (code 50 otherwise, as the spec says).
+  status: (args, conf) =>
+    pipe(
+      TE.fromEither(parseDhcpConf(conf, args.args)),
+      TE.chain((dc) => async () => {
+        const l = await listening(dc.socketPath);
+        return E.isRight(l) ? l : E.left(cniError(50, noDaemon(dc, l.left).msg));
+      }),
+    ),
 };
