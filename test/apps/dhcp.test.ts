@@ -95,6 +95,9 @@ beforeAll(async () => {
     '--dhcp-option=option:router,198.51.100.1',
     '--dhcp-option=option:T1,3s',
     '--dhcp-option=option:T2,100s',
+    // A client that says vendor class "felt-rebind" (provide option 60) gets T2 at 8 s, for the rebinding test.
+    '--dhcp-vendorclass=set:rebind,felt-rebind',
+    '--dhcp-option=tag:rebind,option:T2,8s',
     '--dhcp-option=121,192.0.2.0/24,198.51.100.254,0.0.0.0/0,198.51.100.1',
   ]);
   await until('dnsmasq', () => (existsSync(leases) ? true : undefined));
@@ -155,6 +158,30 @@ describe('dhcp', () => {
     await noProcesses(p);
     expect((await call(p, 'DEL', conf(), 'dhcp-a')).code).toBe(0);
     expect((await call(p, 'CHECK', { ...conf(), prevResult: r.json }, 'dhcp-a')).json?.code).toBe(103);
+  });
+
+  it('renewals the server does not answer by unicast: rebinding by broadcast after T2 keeps the lease', async () => {
+    const p = await pod();
+    const c = conf({ provide: [{ option: 'vendor-class-identifier', value: 'felt-rebind' }] });
+    const r = await call(p, 'ADD', c, 'dhcp-rebind');
+    expect(r.code, r.stdout + daemonLog).toBe(0);
+    const address = r.json.ips[0].address as string;
+    const ip = address.split('/')[0]!;
+    await nsRun(p, ['ip', 'addr', 'add', address, 'dev', 'eth0']);
+    // Unicast to the server is dropped, so the renewals at T1 go unanswered; broadcasts still pass.
+    await nsRun(p, ['iptables', '-A', 'OUTPUT', '-d', '198.51.100.1/32', '-p', 'udp', '--dport', '67', '-j', 'DROP']);
+    const first = await until('the lease', () => leaseLines().find((l) => l.ip === ip));
+    const rebound = await until('a rebind', () => {
+      const l = leaseLines().find((x) => x.ip === ip);
+      return l && l.expiry > first.expiry ? l : undefined;
+    });
+    expect(rebound.ip).toBe(ip);
+    const dropped = await nsRun(p, ['iptables', '-L', 'OUTPUT', '-v', '-n', '-x']);
+    expect(Number(dropped.split('\n').find((l) => l.includes('DROP'))?.trim().split(/\s+/)[0])).toBeGreaterThan(0);
+    // The broadcast route is gone again once the exchange is over.
+    await until('the broadcast route removed', async () => ((await routes(p)).some((x) => x.startsWith('255.255.255.255')) ? undefined : true));
+    expect((await call(p, 'DEL', c, 'dhcp-rebind')).code).toBe(0);
+    await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
   });
 
   it.each(['0.3.1', '0.4.0', '1.1.0'])('classless static routes (option 121, asked for) replace the router route (%s)', async (version) => {
