@@ -81,6 +81,7 @@ const BROADCAST = '255.255.255.255';
 /** One UDP socket on :68; each exchange sends a message (resent 1 s, 2 s, 4 s ... apart) until `accept` takes a reply. */
 class Transport {
   private waiter: ((p: Packet) => boolean) | undefined;
+  private cancelCurrent: (() => void) | undefined;
   private constructor(private readonly sock: dgram.Socket) {
     sock.on('message', (msg: Buffer) => {
       const p = decode(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength));
@@ -113,8 +114,10 @@ class Transport {
       const done = (f: () => void) => {
         clearTimeout(timer);
         this.waiter = undefined;
+        this.cancelCurrent = undefined;
         f();
       };
+      this.cancelCurrent = () => done(() => reject(new ClientError(ErrCode.IO, `${what}: cancelled`)));
       this.waiter = (p) => {
         const v = accept(p);
         if (v === undefined) return false;
@@ -130,6 +133,11 @@ class Transport {
       };
       attempt();
     });
+  }
+
+  /** End the exchange in flight (a renewal when DEL comes), so that it sends nothing after the release. */
+  cancel(): void {
+    this.cancelCurrent?.();
   }
 
   close(): void {
@@ -168,6 +176,7 @@ async function extend(t: Transport, cfg: ClientConfig, id: ClientIdentity, l: Le
 }
 
 async function releaseLease(t: Transport, cfg: ClientConfig, id: ClientIdentity, l: Lease): Promise<void> {
+  t.cancel();
   const m = release(id, xid(), l);
   try {
     await t.send(m, l.server);

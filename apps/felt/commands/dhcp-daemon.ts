@@ -48,8 +48,17 @@ export class DhcpDaemon {
 
   private start(id: string, req: DaemonRequest, cfg: ClientConfig): Attachment {
     const child = spawn('nsenter', [`--net=${req.netns}`, '--', ...this.o.felt, 'dhcp-client'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let settle: (r: DaemonResponse) => void = () => undefined;
-    const first = new Promise<DaemonResponse>((r) => (settle = r));
+    let resolveFirst: (r: DaemonResponse) => void = () => undefined;
+    const first = new Promise<DaemonResponse>((r) => (resolveFirst = r));
+    // The client bounds its exchanges by the timeout; this bounds everything else (nsenter, node starting).
+    const guard = setTimeout(() => {
+      settle(fail(ErrCode.TryAgainLater, `dhcp: the client for ${id} gave no answer within ${Math.round(cfg.timeoutMs / 1000) + 10} s`));
+      child.kill();
+    }, cfg.timeoutMs + 10_000);
+    const settle = (r: DaemonResponse) => {
+      clearTimeout(guard);
+      resolveFirst(r);
+    };
     const stderr: string[] = [];
     const a: Attachment = {
       id,
