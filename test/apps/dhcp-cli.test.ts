@@ -30,6 +30,7 @@ describe('felt dhcp-daemon', () => {
     [['--socket-path', 'rel.sock'], '--socket-path: "rel.sock" is not an absolute path'],
     [['-socketpath', 'rel.sock'], '--socket-path: "rel.sock" is not an absolute path'],
     [['-socketpath'], '-socketpath needs a value'],
+    [['-socketpath=rel.sock'], '--socket-path: "rel.sock" is not an absolute path'],
     [['-other', 'x'], 'unexpected argument "-other"'],
     [['--timeout', 'soon'], '--timeout: "soon" is not a duration'],
     [['--retry-min', '-1s'], '--retry-min: "-1s" is not a duration'],

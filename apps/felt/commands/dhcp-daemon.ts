@@ -248,9 +248,15 @@ export const dhcpDaemonCommand: Subcommand = {
     // The reference's Go flag spelling, so existing unit files keep working.
     const [flagName, flagValue] = p.positionals;
     if (flagName !== undefined) {
-      if (flagName !== '-socketpath' && flagName !== '--socketpath') return err(`unexpected argument "${flagName}"`);
-      if (flagValue === undefined) return err('-socketpath needs a value');
-      socketPath = flagValue;
+      const eq = /^--?socketpath=(.*)$/.exec(flagName);
+      if (eq) {
+        if (flagValue !== undefined) return err(`unexpected argument "${flagValue}"`);
+        socketPath = eq[1]!;
+      } else {
+        if (flagName !== '-socketpath' && flagName !== '--socketpath') return err(`unexpected argument "${flagName}"`);
+        if (flagValue === undefined) return err('-socketpath needs a value');
+        socketPath = flagValue;
+      }
     }
     if (!isAbsolute(socketPath)) return err(`--socket-path: "${socketPath}" is not an absolute path`);
     const timeoutMs = parseDuration(str(p, 'timeout') ?? '10s');
