@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (felt configures network namespaces and iptables)" >&2; exit 1; }
 
-packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack)
+packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -4,6 +4,8 @@
 import { parseArgs } from './args.ts';
 import { allocationsCommand } from './commands/allocations.ts';
 import { cniCommand } from './commands/cni.ts';
+import { dhcpClientCommand } from './commands/dhcp-client.ts';
+import { dhcpDaemonCommand } from './commands/dhcp-daemon.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
 import { replayCommand } from './commands/replay.ts';
@@ -14,7 +16,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand, dhcpDaemonCommand, dhcpClientCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
@@ -28,7 +30,7 @@ export const usage = (): string =>
     'usage: felt <command> [options]',
     '',
     'commands:',
-    ...SUBCOMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary}`),
+    ...SUBCOMMANDS.filter((c) => !c.hidden).map((c) => `  ${c.name.padEnd(14)}${c.summary}`),
     '',
     'Run `felt <command> --help` for its options, `felt --version` for the version.',
     '',

@@ -23,6 +23,8 @@ export interface Subcommand {
   readonly positional?: string;
   /** How many positionals it takes (default: 1 when `positional` is set, else 0). */
   readonly maxPositionals?: number;
+  /** Left out of the command list (internal commands, e.g. dhcp-client). */
+  readonly hidden?: boolean;
   /** Returns the exit code. */
   readonly run: (args: Parsed, io: IO) => number | Promise<number>;
 }

@@ -1,0 +1,4 @@
+import { main } from '../dispatch.ts';
+import { dhcpIpam } from '../plugins/dhcp.ts';
+
+void main(dhcpIpam);
