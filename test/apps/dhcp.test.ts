@@ -197,17 +197,21 @@ describe('dhcp', () => {
     expect((await call(p, 'DEL', conf({}, version), cid)).code).toBe(0);
   });
 
-  it('chained under the reference macvlan (CNI_PATH finds felt dhcp): the pod reaches the server; DEL releases', async () => {
+  // felt's macvlan makes the interface before it asks a dhcp IPAM plugin, as the reference does.
+  it.each([
+    ['the reference macvlan', REF_CNI, 'm0'],
+    ["felt's macvlan", FELT_CNI, 'm1'],
+  ])('chained under %s (CNI_PATH finds felt dhcp): the pod reaches the server; DEL releases', async (_what, dir, master) => {
     // A master in the host namespace whose peer is a port of the server's bridge.
     const port = `dh${++podCount}`;
-    await nsRun(srv, ['ip', 'link', 'add', 'name', port, 'type', 'veth', 'peer', 'name', 'm0', 'netns', host]);
+    await nsRun(srv, ['ip', 'link', 'add', 'name', port, 'type', 'veth', 'peer', 'name', master, 'netns', host]);
     await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'master', 'br0']);
     await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'up']);
-    await nsRun(host, ['ip', 'link', 'set', 'dev', 'm0', 'up']);
+    await nsRun(host, ['ip', 'link', 'set', 'dev', master, 'up']);
     const p = await sb.ns();
-    const mv = { cniVersion: '1.0.0', name: 'dnet', type: 'macvlan', master: 'm0', mode: 'bridge', ipam: { type: 'dhcp', daemonSocketPath: sock } };
+    const mv = { cniVersion: '1.0.0', name: 'dnet', type: 'macvlan', master, mode: 'bridge', ipam: { type: 'dhcp', daemonSocketPath: sock } };
     const mcall = (command: 'ADD' | 'DEL') =>
-      runCni({ dir: REF_CNI, type: 'macvlan', command, hostNs: host, containerId: 'dhcp-mv', netns: nsPath(p), ifname: 'eth0', config: mv, env: { CNI_PATH: FELT_CNI } });
+      runCni({ dir, type: 'macvlan', command, hostNs: host, containerId: `dhcp-${master}`, netns: nsPath(p), ifname: 'eth0', config: mv, env: { CNI_PATH: FELT_CNI } });
     const r = await mcall('ADD');
     expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
     const address = r.json.ips[0].address as string;

@@ -54,14 +54,15 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     await ipam(ctx, mc, args, 'DEL')();
     return E.left(err);
   };
-  const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
-    if (seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)) {
-      return release(cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`));
-    }
+  const exists = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
+  const taken = (): CniError => cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`);
+  /** Plan and apply the attachment (`madeHere`: the interface is this ADD's own, made before IPAM ran). */
+  const attach = (seen: KernelState, res: Result | undefined, madeHere = false, conf = mc): TE.TaskEither<CniError, Result> => {
+    if (!madeHere && exists(seen)) return release(taken());
     const master = masterOf(mc, seen, where);
     if (E.isLeft(master)) return release(master.left);
     const p = macvlanPlan({
-      conf: mc,
+      conf,
       master: master.right.name,
       ...(master.right.mtu !== undefined ? { masterMtu: master.right.mtu } : {}),
       ifname: args.ifname,
@@ -79,6 +80,28 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       }),
     );
   };
+  // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: make the
+  // interface alone, then ask IPAM, then plan the rest from what is there now.
+  if (!ADDRESS_ONLY_IPAM.has(mc.ipamType)) {
+    return async () => {
+      const seen = await observe(ctx, [HOST, args.netns], scope)();
+      if (E.isLeft(seen)) return seen;
+      if (exists(seen.right)) return E.left(taken());
+      const made = await attach(seen.right, undefined, false, { ...mc, ipamType: '' })();
+      if (E.isLeft(made)) return made;
+      const res = await ipam(ctx, mc, args, 'ADD')();
+      if (E.isLeft(res)) {
+        await remove(ctx, args.netns, args.ifname)();
+        return res;
+      }
+      const now = await observe(ctx, [HOST, args.netns], scope)();
+      if (E.isLeft(now)) {
+        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, mc, args, 'DEL')))();
+        return now;
+      }
+      return attach(now.right, res.right, true)();
+    };
+  }
   return async () => {
     const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), ipam(ctx, mc, args, 'ADD')()]);
     if (E.isLeft(res)) return res;
@@ -87,14 +110,21 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   };
 }
 
+/** IPAM plugins that only hand out addresses, so they can run while the kernel is read (no interface needed). */
+const ADDRESS_ONLY_IPAM: ReadonlySet<string> = new Set(['', 'host-local', 'static']);
+
 function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   // The master need not exist any more; DEL may come many times, and after the namespace is gone.
   const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const release = TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'));
+  // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
+  // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
+  if (!ADDRESS_ONLY_IPAM.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
   return pipe(
     remove(ctx, netns, args.ifname),
-    TE.chain(() => TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'))),
+    TE.chain(() => release),
   );
 }
 
