@@ -52,3 +52,9 @@ export const toIpam =
     const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
     return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, command, args.stdin, args)) : TE.right(undefined);
   };
+
+/**
+ * IPAM plugins that talk on the container interface (dhcp), so the interface must exist before they run and
+ * until they are done. Every other one runs while the kernel is read, and fails before anything is made.
+ */
+export const NEEDS_INTERFACE: ReadonlySet<string> = new Set(['dhcp']);

@@ -224,6 +224,32 @@ describe('dhcp', () => {
     expect((await links(p)).map((l) => l.ifname)).toEqual(['lo']);
   });
 
+  it("chained under felt's bridge (a layer-2 bridge on the server's segment): a lease through the veth; DEL releases it", async () => {
+    // The host's bridge has a port on the server's segment; the pod's veth end gets its address by DHCP.
+    const port = `dh${++podCount}`;
+    await nsRun(srv, ['ip', 'link', 'add', 'name', port, 'type', 'veth', 'peer', 'name', 'up0', 'netns', host]);
+    await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'master', 'br0']);
+    await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'up']);
+    await nsRun(host, ['ip', 'link', 'add', 'name', 'cnidh0', 'type', 'bridge']);
+    await nsRun(host, ['ip', 'link', 'set', 'dev', 'up0', 'master', 'cnidh0']);
+    await nsRun(host, ['ip', 'link', 'set', 'dev', 'up0', 'up']);
+    await nsRun(host, ['ip', 'link', 'set', 'dev', 'cnidh0', 'up']);
+    const p = await sb.ns();
+    const bconf = { cniVersion: '1.0.0', name: 'dnet', type: 'bridge', bridge: 'cnidh0', ipam: { type: 'dhcp', daemonSocketPath: sock, dataDir: sb.dir() } };
+    const bcall = (command: 'ADD' | 'DEL') =>
+      runCni({ dir: FELT_CNI, type: 'bridge', command, hostNs: host, containerId: 'dhcp-br', netns: nsPath(p), ifname: 'eth0', config: bconf });
+    const r = await bcall('ADD');
+    expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
+    const address = r.json.ips[0].address as string;
+    expect((await addrs(p))['eth0']).toContain(address);
+    expect(await ping(p, '198.51.100.1')).toBe(true);
+    const ip = address.split('/')[0]!;
+    expect(leaseLines().some((l) => l.ip === ip)).toBe(true);
+    expect((await bcall('DEL')).code).toBe(0);
+    await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
+    expect((await links(p)).map((l) => l.ifname)).toEqual(['lo']);
+  });
+
   it.each([
     ['routers and mask', [{ option: 'routers' }, { option: 'subnet-mask' }]],
     ['classless routes too', [{ option: '121' }]],

@@ -18,7 +18,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
-import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
+import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, sqliteLog } from './bridge-log.ts';
 
 const noNetns = (netns: string): CniError =>
@@ -81,11 +81,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const record = journal({ type: 'RecordAttachment', data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right } });
   const forget = journal({ type: 'RemoveAttachments', data: { ...who, hostVeth, reason: 'rollback' } });
 
-  const attach = (seen: KernelState, ipam: Result | undefined): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
+  const attach = (seen: KernelState, ipam: Result | undefined, conf: BridgeConf = bc): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
     const br = seen.links.find((l) => l.ns === HOST && l.name === bc.bridge);
     if (br && br.kind !== 'bridge') return E.left(invalidConfig(`bridge: "${bc.bridge}" already exists but is not a bridge`));
     const p = attachmentPlan({
-      conf: bc,
+      conf,
       containerId: args.containerId,
       ifname: args.ifname,
       netns: args.netns,
@@ -105,13 +105,13 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // The bridge, its gateway address and the forwarding sysctls are shared by every attachment: a concurrent
   // ADD may create them between our observation and our apply, which then fails with EEXIST. Observe again
   // and converge from there (a few times: several ADDs may race on a fresh node).
-  const converge = (seen: KernelState, ipam: Result | undefined, attempt: number): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
+  const converge = (seen: KernelState, ipam: Result | undefined, attempt: number, conf: BridgeConf = bc): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
     pipe(
-      TE.fromEither(attach(seen, ipam)),
+      TE.fromEither(attach(seen, ipam, conf)),
       TE.chainFirst(({ ops }) => apply(ctx, ops)),
       TE.orElse((err) =>
         attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
-          ? pipe(observe(ctx, bc, scope, args.netns), TE.chain((again) => converge(again, ipam, attempt + 1)))
+          ? pipe(observe(ctx, bc, scope, args.netns), TE.chain((again) => converge(again, ipam, attempt + 1, conf)))
           : TE.left(err),
       ),
     );
@@ -127,22 +127,45 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
   // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
   // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
-  const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined]> = async () => {
+  const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
+  const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
+    if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
     const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
     if (E.isLeft(ipam)) {
       await forget();
       return ipam;
     }
-    if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined]>(seen.left)();
-    return E.right([seen.right, ipam.right] as const);
+    if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined, boolean]>(seen.left)();
+    return E.right([seen.right, ipam.right, false] as const);
+  };
+
+  // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
+  // attachment (bridge, veth pair, up), then IPAM, then a fresh observation to plan the rest from.
+  const interfaceFirst = async (): Promise<E.Either<CniError, readonly [KernelState, Result | undefined, boolean]>> => {
+    const recorded = await record();
+    if (E.isLeft(recorded)) return recorded;
+    const seen = await observe(ctx, bc, scope, args.netns)();
+    if (E.isLeft(seen)) return (await forget(), seen);
+    if (taken(seen.right)) return (await forget(), E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`)));
+    const undo = async (): Promise<void> => {
+      await removeAttachment(ctx, bc, scope, args.netns)();
+      await forget();
+    };
+    const l2 = await converge(seen.right, undefined, 1, { ...bc, ipamType: '' })();
+    if (E.isLeft(l2)) return (await undo(), l2);
+    const ipam = await ipamAdd(ctx, bc, args)();
+    if (E.isLeft(ipam)) return (await undo(), ipam);
+    const now = await observe(ctx, bc, scope, args.netns)();
+    if (E.isLeft(now)) return (await ipamDel(ctx, bc, args)(), await undo(), now);
+    return E.right([now.right, ipam.right, true] as const);
   };
 
   return pipe(
     observeAndAllocate,
-    TE.chain(([seen, ipam]) =>
+    TE.chain(([seen, ipam, madeHere]) =>
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
-      seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)
+      !madeHere && taken(seen)
         ? release<{ p: AttachmentPlan; ops: Op[] }>(
             cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`),
           )
@@ -170,13 +193,16 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const dataDir = logDir(conf);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
+  // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does.
+  const first = NEEDS_INTERFACE.has(bc.ipamType) ? ipamDel(ctx, bc, args) : TE.right<CniError, void>(undefined);
+  const last = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
   return pipe(
+    first,
     // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
     // remove what it finds without it; the error comes from recording the removal.
-    attachmentsIn(sqliteLog, dataDir.right, bc.name),
-    TE.orElse(() => TE.right(initialAttachments())),
+    TE.chain(() => pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, ReturnType<typeof initialAttachments>>(initialAttachments())))),
     TE.chain((st) => removeAttachment(ctx, bc, withHostVeths(ownScope, recordsOf(st, args.containerId, args.ifname)), netns)),
-    TE.chain(() => ipamDel(ctx, bc, args)),
+    TE.chain(() => last),
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
 }

@@ -14,7 +14,7 @@ import { macvlanPlan, macvlanScope, parseMacvlanConf, type MacvlanConf } from '.
 import { emptyKernelState, HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
-import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
+import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
@@ -82,7 +82,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   };
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: make the
   // interface alone, then ask IPAM, then plan the rest from what is there now.
-  if (!ADDRESS_ONLY_IPAM.has(mc.ipamType)) {
+  if (NEEDS_INTERFACE.has(mc.ipamType)) {
     return async () => {
       const seen = await observe(ctx, [HOST, args.netns], scope)();
       if (E.isLeft(seen)) return seen;
@@ -110,9 +110,6 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   };
 }
 
-/** IPAM plugins that only hand out addresses, so they can run while the kernel is read (no interface needed). */
-const ADDRESS_ONLY_IPAM: ReadonlySet<string> = new Set(['', 'host-local', 'static']);
-
 function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
@@ -121,7 +118,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const release = TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'));
   // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
   // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
-  if (!ADDRESS_ONLY_IPAM.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
+  if (NEEDS_INTERFACE.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
   return pipe(
     remove(ctx, netns, args.ifname),
     TE.chain(() => release),
