@@ -46,6 +46,8 @@ export function parseLowerLinkConf(o: Raw, name: string, cniVersion: string, err
     if (!ipam) errs.push('ipam: must be an object');
     else if (ipam['type'] !== undefined && typeof ipam['type'] !== 'string') errs.push('ipam.type: must be a string');
     else ipamType = (ipam['type'] as string | undefined) ?? '';
+    // dhcp talks on the interface, which these plugins make only once IPAM answered: not supported (yet).
+    if (ipamType === 'dhcp') errs.push("ipam.type: dhcp is not supported with felt's ipvlan and vlan (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)");
   }
   let dns: DNS | undefined;
   if (o['dns'] !== undefined && o['dns'] !== null) {

@@ -36,6 +36,8 @@ export function parsePtpConf(conf: NetConf): E.Either<CniError, PtpConf> {
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535) errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
   const ipam = obj(o['ipam']);
   if (!ipam || typeof ipam['type'] !== 'string' || ipam['type'] === '') errs.push("ipam.type: ptp needs an IPAM plugin ('ipam': {'type': ...})");
+  // dhcp talks on the interface, which ptp makes only once it knows the addresses: not supported (yet).
+  else if (ipam['type'] === 'dhcp') errs.push('ipam.type: dhcp is not supported with felt\'s ptp (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)');
   let dns: DNS | undefined;
   if (o['dns'] !== undefined && o['dns'] !== null) {
     const d = obj(o['dns']);

@@ -90,11 +90,12 @@ describe('ptp against the reference', () => {
     expect(await veths(s.host)).toEqual([]);
   });
 
-  it('bad input: no ipam, a bad mtu: code 7 naming the field, nothing made', async () => {
+  it('bad input: no ipam, a bad mtu, dhcp: code 7 naming the field, nothing made', async () => {
     const s = await side();
     for (const [extra, field] of [
       [{ ipam: undefined }, 'ipam.type'],
       [{ mtu: 'big' }, 'mtu'],
+      [{ ipam: { type: 'dhcp' } }, 'ipam.type: dhcp is not supported'],
     ] as const) {
       const r = await call(FELT_CNI, s, 'ADD', { ...conf('1.0.0', '10.42.0.0/24'), ...extra });
       expect(r.json).toMatchObject({ code: 7, msg: expect.stringContaining(field) });
