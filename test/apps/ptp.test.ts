@@ -88,6 +88,7 @@ describe('ptp against the reference', () => {
     expect((await call(FELT_CNI, s, 'CHECK', { ...config, prevResult: add.json })).code).toBe(0);
     expect((await call(FELT_CNI, s, 'DEL', config)).code).toBe(0);
     expect(await veths(s.host)).toEqual([]);
+    expect((await call(FELT_CNI, s, 'DEL', config)).code).toBe(0);
   });
 
   it('bad input: no ipam, a bad mtu, dhcp: code 7 naming the field, nothing made', async () => {

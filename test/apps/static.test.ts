@@ -57,6 +57,16 @@ describe('static vs the reference', () => {
     expect(felt.json).toMatchObject({ code: 7, msg: expect.stringContaining(field) });
   });
 
+  it.each(['0.4.0', '1.0.0', '1.1.0'])('ADD → CHECK → DEL → DEL at %s', async (version) => {
+    const config = net(version, { addresses: [{ address: '10.10.0.5/24', gateway: '10.10.0.1' }], routes: [{ dst: '0.0.0.0/0' }] });
+    const add = await call(FELT_CNI, config, 'ADD');
+    expect(add.code, add.stdout).toBe(0);
+    expect(add.json.cniVersion).toBe(version);
+    expect((await call(FELT_CNI, { ...config, prevResult: add.json }, 'CHECK')).code).toBe(0);
+    expect((await call(FELT_CNI, config, 'DEL')).code).toBe(0);
+    expect((await call(FELT_CNI, config, 'DEL')).code).toBe(0);
+  });
+
   it('DEL always succeeds; CHECK compares prevResult gateways with the config', async () => {
     const config = net('1.0.0', { addresses: [{ address: '10.10.0.5/24', gateway: '10.10.0.1' }] });
     expect((await call(FELT_CNI, config, 'DEL')).code).toBe(0);
