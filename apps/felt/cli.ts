@@ -8,6 +8,7 @@ import { dhcpClientCommand } from './commands/dhcp-client.ts';
 import { dhcpDaemonCommand } from './commands/dhcp-daemon.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
+import { installCniCommand } from './commands/install-cni.ts';
 import { replayCommand } from './commands/replay.ts';
 import { VERSION } from '../version.ts';
 
@@ -16,7 +17,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand, dhcpDaemonCommand, dhcpClientCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
