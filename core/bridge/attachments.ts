@@ -3,12 +3,14 @@
 // may have created (the host veth especially, whose name is random); DEL, a rolled-back ADD and GC record its
 // removal once the kernel objects are gone. GC uses the records to find attachments whose DEL never came.
 //
-// Commands: RecordAttachment (ADD), RemoveAttachments (DEL, rollback), CollectAttachments (GC).
-// Events: AttachmentRecorded, AttachmentRemoved. State: the recorded attachments by host veth (random per
+// Commands: RecordAttachment (ADD), RecordAttachmentReady (the end of a successful ADD), RemoveAttachments
+// (DEL, rollback), CollectAttachments (GC).
+// Events: AttachmentRecorded, AttachmentReady (how long the ADD took: feltd's felt_cni_add_duration_seconds;
+// it changes no state), AttachmentRemoved. State: the recorded attachments by host veth (random per
 // ADD, so a second ADD of the same container/ifname never overwrites the first one's record).
 
 import * as E from 'fp-ts/lib/Either.js';
-import type { CniError } from '../cni/errors.ts';
+import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { Event, Projection, Stored } from '../events.ts';
 
 export interface AttachmentRecord {
@@ -30,10 +32,16 @@ export type AttachmentRemoved = Event<
   'AttachmentRemoved',
   { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth: string; readonly reason: RemovalReason }
 >;
-export type AttachmentEvent = AttachmentRecorded | AttachmentRemoved;
+export type AttachmentReady = Event<
+  'AttachmentReady',
+  { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth: string; readonly durationMs: number }
+>;
+export type AttachmentEvent = AttachmentRecorded | AttachmentReady | AttachmentRemoved;
 
 export type AttachmentCommand =
   | { readonly type: 'RecordAttachment'; readonly data: AttachmentRecord }
+  /** The ADD of the attachment recorded under `hostVeth` finished after `durationMs`. */
+  | { readonly type: 'RecordAttachmentReady'; readonly data: AttachmentReady['data'] }
   /** Remove the records of (containerId, ifname); only the one of `hostVeth` when given. */
   | {
       readonly type: 'RemoveAttachments';
@@ -55,6 +63,8 @@ export function evolveAttachments(state: AttachmentsState, event: Stored<Attachm
   switch (event.type) {
     case 'AttachmentRecorded':
       return { attachments: { ...state.attachments, [event.data.hostVeth]: event.data } };
+    case 'AttachmentReady':
+      return state;
     case 'AttachmentRemoved': {
       const { [event.data.hostVeth]: _gone, ...rest } = state.attachments;
       return { attachments: rest };
@@ -95,6 +105,15 @@ export function decideAttachments(command: AttachmentCommand, state: Attachments
     case 'RecordAttachment': {
       const same = state.attachments[command.data.hostVeth];
       return E.right(same && JSON.stringify(same) === JSON.stringify(command.data) ? [] : [{ type: 'AttachmentRecorded', data: command.data }]);
+    }
+    case 'RecordAttachmentReady': {
+      const d = command.data;
+      if (typeof d.durationMs !== 'number' || !Number.isFinite(d.durationMs) || d.durationMs < 0) {
+        return E.left(invalidConfig(`RecordAttachmentReady: durationMs ${JSON.stringify(d.durationMs)} is not a duration >= 0`));
+      }
+      // Only an attachment that is still recorded (a DEL may have raced the end of its ADD).
+      const rec = state.attachments[d.hostVeth];
+      return E.right(rec && rec.containerId === d.containerId && rec.ifname === d.ifname ? [{ type: 'AttachmentReady', data: d }] : []);
     }
     case 'RemoveAttachments': {
       const { containerId, ifname, hostVeth, reason } = command.data;

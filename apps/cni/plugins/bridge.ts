@@ -64,7 +64,20 @@ function ipamDel(ctx: Ctx, bc: BridgeConf, args: CmdArgs): TE.TaskEither<CniErro
   return TE.map(() => undefined)(ctx.delegate(bc.ipamType, 'DEL', args.stdin, args));
 }
 
+/**
+ * The end of a successful ADD: one small transaction recording how long it took (AttachmentReady, read by
+ * feltd for felt_cni_add_duration_seconds). The attachment is made by now, so a log that cannot take the
+ * record does not fail the ADD: only the measurement is lost.
+ */
+const markReady = (journal: (c: AttachmentCommand) => TE.TaskEither<CniError, void>, who: { network: string; containerId: string; ifname: string }, hostVeth: string, ctx: Ctx, startedMs: number): TE.TaskEither<CniError, void> =>
+  pipe(
+    TE.fromIO(() => Math.max(0, ctx.now().getTime() - startedMs)),
+    TE.chain((durationMs) => journal({ type: 'RecordAttachmentReady', data: { ...who, hostVeth, durationMs } })),
+    TE.orElse(() => TE.right<CniError, void>(undefined)),
+  );
+
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
+  const startedMs = ctx.now().getTime();
   const parsed = parseBridgeConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
@@ -178,6 +191,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             }),
           ),
     ),
+    TE.chainFirst(() => markReady(journal, who, hostVeth, ctx, startedMs)),
     TE.map(({ p }) => p.result),
   );
 }
