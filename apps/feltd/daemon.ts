@@ -22,8 +22,10 @@ import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
 import type { Op } from '../../core/kernel/model.ts';
+import type { StoredEvent } from '../../core/events.ts';
 import type { Flags } from './flags.ts';
-import type { Logger, Metrics } from './observability.ts';
+import { countByKind, OP_KINDS, type Logger, type Metrics } from './observability.ts';
+import type { DaemonView } from './status-page.ts';
 
 export interface DaemonDeps {
   readonly flags: Flags;
@@ -38,6 +40,8 @@ export interface DaemonDeps {
 export interface Daemon {
   /** True once subnet.env is written (readyz). */
   ready(): boolean;
+  /** What the status page shows of this node. */
+  view(): DaemonView;
   /** Resolves when the daemon has stopped (after stop()). */
   readonly done: Promise<void>;
   stop(): Promise<void>;
@@ -108,6 +112,28 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   let watch: Watch | undefined;
   let revision = 0;
 
+  // ---------------------------------------------------------------- metrics (declared so they scrape from the start)
+  const OPS = ['felt_ops_applied_total', 'Kernel ops applied, by the kind of object they change'] as const;
+  const DRIFT = ['felt_drift_repaired_total', 'Kernel ops applied by full resyncs after the first one (drift repaired), by object kind'] as const;
+  const STORE_ERRORS = ['felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")'] as const;
+  const ERRORS = ['felt_errors_total', 'Errors of any kind other than store errors (computing, observing or applying the dataplane)'] as const;
+  for (const kind of OP_KINDS) {
+    metrics.counter(OPS[0], OPS[1], 0, { kind });
+    metrics.counter(DRIFT[0], DRIFT[1], 0, { kind });
+  }
+  for (const store of ['events', 'leases']) metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 0, { store });
+  metrics.counter(ERRORS[0], ERRORS[1], 0);
+  metrics.counter('felt_lease_renewals_total', 'Own lease acquisitions and renewals', 0);
+  metrics.counter('felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)', 0);
+  /** The node's last lease events, for the status page. */
+  const RECENT = 20;
+  let recent: StoredEvent[] = [];
+  const leaseGauges = (): void => {
+    metrics.gauge('felt_leases', 'Subnet leases known: this node\'s own plus every remote one', remoteLeases(state).length + (state.ownLease ? 1 : 0));
+    const exp = state.ownLease ? Date.parse(state.ownLease.expiration) / 1000 : 0;
+    metrics.gauge('felt_lease_expiry_timestamp_seconds', 'When this node\'s own lease expires (unix seconds; 0: no lease)', Number.isFinite(exp) ? exp : 0);
+  };
+
   // Every change the node sees goes through its Decider and into its event log.
   const record = (cmd: Omit<NodeCommand, 'metadata'>): NodeEvent[] => {
     const time = now();
@@ -117,16 +143,24 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     log.debug('recorded', { command: cmd.type, ms: Math.round(performance.now() - t0) });
     if (E.isLeft(r)) {
       log.error('event log write failed', { error: r.left.msg });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
       return [];
     }
     state = r.right.state;
+    if (r.right.events.length) recent = [...recent, ...(r.right.events as readonly StoredEvent[])].slice(-RECENT);
+    leaseGauges();
     for (const e of r.right.events) log.info(e.type, e.data as Record<string, unknown>);
     return r.right.events.map((e) => ({ type: e.type, data: e.data }) as NodeEvent);
   };
 
   const loaded = events.load(stream, nodeProjection);
   if (E.isRight(loaded)) state = loaded.right.state;
+  else metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
+  // The last events before this start, for the status page (positions are global: look back a little further).
+  if (E.isRight(loaded) && loaded.right.position > 0) {
+    const before = events.read({ stream, fromPosition: Math.max(0, loaded.right.position - 50 * RECENT) });
+    if (E.isRight(before)) recent = before.right.slice(-RECENT);
+  }
   record({ type: 'LoadConfig', data: { config } } as NodeCommand);
 
   // ---------------------------------------------------------------- reconcile (level-triggered)
@@ -146,11 +180,15 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     const r = await kernel.apply(ops)();
     if (E.isLeft(r)) {
       log.error('apply failed', { error: r.left.msg });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      metrics.counter(ERRORS[0], ERRORS[1]);
       return false;
     }
-    metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
-    if (full) metrics.counter('feltd_drift_repaired_total', 'Kernel objects repaired by full resyncs (drift)', ops.length);
+    // A full pass once the kernel was brought to a desired state finds only what drifted from it.
+    const drift = full && appliedState !== undefined;
+    for (const [kind, n] of countByKind(ops)) {
+      metrics.counter(OPS[0], OPS[1], n, { kind });
+      if (drift) metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
+    }
     log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
     return true;
   };
@@ -162,7 +200,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     const d = desiredOverlay(at, overlayNode);
     if (E.isLeft(d)) {
       log.error('cannot compute the dataplane', { error: d.left });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      metrics.counter(ERRORS[0], ERRORS[1]);
       return;
     }
     for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
@@ -181,7 +219,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     })();
     if (E.isLeft(seen)) {
       log.error('observe failed', { error: seen.left.msg });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
+      metrics.counter(ERRORS[0], ERRORS[1]);
       return;
     }
     if (await applyOps(plan(want, seen.right, scope), true)) appliedState = at;
@@ -229,7 +267,6 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         const seconds = (performance.now() - t0) / 1000;
         metrics.observeReconcile(kind, seconds);
         log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
-        metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
       }
       running = undefined;
     })();
@@ -244,6 +281,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     const snap = await leases.list()();
     if (E.isLeft(snap)) {
       log.error('cannot list leases', { error: snap.left.msg });
+      metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
       setTimeout(() => void (stopped || startWatch()), 1000);
       return;
     }
@@ -278,10 +316,14 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     BackendType: config.backend.type,
     ...(config.backend.type === 'vxlan' ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
   });
+  const leaseStoreError = (msg: string): Error => {
+    metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
+    return new Error(msg);
+  };
   const acquire = async (): Promise<Lease> => {
     for (let attempt = 0; ; attempt++) {
       const snap = await leases.list()();
-      if (E.isLeft(snap)) throw new Error(snap.left.msg);
+      if (E.isLeft(snap)) throw leaseStoreError(snap.left.msg);
       const choice = chooseSubnet({
         config,
         leases: snap.right.leases,
@@ -301,7 +343,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         attrs: attrs(),
       };
       const r = choice.right.source === 'reused' ? await leases.renew(req, flags.leaseTTLSeconds)() : await leases.acquire(req, flags.leaseTTLSeconds)();
-      if (E.isLeft(r)) throw new Error(r.left.msg);
+      if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
       if (r.right !== 'taken' && r.right !== 'lost') return r.right;
       if (attempt > 10) throw new Error('could not acquire a subnet: every candidate was taken concurrently');
     }
@@ -311,12 +353,12 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() },
       flags.leaseTTLSeconds,
     )();
-    if (E.isLeft(r)) throw new Error(r.left.msg);
+    if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
     return r.right;
   };
   const held = (lease: Lease): void => {
     record({ type: 'RecordOwnLease', data: { lease, vtepMac } });
-    metrics.counter('feltd_lease_renewals_total', 'Own lease acquisitions and renewals');
+    metrics.counter('felt_lease_renewals_total', 'Own lease acquisitions and renewals');
     if (!watch) void startWatch();
     void reconcile(true);
   };
@@ -331,7 +373,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         leaseRenewed: ({ context }) => context.lease && held(context.lease),
         leaseLost: ({ context }) => {
           log.error('own lease lost', { why: context.lastError });
-          metrics.counter('feltd_lease_lost_total', 'Own lease losses (expired, revoked, taken)');
+          metrics.counter('felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)');
           record({ type: 'LoseOwnLease', data: { reason: context.lastError ?? 'lost' } });
         },
       },
@@ -345,6 +387,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const done = new Promise<void>((r) => (resolveDone = r));
   return {
     ready: () => ready,
+    view: () => ({ publicIP: underlay.publicIP, backendType: config.backend.type, ...(config.backend.type === 'vxlan' ? { vtepMac } : {}), ready, state, recent }),
     done,
     stop: async () => {
       stopped = true;

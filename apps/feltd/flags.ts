@@ -18,6 +18,10 @@ export interface Flags {
   readonly healthzIP: string;
   /** 0: no health server. */
   readonly healthzPort: number;
+  /** The status page (/, /status, /status.json, /events) on the health server; /metrics stays either way. */
+  readonly statusPage: boolean;
+  /** Where the CNI plugins' event log is (their dataDir): feltd reads bridge ADD durations from it. */
+  readonly cniDataDir: string;
   readonly netConfigPath: string;
   readonly stateDir: string;
   /** `sqlite:PATH` for the embedded lease store; default `<stateDir>/leases.db` without etcd. */
@@ -43,6 +47,8 @@ Usage: feltd [flags]
   --subnet-lease-renew-margin=M  renew M minutes before expiry (default 60)
   --iptables-resync=S            seconds between dataplane resyncs (default 5)
   --healthz-ip=IP --healthz-port=N   /healthz, /readyz, /metrics (default 0.0.0.0, port 0 = off)
+  --status-page=true|false       the read-only status page at / on the health port (default true)
+  --cni-data-dir=PATH            the CNI plugins' dataDir, for felt_cni_add_duration_seconds (default the state dir)
   --net-config-path=PATH         net-conf.json for the embedded store (default /etc/kube-flannel/net-conf.json)
   --state-dir=PATH               felt's event log (default /var/lib/felt)
   --store=sqlite:PATH            embedded lease store (default <state-dir>/leases.db without etcd)
@@ -56,9 +62,9 @@ const listFlag = new Set(['iface', 'iface-regex', 'etcd-endpoints']);
 const KNOWN = new Set([
   'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip',
   'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
-  'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version',
+  'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version', 'status-page', 'cni-data-dir',
 ]);
-const BOOLS = new Set(['ip-masq', 'help', 'h', 'version']);
+const BOOLS = new Set(['ip-masq', 'help', 'h', 'version', 'status-page']);
 
 export function parseFlags(argv: readonly string[]): { flags: Flags } | { error: string } {
   const raw = new Map<string, string[]>();
@@ -97,6 +103,8 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
   const store = one('store');
   if (store !== undefined && !store.startsWith('sqlite:')) return { error: `--store: ${JSON.stringify(store)} must be sqlite:PATH` };
   const bool = (k: string): boolean => ['true', '1', 'yes'].includes(one(k) ?? 'false');
+  const statusPage = one('status-page') ?? 'true';
+  if (!['true', '1', 'yes', 'false', '0', 'no'].includes(statusPage)) return { error: `--status-page: ${JSON.stringify(statusPage)} is not true or false` };
   const stateDir = one('state-dir') ?? '/var/lib/felt';
   return {
     flags: {
@@ -114,6 +122,8 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
       resyncSeconds: resync as number,
       healthzIP: one('healthz-ip') ?? '0.0.0.0',
       healthzPort: port as number,
+      statusPage: ['true', '1', 'yes'].includes(statusPage),
+      cniDataDir: one('cni-data-dir') ?? stateDir,
       netConfigPath: one('net-config-path') ?? '/etc/kube-flannel/net-conf.json',
       stateDir,
       ...(store ? { store } : {}),

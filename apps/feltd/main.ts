@@ -3,7 +3,7 @@
 // disturbing routes).
 
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
 import { findUnderlay } from '../../adapters/kernel/underlay.ts';
@@ -13,7 +13,8 @@ import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { VERSION } from '../version.ts';
 import { loadNetConfig, readNetConfigFile, startDaemon } from './daemon.ts';
 import { parseFlags, USAGE } from './flags.ts';
-import { healthServer, jsonLogger, Metrics } from './observability.ts';
+import { followCniAdds, healthServer, jsonLogger, Metrics } from './observability.ts';
+import { statusOf, statusRoutes } from './status-page.ts';
 
 async function main(): Promise<number> {
   const parsed = parseFlags(process.argv.slice(2));
@@ -87,7 +88,20 @@ async function main(): Promise<number> {
     return 1;
   }
   const daemon = await startDaemon(deps, config.right);
-  const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics) : undefined;
+  // The CNI plugins' ADD durations: from feltd's own event log when they share the directory (the default).
+  const sameLog = resolve(flags.cniDataDir) === resolve(flags.stateDir);
+  const cniAdds = followCniAdds({
+    open: () =>
+      sameLog ? E.right(events) : existsSync(join(flags.cniDataDir, 'felt.db')) ? openSqliteStore(flags.cniDataDir, { readonly: true }) : undefined,
+    metrics,
+    log,
+    where: join(flags.cniDataDir, 'felt.db'),
+    owned: !sameLog,
+  });
+  cniAdds.poll();
+  const cniTimer = setInterval(() => cniAdds.poll(), 1000);
+  const status = flags.statusPage ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date())) : undefined;
+  const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics, status?.routes) : undefined;
 
   const stop = (signal: string): void => {
     log.info('stopping; the dataplane stays as it is', { signal });
@@ -96,6 +110,9 @@ async function main(): Promise<number> {
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   await daemon.done;
+  clearInterval(cniTimer);
+  cniAdds.close();
+  status?.close();
   server?.close();
   await leases.close();
   events.close();
