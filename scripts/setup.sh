@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (felt configures network namespaces and iptables)" >&2; exit 1; }
 
-packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base)
+# chromium (and a font for its screenshots): the status page test, test/apps/status-page.test.ts.
+packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

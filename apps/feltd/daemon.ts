@@ -21,7 +21,7 @@ import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
-import type { Op } from '../../core/kernel/model.ts';
+import type { KernelState, Op } from '../../core/kernel/model.ts';
 import type { StoredEvent } from '../../core/events.ts';
 import type { Flags } from './flags.ts';
 import { countByKind, OP_KINDS, type Logger, type Metrics } from './observability.ts';
@@ -114,7 +114,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
 
   // ---------------------------------------------------------------- metrics (declared so they scrape from the start)
   const OPS = ['felt_ops_applied_total', 'Kernel ops applied, by the kind of object they change'] as const;
-  const DRIFT = ['felt_drift_repaired_total', 'Kernel ops applied by full resyncs after the first one (drift repaired), by object kind'] as const;
+  const DRIFT = ['felt_drift_repaired_total', 'Kernel objects a full resync found changed behind felt\'s back and repaired (drift), by object kind'] as const;
   const STORE_ERRORS = ['felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")'] as const;
   const ERRORS = ['felt_errors_total', 'Errors of any kind other than store errors (computing, observing or applying the dataplane)'] as const;
   for (const kind of OP_KINDS) {
@@ -183,14 +183,21 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       metrics.counter(ERRORS[0], ERRORS[1]);
       return false;
     }
-    // A full pass once the kernel was brought to a desired state finds only what drifted from it.
-    const drift = full && appliedState !== undefined;
-    for (const [kind, n] of countByKind(ops)) {
-      metrics.counter(OPS[0], OPS[1], n, { kind });
-      if (drift) metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
-    }
+    for (const [kind, n] of countByKind(ops)) metrics.counter(OPS[0], OPS[1], n, { kind });
     log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
     return true;
+  };
+
+  /**
+   * Drift: how far the kernel a full pass observed was from what felt last brought it to (the desired state of
+   * appliedState), by object kind; lease changes the pass also applied are not drift. Computed only when the
+   * pass changed something, so an idle resync costs nothing more.
+   */
+  const countDrift = (applied: number, seen: KernelState): void => {
+    if (applied === 0 || !appliedState) return;
+    const was = desiredOverlay(appliedState, overlayNode);
+    if (E.isLeft(was)) return;
+    for (const [kind, n] of countByKind(plan(was.right.kernel, seen, was.right.scope))) metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
   };
 
   /** Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes. */
@@ -222,7 +229,11 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       metrics.counter(ERRORS[0], ERRORS[1]);
       return;
     }
-    if (await applyOps(plan(want, seen.right, scope), true)) appliedState = at;
+    const ops = plan(want, seen.right, scope);
+    if (await applyOps(ops, true)) {
+      countDrift(ops.length, seen.right);
+      appliedState = at;
+    }
   };
 
   /**

@@ -122,7 +122,9 @@ async function run(n: number): Promise<Record<string, number>> {
 
     // A resync with nothing to do: wait for two resyncs and read the metrics.
     const val = (m: string, k: string) => Number(new RegExp(`^${k.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(m)?.[1] ?? NaN);
-    const fullPasses = (m: string) => val(m, 'feltd_reconcile_duration_seconds_count{kind="full"}');
+    const fullPasses = (m: string) => val(m, 'felt_reconcile_duration_seconds_count{kind="full"}');
+    const fullSeconds = (m: string) => val(m, 'felt_reconcile_duration_seconds_sum{kind="full"}');
+    const opsApplied = (m: string) => [...m.matchAll(/^felt_ops_applied_total\{[^}]*\} (\S+)$/gm)].reduce((a, x) => a + Number(x[1]), 0);
     const before = await metrics(ns, port);
     const after = await eventually(
       async () => {
@@ -131,14 +133,15 @@ async function run(n: number): Promise<Record<string, number>> {
       },
       { what: 'two full resyncs', timeoutMs: 30_000, intervalMs: 200 },
     );
-    const opsDuringIdle = val(after, 'feltd_ops_applied_total') - val(before, 'feltd_ops_applied_total');
+    const opsDuringIdle = opsApplied(after) - opsApplied(before);
     return {
       n,
       converge,
       rate: (3 * n) / converge,
       p50: pct(lat, 0.5),
       p99: pct(lat, 0.99),
-      resync: val(after, 'feltd_reconcile_duration_seconds{kind="full",quantile="0.5"}'),
+      // The mean of the idle resyncs between the two scrapes (the histogram's sum and count).
+      resync: (fullSeconds(after) - fullSeconds(before)) / (fullPasses(after) - fullPasses(before)),
       idleOps: opsDuringIdle,
     };
   } finally {
