@@ -100,7 +100,14 @@ async function main(): Promise<number> {
   });
   cniAdds.poll();
   const cniTimer = setInterval(() => cniAdds.poll(), 1000);
-  const status = flags.statusPage ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date())) : undefined;
+  const status = flags.statusPage
+    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date()), {
+        version: () => {
+          const v = daemon.view();
+          return [v.state, v.recent, v.ready, metrics.generation];
+        },
+      })
+    : undefined;
   const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics, status?.routes) : undefined;
 
   const stop = (signal: string): void => {

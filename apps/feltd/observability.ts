@@ -107,6 +107,8 @@ export class Metrics {
   private readonly families = new Map<string, Family>();
   private readonly recent = { full: [] as number[], delta: [] as number[] };
   private readonly counts = { full: 0, delta: 0 };
+  /** Grows with every change of a value: a cheap "has anything changed" for the status page. */
+  generation = 0;
 
   constructor() {
     for (const kind of ['full', 'delta']) this.declareHistogram(RECONCILE_HISTOGRAM, RECONCILE_HELP, DURATION_BUCKETS, { kind });
@@ -129,10 +131,14 @@ export class Metrics {
     const s = f.series.get(key) ?? { labels, value: 0 };
     s.value += by;
     f.series.set(key, s);
+    if (by !== 0) this.generation++;
   }
 
   gauge(name: string, help: string, value: number, labels: Labels = {}): void {
-    this.family(name, 'gauge', help).series.set(labelText(labels), { labels, value });
+    const f = this.family(name, 'gauge', help);
+    const key = labelText(labels);
+    if (f.series.get(key)?.value !== value) this.generation++;
+    f.series.set(key, { labels, value });
   }
 
   /**
@@ -155,6 +161,7 @@ export class Metrics {
     s.counts[i]!++;
     s.sum += value;
     s.count++;
+    this.generation++;
   }
 
   /** A reconcile pass: `full` (observe + plan everything) or `delta` (only changed leases, no kernel read). */

@@ -136,8 +136,23 @@ export interface StatusRoutes {
  * The page's routes. `/events` sends the status when a client connects and then whenever it changes (checked
  * every `intervalMs` while anyone listens), with a comment line as a keep-alive.
  */
-export function statusRoutes(status: () => Status, opts: { readonly intervalMs?: number } = {}): StatusRoutes {
+export function statusRoutes(
+  status: () => Status,
+  opts: {
+    readonly intervalMs?: number;
+    /** Cheap to compute: while its elements are the same (===), the status is not rebuilt to look for changes. */
+    readonly version?: () => readonly unknown[];
+  } = {},
+): StatusRoutes {
   const intervalMs = opts.intervalMs ?? 1000;
+  let seen: readonly unknown[] | undefined;
+  const sameVersion = (): boolean => {
+    if (!opts.version) return false;
+    const v = opts.version();
+    const same = seen !== undefined && v.length === seen.length && v.every((x, i) => x === seen![i]);
+    seen = v;
+    return same;
+  };
   const clients = new Set<ServerResponse>();
   let timer: NodeJS.Timeout | undefined;
   let last = '';
@@ -145,6 +160,13 @@ export function statusRoutes(status: () => Status, opts: { readonly intervalMs?:
   const body = (s: Status): string => JSON.stringify({ ...s, generatedAt: '' });
   const send = (res: ServerResponse, s: Status): void => void res.write(`event: status\ndata: ${JSON.stringify(s)}\n\n`);
   const tick = (): void => {
+    if (sameVersion()) {
+      if (++quiet * intervalMs >= 15_000) {
+        quiet = 0;
+        for (const c of clients) c.write(': keep-alive\n\n');
+      }
+      return;
+    }
     const s = status();
     const b = body(s);
     if (b !== last) {
@@ -175,6 +197,7 @@ export function statusRoutes(status: () => Status, opts: { readonly intervalMs?:
       clients.add(res);
       if (!timer) {
         last = body(s);
+        seen = undefined;
         timer = setInterval(tick, intervalMs);
         timer.unref();
       }

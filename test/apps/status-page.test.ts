@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseFlags } from '../../apps/feltd/flags.ts';
 import { Cluster, type Node } from '../support/cluster.ts';
 import { ROOT } from '../support/cni.ts';
 import { eventually } from '../support/eventually.ts';
@@ -34,6 +35,18 @@ function get(ns: string, path: string): { status: number; type: string; body: st
 const revoke = (c: Cluster, subnet: string): void => {
   execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(subnet)})(); await s.close(); })`], { cwd: ROOT });
 };
+
+describe('--status-page and --cni-data-dir', () => {
+  it('default to on and to the state dir; a value that is not true or false is refused by name', () => {
+    expect(parseFlags([])).toMatchObject({ flags: { statusPage: true, cniDataDir: '/var/lib/felt' } });
+    expect(parseFlags(['--state-dir', '/srv/felt'])).toMatchObject({ flags: { cniDataDir: '/srv/felt' } });
+    expect(parseFlags(['--state-dir', '/srv/felt', '--cni-data-dir=/var/lib/cni-felt'])).toMatchObject({ flags: { stateDir: '/srv/felt', cniDataDir: '/var/lib/cni-felt' } });
+    expect(parseFlags(['--status-page=false'])).toMatchObject({ flags: { statusPage: false } });
+    expect(parseFlags(['--status-page=0'])).toMatchObject({ flags: { statusPage: false } });
+    expect(parseFlags(['--status-page'])).toMatchObject({ flags: { statusPage: true } });
+    expect(parseFlags(['--status-page=off'])).toEqual({ error: '--status-page: "off" is not true or false' });
+  });
+});
 
 describe('feltd status page', () => {
   const c = new Cluster({ nodes: 3, store: 'embedded', backend: 'vxlan' });
