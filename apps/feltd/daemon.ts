@@ -13,7 +13,7 @@ import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { chooseSubnet } from '../../core/flannel/subnets.ts';
 import { previousSubnets } from '../../core/flannel/lease.ts';
-import { decideNode, nodeProjection, nodeStream, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import { decideNode, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
 import { overlayDelta, withLeases } from '../../core/flannel/delta.ts';
@@ -129,7 +129,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const RECENT = 20;
   let recent: StoredEvent[] = [];
   const leaseGauges = (): void => {
-    metrics.gauge('felt_leases', 'Subnet leases known: this node\'s own plus every remote one', remoteLeases(state).length + (state.ownLease ? 1 : 0));
+    metrics.gauge('felt_leases', 'Subnet leases known: this node\'s own plus every remote one', Object.keys(state.remotes).length + (state.ownLease ? 1 : 0));
     const exp = state.ownLease ? Date.parse(state.ownLease.expiration) / 1000 : 0;
     metrics.gauge('felt_lease_expiry_timestamp_seconds', 'When this node\'s own lease expires (unix seconds; 0: no lease)', Number.isFinite(exp) ? exp : 0);
   };
@@ -156,10 +156,16 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const loaded = events.load(stream, nodeProjection);
   if (E.isRight(loaded)) state = loaded.right.state;
   else metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
-  // The last events before this start, for the status page (positions are global: look back a little further).
+  // The last events before this start, for the status page. Positions are global (the CNI plugins' events
+  // share the log), so look back in growing windows rather than reading the node's whole history.
   if (E.isRight(loaded) && loaded.right.position > 0) {
-    const before = events.read({ stream, fromPosition: Math.max(0, loaded.right.position - 50 * RECENT) });
-    if (E.isRight(before)) recent = before.right.slice(-RECENT);
+    const end = loaded.right.position;
+    for (let window = 1000; ; window *= 4) {
+      const before = events.read({ stream, fromPosition: Math.max(0, end - window) });
+      if (E.isLeft(before)) break;
+      recent = before.right.slice(-RECENT);
+      if (recent.length >= RECENT || end - window <= 0) break;
+    }
   }
   record({ type: 'LoadConfig', data: { config } } as NodeCommand);
 

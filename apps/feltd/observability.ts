@@ -255,12 +255,20 @@ export function followCniAdds(deps: {
         store = opened.right;
       }
       for (let chunk = 0; chunk < 20; chunk++) {
-        const r = store.read({ streamPrefix: 'bridge/', fromPosition: position, limit: 1000 });
+        // Every stream, so that the position moves past other plugins' events too (filtered below).
+        const r = store.read({ fromPosition: position, limit: 1000 });
         if (E.isLeft(r)) return fail(r.left.msg);
         failing = false;
+        if (deps.owned && position === 0 && r.right.length === 0) {
+          // A log opened read-only while its first writer was still creating it reads as empty for good:
+          // open it again next time until it has any event.
+          store.close();
+          store = undefined;
+          return;
+        }
         for (const e of r.right) {
           position = e.position;
-          if (e.type !== 'AttachmentReady') continue;
+          if (e.type !== 'AttachmentReady' || !e.stream.startsWith('bridge/')) continue;
           const d = e.data as Partial<AttachmentReady['data']>;
           if (typeof d.durationMs !== 'number' || !Number.isFinite(d.durationMs) || d.durationMs < 0) continue;
           metrics.observe(CNI_ADD_HISTOGRAM, CNI_ADD_HELP, CNI_ADD_BUCKETS, d.durationMs / 1000, { network: typeof d.network === 'string' ? d.network : '' });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { escapeLabelValue, Metrics } from '../../apps/feltd/observability.ts';
 import { Cluster, type Node } from '../support/cluster.ts';
-import { ROOT } from '../support/cni.ts';
+import { FELT_CNI, ROOT, runCni } from '../support/cni.ts';
 import { eventually } from '../support/eventually.ts';
 
 const PORT = 9471;
@@ -77,7 +77,8 @@ describe('feltd /metrics', () => {
     n1 = c.nodes[0]!;
     cniDir = join(n1.dir, 'ipam');
     start(n1, ['--healthz-ip', '127.0.0.1', '--healthz-port', String(PORT), '--cni-data-dir', cniDir]);
-    start(c.nodes[1]!);
+    // Node 2 reads ADDs from its own event log (the default: --cni-data-dir is the state dir).
+    start(c.nodes[1]!, ['--healthz-ip', '127.0.0.1', '--healthz-port', String(PORT)]);
     await c.waitReady(c.nodes.slice(0, 2));
   }, 60_000);
 
@@ -159,5 +160,31 @@ describe('feltd /metrics', () => {
     );
     expect(s.get('felt_cni_add_duration_seconds_sum{network="cbr0"}')).toBeGreaterThan(0);
     expect(s.get('felt_cni_add_duration_seconds_bucket{network="cbr0",le="+Inf"}')).toBe(1);
+  });
+
+  it('reads the ADDs from its own event log when the CNI dataDir is its state dir (the default)', async () => {
+    const n2 = c.nodes[1]!;
+    const pod = `${c.id}-n2own`;
+    execFileSync('ip', ['netns', 'add', pod]);
+    try {
+      const r = await runCni({
+        dir: FELT_CNI,
+        type: 'flannel',
+        command: 'ADD',
+        hostNs: n2.ns,
+        containerId: 'n2own',
+        netns: `/var/run/netns/${pod}`,
+        ifname: 'eth0',
+        config: { ...c.podConf(n2), name: 'own-log', ipam: { dataDir: join(n2.dir, 'state') } },
+      });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      await eventually(() => metricsOf(n2).samples.get('felt_cni_add_duration_seconds_count{network="own-log"}') === 1, {
+        what: 'node 2 counts the ADD recorded in its own event log',
+        timeoutMs: 10_000,
+        intervalMs: 200,
+      });
+    } finally {
+      execFileSync('ip', ['netns', 'del', pod]);
+    }
   });
 });
