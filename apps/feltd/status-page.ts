@@ -126,6 +126,9 @@ const CSP = [
   "frame-ancestors 'none'",
 ].join('; ');
 
+/** Live pages at once (each costs a socket and a write per change). */
+const MAX_LISTENERS = 64;
+
 export interface StatusRoutes {
   readonly routes: ExtraRoutes;
   /** End the live streams (before the server closes). */
@@ -160,17 +163,10 @@ export function statusRoutes(
   const body = (s: Status): string => JSON.stringify({ ...s, generatedAt: '' });
   const send = (res: ServerResponse, s: Status): void => void res.write(`event: status\ndata: ${JSON.stringify(s)}\n\n`);
   const tick = (): void => {
-    if (sameVersion()) {
-      if (++quiet * intervalMs >= 15_000) {
-        quiet = 0;
-        for (const c of clients) c.write(': keep-alive\n\n');
-      }
-      return;
-    }
-    const s = status();
-    const b = body(s);
-    if (b !== last) {
-      last = b;
+    const s = sameVersion() ? undefined : status();
+    const b = s && body(s);
+    if (s && b !== last) {
+      last = b!;
       quiet = 0;
       for (const c of clients) send(c, s);
     } else if (++quiet * intervalMs >= 15_000) {
@@ -189,6 +185,10 @@ export function statusRoutes(
       return true;
     }
     if (path === '/events') {
+      if (clients.size >= MAX_LISTENERS) {
+        res.writeHead(503, { ...headers, 'content-type': 'text/plain', 'retry-after': '10' }).end(`${MAX_LISTENERS} pages are listening already; poll /status.json\n`);
+        return true;
+      }
       res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', connection: 'keep-alive' });
       res.write(`retry: 1000\n\n`);
       if (req.method === 'HEAD') return (res.end(), true);
