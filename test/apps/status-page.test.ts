@@ -5,8 +5,8 @@
 // lease text as text. With --status-page=false the page and its endpoints are 404 and /metrics stays.
 //
 // Chromium is /usr/bin/chromium (`apt-get install chromium`; scripts/setup.sh installs it). Without it the
-// browser tests fail, saying so, unless FELT_SKIP_BROWSER=1. FELT_STATUS_SCREENSHOT=PATH also writes the
-// screenshot there (docs/status-page.png is made that way).
+// browser tests fail, saying so, unless FELT_SKIP_BROWSER=1 (FELT_CHROMIUM names another binary).
+// FELT_STATUS_SCREENSHOT=PATH also writes the screenshot there (docs/status-page.png is made that way).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -19,7 +19,8 @@ import { Cluster, type Node } from '../support/cluster.ts';
 import { ROOT } from '../support/cni.ts';
 import { eventually } from '../support/eventually.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
+/** FELT_CHROMIUM: another Chromium binary (default Debian's). */
+const CHROMIUM = process.env['FELT_CHROMIUM'] ?? '/usr/bin/chromium';
 const SKIP_BROWSER = process.env['FELT_SKIP_BROWSER'] === '1';
 const PORT = 9472;
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
