@@ -83,7 +83,7 @@ export function memoryStore(): MemoryStore {
       return E.right(roundTrip(q.limit !== undefined ? out.slice(0, q.limit) : out));
     },
     scan(q: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts: { readonly pageSize?: number } = {}): E.Either<CniError, void> {
-      const pageSize = Math.max(1, opts.pageSize ?? 10_000);
+      const pageSize = Math.max(1, opts.pageSize ?? 1000);
       // The log as it is now (one moment, as the SQLite store's read transaction), paged.
       const all = log.filter(matches(q));
       const picked = q.limit !== undefined ? all.slice(0, q.limit) : all;

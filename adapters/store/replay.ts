@@ -1,15 +1,18 @@
 // Replay streams from the log itself (not their snapshots), in pages: to rebuild or verify a snapshot, and for
 // `felt replay`. The log is scanned once, page by page from one read transaction, and each page's events are
-// folded per stream in one step (Projection.evolveAll where there is one), so a replay of a million events
-// holds one page in memory and pays one state copy per page, not per event.
+// folded per stream in batches (Projection.evolveAll where there is one), so a replay of a million events
+// holds one batch in memory and pays one state copy per batch, not per event.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
 import type { EventStore, Loaded } from './types.ts';
 
+/** Events read before they are folded (in one evolveAll per stream). */
+const FOLD_BATCH = 10_000;
+
 export interface ReplayOptions {
-  /** Events per page (default 10,000). */
+  /** Events per page read (default: the store's). */
   readonly chunk?: number;
   /** Stop after this position. */
   readonly toPosition?: number;
@@ -47,11 +50,24 @@ export function replayStreams(
     position: number;
     events: number;
     done: boolean;
+    /** Read, not folded yet. */
+    pending: StoredEvent[];
   }
   const accs = new Map<string, Acc | null>();
   const unknown = new Map<string, number>();
   const at = opts.at;
   const single = select.stream !== undefined;
+  // Events are folded in batches larger than a page: a batch costs one copy of the state (evolveAll), a
+  // page is sized for reading.
+  let pending = 0;
+  const flush = (): void => {
+    for (const acc of accs.values()) {
+      if (!acc || acc.pending.length === 0) continue;
+      acc.state = fold(acc.folder.projection, acc.pending as Stored<Event>[], acc.state);
+      acc.pending = [];
+    }
+    pending = 0;
+  };
   const scanned = store.scan(
     {
       ...(select.stream !== undefined ? { stream: select.stream } : {}),
@@ -59,13 +75,11 @@ export function replayStreams(
       ...(opts.toPosition !== undefined ? { toPosition: opts.toPosition } : {}),
     },
     (page) => {
-      // Group the page by stream, keeping order within each stream.
-      const groups = new Map<string, StoredEvent[]>();
       for (const e of page) {
         let acc = accs.get(e.stream);
         if (acc === undefined) {
           const folder = folderOf(e.stream);
-          acc = folder ? { folder, state: folder.projection.initialState(), position: 0, events: 0, done: false } : null;
+          acc = folder ? { folder, state: folder.projection.initialState(), position: 0, events: 0, done: false, pending: [] } : null;
           accs.set(e.stream, acc);
         }
         if (acc === null) {
@@ -80,13 +94,8 @@ export function replayStreams(
         acc.position = e.position;
         acc.events++;
         if (acc.folder.types && !acc.folder.types.has(e.type)) continue;
-        let g = groups.get(e.stream);
-        if (!g) groups.set(e.stream, (g = []));
-        g.push(e);
-      }
-      for (const [stream, events] of groups) {
-        const acc = accs.get(stream)!;
-        acc.state = fold(acc.folder.projection, events as Stored<Event>[], acc.state);
+        acc.pending.push(e);
+        if (++pending >= FOLD_BATCH) flush();
       }
       // One stream that reached its time: nothing later matters.
       return !(single && [...accs.values()].every((a) => a === null || a.done));
@@ -94,6 +103,7 @@ export function replayStreams(
     opts.chunk !== undefined ? { pageSize: opts.chunk } : {},
   );
   if (E.isLeft(scanned)) return scanned;
+  flush();
   const streams = new Map<string, Replayed<unknown>>();
   for (const [stream, acc] of [...accs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (acc) streams.set(stream, { state: acc.state, position: acc.position, events: acc.events });

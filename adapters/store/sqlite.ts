@@ -58,7 +58,7 @@ interface Row {
 type RawRow = [number, string, string, string, string];
 
 /** Events per page of `scan`. */
-const PAGE = 10_000;
+const PAGE = 1000;
 
 /**
  * The SELECT of a ReadQuery, without LIMIT; `position > ?` is always the first condition and parameter (scan
@@ -259,8 +259,8 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
       const pageSize = Math.max(1, opts.pageSize ?? PAGE);
       const { sql, params } = selectOf({ ...q, fromPosition: 0 });
       // Paged by position (the primary key, or events_by_stream for one stream): each page is an index range
-      // scan from where the last one stopped. Rows come as arrays, and a page's data is parsed in one
-      // JSON.parse of the concatenated texts, which is cheaper than one call per row.
+      // scan from where the last one stopped. Rows come as arrays; small pages stay in the CPU caches and
+      // die young (measured: 1,000 rows per page cost less than 10,000, and than one iterate()).
       // Its own statement (the comment makes the cache key differ from read()'s), as raw() changes it for good.
       const page = stmt(`/* scan */ ${sql} LIMIT ?`).raw(true);
       let left = q.limit ?? Infinity;
@@ -270,11 +270,10 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
           while (left > 0) {
             const rows = page.all(from, ...params.slice(1), Math.min(pageSize, left)) as RawRow[];
             if (rows.length === 0) return;
-            const data = JSON.parse(`[${rows.map((r) => r[3]).join(',')}]`) as unknown[];
             const events: StoredEvent[] = new Array(rows.length);
             for (let i = 0; i < rows.length; i++) {
               const r = rows[i]!;
-              events[i] = { position: r[0], stream: r[1], type: r[2], data: data[i], time: r[4] };
+              events[i] = { position: r[0], stream: r[1], type: r[2], data: JSON.parse(r[3]) as unknown, time: r[4] };
             }
             from = rows[rows.length - 1]![0];
             left -= rows.length;

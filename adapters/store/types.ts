@@ -63,7 +63,7 @@ export interface EventStore {
   /** The log, oldest first. */
   read(query?: ReadQuery): E.Either<CniError, readonly StoredEvent[]>;
   /**
-   * The log, oldest first, in pages of at most `pageSize` events (default 10,000), all from one read
+   * The log, oldest first, in pages of at most `pageSize` events (default 1,000), all from one read
    * transaction (one moment of the log, whatever writers do meanwhile), without holding the whole log in
    * memory. `onPage` returns `false` to stop early. For replays and exports of large logs.
    */
