@@ -1,5 +1,6 @@
-// felt import FILE|- [--data-dir DIR]: append the events of an export (JSON lines: time, stream, type, data;
-// positions are ignored and given anew) to the log at DIR, creating it if needed. Every line is checked before
+// felt import FILE|- [--data-dir DIR] [--merge]: append the events of an export (JSON lines: time, stream, type,
+// data; positions are ignored and given anew) to the log at DIR, creating it if needed; streams the log already
+// has are refused unless --merge. Every line is checked before
 // anything is written, and the events go in in one transaction: a bad line (named by its number) imports
 // nothing. The snapshots of the streams imported are then brought up to date from the log.
 
@@ -9,6 +10,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { streamKindOf } from '../../../core/projections.ts';
 import { DB_FILE, openSqliteStore } from '../../../adapters/store/sqlite.ts';
 import type { EventStore, RecordedEvent } from '../../../adapters/store/types.ts';
+import { flag } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, type Subcommand } from '../common.ts';
 
 /** ISO 8601 with a time and an offset, as felt records times. */
@@ -63,7 +65,10 @@ export const importCommand: Subcommand = {
   name: 'import',
   summary: 'append an export (JSON lines) to the log, all or nothing',
   positional: 'FILE|-',
-  options: [DATA_DIR_OPTION],
+  options: [
+    { name: 'merge', help: 'also append to streams the log already has (their histories are folded together)' },
+    DATA_DIR_OPTION,
+  ],
   run: (p, io) => {
     const source = p.positionals[0];
     if (source === undefined) {
@@ -89,17 +94,32 @@ export const importCommand: Subcommand = {
       return 1;
     }
     try {
+      const streams = [...new Set(events.right.map((e) => e.stream))].sort();
+      if (!flag(p, 'merge')) {
+        // Two histories of one stream fold into a state neither had (an address held in both is overwritten
+        // by the later one): only on request.
+        for (const stream of streams) {
+          const has = store.right.read({ stream, limit: 1 });
+          if (E.isLeft(has)) {
+            io.err(`felt import: ${has.left.msg}; nothing imported\n`);
+            return 1;
+          }
+          if (has.right.length) {
+            io.err(`felt import: stream ${stream} already has events in ${join(dir, DB_FILE)}; nothing imported (import into a new --data-dir, or pass --merge to fold both histories together)\n`);
+            return 1;
+          }
+        }
+      }
       const r = store.right.append(events.right);
       if (E.isLeft(r)) {
         io.err(`felt import: ${r.left.msg}; nothing imported\n`);
         return 1;
       }
-      const streams = [...new Set(events.right.map((e) => e.stream))].sort();
       const now = (io.now ? io.now() : new Date()).toISOString();
       const s = refreshSnapshots(store.right, streams, now);
       if (E.isLeft(s)) io.err(`felt import: imported, but a snapshot was not updated (it is rebuilt from the log on next use): ${s.left}\n`);
       const range = r.right.first ? ` (positions ${r.right.first}-${r.right.last})` : '';
-      io.out(`imported ${events.right.length} events${range} into ${join(dir, DB_FILE)}: ${streams.length} streams\n`);
+      io.out(`imported ${events.right.length} events${range} into ${join(dir, DB_FILE)}: ${streams.length} stream${streams.length === 1 ? '' : 's'}\n`);
       return 0;
     } finally {
       store.right.close();
