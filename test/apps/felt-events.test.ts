@@ -145,6 +145,7 @@ describe('felt events: filters', () => {
     expect((await call(['events', '--data-dir', dir, '--since', t(5), '--until', t(4)])).err).toContain(`--since ${t(5)} is after --until ${t(4)}`);
     expect((await call(['events', '--data-dir', dir, '--type', ','])).err).toContain('--type: want an event type');
     expect((await call(['events', '--data-dir', dir, '--follow', '--until', '1h'])).err).toContain('--until cannot be combined with --follow');
+    expect((await call(['events', '--data-dir', dir, '--follow', '--limit', '3'])).err).toContain('--limit cannot be combined with --follow');
   });
 });
 

@@ -98,7 +98,7 @@ export const eventsCommand: Subcommand = {
     SINCE_OPTION,
     UNTIL_OPTION,
     { name: 'from', value: 'POSITION', help: 'only events after this position' },
-    { name: 'limit', value: 'N', help: 'at most N events (of the listing before --follow)' },
+    { name: 'limit', value: 'N', help: 'at most N events (the first N)' },
     { name: 'follow', help: 'then print new events as they are appended, until SIGINT or SIGTERM' },
     DATA_DIR_OPTION,
     { ...JSON_OPTION, help: 'print one JSON object per line (position, time, stream, type, data)' },
@@ -117,6 +117,7 @@ export const eventsCommand: Subcommand = {
     if (types !== undefined && types.length === 0) return fail('--type: want an event type (e.g. AddressAllocated)');
     const follow = flag(p, 'follow');
     if (follow && times.until !== undefined) return fail('--until cannot be combined with --follow (new events are always later)');
+    if (follow && limit !== undefined) return fail('--limit cannot be combined with --follow (it would skip the events after the first N)');
     const network = str(p, 'network');
     const stream = str(p, 'stream') ?? (network !== undefined ? ipamStream(network) : undefined);
     const json = flag(p, 'json');
