@@ -253,3 +253,66 @@ describe('replay determinism', () => {
     });
   });
 });
+
+describe('read and scan: the SQLite store and its memory twin agree on every filter', () => {
+  const streams = ['ipam/a', 'ipam/b', 'node/198.51.100.1', 'bridge/a'];
+  const types = ['AddressAllocated', 'AddressReleased', 'RemoteLeaseSeen', 'AttachmentRecorded'];
+  const recorded = fc.array(
+    fc.record({ stream: fc.constantFrom(...streams), type: fc.constantFrom(...types), data: fc.record({ n: fc.nat(9) }), time: fc.integer({ min: 0, max: 20 }).map(timeOf) }),
+    { maxLength: 30 },
+  );
+  const query = fc.record(
+    {
+      stream: fc.constantFrom(...streams),
+      streamPrefix: fc.constantFrom('ipam/', 'node/', 'x/'),
+      fromPosition: fc.nat(32),
+      toPosition: fc.nat(32),
+      since: fc.integer({ min: 0, max: 20 }).map(timeOf),
+      until: fc.integer({ min: 0, max: 20 }).map(timeOf),
+      types: fc.subarray(types),
+      limit: fc.nat(32),
+    },
+    { requiredKeys: [] },
+  );
+
+  it('read(q) is the filter of the log; scan(q) pages it; append keeps streams, types, data and times', () => {
+    fc.assert(
+      fc.property(recorded, query, fc.integer({ min: 1, max: 8 }), (events, q, pageSize) => {
+        const dir = mkdtempSync(join(tmpdir(), 'felt-read-prop-'));
+        const stores: EventStore[] = [memoryStore(), sqliteStore(dir)];
+        try {
+          const want = events
+            .map((e, i) => ({ position: i + 1, ...e }))
+            .filter(
+              (e) =>
+                e.position > (q.fromPosition ?? 0) &&
+                (q.toPosition === undefined || e.position <= q.toPosition) &&
+                (q.stream === undefined || e.stream === q.stream) &&
+                (q.streamPrefix === undefined || e.stream.startsWith(q.streamPrefix)) &&
+                (q.since === undefined || e.time >= q.since) &&
+                (q.until === undefined || e.time <= q.until) &&
+                (q.types === undefined || q.types.includes(e.type)),
+            )
+            .slice(0, q.limit ?? Infinity);
+          for (const s of stores) {
+            expect(s.append(events)).toEqual(E.right(events.length ? { first: 1, last: events.length } : { first: 0, last: 0 }));
+            expect(s.lastPosition()).toEqual(E.right(events.length));
+            expect(s.read(q)).toEqual(E.right(want));
+            const pages: (readonly unknown[])[] = [];
+            expect(E.isRight(s.scan(q, (p) => void pages.push(p), { pageSize }))).toBe(true);
+            expect(pages.flat()).toEqual(want);
+            for (const p of pages) expect(p.length).toBeLessThanOrEqual(pageSize);
+            // Stopping early: onPage returning false ends the scan.
+            let calls = 0;
+            s.scan(q, () => (calls++, false), { pageSize });
+            expect(calls).toBe(want.length ? 1 : 0);
+          }
+        } finally {
+          for (const s of stores) s.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: STORE_RUNS * 4 },
+    );
+  });
+});
