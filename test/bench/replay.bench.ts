@@ -1,8 +1,8 @@
 // npm run bench:replay: `felt replay` of a 1,000,000-event log, as a user runs it (dist/bin/felt, from spawn to
 // exit, its JSON written to a file), against the raw cost of reading that log measured side by side in the
 // same run: a plain node script that SELECTs every row with better-sqlite3 and JSON.parses its data, nothing
-// else. Rounds alternate felt and the baseline; medians and peak RSS (GNU time's %M) are printed for
-// docs/benchmarks.md. That replay is correct is tested in test/core/replay.test.ts; this file only measures.
+// else. Rounds alternate felt and the baseline; medians of wall and CPU time (user + system) and peak RSS (GNU
+// time's %U, %S, %M) are printed for docs/benchmarks.md. That replay is correct is tested in test/core/replay.test.ts; this file only measures.
 //
 // The log (generated in a temp dir, BENCH_EVENTS events, default 1,000,000):
 //   - ipam/bench (80%): host-local churn on a /16, pods allocated and released in turn, ~2,000 held at a time;
@@ -102,19 +102,21 @@ process.stdout.write(String(n) + '\\n');
 
 interface Run {
   readonly ms: number;
+  /** User + system CPU time: less disturbed than wall time by other work on the machine. */
+  readonly cpuMs: number;
   readonly rssMb: number;
 }
 
-/** Spawn to exit, with GNU time's peak RSS; stdout to `outFile`. */
+/** Spawn to exit, with GNU time's peak RSS and CPU time; stdout to `outFile`. */
 function timed(argv: readonly string[], outFile: string): Run {
   const fd = openSync(outFile, 'w');
   try {
     const t0 = performance.now();
-    const r = spawnSync('/usr/bin/time', ['-f', '%M', ...argv], { stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+    const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', ...argv], { stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
     const ms = performance.now() - t0;
     if (r.status !== 0) throw new Error(`${argv.join(' ')}: exit ${r.status}: ${r.stderr}`);
-    const kb = Number(r.stderr.trim().split('\n').at(-1));
-    return { ms, rssMb: kb / 1024 };
+    const [kb, user, sys] = r.stderr.trim().split('\n').at(-1)!.split(' ').map(Number) as [number, number, number];
+    return { ms, cpuMs: (user + sys) * 1000, rssMb: kb / 1024 };
   } finally {
     closeSync(fd);
   }
@@ -146,13 +148,15 @@ try {
     runs['ipam']!.push(timed([FELT, 'replay', '--data-dir', dir, '--stream', 'ipam/bench'], out));
   }
   const base = median(runs['base']!.map((r) => r.ms));
+  const baseCpu = median(runs['base']!.map((r) => r.cpuMs));
   const row = (what: string, rs: readonly Run[]): string => {
     const ms = median(rs.map((r) => r.ms));
-    return `| ${what} | ${(ms / 1000).toFixed(2)} | ${(ms / base).toFixed(2)} | ${Math.max(...rs.map((r) => r.rssMb)).toFixed(0)} |`;
+    const cpu = median(rs.map((r) => r.cpuMs));
+    return `| ${what} | ${(ms / 1000).toFixed(2)} | ${(ms / base).toFixed(2)} | ${(cpu / 1000).toFixed(2)} | ${(cpu / baseCpu).toFixed(2)} | ${Math.max(...rs.map((r) => r.rssMb)).toFixed(0)} |`;
   };
   console.log(`felt replay; ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${N} events (generated in ${genS.toFixed(1)} s), ${ROUNDS} rounds, medians`);
-  console.log('| run | seconds | ratio to baseline | peak RSS MB |');
-  console.log('|---|---|---|---|');
+  console.log('| run | wall s | wall ratio to baseline | CPU s | CPU ratio to baseline | peak RSS MB |');
+  console.log('|---|---|---|---|---|---|');
   console.log(row(`\`felt replay\` (every stream, ${N} events)`, runs['all']!));
   console.log(row(`\`felt replay --stream ipam/bench\` (${Math.round(N * 0.8)} events)`, runs['ipam']!));
   console.log(row('baseline: node + better-sqlite3 SELECT + JSON.parse of every row', runs['base']!));
