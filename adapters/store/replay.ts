@@ -83,7 +83,7 @@ export function replayStreams(
           accs.set(e.stream, acc);
         }
         if (acc === null) {
-          unknown.set(e.stream, (unknown.get(e.stream) ?? 0) + 1);
+          if (at === undefined || e.time <= at) unknown.set(e.stream, (unknown.get(e.stream) ?? 0) + 1);
           continue;
         }
         if (acc.done) continue;
