@@ -4,7 +4,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
-import type { EventStore, Loaded, ReadQuery, Transacted } from '../store/types.ts';
+import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted } from '../store/types.ts';
 
 export interface MemoryStore extends EventStore {
   /** Every event, for assertions. */
@@ -14,6 +14,18 @@ export interface MemoryStore extends EventStore {
 }
 
 const roundTrip = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+/** The filter of a ReadQuery, as the SQLite store's WHERE (times compared as text). */
+const matches =
+  (q: ReadQuery) =>
+  (e: StoredEvent): boolean =>
+    e.position > (q.fromPosition ?? 0) &&
+    (q.toPosition === undefined || e.position <= q.toPosition) &&
+    (q.stream === undefined || e.stream === q.stream) &&
+    (q.streamPrefix === undefined || e.stream.startsWith(q.streamPrefix)) &&
+    (q.since === undefined || e.time >= q.since) &&
+    (q.until === undefined || e.time <= q.until) &&
+    (q.types === undefined || q.types.includes(e.type));
 
 export function memoryStore(): MemoryStore {
   const log: StoredEvent[] = [];
@@ -67,13 +79,26 @@ export function memoryStore(): MemoryStore {
       return E.right({ state, position });
     },
     read(q: ReadQuery = {}): E.Either<CniError, readonly StoredEvent[]> {
-      const out = log.filter(
-        (e) =>
-          e.position > (q.fromPosition ?? 0) &&
-          (q.stream === undefined || e.stream === q.stream) &&
-          (q.streamPrefix === undefined || e.stream.startsWith(q.streamPrefix)),
-      );
+      const out = log.filter(matches(q));
       return E.right(roundTrip(q.limit !== undefined ? out.slice(0, q.limit) : out));
+    },
+    scan(q: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts: { readonly pageSize?: number } = {}): E.Either<CniError, void> {
+      const pageSize = Math.max(1, opts.pageSize ?? 1000);
+      // The log as it is now (one moment, as the SQLite store's read transaction), paged.
+      const all = log.filter(matches(q));
+      const picked = q.limit !== undefined ? all.slice(0, q.limit) : all;
+      for (let i = 0; i < picked.length; i += pageSize) if (onPage(roundTrip(picked.slice(i, i + pageSize))) === false) break;
+      return E.right(undefined);
+    },
+    lastPosition(): E.Either<CniError, number> {
+      return E.right(log.at(-1)?.position ?? 0);
+    },
+    append(events: readonly RecordedEvent[]): E.Either<CniError, { readonly first: number; readonly last: number }> {
+      const start = log.at(-1)?.position ?? 0;
+      // Serialize everything before appending anything: all or nothing, as one transaction.
+      const stored = events.map((e, i): StoredEvent => ({ position: start + 1 + i, stream: e.stream, type: e.type, data: roundTrip(e.data), time: e.time }));
+      log.push(...stored);
+      return E.right(stored.length ? { first: start + 1, last: start + stored.length } : { first: 0, last: 0 });
     },
     streams(prefix = ''): E.Either<CniError, readonly string[]> {
       const all = new Set<string>();

@@ -12,7 +12,26 @@ export interface ReadQuery {
   readonly streamPrefix?: string;
   /** Events after this position (exclusive). */
   readonly fromPosition?: number;
+  /** Events up to this position (inclusive). */
+  readonly toPosition?: number;
+  /**
+   * Events recorded at or after this time (inclusive). Times are compared as text, which orders the ISO 8601
+   * UTC times felt records (`toISOString()`, e.g. 2024-01-01T00:00:01.000Z); pass the bound in that form.
+   */
+  readonly since?: string;
+  /** Events recorded at or before this time (inclusive), compared as `since` is. */
+  readonly until?: string;
+  /** Only events of these types (an empty list matches nothing). */
+  readonly types?: readonly string[];
   readonly limit?: number;
+}
+
+/** An event as it was recorded elsewhere (an export), to be appended with a new position. */
+export interface RecordedEvent {
+  readonly stream: string;
+  readonly type: string;
+  readonly data: unknown;
+  readonly time: string;
 }
 
 export interface Loaded<S> {
@@ -43,6 +62,20 @@ export interface EventStore {
   load<S, E extends Event>(stream: string, projection: Projection<S, E>): E.Either<CniError, Loaded<S>>;
   /** The log, oldest first. */
   read(query?: ReadQuery): E.Either<CniError, readonly StoredEvent[]>;
+  /**
+   * The log, oldest first, in pages of at most `pageSize` events (default 1,000), all from one read
+   * transaction (one moment of the log, whatever writers do meanwhile), without holding the whole log in
+   * memory. `onPage` returns `false` to stop early. For replays and exports of large logs.
+   */
+  scan(query: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts?: { readonly pageSize?: number }): E.Either<CniError, void>;
+  /** Position of the newest event (0: empty log); cheap, for following the log. */
+  lastPosition(): E.Either<CniError, number>;
+  /**
+   * Append events recorded elsewhere (an import), in order, keeping their streams, types, data and times, with
+   * new positions: all or nothing, in one transaction. Writes no snapshot: `load` folds the appended events
+   * onto whatever snapshot a stream has. Returns the positions given to the first and last event (0, 0 for none).
+   */
+  append(events: readonly RecordedEvent[]): E.Either<CniError, { readonly first: number; readonly last: number }>;
   /** Streams that have a snapshot, optionally under a prefix (cheap: does not scan the log). */
   streams(prefix?: string): E.Either<CniError, readonly string[]>;
   close(): void;

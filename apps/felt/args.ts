@@ -6,6 +6,8 @@ export interface OptionSpec {
   /** Takes a value (`--network N`) or is a switch (`--json`). */
   readonly value?: string;
   readonly help: string;
+  /** May be given more than once: the values are joined with ',' (as one comma list). */
+  readonly repeatable?: boolean;
 }
 
 export interface Parsed {
@@ -42,7 +44,8 @@ export function parseArgs(argv: readonly string[], specs: readonly OptionSpec[])
     }
     const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
     if (v === undefined) return { ok: false, error: `--${name} needs a value (${spec.value})` };
-    options[name] = v;
+    const before = options[name];
+    options[name] = spec.repeatable && typeof before === 'string' ? `${before},${v}` : v;
   }
   return { ok: true, parsed: { options, positionals } };
 }

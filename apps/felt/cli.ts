@@ -8,6 +8,8 @@ import { dhcpClientCommand } from './commands/dhcp-client.ts';
 import { dhcpDaemonCommand } from './commands/dhcp-daemon.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
+import { exportCommand } from './commands/export.ts';
+import { importCommand } from './commands/import.ts';
 import { installCniCommand } from './commands/install-cni.ts';
 import { replayCommand } from './commands/replay.ts';
 import { VERSION } from '../version.ts';
@@ -17,7 +19,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, exportCommand, importCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);

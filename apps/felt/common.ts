@@ -13,6 +13,13 @@ export interface IO {
   readonly out: (s: string) => void;
   readonly err: (s: string) => void;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** The clock (relative times such as `--since 10m`); main.ts passes the real one. Default: the real one. */
+  readonly now?: () => Date;
+  /**
+   * Aborted when a long-running command (`felt events --follow`) should stop (tests). Without it, such a
+   * command stops on the process's SIGINT or SIGTERM, which it listens for only while it runs.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface Subcommand {

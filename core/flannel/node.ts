@@ -326,10 +326,60 @@ function apply(d: Draft<NodeState>, event: Stored<NodeEvent>): void {
 
 export const evolve = (state: NodeState, event: Stored<NodeEvent>): NodeState => immer.produce(state, (d) => apply(d, event));
 
-export const evolveAll = (state: NodeState, events: readonly Stored<NodeEvent>[]): NodeState =>
-  immer.produce(state, (d) => {
-    for (const e of events) apply(d, e);
-  });
+/**
+ * Many events in one step, equal to folding them with `evolve` but without a draft: the remotes are copied once
+ * per batch (on the first change), and leases the batch does not touch keep their identity, as with Immer's
+ * structural sharing (desired.ts caches its parse of each lease by identity). A replay of a million events
+ * folds batches of thousands.
+ */
+export const evolveAll = (state: NodeState, events: readonly Stored<NodeEvent>[]): NodeState => {
+  let config = state.config;
+  let ownLease = state.ownLease;
+  let remotes: Record<string, RemoteLease> | undefined;
+  const has = (key: string): boolean => Object.hasOwn(remotes ?? state.remotes, key);
+  const write = (): Record<string, RemoteLease> => (remotes ??= { ...state.remotes });
+  for (const event of events) {
+    switch (event.type) {
+      case 'ConfigLoaded':
+        config = event.data.config;
+        break;
+      case 'SubnetLeased': {
+        const { renewal: _r, ...rest } = event.data;
+        const since = ownLease && ownLease.key === rest.key ? ownLease.since : event.time;
+        ownLease = { ...rest, since };
+        if (has(rest.key)) delete write()[rest.key];
+        break;
+      }
+      case 'SubnetLeaseLost':
+        if (ownLease && ownLease.key === event.data.key) ownLease = null;
+        break;
+      case 'RemoteLeaseSeen': {
+        const { key, attrs, expiration } = event.data;
+        const r = write();
+        const before = r[key];
+        r[key] = {
+          key,
+          ...(event.data.subnet ? { subnet: event.data.subnet } : {}),
+          ...(event.data.ipv6Subnet ? { ipv6Subnet: event.data.ipv6Subnet } : {}),
+          attrs,
+          expiration,
+          since: before ? before.since : event.time,
+          changed: event.time,
+        };
+        break;
+      }
+      case 'RemoteLeaseRemoved':
+        if (has(event.data.key)) delete write()[event.data.key];
+        break;
+      default: {
+        // Not a node event (a log written by something else): nothing to fold.
+        const never: never = event;
+        void never;
+      }
+    }
+  }
+  return remotes === undefined && config === state.config && ownLease === state.ownLease ? state : { config, ownLease, remotes: remotes ?? state.remotes };
+};
 
 export const nodeProjection: Projection<NodeState, NodeEvent> = { name: 'feltd-node@1', initialState, evolve, evolveAll };
 
