@@ -24,6 +24,7 @@ import { describeOp, plan } from '../../core/kernel/plan.ts';
 import type { Op } from '../../core/kernel/model.ts';
 import type { Flags } from './flags.ts';
 import type { Logger, Metrics } from './observability.ts';
+import { reconcileRecorder } from './reconcile-record.ts';
 
 export interface DaemonDeps {
   readonly flags: Flags;
@@ -140,6 +141,9 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   };
   /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */
   let appliedState: NodeState | undefined;
+  // reconcile.json (felt status, felt plan): the last pass, counted from the ops applied since it began.
+  const recordPass = reconcileRecorder(flags.stateDir, overlayNode, flags.renewMarginMinutes, writeAtomic, log);
+  let passOps = 0;
 
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
@@ -149,6 +153,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       metrics.counter('feltd_errors_total', 'Errors of any kind');
       return false;
     }
+    passOps += ops.length;
     metrics.counter('feltd_ops_applied_total', 'Kernel ops applied', ops.length);
     if (full) metrics.counter('feltd_drift_repaired_total', 'Kernel objects repaired by full resyncs (drift)', ops.length);
     log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
@@ -218,6 +223,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         pendingFull = false;
         pendingKeys.clear();
         let kind: 'full' | 'delta' = 'delta';
+        passOps = 0;
         try {
           if (full || !(await deltaPass(keys))) {
             kind = 'full';
@@ -230,6 +236,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         metrics.observeReconcile(kind, seconds);
         log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
         metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+        recordPass(kind, seconds * 1000, passOps);
       }
       running = undefined;
     })();
