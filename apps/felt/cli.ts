@@ -9,6 +9,7 @@ import { dhcpDaemonCommand } from './commands/dhcp-daemon.ts';
 import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
 import { installCniCommand } from './commands/install-cni.ts';
+import { planCommand } from './commands/plan.ts';
 import { replayCommand } from './commands/replay.ts';
 import { VERSION } from '../version.ts';
 
@@ -17,7 +18,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, planCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);
