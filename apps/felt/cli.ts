@@ -10,6 +10,8 @@ import { eventsCommand } from './commands/events.ts';
 import { explainCommand } from './commands/explain.ts';
 import { installCniCommand } from './commands/install-cni.ts';
 import { planCommand } from './commands/plan.ts';
+import { statusCommand } from './commands/status.ts';
+import { whyCommand } from './commands/why.ts';
 import { replayCommand } from './commands/replay.ts';
 import { VERSION } from '../version.ts';
 
@@ -18,7 +20,7 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, planCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, planCommand, statusCommand, whyCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);

@@ -2,6 +2,7 @@
 // atomically (tmp file + rename) so `felt status` never reads half a file. A write that fails is logged and
 // never stops the daemon.
 
+import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OverlayNode } from '../../core/flannel/desired.ts';
 import { nextReconcile, RECONCILE_FILE, type ReconcileRecord } from '../../core/audit/reconcile.ts';
@@ -16,8 +17,14 @@ export function reconcileRecorder(
 ): (kind: 'full' | 'delta', durationMs: number, ops: number) => void {
   const path = join(stateDir, RECONCILE_FILE);
   let last: ReconcileRecord | undefined;
+  let hostNs: string | undefined;
+  try {
+    hostNs = readlinkSync('/proc/self/ns/net');
+  } catch {
+    hostNs = undefined;
+  }
   return (kind, durationMs, ops) => {
-    last = nextReconcile(last, { time: new Date().toISOString(), kind, durationMs, ops }, node, renewMarginMinutes);
+    last = nextReconcile(last, { time: new Date().toISOString(), kind, durationMs, ops }, node, renewMarginMinutes, hostNs);
     try {
       writeAtomic(path, JSON.stringify(last, null, 2) + '\n');
     } catch (e) {

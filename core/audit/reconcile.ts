@@ -24,6 +24,8 @@ export interface ReconcileRecord {
   readonly renewMarginMinutes: number;
   /** The node parameters of the overlay (core/flannel/desired.ts OverlayNode). */
   readonly node: OverlayNode;
+  /** The network namespace feltd runs in, as the kernel names it (`net:[4026531840]`), when it could tell. */
+  readonly hostNs?: string;
 }
 
 export interface Pass {
@@ -33,7 +35,7 @@ export interface Pass {
   readonly ops: number;
 }
 
-export function nextReconcile(prev: ReconcileRecord | undefined, pass: Pass, node: OverlayNode, renewMarginMinutes: number): ReconcileRecord {
+export function nextReconcile(prev: ReconcileRecord | undefined, pass: Pass, node: OverlayNode, renewMarginMinutes: number, hostNs?: string): ReconcileRecord {
   const drift = pass.kind === 'full' ? pass.ops : 0;
   return {
     time: pass.time,
@@ -45,6 +47,7 @@ export function nextReconcile(prev: ReconcileRecord | undefined, pass: Pass, nod
     totalDriftRepaired: (prev?.totalDriftRepaired ?? 0) + drift,
     renewMarginMinutes,
     node,
+    ...(hostNs ? { hostNs } : {}),
   };
 }
 

@@ -112,19 +112,23 @@ export function findNamedNetns(id: string): string | undefined {
 }
 
 /**
- * Where an attachment's host side is: `{ hostNetns: undefined }` for the namespace felt runs in, a netns path
- * for another one, or why it cannot be found. `--netns` (override) is taken as is.
+ * Where a namespace recorded as `hostNs` (`net:[...]`) is for this process: `{ hostNetns: undefined }` for
+ * the one felt runs in (or when nothing was recorded), a netns path for another one, or why it cannot be
+ * found. `--netns` (override) is taken as is.
  */
-export function hostSideOf(rec: AttachmentRecord, override: string | undefined): { readonly hostNetns: string | undefined } | { readonly why: string } {
+export function locate(hostNs: string | undefined, override: string | undefined, what: string): { readonly hostNetns: string | undefined } | { readonly why: string } {
   if (override !== undefined) return { hostNetns: override };
   const here = currentNetns();
-  if (rec.hostNs === undefined || here === undefined || rec.hostNs === here) return { hostNetns: undefined };
-  const named = findNamedNetns(rec.hostNs);
+  if (hostNs === undefined || here === undefined || hostNs === here) return { hostNetns: undefined };
+  const named = findNamedNetns(hostNs);
   if (named) return { hostNetns: named };
   return {
-    why: `it was made in network namespace ${rec.hostNs}, which is not this one (${here}) and has no name under /run/netns: run felt there (nsenter --net=...) or pass --netns PATH`,
+    why: `${what} in network namespace ${hostNs}, which is not this one (${here}) and has no name under /run/netns: run felt there (nsenter --net=...) or pass --netns PATH`,
   };
 }
+
+/** Where an attachment's host side is (the namespace the plugin ran in). */
+export const hostSideOf = (rec: AttachmentRecord, override: string | undefined) => locate(rec.hostNs, override, 'it was made');
 
 // ------------------------------------------------------------------------------------ the kernel
 

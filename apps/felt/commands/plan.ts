@@ -12,7 +12,7 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { existsSync } from 'node:fs';
 import { flag, str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, JSON_OPTION, openLog, type IO, type Subcommand } from '../common.ts';
-import { attachmentCases, attachmentWanted, loadViews, observe, overlayOf, readReconcile, type AttachmentCase, type LogViews, type Observed } from './audit.ts';
+import { attachmentCases, attachmentWanted, loadViews, locate, observe, overlayOf, readReconcile, type AttachmentCase, type LogViews, type Observed } from './audit.ts';
 
 export const NETNS_OPTION = {
   name: 'netns',
@@ -82,8 +82,13 @@ async function checkOverlays(v: LogViews, rec: ReturnType<typeof readReconcile>,
       continue;
     }
     const own = node.state.ownLease!;
-    const title = `${node.state.config?.backend.type ?? '?'} overlay for ${[own.subnet, own.ipv6Subnet].filter(Boolean).join(' + ')}, ${Object.keys(node.state.remotes).length} remote lease(s)`;
-    const seen = await observe(netns, { namespaces: [HOST], desired: c.right.desired, scope: c.right.scope, iptables: c.right.iptables, fdb: c.right.fdb });
+    const title = `${node.state.config?.backend.type ?? '?'} overlay${netnsNote(rec, netns)} for ${[own.subnet, own.ipv6Subnet].filter(Boolean).join(' + ')}, ${Object.keys(node.state.remotes).length} remote lease(s)`;
+    const host = locate(typeof rec === 'object' ? rec.hostNs : undefined, netns, 'feltd runs');
+    if ('why' in host) {
+      unchecked.push({ what: id, why: host.why });
+      continue;
+    }
+    const seen = await observe(host.hostNetns, { namespaces: [HOST], desired: c.right.desired, scope: c.right.scope, iptables: c.right.iptables, fdb: c.right.fdb });
     const notes = c.right.ignored.map((i) => `ignored as feltd does: ${i}`);
     groups.push(
       seen.ok
@@ -92,6 +97,11 @@ async function checkOverlays(v: LogViews, rec: ReturnType<typeof readReconcile>,
     );
   }
 }
+
+const netnsNote = (rec: ReturnType<typeof readReconcile>, netns: string | undefined): string => {
+  const h = locate(typeof rec === 'object' ? rec.hostNs : undefined, netns, '');
+  return 'hostNetns' in h && h.hostNetns ? ` (in ${h.hostNetns})` : '';
+};
 
 const attachmentId = (c: AttachmentCase): string => `attachment ${c.network} ${c.record.containerId}/${c.record.ifname}`;
 
