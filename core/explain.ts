@@ -96,13 +96,16 @@ function matching(t: Target, k: KernelState): KernelState {
     (!!t.chain && new RegExp(`-j ${t.chain}( |$)`).test(r)) ||
     (!!t.rule && squash(r).includes(t.rule.replace(/^-A \S+ /, '')));
   if (t.container) return k;
+  const neighbours = k.neighbours.filter((n) => ipHits(n.ip) || (!!t.mac && n.lladdr.toLowerCase() === t.mac));
+  // The fdb entry that carries a matched neighbour's MAC to its node belongs to the same remote subnet.
+  const viaMac = new Set(neighbours.map((n) => n.lladdr.toLowerCase()));
   return {
     ...emptyKernelState(),
     links: k.links.filter((l) => !!t.mac && l.mac?.toLowerCase() === t.mac),
     addresses: k.addresses.filter((a) => addrHits(a.cidr)),
     routes: k.routes.filter((r) => (!!prefix && r.dst === prefix) || (!!t.ip && hostIP && !!r.gw && sameIP(r.gw, t.ip.ip))),
-    neighbours: k.neighbours.filter((n) => ipHits(n.ip) || (!!t.mac && n.lladdr.toLowerCase() === t.mac)),
-    fdb: k.fdb.filter((f) => (!!t.mac && f.mac.toLowerCase() === t.mac) || (!!t.ip && hostIP && sameIP(f.dst, t.ip.ip))),
+    neighbours,
+    fdb: k.fdb.filter((f) => viaMac.has(f.mac.toLowerCase()) || (!!t.mac && f.mac.toLowerCase() === t.mac) || (!!t.ip && hostIP && sameIP(f.dst, t.ip.ip))),
     chains: k.chains.filter((c) => c.chain === t.chain || (!!t.rule && c.rules.some(inRule))),
     rules: k.rules.filter((r) => inRule(r.rule)),
   };

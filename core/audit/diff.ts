@@ -4,7 +4,7 @@
 // a resync can never disagree: no findings exactly when plan(desired, observed) is empty. Pure.
 
 import { describeRoute, plan } from '../kernel/plan.ts';
-import { chainKey, devKey, linkKey, neighKey, qdiscKey, routeKey, sysctlKey, where } from '../kernel/keys.ts';
+import { chainKey, devKey, linkKey, neighKey, qdiscKey, routeKey, sysctlDevice, sysctlKey, where } from '../kernel/keys.ts';
 import type { KernelState, Link, NsRef, Op, OwnershipScope } from '../kernel/model.ts';
 
 export type ObjectKind = 'link' | 'address' | 'route' | 'neighbour' | 'fdb' | 'chain' | 'rule' | 'sysctl' | 'qdisc' | 'iprule';
@@ -95,7 +95,12 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         break;
       case 'link.set': {
         const have = links.get(linkKey(o.link));
-        if (!have || deleted.has(linkKey(o.link))) break;
+        if (deleted.has(linkKey(o.link))) break;
+        // The far end of a veth pair made from its other end: missing too.
+        if (!have) {
+          push(finding('link', linkWords(o.link), 'missing', o.link.ns));
+          break;
+        }
         push(finding('link', linkWords(o.link), 'differs', o.link.ns, linkDetail(o.changes, have)));
         break;
       }
@@ -158,6 +163,10 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         break;
       case 'sysctl.set': {
         const have = sysctls.get(sysctlKey(o.sysctl));
+        // A setting of a device that is missing says nothing more than the missing device.
+        const dev = sysctlDevice(o.sysctl.key);
+        const missingLink = dev !== undefined && !links.has(devKey(o.sysctl.ns, dev)) && desired.links.some((l) => l.ns === o.sysctl.ns && l.name === dev);
+        if (have === undefined && missingLink) break;
         push(finding('sysctl', `sysctl ${o.sysctl.key}=${o.sysctl.value}`, 'differs', o.sysctl.ns, `it is ${have ?? 'unreadable'}`));
         break;
       }
