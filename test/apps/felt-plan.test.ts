@@ -240,6 +240,8 @@ describe('felt plan, status and why: a feltd node (vxlan, --ip-masq) and a flann
     expect(why.stdout).toContain(`exist because node ${n2.ip}`);
     expect(why.stdout).toContain(`the kernel does NOT have route ${net} via ${net.split('/')[0]} dev flannel.1 onlink now (in the host namespace)`);
     expect(why.stdout).toContain(`the kernel has neighbour ${net.split('/')[0]} lladdr`);
+    expect(why.stdout).toContain(`the kernel has fdb entry`);
+    expect(why.stdout).toContain(`dst ${n2.ip} on flannel.1 now`);
     const chain = await felt(n1.ns, 'why', '--data-dir', state(n1), 'FLANNEL-POSTRTG');
     expect(chain.stdout).toContain(`on ${n1.ip}: the nat chain FLANNEL-POSTRTG is feltd's`);
   });

@@ -196,5 +196,8 @@ export function attachmentWanted(cases: readonly AttachmentCase[]): Wanted {
     namespaces: [HOST, ...new Set(cases.filter((c) => E.isRight(c.desired) && existsSync(c.record.netns)).map((c) => c.record.netns))],
     desired: union(ok.flatMap((d) => [d.own, d.shared])),
     scope: mergeScopes(...ok.map((d) => d.scope)),
+    // Both families, as the bridge plugin reads them: a masquerade chain left in a family the pod no longer
+    // has is in scope, and so drift (readsFor reads only the families the scope or desired state names).
+    iptables: [4, 6],
   };
 }
