@@ -100,7 +100,7 @@ export const whyRun =
 
 export const whyCommand: Subcommand = {
   name: 'why',
-  summary: 'say why an address, route, neighbour, fdb entry, iptables rule or attachment exists, and whether the kernel has it (e.g. felt why 10.244.2.0/24)',
+  summary: 'why an address, route, MAC, iptables rule or attachment exists, and whether the kernel has it now',
   options: [DATA_DIR_OPTION, NETNS_OPTION],
   positional: 'OBJECT',
   run: whyRun('why'),
