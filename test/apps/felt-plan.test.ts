@@ -153,6 +153,48 @@ describe('felt plan, status and why: bridge attachments', () => {
   });
 });
 
+describe('felt plan: a felt cni chain (bridge, tuning, portmap)', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it("checks bridge's part, notes what tuning may change, and lists portmap and tuning as not checked", async () => {
+    const host = await sb.ns();
+    const pod = await sb.ns();
+    const dir = sb.dir();
+    await nsRun(host, ['ip', 'link', 'set', 'lo', 'up']);
+    const confDir = join(dir, 'net.d');
+    await exec(['mkdir', '-p', confDir]);
+    const list = {
+      cniVersion: '1.0.0',
+      name: 'chainnet',
+      plugins: [
+        { type: 'bridge', bridge: 'chain0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.78.0.0/24' }]] } },
+        { type: 'tuning', dataDir: dir, sysctl: { 'net.ipv4.conf.eth0.accept_local': '1' } },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    };
+    await exec(['tee', join(confDir, '10-chain.conflist')], JSON.stringify(list));
+    const cniArgs = ['--conf-dir', confDir, '--cache-dir', join(dir, 'cache'), '--data-dir', dir];
+    const add = await exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}`, FELT, 'cni', 'add', 'chainnet', nsPath(pod), ...cniArgs,
+      '--cap-args', JSON.stringify({ portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] })]);
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    const r = await felt(host, 'plan', '--data-dir', dir, '--json');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as PlanJson;
+    expect(j.groups.map((g) => [g.kind, g.status])).toEqual([
+      ['network', 'in-sync'],
+      ['attachment', 'in-sync'],
+    ]);
+    expect(j.groups[1]!.notes).toEqual([expect.stringContaining('felt cni ran tuning after bridge here')]);
+    expect(j.unchecked).toEqual([{ what: 'network chainnet', why: expect.stringContaining('felt cni ran portmap, tuning for its attachments') }]);
+    const del = await exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}`, FELT, 'cni', 'del', 'chainnet', nsPath(pod), ...cniArgs]);
+    expect(del.code, del.stdout + del.stderr).toBe(0);
+    const after = await felt(host, 'plan', '--data-dir', dir);
+    expect(after.code).toBe(0);
+    expect(after.stdout).toContain('nothing recorded that felt plan can check');
+  });
+});
+
 /** An iptables-save rule back into argv (quoted comments kept whole). */
 function splitRule(rule: string): string[] {
   const out: string[] = [];

@@ -63,7 +63,7 @@ export const planCommand: Subcommand = {
     const unchecked: Unchecked[] = [];
     if (network === undefined) await checkOverlays(v, readReconcile(dataDirOf(p, io)), dataDirOf(p, io), netns, groups, unchecked);
     if (!onlyNode) {
-      await checkAttachments(attachmentCases(v, netns, network), groups, unchecked);
+      await checkAttachments(attachmentCases(v, netns, network), groups, unchecked, chainedAfter(v));
       const only = <T extends { network: string }>(xs: readonly T[]): T[] => xs.filter((x) => network === undefined || x.network === network);
       unchecked.push(...uncheckedOf(only(v.ipam), only(v.bridges), only(v.runtimes)));
     }
@@ -105,7 +105,21 @@ const netnsNote = (rec: ReturnType<typeof readReconcile>, netns: string | undefi
 
 const attachmentId = (c: AttachmentCase): string => `attachment ${c.network} ${c.record.containerId}/${c.record.ifname}`;
 
-async function checkAttachments(cases: readonly AttachmentCase[], groups: Group[], unchecked: Unchecked[]): Promise<void> {
+/** Plugins that `felt cni` ran after bridge (or flannel) for an attachment, and that change what bridge made. */
+const MODIFIERS: ReadonlySet<string> = new Set(['tuning', 'sbr', 'bandwidth', 'vrf']);
+const chainedAfter =
+  (v: LogViews) =>
+  (network: string, containerId: string, ifname: string): string[] => {
+    const a = v.runtimes.find((r) => r.network === network)?.state.attachments[`${containerId}/${ifname}`];
+    return a ? a.plugins.filter((x) => MODIFIERS.has(x)) : [];
+  };
+
+async function checkAttachments(
+  cases: readonly AttachmentCase[],
+  groups: Group[],
+  unchecked: Unchecked[],
+  chained: (network: string, containerId: string, ifname: string) => string[],
+): Promise<void> {
   // By host side: one read of the host and of every pod namespace there.
   const byHost = new Map<string, AttachmentCase[]>();
   for (const c of cases) {
@@ -142,6 +156,10 @@ async function checkAttachments(cases: readonly AttachmentCase[], groups: Group[
         const d = E.isRight(c.desired) ? c.desired.right : undefined;
         if (!d) continue;
         const r = c.record;
+        const after = chained(c.network, r.containerId, r.ifname);
+        const notes = after.length
+          ? [...d.notes, `felt cni ran ${after.join(', ')} after bridge here: a difference in MTU, MAC, sysctls, routes or qdiscs may be ${after.length === 1 ? 'its' : 'their'} doing, not drift`]
+          : d.notes;
         const a = {
           kind: 'attachment' as const,
           id: attachmentId(c),
@@ -153,16 +171,16 @@ async function checkAttachments(cases: readonly AttachmentCase[], groups: Group[
           hostVeth: r.hostVeth,
         };
         if (!existsSync(r.netns)) {
-          groups.push(group(a, [], d.notes, `the pod's network namespace ${r.netns} is gone, and its veth pair with it (the runtime never ran DEL?)`));
+          groups.push(group(a, [], notes, `the pod's network namespace ${r.netns} is gone, and its veth pair with it (the runtime never ran DEL?)`));
           continue;
         }
         const s = await seenFor(c);
         if (!s.ok) {
-          groups.push(group(a, [], d.notes, `cannot read its namespaces: ${s.why}`));
+          groups.push(group(a, [], notes, `cannot read its namespaces: ${s.why}`));
           continue;
         }
         // A plugin chained after bridge (sbr) may have moved the pod's routes into a table of its own.
-        groups.push(group(a, findings(d.own, routesOfAnyTable(s.state, d.own, r.netns), d.scope), d.notes));
+        groups.push(group(a, findings(d.own, routesOfAnyTable(s.state, d.own, r.netns), d.scope), notes));
       }
     }
   }
