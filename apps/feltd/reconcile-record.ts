@@ -1,6 +1,6 @@
 // feltd's reconcile.json (core/audit/reconcile.ts): after every pass, the pass and the running totals, written
-// atomically (tmp file + rename) so `felt status` never reads half a file. A write that fails is logged and
-// never stops the daemon.
+// atomically (tmp file + rename) so `felt status` never reads half a file. A write that fails is logged (once until a
+// write succeeds again) and never stops the daemon.
 
 import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ export function reconcileRecorder(
   const path = join(stateDir, RECONCILE_FILE);
   let last: ReconcileRecord | undefined;
   let hostNs: string | undefined;
+  let failing = false;
   try {
     hostNs = readlinkSync('/proc/self/ns/net');
   } catch {
@@ -27,8 +28,11 @@ export function reconcileRecorder(
     last = nextReconcile(last, { time: new Date().toISOString(), kind, durationMs, ops }, node, renewMarginMinutes, hostNs);
     try {
       writeAtomic(path, JSON.stringify(last, null, 2) + '\n');
+      failing = false;
     } catch (e) {
-      log.error('cannot write reconcile.json', { path, error: (e as Error).message });
+      // Once per run of failures, not once per pass.
+      if (!failing) log.error('cannot write reconcile.json', { path, error: (e as Error).message });
+      failing = true;
     }
   };
 }
