@@ -11,6 +11,9 @@ import { explainCommand } from './commands/explain.ts';
 import { exportCommand } from './commands/export.ts';
 import { importCommand } from './commands/import.ts';
 import { installCniCommand } from './commands/install-cni.ts';
+import { planCommand } from './commands/plan.ts';
+import { statusCommand } from './commands/status.ts';
+import { whyCommand } from './commands/why.ts';
 import { replayCommand } from './commands/replay.ts';
 import { VERSION } from '../version.ts';
 
@@ -19,7 +22,21 @@ import type { IO } from './common.ts';
 
 export type { IO, Subcommand };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [eventsCommand, allocationsCommand, replayCommand, exportCommand, importCommand, explainCommand, cniCommand, installCniCommand, dhcpDaemonCommand, dhcpClientCommand];
+export const SUBCOMMANDS: readonly Subcommand[] = [
+  eventsCommand,
+  allocationsCommand,
+  replayCommand,
+  exportCommand,
+  importCommand,
+  planCommand,
+  statusCommand,
+  whyCommand,
+  explainCommand,
+  cniCommand,
+  installCniCommand,
+  dhcpDaemonCommand,
+  dhcpClientCommand,
+];
 
 const usageOf = (c: Subcommand): string => {
   const opts = c.options.map((o) => `  --${o.name}${o.value ? ` ${o.value}` : ''}`.padEnd(24) + o.help);

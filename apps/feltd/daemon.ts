@@ -26,6 +26,7 @@ import type { StoredEvent } from '../../core/events.ts';
 import type { Flags } from './flags.ts';
 import { countByKind, OP_KINDS, type Logger, type Metrics } from './observability.ts';
 import type { DaemonView } from './status-page.ts';
+import { reconcileRecorder } from './reconcile-record.ts';
 
 export interface DaemonDeps {
   readonly flags: Flags;
@@ -180,6 +181,10 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   };
   /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */
   let appliedState: NodeState | undefined;
+  // reconcile.json (felt status, felt plan): the last pass, counted from the ops applied since it began.
+  const recordPass = reconcileRecorder(flags.stateDir, overlayNode, flags.renewMarginMinutes, writeAtomic, log);
+  let passOps = 0;
+  let passDrift = 0;
 
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
@@ -189,6 +194,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       metrics.counter(ERRORS[0], ERRORS[1]);
       return false;
     }
+    passOps += ops.length;
     for (const [kind, n] of countByKind(ops)) metrics.counter(OPS[0], OPS[1], n, { kind });
     log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
     return true;
@@ -203,7 +209,10 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     if (applied === 0 || !appliedState) return;
     const was = desiredOverlay(appliedState, overlayNode);
     if (E.isLeft(was)) return;
-    for (const [kind, n] of countByKind(plan(was.right.kernel, seen, was.right.scope))) metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
+    for (const [kind, n] of countByKind(plan(was.right.kernel, seen, was.right.scope))) {
+      metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
+      passDrift += n;
+    }
   };
 
   /** Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes. */
@@ -273,6 +282,8 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         pendingFull = false;
         pendingKeys.clear();
         let kind: 'full' | 'delta' = 'delta';
+        passOps = 0;
+        passDrift = 0;
         try {
           if (full || !(await deltaPass(keys))) {
             kind = 'full';
@@ -284,6 +295,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         const seconds = (performance.now() - t0) / 1000;
         metrics.observeReconcile(kind, seconds);
         log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
+        recordPass(kind, seconds * 1000, passOps, passDrift);
       }
       running = undefined;
     })();

@@ -22,6 +22,16 @@ export interface AttachmentRecord {
   readonly hostVeth: string;
   /** Where the log (and host-local's allocations) live. */
   readonly dataDir: string;
+  /**
+   * What `felt plan` and `felt why` need to compute the attachment's desired kernel state from the log alone
+   * (records made before these fields existed lack them): the network config of the ADD (stdin, without
+   * prevResult), its CNI_ARGS, the host veth's MAC, and the network namespace the plugin ran in, as the kernel
+   * names it (`net:[4026531840]`, the link /proc/self/ns/net points to).
+   */
+  readonly conf?: Readonly<Record<string, unknown>>;
+  readonly cniArgs?: Readonly<Record<string, string>>;
+  readonly hostVethMac?: string;
+  readonly hostNs?: string;
 }
 
 /** `del` (CNI DEL), `rollback` (an ADD that failed and converged back), `gc` (not in valid-attachments). */

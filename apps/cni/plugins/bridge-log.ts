@@ -3,7 +3,7 @@
 // /var/lib/felt, also for an L2-only bridge, whose `ipam` may carry only `dataDir`). DEL and GC never create
 // the log: with no felt.db there is nothing recorded.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
@@ -30,6 +30,21 @@ export const sqliteLog: AttachmentLog = {
   openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
 };
+
+/** The network namespace this process runs in, as the kernel names it (`net:[4026531840]`); undefined when unreadable. */
+export function ownNetns(): string | undefined {
+  try {
+    return readlinkSync('/proc/self/ns/net');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The network config as the attachment record keeps it: without prevResult (a result, not config). */
+export function recordedConf(conf: NetConf): Readonly<Record<string, unknown>> {
+  const { prevResult: _result, ...rest } = conf.raw;
+  return rest;
+}
 
 /** `ipam.dataDir`, as host-local reads it. */
 export function logDir(conf: NetConf): E.Either<CniError, string> {

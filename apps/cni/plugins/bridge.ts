@@ -19,7 +19,7 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
-import { attachmentsIn, decideIn, logDir, sqliteLog } from './bridge-log.ts';
+import { attachmentsIn, decideIn, logDir, ownNetns, recordedConf, sqliteLog } from './bridge-log.ts';
 
 const noNetns = (netns: string): CniError =>
   cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
@@ -84,6 +84,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
+  const hostVethMac = macFromBytes(rnd.slice(4, 10));
   const scope = attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth);
   // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
   // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
@@ -91,7 +92,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const journal = (command: AttachmentCommand) => decideIn(sqliteLog, ctx, dataDir.right, bc.name, command);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
-  const record = journal({ type: 'RecordAttachment', data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right } });
+  const hostNs = ownNetns();
+  const record = journal({
+    type: 'RecordAttachment',
+    data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right, conf: recordedConf(conf), cniArgs: args.args, hostVethMac, ...(hostNs ? { hostNs } : {}) },
+  });
   const forget = journal({ type: 'RemoveAttachments', data: { ...who, hostVeth, reason: 'rollback' } });
 
   const attach = (seen: KernelState, ipam: Result | undefined, conf: BridgeConf = bc): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
@@ -103,7 +108,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       ifname: args.ifname,
       netns: args.netns,
       hostVeth,
-      hostVethMac: macFromBytes(rnd.slice(4, 10)),
+      hostVethMac,
       containerMac: bc.mac ?? macFromBytes(ctx.randomBytes(6)),
       bridgeMac: br?.mac ?? macFromBytes(rnd.slice(10, 16)),
       ...(ipam ? { ipam } : {}),
