@@ -14,12 +14,15 @@
 // or half written) and only then removes the old one. Without --with-node the plugins run the node that ran
 // install-cni, by its absolute path (a runtime's PATH may not have it). Nothing foreign is overwritten unless
 // --force: a file of a plugin's name that is not a felt plugin (no `// felt-cni <type>` second line), or a
-// different 10-flannel.conflist, is left and named, and the exit code is 3.
+// different 10-flannel.conflist, is left and named, and the exit code is 3. --conflist FILE installs FILE (as
+// kube-flannel's install-cni copies its ConfigMap's cni-conf.json) after checking it parses as a conflist.
 
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { parseConfList } from '../../../core/cni/conflist.ts';
 import { isFeltPlugin } from '../../cni/dispatch.ts';
 import { flag, str } from '../args.ts';
 import type { Subcommand } from '../common.ts';
@@ -150,6 +153,7 @@ export const installCniCommand: Subcommand = {
     { name: 'cni-bin-dir', value: 'DIR', help: 'where runtimes find plugins (default /opt/cni/bin)' },
     { name: 'cni-conf-dir', value: 'DIR', help: 'where runtimes find network configs (default /etc/cni/net.d)' },
     { name: 'with-node', help: 'also copy the node running felt into the bin dir, for hosts without Node.js' },
+    { name: 'conflist', value: 'FILE', help: "write this conflist (checked) as 10-flannel.conflist instead of flannel's stock one" },
     { name: 'no-conf', help: 'install the plugins only, no conflist' },
     { name: 'force', help: 'replace foreign plugins of the same names and a different 10-flannel.conflist' },
   ],
@@ -170,6 +174,23 @@ export const installCniCommand: Subcommand = {
     if (!withNode && unsafeInShebang(process.execPath)) {
       io.err(`felt install-cni: the node running felt (${JSON.stringify(process.execPath)}) has a space, quote, '#', '$' or '\\' in its path; use --with-node\n`);
       return 1;
+    }
+    let conflist = `${JSON.stringify(FLANNEL_CONFLIST, null, 2)}\n`;
+    const confFrom = str(p, 'conflist');
+    if (confFrom !== undefined) {
+      let text: string;
+      try {
+        text = readFileSync(confFrom, 'utf8');
+      } catch (e) {
+        io.err(`felt install-cni: --conflist: cannot read ${confFrom}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+        return 1;
+      }
+      const parsed = parseConfList(text, true);
+      if (E.isLeft(parsed)) {
+        io.err(`felt install-cni: --conflist: ${confFrom}: ${parsed.left}\n`);
+        return 1;
+      }
+      conflist = text.endsWith('\n') ? text : `${text}\n`;
     }
     let left = 0;
     try {
@@ -215,7 +236,7 @@ export const installCniCommand: Subcommand = {
       if (!flag(p, 'no-conf')) {
         mkdirSync(confDir, { recursive: true });
         const file = join(confDir, CONF_FILE);
-        const text = `${JSON.stringify(FLANNEL_CONFLIST, null, 2)}\n`;
+        const text = conflist;
         const have = existsSync(file) ? readFileSync(file, 'utf8') : undefined;
         if (have !== text) {
           if (have !== undefined && !force) {
