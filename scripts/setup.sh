@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (felt configures network namespaces and iptables)" >&2; exit 1; }
 
-packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base)
+# podman, runc and busybox-static: the podman runtime test (runc because crun refuses hybrid cgroup layouts;
+# busybox is the whole image, imported from a tarball). The deploy test uses systemd-analyze when systemd is there.
+packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
