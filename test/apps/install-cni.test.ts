@@ -193,6 +193,28 @@ describe('felt install-cni', () => {
     expect(readdirSync(join(bin, SUPPORT_DIR))).not.toContain('0123456789ab');
   });
 
+  it('--conflist installs that conflist; one that does not parse is refused naming the option and the field, nothing changed', async () => {
+    const d = sb.dir();
+    const bin = join(d, 'bin');
+    const conf = join(d, 'net.d');
+    const mine = join(d, 'mine.conflist');
+    const text = JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type: 'portmap', capabilities: { portMappings: true } }] }, null, 2);
+    writeFileSync(mine, text);
+    const r = await install(bin, conf, '--conflist', mine);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(conf, '10-flannel.conflist'), 'utf8')).toBe(`${text}\n`);
+    const bad = join(d, 'bad.conflist');
+    writeFileSync(bad, JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ delegate: {} }] }));
+    const b = await install(join(d, 'bin2'), join(d, 'net2.d'), '--conflist', bad);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toContain(`--conflist: ${bad}: plugins[0].type`);
+    expect(existsSync(join(d, 'bin2'))).toBe(false);
+    expect(existsSync(join(d, 'net2.d'))).toBe(false);
+    const missing = await install(join(d, 'bin2'), join(d, 'net2.d'), `--conflist=${join(d, 'nope')}`);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`--conflist: cannot read ${join(d, 'nope')}: ENOENT`);
+  });
+
   it('refuses a bin dir that cannot stand in a #! line, naming the option, and changes nothing', async () => {
     const d = sb.dir();
     const bin = join(d, 'my bin');
