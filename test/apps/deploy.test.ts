@@ -51,11 +51,15 @@ describe('systemd units', () => {
       const opts = env.replace(/^FELTD_OPTS=/, '').split(/\s+/).filter(Boolean);
       expect(parseFlags(opts), env).toHaveProperty('flags');
     }
-    const example = /FELTD_OPTS=([^'\n]*)'/.exec(feltd)?.[1];
-    expect(example).toBeDefined();
-    const parsed = parseFlags(example!.split(' '));
-    expect(parsed).toHaveProperty('flags');
-    expect(parsed).toMatchObject({ flags: { ipMasq: true, etcdEndpoints: ['https://10.0.0.1:2379'] } });
+    // The examples in the unit's comment and in docs/deploy/README.md are flags feltd takes.
+    const readme = readFileSync(join(DEPLOY, 'README.md'), 'utf8');
+    for (const text of [feltd, readme]) {
+      const example = /FELTD_OPTS=([^'\n]*)'/.exec(text)?.[1];
+      expect(example).toBeDefined();
+      const parsed = parseFlags(example!.split(' '));
+      expect(parsed, example).toHaveProperty('flags');
+      expect(parsed).toMatchObject({ flags: { ipMasq: true, etcdEndpoints: ['https://10.0.0.1:2379'] } });
+    }
   });
 
   if (!systemdAnalyze) console.warn('deploy.test.ts: skipping systemd-analyze verify: systemd-analyze is not installed here');

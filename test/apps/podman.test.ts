@@ -54,7 +54,6 @@ let host = '';
 let dir = '';
 let data = '';
 let conf = '';
-const started: string[] = [];
 
 /** podman as this test runs it: its own config, storage and runtime, inside the test's namespace. */
 function podman(...args: string[]): Promise<Run> {
@@ -162,9 +161,7 @@ describe.skipIf(skipReason !== undefined)('podman (CNI backend) on a felt networ
 
   it("two containers get addresses from felt's host-local, reach each other, a port mapping works, podman rm releases everything", async () => {
     await podmanOk(...RUN, '--name', 'c1', IMAGE, 'sleep', '3600');
-    started.push('c1');
     await podmanOk(...RUN, '--name', 'c2', '-p', '8080:80', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www');
-    started.push('c2');
     const [c1, c2] = [await inspect('c1'), await inspect('c2')];
     const ip1 = c1.NetworkSettings.Networks[NETWORK]!.IPAddress;
     const ip2 = c2.NetworkSettings.Networks[NETWORK]!.IPAddress;
