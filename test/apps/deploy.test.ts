@@ -17,7 +17,9 @@ import { parseFlags } from '../../apps/feltd/flags.ts';
 import { parseConfList } from '../../core/cni/conflist.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { FELT_CNI, ROOT } from '../support/cni.ts';
+import { startEtcd } from '../support/etcd.ts';
 import { exec, Sandbox } from '../support/ns.ts';
+import { execFile } from '../support/netns.ts';
 
 const DEPLOY = join(ROOT, 'docs', 'deploy');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -210,6 +212,34 @@ describe('kube-felt.yml', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(script).toContain('${FELT_ETCD_PREFIX}/config');
     expect(mountAt(nc, '/etc/kube-felt')?.['configMap']?.name).toBe(cm['metadata'].name);
+  });
+
+  it('the net-config script writes net-conf.json to a real etcd once, and leaves a config that is there', async () => {
+    const nc = (pod['initContainers'] as Obj[]).find((c) => c['name'] === 'net-config')!;
+    const d = sb.dir();
+    const netConf = join(d, 'net-conf.json');
+    writeFileSync(netConf, cm['data']['net-conf.json']);
+    // This etcd speaks plain http: the script without its TLS flags (as docs/deploy/README.md says to run it
+    // without TLS), reading the ConfigMap file from where the test wrote it.
+    const script = (nc['command'] as string[])[2]!.replace(/ --cacert=\S+ --cert=\S+ --key=\S+/, '').replaceAll('/etc/kube-felt/net-conf.json', netConf);
+    expect(script).not.toContain('--cacert');
+    const etcd = await startEtcd();
+    try {
+      const env = { ...(process.env as Record<string, string>), ETCDCTL_API: '3', FELT_ETCD_ENDPOINTS: etcd.endpoint, FELT_ETCD_PREFIX: '/felt-deploy-test' };
+      const first = await execFile(['sh', '-ec', script], { env });
+      expect(first.code, first.stderr).toBe(0);
+      const got = await etcd.etcdctl(['get', '--print-value-only', '/felt-deploy-test/config']);
+      expect(got.stdout.trim()).toBe(cm['data']['net-conf.json'].trim());
+      expect(E.isRight(parseNetConfig(got.stdout))).toBe(true);
+      // A config already there (the cluster's own) is kept.
+      const mine = '{"Network":"10.250.0.0/16","Backend":{"Type":"host-gw"}}';
+      expect((await etcd.etcdctl(['put', '/felt-deploy-test/config', mine])).code).toBe(0);
+      const again = await execFile(['sh', '-ec', script], { env });
+      expect(again.code, again.stderr).toBe(0);
+      expect((await etcd.etcdctl(['get', '--print-value-only', '/felt-deploy-test/config'])).stdout.trim()).toBe(mine);
+    } finally {
+      await etcd.stop();
+    }
   });
 });
 
