@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { parseConfList } from '../../../core/cni/conflist.ts';
 import { isFeltPlugin } from '../../cni/dispatch.ts';
@@ -108,7 +108,7 @@ function hashOf(files: readonly SupportFile[]): string {
 
 /** Write `data` to `path` in one rename: a reader sees the old file or the new one, never a partial one. */
 function writeAtomically(path: string, data: string | Buffer, mode: number): void {
-  const tmp = join(dirname(path), `.${relative(dirname(path), path)}.felt-${process.pid}`);
+  const tmp = join(dirname(path), `.${basename(path)}.felt-${process.pid}`);
   rmSync(tmp, { force: true });
   writeFileSync(tmp, data, { mode });
   chmodSync(tmp, mode);
