@@ -9,10 +9,13 @@ const root = new URL('..', import.meta.url).pathname;
 // except feltd to etcd, which gets its CA from --etcd-cafile. `env -S -u` drops it before node starts.
 const banner = '#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node\n';
 
+// A plugin's second line names it as felt's (`// felt-cni <type>`): felt install-cni and in-process
+// delegation (apps/cni/dispatch.ts isFeltPlugin) tell felt's executables from foreign ones of the same name by it.
 const entries = [];
 const cniDir = join(root, 'apps/cni/bin');
 for (const f of readdirSync(cniDir).filter((f) => f.endsWith('.ts'))) {
-  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', basename(f, '.ts')) });
+  const type = basename(f, '.ts');
+  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', type), mark: `// felt-cni ${type}` });
 }
 for (const [name, src] of [
   ['felt', 'apps/felt/main.ts'],
@@ -57,7 +60,7 @@ await Promise.all(
       format: 'cjs',
       minify: true,
       legalComments: 'none',
-      banner: { js: banner.trimEnd() },
+      banner: { js: e.mark ? `${banner}${e.mark}` : banner.trimEnd() },
       // Native addons and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
       external: ['better-sqlite3', 'etcd3', '@grpc/*'],
       logLevel: 'warning',

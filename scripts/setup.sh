@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (felt configures network namespaces and iptables)" >&2; exit 1; }
 
 # chromium (and a font for its screenshots): the status page test, test/apps/status-page.test.ts.
-packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core)
+# podman, runc and busybox-static: the podman runtime test (runc because crun refuses hybrid cgroup layouts;
+# busybox is the whole image, imported from a tarball). The deploy test uses systemd-analyze when systemd is there.
+packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
@@ -91,6 +91,29 @@ const isFile = (p: string): boolean => {
   }
 };
 
+/** The second line of every felt plugin executable (scripts/build.mjs writes it; felt install-cni keeps it). */
+export const feltMark = (type: string): string => `// felt-cni ${type}`;
+
+/**
+ * Whether the file at `path` is felt's plugin `type` (its first line a shebang, its second felt's mark), read
+ * from its first bytes only. A foreign plugin of the same name next to felt's (one `felt install-cni` left
+ * alone) is not: a delegation to it executes it instead of running felt's code in-process.
+ */
+export function isFeltPlugin(path: string, type: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const head = Buffer.alloc(512);
+    const n = readSync(fd, head, 0, head.length, 0);
+    const lines = head.subarray(0, n).toString('utf8').split('\n');
+    return lines.length > 2 && lines[0]!.startsWith('#!') && lines[1] === feltMark(type);
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 export function findInPath(type: string, path: readonly string[]): string | undefined {
   for (const dir of path) {
     const p = join(dir, type);
@@ -131,7 +154,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
       const own = bundled[type];
       const same = (() => {
         try {
-          return dirname(realpathSync(exe)) === realpathSync(selfDir);
+          return dirname(realpathSync(exe)) === realpathSync(selfDir) && isFeltPlugin(exe, type);
         } catch {
           return false;
         }
