@@ -42,7 +42,11 @@ function hidden(ns: string, hide: readonly string[], argv: readonly string[], en
   return execFile(['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, helper, ...hide, '--', ...argv], { env, input });
 }
 /** The checkout and the node_modules it uses (a worktree's may be a link to another checkout's). */
-const SOURCE = [...new Set([ROOT, realpathSync(join(ROOT, 'node_modules'))])];
+// A path under one already covered is covered with it (and cannot be reached to mount over once it is).
+const SOURCE = ((paths: string[]) => paths.filter((p, i) => !paths.some((q, j) => j !== i && (p === q ? j < i : p.startsWith(q + '/')))))([
+  ROOT,
+  realpathSync(join(ROOT, 'node_modules')),
+]);
 
 const cniEnv = (command: string, bin: string, pod: string, cid: string): Record<string, string> => ({
   CNI_COMMAND: command,
