@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type Stored } from '../../core/events.ts';
 import { parseIpamConf } from '../../core/ipam/config.ts';
-import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core/ipam/decider.ts';
+import { decide, ipamProjection, ipamStream, type IpamCommand, type IpamState } from '../../core/ipam/decider.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';
 import { replay } from '../../adapters/store/replay.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
@@ -137,11 +137,22 @@ describe('SQLite event store', () => {
     const raw = new Database(join(dir, 'felt.db'), { readonly: true });
     const head = raw.prepare("SELECT max(position) AS p FROM events WHERE stream = 'ipam/n'").get() as { p: number };
     const snap = raw.prepare("SELECT position, state FROM snapshots WHERE stream = 'ipam/n'").get() as { position: number; state: string };
+    // host-local's projection is a table: one row per allocation, the header (cursors) and count in the snapshot.
+    const rows = raw.prepare("SELECT key, ix, value FROM projection_rows WHERE name = ? AND stream = 'ipam/n'").all(ipamProjection.name) as {
+      key: string;
+      ix: string;
+      value: string;
+    }[];
     raw.close();
     expect(snap.position).toBe(head.p);
     const log = s.read({ stream: 'ipam/n' });
     expect(E.isRight(log)).toBe(true);
-    if (E.isRight(log)) expect(JSON.parse(snap.state)).toEqual(JSON.parse(JSON.stringify(fold(ipamProjection, log.right as never))));
+    if (E.isRight(log)) {
+      const folded = JSON.parse(JSON.stringify(fold(ipamProjection, log.right as never))) as IpamState;
+      expect(JSON.parse(snap.state)).toEqual({ header: { lastReserved: folded.lastReserved }, count: Object.keys(folded.allocations).length });
+      expect(Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value)]))).toEqual(folded.allocations);
+      for (const r of rows) expect(r.ix).toBe(JSON.stringify([folded.allocations[r.key]!.containerId, folded.allocations[r.key]!.ifname]));
+    }
     s.close();
   });
 
