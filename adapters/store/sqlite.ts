@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS projection_rows (
   value    TEXT NOT NULL,
   PRIMARY KEY (name, stream, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS projection_rows_by_ix ON projection_rows (name, stream, ix) WHERE ix IS NOT NULL;
+CREATE INDEX IF NOT EXISTS projection_rows_by_ix ON projection_rows (name, stream, ix);
 `;
 
 export interface SqliteOptions {
@@ -196,7 +196,8 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean): Eve
 
   // ---- table projections
   const ROW_GET = 'SELECT value FROM projection_rows WHERE name = ? AND stream = ? AND key = ?';
-  const ROW_FIND = 'SELECT key, value FROM projection_rows WHERE name = ? AND stream = ? AND ix = ?';
+  // Without statistics the planner prefers a scan of the primary key's (name, stream) prefix: all the rows.
+  const ROW_FIND = 'SELECT key, value FROM projection_rows INDEXED BY projection_rows_by_ix WHERE name = ? AND stream = ? AND ix = ?';
   const ROW_ALL = 'SELECT key, value FROM projection_rows WHERE name = ? AND stream = ?';
   const ROW_PUT =
     'INSERT INTO projection_rows (name, stream, key, ix, value) VALUES (?, ?, ?, ?, ?) ' +
