@@ -113,3 +113,53 @@ export const fold = <S, E extends Event>(p: Projection<S, E>, events: readonly S
 /** Give new events an envelope, as a store would: for pure tests and previews of a decision. */
 export const stamp = <E extends Event>(stream: string, events: readonly E[], time: string, firstPosition: number): Stored<E>[] =>
   events.map((e, i) => ({ position: firstPosition + i, stream, type: e.type, data: e.data, time }) as unknown as Stored<E>);
+
+/**
+ * Fold events onto a whole state through a table's `changes`: one shallow copy of the rows per batch, and none
+ * of the header. A projection whose rows are many (10,000 remote leases) uses it as `evolveAll`, so a cached
+ * state follows one event at the cost of one copy, not of a deep walk.
+ */
+export function foldTable<S, H, R, E extends Event>(table: Table<S, H, R, E>, state: S, events: readonly Stored<E>[]): S {
+  if (events.length === 0) return state;
+  const { header, rows } = table.split(state);
+  let h = header;
+  let count = Object.keys(rows).length;
+  const pending = new Map<string, R | null>();
+  const stored = (k: string): R | undefined => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined);
+  const merged = (): [string, R][] => {
+    const out = new Map<string, R>(Object.entries(rows));
+    for (const [k, r] of pending) {
+      if (r === null) out.delete(k);
+      else out.set(k, r);
+    }
+    return [...out].sort(byKey);
+  };
+  const view: RowView<H, R> = {
+    get header() {
+      return h;
+    },
+    get: (k) => (pending.has(k) ? (pending.get(k) ?? undefined) : stored(k)),
+    find: (value) => merged().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    count: () => count,
+    all: () => merged().map(([, r]) => r),
+  };
+  for (const e of events) {
+    for (const c of table.changes(view, e)) {
+      if (c.op === 'header') h = c.header;
+      else if (c.op === 'put') {
+        if (view.get(c.key) === undefined) count++;
+        pending.set(c.key, c.row);
+      } else {
+        if (view.get(c.key) !== undefined) count--;
+        pending.set(c.key, null);
+      }
+    }
+  }
+  if (pending.size === 0) return table.assemble(h, rows);
+  const next: Record<string, R> = { ...rows };
+  for (const [k, r] of pending) {
+    if (r === null) delete next[k];
+    else next[k] = r;
+  }
+  return table.assemble(h, next);
+}
