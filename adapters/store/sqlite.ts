@@ -322,18 +322,20 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean): Eve
   /** A read transaction over a table projection (nothing is written, even when the table is behind the log). */
   const readTable = <S, H, R, A>(stream: string, p: Projection<S, Event>, table: Table<S, H, R, never>, f: (o: Opened<H, R>) => A): A => {
     if (!hasRows) {
-      // A version-1 file opened read-only: fold the stream from the log.
-      const state = fold(p, (stmt(AFTER).all(stream, 0) as Row[]).map((r) => toEvent(r) as Stored<Event>));
-      const { header, rows } = table.split(state);
-      const entries = Object.entries(rows);
-      const base: RowSource<R> = {
-        get: (k) => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined),
-        find: (value) => entries.filter(([, r]) => table.index?.(r) === value),
-        all: () => entries,
-      };
-      const overlay = new Overlay<H, R>(table as Table<unknown, H, R, never>, base, header, entries.length);
-      const position = (stmt('SELECT max(position) AS p FROM events WHERE stream = ?').get(stream) as { p: number | null }).p ?? 0;
-      return f({ overlay, cache: { position, header, count: entries.length, rows: new Map(), complete: true }, fresh: true, replayed: [] });
+      // A version-1 file opened read-only: fold the stream from the log (in one read transaction).
+      return db.transaction(() => {
+        const log = (stmt(AFTER).all(stream, 0) as Row[]).map((r) => toEvent(r) as Stored<Event>);
+        const { header, rows } = table.split(fold(p, log));
+        const entries = Object.entries(rows);
+        const base: RowSource<R> = {
+          get: (k) => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined),
+          find: (value) => entries.filter(([, r]) => table.index?.(r) === value),
+          all: () => entries,
+        };
+        const overlay = new Overlay<H, R>(table as Table<unknown, H, R, never>, base, header, entries.length);
+        const position = log.at(-1)?.position ?? 0;
+        return f({ overlay, cache: { position, header, count: entries.length, rows: new Map(), complete: true }, fresh: true, replayed: [] });
+      })();
     }
     return db.transaction(() => f(openTable<H, R>(stream, p.name, table as Table<unknown, H, R, never>)))();
   };
