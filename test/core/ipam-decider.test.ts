@@ -21,6 +21,8 @@ import {
   type IpamCommand,
   type IpamEvent,
   type IpamState,
+  type IpamView,
+  ipamView,
 } from '../../core/ipam/decider.ts';
 import { rangeFor, rangeSetContains } from '../../core/ipam/range.ts';
 import { eqIP, firstIP, formatIP, lastIP, parseIP, type IP } from '../../core/ip/ip.ts';
@@ -96,6 +98,50 @@ describe('AllocateAddresses', () => {
     const c2 = conf({ ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.1.0.0/30' }]] });
     const r = given([allocated('x', '10.1.0.2', 1)]).when(add(c2, 'a'));
     expect(r).toEqual(E.left({ code: 100, msg: 'ipam.ranges[1]: no IP addresses available in range set: 10.1.0.1-10.1.0.2' }));
+  });
+});
+
+describe('AllocateAddresses over the table view', () => {
+  /** A view over a folded state that counts what the decider reads. */
+  const counting = (state: IpamState) => {
+    const v = ipamView(state);
+    const reads = { get: 0, find: 0, all: 0 };
+    const view: IpamView = {
+      header: v.header,
+      get: (k) => (reads.get++, v.get(k)),
+      find: (x) => (reads.find++, v.find(x)),
+      count: () => v.count(),
+      all: () => (reads.all++, v.all()),
+    };
+    return { view, reads };
+  };
+  const held = (c: IpamConf, n: number): IpamState => {
+    const store = memoryStore();
+    for (let i = 0; i < n; i++) store.transact(ipamStream('net'), ipamProjection, (s) => decide(add(c, `h${i}`), s), { time: T });
+    const l = store.load(ipamStream('net'), ipamProjection);
+    if (E.isLeft(l)) throw new Error(l.left.msg);
+    return l.right.state;
+  };
+
+  it('an ADD reads its own allocations and the addresses it walks past, not every row', () => {
+    const c = conf({ ranges: [[{ subnet: '10.0.0.0/24' }]] });
+    const { view, reads } = counting(held(c, 100));
+    expect(ips(decideIpam(add(c, 'new'), view))).toEqual(['10.0.0.102']);
+    expect(reads).toEqual({ get: 1, find: 1, all: 0 });
+  });
+
+  it('only a nearly full range set reads every row, and still answers exhausted or the last free address', () => {
+    const c = conf({ ranges: [[{ subnet: '10.0.0.0/29' }]] }); // .2-.6 allocatable, .1 the gateway
+    const four = counting(held(c, 4));
+    expect(ips(decideIpam(add(c, 'new'), four.view))).toEqual(['10.0.0.6']);
+    expect(four.reads.all).toBe(0);
+    // Rows of another range set count too: 3 attachments hold 6 rows, as many as the /29 has addresses.
+    const two = conf({ ranges: [[{ subnet: '10.0.0.0/29' }], [{ subnet: 'fd00::/125' }]] });
+    const near = counting(held(two, 3));
+    expect(ips(decideIpam(add(two, 'new'), near.view))).toEqual(['10.0.0.5', 'fd00::5']);
+    expect(near.reads.all).toBe(2);
+    const full = counting(held(c, 5));
+    expect(E.isLeft(decideIpam(add(c, 'new'), full.view)) && (decideIpam(add(c, 'new'), full.view) as E.Left<CniError>).left.code).toBe(100);
   });
 });
 
