@@ -204,6 +204,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean): Eve
     'ON CONFLICT (name, stream, key) DO UPDATE SET ix = excluded.ix, value = excluded.value';
   const ROW_DEL = 'DELETE FROM projection_rows WHERE name = ? AND stream = ? AND key = ?';
   const ROWS_CLEAR = 'DELETE FROM projection_rows WHERE name = ? AND stream = ?';
+  const OLD_VERSIONS = 'DELETE FROM snapshots WHERE stream = ? AND substr(name, 1, ?) = ? AND name <> ?';
   const rowCaches = new Map<string, RowCache>();
 
   interface Opened<H, R> {
@@ -259,7 +260,14 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean): Eve
 
   /** Inside the write transaction: write the changed rows and the header, then (after COMMIT) remember them. */
   const flushTable = <H, R>(stream: string, name: string, table: Table<unknown, H, R, never>, o: Opened<H, R>, position: number): (() => void) => {
-    if (o.fresh) stmt(ROWS_CLEAR).run(name, stream);
+    if (o.fresh) {
+      stmt(ROWS_CLEAR).run(name, stream);
+      // A table replacing an earlier version of the projection (ipam@1's whole-state snapshot, 3 MB for a node
+      // stream) makes that snapshot dead weight: drop it. (An older felt opening the file again rebuilds it
+      // from the log.)
+      const at = name.lastIndexOf('@');
+      if (at > 0) stmt(OLD_VERSIONS).run(stream, at + 1, name.slice(0, at + 1), name);
+    }
     for (const [k, r] of o.overlay.pending) {
       if (r === null) stmt(ROW_DEL).run(name, stream, k);
       else stmt(ROW_PUT).run(name, stream, k, table.index?.(r) ?? null, JSON.stringify(r));
