@@ -38,6 +38,67 @@ export interface Projection<S, E extends Event = Event> {
    * copy per event.
    */
   readonly evolveAll?: (state: S, events: readonly Stored<E>[]) => S;
+  /**
+   * Optional: keep the state as a table (one row per allocation, per lease) plus a small header, so that a
+   * transaction writes only the rows its events change instead of the whole state. `evolve` stays the
+   * reference fold; `table.changes` must agree with it (test/core/projection-table.test.ts).
+   */
+  readonly table?: Table<S, any, any, E>; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+// ---- table projections ----------------------------------------------------------------------------------
+
+/** One change an event makes to a table projection. */
+export type RowChange<H, R> =
+  | { readonly op: 'put'; readonly key: string; readonly row: R }
+  | { readonly op: 'del'; readonly key: string }
+  | { readonly op: 'header'; readonly header: H };
+
+/**
+ * What a decider sees of a table projection: the header, point lookups, the secondary index, a count, and (for
+ * full passes and GC only) every row. A store answers these inside its write transaction, from the rows.
+ */
+export interface RowView<H, R> {
+  readonly header: H;
+  get(key: string): R | undefined;
+  /** Rows whose `table.index` is `value`, in key order. */
+  find(value: string): R[];
+  /** Number of rows (kept by the store, not counted). */
+  count(): number;
+  /** Every row, in key order: a full read. */
+  all(): R[];
+}
+
+export interface Table<S, H, R, E extends Event = Event> {
+  readonly initialHeader: () => H;
+  /** The changes one event makes, given the rows before it: assemble(after) = evolve(assemble(before), event). */
+  readonly changes: (view: RowView<H, R>, event: Stored<E>) => readonly RowChange<H, R>[];
+  /** The secondary lookup value of a row (e.g. its container and ifname), or undefined for none. */
+  readonly index?: (row: R) => string | undefined;
+  /** The whole state from the header and the rows (for `load` and readers). */
+  readonly assemble: (header: H, rows: Readonly<Record<string, R>>) => S;
+  /** The header and rows of a whole state (the inverse of assemble, for views over a folded state). */
+  readonly split: (state: S) => { readonly header: H; readonly rows: Readonly<Record<string, R>> };
+}
+
+/** A projection whose state is kept as a table. */
+export interface TableProjection<S, H, R, E extends Event = Event> extends Projection<S, E> {
+  readonly table: Table<S, H, R, E>;
+}
+
+const byKey = <R>(a: readonly [string, R], b: readonly [string, R]): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+
+/** A view over a whole state in memory (pure deciders over a folded state, tests). Lookups by index scan. */
+export function stateView<S, H, R>(table: Table<S, H, R, never>, state: S): RowView<H, R> {
+  const { header, rows } = table.split(state);
+  const entries = (): [string, R][] => Object.entries(rows).sort(byKey);
+  return {
+    header,
+    get: (key) => (Object.prototype.hasOwnProperty.call(rows, key) ? rows[key] : undefined),
+    find: (value) => entries().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    count: () => Object.keys(rows).length,
+    all: () => entries().map(([, r]) => r),
+  };
 }
 
 /** Commands carry the time and other identity from the app, never from the core. */
@@ -52,3 +113,53 @@ export const fold = <S, E extends Event>(p: Projection<S, E>, events: readonly S
 /** Give new events an envelope, as a store would: for pure tests and previews of a decision. */
 export const stamp = <E extends Event>(stream: string, events: readonly E[], time: string, firstPosition: number): Stored<E>[] =>
   events.map((e, i) => ({ position: firstPosition + i, stream, type: e.type, data: e.data, time }) as unknown as Stored<E>);
+
+/**
+ * Fold events onto a whole state through a table's `changes`: one shallow copy of the rows per batch, and none
+ * of the header. A projection whose rows are many (10,000 remote leases) uses it as `evolveAll`, so a cached
+ * state follows one event at the cost of one copy, not of a deep walk.
+ */
+export function foldTable<S, H, R, E extends Event>(table: Table<S, H, R, E>, state: S, events: readonly Stored<E>[]): S {
+  if (events.length === 0) return state;
+  const { header, rows } = table.split(state);
+  let h = header;
+  let count = Object.keys(rows).length;
+  const pending = new Map<string, R | null>();
+  const stored = (k: string): R | undefined => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined);
+  const merged = (): [string, R][] => {
+    const out = new Map<string, R>(Object.entries(rows));
+    for (const [k, r] of pending) {
+      if (r === null) out.delete(k);
+      else out.set(k, r);
+    }
+    return [...out].sort(byKey);
+  };
+  const view: RowView<H, R> = {
+    get header() {
+      return h;
+    },
+    get: (k) => (pending.has(k) ? (pending.get(k) ?? undefined) : stored(k)),
+    find: (value) => merged().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    count: () => count,
+    all: () => merged().map(([, r]) => r),
+  };
+  for (const e of events) {
+    for (const c of table.changes(view, e)) {
+      if (c.op === 'header') h = c.header;
+      else if (c.op === 'put') {
+        if (view.get(c.key) === undefined) count++;
+        pending.set(c.key, c.row);
+      } else {
+        if (view.get(c.key) !== undefined) count--;
+        pending.set(c.key, null);
+      }
+    }
+  }
+  if (pending.size === 0) return table.assemble(h, rows);
+  const next: Record<string, R> = { ...rows };
+  for (const [k, r] of pending) {
+    if (r === null) delete next[k];
+    else next[k] = r;
+  }
+  return table.assemble(h, next);
+}

@@ -1,16 +1,34 @@
 // The in-memory twin of the SQLite event store: same interface, same semantics (snapshots written with the
-// events, nothing kept from a failed decision, JSON round trip of data and state), for core and plugin tests.
+// events, nothing kept from a failed decision, JSON round trip of data and state; table projections kept as
+// rows, written only where their events change them), for core and plugin tests.
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
-import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
-import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted } from '../store/types.ts';
+import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
+import { Overlay, type RowSource } from '../store/rows.ts';
+import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted, TransactedRows } from '../store/types.ts';
 
 export interface MemoryStore extends EventStore {
   /** Every event, for assertions. */
   readonly events: readonly StoredEvent[];
-  /** The raw snapshot of a stream, for assertions that it equals the fold of the log. */
+  /**
+   * The raw snapshot of a stream, for assertions that it equals the fold of the log (a table projection's:
+   * assembled from its stored rows).
+   */
   snapshot(name: string, stream: string): { position: number; state: unknown } | undefined;
+  /** A table projection's stored rows (JSON parsed), for assertions; undefined when it has none yet. */
+  rows(name: string, stream: string): { position: number; header: unknown; rows: Record<string, unknown> } | undefined;
+  /** Forget every table projection's rows and header, as if the tables were dropped (the log stays). */
+  dropTables(): void;
+}
+
+/** A table projection's stored state: header, rows and count as JSON, as SQLite keeps them. */
+interface StoredTable {
+  position: number;
+  header: string;
+  count: number;
+  readonly rows: Map<string, { readonly ix: string | undefined; readonly value: string }>;
+  readonly table: Table<unknown, unknown, unknown, never>;
 }
 
 const roundTrip = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
@@ -44,11 +62,107 @@ export function memoryStore(): MemoryStore {
     return { state, position, rebuilt: later.length > 0 };
   };
 
+  const tables = new Map<string, StoredTable>();
+
+  interface Opened<H, R> {
+    readonly overlay: Overlay<H, R>;
+    readonly position: number;
+    readonly replayed: Stored<Event>[];
+  }
+
+  const openTable = <H, R>(stream: string, name: string, table: Table<unknown, H, R, never>): Opened<H, R> => {
+    const t = tables.get(key(name, stream));
+    const parse = (v: string): R => JSON.parse(v) as R;
+    const base: RowSource<R> = {
+      get: (k) => {
+        const r = t?.rows.get(k);
+        return r ? parse(r.value) : undefined;
+      },
+      find: (value) => (t ? [...t.rows].filter(([, r]) => r.ix === value).map(([k, r]) => [k, parse(r.value)] as [string, R]) : []),
+      all: () => (t ? [...t.rows].map(([k, r]) => [k, parse(r.value)] as [string, R]) : []),
+    };
+    const overlay = new Overlay<H, R>(table, base, t ? (JSON.parse(t.header) as H) : table.initialHeader(), t?.count ?? 0);
+    const position = t?.position ?? 0;
+    const replayed = log.filter((e) => e.stream === stream && e.position > position).map((e) => roundTrip(e) as Stored<Event>);
+    for (const e of replayed) overlay.apply(e);
+    return { overlay, position, replayed };
+  };
+
+  const transactTable = <H, R, Ev extends Event, A>(
+    stream: string,
+    name: string,
+    table: Table<unknown, H, R, never>,
+    decide: (o: Opened<H, R>) => E.Either<CniError, { readonly events: readonly Ev[]; readonly extra: A }>,
+    meta: { readonly time: string },
+  ): E.Either<CniError, { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[]; extra: A }> => {
+    const o = openTable<H, R>(stream, name, table);
+    const decision = decide(o);
+    if (E.isLeft(decision)) return decision;
+    const replayed = o.replayed as Stored<Ev>[];
+    let position = replayed.at(-1)?.position ?? o.position;
+    if (decision.right.events.length === 0 && replayed.length === 0) {
+      return E.right({ position, events: [], replayed, extra: decision.right.extra });
+    }
+    const events: Stored<Ev>[] = [];
+    for (const e of decision.right.events) {
+      position = (log.at(-1)?.position ?? 0) + 1 + events.length;
+      const stored = { position, stream, type: e.type, data: roundTrip(e.data), time: meta.time } as Stored<Ev>;
+      events.push(stored);
+      o.overlay.apply(stored as Stored<Event>);
+    }
+    // Commit: append, write the changed rows and the header together (serialize first: a row JSON cannot
+    // hold fails the whole transaction, as in SQLite).
+    const writes = [...o.overlay.pending].map(([k, r]) => [k, r === null ? null : { ix: table.index?.(r), value: JSON.stringify(r) }] as const);
+    const header = JSON.stringify(o.overlay.header);
+    const t: StoredTable = tables.get(key(name, stream)) ?? { position: 0, header, count: 0, rows: new Map(), table: table as Table<unknown, unknown, unknown, never> };
+    log.push(...(events as StoredEvent[]));
+    for (const [k, w] of writes) {
+      if (w === null) t.rows.delete(k);
+      else t.rows.set(k, w);
+    }
+    t.position = position;
+    t.header = header;
+    t.count = o.overlay.rows;
+    tables.set(key(name, stream), t);
+    return E.right({ position, events, replayed, extra: decision.right.extra });
+  };
+
+  const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S =>
+    roundTrip(table.assemble(o.header, Object.fromEntries(o.entries())));
+
   const store: MemoryStore = {
+    rows(name, stream) {
+      const t = tables.get(key(name, stream));
+      if (!t) return undefined;
+      return { position: t.position, header: JSON.parse(t.header) as unknown, rows: Object.fromEntries([...t.rows].map(([k, r]) => [k, JSON.parse(r.value) as unknown])) };
+    },
+    dropTables() {
+      tables.clear();
+    },
+    transactRows<S, H, R, Ev extends Event>(
+      stream: string,
+      p: TableProjection<S, H, R, Ev>,
+      decide: (view: RowView<H, R>) => E.Either<CniError, readonly Ev[]>,
+      meta: { readonly time: string },
+    ): E.Either<CniError, TransactedRows<Ev>> {
+      return E.map((r: { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[] }) => ({ position: r.position, events: r.events, replayed: r.replayed }))(
+        transactTable(stream, p.name, p.table as unknown as Table<unknown, H, R, never>, (o) =>
+          E.map((events: readonly Ev[]) => ({ events, extra: undefined }))(decide(o.overlay)),
+        meta),
+      );
+    },
+    view<S, H, R, Ev extends Event, A>(stream: string, p: TableProjection<S, H, R, Ev>, f: (view: RowView<H, R>) => E.Either<CniError, A>): E.Either<CniError, A> {
+      return f(openTable<H, R>(stream, p.name, p.table as unknown as Table<unknown, H, R, never>).overlay);
+    },
     get events() {
       return log;
     },
     snapshot(name, stream) {
+      const t = tables.get(key(name, stream));
+      if (t) {
+        const rows = Object.fromEntries([...t.rows].map(([k, r]) => [k, JSON.parse(r.value) as unknown]));
+        return { position: t.position, state: roundTrip(t.table.assemble(JSON.parse(t.header) as unknown, rows)) };
+      }
       const s = snapshots.get(key(name, stream));
       return s ? { position: s.position, state: JSON.parse(s.state) as unknown } : undefined;
     },
@@ -58,6 +172,19 @@ export function memoryStore(): MemoryStore {
       decide: (state: S) => E.Either<CniError, readonly Ev[]>,
       meta: { readonly time: string },
     ): E.Either<CniError, Transacted<S, Ev>> {
+      const table = p.table as Table<S, unknown, unknown, never> | undefined;
+      if (table) {
+        return E.map((r: { position: number; events: Stored<Ev>[]; extra: S }) => ({
+          state: r.events.length ? roundTrip(fold(p, r.events, r.extra)) : r.extra,
+          position: r.position,
+          events: r.events,
+        }))(
+          transactTable(stream, p.name, table as Table<unknown, unknown, unknown, never>, (o) => {
+            const state = assembled(table, o.overlay);
+            return E.map((events: readonly Ev[]) => ({ events, extra: state }))(decide(state));
+          }, meta),
+        );
+      }
       const loaded = loadIn(stream, p);
       const decision = decide(loaded.state);
       if (E.isLeft(decision)) return decision;
@@ -75,6 +202,11 @@ export function memoryStore(): MemoryStore {
       return E.right({ state, position, events });
     },
     load<S, Ev extends Event>(stream: string, p: Projection<S, Ev>): E.Either<CniError, Loaded<S>> {
+      const table = p.table as Table<S, unknown, unknown, never> | undefined;
+      if (table) {
+        const o = openTable(stream, p.name, table as Table<unknown, unknown, unknown, never>);
+        return E.right({ state: assembled(table, o.overlay), position: o.replayed.at(-1)?.position ?? o.position });
+      }
       const { state, position } = loadIn(stream, p);
       return E.right({ state, position });
     },
@@ -102,7 +234,7 @@ export function memoryStore(): MemoryStore {
     },
     streams(prefix = ''): E.Either<CniError, readonly string[]> {
       const all = new Set<string>();
-      for (const k of snapshots.keys()) {
+      for (const k of [...snapshots.keys(), ...tables.keys()]) {
         const stream = k.slice(k.indexOf('\u0000') + 1);
         if (stream.startsWith(prefix)) all.add(stream);
       }

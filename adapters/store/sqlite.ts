@@ -4,21 +4,28 @@
 //   events(position INTEGER PRIMARY KEY AUTOINCREMENT, stream, type, data JSON, time)
 //   snapshots(name, stream, position, state JSON)   -- one row per (projection, stream), written in the
 //                                                      same transaction as the events it folds
+//   projection_rows(name, stream, key, ix, value JSON) -- table projections (Projection.table): one row per
+//                                                      allocation / lease; their snapshot holds only the
+//                                                      header and the row count
 //
 // Loading a stream reads its snapshot plus the events after it (normally none), so it does not grow with
-// history; a snapshot that is missing (a new projection name) is rebuilt from the log on first use.
+// history; a snapshot that is missing (a new projection name) is rebuilt from the log on first use. A table
+// projection's transaction reads the rows its decider looks up and writes the rows its events change, so
+// recording one lease does not rewrite the other 10,000.
 
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
-import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
-import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted } from './types.ts';
+import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
+import { Overlay, type RowSource, type TableHead } from './rows.ts';
+import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted, TransactedRows } from './types.ts';
 import { ensureSchema, isBusy } from './sqlite-schema.ts';
 
 export const DB_FILE = 'felt.db';
-const SCHEMA_VERSION = 1;
+/** 2: projection_rows (table projections). A version-1 file gains the table; its tables rebuild from the log. */
+const SCHEMA_VERSION = 2;
 /** 50 plugin processes queueing for the write lock finish well within this. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 30_000;
 
@@ -38,6 +45,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
   state    TEXT NOT NULL,
   PRIMARY KEY (name, stream)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projection_rows (
+  name     TEXT NOT NULL,
+  stream   TEXT NOT NULL,
+  key      TEXT NOT NULL,
+  ix       TEXT,
+  value    TEXT NOT NULL,
+  PRIMARY KEY (name, stream, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS projection_rows_by_ix ON projection_rows (name, stream, ix);
 `;
 
 export interface SqliteOptions {
@@ -122,6 +138,9 @@ function ensureDir(dir: string): void {
 const hasSchema = (db: Database.Database): boolean =>
   (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'snapshots')").get() as { n: number }).n === 2;
 
+const hasRowsTable = (db: Database.Database): boolean =>
+  (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'projection_rows'").get() as { n: number }).n === 1;
+
 export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Either<CniError, EventStore> {
   const file = join(dataDir, DB_FILE);
   const timeout = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -146,10 +165,31 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
   } catch (e) {
     return E.left(storageError(file, e));
   }
-  return E.right(sqliteStore(db, file));
+  // A reader of a version-1 file (no writer has opened it since) folds table projections from the log.
+  let rows = true;
+  try {
+    rows = !opts.readonly || hasRowsTable(db);
+  } catch (e) {
+    db.close();
+    return E.left(storageError(file, e));
+  }
+  return E.right(sqliteStore(db, file, rows));
 }
 
-function sqliteStore(db: Database.Database, file: string): EventStore {
+/**
+ * What this connection knows of one table projection's stored rows, valid while the stored snapshot is at
+ * `position` (a long-lived writer such as feltd then reads each row once, not once per event). null: known
+ * absent. `complete`: every stored row is in `rows`.
+ */
+interface RowCache {
+  position: number;
+  header: unknown;
+  count: number;
+  readonly rows: Map<string, unknown>;
+  complete: boolean;
+}
+
+function sqliteStore(db: Database.Database, file: string, hasRows: boolean): EventStore {
   // Prepared on first use: a read-only CLI never prepares the write statements.
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string): Database.Statement => {
@@ -195,6 +235,162 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
     return { state, position, rebuilt: later.length > 0 };
   };
 
+  // ---- table projections
+  const ROW_GET = 'SELECT value FROM projection_rows WHERE name = ? AND stream = ? AND key = ?';
+  // Without statistics the planner prefers a scan of the primary key's (name, stream) prefix: all the rows.
+  const ROW_FIND = 'SELECT key, value FROM projection_rows INDEXED BY projection_rows_by_ix WHERE name = ? AND stream = ? AND ix = ?';
+  const ROW_ALL = 'SELECT key, value FROM projection_rows WHERE name = ? AND stream = ?';
+  const ROW_PUT =
+    'INSERT INTO projection_rows (name, stream, key, ix, value) VALUES (?, ?, ?, ?, ?) ' +
+    'ON CONFLICT (name, stream, key) DO UPDATE SET ix = excluded.ix, value = excluded.value';
+  const ROW_DEL = 'DELETE FROM projection_rows WHERE name = ? AND stream = ? AND key = ?';
+  const ROWS_CLEAR = 'DELETE FROM projection_rows WHERE name = ? AND stream = ?';
+  const OLD_VERSIONS = 'DELETE FROM snapshots WHERE stream = ? AND substr(name, 1, ?) = ? AND name <> ?';
+  const rowCaches = new Map<string, RowCache>();
+
+  interface Opened<H, R> {
+    readonly overlay: Overlay<H, R>;
+    readonly cache: RowCache;
+    /** No snapshot: rows left without one (a table dropped half-way) are ignored and cleared on commit. */
+    readonly fresh: boolean;
+    readonly replayed: Stored<Event>[];
+  }
+
+  /** Inside a transaction: the table's header, its rows on demand, and the events not yet in it folded on top. */
+  const openTable = <H, R>(stream: string, name: string, table: Table<unknown, H, R, never>): Opened<H, R> => {
+    const key = `${name}\u0000${stream}`;
+    const snap = stmt(SNAPSHOT).get(name, stream) as { position: number; state: string } | undefined;
+    let cache = rowCaches.get(key);
+    if (!snap) cache = { position: 0, header: table.initialHeader(), count: 0, rows: new Map(), complete: true };
+    else if (!cache || cache.position !== snap.position) {
+      const head = JSON.parse(snap.state) as TableHead<H>;
+      cache = { position: snap.position, header: head.header, count: head.count, rows: new Map(), complete: false };
+      rowCaches.set(key, cache);
+    }
+    const c = cache;
+    const parse = (v: string): R => JSON.parse(v) as R;
+    const base: RowSource<R> = {
+      get(k) {
+        if (c.rows.has(k)) return (c.rows.get(k) ?? undefined) as R | undefined;
+        if (c.complete) return undefined;
+        const row = stmt(ROW_GET).get(name, stream, k) as { value: string } | undefined;
+        const r = row ? parse(row.value) : undefined;
+        c.rows.set(k, r ?? null);
+        return r;
+      },
+      find(value) {
+        if (c.complete) return [...c.rows].filter(([, r]) => r !== null && table.index?.(r as R) === value) as [string, R][];
+        const found = (stmt(ROW_FIND).all(name, stream, value) as { key: string; value: string }[]).map((r) => [r.key, parse(r.value)] as [string, R]);
+        for (const [k, r] of found) c.rows.set(k, r);
+        return found;
+      },
+      all() {
+        if (!c.complete) {
+          c.rows.clear();
+          for (const r of stmt(ROW_ALL).all(name, stream) as { key: string; value: string }[]) c.rows.set(r.key, parse(r.value));
+          c.complete = true;
+        }
+        return [...c.rows].filter(([, r]) => r !== null) as [string, R][];
+      },
+    };
+    const overlay = new Overlay<H, R>(table, base, c.header as H, c.count);
+    const replayed = (stmt(AFTER).all(stream, c.position) as Row[]).map((r) => toEvent(r) as Stored<Event>);
+    for (const e of replayed) overlay.apply(e);
+    return { overlay, cache: c, fresh: !snap, replayed };
+  };
+
+  /** Inside the write transaction: write the changed rows and the header, then (after COMMIT) remember them. */
+  const flushTable = <H, R>(stream: string, name: string, table: Table<unknown, H, R, never>, o: Opened<H, R>, position: number): (() => void) => {
+    if (o.fresh) {
+      stmt(ROWS_CLEAR).run(name, stream);
+      // A table replacing an earlier version of the projection (ipam@1's whole-state snapshot, 3 MB for a node
+      // stream) makes that snapshot dead weight: drop it. (An older felt opening the file again rebuilds it
+      // from the log.)
+      const at = name.lastIndexOf('@');
+      if (at > 0) stmt(OLD_VERSIONS).run(stream, at + 1, name.slice(0, at + 1), name);
+    }
+    for (const [k, r] of o.overlay.pending) {
+      if (r === null) stmt(ROW_DEL).run(name, stream, k);
+      else stmt(ROW_PUT).run(name, stream, k, table.index?.(r) ?? null, JSON.stringify(r));
+    }
+    const head: TableHead<H> = { header: o.overlay.header, count: o.overlay.rows };
+    stmt(SAVE).run(name, stream, position, JSON.stringify(head));
+    return () => {
+      const c = o.cache;
+      c.position = position;
+      c.header = o.overlay.header;
+      c.count = o.overlay.rows;
+      for (const [k, r] of o.overlay.pending) c.rows.set(k, r);
+      rowCaches.set(`${name}\u0000${stream}`, c);
+    };
+  };
+
+  /** A table projection's decision loop: open, replay, decide, append, fold into the overlay, flush, commit. */
+  const transactTable = <H, R, Ev extends Event, A>(
+    stream: string,
+    p: Projection<unknown, Ev>,
+    table: Table<unknown, H, R, never>,
+    decide: (o: Opened<H, R>) => E.Either<CniError, { readonly events: readonly Ev[]; readonly extra: A }>,
+    meta: { readonly time: string },
+  ): E.Either<CniError, { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[]; extra: A }> => {
+    try {
+      stmt('BEGIN IMMEDIATE').run();
+      try {
+        const o = openTable<H, R>(stream, p.name, table);
+        const decision = decide(o);
+        const at = o.replayed.at(-1)?.position ?? o.cache.position;
+        const replayed = o.replayed as Stored<Ev>[];
+        if (E.isLeft(decision) || (decision.right.events.length === 0 && replayed.length === 0)) {
+          stmt('ROLLBACK').run();
+          return E.map((d: { extra: A }) => ({ position: at, events: [] as Stored<Ev>[], replayed, extra: d.extra }))(decision);
+        }
+        let position = at;
+        const events: Stored<Ev>[] = [];
+        for (const e of decision.right.events) {
+          const data = JSON.stringify(e.data);
+          const info = stmt(APPEND).run(stream, e.type, data, meta.time);
+          position = Number(info.lastInsertRowid);
+          const stored = { position, stream, type: e.type, data: JSON.parse(data) as unknown, time: meta.time } as Stored<Ev>;
+          events.push(stored);
+          o.overlay.apply(stored as Stored<Event>);
+        }
+        const remember = flushTable(stream, p.name, table, o, position);
+        stmt('COMMIT').run();
+        remember();
+        return E.right({ position, events, replayed, extra: decision.right.extra });
+      } catch (e) {
+        rowCaches.delete(`${p.name}\u0000${stream}`);
+        if (db.inTransaction) stmt('ROLLBACK').run();
+        throw e;
+      }
+    } catch (e) {
+      return E.left(storageError(file, e));
+    }
+  };
+
+  /** A read transaction over a table projection (nothing is written, even when the table is behind the log). */
+  const readTable = <S, H, R, A>(stream: string, p: Projection<S, Event>, table: Table<S, H, R, never>, f: (o: Opened<H, R>) => A): A => {
+    if (!hasRows) {
+      // A version-1 file opened read-only: fold the stream from the log (in one read transaction).
+      return db.transaction(() => {
+        const log = (stmt(AFTER).all(stream, 0) as Row[]).map((r) => toEvent(r) as Stored<Event>);
+        const { header, rows } = table.split(fold(p, log));
+        const entries = Object.entries(rows);
+        const base: RowSource<R> = {
+          get: (k) => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined),
+          find: (value) => entries.filter(([, r]) => table.index?.(r) === value),
+          all: () => entries,
+        };
+        const overlay = new Overlay<H, R>(table as Table<unknown, H, R, never>, base, header, entries.length);
+        const position = log.at(-1)?.position ?? 0;
+        return f({ overlay, cache: { position, header, count: entries.length, rows: new Map(), complete: true }, fresh: true, replayed: [] });
+      })();
+    }
+    return db.transaction(() => f(openTable<H, R>(stream, p.name, table as Table<unknown, H, R, never>)))();
+  };
+
+  const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S => table.assemble(o.header, Object.fromEntries(o.entries()));
+
   return {
     transact<S, Ev extends Event>(
       stream: string,
@@ -202,6 +398,19 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
       decide: (state: S) => E.Either<CniError, readonly Ev[]>,
       meta: { readonly time: string },
     ): E.Either<CniError, Transacted<S, Ev>> {
+      const table = p.table as Table<S, unknown, unknown, never> | undefined;
+      if (table) {
+        return E.map((r: { position: number; events: Stored<Ev>[]; extra: S }) => ({
+          state: r.events.length ? fold(p, r.events, r.extra) : r.extra,
+          position: r.position,
+          events: r.events,
+        }))(
+          transactTable(stream, p as Projection<unknown, Ev>, table as Table<unknown, unknown, unknown, never>, (o) => {
+            const state = assembled(table, o.overlay);
+            return E.map((events: readonly Ev[]) => ({ events, extra: state }))(decide(state));
+          }, meta),
+        );
+      }
       try {
         // IMMEDIATE takes the write lock up front: two deciders never see the same state.
         stmt('BEGIN IMMEDIATE').run();
@@ -234,7 +443,45 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
       }
     },
 
+    transactRows<S, H, R, Ev extends Event>(
+      stream: string,
+      p: TableProjection<S, H, R, Ev>,
+      decide: (view: RowView<H, R>) => E.Either<CniError, readonly Ev[]>,
+      meta: { readonly time: string },
+    ): E.Either<CniError, TransactedRows<Ev>> {
+      return E.map((r: { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[] }) => ({ position: r.position, events: r.events, replayed: r.replayed }))(
+        transactTable(stream, p as Projection<unknown, Ev>, p.table as unknown as Table<unknown, H, R, never>, (o) =>
+          E.map((events: readonly Ev[]) => ({ events, extra: undefined }))(decide(o.overlay)),
+        meta),
+      );
+    },
+
+    view<S, H, R, Ev extends Event, A>(
+      stream: string,
+      p: TableProjection<S, H, R, Ev>,
+      f: (view: RowView<H, R>) => E.Either<CniError, A>,
+    ): E.Either<CniError, A> {
+      try {
+        return readTable(stream, p as Projection<S, Event>, p.table as unknown as Table<S, H, R, never>, (o) => f(o.overlay));
+      } catch (e) {
+        return E.left(storageError(file, e));
+      }
+    },
+
     load<S, Ev extends Event>(stream: string, p: Projection<S, Ev>): E.Either<CniError, Loaded<S>> {
+      const table = p.table as Table<S, unknown, unknown, never> | undefined;
+      if (table) {
+        try {
+          return E.right(
+            readTable(stream, p as Projection<S, Event>, table, (o) => ({
+              state: assembled(table, o.overlay),
+              position: o.replayed.at(-1)?.position ?? o.cache.position,
+            })),
+          );
+        } catch (e) {
+          return E.left(storageError(file, e));
+        }
+      }
       try {
         // One read transaction, so the snapshot and the events after it are from the same moment.
         const { state, position } = db.transaction(() => loadIn(stream, p))();

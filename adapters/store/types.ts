@@ -3,7 +3,7 @@
 
 import type * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
-import type { Event, Projection, Stored, StoredEvent } from '../../core/events.ts';
+import type { Event, Projection, RowView, Stored, StoredEvent, TableProjection } from '../../core/events.ts';
 
 export interface ReadQuery {
   /** Exactly this stream. */
@@ -45,6 +45,19 @@ export interface Transacted<S, E extends Event> extends Loaded<S> {
   readonly events: readonly Stored<E>[];
 }
 
+export interface TransactedRows<E extends Event> {
+  /** Position of the last event folded into the table (0: none). */
+  readonly position: number;
+  /** The events appended, with their positions; empty when the decision was "nothing to do". */
+  readonly events: readonly Stored<E>[];
+  /**
+   * Events of the stream that were in the log but not yet in the table (written by a process that did not
+   * keep it, or a table being rebuilt), folded in before `decide`: a caller that caches the state (feltd)
+   * reloads it when this is not empty.
+   */
+  readonly replayed: readonly Stored<E>[];
+}
+
 export interface EventStore {
   /**
    * The Decider loop in one write transaction: load the stream's state (snapshot + any later events), run
@@ -58,7 +71,24 @@ export interface EventStore {
     decide: (state: S) => E.Either<CniError, readonly E[]>,
     meta: { readonly time: string },
   ): E.Either<CniError, Transacted<S, E>>;
-  /** Current state of a stream, read-only. */
+  /**
+   * `transact` for a table projection, deciding over a view of its rows instead of the whole state: the
+   * decider's lookups read single rows inside the write transaction, and the commit writes only the rows the
+   * new events change (plus the small header). `transact` works on table projections too (it reads every row).
+   */
+  transactRows<S, H, R, E extends Event>(
+    stream: string,
+    projection: TableProjection<S, H, R, E>,
+    decide: (view: RowView<H, R>) => E.Either<CniError, readonly E[]>,
+    meta: { readonly time: string },
+  ): E.Either<CniError, TransactedRows<E>>;
+  /** A read-only look at a table projection through its view (point lookups; nothing written). */
+  view<S, H, R, E extends Event, A>(
+    stream: string,
+    projection: TableProjection<S, H, R, E>,
+    f: (view: RowView<H, R>) => E.Either<CniError, A>,
+  ): E.Either<CniError, A>;
+  /** Current state of a stream, read-only (a table projection's whole state, assembled from its rows). */
   load<S, E extends Event>(stream: string, projection: Projection<S, E>): E.Either<CniError, Loaded<S>>;
   /** The log, oldest first. */
   read(query?: ReadQuery): E.Either<CniError, readonly StoredEvent[]>;

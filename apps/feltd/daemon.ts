@@ -13,8 +13,9 @@ import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { chooseSubnet } from '../../core/flannel/subnets.ts';
 import { previousSubnets } from '../../core/flannel/lease.ts';
-import { decideNode, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import { decideNodeIn, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
+import { fold } from '../../core/events.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
 import { overlayDelta, withLeases } from '../../core/flannel/delta.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
@@ -140,14 +141,22 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     const time = now();
     const command = { ...cmd, metadata: { time } } as NodeCommand;
     const t0 = performance.now();
-    const r = events.transact(stream, nodeProjection, (s) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNode(command, s)), { time });
+    // Over the table's view: the transaction reads the remote leases the command names and writes the rows its
+    // events change, never all 10,000; `state` (the whole NodeState, for desired()) is a cache evolved here.
+    const r = events.transactRows(stream, nodeProjection, (v) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNodeIn(command, v)), {
+      time,
+    });
     log.debug('recorded', { command: cmd.type, ms: Math.round(performance.now() - t0) });
     if (E.isLeft(r)) {
       log.error('event log write failed', { error: r.left.msg });
       metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
       return [];
     }
-    state = r.right.state;
+    if (r.right.replayed.length) {
+      // Someone else wrote this stream (or its table was rebuilt): read the whole state again.
+      const again = events.load(stream, nodeProjection);
+      if (E.isRight(again)) state = again.right.state;
+    } else if (r.right.events.length) state = fold(nodeProjection, r.right.events, state);
     if (r.right.events.length) recent = [...recent, ...(r.right.events as readonly StoredEvent[])].slice(-RECENT);
     leaseGauges();
     for (const e of r.right.events) log.info(e.type, e.data as Record<string, unknown>);

@@ -6,12 +6,13 @@
 // Commands: RecordAttachment (ADD), RecordAttachmentReady (the end of a successful ADD), RemoveAttachments
 // (DEL, rollback), CollectAttachments (GC).
 // Events: AttachmentRecorded, AttachmentReady (how long the ADD took: feltd's felt_cni_add_duration_seconds;
-// it changes no state), AttachmentRemoved. State: the recorded attachments by host veth (random per
-// ADD, so a second ADD of the same container/ifname never overwrites the first one's record).
+// it changes no state), AttachmentRemoved. State: the recorded attachments by host veth (random per ADD, so a
+// second ADD of the same container/ifname never overwrites the first one's record), kept by the store as a
+// table (one row per host veth, indexed by container/ifname); decide reads it through a view.
 
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
-import type { Event, Projection, Stored } from '../events.ts';
+import { stateView, type Event, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
 
 export interface AttachmentRecord {
   readonly network: string;
@@ -86,15 +87,67 @@ export function evolveAttachments(state: AttachmentsState, event: Stored<Attachm
   }
 }
 
-export const attachmentsProjection: Projection<AttachmentsState, AttachmentEvent> = {
-  name: 'bridge-attachments@1',
-  initialState: initialAttachments,
-  evolve: evolveAttachments,
+/** The table has no header: everything is in the rows. */
+export type AttachmentsHeader = Readonly<Record<string, never>>;
+/** A row: the record and the position of its first AttachmentRecorded (records are listed oldest first). */
+export interface AttachmentRow {
+  readonly position: number;
+  readonly record: AttachmentRecord;
+}
+export type AttachmentsView = RowView<AttachmentsHeader, AttachmentRow>;
+
+const attachmentIndex = (containerId: string, ifname: string): string => JSON.stringify([containerId, ifname]);
+const oldestFirst = (a: AttachmentRow, b: AttachmentRow): number => a.position - b.position;
+
+/** evolveAttachments as row changes (checked against it: test/core/projection-table.test.ts). */
+export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
+  initialHeader: () => ({}),
+  changes: (view, event): RowChange<AttachmentsHeader, AttachmentRow>[] => {
+    switch (event.type) {
+      case 'AttachmentRecorded': {
+        const before = view.get(event.data.hostVeth);
+        return [{ op: 'put', key: event.data.hostVeth, row: { position: before ? before.position : event.position, record: event.data } }];
+      }
+      case 'AttachmentReady':
+        return [];
+      case 'AttachmentRemoved':
+        return view.get(event.data.hostVeth) ? [{ op: 'del', key: event.data.hostVeth }] : [];
+      default: {
+        const never: never = event;
+        return never;
+      }
+    }
+  },
+  index: (r) => attachmentIndex(r.record.containerId, r.record.ifname),
+  assemble: (_header, rows) => ({
+    attachments: Object.fromEntries(
+      Object.entries(rows)
+        .sort(([, a], [, b]) => oldestFirst(a, b))
+        .map(([k, r]) => [k, r.record]),
+    ),
+  }),
+  // A folded state lists its records oldest first: that order stands in for the positions.
+  split: (s) => ({ header: {}, rows: Object.fromEntries(Object.entries(s.attachments).map(([k, record], position) => [k, { position, record }])) }),
 };
 
+export const attachmentsProjection: TableProjection<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
+  name: 'bridge-attachments@2',
+  initialState: initialAttachments,
+  evolve: evolveAttachments,
+  table: attachmentsTable,
+};
+
+export const attachmentsView = (state: AttachmentsState): AttachmentsView =>
+  stateView(attachmentsTable as Table<AttachmentsState, AttachmentsHeader, AttachmentRow, never>, state);
+
 /** The records of one (container, ifname), oldest first. */
-export const recordsOf = (state: AttachmentsState, containerId: string, ifname: string): AttachmentRecord[] =>
-  Object.values(state.attachments).filter((a) => a.containerId === containerId && a.ifname === ifname);
+export const recordsIn = (view: AttachmentsView, containerId: string, ifname: string): AttachmentRecord[] =>
+  view
+    .find(attachmentIndex(containerId, ifname))
+    .sort(oldestFirst)
+    .map((r) => r.record);
+
+export const recordsOf = (state: AttachmentsState, containerId: string, ifname: string): AttachmentRecord[] => recordsIn(attachmentsView(state), containerId, ifname);
 
 /** The records GC removes: those whose (container, ifname) is not in the valid set. */
 export const outsideValid = (
@@ -110,10 +163,11 @@ const removed = (a: AttachmentRecord, reason: RemovalReason): AttachmentRemoved 
   data: { network: a.network, containerId: a.containerId, ifname: a.ifname, hostVeth: a.hostVeth, reason },
 });
 
-export function decideAttachments(command: AttachmentCommand, state: AttachmentsState): E.Either<CniError, AttachmentEvent[]> {
+/** decide over the store's view (bridge's transaction): point and index lookups only. */
+export function decideAttachmentsIn(command: AttachmentCommand, view: AttachmentsView): E.Either<CniError, AttachmentEvent[]> {
   switch (command.type) {
     case 'RecordAttachment': {
-      const same = state.attachments[command.data.hostVeth];
+      const same = view.get(command.data.hostVeth)?.record;
       return E.right(same && JSON.stringify(same) === JSON.stringify(command.data) ? [] : [{ type: 'AttachmentRecorded', data: command.data }]);
     }
     case 'RecordAttachmentReady': {
@@ -122,19 +176,23 @@ export function decideAttachments(command: AttachmentCommand, state: Attachments
         return E.left(invalidConfig(`RecordAttachmentReady: durationMs ${JSON.stringify(d.durationMs)} is not a duration >= 0`));
       }
       // Only an attachment that is still recorded (a DEL may have raced the end of its ADD).
-      const rec = state.attachments[d.hostVeth];
+      const rec = view.get(d.hostVeth)?.record;
       return E.right(rec && rec.containerId === d.containerId && rec.ifname === d.ifname ? [{ type: 'AttachmentReady', data: d }] : []);
     }
     case 'RemoveAttachments': {
       const { containerId, ifname, hostVeth, reason } = command.data;
-      const gone = recordsOf(state, containerId, ifname).filter((a) => hostVeth === undefined || a.hostVeth === hostVeth);
+      const gone = recordsIn(view, containerId, ifname).filter((a) => hostVeth === undefined || a.hostVeth === hostVeth);
       return E.right(gone.map((a) => removed(a, reason)));
     }
     case 'CollectAttachments':
-      return E.right(command.data.records.filter((a) => state.attachments[a.hostVeth] !== undefined).map((a) => removed(a, 'gc')));
+      return E.right(command.data.records.filter((a) => view.get(a.hostVeth) !== undefined).map((a) => removed(a, 'gc')));
     default: {
       const never: never = command;
       return never;
     }
   }
 }
+
+/** decide over a folded state. */
+export const decideAttachments = (command: AttachmentCommand, state: AttachmentsState): E.Either<CniError, AttachmentEvent[]> =>
+  decideAttachmentsIn(command, attachmentsView(state));

@@ -4,11 +4,13 @@
 // state and emits only real changes: a resync that sees the same leases emits nothing, and a remote lease that
 // was only renewed (a later expiration) is not a change.
 //
-// Stream: `node/<public IP>`. State is plain JSON (snapshots).
+// Stream: `node/<public IP>`. State is plain JSON, kept by the store as a table: one row per remote lease,
+// the config and the own lease in the header, so recording one lease event writes one row, not all 10,000.
+// decide reads the state through a view (the header, one remote by key, or every remote for a full pass).
 
 import * as E from 'fp-ts/lib/Either.js';
 import { Immer, type Draft } from 'immer';
-import type { CommandMeta, Projection, Stored } from '../events.ts';
+import { stateView, type CommandMeta, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
 import { parseMac } from '../ip/mac.ts';
 import { parseIP } from '../ip/ip.ts';
 import { parseVxlanBackendData, subnetKey } from './lease.ts';
@@ -52,6 +54,15 @@ export interface NodeState {
 }
 
 export const initialState = (): NodeState => ({ config: null, ownLease: null, remotes: {} });
+
+/** What the table's header holds: everything but the remote leases. */
+export interface NodeHeader {
+  readonly config: NetConfig | null;
+  readonly ownLease: OwnLease | null;
+}
+
+/** The state as the store keeps it (remote leases as rows by key): what decide reads. */
+export type NodeView = RowView<NodeHeader, RemoteLease>;
 
 export const nodeStream = (publicIP: string): string => `node/${publicIP}`;
 
@@ -166,8 +177,10 @@ const validLease = (l: Lease): E.Either<string, Lease> => {
 
 // ---- decide -------------------------------------------------------------------------------------------
 
-export function decide(command: NodeCommand, state: NodeState): E.Either<string, NodeEvent[]> {
+/** decide over the store's view of the state (feltd's transaction). */
+export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<string, NodeEvent[]> {
   const time = command.metadata?.time;
+  const state = view.header;
   const ownKey = state.ownLease?.key;
   switch (command.type) {
     case 'LoadConfig':
@@ -191,11 +204,11 @@ export function decide(command: NodeCommand, state: NodeState): E.Either<string,
         }
       }
       const events: NodeEvent[] = [];
-      for (const r of Object.values(state.remotes).sort((a, b) => (a.key < b.key ? -1 : 1))) {
+      for (const r of view.all()) {
         if (!live.has(r.key)) events.push(removed(r, expired.has(r.key) ? 'expired' : r.key === ownKey ? 'ours' : 'gone'));
       }
       for (const [key, l] of [...live].sort(([a], [b]) => (a < b ? -1 : 1))) {
-        const e = seen(l, state.remotes[key]);
+        const e = seen(l, view.get(key));
         if (e) events.push(e);
       }
       return E.right(events);
@@ -221,7 +234,7 @@ export function decide(command: NodeCommand, state: NodeState): E.Either<string,
           continue;
         }
         if (sameIP(ev.lease.attrs.PublicIP, own) || sameIP(ev.lease.attrs.PublicIPv6 ?? undefined, own)) continue;
-        const before = state.remotes[key];
+        const before = view.get(key);
         if (ev.type === 'removed' || expiredAt(ev.lease.expiration, time)) {
           if (before) events.push(removed(before, ev.type === 'removed' ? 'removed' : 'expired'));
           continue;
@@ -260,7 +273,7 @@ export function decide(command: NodeCommand, state: NodeState): E.Either<string,
       }
       const events: NodeEvent[] = [];
       if (o && o.key !== key) events.push(lost(o, `replaced by ${key}`));
-      const r = state.remotes[key];
+      const r = view.get(key);
       if (r) events.push(removed(r, 'ours'));
       events.push({ type: 'SubnetLeased', data });
       return E.right(events);
@@ -276,13 +289,17 @@ export function decide(command: NodeCommand, state: NodeState): E.Either<string,
   }
 }
 
+/** decide over a folded state. */
+export const decide = (command: NodeCommand, state: NodeState): E.Either<string, NodeEvent[]> => decideNodeIn(command, nodeView(state));
+
 /** The name the daemon already uses. */
 export const decideNode = decide;
 
 // ---- evolve -------------------------------------------------------------------------------------------
 
 // A private Immer without auto-freeze: deep-freezing a state of thousands of remote leases on every event costs
-// more than the event. One draft per batch (evolveAll) copies the remotes once, not once per event.
+// more than the event. evolve is the reference fold; evolveAll (batches, feltd's cache) goes through the
+// table's changes, which the projection-table property checks against evolve.
 const immer = new Immer({ autoFreeze: false });
 
 function apply(d: Draft<NodeState>, event: Stored<NodeEvent>): void {
@@ -381,7 +398,60 @@ export const evolveAll = (state: NodeState, events: readonly Stored<NodeEvent>[]
   return remotes === undefined && config === state.config && ownLease === state.ownLease ? state : { config, ownLease, remotes: remotes ?? state.remotes };
 };
 
-export const nodeProjection: Projection<NodeState, NodeEvent> = { name: 'feltd-node@1', initialState, evolve, evolveAll };
+const remoteOf = (event: Stored<RemoteLeaseSeen>, before: RemoteLease | undefined): RemoteLease => {
+  const { key, attrs, expiration } = event.data;
+  return {
+    key,
+    ...(event.data.subnet ? { subnet: event.data.subnet } : {}),
+    ...(event.data.ipv6Subnet ? { ipv6Subnet: event.data.ipv6Subnet } : {}),
+    attrs,
+    expiration,
+    since: before ? before.since : event.time,
+    changed: event.time,
+  };
+};
+
+/** evolve as row changes (must agree with it: test/core/projection-table.test.ts). */
+export const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
+  initialHeader: () => ({ config: null, ownLease: null }),
+  changes: (view, event): RowChange<NodeHeader, RemoteLease>[] => {
+    const h = view.header;
+    switch (event.type) {
+      case 'ConfigLoaded':
+        return [{ op: 'header', header: { ...h, config: event.data.config } }];
+      case 'SubnetLeased': {
+        const { renewal: _r, ...rest } = event.data;
+        const since = h.ownLease && h.ownLease.key === rest.key ? h.ownLease.since : event.time;
+        const out: RowChange<NodeHeader, RemoteLease>[] = [{ op: 'header', header: { ...h, ownLease: { ...rest, since } } }];
+        if (view.get(rest.key)) out.push({ op: 'del', key: rest.key });
+        return out;
+      }
+      case 'SubnetLeaseLost':
+        return h.ownLease && h.ownLease.key === event.data.key ? [{ op: 'header', header: { ...h, ownLease: null } }] : [];
+      case 'RemoteLeaseSeen':
+        return [{ op: 'put', key: event.data.key, row: remoteOf(event, view.get(event.data.key)) }];
+      case 'RemoteLeaseRemoved':
+        return view.get(event.data.key) ? [{ op: 'del', key: event.data.key }] : [];
+      default: {
+        const never: never = event;
+        return never;
+      }
+    }
+  },
+  assemble: (header, rows) => ({ config: header.config, ownLease: header.ownLease, remotes: rows }),
+  split: (s) => ({ header: { config: s.config, ownLease: s.ownLease }, rows: s.remotes }),
+};
+
+export const nodeProjection: TableProjection<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
+  name: 'feltd-node@2',
+  initialState,
+  evolve,
+  evolveAll,
+  table: nodeTable,
+};
+
+/** A view over a folded state (pure callers, tests). */
+export const nodeView = (state: NodeState): NodeView => stateView(nodeTable as Table<NodeState, NodeHeader, RemoteLease, never>, state);
 
 // ---- queries ------------------------------------------------------------------------------------------
 

@@ -3,13 +3,17 @@
 // which address, and the last address reserved in each range set (the round-robin cursor, host-local's
 // last_reserved_ip.<index>). decide validates everything before it emits anything, so a Left means nothing
 // changed; evolve is a plain fold (immer) and never fails.
+//
+// The store keeps the state as a table (one row per allocation, indexed by container/ifname; the cursors in
+// the header), and decide reads it through a view: an ADD looks up its own allocations, the addresses it
+// walks past and the row count, never every allocation unless the range set is nearly full.
 
 import * as E from 'fp-ts/lib/Either.js';
 import { Immer } from 'immer';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { CURRENT_VERSION } from '../cni/result.ts';
-import type { Event, Projection, Stored } from '../events.ts';
+import { stateView, type Event, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
 import { formatCIDR, formatIP, parseIP, type IP } from '../ip/ip.ts';
 import type { Attachment, IpamConf, RequestedIP } from './config.ts';
 import { candidates, rangeFor, rangeSetContains, rangeSetSize, rangeSetString, type RangeSet } from './range.ts';
@@ -105,21 +109,66 @@ export const evolveAll = (state: IpamState, events: readonly Stored<IpamEvent>[]
   return { allocations, lastReserved };
 };
 
-export const ipamProjection: Projection<IpamState, IpamEvent> = { name: 'ipam@1', initialState, evolve, evolveAll };
+export interface IpamHeader {
+  readonly lastReserved: Readonly<Record<string, string>>;
+}
+
+/** The state as the store keeps it: what a decider reads. */
+export type IpamView = RowView<IpamHeader, Allocation>;
+
+/** The secondary index of allocations: their attachment. */
+export const attachmentIndex = (containerId: string, ifname: string): string => JSON.stringify([containerId, ifname]);
+
+export const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
+  initialHeader: () => ({ lastReserved: {} }),
+  changes: (view, event): RowChange<IpamHeader, Allocation>[] => {
+    const { ip, containerId, ifname, rangeSet } = event.data;
+    switch (event.type) {
+      case 'AddressAllocated':
+        return [
+          { op: 'put', key: ip, row: { ip, containerId, ifname, rangeSet, since: event.time, position: event.position } },
+          { op: 'header', header: { lastReserved: { ...view.header.lastReserved, [String(rangeSet)]: ip } } },
+        ];
+      case 'AddressReleased': {
+        const held = view.get(ip);
+        return held && held.containerId === containerId && held.ifname === ifname ? [{ op: 'del', key: ip }] : [];
+      }
+      default: {
+        const never: never = event;
+        return never;
+      }
+    }
+  },
+  index: (a) => attachmentIndex(a.containerId, a.ifname),
+  assemble: (header, rows) => ({ allocations: rows, lastReserved: header.lastReserved }),
+  split: (s) => ({ header: { lastReserved: s.lastReserved }, rows: s.allocations }),
+};
+
+export const ipamProjection: TableProjection<IpamState, IpamHeader, Allocation, IpamEvent> = {
+  name: 'ipam@2',
+  initialState,
+  evolve,
+  evolveAll,
+  table: ipamTable,
+};
+
+/** A view over a folded state (pure callers and tests). */
+export const ipamView = (state: IpamState): IpamView => stateView(ipamTable as Table<IpamState, IpamHeader, Allocation, never>, state);
 
 // ---- decide -------------------------------------------------------------------------------------------
 
-interface Held {
+interface Holder {
   readonly containerId: string;
   readonly ifname: string;
-  readonly addr: IP | undefined;
 }
 
-const who = (h: { containerId: string; ifname: string }): string => `${h.containerId}/${h.ifname}`;
+const who = (h: Holder): string => `${h.containerId}/${h.ifname}`;
 
-function allocate(conf: IpamConf, containerId: string, ifname: string, state: IpamState): E.Either<CniError, IpamEvent[]> {
-  const held = new Map<string, Held>();
-  for (const [k, a] of Object.entries(state.allocations)) held.set(k, { containerId: a.containerId, ifname: a.ifname, addr: parseIP(k) });
+function allocate(conf: IpamConf, containerId: string, ifname: string, view: IpamView): E.Either<CniError, IpamEvent[]> {
+  // Addresses this decision allocates (one per range set), on top of the view.
+  const added = new Map<string, Holder>();
+  const heldBy = (k: string): Holder | undefined => added.get(k) ?? view.get(k);
+  const mine = view.find(attachmentIndex(containerId, ifname));
   const gateways = new Map<string, string>();
   for (const s of conf.rangeSets) for (const r of s.ranges) if (!gateways.has(formatIP(r.gateway))) gateways.set(formatIP(r.gateway), r.label);
 
@@ -146,14 +195,16 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, state: Ip
 
   const events: IpamEvent[] = [];
   for (const set of conf.rangeSets) {
-    const inSet = (h: Held) => h.addr !== undefined && rangeSetContains(set, h.addr);
+    const inSet = (k: string): boolean => {
+      const a = parseIP(k);
+      return a !== undefined && rangeSetContains(set, a);
+    };
     // One address per (container, ifname) per range set: a second ADD is an error, as in the reference.
-    for (const [k, h] of held) {
-      if (h.containerId === containerId && h.ifname === ifname && inSet(h)) {
-        return E.left(
-          cniError(ErrCode.AddressInUse, `${set.label}: ${k} has been allocated to ${who(h)}, duplicate allocation is not allowed`),
-        );
-      }
+    const dup = [...mine.map((a) => a.ip), ...added.keys()].find(inSet);
+    if (dup !== undefined) {
+      return E.left(
+        cniError(ErrCode.AddressInUse, `${set.label}: ${dup} has been allocated to ${who({ containerId, ifname })}, duplicate allocation is not allowed`),
+      );
     }
     const req = wanted.get(set.index);
     let ip: IP | undefined;
@@ -161,16 +212,16 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, state: Ip
       const k = formatIP(req.ip);
       const gw = gateways.get(k);
       if (gw) return E.left(invalidConfig(`${req.source}: requested address ${k} is the gateway of ${gw}`));
-      const h = held.get(k);
+      const h = heldBy(k);
       if (h) return E.left(cniError(ErrCode.AddressInUse, `${req.source}: requested address ${k} is already allocated to ${who(h)}`));
       ip = req.ip;
     } else {
-      ip = pick(set, state, held, gateways, inSet);
+      ip = pick(set, view, added, heldBy, gateways, inSet);
       if (!ip) return E.left(cniError(ErrCode.RangeExhausted, `${set.label}: no IP addresses available in range set: ${rangeSetString(set)}`));
     }
     const k = formatIP(ip);
     events.push({ type: 'AddressAllocated', data: { network: conf.network, containerId, ifname, rangeSet: set.index, ip: k } });
-    held.set(k, { containerId, ifname, addr: ip });
+    added.set(k, { containerId, ifname });
   }
   return E.right(events);
 }
@@ -178,24 +229,27 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, state: Ip
 /** The next free address of a set in round-robin order, or undefined when every address is taken. */
 function pick(
   set: RangeSet,
-  state: IpamState,
-  held: ReadonlyMap<string, Held>,
+  view: IpamView,
+  added: ReadonlyMap<string, Holder>,
+  heldBy: (k: string) => Holder | undefined,
   gateways: ReadonlyMap<string, string>,
-  inSet: (h: Held) => boolean,
+  inSet: (k: string) => boolean,
 ): IP | undefined {
-  // Count first, so an exhausted /8 answers without walking it; otherwise the walk stops after at most
-  // (taken + 1) addresses.
-  const taken = new Set<string>();
-  for (const [k, h] of held) if (inSet(h)) taken.add(k);
-  for (const g of gateways.keys()) {
-    const a = parseIP(g);
-    if (a && rangeSetContains(set, a)) taken.add(g);
+  const size = rangeSetSize(set);
+  const gws = [...gateways.keys()].filter(inSet);
+  // Fewer allocations in the whole network than addresses in the set: one is free, and the walk below stops
+  // at it. Only a nearly full set counts its own holders (a full read), so an exhausted /8 answers without
+  // walking it.
+  if (BigInt(view.count() + added.size + gws.length) >= size) {
+    const taken = new Set<string>(gws);
+    for (const a of view.all()) if (inSet(a.ip)) taken.add(a.ip);
+    for (const k of added.keys()) if (inSet(k)) taken.add(k);
+    if (BigInt(taken.size) >= size) return undefined;
   }
-  if (BigInt(taken.size) >= rangeSetSize(set)) return undefined;
-  const lastText = state.lastReserved[String(set.index)];
+  const lastText = view.header.lastReserved[String(set.index)];
   const last = lastText === undefined ? undefined : parseIP(lastText);
   for (const c of candidates(set, last, (a) => gateways.has(formatIP(a)))) {
-    if (!held.has(formatIP(c.ip))) return c.ip;
+    if (!heldBy(formatIP(c.ip))) return c.ip;
   }
   return undefined;
 }
@@ -207,25 +261,22 @@ const released = (network: string, a: Allocation, reason: 'del' | 'gc'): Address
   data: { network, containerId: a.containerId, ifname: a.ifname, rangeSet: a.rangeSet, ip: a.ip, reason },
 });
 
-export function decide(command: IpamCommand, state: IpamState): E.Either<CniError, IpamEvent[]> {
+/** decide over the store's view of the state (host-local's transaction). */
+export function decideIpam(command: IpamCommand, view: IpamView): E.Either<CniError, IpamEvent[]> {
   switch (command.type) {
     case 'AllocateAddresses':
-      return allocate(command.data.conf, command.data.containerId, command.data.ifname, state);
+      return allocate(command.data.conf, command.data.containerId, command.data.ifname, view);
     case 'ReleaseAddresses': {
       const { network, containerId, ifname } = command.data;
       // Nothing held is not an error: DEL may come many times.
-      return E.right(
-        Object.values(state.allocations)
-          .filter((a) => a.containerId === containerId && a.ifname === ifname)
-          .sort(byPosition)
-          .map((a) => released(network, a, 'del')),
-      );
+      return E.right(view.find(attachmentIndex(containerId, ifname)).sort(byPosition).map((a) => released(network, a, 'del')));
     }
     case 'CollectGarbage': {
       const { network, validAttachments } = command.data;
       const valid = new Set(validAttachments.map((v) => `${v.containerId}\u0000${v.ifname}`));
       return E.right(
-        Object.values(state.allocations)
+        view
+          .all()
           .filter((a) => !valid.has(`${a.containerId}\u0000${a.ifname}`))
           .sort(byPosition)
           .map((a) => released(network, a, 'gc')),
@@ -238,33 +289,45 @@ export function decide(command: IpamCommand, state: IpamState): E.Either<CniErro
   }
 }
 
+/** decide over a folded state. */
+export const decide = (command: IpamCommand, state: IpamState): E.Either<CniError, IpamEvent[]> => decideIpam(command, ipamView(state));
+
 // ---- queries ------------------------------------------------------------------------------------------
 
-export const allocationsOf = (state: IpamState, containerId: string, ifname: string): Allocation[] =>
-  Object.values(state.allocations)
-    .filter((a) => a.containerId === containerId && a.ifname === ifname)
-    .sort(byPosition);
+export const allocationsIn = (view: IpamView, containerId: string, ifname: string): Allocation[] =>
+  view.find(attachmentIndex(containerId, ifname)).sort(byPosition);
+
+export const allocationsOf = (state: IpamState, containerId: string, ifname: string): Allocation[] => allocationsIn(ipamView(state), containerId, ifname);
 
 /**
  * CHECK: the attachment holds at least one address (the reference's rule), and every address of
  * `prevResult` that lies in one of this config's range sets is held by it.
  */
-export function checkAllocation(
+export const checkAllocation = (
   state: IpamState,
+  conf: IpamConf,
+  containerId: string,
+  ifname: string,
+  prevAddresses: readonly string[] = [],
+): E.Either<CniError, void> => checkAllocationIn(ipamView(state), conf, containerId, ifname, prevAddresses);
+
+/** CHECK over the store's view. */
+export function checkAllocationIn(
+  view: IpamView,
   conf: IpamConf,
   containerId: string,
   ifname: string,
   prevAddresses: readonly string[] = [],
 ): E.Either<CniError, void> {
   const drift = (msg: string) => E.left(cniError(ErrCode.Drift, msg));
-  if (allocationsOf(state, containerId, ifname).length === 0) {
+  if (allocationsIn(view, containerId, ifname).length === 0) {
     return drift(`host-local: no address is allocated to ${containerId}/${ifname} in network "${conf.network}"`);
   }
   for (const cidr of prevAddresses) {
     const text = cidr.includes('/') ? cidr.slice(0, cidr.indexOf('/')) : cidr;
     const a = parseIP(text);
     if (!a || !conf.rangeSets.some((s) => rangeSetContains(s, a))) continue;
-    const h = state.allocations[formatIP(a)];
+    const h = view.get(formatIP(a));
     if (!h) return drift(`host-local: prevResult address ${cidr} of ${containerId}/${ifname} is not allocated`);
     if (h.containerId !== containerId || h.ifname !== ifname) {
       return drift(`host-local: prevResult address ${cidr} of ${containerId}/${ifname} is allocated to ${who(h)}`);

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type Stored } from '../../core/events.ts';
 import { parseIpamConf } from '../../core/ipam/config.ts';
-import { decide, ipamProjection, ipamStream, type IpamCommand } from '../../core/ipam/decider.ts';
+import { decide, decideIpam, ipamProjection, ipamStream, type IpamCommand, type IpamState } from '../../core/ipam/decider.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';
 import { replay } from '../../adapters/store/replay.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
@@ -137,11 +137,22 @@ describe('SQLite event store', () => {
     const raw = new Database(join(dir, 'felt.db'), { readonly: true });
     const head = raw.prepare("SELECT max(position) AS p FROM events WHERE stream = 'ipam/n'").get() as { p: number };
     const snap = raw.prepare("SELECT position, state FROM snapshots WHERE stream = 'ipam/n'").get() as { position: number; state: string };
+    // host-local's projection is a table: one row per allocation, the header (cursors) and count in the snapshot.
+    const rows = raw.prepare("SELECT key, ix, value FROM projection_rows WHERE name = ? AND stream = 'ipam/n'").all(ipamProjection.name) as {
+      key: string;
+      ix: string;
+      value: string;
+    }[];
     raw.close();
     expect(snap.position).toBe(head.p);
     const log = s.read({ stream: 'ipam/n' });
     expect(E.isRight(log)).toBe(true);
-    if (E.isRight(log)) expect(JSON.parse(snap.state)).toEqual(JSON.parse(JSON.stringify(fold(ipamProjection, log.right as never))));
+    if (E.isRight(log)) {
+      const folded = JSON.parse(JSON.stringify(fold(ipamProjection, log.right as never))) as IpamState;
+      expect(JSON.parse(snap.state)).toEqual({ header: { lastReserved: folded.lastReserved }, count: Object.keys(folded.allocations).length });
+      expect(Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value)]))).toEqual(folded.allocations);
+      for (const r of rows) expect(r.ix).toBe(JSON.stringify([folded.allocations[r.key]!.containerId, folded.allocations[r.key]!.ifname]));
+    }
     s.close();
   });
 
@@ -161,6 +172,40 @@ describe('SQLite event store', () => {
     const v2: Projection<number, Added> = { name: 'sum@2', initialState: () => 100, evolve: (n, e) => n + e.data.n };
     expect(s.load('a', v2)).toEqual(E.right({ state: 106, position: 3 }));
     s.close();
+  });
+
+  it('a version-1 file: the next writer adds the table, rebuilds it from the log and drops the old whole-state snapshot', () => {
+    const dir = tmp();
+    const s = open(dir);
+    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/24' }]] } } }, {});
+    if (E.isLeft(c)) throw new Error(c.left.msg);
+    const v1: Projection<IpamState, never> = { name: 'ipam@1', initialState: ipamProjection.initialState, evolve: ipamProjection.evolve as never };
+    for (let i = 0; i < 3; i++) {
+      s.transact(ipamStream('n'), v1, (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, st) as never, { time: T });
+    }
+    s.close();
+    const raw = new Database(join(dir, 'felt.db'));
+    raw.exec('DROP TABLE projection_rows');
+    raw.pragma('user_version = 1');
+    raw.close();
+    const ro = openSqliteStore(dir, { readonly: true });
+    if (E.isLeft(ro)) throw new Error(ro.left.msg);
+    expect(E.map((l: { state: IpamState }) => Object.keys(l.state.allocations))(ro.right.load(ipamStream('n'), ipamProjection))).toEqual(
+      E.right(['10.0.0.2', '10.0.0.3', '10.0.0.4']),
+    );
+    ro.right.close();
+    const w = open(dir);
+    const r = w.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: 'c3', ifname: 'eth0' } }, v), {
+      time: T,
+    });
+    expect(E.isRight(r) && r.right.replayed.length).toBe(3);
+    expect(E.isRight(r) && r.right.events.map((e) => e.data.ip)).toEqual(['10.0.0.5']);
+    w.close();
+    const after = new Database(join(dir, 'felt.db'), { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(2);
+    expect(after.prepare('SELECT name FROM snapshots').all()).toEqual([{ name: ipamProjection.name }]);
+    expect((after.prepare('SELECT count(*) AS n FROM projection_rows').get() as { n: number }).n).toBe(4);
+    after.close();
   });
 
   it('persists across opens, WAL, and opens read-only', () => {

@@ -1,5 +1,6 @@
 // The IPAM Decider: given(events).when(command).then(events), and fast-check properties over random
-// configs and random sequences of ADD/DEL/GC run through the in-memory store.
+// configs and random sequences of ADD/DEL/GC run through the in-memory store (over the whole state and
+// over the table view) and the SQLite store.
 
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -11,6 +12,7 @@ import { parseIpamConf, type IpamConf } from '../../core/ipam/config.ts';
 import {
   checkAllocation,
   decide,
+  decideIpam,
   evolve,
   initialState,
   ipamProjection,
@@ -19,10 +21,16 @@ import {
   type IpamCommand,
   type IpamEvent,
   type IpamState,
+  type IpamView,
+  ipamView,
 } from '../../core/ipam/decider.ts';
 import { rangeFor, rangeSetContains } from '../../core/ipam/range.ts';
 import { eqIP, firstIP, formatIP, lastIP, parseIP, type IP } from '../../core/ip/ip.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { memoryStore } from '../../adapters/memory/store.ts';
+import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { runs } from '../support/runs.ts';
 
 const T = '2024-01-01T00:00:00.000Z';
@@ -90,6 +98,50 @@ describe('AllocateAddresses', () => {
     const c2 = conf({ ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.1.0.0/30' }]] });
     const r = given([allocated('x', '10.1.0.2', 1)]).when(add(c2, 'a'));
     expect(r).toEqual(E.left({ code: 100, msg: 'ipam.ranges[1]: no IP addresses available in range set: 10.1.0.1-10.1.0.2' }));
+  });
+});
+
+describe('AllocateAddresses over the table view', () => {
+  /** A view over a folded state that counts what the decider reads. */
+  const counting = (state: IpamState) => {
+    const v = ipamView(state);
+    const reads = { get: 0, find: 0, all: 0 };
+    const view: IpamView = {
+      header: v.header,
+      get: (k) => (reads.get++, v.get(k)),
+      find: (x) => (reads.find++, v.find(x)),
+      count: () => v.count(),
+      all: () => (reads.all++, v.all()),
+    };
+    return { view, reads };
+  };
+  const held = (c: IpamConf, n: number): IpamState => {
+    const store = memoryStore();
+    for (let i = 0; i < n; i++) store.transact(ipamStream('net'), ipamProjection, (s) => decide(add(c, `h${i}`), s), { time: T });
+    const l = store.load(ipamStream('net'), ipamProjection);
+    if (E.isLeft(l)) throw new Error(l.left.msg);
+    return l.right.state;
+  };
+
+  it('an ADD reads its own allocations and the addresses it walks past, not every row', () => {
+    const c = conf({ ranges: [[{ subnet: '10.0.0.0/24' }]] });
+    const { view, reads } = counting(held(c, 100));
+    expect(ips(decideIpam(add(c, 'new'), view))).toEqual(['10.0.0.102']);
+    expect(reads).toEqual({ get: 1, find: 1, all: 0 });
+  });
+
+  it('only a nearly full range set reads every row, and still answers exhausted or the last free address', () => {
+    const c = conf({ ranges: [[{ subnet: '10.0.0.0/29' }]] }); // .2-.6 allocatable, .1 the gateway
+    const four = counting(held(c, 4));
+    expect(ips(decideIpam(add(c, 'new'), four.view))).toEqual(['10.0.0.6']);
+    expect(four.reads.all).toBe(0);
+    // Rows of another range set count too: 3 attachments hold 6 rows, as many as the /29 has addresses.
+    const two = conf({ ranges: [[{ subnet: '10.0.0.0/29' }], [{ subnet: 'fd00::/125' }]] });
+    const near = counting(held(two, 3));
+    expect(ips(decideIpam(add(two, 'new'), near.view))).toEqual(['10.0.0.5', 'fd00::5']);
+    expect(near.reads.all).toBe(2);
+    const full = counting(held(c, 5));
+    expect(E.isLeft(decideIpam(add(c, 'new'), full.view)) && (decideIpam(add(c, 'new'), full.view) as E.Left<CniError>).left.code).toBe(100);
   });
 });
 
@@ -188,85 +240,147 @@ const allocatable = (c: IpamConf, setIndex: number): IP[] => {
   return out;
 };
 
+/** The stores the allocation property runs against: deciding over the whole state or over the table's view. */
+type Mode = 'memory, whole state' | 'memory, view' | 'sqlite, view';
+interface PropStore {
+  readonly run: (cmd: IpamCommand) => E.Either<CniError, readonly { data: { ip: string; rangeSet: number } }[]>;
+  readonly log: () => Stored<IpamEvent>[];
+  readonly state: () => IpamState;
+  /** The stored table (or snapshot), assembled, when there is one. */
+  readonly stored: () => unknown;
+  readonly close: () => void;
+}
+const stream = ipamStream('net');
+function propStore(mode: Mode): PropStore {
+  if (mode === 'sqlite, view') {
+    const dir = mkdtempSync(join(tmpdir(), 'felt-ipam-prop-'));
+    const s = openSqliteStore(dir);
+    if (E.isLeft(s)) throw new Error(s.left.msg);
+    const store = s.right;
+    const log = () => {
+      const r = store.read({ stream });
+      if (E.isLeft(r)) throw new Error(r.left.msg);
+      return r.right as Stored<IpamEvent>[];
+    };
+    return {
+      run: (cmd) => E.map((t: { events: readonly Stored<IpamEvent>[] }) => t.events)(store.transactRows(stream, ipamProjection, (v) => decideIpam(cmd, v), { time: T })),
+      log,
+      state: () => {
+        const l = store.load(stream, ipamProjection);
+        return E.isRight(l) ? l.right.state : initialState();
+      },
+      stored: () => {
+        // A second connection reads the table as another process would.
+        const other = openSqliteStore(dir, { readonly: true });
+        if (E.isLeft(other)) throw new Error(other.left.msg);
+        const l = other.right.load(stream, ipamProjection);
+        other.right.close();
+        return E.isRight(l) && l.right.position > 0 ? l.right.state : undefined;
+      },
+      close: () => {
+        store.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+  const store = memoryStore();
+  return {
+    run: (cmd) =>
+      mode === 'memory, view'
+        ? E.map((t: { events: readonly Stored<IpamEvent>[] }) => t.events)(store.transactRows(stream, ipamProjection, (v) => decideIpam(cmd, v), { time: T }))
+        : E.map((t: { events: readonly Stored<IpamEvent>[] }) => t.events)(store.transact(stream, ipamProjection, (st) => decide(cmd, st), { time: T })),
+    log: () => store.events as Stored<IpamEvent>[],
+    state: () => {
+      const l = store.load(stream, ipamProjection);
+      return E.isRight(l) ? l.right.state : initialState();
+    },
+    stored: () => store.snapshot(ipamProjection.name, stream)?.state,
+    close: () => {},
+  };
+}
+
 describe('properties', () => {
-  it('never hands out an address twice, the gateway, the network or broadcast address, or one outside its range; exhausted only when full', () => {
+  it.each<[Mode, number]>([
+    ['memory, whole state', 300],
+    ['memory, view', 300],
+    ['sqlite, view', 40],
+  ])('never hands out an address twice, the gateway, the network or broadcast address, or one outside its range; exhausted only when full (%s)', (mode, n) => {
     const seen = new Set<number | string>();
     fc.assert(
       fc.property(configArb, fc.array(opArb, { maxLength: 60 }), (c, ops) => {
-        const store = memoryStore();
-        const stream = ipamStream('net');
-        const model = new Map<string, string>(); // ip -> owner
-        for (const o of ops) {
-          const before = store.events.length;
-          if (o.op === 'add') {
-            const who = owner(o.c, o.i);
-            let cc = c;
-            if (o.req !== undefined) {
-              // Ask for some address of some set (maybe held, maybe a gateway).
-              const set = c.rangeSets[o.req % c.rangeSets.length]!;
-              const r = set.ranges[o.req % set.ranges.length]!;
-              const span = r.rangeEnd.value - r.rangeStart.value + 1n;
-              cc = { ...c, requested: [{ ip: { family: set.family, value: r.rangeStart.value + (BigInt(o.req) % span) }, source: 'test' }] };
-            }
-            const res = store.transact(stream, ipamProjection, (s) => decide(add(cc, who.containerId, who.ifname), s), { time: T });
-            if (E.isLeft(res)) {
-              seen.add(res.left.code);
-              expect(store.events.length).toBe(before);
-              expect([7, 100, 101]).toContain(res.left.code);
-              if (res.left.code === 100) {
-                const label = res.left.msg.slice(0, res.left.msg.indexOf(':'));
-                const idx = c.rangeSets.findIndex((s) => s.label === label);
-                expect(allocatable(c, idx).every((a) => model.has(formatIP(a)))).toBe(true);
+        const store = propStore(mode);
+        try {
+          const model = new Map<string, string>(); // ip -> owner
+          for (const o of ops) {
+            const before = store.log().length;
+            if (o.op === 'add') {
+              const who = owner(o.c, o.i);
+              let cc = c;
+              if (o.req !== undefined) {
+                // Ask for some address of some set (maybe held, maybe a gateway).
+                const set = c.rangeSets[o.req % c.rangeSets.length]!;
+                const r = set.ranges[o.req % set.ranges.length]!;
+                const span = r.rangeEnd.value - r.rangeStart.value + 1n;
+                cc = { ...c, requested: [{ ip: { family: set.family, value: r.rangeStart.value + (BigInt(o.req) % span) }, source: 'test' }] };
               }
-              if (res.left.code === 101 && o.req === undefined) {
-                expect([...model.values()]).toContain(key(who));
+              const res = store.run(add(cc, who.containerId, who.ifname));
+              if (E.isLeft(res)) {
+                seen.add(res.left.code);
+                expect(store.log().length).toBe(before);
+                expect([7, 100, 101]).toContain(res.left.code);
+                if (res.left.code === 100) {
+                  const label = res.left.msg.slice(0, res.left.msg.indexOf(':'));
+                  const idx = c.rangeSets.findIndex((s) => s.label === label);
+                  expect(allocatable(c, idx).every((a) => model.has(formatIP(a)))).toBe(true);
+                }
+                if (res.left.code === 101 && o.req === undefined) {
+                  expect([...model.values()]).toContain(key(who));
+                }
+                continue;
               }
-              continue;
+              const got = res.right;
+              seen.add('ok');
+              expect(got).toHaveLength(c.rangeSets.length);
+              got.forEach((e, i) => {
+                const set = c.rangeSets[i]!;
+                const a = parseIP(e.data.ip)!;
+                expect(e.data.rangeSet).toBe(set.index);
+                expect(model.has(e.data.ip)).toBe(false);
+                const r = rangeFor(set, a);
+                expect(r).toBeDefined();
+                expect(c.rangeSets.flatMap((s) => s.ranges).some((x) => eqIP(x.gateway, a))).toBe(false);
+                expect(eqIP(a, firstIP(r!.subnet))).toBe(false);
+                if (a.family === 4) expect(eqIP(a, lastIP(r!.subnet))).toBe(false);
+                model.set(e.data.ip, key(who));
+              });
+            } else if (o.op === 'del') {
+              const who = owner(o.c, o.i);
+              const res = store.run(del(who.containerId, who.ifname));
+              expect(E.isRight(res)).toBe(true);
+              for (const [ip, w] of [...model]) if (w === key(who)) model.delete(ip);
+            } else {
+              const valid = o.keep.map((n) => owner(n % 8, n >> 3));
+              const res = store.run({ type: 'CollectGarbage', data: { network: 'net', validAttachments: valid } });
+              expect(E.isRight(res)).toBe(true);
+              const keep = new Set(valid.map(key));
+              for (const [ip, w] of [...model]) if (!keep.has(w)) model.delete(ip);
             }
-            const got = res.right.events;
-            seen.add('ok');
-            expect(got).toHaveLength(c.rangeSets.length);
-            got.forEach((e, i) => {
-              const set = c.rangeSets[i]!;
-              const a = parseIP(e.data.ip)!;
-              expect(e.data.rangeSet).toBe(set.index);
-              expect(model.has(e.data.ip)).toBe(false);
-              const r = rangeFor(set, a);
-              expect(r).toBeDefined();
-              expect(c.rangeSets.flatMap((s) => s.ranges).some((x) => eqIP(x.gateway, a))).toBe(false);
-              expect(eqIP(a, firstIP(r!.subnet))).toBe(false);
-              if (a.family === 4) expect(eqIP(a, lastIP(r!.subnet))).toBe(false);
-              model.set(e.data.ip, key(who));
-            });
-          } else if (o.op === 'del') {
-            const who = owner(o.c, o.i);
-            const res = store.transact(stream, ipamProjection, (s) => decide(del(who.containerId, who.ifname), s), { time: T });
-            expect(E.isRight(res)).toBe(true);
-            for (const [ip, w] of [...model]) if (w === key(who)) model.delete(ip);
-          } else {
-            const valid = o.keep.map((n) => owner(n % 8, n >> 3));
-            const res = store.transact(stream, ipamProjection, (s) => decide({ type: 'CollectGarbage', data: { network: 'net', validAttachments: valid } }, s), { time: T });
-            expect(E.isRight(res)).toBe(true);
-            const keep = new Set(valid.map(key));
-            for (const [ip, w] of [...model]) if (!keep.has(w)) model.delete(ip);
+            // The state agrees with the model, and the stored table with the fold of the whole log.
+            const state = store.state();
+            expect(Object.fromEntries(Object.values(state.allocations).map((a) => [a.ip, key(a)]))).toEqual(Object.fromEntries(model));
+            const stored = store.stored();
+            if (stored) expect(stored).toEqual(JSON.parse(JSON.stringify(fold(ipamProjection, store.log()))));
           }
-          // The state agrees with the model, and the snapshot with the fold of the whole log.
-          const loaded = store.load(stream, ipamProjection);
-          const state = E.isRight(loaded) ? loaded.right.state : initialState();
-          expect(Object.fromEntries(Object.values(state.allocations).map((a) => [a.ip, key(a)]))).toEqual(Object.fromEntries(model));
-          const snap = store.snapshot(ipamProjection.name, stream);
-          if (snap) expect(snap.state).toEqual(JSON.parse(JSON.stringify(fold(ipamProjection, store.events as Stored<IpamEvent>[]))));
-        }
-        // Every allocation's address lies in the set it was allocated from.
-        const final = store.load(stream, ipamProjection);
-        if (E.isRight(final)) {
-          for (const a of Object.values(final.right.state.allocations)) expect(rangeSetContains(c.rangeSets[a.rangeSet]!, parseIP(a.ip)!)).toBe(true);
+          // Every allocation's address lies in the set it was allocated from.
+          for (const a of Object.values(store.state().allocations)) expect(rangeSetContains(c.rangeSets[a.rangeSet]!, parseIP(a.ip)!)).toBe(true);
+        } finally {
+          store.close();
         }
       }),
-      { numRuns: runs(300) },
+      { numRuns: runs(n) },
     );
     // The generators reach every outcome: success, exhaustion, held/duplicate, bad request.
-    expect([...seen].sort()).toEqual([100, 101, 7, 'ok']);
+    if (n >= 300) expect([...seen].sort()).toEqual([100, 101, 7, 'ok']);
   });
 
   it('replaying the log in any chunking, from any snapshot, gives the same state', () => {

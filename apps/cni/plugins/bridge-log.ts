@@ -10,7 +10,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js';
 import {
   attachmentsProjection,
   attachmentStream,
-  decideAttachments,
+  decideAttachmentsIn,
   initialAttachments,
   type AttachmentCommand,
   type AttachmentsState,
@@ -72,7 +72,7 @@ export const decideIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network:
     ? TE.right(undefined)
     : withStore(log, dataDir, (s) =>
         E.map(() => undefined)(
-          s.transact(attachmentStream(network), attachmentsProjection, (st) => decideAttachments(command, st), { time: ctx.now().toISOString() }),
+          s.transactRows(attachmentStream(network), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
         ),
       );
 

@@ -12,7 +12,7 @@ import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { IPAM_VERSIONS, parseResult, type DNS, type Result } from '../../../core/cni/result.ts';
 import { parseIpamConf, type IpamConf } from '../../../core/ipam/config.ts';
-import { checkAllocation, decide, ipamProjection, ipamResult, ipamStream, type IpamCommand } from '../../../core/ipam/decider.ts';
+import { checkAllocationIn, decideIpam, ipamProjection, ipamResult, ipamStream, type IpamCommand } from '../../../core/ipam/decider.ts';
 import { parseResolvConf } from '../../../core/ipam/resolv.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
@@ -55,7 +55,8 @@ const parse = (args: CmdArgs, conf: NetConf): TE.TaskEither<CniError, IpamConf> 
 /** Run one IPAM command against the network's stream; returns the events it appended. */
 function run(deps: HostLocalDeps, ctx: Ctx, ic: IpamConf, command: IpamCommand) {
   return withStore(deps, ic.dataDir, (store) =>
-    store.transact(ipamStream(ic.network), ipamProjection, (state) => decide(command, state), { time: ctx.now().toISOString() }),
+    // Over the table's view: the transaction reads the rows it looks up and writes the ones it changes.
+    store.transactRows(ipamStream(ic.network), ipamProjection, (view) => decideIpam(command, view), { time: ctx.now().toISOString() }),
   );
 }
 
@@ -108,10 +109,7 @@ export const ipamCheck =
           return TE.left(cniError(ErrCode.Drift, `host-local: no address is allocated to ${args.containerId}/${args.ifname} in network "${ic.network}"`));
         }
         return withStore(deps, ic.dataDir, (store) =>
-          pipe(
-            store.load(ipamStream(ic.network), ipamProjection),
-            E.chain((l) => checkAllocation(l.state, ic, args.containerId, args.ifname, addrs)),
-          ),
+          store.view(ipamStream(ic.network), ipamProjection, (view) => checkAllocationIn(view, ic, args.containerId, args.ifname, addrs)),
         );
       }),
     );
