@@ -6,7 +6,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TE from 'fp-ts/lib/TaskEither.js';
-import { dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
+import { dispatch, feltMark, makeCtx } from '../../apps/cni/dispatch.ts';
 import type { Plugin } from '../../apps/cni/plugin.ts';
 import { PLUGIN_VERSIONS, type Result } from '../../core/cni/result.ts';
 
@@ -43,10 +43,13 @@ export function fakeIpam(result: Omit<Result, 'cniVersion'>): FakeIpam {
   return { plugin, held, calls };
 }
 
-/** A directory holding a `fake-ipam` file (so CNI_PATH resolves it to "felt's own" and it runs in-process). */
+/**
+ * A directory holding a `fake-ipam` file carrying felt's plugin mark (so CNI_PATH resolves it to "felt's own"
+ * and it runs in-process).
+ */
 export function pluginDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'felt-twin-cni-'));
-  writeFileSync(join(dir, 'fake-ipam'), '');
+  writeFileSync(join(dir, 'fake-ipam'), `#!/bin/false\n${feltMark('fake-ipam')}\n`);
   chmodSync(join(dir, 'fake-ipam'), 0o755);
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
