@@ -16,7 +16,7 @@ import { previousSubnets } from '../../core/flannel/lease.ts';
 import { decideNode, nodeProjection, nodeStream, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
-import { overlayDelta, withLeases } from '../../core/flannel/delta.ts';
+import { leaseObjects, opObject, overlayDelta, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
@@ -40,6 +40,10 @@ export interface Daemon {
   ready(): boolean;
   /** Resolves when the daemon has stopped (after stop()). */
   readonly done: Promise<void>;
+  /** A full resync now, as the --iptables-resync timer does; resolves when no pass runs or is pending. */
+  resync(): Promise<void>;
+  /** Resolves when no reconcile pass (full or delta) runs or is pending. */
+  idle(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -141,6 +145,23 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */
   let appliedState: NodeState | undefined;
 
+  // Kernel writes run one at a time, in order: delta passes and the apply step of a full pass. Reading the
+  // kernel and planning (a full pass's observe + plan: hundreds of ms at 10,000 nodes) happen outside, so a
+  // lease change never waits for a full pass to finish observing.
+  let writes: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = writes.then(f, f);
+    writes = p.catch(() => undefined);
+    return p;
+  };
+  /**
+   * While a full pass runs: the leases delta passes changed since it read the state, and the kernel objects
+   * those deltas touched. Its plan leaves them to the deltas (see core/flannel/delta.ts).
+   */
+  let overtaken: { keys: Set<string>; objects: Set<string> } | undefined;
+  /** Let pending I/O callbacks (a lease change, a delta's apply finishing) run between the parts of a full pass. */
+  const yieldToDeltas = (): Promise<void> => new Promise((r) => setImmediate(r));
+
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
     const r = await kernel.apply(ops)();
@@ -155,42 +176,71 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     return true;
   };
 
-  /** Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes. */
+  /**
+   * Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes.
+   * Delta passes run meanwhile; the plan drops what they changed since this pass read the state (they applied
+   * newer state), and applies the rest inside the write lane.
+   */
   const fullPass = async (): Promise<void> => {
-    const at = state;
-    if (!at.ownLease) return;
-    const d = desiredOverlay(at, overlayNode);
-    if (E.isLeft(d)) {
-      log.error('cannot compute the dataplane', { error: d.left });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
-      return;
+    if (!state.ownLease) return;
+    const mine = { keys: new Set<string>(), objects: new Set<string>() };
+    // Read the state between two kernel writes, so that no delta is half applied when tracking starts.
+    const at = await exclusive(async () => {
+      overtaken = mine;
+      return state;
+    });
+    try {
+      if (!at.ownLease) return;
+      const d = desiredOverlay(at, overlayNode);
+      if (E.isLeft(d)) {
+        log.error('cannot compute the dataplane', { error: d.left });
+        metrics.counter('feltd_errors_total', 'Errors of any kind');
+        return;
+      }
+      for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
+      const { kernel: want, scope, subnetEnv } = d.right;
+      if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
+        writeAtomic(flags.subnetFile, subnetEnv);
+        if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
+        ready = true;
+      }
+      await yieldToDeltas();
+      const seen = await kernel.observe({
+        namespaces: [''],
+        scope,
+        desired: want,
+        iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
+        fdb: config.backend.type === 'vxlan',
+      })();
+      if (E.isLeft(seen)) {
+        log.error('observe failed', { error: seen.left.msg });
+        metrics.counter('feltd_errors_total', 'Errors of any kind');
+        return;
+      }
+      await yieldToDeltas();
+      const ops = plan(want, seen.right, scope);
+      await exclusive(async () => {
+        // Inside the lane: no delta runs until this apply is done, so `mine` is final here.
+        const keys = [...mine.keys];
+        let todo = ops;
+        if (keys.length) {
+          const skip = new Set([...mine.objects, ...leaseObjects(at, keys, overlayNode)]);
+          todo = withoutObjects(ops, skip);
+          if (todo.length !== ops.length) log.debug('full pass left to delta passes', { leases: keys.length, ops: ops.length - todo.length });
+        }
+        // The kernel now holds `at`, except for the leases the deltas moved on, which hold what they applied.
+        if (await applyOps(todo, true)) appliedState = keys.length && appliedState ? withLeases(at, appliedState, keys) : at;
+      });
+    } finally {
+      if (overtaken === mine) overtaken = undefined;
     }
-    for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
-    const { kernel: want, scope, subnetEnv } = d.right;
-    if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
-      writeAtomic(flags.subnetFile, subnetEnv);
-      if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
-      ready = true;
-    }
-    const seen = await kernel.observe({
-      namespaces: [''],
-      scope,
-      desired: want,
-      iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
-      fdb: config.backend.type === 'vxlan',
-    })();
-    if (E.isLeft(seen)) {
-      log.error('observe failed', { error: seen.left.msg });
-      metrics.counter('feltd_errors_total', 'Errors of any kind');
-      return;
-    }
-    if (await applyOps(plan(want, seen.right, scope), true)) appliedState = at;
   };
 
   /**
    * A lease change: plan only the changed remote leases, the desired state they give now against the one they
    * gave when last applied, without reading the kernel. Cost follows the change, not the cluster; the next
    * full pass reads the kernel and settles anything a delta could not see (e.g. two leases claiming one MAC).
+   * Runs in the write lane (see exclusive), never behind a full pass's observation.
    */
   const deltaPass = async (keys: readonly string[]): Promise<boolean> => {
     const before = appliedState;
@@ -198,42 +248,75 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     if (!before) return false;
     const ops = overlayDelta(before, at, keys, overlayNode);
     if (E.isLeft(ops) || ops.right === 'full') return false;
+    if (overtaken) {
+      for (const k of keys) overtaken.keys.add(k);
+      for (const o of ops.right) {
+        const id = opObject(o);
+        if (id !== undefined) overtaken.objects.add(id);
+      }
+    }
     if (!(await applyOps(ops.right, false))) return false;
     appliedState = withLeases(before, at, keys);
     return true;
   };
 
+  // Two queues: full passes (one at a time; requests while one runs coalesce into one more) and delta passes
+  // (one at a time, each taking every key changed so far). They run side by side.
   let pendingFull = false;
   const pendingKeys = new Set<string>();
-  let running: Promise<void> | undefined;
-  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
-    pendingFull ||= full;
-    for (const k of keys) pendingKeys.add(k);
-    if (running) return running;
-    running = (async () => {
-      while (!stopped && (pendingFull || pendingKeys.size)) {
-        const t0 = performance.now();
-        const full = pendingFull;
-        const keys = [...pendingKeys];
+  let fullRunning: Promise<void> | undefined;
+  let deltaRunning: Promise<void> | undefined;
+  const passDone = (kind: 'full' | 'delta', t0: number, keys: number): void => {
+    const seconds = (performance.now() - t0) / 1000;
+    metrics.observeReconcile(kind, seconds);
+    log.debug('reconcile', { kind, keys, ms: Math.round(seconds * 1000) });
+    metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+  };
+  const runFull = (): Promise<void> =>
+    (fullRunning ??= (async () => {
+      while (!stopped && pendingFull) {
         pendingFull = false;
-        pendingKeys.clear();
-        let kind: 'full' | 'delta' = 'delta';
+        const t0 = performance.now();
         try {
-          if (full || !(await deltaPass(keys))) {
-            kind = 'full';
-            await fullPass();
-          }
+          await fullPass();
         } catch (e) {
           log.error('reconcile crashed', { error: (e as Error).message });
         }
-        const seconds = (performance.now() - t0) / 1000;
-        metrics.observeReconcile(kind, seconds);
-        log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
-        metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
+        passDone('full', t0, 0);
       }
-      running = undefined;
-    })();
-    return running;
+      fullRunning = undefined;
+    })());
+  const runDeltas = (): Promise<void> =>
+    (deltaRunning ??= (async () => {
+      while (!stopped && pendingKeys.size) {
+        const keys = [...pendingKeys];
+        pendingKeys.clear();
+        const t0 = performance.now();
+        let ok = false;
+        try {
+          ok = await exclusive(() => deltaPass(keys));
+        } catch (e) {
+          log.error('reconcile crashed', { error: (e as Error).message });
+        }
+        if (ok) passDone('delta', t0, keys.length);
+        else {
+          // Not expressible as a delta (own lease or config changed, nothing applied yet, an apply failed).
+          pendingFull = true;
+          void runFull();
+        }
+      }
+      deltaRunning = undefined;
+    })());
+  /** Until no pass runs or is pending. */
+  const idle = async (): Promise<void> => {
+    while (fullRunning || deltaRunning) await Promise.all([fullRunning, deltaRunning]);
+  };
+  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
+    if (full) pendingFull = true;
+    for (const k of keys) pendingKeys.add(k);
+    if (pendingKeys.size) void runDeltas();
+    if (pendingFull) void runFull();
+    return idle();
   };
   const timer = setInterval(() => void reconcile(true), flags.resyncSeconds * 1000);
 
@@ -346,12 +429,14 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   return {
     ready: () => ready,
     done,
+    resync: () => reconcile(true),
+    idle,
     stop: async () => {
       stopped = true;
       clearInterval(timer);
       actor.stop();
       watch?.stop();
-      await running;
+      await idle();
       resolveDone();
     },
   };
