@@ -16,11 +16,11 @@ import { previousSubnets } from '../../core/flannel/lease.ts';
 import { decideNode, nodeProjection, nodeStream, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
-import { leaseObjects, opObject, overlayDelta, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
+import { leaseObjects, opObject, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
-import { describeOp, plan } from '../../core/kernel/plan.ts';
+import { describeOp } from '../../core/kernel/plan.ts';
 import type { Op } from '../../core/kernel/model.ts';
 import type { Flags } from './flags.ts';
 import type { Logger, Metrics } from './observability.ts';
@@ -162,6 +162,8 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   /** Let pending I/O callbacks (a lease change, a delta's apply finishing) run between the parts of a full pass. */
   const yieldToDeltas = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+  let lastDesired: { at: NodeState; d: ReturnType<typeof desiredOverlay> } | undefined;
+
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
     const r = await kernel.apply(ops)();
@@ -191,7 +193,9 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     });
     try {
       if (!at.ownLease) return;
-      const d = desiredOverlay(at, overlayNode);
+      // The desired state of an unchanged node state is the one computed last time (idle resyncs).
+      const d = lastDesired?.at === at ? lastDesired.d : desiredOverlay(at, overlayNode);
+      lastDesired = { at, d };
       if (E.isLeft(d)) {
         log.error('cannot compute the dataplane', { error: d.left });
         metrics.counter('feltd_errors_total', 'Errors of any kind');
@@ -217,8 +221,13 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         metrics.counter('feltd_errors_total', 'Errors of any kind');
         return;
       }
-      await yieldToDeltas();
-      const ops = plan(want, seen.right, scope);
+      const steps = planInSteps(want, seen.right, scope);
+      let step = steps.next();
+      while (!step.done) {
+        await yieldToDeltas();
+        step = steps.next();
+      }
+      const ops = step.value;
       await exclusive(async () => {
         // Inside the lane: no delta runs until this apply is done, so `mine` is final here.
         const keys = [...mine.keys];
