@@ -281,8 +281,10 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     log.debug('reconcile', { kind, keys, ms: Math.round(seconds * 1000) });
     metrics.gauge('feltd_remote_leases', 'Remote leases known', remoteLeases(state).length);
   };
-  const runFull = (): Promise<void> =>
-    (fullRunning ??= (async () => {
+  // Each loop starts only with work to do, so its first pass suspends it before it could end synchronously
+  // (which would leave a settled promise behind as the running loop).
+  const runFull = (): Promise<void> | undefined =>
+    stopped || !pendingFull ? fullRunning : (fullRunning ??= (async () => {
       while (!stopped && pendingFull) {
         pendingFull = false;
         const t0 = performance.now();
@@ -295,8 +297,8 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       }
       fullRunning = undefined;
     })());
-  const runDeltas = (): Promise<void> =>
-    (deltaRunning ??= (async () => {
+  const runDeltas = (): Promise<void> | undefined =>
+    stopped || !pendingKeys.size ? deltaRunning : (deltaRunning ??= (async () => {
       while (!stopped && pendingKeys.size) {
         const keys = [...pendingKeys];
         pendingKeys.clear();
@@ -323,8 +325,8 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
     if (full) pendingFull = true;
     for (const k of keys) pendingKeys.add(k);
-    if (pendingKeys.size) void runDeltas();
-    if (pendingFull) void runFull();
+    void runDeltas();
+    void runFull();
     return idle();
   };
   const timer = setInterval(() => void reconcile(true), flags.resyncSeconds * 1000);
