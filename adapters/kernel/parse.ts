@@ -131,18 +131,17 @@ export function toRoute(ns: NsRef, r: IpRoute, kernel = false): Route | undefine
   const table = r.table === undefined ? 254 : (TABLES[r.table] ?? Number(r.table));
   const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
   const defaultMetric = v6 ? 1024 : 0;
-  return {
-    ns,
-    dst,
-    ...(gw ? { gw } : {}),
-    ...(r.dev ? { dev: r.dev } : {}),
-    ...(r.flags?.includes('onlink') ? { onlink: true } : {}),
-    ...(r.scope === 'link' || r.scope === 'host' ? { scope: r.scope } : {}),
-    ...(table !== 254 && !Number.isNaN(table) ? { table } : {}),
-    ...(r.metric !== undefined && r.metric !== defaultMetric ? { metric: r.metric } : {}),
-    ...(mtu !== undefined ? { mtu } : {}),
-    ...(r.prefsrc ? { src: r.prefsrc } : {}),
-  };
+  // Built field by field rather than with conditional spreads: a resync at 10,000 nodes parses 10,000 routes.
+  const out: { -readonly [K in keyof Route]: Route[K] } = { ns, dst };
+  if (gw) out.gw = gw;
+  if (r.dev) out.dev = r.dev;
+  if (r.flags?.includes('onlink')) out.onlink = true;
+  if (r.scope === 'link' || r.scope === 'host') out.scope = r.scope;
+  if (table !== 254 && !Number.isNaN(table)) out.table = table;
+  if (r.metric !== undefined && r.metric !== defaultMetric) out.metric = r.metric;
+  if (mtu !== undefined) out.mtu = mtu;
+  if (r.prefsrc) out.src = r.prefsrc;
+  return out;
 }
 
 export interface IpState {
@@ -191,10 +190,15 @@ export function parseIpBatch(ns: NsRef, stdout: string, kernelRoutes = false): I
       addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}), ...(a.noprefixroute ? { noprefixroute: true } : {}) });
     }
   }
-  const routes = routesJ.map((r) => toRoute(ns, r, kernelRoutes)).filter((r): r is Route => r !== undefined);
-  const neighbours = neighJ
-    .filter((n) => n.lladdr && (n.state === undefined || n.state.includes('PERMANENT')))
-    .map((n) => ({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr!.toLowerCase() }));
+  const routes: Route[] = [];
+  for (const r of routesJ) {
+    const route = toRoute(ns, r, kernelRoutes);
+    if (route) routes.push(route);
+  }
+  const neighbours: Neighbour[] = [];
+  for (const n of neighJ) {
+    if (n.lladdr && (n.state === undefined || n.state.includes('PERMANENT'))) neighbours.push({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr.toLowerCase() });
+  }
   const veths = linksJ
     .filter((l) => l.linkinfo?.info_kind === 'veth' && l.ifindex !== undefined && l.link_index !== undefined)
     .map((l) => ({ name: l.ifname, ifindex: l.ifindex!, peerIndex: l.link_index!, ...(l.link_netnsid !== undefined ? { peerNsid: l.link_netnsid } : {}) }));
@@ -283,9 +287,9 @@ export function parseFdb(ns: NsRef, stdout: string): Fdb[] | string {
   } catch (e) {
     return `cannot parse bridge -json output: ${(e as Error).message}`;
   }
-  return entries
-    .filter((e) => e.dst && e.ifname && e.state === 'permanent')
-    .map((e) => ({ ns, dev: e.ifname!, mac: e.mac.toLowerCase(), dst: e.dst! }));
+  const out: Fdb[] = [];
+  for (const e of entries) if (e.dst && e.ifname && e.state === 'permanent') out.push({ ns, dev: e.ifname, mac: e.mac.toLowerCase(), dst: e.dst });
+  return out;
 }
 
 /** `tc -json qdisc show`: root tbf and ingress qdiscs (tc prints tbf rate in bytes/s and latency in µs). */

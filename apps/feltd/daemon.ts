@@ -17,7 +17,7 @@ import { decideNodeIn, nodeProjection, nodeStream, type NodeCommand, type NodeEv
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { fold } from '../../core/events.ts';
 import { desiredOverlay } from '../../core/flannel/desired.ts';
-import { overlayDelta, withLeases } from '../../core/flannel/delta.ts';
+import { leaseObjects, opObject, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
 import { macFromBytes } from '../../core/ip/mac.ts';
@@ -46,6 +46,10 @@ export interface Daemon {
   view(): DaemonView;
   /** Resolves when the daemon has stopped (after stop()). */
   readonly done: Promise<void>;
+  /** A full resync now, as the --iptables-resync timer does; resolves when no pass runs or is pending. */
+  resync(): Promise<void>;
+  /** Resolves when no reconcile pass (full or delta) runs or is pending. */
+  idle(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -117,6 +121,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   // ---------------------------------------------------------------- metrics (declared so they scrape from the start)
   const OPS = ['felt_ops_applied_total', 'Kernel ops applied, by the kind of object they change'] as const;
   const DRIFT = ['felt_drift_repaired_total', 'Kernel objects a full resync found changed behind felt\'s back and repaired (drift), by object kind'] as const;
+  const FULL_OPS = ['felt_full_pass_ops_total', 'Kernel ops applied by full passes (drift repairs, and lease changes a full pass took up)'] as const;
   const STORE_ERRORS = ['felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")'] as const;
   const ERRORS = ['felt_errors_total', 'Errors of any kind other than store errors (computing, observing or applying the dataplane)'] as const;
   for (const kind of OP_KINDS) {
@@ -125,6 +130,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   }
   for (const store of ['events', 'leases']) metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 0, { store });
   metrics.counter(ERRORS[0], ERRORS[1], 0);
+  metrics.counter(FULL_OPS[0], FULL_OPS[1], 0);
   metrics.counter('felt_lease_renewals_total', 'Own lease acquisitions and renewals', 0);
   metrics.counter('felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)', 0);
   /** The node's last lease events, for the status page. */
@@ -192,8 +198,27 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   let appliedState: NodeState | undefined;
   // reconcile.json (felt status, felt plan): the last pass, counted from the ops applied since it began.
   const recordPass = reconcileRecorder(flags.stateDir, overlayNode, flags.renewMarginMinutes, writeAtomic, log);
-  let passOps = 0;
-  let passDrift = 0;
+  // Full and delta passes run side by side: each kind counts its own ops (and full passes the drift they found).
+  const passCount = { fullOps: 0, fullDrift: 0, deltaOps: 0 };
+
+  // Kernel writes run one at a time, in order: delta passes and the apply step of a full pass. Reading the
+  // kernel and planning (a full pass's observe + plan: hundreds of ms at 10,000 nodes) happen outside, so a
+  // lease change never waits for a full pass to finish observing.
+  let writes: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = writes.then(f, f);
+    writes = p.catch(() => undefined);
+    return p;
+  };
+  /**
+   * While a full pass runs: the leases delta passes changed since it read the state, and the kernel objects
+   * those deltas touched. Its plan leaves them to the deltas (see core/flannel/delta.ts).
+   */
+  let overtaken: { keys: Set<string>; objects: Set<string> } | undefined;
+  /** Let pending I/O callbacks (a lease change, a delta's apply finishing) run between the parts of a full pass. */
+  const yieldToDeltas = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  let lastDesired: { at: NodeState; d: ReturnType<typeof desiredOverlay> } | undefined;
 
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
@@ -203,7 +228,11 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       metrics.counter(ERRORS[0], ERRORS[1]);
       return false;
     }
-    passOps += ops.length;
+    if (full) {
+      passCount.fullOps += ops.length;
+      metrics.counter(FULL_OPS[0], FULL_OPS[1], ops.length);
+    }
+    else passCount.deltaOps += ops.length;
     for (const [kind, n] of countByKind(ops)) metrics.counter(OPS[0], OPS[1], n, { kind });
     log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
     return true;
@@ -211,52 +240,88 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
 
   /**
    * Drift: how far the kernel a full pass observed was from what felt last brought it to (the desired state of
-   * appliedState), by object kind; lease changes the pass also applied are not drift. Computed only when the
+   * appliedState), by object kind; lease changes the pass also applied are not drift, nor are the objects of
+   * leases delta passes changed while it ran (`skip`: the observation predates them). Computed only when the
    * pass changed something, so an idle resync costs nothing more.
    */
-  const countDrift = (applied: number, seen: KernelState): void => {
+  const countDrift = (applied: number, seen: KernelState, skip: ReadonlySet<string> | undefined): void => {
     if (applied === 0 || !appliedState) return;
     const was = desiredOverlay(appliedState, overlayNode);
     if (E.isLeft(was)) return;
-    for (const [kind, n] of countByKind(plan(was.right.kernel, seen, was.right.scope))) {
+    const found = plan(was.right.kernel, seen, was.right.scope);
+    for (const [kind, n] of countByKind(skip ? withoutObjects(found, skip) : found)) {
       metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
-      passDrift += n;
+      passCount.fullDrift += n;
     }
   };
 
-  /** Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes. */
+  /**
+   * Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes.
+   * Delta passes run meanwhile; the plan drops what they changed since this pass read the state (they applied
+   * newer state), and applies the rest inside the write lane.
+   */
   const fullPass = async (): Promise<void> => {
-    const at = state;
-    if (!at.ownLease) return;
-    const d = desiredOverlay(at, overlayNode);
-    if (E.isLeft(d)) {
-      log.error('cannot compute the dataplane', { error: d.left });
-      metrics.counter(ERRORS[0], ERRORS[1]);
-      return;
-    }
-    for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
-    const { kernel: want, scope, subnetEnv } = d.right;
-    if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
-      writeAtomic(flags.subnetFile, subnetEnv);
-      if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
-      ready = true;
-    }
-    const seen = await kernel.observe({
-      namespaces: [''],
-      scope,
-      desired: want,
-      iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
-      fdb: config.backend.type === 'vxlan',
-    })();
-    if (E.isLeft(seen)) {
-      log.error('observe failed', { error: seen.left.msg });
-      metrics.counter(ERRORS[0], ERRORS[1]);
-      return;
-    }
-    const ops = plan(want, seen.right, scope);
-    if (await applyOps(ops, true)) {
-      countDrift(ops.length, seen.right);
-      appliedState = at;
+    if (!state.ownLease) return;
+    const mine = { keys: new Set<string>(), objects: new Set<string>() };
+    // Read the state between two kernel writes, so that no delta is half applied when tracking starts.
+    const at = await exclusive(async () => {
+      overtaken = mine;
+      return state;
+    });
+    try {
+      if (!at.ownLease) return;
+      // The desired state of an unchanged node state is the one computed last time (idle resyncs).
+      const d = lastDesired?.at === at ? lastDesired.d : desiredOverlay(at, overlayNode);
+      lastDesired = { at, d };
+      if (E.isLeft(d)) {
+        log.error('cannot compute the dataplane', { error: d.left });
+        metrics.counter(ERRORS[0], ERRORS[1]);
+        return;
+      }
+      for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
+      const { kernel: want, scope, subnetEnv } = d.right;
+      if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
+        writeAtomic(flags.subnetFile, subnetEnv);
+        if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
+        ready = true;
+      }
+      await yieldToDeltas();
+      const seen = await kernel.observe({
+        namespaces: [''],
+        scope,
+        desired: want,
+        iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
+        fdb: config.backend.type === 'vxlan',
+      })();
+      if (E.isLeft(seen)) {
+        log.error('observe failed', { error: seen.left.msg });
+        metrics.counter(ERRORS[0], ERRORS[1]);
+        return;
+      }
+      const steps = planInSteps(want, seen.right, scope);
+      let step = steps.next();
+      while (!step.done) {
+        await yieldToDeltas();
+        step = steps.next();
+      }
+      const ops = step.value;
+      await exclusive(async () => {
+        // Inside the lane: no delta runs until this apply is done, so `mine` is final here.
+        const keys = [...mine.keys];
+        let todo = ops;
+        const skip = keys.length ? new Set([...mine.objects, ...leaseObjects(at, keys, overlayNode)]) : undefined;
+        if (skip) {
+          todo = withoutObjects(ops, skip);
+          if (todo.length !== ops.length) log.debug('full pass left to delta passes', { leases: keys.length, ops: ops.length - todo.length });
+        }
+        // The kernel now holds `at`, except for the leases the deltas moved on, which hold what they applied.
+        if (await applyOps(todo, true)) {
+          countDrift(todo.length, seen.right, skip);
+          appliedState = keys.length && appliedState ? withLeases(at, appliedState, keys) : at;
+        }
+      });
+    } finally {
+      if (overtaken === mine) overtaken = undefined;
     }
   };
 
@@ -264,6 +329,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
    * A lease change: plan only the changed remote leases, the desired state they give now against the one they
    * gave when last applied, without reading the kernel. Cost follows the change, not the cluster; the next
    * full pass reads the kernel and settles anything a delta could not see (e.g. two leases claiming one MAC).
+   * Runs in the write lane (see exclusive), never behind a full pass's observation.
    */
   const deltaPass = async (keys: readonly string[]): Promise<boolean> => {
     const before = appliedState;
@@ -271,44 +337,81 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     if (!before) return false;
     const ops = overlayDelta(before, at, keys, overlayNode);
     if (E.isLeft(ops) || ops.right === 'full') return false;
+    if (overtaken) {
+      for (const k of keys) overtaken.keys.add(k);
+      for (const o of ops.right) {
+        const id = opObject(o);
+        if (id !== undefined) overtaken.objects.add(id);
+      }
+    }
     if (!(await applyOps(ops.right, false))) return false;
     appliedState = withLeases(before, at, keys);
     return true;
   };
 
+  // Two queues: full passes (one at a time; requests while one runs coalesce into one more) and delta passes
+  // (one at a time, each taking every key changed so far). They run side by side.
   let pendingFull = false;
   const pendingKeys = new Set<string>();
-  let running: Promise<void> | undefined;
-  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
-    pendingFull ||= full;
-    for (const k of keys) pendingKeys.add(k);
-    if (running) return running;
-    running = (async () => {
-      while (!stopped && (pendingFull || pendingKeys.size)) {
-        const t0 = performance.now();
-        const full = pendingFull;
-        const keys = [...pendingKeys];
+  let fullRunning: Promise<void> | undefined;
+  let deltaRunning: Promise<void> | undefined;
+  const passDone = (kind: 'full' | 'delta', t0: number, keys: number): void => {
+    const seconds = (performance.now() - t0) / 1000;
+    metrics.observeReconcile(kind, seconds);
+    log.debug('reconcile', { kind, keys, ms: Math.round(seconds * 1000) });
+    if (kind === 'full') recordPass('full', seconds * 1000, passCount.fullOps, passCount.fullDrift);
+    else recordPass('delta', seconds * 1000, passCount.deltaOps, 0);
+  };
+  // Each loop starts only with work to do, so its first pass suspends it before it could end synchronously
+  // (which would leave a settled promise behind as the running loop).
+  const runFull = (): Promise<void> | undefined =>
+    stopped || !pendingFull ? fullRunning : (fullRunning ??= (async () => {
+      while (!stopped && pendingFull) {
         pendingFull = false;
-        pendingKeys.clear();
-        let kind: 'full' | 'delta' = 'delta';
-        passOps = 0;
-        passDrift = 0;
+        const t0 = performance.now();
+        passCount.fullOps = 0;
+        passCount.fullDrift = 0;
         try {
-          if (full || !(await deltaPass(keys))) {
-            kind = 'full';
-            await fullPass();
-          }
+          await fullPass();
         } catch (e) {
           log.error('reconcile crashed', { error: (e as Error).message });
         }
-        const seconds = (performance.now() - t0) / 1000;
-        metrics.observeReconcile(kind, seconds);
-        log.debug('reconcile', { kind, keys: keys.length, ms: Math.round(seconds * 1000) });
-        recordPass(kind, seconds * 1000, passOps, passDrift);
+        passDone('full', t0, 0);
       }
-      running = undefined;
-    })();
-    return running;
+      fullRunning = undefined;
+    })());
+  const runDeltas = (): Promise<void> | undefined =>
+    stopped || !pendingKeys.size ? deltaRunning : (deltaRunning ??= (async () => {
+      while (!stopped && pendingKeys.size) {
+        const keys = [...pendingKeys];
+        pendingKeys.clear();
+        const t0 = performance.now();
+        passCount.deltaOps = 0;
+        let ok = false;
+        try {
+          ok = await exclusive(() => deltaPass(keys));
+        } catch (e) {
+          log.error('reconcile crashed', { error: (e as Error).message });
+        }
+        if (ok) passDone('delta', t0, keys.length);
+        else {
+          // Not expressible as a delta (own lease or config changed, nothing applied yet, an apply failed).
+          pendingFull = true;
+          void runFull();
+        }
+      }
+      deltaRunning = undefined;
+    })());
+  /** Until no pass runs or is pending. */
+  const idle = async (): Promise<void> => {
+    while (fullRunning || deltaRunning) await Promise.all([fullRunning, deltaRunning]);
+  };
+  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
+    if (full) pendingFull = true;
+    for (const k of keys) pendingKeys.add(k);
+    void runDeltas();
+    void runFull();
+    return idle();
   };
   const timer = setInterval(() => void reconcile(true), flags.resyncSeconds * 1000);
 
@@ -427,12 +530,14 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     ready: () => ready,
     view: () => ({ publicIP: underlay.publicIP, backendType: config.backend.type, ...(config.backend.type === 'vxlan' ? { vtepMac } : {}), ready, state, recent }),
     done,
+    resync: () => reconcile(true),
+    idle,
     stop: async () => {
       stopped = true;
       clearInterval(timer);
       actor.stop();
       watch?.stop();
-      await running;
+      await idle();
       resolveDone();
     },
   };
