@@ -15,8 +15,9 @@ import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type Stored, type StoredEvent } from '../../core/events.ts';
 import type { EventStore, Loaded, ReadQuery, Transacted } from './types.ts';
-import { ensureSchema, isBusy } from './sqlite-schema.ts';
+import { beginImmediate, boost, ensureSchema, isBusy } from './sqlite-schema.ts';
 
+const trace = !!process.env['FELT_TRACE'];
 export const DB_FILE = 'felt.db';
 const SCHEMA_VERSION = 1;
 /** 50 plugin processes queueing for the write lock finish well within this. */
@@ -105,10 +106,10 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
   } catch (e) {
     return E.left(storageError(file, e));
   }
-  return E.right(sqliteStore(db, file));
+  return E.right(sqliteStore(db, file, timeout));
 }
 
-function sqliteStore(db: Database.Database, file: string): EventStore {
+function sqliteStore(db: Database.Database, file: string, busyTimeoutMs: number): EventStore {
   // Prepared on first use: a read-only CLI never prepares the write statements.
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string): Database.Statement => {
@@ -132,6 +133,7 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
   // for writing its snapshot, not for reading it back on every event.
   const snapshots = new Map<string, { position: number; state: unknown }>();
   const SNAPSHOT_POSITION = 'SELECT position FROM snapshots WHERE name = ? AND stream = ?';
+  const TRANSACTION = [SNAPSHOT_POSITION, SNAPSHOT, AFTER, APPEND, SAVE, 'COMMIT', 'ROLLBACK'];
 
   const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { rebuilt: boolean } => {
     const key = `${p.name}\u0000${stream}`;
@@ -162,8 +164,14 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
       meta: { readonly time: string },
     ): E.Either<CniError, Transacted<S, Ev>> {
       try {
+        // Everything the transaction runs is prepared before taking the lock (the first prepare reads the
+        // schema): under fifty concurrent ADDs on two cores the lock holder is often preempted, so the less
+        // it does while holding the lock, the shorter the queue.
+        for (const sql of TRANSACTION) stmt(sql);
         // IMMEDIATE takes the write lock up front: two deciders never see the same state.
-        stmt('BEGIN IMMEDIATE').run();
+        const waited = beginImmediate(db, stmt('BEGIN IMMEDIATE'), Date.now() + busyTimeoutMs, busyTimeoutMs);
+        const t1 = trace ? performance.now() : 0;
+        const unboost = boost();
         try {
           const loaded = loadIn(stream, p);
           const decision = decide(loaded.state);
@@ -182,11 +190,14 @@ function sqliteStore(db: Database.Database, file: string): EventStore {
           state = fold(p, events, state);
           stmt(SAVE).run(p.name, stream, position, JSON.stringify(state));
           stmt('COMMIT').run();
+          if (trace) process.stderr.write(`# store ${stream}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - t1).toFixed(1)} ms\n`);
           snapshots.set(`${p.name}\u0000${stream}`, { position, state });
           return E.right({ state, position, events });
         } catch (e) {
           if (db.inTransaction) stmt('ROLLBACK').run();
           throw e;
+        } finally {
+          unboost();
         }
       } catch (e) {
         return E.left(storageError(file, e));
