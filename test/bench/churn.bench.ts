@@ -9,6 +9,9 @@
 // With BENCH_FILL=1 (default) it also fills a /21 with FILL allocations through host-local alone, 16 in
 // parallel, and then times single ADDs with those allocations held, alternating sides.
 //
+// BENCH_FELT_CNI=<dir> runs another build of felt's plugins as the felt side (e.g. an older commit's dist/cni,
+// to measure a change side by side); BENCH_N, BENCH_ROUNDS, BENCH_FILL=0 and BENCH_FILL_N resize the run.
+//
 // Prints markdown tables (pasted into docs/benchmarks.md).
 
 import { execFileSync } from 'node:child_process';
@@ -140,7 +143,7 @@ async function one(s: Side, i: number): Promise<number> {
 async function main(): Promise<void> {
   const sides: Side[] = (['felt', 'reference'] as const).map((name) => ({
     name,
-    dir: name === 'felt' ? FELT_CNI : REF_CNI,
+    dir: name === 'felt' ? (process.env['BENCH_FELT_CNI'] ?? FELT_CNI) : REF_CNI,
     host: `${tag}-${name}`,
     data: mkdtempSync(join(tmpdir(), `churn-${name}-`)),
     pods: Array.from({ length: N }, (_, i) => `${tag}-${name[0]}${i}`),
