@@ -85,6 +85,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
   const hostVethMac = macFromBytes(rnd.slice(4, 10));
+  // Drawn once: a retry after a conflict (below) must desire the same MACs, or it would change the MAC of
+  // the container interface it has just made.
+  const containerMac = bc.mac ?? macFromBytes(ctx.randomBytes(6));
   const scope = attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth);
   // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
   // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
@@ -109,7 +112,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       netns: args.netns,
       hostVeth,
       hostVethMac,
-      containerMac: bc.mac ?? macFromBytes(ctx.randomBytes(6)),
+      containerMac,
       bridgeMac: br?.mac ?? macFromBytes(rnd.slice(10, 16)),
       ...(ipam ? { ipam } : {}),
     });
