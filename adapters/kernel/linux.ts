@@ -9,8 +9,10 @@
 //    `ip -json rule show` and `ip -6 -json rule show` (ip's family is a global option, so IPv6 rules cannot
 //    share the batch). All of them run concurrently.
 //  - apply: render.ts's steps in order: per namespace group one `ip -force -batch -` per run of ip ops, one
-//    iptables-restore per family, sysctls by `tee`. A failed step stops the apply; the error names the op and
-//    the namespace. Deletions of things already gone are not failures.
+//    iptables-restore per family, sysctls by `tee` (or one `sysctl -p-` when their values differ). The
+//    iptables steps run in order beside the others (rules need no link or address to exist). A failed step
+//    stops its lane; the error names the op and the namespace. Deletions of things already gone are not
+//    failures.
 // No shell anywhere: argument vectors and stdin only (exec.ts).
 
 import { existsSync } from 'node:fs';
@@ -157,6 +159,18 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
     return E.left(kerr((e as Error).message));
   }
   const ipv6 = existsSync('/proc/sys/net/ipv6');
+  // iptables rules name links and addresses by value, never need them to exist, and nothing else needs a
+  // rule: the iptables steps run in order in a lane of their own, beside the other steps (in order too).
+  const ipt = all.filter(isIptStep);
+  const rest = all.filter((st) => !isIptStep(st));
+  const [a, b] = await Promise.all([runSteps(rest, ro, ipv6, o), runSteps(ipt, ro, ipv6, o)]);
+  return E.isLeft(a) ? a : b;
+}
+
+const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
+
+/** Run steps one after the other; the first failure stops them. */
+async function runSteps(all: readonly Step[], ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
   for (let step of all) {
     // An iptables-restore is retried without a deletion of a rule already gone: at most once per line.
     for (let tries = step.lines.length + 1; ; tries--) {

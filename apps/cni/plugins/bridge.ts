@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
-import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord } from '../../../core/bridge/attachments.ts';
+import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -196,12 +196,20 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does.
   const first = NEEDS_INTERFACE.has(bc.ipamType) ? ipamDel(ctx, bc, args) : TE.right<CniError, void>(undefined);
   const last = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
+  // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
+  // remove what it finds without it; the error comes from recording the removal. What is read from the
+  // kernel does not depend on the records: both are read at once.
+  const recorded = pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
+  const remove: TE.TaskEither<CniError, void> = async () => {
+    const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
+    if (E.isLeft(seen)) return seen;
+    if (E.isLeft(st)) return st;
+    const scope = withHostVeths(ownScope, recordsOf(st.right, args.containerId, args.ifname));
+    return apply(ctx, plan(emptyKernelState(), seen.right, scope))();
+  };
   return pipe(
     first,
-    // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
-    // remove what it finds without it; the error comes from recording the removal.
-    TE.chain(() => pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, ReturnType<typeof initialAttachments>>(initialAttachments())))),
-    TE.chain((st) => removeAttachment(ctx, bc, withHostVeths(ownScope, recordsOf(st, args.containerId, args.ifname)), netns)),
+    TE.chain(() => remove),
     TE.chain(() => last),
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
