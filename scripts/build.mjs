@@ -46,6 +46,24 @@ const feltVersion = {
   },
 };
 
+// better-sqlite3's JavaScript (a dozen small CommonJS files, ~6 ms of module loading per call) is bundled;
+// only its native addon stays in node_modules. Its loader asks `bindings` to search for the addon on every
+// start (more files, stats); the bundle requires the addon npm built, by package path, instead. A layout
+// without build/Release keeps better-sqlite3 external and its own search.
+const addon = 'better-sqlite3/build/Release/better_sqlite3.node';
+const bundleSqlite = existsSync(join(root, 'node_modules', addon));
+const sqliteAddon = {
+  name: 'better-sqlite3-addon',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]better-sqlite3[\\/]lib[\\/]database\.js$/ }, (args) => {
+      const src = readFileSync(args.path, 'utf8');
+      const find = "require('bindings')('better_sqlite3.node')";
+      if (!src.includes(find)) throw new Error(`${args.path}: no ${find} to replace (better-sqlite3 changed; update scripts/build.mjs)`);
+      return { contents: src.replace(find, `require(${JSON.stringify(addon)})`), loader: 'js' };
+    });
+  },
+};
+
 await Promise.all(
   entries.map((e) =>
     build({
@@ -58,10 +76,10 @@ await Promise.all(
       minify: true,
       legalComments: 'none',
       banner: { js: banner.trimEnd() },
-      // Native addons and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
-      external: ['better-sqlite3', 'etcd3', '@grpc/*'],
+      // The native addon and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
+      external: [bundleSqlite ? addon : 'better-sqlite3', 'etcd3', '@grpc/*'],
       logLevel: 'warning',
-      plugins: [fpTsEs6, feltVersion],
+      plugins: [fpTsEs6, feltVersion, ...(bundleSqlite ? [sqliteAddon] : [])],
     }).then(() => chmodSync(e.out, 0o755)),
   ),
 );

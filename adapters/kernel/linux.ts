@@ -3,7 +3,7 @@
 //
 // Cost model (these run inside CNI executables whose whole ADD should take tens of milliseconds):
 //  - observe: per namespace, at once: one `ip -json -d -batch -` (links, addresses, routes of all tables,
-//    permanent neighbours), one read of the sysctls asked for (grep, or no process at all in this process's
+//    permanent neighbours; unless `ip: false`), one read of the sysctls asked for (grep, or no process at all in this process's
 //    own namespace), and only when asked: iptables-save/ip6tables-save once per family, `bridge -json fdb
 //    show`, `tc -json qdisc show` (and `tc -json filter show dev X ingress` for desired redirects),
 //    `ip -json rule show` and `ip -6 -json rule show` (ip's family is a global option, so IPv6 rules cannot
@@ -59,7 +59,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       const paths = rd.sysctls.map(sysctlPath);
       const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
       const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
-        run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
+        req.ip === false ? undefined : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
         rd.fdb ? run([...pre, 'bridge', '-json', 'fdb', 'show'], '', o) : undefined,
         rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
@@ -69,7 +69,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip: ip!, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
+      return { ip, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -77,14 +77,17 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     const rd = reads[i]!;
     const { ns } = rd;
     const g = got[i]!;
-    if (!entered(g.ip)) return E.left(kerr(`failed to read ${where(ns)}: ${g.ip.stderr.trim()}`));
-    if (g.ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${g.ip.stderr.trim()}`));
-    const s = parseIpBatch(ns, g.ip.stdout, rd.kernelRoutes);
-    if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
-    ipStates.push({ ns, state: s });
-    state.addresses.push(...s.addresses);
-    state.routes.push(...s.routes);
-    state.neighbours.push(...s.neighbours);
+    const first = g.ip ?? g.ipt[0];
+    if (first && !entered(first)) return E.left(kerr(`failed to read ${where(ns)}: ${first.stderr.trim()}`));
+    if (g.ip) {
+      if (g.ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${g.ip.stderr.trim()}`));
+      const s = parseIpBatch(ns, g.ip.stdout, rd.kernelRoutes);
+      if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
+      ipStates.push({ ns, state: s });
+      state.addresses.push(...s.addresses);
+      state.routes.push(...s.routes);
+      state.neighbours.push(...s.neighbours);
+    }
     let j = 0;
     for (const [family, tables] of rd.iptables) {
       const x = g.ipt[j++]!;

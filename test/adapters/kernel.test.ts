@@ -427,6 +427,22 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     expect(await host.run(['cat', '/proc/sys/net/ipv4/conf/all/forwarding'])).toBe('0\n'); // the other namespace is untouched
   });
 
+  it('ip: false reads only the other things asked for (one more iptables family)', async () => {
+    const ns = pod.path;
+    await apply(probe.kernel, [{ op: 'chain.sync', chain: { ns, family: 6, table: 'nat', chain: 'CNI-IPONLY', rules: ['-j RETURN'] } }]);
+    probe.spawns.length = 0;
+    const seen = await observe(probe.kernel, {
+      namespaces: [ns],
+      ip: false,
+      iptables: [6],
+      scope: { links: [], devices: [], chains: [{ ns, family: 6, table: 'nat', chain: 'CNI-IPONLY' }], ruleMarkers: [] },
+    });
+    expect(probe.spawns).toEqual([['nsenter', `--net=${ns}`, 'ip6tables-save', '-t', 'nat']]);
+    expect(seen.links).toEqual([]);
+    expect(seen.chains).toContainEqual(expect.objectContaining({ ns, family: 6, table: 'nat', chain: 'CNI-IPONLY', rules: ['-j RETURN'] }));
+    await apply(probe.kernel, [{ op: 'chain.del', ns, family: 6, table: 'nat', chain: 'CNI-IPONLY' }]);
+  });
+
   it('differing sysctl values of a device with a dot in its name: one process, and the dot stays a dot', async () => {
     const d = st({
       links: [{ ns: pod.path, name: 'br.7', kind: 'bridge', up: true }],

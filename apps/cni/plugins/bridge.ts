@@ -31,14 +31,36 @@ const observeScope = (bc: BridgeConf, scope: OwnershipScope): OwnershipScope => 
   devices: [...scope.devices, { ns: HOST, dev: bc.bridge }],
 });
 
-function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> {
+type Families = readonly (4 | 6)[];
+
+function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined, families: Families = [4, 6]): TE.TaskEither<CniError, KernelState> {
   return pipe(
     kernelFor(ctx).observe({
       namespaces: netns ? [HOST, netns] : [HOST],
       scope: observeScope(bc, scope),
-      iptables: bc.ipMasq ? [4, 6] : [],
+      iptables: bc.ipMasq ? families : [],
     }),
     TE.mapLeft(kernelError),
+  );
+}
+
+/**
+ * ADD reads the IPv4 masquerade chains with everything else (before IPAM has answered), and the IPv6 ones
+ * only when IPAM gave an IPv6 address: an IPv4-only attachment wants no IPv6 chain, and one it does not see
+ * it does not touch. `seen` plus the host's IPv6 nat chains and rules when they are wanted.
+ */
+const ADD_FAMILIES: Families = [4];
+function withIpv6Masq(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, seen: KernelState, ipam: Result | undefined): TE.TaskEither<CniError, KernelState> {
+  const v6 = (ipam?.ips ?? []).some((i) => i.address.includes(':'));
+  if (!bc.ipMasq || !v6) return TE.right(seen);
+  return pipe(
+    kernelFor(ctx).observe({ namespaces: [HOST], scope: observeScope(bc, scope), iptables: [6], ip: false }),
+    TE.mapLeft(kernelError),
+    TE.map((more) => ({
+      ...seen,
+      chains: [...seen.chains, ...more.chains.filter((c) => c.family === 6)],
+      rules: [...seen.rules, ...more.rules.filter((r) => r.family === 6)],
+    })),
   );
 }
 
@@ -111,7 +133,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       TE.chainFirst(({ ops }) => apply(ctx, ops)),
       TE.orElse((err) =>
         attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
-          ? pipe(observe(ctx, bc, scope, args.netns), TE.chain((again) => converge(again, ipam, attempt + 1, conf)))
+          ? pipe(
+              observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
+              TE.chain((again) => withIpv6Masq(ctx, bc, scope, again, ipam)),
+              TE.chain((again) => converge(again, ipam, attempt + 1, conf)),
+            )
           : TE.left(err),
       ),
     );
@@ -130,13 +156,14 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
   const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
-    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
+    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns, ADD_FAMILIES)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
     if (E.isLeft(ipam)) {
       await forget();
       return ipam;
     }
-    if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined, boolean]>(seen.left)();
-    return E.right([seen.right, ipam.right, false] as const);
+    const all = E.isLeft(seen) ? seen : await withIpv6Masq(ctx, bc, scope, seen.right, ipam.right)();
+    if (E.isLeft(all)) return release<readonly [KernelState, Result | undefined, boolean]>(all.left)();
+    return E.right([all.right, ipam.right, false] as const);
   };
 
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
@@ -144,7 +171,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const interfaceFirst = async (): Promise<E.Either<CniError, readonly [KernelState, Result | undefined, boolean]>> => {
     const recorded = await record();
     if (E.isLeft(recorded)) return recorded;
-    const seen = await observe(ctx, bc, scope, args.netns)();
+    const seen = await observe(ctx, bc, scope, args.netns, ADD_FAMILIES)();
     if (E.isLeft(seen)) return (await forget(), seen);
     if (taken(seen.right)) return (await forget(), E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`)));
     const undo = async (): Promise<void> => {
@@ -155,7 +182,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(l2)) return (await undo(), l2);
     const ipam = await ipamAdd(ctx, bc, args)();
     if (E.isLeft(ipam)) return (await undo(), ipam);
-    const now = await observe(ctx, bc, scope, args.netns)();
+    const now = await pipe(observe(ctx, bc, scope, args.netns, ADD_FAMILIES), TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam.right)))();
     if (E.isLeft(now)) return (await ipamDel(ctx, bc, args)(), await undo(), now);
     return E.right([now.right, ipam.right, true] as const);
   };
