@@ -18,8 +18,10 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
+import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, sqliteLog } from './bridge-log.ts';
+import { closeCallStoresSoon } from '../store.ts';
 
 const noNetns = (netns: string): CniError =>
   cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
@@ -121,6 +123,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const conflicts = bridgeAddressConflicts(bc, seen.addresses, p.right.kernel.addresses);
     if (E.isLeft(conflicts)) return conflicts;
     const ops: Op[] = [...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })), ...plan(p.right.kernel, seen, scope)];
+    traceMark(`planned ${ops.length} ops`);
     return E.right({ p: p.right, ops });
   };
 
@@ -189,6 +192,8 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
   return pipe(
     observeAndAllocate,
+    // The log is not needed again unless this ADD fails: it is closed while the kernel is changed.
+    TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), closeCallStoresSoon())),
     TE.chain(([seen, ipam, madeHere]) =>
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
@@ -220,9 +225,10 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const dataDir = logDir(conf);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
-  // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does.
+  // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does;
+  // any other releases while the kernel objects go (the reference releases before removing anything).
   const first = NEEDS_INTERFACE.has(bc.ipamType) ? ipamDel(ctx, bc, args) : TE.right<CniError, void>(undefined);
-  const last = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
+  const meanwhile = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
   // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
   // remove what it finds without it; the error comes from recording the removal. What is read from the
   // kernel does not depend on the records: both are read at once.
@@ -232,12 +238,14 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(seen)) return seen;
     if (E.isLeft(st)) return st;
     const scope = withHostVeths(ownScope, recordsOf(st.right, args.containerId, args.ifname));
-    return apply(ctx, plan(emptyKernelState(), seen.right, scope))();
+    // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
+    const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
+    const [removed, released] = await Promise.all([applying, meanwhile()]);
+    return E.isLeft(removed) ? removed : released;
   };
   return pipe(
     first,
     TE.chain(() => remove),
-    TE.chain(() => last),
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
 }
