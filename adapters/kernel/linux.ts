@@ -10,16 +10,17 @@
 //    share the batch). All of them run concurrently.
 //  - apply: render.ts's steps in order: per namespace group one `ip -force -batch -` per run of ip ops, one
 //    iptables-restore per family, sysctls by `tee` (or one `sysctl -p-` when their values differ). The
-//    iptables steps run in order beside the others (rules need no link or address to exist). A failed step
-//    stops its lane; the error names the op and the namespace. Deletions of things already gone are not
-//    failures.
+//    iptables steps run in order beside the others (rules need no link or address to exist), and the others
+//    in order per namespace, namespaces beside each other between steps that reach across namespaces (a
+//    veth pair, a move, a deletion). A failed step lets no further step start; the error (the first) names
+//    the op and the namespace. Deletions of things already gone are not failures.
 // No shell anywhere: argument vectors and stdin only (exec.ts).
 
 import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
-import { HOST } from '../../core/kernel/model.ts';
+import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
 import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIpRules, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
@@ -162,34 +163,63 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
     return E.left(kerr((e as Error).message));
   }
   const ipv6 = existsSync('/proc/sys/net/ipv6');
+  let failed: E.Left<KernelError> | undefined;
+  const step = async (st: Step): Promise<void> => {
+    if (failed) return;
+    const r = await runStep(st, ro, ipv6, o);
+    if (E.isLeft(r)) failed ??= r;
+  };
   // iptables rules name links and addresses by value, never need them to exist, and nothing else needs a
-  // rule: the iptables steps run in order in a lane of their own, beside the other steps (in order too).
-  const ipt = all.filter(isIptStep);
-  const rest = all.filter((st) => !isIptStep(st));
-  const [a, b] = await Promise.all([runSteps(rest, ro, ipv6, o), runSteps(ipt, ro, ipv6, o)]);
-  return E.isLeft(a) ? a : b;
+  // rule: the iptables steps run in order in a lane of their own.
+  const ipt = all.filter(isIptStep).reduce((p, st) => p.then(() => step(st)), Promise.resolve());
+  // The other steps run in order per namespace, the namespaces beside each other, except that a step that
+  // reaches into another namespace (a veth pair across namespaces, a link made from or moved to another
+  // namespace, a link deleted, which may take its peer along) waits for every step before it, and every
+  // step after it waits for it.
+  let barrier = Promise.resolve();
+  const lanes = new Map<NsRef, Promise<void>>();
+  for (const st of all) {
+    if (isIptStep(st)) continue;
+    if (st.lines.some((l) => l.op !== undefined && reachesOut(l.op))) {
+      const before = Promise.all([barrier, ...lanes.values()]);
+      barrier = before.then(() => step(st));
+      lanes.clear();
+    } else lanes.set(st.ns, (lanes.get(st.ns) ?? barrier).then(() => step(st)));
+  }
+  await Promise.all([ipt, barrier, ...lanes.values()]);
+  return failed ?? E.right(undefined);
 }
 
 const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
 
-/** Run steps one after the other; the first failure stops them. */
-async function runSteps(all: readonly Step[], ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
-  for (let step of all) {
-    // An iptables-restore is retried without a deletion of a rule already gone: at most once per line.
-    for (let tries = step.lines.length + 1; ; tries--) {
-      let retry: Step | undefined;
-      for (const inv of invocations(step, ro, ipv6)) {
-        const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
-        const v = explain(step, inv, r.code, r.stderr);
-        if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
-        if (v.kind === 'retry') retry = v.step;
-      }
-      if (!retry) break;
-      if (tries <= 0) return E.left(kerr(`failed to apply ${step.tool} changes in ${where(step.ns)}: no progress`));
-      step = retry;
-    }
+/** Whether an op changes another namespace than the one it runs in (or may: a deleted veth's peer goes too). */
+const reachesOut = (op: Op): boolean => {
+  switch (op.op) {
+    case 'link.add':
+      return createdFrom(op.link) !== op.link.ns || (op.link.veth !== undefined && op.link.veth.peerNs !== op.link.ns);
+    case 'link.move':
+    case 'link.del':
+      return true;
+    default:
+      return false;
   }
-  return E.right(undefined);
+};
+
+/** Run one step (an iptables-restore again without a deletion of a rule already gone, at most once per line). */
+async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
+  let step = first;
+  for (let tries = step.lines.length + 1; ; tries--) {
+    let retry: Step | undefined;
+    for (const inv of invocations(step, ro, ipv6)) {
+      const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
+      const v = explain(step, inv, r.code, r.stderr);
+      if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
+      if (v.kind === 'retry') retry = v.step;
+    }
+    if (!retry) return E.right(undefined);
+    if (tries <= 0) return E.left(kerr(`failed to apply ${step.tool} changes in ${where(step.ns)}: no progress`));
+    step = retry;
+  }
 }
 
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {
