@@ -190,6 +190,11 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
   return failed ?? E.right(undefined);
 }
 
+/** Whether `sysctl` is on PATH (looked up once, only when a sysctl step runs in another namespace). */
+let sysctlFound: boolean | undefined;
+const hasSysctl = (): boolean =>
+  (sysctlFound ??= (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/sysctl`)));
+
 const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
 
 /** Whether an op changes another namespace than the one it runs in (or may: a deleted veth's peer goes too). */
@@ -210,7 +215,7 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
   let step = first;
   for (let tries = step.lines.length + 1; ; tries--) {
     let retry: Step | undefined;
-    for (const inv of invocations(step, ro, ipv6)) {
+    for (const inv of invocations(step, ro, ipv6, step.tool === 'sysctl' && hasSysctl())) {
       const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));

@@ -399,9 +399,9 @@ export type Invocation =
 
 /**
  * How one step runs. `ipv6`: whether this kernel has IPv6 (/proc/sys/net/ipv6); without it IPv6 sysctls are
- * skipped, as the reference plugins do.
+ * skipped, as the reference plugins do. `sysctl`: whether procps' `sysctl` is installed (else tee only).
  */
-export function invocations(s: Step, ro: RenderOptions, ipv6 = true): Invocation[] {
+export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = true): Invocation[] {
   const pre = inNetns(s.ns, ro.hostNetns);
   if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
   const sets = s.lines
@@ -411,7 +411,7 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true): Invocation
   // Values that differ: one `sysctl -q -p-` writes them all, in order, from "path = value" lines on stdin
   // (keys as /proc/sys paths, so a dot in a device name stays a dot). Only for keys and values sysctl.conf
   // cannot read as anything else (no '=', glob, comment, leading '-' or space); otherwise tee, run by run.
-  if (new Set(sets.map((x) => x.value)).size > 1 && sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))) {
+  if (sysctl && new Set(sets.map((x) => x.value)).size > 1 && sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))) {
     return [{ kind: 'exec', argv: [...pre, 'sysctl', '-q', '-p-'], input: sets.map((x) => `${sysctlPath(x.key).slice(PROC_SYS.length)} = ${x.value}\n`).join(''), lines: sets.map((x) => x.l) }];
   }
   // One `tee` per run of equal values, in order.

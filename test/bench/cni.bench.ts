@@ -31,10 +31,14 @@ interface Side {
   del: number[];
 }
 
-const sides: Side[] = [
-  { name: 'felt', dir: FELT_CNI, host: `${tag}-felt`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] },
-  { name: 'reference', dir: REF_CNI, host: `${tag}-ref`, data: mkdtempSync(join(tmpdir(), 'ref-bench-')), add: [], del: [] },
-];
+// BENCH_FELT_DIRS="label=dir,label=dir": more felt builds (e.g. of earlier commits) in the same alternation,
+// each compared with the reference, to measure what one change pays. The first felt side is `felt`.
+const extra = (process.env['BENCH_FELT_DIRS'] ?? '')
+  .split(',')
+  .filter(Boolean)
+  .map((x) => [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] as const);
+const side = (name: string, dir: string, i: number): Side => ({ name, dir, host: `${tag}-${i}`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] });
+const sides: Side[] = [side('felt', FELT_CNI, 0), side('reference', REF_CNI, 1), ...extra.map(([name, dir], i) => side(name, dir, i + 2))];
 
 const config = (s: Side) => ({
   cniVersion: '1.0.0',
@@ -93,7 +97,7 @@ async function main(): Promise<void> {
       }
     }
     // Peak RSS of one ADD (then its DEL), apart from the timed cycles.
-    for (const s of sides) {
+    for (const s of sides.slice(0, 2)) {
       const pod = `${tag}-pod`;
       ip('netns', 'add', pod);
       try {
@@ -112,16 +116,25 @@ async function main(): Promise<void> {
   const [f, r] = sides as [Side, Side];
   const row = (what: string, a: number[], b: number[]) =>
     `| ${what} | ${median(a).toFixed(1)} | ${median(b).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)} | ${p90(a).toFixed(1)} | ${p90(b).toFixed(1)} |`;
+  const both = (s: Side): number[] => s.add.map((x, i) => x + s.del[i]!);
   console.log(`bridge + host-local + ipMasq, ${N} ADD+DEL cycles each, alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}, load average before ${load}, after ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.log('| command | felt median ms | reference median ms | ratio felt/ref | felt p90 | ref p90 |');
   console.log('|---|---|---|---|---|---|');
   console.log(row('ADD', f.add, r.add));
   console.log(row('DEL', f.del, r.del));
-  console.log(row('ADD+DEL', f.add.map((x, i) => x + f.del[i]!), r.add.map((x, i) => x + r.del[i]!)));
+  console.log(row('ADD+DEL', both(f), both(r)));
   const [fr, rr] = [rss.get('felt'), rss.get('reference')];
   if (fr !== undefined && rr !== undefined) {
     console.log(`| peak RSS of one ADD, MB | ${(fr / 1024).toFixed(1)} | ${(rr / 1024).toFixed(1)} | ${(fr / rr).toFixed(2)} | | |`);
   } else console.log(`(no ${TIME}: peak RSS not measured)`);
+  if (sides.length > 2) {
+    console.log('\n| felt build | ADD median ms | ratio | DEL median ms | ratio | ADD+DEL median ms | ratio |');
+    console.log('|---|---|---|---|---|---|---|');
+    for (const s of [sides[0]!, ...sides.slice(2)]) {
+      const cell = (a: number[], b: number[]) => `${median(a).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)}`;
+      console.log(`| ${s.name} | ${cell(s.add, r.add)} | ${cell(s.del, r.del)} | ${cell(both(s), both(r))} |`);
+    }
+  }
 }
 
 await main();

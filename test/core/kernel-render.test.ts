@@ -264,7 +264,12 @@ describe('rendering', () => {
     expect(invocations(two!, ro)).toMatchObject([
       { kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'sysctl', '-q', '-p-'], input: 'net/ipv6/conf/eth0.5/accept_dad = 0\nnet/ipv4/conf/eth0.5/arp_notify = 1\n' },
     ]);
-    // A name sysctl.conf reads as a glob, or a value with a space: one tee per run of equal values, as before.
+    // Without procps' sysctl: one tee per run of equal values, as before.
+    expect(invocations(two!, ro, true, false).map((i) => (i.kind === 'exec' ? i.argv.slice(2) : []))).toEqual([
+      ['tee', '--', '/proc/sys/net/ipv6/conf/eth0.5/accept_dad'],
+      ['tee', '--', '/proc/sys/net/ipv4/conf/eth0.5/arp_notify'],
+    ]);
+    // A name sysctl.conf reads as a glob, or a value with a space: tee too.
     const [glob] = steps([set('net.ipv4.conf.a*.arp_notify', '1'), set('net.ipv6.conf.a*.accept_dad', '0')], ro);
     expect(invocations(glob!, ro).map((i) => (i.kind === 'exec' ? i.argv.slice(2, 3) : []))).toEqual([['tee'], ['tee']]);
     const [spaced] = steps([set('net.ipv4.tcp_rmem', '4096 87380 6291456'), set('net.core.somaxconn', '1024')], ro);
