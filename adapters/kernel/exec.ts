@@ -1,5 +1,5 @@
 // The one place the kernel adapter starts processes. No shell, ever: every process is an argument vector
-// (`nsenter --net=PATH ip -force -batch -`, `iptables-save`, `tee -- PATH...`), and what a tool must read
+// (`nsenter --net=PATH ip -force -batch -`, `iptables-save`, `tee -- PATH...`, `sysctl -q -p-`), and what a tool must read
 // (a batch, an iptables-restore input, a sysctl value) goes to its stdin. So a value can reach a tool only as
 // one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 

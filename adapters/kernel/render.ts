@@ -2,7 +2,8 @@
 // `ip -force -batch -` per run of ip ops, `bridge -force -batch -` for fdb entries, `tc -force -batch -` for
 // qdiscs, ONE `iptables-restore --noflush` per family for all of the group's iptables ops, and sysctls
 // written with `tee -- PATH...` (one per run of equal values; /proc/sys/net shows the namespace of the
-// writer), each prefixed with `nsenter --net=PATH` outside this process's namespace. No shell: every process
+// writer) or, when a step's values differ, one `sysctl -q -p-` reading "path = value" lines, each prefixed
+// with `nsenter --net=PATH` outside this process's namespace. No shell: every process
 // is an argument vector and every batch goes to stdin. Pure: the same ops give the same invocations.
 //
 // Untrusted values reach these batches (names from configs and CNI_IFNAME, addresses from IPAM results), so
