@@ -72,6 +72,8 @@ const sqliteAddon = {
 // just compiles, as without a cache. One file per plugin still: `felt install-cni` links files, not dirs.
 const WRAP = ['(function (exports, require, module, __filename, __dirname) {', '\n})'];
 function withCodeCache(out, bundle) {
+  // vm.Script has no module loader: a dynamic import() in the bundle would fail at run time.
+  if (/\bimport\(/.test(bundle)) throw new Error(`${out}: the bundle holds a dynamic import(), which the code-cache loader cannot run`);
   const producer = `
 const vm = require('vm');
 const src = require('fs').readFileSync(0, 'utf8');
