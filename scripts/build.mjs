@@ -2,7 +2,8 @@
 // Each is one minified CommonJS file with a shebang, so a plugin call loads one file and only the code it uses.
 import { build } from 'esbuild';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { basename, dirname, join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 // NODE_EXTRA_CA_CERTS makes every node start load a certificate bundle (~40 ms); no plugin talks TLS
@@ -15,7 +16,7 @@ const entries = [];
 const cniDir = join(root, 'apps/cni/bin');
 for (const f of readdirSync(cniDir).filter((f) => f.endsWith('.ts'))) {
   const type = basename(f, '.ts');
-  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', type), mark: `// felt-cni ${type}` });
+  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', type), cni: true, mark: `// felt-cni ${type}` });
 }
 for (const [name, src] of [
   ['felt', 'apps/felt/main.ts'],
@@ -49,23 +50,80 @@ const feltVersion = {
   },
 };
 
+// better-sqlite3's JavaScript (a dozen small CommonJS files, ~6 ms of module loading per call) is bundled;
+// only its native addon stays in node_modules. Its loader asks `bindings` to search for the addon on every
+// start (more files, stats); the bundle requires the addon npm built, by package path, instead. A layout
+// without build/Release keeps better-sqlite3 external and its own search.
+const addon = 'better-sqlite3/build/Release/better_sqlite3.node';
+const bundleSqlite = existsSync(join(root, 'node_modules', addon));
+const sqliteAddon = {
+  name: 'better-sqlite3-addon',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]better-sqlite3[\\/]lib[\\/]database\.js$/ }, (args) => {
+      const src = readFileSync(args.path, 'utf8');
+      const find = "require('bindings')('better_sqlite3.node')";
+      if (!src.includes(find)) throw new Error(`${args.path}: no ${find} to replace (better-sqlite3 changed; update scripts/build.mjs)`);
+      return { contents: src.replace(find, `require(${JSON.stringify(addon)})`), loader: 'js' };
+    });
+  },
+};
+
+// A CNI plugin starts for every call, and V8 compiling its ~130 KB bundle costs several milliseconds of it.
+// So a plugin executable is a small loader holding the bundle as a string and V8's code cache for it, made
+// here by a node like the one that runs it (compiled, then run once as `<plugin>` without CNI_COMMAND).
+// The loader compiles the bundle with that cache; a node whose V8 rejects it (another version, other flags)
+// just compiles, as without a cache. One file per plugin still: `felt install-cni` links files, not dirs.
+const WRAP = ['(function (exports, require, module, __filename, __dirname) {', '\n})'];
+function withCodeCache(out, bundle, mark) {
+  // vm.Script has no module loader: a dynamic import() in the bundle would fail at run time.
+  if (/\bimport\(/.test(bundle)) throw new Error(`${out}: the bundle holds a dynamic import(), which the code-cache loader cannot run`);
+  const producer = `
+const vm = require('vm');
+const src = require('fs').readFileSync(0, 'utf8');
+const script = new vm.Script(${JSON.stringify(WRAP[0])} + src + ${JSON.stringify(WRAP[1])}, { filename: ${JSON.stringify(out)} });
+const m = { exports: {} };
+script.runInThisContext()(m.exports, require, m, ${JSON.stringify(out)}, ${JSON.stringify(dirname(out))});
+process.on('exit', () => process.stdout.write(script.createCachedData().toString('base64')));
+`;
+  const env = { ...process.env };
+  delete env['CNI_COMMAND'];
+  delete env['NODE_OPTIONS'];
+  const r = spawnSync(process.execPath, ['-e', producer], { input: bundle, env, maxBuffer: 64 << 20, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${out}: making the code cache failed (exit ${r.status}): ${r.stderr}`);
+  const loader =
+    // The second line is felt's plugin mark (apps/cni/dispatch.ts isFeltPlugin: delegation runs felt's own
+    // plugins in-process, a foreign one of the same name is executed).
+    `${banner}${mark}\n'use strict';\n` +
+    `const src = ${JSON.stringify(bundle)};\n` +
+    `const cachedData = Buffer.from(${JSON.stringify(r.stdout.trim())}, 'base64');\n` +
+    `new (require('vm').Script)(${JSON.stringify(WRAP[0])} + src + ${JSON.stringify(WRAP[1])}, { filename: __filename, cachedData })` +
+    `.runInThisContext()(exports, require, module, __filename, __dirname);\n`;
+  writeFileSync(out, loader);
+}
+
 await Promise.all(
   entries.map((e) =>
     build({
       entryPoints: [e.in],
       outfile: e.out,
+      write: false,
       bundle: true,
       platform: 'node',
       target: 'node20',
       format: 'cjs',
       minify: true,
       legalComments: 'none',
-      banner: { js: e.mark ? `${banner}${e.mark}` : banner.trimEnd() },
-      // Native addons and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
-      external: ['better-sqlite3', 'etcd3', '@grpc/*'],
+      ...(e.cni ? {} : { banner: { js: banner.trimEnd() } }),
+      // The native addon and the etcd client (grpc) stay in node_modules, loaded only by code paths that use them.
+      external: [bundleSqlite ? addon : 'better-sqlite3', 'etcd3', '@grpc/*'],
       logLevel: 'warning',
-      plugins: [fpTsEs6, feltVersion],
-    }).then(() => chmodSync(e.out, 0o755)),
+      plugins: [fpTsEs6, feltVersion, ...(bundleSqlite ? [sqliteAddon] : [])],
+    }).then((r) => {
+      const text = r.outputFiles[0].text;
+      if (e.cni) withCodeCache(e.out, text, e.mark);
+      else writeFileSync(e.out, text);
+      chmodSync(e.out, 0o755);
+    }),
   ),
 );
 console.log(`built ${entries.length} executables: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`);

@@ -1,5 +1,5 @@
 // The one place the kernel adapter starts processes. No shell, ever: every process is an argument vector
-// (`nsenter --net=PATH ip -force -batch -`, `iptables-save`, `tee -- PATH...`), and what a tool must read
+// (`nsenter --net=PATH ip -force -batch -`, `iptables-save`, `tee -- PATH...`, `sysctl -q -p-`), and what a tool must read
 // (a batch, an iptables-restore input, a sysctl value) goes to its stdin. So a value can reach a tool only as
 // one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 
@@ -20,15 +20,21 @@ export interface ExecHooks {
 }
 
 const trace = !!process.env['FELT_TRACE'];
+const at = (): string => `@${performance.now().toFixed(1)}`;
+
+/** FELT_TRACE=1: a line on stderr with the time since this process started, naming a phase of the call. */
+export function traceMark(what: string): void {
+  if (trace) process.stderr.write(`${at()} ${what}\n`);
+}
 
 /** Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr. */
 export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}): Promise<Run> {
   hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
-  if (trace) process.stderr.write(`$ ${JSON.stringify(argv)}\n${input}`);
+  if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
   return new Promise((resolve) => {
     const done = (r: Run): void => {
-      if (trace) process.stderr.write(`# ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
+      if (trace) process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
       resolve(r);
     };
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -57,6 +63,7 @@ export const inNetns = (ns: NsRef, hostNetns: string | undefined): string[] => {
 
 /** Write sysctl files of this process's own namespace without a process. */
 export async function writeOwn(path: string, value: string): Promise<Run> {
+  if (trace) process.stderr.write(`${at()} > ${path} ${value}\n`);
   try {
     await writeFile(path, `${value}\n`);
     return { code: 0, stdout: '', stderr: '' };

@@ -3,21 +3,24 @@
 //
 // Cost model (these run inside CNI executables whose whole ADD should take tens of milliseconds):
 //  - observe: per namespace, at once: one `ip -json -d -batch -` (links, addresses, routes of all tables,
-//    permanent neighbours), one read of the sysctls asked for (grep, or no process at all in this process's
+//    permanent neighbours; unless `ip: false`), one read of the sysctls asked for (grep, or no process at all in this process's
 //    own namespace), and only when asked: iptables-save/ip6tables-save once per family, `bridge -json fdb
 //    show`, `tc -json qdisc show` (and `tc -json filter show dev X ingress` for desired redirects),
 //    `ip -json rule show` and `ip -6 -json rule show` (ip's family is a global option, so IPv6 rules cannot
 //    share the batch). All of them run concurrently.
 //  - apply: render.ts's steps in order: per namespace group one `ip -force -batch -` per run of ip ops, one
-//    iptables-restore per family, sysctls by `tee`. A failed step stops the apply; the error names the op and
-//    the namespace. Deletions of things already gone are not failures.
+//    iptables-restore per family, sysctls by `tee` (or one `sysctl -p-` when their values differ). The
+//    iptables steps run in order beside the others (rules need no link or address to exist), and the others
+//    in order per namespace, namespaces beside each other between steps that reach across namespaces (a
+//    veth pair, a move, a deletion). A failed step lets no further step start; the error (the first) names
+//    the op and the namespace. Deletions of things already gone are not failures.
 // No shell anywhere: argument vectors and stdin only (exec.ts).
 
 import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
-import { HOST } from '../../core/kernel/model.ts';
+import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
 import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIpRules, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
@@ -57,7 +60,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       const paths = rd.sysctls.map(sysctlPath);
       const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
       const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
-        run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
+        req.ip === false ? undefined : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
         rd.fdb ? run([...pre, 'bridge', '-json', 'fdb', 'show'], '', o) : undefined,
         rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
@@ -67,7 +70,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip: ip!, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
+      return { ip, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -75,14 +78,17 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     const rd = reads[i]!;
     const { ns } = rd;
     const g = got[i]!;
-    if (!entered(g.ip)) return E.left(kerr(`failed to read ${where(ns)}: ${g.ip.stderr.trim()}`));
-    if (g.ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${g.ip.stderr.trim()}`));
-    const s = parseIpBatch(ns, g.ip.stdout, rd.kernelRoutes);
-    if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
-    ipStates.push({ ns, state: s });
-    state.addresses.push(...s.addresses);
-    state.routes.push(...s.routes);
-    state.neighbours.push(...s.neighbours);
+    const first = g.ip ?? g.ipt[0];
+    if (first && !entered(first)) return E.left(kerr(`failed to read ${where(ns)}: ${first.stderr.trim()}`));
+    if (g.ip) {
+      if (g.ip.code !== 0) return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${g.ip.stderr.trim()}`));
+      const s = parseIpBatch(ns, g.ip.stdout, rd.kernelRoutes);
+      if (typeof s === 'string') return E.left(kerr(`failed to read links, addresses and routes in ${where(ns)}: ${s}`));
+      ipStates.push({ ns, state: s });
+      state.addresses.push(...s.addresses);
+      state.routes.push(...s.routes);
+      state.neighbours.push(...s.neighbours);
+    }
     let j = 0;
     for (const [family, tables] of rd.iptables) {
       const x = g.ipt[j++]!;
@@ -157,22 +163,68 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
     return E.left(kerr((e as Error).message));
   }
   const ipv6 = existsSync('/proc/sys/net/ipv6');
-  for (let step of all) {
-    // An iptables-restore is retried without a deletion of a rule already gone: at most once per line.
-    for (let tries = step.lines.length + 1; ; tries--) {
-      let retry: Step | undefined;
-      for (const inv of invocations(step, ro, ipv6)) {
-        const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
-        const v = explain(step, inv, r.code, r.stderr);
-        if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
-        if (v.kind === 'retry') retry = v.step;
-      }
-      if (!retry) break;
-      if (tries <= 0) return E.left(kerr(`failed to apply ${step.tool} changes in ${where(step.ns)}: no progress`));
-      step = retry;
-    }
+  let failed: E.Left<KernelError> | undefined;
+  const step = async (st: Step): Promise<void> => {
+    if (failed) return;
+    const r = await runStep(st, ro, ipv6, o);
+    if (E.isLeft(r)) failed ??= r;
+  };
+  // iptables rules name links and addresses by value, never need them to exist, and nothing else needs a
+  // rule: the iptables steps run in order in a lane of their own.
+  const ipt = all.filter(isIptStep).reduce((p, st) => p.then(() => step(st)), Promise.resolve());
+  // The other steps run in order per namespace, the namespaces beside each other, except that a step that
+  // reaches into another namespace (a veth pair across namespaces, a link made from or moved to another
+  // namespace, a link deleted, which may take its peer along) waits for every step before it, and every
+  // step after it waits for it.
+  let barrier = Promise.resolve();
+  const lanes = new Map<NsRef, Promise<void>>();
+  for (const st of all) {
+    if (isIptStep(st)) continue;
+    if (st.lines.some((l) => l.op !== undefined && reachesOut(l.op))) {
+      const before = Promise.all([barrier, ...lanes.values()]);
+      barrier = before.then(() => step(st));
+      lanes.clear();
+    } else lanes.set(st.ns, (lanes.get(st.ns) ?? barrier).then(() => step(st)));
   }
-  return E.right(undefined);
+  await Promise.all([ipt, barrier, ...lanes.values()]);
+  return failed ?? E.right(undefined);
+}
+
+/** Whether `sysctl` is on PATH (looked up once, only when a sysctl step runs in another namespace). */
+let sysctlFound: boolean | undefined;
+const hasSysctl = (): boolean =>
+  (sysctlFound ??= (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/sysctl`)));
+
+const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
+
+/** Whether an op changes another namespace than the one it runs in (or may: a deleted veth's peer goes too). */
+const reachesOut = (op: Op): boolean => {
+  switch (op.op) {
+    case 'link.add':
+      return createdFrom(op.link) !== op.link.ns || (op.link.veth !== undefined && op.link.veth.peerNs !== op.link.ns);
+    case 'link.move':
+    case 'link.del':
+      return true;
+    default:
+      return false;
+  }
+};
+
+/** Run one step (an iptables-restore again without a deletion of a rule already gone, at most once per line). */
+async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
+  let step = first;
+  for (let tries = step.lines.length + 1; ; tries--) {
+    let retry: Step | undefined;
+    for (const inv of invocations(step, ro, ipv6, step.tool === 'sysctl' && hasSysctl())) {
+      const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
+      const v = explain(step, inv, r.code, r.stderr);
+      if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
+      if (v.kind === 'retry') retry = v.step;
+    }
+    if (!retry) return E.right(undefined);
+    if (tries <= 0) return E.left(kerr(`failed to apply ${step.tool} changes in ${where(step.ns)}: no progress`));
+    step = retry;
+  }
 }
 
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {

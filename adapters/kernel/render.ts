@@ -2,7 +2,8 @@
 // `ip -force -batch -` per run of ip ops, `bridge -force -batch -` for fdb entries, `tc -force -batch -` for
 // qdiscs, ONE `iptables-restore --noflush` per family for all of the group's iptables ops, and sysctls
 // written with `tee -- PATH...` (one per run of equal values; /proc/sys/net shows the namespace of the
-// writer), each prefixed with `nsenter --net=PATH` outside this process's namespace. No shell: every process
+// writer) or, when a step's values differ, one `sysctl -q -p-` reading "path = value" lines, each prefixed
+// with `nsenter --net=PATH` outside this process's namespace. No shell: every process
 // is an argument vector and every batch goes to stdin. Pure: the same ops give the same invocations.
 //
 // Untrusted values reach these batches (names from configs and CNI_IFNAME, addresses from IPAM results), so
@@ -388,6 +389,10 @@ const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, readonly string[]>> = {
   'ip6tables-restore': ['ip6tables-restore', '--noflush'],
 };
 
+const PROC_SYS = '/proc/sys/';
+const SYSCTL_CONF_KEY = /^[A-Za-z0-9_][A-Za-z0-9_./-]*$/;
+const SYSCTL_CONF_VALUE = /^[A-Za-z0-9_.:,-]+$/;
+
 /** One process (argv, stdin), or a sysctl written by this process itself (its own namespace). */
 export type Invocation =
   | { readonly kind: 'exec'; readonly argv: readonly string[]; readonly input: string; readonly lines: readonly Line[] }
@@ -395,15 +400,21 @@ export type Invocation =
 
 /**
  * How one step runs. `ipv6`: whether this kernel has IPv6 (/proc/sys/net/ipv6); without it IPv6 sysctls are
- * skipped, as the reference plugins do.
+ * skipped, as the reference plugins do. `sysctl`: whether procps' `sysctl` is installed (else tee only).
  */
-export function invocations(s: Step, ro: RenderOptions, ipv6 = true): Invocation[] {
+export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = true): Invocation[] {
   const pre = inNetns(s.ns, ro.hostNetns);
   if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
   const sets = s.lines
     .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
     .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
   if (pre.length === 0) return sets.map((x) => ({ kind: 'write', path: sysctlPath(x.key), value: x.value, lines: [x.l] }));
+  // Values that differ: one `sysctl -q -p-` writes them all, in order, from "path = value" lines on stdin
+  // (keys as /proc/sys paths, so a dot in a device name stays a dot). Only for keys and values sysctl.conf
+  // cannot read as anything else (no '=', glob, comment, leading '-' or space); otherwise tee, run by run.
+  if (sysctl && new Set(sets.map((x) => x.value)).size > 1 && sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))) {
+    return [{ kind: 'exec', argv: [...pre, 'sysctl', '-q', '-p-'], input: sets.map((x) => `${sysctlPath(x.key).slice(PROC_SYS.length)} = ${x.value}\n`).join(''), lines: sets.map((x) => x.l) }];
+  }
   // One `tee` per run of equal values, in order.
   const out: Invocation[] = [];
   for (let i = 0; i < sets.length; ) {
@@ -485,8 +496,10 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
     return named(line?.op, why);
   }
   if (step.tool === 'sysctl') {
-    const op = inv.lines.find((l) => text.includes(sysctlPath(l.text.slice(0, l.text.indexOf('=')))))?.op ?? inv.lines[0]?.op;
-    return named(op, clean(text.replace(/^tee: /gm, '')));
+    // tee and sysctl name the file ("cannot stat PATH"); sysctl names a key it could not set ("setting key \"KEY\"").
+    const key = (l: Line): string => l.text.slice(0, l.text.indexOf('='));
+    const op = inv.lines.find((l) => text.includes(sysctlPath(key(l))) || text.includes(`"${key(l)}"`))?.op ?? inv.lines[0]?.op;
+    return named(op, clean(text.replace(/^(?:tee|sysctl): (?:cannot stat )?/gm, '')));
   }
   const failed = failedLines(text);
   let first: Verdict | undefined;

@@ -15,6 +15,12 @@ export interface KernelError {
 export interface ObserveRequest {
   /** Namespaces to read links, addresses, routes and permanent neighbours from (one pass each). */
   readonly namespaces: readonly NsRef[];
+  /**
+   * Read links, addresses, routes and neighbours (one `ip -batch` per namespace); default true. False reads
+   * only the other things asked for (e.g. one more iptables family): the links etc. are then left out, or
+   * (the memory twin) may be returned anyway.
+   */
+  readonly ip?: boolean;
   /** What the caller owns; the observer may return more (plan ignores what is out of scope). */
   readonly scope?: OwnershipScope;
   /**

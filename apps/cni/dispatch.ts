@@ -12,6 +12,8 @@ import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/err
 import { convertResult, CURRENT_VERSION, readResult, type Result } from '../../core/cni/result.ts';
 import type { Ctx, Plugin } from './plugin.ts';
 import { VERSION } from '../version.ts';
+import { traceMark } from '../../adapters/kernel/exec.ts';
+import { withCallStores } from './store.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -72,7 +74,7 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx
   if (E.isLeft(parsed)) return fail(parsed.left);
   let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
   try {
-    out = await invoke(plugin, parsed.right.command, parsed.right, ctx)();
+    out = await withCallStores(invoke(plugin, parsed.right.command, parsed.right, ctx));
   } catch (e) {
     // A bug, not a user error: report it without a stack trace on stdout.
     out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
@@ -191,6 +193,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
 
 /** Entry point of a plugin executable. */
 export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void> {
+  traceMark('main');
   const env = process.env;
   if (!env['CNI_COMMAND']) {
     // As the reference plugins (skel): the about text with the version, and the protocol versions, on stderr.
@@ -205,6 +208,7 @@ export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void>
   }
   const selfDir = dirname(process.argv[1] ?? '.');
   const outcome = await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin }));
+  traceMark('done');
   if (outcome.stdout) process.stdout.write(outcome.stdout + '\n');
   process.exitCode = outcome.exitCode;
 }

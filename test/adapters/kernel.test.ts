@@ -126,9 +126,14 @@ describe('bridge + veth pair into a pod', () => {
     ]);
     probe.spawns.length = 0;
     await apply(probe.kernel, ops);
-    // One process per step, never a shell: the pod's device sysctl splits its ip work in two.
+    // One process per step, never a shell: the pod's device sysctl splits its ip work in two. The pod's pair
+    // (it reaches into the host) comes first; then the pod's rest and the host's steps run beside each other,
+    // each namespace in order.
     const names = { [pod.path]: 'pod', [host.path]: 'host' };
-    expect(tools(probe, names)).toEqual(['pod ip', 'pod tee', 'pod ip', 'host tee', 'host ip']);
+    const ran = tools(probe, names);
+    expect(ran[0]).toBe('pod ip');
+    expect(ran.filter((t) => t.startsWith('pod'))).toEqual(['pod ip', 'pod tee', 'pod ip']);
+    expect(ran.filter((t) => t.startsWith('host'))).toEqual(['host tee', 'host ip']);
     expect(probe.spawns.flat().some((a) => a === 'sh' || a === '-c')).toBe(false);
     probe.spawns.length = 0;
     const after = await observe(probe.kernel, req());
@@ -422,7 +427,43 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     const ops = await converge(probe.kernel, d, scopeOf(d), { namespaces: [pod.path], desired: d });
     expect(ops.map((o) => o.op)).toEqual(['sysctl.set', 'sysctl.set', 'link.add', 'link.set', 'sysctl.set', 'addr.add']);
     expect(await pod.run(['cat', '/proc/sys/net/ipv6/conf/br1/accept_dad'])).toBe('0\n');
+    // Two values in one step: one `sysctl -p-` wrote both.
+    expect(await pod.run(['cat', '/proc/sys/net/core/somaxconn'])).toBe('1234\n');
     expect(await host.run(['cat', '/proc/sys/net/ipv4/conf/all/forwarding'])).toBe('0\n'); // the other namespace is untouched
+  });
+
+  it('ip: false reads only the other things asked for (one more iptables family)', async () => {
+    const ns = pod.path;
+    await apply(probe.kernel, [{ op: 'chain.sync', chain: { ns, family: 6, table: 'nat', chain: 'CNI-IPONLY', rules: ['-j RETURN'] } }]);
+    probe.spawns.length = 0;
+    const seen = await observe(probe.kernel, {
+      namespaces: [ns],
+      ip: false,
+      iptables: [6],
+      scope: { links: [], devices: [], chains: [{ ns, family: 6, table: 'nat', chain: 'CNI-IPONLY' }], ruleMarkers: [] },
+    });
+    expect(probe.spawns).toEqual([['nsenter', `--net=${ns}`, 'ip6tables-save', '-t', 'nat']]);
+    expect(seen.links).toEqual([]);
+    expect(seen.chains).toContainEqual(expect.objectContaining({ ns, family: 6, table: 'nat', chain: 'CNI-IPONLY', rules: ['-j RETURN'] }));
+    await apply(probe.kernel, [{ op: 'chain.del', ns, family: 6, table: 'nat', chain: 'CNI-IPONLY' }]);
+  });
+
+  it('differing sysctl values of a device with a dot in its name: one process, and the dot stays a dot', async () => {
+    const d = st({
+      links: [{ ns: pod.path, name: 'br.7', kind: 'bridge', up: true }],
+      sysctls: [
+        { ns: pod.path, key: 'net.ipv6.conf.br/7.accept_dad', value: '0' },
+        { ns: pod.path, key: 'net.ipv4.conf.br/7.arp_notify', value: '1' },
+      ],
+    });
+    const seen = await observe(probe.kernel, { namespaces: [pod.path], desired: d });
+    const ops = plan(d, seen, scopeOf(d));
+    probe.spawns.length = 0;
+    await apply(probe.kernel, ops);
+    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual(['ip -force -batch -', 'sysctl -q -p-']);
+    expect(await pod.run(['cat', '/proc/sys/net/ipv6/conf/br.7/accept_dad', '/proc/sys/net/ipv4/conf/br.7/arp_notify'])).toBe('0\n1\n');
+    const again = await observe(probe.kernel, { namespaces: [pod.path], desired: d });
+    expect(plan(d, again, scopeOf(d))).toEqual([]);
   });
 
   it('a tbf qdisc is set and read back', async () => {
@@ -500,8 +541,10 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
       { op: 'addr.add', addr: { ns, dev: 'br1', cidr: '10.77.0.1/24' } },
     ]);
     // The failed -D made iptables-restore roll back and rerun without it; tc's and ip's batches ran to their
-    // end past the deletions of what is not there.
-    expect(probe.spawns.map((x) => x[2])).toEqual(['iptables-restore', 'iptables-restore', 'tc', 'ip']);
+    // end past the deletions of what is not there (iptables in its own lane, beside them).
+    const tools = probe.spawns.map((x) => x[2]);
+    expect(tools.filter((t) => t === 'iptables-restore')).toEqual(['iptables-restore', 'iptables-restore']);
+    expect(tools.filter((t) => t !== 'iptables-restore')).toEqual(['tc', 'ip']);
     const seen = await observe(probe.kernel, { namespaces: [ns] });
     expect(seen.addresses).toContainEqual({ ns, dev: 'br1', cidr: '10.77.0.1/24' });
   });

@@ -257,6 +257,34 @@ describe('rendering', () => {
     const dotted = steps([{ op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv4.conf.flannel/1.forwarding', value: '1' } }], ro);
     expect(invocations(dotted[0]!, ro)).toMatchObject([{ kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'tee', '--', '/proc/sys/net/ipv4/conf/flannel.1/forwarding'], input: '1\n' }]);
   });
+
+  it('sysctls of differing values in another namespace: one `sysctl -p-` with path = value lines, tee where sysctl.conf would misread', () => {
+    const set = (key: string, value: string): Op => ({ op: 'sysctl.set', sysctl: { ns: POD, key, value } });
+    const [two] = steps([set('net.ipv6.conf.eth0/5.accept_dad', '0'), set('net.ipv4.conf.eth0/5.arp_notify', '1')], ro);
+    expect(invocations(two!, ro)).toMatchObject([
+      { kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'sysctl', '-q', '-p-'], input: 'net/ipv6/conf/eth0.5/accept_dad = 0\nnet/ipv4/conf/eth0.5/arp_notify = 1\n' },
+    ]);
+    // Without procps' sysctl: one tee per run of equal values, as before.
+    expect(invocations(two!, ro, true, false).map((i) => (i.kind === 'exec' ? i.argv.slice(2) : []))).toEqual([
+      ['tee', '--', '/proc/sys/net/ipv6/conf/eth0.5/accept_dad'],
+      ['tee', '--', '/proc/sys/net/ipv4/conf/eth0.5/arp_notify'],
+    ]);
+    // A name sysctl.conf reads as a glob, or a value with a space: tee too.
+    const [glob] = steps([set('net.ipv4.conf.a*.arp_notify', '1'), set('net.ipv6.conf.a*.accept_dad', '0')], ro);
+    expect(invocations(glob!, ro).map((i) => (i.kind === 'exec' ? i.argv.slice(2, 3) : []))).toEqual([['tee'], ['tee']]);
+    const [spaced] = steps([set('net.ipv4.tcp_rmem', '4096 87380 6291456'), set('net.core.somaxconn', '1024')], ro);
+    expect(invocations(spaced!, ro).map((i) => (i.kind === 'exec' ? i.argv.slice(2, 3) : []))).toEqual([['tee'], ['tee']]);
+    // sysctl's errors name the file or the key: either finds the op.
+    const inv = invocations(two!, ro)[0]!;
+    expect(explain(two!, inv, 1, 'sysctl: cannot stat /proc/sys/net/ipv4/conf/eth0.5/arp_notify: No such file or directory\n')).toEqual({
+      kind: 'error',
+      msg: `failed to set sysctl net.ipv4.conf.eth0/5.arp_notify=1 in ${POD}: /proc/sys/net/ipv4/conf/eth0.5/arp_notify: No such file or directory`,
+    });
+    expect(explain(two!, inv, 1, 'sysctl: setting key "net.ipv4.conf.eth0/5.arp_notify": Invalid argument\n')).toMatchObject({
+      kind: 'error',
+      msg: expect.stringMatching(/^failed to set sysctl net\.ipv4\.conf\.eth0\/5\.arp_notify=1 in .*Invalid argument$/),
+    });
+  });
 });
 
 describe('explain: tool errors back to the op', () => {

@@ -20,6 +20,7 @@ import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx } from '../plugin.ts';
+import { openCallStore } from '../store.ts';
 
 export interface AttachmentLog {
   readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
@@ -27,7 +28,7 @@ export interface AttachmentLog {
 }
 
 export const sqliteLog: AttachmentLog = {
-  openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
+  openStore: openCallStore,
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
 };
 

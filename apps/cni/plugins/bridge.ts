@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
-import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord } from '../../../core/bridge/attachments.ts';
+import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -18,8 +18,10 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
+import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, ownNetns, recordedConf, sqliteLog } from './bridge-log.ts';
+import { closeCallStoresSoon } from '../store.ts';
 
 const noNetns = (netns: string): CniError =>
   cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
@@ -31,14 +33,36 @@ const observeScope = (bc: BridgeConf, scope: OwnershipScope): OwnershipScope => 
   devices: [...scope.devices, { ns: HOST, dev: bc.bridge }],
 });
 
-function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> {
+type Families = readonly (4 | 6)[];
+
+function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined, families: Families = [4, 6]): TE.TaskEither<CniError, KernelState> {
   return pipe(
     kernelFor(ctx).observe({
       namespaces: netns ? [HOST, netns] : [HOST],
       scope: observeScope(bc, scope),
-      iptables: bc.ipMasq ? [4, 6] : [],
+      iptables: bc.ipMasq ? families : [],
     }),
     TE.mapLeft(kernelError),
+  );
+}
+
+/**
+ * ADD reads the IPv4 masquerade chains with everything else (before IPAM has answered), and the IPv6 ones
+ * only when IPAM gave an IPv6 address: an IPv4-only attachment wants no IPv6 chain, and one it does not see
+ * it does not touch. `seen` plus the host's IPv6 nat chains and rules when they are wanted.
+ */
+const ADD_FAMILIES: Families = [4];
+function withIpv6Masq(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, seen: KernelState, ipam: Result | undefined): TE.TaskEither<CniError, KernelState> {
+  const v6 = (ipam?.ips ?? []).some((i) => i.address.includes(':'));
+  if (!bc.ipMasq || !v6) return TE.right(seen);
+  return pipe(
+    kernelFor(ctx).observe({ namespaces: [HOST], scope: observeScope(bc, scope), iptables: [6], ip: false }),
+    TE.mapLeft(kernelError),
+    TE.map((more) => ({
+      ...seen,
+      chains: [...seen.chains, ...more.chains.filter((c) => c.family === 6)],
+      rules: [...seen.rules, ...more.rules.filter((r) => r.family === 6)],
+    })),
   );
 }
 
@@ -120,6 +144,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const conflicts = bridgeAddressConflicts(bc, seen.addresses, p.right.kernel.addresses);
     if (E.isLeft(conflicts)) return conflicts;
     const ops: Op[] = [...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })), ...plan(p.right.kernel, seen, scope)];
+    traceMark(`planned ${ops.length} ops`);
     return E.right({ p: p.right, ops });
   };
 
@@ -132,7 +157,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       TE.chainFirst(({ ops }) => apply(ctx, ops)),
       TE.orElse((err) =>
         attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
-          ? pipe(observe(ctx, bc, scope, args.netns), TE.chain((again) => converge(again, ipam, attempt + 1, conf)))
+          ? pipe(
+              observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
+              TE.chain((again) => withIpv6Masq(ctx, bc, scope, again, ipam)),
+              TE.chain((again) => converge(again, ipam, attempt + 1, conf)),
+            )
           : TE.left(err),
       ),
     );
@@ -151,13 +180,14 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
   const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
-    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
+    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns, ADD_FAMILIES)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
     if (E.isLeft(ipam)) {
       await forget();
       return ipam;
     }
-    if (E.isLeft(seen)) return release<readonly [KernelState, Result | undefined, boolean]>(seen.left)();
-    return E.right([seen.right, ipam.right, false] as const);
+    const all = E.isLeft(seen) ? seen : await withIpv6Masq(ctx, bc, scope, seen.right, ipam.right)();
+    if (E.isLeft(all)) return release<readonly [KernelState, Result | undefined, boolean]>(all.left)();
+    return E.right([all.right, ipam.right, false] as const);
   };
 
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
@@ -165,7 +195,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const interfaceFirst = async (): Promise<E.Either<CniError, readonly [KernelState, Result | undefined, boolean]>> => {
     const recorded = await record();
     if (E.isLeft(recorded)) return recorded;
-    const seen = await observe(ctx, bc, scope, args.netns)();
+    const seen = await observe(ctx, bc, scope, args.netns, ADD_FAMILIES)();
     if (E.isLeft(seen)) return (await forget(), seen);
     if (taken(seen.right)) return (await forget(), E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`)));
     const undo = async (): Promise<void> => {
@@ -176,13 +206,15 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(l2)) return (await undo(), l2);
     const ipam = await ipamAdd(ctx, bc, args)();
     if (E.isLeft(ipam)) return (await undo(), ipam);
-    const now = await observe(ctx, bc, scope, args.netns)();
+    const now = await pipe(observe(ctx, bc, scope, args.netns, ADD_FAMILIES), TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam.right)))();
     if (E.isLeft(now)) return (await ipamDel(ctx, bc, args)(), await undo(), now);
     return E.right([now.right, ipam.right, true] as const);
   };
 
   return pipe(
     observeAndAllocate,
+    // The log is not needed again unless this ADD fails: it is closed while the kernel is changed.
+    TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), closeCallStoresSoon())),
     TE.chain(([seen, ipam, madeHere]) =>
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
@@ -215,16 +247,27 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const dataDir = logDir(conf);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
-  // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does.
+  // An IPAM plugin that talks on the interface (dhcp releases through it) goes before the interface does;
+  // any other releases while the kernel objects go (the reference releases before removing anything).
   const first = NEEDS_INTERFACE.has(bc.ipamType) ? ipamDel(ctx, bc, args) : TE.right<CniError, void>(undefined);
-  const last = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
+  const meanwhile = NEEDS_INTERFACE.has(bc.ipamType) ? TE.right<CniError, void>(undefined) : ipamDel(ctx, bc, args);
+  // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
+  // remove what it finds without it; the error comes from recording the removal. What is read from the
+  // kernel does not depend on the records: both are read at once.
+  const recorded = pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
+  const remove: TE.TaskEither<CniError, void> = async () => {
+    const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
+    if (E.isLeft(seen)) return seen;
+    if (E.isLeft(st)) return st;
+    const scope = withHostVeths(ownScope, recordsOf(st.right, args.containerId, args.ifname));
+    // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
+    const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
+    const [removed, released] = await Promise.all([applying, meanwhile()]);
+    return E.isLeft(removed) ? removed : released;
+  };
   return pipe(
     first,
-    // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
-    // remove what it finds without it; the error comes from recording the removal.
-    TE.chain(() => pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, ReturnType<typeof initialAttachments>>(initialAttachments())))),
-    TE.chain((st) => removeAttachment(ctx, bc, withHostVeths(ownScope, recordsOf(st, args.containerId, args.ifname)), netns)),
-    TE.chain(() => last),
+    TE.chain(() => remove),
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
 }

@@ -1,7 +1,7 @@
 // host-local: addresses from range sets, every allocation an event in felt's SQLite log. This module is the
 // edge: it parses the config (core), reads resolv.conf, takes the time, and runs the IPAM Decider in one
 // store transaction. The store is loaded lazily so plugins that bundle host-local (bridge) pay for SQLite
-// only when they call it.
+// only when they call it, and opened once per CNI call (apps/cni/store.ts).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { checkAllocationIn, decideIpam, ipamProjection, ipamResult, ipamStream, 
 import { parseResolvConf } from '../../../core/ipam/resolv.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
+import { openCallStore } from '../store.ts';
 
 /** The effects host-local uses; tests swap the store for the in-memory twin. */
 export interface HostLocalDeps {
@@ -27,7 +28,7 @@ export interface HostLocalDeps {
 }
 
 export const sqliteDeps: HostLocalDeps = {
-  openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
+  openStore: openCallStore,
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
   readFile: (path) => {
     try {
