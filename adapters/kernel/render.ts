@@ -385,8 +385,10 @@ const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, readonly string[]>> = {
   ip6: ['ip', '-6', '-force', '-batch', '-'],
   bridge: ['bridge', '-force', '-batch', '-'],
   tc: ['tc', '-force', '-batch', '-'],
-  'iptables-restore': ['iptables-restore', '--noflush'],
-  'ip6tables-restore': ['ip6tables-restore', '--noflush'],
+  // -w: on a legacy-iptables host another process may hold the xtables lock (concurrent ADDs, kube-proxy);
+  // wait for it rather than fail at once, as the reference plugins do (nf_tables takes no lock and ignores it).
+  'iptables-restore': ['iptables-restore', '-w', '30', '--noflush'],
+  'ip6tables-restore': ['ip6tables-restore', '-w', '30', '--noflush'],
 };
 
 const PROC_SYS = '/proc/sys/';

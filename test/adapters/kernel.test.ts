@@ -348,7 +348,7 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
     expect(ops.map((o) => o.op)).toEqual(['chain.sync', 'chain.sync', 'rule.add', 'rule.add']);
     probe.spawns.length = 0;
     await apply(probe.kernel, ops);
-    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual(['iptables-restore --noflush', 'ip6tables-restore --noflush']);
+    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual(['iptables-restore -w 30 --noflush', 'ip6tables-restore -w 30 --noflush']);
     expect(plan(desired(), await observe(probe.kernel, req()), scope())).toEqual([]);
     expect(await saved()).toContain(`-A POSTROUTING -s 10.22.0.5/32 ${comment} -j ${chain}`);
   });
