@@ -10,6 +10,18 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
   AttachmentRecorded: (d) =>
     `${String(d['containerId'])}/${String(d['ifname'])} in ${String(d['netns'])}, host veth ${String(d['hostVeth'])}`,
   AttachmentRemoved: (d) => `${String(d['containerId'])}/${String(d['ifname'])}, host veth ${String(d['hostVeth'])} (${String(d['reason'])})`,
+  AttachmentReady: (d) => `${att(d)}, host veth ${String(d['hostVeth'])}: ready in ${String(d['durationMs'])} ms`,
+  HostDeviceAttached: (d) => {
+    const o = (d['original'] ?? {}) as { name?: string };
+    return `${String(o.name ?? '?')} moved into ${String(d['netns'])} as ${att(d)}`;
+  },
+  HostDeviceReleased: (d) => `${att(d)} given back to the host (${String(d['reason'])})`,
+  TuningApplied: (d) => {
+    const o = (d['original'] ?? {}) as { link?: Record<string, unknown>; sysctls?: readonly { key?: string }[] };
+    const changed = [...Object.keys(o.link ?? {}), ...(o.sysctls ?? []).map((s) => String(s.key))];
+    return `${att(d)} in ${String(d['netns'])} tuned${changed.length ? `: ${changed.join(', ')} (originals kept)` : ''}`;
+  },
+  TuningReverted: (d) => `${att(d)} restored (${String(d['reason'])})`,
   ConfigLoaded: (d) => {
     const c = (d['config'] ?? {}) as { network?: string; ipv6Network?: string; backend?: { type?: string } };
     return `network ${[c.network, c.ipv6Network].filter(Boolean).join(' + ')}, backend ${c.backend?.type ?? '?'}`;

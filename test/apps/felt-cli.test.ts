@@ -189,4 +189,20 @@ describe('felt events: bridge attachments', () => {
     );
     expect(summarize({ ...at, type: 'AttachmentRemoved', data: { ...rec, reason: 'gc' } })).toBe('pod-a/eth0, host veth veth0a1b2c3d (gc)');
   });
+
+  it('summarizes AttachmentReady, host-device and tuning events in words, not JSON', () => {
+    const at = { position: 1, stream: 'bridge/blue', time: '2024-01-01T00:00:00.000Z' };
+    const ref = { network: 'blue', containerId: 'pod-a', ifname: 'eth0' };
+    expect(summarize({ ...at, type: 'AttachmentReady', data: { ...ref, hostVeth: 'veth0a1b2c3d', durationMs: 41 } })).toBe(
+      'pod-a/eth0, host veth veth0a1b2c3d: ready in 41 ms',
+    );
+    const original = { name: 'enp3s0', up: true, alias: '' };
+    expect(summarize({ ...at, type: 'HostDeviceAttached', data: { ...ref, netns: '/run/netns/p', original } })).toBe('enp3s0 moved into /run/netns/p as pod-a/eth0');
+    expect(summarize({ ...at, type: 'HostDeviceReleased', data: { ...ref, reason: 'del' } })).toBe('pod-a/eth0 given back to the host (del)');
+    const tuned = { link: { mtu: 1500 }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }] };
+    expect(summarize({ ...at, type: 'TuningApplied', data: { ...ref, netns: '/run/netns/p', original: tuned } })).toBe(
+      'pod-a/eth0 in /run/netns/p tuned: mtu, net.ipv4.conf.eth0.arp_notify (originals kept)',
+    );
+    expect(summarize({ ...at, type: 'TuningReverted', data: { ...ref, reason: 'netns-gone' } })).toBe('pod-a/eth0 restored (netns-gone)');
+  });
 });
