@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FELT_CNI, REF_CNI, ROOT } from '../support/cni.ts';
-import { cniChains, cniRules, exec, feltAllocations, iptSave, links, nsPath, Sandbox, veths, type Run } from '../support/ns.ts';
+import { cniChains, cniRules, exec, feltAllocations, iptSave, links, netState, nsPath, Sandbox, veths, type Run } from '../support/ns.ts';
 import { ask, startServer, writeScripts } from '../support/traffic.ts';
 
 const FELT = join(ROOT, 'dist', 'bin', 'felt');
@@ -154,7 +154,8 @@ describe("a podman-like chain of felt's plugins through felt cni", () => {
     const svc = await startServer(pod, scripts.server, 8080, 8081);
     try {
       // From the host itself, to the host port on the bridge's address.
-      expect(await ask(host, scripts.client, 'tcp', '10.89.0.1', 18090)).toMatch(/^tcp 8080 /);
+      const got = await ask(host, scripts.client, 'tcp', '10.89.0.1', 18090);
+      expect(got, got === undefined ? `no answer through the host port; the kernel then:\n${await netState({ host, pod })}` : '').toMatch(/^tcp 8080 /);
     } finally {
       svc.stop();
     }

@@ -127,6 +127,31 @@ export async function cniRules(ns: string): Promise<string[]> {
   return lines.filter((l) => l.startsWith('-A ') && l.includes('CNI-'));
 }
 
+/**
+ * What the kernel of each named namespace holds (links, addresses, routes and rules, neighbours, qdiscs and
+ * filters, bridge ports, iptables, conntrack, listening sockets), as text for a failed traffic assertion: a
+ * failure that does not reproduce can still be read afterwards.
+ */
+export async function netState(namespaces: Readonly<Record<string, string>>): Promise<string> {
+  const commands: readonly (readonly string[])[] = [
+    ['ip', '-d', 'link', 'show'], ['ip', 'addr', 'show'], ['ip', 'route', 'show', 'table', 'all'], ['ip', 'rule', 'show'],
+    ['ip', 'neigh', 'show'], ['tc', '-s', 'qdisc', 'show'], ['bridge', 'link', 'show'], ['iptables-save', '-c'],
+    ['conntrack', '-L'], ['ss', '-tuanp'],
+  ];
+  const out: string[] = [];
+  for (const [label, ns] of Object.entries(namespaces)) {
+    for (const argv of commands) {
+      const r = await nsTry(ns, [...argv]);
+      out.push(`--- ${label} (${ns}): ${argv.join(' ')}`, `${r.stdout}${r.stderr}`.trimEnd());
+    }
+    for (const dev of (await links(ns).catch(() => [] as IpLink[])).map((l) => l.ifname)) {
+      const r = await nsTry(ns, ['tc', '-s', 'filter', 'show', 'dev', dev, 'ingress']);
+      if (r.stdout.trim()) out.push(`--- ${label} (${ns}): tc -s filter show dev ${dev} ingress`, r.stdout.trimEnd());
+    }
+  }
+  return out.join('\n');
+}
+
 export async function sysctl(ns: string, key: string): Promise<string> {
   return (await nsRun(ns, ['cat', `/proc/sys/${key.replace(/\./g, '/')}`])).trim();
 }
