@@ -1,33 +1,24 @@
-// feltd's wiring: lease lifecycle (xstate machine, effects provided here), the watch on the lease store, the
-// node's event log, and the level-triggered reconcile loop (observe what felt owns, plan, apply, resync).
+// feltd's node services composed: the node's event log (node-log.ts), the overlay reconciler (full and delta
+// passes, overlay-reconciler.ts), the own lease's lifecycle and the lease store watch (lease-lifecycle.ts), and
+// the metrics they report through (hooks.ts). Also reading the network config (etcd or net-conf.json).
 
-import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { createActor, fromPromise } from 'xstate';
+import { readFileSync } from 'node:fs';
 import type { EventStore } from '../../adapters/store/types.ts';
 import type { Kernel } from '../../adapters/kernel/types.ts';
-import type { LeaseStore, Watch } from '../../adapters/lease/types.ts';
+import type { LeaseStore } from '../../adapters/lease/types.ts';
 import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
-import { chooseSubnet } from '../../core/flannel/subnets.ts';
-import { previousSubnets } from '../../core/flannel/lease.ts';
-import { decideNodeIn, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
-import { cniError, ErrCode } from '../../core/cni/errors.ts';
-import { fold } from '../../core/events.ts';
-import { desiredOverlay } from '../../core/flannel/desired.ts';
-import { leaseObjects, opObject, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
-import { leaseMachine } from '../../core/flannel/lease-machine.ts';
-import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
-import { macFromBytes } from '../../core/ip/mac.ts';
-import { describeOp, plan } from '../../core/kernel/plan.ts';
-import type { KernelState, Op } from '../../core/kernel/model.ts';
-import type { StoredEvent } from '../../core/events.ts';
+import type { NetConfig } from '../../core/flannel/types.ts';
+import type { NodeCommand } from '../../core/flannel/node.ts';
 import type { Flags } from './flags.ts';
-import { countByKind, OP_KINDS, type Logger, type Metrics } from './observability.ts';
+import { stableVtepMac } from './files.ts';
+import { feltdHooks } from './hooks.ts';
+import { startLeaseLifecycle } from './lease-lifecycle.ts';
+import { openNodeLog } from './node-log.ts';
+import type { Logger, Metrics } from './observability.ts';
+import { startOverlayReconciler } from './overlay-reconciler.ts';
 import type { DaemonView } from './status-page.ts';
-import { reconcileRecorder } from './reconcile-record.ts';
 
 export interface DaemonDeps {
   readonly flags: Flags;
@@ -51,27 +42,6 @@ export interface Daemon {
   /** Resolves when no reconcile pass (full or delta) runs or is pending. */
   idle(): Promise<void>;
   stop(): Promise<void>;
-}
-
-const now = (): string => new Date().toISOString();
-
-function writeAtomic(path: string, text: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
-/** The VtepMAC survives restarts so that remote nodes' fdb entries stay right. */
-function stableVtepMac(stateDir: string, vni: number): string {
-  const path = join(stateDir, `vtep-mac.${vni}`);
-  if (existsSync(path)) {
-    const mac = readFileSync(path, 'utf8').trim();
-    if (mac) return mac;
-  }
-  const mac = macFromBytes(randomBytes(6));
-  writeAtomic(path, mac + '\n');
-  return mac;
 }
 
 /** net-conf.json for the embedded store: its text, once it is known to be readable and a valid config. */
@@ -109,444 +79,34 @@ export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, 
 
 export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<Daemon> {
   const { flags, underlay, leases, events, kernel, log, metrics } = deps;
-  const stream = nodeStream(underlay.publicIP);
   const vni = config.backend.type === 'vxlan' ? config.backend.vni : 0;
   const vtepMac = stableVtepMac(flags.stateDir, vni);
-  let state: NodeState = nodeProjection.initialState();
-  let ready = false;
-  let stopped = false;
-  let watch: Watch | undefined;
-  let revision = 0;
-
-  // ---------------------------------------------------------------- metrics (declared so they scrape from the start)
-  const OPS = ['felt_ops_applied_total', 'Kernel ops applied, by the kind of object they change'] as const;
-  const DRIFT = ['felt_drift_repaired_total', 'Kernel objects a full resync found changed behind felt\'s back and repaired (drift), by object kind'] as const;
-  const FULL_OPS = ['felt_full_pass_ops_total', 'Kernel ops applied by full passes (drift repairs, and lease changes a full pass took up)'] as const;
-  const STORE_ERRORS = ['felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")'] as const;
-  const ERRORS = ['felt_errors_total', 'Errors of any kind other than store errors (computing, observing or applying the dataplane)'] as const;
-  for (const kind of OP_KINDS) {
-    metrics.counter(OPS[0], OPS[1], 0, { kind });
-    metrics.counter(DRIFT[0], DRIFT[1], 0, { kind });
-  }
-  for (const store of ['events', 'leases']) metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 0, { store });
-  metrics.counter(ERRORS[0], ERRORS[1], 0);
-  metrics.counter(FULL_OPS[0], FULL_OPS[1], 0);
-  metrics.counter('felt_lease_renewals_total', 'Own lease acquisitions and renewals', 0);
-  metrics.counter('felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)', 0);
-  /** The node's last lease events, for the status page. */
-  const RECENT = 20;
-  let recent: StoredEvent[] = [];
-  const leaseGauges = (): void => {
-    metrics.gauge('felt_leases', 'Subnet leases known: this node\'s own plus every remote one', Object.keys(state.remotes).length + (state.ownLease ? 1 : 0));
-    const exp = state.ownLease ? Date.parse(state.ownLease.expiration) / 1000 : 0;
-    metrics.gauge('felt_lease_expiry_timestamp_seconds', 'When this node\'s own lease expires (unix seconds; 0: no lease)', Number.isFinite(exp) ? exp : 0);
-  };
-
-  // Every change the node sees goes through its Decider and into its event log.
-  const record = (cmd: Omit<NodeCommand, 'metadata'>): NodeEvent[] => {
-    const time = now();
-    const command = { ...cmd, metadata: { time } } as NodeCommand;
-    const t0 = performance.now();
-    // Over the table's view: the transaction reads the remote leases the command names and writes the rows its
-    // events change, never all 10,000; `state` (the whole NodeState, for desired()) is a cache evolved here.
-    const r = events.transactRows(stream, nodeProjection, (v) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNodeIn(command, v)), {
-      time,
-    });
-    log.debug('recorded', { command: cmd.type, ms: Math.round(performance.now() - t0) });
-    if (E.isLeft(r)) {
-      log.error('event log write failed', { error: r.left.msg });
-      metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
-      return [];
-    }
-    if (r.right.replayed.length) {
-      // Someone else wrote this stream (or its table was rebuilt): read the whole state again.
-      const again = events.load(stream, nodeProjection);
-      if (E.isRight(again)) state = again.right.state;
-    } else if (r.right.events.length) state = fold(nodeProjection, r.right.events, state);
-    if (r.right.events.length) recent = [...recent, ...(r.right.events as readonly StoredEvent[])].slice(-RECENT);
-    leaseGauges();
-    for (const e of r.right.events) log.info(e.type, e.data as Record<string, unknown>);
-    return r.right.events.map((e) => ({ type: e.type, data: e.data }) as NodeEvent);
-  };
-
-  const loaded = events.load(stream, nodeProjection);
-  if (E.isRight(loaded)) state = loaded.right.state;
-  else metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'events' });
-  // The last events before this start, for the status page. Positions are global (the CNI plugins' events
-  // share the log), so look back in growing windows rather than reading the node's whole history.
-  if (E.isRight(loaded) && loaded.right.position > 0) {
-    const end = loaded.right.position;
-    for (let window = 1000; ; window *= 4) {
-      const before = events.read({ stream, fromPosition: Math.max(0, end - window) });
-      if (E.isLeft(before)) break;
-      recent = before.right.slice(-RECENT);
-      if (recent.length >= RECENT || end - window <= 0) break;
-    }
-  }
-  record({ type: 'LoadConfig', data: { config } } as NodeCommand);
-
-  // ---------------------------------------------------------------- reconcile (level-triggered)
-  const overlayNode = {
-    publicIP: underlay.publicIP,
-    underlayDev: underlay.dev,
-    underlayCidr: underlay.cidr,
-    underlayMtu: underlay.mtu,
-    vtepMac,
-    ipMasq: flags.ipMasq,
-  };
-  /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */
-  let appliedState: NodeState | undefined;
-  // reconcile.json (felt status, felt plan): the last pass, counted from the ops applied since it began.
-  const recordPass = reconcileRecorder(flags.stateDir, overlayNode, flags.renewMarginMinutes, writeAtomic, log);
-  // Full and delta passes run side by side: each kind counts its own ops (and full passes the drift they found).
-  const passCount = { fullOps: 0, fullDrift: 0, deltaOps: 0 };
-
-  // Kernel writes run one at a time, in order: delta passes and the apply step of a full pass. Reading the
-  // kernel and planning (a full pass's observe + plan: hundreds of ms at 10,000 nodes) happen outside, so a
-  // lease change never waits for a full pass to finish observing.
-  let writes: Promise<unknown> = Promise.resolve();
-  const exclusive = <T>(f: () => Promise<T>): Promise<T> => {
-    const p = writes.then(f, f);
-    writes = p.catch(() => undefined);
-    return p;
-  };
-  /**
-   * While a full pass runs: the leases delta passes changed since it read the state, and the kernel objects
-   * those deltas touched. Its plan leaves them to the deltas (see core/flannel/delta.ts).
-   */
-  let overtaken: { keys: Set<string>; objects: Set<string> } | undefined;
-  /** Let pending I/O callbacks (a lease change, a delta's apply finishing) run between the parts of a full pass. */
-  const yieldToDeltas = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-  let lastDesired: { at: NodeState; d: ReturnType<typeof desiredOverlay> } | undefined;
-
-  const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
-    if (ops.length === 0) return true;
-    const r = await kernel.apply(ops)();
-    if (E.isLeft(r)) {
-      log.error('apply failed', { error: r.left.msg });
-      metrics.counter(ERRORS[0], ERRORS[1]);
-      return false;
-    }
-    if (full) {
-      passCount.fullOps += ops.length;
-      metrics.counter(FULL_OPS[0], FULL_OPS[1], ops.length);
-    }
-    else passCount.deltaOps += ops.length;
-    for (const [kind, n] of countByKind(ops)) metrics.counter(OPS[0], OPS[1], n, { kind });
-    log.info('dataplane changed', { ops: ops.length, full, first: ops.slice(0, 5).map(describeOp) });
-    return true;
-  };
-
-  /**
-   * Drift: how far the kernel a full pass observed was from what felt last brought it to (the desired state of
-   * appliedState), by object kind; lease changes the pass also applied are not drift, nor are the objects of
-   * leases delta passes changed while it ran (`skip`: the observation predates them). Computed only when the
-   * pass changed something, so an idle resync costs nothing more.
-   */
-  const countDrift = (applied: number, seen: KernelState, skip: ReadonlySet<string> | undefined): void => {
-    if (applied === 0 || !appliedState) return;
-    const was = desiredOverlay(appliedState, overlayNode);
-    if (E.isLeft(was)) return;
-    const found = plan(was.right.kernel, seen, was.right.scope);
-    for (const [kind, n] of countByKind(skip ? withoutObjects(found, skip) : found)) {
-      metrics.counter(DRIFT[0], DRIFT[1], n, { kind });
-      passCount.fullDrift += n;
-    }
-  };
-
-  /**
-   * Observe what felt owns, plan against the whole desired state, apply: startup, resyncs, own-lease changes.
-   * Delta passes run meanwhile; the plan drops what they changed since this pass read the state (they applied
-   * newer state), and applies the rest inside the write lane.
-   */
-  const fullPass = async (): Promise<void> => {
-    if (!state.ownLease) return;
-    const mine = { keys: new Set<string>(), objects: new Set<string>() };
-    // Read the state between two kernel writes, so that no delta is half applied when tracking starts.
-    const at = await exclusive(async () => {
-      overtaken = mine;
-      return state;
-    });
-    try {
-      if (!at.ownLease) return;
-      // The desired state of an unchanged node state is the one computed last time (idle resyncs).
-      const d = lastDesired?.at === at ? lastDesired.d : desiredOverlay(at, overlayNode);
-      lastDesired = { at, d };
-      if (E.isLeft(d)) {
-        log.error('cannot compute the dataplane', { error: d.left });
-        metrics.counter(ERRORS[0], ERRORS[1]);
-        return;
-      }
-      for (const why of d.right.ignored) log.debug('remote lease ignored', { why });
-      const { kernel: want, scope, subnetEnv } = d.right;
-      if (!ready || readFileSafe(flags.subnetFile) !== subnetEnv) {
-        writeAtomic(flags.subnetFile, subnetEnv);
-        if (!ready) log.info('subnet.env written', { path: flags.subnetFile });
-        ready = true;
-      }
-      await yieldToDeltas();
-      const seen = await kernel.observe({
-        namespaces: [''],
-        scope,
-        desired: want,
-        iptables: flags.ipMasq ? (config.enableIPv6 ? [4, 6] : [4]) : [],
-        fdb: config.backend.type === 'vxlan',
-      })();
-      if (E.isLeft(seen)) {
-        log.error('observe failed', { error: seen.left.msg });
-        metrics.counter(ERRORS[0], ERRORS[1]);
-        return;
-      }
-      const steps = planInSteps(want, seen.right, scope);
-      let step = steps.next();
-      while (!step.done) {
-        await yieldToDeltas();
-        step = steps.next();
-      }
-      const ops = step.value;
-      await exclusive(async () => {
-        // Inside the lane: no delta runs until this apply is done, so `mine` is final here.
-        const keys = [...mine.keys];
-        let todo = ops;
-        const skip = keys.length ? new Set([...mine.objects, ...leaseObjects(at, keys, overlayNode)]) : undefined;
-        if (skip) {
-          todo = withoutObjects(ops, skip);
-          if (todo.length !== ops.length) log.debug('full pass left to delta passes', { leases: keys.length, ops: ops.length - todo.length });
-        }
-        // The kernel now holds `at`, except for the leases the deltas moved on, which hold what they applied.
-        if (await applyOps(todo, true)) {
-          countDrift(todo.length, seen.right, skip);
-          appliedState = keys.length && appliedState ? withLeases(at, appliedState, keys) : at;
-        }
-      });
-    } finally {
-      if (overtaken === mine) overtaken = undefined;
-    }
-  };
-
-  /**
-   * A lease change: plan only the changed remote leases, the desired state they give now against the one they
-   * gave when last applied, without reading the kernel. Cost follows the change, not the cluster; the next
-   * full pass reads the kernel and settles anything a delta could not see (e.g. two leases claiming one MAC).
-   * Runs in the write lane (see exclusive), never behind a full pass's observation.
-   */
-  const deltaPass = async (keys: readonly string[]): Promise<boolean> => {
-    const before = appliedState;
-    const at = state;
-    if (!before) return false;
-    const ops = overlayDelta(before, at, keys, overlayNode);
-    if (E.isLeft(ops) || ops.right === 'full') return false;
-    if (overtaken) {
-      for (const k of keys) overtaken.keys.add(k);
-      for (const o of ops.right) {
-        const id = opObject(o);
-        if (id !== undefined) overtaken.objects.add(id);
-      }
-    }
-    if (!(await applyOps(ops.right, false))) return false;
-    appliedState = withLeases(before, at, keys);
-    return true;
-  };
-
-  // Two queues: full passes (one at a time; requests while one runs coalesce into one more) and delta passes
-  // (one at a time, each taking every key changed so far). They run side by side.
-  let pendingFull = false;
-  const pendingKeys = new Set<string>();
-  let fullRunning: Promise<void> | undefined;
-  let deltaRunning: Promise<void> | undefined;
-  const passDone = (kind: 'full' | 'delta', t0: number, keys: number): void => {
-    const seconds = (performance.now() - t0) / 1000;
-    metrics.observeReconcile(kind, seconds);
-    log.debug('reconcile', { kind, keys, ms: Math.round(seconds * 1000) });
-    if (kind === 'full') recordPass('full', seconds * 1000, passCount.fullOps, passCount.fullDrift);
-    else recordPass('delta', seconds * 1000, passCount.deltaOps, 0);
-  };
-  // Each loop starts only with work to do, so its first pass suspends it before it could end synchronously
-  // (which would leave a settled promise behind as the running loop).
-  const runFull = (): Promise<void> | undefined =>
-    stopped || !pendingFull ? fullRunning : (fullRunning ??= (async () => {
-      while (!stopped && pendingFull) {
-        pendingFull = false;
-        const t0 = performance.now();
-        passCount.fullOps = 0;
-        passCount.fullDrift = 0;
-        try {
-          await fullPass();
-        } catch (e) {
-          log.error('reconcile crashed', { error: (e as Error).message });
-        }
-        passDone('full', t0, 0);
-      }
-      fullRunning = undefined;
-    })());
-  const runDeltas = (): Promise<void> | undefined =>
-    stopped || !pendingKeys.size ? deltaRunning : (deltaRunning ??= (async () => {
-      while (!stopped && pendingKeys.size) {
-        const keys = [...pendingKeys];
-        pendingKeys.clear();
-        const t0 = performance.now();
-        passCount.deltaOps = 0;
-        let ok = false;
-        try {
-          ok = await exclusive(() => deltaPass(keys));
-        } catch (e) {
-          log.error('reconcile crashed', { error: (e as Error).message });
-        }
-        if (ok) passDone('delta', t0, keys.length);
-        else {
-          // Not expressible as a delta (own lease or config changed, nothing applied yet, an apply failed).
-          pendingFull = true;
-          void runFull();
-        }
-      }
-      deltaRunning = undefined;
-    })());
-  /** Until no pass runs or is pending. */
-  const idle = async (): Promise<void> => {
-    while (fullRunning || deltaRunning) await Promise.all([fullRunning, deltaRunning]);
-  };
-  const reconcile = (full: boolean, keys: readonly string[] = []): Promise<void> => {
-    if (full) pendingFull = true;
-    for (const k of keys) pendingKeys.add(k);
-    void runDeltas();
-    void runFull();
-    return idle();
-  };
-  const timer = setInterval(() => void reconcile(true), flags.resyncSeconds * 1000);
-
-  // ---------------------------------------------------------------- watch the lease store
-  const isOwn = (l: Lease): boolean => l.attrs.PublicIP === underlay.publicIP;
-  const startWatch = async (): Promise<void> => {
-    watch?.stop();
-    const snap = await leases.list()();
-    if (E.isLeft(snap)) {
-      log.error('cannot list leases', { error: snap.left.msg });
-      metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
-      setTimeout(() => void (stopped || startWatch()), 1000);
-      return;
-    }
-    revision = snap.right.revision;
-    record({ type: 'ObserveLeases', data: { snapshot: snap.right, own: underlay.publicIP } } as NodeCommand);
-    void reconcile(true);
-    watch = leases.watch(
-      revision,
-      (evs: readonly LeaseEvent[], rev: number) => {
-        revision = rev;
-        const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
-        const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
-        if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
-        const keys = changed.flatMap((e) => (e.type === 'RemoteLeaseSeen' || e.type === 'RemoteLeaseRemoved' ? [e.data.key] : []));
-        if (keys.length) void reconcile(false, keys);
-      },
-      (why) => {
-        log.info('lease watch reset, listing again', { why });
-        void startWatch();
-      },
-    );
-  };
-
-  // ---------------------------------------------------------------- lease lifecycle
-  const previous = (() => {
-    const text = readFileSafe(flags.subnetFile);
-    return text ? previousSubnets(text).subnet : undefined;
-  })();
-  const attrs = () => ({
-    PublicIP: underlay.publicIP,
-    PublicIPv6: null,
-    BackendType: config.backend.type,
-    ...(config.backend.type === 'vxlan' ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
-  });
-  const leaseStoreError = (msg: string): Error => {
-    metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
-    return new Error(msg);
-  };
-  const acquire = async (): Promise<Lease> => {
-    for (let attempt = 0; ; attempt++) {
-      const snap = await leases.list()();
-      if (E.isLeft(snap)) throw leaseStoreError(snap.left.msg);
-      const choice = chooseSubnet({
-        config,
-        leases: snap.right.leases,
-        publicIP: underlay.publicIP,
-        ...(previous ? { previous } : {}),
-        now: now(),
-        rand: (n: number) => randomInt(n),
-      });
-      if (E.isLeft(choice)) throw new Error(choice.left);
-      for (const stale of choice.right.stale) {
-        if (stale.subnet) await leases.revoke(stale.subnet)();
-      }
-      log.info('subnet chosen', { why: choice.right.why });
-      const req = {
-        ...(choice.right.subnet ? { subnet: choice.right.subnet } : {}),
-        ...(choice.right.ipv6Subnet ? { ipv6Subnet: choice.right.ipv6Subnet } : {}),
-        attrs: attrs(),
-      };
-      const r = choice.right.source === 'reused' ? await leases.renew(req, flags.leaseTTLSeconds)() : await leases.acquire(req, flags.leaseTTLSeconds)();
-      if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
-      if (r.right !== 'taken' && r.right !== 'lost') return r.right;
-      if (attempt > 10) throw new Error('could not acquire a subnet: every candidate was taken concurrently');
-    }
-  };
-  const renew = async (lease: Lease): Promise<Lease | 'lost'> => {
-    const r = await leases.renew(
-      { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() },
-      flags.leaseTTLSeconds,
-    )();
-    if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
-    return r.right;
-  };
-  const held = (lease: Lease): void => {
-    record({ type: 'RecordOwnLease', data: { lease, vtepMac } });
-    metrics.counter('felt_lease_renewals_total', 'Own lease acquisitions and renewals');
-    if (!watch) void startWatch();
-    void reconcile(true);
-  };
-  const actor = createActor(
-    leaseMachine.provide({
-      actors: {
-        acquire: fromPromise(() => acquire()),
-        renew: fromPromise(({ input }: { input: { lease: Lease } }) => renew(input.lease)),
-      },
-      actions: {
-        leaseAcquired: ({ context }) => context.lease && held(context.lease),
-        leaseRenewed: ({ context }) => context.lease && held(context.lease),
-        leaseLost: ({ context }) => {
-          log.error('own lease lost', { why: context.lastError });
-          metrics.counter('felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)');
-          record({ type: 'LoseOwnLease', data: { reason: context.lastError ?? 'lost' } });
-        },
-      },
-    }),
-    { input: { renewMarginMs: flags.renewMarginMinutes * 60_000, now: () => Date.now() } },
-  );
-  actor.subscribe({ error: (e) => log.error('lease machine failed', { error: String(e) }) });
-  actor.start();
+  const hooks = feltdHooks(metrics);
+  const node = openNodeLog({ publicIP: underlay.publicIP, events, log, hooks });
+  node.record({ type: 'LoadConfig', data: { config } } as NodeCommand);
+  const overlay = startOverlayReconciler({ flags, underlay, kernel, log, hooks, node, config, vtepMac });
+  const lease = startLeaseLifecycle({ flags, underlay, leases, log, hooks, node, config, vtepMac, reconcile: overlay.reconcile });
 
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));
   return {
-    ready: () => ready,
-    view: () => ({ publicIP: underlay.publicIP, backendType: config.backend.type, ...(config.backend.type === 'vxlan' ? { vtepMac } : {}), ready, state, recent }),
+    ready: overlay.ready,
+    view: () => ({
+      publicIP: underlay.publicIP,
+      backendType: config.backend.type,
+      ...(config.backend.type === 'vxlan' ? { vtepMac } : {}),
+      ready: overlay.ready(),
+      state: node.state(),
+      recent: node.recent(),
+    }),
     done,
-    resync: () => reconcile(true),
-    idle,
+    resync: () => overlay.reconcile(true),
+    idle: overlay.idle,
     stop: async () => {
-      stopped = true;
-      clearInterval(timer);
-      actor.stop();
-      watch?.stop();
-      await idle();
+      overlay.stop();
+      lease.stop();
+      await overlay.idle();
       resolveDone();
     },
   };
-}
-
-function readFileSafe(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
 }
