@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { EventStore } from '../../adapters/store/types.ts';
 import type { Kernel } from '../../adapters/kernel/types.ts';
 import type { LeaseStore } from '../../adapters/lease/types.ts';
-import type { Underlay } from '../../adapters/kernel/underlay.ts';
+import { underlayIdentity, type Underlay } from '../../adapters/kernel/underlay.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
 import type { NodeCommand } from '../../core/flannel/node.ts';
@@ -44,8 +44,8 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-/** net-conf.json for the embedded store: its text, once it is known to be readable and a valid config. */
-export function readNetConfigFile(path: string): E.Either<string, string> {
+/** net-conf.json for the embedded store: its text and config, once it is known to be readable and a valid config. */
+export function readNetConfigFile(path: string): E.Either<string, { text: string; config: NetConfig }> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -53,10 +53,10 @@ export function readNetConfigFile(path: string): E.Either<string, string> {
     return E.left(`--net-config-path: cannot read ${path}: ${(e as Error).message}`);
   }
   const parsed = parseNetConfig(text);
-  return E.isLeft(parsed) ? E.left(`network config ${path}: ${parsed.left}`) : E.right(text);
+  return E.isLeft(parsed) ? E.left(`network config ${path}: ${parsed.left}`) : E.right({ text, config: parsed.right.config });
 }
 
-export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, NetConfig>> {
+export async function loadNetConfig(deps: Pick<DaemonDeps, 'flags' | 'leases' | 'log'>): Promise<E.Either<string, NetConfig>> {
   const { flags, leases, log } = deps;
   let text: string | undefined;
   if (flags.etcdEndpoints.length) {
@@ -67,7 +67,7 @@ export async function loadNetConfig(deps: DaemonDeps): Promise<E.Either<string, 
   } else {
     const file = readNetConfigFile(flags.netConfigPath);
     if (E.isLeft(file)) return file;
-    text = file.right;
+    text = file.right.text;
     const put = await leases.putNetworkConfig(text)();
     if (E.isLeft(put)) return E.left(`embedded store: ${put.left.msg}`);
   }
@@ -81,18 +81,20 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const { flags, underlay, leases, events, kernel, log, metrics } = deps;
   const vni = config.backend.type === 'vxlan' ? config.backend.vni : 0;
   const vtepMac = stableVtepMac(flags.stateDir, vni);
+  const v6 = config.enableIPv6 && config.backend.type === 'vxlan' ? { vtepMacV6: stableVtepMac(flags.stateDir, vni, 6) } : {};
+  const identity = underlayIdentity(underlay);
   const hooks = feltdHooks(metrics);
-  const node = openNodeLog({ publicIP: underlay.publicIP, events, log, hooks });
+  const node = openNodeLog({ publicIP: identity, events, log, hooks });
   node.record({ type: 'LoadConfig', data: { config } } as NodeCommand);
-  const overlay = startOverlayReconciler({ flags, underlay, kernel, log, hooks, node, config, vtepMac });
-  const lease = startLeaseLifecycle({ flags, underlay, leases, log, hooks, node, config, vtepMac, reconcile: overlay.reconcile });
+  const overlay = startOverlayReconciler({ flags, underlay, kernel, log, hooks, node, config, vtepMac, ...v6 });
+  const lease = startLeaseLifecycle({ flags, underlay, leases, log, hooks, node, config, vtepMac, ...v6, reconcile: overlay.reconcile });
 
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));
   return {
     ready: overlay.ready,
     view: () => ({
-      publicIP: underlay.publicIP,
+      publicIP: identity,
       backendType: config.backend.type,
       ...(config.backend.type === 'vxlan' ? { vtepMac } : {}),
       ready: overlay.ready(),

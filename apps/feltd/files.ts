@@ -13,9 +13,9 @@ export function writeAtomic(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
-/** The VtepMAC survives restarts so that remote nodes' fdb entries stay right. */
-export function stableVtepMac(stateDir: string, vni: number): string {
-  const path = join(stateDir, `vtep-mac.${vni}`);
+/** The VtepMAC (of flannel.<VNI>, or of flannel-v6.<VNI>) survives restarts so that remote nodes' fdb entries stay right. */
+export function stableVtepMac(stateDir: string, vni: number, family: 4 | 6 = 4): string {
+  const path = join(stateDir, family === 4 ? `vtep-mac.${vni}` : `vtep-mac-v6.${vni}`);
   if (existsSync(path)) {
     const mac = readFileSync(path, 'utf8').trim();
     if (mac) return mac;

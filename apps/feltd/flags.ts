@@ -9,6 +9,7 @@ export interface Flags {
   readonly iface: readonly string[];
   readonly ifaceRegex: readonly string[];
   readonly publicIP?: string;
+  readonly publicIPv6?: string;
   readonly ipMasq: boolean;
   readonly subnetFile: string;
   /** Renew this long before the lease expires. */
@@ -39,9 +40,11 @@ Usage: feltd [flags]
   --etcd-endpoints=URL[,URL]     etcd v3 endpoints (default: none, use the embedded store)
   --etcd-prefix=PATH             key prefix (default /coreos.com/network)
   --etcd-keyfile/--etcd-certfile/--etcd-cafile=PATH   TLS for etcd
-  --iface=NAME|IP                underlay interface (repeatable; first that exists wins)
-  --iface-regex=RE               underlay interface by name or address regex (repeatable)
-  --public-ip=IP                 address other nodes reach this node at (default: the interface's)
+  --iface=NAME|IP                underlay interface (repeatable; the first with an address of every enabled
+                                 family wins); an IPv4 or IPv6 address also picks that address for its family
+  --iface-regex=RE               underlay interface by address, then name, regex (repeatable)
+  --public-ip=IP                 IPv4 address other nodes reach this node at (default: the interface's)
+  --public-ipv6=IP               IPv6 address other nodes reach this node at (default: the interface's global one)
   --ip-masq                      masquerade traffic leaving the pod network (FLANNEL-POSTRTG)
   --subnet-file=PATH             where to write the lease (default /run/flannel/subnet.env)
   --subnet-lease-renew-margin=M  renew M minutes before expiry (default 60)
@@ -60,7 +63,7 @@ Usage: feltd [flags]
 const listFlag = new Set(['iface', 'iface-regex', 'etcd-endpoints']);
 
 const KNOWN = new Set([
-  'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip',
+  'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip', 'public-ipv6',
   'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
   'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version', 'status-page', 'cni-data-dir',
 ]);
@@ -116,6 +119,7 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
       iface: raw.get('iface') ?? [],
       ifaceRegex: raw.get('iface-regex') ?? [],
       ...(one('public-ip') ? { publicIP: one('public-ip')! } : {}),
+      ...(one('public-ipv6') ? { publicIPv6: one('public-ipv6')! } : {}),
       ipMasq: bool('ip-masq'),
       subnetFile: one('subnet-file') ?? '/run/flannel/subnet.env',
       renewMarginMinutes: renew as number,

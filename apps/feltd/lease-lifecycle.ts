@@ -6,7 +6,7 @@ import { randomInt } from 'node:crypto';
 import * as E from 'fp-ts/lib/Either.js';
 import { createActor, fromPromise } from 'xstate';
 import type { LeaseStore, Watch } from '../../adapters/lease/types.ts';
-import type { Underlay } from '../../adapters/kernel/underlay.ts';
+import { underlayIdentity, type Underlay } from '../../adapters/kernel/underlay.ts';
 import { chooseSubnet } from '../../core/flannel/subnets.ts';
 import { previousSubnets } from '../../core/flannel/lease.ts';
 import type { NodeCommand } from '../../core/flannel/node.ts';
@@ -32,6 +32,8 @@ export interface LeaseLifecycleDeps {
   readonly node: NodeLog;
   readonly config: NetConfig;
   readonly vtepMac: string;
+  /** flannel-v6.<VNI>'s VtepMAC, when IPv6 is on. */
+  readonly vtepMacV6?: string;
   /** Ask for a reconcile pass: full (own lease, snapshot), or deltas for the remote lease keys that changed. */
   readonly reconcile: (full: boolean, keys?: readonly string[]) => Promise<void>;
 }
@@ -39,14 +41,16 @@ export interface LeaseLifecycleDeps {
 const now = (): string => new Date().toISOString();
 
 export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
-  const { flags, underlay, leases, log, hooks, node, config, vtepMac, reconcile } = deps;
+  const { flags, underlay, leases, log, hooks, node, config, vtepMac, vtepMacV6, reconcile } = deps;
+  /** What names this node's lease: its public IPv4 address, or its IPv6 one when IPv4 is off. */
+  const own = underlayIdentity(underlay);
   const record = node.record;
   let stopped = false;
   let watch: Watch | undefined;
   let revision = 0;
 
   // ---------------------------------------------------------------- watch the lease store
-  const isOwn = (l: Lease): boolean => l.attrs.PublicIP === underlay.publicIP;
+  const isOwn = (l: Lease): boolean => (underlay.publicIP ? l.attrs.PublicIP === underlay.publicIP : l.attrs.PublicIPv6 === underlay.publicIPv6);
   const startWatch = async (): Promise<void> => {
     watch?.stop();
     const snap = await leases.list()();
@@ -57,14 +61,14 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
       return;
     }
     revision = snap.right.revision;
-    record({ type: 'ObserveLeases', data: { snapshot: snap.right, own: underlay.publicIP } } as NodeCommand);
+    record({ type: 'ObserveLeases', data: { snapshot: snap.right, own } } as NodeCommand);
     void reconcile(true);
     watch = leases.watch(
       revision,
       (evs: readonly LeaseEvent[], rev: number) => {
         revision = rev;
         const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
-        const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
+        const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own } } as NodeCommand);
         if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
         const keys = changed.flatMap((e) => (e.type === 'RemoteLeaseSeen' || e.type === 'RemoteLeaseRemoved' ? [e.data.key] : []));
         if (keys.length) void reconcile(false, keys);
@@ -77,15 +81,18 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
   };
 
   // ---------------------------------------------------------------- lease lifecycle
-  const previous = (() => {
+  const { subnet: previous, ipv6Subnet: previousIPv6 } = (() => {
     const text = readFileSafe(flags.subnetFile);
-    return text ? previousSubnets(text).subnet : undefined;
+    return text ? previousSubnets(text) : {};
   })();
+  // flanneld's LeaseAttrs: PublicIP and BackendData for IPv4 (PublicIP 0.0.0.0 when IPv4 is off), PublicIPv6
+  // and BackendV6Data for IPv6 (pkg/backend/vxlan/vxlan.go newSubnetAttrs, pkg/backend/hostgw/hostgw.go).
   const attrs = () => ({
-    PublicIP: underlay.publicIP,
-    PublicIPv6: null,
+    PublicIP: config.enableIPv4 && underlay.publicIP ? underlay.publicIP : '0.0.0.0',
+    PublicIPv6: config.enableIPv6 && underlay.publicIPv6 ? underlay.publicIPv6 : null,
     BackendType: config.backend.type,
-    ...(config.backend.type === 'vxlan' ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
+    ...(config.backend.type === 'vxlan' && config.enableIPv4 ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
+    ...(config.backend.type === 'vxlan' && config.enableIPv6 && vtepMacV6 ? { BackendV6Data: { VNI: config.backend.vni, VtepMAC: vtepMacV6 } } : {}),
   });
   const leaseStoreError = (msg: string): Error => {
     hooks.storeError('leases');
@@ -98,8 +105,10 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
       const choice = chooseSubnet({
         config,
         leases: snap.right.leases,
-        publicIP: underlay.publicIP,
+        publicIP: underlay.publicIP ?? '0.0.0.0',
+        ...(underlay.publicIPv6 ? { publicIPv6: underlay.publicIPv6 } : {}),
         ...(previous ? { previous } : {}),
+        ...(previousIPv6 ? { previousIPv6 } : {}),
         now: now(),
         rand: (n: number) => randomInt(n),
       });
@@ -128,7 +137,7 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     return r.right;
   };
   const held = (lease: Lease): void => {
-    record({ type: 'RecordOwnLease', data: { lease, vtepMac } });
+    record({ type: 'RecordOwnLease', data: { lease, vtepMac, ...(vtepMacV6 ? { vtepMacV6 } : {}) } });
     hooks.leaseRenewed();
     if (!watch) void startWatch();
     void reconcile(true);

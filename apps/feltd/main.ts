@@ -6,10 +6,11 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
-import { findUnderlay } from '../../adapters/kernel/underlay.ts';
+import { chooseUnderlay, readInterfaces, type Underlay } from '../../adapters/kernel/underlay.ts';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
 import type { LeaseStore } from '../../adapters/lease/types.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import type { NetConfig } from '../../core/flannel/types.ts';
 import { VERSION } from '../version.ts';
 import { loadNetConfig, readNetConfigFile, startDaemon } from './daemon.ts';
 import { parseFlags, USAGE } from './flags.ts';
@@ -34,13 +35,23 @@ async function main(): Promise<number> {
   const log = jsonLogger(flags.verbosity);
   const metrics = new Metrics();
 
-  // Everything the arguments name is checked before anything is created (the state dir, the stores).
-  const underlay = await findUnderlay(flags)();
-  if (E.isLeft(underlay)) {
-    log.error('cannot choose the underlay interface', { error: underlay.left.msg });
+  // Everything the arguments name is checked before anything is created (the state dir, the stores). The
+  // underlay is chosen for the families the network config enables, as flanneld does: with the embedded store
+  // the config file is read first; with etcd the config is read from etcd first (nothing is created for that).
+  const interfaces = await readInterfaces()();
+  if (E.isLeft(interfaces)) {
+    log.error('cannot choose the underlay interface', { error: interfaces.left.msg });
     return 1;
   }
-  log.info('underlay', { ...underlay.right });
+  const underlayFor = (c: NetConfig): E.Either<string, Underlay> =>
+    chooseUnderlay(interfaces.right, {
+      iface: flags.iface,
+      ifaceRegex: flags.ifaceRegex,
+      ...(flags.publicIP ? { publicIP: flags.publicIP } : {}),
+      ...(flags.publicIPv6 ? { publicIPv6: flags.publicIPv6 } : {}),
+      ipv4: c.enableIPv4,
+      ipv6: c.enableIPv6,
+    });
   for (const [flag, path] of [['--etcd-cafile', flags.etcdCafile], ['--etcd-certfile', flags.etcdCertfile], ['--etcd-keyfile', flags.etcdKeyfile]] as const) {
     if (path !== undefined && !existsSync(path)) {
       log.error(`${flag}: no file at ${path}`);
@@ -53,8 +64,13 @@ async function main(): Promise<number> {
       log.error('invalid network config', { error: file.left });
       return 1;
     }
+    const early = underlayFor(file.right.config);
+    if (E.isLeft(early)) {
+      log.error('cannot choose the underlay interface', { error: early.left });
+      return 1;
+    }
+    mkdirSync(flags.stateDir, { recursive: true });
   }
-  mkdirSync(flags.stateDir, { recursive: true });
 
   // The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it.
   const leases: LeaseStore = flags.etcdEndpoints.length
@@ -68,25 +84,35 @@ async function main(): Promise<number> {
     : sqliteLeaseStore({ path: flags.store ? flags.store.slice('sqlite:'.length) : join(flags.stateDir, 'leases.db'), pollMs: 20 });
   log.info('lease store', { kind: flags.etcdEndpoints.length ? 'etcd' : 'embedded', where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db') });
 
-  const opened = openSqliteStore(flags.stateDir);
-  if (E.isLeft(opened)) {
-    log.error('cannot open the event log', { error: opened.left.msg });
-    return 1;
-  }
-  const events = opened.right;
-  const deps = { flags, underlay: underlay.right, leases, events, kernel: linuxKernel({ pid: process.pid }), log, metrics };
-
-  let config = await loadNetConfig(deps);
+  let config = await loadNetConfig({ flags, leases, log });
   // The network config may not be in etcd yet: wait for it, as flanneld does.
   while (E.isLeft(config) && flags.etcdEndpoints.length) {
     log.error('waiting for the network config', { error: config.left });
     await new Promise((r) => setTimeout(r, 2000));
-    config = await loadNetConfig(deps);
+    config = await loadNetConfig({ flags, leases, log });
   }
   if (E.isLeft(config)) {
     log.error('invalid network config', { error: config.left });
+    await leases.close();
     return 1;
   }
+  const underlay = underlayFor(config.right);
+  if (E.isLeft(underlay)) {
+    log.error('cannot choose the underlay interface', { error: underlay.left });
+    await leases.close();
+    return 1;
+  }
+  log.info('underlay', { ...underlay.right });
+  mkdirSync(flags.stateDir, { recursive: true });
+
+  const opened = openSqliteStore(flags.stateDir);
+  if (E.isLeft(opened)) {
+    log.error('cannot open the event log', { error: opened.left.msg });
+    await leases.close();
+    return 1;
+  }
+  const events = opened.right;
+  const deps = { flags, underlay: underlay.right, leases, events, kernel: linuxKernel({ pid: process.pid }), log, metrics };
   const daemon = await startDaemon(deps, config.right);
   // The CNI plugins' ADD durations: from feltd's own event log when they share the directory (the default).
   const sameLog = resolve(flags.cniDataDir) === resolve(flags.stateDir);

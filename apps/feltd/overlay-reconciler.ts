@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { Kernel } from '../../adapters/kernel/types.ts';
 import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import type { NodeState } from '../../core/flannel/node.ts';
-import { desiredOverlay } from '../../core/flannel/desired.ts';
+import { desiredOverlay, type OverlayNode } from '../../core/flannel/desired.ts';
 import { leaseObjects, opObject, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
@@ -39,19 +39,25 @@ export interface OverlayReconcilerDeps {
   readonly node: NodeLog;
   readonly config: NetConfig;
   readonly vtepMac: string;
+  /** flannel-v6.<VNI>'s VtepMAC, when IPv6 is on. */
+  readonly vtepMacV6?: string;
 }
 
 export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReconciler {
-  const { flags, underlay, kernel, log, hooks, node, config, vtepMac } = deps;
+  const { flags, underlay, kernel, log, hooks, node, config, vtepMac, vtepMacV6 } = deps;
   let ready = false;
   let stopped = false;
 
-  const overlayNode = {
-    publicIP: underlay.publicIP,
+  const overlayNode: OverlayNode = {
+    // flannel's PublicIP of an IPv6-only node.
+    publicIP: underlay.publicIP ?? '0.0.0.0',
+    ...(underlay.publicIPv6 ? { publicIPv6: underlay.publicIPv6 } : {}),
     underlayDev: underlay.dev,
-    underlayCidr: underlay.cidr,
+    ...(underlay.cidr ? { underlayCidr: underlay.cidr } : {}),
+    ...(underlay.cidr6 ? { underlayCidrV6: underlay.cidr6 } : {}),
     underlayMtu: underlay.mtu,
     vtepMac,
+    ...(vtepMacV6 ? { vtepMacV6 } : {}),
     ipMasq: flags.ipMasq,
   };
   /** The node state the kernel was last brought to (by a full pass, then kept up by delta passes). */

@@ -26,9 +26,22 @@ export function overlayNodeOf(v: unknown): OverlayNode | undefined {
   const underlayDev = s('underlayDev');
   const underlayCidr = s('underlayCidr');
   const vtepMac = s('vtepMac');
+  const publicIPv6 = s('publicIPv6');
+  const underlayCidrV6 = s('underlayCidrV6');
+  const vtepMacV6 = s('vtepMacV6');
   const mtu = o['underlayMtu'];
-  if (!publicIP || !underlayDev || !underlayCidr || vtepMac === undefined || typeof mtu !== 'number' || typeof o['ipMasq'] !== 'boolean') return undefined;
-  return { publicIP, underlayDev, underlayCidr, underlayMtu: mtu, vtepMac, ipMasq: o['ipMasq'] };
+  if (!publicIP || !underlayDev || !(underlayCidr || underlayCidrV6) || vtepMac === undefined || typeof mtu !== 'number' || typeof o['ipMasq'] !== 'boolean') return undefined;
+  return {
+    publicIP,
+    ...(publicIPv6 ? { publicIPv6 } : {}),
+    underlayDev,
+    ...(underlayCidr ? { underlayCidr } : {}),
+    ...(underlayCidrV6 ? { underlayCidrV6 } : {}),
+    underlayMtu: mtu,
+    vtepMac,
+    ...(vtepMacV6 ? { vtepMacV6 } : {}),
+    ipMasq: o['ipMasq'],
+  };
 }
 
 export function overlayCheck(state: NodeState, node: OverlayNode): E.Either<string, OverlayCheck> {

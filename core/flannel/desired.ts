@@ -34,12 +34,13 @@ export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
 export const FWD_CHAIN = 'FLANNEL-FWD';
 
 export interface OverlayNode {
-  /** The public IPv4 address (lease PublicIP), the vxlan local address. */
+  /** The public IPv4 address (lease PublicIP), the vxlan local address; "0.0.0.0" (as flannel's lease has it) when IPv4 is off. */
   readonly publicIP: string;
+  /** The public IPv6 address (lease PublicIPv6), flannel-v6.<VNI>'s local address; needed when IPv6 is on. */
   readonly publicIPv6?: string;
-  /** The underlay interface and its address with prefix (e.g. 198.51.100.1/24): its L2 segment. */
+  /** The underlay interface and its subnets (e.g. 198.51.100.0/24, 2001:db8::/64): its L2 segment, per family. */
   readonly underlayDev: string;
-  readonly underlayCidr: string;
+  readonly underlayCidr?: string;
   readonly underlayCidrV6?: string;
   readonly underlayMtu: number;
   /** The stable VtepMAC of flannel.<VNI> (and flannel-v6.<VNI>). */

@@ -185,7 +185,9 @@ export function overlayOf(node: { stream: string; state: NodeState }, rec: Recon
   if (!rec) return E.left(`feltd has not written ${join(dataDir, RECONCILE_FILE)} yet (it does after every reconcile pass): the underlay and --ip-masq it uses are unknown`);
   const params = overlayNodeOf(rec.node);
   if (!params) return E.left(`${join(dataDir, RECONCILE_FILE)} holds no node parameters (written by an older feltd)`);
-  if (`node/${params.publicIP}` !== node.stream) return E.left(`feltd last ran as node/${params.publicIP}, not as ${node.stream}`);
+  // An IPv6-only node (PublicIP 0.0.0.0) is named by its public IPv6 address, as feltd names its stream.
+  const id = params.publicIP !== '0.0.0.0' ? params.publicIP : params.publicIPv6;
+  if (`node/${id}` !== node.stream) return E.left(`feltd last ran as node/${id}, not as ${node.stream}`);
   return overlayCheck(node.state, params);
 }
 
