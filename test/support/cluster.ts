@@ -1,7 +1,8 @@
 // A cluster of felt nodes on one machine, in throwaway network namespaces:
 //
-//   <id>-u   the underlay: a bridge (198.51.100.1/24), and etcd when asked for
-//   <id>-n1..nN  nodes: eth0 = 198.51.100.1x/24 on the underlay bridge; each runs dist/bin/feltd
+//   <id>-u   the underlay: a bridge (198.51.100.1/24, and 2001:db8::1/64 with IPv6), and etcd when asked for
+//   <id>-n1..nN  nodes: eth0 = 198.51.100.1x/24 (IPv4) and 2001:db8::1x/64 (IPv6; nodad, so usable at once)
+//            on the underlay bridge, default routes via the bridge; each runs dist/bin/feltd
 //   <id>-n1-p1.. pods: attached inside their node's namespace through dist/cni/flannel
 //
 // Used by the multi-node tests and by the demo. Everything is removed by `destroy()`, which also runs on
@@ -22,12 +23,19 @@ export interface ClusterOptions {
   readonly ipMasq?: boolean;
   readonly resyncSeconds?: number;
   readonly extraNetConf?: Record<string, unknown>;
+  /** The families of the network config and the underlay (default ipv4): dual stack, or IPv6 only (EnableIPv4 false, no IPv4 on the nodes). */
+  readonly families?: 'ipv4' | 'dual' | 'ipv6';
 }
+
+/** The pod network's IPv6 half in the clusters with IPv6. */
+export const IPV6_NETWORK = 'fd00:10:244::/56';
 
 export interface Node {
   readonly name: string;
   readonly ns: string;
+  /** The node's underlay IPv4 address ('' for an IPv6-only node) and IPv6 address ('' without IPv6). */
   readonly ip: string;
+  readonly ip6: string;
   readonly dir: string;
   readonly subnetFile: string;
   proc?: ChildProcess;
@@ -38,7 +46,9 @@ export interface Pod {
   readonly node: Node;
   readonly ns: string;
   readonly id: string;
+  /** The pod's first address, and all of them (one per family), without prefix. */
   ip: string;
+  ips: string[];
 }
 
 const sh = (argv: string[]): string => execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
@@ -73,9 +83,18 @@ export class Cluster {
 
   constructor(readonly opts: ClusterOptions) {}
 
+  get v4(): boolean {
+    return (this.opts.families ?? 'ipv4') !== 'ipv6';
+  }
+
+  get v6(): boolean {
+    return (this.opts.families ?? 'ipv4') !== 'ipv4';
+  }
+
   netConf(): Record<string, unknown> {
     return {
-      Network: this.opts.network ?? '10.244.0.0/16',
+      ...(this.v4 ? { Network: this.opts.network ?? '10.244.0.0/16' } : { EnableIPv4: false }),
+      ...(this.v6 ? { EnableIPv6: true, IPv6Network: IPV6_NETWORK } : {}),
       Backend: { Type: this.opts.backend ?? 'vxlan' },
       ...(this.opts.extraNetConf ?? {}),
     };
@@ -92,6 +111,7 @@ export class Cluster {
       this.addNs(this.underlay);
       sh(['ip', '-n', this.underlay, 'link', 'add', 'br0', 'type', 'bridge']);
       sh(['ip', '-n', this.underlay, 'addr', 'add', '198.51.100.1/24', 'dev', 'br0']);
+      if (this.v6) sh(['ip', '-n', this.underlay, 'addr', 'add', '2001:db8::1/64', 'dev', 'br0', 'nodad']);
       sh(['ip', '-n', this.underlay, 'link', 'set', 'br0', 'up']);
       writeFileSync(join(this.dir, 'net-conf.json'), JSON.stringify(this.netConf()));
       if (this.opts.store === 'etcd') await this.startEtcd();
@@ -99,15 +119,18 @@ export class Cluster {
         const name = `n${i}`;
         const ns = `${this.id}-${name}`;
         this.addNs(ns);
-        const ip = `198.51.100.${10 + i}`;
+        const ip = this.v4 ? `198.51.100.${10 + i}` : '';
+        const ip6 = this.v6 ? `2001:db8::${10 + i}` : '';
         sh(['ip', '-n', this.underlay, 'link', 'add', `u${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
         sh(['ip', '-n', this.underlay, 'link', 'set', `u${i}`, 'master', 'br0', 'up']);
-        sh(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+        if (ip) sh(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+        if (ip6) sh(['ip', '-n', ns, 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
         sh(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
-        sh(['ip', '-n', ns, 'route', 'add', 'default', 'via', '198.51.100.1']);
+        if (ip) sh(['ip', '-n', ns, 'route', 'add', 'default', 'via', '198.51.100.1']);
+        if (ip6) sh(['ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', '2001:db8::1']);
         const dir = join(this.dir, name);
         mkdirSync(dir, { recursive: true });
-        this.nodes.push({ name, ns, ip, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'feltd.log') });
+        this.nodes.push({ name, ns, ip, ip6, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'feltd.log') });
       }
       return this;
     } catch (e) {
@@ -212,7 +235,8 @@ export class Cluster {
       config: this.podConf(node),
     });
     if (r.code !== 0) throw new Error(`ADD ${id} failed: ${r.stdout} ${r.stderr}`);
-    const pod: Pod = { node, ns, id, ip: String(r.json.ips[0].address).split('/')[0]! };
+    const ips = (r.json.ips as { address: string }[]).map((x) => String(x.address).split('/')[0]!);
+    const pod: Pod = { node, ns, id, ip: ips[0]!, ips };
     this.pods.push(pod);
     return pod;
   }
@@ -231,17 +255,22 @@ export class Cluster {
 
   ping(from: Pod, to: string, count = 1): boolean {
     try {
-      sh(['ip', 'netns', 'exec', from.ns, 'ping', '-c', String(count), '-W', '2', '-q', to]);
+      sh(['ip', 'netns', 'exec', from.ns, 'ping', ...(to.includes(':') ? ['-6'] : []), '-c', String(count), '-W', '2', '-q', to]);
       return true;
     } catch {
       return false;
     }
   }
 
-  /** Every pod to every pod on another node: the failures, as "a -> b". */
+  /** Every pod to every pod on another node, at every address it has (every family): the failures, as "a -> b". */
   pingMatrix(): string[] {
     const bad: string[] = [];
-    for (const a of this.pods) for (const b of this.pods) if (a.node !== b.node && !this.ping(a, b.ip)) bad.push(`${a.id} -> ${b.id} (${b.ip})`);
+    for (const a of this.pods) {
+      for (const b of this.pods) {
+        if (a.node === b.node) continue;
+        for (const ip of b.ips) if (!this.ping(a, ip)) bad.push(`${a.id} -> ${b.id} (${ip})`);
+      }
+    }
     return bad;
   }
 
