@@ -1,5 +1,5 @@
 // Every backend and family feltd documents, end to end on real kernels: a 2-node cluster per combination of
-// {vxlan, host-gw} x {IPv4 only, dual stack, IPv6 only}. feltd picks the underlay's addresses of the enabled
+// {vxlan, host-gw} x {IPv4 only, dual stack, IPv6 only} (embedded store), and two through etcd. feltd picks the underlay's addresses of the enabled
 // families (198.51.100.1x/24, 2001:db8::1x/64), writes subnet.env with exactly flanneld's variables, programs
 // flannel.1 / flannel-v6.1 (vxlan) or routes via the other node's underlay address (host-gw), and pods attached
 // through dist/cni/flannel get one address per family and reach the pods of the other node over each family.
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
+import { parseLease } from '../../core/flannel/lease.ts';
 import type { Lease } from '../../core/flannel/types.ts';
 import { Cluster, IPV6_NETWORK, type Node } from '../support/cluster.ts';
 import { eventually } from '../support/eventually.ts';
@@ -32,14 +33,17 @@ const routes = (c: Cluster, n: Node, family: 4 | 6): { dst: string; gateway?: st
   JSON.parse(c.inNode(n, 'ip', `-${family}`, '-json', 'route', 'show')) as { dst: string; gateway?: string; dev: string }[];
 
 describe.each([
-  { backend: 'vxlan' as const, families: 'ipv4' as const },
-  { backend: 'vxlan' as const, families: 'dual' as const },
-  { backend: 'vxlan' as const, families: 'ipv6' as const },
-  { backend: 'host-gw' as const, families: 'ipv4' as const },
-  { backend: 'host-gw' as const, families: 'dual' as const },
-  { backend: 'host-gw' as const, families: 'ipv6' as const },
-])('feltd $backend, $families', ({ backend, families }) => {
-  const c = new Cluster({ nodes: 2, backend, families });
+  { backend: 'vxlan' as const, families: 'ipv4' as const, store: 'embedded' as const },
+  { backend: 'vxlan' as const, families: 'dual' as const, store: 'embedded' as const },
+  { backend: 'vxlan' as const, families: 'ipv6' as const, store: 'embedded' as const },
+  { backend: 'host-gw' as const, families: 'ipv4' as const, store: 'embedded' as const },
+  { backend: 'host-gw' as const, families: 'dual' as const, store: 'embedded' as const },
+  { backend: 'host-gw' as const, families: 'ipv6' as const, store: 'embedded' as const },
+  // The same keys and values through etcd: dual stack and IPv6 only (the lease key `0.0.0.0-0&...`).
+  { backend: 'vxlan' as const, families: 'dual' as const, store: 'etcd' as const },
+  { backend: 'host-gw' as const, families: 'ipv6' as const, store: 'etcd' as const },
+])('feltd $backend, $families, $store store', ({ backend, families, store }) => {
+  const c = new Cluster({ nodes: 2, backend, families, store });
   const v4 = families !== 'ipv6';
   const v6 = families !== 'ipv4';
 
@@ -82,14 +86,27 @@ describe.each([
   });
 
   it("advertises flanneld's lease attrs: PublicIP (0.0.0.0 without IPv4), PublicIPv6, and VtepMACs per family", async () => {
-    const store = sqliteLeaseStore({ path: join(c.dir, 'leases.db') });
     let leases: readonly Lease[] = [];
-    try {
-      const r = await store.list()();
-      if (E.isLeft(r)) throw new Error(r.left.msg);
-      leases = r.right.leases;
-    } finally {
-      await store.close();
+    if (store === 'etcd') {
+      // Keys and values as flanneld reads them.
+      const lines = c.etcdctl('get', '--prefix', '/coreos.com/network/subnets/').trim().split('\n');
+      const parsed: Lease[] = [];
+      for (let i = 0; i + 1 < lines.length; i += 2) {
+        const l = parseLease(lines[i]!.slice('/coreos.com/network/subnets/'.length), lines[i + 1]!, '');
+        if (E.isLeft(l)) throw new Error(l.left);
+        parsed.push(l.right);
+      }
+      leases = parsed;
+      if (!v4) expect(lines.filter((_, i) => i % 2 === 0).every((k) => k.includes('/0.0.0.0-0&fd00:10:244:'))).toBe(true);
+    } else {
+      const s = sqliteLeaseStore({ path: join(c.dir, 'leases.db') });
+      try {
+        const r = await s.list()();
+        if (E.isLeft(r)) throw new Error(r.left.msg);
+        leases = r.right.leases;
+      } finally {
+        await s.close();
+      }
     }
     expect(leases.length).toBe(2);
     for (const n of c.nodes) {

@@ -141,11 +141,12 @@ export class Cluster {
 
   private async startEtcd(): Promise<void> {
     const data = join(this.dir, 'etcd');
-    this.etcdEndpoint = 'http://198.51.100.1:2379';
+    // IPv6-only nodes reach etcd over IPv6.
+    this.etcdEndpoint = this.v4 ? 'http://198.51.100.1:2379' : 'http://[2001:db8::1]:2379';
     this.etcd = spawn(
       'ip',
       ['netns', 'exec', this.underlay, 'etcd', '--name', 'felt', '--data-dir', data,
-        '--listen-client-urls', 'http://198.51.100.1:2379', '--advertise-client-urls', this.etcdEndpoint,
+        '--listen-client-urls', this.v4 ? this.etcdEndpoint : `http://198.51.100.1:2379,${this.etcdEndpoint}`, '--advertise-client-urls', this.etcdEndpoint,
         '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
         '--initial-cluster', 'felt=http://127.0.0.1:2380'],
       { stdio: ['ignore', openSync(join(this.dir, 'etcd.log'), 'a'), openSync(join(this.dir, 'etcd.log'), 'a')] },
