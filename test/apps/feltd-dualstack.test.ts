@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
+import { ROOT } from '../support/cni.ts';
+import { exec } from '../support/ns.ts';
 import { parseLease } from '../../core/flannel/lease.ts';
 import type { Lease } from '../../core/flannel/types.ts';
 import { Cluster, IPV6_NETWORK, type Node } from '../support/cluster.ts';
@@ -149,6 +151,28 @@ describe.each([
       const fdb = c.inNode(a, 'bridge', 'fdb', 'show', 'dev', 'flannel-v6.1');
       expect(fdb).toContain(`dst ${b.ip6}`);
     }
+    // --ip-masq: flannel's masquerade chain in the table of each enabled family, none in the other.
+    const masq = (family: 4 | 6): string => {
+      try {
+        return c.inNode(a, family === 4 ? 'iptables' : 'ip6tables', '-w', '-t', 'nat', '-S', 'FLANNEL-POSTRTG');
+      } catch {
+        return '';
+      }
+    };
+    if (v4) expect(masq(4)).toContain('-d 10.244.0.0/16');
+    else expect(masq(4)).toBe('');
+    if (v6) expect(masq(6)).toContain(`-d ${IPV6_NETWORK}`);
+    else expect(masq(6)).toBe('');
+  });
+
+  it('felt plan finds the node in sync (reconcile.json holds the parameters of both families)', async () => {
+    const [a] = c.nodes as [Node];
+    const plan = () => exec(['ip', 'netns', 'exec', a.ns, join(ROOT, 'dist/bin/felt'), 'plan', '--node', '--data-dir', join(a.dir, 'state')]);
+    const r = await eventually(async () => {
+      const x = await plan();
+      return x.code === 0 ? x : false;
+    }, { what: 'felt plan --node in sync', timeoutMs: 20_000, intervalMs: 200 });
+    expect(r.stdout).toContain('1 remote lease(s): in sync');
   });
 
   it('gives pods an address of every enabled family through the flannel plugin', () => {
