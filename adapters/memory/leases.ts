@@ -175,6 +175,19 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         return E.right(toLease(row));
       }),
 
+    repair: (req: LeaseRequest, ttlSeconds: number) =>
+      op((): E.Either<StoreError, Lease | 'absent'> => {
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
+        const key = subnetKey(c);
+        if (!leases.has(key)) return E.right('absent');
+        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
+        leases.set(key, row);
+        record('added', toLease(row));
+        return E.right(toLease(row));
+      }),
+
     revoke: (subnet: string) =>
       op(() => {
         for (const [k, r] of [...leases]) {
