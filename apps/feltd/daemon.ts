@@ -12,7 +12,8 @@ import type { LeaseStore, Watch } from '../../adapters/lease/types.ts';
 import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { chooseSubnet } from '../../core/flannel/subnets.ts';
-import { previousSubnets } from '../../core/flannel/lease.ts';
+import { previousSubnets, subnetKey } from '../../core/flannel/lease.ts';
+import { configChanges, ownLeaseStatus, screenLeases, trackRefusals, type OwnLeaseStatus } from '../../core/flannel/trust.ts';
 import { decideNodeIn, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import { cniError, ErrCode } from '../../core/cni/errors.ts';
 import { fold } from '../../core/events.ts';
@@ -417,34 +418,130 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
 
   // ---------------------------------------------------------------- watch the lease store
   const isOwn = (l: Lease): boolean => l.attrs.PublicIP === underlay.publicIP;
-  const startWatch = async (): Promise<void> => {
+  const me = { publicIP: underlay.publicIP, backendType: config.backend.type, ...(config.backend.type === 'vxlan' ? { vtepMac } : {}) };
+  /** Leases refused (core/flannel/trust.ts), by key: each refusal is logged once, not on every listing. */
+  let refusalsLogged: ReadonlyMap<string, string> = new Map();
+  const logRefusals = (candidates: readonly Lease[], present: Iterable<string>, complete: boolean): void => {
+    const ownKey = state.ownLease?.key;
+    const others = candidates.filter((l) => subnetKey(l) !== ownKey && !isOwn(l));
+    const dual = config.enableIPv4 && config.enableIPv6;
+    const s = screenLeases({ config, leases: others, own: state.ownLease, ...(dual ? { known: Object.values(state.remotes) } : {}), isKnown: (k) => k in state.remotes });
+    const t = trackRefusals(refusalsLogged, s.refused, present, complete);
+    refusalsLogged = t.logged;
+    for (const r of t.log) log.error('lease refused: not routed', { key: r.key, publicIP: r.publicIP, why: r.why });
+  };
+  /** Warnings about a second feltd renewing this node's lease, once each. */
+  const duplicatesLogged = new Set<string>();
+  /**
+   * The own lease as the store holds it. `afterReset`: the store was wiped or replaced (then another node
+   * holding our key took it legitimately: say so, do not fight); otherwise a foreign value on our live key is
+   * tampering, and is written back.
+   */
+  const checkOwn = async (st: OwnLeaseStatus, afterReset: string | undefined): Promise<void> => {
+    const own = state.ownLease;
+    if (!own || stopped) return;
+    const subnet = own.subnet ?? own.ipv6Subnet;
+    switch (st.kind) {
+      case 'ok':
+        return;
+      case 'missing':
+        log.error('own lease missing from the lease store: re-creating it with the same subnet', { key: own.key, why: afterReset ?? 'absent from a listing' });
+        actor.send({ type: 'REVOKED' });
+        return;
+      case 'duplicate':
+        if (duplicatesLogged.has(st.why)) return;
+        duplicatesLogged.add(st.why);
+        log.error('another feltd with this public IP renews this node\'s lease: both nodes claim one subnet', {
+          key: own.key,
+          publicIP: underlay.publicIP,
+          why: st.why,
+          fix: 'give every node its own public IP (--public-ip or --iface); flanneld shares a lease by public IP the same way',
+        });
+        return;
+      case 'foreign': {
+        if (afterReset) {
+          log.error('own subnet taken by another node after the lease store was reset', {
+            key: own.key,
+            holder: st.holder ?? 'unknown',
+            why: `${afterReset}; ${st.why}`,
+            action: `keeping subnet.env and the pods on ${subnet}; restart feltd to take another subnet`,
+          });
+          return;
+        }
+        log.error('own lease changed in the store behind feltd\'s back: writing it back', { key: own.key, why: st.why });
+        const req = { ...(own.subnet ? { subnet: own.subnet } : {}), ...(own.ipv6Subnet ? { ipv6Subnet: own.ipv6Subnet } : {}), attrs: attrs() };
+        const r = await leases.repair(req, flags.leaseTTLSeconds)();
+        if (E.isLeft(r)) {
+          log.error('cannot write the own lease back', { key: own.key, error: r.left.msg });
+          metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
+        } else if (r.right === 'absent') actor.send({ type: 'REVOKED' });
+        else if (!stopped) {
+          actor.send({ type: 'LEASE_UPDATED', lease: r.right });
+          held(r.right);
+        }
+        return;
+      }
+    }
+  };
+  const startWatch = async (why?: string): Promise<void> => {
     watch?.stop();
     const snap = await leases.list()();
     if (E.isLeft(snap)) {
       log.error('cannot list leases', { error: snap.left.msg });
       metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
-      setTimeout(() => void (stopped || startWatch()), 1000);
+      setTimeout(() => void (stopped || startWatch(why)), 1000);
       return;
     }
     revision = snap.right.revision;
+    logRefusals(snap.right.leases, snap.right.leases.map(subnetKey), true);
     record({ type: 'ObserveLeases', data: { snapshot: snap.right, own: underlay.publicIP } } as NodeCommand);
     void reconcile(true);
+    const ownKey = state.ownLease?.key;
+    if (ownKey) void checkOwn(ownLeaseStatus(snap.right.leases.find((l) => subnetKey(l) === ownKey), me), why);
     watch = leases.watch(
       revision,
       (evs: readonly LeaseEvent[], rev: number) => {
         revision = rev;
-        const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
+        const key = state.ownLease?.key;
+        const ownEvents = key ? evs.filter((e) => subnetKey(e.lease) === key) : [];
+        const ownLast = ownEvents.at(-1);
+        // Removed (and maybe taken by another node since): a revocation. Changed without a removal: check it.
+        const ownRemoved = ownEvents.some((e) => e.type === 'removed');
+        logRefusals(
+          evs.flatMap((e) => (e.type === 'added' ? [e.lease] : [])),
+          evs.map((e) => subnetKey(e.lease)),
+          false,
+        );
         const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own: underlay.publicIP } } as NodeCommand);
         if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
+        else if (ownLast?.type === 'added') void checkOwn(ownLeaseStatus(ownLast.lease, me), undefined);
         const keys = changed.flatMap((e) => (e.type === 'RemoteLeaseSeen' || e.type === 'RemoteLeaseRemoved' ? [e.data.key] : []));
         if (keys.length) void reconcile(false, keys);
       },
       (why) => {
         log.info('lease watch reset, listing again', { why });
-        void startWatch();
+        void startWatch(why);
       },
     );
   };
+  // The network config in the store, checked every resync: flanneld reads it once at start and runs with it
+  // until restarted; feltd does the same, and says when the store holds another (or an unreadable) one.
+  let configSeen: string | undefined;
+  const checkConfig = async (): Promise<void> => {
+    const r = await leases.getNetworkConfig()();
+    if (E.isLeft(r) || r.right === undefined || r.right === configSeen) return;
+    configSeen = r.right;
+    const parsed = parseNetConfig(r.right);
+    if (E.isLeft(parsed)) {
+      log.error('network config in the lease store refused: keeping the config feltd started with', { why: parsed.left });
+      return;
+    }
+    const changes = configChanges(config, parsed.right.config);
+    if (changes.length) {
+      log.error('network config changed in the lease store: keeping the config feltd started with, as flanneld does; restart feltd to apply it', { changes });
+    }
+  };
+  const configTimer = setInterval(() => (stopped ? clearInterval(configTimer) : void checkConfig()), flags.resyncSeconds * 1000);
 
   // ---------------------------------------------------------------- lease lifecycle
   const previous = (() => {
@@ -461,7 +558,13 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
     metrics.counter(STORE_ERRORS[0], STORE_ERRORS[1], 1, { store: 'leases' });
     return new Error(msg);
   };
-  const acquire = async (): Promise<Lease> => {
+  /**
+   * `prev`: the lease this node held (revoked, expired, lost in a wiped store). Its subnet is taken back, as
+   * docs/feltd.md says; if another node holds it now, feltd says so and keeps subnet.env, cni0 and the pods on
+   * it (acquiring again later, in case it frees up) rather than moving to a subnet its pods are not in.
+   */
+  const acquire = async (prev: Lease | null): Promise<Lease> => {
+    const want = prev?.subnet ?? previous;
     for (let attempt = 0; ; attempt++) {
       const snap = await leases.list()();
       if (E.isLeft(snap)) throw leaseStoreError(snap.left.msg);
@@ -469,11 +572,29 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         config,
         leases: snap.right.leases,
         publicIP: underlay.publicIP,
-        ...(previous ? { previous } : {}),
+        ...(want ? { previous: want } : {}),
         now: now(),
         rand: (n: number) => randomInt(n),
       });
       if (E.isLeft(choice)) throw new Error(choice.left);
+      if (prev && subnetKey(choice.right) !== subnetKey(prev)) {
+        const holder = snap.right.leases.find((l) => subnetKey(l) === subnetKey(prev));
+        const msg = `this node's subnet ${prev.subnet ?? prev.ipv6Subnet} is ${holder ? `leased to ${holder.invalid ? 'a value that is not a lease' : holder.attrs.PublicIP}` : 'not available'} (${choice.right.why}): keeping subnet.env and the pods on it; restart feltd to take another subnet`;
+        log.error('own subnet taken', { subnet: prev.subnet ?? prev.ipv6Subnet, why: msg });
+        throw new Error(msg);
+      }
+      if (prev) log.info('taking the subnet held before back', { subnet: prev.subnet ?? prev.ipv6Subnet, source: choice.right.source });
+      if (choice.right.source === 'reused') {
+        const held = snap.right.leases.find((l) => subnetKey(l) === subnetKey(choice.right));
+        const st = ownLeaseStatus(held, me);
+        if (st.kind === 'duplicate') {
+          log.error('reusing a lease of this public IP that another feltd holds: both nodes claim one subnet', {
+            key: subnetKey(choice.right),
+            why: st.why,
+            fix: 'give every node its own public IP (--public-ip or --iface); flanneld shares a lease by public IP the same way',
+          });
+        }
+      }
       for (const stale of choice.right.stale) {
         if (stale.subnet) await leases.revoke(stale.subnet)();
       }
@@ -495,6 +616,17 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       flags.leaseTTLSeconds,
     )();
     if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
+    if (r.right === 'lost') {
+      // A value that is not a lease on our key (nobody's lease): write ours back. Another node's is a loss.
+      const snap = await leases.list()();
+      const found = E.isRight(snap) ? snap.right.leases.find((l) => subnetKey(l) === subnetKey(lease)) : undefined;
+      if (found?.invalid) {
+        log.error('own lease changed in the store behind feltd\'s back: writing it back', { key: subnetKey(lease), why: found.invalid });
+        const req = { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() };
+        const fixed = await leases.repair(req, flags.leaseTTLSeconds)();
+        if (E.isRight(fixed) && fixed.right !== 'absent') return fixed.right;
+      }
+    }
     return r.right;
   };
   const held = (lease: Lease): void => {
@@ -506,7 +638,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
   const actor = createActor(
     leaseMachine.provide({
       actors: {
-        acquire: fromPromise(() => acquire()),
+        acquire: fromPromise(({ input }: { input: { previous: Lease | null } }) => acquire(input.previous)),
         renew: fromPromise(({ input }: { input: { lease: Lease } }) => renew(input.lease)),
       },
       actions: {
