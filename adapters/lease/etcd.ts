@@ -276,6 +276,41 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
         return E.right(undefined);
       }),
 
+    watchNetworkConfig(onConfig): Watch {
+      let stopped = false;
+      let watcher: Watcher | undefined;
+      const key = Buffer.from(configKeyPath(prefix));
+      const stop = (): void => {
+        if (stopped) return;
+        stopped = true;
+        watches.delete(stop);
+        watcher?.cancel().catch(() => undefined);
+      };
+      watches.add(stop);
+      const current = (): void => {
+        call('get config', (c) => c.kv.range({ key })).then(
+          (r) => void (stopped || onConfig(r.kvs[0]?.value.toString())),
+          () => undefined, // unreachable: the next connection asks again
+        );
+      };
+      client().then(
+        ({ c }) => {
+          if (stopped) return;
+          const w = c.watch().key(key).watcher();
+          watcher = w;
+          // (Re)connected: what it is now, changes missed while away included.
+          w.on('connected', () => current());
+          w.on('data', (res: IWatchResponse) => {
+            if (stopped) return;
+            for (const ev of res.events) onConfig(ev.type === 'Put' ? ev.kv.value.toString() : undefined);
+          });
+          w.on('error', () => undefined);
+        },
+        () => undefined,
+      );
+      return { stop };
+    },
+
     list: () =>
       op('list', async () => {
         // A later page can fail when compaction overtakes the pinned revision: read again from the start.

@@ -246,6 +246,36 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         return E.right(undefined);
       }),
 
+    watchNetworkConfig(onConfig): Watch {
+      // The config row is one read of a local file: polled with the watches' period, told on change.
+      let stopped = false;
+      let timer: NodeJS.Timeout | undefined;
+      let last: string | undefined | null = null;
+      const stop = (): void => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        watches.delete(stop);
+      };
+      const tick = (): void => {
+        timer = undefined;
+        if (stopped) return;
+        try {
+          checkFile();
+          const now = (stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v;
+          if (now !== last) {
+            last = now;
+            onConfig(now);
+          }
+        } catch {
+          // Locked or briefly unreadable: the next poll tries again.
+        }
+        if (!stopped) timer = setTimeout(tick, pollMs);
+      };
+      watches.add(stop);
+      timer = setTimeout(tick, 0);
+      return { stop };
+    },
+
     list: () =>
       op((): E.Either<StoreError, LeaseSnapshot> => {
         sweepIfNeeded();

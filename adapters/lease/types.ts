@@ -27,6 +27,12 @@ export interface LeaseStore {
   /** The network config JSON (etcd: `<prefix>/config`; embedded: what `putNetworkConfig` stored). */
   getNetworkConfig(): TE.TaskEither<StoreError, string | undefined>;
   putNetworkConfig(json: string): TE.TaskEither<StoreError, void>;
+  /**
+   * Told the network config's text when it changes (undefined: deleted), and once when the watch starts (or
+   * re-connects) with what it is then. feltd runs with the config it started with, as flanneld does, and
+   * uses this only to say when the store holds another.
+   */
+  watchNetworkConfig(onConfig: (json: string | undefined) => void): Watch;
   /** All unexpired leases and the revision they were read at (one consistent read). */
   list(): TE.TaskEither<StoreError, LeaseSnapshot>;
   /** Create the lease if its key is absent; 'taken' if another holds it. TTL in seconds. */

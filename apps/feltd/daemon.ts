@@ -524,14 +524,13 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       },
     );
   };
-  // The network config in the store, checked every resync: flanneld reads it once at start and runs with it
-  // until restarted; feltd does the same, and says when the store holds another (or an unreadable) one.
+  // The network config in the store: flanneld reads it once at start and runs with it until restarted; feltd
+  // does the same, and says when the store holds another (or an unreadable) one.
   let configSeen: string | undefined;
-  const checkConfig = async (): Promise<void> => {
-    const r = await leases.getNetworkConfig()();
-    if (E.isLeft(r) || r.right === undefined || r.right === configSeen) return;
-    configSeen = r.right;
-    const parsed = parseNetConfig(r.right);
+  const checkConfig = (text: string | undefined): void => {
+    if (stopped || text === undefined || text === configSeen) return;
+    configSeen = text;
+    const parsed = parseNetConfig(text);
     if (E.isLeft(parsed)) {
       log.error('network config in the lease store refused: keeping the config feltd started with', { why: parsed.left });
       return;
@@ -541,7 +540,7 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
       log.error('network config changed in the lease store: keeping the config feltd started with, as flanneld does; restart feltd to apply it', { changes });
     }
   };
-  const configTimer = setInterval(() => (stopped ? clearInterval(configTimer) : void checkConfig()), flags.resyncSeconds * 1000);
+  leases.watchNetworkConfig(checkConfig);
 
   // ---------------------------------------------------------------- lease lifecycle
   const previous = (() => {

@@ -438,6 +438,24 @@ describe('etcd lease store: a wiped or tampered etcd', () => {
     }
   }, 90_000);
 
+  it('watchNetworkConfig: told the config at start and at each change', async () => {
+    const prefix = freshPrefix();
+    const a = store(prefix);
+    await ok(a.putNetworkConfig('{"a":1}'));
+    const seen: (string | undefined)[] = [];
+    const w = a.watchNetworkConfig((j) => seen.push(j));
+    const until = async (n: number) => {
+      for (const end = Date.now() + 10_000; seen.length < n; await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+    };
+    await until(1);
+    await ctl(['put', `${prefix}/config`, '{"a":2}']);
+    await until(2);
+    await ctl(['del', `${prefix}/config`]);
+    await until(3);
+    w.stop();
+    expect(seen).toEqual(['{"a":1}', '{"a":2}', undefined]);
+  });
+
   it('a lease key holding a value that is not a lease: listed and watched as invalid; repair puts the lease back', async () => {
     const prefix = freshPrefix();
     const a = store(prefix);

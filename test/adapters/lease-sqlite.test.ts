@@ -398,6 +398,24 @@ describe('sqlite lease store: a file deleted, replaced or edited under a running
     expect((await ok(t.list())).leases.map((l) => l.subnet)).toEqual(['10.244.1.0/24']);
   });
 
+  it('watchNetworkConfig: told the config at start and at each change, by any process', async () => {
+    const path = join(tmp(), 'leases.db');
+    const s = sqliteLeaseStore({ path, pollMs: 10 });
+    const t = sqliteLeaseStore({ path });
+    opened.push(s, t);
+    await ok(s.putNetworkConfig('{"a":1}'));
+    const seen: (string | undefined)[] = [];
+    const w = s.watchNetworkConfig((j) => seen.push(j));
+    const until = async (n: number) => {
+      for (const end = Date.now() + 5000; seen.length < n; await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+    };
+    await until(1);
+    await ok(t.putNetworkConfig('{"a":2}'));
+    await until(2);
+    w.stop();
+    expect(seen).toEqual(['{"a":1}', '{"a":2}']);
+  });
+
   it('a file replaced by an older copy (revision below the watch): reset', async () => {
     const dir = tmp();
     const path = join(dir, 'leases.db');
