@@ -572,6 +572,9 @@ export async function startDaemon(deps: DaemonDeps, config: NetConfig): Promise<
         leases: snap.right.leases,
         publicIP: underlay.publicIP,
         ...(want ? { previous: want } : {}),
+        // Subnets other nodes held when this node last looked: after a wiped store they may not be leased again
+        // yet while their kernels still route them.
+        avoid: Object.values(state.remotes).flatMap((r) => [r.subnet, r.ipv6Subnet].filter((x): x is string => !!x)),
         now: now(),
         rand: (n: number) => randomInt(n),
       });
