@@ -218,6 +218,7 @@ describe('leases in the store are checked', () => {
       c.startFeltd(twin);
       await until('the twin says it reuses a lease another feltd holds', () => c.loggedSince(twin, 0, 'reusing a lease of this public IP that another feltd holds'));
       await until('n1 says another feltd renews its lease', () => c.loggedSince(n1, mark, "another feltd with this public IP renews this node's lease"));
+      await c.waitReady([twin]);
       expect(c.subnetOf(twin)).toBe(c.subnetOf(n1));
     } finally {
       await c.stopFeltd(twin);
