@@ -85,3 +85,6 @@ export const leaseOf = (subnet: string | undefined, ipv6Subnet: string | undefin
   attrs,
   expiration,
 });
+
+/** The attrs of a lease whose value cannot be read: nothing to trust (Lease.invalid says why). */
+export const NO_ATTRS: LeaseAttrs = { PublicIP: '0.0.0.0', PublicIPv6: null, BackendType: '' };

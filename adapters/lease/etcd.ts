@@ -33,7 +33,7 @@ import {
   subnetsKeyPrefix,
 } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, NEVER, sameOwner, storeError } from './common.ts';
+import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, NEVER, NO_ATTRS, sameOwner, storeError } from './common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
 
 export interface EtcdLeaseStoreOptions {
@@ -192,8 +192,12 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     return iso(at);
   };
 
-  /** Parse a key-value under the subnets prefix; undefined (and onSkip) when it is not a lease. */
-  const parseKv = (kv: IKeyValue, withValue: boolean): { subnet?: string; ipv6Subnet?: string; attrs?: LeaseAttrs } | undefined => {
+  /**
+   * Parse a key-value under the subnets prefix; undefined (and onSkip) when the key is not a lease key. A lease
+   * key whose value is not a flannel lease comes back with `invalid` (the subnet is held; nothing else is
+   * trusted), so feltd can refuse it, or repair it when it is its own.
+   */
+  const parseKv = (kv: IKeyValue, withValue: boolean): { subnet?: string; ipv6Subnet?: string; attrs?: LeaseAttrs; invalid?: string } | undefined => {
     const key = kv.key.toString();
     const k = parseLeaseKeyPath(prefix, key);
     if (E.isLeft(k)) {
@@ -202,11 +206,26 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     }
     if (!withValue) return k.right;
     const a = parseLeaseAttrs(kv.value.toString());
-    if (E.isLeft(a)) {
-      opts.onSkip?.(key, a.left);
+    if (E.isLeft(a)) return { ...k.right, attrs: NO_ATTRS, invalid: a.left };
+    return { ...k.right, attrs: a.right };
+  };
+  const withInvalid = (l: Lease, invalid: string | undefined): Lease => (invalid ? { ...l, invalid } : l);
+
+  /**
+   * The etcd this store talks to, as its response headers name it: a cluster id that changes, or a revision
+   * below one already seen, means the data was wiped or restored (watches must list again).
+   */
+  let clusterId: string | undefined;
+  const sameCluster = (header: { cluster_id?: unknown } | undefined): string | undefined => {
+    const id = header?.cluster_id === undefined ? undefined : String(header.cluster_id);
+    if (!id) return undefined;
+    if (clusterId === undefined || clusterId === id) {
+      clusterId = id;
       return undefined;
     }
-    return { ...k.right, attrs: a.right };
+    const was = clusterId;
+    clusterId = id;
+    return `etcd at ${where} is another cluster now (cluster id ${was} -> ${id}): its data was wiped or replaced`;
   };
 
   const revokeQuietly = (id: string): Promise<void> =>
@@ -240,7 +259,7 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     const values = await pool(ids, TTL_CONCURRENCY, expirationOf);
     const present = new Set(ids);
     for (const id of [...expiries.keys()]) if (!present.has(id)) expiries.delete(id);
-    const leases = parsed.map(({ kv, p }) => leaseOf(p.subnet, p.ipv6Subnet, p.attrs, values[exps.get(String(kv.lease))!]!));
+    const leases = parsed.map(({ kv, p }) => withInvalid(leaseOf(p.subnet, p.ipv6Subnet, p.attrs, values[exps.get(String(kv.lease))!]!), p.invalid));
     return { leases, revision: Number(revision ?? 0) };
   };
 
@@ -256,6 +275,41 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
         await call('put config', (c) => c.kv.put({ key: Buffer.from(configKeyPath(prefix)), value: Buffer.from(json) }));
         return E.right(undefined);
       }),
+
+    watchNetworkConfig(onConfig): Watch {
+      let stopped = false;
+      let watcher: Watcher | undefined;
+      const key = Buffer.from(configKeyPath(prefix));
+      const stop = (): void => {
+        if (stopped) return;
+        stopped = true;
+        watches.delete(stop);
+        watcher?.cancel().catch(() => undefined);
+      };
+      watches.add(stop);
+      const current = (): void => {
+        call('get config', (c) => c.kv.range({ key })).then(
+          (r) => void (stopped || onConfig(r.kvs[0]?.value.toString())),
+          () => undefined, // unreachable: the next connection asks again
+        );
+      };
+      client().then(
+        ({ c }) => {
+          if (stopped) return;
+          const w = c.watch().key(key).watcher();
+          watcher = w;
+          // (Re)connected: what it is now, changes missed while away included.
+          w.on('connected', () => current());
+          w.on('data', (res: IWatchResponse) => {
+            if (stopped) return;
+            for (const ev of res.events) onConfig(ev.type === 'Put' ? ev.kv.value.toString() : undefined);
+          });
+          w.on('error', () => undefined);
+        },
+        () => undefined,
+      );
+      return { stop };
+    },
 
     list: () =>
       op('list', async () => {
@@ -336,6 +390,40 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
         return E.left(storeError(`etcd renew at ${where}: the lease kept changing under us`, true));
       }),
 
+    repair: (req: LeaseRequest, ttlSeconds: number) =>
+      op('repair', async (): Promise<E.Either<StoreError, Lease | 'absent'>> => {
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
+        const key = Buffer.from(leaseKeyPath(prefix, c));
+        const value = Buffer.from(serializeLeaseAttrs(c.attrs));
+        for (let attempt = 0; attempt < 5; attempt++) {
+          const cur = (await call('repair', (cl) => cl.kv.range({ key }))).kvs[0];
+          if (!cur) return E.right('absent');
+          const g = await grant(ttlSeconds);
+          let txn;
+          try {
+            txn = await call('repair', (cl) =>
+              cl.kv.txn({
+                compare: [{ key, target: TARGET_MOD, result: CMP_EQUAL, mod_revision: cur.mod_revision }],
+                success: [{ request_put: { key, value, lease: g.id } }],
+                failure: [{ request_range: { key } }],
+              }),
+            );
+          } catch (e) {
+            await revokeQuietly(g.id);
+            throw e;
+          }
+          const holder = txn.succeeded ? undefined : txn.responses[0]?.response_range?.kvs[0];
+          if (txn.succeeded || String(holder?.lease) === g.id) {
+            remember(g.id, Date.now() + g.ttl * 1000);
+            return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
+          }
+          await revokeQuietly(g.id);
+        }
+        return E.left(storeError(`etcd repair at ${where}: the lease kept changing under us`, true));
+      }),
+
     revoke: (subnet: string) =>
       op('revoke', async () => {
         const r = await call('revoke', (c) => c.kv.range({ key: dirKey, range_end: dirEnd, keys_only: true }));
@@ -386,7 +474,9 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           exps.set(id, await expirationOf(id).catch(() => iso(Date.now())));
         });
         return mapped.flatMap((m) =>
-          m ? [{ type: m.type, lease: leaseOf(m.p.subnet, m.p.ipv6Subnet, m.p.attrs!, m.type === 'added' ? exps.get(m.lease)! : iso(Date.now())) }] : [],
+          m
+            ? [{ type: m.type, lease: withInvalid(leaseOf(m.p.subnet, m.p.ipv6Subnet, m.p.attrs!, m.type === 'added' ? exps.get(m.lease)! : iso(Date.now())), m.type === 'added' ? m.p.invalid : undefined) }]
+            : [],
         );
       };
 
@@ -400,8 +490,21 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           w.on('connecting', () => {
             w.request.start_revision = String(next);
           });
+          // A wiped etcd, restarted (with the same flags it keeps its cluster id) and given the config again, is
+          // at a revision far below ours: watching "from revision N" there would wait silently for N. So is one
+          // restored from an older backup. Either means what we know is no longer what it holds: list again.
+          const wiped = (header: IWatchResponse['header'] | undefined): boolean => {
+            const other = sameCluster(header);
+            const rev = Number(header?.revision ?? NaN);
+            const why = other ?? (Number.isFinite(rev) && rev < next - 1 ? `etcd at ${where} is at revision ${rev}, below revision ${next - 1} already seen: its data was wiped or restored from a backup` : undefined);
+            if (why) reset(why);
+            return why !== undefined;
+          };
+          w.on('connected', (res: IWatchResponse) => {
+            if (!stopped) wiped(res.header);
+          });
           w.on('data', (res: IWatchResponse) => {
-            if (stopped || res.events.length === 0) return;
+            if (stopped || wiped(res.header) || res.events.length === 0) return;
             const revision = Math.max(...res.events.map((ev) => Number(ev.kv.mod_revision)));
             next = Math.max(next, revision + 1);
             chain = chain

@@ -16,14 +16,14 @@
 // the store is the last change's. Watches poll the change log (default every 200 ms) and get onReset when
 // the revision they need was pruned (the log keeps the last `maxChanges` rows, default 10,000).
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { subnetKey } from '../../core/flannel/lease.ts';
+import { parseLeaseAttrs, subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, sameOwner, storeError } from './common.ts';
+import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, NO_ATTRS, sameOwner, storeError } from './common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
 import { ensureSchema, isBusy } from '../store/sqlite-schema.ts';
 
@@ -93,7 +93,16 @@ function toStoreError(path: string, e: unknown): StoreError {
 }
 
 
-const rowToLease = (r: LeaseRow): Lease => leaseOf(r.subnet ?? undefined, r.ipv6_subnet ?? undefined, JSON.parse(r.attrs) as LeaseAttrs, iso(r.expires_at));
+/** A row as a lease; attrs that are not a flannel lease (edited by hand) give a lease with `invalid`. */
+const rowToLease = (r: LeaseRow): Lease => {
+  const a = parseLeaseAttrs(r.attrs);
+  const l = leaseOf(r.subnet ?? undefined, r.ipv6_subnet ?? undefined, E.isRight(a) ? a.right : NO_ATTRS, iso(r.expires_at));
+  return E.isRight(a) ? l : { ...l, invalid: a.left };
+};
+const attrsOf = (text: string): LeaseAttrs | undefined => {
+  const a = parseLeaseAttrs(text);
+  return E.isRight(a) ? a.right : undefined;
+};
 
 export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
   const { path } = opts;
@@ -105,6 +114,20 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
   let closed = false;
   const watches = new Set<() => void>();
   const cache = new Map<string, Database.Statement>();
+  /**
+   * The file this store has open (device and inode), and how many times it had to open another: a leases.db
+   * deleted or replaced under a running feltd would otherwise keep taking its writes into an unlinked file
+   * while other nodes use the new one. Watches compare `generation` and reset when it moved.
+   */
+  let identity: string | undefined;
+  let generation = 0;
+  let replacedWhy = '';
+  /** The config this process put, written again into a file that replaced the one it was put into. */
+  let ownConfig: string | undefined;
+  const fileIdentity = (): string | undefined => {
+    const st = statSync(path, { throwIfNoEntry: false });
+    return st ? `${st.dev}:${st.ino}` : undefined;
+  };
 
   const open = (): Database.Database => {
     if (closed) throw storeError(`lease store ${path} is closed`, false);
@@ -119,7 +142,26 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
       throw e;
     }
     db = d;
+    identity = fileIdentity();
+    if (generation > 0 && ownConfig !== undefined) {
+      d.prepare("INSERT INTO config (k, v) VALUES ('network', ?) ON CONFLICT (k) DO NOTHING").run(ownConfig);
+    }
     return d;
+  };
+  /** Reopen when the file at `path` is no longer the one open (deleted, or replaced by another file). */
+  const checkFile = (): void => {
+    if (!db) return;
+    const now = fileIdentity();
+    if (now === identity) return;
+    replacedWhy = now === undefined ? `${path} was deleted` : `${path} was replaced by another file`;
+    cache.clear();
+    try {
+      db.close();
+    } catch {
+      // Closing the unlinked file cannot fail in a way that matters: it is gone.
+    }
+    db = undefined;
+    generation += 1;
   };
   const stmt = (sql: string): Database.Statement => {
     let s = cache.get(sql);
@@ -175,6 +217,7 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     () =>
       Promise.resolve().then(() => {
         try {
+          checkFile();
           return f();
         } catch (e) {
           return E.left(toStoreError(path, e));
@@ -199,8 +242,39 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     putNetworkConfig: (json) =>
       op(() => {
         stmt("INSERT INTO config (k, v) VALUES ('network', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v").run(json);
+        ownConfig = json;
         return E.right(undefined);
       }),
+
+    watchNetworkConfig(onConfig): Watch {
+      // The config row is one read of a local file: polled with the watches' period, told on change.
+      let stopped = false;
+      let timer: NodeJS.Timeout | undefined;
+      let last: string | undefined | null = null;
+      const stop = (): void => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        watches.delete(stop);
+      };
+      const tick = (): void => {
+        timer = undefined;
+        if (stopped) return;
+        try {
+          checkFile();
+          const now = (stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v;
+          if (now !== last) {
+            last = now;
+            onConfig(now);
+          }
+        } catch {
+          // Locked or briefly unreadable: the next poll tries again.
+        }
+        if (!stopped) timer = setTimeout(tick, pollMs);
+      };
+      watches.add(stop);
+      timer = setTimeout(tick, 0);
+      return { stop };
+    },
 
     list: () =>
       op((): E.Either<StoreError, LeaseSnapshot> => {
@@ -236,7 +310,22 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         return E.right(
           write((now): Lease | 'lost' => {
             const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
-            if (!row || !sameOwner(JSON.parse(row.attrs) as LeaseAttrs, c.attrs)) return 'lost';
+            const held = row ? attrsOf(row.attrs) : undefined;
+            if (!held || !sameOwner(held, c.attrs)) return 'lost';
+            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
+          }),
+        );
+      }),
+
+    repair: (req: LeaseRequest, ttlSeconds: number) =>
+      op((): E.Either<StoreError, Lease | 'absent'> => {
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
+        const key = subnetKey(c);
+        return E.right(
+          write((now): Lease | 'absent' => {
+            if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) === undefined) return 'absent';
             return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
           }),
         );
@@ -258,6 +347,7 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     watch(fromRevision, onEvents, onReset): Watch {
       let cursor = fromRevision;
       let stopped = false;
+      const gen = generation;
       let timer: NodeJS.Timeout | undefined;
       const stop = (): void => {
         stopped = true;
@@ -270,12 +360,25 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         if (stopped) return;
         let full = false;
         try {
+          checkFile();
+          if (generation !== gen) {
+            stop();
+            onReset(`${replacedWhy}: reopened ${path}, which no longer holds what was watched`);
+            return;
+          }
           sweepIfNeeded();
           const r = open().transaction(() => {
             const pruned = prunedThrough();
+            const current = currentRevision();
+            if (cursor > current) return { behind: current };
             if (cursor < pruned) return { pruned };
             return { rows: stmt('SELECT revision, kind, lease FROM changes WHERE revision > ? ORDER BY revision LIMIT ?').all(cursor, PAGE) as ChangeRow[] };
           })();
+          if ('behind' in r) {
+            stop();
+            onReset(`${path} is at revision ${r.behind}, below revision ${cursor} already seen: it was replaced or restored`);
+            return;
+          }
           if ('pruned' in r) {
             stop();
             onReset(`revision ${cursor} is no longer in the change log (pruned through ${r.pruned})`);

@@ -64,6 +64,7 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
   let available = true;
   let closed = false;
   const watchers = new Set<Watcher>();
+  const configWatchers = new Set<(json: string | undefined) => void>();
   let scheduled: Promise<void> | undefined;
 
   const toLease = (r: Row): Lease => plain(leaseOf(r.subnet, r.ipv6Subnet, r.attrs, iso(r.expiresAt)));
@@ -139,8 +140,15 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
     putNetworkConfig: (json) =>
       op(() => {
         config = json;
+        for (const w of [...configWatchers]) void Promise.resolve().then(() => configWatchers.has(w) && w(json));
         return E.right(undefined);
       }),
+    watchNetworkConfig(onConfig) {
+      configWatchers.add(onConfig);
+      const at = config;
+      void Promise.resolve().then(() => configWatchers.has(onConfig) && onConfig(at));
+      return { stop: () => void configWatchers.delete(onConfig) };
+    },
 
     list: () =>
       op((): E.Either<StoreError, LeaseSnapshot> => {
@@ -169,6 +177,19 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         const key = subnetKey(c);
         const old = leases.get(key);
         if (!old || !sameOwner(old.attrs, c.attrs)) return E.right('lost');
+        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
+        leases.set(key, row);
+        record('added', toLease(row));
+        return E.right(toLease(row));
+      }),
+
+    repair: (req: LeaseRequest, ttlSeconds: number) =>
+      op((): E.Either<StoreError, Lease | 'absent'> => {
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
+        const key = subnetKey(c);
+        if (!leases.has(key)) return E.right('absent');
         const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
         leases.set(key, row);
         record('added', toLease(row));
@@ -210,6 +231,7 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
     close() {
       closed = true;
       watchers.clear();
+      configWatchers.clear();
       return Promise.resolve();
     },
   };

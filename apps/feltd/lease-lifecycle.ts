@@ -8,7 +8,9 @@ import { createActor, fromPromise } from 'xstate';
 import type { LeaseStore, Watch } from '../../adapters/lease/types.ts';
 import { underlayIdentity, type Underlay } from '../../adapters/kernel/underlay.ts';
 import { chooseSubnet } from '../../core/flannel/subnets.ts';
-import { previousSubnets } from '../../core/flannel/lease.ts';
+import { previousSubnets, subnetKey } from '../../core/flannel/lease.ts';
+import { parseNetConfig } from '../../core/flannel/netconf.ts';
+import { configChanges, ownLeaseStatus, screenLeases, trackRefusals, type OwnLeaseStatus } from '../../core/flannel/trust.ts';
 import type { NodeCommand } from '../../core/flannel/node.ts';
 import { leaseMachine } from '../../core/flannel/lease-machine.ts';
 import type { Lease, LeaseEvent, NetConfig } from '../../core/flannel/types.ts';
@@ -51,34 +53,136 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
 
   // ---------------------------------------------------------------- watch the lease store
   const isOwn = (l: Lease): boolean => (underlay.publicIP ? l.attrs.PublicIP === underlay.publicIP : l.attrs.PublicIPv6 === underlay.publicIPv6);
-  const startWatch = async (): Promise<void> => {
+  const state = (): ReturnType<NodeLog['state']> => node.state();
+  const me = {
+    publicIP: config.enableIPv4 && underlay.publicIP ? underlay.publicIP : '0.0.0.0',
+    publicIPv6: underlay.publicIPv6 ?? null,
+    backendType: config.backend.type,
+    ...(config.backend.type === 'vxlan' ? { vtepMac: config.enableIPv4 ? vtepMac : vtepMacV6 } : {}),
+  };
+  /** Leases refused (core/flannel/trust.ts), by key: each refusal is logged once, not on every listing. */
+  let refusalsLogged: ReadonlyMap<string, string> = new Map();
+  const logRefusals = (candidates: readonly Lease[], present: Iterable<string>, complete: boolean): void => {
+    const st = state();
+    const ownKey = st.ownLease?.key;
+    const others = candidates.filter((l) => subnetKey(l) !== ownKey && !isOwn(l));
+    const dual = config.enableIPv4 && config.enableIPv6;
+    const s = screenLeases({ config, leases: others, own: st.ownLease, ...(dual ? { known: Object.values(st.remotes) } : {}), isKnown: (k) => k in st.remotes });
+    const t = trackRefusals(refusalsLogged, s.refused, present, complete);
+    refusalsLogged = t.logged;
+    for (const r of t.log) log.error('lease refused: not routed', { key: r.key, publicIP: r.publicIP, why: r.why });
+  };
+  /** Warnings about a second feltd renewing this node's lease, once each. */
+  const duplicatesLogged = new Set<string>();
+  /**
+   * The own lease as the store holds it. `afterReset`: the store was wiped or replaced (then another node
+   * holding our key took it legitimately: say so, do not fight); otherwise a foreign value on our live key is
+   * tampering, and is written back.
+   */
+  const checkOwn = async (st: OwnLeaseStatus, afterReset: string | undefined): Promise<void> => {
+    const ownLease = state().ownLease;
+    if (!ownLease || stopped) return;
+    const subnet = ownLease.subnet ?? ownLease.ipv6Subnet;
+    switch (st.kind) {
+      case 'ok':
+        return;
+      case 'missing':
+        log.error('own lease missing from the lease store: re-creating it with the same subnet', { key: ownLease.key, why: afterReset ?? 'absent from a listing' });
+        actor.send({ type: 'REVOKED' });
+        return;
+      case 'duplicate':
+        if (duplicatesLogged.has(st.why)) return;
+        duplicatesLogged.add(st.why);
+        log.error("another feltd with this public IP renews this node's lease: both nodes claim one subnet", {
+          key: ownLease.key,
+          publicIP: own,
+          why: st.why,
+          fix: 'give every node its own public IP (--public-ip or --iface); flanneld shares a lease by public IP the same way',
+        });
+        return;
+      case 'foreign': {
+        if (afterReset) {
+          log.error('own subnet taken by another node after the lease store was reset', {
+            key: ownLease.key,
+            holder: st.holder ?? 'unknown',
+            why: `${afterReset}; ${st.why}`,
+            action: `keeping subnet.env and the pods on ${subnet}; restart feltd to take another subnet`,
+          });
+          return;
+        }
+        log.error("own lease changed in the store behind feltd's back: writing it back", { key: ownLease.key, why: st.why });
+        const req = { ...(ownLease.subnet ? { subnet: ownLease.subnet } : {}), ...(ownLease.ipv6Subnet ? { ipv6Subnet: ownLease.ipv6Subnet } : {}), attrs: attrs() };
+        const r = await leases.repair(req, flags.leaseTTLSeconds)();
+        if (E.isLeft(r)) {
+          log.error('cannot write the own lease back', { key: ownLease.key, error: r.left.msg });
+          hooks.storeError('leases');
+        } else if (r.right === 'absent') actor.send({ type: 'REVOKED' });
+        else if (!stopped) {
+          actor.send({ type: 'LEASE_UPDATED', lease: r.right });
+          held(r.right);
+        }
+        return;
+      }
+    }
+  };
+  const startWatch = async (why?: string): Promise<void> => {
     watch?.stop();
     const snap = await leases.list()();
     if (E.isLeft(snap)) {
       log.error('cannot list leases', { error: snap.left.msg });
       hooks.storeError('leases');
-      setTimeout(() => void (stopped || startWatch()), 1000);
+      setTimeout(() => void (stopped || startWatch(why)), 1000);
       return;
     }
     revision = snap.right.revision;
+    logRefusals(snap.right.leases, snap.right.leases.map(subnetKey), true);
     record({ type: 'ObserveLeases', data: { snapshot: snap.right, own } } as NodeCommand);
     void reconcile(true);
+    const ownKey = state().ownLease?.key;
+    if (ownKey) void checkOwn(ownLeaseStatus(snap.right.leases.find((l) => subnetKey(l) === ownKey), me), why);
     watch = leases.watch(
       revision,
       (evs: readonly LeaseEvent[], rev: number) => {
         revision = rev;
-        const ownRemoved = evs.some((e) => e.type === 'removed' && isOwn(e.lease));
+        const key = state().ownLease?.key;
+        const ownEvents = key ? evs.filter((e) => subnetKey(e.lease) === key) : [];
+        const ownLast = ownEvents.at(-1);
+        // Removed (and maybe taken by another node since): a revocation. Changed without a removal: check it.
+        const ownRemoved = ownEvents.some((e) => e.type === 'removed');
+        logRefusals(
+          evs.flatMap((e) => (e.type === 'added' ? [e.lease] : [])),
+          evs.map((e) => subnetKey(e.lease)),
+          false,
+        );
         const changed = record({ type: 'ApplyLeaseEvents', data: { events: evs, own } } as NodeCommand);
         if (ownRemoved && !stopped) actor.send({ type: 'REVOKED' });
+        else if (ownLast?.type === 'added') void checkOwn(ownLeaseStatus(ownLast.lease, me), undefined);
         const keys = changed.flatMap((e) => (e.type === 'RemoteLeaseSeen' || e.type === 'RemoteLeaseRemoved' ? [e.data.key] : []));
         if (keys.length) void reconcile(false, keys);
       },
       (why) => {
         log.info('lease watch reset, listing again', { why });
-        void startWatch();
+        void startWatch(why);
       },
     );
   };
+  // The network config in the store: flanneld reads it once at start and runs with it until restarted; feltd
+  // does the same, and says when the store holds another (or an unreadable) one.
+  let configSeen: string | undefined;
+  const checkConfig = (text: string | undefined): void => {
+    if (stopped || text === undefined || text === configSeen) return;
+    configSeen = text;
+    const parsed = parseNetConfig(text);
+    if (E.isLeft(parsed)) {
+      log.error('network config in the lease store refused: keeping the config feltd started with', { why: parsed.left });
+      return;
+    }
+    const changes = configChanges(config, parsed.right.config);
+    if (changes.length) {
+      log.error('network config changed in the lease store: keeping the config feltd started with, as flanneld does; restart feltd to apply it', { changes });
+    }
+  };
+  leases.watchNetworkConfig(checkConfig);
 
   // ---------------------------------------------------------------- lease lifecycle
   const { subnet: previous, ipv6Subnet: previousIPv6 } = (() => {
@@ -98,7 +202,14 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     hooks.storeError('leases');
     return new Error(msg);
   };
-  const acquire = async (): Promise<Lease> => {
+  /**
+   * `prev`: the lease this node held (revoked, expired, lost in a wiped store). Its subnets are taken back, as
+   * docs/feltd.md says; if another node holds them now, feltd says so and keeps subnet.env, cni0 and the pods
+   * on them (acquiring again later, in case they free up) rather than moving to a subnet its pods are not in.
+   */
+  const acquire = async (prev: Lease | null): Promise<Lease> => {
+    const want = prev ? prev.subnet : previous;
+    const wantIPv6 = prev ? prev.ipv6Subnet : previousIPv6;
     for (let attempt = 0; ; attempt++) {
       const snap = await leases.list()();
       if (E.isLeft(snap)) throw leaseStoreError(snap.left.msg);
@@ -107,12 +218,34 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
         leases: snap.right.leases,
         publicIP: underlay.publicIP ?? '0.0.0.0',
         ...(underlay.publicIPv6 ? { publicIPv6: underlay.publicIPv6 } : {}),
-        ...(previous ? { previous } : {}),
-        ...(previousIPv6 ? { previousIPv6 } : {}),
+        ...(want ? { previous: want } : {}),
+        ...(wantIPv6 ? { previousIPv6: wantIPv6 } : {}),
+        // Subnets other nodes held when this node last looked: after a wiped store they may not be leased again
+        // yet while their kernels still route them.
+        avoid: Object.values(state().remotes).flatMap((r) => [r.subnet, r.ipv6Subnet].filter((x): x is string => !!x)),
         now: now(),
         rand: (n: number) => randomInt(n),
       });
       if (E.isLeft(choice)) throw new Error(choice.left);
+      if (prev && subnetKey(choice.right) !== subnetKey(prev)) {
+        const holder = snap.right.leases.find((l) => subnetKey(l) === subnetKey(prev));
+        const name = prev.subnet ?? prev.ipv6Subnet;
+        const msg = `this node's subnet ${name} is ${holder ? `leased to ${holder.invalid ? 'a value that is not a lease' : holder.attrs.PublicIP !== '0.0.0.0' ? holder.attrs.PublicIP : holder.attrs.PublicIPv6}` : 'not available'} (${choice.right.why}): keeping subnet.env and the pods on it; restart feltd to take another subnet`;
+        log.error('own subnet taken', { subnet: name, why: msg });
+        throw new Error(msg);
+      }
+      if (prev) log.info('taking the subnet held before back', { subnet: prev.subnet ?? prev.ipv6Subnet, source: choice.right.source });
+      if (choice.right.source === 'reused') {
+        const found = snap.right.leases.find((l) => subnetKey(l) === subnetKey(choice.right));
+        const st = ownLeaseStatus(found, me);
+        if (st.kind === 'duplicate') {
+          log.error('reusing a lease of this public IP that another feltd holds: both nodes claim one subnet', {
+            key: subnetKey(choice.right),
+            why: st.why,
+            fix: 'give every node its own public IP (--public-ip or --iface); flanneld shares a lease by public IP the same way',
+          });
+        }
+      }
       for (const stale of choice.right.stale) {
         if (stale.subnet) await leases.revoke(stale.subnet)();
       }
@@ -134,6 +267,17 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
       flags.leaseTTLSeconds,
     )();
     if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
+    if (r.right === 'lost') {
+      // A value that is not a lease on our key (nobody's lease): write ours back. Another node's is a loss.
+      const snap = await leases.list()();
+      const found = E.isRight(snap) ? snap.right.leases.find((l) => subnetKey(l) === subnetKey(lease)) : undefined;
+      if (found?.invalid) {
+        log.error("own lease changed in the store behind feltd's back: writing it back", { key: subnetKey(lease), why: found.invalid });
+        const req = { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() };
+        const fixed = await leases.repair(req, flags.leaseTTLSeconds)();
+        if (E.isRight(fixed) && fixed.right !== 'absent') return fixed.right;
+      }
+    }
     return r.right;
   };
   const held = (lease: Lease): void => {
@@ -145,7 +289,7 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
   const actor = createActor(
     leaseMachine.provide({
       actors: {
-        acquire: fromPromise(() => acquire()),
+        acquire: fromPromise(({ input }: { input: { previous: Lease | null } }) => acquire(input.previous)),
         renew: fromPromise(({ input }: { input: { lease: Lease } }) => renew(input.lease)),
       },
       actions: {

@@ -262,6 +262,13 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
         skip(`holds this node's public IP ${pub}`);
         continue;
       }
+      const len = f.family === 4 ? config.subnetLen : config.ipv6SubnetLen;
+      if (sn.prefix !== len) {
+        // Refused by the node Decider already (core/flannel/trust.ts); a log recorded before that check, or
+        // under another config, may still hold one.
+        skip(`${formatCIDR(sn)} is not a /${len}`);
+        continue;
+      }
       let p = v.placed;
       if (p?.ctx !== ctx) {
         p = { ctx, inNetwork: contains(f.network, sn.ip), inOwn: overlaps(sn, f.own), onSegment: !!f.underlay && contains(f.underlay, v.pubIP!) };

@@ -51,8 +51,12 @@ export type RemoteLeaseRemoved = Event<
   'RemoteLeaseRemoved',
   Subnets & {
     readonly publicIP: string;
-    /** `removed`: a watch event; `expired`: past its expiration; `gone`: absent from a full listing; `ours`: this node now holds it. */
-    readonly reason: 'removed' | 'expired' | 'gone' | 'ours';
+    /**
+     * `removed`: a watch event; `expired`: past its expiration; `gone`: absent from a full listing; `ours`: this
+     * node now holds it; `refused`: it now fails the checks of core/flannel/trust.ts (outside the network, another
+     * length, overlapping, not a lease).
+     */
+    readonly reason: 'removed' | 'expired' | 'gone' | 'ours' | 'refused';
   }
 >;
 

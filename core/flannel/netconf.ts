@@ -77,6 +77,10 @@ function network(f: Fields, key: string, family: Family, notices: string[]): R<C
   const c = parseCIDR(s.right);
   const fam = family === 4 ? 'IPv4' : 'IPv6';
   if (!c || c.ip.family !== family) return E.left(`${key}: "${s.right}" is not an ${fam} CIDR`);
+  if (c.prefix === 0) {
+    // Every address, the default route and the underlay too: masquerade and routes would swallow the host's traffic.
+    return E.left(`${key}: "${s.right}" covers every ${fam} address (the default route, the underlay); give the pod network's own range, e.g. ${family === 4 ? '"10.244.0.0/16"' : '"fd00:10:244::/56"'}`);
+  }
   if (hasHostBits(c)) {
     // Go's net.ParseCIDR keeps only the network; say so rather than silently.
     const n = networkOf(c);

@@ -14,6 +14,7 @@ import { stateView, type CommandMeta, type RowChange, type RowView, type Stored,
 import { parseMac } from '../ip/mac.ts';
 import { parseIP } from '../ip/ip.ts';
 import { parseVxlanBackendData, subnetKey } from './lease.ts';
+import { screenLeases } from './trust.ts';
 import type { NodeEvent, RemoteLeaseRemoved, RemoteLeaseSeen, SubnetLeased, SubnetLeaseLost, Subnets } from './events.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot, NetConfig } from './types.ts';
 
@@ -203,9 +204,19 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
           expired.delete(key);
         }
       }
+      // Leases that do not fit the network config, or overlap this node's subnet or another lease, are refused:
+      // never remote nodes (core/flannel/trust.ts).
+      const refused = new Set<string>();
+      if (state.config) {
+        const s = screenLeases({ config: state.config, leases: [...live.values()], own: state.ownLease, isKnown: (k) => view.get(k) !== undefined });
+        for (const r of s.refused) {
+          live.delete(r.key);
+          refused.add(r.key);
+        }
+      }
       const events: NodeEvent[] = [];
       for (const r of view.all()) {
-        if (!live.has(r.key)) events.push(removed(r, expired.has(r.key) ? 'expired' : r.key === ownKey ? 'ours' : 'gone'));
+        if (!live.has(r.key)) events.push(removed(r, expired.has(r.key) ? 'expired' : r.key === ownKey ? 'ours' : refused.has(r.key) ? 'refused' : 'gone'));
       }
       for (const [key, l] of [...live].sort(([a], [b]) => (a < b ? -1 : 1))) {
         const e = seen(l, view.get(key));
@@ -226,8 +237,32 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
         last.delete(key);
         last.set(key, ev);
       }
+      // Added leases that do not fit are refused (trust.ts); against the known ones only where two valid leases
+      // can overlap without sharing a key (dual stack: the same IPv4 subnet with another IPv6 one).
+      const refused = new Set<string>();
+      if (state.config) {
+        const added = [...last.values()].flatMap((ev) =>
+          ev.type === 'added' && subnetKey(ev.lease) !== ownKey && !sameIP(ev.lease.attrs.PublicIP, own) && !sameIP(ev.lease.attrs.PublicIPv6 ?? undefined, own) ? [ev.lease] : [],
+        );
+        if (added.length) {
+          const dual = state.config.enableIPv4 && state.config.enableIPv6;
+          const s = screenLeases({
+            config: state.config,
+            leases: added,
+            own: state.ownLease,
+            ...(dual ? { known: view.all() } : {}),
+            isKnown: (k) => view.get(k) !== undefined,
+          });
+          for (const r of s.refused) refused.add(r.key);
+        }
+      }
       const events: NodeEvent[] = [];
       for (const [key, ev] of last) {
+        if (refused.has(key)) {
+          const before = view.get(key);
+          if (before) events.push(removed(before, 'refused'));
+          continue;
+        }
         if (key === ownKey) {
           // Our own lease: renewals are recorded by RecordOwnLease; its removal is a revocation.
           if (ev.type === 'removed' && state.ownLease) events.push(lost(state.ownLease, 'revoked: removed from the lease store'));

@@ -5,7 +5,9 @@
 //    the config; one that no longer fits is returned as stale, for the caller to revoke before creating.
 // 2. Else the subnet of the previous run (subnet.env), when it fits the config and nobody holds it.
 // 3. Else a random free subnet: like flanneld, walk up from SubnetMin collecting at most 100 free subnets and
-//    pick one of them with `rand`.
+//    pick one of them with `rand`. Subnets in `avoid` (those this node last knew held by other nodes: after a
+//    wiped store their holders may not have re-created their leases yet, but their kernels still route them)
+//    are taken only when no other subnet is free.
 // Expired leases (expiration < now) are free. The caller creates the chosen lease with create-if-absent and
 // chooses again (flanneld: up to 10 times) when another node was faster.
 
@@ -28,6 +30,8 @@ export interface ChooseSubnetInput {
   /** The subnets of the previous run, from subnet.env (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET). */
   readonly previous?: string;
   readonly previousIPv6?: string;
+  /** Subnets (CIDRs) to take only when no other is free: those other nodes were last seen holding. */
+  readonly avoid?: readonly string[];
   /** ISO time, for expiry. */
   readonly now: string;
   /** A uniform integer in [0, n). */
@@ -102,7 +106,11 @@ function occupied(leases: readonly Lease[], family: Family): Interval[] {
     const start = c.ip.value - (c.ip.value % size);
     iv.push({ start, end: start + size - 1n });
   }
-  iv.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  return mergeIntervals(iv);
+}
+
+function mergeIntervals(xs: readonly Interval[]): Interval[] {
+  const iv = [...xs].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   const merged: Interval[] = [];
   for (const x of iv) {
     const last = merged[merged.length - 1];
@@ -135,8 +143,12 @@ function freeSubnets(r: Range, iv: readonly Interval[], limit: number): bigint[]
   return out;
 }
 
-function pick(r: Range, iv: readonly Interval[], rand: (n: number) => number): E.Either<string, string> {
-  const free = freeSubnets(r, iv, RANDOM_CANDIDATES);
+function pick(r: Range, iv: readonly Interval[], rand: (n: number) => number, avoid: readonly Interval[] = []): E.Either<string, string> {
+  let free = freeSubnets(r, iv, RANDOM_CANDIDATES);
+  if (avoid.length) {
+    const unused = freeSubnets(r, mergeIntervals([...iv, ...avoid]), RANDOM_CANDIDATES);
+    if (unused.length) free = unused;
+  }
   if (free.length === 0) {
     const count = (r.max - r.min) / r.step + 1n;
     return E.left(`out of subnets: all ${count} subnets ${describeRange(r)} are leased`);
@@ -194,10 +206,12 @@ export function chooseSubnet(input: ChooseSubnetInput): E.Either<string, SubnetC
     prevNote = fitsAll ? `; the previous subnet ${text} is leased to another node` : `; the previous subnet ${text} does not fit the config`;
   }
 
-  // 3. A random free subnet of each family.
-  const s4 = r4 ? pick(r4, iv4, rand) : E.right(undefined);
+  // 3. A random free subnet of each family, away from those other nodes were last seen holding.
+  // (occupied() reads each family's field and skips a CIDR of the other family.)
+  const avoided: Lease[] = (input.avoid ?? []).map((a) => ({ subnet: a, ipv6Subnet: a, attrs: { PublicIP: '0.0.0.0', BackendType: '' }, expiration: '' }));
+  const s4 = r4 ? pick(r4, iv4, rand, occupied(avoided, 4)) : E.right(undefined);
   if (E.isLeft(s4)) return s4;
-  const s6 = r6 ? pick(r6, iv6, rand) : E.right(undefined);
+  const s6 = r6 ? pick(r6, iv6, rand, occupied(avoided, 6)) : E.right(undefined);
   if (E.isLeft(s6)) return s6;
   return E.right({
     ...(s4.right ? { subnet: s4.right } : {}),

@@ -50,6 +50,11 @@ export interface Lease {
   readonly attrs: LeaseAttrs;
   /** ISO time the lease expires (etcd: lease TTL; embedded: stored expiry). */
   readonly expiration: string;
+  /**
+   * Set when the key is a lease key but its value is not a flannel lease (not JSON, wrong types): why. The
+   * subnet is held (nobody may take it) but nothing in the value is trusted; `attrs` are empty.
+   */
+  readonly invalid?: string;
 }
 
 /** A change seen by a watch on the subnets prefix. */

@@ -269,22 +269,24 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
       `${prefix}/subnets/10.5.54.0-24&fd00:10:5:54::-64`,
       '{"PublicIP":"192.168.64.5","PublicIPv6":"2001:db8::5","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:47"}}',
     ]);
-    // Not leases: skipped as flanneld skips them.
+    // Not a lease key: skipped as flanneld skips it. A lease key with a value that is not a lease: listed as
+    // invalid (its subnet is held, nothing else trusted), so feltd refuses it rather than ignoring it silently.
     await ctl(['put', `${prefix}/subnets/not-a-subnet`, '{}']);
     await ctl(['put', `${prefix}/subnets/10.5.55.0-24`, 'not json']);
 
     const snap = await ok(a.list());
-    expect(snap.leases.map((l) => [l.subnet, l.ipv6Subnet, l.attrs.PublicIP, l.attrs.PublicIPv6, (l.attrs.BackendData as { VtepMAC: string }).VtepMAC])).toEqual([
-      ['10.5.52.0/24', undefined, '192.168.64.3', null, 'c6:d2:32:6f:8f:44'],
-      ['10.5.53.0/24', undefined, '192.168.64.4', null, 'c6:d2:32:6f:8f:45'],
-      ['10.5.54.0/24', 'fd00:10:5:54::/64', '192.168.64.5', '2001:db8::5', 'c6:d2:32:6f:8f:46'],
+    expect(snap.leases.map((l) => [l.subnet, l.ipv6Subnet, l.attrs.PublicIP, l.attrs.PublicIPv6, (l.attrs.BackendData as { VtepMAC: string } | undefined)?.VtepMAC, l.invalid])).toEqual([
+      ['10.5.52.0/24', undefined, '192.168.64.3', null, 'c6:d2:32:6f:8f:44', undefined],
+      ['10.5.53.0/24', undefined, '192.168.64.4', null, 'c6:d2:32:6f:8f:45', undefined],
+      ['10.5.54.0/24', 'fd00:10:5:54::/64', '192.168.64.5', '2001:db8::5', 'c6:d2:32:6f:8f:46', undefined],
+      ['10.5.55.0/24', undefined, '0.0.0.0', null, undefined, expect.stringMatching(/^lease: invalid JSON/)],
     ]);
-    for (const l of snap.leases) {
+    for (const l of snap.leases.filter((x) => !x.invalid)) {
       // Written with a 600 s TTL since `began`: it expires between then + 600 s and now + 600 s.
       expect(Date.parse(l.expiration)).toBeGreaterThan(began + 599_000);
       expect(Date.parse(l.expiration)).toBeLessThanOrEqual(Date.now() + 600_000);
     }
-    expect([...new Set(skipped)].sort()).toEqual([`${prefix}/subnets/10.5.55.0-24`, `${prefix}/subnets/not-a-subnet`]);
+    expect([...new Set(skipped)].sort()).toEqual([`${prefix}/subnets/not-a-subnet`]);
     expect(await ok(a.acquire({ subnet: '10.5.52.0/24', attrs: attrs(1) }, 600))).toBe('taken');
     // A flannel node's lease is not ours to renew.
     expect(await ok(a.renew({ subnet: '10.5.52.0/24', attrs: attrs(1) }, 600))).toBe('lost');
@@ -292,11 +294,12 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
     const again = await ok(a.renew({ subnet: '10.5.52.0/24', attrs: { PublicIP: '192.168.64.3', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'c6:d2:32:6f:8f:44' } } }, 600));
     expect(again).not.toBe('lost');
     expect((await ctlGet(`${prefix}/subnets/10.5.52.0-24`)).kvs[0]!.value).toBe(flannelValue);
-    await w.until(() => w.events.length >= 4);
+    await w.until(() => w.events.length >= 5);
     expect(w.events.map((e) => [e.type, e.subnet])).toEqual([
       ['added', '10.5.52.0/24'],
       ['added', '10.5.53.0/24'],
       ['added', '10.5.54.0/24'],
+      ['added', '10.5.55.0/24'],
       ['added', '10.5.52.0/24'],
     ]);
     w.stop();
@@ -411,6 +414,65 @@ describe('etcd lease store: compaction and outages', () => {
     const a = store('/x', { endpoints: ['http://127.0.0.1:1'], timeoutMs: 1500 });
     const r = await a.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60)();
     expect(E.isLeft(r) && r.left).toMatchObject({ kind: 'store', retryable: true });
+  });
+});
+
+describe('etcd lease store: a wiped or tampered etcd', () => {
+  it('etcd wiped and restarted empty: the watch is reset (revision below the one watched), not left waiting', async () => {
+    const own = await startEtcd();
+    try {
+      const s = etcdLeaseStore({ endpoints: [own.endpoint], timeoutMs: 3000, watchRetryMaxMs: 500 });
+      opened.push(s);
+      for (let i = 1; i <= 5; i++) await ok(s.acquire({ subnet: `10.244.${i}.0/24`, attrs: attrs(i) }, 600));
+      const w = recorder(s, (await ok(s.list())).revision);
+      await own.kill();
+      rmSync(own.dataDir, { recursive: true, force: true });
+      await own.restart();
+      const put = await own.etcdctl(['put', '/coreos.com/network/config', '{"Network":"10.244.0.0/16"}']);
+      expect(put.code).toBe(0);
+      await w.until(() => w.resets.length === 1, 30_000);
+      expect(w.resets[0]).toMatch(/is at revision \d+, below revision \d+ already seen: its data was wiped or restored/);
+      expect((await ok(s.list())).leases).toEqual([]);
+    } finally {
+      await own.stop();
+    }
+  }, 90_000);
+
+  it('watchNetworkConfig: told the config at start and at each change', async () => {
+    const prefix = freshPrefix();
+    const a = store(prefix);
+    await ok(a.putNetworkConfig('{"a":1}'));
+    const seen: (string | undefined)[] = [];
+    const w = a.watchNetworkConfig((j) => seen.push(j));
+    const until = async (n: number) => {
+      for (const end = Date.now() + 10_000; seen.length < n; await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+    };
+    await until(1);
+    await ctl(['put', `${prefix}/config`, '{"a":2}']);
+    await until(2);
+    await ctl(['del', `${prefix}/config`]);
+    await until(3);
+    w.stop();
+    expect(seen).toEqual(['{"a":1}', '{"a":2}', undefined]);
+  });
+
+  it('a lease key holding a value that is not a lease: listed and watched as invalid; repair puts the lease back', async () => {
+    const prefix = freshPrefix();
+    const a = store(prefix);
+    await ok(a.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 600));
+    const w = recorder(a, (await ok(a.list())).revision);
+    await ctl(['put', `${prefix}/subnets/10.244.1.0-24`, 'garbage']);
+    const [l] = (await ok(a.list())).leases;
+    expect(l).toMatchObject({ subnet: '10.244.1.0/24', attrs: { PublicIP: '0.0.0.0' }, invalid: expect.stringMatching(/invalid JSON/) });
+    await w.until(() => w.events.length === 1);
+    expect(w.events[0]).toMatchObject({ type: 'added', subnet: '10.244.1.0/24', publicIP: '0.0.0.0' });
+    expect(await ok(a.renew({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 600))).toBe('lost');
+    expect(await ok(a.repair({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 600))).toMatchObject({ subnet: '10.244.1.0/24' });
+    const kv = (await ctlGet(`${prefix}/subnets/10.244.1.0-24`)).kvs[0]!;
+    expect(JSON.parse(kv.value)).toEqual(attrs(1));
+    expect(await ctlTtl(kv.lease!)).toBeGreaterThan(500);
+    expect(await ok(a.repair({ subnet: '10.244.9.0/24', attrs: attrs(1) }, 600))).toBe('absent');
+    w.stop();
   });
 });
 

@@ -3,7 +3,8 @@
 // resync. Then SQLite specifics: 20 processes racing for one subnet, pruning, errors.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -373,5 +374,77 @@ process.exit(0);
     expect(snap.leases).toHaveLength(1);
     expect(snap.revision).toBe(1);
     expect(winners[0]).toEqual(E.right(snap.leases[0]));
+  });
+});
+
+describe('sqlite lease store: a file deleted, replaced or edited under a running node', () => {
+  it('a deleted leases.db: the watch is reset saying so, the store reopens a new file and puts its config back', async () => {
+    const path = join(tmp(), 'leases.db');
+    const s = sqliteLeaseStore({ path, pollMs: 10 });
+    opened.push(s);
+    await ok(s.putNetworkConfig('{"Network":"10.244.0.0/16"}'));
+    await ok(s.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
+    const w = recorder(s, (await ok(s.list())).revision);
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
+    await w.until(() => w.resets.length === 1);
+    expect(w.resets[0]).toContain(`${path} was deleted`);
+    const snap = await ok(s.list());
+    expect(snap.leases).toEqual([]);
+    expect(await ok(s.getNetworkConfig())).toBe('{"Network":"10.244.0.0/16"}');
+    // Another node (process) opening the path sees the same new file.
+    const t = sqliteLeaseStore({ path });
+    opened.push(t);
+    await ok(s.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
+    expect((await ok(t.list())).leases.map((l) => l.subnet)).toEqual(['10.244.1.0/24']);
+  });
+
+  it('watchNetworkConfig: told the config at start and at each change, by any process', async () => {
+    const path = join(tmp(), 'leases.db');
+    const s = sqliteLeaseStore({ path, pollMs: 10 });
+    const t = sqliteLeaseStore({ path });
+    opened.push(s, t);
+    await ok(s.putNetworkConfig('{"a":1}'));
+    const seen: (string | undefined)[] = [];
+    const w = s.watchNetworkConfig((j) => seen.push(j));
+    const until = async (n: number) => {
+      for (const end = Date.now() + 5000; seen.length < n; await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+    };
+    await until(1);
+    await ok(t.putNetworkConfig('{"a":2}'));
+    await until(2);
+    w.stop();
+    expect(seen).toEqual(['{"a":1}', '{"a":2}']);
+  });
+
+  it('a file replaced by an older copy (revision below the watch): reset', async () => {
+    const dir = tmp();
+    const path = join(dir, 'leases.db');
+    const s = sqliteLeaseStore({ path, pollMs: 10 });
+    opened.push(s);
+    await ok(s.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
+    await ok(s.acquire({ subnet: '10.244.2.0/24', attrs: attrs(2) }, 60));
+    const w = recorder(s, (await ok(s.list())).revision);
+    const other = sqliteLeaseStore({ path: join(dir, 'copy.db') });
+    await ok(other.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
+    await other.close();
+    renameSync(join(dir, 'copy.db'), path);
+    await w.until(() => w.resets.length === 1);
+    expect(w.resets[0]).toContain('replaced');
+  });
+
+  it('a row whose attrs are not a lease lists as invalid; repair writes the value back, renew of it is lost', async () => {
+    const path = join(tmp(), 'leases.db');
+    const s = sqliteLeaseStore({ path, pollMs: 10 });
+    opened.push(s);
+    await ok(s.acquire({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60));
+    const raw = new Database(path);
+    raw.prepare("UPDATE leases SET attrs = 'not json' WHERE key = '10.244.1.0-24'").run();
+    raw.close();
+    const [l] = (await ok(s.list())).leases;
+    expect(l).toMatchObject({ subnet: '10.244.1.0/24', attrs: { PublicIP: '0.0.0.0' }, invalid: expect.stringMatching(/invalid JSON/) });
+    expect(await ok(s.renew({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60))).toBe('lost');
+    expect(await ok(s.repair({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60))).toMatchObject({ subnet: '10.244.1.0/24', attrs: { PublicIP: '198.51.100.1' } });
+    expect((await ok(s.list())).leases).toMatchObject([{ subnet: '10.244.1.0/24', attrs: attrs(1) }]);
+    expect(await ok(s.repair({ subnet: '10.244.9.0/24', attrs: attrs(1) }, 60))).toBe('absent');
   });
 });

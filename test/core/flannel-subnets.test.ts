@@ -76,6 +76,17 @@ describe('chooseSubnet', () => {
     expect(c.subnet).toBe('10.244.16.0/24');
   });
 
+  it('avoids the subnets other nodes were last seen holding (a wiped store), unless nothing else is free', () => {
+    const two = conf({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0' });
+    for (const r of [0, 1]) expect(right(choose({ config: two, avoid: ['10.244.1.0/24'], rand: (n) => r % n })).subnet).toBe('10.244.2.0/24');
+    expect(right(choose({ config: two, avoid: ['10.244.1.0/24', '10.244.2.0/24'] })).subnet).toBe('10.244.1.0/24');
+    expect(right(choose({ config: two, leases: [lease('10.244.2.0/24', '198.51.100.2')], avoid: ['10.244.1.0/24'] })).subnet).toBe('10.244.1.0/24');
+    // The previous subnet is this node's own: avoid does not apply to it.
+    expect(right(choose({ config: two, previous: '10.244.1.0/24', avoid: ['10.244.1.0/24'] }))).toMatchObject({ subnet: '10.244.1.0/24', source: 'previous' });
+    const dual = conf({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0', EnableIPv6: true, IPv6Network: 'fd00::/62' });
+    expect(right(choose({ config: dual, avoid: ['10.244.1.0/24', 'fd00:0:0:1::/64'] }))).toMatchObject({ subnet: '10.244.2.0/24', ipv6Subnet: 'fd00:0:0:2::/64' });
+  });
+
   it('"out of subnets" names the range', () => {
     const small = conf({ Network: '10.0.0.0/28' }); // /30s: 10.0.0.4, .8, .12
     const leases = ['10.0.0.4/30', '10.0.0.8/30', '10.0.0.12/30'].map((s, i) => lease(s, `198.51.100.${10 + i}`));
