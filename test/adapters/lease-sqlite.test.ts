@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { LeaseAttrs, LeaseEvent } from '../../core/flannel/types.ts';
@@ -316,6 +317,23 @@ describe('sqlite lease store', () => {
     const r = await s.list()();
     expect(E.isLeft(r) && r.left.kind).toBe('store');
     await s.close();
+  });
+
+  it('a leases.db with a newer schema version is refused, naming the file and both versions, and not downgraded', async () => {
+    const path = join(tmp(), 'leases.db');
+    const first = sqliteLeaseStore({ path });
+    await ok(first.putNetworkConfig('{}'));
+    await first.close();
+    const raw = new Database(path);
+    raw.pragma('user_version = 9');
+    raw.close();
+    const s = sqliteLeaseStore({ path });
+    const r = await s.list()();
+    expect(E.isLeft(r) && r.left.msg).toContain(`${path} has schema version 9, newer than the version 1`);
+    await s.close();
+    const after = new Database(path, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(9);
+    after.close();
   });
 
   it('20 processes racing to acquire the same subnet: exactly one wins', async () => {

@@ -5,6 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { FELT_CNI } from '../support/cni.ts';
 import { cni, exec, feltAllocations, iptSave, links, nsPath, Sandbox, veths, type Run } from '../support/ns.ts';
@@ -250,6 +251,35 @@ describe('a relative or dotted dataDir: code 7 naming the field, before anything
       expect(existsSync(join(d, 'felt.db'))).toBe(false);
       expect(await state()).toEqual(before);
     }
+  });
+});
+
+describe('a felt.db this felt cannot use: code 5 naming the file', () => {
+  const sb4 = new Sandbox();
+  afterAll(() => sb4.cleanup());
+
+  it.each([
+    ['a newer schema version', 'PRAGMA user_version = 7', (f: string) => [`${f} has schema version 7, newer than the version 2`]],
+    ['a corrupt snapshot', "UPDATE snapshots SET state = 'nope'", (f: string) => [f, 'corrupt snapshot of ipam/badnet']],
+  ] as const)('%s (ADD, bridge and host-local; the file stays as it was)', async (_what, sql, names) => {
+    const d = sb4.dir();
+    const conf = (type: Type) => ({ ...CONF[type](), ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: d } });
+    const first = await call('host-local', goodEnv(), JSON.stringify(conf('host-local')));
+    expect(first.code, first.stdout).toBe(0);
+    const file = join(d, 'felt.db');
+    const raw = new Database(file);
+    raw.exec(sql);
+    const version = raw.pragma('user_version', { simple: true });
+    raw.close();
+    for (const type of ['host-local', 'bridge'] as const) {
+      const before = await state();
+      const r = await call(type, { ...goodEnv(), CNI_CONTAINERID: `second-${type}` }, JSON.stringify(conf(type)));
+      expectCniError(r, 5, ...names(file));
+      expect(await state()).toEqual(before);
+    }
+    const after = new Database(file, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(version);
+    after.close();
   });
 });
 
