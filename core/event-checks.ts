@@ -72,7 +72,7 @@ export const BRIDGE_CHECKS: DataChecks<AttachmentEvent> = {
   AttachmentRecorded: checkData(
     object(
       { ...who, netns: path, hostVeth: ifname, dataDir },
-      { conf: record(json), cniArgs: record(text), hostVethMac: macText, hostNs: text },
+      { conf: record(json), cniArgs: record(str), hostVethMac: macText, hostNs: text },
     ),
     { networkIsStream: true },
   ),
@@ -122,8 +122,8 @@ const runtimeWho = { network: cniName, containerId: cniName, ifname };
 
 export const RUNTIME_CHECKS: DataChecks<RuntimeEvent> = {
   AttachmentAdded: checkData(object({ ...runtimeWho, netns: path, plugins: array(cniName), ips: array(cidrText) }), { networkIsStream: true }),
-  AttachmentAddFailed: checkData(object({ ...runtimeWho, netns: path, plugin: cniName, error: text, tornDown: array(cniName) }), { networkIsStream: true }),
-  AttachmentDeleted: checkData(object({ ...runtimeWho, reason: oneOf('del', 'gc'), errors: array(text) }), { networkIsStream: true }),
+  AttachmentAddFailed: checkData(object({ ...runtimeWho, netns: path, plugin: cniName, error: str, tornDown: array(cniName) }), { networkIsStream: true }),
+  AttachmentDeleted: checkData(object({ ...runtimeWho, reason: oneOf('del', 'gc'), errors: array(str) }), { networkIsStream: true }),
 };
 
 // ---- node/<public IP> (feltd) -------------------------------------------------------------------------
