@@ -202,6 +202,12 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'no-such-ipam', dataDir } }), 105, 'no-such-ipam');
   });
 
+  it.each(['../../bin/sh', '/bin/sh', '..'])('ipam.type %j (a path, not a plugin name): code 7 naming it, nothing run or recorded', async (type) => {
+    const d = sb.dir();
+    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type, dataDir: d } }), 7, 'ipam.type', JSON.stringify(type));
+    expect(readdirSync(d)).toEqual([]);
+  });
+
   it('a bad ipam range: the IPAM error, naming the range', async () => {
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.1/24' }]], dataDir } }), 7, 'ipam.ranges[0][0].subnet');
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/31' }]], dataDir } }), 7, 'ipam.ranges[0][0]');
