@@ -5,10 +5,15 @@
 import { attachmentsProjection, type AttachmentsState } from './bridge/attachments.ts';
 import { runtimeProjection, type RuntimeState } from './cni/attachments.ts';
 import type { Event, Projection } from './events.ts';
+import { BRIDGE_CHECKS, HOST_DEVICE_CHECKS, IPAM_CHECKS, NODE_CHECKS, RUNTIME_CHECKS, TUNING_CHECKS } from './event-checks.ts';
+import type { DataCheck, DataChecks } from './event-data.ts';
+import type { AttachmentEvent } from './bridge/attachments.ts';
+import type { RuntimeEvent } from './cni/attachments.ts';
+import type { NodeEvent } from './flannel/events.ts';
 import { remoteLeases, nodeProjection, type NodeState } from './flannel/node.ts';
-import { hostDeviceProjection, type HostDeviceState } from './hostdevice/decider.ts';
-import { ipamProjection, type IpamState } from './ipam/decider.ts';
-import { tuningProjection, type TuningState } from './tuning/decider.ts';
+import { hostDeviceProjection, type HostDeviceEvent, type HostDeviceState } from './hostdevice/decider.ts';
+import { ipamProjection, type IpamEvent, type IpamState } from './ipam/decider.ts';
+import { tuningProjection, type TuningEvent, type TuningState } from './tuning/decider.ts';
 
 export interface StreamKind<S = unknown> {
   /** Streams of this kind start with it: `ipam/`. */
@@ -18,6 +23,11 @@ export interface StreamKind<S = unknown> {
   readonly projection: Projection<S, Event>;
   /** The event types its projection folds; anything else in such a stream is not felt's. */
   readonly types: readonly string[];
+  /**
+   * By event type, the check of an event's data (`felt import`): what the kind's decider could have emitted,
+   * in this stream. Its keys are `types`.
+   */
+  readonly checks: Readonly<Record<string, DataCheck<unknown>>>;
   /**
    * What the state means for the network, for `felt replay --desired`: the allocations, leases or
    * attachments the stream's state keeps, as plain JSON in a stable order.
@@ -30,49 +40,54 @@ const byKey = <T>(record: Readonly<Record<string, T>>): T[] =>
     .sort()
     .map((k) => record[k]!);
 
-const kind = <S>(k: StreamKind<S>): StreamKind => k as unknown as StreamKind;
+/**
+ * A row of the table. `Ev` is the projection's event union: `checks` must have exactly one check per event type
+ * of it (the compiler says which is missing), and `types` is made from them.
+ */
+const kind = <S, Ev extends Event>(k: Omit<StreamKind<S>, 'projection' | 'types' | 'checks'> & { readonly projection: Projection<S, Ev>; readonly checks: DataChecks<Ev> }): StreamKind =>
+  ({ ...k, types: Object.keys(k.checks), checks: k.checks }) as unknown as StreamKind;
 
 export const STREAM_KINDS: readonly StreamKind[] = [
-  kind<IpamState>({
+  kind<IpamState, IpamEvent>({
     prefix: 'ipam/',
     writer: 'host-local (IPAM)',
-    projection: ipamProjection as unknown as Projection<IpamState, Event>,
-    types: ['AddressAllocated', 'AddressReleased'],
+    projection: ipamProjection,
+    checks: IPAM_CHECKS,
     view: (s) => ({ allocations: byKey(s.allocations), lastReserved: s.lastReserved }),
   }),
-  kind<NodeState>({
+  kind<NodeState, NodeEvent>({
     prefix: 'node/',
     writer: 'feltd',
-    projection: nodeProjection as unknown as Projection<NodeState, Event>,
-    types: ['ConfigLoaded', 'SubnetLeased', 'SubnetLeaseLost', 'RemoteLeaseSeen', 'RemoteLeaseRemoved'],
+    projection: nodeProjection,
+    checks: NODE_CHECKS,
     view: (s) => ({ config: s.config, ownLease: s.ownLease, remoteLeases: remoteLeases(s) }),
   }),
-  kind<AttachmentsState>({
+  kind<AttachmentsState, AttachmentEvent>({
     prefix: 'bridge/',
     writer: 'the bridge plugin',
-    projection: attachmentsProjection as unknown as Projection<AttachmentsState, Event>,
-    types: ['AttachmentRecorded', 'AttachmentRemoved'],
+    projection: attachmentsProjection,
+    checks: BRIDGE_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
-  kind<HostDeviceState>({
+  kind<HostDeviceState, HostDeviceEvent>({
     prefix: 'host-device/',
     writer: 'the host-device plugin',
-    projection: hostDeviceProjection as unknown as Projection<HostDeviceState, Event>,
-    types: ['HostDeviceAttached', 'HostDeviceReleased'],
+    projection: hostDeviceProjection,
+    checks: HOST_DEVICE_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
-  kind<TuningState>({
+  kind<TuningState, TuningEvent>({
     prefix: 'tuning/',
     writer: 'the tuning plugin',
-    projection: tuningProjection as unknown as Projection<TuningState, Event>,
-    types: ['TuningApplied', 'TuningReverted'],
+    projection: tuningProjection,
+    checks: TUNING_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
-  kind<RuntimeState>({
+  kind<RuntimeState, RuntimeEvent>({
     prefix: 'cni/',
     writer: 'felt cni',
-    projection: runtimeProjection as unknown as Projection<RuntimeState, Event>,
-    types: ['AttachmentAdded', 'AttachmentAddFailed', 'AttachmentDeleted'],
+    projection: runtimeProjection,
+    checks: RUNTIME_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
 ];

@@ -49,15 +49,58 @@ export function beginImmediate(db: Database.Database, begin: Database.Statement,
 }
 
 /** Create the schema once (WAL, `user_version` = version); concurrent first openers wait for each other. */
+/**
+ * A file whose schema is newer than this felt's: a newer felt wrote it, and running this felt's schema over it
+ * (and setting its older version) would downgrade it under the newer one. `code` is a string, so the stores
+ * report it as an I/O error (CNI code 5), naming the file and both versions.
+ */
+export class NewerSchema extends Error {
+  readonly code = 'FELT_SCHEMA_NEWER';
+  constructor(
+    readonly file: string,
+    readonly found: number,
+    readonly supported: number,
+  ) {
+    super(`${file} has schema version ${found}, newer than the version ${supported} this felt reads and writes: refused, to not downgrade it (use the felt that wrote it)`);
+  }
+}
+
+/** Throw NewerSchema when the file's user_version is above `version`. */
+export function refuseNewerSchema(db: Database.Database, version: number): void {
+  const found = db.pragma('user_version', { simple: true }) as number;
+  if (found > version) throw new NewerSchema(db.name, found, version);
+}
+
+/**
+ * A stored value (an event's data, a snapshot, a table row) that is not the JSON felt wrote, or a log whose
+ * events the projection cannot fold (evolve never fails on events felt made): the file is corrupt, an I/O
+ * error (code 5) naming it and what was unreadable, not an internal error.
+ */
+export class CorruptStore extends Error {
+  readonly code = 'FELT_CORRUPT';
+}
+
+/** JSON.parse of a stored value; CorruptStore naming `what` when it is not JSON. */
+export function parseStored<T>(text: string, what: () => string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new CorruptStore(`corrupt ${what()}: ${(e as Error).message}`);
+  }
+}
+
 export function ensureSchema(db: Database.Database, schema: string, version: number, deadline: number): void {
   for (;;) {
     try {
+      refuseNewerSchema(db, version);
       if (db.pragma('user_version', { simple: true }) === version) return;
       // WAL is persistent in the file; switching needs the database to itself, which busy_timeout does not
       // always wait for, hence the retry loop.
       db.pragma('journal_mode = WAL');
       db.exec('BEGIN IMMEDIATE');
       try {
+        // Again under the write lock: a newer felt may have upgraded the file since the check above.
+        refuseNewerSchema(db, version);
         db.exec(schema);
         db.pragma(`user_version = ${version}`);
         db.exec('COMMIT');

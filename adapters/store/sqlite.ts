@@ -21,7 +21,7 @@ import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/err
 import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
 import { Overlay, type RowSource, type TableHead } from './rows.ts';
 import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted, TransactedRows } from './types.ts';
-import { beginImmediate, boost, ensureSchema, isBusy } from './sqlite-schema.ts';
+import { beginImmediate, boost, CorruptStore, ensureSchema, isBusy, NewerSchema, parseStored, refuseNewerSchema } from './sqlite-schema.ts';
 
 const trace = !!process.env['FELT_TRACE'];
 export const DB_FILE = 'felt.db';
@@ -112,12 +112,23 @@ function selectOf(q: ReadQuery): { sql: string; params: unknown[] } {
   return { sql: `SELECT position, stream, type, data, time FROM events WHERE ${where.join(' AND ')} ORDER BY position`, params };
 }
 
-const toEvent = (r: Row): StoredEvent => ({ position: r.position, stream: r.stream, type: r.type, data: JSON.parse(r.data) as unknown, time: r.time });
+const toEvent = (r: Row): StoredEvent => ({ position: r.position, stream: r.stream, type: r.type, data: parseStored(String(r.data), () => `data of event ${r.position} (${r.stream})`), time: r.time });
+
+/** Fold events read from the log; a fold that throws means events felt did not write (CorruptStore). */
+function foldStored<T>(stream: string, from: number, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof CorruptStore) throw e;
+    throw new CorruptStore(`corrupt stream ${stream}: its events after position ${from} cannot be folded: ${(e as Error)?.message ?? String(e)}`);
+  }
+}
 
 function storageError(file: string, e: unknown): CniError {
   if (isCniError(e)) return e;
   const msg = (e as Error)?.message ?? String(e);
   if (isBusy(e)) return cniError(ErrCode.TryAgainLater, `event store ${file} is locked: ${msg}`);
+  if (e instanceof NewerSchema) return cniError(ErrCode.IO, `event store ${msg}`);
   const code = (e as { code?: unknown })?.code;
   // Anything not from SQLite or the file system was thrown by a decide/evolve: a bug, not an I/O error.
   if (typeof code === 'string') return cniError(ErrCode.IO, `event store ${file}: ${msg}`);
@@ -149,6 +160,12 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
   try {
     if (opts.readonly) {
       db = new Database(file, { readonly: true, fileMustExist: true, timeout });
+      try {
+        refuseNewerSchema(db, SCHEMA_VERSION);
+      } catch (e) {
+        db.close();
+        throw e;
+      }
       // A writer killed before its first commit leaves a file without felt's tables (the schema is created
       // in one transaction, so it is all there or not at all): that log is empty, not an error.
       if (!hasSchema(db)) {
@@ -159,7 +176,12 @@ export function openSqliteStore(dataDir: string, opts: SqliteOptions = {}): E.Ei
     } else {
       ensureDir(dataDir);
       db = new Database(file, { timeout });
-      ensureSchema(db, SCHEMA, SCHEMA_VERSION, Date.now() + timeout);
+      try {
+        ensureSchema(db, SCHEMA, SCHEMA_VERSION, Date.now() + timeout);
+      } catch (e) {
+        db.close();
+        throw e;
+      }
       // WAL + NORMAL: a commit survives a crash of the process (not of the machine) without an fsync.
       db.pragma('synchronous = NORMAL');
     }
@@ -225,13 +247,14 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         ? { position: at.position, state: cached.state as S }
         : (() => {
             const row = stmt(SNAPSHOT).get(p.name, stream) as { position: number; state: string } | undefined;
-            return row ? { position: row.position, state: JSON.parse(row.state) as S } : undefined;
+            return row ? { position: row.position, state: parseStored<S>(String(row.state), () => `snapshot of ${stream} (${p.name})`) } : undefined;
           })();
     let state = snap ? snap.state : p.initialState();
     let position = snap?.position ?? 0;
     const later = stmt(AFTER).all(stream, position) as Row[];
     if (later.length) {
-      state = fold(p, later.map((r) => toEvent(r) as Stored<Ev>), state);
+      const from = state;
+      state = foldStored(stream, position, () => fold(p, later.map((r) => toEvent(r) as Stored<Ev>), from));
       position = later.at(-1)!.position;
     }
     return { state, position, rebuilt: later.length > 0 };
@@ -265,12 +288,12 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     let cache = rowCaches.get(key);
     if (!snap) cache = { position: 0, header: table.initialHeader(), count: 0, rows: new Map(), complete: true };
     else if (!cache || cache.position !== snap.position) {
-      const head = JSON.parse(snap.state) as TableHead<H>;
+      const head = parseStored<TableHead<H>>(String(snap.state), () => `snapshot of ${stream} (${name})`);
       cache = { position: snap.position, header: head.header, count: head.count, rows: new Map(), complete: false };
       rowCaches.set(key, cache);
     }
     const c = cache;
-    const parse = (v: string): R => JSON.parse(v) as R;
+    const parse = (v: string): R => parseStored<R>(String(v), () => `row of ${stream} (${name})`);
     const base: RowSource<R> = {
       get(k) {
         if (c.rows.has(k)) return (c.rows.get(k) ?? undefined) as R | undefined;
@@ -297,7 +320,9 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     };
     const overlay = new Overlay<H, R>(table, base, c.header as H, c.count);
     const replayed = (stmt(AFTER).all(stream, c.position) as Row[]).map((r) => toEvent(r) as Stored<Event>);
-    for (const e of replayed) overlay.apply(e);
+    foldStored(stream, c.position, () => {
+      for (const e of replayed) overlay.apply(e);
+    });
     return { overlay, cache: c, fresh: !snap, replayed };
   };
 

@@ -14,6 +14,7 @@ import type { Ctx, Plugin } from './plugin.ts';
 import { VERSION } from '../version.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 import { withCallStores } from './store.ts';
+import { pluginTypeProblem } from '../../core/cni/conflist.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -117,6 +118,8 @@ export function isFeltPlugin(path: string, type: string): boolean {
 }
 
 export function findInPath(type: string, path: readonly string[]): string | undefined {
+  // A type is a file name (libcni refuses a path separator): `../../bin/sh` must not reach outside CNI_PATH.
+  if (pluginTypeProblem(type)) return undefined;
   for (const dir of path) {
     const p = join(dir, type);
     if (isFile(p)) return p;
@@ -151,6 +154,8 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
     delegate: (type, command, stdin, args) => {
       const exe = findInPath(type, args.path);
       if (!exe) {
+        const bad = pluginTypeProblem(type);
+        if (bad) return TE.left(cniError(ErrCode.Delegate, `invalid plugin name ${JSON.stringify(type)}: it ${bad}`));
         return TE.left(cniError(ErrCode.Delegate, `failed to find plugin "${type}" in path [${args.path.join(' ')}]`));
       }
       const own = bundled[type];

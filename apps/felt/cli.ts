@@ -19,6 +19,7 @@ import { VERSION } from '../version.ts';
 
 import type { Subcommand } from './common.ts';
 import type { IO } from './common.ts';
+import { cell, forTerminal, hasControl } from './terminal.ts';
 
 export type { IO, Subcommand };
 
@@ -56,7 +57,16 @@ export const usage = (): string =>
     '',
   ].join('\n');
 
-export async function cli(argv: readonly string[], io: IO): Promise<number> {
+export async function cli(argv: readonly string[], raw: IO): Promise<number> {
+  // Everything printed passes through one escape (terminal.ts): arguments and the log are untrusted text.
+  const io: IO = { ...raw, out: (s) => raw.out(forTerminal(s)), err: (s) => raw.err(forTerminal(s)) };
+  // No argument of felt's needs a control character (names, paths, times, addresses): refused here, once,
+  // so that no message echoing an argument can carry one (or a newline that fakes a line of output).
+  const bad = argv.findIndex(hasControl);
+  if (bad >= 0) {
+    io.err(`felt: argument ${bad + 1} ("${cell(argv[bad]!)}") contains control characters; refused\n`);
+    return 2;
+  }
   const [name, ...rest] = argv;
   if (name === undefined) {
     // Not what was asked for: usage on stderr, and a failure, so a script calling `felt $cmd` with an empty

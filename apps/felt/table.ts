@@ -1,6 +1,10 @@
-// Plain aligned columns for terminal output.
+// Plain aligned columns for terminal output. Every cell is escaped (terminal.ts): a value cannot move the
+// cursor, start a row of its own or push the columns apart with a tab.
 
-export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+import { cell } from './terminal.ts';
+
+export function table(header: readonly string[], unsafeRows: readonly (readonly string[])[]): string {
+  const rows = unsafeRows.map((r) => r.map(cell));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells

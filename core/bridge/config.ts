@@ -3,6 +3,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
+import { pluginTypeProblem } from '../cni/conflist.ts';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
@@ -111,6 +112,8 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
     if (!ipam) errs.push('ipam: must be an object');
     else if (ipam['type'] !== undefined && typeof ipam['type'] !== 'string') errs.push('ipam.type: must be a string');
     else ipamType = (ipam['type'] as string | undefined) ?? '';
+    const bad = ipamType === '' ? undefined : pluginTypeProblem(ipamType);
+    if (bad) errs.push(`ipam.type: ${JSON.stringify(ipamType)} ${bad}`);
   }
   const ipMasq = bool(o, 'ipMasq', errs);
   const disableContainerInterface = bool(o, 'disableContainerInterface', errs);

@@ -139,6 +139,25 @@ function pickVersion(o: Raw, supported: readonly string[]): E.Either<string, str
   return E.right(candidates.sort(compareVersions)[candidates.length - 1]!);
 }
 
+/**
+ * Why `type` cannot name a plugin binary, or undefined. The spec: it "must not contain characters disallowed in
+ * file paths" such as '/'; libcni's FindInPath refuses a path separator. felt also refuses '.', '..', a
+ * backslash and control characters: the type is joined to each CNI_PATH directory and executed.
+ */
+export function pluginTypeProblem(type: string): string | undefined {
+  if (type === '') return 'is empty';
+  if (type === '.' || type === '..') return 'is . or ..';
+  if (/[/\\]/.test(type)) return "contains '/' or '\\' (a plugin type is a file name in CNI_PATH, not a path)";
+  if (/[\x00-\x1f\x7f]/.test(type)) return 'contains control characters';
+  return undefined;
+}
+
+const typeError = (at: string, t: unknown): string | undefined => {
+  if (typeof t !== 'string' || t === '') return `${at}: missing 'type'`;
+  const p = pluginTypeProblem(t);
+  return p ? `${at}: ${JSON.stringify(t)} ${p}` : undefined;
+};
+
 /** A `.conflist` (`isList`) or a single plugin's `.conf`/`.json`, plus the plugins of `<dir>/<name>/*.conf`. */
 export function parseConfList(text: string, isList: boolean, extraPlugins: readonly string[] = [], supported: readonly string[] = PLUGIN_VERSIONS): E.Either<string, ConfList> {
   const parsed = parseJson(text);
@@ -148,7 +167,8 @@ export function parseConfList(text: string, isList: boolean, extraPlugins: reado
   if (typeof o['name'] !== 'string' || o['name'] === '') return E.left('name: missing network name');
   const name = o['name'];
   if (!isList) {
-    if (typeof o['type'] !== 'string' || o['type'] === '') return E.left("type: missing 'type'");
+    const bad = typeError('type', o['type']);
+    if (bad) return E.left(bad);
     const cniVersion = typeof o['cniVersion'] === 'string' ? o['cniVersion'] : '0.1.0';
     return E.right({ name, cniVersion, disableCheck: false, disableGC: false, loadOnlyInlinedPlugins: false, plugins: [o], raw: { name, cniVersion, plugins: [o] } });
   }
@@ -165,14 +185,16 @@ export function parseConfList(text: string, isList: boolean, extraPlugins: reado
   for (const [i, p] of inline.entries()) {
     const po = obj(p);
     if (!po) return E.left(`plugins[${i}]: must be an object`);
-    if (typeof po['type'] !== 'string' || po['type'] === '') return E.left(`plugins[${i}].type: missing 'type'`);
+    const bad = typeError(`plugins[${i}].type`, po['type']);
+    if (bad) return E.left(bad);
     plugins.push(po);
   }
   if (!loadOnlyInlinedPlugins) {
     for (const [i, text] of extraPlugins.entries()) {
       const p = parseJson(text);
       const po = E.isRight(p) ? obj(p.right) : undefined;
-      if (!po || typeof po['type'] !== 'string' || po['type'] === '') return E.left(`plugin file ${i + 1} of ${name}/: ${E.isLeft(p) ? p.left : "missing 'type'"}`);
+      const bad = po ? typeError('type', po['type']) : undefined;
+      if (!po || bad) return E.left(`plugin file ${i + 1} of ${name}/: ${E.isLeft(p) ? p.left : bad ?? 'must be a JSON object'}`);
       plugins.push(po);
     }
   }

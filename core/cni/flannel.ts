@@ -5,6 +5,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from './env.ts';
 import { invalidConfig, type CniError } from './errors.ts';
 import { formatCIDR, networkOf, parseCIDR } from '../ip/ip.ts';
+import { dataDirProblem } from '../ipam/config.ts';
 
 export interface FlannelConf {
   readonly name: string;
@@ -29,6 +30,10 @@ export function parseFlannelConf(conf: NetConf): E.Either<CniError, FlannelConf>
   const dataDir = str('dataDir');
   if (E.isLeft(subnetFile)) return subnetFile;
   if (E.isLeft(dataDir)) return dataDir;
+  if (dataDir.right !== undefined) {
+    const problem = dataDirProblem(dataDir.right);
+    if (problem) return E.left(invalidConfig(`dataDir: ${JSON.stringify(dataDir.right)} ${problem}`));
+  }
   const delegate = o['delegate'] === undefined ? {} : obj(o['delegate']);
   if (!delegate) return E.left(invalidConfig('delegate: must be an object'));
   if ('type' in delegate && typeof delegate['type'] !== 'string') {

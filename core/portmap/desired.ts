@@ -15,7 +15,7 @@
 // creates them when missing and only ever adds or removes its own single rules in them. Only the attachment's
 // CNI-DN- chain and its entry rules are removed by DEL, as the reference does.
 
-import { chainName, quoteComment } from '../cni/masq.ts';
+import { chainName, MAX_COMMENT, quoteComment } from '../cni/masq.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
 import { emptyKernelState, type IptChain, type IptFamily, type IptRule, type KernelState, type NsRef, type OwnershipScope } from '../kernel/model.ts';
@@ -30,8 +30,12 @@ export const OLD_TOP_SNAT = 'CNI-HOSTPORT-SNAT';
 export const dnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-DN-');
 export const oldSnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-SN-');
 
-/** The reference's trimComment: iptables takes at most 255 characters. */
-const trimComment = (c: string): string => (c.length <= 255 ? c : `${c.slice(0, 253)}...`);
+/**
+ * The reference's trimComment (a longer comment becomes its first 253 characters and "...", 256 in all), then
+ * cut to the 255 bytes the kernel keeps (MAX_COMMENT): what iptables-save reads back, so CHECK and the plan
+ * compare like with like. Names and ids are ASCII.
+ */
+const trimComment = (c: string): string => (c.length <= 255 ? c : `${c.slice(0, 253)}...`).slice(0, MAX_COMMENT);
 
 export const dnatComment = (network: string, containerId: string): string =>
   trimComment(`dnat name: "${network}" id: "${containerId}"`);

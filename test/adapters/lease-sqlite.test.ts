@@ -319,6 +319,23 @@ describe('sqlite lease store', () => {
     await s.close();
   });
 
+  it('a leases.db with a newer schema version is refused, naming the file and both versions, and not downgraded', async () => {
+    const path = join(tmp(), 'leases.db');
+    const first = sqliteLeaseStore({ path });
+    await ok(first.putNetworkConfig('{}'));
+    await first.close();
+    const raw = new Database(path);
+    raw.pragma('user_version = 9');
+    raw.close();
+    const s = sqliteLeaseStore({ path });
+    const r = await s.list()();
+    expect(E.isLeft(r) && r.left.msg).toContain(`${path} has schema version 9, newer than the version 1`);
+    await s.close();
+    const after = new Database(path, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(9);
+    after.close();
+  });
+
   it('20 processes racing to acquire the same subnet: exactly one wins', async () => {
     const dir = tmp();
     const path = join(dir, 'leases.db');

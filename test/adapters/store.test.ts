@@ -222,6 +222,57 @@ describe('SQLite event store', () => {
     expect(E.isLeft(openSqliteStore(join(dir, 'none'), { readonly: true }))).toBe(true);
   });
 
+  it('a file with a newer schema version is refused (code 5, naming the file and both versions), read-only too, and not downgraded', () => {
+    const dir = tmp();
+    const s = open(dir);
+    s.transact('a', sum, addN(7), { time: T });
+    s.close();
+    const file = join(dir, 'felt.db');
+    const raw = new Database(file);
+    raw.pragma('user_version = 3');
+    raw.close();
+    for (const opts of [{}, { readonly: true }]) {
+      const r = openSqliteStore(dir, opts);
+      expect(E.isLeft(r) && r.left.code, JSON.stringify(opts)).toBe(5);
+      expect(E.isLeft(r) && r.left.msg).toContain(`${file} has schema version 3, newer than the version 2`);
+    }
+    const after = new Database(file, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(3);
+    after.close();
+  });
+
+  it.each([
+    ['an event that is not JSON', "UPDATE events SET data = '{' WHERE position = 2", 'corrupt data of event 2 (ipam/n)'],
+    ['an event its projection cannot fold', "UPDATE events SET data = 'null' WHERE position = 2", 'corrupt stream ipam/n'],
+    ['a snapshot that is not JSON', "UPDATE snapshots SET state = 'x'", 'corrupt snapshot of ipam/n'],
+    ['a table row that is not JSON', "UPDATE projection_rows SET value = '{'", 'corrupt row of ipam/n'],
+  ])('%s: an I/O error (code 5) naming the file and what is corrupt, never an internal error', (_what, sql, message) => {
+    const dir = tmp();
+    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/29' }]] } } }, {});
+    if (E.isLeft(c)) throw new Error(c.left.msg);
+    const add = (st: EventStore, id: string) =>
+      st.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: id, ifname: 'eth0' } }, v), { time: T });
+    const s = open(dir);
+    expect(E.isRight(add(s, 'c0'))).toBe(true);
+    s.close();
+    // Events after the snapshot are replayed by the next transaction: append one more behind the snapshot.
+    const raw = new Database(join(dir, 'felt.db'));
+    raw.prepare('INSERT INTO events (stream, type, data, time) VALUES (?, ?, ?, ?)').run('ipam/n', 'AddressAllocated', JSON.stringify({ network: 'n', containerId: 'c1', ifname: 'eth0', rangeSet: 0, ip: '10.0.0.3' }), T);
+    raw.exec(sql);
+    raw.close();
+    for (const st of [open(dir), openSqliteStore(dir, { readonly: true }) as E.Right<EventStore>]) {
+      const store = 'right' in st ? st.right : st;
+      const release = store.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'ReleaseAddresses', data: { network: 'n', containerId: 'c0', ifname: 'eth0' } }, v), { time: T });
+      const results = [release, store.load(ipamStream('n'), ipamProjection)];
+      for (const r of results.slice('right' in st ? 1 : 0)) {
+        expect(E.isLeft(r) && r.left.code, JSON.stringify(r)).toBe(5);
+        expect(E.isLeft(r) && r.left.msg).toContain(join(dir, 'felt.db'));
+        expect(E.isLeft(r) && r.left.msg).toContain(message);
+      }
+      store.close();
+    }
+  });
+
   it('reports an unusable data dir as an I/O error naming the file', () => {
     const r = openSqliteStore('/proc/felt-cannot-be-here');
     expect(E.isLeft(r) && r.left.code).toBe(5);

@@ -4,6 +4,8 @@
 // namespace made here; a pod namespace made here is the CNI_NETNS.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { FELT_CNI } from '../support/cni.ts';
 import { cni, exec, feltAllocations, iptSave, links, nsPath, Sandbox, veths, type Run } from '../support/ns.ts';
@@ -200,6 +202,12 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'no-such-ipam', dataDir } }), 105, 'no-such-ipam');
   });
 
+  it.each(['../../bin/sh', '/bin/sh', '..'])('ipam.type %j (a path, not a plugin name): code 7 naming it, nothing run or recorded', async (type) => {
+    const d = sb.dir();
+    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type, dataDir: d } }), 7, 'ipam.type', JSON.stringify(type));
+    expect(readdirSync(d)).toEqual([]);
+  });
+
   it('a bad ipam range: the IPAM error, naming the range', async () => {
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.1/24' }]], dataDir } }), 7, 'ipam.ranges[0][0].subnet');
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/31' }]], dataDir } }), 7, 'ipam.ranges[0][0]');
@@ -211,6 +219,73 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
 
   it('CHECK without prevResult: code 7 naming it', async () => {
     await bad('bridge', goodEnv('CHECK'), cfg('bridge', { ipam: undefined }), 7, 'prevResult');
+  });
+});
+
+describe('a relative or dotted dataDir: code 7 naming the field, before anything is written', () => {
+  // Every plugin run here starts in a directory of its own (`env -C`), so a relative dataDir that were used
+  // would land in it; `<d>/inner/..` would write `<d>/felt.db`. Both directories must stay as they were.
+  const sb3 = new Sandbox();
+  afterAll(() => sb3.cleanup());
+
+  const cases: readonly [Type | 'flannel', (dd: string) => Record<string, unknown>, string][] = [
+    ['bridge', (dd) => bridgeConf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: dd } }), 'ipam.dataDir'],
+    ['bridge', (dd) => bridgeConf({ ipam: { dataDir: dd } }), 'ipam.dataDir'],
+    ['host-local', (dd) => hostLocalConf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: dd } }), 'ipam.dataDir'],
+    ['flannel', (dd) => ({ cniVersion: '1.0.0', name: 'badnet', type: 'flannel', dataDir: dd }), 'dataDir'],
+  ];
+  it.each(cases.flatMap(([t, c, field]) => [['rel/data', t, c, field] as const, ['<d>/inner/..', t, c, field] as const]))('%s for %s', async (form, type, conf, field) => {
+    const cwd = sb3.dir();
+    const d = sb3.dir();
+    mkdirSync(join(d, 'inner'));
+    const dd = form === 'rel/data' ? 'rel/data' : `${d}/inner/..`;
+    for (const command of ['ADD', 'DEL']) {
+      const env = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...goodEnv(command) };
+      const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+      const before = await state();
+      const r = await exec(['ip', 'netns', 'exec', host, 'env', '-i', '-C', cwd, ...pairs, join(FELT_CNI, type)], JSON.stringify(conf(dd)));
+      let json: any;
+      try {
+        json = JSON.parse(r.stdout);
+      } catch {
+        json = undefined;
+      }
+      expectCniError({ ...r, json }, 7, field, JSON.stringify(dd));
+      expect(readdirSync(cwd), `${command}: the working directory`).toEqual([]);
+      expect(readdirSync(d).sort(), `${command}: the parent of ${dd}`).toEqual(['inner']);
+      expect(readdirSync(join(d, 'inner'))).toEqual([]);
+      expect(existsSync(join(d, 'felt.db'))).toBe(false);
+      expect(await state()).toEqual(before);
+    }
+  });
+});
+
+describe('a felt.db this felt cannot use: code 5 naming the file', () => {
+  const sb4 = new Sandbox();
+  afterAll(() => sb4.cleanup());
+
+  it.each([
+    ['a newer schema version', 'PRAGMA user_version = 7', (f: string) => [`${f} has schema version 7, newer than the version 2`]],
+    ['a corrupt snapshot', "UPDATE snapshots SET state = 'nope'", (f: string) => [f, 'corrupt snapshot of ipam/badnet']],
+  ] as const)('%s (ADD, bridge and host-local; the file stays as it was)', async (_what, sql, names) => {
+    const d = sb4.dir();
+    const conf = (type: Type) => ({ ...CONF[type](), ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: d } });
+    const first = await call('host-local', goodEnv(), JSON.stringify(conf('host-local')));
+    expect(first.code, first.stdout).toBe(0);
+    const file = join(d, 'felt.db');
+    const raw = new Database(file);
+    raw.exec(sql);
+    const version = raw.pragma('user_version', { simple: true });
+    raw.close();
+    for (const type of ['host-local', 'bridge'] as const) {
+      const before = await state();
+      const r = await call(type, { ...goodEnv(), CNI_CONTAINERID: `second-${type}` }, JSON.stringify(conf(type)));
+      expectCniError(r, 5, ...names(file));
+      expect(await state()).toEqual(before);
+    }
+    const after = new Database(file, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(version);
+    after.close();
   });
 });
 

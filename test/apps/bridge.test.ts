@@ -13,6 +13,7 @@ import {
   cniRules,
   exec,
   feltAllocations,
+  iptSave,
   link,
   links,
   nsPath,
@@ -518,4 +519,37 @@ it('never touched the root namespace', async () => {
   const names = (JSON.parse(root.stdout) as { ifname: string }[]).map((l) => l.ifname);
   // The bridges only this file names (cni0 and veths could come from elsewhere on a shared machine).
   expect(names.filter((n) => /^br(p|f|x|xpeer|l2|vl|probe)$/.test(n))).toEqual([]);
+});
+
+describe('a network name and container id longer than an iptables comment (255 bytes)', () => {
+  const sb = new Sandbox();
+  afterAll(() => sb.cleanup());
+
+  it('ADD, CHECK and DEL with ipMasq: CHECK passes (the comment is what the kernel keeps), DEL leaves nothing', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const conf = bridgeConf({ dataDir, name: `n${'e'.repeat(99)}`, subnets: ['10.88.4.0/24'] });
+    const cid = `c${'0123456789'.repeat(20)}`;
+    const add = await cni(felt(host, pod, cid), 'ADD', conf);
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    // The masquerade rules are there, with the comment cut to 255 bytes.
+    const rules = (await iptSave(host, 4)).filter((l) => l.includes('--comment'));
+    expect(rules.length).toBeGreaterThan(0);
+    for (const l of rules) expect(l).toContain(`id: \\"c0123456789`);
+    const check = await cni(felt(host, pod, cid), 'CHECK', { ...conf, prevResult: add.json });
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    // portmap's DNAT comment too (the reference's trimComment makes 256 characters; the kernel keeps 255).
+    const pm = { cniVersion: '1.0.0', name: conf['name'], type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] } };
+    const pmAdd = await cni(felt(host, pod, cid), 'ADD', { ...pm, prevResult: add.json });
+    expect(pmAdd.code, pmAdd.stdout + pmAdd.stderr).toBe(0);
+    expect((await iptSave(host, 4)).some((l) => l.startsWith('-A CNI-HOSTPORT-DNAT') && l.includes('dnat name:'))).toBe(true);
+    const pmCheck = await cni(felt(host, pod, cid), 'CHECK', { ...pm, prevResult: add.json });
+    expect(pmCheck.code, pmCheck.stdout + pmCheck.stderr).toBe(0);
+    expect((await cni(felt(host, pod, cid), 'DEL', { ...pm, prevResult: add.json })).code).toBe(0);
+    expect((await cni(felt(host, pod, cid), 'DEL', conf)).code).toBe(0);
+    // Nothing left but portmap's shared chains (which the reference leaves too), empty.
+    expect(await veths(host)).toEqual([]);
+    expect((await cniChains(host)).filter((c) => !c.startsWith('CNI-HOSTPORT-'))).toEqual([]);
+    expect((await iptSave(host, 4)).filter((l) => l.includes('--comment') && l.includes('name: '))).toEqual([]);
+    expect(await feltAllocations(dataDir)).toEqual([]);
+  });
 });

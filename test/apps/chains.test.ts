@@ -155,7 +155,7 @@ describe("a podman-like chain of felt's plugins through felt cni", () => {
     try {
       // From the host itself, to the host port on the bridge's address.
       const got = await ask(host, scripts.client, 'tcp', '10.89.0.1', 18090);
-      expect(got, got === undefined ? `no answer through the host port; the kernel then:\n${await netState({ host, pod })}` : '').toMatch(/^tcp 8080 /);
+      expect(got, got === undefined ? `no answer through the host port; the echo server: ${svc.log() || '(nothing)'}\nthe kernel then:\n${await netState({ host, pod })}` : '').toMatch(/^tcp 8080 /);
     } finally {
       svc.stop();
     }

@@ -382,6 +382,53 @@ describe('felt export / felt import', () => {
     expect((await call(['import', '--data-dir', target, join(target, 'missing.jsonl')])).err).toContain('missing.jsonl: ENOENT');
   });
 
+  it("every event's data is checked as its decider makes it: a bad value names the line and field, and nothing is imported", async () => {
+    const target = fresh();
+    const w = open(target);
+    alloc(w, t(1), 'pod-a');
+    w.close();
+    const ev = (stream: string, type: string, data: unknown) => JSON.stringify({ time: t(5), stream, type, data });
+    const addr = { network: 'blue', containerId: 'pod-z', ifname: 'eth0', rangeSet: 0, ip: '10.50.0.9' };
+    const rec = { network: 'blue', containerId: 'pod-z', ifname: 'eth0', netns: '/run/netns/p', hostVeth: 'veth01', dataDir: '/var/lib/felt' };
+    const cases: [string, string][] = [
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: 5 }), 'data.ip: 5 is not a string'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: '10.50.0.9\n' }), 'data.ip: "10.50.0.9\\n" is not an IP address'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: '10.050.0.9' }), 'data.ip'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, ifname: '../x' }), 'data.ifname: interface name "../x"'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, containerId: 'a/b' }), 'data.containerId'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, network: 'red' }), `data.network: "red" is not the stream's network ("blue" of ipam/blue)`],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, rangeSet: -1 }), 'data.rangeSet'],
+      [ev('ipam/blue', 'AddressAllocated', { ...addr, extra: 1 }), 'data: unknown field "extra"'],
+      [ev('ipam/blue', 'AddressReleased', { ...addr, reason: 'oops' }), 'data.reason'],
+      [ev('ipam/blue', 'AddressAllocated', 'x'), 'data: "x" is not an object'],
+      [ev('bridge/blue', 'AttachmentRecorded', { ...rec, hostVeth: 'cni0\nx' }), 'data.hostVeth'],
+      [ev('bridge/blue', 'AttachmentRecorded', { ...rec, dataDir: 'rel' }), 'data.dataDir: "rel" is not an absolute path'],
+      [ev('bridge/blue', 'AttachmentRecorded', { ...rec, netns: '/run/netns/../x' }), 'data.netns'],
+      [ev('bridge/blue', 'AttachmentRecorded', { ...rec, hostVethMac: 'zz' }), 'data.hostVethMac'],
+      [ev(NODE, 'SubnetLeased', { key: '10.244.1.0-24', subnet: '10.244.2.0/24', publicIP: '198.51.100.1', backendType: 'vxlan', expiration: t(9), renewal: false }), 'are not those of key'],
+      [ev(NODE, 'ConfigLoaded', { config: { ...config, network: '10.244.0.0/33' } }), 'data.config.network'],
+      [ev(NODE, 'ConfigLoaded', { config: { ...config, subnetLen: 8 } }), 'data.config: not a config feltd accepts'],
+      [ev(NODE, 'RemoteLeaseSeen', { key: '10.244.3.0-24', subnet: '10.244.3.0/24', attrs: { PublicIP: 7, BackendType: 'vxlan' }, expiration: t(9), change: 'appeared' }), 'data.attrs.PublicIP'],
+      [ev('tuning/blue', 'TuningApplied', { network: 'blue', containerId: 'c', ifname: 'eth0', netns: '/run/netns/p', original: { link: {}, sysctls: [{ key: 'kernel.core_pattern', value: '|x' }] } }), 'data.original.sysctls[0].key'],
+      [ev('cni/blue', 'AttachmentAdded', { network: 'blue', containerId: 'c', ifname: 'eth0', netns: '/run/netns/p', plugins: ['../../bin/sh'], ips: [] }), 'data.plugins[0]'],
+    ];
+    for (const [bad, message] of cases) {
+      const file = join(target, 'bad.jsonl');
+      writeFileSync(file, [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: '10.50.0.8', containerId: 'pod-y' }), bad].join('\n') + '\n');
+      const r = await call(['import', '--data-dir', target, '--merge', file]);
+      expect(r.code, bad).toBe(1);
+      expect(r.err, bad).toContain(`felt import: ${file}: line 2: `);
+      expect(r.err, bad).toContain(message);
+      expect(r.err, bad).toMatch(/nothing imported\n$/);
+    }
+    expect(positions((await call(['export', '--data-dir', target])).out)).toEqual([1]);
+    // The same events with good data go in, and the log stays readable.
+    const file = join(target, 'good.jsonl');
+    writeFileSync(file, [ev('ipam/blue', 'AddressAllocated', addr), ev('bridge/blue', 'AttachmentRecorded', rec), ev('bridge/blue', 'AttachmentReady', { ...rec, netns: undefined, dataDir: undefined, durationMs: 12 })].join('\n') + '\n');
+    expect(await call(['import', '--data-dir', target, '--merge', file])).toMatchObject({ code: 0 });
+    expect((await call(['allocations', '--data-dir', target])).out).toContain('10.50.0.9');
+  });
+
   it('a line of a stream felt does not know is imported as it is (and skipped by replay)', async () => {
     const target = fresh();
     const file = join(target, 'x.jsonl');

@@ -219,6 +219,43 @@ describe('felt install-cni', () => {
     expect(missing.stderr).toContain(`--conflist: cannot read ${join(d, 'nope')}: ENOENT`);
   });
 
+  it('a .felt planted as a symbolic link (or one of its support directories) is refused, named, and nothing is written through it', async () => {
+    const d = sb.dir();
+    const bin = join(d, 'bin');
+    const elsewhere = join(d, 'elsewhere');
+    mkdirSync(bin);
+    mkdirSync(elsewhere);
+    symlinkSync(elsewhere, join(bin, SUPPORT_DIR));
+    const r = await install(bin, join(d, 'net.d'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${join(bin, SUPPORT_DIR)} is a symbolic link`);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(readdirSync(bin)).toEqual([SUPPORT_DIR]);
+    // The same for a support directory of the hash this felt would install: its node_modules would be run.
+    const bin2 = join(d, 'bin2');
+    expect((await install(bin2, join(d, 'net2.d'))).code).toBe(0);
+    const hash = readdirSync(join(bin2, SUPPORT_DIR))[0]!;
+    const bin3 = join(d, 'bin3');
+    mkdirSync(join(bin3, SUPPORT_DIR), { recursive: true });
+    symlinkSync(elsewhere, join(bin3, SUPPORT_DIR, hash));
+    const r3 = await install(bin3, join(d, 'net3.d'));
+    expect(r3.code).toBe(1);
+    expect(r3.stderr).toContain(`${join(bin3, SUPPORT_DIR, hash)} is a symbolic link`);
+    expect(readdirSync(bin3)).toEqual([SUPPORT_DIR]);
+    expect(readdirSync(elsewhere)).toEqual([]);
+  });
+
+  it.each(['../../bin/sh', '/bin/sh', '..', 'a\\b'])('--conflist naming plugin type %j is refused, naming the field, nothing changed', async (type) => {
+    const d = sb.dir();
+    const bad = join(d, 'bad.conflist');
+    writeFileSync(bad, JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type }] }));
+    const r = await install(join(d, 'bin'), join(d, 'net.d'), '--conflist', bad);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`--conflist: ${bad}: plugins[1].type: ${JSON.stringify(type)}`);
+    expect(existsSync(join(d, 'bin'))).toBe(false);
+    expect(existsSync(join(d, 'net.d'))).toBe(false);
+  });
+
   it('refuses a bin dir that cannot stand in a #! line, naming the option, and changes nothing', async () => {
     const d = sb.dir();
     const bin = join(d, 'my bin');

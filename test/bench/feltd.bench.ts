@@ -182,8 +182,17 @@ const family = (m: string, name: string) => [...m.matchAll(new RegExp(`^${name}(
 const fullPasses = (m: string) => either(m, 'felt_reconcile_duration_seconds_count{kind="full"}', 'feltd_reconcile_duration_seconds_count{kind="full"}');
 const fullSeconds = (m: string) => either(m, 'felt_reconcile_duration_seconds_sum{kind="full"}', 'feltd_reconcile_duration_seconds_sum{kind="full"}');
 const opsApplied = (m: string) => family(m, 'felt_ops_applied_total') + family(m, 'feltd_ops_applied_total');
-/** Ops full passes applied (lease changes merged into them and drift repairs). */
-const fullPassOps = (m: string) => family(m, 'felt_full_pass_ops_total') + family(m, 'feltd_drift_repaired_total');
+/** Whether the scrape has any series of the family. */
+const has = (m: string, name: string) => new RegExp(`^${name}(?:\\{[^}]*\\})? `, 'm').test(m);
+/**
+ * Ops full passes applied (lease changes merged into them and drift repairs): felt_full_pass_ops_total, which
+ * counts both; a build without it counts only drift, as felt_drift_repaired_total{kind=...} (or, older still,
+ * feltd_drift_repaired_total). A scrape with none of them is an error, not a zero.
+ */
+const fullPassOps = (m: string) => {
+  for (const name of ['felt_full_pass_ops_total', 'felt_drift_repaired_total', 'feltd_drift_repaired_total']) if (has(m, name)) return family(m, name);
+  throw new Error('the scrape has no full-pass or drift metric (felt_full_pass_ops_total, felt_drift_repaired_total, feltd_drift_repaired_total)');
+};
 
 async function run(n: number, bin: string) {
   const ns = `${tag}-n${n}`;

@@ -90,3 +90,14 @@ describe('what each plugin of a chain gets', () => {
     expect(readCacheEntry('{"kind":"other"}')).toMatchObject({ _tag: 'Left' });
   });
 });
+
+describe('a plugin type is a file name in CNI_PATH, never a path', () => {
+  it.each(['../../bin/sh', '/bin/sh', 'a/b', '..', '.', 'a\\b', 'x\ny'])('%j is refused in a list, a single config and a plugin file, naming the field', (type) => {
+    const list = parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }, { type }] }), true);
+    expect(list).toEqual(E.left(expect.stringContaining(`plugins[1].type: ${JSON.stringify(type)}`)));
+    expect(parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type }), false)).toEqual(E.left(expect.stringContaining(`type: ${JSON.stringify(type)}`)));
+    expect(parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }] }), true, [JSON.stringify({ type })])).toEqual(
+      E.left(expect.stringContaining(`plugin file 1 of n/: type: ${JSON.stringify(type)}`)),
+    );
+  });
+});

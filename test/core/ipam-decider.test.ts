@@ -65,9 +65,13 @@ describe('AllocateAddresses', () => {
     expect(ips(given(history).when(add(c, 'c')))).toEqual(['10.0.0.4']);
   });
   it('wraps around to the start, skipping the gateway and held addresses', () => {
-    const history = [allocated('a', '10.0.0.2'), allocated('b', '10.0.0.6'), allocated('x', '10.0.0.3')];
-    // last reserved is 10.0.0.3 (the last event); 4 is next
+    // The last reserved address is the end of the range (10.0.0.6, the last event): the walk wraps to the
+    // start, passes the gateway (.1) and the held .2 and .3, and takes .4.
+    const history = [allocated('a', '10.0.0.2'), allocated('b', '10.0.0.3'), allocated('x', '10.0.0.6')];
     expect(ips(given(history).when(add(c, 'c')))).toEqual(['10.0.0.4']);
+    // Only the addresses before the last reserved one are free: found only by wrapping.
+    const late = [allocated('a', '10.0.0.4'), allocated('b', '10.0.0.5'), allocated('x', '10.0.0.6'), allocated('y', '10.0.0.3')];
+    expect(ips(given(late).when(add(c, 'c')))).toEqual(['10.0.0.2']);
     const full = [allocated('a', '10.0.0.2'), allocated('b', '10.0.0.3'), allocated('c', '10.0.0.4'), allocated('d', '10.0.0.5'), allocated('e', '10.0.0.6')];
     expect(given(full).when(add(c, 'f'))).toEqual(E.left({ code: 100, msg: 'ipam.ranges[0]: no IP addresses available in range set: 10.0.0.1-10.0.0.6' }));
   });

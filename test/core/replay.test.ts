@@ -94,6 +94,9 @@ const GENS: Readonly<Record<string, Gen>> = {
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'rollback' as const) })
         .map((d): AttachmentCommand => ({ type: 'RemoveAttachments', data: { network: 'prop', ...d } })),
       fc
+        .record({ containerId: containers, ifname: ifnames, hostVeth: fc.constantFrom('veth1', 'veth2', 'veth3'), durationMs: fc.nat(5000) })
+        .map((d): AttachmentCommand => ({ type: 'RecordAttachmentReady', data: { network: 'prop', ...d } })),
+      fc
         .array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 })
         .map((rs): AttachmentCommand => ({ type: 'CollectAttachments', data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) } })),
     ),
@@ -194,6 +197,21 @@ describe('replay determinism', () => {
       const seen = new Set<string>();
       for (const cmds of fc.sample(commands, { numRuns: 200, seed: 42 })) for (const e of decisions(kind, gen, cmds).flat()) seen.add(e.type);
       expect([...seen].sort()).toEqual([...kind.types].sort());
+    });
+
+    it("every event the decider makes passes its type's data check (what felt import accepts)", () => {
+      const name = gen.stream.slice(prefix.length);
+      let checked = 0;
+      fc.assert(
+        fc.property(commands, (cmds) => {
+          for (const e of decisions(kind, gen, cmds).flat()) {
+            expect(kind.checks[e.type]!(e.data, { stream: gen.stream, name }), JSON.stringify(e)).toEqual(E.right(e.data));
+            checked++;
+          }
+        }),
+        { numRuns: RUNS },
+      );
+      expect(checked).toBeGreaterThan(0);
     });
 
     it('folding any prefix in any chunking equals folding it one by one', () => {

@@ -2,6 +2,13 @@
 // namespaces (`ip netns exec`), so the machine needs nothing beyond node. The server answers every TCP
 // connection and UDP datagram with "<proto> <port> <peer address>"; clients retry within a bounded time and
 // report the answer or nothing (the bound is generous: on a loaded machine the first connection can take seconds).
+//
+// The server survives whatever a client does: an error on one connection (a client that gave up and closed,
+// so that the answer meets a RST: ECONNRESET/EPIPE) is that connection's, never the server's. Without that, one
+// client attempt that timed out under load killed the server (an unhandled 'error' event), and every later
+// attempt was refused until the client's bound ran out: "no answer through the host port within 20 s". The
+// client gives a silent connection twice as long each time instead of a second every time, so a slow
+// (starved) server still gets to answer.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -13,9 +20,17 @@ const net = require('node:net'), dgram = require('node:dgram');
 const [tcpPort, udpPort] = process.argv.slice(2).map(Number);
 let up = 0;
 const ready = () => { if (++up === 2) console.log('ready'); };
-net.createServer((s) => { s.end('tcp ' + tcpPort + ' ' + s.remoteAddress + '\\n'); }).listen(tcpPort, '0.0.0.0', ready);
+// A client's reset or early close is its connection's error, logged, never the server's end.
+const log = (what) => (e) => console.error(what + ': ' + (e && e.code ? e.code : e));
+const server = net.createServer((s) => {
+  s.on('error', log('connection from ' + s.remoteAddress));
+  s.end('tcp ' + tcpPort + ' ' + s.remoteAddress + '\\n');
+});
+server.on('error', log('tcp server'));
+server.listen(tcpPort, '0.0.0.0', ready);
 const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send('udp ' + udpPort + ' ' + r.address + '\\n', r.port, r.address));
+u.on('error', log('udp socket'));
+u.on('message', (m, r) => u.send('udp ' + udpPort + ' ' + r.address + '\\n', r.port, r.address, (e) => e && log('udp answer to ' + r.address)(e)));
 u.bind(udpPort, '0.0.0.0', ready);
 `;
 
@@ -26,11 +41,16 @@ const deadline = Date.now() + Number(process.env.WITHIN_MS || 20000);
 const done = (text) => { process.stdout.write(text); process.exit(0); };
 const fail = () => { process.exit(1); };
 if (proto === 'tcp') {
+  // A connection that stays silent is given up after 1 s, then 2, 4, 8 ... (a starved server still answers
+  // one of them), each time on a new one (a new source port: a fresh conntrack entry); one refused or reset
+  // is retried after 100 ms.
+  let wait = 1000;
   const attempt = () => {
     if (Date.now() > deadline) fail();
     const s = net.connect({ host, port: Number(port) });
     let got = '';
-    s.setTimeout(1000, () => s.destroy(new Error('timeout')));
+    s.setTimeout(wait, () => s.destroy(new Error('timeout')));
+    wait *= 2;
     s.on('data', (d) => (got += d));
     s.on('end', () => (got ? done(got) : setTimeout(attempt, 100)));
     s.on('error', () => setTimeout(attempt, 100));
@@ -51,6 +71,8 @@ if (proto === 'tcp') {
 
 export interface Services {
   stop(): void;
+  /** What the server printed (errors of single connections), and how it exited if it did: for failure messages. */
+  log(): string;
 }
 
 /** Write the scripts into `dir` once; returns their paths. */
@@ -70,6 +92,10 @@ export function startServer(ns: string, script: string, tcpPort: number, udpPort
   const stop = (): void => {
     if (child.exitCode === null && child.pid) child.kill('SIGTERM');
   };
+  let output = '';
+  child.stderr!.on('data', (b: Buffer) => (output += String(b)));
+  child.on('exit', (code, signal) => (output += `\n[echo server exited: ${signal ?? code}]`));
+  const log = (): string => output;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       stop();
@@ -78,7 +104,7 @@ export function startServer(ns: string, script: string, tcpPort: number, udpPort
     child.stdout!.on('data', (b: Buffer) => {
       if (String(b).includes('ready')) {
         clearTimeout(timer);
-        resolve({ stop });
+        resolve({ stop, log });
       }
     });
     child.on('exit', (code) => {

@@ -17,7 +17,7 @@ import {
 } from '../../../core/bridge/attachments.ts';
 import type { NetConf } from '../../../core/cni/env.ts';
 import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
-import { DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
+import { dataDirProblem, DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx } from '../plugin.ts';
 import { openCallStore } from '../store.ts';
@@ -47,12 +47,17 @@ export function recordedConf(conf: NetConf): Readonly<Record<string, unknown>> {
   return rest;
 }
 
-/** `ipam.dataDir`, as host-local reads it. */
+/**
+ * `ipam.dataDir`, as host-local reads and checks it (absolute, no '.' or '..' component, no control
+ * character): checked here too, because the attachment is recorded under it before IPAM runs.
+ */
 export function logDir(conf: NetConf): E.Either<CniError, string> {
   const ipam = conf.raw['ipam'];
   const d = typeof ipam === 'object' && ipam !== null ? (ipam as Record<string, unknown>)['dataDir'] : undefined;
   if (d === undefined || d === null || d === '') return E.right(DEFAULT_DATA_DIR);
-  return typeof d === 'string' ? E.right(d) : E.left(invalidConfig('ipam.dataDir: must be a path'));
+  if (typeof d !== 'string') return E.left(invalidConfig('ipam.dataDir: must be a path'));
+  const problem = dataDirProblem(d);
+  return problem ? E.left(invalidConfig(`ipam.dataDir: ${JSON.stringify(d)} ${problem}`)) : E.right(d);
 }
 
 const withStore =

@@ -18,7 +18,7 @@
 // kube-flannel's install-cni copies its ConfigMap's cni-conf.json) after checking it parses as a conflist.
 
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, constants as fsConstants, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -110,21 +110,40 @@ function hashOf(files: readonly SupportFile[]): string {
 function writeAtomically(path: string, data: string | Buffer, mode: number): void {
   const tmp = join(dirname(path), `.${basename(path)}.felt-${process.pid}`);
   rmSync(tmp, { force: true });
-  writeFileSync(tmp, data, { mode });
+  // O_EXCL: a link planted at the temporary name since the rm is not followed.
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
   chmodSync(tmp, mode);
   renameSync(tmp, path);
+}
+
+/**
+ * A directory felt owns (`<bin>/.felt`, `<bin>/.felt/<hash>`), made when absent. One that is a symbolic link,
+ * or not a directory, was not made by felt: writing through it would put files (or the plugins' node_modules)
+ * wherever it points, so it is refused, named. Returns whether it was there.
+ */
+function ownDir(path: string, make: boolean): boolean {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    if (make) mkdirSync(path);
+    return false;
+  }
+  if (st.isSymbolicLink()) throw new Error(`${path} is a symbolic link, not a directory felt made: refusing to write through it (remove it and run install-cni again)`);
+  if (!st.isDirectory()) throw new Error(`${path} is not a directory: refusing to use it (remove it and run install-cni again)`);
+  return true;
 }
 
 /** Make `<bin>/.felt/<hash>` with the support files unless it is there (it is complete: made in one rename). */
 function installSupport(root: string, hash: string, files: readonly SupportFile[]): boolean {
   const dir = join(root, hash);
-  if (existsSync(dir)) return false;
+  if (ownDir(dir, false)) return false;
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   for (const f of files) {
     const to = join(tmp, f.rel);
     mkdirSync(dirname(to), { recursive: true });
-    copyFileSync(f.src, to);
+    copyFileSync(f.src, to, fsConstants.COPYFILE_EXCL);
     chmodSync(to, f.mode);
   }
   renameSync(tmp, dir);
@@ -209,7 +228,8 @@ export const installCniCommand: Subcommand = {
         io.err(`felt install-cni: --cni-bin-dir: ${JSON.stringify(bin)} is too long for a #! line (${Buffer.byteLength(shebang)} bytes, the kernel reads ${MAX_SHEBANG - 1})\n`);
         return 1;
       }
-      mkdirSync(root, { recursive: true });
+      mkdirSync(bin, { recursive: true });
+      ownDir(root, true);
       if (installSupport(root, hash, files)) io.out(`installed ${support}\n`);
 
       for (const type of types) {

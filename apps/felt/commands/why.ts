@@ -13,6 +13,7 @@ import { DATA_DIR_OPTION, dataDirOf, openLog, type IO, type Subcommand } from '.
 import type { StoredEvent } from '../../../core/events.ts';
 import { attachmentCases, loadViews, type LogViews, locate, observe, overlayOf, readHistory, readReconcile } from './audit.ts';
 import { NETNS_OPTION } from './plan.ts';
+import { cell } from '../terminal.ts';
 
 const namespacesOf = (k: KernelState): string[] =>
   [...new Set([...k.links, ...k.addresses, ...k.routes, ...k.neighbours, ...k.fdb, ...k.chains, ...k.rules].map((o) => o.ns))];
@@ -94,7 +95,8 @@ export const whyRun =
     const at = lines.indexOf('history:');
     const body = at < 0 ? lines : lines.slice(0, at);
     const tail = at < 0 ? [] : lines.slice(at);
-    io.out([...body, ...(kernel.length ? ['in the kernel now:', ...kernel.map((l) => `  ${l}`)] : []), ...tail].join('\n') + '\n');
+    // One line per entry: a newline inside one (from the argument or the log) is escaped, not a line of its own.
+    io.out([...body, ...(kernel.length ? ['in the kernel now:', ...kernel.map((l) => `  ${l}`)] : []), ...tail].map(cell).join('\n') + '\n');
     return 0;
   };
 
