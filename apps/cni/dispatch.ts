@@ -13,7 +13,7 @@ import { convertResult, CURRENT_VERSION, readResult, type Result } from '../../c
 import type { Ctx, Plugin } from './plugin.ts';
 import { VERSION } from '../version.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
-import { withCallStores } from './store.ts';
+import { callStores, type CallStores } from './store.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -74,10 +74,12 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx
   if (E.isLeft(parsed)) return fail(parsed.left);
   let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
   try {
-    out = await withCallStores(invoke(plugin, parsed.right.command, parsed.right, ctx));
+    out = await invoke(plugin, parsed.right.command, parsed.right, ctx)();
   } catch (e) {
     // A bug, not a user error: report it without a stack trace on stdout.
     out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
+  } finally {
+    ctx.stores.end();
   }
   if (E.isLeft(out)) return fail(out.left);
   const { conf, result } = out.right;
@@ -124,10 +126,14 @@ export function findInPath(type: string, path: readonly string[]): string | unde
   return undefined;
 }
 
-/** Execute a plugin binary (libcni invoke.ExecPluginWithResult). */
-export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Execute a plugin binary (libcni invoke.ExecPluginWithResult); in the network namespace at `netns` (entered
+ * with nsenter) when given: feltd runs a foreign delegate where the runtime ran the calling plugin.
+ */
+export function execPlugin(exe: string, env: Env, stdin: string, netns?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(exe, [], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const argv = netns === undefined ? [exe] : ['nsenter', `--net=${netns}`, '--', exe];
+    const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -142,12 +148,24 @@ export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code
   });
 }
 
-export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
+/** How a call differs when feltd serves it (apps/feltd/cni-service.ts); an executable passes none. */
+export interface CallOptions {
+  /** The call's stores (default: its own, closed when it ends). */
+  readonly stores?: CallStores;
+  /** The caller's network namespace, when it is not this process's (Ctx.hostNetns). */
+  readonly hostNetns?: string;
+  /** What a foreign delegate gets besides the CNI variables (feltd: its own PATH; the caller's env is never used). */
+  readonly execEnv?: Env;
+}
+
+export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallOptions = {}): Ctx {
   const ctx: Ctx = {
     env,
     now: () => new Date(),
     randomBytes: (n) => randomBytes(n),
     pid: process.pid,
+    ...(opts.hostNetns !== undefined ? { hostNetns: opts.hostNetns } : {}),
+    stores: opts.stores ?? callStores(),
     delegate: (type, command, stdin, args) => {
       const exe = findInPath(type, args.path);
       if (!exe) {
@@ -166,7 +184,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
       }
       return async () => {
         try {
-          const r = await execPlugin(exe, { ...env, CNI_COMMAND: command }, stdin);
+          const r = await execPlugin(exe, { ...opts.execEnv, ...env, CNI_COMMAND: command }, stdin, opts.hostNetns);
           let parsed: unknown;
           try {
             parsed = r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);
