@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
@@ -95,13 +95,21 @@ const isFile = (p: string): boolean => {
   }
 };
 
-/** The second line of every felt plugin executable (scripts/build.mjs writes it; felt install-cni keeps it). */
+/** The second line of every felt plugin bundle (scripts/build.mjs writes it; felt install-cni keeps it). */
 export const feltMark = (type: string): string => `// felt-cni ${type}`;
 
+/** The mark compiled into felt's forwarder of `type` (apps/cni/forwarder/forwarder.c MARK). */
+export const forwarderMark = (type: string): string => `felt-cni-forwarder type=${type};`;
+
+/** The forwarder is a small ELF file (~15 KB): a bigger one is not felt's. */
+const MAX_FORWARDER = 256 << 10;
+
 /**
- * Whether the file at `path` is felt's plugin `type` (its first line a shebang, its second felt's mark), read
- * from its first bytes only. A foreign plugin of the same name next to felt's (one `felt install-cni` left
- * alone) is not: a delegation to it executes it instead of running felt's code in-process.
+ * Whether the file at `path` is felt's plugin `type`: felt's forwarder of that type (an ELF file holding the
+ * forwarder's mark, read whole: it is small), or a bundle (its first line a shebang, its second felt's mark:
+ * dist/cni/.felt/<type>, and what older felt installs put in the bin dir). A foreign plugin of the same name next
+ * to felt's (one `felt install-cni` left alone) is not: a delegation to it executes it instead of running felt's
+ * code in-process.
  */
 export function isFeltPlugin(path: string, type: string): boolean {
   let fd: number | undefined;
@@ -109,6 +117,13 @@ export function isFeltPlugin(path: string, type: string): boolean {
     fd = openSync(path, 'r');
     const head = Buffer.alloc(512);
     const n = readSync(fd, head, 0, head.length, 0);
+    if (n >= 4 && head.readUInt32BE(0) === 0x7f454c46) {
+      const size = fstatSync(fd).size;
+      if (size > MAX_FORWARDER) return false;
+      const all = Buffer.alloc(size);
+      const got = readSync(fd, all, 0, size, 0);
+      return all.subarray(0, got).includes(`\0${forwarderMark(type)}\0`);
+    }
     const lines = head.subarray(0, n).toString('utf8').split('\n');
     return lines.length > 2 && lines[0]!.startsWith('#!') && lines[1] === feltMark(type);
   } catch {
@@ -209,13 +224,35 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
   return ctx;
 }
 
-/** Entry point of a plugin executable. */
+/** As the reference plugins (skel) without CNI_COMMAND: the about text with the version, and the protocol versions. */
+export const aboutText = (plugin: Plugin): string => `${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`;
+
+/**
+ * The forwarder (apps/cni/forwarder/forwarder.c) sets this when feltd accepted the call and then died or did not
+ * answer in time, and hands the call to this executable with the stdin it had sent.
+ */
+export const DAEMON_LOST = 'FELT_CNI_DAEMON_LOST';
+
+/**
+ * The call feltd lost: an ADD may have been half done there, so it is not run again here: it answers "try
+ * again later" (code 11) and changes nothing (the runtime's DEL, or its retry, cleans up). DEL, CHECK, GC,
+ * STATUS and VERSION are idempotent: they run here. undefined: run the call.
+ */
+export function lostCall(env: Env, stdin: string): Outcome | undefined {
+  if (env[DAEMON_LOST] !== '1' || env['CNI_COMMAND'] !== 'ADD') return undefined;
+  const e = cniError(ErrCode.TryAgainLater, 'feltd accepted this ADD and then stopped or did not answer in time; nothing more was done here: try again later');
+  return { stdout: errorJson(versionOf(stdin), e), exitCode: 1 };
+}
+
+/** Entry point of a plugin executable (the forwarder's fallback: the call runs in this process). */
 export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void> {
   traceMark('main');
+  const lost = process.env[DAEMON_LOST];
+  // Not passed on to the plugins this call executes: their calls were not lost.
+  delete process.env[DAEMON_LOST];
   const env = process.env;
   if (!env['CNI_COMMAND']) {
-    // As the reference plugins (skel): the about text with the version, and the protocol versions, on stderr.
-    process.stderr.write(`${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
+    process.stderr.write(aboutText(plugin));
     return;
   }
   let stdin = '';
@@ -224,8 +261,10 @@ export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void>
   } catch {
     stdin = '';
   }
-  const selfDir = dirname(process.argv[1] ?? '.');
-  const outcome = await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin }));
+  // The forwarder runs this bundle from the support directory (dist/cni/.felt/<type>.cjs): the plugin's own
+  // directory (where delegates are found as felt's own) is the forwarder's, which it passes as argv[2].
+  const selfDir = dirname(process.argv[2] ?? process.argv[1] ?? '.');
+  const outcome = lostCall({ ...env, [DAEMON_LOST]: lost }, stdin) ?? (await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin })));
   traceMark('done');
   if (outcome.stdout) process.stdout.write(outcome.stdout + '\n');
   process.exitCode = outcome.exitCode;
