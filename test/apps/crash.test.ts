@@ -81,6 +81,7 @@ function addAndKill(hostNs: string, podNs: string, cid: string, conf: unknown, d
     PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
     CNI_COMMAND: 'ADD',
     CNI_PATH: FELT_CNI,
+    FELT_CNI_SOCKET: process.env['FELT_CNI_SOCKET'] ?? '',
     CNI_CONTAINERID: cid,
     CNI_NETNS: nsPath(podNs),
     CNI_IFNAME: 'eth0',
