@@ -118,6 +118,8 @@ export interface WarmStores {
   readonly scope: () => CallStores;
   /** How many stores are open. */
   readonly size: () => number;
+  /** The open stores, by dataDir (read-only uses: the status page). */
+  readonly each: (f: (dataDir: string, store: EventStore) => void) => void;
   /** Close every store (the daemon stops). */
   readonly close: () => void;
 }
@@ -167,6 +169,9 @@ export function warmStores(max = 16): WarmStores {
   return {
     scope,
     size: () => open.size,
+    each: (f) => {
+      for (const [d, v] of open) f(d, v.store);
+    },
     close: () => {
       for (const v of open.values()) v.store.close();
       open.clear();

@@ -15,8 +15,12 @@
 // Then the same `dispatch` as the executable. Each call is counted in felt_cni_requests_total{plugin,command,
 // code} and timed in felt_cni_request_duration_seconds.
 
-import { closeSync, fstatSync, openSync, readlinkSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, fstatSync, mkdirSync, openSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { CNI_RECORD_FILE, type CniRecord } from '../../core/audit/cni.ts';
+import type { AttachmentCount } from '../../core/audit/status.ts';
+import { attachmentsProjection } from '../../core/bridge/attachments.ts';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
 import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
@@ -47,6 +51,10 @@ export interface CniService {
   readonly handle: CniHandler;
   /** Calls answered in the last minute. */
   readonly perMinute: () => number;
+  /** Calls answered since feltd started serving. */
+  readonly total: () => number;
+  /** Bridge attachments per network, in the logs feltd has served calls from (row counts: no log scan). */
+  readonly attachments: () => AttachmentCount[];
   readonly stores: WarmStores;
   readonly close: () => void;
 }
@@ -80,6 +88,7 @@ export function cniService(deps: CniServiceDeps): CniService {
   const stores = warmStores();
   const own = statSync(`${proc}/self/ns/net`, { bigint: true });
   const answered: number[] = []; // times of the last minute's answers, oldest first
+  let total = 0;
   for (const [n, h] of [[CNI_REQUESTS, CNI_REQUESTS_HELP]] as const) deps.metrics.counter(n, h, 0);
   deps.metrics.declareHistogram(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS);
 
@@ -174,6 +183,7 @@ export function cniService(deps: CniServiceDeps): CniService {
     deps.metrics.counter(CNI_REQUESTS, CNI_REQUESTS_HELP, 1, labels);
     deps.metrics.observe(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS, (t1 - t0) / 1000, { plugin: labels.plugin, command: labels.command });
     answered.push(t1);
+    total++;
     while (answered.length && answered[0]! < t1 - 60_000) answered.shift();
     return reply;
   };
@@ -185,7 +195,51 @@ export function cniService(deps: CniServiceDeps): CniService {
       while (answered.length && answered[0]! < now - 60_000) answered.shift();
       return answered.length;
     },
+    total: () => total,
+    attachments: () => {
+      const counts = new Map<string, number>();
+      stores.each((_dir, store) => {
+        const streams = store.streams('bridge/');
+        if (E.isLeft(streams)) return;
+        for (const stream of streams.right) {
+          const n = store.view(stream, attachmentsProjection, (v) => E.right(v.count()));
+          const network = stream.slice('bridge/'.length);
+          if (E.isRight(n)) counts.set(network, (counts.get(network) ?? 0) + n.right);
+        }
+      });
+      return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([network, count]) => ({ network, count }));
+    },
     stores,
     close: () => stores.close(),
+  };
+}
+
+/**
+ * Write `<stateDir>/cni.json` (core/audit/cni.ts) now and every `everyMs` while feltd serves, atomically; a write
+ * that fails is logged once until one succeeds. Returns the stop function (which writes a last record).
+ */
+export function recordCni(stateDir: string, socket: string, service: CniService, log: Logger, everyMs = 5000): () => void {
+  const path = join(stateDir, CNI_RECORD_FILE);
+  const since = new Date().toISOString();
+  let failing = false;
+  const write = (): void => {
+    const rec: CniRecord = { socket, since, time: new Date().toISOString(), requestsLastMinute: service.perMinute(), requestsTotal: service.total() };
+    const tmp = `${path}.tmp-${process.pid}`;
+    try {
+      mkdirSync(stateDir, { recursive: true });
+      writeFileSync(tmp, JSON.stringify(rec, null, 2) + '\n');
+      renameSync(tmp, path);
+      failing = false;
+    } catch (e) {
+      if (!failing) log.error('cannot write cni.json', { path, error: (e as Error).message });
+      failing = true;
+    }
+  };
+  write();
+  const timer = setInterval(write, everyMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    write();
   };
 }

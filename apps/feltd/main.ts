@@ -15,7 +15,7 @@ import { loadNetConfig, readNetConfigFile, startDaemon } from './daemon.ts';
 import { parseFlags, USAGE, type Flags } from './flags.ts';
 import { followCniAdds, healthServer, jsonLogger, Metrics, type Logger } from './observability.ts';
 import { startCniServer, type CniServer } from './cni-server.ts';
-import { cniService, type CniService } from './cni-service.ts';
+import { cniService, recordCni, type CniService } from './cni-service.ts';
 import { statusOf, statusRoutes } from './status-page.ts';
 
 async function main(): Promise<number> {
@@ -110,7 +110,7 @@ async function main(): Promise<number> {
   cniAdds.poll();
   const cniTimer = setInterval(() => cniAdds.poll(), 1000);
   const status = flags.statusPage
-    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date()), {
+    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date(), cni && { socket: cni.server.path, perMinute: cni.service.perMinute(), attachments: cni.service.attachments() }), {
         version: () => {
           const v = daemon.view();
           return [v.state, v.recent, v.ready, metrics.generation];
@@ -149,7 +149,8 @@ async function serveCni(flags: Flags, log: Logger, metrics: Metrics): Promise<Cn
     return server;
   }
   log.info('serving CNI', { socket });
-  serving = { server, service, close: async () => (await server.close(), service.close()) };
+  const stopRecord = recordCni(flags.stateDir, socket, service, log);
+  serving = { server, service, close: async () => (await server.close(), stopRecord(), service.close()) };
   return serving;
 }
 
