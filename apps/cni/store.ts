@@ -7,9 +7,13 @@
 //    plugin the call runs, so better-sqlite3 is loaded and the file opened once, and closed (one checkpoint)
 //    when the call ends (`end`), or earlier (`closeSoon`). A handle stays usable after its store was closed:
 //    its next use opens the store again.
-//  - `warmStores()`, one per feltd serving CNI: the stores stay open between calls (the point of the daemon is
-//    warm state), keyed by dataDir, at most `max` of them (the least recently used is closed). A store whose
-//    file was removed or replaced since it was opened (a dataDir deleted and made again) is opened afresh.
+//  - `warmStores()`, one per feltd serving CNI: the calls in flight share the stores (one open per dataDir
+//    however many calls use it at once), keyed by dataDir, at most `max` of them (the least recently used is
+//    closed), and they are closed (checkpointed: the log on disk is as an executable leaves it, no WAL kept
+//    growing, nothing held open on an idle data dir) once no call has been running for a turn of the event loop.
+//    A store whose file was removed or replaced since it was opened (a dataDir deleted and made again) is
+//    opened afresh, and one whose use failed (a full disk, an I/O error) is closed: the next use opens it
+//    again, as an executable would, instead of inheriting a connection left in whatever state the failure left it.
 //    better-sqlite3 is synchronous, so two calls' transactions never interleave in the process; SQLite's own
 //    locking orders them against other processes (executables running standalone beside the daemon).
 //
@@ -18,7 +22,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import type { CniError } from '../../core/cni/errors.ts';
+import { ErrCode, type CniError } from '../../core/cni/errors.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 
@@ -148,33 +152,57 @@ export function warmStores(max = 16): WarmStores {
     }
     return opened;
   };
-  const scope = (): CallStores => ({
-    open: async (dataDir) => {
-      await loadSqlite();
-      const first = get(dataDir);
-      if (E.isLeft(first)) return first;
-      return E.right(
-        handle((what, f) => {
-          const s = get(dataDir);
-          if (E.isLeft(s)) return s;
-          const r = f(s.right);
-          traceMark(what);
-          return r;
-        }),
-      );
-    },
-    closeSoon: () => undefined,
-    end: () => undefined,
-  });
+  const evict = (dataDir: string, store: EventStore): void => {
+    if (open.get(dataDir)?.store !== store) return;
+    open.delete(dataDir);
+    store.close();
+  };
+  let active = 0;
+  const closeAll = (): void => {
+    for (const v of open.values()) v.store.close();
+    open.clear();
+  };
+  const scope = (): CallStores => {
+    active++;
+    let ended = false;
+    return {
+      open: async (dataDir) => {
+        await loadSqlite();
+        const first = get(dataDir);
+        if (E.isLeft(first)) return first;
+        return E.right(
+          handle((what, f) => {
+            const s = get(dataDir);
+            if (E.isLeft(s)) return s;
+            let r: ReturnType<typeof f>;
+            try {
+              r = f(s.right);
+            } catch (e) {
+              evict(dataDir, s.right);
+              throw e;
+            }
+            // A storage failure (code 5): not a decision's refusal, which leaves the store as it was.
+            if (E.isLeft(r) && r.left.code === ErrCode.IO) evict(dataDir, s.right);
+            traceMark(what);
+            return r;
+          }),
+        );
+      },
+      closeSoon: () => undefined,
+      end: () => {
+        if (ended) return;
+        ended = true;
+        // The last call in flight ended: close once the event loop has turned (a call that just arrived keeps them).
+        if (--active === 0) setImmediate(() => active === 0 && closeAll());
+      },
+    };
+  };
   return {
     scope,
     size: () => open.size,
     each: (f) => {
       for (const [d, v] of open) f(d, v.store);
     },
-    close: () => {
-      for (const v of open.values()) v.store.close();
-      open.clear();
-    },
+    close: closeAll,
   };
 }

@@ -43,7 +43,8 @@ let logs = 0;
 async function feltd(socket: string, extra: readonly string[] = [], wait = true): Promise<Feltd> {
   const logFile = join(sb.dir(), `feltd-${logs++}.log`);
   const out = openSync(logFile, 'a');
-  const proc = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, ...extra], { stdio: ['ignore', out, out], detached: true });
+  const state = join(sb.dir(), 'state');
+  const proc = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`, ...extra], { stdio: ['ignore', out, out], detached: true });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const d: Feltd = { proc, socket, log: () => readFileSync(logFile, 'utf8'), exited };
   daemons.push(d);

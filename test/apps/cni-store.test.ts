@@ -87,20 +87,37 @@ describe('the event store of one CNI call', () => {
 });
 
 describe("feltd's warm stores", () => {
-  it('stay open across calls, and a store whose file was replaced is opened afresh', async () => {
+  it('calls in flight share one open store; it is closed (checkpointed) once the last one has ended', async () => {
     const warm = warmStores();
     const d = dir();
-    const s = right(await warm.scope().open(d));
-    right(s.transact('s', sum, add(2), meta));
-    warm.scope().end();
+    const a = warm.scope();
+    const b = warm.scope();
+    right(right(await a.open(d)).transact('s', sum, add(2), meta));
+    right(right(await b.open(d)).transact('s', sum, add(3), meta));
     expect(warm.size()).toBe(1);
-    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true); // not checkpointed away: still open
-    right(right(await warm.scope().open(d)).transact('s', sum, add(3), meta));
-    expect(right(right(await warm.scope().open(d)).load('s', sum)).state).toBe(5);
-    // The dataDir is removed and made again: the next call must not write into the removed file.
+    a.end();
+    await new Promise((r) => setImmediate(r));
+    // b still runs: the store stays open (its WAL is there).
+    expect(warm.size()).toBe(1);
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true);
+    expect(right(right(await b.open(d)).load('s', sum)).state).toBe(5);
+    b.end();
+    b.end(); // a second end of the same call counts once
+    await new Promise((r) => setImmediate(r));
+    expect(warm.size()).toBe(0);
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
+  });
+
+  it('a store whose file was replaced while open is opened afresh', async () => {
+    const warm = warmStores();
+    const d = dir();
+    const call = warm.scope();
+    right(right(await call.open(d)).transact('s', sum, add(2), meta));
+    // The dataDir is removed and made again: the next use must not write into the removed file.
     rmSync(d, { recursive: true, force: true });
     mkdirSync(d);
-    right(right(await warm.scope().open(d)).transact('s', sum, add(7), meta));
+    right(right(await call.open(d)).transact('s', sum, add(7), meta));
+    call.end();
     warm.close();
     const check = callStores();
     expect(right(right(await check.open(d)).load('s', sum)).state).toBe(7);
@@ -110,10 +127,12 @@ describe("feltd's warm stores", () => {
   it('keep at most max stores, closing the least recently used', async () => {
     const warm = warmStores(2);
     const [a, b, c] = [dir(), dir(), dir()];
-    for (const d of [a, b, c]) right(right(await warm.scope().open(d)).transact('s', sum, add(1), meta));
+    const call = warm.scope();
+    for (const d of [a, b, c]) right(right(await call.open(d)).transact('s', sum, add(1), meta));
     expect(warm.size()).toBe(2);
     expect(existsSync(join(a, 'felt.db-wal'))).toBe(false); // closed, checkpointed
     expect(existsSync(join(c, 'felt.db-wal'))).toBe(true);
+    call.end();
     warm.close();
   });
 });

@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { parseCniRecord } from '../../core/audit/cni.ts';
 import build from './build.ts';
 import { ROOT } from './cni.ts';
 
@@ -24,7 +25,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const socket = join(dir, 'cni.sock');
   const logFile = join(dir, 'feltd.log');
   const out = openSync(logFile, 'a');
-  const feltd = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`], { stdio: ['ignore', out, out] });
+  const state = join(dir, 'state');
+  const feltd = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`], { stdio: ['ignore', out, out] });
   const exited = new Promise<number | null>((resolve) => feltd.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + 30_000;
   while (!(await connects(socket))) {
@@ -39,6 +41,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await exited;
     const log = readFileSync(logFile, 'utf8');
     if (/"level":"error"/.test(log)) process.stderr.write(`feltd --cni-only logged errors during the run:\n${log}`);
+    // The calls did reach feltd (its cni.json, written as it stopped): a harness that forwards nothing fails here.
+    const served = parseCniRecord(readFileSync(join(state, 'cni.json'), 'utf8'))?.requestsTotal ?? 0;
     rmSync(dir, { recursive: true, force: true });
+    if (served === 0) throw new Error('the daemon project ran, but its feltd --cni-only served no call: the plugins did not forward to it');
+    process.stderr.write(`feltd --cni-only served ${served} CNI calls for the daemon project\n`);
   };
 }
