@@ -122,8 +122,8 @@ export interface WarmStores {
   readonly scope: () => CallStores;
   /** How many stores are open. */
   readonly size: () => number;
-  /** The open stores, by dataDir (read-only uses: the status page). */
-  readonly each: (f: (dataDir: string, store: EventStore) => void) => void;
+  /** The dataDirs calls used, most recent last (at most `max`): what the status page reads. */
+  readonly dataDirs: () => string[];
   /** Close every store (the daemon stops). */
   readonly close: () => void;
 }
@@ -131,7 +131,11 @@ export interface WarmStores {
 /** The daemon's stores: open across calls, keyed by dataDir, the least recently used closed beyond `max`. */
 export function warmStores(max = 16): WarmStores {
   const open = new Map<string, { store: EventStore; id: string | undefined }>();
+  const used = new Set<string>();
   const get = (dataDir: string): E.Either<CniError, EventStore> => {
+    used.delete(dataDir);
+    used.add(dataDir);
+    if (used.size > max) used.delete(used.values().next().value as string);
     const have = open.get(dataDir);
     if (have) {
       open.delete(dataDir);
@@ -200,9 +204,7 @@ export function warmStores(max = 16): WarmStores {
   return {
     scope,
     size: () => open.size,
-    each: (f) => {
-      for (const [d, v] of open) f(d, v.store);
-    },
+    dataDirs: () => [...used],
     close: closeAll,
   };
 }

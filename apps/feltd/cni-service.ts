@@ -15,9 +15,10 @@
 // Then the same `dispatch` as the executable. Each call is counted in felt_cni_requests_total{plugin,command,
 // code} and timed in felt_cni_request_duration_seconds.
 
-import { closeSync, fstatSync, mkdirSync, openSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { CNI_RECORD_FILE, type CniRecord } from '../../core/audit/cni.ts';
 import type { AttachmentCount } from '../../core/audit/status.ts';
 import { attachmentsProjection } from '../../core/bridge/attachments.ts';
@@ -53,7 +54,7 @@ export interface CniService {
   readonly perMinute: () => number;
   /** Calls answered since feltd started serving. */
   readonly total: () => number;
-  /** Bridge attachments per network, in the logs feltd has served calls from (row counts: no log scan). */
+  /** Bridge attachments per network, in the logs feltd served the latest calls from (row counts: no log scan). */
   readonly attachments: () => AttachmentCount[];
   readonly stores: WarmStores;
   readonly close: () => void;
@@ -198,15 +199,23 @@ export function cniService(deps: CniServiceDeps): CniService {
     total: () => total,
     attachments: () => {
       const counts = new Map<string, number>();
-      stores.each((_dir, store) => {
-        const streams = store.streams('bridge/');
-        if (E.isLeft(streams)) return;
-        for (const stream of streams.right) {
-          const n = store.view(stream, attachmentsProjection, (v) => E.right(v.count()));
-          const network = stream.slice('bridge/'.length);
-          if (E.isRight(n)) counts.set(network, (counts.get(network) ?? 0) + n.right);
+      for (const dir of stores.dataDirs()) {
+        if (!existsSync(join(dir, 'felt.db'))) continue;
+        const opened = openSqliteStore(dir, { readonly: true });
+        if (E.isLeft(opened)) continue;
+        const store = opened.right;
+        try {
+          const streams = store.streams('bridge/');
+          if (E.isLeft(streams)) continue;
+          for (const stream of streams.right) {
+            const n = store.view(stream, attachmentsProjection, (v) => E.right(v.count()));
+            const network = stream.slice('bridge/'.length);
+            if (E.isRight(n)) counts.set(network, (counts.get(network) ?? 0) + n.right);
+          }
+        } finally {
+          store.close();
         }
-      });
+      }
       return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([network, count]) => ({ network, count }));
     },
     stores,

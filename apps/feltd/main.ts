@@ -37,7 +37,8 @@ async function main(): Promise<number> {
   const metrics = new Metrics();
   if (flags.cniOnly) {
     const cni = await serveCni(flags, log, metrics);
-    return typeof cni === 'string' ? 1 : cniOnly(flags, cni, log, metrics);
+    // The CNI server is closed (calls in flight answered) as main ends.
+    return typeof cni === 'string' ? 1 : cniOnly(flags, log, metrics);
   }
 
   // Everything the arguments name is checked before anything is created (the state dir, the stores).
@@ -155,14 +156,13 @@ async function serveCni(flags: Flags, log: Logger, metrics: Metrics): Promise<Cn
 }
 
 /** `--cni-only`: the CNI server and the health server; no lease store, no underlay, no overlay. */
-async function cniOnly(flags: Flags, cni: Cni, log: Logger, metrics: Metrics): Promise<number> {
+async function cniOnly(flags: Flags, log: Logger, metrics: Metrics): Promise<number> {
   const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, () => true, metrics) : undefined;
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info('stopping: answering the calls in flight', { signal });
-  void cni; // closed as main ends
   server?.close();
   return 0;
 }

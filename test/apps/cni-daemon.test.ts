@@ -13,6 +13,9 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
 import { MAX_BODY, parseReply, requestFrame, type CniRequest } from '../../apps/feltd/cni-server.ts';
+import { cniService } from '../../apps/feltd/cni-service.ts';
+import { parseFlags } from '../../apps/feltd/flags.ts';
+import { Metrics } from '../../apps/feltd/observability.ts';
 import { eventually } from '../support/eventually.ts';
 import { FELT_CNI, ROOT, runCni, type CniCall } from '../support/cni.ts';
 import { cniChains, feltAllocations, nsPath, Sandbox, veths } from '../support/ns.ts';
@@ -250,6 +253,38 @@ describe('feltd serving CNI', () => {
   });
 });
 
+describe('what feltd shows of the calls it served', () => {
+  it('the bridge attachments per network of the logs it served, and the calls of the last minute', async () => {
+    const dir = sb.dir();
+    const data = join(dir, 'data');
+    const host = await sb.ns();
+    const pod = await sb.ns();
+    // An attachment made standalone, then a call feltd serves on the same log.
+    const add = await via('', { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: 'a1', ifname: 'eth0', config: bridgeConf(data, 'brda0') });
+    expect(add.code, add.stdout).toBe(0);
+    const metrics = new Metrics();
+    const quiet = { info: () => undefined, debug: () => undefined, error: () => undefined };
+    const service = cniService({ log: quiet, metrics });
+    try {
+      expect(service.attachments()).toEqual([]);
+      const r = await service.handle(hostLocalAdd(data, 'h1'));
+      expect(r.code, r.stdout).toBe(0);
+      expect(service.attachments()).toEqual([{ network: 'dbr', count: 1 }]);
+      expect(service.perMinute()).toBe(1);
+      expect(metrics.value('felt_cni_requests_total', { plugin: 'host-local', command: 'ADD', code: '0' })).toBe(1);
+    } finally {
+      service.close();
+    }
+    const del = await via('', { type: 'bridge', command: 'DEL', hostNs: host, netns: nsPath(pod), containerId: 'a1', ifname: 'eth0', config: bridgeConf(data, 'brda0') });
+    expect(del.code, del.stdout).toBe(0);
+  });
+
+  it('--cni-only needs a socket', () => {
+    expect(parseFlags(['--cni-only', '--cni-socket='])).toEqual({ error: expect.stringContaining('--cni-socket must not be empty') });
+    expect(parseFlags(['--cni-only'])).toMatchObject({ flags: { cniOnly: true, cniSocket: '/run/felt/cni.sock', cniClientTimeout: 10 } });
+  });
+});
+
 describe('the socket', () => {
   it('a socket a dead feltd left is replaced; a live one makes a second feltd refuse, naming it; a file that is not a socket is refused', async () => {
     const dir = sb.dir();
@@ -284,7 +319,7 @@ describe('a lost daemon', () => {
     return s;
   }
 
-  it.each(['close', 'silent'] as const)('that %s: ADD answers 11 and changes nothing; DEL, CHECK and VERSION run in-process', async (behaviour) => {
+  it.each(['close', 'silent'] as const)('that %s: ADD answers 11 and changes nothing; DEL and VERSION run in-process', async (behaviour) => {
     const dir = sb.dir();
     const socket = join(dir, 'cni.sock');
     const server = await fake(socket, behaviour);
