@@ -1,8 +1,12 @@
 // Bundle every executable: dist/cni/<type> (one per CNI plugin), dist/bin/felt, dist/bin/feltd.
 // Each is one minified CommonJS file with a shebang, so a plugin call loads one file and only the code it uses.
+// A CNI plugin is two files: dist/cni/<type>, the forwarder (apps/cni/forwarder/forwarder.c, compiled here with
+// the system's cc, once per type) that sends the call to feltd, and dist/cni/.felt/<type>, the node bundle it
+// executes when no feltd serves CNI (the call then runs in-process, as before the daemon existed).
 import { build } from 'esbuild';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -16,7 +20,7 @@ const entries = [];
 const cniDir = join(root, 'apps/cni/bin');
 for (const f of readdirSync(cniDir).filter((f) => f.endsWith('.ts'))) {
   const type = basename(f, '.ts');
-  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni', type), cni: true, mark: `// felt-cni ${type}` });
+  entries.push({ in: join(cniDir, f), out: join(root, 'dist/cni/.felt', type), cni: true, type, mark: `// felt-cni ${type}` });
 }
 for (const [name, src] of [
   ['felt', 'apps/felt/main.ts'],
@@ -25,7 +29,7 @@ for (const [name, src] of [
   if (existsSync(join(root, src))) entries.push({ in: join(root, src), out: join(root, 'dist/bin', name) });
 }
 
-mkdirSync(join(root, 'dist/cni'), { recursive: true });
+mkdirSync(join(root, 'dist/cni/.felt'), { recursive: true });
 mkdirSync(join(root, 'dist/bin'), { recursive: true });
 // The bundles are CommonJS; this keeps node from reading them as ESM under the root "type": "module".
 writeFileSync(join(root, 'dist/package.json'), '{ "type": "commonjs" }\n');
@@ -101,8 +105,20 @@ process.on('exit', () => process.stdout.write(script.createCachedData().toString
   writeFileSync(out, loader);
 }
 
+// The forwarders: the project's only C, a few hundred lines holding no logic (every decision is the daemon's or
+// the bundle's). `cc` is the system compiler (scripts/setup.sh installs gcc); the type is compiled in.
+const forwarder = join(root, 'apps/cni/forwarder/forwarder.c');
+const cc = process.env['CC'] || 'cc';
+const forwarders = entries
+  .filter((e) => e.cni)
+  .map((e) =>
+    promisify(execFile)(cc, ['-O2', '-s', '-Wall', '-Wextra', '-Werror', `-DFELT_TYPE="${e.type}"`, '-o', join(root, 'dist/cni', e.type), forwarder]).catch((err) => {
+      throw new Error(`compiling the ${e.type} forwarder with ${cc} failed (scripts/setup.sh installs gcc): ${err.stderr || err.message}`);
+    }),
+  );
+
 await Promise.all(
-  entries.map((e) =>
+  [...forwarders, ...entries.map((e) =>
     build({
       entryPoints: [e.in],
       outfile: e.out,
@@ -124,6 +140,6 @@ await Promise.all(
       else writeFileSync(e.out, text);
       chmodSync(e.out, 0o755);
     }),
-  ),
+  )],
 );
-console.log(`built ${entries.length} executables: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`);
+console.log(`built ${entries.length} executables and ${forwarders.length} forwarders: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`);

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # chromium (and a font for its screenshots): the status page test, test/apps/status-page.test.ts.
 # podman, runc and busybox-static: the podman runtime test (runc because crun refuses hybrid cgroup layouts;
 # busybox is the whole image, imported from a tarball). The deploy test uses systemd-analyze when systemd is there.
-packages=(iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core podman runc busybox-static)
+# gcc and libc6-dev: npm run build compiles the CNI forwarders (apps/cni/forwarder/forwarder.c).
+packages=(gcc libc6-dev iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -13,7 +13,7 @@
 // projection's transaction reads the rows its decider looks up and writes the rows its events change, so
 // recording one lease does not rewrite the other 10,000.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
@@ -144,7 +144,12 @@ function ensureDir(dir: string): void {
   if (existsSync(dir)) return;
   const parent = dirname(dir);
   if (parent !== dir) ensureDir(parent);
-  mkdirSync(dir);
+  try {
+    mkdirSync(dir);
+  } catch (e) {
+    // Another process (a plugin beside feltd, or another plugin) made it since existsSync looked.
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(dir).isDirectory()) throw e;
+  }
 }
 
 const hasSchema = (db: Database.Database): boolean =>

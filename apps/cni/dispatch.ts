@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
@@ -13,7 +13,7 @@ import { convertResult, CURRENT_VERSION, readResult, type Result } from '../../c
 import type { Ctx, Plugin } from './plugin.ts';
 import { VERSION } from '../version.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
-import { withCallStores } from './store.ts';
+import { callStores, type CallStores } from './store.ts';
 import { pluginTypeProblem } from '../../core/cni/conflist.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -75,10 +75,12 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx
   if (E.isLeft(parsed)) return fail(parsed.left);
   let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
   try {
-    out = await withCallStores(invoke(plugin, parsed.right.command, parsed.right, ctx));
+    out = await invoke(plugin, parsed.right.command, parsed.right, ctx)();
   } catch (e) {
     // A bug, not a user error: report it without a stack trace on stdout.
     out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
+  } finally {
+    ctx.stores.end();
   }
   if (E.isLeft(out)) return fail(out.left);
   const { conf, result } = out.right;
@@ -94,13 +96,21 @@ const isFile = (p: string): boolean => {
   }
 };
 
-/** The second line of every felt plugin executable (scripts/build.mjs writes it; felt install-cni keeps it). */
+/** The second line of every felt plugin bundle (scripts/build.mjs writes it; felt install-cni keeps it). */
 export const feltMark = (type: string): string => `// felt-cni ${type}`;
 
+/** The mark compiled into felt's forwarder of `type` (apps/cni/forwarder/forwarder.c MARK). */
+export const forwarderMark = (type: string): string => `felt-cni-forwarder type=${type};`;
+
+/** The forwarder is a small ELF file (~15 KB): a bigger one is not felt's. */
+const MAX_FORWARDER = 256 << 10;
+
 /**
- * Whether the file at `path` is felt's plugin `type` (its first line a shebang, its second felt's mark), read
- * from its first bytes only. A foreign plugin of the same name next to felt's (one `felt install-cni` left
- * alone) is not: a delegation to it executes it instead of running felt's code in-process.
+ * Whether the file at `path` is felt's plugin `type`: felt's forwarder of that type (an ELF file holding the
+ * forwarder's mark, read whole: it is small), or a bundle (its first line a shebang, its second felt's mark:
+ * dist/cni/.felt/<type>, and what older felt installs put in the bin dir). A foreign plugin of the same name next
+ * to felt's (one `felt install-cni` left alone) is not: a delegation to it executes it instead of running felt's
+ * code in-process.
  */
 export function isFeltPlugin(path: string, type: string): boolean {
   let fd: number | undefined;
@@ -108,6 +118,13 @@ export function isFeltPlugin(path: string, type: string): boolean {
     fd = openSync(path, 'r');
     const head = Buffer.alloc(512);
     const n = readSync(fd, head, 0, head.length, 0);
+    if (n >= 4 && head.readUInt32BE(0) === 0x7f454c46) {
+      const size = fstatSync(fd).size;
+      if (size > MAX_FORWARDER) return false;
+      const all = Buffer.alloc(size);
+      const got = readSync(fd, all, 0, size, 0);
+      return all.subarray(0, got).includes(`\0${forwarderMark(type)}\0`);
+    }
     const lines = head.subarray(0, n).toString('utf8').split('\n');
     return lines.length > 2 && lines[0]!.startsWith('#!') && lines[1] === feltMark(type);
   } catch {
@@ -127,10 +144,14 @@ export function findInPath(type: string, path: readonly string[]): string | unde
   return undefined;
 }
 
-/** Execute a plugin binary (libcni invoke.ExecPluginWithResult). */
-export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Execute a plugin binary (libcni invoke.ExecPluginWithResult); in the network namespace at `netns` (entered
+ * with nsenter) when given: feltd runs a foreign delegate where the runtime ran the calling plugin.
+ */
+export function execPlugin(exe: string, env: Env, stdin: string, netns?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(exe, [], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const argv = netns === undefined ? [exe] : ['nsenter', `--net=${netns}`, '--', exe];
+    const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -145,12 +166,24 @@ export function execPlugin(exe: string, env: Env, stdin: string): Promise<{ code
   });
 }
 
-export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
+/** How a call differs when feltd serves it (apps/feltd/cni-service.ts); an executable passes none. */
+export interface CallOptions {
+  /** The call's stores (default: its own, closed when it ends). */
+  readonly stores?: CallStores;
+  /** The caller's network namespace, when it is not this process's (Ctx.hostNetns). */
+  readonly hostNetns?: string;
+  /** What a foreign delegate gets besides the CNI variables (feltd: its own PATH; the caller's env is never used). */
+  readonly execEnv?: Env;
+}
+
+export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallOptions = {}): Ctx {
   const ctx: Ctx = {
     env,
     now: () => new Date(),
     randomBytes: (n) => randomBytes(n),
     pid: process.pid,
+    ...(opts.hostNetns !== undefined ? { hostNetns: opts.hostNetns } : {}),
+    stores: opts.stores ?? callStores(),
     delegate: (type, command, stdin, args) => {
       const exe = findInPath(type, args.path);
       if (!exe) {
@@ -171,7 +204,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
       }
       return async () => {
         try {
-          const r = await execPlugin(exe, { ...env, CNI_COMMAND: command }, stdin);
+          const r = await execPlugin(exe, { ...opts.execEnv, ...env, CNI_COMMAND: command }, stdin, opts.hostNetns);
           let parsed: unknown;
           try {
             parsed = r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);
@@ -196,13 +229,35 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
   return ctx;
 }
 
-/** Entry point of a plugin executable. */
+/** As the reference plugins (skel) without CNI_COMMAND: the about text with the version, and the protocol versions. */
+export const aboutText = (plugin: Plugin): string => `${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`;
+
+/**
+ * The forwarder (apps/cni/forwarder/forwarder.c) sets this when feltd accepted the call and then died or did not
+ * answer in time, and hands the call to this executable with the stdin it had sent.
+ */
+export const DAEMON_LOST = 'FELT_CNI_DAEMON_LOST';
+
+/**
+ * The call feltd lost: an ADD may have been half done there, so it is not run again here: it answers "try
+ * again later" (code 11) and changes nothing (the runtime's DEL, or its retry, cleans up). DEL, CHECK, GC,
+ * STATUS and VERSION are idempotent: they run here. undefined: run the call.
+ */
+export function lostCall(env: Env, stdin: string): Outcome | undefined {
+  if (env[DAEMON_LOST] !== '1' || env['CNI_COMMAND'] !== 'ADD') return undefined;
+  const e = cniError(ErrCode.TryAgainLater, 'feltd accepted this ADD and then stopped or did not answer in time; nothing more was done here: try again later');
+  return { stdout: errorJson(versionOf(stdin), e), exitCode: 1 };
+}
+
+/** Entry point of a plugin executable (the forwarder's fallback: the call runs in this process). */
 export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void> {
   traceMark('main');
+  const lost = process.env[DAEMON_LOST];
+  // Not passed on to the plugins this call executes: their calls were not lost.
+  delete process.env[DAEMON_LOST];
   const env = process.env;
   if (!env['CNI_COMMAND']) {
-    // As the reference plugins (skel): the about text with the version, and the protocol versions, on stderr.
-    process.stderr.write(`${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
+    process.stderr.write(aboutText(plugin));
     return;
   }
   let stdin = '';
@@ -211,8 +266,10 @@ export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void>
   } catch {
     stdin = '';
   }
-  const selfDir = dirname(process.argv[1] ?? '.');
-  const outcome = await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin }));
+  // The forwarder runs this bundle from the support directory (dist/cni/.felt/<type>.cjs): the plugin's own
+  // directory (where delegates are found as felt's own) is the forwarder's, which it passes as argv[2].
+  const selfDir = dirname(process.argv[2] ?? process.argv[1] ?? '.');
+  const outcome = lostCall({ ...env, [DAEMON_LOST]: lost }, stdin) ?? (await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin })));
   traceMark('done');
   if (outcome.stdout) process.stdout.write(outcome.stdout + '\n');
   process.exitCode = outcome.exitCode;

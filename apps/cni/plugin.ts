@@ -6,6 +6,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js';
 import type { CmdArgs, Command, NetConf } from '../../core/cni/env.ts';
 import type { CniError } from '../../core/cni/errors.ts';
 import type { Result } from '../../core/cni/result.ts';
+import type { CallStores } from './store.ts';
 
 /** Effects a plugin may use, passed in so the plugin code stays testable. */
 export interface Ctx {
@@ -14,6 +15,15 @@ export interface Ctx {
   readonly randomBytes: (n: number) => Uint8Array;
   /** PID of this process: names the host network namespace to `ip ... netns <pid>`. */
   readonly pid: number;
+  /**
+   * Where the host network namespace is when it is not this process's: feltd serving a call from a runtime in
+   * another namespace sets it to the caller's `/proc/<pid>/ns/net` (valid while the caller waits). Every
+   * reach into the host namespace (the kernel adapter, foreign delegates, the namespace recorded) uses it.
+   * Unset: this process's own namespace, as an executable.
+   */
+  readonly hostNetns?: string;
+  /** The event stores of this call (apps/cni/store.ts): per call in an executable, warm in feltd. */
+  readonly stores: CallStores;
   /**
    * Run another plugin (an IPAM plugin, or bridge from flannel) with `stdin` as its config. Plugins felt
    * bundles and that CNI_PATH resolves to felt's own executables run in-process; others are executed.

@@ -23,6 +23,12 @@ export interface Flags {
   readonly statusPage: boolean;
   /** Where the CNI plugins' event log is (their dataDir): feltd reads bridge ADD durations from it. */
   readonly cniDataDir: string;
+  /** Where feltd serves CNI calls (the forwarders' socket); '' serves none. */
+  readonly cniSocket: string;
+  /** Seconds a CNI client has, once connected, to send its whole request (then it is dropped). */
+  readonly cniClientTimeout: number;
+  /** Serve CNI only: no lease store, no underlay, no overlay. */
+  readonly cniOnly: boolean;
   readonly netConfigPath: string;
   readonly stateDir: string;
   /** `sqlite:PATH` for the embedded lease store; default `<stateDir>/leases.db` without etcd. */
@@ -52,6 +58,11 @@ Usage: feltd [flags]
   --healthz-ip=IP --healthz-port=N   /healthz, /readyz, /metrics (default 0.0.0.0, port 0 = off)
   --status-page=true|false       the read-only status page at / on the health port (default true)
   --cni-data-dir=PATH            the CNI plugins' dataDir, for felt_cni_add_duration_seconds (default the state dir)
+  --cni-socket=PATH              serve felt's CNI plugins' calls on this unix socket (default /run/felt/cni.sock,
+                                 mode 0600; empty: serve none, the plugins run in-process)
+  --cni-client-timeout=S         drop a CNI client that has not sent its whole request S seconds after connecting (default 10)
+  --cni-only                     only serve CNI (no lease store, no underlay, no overlay): a host that runs
+                                 containers without flannel (podman, containerd)
   --net-config-path=PATH         net-conf.json for the embedded store (default /etc/kube-flannel/net-conf.json)
   --state-dir=PATH               felt's event log (default /var/lib/felt)
   --store=sqlite:PATH            embedded lease store (default <state-dir>/leases.db without etcd)
@@ -66,8 +77,9 @@ const KNOWN = new Set([
   'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip', 'public-ipv6',
   'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
   'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version', 'status-page', 'cni-data-dir',
+  'cni-socket', 'cni-only', 'cni-client-timeout',
 ]);
-const BOOLS = new Set(['ip-masq', 'help', 'h', 'version', 'status-page']);
+const BOOLS = new Set(['ip-masq', 'help', 'h', 'version', 'status-page', 'cni-only']);
 
 export function parseFlags(argv: readonly string[]): { flags: Flags } | { error: string } {
   const raw = new Map<string, string[]>();
@@ -102,13 +114,15 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
   const port = num('healthz-port', 0, 0);
   const ttl = num('lease-ttl', 86400, 5);
   const v = num('v', 0, 0);
-  for (const x of [renew, resync, port, ttl, v]) if (typeof x === 'string') return { error: x };
+  const cniClientTimeout = num('cni-client-timeout', 10, 0.1);
+  for (const x of [renew, resync, port, ttl, v, cniClientTimeout]) if (typeof x === 'string') return { error: x };
   const store = one('store');
   if (store !== undefined && !store.startsWith('sqlite:')) return { error: `--store: ${JSON.stringify(store)} must be sqlite:PATH` };
   const bool = (k: string): boolean => ['true', '1', 'yes'].includes(one(k) ?? 'false');
   const statusPage = one('status-page') ?? 'true';
   if (!['true', '1', 'yes', 'false', '0', 'no'].includes(statusPage)) return { error: `--status-page: ${JSON.stringify(statusPage)} is not true or false` };
   const stateDir = one('state-dir') ?? '/var/lib/felt';
+  if (bool('cni-only') && one('cni-socket') === '') return { error: '--cni-only: serving CNI is all it does; --cni-socket must not be empty' };
   return {
     flags: {
       etcdEndpoints: raw.get('etcd-endpoints') ?? [],
@@ -128,6 +142,9 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
       healthzPort: port as number,
       statusPage: ['true', '1', 'yes'].includes(statusPage),
       cniDataDir: one('cni-data-dir') ?? stateDir,
+      cniSocket: one('cni-socket') ?? '/run/felt/cni.sock',
+      cniOnly: bool('cni-only'),
+      cniClientTimeout: cniClientTimeout as number,
       netConfigPath: one('net-config-path') ?? '/etc/kube-flannel/net-conf.json',
       stateDir,
       ...(store ? { store } : {}),

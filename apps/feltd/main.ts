@@ -13,8 +13,10 @@ import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
 import { VERSION } from '../version.ts';
 import { loadNetConfig, readNetConfigFile, startDaemon } from './daemon.ts';
-import { parseFlags, USAGE } from './flags.ts';
-import { followCniAdds, healthServer, jsonLogger, Metrics } from './observability.ts';
+import { parseFlags, USAGE, type Flags } from './flags.ts';
+import { followCniAdds, healthServer, jsonLogger, Metrics, type Logger } from './observability.ts';
+import { startCniServer, type CniServer } from './cni-server.ts';
+import { cniService, recordCni, type CniService } from './cni-service.ts';
 import { statusOf, statusRoutes } from './status-page.ts';
 
 async function main(): Promise<number> {
@@ -34,6 +36,11 @@ async function main(): Promise<number> {
   }
   const log = jsonLogger(flags.verbosity);
   const metrics = new Metrics();
+  if (flags.cniOnly) {
+    const cni = await serveCni(flags, log, metrics);
+    // The CNI server is closed (calls in flight answered) as main ends.
+    return typeof cni === 'string' ? 1 : cniOnly(flags, log, metrics);
+  }
 
   // Everything the arguments name is checked before anything is created (the state dir, the stores). The
   // underlay is chosen for the families the network config enables, as flanneld does: with the embedded store
@@ -71,6 +78,10 @@ async function main(): Promise<number> {
     }
     mkdirSync(flags.stateDir, { recursive: true });
   }
+  // CNI calls from felt's forwarders, served once the arguments are checked (a second feltd on the socket stops here).
+  const cni = flags.cniSocket ? await serveCni(flags, log, metrics) : undefined;
+  if (typeof cni === 'string') return 1;
+  mkdirSync(flags.stateDir, { recursive: true });
 
   // The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it.
   const leases: LeaseStore = flags.etcdEndpoints.length
@@ -127,7 +138,7 @@ async function main(): Promise<number> {
   cniAdds.poll();
   const cniTimer = setInterval(() => cniAdds.poll(), 1000);
   const status = flags.statusPage
-    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date()), {
+    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date(), cni && { socket: cni.server.path, perMinute: cni.service.perMinute(), attachments: cni.service.attachments() }), {
         version: () => {
           const v = daemon.view();
           return [v.state, v.recent, v.ready, metrics.generation];
@@ -152,8 +163,42 @@ async function main(): Promise<number> {
   return 0;
 }
 
+type Cni = { readonly server: CniServer; readonly service: CniService; readonly close: () => Promise<void> };
+/** The CNI server while it runs: closed (its socket file removed, calls in flight answered) however main ends. */
+let serving: Cni | undefined;
+
+async function serveCni(flags: Flags, log: Logger, metrics: Metrics): Promise<Cni | string> {
+  const socket = flags.cniSocket;
+  const service = cniService({ log, metrics });
+  const server = await startCniServer(socket, service.handle, log, flags.cniClientTimeout * 1000);
+  if (typeof server === 'string') {
+    log.error('cannot serve CNI', { error: server });
+    service.close();
+    return server;
+  }
+  log.info('serving CNI', { socket });
+  const stopRecord = recordCni(flags.stateDir, socket, service, log);
+  serving = { server, service, close: async () => (await server.close(), stopRecord(), service.close()) };
+  return serving;
+}
+
+/** `--cni-only`: the CNI server and the health server; no lease store, no underlay, no overlay. */
+async function cniOnly(flags: Flags, log: Logger, metrics: Metrics): Promise<number> {
+  const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, () => true, metrics) : undefined;
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info('stopping: answering the calls in flight', { signal });
+  server?.close();
+  return 0;
+}
+
 main().then(
-  (code) => process.exit(code),
+  async (code) => {
+    await serving?.close();
+    process.exit(code);
+  },
   (e) => {
     process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: 'feltd crashed', error: String((e as Error)?.stack ?? e) }) + '\n');
     process.exit(1);

@@ -101,6 +101,11 @@ export const STATUS_JS = `
     var errs = Object.keys(s.storeErrors).map(function (k) { return k + " " + s.storeErrors[k]; }).join(", ");
     dd("store-errors", errs || "0");
 
+    var c = s.cni;
+    dd("cni-socket", c ? c.socket : "not serving (the plugins run in-process)");
+    dd("cni-rate", c ? c.perMinute + " / min" : "-");
+    dd("cni-attachments", c && c.attachments.length ? c.attachments.map(function (a) { return a.network + " " + a.count; }).join(", ") : "-");
+
     var ev = $("events"); clear(ev);
     if (!s.events.length) ev.appendChild(el("li", "no lease events yet", "muted"));
     s.events.forEach(function (e) {
@@ -157,6 +162,13 @@ export const statusHtml = (): string => `<!doctype html>
 <section id="ops"><h2>Kernel ops</h2>
 <table><thead><tr><th>kind</th><th class="num">applied</th><th class="num">drift repaired</th></tr></thead><tbody id="ops-body"></tbody></table>
 <dl><dt>Store errors</dt><dd id="store-errors">-</dd></dl>
+</section>
+<section id="cni"><h2>CNI</h2>
+<dl>
+<dt>Socket</dt><dd id="cni-socket" class="mono">-</dd>
+<dt>Requests</dt><dd id="cni-rate">-</dd>
+<dt>Attachments</dt><dd id="cni-attachments" class="mono">-</dd>
+</dl>
 </section>
 <section id="nodes" class="wide"><h2>Nodes (<span id="nodes-count">0</span>)</h2>
 <table><thead><tr><th>subnet</th><th>public IP</th><th>VtepMAC</th><th>backend</th><th>last change</th><th>lease expires</th><th></th></tr></thead><tbody id="nodes-body"></tbody></table>

@@ -55,6 +55,14 @@ export interface Status {
   readonly opsApplied: Readonly<Record<string, number>>;
   readonly driftRepaired: Readonly<Record<string, number>>;
   readonly storeErrors: Readonly<Record<string, number>>;
+  /** feltd serving CNI: its socket, calls answered in the last minute, bridge attachments per network; null: not serving. */
+  readonly cni: CniStatus | null;
+}
+
+export interface CniStatus {
+  readonly socket: string;
+  readonly perMinute: number;
+  readonly attachments: readonly { readonly network: string; readonly count: number }[];
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : v === undefined || v === null ? null : JSON.stringify(v));
@@ -62,7 +70,7 @@ const vtepOf = (data: unknown): string | null =>
   typeof data === 'object' && data !== null && 'VtepMAC' in data ? str((data as { VtepMAC: unknown }).VtepMAC) : null;
 
 /** The page's data: this node, every node (this one first, then by subnet key), the last events, the counters. */
-export function statusOf(view: DaemonView, metrics: Metrics, now: Date): Status {
+export function statusOf(view: DaemonView, metrics: Metrics, now: Date, cni?: CniStatus): Status {
   const own = view.state.ownLease;
   const self: StatusNode[] = own
     ? [{
@@ -110,6 +118,7 @@ export function statusOf(view: DaemonView, metrics: Metrics, now: Date): Status 
     opsApplied: metrics.byLabel('felt_ops_applied_total', 'kind'),
     driftRepaired: metrics.byLabel('felt_drift_repaired_total', 'kind'),
     storeErrors: metrics.byLabel('felt_store_errors_total', 'store'),
+    cni: cni ?? null,
   };
 }
 

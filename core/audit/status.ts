@@ -8,6 +8,7 @@ import type { IpamState } from '../ipam/decider.ts';
 import { rangeSetContains, rangeSetSize, rangeSetString } from '../ipam/range.ts';
 import { formatIP, parseIP } from '../ip/ip.ts';
 import type { NodeState } from '../flannel/node.ts';
+import type { CniRecord } from './cni.ts';
 import type { ReconcileRecord } from './reconcile.ts';
 
 export const DEFAULT_RENEW_MARGIN_MINUTES = 60;
@@ -21,6 +22,15 @@ export interface StatusInput {
   /** --renew-margin, when given. */
   readonly renewMarginMinutes?: number;
   readonly ipam: readonly { readonly network: string; readonly state: IpamState; readonly conf?: IpamConf }[];
+  /** feltd's cni.json: the record, absent, or why it cannot be read. */
+  readonly cni?: CniRecord | string;
+  /** Bridge attachments recorded per network. */
+  readonly attachments?: readonly AttachmentCount[];
+}
+
+export interface AttachmentCount {
+  readonly network: string;
+  readonly count: number;
 }
 
 export interface PeerChange {
@@ -65,6 +75,10 @@ export interface Status {
   /** "no reconcile recorded" and the like, when lastReconcile is null. */
   readonly reconcileNote?: string;
   readonly networks: readonly NetworkStatus[];
+  /** feltd serving CNI, as its cni.json last said; null with `cniNote` saying why. */
+  readonly cni: CniRecord | null;
+  readonly cniNote?: string;
+  readonly attachments: readonly AttachmentCount[];
 }
 
 const num = (n: bigint): number | string => (n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n.toString());
@@ -136,6 +150,9 @@ export function status(input: StatusInput): Status {
     lastReconcile: last,
     ...(last ? {} : { reconcileNote: typeof input.reconcile === 'string' ? input.reconcile : 'no reconcile recorded' }),
     networks: input.ipam.map(networkStatus),
+    cni: typeof input.cni === 'object' ? input.cni : null,
+    ...(typeof input.cni === 'object' ? {} : { cniNote: typeof input.cni === 'string' ? input.cni : 'no feltd serving CNI recorded' }),
+    attachments: input.attachments ?? [],
   };
 }
 
@@ -174,6 +191,13 @@ export function renderStatus(st: Status): string {
       ? `last reconcile: ${r.kind} pass at ${r.time} (${duration(seconds(st.now, r.time))}), took ${r.durationMs} ms, ${r.ops} op${r.ops === 1 ? '' : 's'}, drift repaired ${r.driftRepaired}; ${r.passes} pass${r.passes === 1 ? '' : 'es'} since feltd started, drift repaired ${r.totalDriftRepaired} in all`
       : `last reconcile: ${st.reconcileNote ?? 'no reconcile recorded'}`,
   );
+  const c = st.cni;
+  lines.push(
+    c
+      ? `cni: feltd serving ${c.socket} since ${c.since}, ${c.requestsLastMinute} request${c.requestsLastMinute === 1 ? '' : 's'} in the minute before ${c.time} (${duration(seconds(st.now, c.time))}), ${c.requestsTotal} in all`
+      : `cni: ${st.cniNote ?? 'no feltd serving CNI recorded'} (the plugins run in-process)`,
+  );
+  if (st.attachments.length) lines.push(`attachments: ${st.attachments.map((a) => `${a.network} ${a.count}`).join(', ')}`);
   if (st.networks.length === 0) lines.push('networks: no allocations recorded');
   else {
     lines.push('networks:');

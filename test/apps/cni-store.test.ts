@@ -1,13 +1,13 @@
 // apps/cni/store.ts: one event store per dataDir per CNI call, closed at the end of the call (or earlier),
 // and handles that survive an early close.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Projection } from '../../core/events.ts';
-import { closeCallStoresSoon, openCallStore, withCallStores } from '../../apps/cni/store.ts';
+import { callStores, warmStores } from '../../apps/cni/store.ts';
 
 type Ev = { type: 'Added'; data: { n: number } };
 const sum: Projection<number, Ev> = { name: 'test-sum', initialState: () => 0, evolve: (s, e) => s + e.data.n };
@@ -32,56 +32,107 @@ const right = <A>(x: E.Either<unknown, A>): A => {
 describe('the event store of one CNI call', () => {
   it('is shared by every open in the call and closed (WAL checkpointed away) when the call ends', async () => {
     const d = dir();
-    await withCallStores(async () => {
-      const a = right(await openCallStore(d));
-      const b = right(await openCallStore(d));
-      right(a.transact('s', sum, add(1), meta));
-      a.close(); // left to the call
-      right(b.transact('s', sum, add(2), meta));
-      expect(right(b.load('s', sum)).state).toBe(3);
-      expect(existsSync(join(d, 'felt.db-wal'))).toBe(true);
-    });
+    const call = callStores();
+    const a = right(await call.open(d));
+    const b = right(await call.open(d));
+    right(a.transact('s', sum, add(1), meta));
+    a.close(); // left to the call
+    right(b.transact('s', sum, add(2), meta));
+    expect(right(b.load('s', sum)).state).toBe(3);
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true);
+    call.end();
     expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
-    const after = right(await openCallStore(d));
-    expect(right(after.load('s', sum)).state).toBe(3);
-    after.close();
+    const next = callStores();
+    expect(right(right(await next.open(d)).load('s', sum)).state).toBe(3);
+    next.end();
   });
 
   it('a handle still works after an early close: it opens the store again', async () => {
     const d = dir();
-    await withCallStores(async () => {
-      const s = right(await openCallStore(d));
-      right(s.transact('s', sum, add(5), meta));
-      closeCallStoresSoon();
-      await new Promise((r) => setImmediate(r));
-      expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
-      right(s.transact('s', sum, add(1), meta));
-      expect(right(s.load('s', sum)).state).toBe(6);
-    });
+    const call = callStores();
+    const s = right(await call.open(d));
+    right(s.transact('s', sum, add(5), meta));
+    call.closeSoon();
+    await new Promise((r) => setImmediate(r));
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
+    right(s.transact('s', sum, add(1), meta));
+    expect(right(s.load('s', sum)).state).toBe(6);
+    call.end();
   });
 
-  it('calls running at once share the store; it closes when the last one ends', async () => {
+  it('calls running at once in one process have their own scopes: one ending does not close the other', async () => {
     const d = dir();
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    const first = withCallStores(async () => {
-      const s = right(await openCallStore(d));
-      right(s.transact('s', sum, add(1), meta));
-      await held;
-      right(s.transact('s', sum, add(1), meta));
-    });
-    await withCallStores(async () => {
-      const s = right(await openCallStore(d));
-      right(s.transact('s', sum, add(10), meta));
-    });
-    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true); // the first call still runs
-    release();
-    await first;
+    const first = callStores();
+    const s1 = right(await first.open(d));
+    right(s1.transact('s', sum, add(1), meta));
+    const second = callStores();
+    right(right(await second.open(d)).transact('s', sum, add(10), meta));
+    second.end();
+    // The first call's store is still open (its WAL is there) and its handle works without reopening.
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true);
+    right(s1.transact('s', sum, add(1), meta));
+    first.end();
     expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
+    const check = callStores();
+    expect(right(right(await check.open(d)).load('s', sum)).state).toBe(12);
+    check.end();
   });
 
   it('an open that fails is an error naming the store', async () => {
-    const r = await withCallStores(() => openCallStore('/proc/felt-nope'));
+    const call = callStores();
+    const r = await call.open('/proc/felt-nope');
+    call.end();
     expect(E.isLeft(r)).toBe(true);
+  });
+});
+
+describe("feltd's warm stores", () => {
+  it('calls in flight share one open store; it is closed (checkpointed) once the last one has ended', async () => {
+    const warm = warmStores();
+    const d = dir();
+    const a = warm.scope();
+    const b = warm.scope();
+    right(right(await a.open(d)).transact('s', sum, add(2), meta));
+    right(right(await b.open(d)).transact('s', sum, add(3), meta));
+    expect(warm.size()).toBe(1);
+    a.end();
+    await new Promise((r) => setImmediate(r));
+    // b still runs: the store stays open (its WAL is there).
+    expect(warm.size()).toBe(1);
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(true);
+    expect(right(right(await b.open(d)).load('s', sum)).state).toBe(5);
+    b.end();
+    b.end(); // a second end of the same call counts once
+    await new Promise((r) => setImmediate(r));
+    expect(warm.size()).toBe(0);
+    expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
+  });
+
+  it('a store whose file was replaced while open is opened afresh', async () => {
+    const warm = warmStores();
+    const d = dir();
+    const call = warm.scope();
+    right(right(await call.open(d)).transact('s', sum, add(2), meta));
+    // The dataDir is removed and made again: the next use must not write into the removed file.
+    rmSync(d, { recursive: true, force: true });
+    mkdirSync(d);
+    right(right(await call.open(d)).transact('s', sum, add(7), meta));
+    call.end();
+    warm.close();
+    const check = callStores();
+    expect(right(right(await check.open(d)).load('s', sum)).state).toBe(7);
+    check.end();
+  });
+
+  it('keep at most max stores, closing the least recently used', async () => {
+    const warm = warmStores(2);
+    const [a, b, c] = [dir(), dir(), dir()];
+    const call = warm.scope();
+    for (const d of [a, b, c]) right(right(await call.open(d)).transact('s', sum, add(1), meta));
+    expect(warm.size()).toBe(2);
+    expect(existsSync(join(a, 'felt.db-wal'))).toBe(false); // closed, checkpointed
+    expect(existsSync(join(c, 'felt.db-wal'))).toBe(true);
+    call.end();
+    warm.close();
   });
 });

@@ -81,6 +81,7 @@ function addAndKill(hostNs: string, podNs: string, cid: string, conf: unknown, d
     PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
     CNI_COMMAND: 'ADD',
     CNI_PATH: FELT_CNI,
+    FELT_CNI_SOCKET: process.env['FELT_CNI_SOCKET'] ?? '',
     CNI_CONTAINERID: cid,
     CNI_NETNS: nsPath(podNs),
     CNI_IFNAME: 'eth0',
@@ -320,8 +321,10 @@ describe('storage that cannot be written: code 5 naming the file, no kernel chan
       // With room again (SQLite needs some just to open a WAL log), the log is sound and usable.
       for (const f of readdirSync(mnt)) if (/^(fill|tail)-/.test(f)) rmSync(join(mnt, f));
       expectSoundLog(used);
-      expect((await cni(c, 'ADD', confOf(used))).code).toBe(0);
-      expect((await cni(c, 'DEL', confOf(used))).code).toBe(0);
+      const add = await cni(c, 'ADD', confOf(used));
+      expect(add.code, add.stdout).toBe(0);
+      const del = await cni(c, 'DEL', confOf(used));
+      expect(del.code, del.stdout).toBe(0);
     });
   });
 

@@ -45,7 +45,10 @@ describe('systemd units', () => {
   it('there is one for feltd and one for felt dhcp-daemon, each running the built executables from /opt/felt', () => {
     expect(units).toEqual(['felt-dhcp-daemon.service', 'feltd.service']);
     const feltd = readFileSync(join(DEPLOY, 'feltd.service'), 'utf8');
-    expect(directives(feltd, 'ExecStart')).toEqual(['/opt/felt/dist/bin/feltd $FELTD_OPTS']);
+    expect(directives(feltd, 'ExecStart')).toEqual(['/opt/felt/dist/bin/feltd --cni-socket=/run/felt/cni.sock $FELTD_OPTS']);
+    // The CNI socket's directory: made by systemd, kept across restarts (a stale socket is replaced at start).
+    expect(directives(feltd, 'RuntimeDirectory')).toEqual(['felt']);
+    expect(parseFlags(['--cni-socket=/run/felt/cni.sock'])).toMatchObject({ flags: { cniSocket: '/run/felt/cni.sock', cniOnly: false } });
     const dhcp = readFileSync(join(DEPLOY, 'felt-dhcp-daemon.service'), 'utf8');
     expect(directives(dhcp, 'ExecStart')).toEqual(['/opt/felt/dist/bin/felt dhcp-daemon $FELT_DHCP_OPTS']);
     // The default and the documented options are flags feltd takes.
@@ -168,8 +171,11 @@ describe('kube-felt.yml', () => {
     const r = await exec([join(ROOT, 'dist/bin/felt'), ...args]);
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(join(at('etc/cni/net.d'), '10-flannel.conflist'), 'utf8')).toBe(cm['data']['cni-conf.json']);
-    for (const type of readdirSync(FELT_CNI)) expect(existsSync(join(at('opt/cni/bin'), type)), type).toBe(true);
-    expect(readdirSync(join(at('opt/cni/bin'), '.felt'))).toHaveLength(1);
+    const types = readdirSync(FELT_CNI).filter((t) => !t.startsWith('.'));
+    for (const type of types) expect(existsSync(join(at('opt/cni/bin'), type)), type).toBe(true);
+    // One support directory, and each forwarder's bundle.
+    expect(readdirSync(join(at('opt/cni/bin'), '.felt')).filter((f) => /^[0-9a-f]{12}$/.test(f))).toHaveLength(1);
+    expect(readdirSync(join(at('opt/cni/bin'), '.felt')).filter((f) => !/^[0-9a-f]{12}$/.test(f)).sort()).toEqual(types.sort());
   });
 
   it("the ConfigMap's cni-conf.json is flannel's conflist and parses with felt's parser; net-conf.json with feltd's", () => {
@@ -201,7 +207,21 @@ describe('kube-felt.yml', () => {
     expect(mountAt(c, dirname(flags.subnetFile))?.['hostPath']?.path).toBe('/run/flannel');
     expect(mountAt(c, flags.stateDir)?.['hostPath']?.path).toBe('/var/lib/felt');
     expect(mountAt(c, '/run/xtables.lock')?.['hostPath']).toEqual({ path: '/run/xtables.lock', type: 'FileOrCreate' });
-    expect(c['securityContext'].capabilities.add).toEqual(['NET_ADMIN', 'NET_RAW']);
+    expect(c['securityContext'].capabilities.add).toEqual(['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE']);
+  });
+
+  it('feltd serves CNI on /run/felt/cni.sock from the host, sees the callers (host PID namespace), their netns and the plugins', () => {
+    const c = (pod['containers'] as Obj[]).find((x) => x['name'] === 'feltd')!;
+    const parsed = parseFlags((c['args'] as string[]).filter((a) => !a.includes('$(')));
+    expect(parsed).toHaveProperty('flags');
+    const flags = (parsed as { flags: { cniSocket: string } }).flags;
+    expect(flags.cniSocket).toBe('/run/felt/cni.sock');
+    expect(mountAt(c, dirname(flags.cniSocket))?.['hostPath']).toEqual({ path: '/run/felt', type: 'DirectoryOrCreate' });
+    expect(pod['hostPID']).toBe(true);
+    const netns = (c['volumeMounts'] as Obj[]).find((m) => m['mountPath'] === '/run/netns')!;
+    expect(netns['mountPropagation']).toBe('HostToContainer');
+    expect(mountAt(c, '/run/netns')?.['hostPath']?.path).toBe('/run/netns');
+    expect(mountAt(c, '/opt/cni/bin')?.['hostPath']?.path).toBe('/opt/cni/bin');
   });
 
   it('the net-config init container is a valid sh script writing net-conf.json to <prefix>/config', async () => {

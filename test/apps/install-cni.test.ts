@@ -14,7 +14,9 @@ import { addrs, exec, feltAllocations, nsPath, refAllocations, Sandbox } from '.
 import { execFile, type Run } from '../support/netns.ts';
 
 const FELT = join(ROOT, 'dist', 'bin', 'felt');
-const TYPES = readdirSync(FELT_CNI).sort();
+const TYPES = readdirSync(FELT_CNI).filter((t) => !t.startsWith('.')).sort();
+/** The support directories under <bin>/.felt (the rest are the plugins' bundles). */
+const supportDirs = (bin: string): string[] => readdirSync(join(bin, SUPPORT_DIR)).filter((f) => /^[0-9a-f]{12}$/.test(f));
 const sb = new Sandbox();
 afterAll(() => sb.cleanup());
 
@@ -39,7 +41,11 @@ function hidden(ns: string, hide: readonly string[], argv: readonly string[], en
     helper = join(sb.dir(), 'hide.mjs');
     writeFileSync(helper, HIDE);
   }
-  return execFile(['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, helper, ...hide, '--', ...argv], { env, input });
+  // FELT_CNI_SOCKET empty: the forwarders run their bundles in-process (a feltd on this machine is not asked).
+  return execFile(['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, helper, ...hide, '--', ...argv], {
+    env: { FELT_CNI_SOCKET: '', ...env },
+    input,
+  });
 }
 /** The checkout and the node_modules it uses (a worktree's may be a link to another checkout's). */
 // A path under one already covered is covered with it (and cannot be reached to mount over once it is).
@@ -63,19 +69,25 @@ describe('felt install-cni', () => {
     const conf = join(d, 'net.d');
     const r = await install(bin, conf);
     expect(r.code, r.stderr).toBe(0);
-    const [hash, ...others] = readdirSync(join(bin, SUPPORT_DIR));
+    const [hash, ...others] = supportDirs(bin);
     expect(others).toEqual([]);
+    expect(readdirSync(join(bin, SUPPORT_DIR)).sort()).toEqual([hash!, ...TYPES].sort());
     const support = join(bin, SUPPORT_DIR, hash!);
     for (const type of TYPES) {
+      // The forwarder, a copy of the built one.
       const p = join(bin, type);
       expect(lstatSync(p).isFile()).toBe(true);
       expect(lstatSync(p).mode & 0o777).toBe(0o755);
-      const [first, second] = readFileSync(p, 'utf8').split('\n');
+      expect(readFileSync(p).equals(readFileSync(join(FELT_CNI, type)))).toBe(true);
+      // Its bundle, run when no feltd serves CNI.
+      const b = join(bin, SUPPORT_DIR, type);
+      expect(lstatSync(b).mode & 0o777).toBe(0o755);
+      const [first, second] = readFileSync(b, 'utf8').split('\n');
       expect(first).toBe(`#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS NODE_PATH=${support}/node_modules ${process.execPath}`);
       expect(second).toBe(`// felt-cni ${type}`);
       // The rest is the built bundle, unchanged.
-      const built = readFileSync(join(FELT_CNI, type), 'utf8');
-      expect(readFileSync(p, 'utf8').slice(first!.length)).toBe(built.slice(built.indexOf('\n')));
+      const built = readFileSync(join(FELT_CNI, SUPPORT_DIR, type), 'utf8');
+      expect(readFileSync(b, 'utf8').slice(first!.length)).toBe(built.slice(built.indexOf('\n')));
     }
     expect(existsSync(join(support, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node'))).toBe(true);
     expect(existsSync(join(support, 'node_modules/better-sqlite3/deps'))).toBe(false);
@@ -101,7 +113,7 @@ describe('felt install-cni', () => {
     // The control: a bare copy of the built bundle does not run there (better-sqlite3 is in the hidden tree).
     const bare = join(d, 'bare');
     mkdirSync(bare);
-    writeFileSync(join(bare, 'bridge'), readFileSync(join(FELT_CNI, 'bridge')), { mode: 0o755 });
+    writeFileSync(join(bare, 'bridge'), readFileSync(join(FELT_CNI, SUPPORT_DIR, 'bridge')), { mode: 0o755 });
     const control = await hidden(host, SOURCE, [join(bare, 'bridge')], cniEnv('ADD', bare, pod, 'c0'), config);
     expect(control.code, JSON.stringify(control)).not.toBe(0);
     expect(control.stdout + control.stderr).toContain('better-sqlite3');
@@ -122,10 +134,10 @@ describe('felt install-cni', () => {
     const r = await install(bin, join(d, 'net.d'), '--with-node', '--no-conf');
     expect(r.code, r.stderr).toBe(0);
     expect(existsSync(join(d, 'net.d'))).toBe(false);
-    const [hash] = readdirSync(join(bin, SUPPORT_DIR));
+    const [hash] = supportDirs(bin);
     const node = join(bin, SUPPORT_DIR, hash!, 'node');
     expect(lstatSync(node).mode & 0o777).toBe(0o755);
-    expect(readFileSync(join(bin, 'bridge'), 'utf8').split('\n')[0]).toMatch(new RegExp(` ${node.replace(/[.]/g, '\\.')}$`));
+    expect(readFileSync(join(bin, SUPPORT_DIR, 'bridge'), 'utf8').split('\n')[0]).toMatch(new RegExp(` ${node.replace(/[.]/g, '\\.')}$`));
     const host = await sb.ns();
     const pod = await sb.ns();
     const hide = [...SOURCE, realpathSync(process.execPath)];
@@ -158,7 +170,7 @@ describe('felt install-cni', () => {
     expect(existsSync(join(bin, 'portmap'))).toBe(true);
     const forced = await install(bin, conf, '--force');
     expect(forced.code, forced.stderr).toBe(0);
-    expect(readFileSync(join(bin, 'bridge'), 'utf8').split('\n')[1]).toBe('// felt-cni bridge');
+    expect(readFileSync(join(bin, 'bridge')).equals(readFileSync(join(FELT_CNI, 'bridge')))).toBe(true);
     expect(JSON.parse(readFileSync(join(conf, '10-flannel.conflist'), 'utf8'))).toEqual(FLANNEL_CONFLIST);
   });
 
@@ -190,11 +202,36 @@ describe('felt install-cni', () => {
     const bin = join(d, 'bin');
     mkdirSync(join(bin, SUPPORT_DIR, '0123456789ab'), { recursive: true });
     symlinkSync(join(FELT_CNI, 'bridge'), join(bin, 'bridge'));
+    // An install from before the forwarders: the bundle itself stood at <bin>/<type>.
+    writeFileSync(join(bin, 'ptp'), readFileSync(join(FELT_CNI, SUPPORT_DIR, 'ptp')), { mode: 0o755 });
     const r = await install(bin, join(d, 'net.d'));
     expect(r.code, r.stderr).toBe(0);
     expect(lstatSync(join(bin, 'bridge')).isFile()).toBe(true);
-    expect(readdirSync(join(bin, SUPPORT_DIR))).toHaveLength(1);
-    expect(readdirSync(join(bin, SUPPORT_DIR))).not.toContain('0123456789ab');
+    expect(readFileSync(join(bin, 'ptp')).equals(readFileSync(join(FELT_CNI, 'ptp')))).toBe(true);
+    expect(supportDirs(bin)).toHaveLength(1);
+    expect(supportDirs(bin)).not.toContain('0123456789ab');
+  });
+
+  it('never writes through a link planted where it writes: a bundle link is replaced, a .felt link is refused', async () => {
+    const d = sb.dir();
+    const bin = join(d, 'bin');
+    const victim = join(d, 'victim');
+    writeFileSync(victim, 'precious\n');
+    mkdirSync(join(bin, SUPPORT_DIR), { recursive: true });
+    symlinkSync(victim, join(bin, SUPPORT_DIR, 'bridge'));
+    const r = await install(bin, join(d, 'net.d'), '--no-conf');
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(lstatSync(join(bin, SUPPORT_DIR, 'bridge')).isFile()).toBe(true);
+    const bin2 = join(d, 'bin2');
+    const elsewhere = join(d, 'elsewhere');
+    mkdirSync(elsewhere);
+    mkdirSync(bin2);
+    symlinkSync(elsewhere, join(bin2, SUPPORT_DIR));
+    const r2 = await install(bin2, join(d, 'net2.d'), '--no-conf');
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toContain(`${join(bin2, SUPPORT_DIR)} is a symbolic link`);
+    expect(readdirSync(elsewhere)).toEqual([]);
   });
 
   it('--conflist installs that conflist; one that does not parse is refused naming the option and the field, nothing changed', async () => {
@@ -234,7 +271,7 @@ describe('felt install-cni', () => {
     // The same for a support directory of the hash this felt would install: its node_modules would be run.
     const bin2 = join(d, 'bin2');
     expect((await install(bin2, join(d, 'net2.d'))).code).toBe(0);
-    const hash = readdirSync(join(bin2, SUPPORT_DIR))[0]!;
+    const hash = supportDirs(bin2)[0]!;
     const bin3 = join(d, 'bin3');
     mkdirSync(join(bin3, SUPPORT_DIR), { recursive: true });
     symlinkSync(elsewhere, join(bin3, SUPPORT_DIR, hash));

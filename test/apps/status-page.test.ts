@@ -86,12 +86,14 @@ describe('feltd status page', () => {
     const s = await eventually(
       () => {
         const r = get(n1.ns, '/status.json');
-        const j = JSON.parse(r.body) as { nodes: { subnet: string; publicIP: string; vtepMac: string; self: boolean }[] };
+        const j = JSON.parse(r.body) as { nodes: { subnet: string; publicIP: string; vtepMac: string; self: boolean }[]; cni: unknown };
         return r.status === 200 && j.nodes.length === 3 ? j : false;
       },
       { what: 'node 1 knows all three nodes', timeoutMs: 20_000, intervalMs: 200 },
     );
     expect(s.nodes.map((x) => [x.subnet, x.publicIP, x.vtepMac, x.self]).sort()).toEqual(c.nodes.map((n, i) => [subnet(n), n.ip, vtepMac(n), i === 0]).sort());
+    // feltd serves CNI on the node's socket (test/support/cluster.ts): no call yet.
+    expect(s.cni).toEqual({ socket: join(n1.dir, 'cni.sock'), perMinute: 0, attachments: [] });
     for (const path of ['/', '/status']) {
       const r = get(n1.ns, path);
       expect(r.status).toBe(200);

@@ -86,7 +86,7 @@ function startFeltd(bin: string, ns: string, dir: string, db: string, port: numb
   const p = spawn(
     'ip',
     ['netns', 'exec', ns, bin, '--iface', 'eth0', '--subnet-file', join(dir, 'subnet.env'), '--state-dir', join(dir, 'state'),
-      '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${db}`, '--iptables-resync', String(resync), '--healthz-ip', '127.0.0.1', '--healthz-port', String(port), '-v=1',
+      '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${db}`, '--iptables-resync', String(resync), '--cni-socket=', '--healthz-ip', '127.0.0.1', '--healthz-port', String(port), '-v=1',
       ...(process.env['BENCH_FELTD_ARGS'] ?? '').split(' ').filter(Boolean)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );

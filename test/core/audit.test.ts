@@ -11,6 +11,7 @@ import { overlayCheck, overlayNodeOf } from '../../core/audit/overlay.ts';
 import { nextReconcile, parseReconcile } from '../../core/audit/reconcile.ts';
 import { group, planExit, renderPlan, report, uncheckedOf } from '../../core/audit/report.ts';
 import { duration, renderStatus, status } from '../../core/audit/status.ts';
+import { parseCniRecord } from '../../core/audit/cni.ts';
 import type { AttachmentRecord } from '../../core/bridge/attachments.ts';
 import { explain, matchObjects, presence } from '../../core/explain.ts';
 import { initialState as nodeInitial, type NodeState } from '../../core/flannel/node.ts';
@@ -271,6 +272,20 @@ describe('status', () => {
     expect(text).toContain('peers: 2, newest change 2026-01-01T00:05:00.000Z (10.244.2.0-24 at 198.51.100.12)');
     expect(text).toContain('last reconcile: full pass at 2026-01-01T12:00:00.000Z (10s ago), took 5 ms, 1 op, drift repaired 1; 1 pass since feltd started');
     expect(text).toMatch(/mynet {4}1 {10}252 {3}10\.22\.0\.1-10\.22\.0\.254/);
+  });
+  it("feltd serving CNI (its cni.json) and the attachments per network; none recorded says so", () => {
+    const record = parseCniRecord(JSON.stringify({ socket: '/run/felt/cni.sock', since: '2026-01-01T11:00:00.000Z', time: '2026-01-01T12:00:05.000Z', requestsLastMinute: 42, requestsTotal: 900 }));
+    expect(record).toBeDefined();
+    const st = status({ ...input, cni: record!, attachments: [{ network: 'mynet', count: 1 }] });
+    expect(st.cni).toEqual(record);
+    const text = renderStatus(st);
+    expect(text).toContain('cni: feltd serving /run/felt/cni.sock since 2026-01-01T11:00:00.000Z, 42 requests in the minute before 2026-01-01T12:00:05.000Z (5s ago), 900 in all');
+    expect(text).toContain('attachments: mynet 1');
+    expect(renderStatus(status(input))).toContain('cni: no feltd serving CNI recorded (the plugins run in-process)');
+    // Untrusted text: anything but the record's shape is refused.
+    for (const bad of ['', '[]', '{"socket":1}', JSON.stringify({ socket: 's', since: 'x', time: 'y', requestsLastMinute: -1, requestsTotal: 0 })]) {
+      expect(parseCniRecord(bad)).toBeUndefined();
+    }
   });
   it('durations', () => {
     expect([duration(5), duration(-65), duration(3 * 3600 + 60), duration(2 * 86400 + 3600)]).toEqual(['in 5s', '1m 5s ago', 'in 3h 1m', 'in 2d 1h']);

@@ -178,6 +178,7 @@ export class Cluster {
       '--iface', 'eth0',
       '--subnet-file', node.subnetFile,
       '--state-dir', join(node.dir, 'state'),
+      '--cni-socket', join(node.dir, 'cni.sock'),
       '--iptables-resync', String(this.opts.resyncSeconds ?? 1),
       ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
     ];

@@ -38,6 +38,8 @@ export function runCni(c: CniCall): Promise<CniOutcome> {
     PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
     CNI_COMMAND: c.command,
     CNI_PATH: c.dir,
+    // The mode's socket (test/support/cni-mode.ts): empty standalone, the run's feltd in the daemon project.
+    FELT_CNI_SOCKET: process.env['FELT_CNI_SOCKET'] ?? '',
     ...(c.containerId !== undefined ? { CNI_CONTAINERID: c.containerId } : {}),
     ...(c.netns !== undefined ? { CNI_NETNS: c.netns } : {}),
     ...(c.ifname !== undefined ? { CNI_IFNAME: c.ifname } : {}),

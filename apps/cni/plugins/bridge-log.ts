@@ -20,22 +20,25 @@ import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { dataDirProblem, DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx } from '../plugin.ts';
-import { openCallStore } from '../store.ts';
 
 export interface AttachmentLog {
-  readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
+  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
+  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
   readonly storeExists: (dataDir: string) => boolean;
 }
 
 export const sqliteLog: AttachmentLog = {
-  openStore: openCallStore,
+  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
 };
 
-/** The network namespace this process runs in, as the kernel names it (`net:[4026531840]`); undefined when unreadable. */
-export function ownNetns(): string | undefined {
+/**
+ * The call's host network namespace as the kernel names it (`net:[4026531840]`): this process's, or the
+ * caller's when feltd serves the call (`ctx.hostNetns`); undefined when unreadable.
+ */
+export function hostNetnsName(ctx: Ctx): string | undefined {
   try {
-    return readlinkSync('/proc/self/ns/net');
+    return readlinkSync(ctx.hostNetns ?? '/proc/self/ns/net');
   } catch {
     return undefined;
   }
@@ -61,9 +64,9 @@ export function logDir(conf: NetConf): E.Either<CniError, string> {
 }
 
 const withStore =
-  <A>(log: AttachmentLog, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(log: AttachmentLog, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
   async () => {
-    const opened = await log.openStore(dataDir);
+    const opened = await log.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
       return f(opened.right);
@@ -76,14 +79,14 @@ const withStore =
 export const decideIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand): TE.TaskEither<CniError, void> =>
   command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
     ? TE.right(undefined)
-    : withStore(log, dataDir, (s) =>
+    : withStore(log, ctx, dataDir, (s) =>
         E.map(() => undefined)(
           s.transactRows(attachmentStream(network), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
         ),
       );
 
 /** The network's recorded attachments (none when there is no log). */
-export const attachmentsIn = (log: AttachmentLog, dataDir: string, network: string): TE.TaskEither<CniError, AttachmentsState> =>
+export const attachmentsIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string): TE.TaskEither<CniError, AttachmentsState> =>
   !log.storeExists(dataDir)
     ? TE.right(initialAttachments())
-    : withStore(log, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network), attachmentsProjection)));
+    : withStore(log, ctx, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network), attachmentsProjection)));

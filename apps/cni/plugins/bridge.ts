@@ -20,8 +20,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
-import { attachmentsIn, decideIn, logDir, ownNetns, recordedConf, sqliteLog } from './bridge-log.ts';
-import { closeCallStoresSoon } from '../store.ts';
+import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
 
 const noNetns = (netns: string): CniError =>
   cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
@@ -119,7 +118,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const journal = (command: AttachmentCommand) => decideIn(sqliteLog, ctx, dataDir.right, bc.name, command);
   const who = { network: bc.name, containerId: args.containerId, ifname: args.ifname };
-  const hostNs = ownNetns();
+  const hostNs = hostNetnsName(ctx);
   const record = journal({
     type: 'RecordAttachment',
     data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right, conf: recordedConf(conf), cniArgs: args.args, hostVethMac, ...(hostNs ? { hostNs } : {}) },
@@ -214,7 +213,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   return pipe(
     observeAndAllocate,
     // The log is not needed again unless this ADD fails: it is closed while the kernel is changed.
-    TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), closeCallStoresSoon())),
+    TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), ctx.stores.closeSoon())),
     TE.chain(([seen, ipam, madeHere]) =>
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
@@ -254,7 +253,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
   // remove what it finds without it; the error comes from recording the removal. What is read from the
   // kernel does not depend on the records: both are read at once.
-  const recorded = pipe(attachmentsIn(sqliteLog, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
+  const recorded = pipe(attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
   const remove: TE.TaskEither<CniError, void> = async () => {
     const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
     if (E.isLeft(seen)) return seen;
@@ -311,7 +310,7 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
   };
   const t = bc.ipamType;
   return pipe(
-    attachmentsIn(sqliteLog, dataDir.right, bc.name),
+    attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name),
     TE.chain((st) => TE.traverseSeqArray(collect)(outsideValid(st, valid))),
     TE.chain(() => (t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined))),
   );

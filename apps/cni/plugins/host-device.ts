@@ -38,7 +38,8 @@ const USERSPACE_DRIVERS: ReadonlySet<string> = new Set(['vfio-pci', 'uio_pci_gen
 /** The effects host-device uses; tests swap in the memory kernel and store, or a sysfs tree of their own. */
 export interface HostDeviceDeps {
   readonly kernel: (ctx: Ctx) => Kernel;
-  readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
+  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
+  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
   readonly storeExists: (dataDir: string) => boolean;
   /** Where sysfs is mounted (`/sys`): kernelpath and PCI addresses are looked up under it. */
   readonly sysfs: string;
@@ -46,7 +47,7 @@ export interface HostDeviceDeps {
 
 export const linuxDeps: HostDeviceDeps = {
   kernel: kernelFor,
-  openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
+  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
   sysfs: '/sys',
 };
@@ -103,9 +104,9 @@ const ipam = (ctx: Ctx, hc: HostDeviceConf, args: CmdArgs, command: 'ADD' | 'DEL
   hc.ipamType === '' ? TE.right(undefined) : ctx.delegate(hc.ipamType, command, args.stdin, args);
 
 const withStore =
-  <A>(deps: HostDeviceDeps, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(deps: HostDeviceDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
   async () => {
-    const opened = await deps.openStore(dataDir);
+    const opened = await deps.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
       return f(opened.right);
@@ -115,12 +116,12 @@ const withStore =
   };
 
 const record = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf, c: HostDeviceCommand): TE.TaskEither<CniError, void> =>
-  TE.map(() => undefined)(withStore(deps, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));
+  TE.map(() => undefined)(withStore(deps, ctx, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));
 
 /** The recorded attachments; none when felt's log does not exist (DEL and CHECK never create it). */
-const load = (deps: HostDeviceDeps, hc: HostDeviceConf): TE.TaskEither<CniError, HostDeviceState> =>
+const load = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf): TE.TaskEither<CniError, HostDeviceState> =>
   deps.storeExists(hc.dataDir)
-    ? TE.map((l: { state: HostDeviceState }) => l.state)(withStore(deps, hc.dataDir, (store) => store.load(hostDeviceStream(hc.name), hostDeviceProjection)))
+    ? TE.map((l: { state: HostDeviceState }) => l.state)(withStore(deps, ctx, hc.dataDir, (store) => store.load(hostDeviceStream(hc.name), hostDeviceProjection)))
     : TE.right(hostDeviceProjection.initialState());
 
 /**
@@ -218,7 +219,7 @@ const cmdAdd =
         const dev = pickDevice(hc.selector, seen.links, candidates);
         if (E.isRight(dev)) return attach(seen, dev.right);
         return pipe(
-          load(deps, hc),
+          load(deps, ctx, hc),
           TE.chain((state) => TE.left<CniError, Result>(notFound(hc.selector, state, dev.left))),
         );
       }),
@@ -236,7 +237,7 @@ const cmdDel =
     const listed = listSysfs(deps, hc.selector);
     if (E.isRight(listed) && listed.right.kind === 'dpdk') return ipamDel;
     return pipe(
-      load(deps, hc),
+      load(deps, ctx, hc),
       TE.chain((state) => {
         const known = state.attachments[attachmentKey(args.containerId, args.ifname)];
         const forget = (reason: 'del' | 'netns-gone' | 'gone'): TE.TaskEither<CniError, void> =>
@@ -278,7 +279,7 @@ const cmdCheck =
     const scope = hostDeviceScope(args.ifname, args.netns);
     return pipe(
       ipam(ctx, hc, args, 'CHECK'),
-      TE.chain(() => load(deps, hc)),
+      TE.chain(() => load(deps, ctx, hc)),
       TE.chain((state) =>
         pipe(
           observe(deps, ctx, [args.netns]),

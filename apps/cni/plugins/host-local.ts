@@ -16,19 +16,19 @@ import { checkAllocationIn, decideIpam, ipamProjection, ipamResult, ipamStream, 
 import { parseResolvConf } from '../../../core/ipam/resolv.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
-import { openCallStore } from '../store.ts';
 
 /** The effects host-local uses; tests swap the store for the in-memory twin. */
 export interface HostLocalDeps {
   /** Open the event store under `dataDir`. */
-  readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
+  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
+  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
   /** Whether a store exists under `dataDir` (DEL/CHECK/GC of a never-used dataDir create nothing). */
   readonly storeExists: (dataDir: string) => boolean;
   readonly readFile: (path: string) => E.Either<CniError, string>;
 }
 
 export const sqliteDeps: HostLocalDeps = {
-  openStore: openCallStore,
+  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
   readFile: (path) => {
     try {
@@ -40,9 +40,9 @@ export const sqliteDeps: HostLocalDeps = {
 };
 
 const withStore =
-  <A>(deps: HostLocalDeps, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(deps: HostLocalDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
   async () => {
-    const opened = await deps.openStore(dataDir);
+    const opened = await deps.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
       return f(opened.right);
@@ -55,7 +55,7 @@ const parse = (args: CmdArgs, conf: NetConf): TE.TaskEither<CniError, IpamConf> 
 
 /** Run one IPAM command against the network's stream; returns the events it appended. */
 function run(deps: HostLocalDeps, ctx: Ctx, ic: IpamConf, command: IpamCommand) {
-  return withStore(deps, ic.dataDir, (store) =>
+  return withStore(deps, ctx, ic.dataDir, (store) =>
     // Over the table's view: the transaction reads the rows it looks up and writes the ones it changes.
     store.transactRows(ipamStream(ic.network), ipamProjection, (view) => decideIpam(command, view), { time: ctx.now().toISOString() }),
   );
@@ -100,7 +100,7 @@ export const ipamDel =
 /** CHECK: the attachment holds an address, and prevResult's addresses in our ranges are its. */
 export const ipamCheck =
   (deps: HostLocalDeps) =>
-  (args: CmdArgs, conf: NetConf, _ctx: Ctx): TE.TaskEither<CniError, void> =>
+  (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(
       parse(args, conf),
       TE.chain((ic) => {
@@ -109,7 +109,7 @@ export const ipamCheck =
         if (!deps.storeExists(ic.dataDir)) {
           return TE.left(cniError(ErrCode.Drift, `host-local: no address is allocated to ${args.containerId}/${args.ifname} in network "${ic.network}"`));
         }
-        return withStore(deps, ic.dataDir, (store) =>
+        return withStore(deps, ctx, ic.dataDir, (store) =>
           store.view(ipamStream(ic.network), ipamProjection, (view) => checkAllocationIn(view, ic, args.containerId, args.ifname, addrs)),
         );
       }),
@@ -131,10 +131,10 @@ export const ipamGc =
 /** STATUS (1.1.0): ready when the store opens. */
 export const ipamStatus =
   (deps: HostLocalDeps) =>
-  (args: CmdArgs, conf: NetConf, _ctx: Ctx): TE.TaskEither<CniError, void> =>
+  (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(
       parse(args, conf),
-      TE.chain((ic) => withStore(deps, ic.dataDir, () => E.right(undefined))),
+      TE.chain((ic) => withStore(deps, ctx, ic.dataDir, () => E.right(undefined))),
       TE.mapLeft((e) => (e.code === ErrCode.InvalidNetworkConfig ? e : cniError(50, `host-local: not available: ${e.msg}`))),
     );
 

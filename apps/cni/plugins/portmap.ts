@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
-import { run } from '../../../adapters/kernel/exec.ts';
+import { inNetns, run } from '../../../adapters/kernel/exec.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
@@ -48,10 +48,11 @@ const removeAttachment = (ctx: Ctx, scope: OwnershipScope): TE.TaskEither<CniErr
  * netlink RouteGet), or undefined when there is none or its name is not one felt can write a sysctl for.
  */
 const routableHostIf =
-  (addrs: ContainerAddresses, pc: PortMapConf): T<string | undefined> =>
+  (ctx: Ctx, addrs: ContainerAddresses, pc: PortMapConf): T<string | undefined> =>
   async () => {
     if (!addrs.v4 || !pc.snat) return undefined;
-    const r = await run(['ip', '-json', 'route', 'get', formatIP(addrs.v4.ip)], '');
+    // In the call's host namespace (the caller's, when feltd serves the call).
+    const r = await run([...inNetns(HOST, ctx.hostNetns), 'ip', '-json', 'route', 'get', formatIP(addrs.v4.ip)], '');
     if (r.code !== 0) return undefined;
     try {
       const dev = (JSON.parse(r.stdout) as { dev?: unknown }[])[0]?.dev;
@@ -67,12 +68,12 @@ type T<A> = () => Promise<A>;
  * existed) does not keep blackholing the new traffic. Failures are reported on stderr and do not fail ADD, as
  * the reference's; a missing `conntrack` tool is named.
  */
-async function flushUdpConntrack(pc: PortMapConf, addrs: ContainerAddresses): Promise<void> {
+async function flushUdpConntrack(ctx: Ctx, pc: PortMapConf, addrs: ContainerAddresses): Promise<void> {
   const ports = udpHostPorts(pc);
   const fams = [addrs.v4 ? 'ipv4' : undefined, addrs.v6 ? 'ipv6' : undefined].filter((f): f is string => !!f);
   for (const family of fams) {
     for (const port of ports) {
-      const r = await run(['conntrack', '-D', '-f', family, '-p', 'udp', '--dport', String(port)], '');
+      const r = await run([...inNetns(HOST, ctx.hostNetns), 'conntrack', '-D', '-f', family, '-p', 'udp', '--dport', String(port)], '');
       // conntrack exits 1 when it deleted nothing ("0 flow entries have been deleted").
       if (r.code === 0 || /0 flow entries have been deleted/.test(r.stderr)) continue;
       if (r.code === 127) {
@@ -98,7 +99,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (pc.portMappings.length === 0 || (!addrs.v4 && !addrs.v6)) return TE.right(prev);
   const scope = portmapScope(HOST, pc.name, args.containerId);
   return pipe(
-    TE.fromTask(routableHostIf(addrs, pc)),
+    TE.fromTask(routableHostIf(ctx, addrs, pc)),
     TE.map((hostIf) => portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) })),
     TE.chain((desired) =>
       pipe(
@@ -111,7 +112,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
         }),
       ),
     ),
-    TE.chainFirst(() => TE.fromTask(() => flushUdpConntrack(pc, addrs))),
+    TE.chainFirst(() => TE.fromTask(() => flushUdpConntrack(ctx, pc, addrs))),
     TE.map(() => prev),
   );
 }

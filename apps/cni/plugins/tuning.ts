@@ -31,7 +31,8 @@ export const DEFAULT_ALLOWLIST = '/etc/cni/tuning/allowlist.conf';
 /** The effects tuning uses; tests swap in the memory kernel and store, or an allowlist of their own. */
 export interface TuningDeps {
   readonly kernel: (ctx: Ctx) => Kernel;
-  readonly openStore: (dataDir: string) => Promise<E.Either<CniError, EventStore>>;
+  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
+  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
   /** Whether a store exists under `dataDir` (DEL of a never-used dataDir creates nothing). */
   readonly storeExists: (dataDir: string) => boolean;
   /** The sysctl allowlist file; honoured when it exists, as the reference does. */
@@ -42,7 +43,7 @@ export interface TuningDeps {
 
 export const linuxDeps: TuningDeps = {
   kernel: kernelFor,
-  openStore: async (dataDir) => (await import('../../../adapters/store/sqlite.ts')).openSqliteStore(dataDir),
+  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
   allowlistPath: DEFAULT_ALLOWLIST,
   readText: (path) => {
@@ -80,9 +81,9 @@ function prevResult(conf: NetConf): E.Either<CniError, Result> {
 }
 
 const withStore =
-  <A>(deps: TuningDeps, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(deps: TuningDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
   async () => {
-    const opened = await deps.openStore(dataDir);
+    const opened = await deps.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
       return f(opened.right);
@@ -92,7 +93,7 @@ const withStore =
   };
 
 const record = (deps: TuningDeps, ctx: Ctx, dataDir: string, network: string, c: TuningCommand) =>
-  withStore(deps, dataDir, (store) => store.transact(tuningStream(network), tuningProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }));
+  withStore(deps, ctx, dataDir, (store) => store.transact(tuningStream(network), tuningProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }));
 
 function observe(deps: TuningDeps, ctx: Ctx, netns: string, keys: readonly string[]): TE.TaskEither<CniError, KernelState> {
   return pipe(deps.kernel(ctx).observe({ namespaces: [netns], sysctls: keys.map((key) => ({ ns: netns, key })) }), TE.mapLeft(kernelError));
@@ -157,7 +158,7 @@ const cmdDel =
     const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
     const forget = (reason: 'del' | 'netns-gone') => TE.map(() => undefined)(record(deps, ctx, dataDir.right, conf.name, { type: 'ForgetOriginals', data: { ...ref, reason } }));
     return pipe(
-      withStore(deps, dataDir.right, (store) => store.load(tuningStream(conf.name), tuningProjection)),
+      withStore(deps, ctx, dataDir.right, (store) => store.load(tuningStream(conf.name), tuningProjection)),
       TE.chain((loaded) => {
         const known = loaded.state.attachments[attachmentKey(args.containerId, args.ifname)];
         if (!known) return TE.right(undefined);

@@ -3,6 +3,7 @@
 // overlay and of every recorded bridge attachment, the host network namespace each attachment was made in,
 // and reading the kernel there.
 
+import { CNI_RECORD_FILE, parseCniRecord, type CniRecord } from '../../../core/audit/cni.ts';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -63,6 +64,19 @@ export function readHistory(store: EventStore): E.Either<string, readonly Stored
 }
 
 /** `<dataDir>/reconcile.json`: the record, `undefined` when absent, a string saying why when unreadable. */
+/** feltd's cni.json in `dataDir` (core/audit/cni.ts): the record, undefined when absent, or why not. */
+export function readCniRecord(dataDir: string): CniRecord | undefined | string {
+  const path = join(dataDir, CNI_RECORD_FILE);
+  if (!existsSync(path)) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    return `cannot read ${path}: ${(e as Error).message}`;
+  }
+  return parseCniRecord(text) ?? `${path} is not a cni record`;
+}
+
 export function readReconcile(dataDir: string): ReconcileRecord | undefined | string {
   const path = join(dataDir, RECONCILE_FILE);
   if (!existsSync(path)) return undefined;

@@ -1,21 +1,27 @@
 // felt install-cni: put felt's plugins where a runtime looks for them and write the stock flannel conflist, as
 // kube-flannel's init containers do (install-cni-plugin copies the flannel binary, install-cni the conflist).
 //
-// A felt plugin is an esbuild bundle run by node that loads better-sqlite3 (its JavaScript and its native
-// addon) at run time, so a bare copy would not run away from the source tree. What is installed:
+// A felt plugin is a small forwarder (dist/cni/<type>, compiled C) that sends the call to feltd's CNI socket
+// and, when no feltd serves it, executes the plugin's node bundle (dist/cni/.felt/<type>), an esbuild bundle
+// run by node that loads better-sqlite3 (its JavaScript and its native addon) at run time; so a bare copy would
+// not run away from the source tree. What is installed:
 //
-//   <bin>/<type>                        a copy of dist/cni/<type> whose first line points at what follows:
+//   <bin>/<type>                        a copy of the forwarder dist/cni/<type>
+//   <bin>/.felt/<type>                  a copy of the bundle dist/cni/.felt/<type> whose first line points at what follows:
 //                                       #!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS NODE_PATH=<support>/node_modules <node>
 //   <bin>/.felt/<hash>/node_modules/    better-sqlite3 (lib/, the addon) and what it requires (bindings, file-uri-to-path)
 //   <bin>/.felt/<hash>/node             with --with-node: the node running felt (for hosts without Node.js)
 //
 // <hash> is the hash of the support files, so an unchanged install writes nothing and an upgrade makes a new
-// directory in one rename, points every plugin at it (one rename each: a runtime never sees a plugin missing
-// or half written) and only then removes the old one. Without --with-node the plugins run the node that ran
-// install-cni, by its absolute path (a runtime's PATH may not have it). Nothing foreign is overwritten unless
-// --force: a file of a plugin's name that is not a felt plugin (no `// felt-cni <type>` second line), or a
-// different 10-flannel.conflist, is left and named, and the exit code is 3. --conflist FILE installs FILE (as
-// kube-flannel's install-cni copies its ConfigMap's cni-conf.json) after checking it parses as a conflist.
+// directory in one rename, points every bundle at it and then puts each forwarder in place (one rename each: a
+// runtime never sees a plugin missing or half written) and only then removes the old one. Without --with-node
+// the plugins run the node that ran install-cni, by its absolute path (a runtime's PATH may not have it).
+// Nothing foreign is overwritten unless --force: a file of a plugin's name that is not a felt plugin (neither
+// felt's forwarder of that type nor an older felt bundle), or a different 10-flannel.conflist, is left and
+// named, and the exit code is 3. A link planted where felt writes is never followed: files are written under
+// a fresh name (O_EXCL) and renamed over the link; a `.felt` or support directory that is a link is refused.
+// --conflist FILE installs FILE (as kube-flannel's install-cni copies its ConfigMap's cni-conf.json) after
+// checking it parses as a conflist.
 
 import { createHash } from 'node:crypto';
 import { chmodSync, constants as fsConstants, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -150,6 +156,14 @@ function installSupport(root: string, hash: string, files: readonly SupportFile[
   return true;
 }
 
+const isLink = (p: string): boolean => {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+};
+
 /** A bin dir or node path `env -S` would split or expand is refused: it cannot stand in the `#!` line. */
 const unsafeInShebang = (p: string): boolean => /[\s\\$"'#]/.test(p);
 
@@ -213,7 +227,10 @@ export const installCniCommand: Subcommand = {
     }
     let left = 0;
     try {
-      const types = readdirSync(src).filter((t) => isFeltPlugin(join(src, t), t)).sort();
+      // The forwarders, each with its bundle beside it.
+      const types = readdirSync(src)
+        .filter((t) => isFeltPlugin(join(src, t), t) && isFeltPlugin(join(src, SUPPORT_DIR, t), t))
+        .sort();
       if (types.length === 0) {
         io.err(`felt install-cni: no felt plugins in ${src} (run npm run build)\n`);
         return 1;
@@ -232,10 +249,17 @@ export const installCniCommand: Subcommand = {
       ownDir(root, true);
       if (installSupport(root, hash, files)) io.out(`installed ${support}\n`);
 
+      // Every bundle first (felt's own files in felt's directory), then the forwarders that run them.
       for (const type of types) {
-        const text = readFileSync(join(src, type));
+        const text = readFileSync(join(src, SUPPORT_DIR, type));
         const nl = text.indexOf(0x0a);
         const want = Buffer.concat([Buffer.from(shebang), text.subarray(nl)]);
+        const path = join(root, type);
+        if (!isLink(path) && existsSync(path) && readFileSync(path).equals(want)) continue;
+        writeAtomically(path, want, 0o755);
+      }
+      for (const type of types) {
+        const want = readFileSync(join(src, type));
         const path = join(bin, type);
         const now = state(path, type, want);
         if (now === 'same') continue;

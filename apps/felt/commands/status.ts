@@ -1,12 +1,13 @@
-// felt status: this node's lease, peers, last reconcile pass and per network the allocations and free
-// addresses, from the log and feltd's reconcile.json (core/audit/status.ts). Reads only; --json for scripts.
+// felt status: this node's lease, peers, last reconcile pass, feltd serving CNI (its socket, requests per
+// minute), the attachments and per network the allocations and free addresses, from the log and feltd's
+// reconcile.json and cni.json (core/audit/status.ts). Reads only; --json for scripts.
 
 import * as E from 'fp-ts/lib/Either.js';
 import { recordIpamConf } from '../../../core/audit/attachment.ts';
 import { renderStatus, status } from '../../../core/audit/status.ts';
 import { flag, str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, JSON_OPTION, openLog, type Subcommand } from '../common.ts';
-import { loadViews, readReconcile, type LogViews } from './audit.ts';
+import { loadViews, readCniRecord, readReconcile, type LogViews } from './audit.ts';
 
 export const statusCommand: Subcommand = {
   name: 'status',
@@ -49,6 +50,8 @@ export const statusCommand: Subcommand = {
       now: new Date().toISOString(),
       nodes: v.nodes,
       reconcile: readReconcile(dataDirOf(p, io)),
+      cni: readCniRecord(dataDirOf(p, io)),
+      attachments: v.bridges.map((b) => ({ network: b.network, count: b.records.length })),
       ...(margin !== undefined ? { renewMarginMinutes: margin } : {}),
       ipam: v.ipam.map((i) => {
         const conf = confOf(i.network);

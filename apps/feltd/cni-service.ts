@@ -1,0 +1,254 @@
+// feltd serving CNI: what a forwarded call means. The socket and the frames are apps/feltd/cni-server.ts's;
+// here a parsed request becomes exactly the call the plugin executable would have run:
+//
+//  - the plugin and the plugins bundled with it: apps/cni/entries.ts, by the type the forwarder was built for;
+//  - the environment: the caller's CNI_* variables (CNI_PATH among them) and nothing else it sent;
+//  - the host namespace: the caller's. feltd opens /proc/<pid>/ns/net and checks that it is the namespace the
+//    caller reported (device and inode); when it is feltd's own, nothing changes; otherwise the call runs with
+//    Ctx.hostNetns = feltd's descriptor of it (/proc/<feltd>/fd/<n>, held until the call ends). One that does
+//    not match, or that feltd cannot see (another PID namespace), is an error, not a guess;
+//  - calls on one attachment (CNI_CONTAINERID and CNI_IFNAME) run in the order they came: a DEL that follows
+//    an ADD whose forwarder was killed waits for that ADD;
+//  - the plugin's directory (where delegates count as felt's own): the caller's executable's (/proc/<pid>/exe);
+//  - the event stores: feltd's warm ones (apps/cni/store.ts warmStores), open across calls.
+//
+// Then the same `dispatch` as the executable. Each call is counted in felt_cni_requests_total{plugin,command,
+// code} and timed in felt_cni_request_duration_seconds.
+
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { CNI_RECORD_FILE, type CniRecord } from '../../core/audit/cni.ts';
+import type { AttachmentCount } from '../../core/audit/status.ts';
+import { attachmentsProjection } from '../../core/bridge/attachments.ts';
+import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
+import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
+import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
+import { warmStores, type WarmStores } from '../../apps/cni/store.ts';
+import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
+import type { Logger, Metrics } from './observability.ts';
+
+export const CNI_REQUESTS = 'felt_cni_requests_total';
+const CNI_REQUESTS_HELP = 'CNI calls feltd served, by plugin type, command and CNI result code (0: success)';
+export const CNI_DURATION = 'felt_cni_request_duration_seconds';
+const CNI_DURATION_HELP = 'How long feltd took to serve a CNI call, from the whole request to the answer';
+const CNI_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+const COMMANDS = new Set(['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION']);
+
+/** Only these of the caller's variables reach the call. */
+const CNI_VAR = /^CNI_[A-Z0-9_]+$/;
+
+export interface CniServiceDeps {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  /** How to see a process's network namespace and executable (tests may point it elsewhere). */
+  readonly proc?: string;
+  readonly clock?: () => number;
+}
+
+export interface CniService {
+  readonly handle: CniHandler;
+  /** Calls answered in the last minute. */
+  readonly perMinute: () => number;
+  /** Calls answered since feltd started serving. */
+  readonly total: () => number;
+  /** Bridge attachments per network, in the logs feltd served the latest calls from (row counts: no log scan). */
+  readonly attachments: () => AttachmentCount[];
+  readonly stores: WarmStores;
+  readonly close: () => void;
+}
+
+const errorReply = (stdin: string, e: CniError): CniReply => {
+  let version = '1.1.0';
+  try {
+    const v = (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
+    if (typeof v === 'string') version = v;
+  } catch {
+    // not JSON: the current version
+  }
+  return { code: 1, stdout: `${JSON.stringify({ cniVersion: version, code: e.code, msg: e.msg })}\n`, stderr: '' };
+};
+
+/** The caller's environment: its CNI_* entries (the first of a name), nothing else. */
+export function callerEnv(entries: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of entries) {
+    const i = e.indexOf('=');
+    if (i <= 0) continue;
+    const k = e.slice(0, i);
+    if (CNI_VAR.test(k) && !(k in env)) env[k] = e.slice(i + 1);
+  }
+  return env;
+}
+
+export function cniService(deps: CniServiceDeps): CniService {
+  const proc = deps.proc ?? '/proc';
+  const clock = deps.clock ?? (() => performance.now());
+  const stores = warmStores();
+  const own = statSync(`${proc}/self/ns/net`, { bigint: true });
+  const answered: number[] = []; // times of the last minute's answers, oldest first
+  let total = 0;
+  for (const [n, h] of [[CNI_REQUESTS, CNI_REQUESTS_HELP]] as const) deps.metrics.counter(n, h, 0);
+  deps.metrics.declareHistogram(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS);
+
+  /**
+   * Where the caller's host namespace is for this call: undefined (feltd's own) or a path, or an error. The
+   * namespace is opened here and held by feltd until the call ends (`release`), and the call names it by
+   * feltd's descriptor (/proc/<feltd>/fd/<n>): it stays the caller's namespace even if the caller dies
+   * mid-call and its PID is reused.
+   */
+  const where = (req: CniRequest): { hostNetns?: string; selfDir: string; release: () => void } | CniError => {
+    const ns = `${proc}/${req.pid}/ns/net`;
+    let fd: number;
+    try {
+      fd = openSync(ns, 'r');
+    } catch (e) {
+      return cniError(ErrCode.InvalidEnvironment, `feltd cannot open the caller's network namespace ${ns} (${(e as NodeJS.ErrnoException).code}): feltd must share the host's PID namespace`);
+    }
+    const release = (): void => closeSync(fd);
+    const st = fstatSync(fd, { bigint: true });
+    if (st.dev !== req.netns.dev || st.ino !== req.netns.ino) {
+      release();
+      return cniError(ErrCode.InvalidEnvironment, `the caller's network namespace is not ${ns}'s (pid ${req.pid}): feltd must share the caller's PID namespace`);
+    }
+    let exe: string;
+    try {
+      exe = readlinkSync(`${proc}/${req.pid}/exe`);
+    } catch (e) {
+      release();
+      return cniError(ErrCode.InvalidEnvironment, `feltd cannot read ${proc}/${req.pid}/exe (${(e as NodeJS.ErrnoException).code})`);
+    }
+    if (st.dev === own.dev && st.ino === own.ino) {
+      release();
+      return { selfDir: dirname(exe), release: () => undefined };
+    }
+    return { hostNetns: `/proc/${process.pid}/fd/${fd}`, selfDir: dirname(exe), release };
+  };
+
+  /** Calls on one attachment (container ID and interface) run one after another: a DEL waits for its ADD. */
+  const tails = new Map<string, Promise<unknown>>();
+  const inTurn = async <A>(key: string | undefined, f: () => Promise<A>): Promise<A> => {
+    if (key === undefined) return f();
+    const before = tails.get(key) ?? Promise.resolve();
+    const run = before.then(f, f);
+    const tail = run.catch(() => undefined);
+    tails.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (tails.get(key) === tail) tails.delete(key);
+    }
+  };
+
+  const handle: CniHandler = async (req) => {
+    const t0 = clock();
+    const env = callerEnv(req.env);
+    const command = env['CNI_COMMAND'] ?? '';
+    const entry = Object.hasOwn(CNI_ENTRIES, req.type) ? CNI_ENTRIES[req.type] : undefined;
+    let reply: CniReply;
+    if (!entry) {
+      reply = errorReply(req.stdin, cniError(ErrCode.Internal, `feltd does not serve the plugin type ${JSON.stringify(req.type)} (another felt version's forwarder?)`));
+    } else if (command === '') {
+      reply = { code: 0, stdout: '', stderr: aboutText(entry.plugin) };
+    } else {
+      const key = env['CNI_CONTAINERID'] !== undefined ? `${env['CNI_CONTAINERID']}\0${env['CNI_IFNAME'] ?? ''}` : undefined;
+      reply = await inTurn(key, async () => {
+        const at = where(req);
+        if ('code' in at) return errorReply(req.stdin, at);
+        try {
+          const ctx = makeCtx(env, at.selfDir, entry.bundled, {
+            stores: stores.scope(),
+            ...(at.hostNetns !== undefined ? { hostNetns: at.hostNetns } : {}),
+            execEnv: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+          });
+          const out = await dispatch(entry.plugin, env, req.stdin, ctx);
+          return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : '', stderr: '' };
+        } finally {
+          at.release();
+        }
+      });
+    }
+    let code = '0';
+    if (reply.code !== 0) {
+      try {
+        const c = (JSON.parse(reply.stdout) as { code?: unknown }).code;
+        code = typeof c === 'number' ? String(c) : 'unknown';
+      } catch {
+        code = 'unknown';
+      }
+    }
+    const t1 = clock();
+    const labels = { plugin: entry ? req.type : 'unknown', command: COMMANDS.has(command) ? command : command === '' ? 'none' : 'invalid', code };
+    deps.metrics.counter(CNI_REQUESTS, CNI_REQUESTS_HELP, 1, labels);
+    deps.metrics.observe(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS, (t1 - t0) / 1000, { plugin: labels.plugin, command: labels.command });
+    answered.push(t1);
+    total++;
+    while (answered.length && answered[0]! < t1 - 60_000) answered.shift();
+    return reply;
+  };
+
+  return {
+    handle,
+    perMinute: () => {
+      const now = clock();
+      while (answered.length && answered[0]! < now - 60_000) answered.shift();
+      return answered.length;
+    },
+    total: () => total,
+    attachments: () => {
+      const counts = new Map<string, number>();
+      for (const dir of stores.dataDirs()) {
+        if (!existsSync(join(dir, 'felt.db'))) continue;
+        const opened = openSqliteStore(dir, { readonly: true });
+        if (E.isLeft(opened)) continue;
+        const store = opened.right;
+        try {
+          const streams = store.streams('bridge/');
+          if (E.isLeft(streams)) continue;
+          for (const stream of streams.right) {
+            const n = store.view(stream, attachmentsProjection, (v) => E.right(v.count()));
+            const network = stream.slice('bridge/'.length);
+            if (E.isRight(n)) counts.set(network, (counts.get(network) ?? 0) + n.right);
+          }
+        } finally {
+          store.close();
+        }
+      }
+      return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([network, count]) => ({ network, count }));
+    },
+    stores,
+    close: () => stores.close(),
+  };
+}
+
+/**
+ * Write `<stateDir>/cni.json` (core/audit/cni.ts) now and every `everyMs` while feltd serves, atomically; a write
+ * that fails is logged once until one succeeds. Returns the stop function (which writes a last record).
+ */
+export function recordCni(stateDir: string, socket: string, service: CniService, log: Logger, everyMs = 5000): () => void {
+  const path = join(stateDir, CNI_RECORD_FILE);
+  const since = new Date().toISOString();
+  let failing = false;
+  const write = (): void => {
+    const rec: CniRecord = { socket, since, time: new Date().toISOString(), requestsLastMinute: service.perMinute(), requestsTotal: service.total() };
+    const tmp = `${path}.tmp-${process.pid}`;
+    try {
+      mkdirSync(stateDir, { recursive: true });
+      writeFileSync(tmp, JSON.stringify(rec, null, 2) + '\n');
+      renameSync(tmp, path);
+      failing = false;
+    } catch (e) {
+      if (!failing) log.error('cannot write cni.json', { path, error: (e as Error).message });
+      failing = true;
+    }
+  };
+  write();
+  const timer = setInterval(write, everyMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    write();
+  };
+}
