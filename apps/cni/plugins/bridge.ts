@@ -166,11 +166,24 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       ),
     );
 
+  // IPAM's DEL releases every address of (container, ifname): while another attachment of that key is
+  // recorded (live, or half-made by a killed ADD), it would take that one's address too. Then the address
+  // this ADD was given stays allocated to the key, and goes with the key's DEL or GC.
+  const releaseOwn: TE.TaskEither<CniError, void> = async () => {
+    const st = await attachmentsIn(sqliteLog, dataDir.right, bc.name)();
+    const others = E.isRight(st) && recordsOf(st.right, args.containerId, args.ifname).some((r) => r.hostVeth !== hostVeth);
+    if (others) {
+      process.stderr.write(`bridge: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`);
+      return E.right(undefined);
+    }
+    return ipamDel(ctx, bc, args)();
+  };
+
   // Give the address back, keeping the error that made the ADD fail.
   const release =
     <A>(err: CniError): TE.TaskEither<CniError, A> =>
     async () => {
-      await ipamDel(ctx, bc, args)();
+      await releaseOwn();
       await forget();
       return E.left(err);
     };
@@ -226,7 +239,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             converge(seen, ipam, 1),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back.
             TE.orElse((err) => async () => {
-              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)), TE.chain(() => forget))();
+              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => releaseOwn), TE.chain(() => forget))();
               return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
             }),
           ),

@@ -5,13 +5,15 @@
 // felt's log (stream `cni/<network>`).
 //
 // Differences from libcni, on purpose: a failed ADD tears down what it added (DEL of the plugins that ran,
-// in reverse order), and DEL goes on past a failing plugin and reports every failure.
+// in reverse order), unless the attachment was already made (cached or recorded as added): then its plugins'
+// DELs would remove that attachment, and each plugin has undone its own part of the failed ADD; and DEL goes
+// on past a failing plugin and reports every failure.
 
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { openSqliteStore } from '../../../adapters/store/sqlite.ts';
-import { runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
+import { attachmentKey, runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
 import {
   cacheFileName,
   cniArgPairs,
@@ -208,6 +210,25 @@ function record(rt: Runtime, dataDir: string, events: readonly RuntimeEvent[]): 
   }
 }
 
+/**
+ * Why (container, ifname) counts as attached on this network, or undefined: libcni's cached result, or felt's
+ * log recording it as added and not deleted since (a log that does not exist or cannot be read says nothing).
+ */
+function liveAttachment(rt: Runtime, dataDir: string): string | undefined {
+  const file = cachePath(rt);
+  if (existsSync(file)) return `a cached result in ${file}`;
+  if (!existsSync(join(dataDir, 'felt.db'))) return undefined;
+  const store = openSqliteStore(dataDir);
+  if (E.isLeft(store)) return undefined;
+  try {
+    const st = store.right.load(runtimeStream(rt.list.name), runtimeProjection);
+    const key = attachmentKey({ containerId: rt.containerId, ifname: rt.ifname });
+    return E.isRight(st) && st.right.state.attachments[key] ? `recorded as added in ${join(dataDir, 'felt.db')}` : undefined;
+  } finally {
+    store.right.close();
+  }
+}
+
 const ipsOf = (result: unknown): string[] => {
   const r = readResult(result);
   return E.isRight(r) ? (r.right.ips ?? []).map((i) => i.address) : [];
@@ -228,10 +249,21 @@ async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string |
   const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
   switch (verb) {
     case 'add': {
+      // An ADD of an attachment that is already made (cached, or recorded as added): plugins key their state
+      // by container and interface, so a DEL in the teardown of a failed ADD would remove that attachment.
+      const live = liveAttachment(rt, dataDir);
       let prev: unknown;
       for (const [i, p] of list.plugins.entries()) {
         const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
         if (E.isLeft(r)) {
+          if (live !== undefined) {
+            // Each plugin undid its own part of this ADD; the attachment stays as it was (as libcni leaves it).
+            record(rt, dataDir, [
+              { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: [], kept: true } },
+            ]);
+            io.err(`felt cni add: ${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment\n`);
+            return 1;
+          }
           // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
           const ran = list.plugins.slice(0, i + 1);
           const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
