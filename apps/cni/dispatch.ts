@@ -14,6 +14,7 @@ import type { Ctx, Plugin } from './plugin.ts';
 import { VERSION } from '../version.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 import { withCallStores } from './store.ts';
+import { lockEnv, withCallLock } from './call-lock.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -27,6 +28,16 @@ export interface Outcome {
 
 const errorJson = (version: string, e: CniError): string =>
   JSON.stringify(e.details === undefined ? { cniVersion: version, code: e.code, msg: e.msg } : { cniVersion: version, ...e });
+
+/** The config's network name, when stdin is an object with one (a config without it fails in invoke). */
+const networkOf = (stdin: string): string | undefined => {
+  try {
+    const n = (JSON.parse(stdin) as { name?: unknown } | null)?.name;
+    return typeof n === 'string' ? n : undefined;
+  } catch {
+    return undefined;
+  }
+};
 
 const versionOf = (stdin: string): string => {
   try {
@@ -74,7 +85,11 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx
   if (E.isLeft(parsed)) return fail(parsed.left);
   let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
   try {
-    out = await withCallStores(invoke(plugin, parsed.right.command, parsed.right, ctx));
+    const a = parsed.right;
+    const call = () => withCallStores(invoke(plugin, a.command, a, ctx));
+    // One call at a time per attachment (network, container, interface), in this process and across processes.
+    const network = a.command === 'ADD' || a.command === 'DEL' || a.command === 'CHECK' ? networkOf(stdin) : undefined;
+    out = network === undefined ? await call() : await withCallLock({ network, containerId: a.containerId, ifname: a.ifname }, env, call);
   } catch (e) {
     // A bug, not a user error: report it without a stack trace on stdout.
     out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
@@ -166,7 +181,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled): Ctx {
       }
       return async () => {
         try {
-          const r = await execPlugin(exe, { ...env, CNI_COMMAND: command }, stdin);
+          const r = await execPlugin(exe, { ...env, ...lockEnv(), CNI_COMMAND: command }, stdin);
           let parsed: unknown;
           try {
             parsed = r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);

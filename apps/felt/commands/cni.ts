@@ -30,6 +30,7 @@ import { isCniError } from '../../../core/cni/errors.ts';
 import { compareVersions, readResult } from '../../../core/cni/result.ts';
 import { CNI_NAME } from '../../../core/kernel/names.ts';
 import { dispatch, execPlugin, findInPath, makeCtx } from '../../cni/dispatch.ts';
+import { lockEnv, withCallLock } from '../../cni/call-lock.ts';
 import { FELT_PLUGINS } from '../../cni/plugins/all.ts';
 import { str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, type IO, type Subcommand } from '../common.ts';
@@ -151,7 +152,7 @@ async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' |
     if (own) {
       const o = await dispatch(own, env, JSON.stringify(stdin), makeCtx(env, rt.selfCniDir!, FELT_PLUGINS));
       r = { code: o.exitCode, stdout: o.stdout, stderr: '' };
-    } else r = await execPlugin(exe, env, JSON.stringify(stdin));
+    } else r = await execPlugin(exe, { ...env, ...lockEnv() }, JSON.stringify(stdin));
   } catch (e) {
     return E.left(`plugin ${type} failed (${verb}): cannot run ${exe}: ${(e as Error).message}`);
   }
@@ -244,7 +245,22 @@ async function del(rt: Runtime, id: { containerId: string; netns: string; ifname
   return errors;
 }
 
+/**
+ * ADD, CHECK and DEL of one attachment hold its call lock for the whole chain (apps/cni/call-lock.ts): felt's
+ * plugins run in this process inside it, others are handed it (FELT_CALL_LOCKS) and do not wait for it.
+ */
 async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
+  try {
+    if (verb !== 'add' && verb !== 'check' && verb !== 'del') return await runUnlocked(verb, rt, dataDir, validJson);
+    return await withCallLock({ network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname }, rt.io.env, () => runUnlocked(verb, rt, dataDir, validJson));
+  } catch (e) {
+    if (!isCniError(e)) throw e;
+    rt.io.err(`felt cni ${verb}: ${e.msg} (code ${e.code})\n`);
+    return 1;
+  }
+}
+
+async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
   const { io, list } = rt;
   const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
   switch (verb) {
@@ -315,7 +331,9 @@ async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string |
       for (const f of files(dir, [''])) {
         const c = readCache(f);
         if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
-        const errs = await del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c);
+        const errs = await withCallLock({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
+          del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c),
+        );
         errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
         rmSync(f, { force: true });
         record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
