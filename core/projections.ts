@@ -5,6 +5,7 @@
 import { attachmentsProjection, type AttachmentsState } from './bridge/attachments.ts';
 import { runtimeProjection, type RuntimeState } from './cni/attachments.ts';
 import type { Event, Projection } from './events.ts';
+import { firewallProjection, type FirewallState } from './firewall/records.ts';
 import { remoteLeases, nodeProjection, type NodeState } from './flannel/node.ts';
 import { hostDeviceProjection, type HostDeviceState } from './hostdevice/decider.ts';
 import { ipamProjection, type IpamState } from './ipam/decider.ts';
@@ -66,6 +67,13 @@ export const STREAM_KINDS: readonly StreamKind[] = [
     writer: 'the tuning plugin',
     projection: tuningProjection as unknown as Projection<TuningState, Event>,
     types: ['TuningApplied', 'TuningReverted'],
+    view: (s) => ({ attachments: byKey(s.attachments) }),
+  }),
+  kind<FirewallState>({
+    prefix: 'firewall/',
+    writer: 'the firewall plugin',
+    projection: firewallProjection as unknown as Projection<FirewallState, Event>,
+    types: ['FirewallRulesRecorded', 'FirewallRulesRemoved'],
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
   kind<RuntimeState>({

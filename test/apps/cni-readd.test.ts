@@ -32,7 +32,7 @@ beforeAll(async () => {
   data = sb.dir();
   writeFileSync(
     join(conf, '10-readd.conflist'),
-    JSON.stringify({ cniVersion: '1.0.0', name: 'readd', plugins: [bridgeConf(data), { type: 'firewall' }, { type: 'portmap', capabilities: { portMappings: true } }] }),
+    JSON.stringify({ cniVersion: '1.0.0', name: 'readd', plugins: [bridgeConf(data), { type: 'firewall', dataDir: data }, { type: 'portmap', capabilities: { portMappings: true } }] }),
   );
 });
 afterAll(() => sb.cleanup());
