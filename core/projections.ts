@@ -55,6 +55,13 @@ export const STREAM_KINDS: readonly StreamKind[] = [
     types: ['AttachmentRecorded', 'AttachmentRemoved'],
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
+  kind<AttachmentsState>({
+    prefix: 'ptp/',
+    writer: 'the ptp plugin',
+    projection: attachmentsProjection as unknown as Projection<AttachmentsState, Event>,
+    types: ['AttachmentRecorded', 'AttachmentRemoved'],
+    view: (s) => ({ attachments: byKey(s.attachments) }),
+  }),
   kind<HostDeviceState>({
     prefix: 'host-device/',
     writer: 'the host-device plugin',

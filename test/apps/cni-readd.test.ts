@@ -83,6 +83,21 @@ describe('ADD again for a live attachment', () => {
     expect(await filterRules(host)).toEqual([]);
   });
 
+  it('bridge alone: the first ADD on a fresh data dir that fails after IPAM forgets its record (a record left would keep later rollbacks from giving addresses back)', async () => {
+    const pod = await sb.ns();
+    const dataDir = sb.dir();
+    // A link named like the bridge that is not a bridge: refused after IPAM answered.
+    await exec(['ip', '-n', host, 'link', 'add', 'name', 'cnireadd2', 'type', 'veth', 'peer', 'name', 'cnireadd2p']);
+    const netconf = { cniVersion: '1.0.0', name: 'readd-fresh', ...bridgeConf(dataDir, '10.92.0.0/24'), bridge: 'cnireadd2' };
+    const r = await cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'ctr-fresh' }, 'ADD', netconf);
+    expect(r.code).toBe(1);
+    expect(r.json.msg).toContain('not a bridge');
+    const events = await exec([FELT, 'events', '--data-dir', dataDir, '--stream', 'bridge/readd-fresh']);
+    expect(events.stdout).toMatch(/AttachmentRemoved\s+ctr-fresh\/eth0, host veth veth[0-9a-f]{8} \(rollback\)/);
+    expect(await feltAllocations(dataDir)).toEqual([]);
+    await exec(['ip', '-n', host, 'link', 'del', 'cnireadd2']);
+  });
+
   it('bridge alone: a second ADD given a new address by IPAM (the range changed) gives back only that one', async () => {
     const pod = await sb.ns();
     const dataDir = sb.dir();

@@ -100,6 +100,19 @@ const GENS: Readonly<Record<string, Gen>> = {
     ),
     decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
   },
+  'ptp/': {
+    stream: 'ptp/prop',
+    command: fc.oneof(
+      fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3')).map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
+      fc
+        .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'rollback' as const) })
+        .map((d): AttachmentCommand => ({ type: 'RemoveAttachments', data: { network: 'prop', ...d } })),
+      fc
+        .array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 })
+        .map((rs): AttachmentCommand => ({ type: 'CollectAttachments', data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) } })),
+    ),
+    decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
+  },
   'host-device/': {
     stream: 'host-device/prop',
     command: fc.oneof(
