@@ -220,17 +220,23 @@ export function lockEnv(): Record<string, string> {
   return { [INHERIT_ENV]: [...h].map(([k, t]) => `${Buffer.from(k).toString('base64url')}=${t}`).join(';') };
 }
 
-export const lockDirOf = (env: Env): string => env['FELT_LOCK_DIR'] || DEFAULT_LOCK_DIR;
+/**
+ * The lock directory: FELT_LOCK_DIR of this process's own environment (never a call's: feltd serving calls on
+ * a socket gets their environments from clients), else /run/felt/locks.
+ */
+export const lockDir = (): string => process.env['FELT_LOCK_DIR'] || DEFAULT_LOCK_DIR;
 
 /**
  * Run `f` holding the lock of `k`: after every other call for the same attachment, in this process and in
- * others, has finished. Fails with code 11 after LOCK_WAIT_MS, and code 5 when the lock file cannot be used.
+ * others, has finished. `env` is the call's environment, read only for a lock handed down (FELT_CALL_LOCKS).
+ * Fails with code 11 after LOCK_WAIT_MS, and code 5 when the lock file cannot be used.
  */
 export async function withCallLock<A>(k: CallKey, env: Env, f: () => Promise<A>, waitMs = LOCK_WAIT_MS): Promise<A> {
   const key = lockKey(k);
   const mineNow = held.getStore();
   if (mineNow?.has(key)) return f();
-  const dir = lockDirOf(env);
+  const dir = lockDir();
+  if (!dir.startsWith('/')) throw cniError(ErrCode.IO, `FELT_LOCK_DIR: ${JSON.stringify(dir)} is not an absolute path`);
   const what = `${k.network} ${k.containerId} ${k.ifname}`;
   const parent = inherited(env).get(key);
   return inProcess(key, async () => {

@@ -3,7 +3,7 @@
 // processes a holder killed with SIGKILL (or a pid now naming another process) does not hold it any more.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -13,11 +13,14 @@ import { ROOT } from '../support/cni.ts';
 import { eventually } from '../support/eventually.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'felt-call-lock-'));
-const env = { FELT_LOCK_DIR: dir };
+// The lock directory comes from the process's own environment (a call's environment only hands locks down).
+process.env['FELT_LOCK_DIR'] = dir;
+const env = {};
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
+  delete process.env['FELT_LOCK_DIR'];
 });
 
 const key = (i: number): CallKey => ({ network: 'locknet', containerId: `ctr-${i}`, ifname: 'eth0' });
@@ -30,9 +33,9 @@ async function holder(k: CallKey): Promise<ChildProcess> {
     script,
     `import { withCallLock } from ${JSON.stringify(join(ROOT, 'apps', 'cni', 'call-lock.ts'))};\n` +
       `setInterval(() => undefined, 1 << 30);\n` +
-      `await withCallLock(${JSON.stringify(k)}, { FELT_LOCK_DIR: ${JSON.stringify(dir)} }, async () => { process.stdout.write('held\\n'); await new Promise(() => undefined); });\n`,
+      `await withCallLock(${JSON.stringify(k)}, {}, async () => { process.stdout.write('held\\n'); await new Promise(() => undefined); });\n`,
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...process.env, FELT_LOCK_DIR: dir }, stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
@@ -65,6 +68,13 @@ describe('call lock', () => {
     expect(entered).toBe(400);
     expect(most).toBe(1);
     expect(overlap).toBeGreaterThan(1);
+  });
+
+  it("takes the lock directory from the process's environment, never from a call's", async () => {
+    const elsewhere = join(dir, 'from-a-call');
+    expect(await withCallLock(key(50), { FELT_LOCK_DIR: elsewhere }, async () => 'entered')).toBe('entered');
+    expect(existsSync(elsewhere)).toBe(false);
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(true);
   });
 
   it('is reentrant within a call, and hands the lock to a process it starts', async () => {
