@@ -21,6 +21,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
+import { traceMark } from '../../adapters/kernel/exec.ts';
 
 export const DEFAULT_LOCK_DIR = '/run/felt/locks';
 export const LOCK_FILE = 'cni-calls.db';
@@ -160,7 +161,10 @@ async function take(dir: string, key: string, what: string, waitMs: number): Pro
       mine.add(token);
       return token;
     }
-    if (r !== undefined) holder = r;
+    if (r !== undefined) {
+      if (holder === undefined) traceMark(`waiting for the call lock of ${what}, held by pid ${r}`);
+      holder = r;
+    }
     if (Date.now() > deadline) {
       throw cniError(ErrCode.TryAgainLater, `${what}: another call for this attachment${holder !== undefined ? ` (pid ${holder})` : ''} still runs after ${waitMs / 1000} s (${join(dir, LOCK_FILE)})`);
     }
