@@ -4,6 +4,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { AttachmentEvent } from './bridge/attachments.ts';
+import type { FirewallEvent } from './firewall/records.ts';
 import type { RuntimeEvent } from './cni/attachments.ts';
 import {
   array,
@@ -80,6 +81,13 @@ export const BRIDGE_CHECKS: DataChecks<AttachmentEvent> = {
   AttachmentRemoved: checkData(object({ ...who, hostVeth: ifname, reason: oneOf('del', 'rollback', 'gc') }), { networkIsStream: true }),
 };
 
+// ---- ptp/<network>: bridge's records, without AttachmentReady ----------------------------------------------
+
+export const PTP_CHECKS: DataChecks<Exclude<AttachmentEvent, { readonly type: 'AttachmentReady' }>> = {
+  AttachmentRecorded: BRIDGE_CHECKS.AttachmentRecorded,
+  AttachmentRemoved: BRIDGE_CHECKS.AttachmentRemoved,
+};
+
 // ---- host-device/<network> ----------------------------------------------------------------------------
 
 export const HOST_DEVICE_CHECKS: DataChecks<HostDeviceEvent> = {
@@ -116,13 +124,23 @@ export const TUNING_CHECKS: DataChecks<TuningEvent> = {
   TuningReverted: checkData(object({ ...who, reason: oneOf('del', 'netns-gone', 'add-failed') }), { networkIsStream: true }),
 };
 
+// ---- firewall/<network> ----------------------------------------------------------------------------------
+
+/** A host prefix as the firewall records it (`10.22.0.5/32`, `fd00::5/128`): canonical, of the family's full length. */
+const hostPrefix: Parser<string> = refine(cidrText, (c) => (/\/(32|128)$/.test(c) && (c.endsWith('/32') ? !c.includes(':') : c.includes(':')) ? undefined : `${c} is not a host prefix`));
+
+export const FIREWALL_CHECKS: DataChecks<FirewallEvent> = {
+  FirewallRulesRecorded: checkData(object({ ...who, prefixes: array(hostPrefix) }), { networkIsStream: true }),
+  FirewallRulesRemoved: checkData(object({ ...who, reason: oneOf('del', 'add-failed') }), { networkIsStream: true }),
+};
+
 // ---- cni/<network> (felt cni) -------------------------------------------------------------------------
 
 const runtimeWho = { network: cniName, containerId: cniName, ifname };
 
 export const RUNTIME_CHECKS: DataChecks<RuntimeEvent> = {
   AttachmentAdded: checkData(object({ ...runtimeWho, netns: path, plugins: array(cniName), ips: array(cidrText) }), { networkIsStream: true }),
-  AttachmentAddFailed: checkData(object({ ...runtimeWho, netns: path, plugin: cniName, error: str, tornDown: array(cniName) }), { networkIsStream: true }),
+  AttachmentAddFailed: checkData(object({ ...runtimeWho, netns: path, plugin: cniName, error: str, tornDown: array(cniName) }, { kept: bool }), { networkIsStream: true }),
   AttachmentDeleted: checkData(object({ ...runtimeWho, reason: oneOf('del', 'gc'), errors: array(str) }), { networkIsStream: true }),
 };
 
@@ -212,6 +230,6 @@ export const NODE_CHECKS: DataChecks<NodeEvent> = {
     ),
   ),
   RemoteLeaseRemoved: checkData(
-    refine(object({ ...subnets, publicIP: ipv4, reason: oneOf('removed', 'expired', 'gone', 'ours') }, subnetsOptional), subnetsMatchKey),
+    refine(object({ ...subnets, publicIP: ipv4, reason: oneOf('removed', 'expired', 'gone', 'ours', 'refused') }, subnetsOptional), subnetsMatchKey),
   ),
 };

@@ -5,11 +5,12 @@
 import { attachmentsProjection, type AttachmentsState } from './bridge/attachments.ts';
 import { runtimeProjection, type RuntimeState } from './cni/attachments.ts';
 import type { Event, Projection } from './events.ts';
-import { BRIDGE_CHECKS, HOST_DEVICE_CHECKS, IPAM_CHECKS, NODE_CHECKS, RUNTIME_CHECKS, TUNING_CHECKS } from './event-checks.ts';
+import { BRIDGE_CHECKS, FIREWALL_CHECKS, PTP_CHECKS, HOST_DEVICE_CHECKS, IPAM_CHECKS, NODE_CHECKS, RUNTIME_CHECKS, TUNING_CHECKS } from './event-checks.ts';
 import type { DataCheck, DataChecks } from './event-data.ts';
 import type { AttachmentEvent } from './bridge/attachments.ts';
 import type { RuntimeEvent } from './cni/attachments.ts';
 import type { NodeEvent } from './flannel/events.ts';
+import { firewallProjection, type FirewallEvent, type FirewallState } from './firewall/records.ts';
 import { remoteLeases, nodeProjection, type NodeState } from './flannel/node.ts';
 import { hostDeviceProjection, type HostDeviceEvent, type HostDeviceState } from './hostdevice/decider.ts';
 import { ipamProjection, type IpamEvent, type IpamState } from './ipam/decider.ts';
@@ -69,6 +70,14 @@ export const STREAM_KINDS: readonly StreamKind[] = [
     checks: BRIDGE_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
+  // ptp records its attachments as bridge does, without bridge's AttachmentReady.
+  kind<AttachmentsState, Exclude<AttachmentEvent, { readonly type: 'AttachmentReady' }>>({
+    prefix: 'ptp/',
+    writer: 'the ptp plugin',
+    projection: attachmentsProjection,
+    checks: PTP_CHECKS,
+    view: (s) => ({ attachments: byKey(s.attachments) }),
+  }),
   kind<HostDeviceState, HostDeviceEvent>({
     prefix: 'host-device/',
     writer: 'the host-device plugin',
@@ -81,6 +90,13 @@ export const STREAM_KINDS: readonly StreamKind[] = [
     writer: 'the tuning plugin',
     projection: tuningProjection,
     checks: TUNING_CHECKS,
+    view: (s) => ({ attachments: byKey(s.attachments) }),
+  }),
+  kind<FirewallState, FirewallEvent>({
+    prefix: 'firewall/',
+    writer: 'the firewall plugin',
+    projection: firewallProjection,
+    checks: FIREWALL_CHECKS,
     view: (s) => ({ attachments: byKey(s.attachments) }),
   }),
   kind<RuntimeState, RuntimeEvent>({

@@ -15,6 +15,7 @@ import { VERSION } from '../version.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 import { callStores, type CallStores } from './store.ts';
 import { pluginTypeProblem } from '../../core/cni/conflist.ts';
+import { lockEnv, withCallLock } from './call-lock.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -28,6 +29,16 @@ export interface Outcome {
 
 const errorJson = (version: string, e: CniError): string =>
   JSON.stringify(e.details === undefined ? { cniVersion: version, code: e.code, msg: e.msg } : { cniVersion: version, ...e });
+
+/** The config's network name, when stdin is an object with one (a config without it fails in invoke). */
+const networkOf = (stdin: string): string | undefined => {
+  try {
+    const n = (JSON.parse(stdin) as { name?: unknown } | null)?.name;
+    return typeof n === 'string' ? n : undefined;
+  } catch {
+    return undefined;
+  }
+};
 
 const versionOf = (stdin: string): string => {
   try {
@@ -75,7 +86,11 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: string, ctx: Ctx
   if (E.isLeft(parsed)) return fail(parsed.left);
   let out: E.Either<CniError, { conf: NetConf; result?: Result }>;
   try {
-    out = await invoke(plugin, parsed.right.command, parsed.right, ctx)();
+    const a = parsed.right;
+    const call = () => invoke(plugin, a.command, a, ctx)();
+    // One call at a time per attachment (network, container, interface), in this process and across processes.
+    const network = a.command === 'ADD' || a.command === 'DEL' || a.command === 'CHECK' ? networkOf(stdin) : undefined;
+    out = network === undefined ? await call() : await withCallLock({ network, containerId: a.containerId, ifname: a.ifname }, env, call);
   } catch (e) {
     // A bug, not a user error: report it without a stack trace on stdout.
     out = E.left(isCniError(e) ? e : cniError(ErrCode.Internal, `internal error in ${plugin.type}: ${(e as Error)?.message ?? String(e)}`));
@@ -204,7 +219,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
       }
       return async () => {
         try {
-          const r = await execPlugin(exe, { ...opts.execEnv, ...env, CNI_COMMAND: command }, stdin, opts.hostNetns);
+          const r = await execPlugin(exe, { ...opts.execEnv, ...env, ...lockEnv(), CNI_COMMAND: command }, stdin, opts.hostNetns);
           let parsed: unknown;
           try {
             parsed = r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);

@@ -26,8 +26,10 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
     const c = (d['config'] ?? {}) as { network?: string; ipv6Network?: string; backend?: { type?: string } };
     return `network ${[c.network, c.ipv6Network].filter(Boolean).join(' + ')}, backend ${c.backend?.type ?? '?'}`;
   },
+  FirewallRulesRecorded: (d) => `${att(d)}: CNI-FORWARD rules for ${list(d['prefixes'])}`,
+  FirewallRulesRemoved: (d) => `${att(d)}: CNI-FORWARD rules removed (${String(d['reason'])})`,
   AttachmentAdded: (d) => `${att(d)} in ${String(d['netns'])} through ${list(d['plugins'])}${list(d['ips']) ? `: ${list(d['ips'])}` : ''}`,
-  AttachmentAddFailed: (d) => `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'})`,
+  AttachmentAddFailed: (d) => `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'}${d['kept'] === true ? '; the attachment made before stays' : ''})`,
   AttachmentDeleted: (d) => `${att(d)} deleted (${String(d['reason'])})${list(d['errors']) ? `, with errors: ${list(d['errors'])}` : ''}`,
   SubnetLeased: (d) =>
     `${subnets(d)} for this node (public ${String(d['publicIP'])}${d['vtepMac'] ? `, VtepMAC ${String(d['vtepMac'])}` : ''}) until ${String(d['expiration'])}${d['renewal'] ? ' (renewed)' : ''}`,

@@ -12,6 +12,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
+import { HOST, type Link } from '../kernel/model.ts';
 import { stateView, type Event, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
 
 export interface AttachmentRecord {
@@ -66,7 +67,32 @@ export interface AttachmentsState {
   readonly attachments: Readonly<Record<string, AttachmentRecord>>;
 }
 
-export const attachmentStream = (network: string): string => `bridge/${network}`;
+/** Which plugin's records: bridge's (`bridge/<network>`) or ptp's (`ptp/<network>`, the same records). */
+export type RecordKind = 'bridge' | 'ptp';
+
+export const attachmentStream = (network: string, kind: RecordKind = 'bridge'): string => `${kind}/${network}`;
+
+/**
+ * Why the host link that has the name of a record's host veth is not that veth, or undefined when it is (or
+ * no link has the name): a name is reused, and a record may come from an imported or edited log, so DEL and
+ * GC delete by identity. The veth is a veth with the recorded MAC (a record without one, made before MACs
+ * were recorded: at least a port of `master`), and a port of `master` or of nothing (an ADD killed before it
+ * enslaved it). `master` is the attachment's bridge, or null for ptp (its veths have no master).
+ */
+export function recordedVethMismatch(rec: AttachmentRecord, links: readonly Link[], master: string | null): string | undefined {
+  const l = links.find((x) => x.ns === HOST && x.name === rec.hostVeth);
+  if (!l) return undefined;
+  const who = `${rec.containerId}/${rec.ifname}`;
+  if (l.kind !== 'veth') return `${rec.hostVeth} is a ${l.kind}, not the veth recorded for ${who}: left as it is`;
+  const on = l.master ?? null;
+  if (on !== null && on !== master) return `${rec.hostVeth} is a port of ${on}, not of ${master ?? 'nothing'} as the veth recorded for ${who}: left as it is`;
+  if (rec.hostVethMac !== undefined) {
+    if ((l.mac ?? '').toLowerCase() !== rec.hostVethMac.toLowerCase()) return `${rec.hostVeth} has MAC ${l.mac ?? 'none'}, not ${rec.hostVethMac} as the veth recorded for ${who}: left as it is`;
+  } else if (master !== null && on !== master) {
+    return `${rec.hostVeth} is not a port of ${master} and ${who}'s record has no MAC to tell: left as it is`;
+  }
+  return undefined;
+}
 
 export const initialAttachments = (): AttachmentsState => ({ attachments: {} });
 

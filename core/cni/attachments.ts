@@ -15,7 +15,15 @@ export type AttachmentAdded = Event<
 >;
 export type AttachmentAddFailed = Event<
   'AttachmentAddFailed',
-  AttachmentKey & { readonly network: string; readonly netns: string; readonly plugin: string; readonly error: string; readonly tornDown: readonly string[] }
+  AttachmentKey & {
+    readonly network: string;
+    readonly netns: string;
+    readonly plugin: string;
+    readonly error: string;
+    readonly tornDown: readonly string[];
+    /** The attachment was already made before this ADD and stays (nothing torn down). */
+    readonly kept?: boolean;
+  }
 >;
 /** `reason`: `del` (felt cni del) or `gc` (not in the valid attachments). `errors`: plugins whose DEL failed. */
 export type AttachmentDeleted = Event<
@@ -50,6 +58,7 @@ export const runtimeProjection: Projection<RuntimeState, RuntimeEvent> = {
       }
       case 'AttachmentAddFailed':
       case 'AttachmentDeleted': {
+        if (e.type === 'AttachmentAddFailed' && e.data.kept === true) return s;
         const { [attachmentKey(e.data)]: _gone, ...rest } = s.attachments;
         return { attachments: rest };
       }

@@ -134,7 +134,7 @@ const podmanLike = (version: string, data: string) => ({
   plugins: [
     { type: 'bridge', bridge: 'cnipod0', isGateway: true, ipMasq: true, hairpinMode: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.89.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: data } },
     { type: 'portmap', capabilities: { portMappings: true } },
-    { type: 'firewall' },
+    { type: 'firewall', dataDir: data },
     { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
     { type: 'bandwidth', capabilities: { bandwidth: true } },
     { type: 'sbr' },
@@ -179,7 +179,7 @@ describe('interop with the reference plugins over the same libcni cache', () => 
     plugins: [
       { type: 'bridge', bridge: 'cniio0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/24' }]], dataDir: data } },
       { type: 'portmap', capabilities: { portMappings: true } },
-      { type: 'firewall' },
+      { type: 'firewall', dataDir: data },
     ],
   });
 

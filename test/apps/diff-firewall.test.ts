@@ -29,7 +29,9 @@ const bridgeConf = (dataDir: string, bridge: string, ranges: readonly string[]):
   isGateway: true,
   ipam: { type: 'host-local', ranges: ranges.map((subnet) => [{ subnet }]), dataDir },
 });
-const fwConf = (extra: Conf = {}): Conf => ({ cniVersion: '1.0.0', name: 'dfw', type: 'firewall', backend: 'iptables', ...extra });
+/** felt's firewall records its rules in felt's log: here, not in /var/lib/felt (the reference ignores the key). */
+const fwData = sb.dir();
+const fwConf = (extra: Conf = {}): Conf => ({ cniVersion: '1.0.0', name: 'dfw', type: 'firewall', backend: 'iptables', dataDir: fwData, ...extra });
 
 /** Both families' filter tables, as iptables-save prints them (without counters and comments). */
 async function filter(host: string): Promise<string[]> {

@@ -268,7 +268,7 @@ describe('felt replay', () => {
   });
 
   it('refuses what it cannot replay, naming the option', async () => {
-    expect((await call(['replay', '--data-dir', dir, '--stream', 'nope/x'])).err).toContain('--stream: no projection for stream "nope/x" (ipam/..., node/..., bridge/..., host-device/..., tuning/..., cni/...)');
+    expect((await call(['replay', '--data-dir', dir, '--stream', 'nope/x'])).err).toContain('--stream: no projection for stream "nope/x" (ipam/..., node/..., bridge/..., ptp/..., host-device/..., tuning/..., firewall/..., cni/...)');
     expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--at', 'soon'])).err).toContain('--at: "soon" is not a time');
     expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--to', '-1'])).err).toContain('--to: "-1" is not an event position');
   });

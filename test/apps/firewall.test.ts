@@ -24,7 +24,9 @@ const bridgeConf = (version: string, dataDir: string, bridge: string, subnets: r
   ipam: { type: 'host-local', ranges: subnets.map((subnet) => [{ subnet }]), dataDir },
 });
 
-const fwConf = (version: string, extra: Conf = {}): Conf => ({ cniVersion: version, name: 'fwnet', type: 'firewall', ...extra });
+/** felt's firewall records its rules in felt's log: here, not in /var/lib/felt. */
+const fwData = sb.dir();
+const fwConf = (version: string, extra: Conf = {}): Conf => ({ cniVersion: version, name: 'fwnet', type: 'firewall', dataDir: fwData, ...extra });
 
 const call = (hostNs: string, pod: string, cid: string): Call => ({ dir: FELT_CNI, hostNs, pod, cid });
 

@@ -113,7 +113,7 @@ describe.skipIf(skipReason !== undefined)('podman (CNI backend) on a felt networ
             ipam: { type: 'host-local', dataDir: data, routes: [{ dst: '0.0.0.0/0' }], ranges: [[{ subnet: SUBNET, gateway: GATEWAY }]] },
           },
           { type: 'portmap', capabilities: { portMappings: true } },
-          { type: 'firewall', backend: '' },
+          { type: 'firewall', backend: '', dataDir: data },
           { type: 'tuning' },
         ],
       }),

@@ -36,7 +36,7 @@ const conflist = (data: string) => ({
     { type: 'portmap', capabilities: { portMappings: true }, snat: true },
     { type: 'bandwidth', capabilities: { bandwidth: true } },
     { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
-    { type: 'firewall' },
+    { type: 'firewall', dataDir: data },
   ],
 });
 

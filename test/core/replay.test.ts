@@ -21,6 +21,7 @@ import { parseIpamConf } from '../../core/ipam/config.ts';
 import { decide as decideIpam, type IpamCommand } from '../../core/ipam/decider.ts';
 import { STREAM_KINDS, type StreamKind } from '../../core/projections.ts';
 import { decide as decideTuning, type TuningCommand } from '../../core/tuning/decider.ts';
+import { decide as decideFirewall, type FirewallCommand } from '../../core/firewall/records.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';
 import { replayCount, replayStreams } from '../../adapters/store/replay.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
@@ -102,6 +103,19 @@ const GENS: Readonly<Record<string, Gen>> = {
     ),
     decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
   },
+  'ptp/': {
+    stream: 'ptp/prop',
+    command: fc.oneof(
+      fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3')).map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
+      fc
+        .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'rollback' as const) })
+        .map((d): AttachmentCommand => ({ type: 'RemoveAttachments', data: { network: 'prop', ...d } })),
+      fc
+        .array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 })
+        .map((rs): AttachmentCommand => ({ type: 'CollectAttachments', data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) } })),
+    ),
+    decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
+  },
   'host-device/': {
     stream: 'host-device/prop',
     command: fc.oneof(
@@ -125,6 +139,18 @@ const GENS: Readonly<Record<string, Gen>> = {
         .map((d): TuningCommand => ({ type: 'ForgetOriginals', data: { network: 'prop', ...d } })),
     ),
     decide: (c, s) => decideTuning(c as TuningCommand, s as never),
+  },
+  'firewall/': {
+    stream: 'firewall/prop',
+    command: fc.oneof(
+      fc
+        .tuple(record('prop'), fc.subarray(['10.9.0.2/32', '10.9.0.3/32', 'fd00::2/128']))
+        .map(([r, prefixes]): FirewallCommand => ({ type: 'RecordRules', data: { network: r.network, containerId: r.containerId, ifname: r.ifname, prefixes } })),
+      fc
+        .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'add-failed' as const) })
+        .map((d): FirewallCommand => ({ type: 'ForgetRules', data: { network: 'prop', ...d } })),
+    ),
+    decide: (c, s) => decideFirewall(c as FirewallCommand, s as never),
   },
   // felt cni has no decider: it records what the runtime did (apps/felt/commands/cni.ts), any of these events.
   'cni/': {

@@ -14,6 +14,7 @@ import {
   initialAttachments,
   type AttachmentCommand,
   type AttachmentsState,
+  type RecordKind,
 } from '../../../core/bridge/attachments.ts';
 import type { NetConf } from '../../../core/cni/env.ts';
 import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
@@ -75,18 +76,26 @@ const withStore =
     }
   };
 
-/** Run one command against the network's attachment stream (creating the log for RecordAttachment only). */
-export const decideIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand): TE.TaskEither<CniError, void> =>
-  command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
-    ? TE.right(undefined)
-    : withStore(log, ctx, dataDir, (s) =>
-        E.map(() => undefined)(
-          s.transactRows(attachmentStream(network), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
-        ),
-      );
+/**
+ * Run one command against the network's attachment stream (creating the log for RecordAttachment only).
+ * Whether the log exists is asked when the task runs, not when it is made: an ADD makes its rollback task
+ * before its record creates the log.
+ */
+export const decideIn =
+  (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand, kind: RecordKind = 'bridge'): TE.TaskEither<CniError, void> =>
+  () =>
+    command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
+      ? Promise.resolve(E.right(undefined))
+      : withStore(log, ctx, dataDir, (s) =>
+          E.map(() => undefined)(
+            s.transactRows(attachmentStream(network, kind), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
+          ),
+        )();
 
-/** The network's recorded attachments (none when there is no log). */
-export const attachmentsIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string): TE.TaskEither<CniError, AttachmentsState> =>
-  !log.storeExists(dataDir)
-    ? TE.right(initialAttachments())
-    : withStore(log, ctx, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network), attachmentsProjection)));
+/** The network's recorded attachments (none when there is no log, when the task runs). */
+export const attachmentsIn =
+  (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, kind: RecordKind = 'bridge'): TE.TaskEither<CniError, AttachmentsState> =>
+  () =>
+    !log.storeExists(dataDir)
+      ? Promise.resolve(E.right(initialAttachments()))
+      : withStore(log, ctx, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network, kind), attachmentsProjection)))();

@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
-import { initialAttachments, outsideValid, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
+import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -165,11 +165,24 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       ),
     );
 
+  // IPAM's DEL releases every address of (container, ifname): while another attachment of that key is
+  // recorded (live, or half-made by a killed ADD), it would take that one's address too. Then the address
+  // this ADD was given stays allocated to the key, and goes with the key's DEL or GC.
+  const releaseOwn: TE.TaskEither<CniError, void> = async () => {
+    const st = await attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name)();
+    const others = E.isRight(st) && recordsOf(st.right, args.containerId, args.ifname).some((r) => r.hostVeth !== hostVeth);
+    if (others) {
+      process.stderr.write(`bridge: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`);
+      return E.right(undefined);
+    }
+    return ipamDel(ctx, bc, args)();
+  };
+
   // Give the address back, keeping the error that made the ADD fail.
   const release =
     <A>(err: CniError): TE.TaskEither<CniError, A> =>
     async () => {
-      await ipamDel(ctx, bc, args)();
+      await releaseOwn();
       await forget();
       return E.left(err);
     };
@@ -225,7 +238,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             converge(seen, ipam, 1),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back.
             TE.orElse((err) => async () => {
-              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => ipamDel(ctx, bc, args)), TE.chain(() => forget))();
+              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => releaseOwn), TE.chain(() => forget))();
               return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
             }),
           ),
@@ -258,7 +271,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
     if (E.isLeft(seen)) return seen;
     if (E.isLeft(st)) return st;
-    const scope = withHostVeths(ownScope, recordsOf(st.right, args.containerId, args.ifname));
+    const scope = withHostVeths(ownScope, identified(recordsOf(st.right, args.containerId, args.ifname), seen.right, bc));
     // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
     const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
     const [removed, released] = await Promise.all([applying, meanwhile()]);
@@ -270,6 +283,23 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
 }
+
+/** The bridge an attachment's host veth was put on: the recorded config's, else the current one's. */
+const recordedBridge = (rec: AttachmentRecord, bc: BridgeConf): string => {
+  const b = rec.conf?.['bridge'];
+  return typeof b === 'string' && b !== '' ? b : bc.bridge;
+};
+
+/**
+ * The records whose host veth, if the kernel has a link of that name, is that veth (recordedVethMismatch);
+ * for the others the link is left alone and stderr says why.
+ */
+const identified = (recs: readonly AttachmentRecord[], seen: KernelState, bc: BridgeConf): AttachmentRecord[] =>
+  recs.filter((r) => {
+    const why = recordedVethMismatch(r, seen.links, recordedBridge(r, bc));
+    if (why) process.stderr.write(`bridge: ${why}\n`);
+    return why === undefined;
+  });
 
 const withHostVeths = (scope: OwnershipScope, recs: readonly AttachmentRecord[]): OwnershipScope => ({
   ...scope,
@@ -304,7 +334,10 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
       ruleMarkers: chainInUse ? [] : full.ruleMarkers,
     };
     return pipe(
-      removeAttachment(ctx, bc, scope, undefined),
+      observe(ctx, bc, scope, undefined),
+      // A link that has the record's name but is not its veth stays; the record goes (it names nothing of ours).
+      TE.map((seen) => ({ seen, own: identified([rec], seen, bc).length === 1 ? scope : { ...scope, links: [], devices: [] } })),
+      TE.chain(({ seen, own }) => apply(ctx, plan(emptyKernelState(), seen, own))),
       TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'CollectAttachments', data: { records: [rec] } })),
     );
   };

@@ -3,6 +3,8 @@
 // (ingressPolicy same-bridge / isolated), with the reference plugin's chains and rules. It touches only the
 // host's filter table: parse, observe, compute the desired rules, plan, apply, print prevResult.
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -10,7 +12,9 @@ import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import type { Result } from '../../../core/cni/result.ts';
 import { parseFirewallConf } from '../../../core/firewall/config.ts';
-import { attachmentScope, firewallDesired, toPlan } from '../../../core/firewall/desired.ts';
+import { attachmentScope, firewallDesired, hostPrefixes, toPlan } from '../../../core/firewall/desired.ts';
+import { decide, firewallProjection, firewallStream, parseFirewallDataDir, recordedPrefixes, type FirewallCommand, type FirewallState } from '../../../core/firewall/records.ts';
+import type { EventStore } from '../../../adapters/store/types.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
@@ -36,31 +40,81 @@ function removeRules(ctx: Ctx, scope: OwnershipScope): TE.TaskEither<CniError, v
   );
 }
 
+// ------------------------------------------------------------------------------------- the record
+
+const withStore =
+  <A>(ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  async () => {
+    const opened = await ctx.stores.open(dataDir);
+    if (E.isLeft(opened)) return opened;
+    try {
+      return f(opened.right);
+    } finally {
+      opened.right.close();
+    }
+  };
+
+const recorded = (ctx: Ctx, dataDir: string, network: string): TE.TaskEither<CniError, FirewallState> =>
+  !existsSync(join(dataDir, 'felt.db'))
+    ? TE.right(firewallProjection.initialState())
+    : withStore(ctx, dataDir, (s) => E.map((l: { state: FirewallState }) => l.state)(s.load(firewallStream(network), firewallProjection)));
+
+const record = (ctx: Ctx, dataDir: string, network: string, c: FirewallCommand): TE.TaskEither<CniError, void> =>
+  c.type === 'ForgetRules' && !existsSync(join(dataDir, 'felt.db'))
+    ? TE.right(undefined)
+    : withStore(ctx, dataDir, (s) => E.map(() => undefined)(s.transact(firewallStream(network), firewallProjection, (st) => decide(c, st), { time: ctx.now().toISOString() })));
+
+const asIps = (prefixes: readonly string[]): { address: string }[] => prefixes.map((address) => ({ address }));
+
+// ------------------------------------------------------------------------------------- commands
+
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
   const parsed = parseFirewallConf(conf, 'ADD');
   if (E.isLeft(parsed)) return TE.left(parsed.left);
+  const dataDir = parseFirewallDataDir(conf.raw);
+  if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const fc = parsed.right;
   const want = firewallDesired(fc);
   const { kernel, scope } = want;
   const prev = fc.prevResult!;
-  // Shared chains may be created by a concurrent ADD between our observation and our apply: the adapter
-  // then runs the restore again without that -N. Any other failure converges back to "no rules of ours".
-  return pipe(
-    observe(ctx, kernel, scope),
-    TE.chain((seen) => apply(ctx, plan(toPlan(want, seen), seen, scope))),
-    TE.orElse((err) => async () => {
-      await removeRules(ctx, scope)();
-      return E.left<CniError, void>(err);
-    }),
-    TE.map(() => ({ ...prev, cniVersion: conf.cniVersion })),
-  );
+  const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
+  const mine = hostPrefixes(prev.ips ?? []).map((p) => p.prefix);
+  // The addresses are recorded before the filter table changes, so that a DEL without prevResult (the runtime
+  // died before caching this ADD's result) finds the rules. Shared chains may be created by a concurrent ADD
+  // between our observation and our apply: the adapter then runs the restore again without that -N. Any
+  // other failure converges back to what was there before this ADD: the rules of addresses recorded before
+  // it (an ADD of a live attachment) stay, as does their record.
+  return async () => {
+    const before = await recorded(ctx, dataDir.right, conf.name)();
+    if (E.isLeft(before)) return before;
+    const had = recordedPrefixes(before.right, args.containerId, args.ifname);
+    const noted = await record(ctx, dataDir.right, conf.name, { type: 'RecordRules', data: { ...ref, prefixes: [...had, ...mine.filter((p) => !had.includes(p))] } })();
+    if (E.isLeft(noted)) return noted;
+    ctx.stores.closeSoon();
+    const applied = await pipe(
+      observe(ctx, kernel, scope),
+      TE.chain((seen) => apply(ctx, plan(toPlan(want, seen), seen, scope))),
+    )();
+    if (E.isRight(applied)) return E.right({ ...prev, cniVersion: conf.cniVersion });
+    await removeRules(ctx, attachmentScope(asIps(mine.filter((p) => !had.includes(p)))))();
+    await record(ctx, dataDir.right, conf.name, had.length ? { type: 'RecordRules', data: { ...ref, prefixes: had } } : { type: 'ForgetRules', data: { ...ref, reason: 'add-failed' } })();
+    return applied;
+  };
 }
 
 function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
   const parsed = parseFirewallConf(conf, 'DEL');
   if (E.isLeft(parsed)) return TE.left(parsed.left);
-  // Without prevResult there is nothing known to remove (the rules carry no container ID), as in the reference.
-  return removeRules(ctx, attachmentScope(parsed.right.prevResult?.ips ?? []));
+  const dataDir = parseFirewallDataDir(conf.raw);
+  if (E.isLeft(dataDir)) return TE.left(dataDir.left);
+  const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
+  // The rules carry no container ID: their addresses come from prevResult and from what ADD recorded (a DEL
+  // without prevResult after the runtime died before caching the ADD's result still removes them).
+  return pipe(
+    recorded(ctx, dataDir.right, conf.name),
+    TE.chain((st) => removeRules(ctx, attachmentScope([...(parsed.right.prevResult?.ips ?? []), ...asIps(recordedPrefixes(st, args.containerId, args.ifname))]))),
+    TE.chain(() => record(ctx, dataDir.right, conf.name, { type: 'ForgetRules', data: { ...ref, reason: 'del' } })),
+  );
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {

@@ -5,13 +5,15 @@
 // felt's log (stream `cni/<network>`).
 //
 // Differences from libcni, on purpose: a failed ADD tears down what it added (DEL of the plugins that ran,
-// in reverse order), and DEL goes on past a failing plugin and reports every failure.
+// in reverse order), unless the attachment was already made (cached or recorded as added): then its plugins'
+// DELs would remove that attachment, and each plugin has undone its own part of the failed ADD; and DEL goes
+// on past a failing plugin and reports every failure.
 
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { openSqliteStore } from '../../../adapters/store/sqlite.ts';
-import { runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
+import { attachmentKey, runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
 import {
   cacheFileName,
   cniArgPairs,
@@ -28,6 +30,7 @@ import { isCniError } from '../../../core/cni/errors.ts';
 import { compareVersions, readResult } from '../../../core/cni/result.ts';
 import { CNI_NAME } from '../../../core/kernel/names.ts';
 import { dispatch, execPlugin, findInPath, makeCtx } from '../../cni/dispatch.ts';
+import { lockEnv, withCallLock } from '../../cni/call-lock.ts';
 import { FELT_PLUGINS } from '../../cni/plugins/all.ts';
 import { str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, type IO, type Subcommand } from '../common.ts';
@@ -149,7 +152,7 @@ async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' |
     if (own) {
       const o = await dispatch(own, env, JSON.stringify(stdin), makeCtx(env, rt.selfCniDir!, FELT_PLUGINS));
       r = { code: o.exitCode, stdout: o.stdout, stderr: '' };
-    } else r = await execPlugin(exe, env, JSON.stringify(stdin));
+    } else r = await execPlugin(exe, { ...env, ...lockEnv() }, JSON.stringify(stdin));
   } catch (e) {
     return E.left(`plugin ${type} failed (${verb}): cannot run ${exe}: ${(e as Error).message}`);
   }
@@ -208,6 +211,25 @@ function record(rt: Runtime, dataDir: string, events: readonly RuntimeEvent[]): 
   }
 }
 
+/**
+ * Why (container, ifname) counts as attached on this network, or undefined: libcni's cached result, or felt's
+ * log recording it as added and not deleted since (a log that does not exist or cannot be read says nothing).
+ */
+function liveAttachment(rt: Runtime, dataDir: string): string | undefined {
+  const file = cachePath(rt);
+  if (existsSync(file)) return `a cached result in ${file}`;
+  if (!existsSync(join(dataDir, 'felt.db'))) return undefined;
+  const store = openSqliteStore(dataDir);
+  if (E.isLeft(store)) return undefined;
+  try {
+    const st = store.right.load(runtimeStream(rt.list.name), runtimeProjection);
+    const key = attachmentKey({ containerId: rt.containerId, ifname: rt.ifname });
+    return E.isRight(st) && st.right.state.attachments[key] ? `recorded as added in ${join(dataDir, 'felt.db')}` : undefined;
+  } finally {
+    store.right.close();
+  }
+}
+
 const ipsOf = (result: unknown): string[] => {
   const r = readResult(result);
   return E.isRight(r) ? (r.right.ips ?? []).map((i) => i.address) : [];
@@ -223,15 +245,41 @@ async function del(rt: Runtime, id: { containerId: string; netns: string; ifname
   return errors;
 }
 
+/**
+ * ADD, CHECK and DEL of one attachment hold its call lock for the whole chain (apps/cni/call-lock.ts): felt's
+ * plugins run in this process inside it, others are handed it (FELT_CALL_LOCKS) and do not wait for it.
+ */
 async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
+  try {
+    if (verb !== 'add' && verb !== 'check' && verb !== 'del') return await runUnlocked(verb, rt, dataDir, validJson);
+    return await withCallLock({ network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname }, rt.io.env, () => runUnlocked(verb, rt, dataDir, validJson));
+  } catch (e) {
+    if (!isCniError(e)) throw e;
+    rt.io.err(`felt cni ${verb}: ${e.msg} (code ${e.code})\n`);
+    return 1;
+  }
+}
+
+async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
   const { io, list } = rt;
   const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
   switch (verb) {
     case 'add': {
+      // An ADD of an attachment that is already made (cached, or recorded as added): plugins key their state
+      // by container and interface, so a DEL in the teardown of a failed ADD would remove that attachment.
+      const live = liveAttachment(rt, dataDir);
       let prev: unknown;
       for (const [i, p] of list.plugins.entries()) {
         const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
         if (E.isLeft(r)) {
+          if (live !== undefined) {
+            // Each plugin undid its own part of this ADD; the attachment stays as it was (as libcni leaves it).
+            record(rt, dataDir, [
+              { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: [], kept: true } },
+            ]);
+            io.err(`felt cni add: ${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment\n`);
+            return 1;
+          }
           // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
           const ran = list.plugins.slice(0, i + 1);
           const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
@@ -283,7 +331,9 @@ async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string |
       for (const f of files(dir, [''])) {
         const c = readCache(f);
         if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
-        const errs = await del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c);
+        const errs = await withCallLock({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
+          del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c),
+        );
         errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
         rmSync(f, { force: true });
         record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
