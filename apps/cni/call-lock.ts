@@ -100,6 +100,8 @@ async function dbOf(dir: string): Promise<Database.Database> {
   // On tmpfs (/run) syncing buys nothing, and a lost row only means nobody holds that lock.
   for (;;) {
     try {
+      // WAL: a reader never makes a writer's COMMIT busy (in rollback-journal mode COMMIT waits for every reader).
+      db.pragma('journal_mode = WAL');
       db.pragma('synchronous = OFF');
       db.exec('CREATE TABLE IF NOT EXISTS call_locks (key TEXT PRIMARY KEY, pid INTEGER NOT NULL, start TEXT NOT NULL, token TEXT NOT NULL, since TEXT NOT NULL)');
       break;
@@ -146,6 +148,8 @@ function tryTake(db: Database.Database, key: string, token: string, now: string)
     return true;
   } catch (e) {
     if (db.inTransaction) db.exec('ROLLBACK');
+    // Busy anywhere in the transaction (its COMMIT too): another process's transaction, microseconds long; try again.
+    if (isBusy(e)) return undefined;
     throw e;
   }
 }
@@ -213,7 +217,16 @@ function inherited(env: Env): Map<string, string> {
 async function holds(dir: string, key: string, token: string): Promise<boolean> {
   if (!/^[0-9a-f]{32}$/.test(token)) return false;
   const db = await dbOf(dir);
-  const row = db.prepare('SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
+  let row: Row | undefined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      row = db.prepare('SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
+      break;
+    } catch (e) {
+      if (!isBusy(e) || attempt > 2000) throw e;
+      await pause(0.5 + Math.random());
+    }
+  }
   return row !== undefined && row.token === token && startTimeOf(row.pid) === row.start;
 }
 
