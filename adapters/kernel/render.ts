@@ -35,6 +35,8 @@ export interface Step {
   readonly ns: NsRef;
   readonly tool: Tool;
   readonly lines: Line[];
+  /** The SELinux context the tool runs under (`runcon CONTEXT`): a tap's `selinuxContext`. Such a step is its own. */
+  readonly label?: string;
 }
 
 export interface RenderOptions {
@@ -76,6 +78,7 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
 
 /** `link add` and the `link set` lines that give the new link every desired attribute. Throws on a link felt cannot make. */
 export function linkAddLines(l: Link, o: RenderOptions): string[] {
+  if (l.kind === 'tap') return tapAddLines(l);
   // Always `name X` / `dev X`: a bare "a" or "d" would be read as a keyword (address, dev).
   const head = [`link add`];
   if (l.kind === 'macvlan' || l.kind === 'ipvlan' || l.kind === 'vlan') {
@@ -129,11 +132,41 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
       if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
       head.push(`type vrf table ${l.vrf.table}`);
       break;
+    case 'dummy':
+      head.push('type dummy');
+      break;
     default:
       throw new Error(`cannot create a link of kind ${l.kind}`);
   }
   if (across) return [head.join(' ')];
   const rest = linkSetLines(l.name, {
+    ...(l.promisc ? { promisc: true } : {}),
+    ...(l.allmulti ? { allmulti: true } : {}),
+    ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
+    ...(l.alias ? { alias: l.alias } : {}),
+    ...(l.master ? { master: l.master } : {}),
+    ...(l.master && l.hairpin ? { hairpin: true } : {}),
+    ...(l.up ? { up: true } : {}),
+  });
+  return [head.join(' '), ...rest];
+}
+
+/**
+ * A tap: the tun driver makes it from an ioctl, not rtnetlink (`ip tuntap add`, in its own namespace), with its
+ * flags, owner and group; then the attributes as for any new link.
+ */
+function tapAddLines(l: Link): string[] {
+  const t = l.tap;
+  if (!t) throw new Error(`tap ${l.name} has no tap settings`);
+  const head = [`tuntap add dev ${l.name} mode tap`];
+  if (t.pi) head.push('pi');
+  if (t.vnetHdr) head.push('vnet_hdr');
+  if (t.multiQueue) head.push('multi_queue');
+  if (t.owner !== undefined) head.push(`user ${t.owner}`);
+  if (t.group !== undefined) head.push(`group ${t.group}`);
+  const rest = linkSetLines(l.name, {
+    ...(l.mtu ? { mtu: l.mtu } : {}),
+    ...(l.mac ? { mac: l.mac } : {}),
     ...(l.promisc ? { promisc: true } : {}),
     ...(l.allmulti ? { allmulti: true } : {}),
     ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
@@ -189,10 +222,12 @@ const ipRuleLine = (verb: 'add' | 'del', r: IpRule): string =>
   `rule ${verb} from ${r.src === '0.0.0.0/0' || r.src === '::/0' ? 'all' : r.src} table ${r.table}${r.priority !== undefined ? ` priority ${r.priority}` : ''}`;
 
 /** The tool and lines for one non-iptables op. */
-function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
+function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[]; label?: string } {
   switch (o.op) {
-    case 'link.add':
-      return { tool: 'ip', lines: linkAddLines(o.link, ro) };
+    case 'link.add': {
+      const label = o.link.tap?.selinuxContext;
+      return { tool: 'ip', lines: linkAddLines(o.link, ro), ...(label ? { label } : {}) };
+    }
     case 'link.set':
       return { tool: 'ip', lines: linkSetLines(o.link.name, o.changes) };
     case 'link.del':
@@ -362,7 +397,7 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
         out.push({ ns, tool: f === 4 ? 'iptables-restore' : 'ip6tables-restore', lines: restoreLines(ipt.get(f)!) });
         continue;
       }
-      let r: { tool: Tool; lines: string[] };
+      let r: { tool: Tool; lines: string[]; label?: string };
       const problem = unsafe(o);
       if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
       try {
@@ -372,8 +407,8 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
       }
       const last = out[out.length - 1];
       const lines = r.lines.map((text) => ({ text, op: o }));
-      if (last && last.ns === ns && last.tool === r.tool) for (const l of lines) last.lines.push(l);
-      else out.push({ ns, tool: r.tool, lines });
+      if (last && last.ns === ns && last.tool === r.tool && last.label === undefined && r.label === undefined) for (const l of lines) last.lines.push(l);
+      else out.push({ ns, tool: r.tool, lines, ...(r.label ? { label: r.label } : {}) });
     }
     i = j;
   }
@@ -406,7 +441,7 @@ export type Invocation =
  */
 export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = true): Invocation[] {
   const pre = inNetns(s.ns, ro.hostNetns);
-  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
+  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
   const sets = s.lines
     .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
     .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
