@@ -5,6 +5,7 @@
 import type { Plugin } from '../plugin.ts';
 import { bandwidth } from './bandwidth.ts';
 import { bridge } from './bridge.ts';
+import { dummy } from './dummy.ts';
 import { firewall } from './firewall.ts';
 import { flannel } from './flannel.ts';
 import { hostLocal } from './host-local.ts';
@@ -13,11 +14,15 @@ import { macvlan } from './macvlan.ts';
 import { portmap } from './portmap.ts';
 import { ptp } from './ptp.ts';
 import { staticIpam } from './static.ts';
+import { tap } from './tap.ts';
 import { tuning } from './tuning.ts';
+import { winBridge } from './win-bridge.ts';
+import { winOverlay } from './win-overlay.ts';
 
 export const FELT_PLUGINS: Readonly<Record<string, Plugin>> = {
   bandwidth,
   bridge,
+  dummy,
   firewall,
   flannel,
   'host-local': hostLocal,
@@ -26,5 +31,8 @@ export const FELT_PLUGINS: Readonly<Record<string, Plugin>> = {
   portmap,
   ptp,
   static: staticIpam,
+  tap,
   tuning,
+  'win-bridge': winBridge,
+  'win-overlay': winOverlay,
 };
