@@ -19,6 +19,7 @@ import type {
   Route,
 } from '../../core/kernel/model.ts';
 import { BUILTIN_CHAINS } from '../../core/kernel/keys.ts';
+import { kindOfInfo } from '../../core/kernel/link-kinds.ts';
 import { formatCIDR, parseCIDR } from '../../core/ip/ip.ts';
 
 interface IpLink {
@@ -66,7 +67,6 @@ interface IpNeigh {
   state?: string[];
 }
 
-const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'ifb', 'vrf', 'dummy']);
 const IPVLAN_MODES: ReadonlySet<string> = new Set(['l2', 'l3', 'l3s']);
 const MACVLAN_MODES: ReadonlySet<string> = new Set(['bridge', 'private', 'vepa', 'passthru', 'source']);
 
@@ -74,9 +74,7 @@ export function toLink(ns: NsRef, l: IpLink): Link {
   const flags = l.flags ?? [];
   const k = l.linkinfo?.info_kind;
   const d = l.linkinfo?.info_data ?? {};
-  // The tun driver reports itself as "tun" for both of its modes: a tap is "tun" with type "tap".
-  const isTap = k === 'tun' && d['type'] === 'tap';
-  const kind: LinkKind = isTap ? 'tap' : k && KINDS.has(k) ? (k as LinkKind) : flags.includes('LOOPBACK') ? 'loopback' : 'device';
+  const kind: LinkKind = kindOfInfo(k, d['type']) ?? (flags.includes('LOOPBACK') ? 'loopback' : 'device');
   const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const mode = str(d['mode']);
   return {

@@ -14,7 +14,8 @@
 // be reported by line, so every batch runs to the end and stderr ("... Command failed -:N") is mapped back to
 // the op that wrote line N.
 
-import type { Fdb, IpRule, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import type { Fdb, IpRule, IptFamily, IptTable, Link, LinkKind, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import { HOST, lowerOf, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
 import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
@@ -76,14 +77,65 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
   return out;
 }
 
+/**
+ * How each kind of link is made, one entry per LinkKind (the compiler checks that every kind has one, and no
+ * other): `link add ... type X <words>` with the words given here, `ip tuntap add` (tap), or nothing (kinds
+ * felt only ever finds).
+ */
+type Creator =
+  | { readonly via: 'link'; readonly words: (l: Link, o: RenderOptions) => string[] }
+  | { readonly via: 'tuntap' }
+  | { readonly via: 'never' };
+
+const CREATE = {
+  bridge: { via: 'link', words: (l) => ['type bridge', ...(l.bridge?.vlanFiltering !== undefined ? [`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`] : [])] },
+  veth: {
+    via: 'link',
+    words: (l, o) => {
+      if (!l.veth) throw new Error(`veth ${l.name} has no peer`);
+      return [
+        `type veth peer name ${l.veth.peer}`,
+        ...(l.veth.peerMac ? [`address ${l.veth.peerMac}`] : []),
+        ...(l.veth.peerNs !== l.ns ? [`netns ${netnsArg(l.veth.peerNs, o)}`] : []),
+      ];
+    },
+  },
+  vxlan: {
+    via: 'link',
+    words: (l) => {
+      const v = l.vxlan;
+      if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
+      return [`type vxlan id ${v.vni}`, ...(v.local ? [`local ${v.local}`] : []), ...(v.dev ? [`dev ${v.dev}`] : []), `dstport ${v.port}`, v.learning ? 'learning' : 'nolearning', ...(v.gbp ? ['gbp'] : [])];
+    },
+  },
+  macvlan: { via: 'link', words: (l) => [`type macvlan mode ${l.macvlan!.mode}`] },
+  ipvlan: { via: 'link', words: (l) => [`type ipvlan mode ${l.ipvlan!.mode}`] },
+  vlan: { via: 'link', words: (l) => [`type vlan id ${l.vlan!.id}`] },
+  // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
+  ifb: { via: 'link', words: () => ['txqlen 0 type ifb'] },
+  vrf: {
+    via: 'link',
+    words: (l) => {
+      if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
+      return [`type vrf table ${l.vrf.table}`];
+    },
+  },
+  dummy: { via: 'link', words: () => ['type dummy'] },
+  tap: { via: 'tuntap' },
+  loopback: { via: 'never' },
+  device: { via: 'never' },
+} satisfies Record<LinkKind, Creator>;
+
 /** `link add` and the `link set` lines that give the new link every desired attribute. Throws on a link felt cannot make. */
 export function linkAddLines(l: Link, o: RenderOptions): string[] {
-  if (l.kind === 'tap') return tapAddLines(l);
+  const how: Creator = CREATE[l.kind];
+  if (how.via === 'never') throw new Error(`cannot create a link of kind ${l.kind}`);
+  if (how.via === 'tuntap') return tapAddLines(l);
   // Always `name X` / `dev X`: a bare "a" or "d" would be read as a keyword (address, dev).
   const head = [`link add`];
-  if (l.kind === 'macvlan' || l.kind === 'ipvlan' || l.kind === 'vlan') {
+  if (LINK_KINDS[l.kind].lower) {
     const lower = lowerOf(l);
-    if (!lower || !l[l.kind]) throw new Error(`${l.kind} ${l.name} has no lower device`);
+    if (!lower || !(l as Partial<Record<LinkKind, unknown>>)[l.kind]) throw new Error(`${l.kind} ${l.name} has no lower device`);
     head.push(`link ${lower.master}`);
   }
   head.push(`name ${l.name}`);
@@ -93,51 +145,7 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
   const masterNs = lowerOf(l)?.masterNs;
   const across = masterNs !== undefined && masterNs !== l.ns;
   if (across) head.push(`netns ${netnsArg(l.ns, o)}`);
-  switch (l.kind) {
-    case 'bridge':
-      head.push('type bridge');
-      if (l.bridge?.vlanFiltering !== undefined) head.push(`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`);
-      break;
-    case 'veth': {
-      if (!l.veth) throw new Error(`veth ${l.name} has no peer`);
-      head.push(`type veth peer name ${l.veth.peer}`);
-      if (l.veth.peerMac) head.push(`address ${l.veth.peerMac}`);
-      if (l.veth.peerNs !== l.ns) head.push(`netns ${netnsArg(l.veth.peerNs, o)}`);
-      break;
-    }
-    case 'vxlan': {
-      const v = l.vxlan;
-      if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
-      head.push(`type vxlan id ${v.vni}`);
-      if (v.local) head.push(`local ${v.local}`);
-      if (v.dev) head.push(`dev ${v.dev}`);
-      head.push(`dstport ${v.port}`, v.learning ? 'learning' : 'nolearning');
-      if (v.gbp) head.push('gbp');
-      break;
-    }
-    case 'macvlan':
-      head.push(`type macvlan mode ${l.macvlan!.mode}`);
-      break;
-    case 'ifb':
-      // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
-      head.push('txqlen 0 type ifb');
-      break;
-    case 'ipvlan':
-      head.push(`type ipvlan mode ${l.ipvlan!.mode}`);
-      break;
-    case 'vlan':
-      head.push(`type vlan id ${l.vlan!.id}`);
-      break;
-    case 'vrf':
-      if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
-      head.push(`type vrf table ${l.vrf.table}`);
-      break;
-    case 'dummy':
-      head.push('type dummy');
-      break;
-    default:
-      throw new Error(`cannot create a link of kind ${l.kind}`);
-  }
+  head.push(...how.words(l, o));
   if (across) return [head.join(' ')];
   const rest = linkSetLines(l.name, {
     ...(l.promisc ? { promisc: true } : {}),

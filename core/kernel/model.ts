@@ -10,7 +10,9 @@
 export type NsRef = string;
 export const HOST: NsRef = '';
 
-export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'ifb' | 'vrf' | 'tap' | 'dummy' | 'loopback' | 'device';
+/** Every kind felt models: the keys of the one table of kinds (link-kinds.ts). */
+export type { LinkKind } from './link-kinds.ts';
+import type { LinkKind } from './link-kinds.ts';
 
 export interface VethSpec {
   /** The peer's name and namespace; the pair is created from this end's namespace. */
