@@ -10,6 +10,7 @@ const BOTH_MODES = [
   'test/apps/chains.test.ts',
   'test/apps/crash.test.ts',
   'test/apps/podman.test.ts',
+  'test/apps/tap.test.ts',
 ];
 
 export default defineConfig({

@@ -19,6 +19,7 @@ import type {
   Route,
 } from '../../core/kernel/model.ts';
 import { BUILTIN_CHAINS } from '../../core/kernel/keys.ts';
+import { kindOfInfo } from '../../core/kernel/link-kinds.ts';
 import { formatCIDR, parseCIDR } from '../../core/ip/ip.ts';
 
 interface IpLink {
@@ -66,15 +67,14 @@ interface IpNeigh {
   state?: string[];
 }
 
-const KINDS: ReadonlySet<string> = new Set(['bridge', 'veth', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'ifb', 'vrf']);
 const IPVLAN_MODES: ReadonlySet<string> = new Set(['l2', 'l3', 'l3s']);
 const MACVLAN_MODES: ReadonlySet<string> = new Set(['bridge', 'private', 'vepa', 'passthru', 'source']);
 
 export function toLink(ns: NsRef, l: IpLink): Link {
   const flags = l.flags ?? [];
   const k = l.linkinfo?.info_kind;
-  const kind: LinkKind = k && KINDS.has(k) ? (k as LinkKind) : flags.includes('LOOPBACK') ? 'loopback' : 'device';
   const d = l.linkinfo?.info_data ?? {};
+  const kind: LinkKind = kindOfInfo(k, d['type']) ?? (flags.includes('LOOPBACK') ? 'loopback' : 'device');
   const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const mode = str(d['mode']);
   return {
@@ -112,6 +112,18 @@ export function toLink(ns: NsRef, l: IpLink): Link {
     ...(kind === 'ipvlan' && l.link && mode && IPVLAN_MODES.has(mode) ? { ipvlan: { master: l.link, mode: mode as IpvlanSpec['mode'] } } : {}),
     ...(kind === 'vlan' && l.link && typeof d['id'] === 'number' ? { vlan: { master: l.link, id: d['id'] } } : {}),
     ...(kind === 'vrf' && typeof d['table'] === 'number' ? { vrf: { table: d['table'] } } : {}),
+    // ip prints the owner and group as names when the host's passwd/group files have them: only numbers are kept.
+    ...(kind === 'tap'
+      ? {
+          tap: {
+            multiQueue: d['multi_queue'] === true,
+            vnetHdr: d['vnet_hdr'] === true,
+            pi: d['pi'] === true,
+            ...(typeof d['user'] === 'number' ? { owner: d['user'] } : {}),
+            ...(typeof d['group'] === 'number' ? { group: d['group'] } : {}),
+          },
+        }
+      : {}),
   };
 }
 

@@ -14,7 +14,8 @@
 // be reported by line, so every batch runs to the end and stderr ("... Command failed -:N") is mapped back to
 // the op that wrote line N.
 
-import type { Fdb, IpRule, IptFamily, IptTable, Link, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import type { Fdb, IpRule, IptFamily, IptTable, Link, LinkKind, NsRef, Op, Qdisc, Route } from '../../core/kernel/model.ts';
+import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import { HOST, lowerOf, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
 import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
@@ -35,6 +36,8 @@ export interface Step {
   readonly ns: NsRef;
   readonly tool: Tool;
   readonly lines: Line[];
+  /** The SELinux context the tool runs under (`runcon CONTEXT`): a tap's `selinuxContext`. Such a step is its own. */
+  readonly label?: string;
 }
 
 export interface RenderOptions {
@@ -74,13 +77,65 @@ function linkSetLines(name: string, c: Partial<Link>): string[] {
   return out;
 }
 
+/**
+ * How each kind of link is made, one entry per LinkKind (the compiler checks that every kind has one, and no
+ * other): `link add ... type X <words>` with the words given here, `ip tuntap add` (tap), or nothing (kinds
+ * felt only ever finds).
+ */
+type Creator =
+  | { readonly via: 'link'; readonly words: (l: Link, o: RenderOptions) => string[] }
+  | { readonly via: 'tuntap' }
+  | { readonly via: 'never' };
+
+const CREATE = {
+  bridge: { via: 'link', words: (l) => ['type bridge', ...(l.bridge?.vlanFiltering !== undefined ? [`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`] : [])] },
+  veth: {
+    via: 'link',
+    words: (l, o) => {
+      if (!l.veth) throw new Error(`veth ${l.name} has no peer`);
+      return [
+        `type veth peer name ${l.veth.peer}`,
+        ...(l.veth.peerMac ? [`address ${l.veth.peerMac}`] : []),
+        ...(l.veth.peerNs !== l.ns ? [`netns ${netnsArg(l.veth.peerNs, o)}`] : []),
+      ];
+    },
+  },
+  vxlan: {
+    via: 'link',
+    words: (l) => {
+      const v = l.vxlan;
+      if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
+      return [`type vxlan id ${v.vni}`, ...(v.local ? [`local ${v.local}`] : []), ...(v.dev ? [`dev ${v.dev}`] : []), `dstport ${v.port}`, v.learning ? 'learning' : 'nolearning', ...(v.gbp ? ['gbp'] : [])];
+    },
+  },
+  macvlan: { via: 'link', words: (l) => [`type macvlan mode ${l.macvlan!.mode}`] },
+  ipvlan: { via: 'link', words: (l) => [`type ipvlan mode ${l.ipvlan!.mode}`] },
+  vlan: { via: 'link', words: (l) => [`type vlan id ${l.vlan!.id}`] },
+  // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
+  ifb: { via: 'link', words: () => ['txqlen 0 type ifb'] },
+  vrf: {
+    via: 'link',
+    words: (l) => {
+      if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
+      return [`type vrf table ${l.vrf.table}`];
+    },
+  },
+  dummy: { via: 'link', words: () => ['type dummy'] },
+  tap: { via: 'tuntap' },
+  loopback: { via: 'never' },
+  device: { via: 'never' },
+} satisfies Record<LinkKind, Creator>;
+
 /** `link add` and the `link set` lines that give the new link every desired attribute. Throws on a link felt cannot make. */
 export function linkAddLines(l: Link, o: RenderOptions): string[] {
+  const how: Creator = CREATE[l.kind];
+  if (how.via === 'never') throw new Error(`cannot create a link of kind ${l.kind}`);
+  if (how.via === 'tuntap') return tapAddLines(l);
   // Always `name X` / `dev X`: a bare "a" or "d" would be read as a keyword (address, dev).
   const head = [`link add`];
-  if (l.kind === 'macvlan' || l.kind === 'ipvlan' || l.kind === 'vlan') {
+  if (LINK_KINDS[l.kind].lower) {
     const lower = lowerOf(l);
-    if (!lower || !l[l.kind]) throw new Error(`${l.kind} ${l.name} has no lower device`);
+    if (!lower || !(l as Partial<Record<LinkKind, unknown>>)[l.kind]) throw new Error(`${l.kind} ${l.name} has no lower device`);
     head.push(`link ${lower.master}`);
   }
   head.push(`name ${l.name}`);
@@ -90,50 +145,36 @@ export function linkAddLines(l: Link, o: RenderOptions): string[] {
   const masterNs = lowerOf(l)?.masterNs;
   const across = masterNs !== undefined && masterNs !== l.ns;
   if (across) head.push(`netns ${netnsArg(l.ns, o)}`);
-  switch (l.kind) {
-    case 'bridge':
-      head.push('type bridge');
-      if (l.bridge?.vlanFiltering !== undefined) head.push(`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`);
-      break;
-    case 'veth': {
-      if (!l.veth) throw new Error(`veth ${l.name} has no peer`);
-      head.push(`type veth peer name ${l.veth.peer}`);
-      if (l.veth.peerMac) head.push(`address ${l.veth.peerMac}`);
-      if (l.veth.peerNs !== l.ns) head.push(`netns ${netnsArg(l.veth.peerNs, o)}`);
-      break;
-    }
-    case 'vxlan': {
-      const v = l.vxlan;
-      if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
-      head.push(`type vxlan id ${v.vni}`);
-      if (v.local) head.push(`local ${v.local}`);
-      if (v.dev) head.push(`dev ${v.dev}`);
-      head.push(`dstport ${v.port}`, v.learning ? 'learning' : 'nolearning');
-      if (v.gbp) head.push('gbp');
-      break;
-    }
-    case 'macvlan':
-      head.push(`type macvlan mode ${l.macvlan!.mode}`);
-      break;
-    case 'ifb':
-      // As the reference bandwidth plugin makes them (netlink sends IFLA_TXQLEN 0): the tbf on top has its own limit.
-      head.push('txqlen 0 type ifb');
-      break;
-    case 'ipvlan':
-      head.push(`type ipvlan mode ${l.ipvlan!.mode}`);
-      break;
-    case 'vlan':
-      head.push(`type vlan id ${l.vlan!.id}`);
-      break;
-    case 'vrf':
-      if (!l.vrf) throw new Error(`vrf ${l.name} has no table`);
-      head.push(`type vrf table ${l.vrf.table}`);
-      break;
-    default:
-      throw new Error(`cannot create a link of kind ${l.kind}`);
-  }
+  head.push(...how.words(l, o));
   if (across) return [head.join(' ')];
   const rest = linkSetLines(l.name, {
+    ...(l.promisc ? { promisc: true } : {}),
+    ...(l.allmulti ? { allmulti: true } : {}),
+    ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
+    ...(l.alias ? { alias: l.alias } : {}),
+    ...(l.master ? { master: l.master } : {}),
+    ...(l.master && l.hairpin ? { hairpin: true } : {}),
+    ...(l.up ? { up: true } : {}),
+  });
+  return [head.join(' '), ...rest];
+}
+
+/**
+ * A tap: the tun driver makes it from an ioctl, not rtnetlink (`ip tuntap add`, in its own namespace), with its
+ * flags, owner and group; then the attributes as for any new link.
+ */
+function tapAddLines(l: Link): string[] {
+  const t = l.tap;
+  if (!t) throw new Error(`tap ${l.name} has no tap settings`);
+  const head = [`tuntap add dev ${l.name} mode tap`];
+  if (t.pi) head.push('pi');
+  if (t.vnetHdr) head.push('vnet_hdr');
+  if (t.multiQueue) head.push('multi_queue');
+  if (t.owner !== undefined) head.push(`user ${t.owner}`);
+  if (t.group !== undefined) head.push(`group ${t.group}`);
+  const rest = linkSetLines(l.name, {
+    ...(l.mtu ? { mtu: l.mtu } : {}),
+    ...(l.mac ? { mac: l.mac } : {}),
     ...(l.promisc ? { promisc: true } : {}),
     ...(l.allmulti ? { allmulti: true } : {}),
     ...(l.txqlen !== undefined ? { txqlen: l.txqlen } : {}),
@@ -189,10 +230,12 @@ const ipRuleLine = (verb: 'add' | 'del', r: IpRule): string =>
   `rule ${verb} from ${r.src === '0.0.0.0/0' || r.src === '::/0' ? 'all' : r.src} table ${r.table}${r.priority !== undefined ? ` priority ${r.priority}` : ''}`;
 
 /** The tool and lines for one non-iptables op. */
-function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[] } {
+function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[]; label?: string } {
   switch (o.op) {
-    case 'link.add':
-      return { tool: 'ip', lines: linkAddLines(o.link, ro) };
+    case 'link.add': {
+      const label = o.link.tap?.selinuxContext;
+      return { tool: 'ip', lines: linkAddLines(o.link, ro), ...(label ? { label } : {}) };
+    }
     case 'link.set':
       return { tool: 'ip', lines: linkSetLines(o.link.name, o.changes) };
     case 'link.del':
@@ -362,7 +405,7 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
         out.push({ ns, tool: f === 4 ? 'iptables-restore' : 'ip6tables-restore', lines: restoreLines(ipt.get(f)!) });
         continue;
       }
-      let r: { tool: Tool; lines: string[] };
+      let r: { tool: Tool; lines: string[]; label?: string };
       const problem = unsafe(o);
       if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
       try {
@@ -372,8 +415,8 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
       }
       const last = out[out.length - 1];
       const lines = r.lines.map((text) => ({ text, op: o }));
-      if (last && last.ns === ns && last.tool === r.tool) for (const l of lines) last.lines.push(l);
-      else out.push({ ns, tool: r.tool, lines });
+      if (last && last.ns === ns && last.tool === r.tool && last.label === undefined && r.label === undefined) for (const l of lines) last.lines.push(l);
+      else out.push({ ns, tool: r.tool, lines, ...(r.label ? { label: r.label } : {}) });
     }
     i = j;
   }
@@ -406,7 +449,7 @@ export type Invocation =
  */
 export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = true): Invocation[] {
   const pre = inNetns(s.ns, ro.hostNetns);
-  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
+  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
   const sets = s.lines
     .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
     .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));

@@ -15,8 +15,9 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour } from '../../core/kernel/model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec } from '../../core/kernel/model.ts';
 import { createdFrom, emptyKernelState, lowerOf } from '../../core/kernel/model.ts';
+import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import {
   addrKey,
   BUILTIN_CHAINS,
@@ -236,10 +237,11 @@ class Twin {
       case 'link.add': {
         const l = o.link;
         if (this.hasLink(l.ns, l.name)) return 'RTNETLINK answers: File exists';
-        if (l.kind === 'device' || l.kind === 'loopback') return `cannot create a link of kind ${l.kind}`;
+        if (!LINK_KINDS[l.kind].creatable) return `cannot create a link of kind ${l.kind}`;
         if ((l.kind === 'ipvlan' || l.kind === 'vlan') && (!l[l.kind] || !this.hasLink(createdFrom(l), lowerOf(l)!.master))) return `Cannot find device "${lowerOf(l)?.master ?? ''}"`;
         if (l.kind === 'vlan' && !(Number.isInteger(l.vlan!.id) && l.vlan!.id >= 0 && l.vlan!.id <= 4094)) return `Error: argument "${l.vlan!.id}" is wrong: invalid VLAN id`;
         if (l.kind === 'vrf' && !l.vrf) return 'Error: VRF table id is missing.';
+        if (l.kind === 'tap' && !l.tap) return 'tap without tap settings';
         if (l.kind === 'veth') {
           if (!l.veth) return 'veth without a peer';
           if (this.hasLink(l.veth.peerNs, l.veth.peer)) return 'RTNETLINK answers: File exists';
@@ -272,6 +274,8 @@ class Twin {
           ...(l.ipvlan ? { ipvlan: l.ipvlan } : {}),
           ...(l.vlan ? { vlan: l.vlan } : {}),
           ...(l.vrf ? { vrf: l.vrf } : {}),
+          // The kernel does not report the label a tap was made under.
+          ...(l.tap ? { tap: tapAsSeen(l.tap) } : {}),
         };
         this.links.set(linkKey(l), base);
         if (l.veth) {
@@ -516,3 +520,8 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
     calls,
   };
 }
+
+const tapAsSeen = (t: TapSpec): TapSpec => {
+  const { selinuxContext: _unreported, ...rest } = t;
+  return rest;
+};

@@ -19,7 +19,11 @@ import { portmap } from './plugins/portmap.ts';
 import { ptp } from './plugins/ptp.ts';
 import { sbr } from './plugins/sbr.ts';
 import { staticIpam } from './plugins/static.ts';
+import { tap } from './plugins/tap.ts';
+import { dummy } from './plugins/dummy.ts';
 import { tuning } from './plugins/tuning.ts';
+import { winBridge } from './plugins/win-bridge.ts';
+import { winOverlay } from './plugins/win-overlay.ts';
 import { vlan } from './plugins/vlan.ts';
 import { vrf } from './plugins/vrf.ts';
 
@@ -36,6 +40,7 @@ export const CNI_ENTRIES: Readonly<Record<string, CniEntry>> = {
   bandwidth: entry(bandwidth),
   bridge: entry(bridge, ipam),
   dhcp: entry(dhcpIpam),
+  dummy: entry(dummy, ipam),
   firewall: entry(firewall),
   flannel: entry(flannel, { bridge, ptp, macvlan, 'host-local': hostLocal }),
   'host-device': entry(hostDevice, ipam),
@@ -47,7 +52,10 @@ export const CNI_ENTRIES: Readonly<Record<string, CniEntry>> = {
   ptp: entry(ptp, ipam),
   sbr: entry(sbr),
   static: entry(staticIpam),
+  tap: entry(tap, ipam),
   tuning: entry(tuning),
   vlan: entry(vlan, ipam),
   vrf: entry(vrf),
+  'win-bridge': entry(winBridge, ipam),
+  'win-overlay': entry(winOverlay, ipam),
 };

@@ -10,7 +10,9 @@
 export type NsRef = string;
 export const HOST: NsRef = '';
 
-export type LinkKind = 'bridge' | 'veth' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'ifb' | 'vrf' | 'loopback' | 'device';
+/** Every kind felt models: the keys of the one table of kinds (link-kinds.ts). */
+export type { LinkKind } from './link-kinds.ts';
+import type { LinkKind } from './link-kinds.ts';
 
 export interface VethSpec {
   /** The peer's name and namespace; the pair is created from this end's namespace. */
@@ -61,6 +63,27 @@ export interface VlanSpec {
   readonly masterNs?: NsRef;
 }
 
+/**
+ * A persistent tap device (the kernel's tun driver in tap mode), made with `ip tuntap add` in its own namespace.
+ * Its flags are fixed at creation (a process attaching to it later may change them).
+ */
+export interface TapSpec {
+  /** IFF_MULTI_QUEUE. */
+  readonly multiQueue: boolean;
+  /** IFF_VNET_HDR. */
+  readonly vnetHdr: boolean;
+  /** Packet information header (no IFF_NO_PI). */
+  readonly pi: boolean;
+  /** The uid / gid allowed to attach (TUNSETOWNER / TUNSETGROUP); undefined: anyone with CAP_NET_ADMIN. */
+  readonly owner?: number;
+  readonly group?: number;
+  /**
+   * The SELinux context the creating process runs under (the tun device's label): `ip tuntap add` runs under
+   * `runcon`. Create-time only; the kernel does not report it.
+   */
+  readonly selinuxContext?: string;
+}
+
 /** A VRF device: its ports' routes live in `table`. */
 export interface VrfSpec {
   readonly table: number;
@@ -105,6 +128,7 @@ export interface Link {
   readonly ipvlan?: IpvlanSpec;
   readonly vlan?: VlanSpec;
   readonly vrf?: VrfSpec;
+  readonly tap?: TapSpec;
 }
 
 export interface Address {

@@ -78,6 +78,14 @@ function compatible(d: Link, o: Link): boolean {
   if (d.ipvlan && o.ipvlan && ((d.ipvlan.masterNs === undefined && d.ipvlan.master !== o.ipvlan.master) || d.ipvlan.mode !== o.ipvlan.mode)) return false;
   if (d.vlan && o.vlan && ((d.vlan.masterNs === undefined && d.vlan.master !== o.vlan.master) || d.vlan.id !== o.vlan.id)) return false;
   if (d.vrf && o.vrf && d.vrf.table !== o.vrf.table) return false;
+  // A tap's flags, owner and group are fixed at creation (owner and group count when the kernel reports numbers).
+  if (d.tap && o.tap) {
+    const a = d.tap;
+    const b = o.tap;
+    if (a.multiQueue !== b.multiQueue || a.vnetHdr !== b.vnetHdr || a.pi !== b.pi) return false;
+    if (a.owner !== undefined && b.owner !== undefined && a.owner !== b.owner) return false;
+    if (a.group !== undefined && b.group !== undefined && a.group !== b.group) return false;
+  }
   return true;
 }
 
@@ -767,6 +775,7 @@ const describeLink = (l: Link): string => {
   if (l.ipvlan) extra.push(`on ${l.ipvlan.master} mode ${l.ipvlan.mode}`);
   if (l.vlan) extra.push(`on ${l.vlan.master} id ${l.vlan.id}`);
   if (l.vrf) extra.push(`table ${l.vrf.table}`);
+  if (l.tap) extra.push(['tap', l.tap.multiQueue ? 'multi_queue' : '', l.tap.vnetHdr ? 'vnet_hdr' : '', l.tap.pi ? 'pi' : ''].filter(Boolean).join(' '));
   return `${l.kind} ${l.name}${extra.length ? ` (${extra.join(', ')})` : ''}`;
 };
 

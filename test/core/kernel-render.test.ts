@@ -389,3 +389,42 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
     expect(parseRedirect('{')).toMatchObject({ error: expect.stringMatching(/cannot parse/) });
   });
 });
+
+describe('tap and dummy links', () => {
+  it('ip reports a tap as kind "tun" with type "tap": parsed as a tap with its flags (owner and group only as numbers)', () => {
+    const data = { type: 'tap', pi: true, vnet_hdr: true, multi_queue: false, persist: true, user: 4242, group: 'users' };
+    expect(toLink(POD, { ifname: 't0', flags: ['NO-CARRIER', 'BROADCAST', 'UP'], mtu: 1500, linkinfo: { info_kind: 'tun', info_data: data } })).toMatchObject({
+      kind: 'tap',
+      up: true,
+      tap: { multiQueue: false, vnetHdr: true, pi: true, owner: 4242 },
+    });
+    expect(toLink(POD, { ifname: 't1', linkinfo: { info_kind: 'tun', info_data: { type: 'tun' } } }).kind).toBe('device');
+    expect(toLink(POD, { ifname: 'd0', linkinfo: { info_kind: 'dummy' } }).kind).toBe('dummy');
+  });
+
+  it('a tap is made with `tuntap add` and its flags, then given its attributes; a dummy with `type dummy`', () => {
+    const tap = { ns: POD, name: 't0', kind: 'tap', mtu: 1400, mac: '02:00:00:00:00:01', master: 'br0', up: true, tap: { multiQueue: true, vnetHdr: true, pi: false, owner: 0, group: 7 } } as const;
+    expect(linkAddLines(tap, { pid: 1 })).toEqual([
+      'tuntap add dev t0 mode tap vnet_hdr multi_queue user 0 group 7',
+      'link set dev t0 mtu 1400 address 02:00:00:00:00:01',
+      'link set dev t0 master br0',
+      'link set dev t0 up',
+    ]);
+    expect(linkAddLines({ ns: POD, name: 'd0', kind: 'dummy' }, { pid: 1 })).toEqual(['link add name d0 type dummy']);
+  });
+
+  it('a tap with an SELinux context is made in a step of its own under runcon', () => {
+    const ops: Op[] = [
+      { op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'system_u:system_r:container_t:s0' } } },
+      { op: 'addr.add', addr: { ns: POD, dev: 't0', cidr: '198.51.100.5/24' } },
+    ];
+    const s = steps(ops, { pid: 1 });
+    expect(s.map((x) => [x.tool, x.label, x.lines.length])).toEqual([
+      ['ip', 'system_u:system_r:container_t:s0', 1],
+      ['ip', undefined, 1],
+    ]);
+    expect((invocations(s[0]!, { pid: 1 })[0] as Extract<Invocation, { kind: 'exec' }>).argv).toEqual(['nsenter', `--net=${POD}`, 'runcon', 'system_u:system_r:container_t:s0', 'ip', '-force', '-batch', '-']);
+    // A context that is not one word is refused before anything runs.
+    expect(() => steps([{ op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'a b' } } }], { pid: 1 })).toThrow(/selinuxContext/);
+  });
+});

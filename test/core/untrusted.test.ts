@@ -220,3 +220,67 @@ describe('the edge refuses untrusted text, naming the field', () => {
     );
   });
 });
+
+describe('tap, dummy, win-bridge and win-overlay refuse untrusted text, naming the field', () => {
+  const nc = (raw: Record<string, unknown>) => ({ cniVersion: '1.0.0', name: 'n', type: 'x', raw });
+
+  it('tap: bridge as the renderer takes names, mac, selinuxContext and owner (code 7); a tap op carrying any context is refused or one token', async () => {
+    const { parseTapConf } = await import('../../core/tap/config.ts');
+    fc.assert(
+      fc.property(text, (s) => {
+        const b = parseTapConf(nc({ bridge: s }), {});
+        if (s !== '') expect(E.isLeft(b)).toBe(linkNameProblem(s) !== undefined);
+        if (E.isLeft(b)) expect(b.left).toMatchObject({ code: 7, msg: expect.stringContaining('bridge: ') });
+        for (const [raw, args, field] of [
+          [{ mac: s }, {}, 'mac: '],
+          [{}, { MAC: s }, 'CNI_ARGS MAC: '],
+          [{ selinuxContext: s }, {}, 'selinuxContext: '],
+          [{ owner: s }, {}, 'owner: '],
+        ] as const) {
+          const r = parseTapConf(nc(raw), args);
+          if (E.isLeft(r)) expect(r.left).toMatchObject({ code: 7, msg: expect.stringContaining(field) });
+          else if ('selinuxContext' in raw && s !== '') {
+            // Accepted: renders as exactly one word of the runcon argv, the tap line unchanged.
+            const st = steps([{ op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: s } } }], ro);
+            const [inv] = invocations(st[0]!, ro);
+            if (inv?.kind !== 'exec') throw new Error('expected a process');
+            expect(inv.argv.slice(2, 4)).toEqual(['runcon', s]);
+            expect(inv.input).toBe('tuntap add dev t0 mode tap\n');
+          }
+        }
+      }),
+      { numRuns: runs(300) },
+    );
+  });
+
+  it('dummy: ipam.type (code 7)', async () => {
+    const { parseDummyConf } = await import('../../core/dummy/config.ts');
+    fc.assert(
+      fc.property(fc.oneof(text, fc.integer(), fc.constant(null)), (v) => {
+        const r = parseDummyConf(nc({ ipam: { type: v } }));
+        if (E.isLeft(r)) expect(r.left).toMatchObject({ code: 7, msg: expect.stringContaining('ipam') });
+        else expect(r.right.ipamType).toBe(v);
+      }),
+      { numRuns: runs(300) },
+    );
+  });
+
+  it('win-bridge / win-overlay: ipMasqNetwork, endpointMacPrefix, a port mapping\'s protocol and hostIP (code 7)', async () => {
+    const { parseWinBridgeConf } = await import('../../core/win-bridge/config.ts');
+    const { parseWinOverlayConf } = await import('../../core/win-overlay/config.ts');
+    const { protocolEnum } = await import('../../core/hns/netconf.ts');
+    fc.assert(
+      fc.property(text, (s) => {
+        const m = parseWinBridgeConf(nc({ ipMasqNetwork: s }));
+        if (E.isLeft(m)) expect(m.left).toMatchObject({ code: 7, msg: expect.stringContaining('ipMasqNetwork: ') });
+        const p = parseWinOverlayConf(nc({ endpointMacPrefix: s, ipam: { type: 'host-local' } }));
+        if (E.isLeft(p)) expect(p.left).toMatchObject({ code: 7, msg: expect.stringContaining('endpointMacPrefix: ') });
+        else if (s !== '') expect(s).toMatch(/^[0-9A-Fa-f]{2}-[0-9A-Fa-f]{2}$/);
+        const pm = parseWinBridgeConf(nc({ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: s, hostIP: s }] } }));
+        if (E.isRight(pm)) expect(protocolEnum(s)).toBeDefined();
+        else expect(pm.left).toMatchObject({ code: 7, msg: expect.stringContaining('runtimeConfig.portMappings[0].') });
+      }),
+      { numRuns: runs(300) },
+    );
+  });
+});

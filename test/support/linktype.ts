@@ -1,4 +1,4 @@
-// Does this kernel have a link type? Kernels built without ipvlan, vlan or vrf answer `ip link add ... type X`
+// Does this kernel have a link type? Kernels built without ipvlan, vlan, vrf or dummy answer `ip link add ... type X`
 // with "Error: Unknown device type."; kernel tests for those plugins then skip, with that reason printed.
 
 import { nsRun, nsTry, type Sandbox } from './ns.ts';
@@ -7,6 +7,7 @@ const PROBES = {
   ipvlan: ['ip', 'link', 'add', 'link', 'probe0', 'name', 'probe1', 'type', 'ipvlan', 'mode', 'l2'],
   vlan: ['ip', 'link', 'add', 'link', 'probe0', 'name', 'probe1', 'type', 'vlan', 'id', '5'],
   vrf: ['ip', 'link', 'add', 'name', 'probe1', 'type', 'vrf', 'table', '10'],
+  dummy: ['ip', 'link', 'add', 'name', 'probe1', 'type', 'dummy'],
 } as const;
 
 /** Why `type` links cannot be made here (undefined: they can), tried in a throwaway namespace. */

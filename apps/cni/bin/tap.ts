@@ -1,0 +1,7 @@
+import { main } from '../dispatch.ts';
+import { hostLocal } from '../plugins/host-local.ts';
+import { staticIpam } from '../plugins/static.ts';
+import { tap } from '../plugins/tap.ts';
+
+// The IPAM plugins run in-process when CNI_PATH resolves them to felt's own executables.
+void main(tap, { 'host-local': hostLocal, static: staticIpam });
