@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { Cluster } from '../test/support/cluster.ts';
 import { ROOT } from '../test/support/cni.ts';
 
-const c = new Cluster({ nodes: 3, store: 'embedded', backend: 'vxlan' });
+// cni: 'node': every pod's CNI call goes from the forwarder dist/cni/flannel to its node's feltd (daemon mode).
+const c = new Cluster({ nodes: 3, store: 'embedded', backend: 'vxlan', cni: 'node' });
 const say = (s: string) => console.log(s);
 try {
   say('== an underlay bridge (198.51.100.1/24) and three nodes on it, each in its own network namespace');
@@ -16,14 +17,18 @@ try {
   say('== feltd on every node leases a pod subnet from the embedded store (SQLite) and writes subnet.env');
   await c.waitReady();
   for (const n of c.nodes) say(`   ${n.name} (${n.ip}): ${c.subnetOf(n)}`);
-  say('== two pods per node through dist/cni/flannel (-> bridge -> host-local)');
+  say("== two pods per node through dist/cni/flannel (-> bridge -> host-local), served by the node's feltd");
   for (const n of c.nodes) {
     const a = await c.addPod(n);
     const b = await c.addPod(n);
     say(`   ${n.name}: ${a.id} ${a.ip}, ${b.id} ${b.ip}`);
   }
-  // Let every node see every other node's lease and program its overlay.
-  await new Promise((r) => setTimeout(r, 1500));
+  // Every node has seen every other node's lease and routes its subnet (polled, at most 20 s).
+  const net = (n: (typeof c.nodes)[number]) => c.subnetOf(n).replace(/\.1\//, '.0/');
+  for (let t0 = Date.now(); ; await new Promise((r) => setTimeout(r, 100))) {
+    const done = c.nodes.every((n) => c.nodes.every((o) => o === n || c.inNode(n, 'ip', 'route', 'show').includes(net(o))));
+    if (done || Date.now() - t0 > 20_000) break;
+  }
   say('== cross-node ping matrix (rows ping columns; "." = same node)');
   say('         ' + c.pods.map((p) => p.id.padEnd(6)).join(''));
   let failed = 0;

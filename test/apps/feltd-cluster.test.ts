@@ -4,6 +4,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type Node } from '../support/cluster.ts';
 import { ROOT } from '../support/cni.ts';
@@ -16,12 +17,14 @@ const routes = (c: Cluster, n: Node): string => c.inNode(n, 'ip', 'route', 'show
 const hasRouteTo = (c: Cluster, n: Node, subnet: string): boolean => routes(c, n).includes(subnet);
 const subnetNet = (c: Cluster, n: Node): string => c.subnetOf(n).replace(/\.1\//, '.0/');
 
+// The first cluster's pods are attached as on a real node with feltd running: each node's feltd serves the
+// CNI calls its forwarders send (daemon mode); the others run the plugins as the test mode says.
 describe.each([
-  { store: 'embedded' as const, backend: 'vxlan' as const },
-  { store: 'etcd' as const, backend: 'vxlan' as const },
-  { store: 'embedded' as const, backend: 'host-gw' as const },
-])('feltd cluster: $store store, $backend', ({ store, backend }) => {
-  const c = new Cluster({ nodes: 3, store, backend });
+  { store: 'embedded' as const, backend: 'vxlan' as const, cni: 'node' as const },
+  { store: 'etcd' as const, backend: 'vxlan' as const, cni: 'mode' as const },
+  { store: 'embedded' as const, backend: 'host-gw' as const, cni: 'mode' as const },
+])('feltd cluster: $store store, $backend, CNI served by $cni', ({ store, backend, cni }) => {
+  const c = new Cluster({ nodes: 3, store, backend, cni });
 
   beforeAll(async () => {
     await c.create();
@@ -43,6 +46,20 @@ describe.each([
     expect(new Set(subnets).size).toBe(3);
     await until('routes to every other node', () => c.nodes.every((a) => c.nodes.every((b) => a === b || hasRouteTo(c, a, subnetNet(c, b)))));
     expect(c.pingMatrix(), c.logs()).toEqual([]);
+  });
+
+  it.runIf(cni === 'node')("each node's feltd served its pods' CNI calls (cni.json counts them)", async () => {
+    for (const n of c.nodes) {
+      const served = (): number => {
+        try {
+          return (JSON.parse(readFileSync(join(n.dir, 'state', 'cni.json'), 'utf8')) as { requestsTotal: number }).requestsTotal;
+        } catch {
+          return 0;
+        }
+      };
+      // Two pods per node: two flannel ADDs, each served whole by feltd (bridge and host-local in-process there).
+      await until(`${n.name}'s feltd counts its pods' ADDs`, () => served() >= 2);
+    }
   });
 
   it('a restarted feltd keeps its subnet and no route goes missing meanwhile', async () => {

@@ -25,6 +25,11 @@ export interface ClusterOptions {
   readonly extraNetConf?: Record<string, unknown>;
   /** The families of the network config and the underlay (default ipv4): dual stack, or IPv6 only (EnableIPv4 false, no IPv4 on the nodes). */
   readonly families?: 'ipv4' | 'dual' | 'ipv6';
+  /**
+   * Who serves the pods' CNI calls: the test run's mode (default: standalone, or the daemon project's feltd), or
+   * `node`: each node's own feltd on its socket (`<node dir>/cni.sock`), as on a real node with feltd running.
+   */
+  readonly cni?: 'mode' | 'node';
 }
 
 /** The pod network's IPv6 half in the clusters with IPv6. */
@@ -173,12 +178,17 @@ export class Cluster {
     return sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint!, ...args]);
   }
 
+  /** Where a node's feltd serves CNI calls. */
+  cniSocket(node: Node): string {
+    return join(node.dir, 'cni.sock');
+  }
+
   feltdArgs(node: Node): string[] {
     const common = [
       '--iface', 'eth0',
       '--subnet-file', node.subnetFile,
       '--state-dir', join(node.dir, 'state'),
-      '--cni-socket', join(node.dir, 'cni.sock'),
+      '--cni-socket', this.cniSocket(node),
       '--iptables-resync', String(this.opts.resyncSeconds ?? 1),
       ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
     ];
@@ -235,6 +245,7 @@ export class Cluster {
       netns: `/var/run/netns/${ns}`,
       ifname: 'eth0',
       config: this.podConf(node),
+      ...(this.opts.cni === 'node' ? { env: { FELT_CNI_SOCKET: this.cniSocket(node) } } : {}),
     });
     if (r.code !== 0) throw new Error(`ADD ${id} failed: ${r.stdout} ${r.stderr}`);
     const ips = (r.json.ips as { address: string }[]).map((x) => String(x.address).split('/')[0]!);
