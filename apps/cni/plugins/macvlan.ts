@@ -2,7 +2,6 @@
 // pick the master (the config's, else the interface of the host's default route), compute the desired state,
 // plan, apply, print; a failure after IPAM converges back to "not attached" and gives the address back.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -13,19 +12,18 @@ import { macFromBytes } from '../../../core/ip/mac.ts';
 import { macvlanPlan, macvlanScope, parseMacvlanConf, type MacvlanConf } from '../../../core/macvlan/desired.ts';
 import { emptyKernelState, HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn } from '../kit.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
 const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
-  pipe(kernelFor(ctx).observe({ namespaces, scope }), TE.mapLeft(kernelError));
+  observeIn(kernelFor(ctx), { namespaces, scope });
 
 const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  applyIn(kernelFor(ctx), ops);
 
 const ipam = (ctx: Ctx, mc: MacvlanConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  mc.ipamType === '' ? TE.right(undefined) : ctx.delegate(mc.ipamType, command, args.stdin, args);
+  delegateIpam(ctx, mc.ipamType, args, command);
 
 const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
   if (!netns) return TE.right(undefined);
@@ -46,7 +44,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const mc = parsed.right;
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const where = mc.linkInContainer ? args.netns : HOST;
   const scope = macvlanScope(args.ifname, args.netns);
   const mac = mc.mac ?? macFromBytes(ctx.randomBytes(6));
@@ -114,7 +112,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   // The master need not exist any more; DEL may come many times, and after the namespace is gone.
-  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const netns = liveNetns(args.netns);
   const release = TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'));
   // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
   // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
@@ -132,7 +130,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));
   const prev = readResult(conf.raw['prevResult']);
   if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const cont = (prev.right.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
   if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
   const scope = macvlanScope(args.ifname, args.netns);

@@ -14,6 +14,7 @@ import { PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
 import { endpointName, hcnResult, hnsResult, PAUSE_NETNS, type HcnEndpoint, type HcnNetwork, type HnsEndpoint, type HnsNetwork } from '../../../core/hns/endpoint.ts';
 import type { HnsNetConf } from '../../../core/hns/netconf.ts';
 import type { WinEndpointInput } from '../../../core/win-bridge/config.ts';
+import { delegateIpam, refusedAt } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 export interface WinKind<C extends HnsNetConf> {
@@ -49,13 +50,12 @@ function lazyWindowsHns(): Hns {
   return Object.fromEntries(keys.map((k) => [k, wrap(k)])) as unknown as Hns;
 }
 
-const hnsError = (what: string) => (e: HnsError): CniError => cniError(ErrCode.Kernel, `${what}: ${e.msg}`);
-const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Either<CniError, A>> => E.mapLeft(hnsError(what))(await t());
+const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Either<CniError, A>> => E.mapLeft(refusedAt(what))(await t());
 const sameId = (a: string | undefined, b: string): boolean => (a ?? '').toLowerCase() === b.toLowerCase();
 
 export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: HnsFor): Plugin {
   const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL'): TE.TaskEither<CniError, Result | undefined> =>
-    c.ipamType === '' ? TE.right(undefined) : ctx.delegate(c.ipamType, command, args.stdin, args);
+    delegateIpam(ctx, c.ipamType, args, command);
 
   /** RemoveHnsEndpoint: a shared endpoint is detached from the container; the pod's own is detached and deleted. */
   async function removeHns(hns: Hns, name: string, netns: string, containerId: string): Promise<E.Either<CniError, void>> {
@@ -81,7 +81,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
       if (E.isLeft(there)) return there;
       if (there.right) {
         const out = await hns.removeNamespaceEndpoint(ns, ep.right.Id)();
-        if (E.isLeft(out) && !out.left.notFound) return E.left(hnsError(`error removing endpoint ${name} from namespace`)(out.left));
+        if (E.isLeft(out) && !out.left.notFound) return E.left(refusedAt(`error removing endpoint ${name} from namespace`)(out.left));
       }
     }
     return run(`failed to remove HostComputeEndpoint ${name}`, hns.deleteHcnEndpoint(ep.right.Id));
@@ -123,7 +123,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     if (E.isLeft(attached)) {
       if (made) await removeHns(hns, name, args.netns, args.containerId);
       else if (attached.left.computeSystemGone) return toResult(hnsResult(c.cniVersion, n, ep));
-      return E.left(hnsError(`failed to attach container ${args.containerId} to HNSEndpoint ${ep.Id ?? name}`)(attached.left));
+      return E.left(refusedAt(`failed to attach container ${args.containerId} to HNSEndpoint ${ep.Id ?? name}`)(attached.left));
     }
     return toResult(hnsResult(c.cniVersion, n, ep));
   }
