@@ -8,7 +8,8 @@
 //    for DEL (an empty or vanished path: nothing to do there);
 //  - the event store of a dataDir: `StoreAccess` (open it, ask whether it exists), `callStore` (the call's
 //    stores, ctx.stores), and `withStore`, one use of it;
-//  - the IPAM delegate of an interface plugin (`delegateIpam`: none configured, nothing to do).
+//  - the IPAM delegate of an interface plugin (`delegateIpam`: none configured, nothing to do), and the
+//    removal of an attachment's interface (`removeIn`: its scope with nothing desired).
 //
 // A plugin's deps interface (the effects its tests swap) extends `PluginDeps` or a part of it.
 //
@@ -25,7 +26,8 @@ import type { EventStore } from '../../adapters/store/types.ts';
 import type { CmdArgs } from '../../core/cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import type { Result } from '../../core/cni/result.ts';
-import type { KernelState, Op } from '../../core/kernel/model.ts';
+import { emptyKernelState, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
+import { plan } from '../../core/kernel/plan.ts';
 import type { Ctx } from './plugin.ts';
 
 // ------------------------------------------------------------------------------------- the kernel
@@ -101,5 +103,16 @@ export interface PluginDeps extends StoreAccess {
 // ------------------------------------------------------------------------------------- IPAM
 
 /** Run the config's IPAM plugin (`ipamType`; '' when there is none: nothing to do). */
-export const delegateIpam = (ctx: Ctx, ipamType: string, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  ipamType === '' ? TE.right(undefined) : ctx.delegate(ipamType, command, args.stdin, args);
+export const delegateIpam = (
+  ctx: Ctx,
+  { ipamType }: { readonly ipamType: string },
+  args: CmdArgs,
+  command: 'ADD' | 'DEL' | 'CHECK',
+): TE.TaskEither<CniError, Result | undefined> => (ipamType === '' ? TE.right(undefined) : ctx.delegate(ipamType, command, args.stdin, args));
+
+/** "Not attached": nothing desired over an attachment's scope in `namespaces` (what is there and in it goes). */
+export const removeIn = (kernel: Kernel, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, void> =>
+  pipe(
+    observeIn(kernel, { namespaces, scope }),
+    TE.chain((seen) => applyIn(kernel, plan(emptyKernelState(), seen, scope))),
+  );

@@ -91,9 +91,6 @@ const observe = (deps: HostDeviceDeps, ctx: Ctx, namespaces: readonly NsRef[], w
 const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
   applyIn(deps.kernel(ctx), ops);
 
-const ipam = (ctx: Ctx, hc: HostDeviceConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  delegateIpam(ctx, hc.ipamType, args, command);
-
 const record = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf, c: HostDeviceCommand): TE.TaskEither<CniError, void> =>
   TE.map(() => undefined)(withStore(deps, ctx, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));
 
@@ -147,7 +144,7 @@ const cmdAdd =
     // A userspace-driver device: nothing to move; the result has no interface.
     if (listed.right.kind === 'dpdk') {
       return TE.map((r: Result | undefined) => ({ cniVersion: conf.cniVersion, ...(r?.ips?.length ? { ips: r.ips } : {}), ...(r?.routes?.length ? { routes: r.routes } : {}), ...dns }))(
-        ipam(ctx, hc, args, 'ADD'),
+        delegateIpam(ctx, hc, args, 'ADD'),
       );
     }
     const candidates = listed.right.names;
@@ -155,20 +152,20 @@ const cmdAdd =
     const attach = (seen: KernelState, dev: Link): TE.TaskEither<CniError, Result> => {
       const original: Original = originalOf(dev);
       const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-        await ipam(ctx, hc, args, 'DEL')();
+        await delegateIpam(ctx, hc, args, 'DEL')();
         return E.left(err);
       };
       // Whatever failed after the record, converge back to "the device is in the host, as it was".
       const rollBack = (err: CniError): TE.TaskEither<CniError, never> => async () => {
         await pipe(
           converge(deps, ctx, args.netns, args.ifname, original),
-          TE.chain(() => ipam(ctx, hc, args, 'DEL')),
+          TE.chain(() => delegateIpam(ctx, hc, args, 'DEL')),
           TE.chain(() => record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason: 'add-failed' } })),
         )();
         return E.left(err);
       };
       return pipe(
-        ipam(ctx, hc, args, 'ADD'),
+        delegateIpam(ctx, hc, args, 'ADD'),
         TE.chain((res) => {
           const want = attachedState({ netns: args.netns, ifname: args.ifname, original, ipamType: hc.ipamType, ...(res ? { ipam: res } : {}) });
           if (E.isLeft(want)) return release(want.left);
@@ -212,7 +209,7 @@ const cmdDel =
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const hc = parsed.right;
     const ref = { network: hc.name, containerId: args.containerId, ifname: args.ifname };
-    const ipamDel = TE.map(() => undefined)(ipam(ctx, hc, args, 'DEL'));
+    const ipamDel = TE.map(() => undefined)(delegateIpam(ctx, hc, args, 'DEL'));
     const listed = listSysfs(deps, hc.selector);
     if (E.isRight(listed) && listed.right.kind === 'dpdk') return ipamDel;
     return pipe(
@@ -252,12 +249,12 @@ const cmdCheck =
     if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const listed = listSysfs(deps, hc.selector);
-    if (E.isRight(listed) && listed.right.kind === 'dpdk') return TE.map(() => undefined)(ipam(ctx, hc, args, 'CHECK'));
+    if (E.isRight(listed) && listed.right.kind === 'dpdk') return TE.map(() => undefined)(delegateIpam(ctx, hc, args, 'CHECK'));
     const cont = (prev.right.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
     if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
     const scope = hostDeviceScope(args.ifname, args.netns);
     return pipe(
-      ipam(ctx, hc, args, 'CHECK'),
+      delegateIpam(ctx, hc, args, 'CHECK'),
       TE.chain(() => load(deps, ctx, hc)),
       TE.chain((state) =>
         pipe(

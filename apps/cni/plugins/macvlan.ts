@@ -10,10 +10,10 @@ import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/c
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { macFromBytes } from '../../../core/ip/mac.ts';
 import { macvlanPlan, macvlanScope, parseMacvlanConf, type MacvlanConf } from '../../../core/macvlan/desired.ts';
-import { emptyKernelState, HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
-import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn } from '../kit.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn } from '../kit.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
@@ -22,14 +22,8 @@ const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope):
 const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
   applyIn(kernelFor(ctx), ops);
 
-const ipam = (ctx: Ctx, mc: MacvlanConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  delegateIpam(ctx, mc.ipamType, args, command);
-
-const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
-  if (!netns) return TE.right(undefined);
-  const scope = macvlanScope(ifname, netns);
-  return pipe(observe(ctx, [netns], scope), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
-};
+const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
+  netns ? removeIn(kernelFor(ctx), [netns], macvlanScope(ifname, netns)) : TE.right(undefined);
 
 /** The master and its MTU: the config's, else the interface of the default route where the master lives. */
 function masterOf(mc: MacvlanConf, seen: KernelState, where: NsRef): E.Either<CniError, { name: string; mtu?: number }> {
@@ -49,7 +43,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const scope = macvlanScope(args.ifname, args.netns);
   const mac = mc.mac ?? macFromBytes(ctx.randomBytes(6));
   const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-    await ipam(ctx, mc, args, 'DEL')();
+    await delegateIpam(ctx, mc, args, 'DEL')();
     return E.left(err);
   };
   const exists = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
@@ -73,7 +67,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       apply(ctx, plan(p.right.kernel, seen, scope)),
       TE.map(() => p.right.result),
       TE.orElse((err) => async () => {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, mc, args, 'DEL')))();
+        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
         return E.left<CniError, Result>(err);
       }),
     );
@@ -87,21 +81,21 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       if (exists(seen.right)) return E.left(taken());
       const made = await attach(seen.right, undefined, false, { ...mc, ipamType: '' })();
       if (E.isLeft(made)) return made;
-      const res = await ipam(ctx, mc, args, 'ADD')();
+      const res = await delegateIpam(ctx, mc, args, 'ADD')();
       if (E.isLeft(res)) {
         await remove(ctx, args.netns, args.ifname)();
         return res;
       }
       const now = await observe(ctx, [HOST, args.netns], scope)();
       if (E.isLeft(now)) {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, mc, args, 'DEL')))();
+        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
         return now;
       }
       return attach(now.right, res.right, true)();
     };
   }
   return async () => {
-    const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), ipam(ctx, mc, args, 'ADD')()]);
+    const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), delegateIpam(ctx, mc, args, 'ADD')()]);
     if (E.isLeft(res)) return res;
     if (E.isLeft(seen)) return release(seen.left)();
     return attach(seen.right, res.right)();
@@ -113,7 +107,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   // The master need not exist any more; DEL may come many times, and after the namespace is gone.
   const netns = liveNetns(args.netns);
-  const release = TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'));
+  const release = TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'));
   // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
   // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
   if (NEEDS_INTERFACE.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
@@ -136,7 +130,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   const scope = macvlanScope(args.ifname, args.netns);
   const where = mc.linkInContainer ? args.netns : HOST;
   return pipe(
-    ipam(ctx, mc, args, 'CHECK'),
+    delegateIpam(ctx, mc, args, 'CHECK'),
     TE.chain(() => observe(ctx, [HOST, args.netns], scope)),
     TE.chainEitherK((seen) => {
       const master = masterOf(mc, seen, where);

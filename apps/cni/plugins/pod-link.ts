@@ -10,10 +10,10 @@ import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { macFromBytes } from '../../../core/ip/mac.ts';
-import { emptyKernelState, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { lowerLinkScope, type Addressing } from '../../../core/l2/attachment.ts';
-import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, type KernelOf } from '../kit.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 export interface PodLinkAttachment<C> {
@@ -40,14 +40,9 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     observeIn(kernel(ctx), { namespaces, scope });
   const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
     applyIn(kernel(ctx), ops);
-  const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-    delegateIpam(ctx, c.ipamType, args, command);
   /** "Not attached": the container interface gone (with everything on it). */
-  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
-    if (!netns) return TE.right(undefined);
-    const scope = lowerLinkScope(ifname, netns);
-    return pipe(observe(ctx, [netns], scope), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
-  };
+  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
+    netns ? removeIn(kernel(ctx), [netns], lowerLinkScope(ifname, netns)) : TE.right(undefined);
 
   function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
     const parsed = kind.parse(conf, args);
@@ -57,7 +52,7 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     const scope = lowerLinkScope(args.ifname, args.netns);
     const mac = c.mac ?? macFromBytes(ctx.randomBytes(6));
     const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-      await ipam(ctx, c, args, 'DEL')();
+      await delegateIpam(ctx, c, args, 'DEL')();
       return E.left(err);
     };
     const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
@@ -72,13 +67,13 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
         apply(ctx, plan(p.right.kernel, seen, scope)),
         TE.map(() => p.right.result),
         TE.orElse((err) => async () => {
-          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, c, args, 'DEL')))();
+          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, c, args, 'DEL')))();
           return E.left<CniError, Result>(err);
         }),
       );
     };
     return async () => {
-      const [seen, res] = await Promise.all([observe(ctx, [args.netns], scope)(), ipam(ctx, c, args, 'ADD')()]);
+      const [seen, res] = await Promise.all([observe(ctx, [args.netns], scope)(), delegateIpam(ctx, c, args, 'ADD')()]);
       if (E.isLeft(res)) return res;
       if (E.isLeft(seen)) return release(seen.left)();
       return attach(seen.right, res.right)();
@@ -92,7 +87,7 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     const netns = liveNetns(args.netns);
     return pipe(
       remove(ctx, netns, args.ifname),
-      TE.chain(() => TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'))),
+      TE.chain(() => TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'))),
     );
   }
 
@@ -110,7 +105,7 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
     const scope = lowerLinkScope(args.ifname, args.netns);
     return pipe(
-      ipam(ctx, c, args, 'CHECK'),
+      delegateIpam(ctx, c, args, 'CHECK'),
       TE.chain(() => observe(ctx, [args.netns], scope)),
       TE.chainEitherK((seen) => {
         const own = seen.links.find((l) => l.ns === args.netns && l.name === args.ifname);

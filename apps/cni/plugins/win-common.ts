@@ -54,8 +54,6 @@ const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Ei
 const sameId = (a: string | undefined, b: string): boolean => (a ?? '').toLowerCase() === b.toLowerCase();
 
 export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: HnsFor): Plugin {
-  const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL'): TE.TaskEither<CniError, Result | undefined> =>
-    delegateIpam(ctx, c.ipamType, args, command);
 
   /** RemoveHnsEndpoint: a shared endpoint is detached from the container; the pod's own is detached and deleted. */
   async function removeHns(hns: Hns, name: string, netns: string, containerId: string): Promise<E.Either<CniError, void>> {
@@ -110,7 +108,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     }
     let made = false;
     if (!ep) {
-      const res = await ipam(ctx, c, args, 'ADD')();
+      const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
       const req = kind.hnsRequest(c, n, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
       if (E.isLeft(req)) return req;
@@ -152,7 +150,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     }
     let made = false;
     if (!ep) {
-      const res = await ipam(ctx, c, args, 'ADD')();
+      const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
       const req = kind.hcnRequest(c, n, v1, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
       if (E.isLeft(req)) return req;
@@ -180,7 +178,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     const dsr = await run('failed to ask HNS whether it supports DSR', hns.right.dsrSupported());
     if (E.isLeft(dsr)) return dsr;
     const out = c.apiVersion === 2 ? await hcnAdd(hns.right, c, args, ctx, dsr.right) : await hnsAdd(hns.right, c, args, ctx, dsr.right);
-    if (E.isLeft(out)) await ipam(ctx, c, args, 'DEL')();
+    if (E.isLeft(out)) await delegateIpam(ctx, c, args, 'DEL')();
     return out;
   };
 
@@ -190,7 +188,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     const c = parsed.right;
     const hns = hnsFor(ctx, kind.type);
     if (E.isLeft(hns)) return hns;
-    const released = await ipam(ctx, c, args, 'DEL')();
+    const released = await delegateIpam(ctx, c, args, 'DEL')();
     if (E.isLeft(released)) return released;
     const name = endpointName(args.containerId, args.netns, c.name);
     return c.apiVersion === 2 ? removeHcn(hns.right, name) : removeHns(hns.right, name, args.netns, args.containerId);
