@@ -88,8 +88,7 @@ function listSysfs(deps: HostDeviceDeps, s: Selector): E.Either<CniError, Listed
 const observe = (deps: HostDeviceDeps, ctx: Ctx, namespaces: readonly NsRef[], want?: KernelState): TE.TaskEither<CniError, KernelState> =>
   observeIn(deps.kernel(ctx), { namespaces, ...(want ? { desired: want } : {}) });
 
-const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  applyIn(deps.kernel(ctx), ops);
+const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(deps.kernel(ctx), ops);
 
 const record = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf, c: HostDeviceCommand): TE.TaskEither<CniError, void> =>
   TE.map(() => undefined)(withStore(deps, ctx, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));

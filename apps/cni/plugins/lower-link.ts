@@ -64,8 +64,7 @@ function findMaster(named: { name: string; from: string } | undefined, seen: Ker
 export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind<C>, kernel: KernelOf): Plugin {
   const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
     observeIn(kernel(ctx), { namespaces, scope });
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    applyIn(kernel(ctx), ops);
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
   /** "Not attached": the container interface gone (with everything on it). */
   const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
     netns ? removeIn(kernel(ctx), [netns], lowerLinkScope(ifname, netns)) : TE.right(undefined);

@@ -19,8 +19,7 @@ import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
   observeIn(kernelFor(ctx), { namespaces, scope });
 
-const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  applyIn(kernelFor(ctx), ops);
+const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernelFor(ctx), ops);
 
 const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
   netns ? removeIn(kernelFor(ctx), [netns], macvlanScope(ifname, netns)) : TE.right(undefined);

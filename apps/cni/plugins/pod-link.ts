@@ -10,7 +10,7 @@ import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { macFromBytes } from '../../../core/ip/mac.ts';
-import { type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import type { KernelState, NsRef, Op, OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { lowerLinkScope, type Addressing } from '../../../core/l2/attachment.ts';
 import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
@@ -38,8 +38,7 @@ export interface PodLinkKind<C extends { readonly ipamType: string; readonly mac
 export function makePodLinkPlugin<C extends { readonly ipamType: string; readonly mac?: string }>(kind: PodLinkKind<C>, kernel: KernelOf): Plugin {
   const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
     observeIn(kernel(ctx), { namespaces, scope });
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    applyIn(kernel(ctx), ops);
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
   /** "Not attached": the container interface gone (with everything on it). */
   const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
     netns ? removeIn(kernel(ctx), [netns], lowerLinkScope(ifname, netns)) : TE.right(undefined);

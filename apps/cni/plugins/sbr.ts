@@ -22,8 +22,7 @@ import type { Ctx, Plugin } from '../plugin.ts';
 const observe = (ctx: Ctx, netns: string): TE.TaskEither<CniError, KernelState> =>
   observeIn(kernelFor(ctx), { namespaces: [netns], ipRules: true, kernelRoutes: true });
 
-const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  applyIn(kernelFor(ctx), ops);
+const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernelFor(ctx), ops);
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
   const sc = parseSbrConf(conf);

@@ -76,8 +76,7 @@ function observe(deps: TuningDeps, ctx: Ctx, netns: string, keys: readonly strin
   return observeIn(deps.kernel(ctx), { namespaces: [netns], sysctls: keys.map((key) => ({ ns: netns, key })) });
 }
 
-const apply = (deps: TuningDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  applyIn(deps.kernel(ctx), ops);
+const apply = (deps: TuningDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(deps.kernel(ctx), ops);
 
 /** Put the originals back on what is still there (the same plan machinery, with the originals desired). */
 function restore(deps: TuningDeps, ctx: Ctx, netns: string, ifname: string, orig: Originals): TE.TaskEither<CniError, void> {

@@ -27,8 +27,7 @@ function prevResultOf(conf: NetConf): E.Either<CniError, Result> {
 export function makeVrf(kernel: KernelOf = kernelFor): Plugin {
   const observe = (ctx: Ctx, netns: string, scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
     observeIn(kernel(ctx), { namespaces: [netns], scope });
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    applyIn(kernel(ctx), ops);
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
 
   function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
     const parsed = parseVrfConf(conf);
