@@ -4,11 +4,10 @@
 // up state and alias. Both are plain desired states for plan; the move is the link's `from`.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
+import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { IPConfig, Result } from '../cni/result.ts';
-import { formatCIDR, networkOf, parseCIDR, parseIP } from '../ip/ip.ts';
-import { devSysctl } from '../kernel/keys.ts';
-import { emptyKernelState, HOST, type Address, type KernelState, type Link, type OwnershipScope, type Route, type Sysctl } from '../kernel/model.ts';
+import { ipamIfaceConfig } from '../l2/attachment.ts';
+import { emptyKernelState, HOST, type KernelState, type Link, type OwnershipScope } from '../kernel/model.ts';
 import { isBatchToken } from '../kernel/names.ts';
 import { describeSelector, type Selector } from './config.ts';
 
@@ -58,30 +57,11 @@ export interface Attachment {
 /** The pod's side of an attachment, and the result's ips (on interface 0). */
 export function attachedState(a: Attachment): E.Either<CniError, { kernel: KernelState; ips: IPConfig[] }> {
   const { netns, ifname } = a;
-  const ips: IPConfig[] = [];
-  const addresses: Address[] = [];
-  const routes: Route[] = [];
-  const gwOf: { 4?: string; 6?: string } = {};
-  if (a.ipamType !== '') {
-    if (!a.ipam?.ips?.length) return E.left(cniError(ErrCode.Delegate, `${a.ipamType}: IPAM plugin returned missing IP config`));
-    for (const ipc of a.ipam.ips) {
-      const c = parseCIDR(ipc.address);
-      if (!c) return E.left(cniError(ErrCode.Delegate, `${a.ipamType}: invalid address ${JSON.stringify(ipc.address)}`));
-      ips.push({ ...ipc, interface: 0 });
-      addresses.push({ ns: netns, dev: ifname, cidr: formatCIDR(c) });
-      const gw = ipc.gateway ? parseIP(ipc.gateway) : undefined;
-      if (gw) gwOf[gw.family] ??= ipc.gateway;
-    }
-    for (const r of a.ipam.routes ?? []) {
-      const dst = parseCIDR(r.dst);
-      if (!dst) return E.left(cniError(ErrCode.Delegate, `${a.ipamType}: invalid route destination ${JSON.stringify(r.dst)}`));
-      const gw = r.gw ?? gwOf[dst.ip.family];
-      routes.push({ ns: netns, dst: formatCIDR(networkOf(dst)), dev: ifname, ...(gw ? { gw } : {}) });
-    }
-  }
+  // A moved device gets its namespace's defaults: IPv6 may be off there (ifaceConfig turns it on with IPv6 addresses).
+  const cfg = ipamIfaceConfig(a.ipamType, a.ipam, ifname, netns);
+  if (E.isLeft(cfg)) return cfg;
+  const { ips, addresses, routes, sysctls } = cfg.right;
   const link: Link = { ns: netns, name: ifname, kind: 'device', up: true, alias: a.original.name, from: { ns: HOST, name: a.original.name } };
-  // A moved device gets its namespace's defaults: IPv6 may be off there.
-  const sysctls: Sysctl[] = ips.some((i) => i.address.includes(':')) ? [{ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' }] : [];
   return E.right({ kernel: { ...emptyKernelState(), links: [link], addresses, routes, sysctls }, ips });
 }
 

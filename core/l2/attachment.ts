@@ -112,6 +112,14 @@ export function ifaceConfig(a: Addressing, ifname: string, netns: string): E.Eit
   return E.right({ ips, addresses, routes, sysctls });
 }
 
+/**
+ * `ifaceConfig` of an interface plugin's IPAM result (or, in CHECK, prevResult in its place), its problems the
+ * IPAM plugin's (code 105); nothing without an IPAM plugin (`ipamType` '').
+ */
+export function ipamIfaceConfig(ipamType: string, result: Addressing['result'] | undefined, ifname: string, netns: string): E.Either<CniError, IfaceConfig> {
+  return ipamType === '' ? E.right({ ips: [], addresses: [], routes: [], sysctls: [] }) : ifaceConfig({ source: ipamType, result: result ?? {} }, ifname, netns);
+}
+
 /** The master's MTU bounds the container's (the kernel refuses more for ipvlans and vlans). */
 export function mtuProblem(mtu: number, masterMtu: number | undefined): CniError | undefined {
   return masterMtu !== undefined && mtu > masterMtu ? invalidConfig(`mtu: invalid MTU ${mtu}, must be [0, master MTU(${masterMtu})]`) : undefined;

@@ -6,13 +6,13 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
-import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
-import type { DNS, IPConfig, Result } from '../cni/result.ts';
-import { formatCIDR, networkOf, parseCIDR, parseIP } from '../ip/ip.ts';
+import { invalidConfig, type CniError } from '../cni/errors.ts';
+import type { DNS, Result } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
 import { devSysctl } from '../kernel/keys.ts';
-import { emptyKernelState, HOST, type Address, type KernelState, type Link, type MacvlanSpec, type OwnershipScope, type Route, type Sysctl } from '../kernel/model.ts';
+import { emptyKernelState, HOST, type KernelState, type Link, type MacvlanSpec, type OwnershipScope, type Sysctl } from '../kernel/model.ts';
 import { linkNameProblem } from '../kernel/names.ts';
+import { ipamIfaceConfig } from '../l2/attachment.ts';
 
 export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
 
@@ -97,27 +97,9 @@ export interface MacvlanAttachment {
 export function macvlanPlan(a: MacvlanAttachment): E.Either<CniError, { kernel: KernelState; scope: OwnershipScope; result: Result }> {
   const { conf, netns, ifname } = a;
   if (a.masterMtu !== undefined && conf.mtu > a.masterMtu) return E.left(invalidConfig(`mtu: invalid MTU ${conf.mtu}, must be [0, master MTU(${a.masterMtu})]`));
-  const ips: IPConfig[] = [];
-  const addresses: Address[] = [];
-  const routes: Route[] = [];
-  const gwOf: { 4?: string; 6?: string } = {};
-  if (conf.ipamType !== '') {
-    if (!a.ipam?.ips?.length) return E.left(cniError(ErrCode.Delegate, `${conf.ipamType}: IPAM plugin returned missing IP config`));
-    for (const ipc of a.ipam.ips) {
-      const c = parseCIDR(ipc.address);
-      if (!c) return E.left(cniError(ErrCode.Delegate, `${conf.ipamType}: invalid address ${JSON.stringify(ipc.address)}`));
-      ips.push({ ...ipc, interface: 0 });
-      addresses.push({ ns: netns, dev: ifname, cidr: formatCIDR(c) });
-      const gw = ipc.gateway ? parseIP(ipc.gateway) : undefined;
-      if (gw) gwOf[gw.family] ??= ipc.gateway;
-    }
-    for (const r of a.ipam.routes ?? []) {
-      const dst = parseCIDR(r.dst);
-      if (!dst) return E.left(cniError(ErrCode.Delegate, `${conf.ipamType}: invalid route destination ${JSON.stringify(r.dst)}`));
-      const gw = r.gw ?? gwOf[dst.ip.family];
-      routes.push({ ns: netns, dst: formatCIDR(networkOf(dst)), dev: ifname, ...(gw ? { gw } : {}) });
-    }
-  }
+  const cfg = ipamIfaceConfig(conf.ipamType, a.ipam, ifname, netns);
+  if (E.isLeft(cfg)) return cfg;
+  const { ips, addresses, routes } = cfg.right;
   const link: Link = {
     ns: netns,
     name: ifname,
@@ -127,9 +109,7 @@ export function macvlanPlan(a: MacvlanAttachment): E.Either<CniError, { kernel: 
     ...(conf.mtu ? { mtu: conf.mtu } : {}),
     macvlan: { master: a.master, mode: conf.mode, ...(conf.linkInContainer ? {} : { masterNs: HOST }) },
   };
-  const sysctls: Sysctl[] = [];
-  if (ips.length) sysctls.push({ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' });
-  if (ips.some((i) => i.address.includes(':'))) sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
+  const sysctls: Sysctl[] = [...(ips.length ? [{ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' }] : []), ...cfg.right.sysctls];
   const kernel: KernelState = { ...emptyKernelState(), links: [link], addresses, routes, sysctls };
   const result: Result = {
     cniVersion: conf.cniVersion,

@@ -2,6 +2,7 @@
 // plain data, and cleanup that runs even when a test fails. Nothing here touches the root namespace: every
 // command that changes something runs under `ip netns exec <ns>` (or `ip -n <ns>`).
 
+import { onTestFailed } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -215,4 +216,14 @@ export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown):
     ifname: c.ifname ?? 'eth0',
     ...(c.args !== undefined ? { args: c.args } : {}),
     config,
+  }).then((r) => {
+    // A call that failed is printed if the test then fails: the answer says why (a failure a test expects stays quiet).
+    if (r.code !== 0) {
+      try {
+        onTestFailed(() => console.error(`${command} ${(config as { type?: string }).type} ${c.cid} exited ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`));
+      } catch {
+        // outside a test (a hook): nothing to attach to
+      }
+    }
+    return r;
   });

@@ -3,7 +3,6 @@
 // ingress to an ifb with a root tbf of its own. cmdAdd reads top to bottom: parse, observe, find the host
 // veth, compute the desired state, plan against what is there, apply, print prevResult (plus the ifb).
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -15,10 +14,9 @@ import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/resu
 import { macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, liveNetns, netnsExists, noNetns, observeIn } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
-
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 interface Parsed {
   readonly bw: BandwidthConf;
@@ -46,21 +44,18 @@ function parse(args: CmdArgs, conf: NetConf): E.Either<CniError, Parsed> {
  */
 function observe(ctx: Ctx, netns: string | undefined, scope: OwnershipScope, ifb: string, prev: Result | undefined): TE.TaskEither<CniError, KernelState> {
   const hostIfs = (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
-  return pipe(
-    kernelFor(ctx).observe({
-      namespaces: netns ? [HOST, netns] : [HOST],
-      scope,
-      desired: {
-        ...emptyKernelState(),
-        qdiscs: [{ ns: HOST, dev: ifb, kind: 'tbf' }, ...hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb }))],
-      },
-    }),
-    TE.mapLeft(kernelError),
-  );
+  return observeIn(kernelFor(ctx), {
+    namespaces: netns ? [HOST, netns] : [HOST],
+    scope,
+    desired: {
+      ...emptyKernelState(),
+      qdiscs: [{ ns: HOST, dev: ifb, kind: 'tbf' }, ...hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb }))],
+    },
+  });
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
-  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  return applyIn(kernelFor(ctx), ops);
 }
 
 const requirePrev = (p: Parsed, command: string): E.Either<CniError, Result> =>
@@ -74,7 +69,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(prevE)) return TE.left(prevE.left);
   const prev = prevE.right;
   if (isUnlimited(p.bw)) return TE.right(prev);
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
 
   const attach = (seen: KernelState): E.Either<CniError, { host: Link; scope: OwnershipScope; ops: Op[]; mac: string | undefined }> =>
     pipe(
@@ -130,7 +125,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const p = parsed.right;
   // Delete can be called many times, and after the namespace is gone (its veth, and so the host end and
   // its qdiscs, went with it): neither is an error.
-  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const netns = liveNetns(args.netns);
   return pipe(
     observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, p.prev),
     TE.chain((seen) => {
@@ -149,7 +144,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   const prev = prevE.right;
   // No limits configured: nothing to check, as the reference.
   if (isUnlimited(p.bw)) return TE.right(undefined);
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   return pipe(
     observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, prev),
     TE.chainEitherK((seen) =>

@@ -3,8 +3,7 @@
 // /var/lib/felt, also for an L2-only bridge, whose `ipam` may carry only `dataDir`). DEL and GC never create
 // the log: with no felt.db there is nothing recorded.
 
-import { existsSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { readlinkSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import {
@@ -19,19 +18,12 @@ import {
 import type { NetConf } from '../../../core/cni/env.ts';
 import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { dataDirProblem, DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
-import type { EventStore } from '../../../adapters/store/types.ts';
+import { callStore, withStore, type StoreAccess } from '../kit.ts';
 import type { Ctx } from '../plugin.ts';
 
-export interface AttachmentLog {
-  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
-  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
-  readonly storeExists: (dataDir: string) => boolean;
-}
+export type AttachmentLog = StoreAccess;
 
-export const sqliteLog: AttachmentLog = {
-  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
-  storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
-};
+export const sqliteLog: AttachmentLog = callStore;
 
 /**
  * The call's host network namespace as the kernel names it (`net:[4026531840]`): this process's, or the
@@ -63,18 +55,6 @@ export function logDir(conf: NetConf): E.Either<CniError, string> {
   const problem = dataDirProblem(d);
   return problem ? E.left(invalidConfig(`ipam.dataDir: ${JSON.stringify(d)} ${problem}`)) : E.right(d);
 }
-
-const withStore =
-  <A>(log: AttachmentLog, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
-  async () => {
-    const opened = await log.openStore(dataDir, ctx);
-    if (E.isLeft(opened)) return opened;
-    try {
-      return f(opened.right);
-    } finally {
-      opened.right.close();
-    }
-  };
 
 /**
  * Run one command against the network's attachment stream (creating the log for RecordAttachment only).

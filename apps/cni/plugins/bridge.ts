@@ -2,7 +2,6 @@
 // gateway address on the bridge and masquerade. cmdAdd reads top to bottom: parse, observe, IPAM, compute the
 // desired kernel state, plan against what is there, apply in batches, print the result.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -17,13 +16,11 @@ import { hex, macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
-
-const noNetns = (netns: string): CniError =>
-  cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 /** What to look at in the kernel for one attachment: its scope plus the (shared) bridge. */
 const observeScope = (bc: BridgeConf, scope: OwnershipScope): OwnershipScope => ({
@@ -66,7 +63,7 @@ function withIpv6Masq(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, seen: Ker
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
-  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  return applyIn(kernelFor(ctx), ops);
 }
 
 /** Bring the kernel to "this attachment does not exist": the same plan machinery, with nothing desired. */
@@ -104,7 +101,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parseBridgeConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
   const hostVethMac = macFromBytes(rnd.slice(4, 10));
@@ -253,7 +250,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
   // Delete can be called many times, and after the namespace is gone: neither is an error.
-  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const netns = liveNetns(args.netns);
   const scope = attachmentScope(bc, args.containerId, args.ifname, netns ?? '');
   const ownScope: OwnershipScope = netns ? scope : { ...scope, links: [], devices: [] };
   const dataDir = logDir(conf);
@@ -357,7 +354,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   const read = readResult(conf.raw['prevResult']);
   if (E.isLeft(read)) return TE.left(invalidConfig(`prevResult: ${read.left}`));
   const prev = read.right;
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const ifs = prev.interfaces ?? [];
   const br = ifs.find((i) => i.name === bc.bridge && !i.sandbox);
   const cont = ifs.find((i) => i.name === args.ifname && i.sandbox === args.netns);

@@ -3,8 +3,6 @@
 // (ingressPolicy same-bridge / isolated), with the reference plugin's chains and rules. It touches only the
 // host's filter table: parse, observe, compute the desired rules, plan, apply, print prevResult.
 
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -14,10 +12,10 @@ import type { Result } from '../../../core/cni/result.ts';
 import { parseFirewallConf } from '../../../core/firewall/config.ts';
 import { attachmentScope, firewallDesired, hostPrefixes, toPlan } from '../../../core/firewall/desired.ts';
 import { decide, firewallProjection, firewallStream, parseFirewallDataDir, recordedPrefixes, type FirewallCommand, type FirewallState } from '../../../core/firewall/records.ts';
-import type { EventStore } from '../../../adapters/store/types.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, callStore, kernelError, withStore } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** The reference accepts configs from 0.4.0 on (version.VersionsStartingFrom("0.4.0")). */
@@ -28,7 +26,7 @@ function observe(ctx: Ctx, desired: KernelState, scope: OwnershipScope): TE.Task
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
-  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  return applyIn(kernelFor(ctx), ops);
 }
 
 /** "This attachment's rules do not exist": nothing desired over its scope (DEL, and a failed ADD). */
@@ -42,27 +40,15 @@ function removeRules(ctx: Ctx, scope: OwnershipScope): TE.TaskEither<CniError, v
 
 // ------------------------------------------------------------------------------------- the record
 
-const withStore =
-  <A>(ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
-  async () => {
-    const opened = await ctx.stores.open(dataDir);
-    if (E.isLeft(opened)) return opened;
-    try {
-      return f(opened.right);
-    } finally {
-      opened.right.close();
-    }
-  };
-
 const recorded = (ctx: Ctx, dataDir: string, network: string): TE.TaskEither<CniError, FirewallState> =>
-  !existsSync(join(dataDir, 'felt.db'))
+  !callStore.storeExists(dataDir)
     ? TE.right(firewallProjection.initialState())
-    : withStore(ctx, dataDir, (s) => E.map((l: { state: FirewallState }) => l.state)(s.load(firewallStream(network), firewallProjection)));
+    : withStore(callStore, ctx, dataDir, (s) => E.map((l: { state: FirewallState }) => l.state)(s.load(firewallStream(network), firewallProjection)));
 
 const record = (ctx: Ctx, dataDir: string, network: string, c: FirewallCommand): TE.TaskEither<CniError, void> =>
-  c.type === 'ForgetRules' && !existsSync(join(dataDir, 'felt.db'))
+  c.type === 'ForgetRules' && !callStore.storeExists(dataDir)
     ? TE.right(undefined)
-    : withStore(ctx, dataDir, (s) => E.map(() => undefined)(s.transact(firewallStream(network), firewallProjection, (st) => decide(c, st), { time: ctx.now().toISOString() })));
+    : withStore(callStore, ctx, dataDir, (s) => E.map(() => undefined)(s.transact(firewallStream(network), firewallProjection, (st) => decide(c, st), { time: ctx.now().toISOString() })));
 
 const asIps = (prefixes: readonly string[]): { address: string }[] => prefixes.map((address) => ({ address }));
 

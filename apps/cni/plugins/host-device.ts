@@ -27,32 +27,23 @@ import {
 import { attachedState, hostDeviceScope, originalOf, pickDevice, releasedState, type Original } from '../../../core/hostdevice/desired.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type NsRef, type Op } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
-import type { EventStore } from '../../../adapters/store/types.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import { callDeps } from '../kernel.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, withStore, type PluginDeps } from '../kit.ts';
+import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 /** Drivers that take a PCI network device away from the kernel (DPDK). */
 const USERSPACE_DRIVERS: ReadonlySet<string> = new Set(['vfio-pci', 'uio_pci_generic', 'igb_uio']);
 
 /** The effects host-device uses; tests swap in the memory kernel and store, or a sysfs tree of their own. */
-export interface HostDeviceDeps {
-  readonly kernel: (ctx: Ctx) => Kernel;
-  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
-  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
-  readonly storeExists: (dataDir: string) => boolean;
+export interface HostDeviceDeps extends PluginDeps {
   /** Where sysfs is mounted (`/sys`): kernelpath and PCI addresses are looked up under it. */
   readonly sysfs: string;
 }
 
 export const linuxDeps: HostDeviceDeps = {
-  kernel: kernelFor,
-  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
-  storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
+  ...callDeps,
   sysfs: '/sys',
 };
-
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 // ------------------------------------------------------------------------------------------------ sysfs
 
@@ -95,25 +86,9 @@ function listSysfs(deps: HostDeviceDeps, s: Selector): E.Either<CniError, Listed
 // ----------------------------------------------------------------------------------------------- effects
 
 const observe = (deps: HostDeviceDeps, ctx: Ctx, namespaces: readonly NsRef[], want?: KernelState): TE.TaskEither<CniError, KernelState> =>
-  pipe(deps.kernel(ctx).observe({ namespaces, ...(want ? { desired: want } : {}) }), TE.mapLeft(kernelError));
+  observeIn(deps.kernel(ctx), { namespaces, ...(want ? { desired: want } : {}) });
 
-const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(deps.kernel(ctx).apply(ops), TE.mapLeft(kernelError));
-
-const ipam = (ctx: Ctx, hc: HostDeviceConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  hc.ipamType === '' ? TE.right(undefined) : ctx.delegate(hc.ipamType, command, args.stdin, args);
-
-const withStore =
-  <A>(deps: HostDeviceDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
-  async () => {
-    const opened = await deps.openStore(dataDir, ctx);
-    if (E.isLeft(opened)) return opened;
-    try {
-      return f(opened.right);
-    } finally {
-      opened.right.close();
-    }
-  };
+const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(deps.kernel(ctx), ops);
 
 const record = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf, c: HostDeviceCommand): TE.TaskEither<CniError, void> =>
   TE.map(() => undefined)(withStore(deps, ctx, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));
@@ -159,7 +134,7 @@ const cmdAdd =
     const parsed = parseHostDeviceConf(conf);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const hc = parsed.right;
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const listed = listSysfs(deps, hc.selector);
     if (E.isLeft(listed)) return TE.left(listed.left);
     const ref = { network: hc.name, containerId: args.containerId, ifname: args.ifname };
@@ -168,7 +143,7 @@ const cmdAdd =
     // A userspace-driver device: nothing to move; the result has no interface.
     if (listed.right.kind === 'dpdk') {
       return TE.map((r: Result | undefined) => ({ cniVersion: conf.cniVersion, ...(r?.ips?.length ? { ips: r.ips } : {}), ...(r?.routes?.length ? { routes: r.routes } : {}), ...dns }))(
-        ipam(ctx, hc, args, 'ADD'),
+        delegateIpam(ctx, hc, args, 'ADD'),
       );
     }
     const candidates = listed.right.names;
@@ -176,20 +151,20 @@ const cmdAdd =
     const attach = (seen: KernelState, dev: Link): TE.TaskEither<CniError, Result> => {
       const original: Original = originalOf(dev);
       const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-        await ipam(ctx, hc, args, 'DEL')();
+        await delegateIpam(ctx, hc, args, 'DEL')();
         return E.left(err);
       };
       // Whatever failed after the record, converge back to "the device is in the host, as it was".
       const rollBack = (err: CniError): TE.TaskEither<CniError, never> => async () => {
         await pipe(
           converge(deps, ctx, args.netns, args.ifname, original),
-          TE.chain(() => ipam(ctx, hc, args, 'DEL')),
+          TE.chain(() => delegateIpam(ctx, hc, args, 'DEL')),
           TE.chain(() => record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason: 'add-failed' } })),
         )();
         return E.left(err);
       };
       return pipe(
-        ipam(ctx, hc, args, 'ADD'),
+        delegateIpam(ctx, hc, args, 'ADD'),
         TE.chain((res) => {
           const want = attachedState({ netns: args.netns, ifname: args.ifname, original, ipamType: hc.ipamType, ...(res ? { ipam: res } : {}) });
           if (E.isLeft(want)) return release(want.left);
@@ -233,7 +208,7 @@ const cmdDel =
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const hc = parsed.right;
     const ref = { network: hc.name, containerId: args.containerId, ifname: args.ifname };
-    const ipamDel = TE.map(() => undefined)(ipam(ctx, hc, args, 'DEL'));
+    const ipamDel = TE.map(() => undefined)(delegateIpam(ctx, hc, args, 'DEL'));
     const listed = listSysfs(deps, hc.selector);
     if (E.isRight(listed) && listed.right.kind === 'dpdk') return ipamDel;
     return pipe(
@@ -244,7 +219,7 @@ const cmdDel =
           known ? record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason } }) : TE.right(undefined);
         // DEL may come many times, before any ADD, and after the namespace is gone: none is an error.
         const netns = args.netns !== '' ? args.netns : (known?.netns ?? '');
-        if (netns === '' || !existsSync(netns)) return pipe(ipamDel, TE.chain(() => forget('netns-gone')));
+        if (!liveNetns(netns)) return pipe(ipamDel, TE.chain(() => forget('netns-gone')));
         return pipe(
           observe(deps, ctx, [HOST, netns]),
           TE.chain((seen) => {
@@ -271,14 +246,14 @@ const cmdCheck =
     if (conf.raw['prevResult'] === undefined || conf.raw['prevResult'] === null) return TE.left(invalidConfig('prevResult: required for CHECK'));
     const prev = readResult(conf.raw['prevResult']);
     if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const listed = listSysfs(deps, hc.selector);
-    if (E.isRight(listed) && listed.right.kind === 'dpdk') return TE.map(() => undefined)(ipam(ctx, hc, args, 'CHECK'));
+    if (E.isRight(listed) && listed.right.kind === 'dpdk') return TE.map(() => undefined)(delegateIpam(ctx, hc, args, 'CHECK'));
     const cont = (prev.right.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
     if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
     const scope = hostDeviceScope(args.ifname, args.netns);
     return pipe(
-      ipam(ctx, hc, args, 'CHECK'),
+      delegateIpam(ctx, hc, args, 'CHECK'),
       TE.chain(() => load(deps, ctx, hc)),
       TE.chain((state) =>
         pipe(
@@ -307,11 +282,6 @@ const cmdCheck =
     );
   };
 
-const ipamOnly = (command: 'GC' | 'STATUS') => (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> => {
-  const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-  return typeof t === 'string' && t !== '' ? TE.map(() => undefined)(ctx.delegate(t, command, args.stdin, args)) : TE.right(undefined);
-};
-
 export const makeHostDevice = (deps: HostDeviceDeps = linuxDeps): Plugin => ({
   type: 'host-device',
   versions: PLUGIN_VERSIONS,
@@ -319,8 +289,8 @@ export const makeHostDevice = (deps: HostDeviceDeps = linuxDeps): Plugin => ({
   add: cmdAdd(deps),
   del: cmdDel(deps),
   check: cmdCheck(deps),
-  gc: ipamOnly('GC'),
-  status: ipamOnly('STATUS'),
+  gc: toIpam('GC'),
+  status: toIpam('STATUS'),
 });
 
 export const hostDevice: Plugin = makeHostDevice();

@@ -3,8 +3,7 @@
 // store transaction. The store is loaded lazily so plugins that bundle host-local (bridge) pay for SQLite
 // only when they call it, and opened once per CNI call (apps/cni/store.ts).
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -14,22 +13,16 @@ import { IPAM_VERSIONS, parseResult, type DNS, type Result } from '../../../core
 import { parseIpamConf, type IpamConf } from '../../../core/ipam/config.ts';
 import { checkAllocationIn, decideIpam, ipamProjection, ipamResult, ipamStream, type IpamCommand } from '../../../core/ipam/decider.ts';
 import { parseResolvConf } from '../../../core/ipam/resolv.ts';
-import type { EventStore } from '../../../adapters/store/types.ts';
+import { callStore, withStore, type StoreAccess } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** The effects host-local uses; tests swap the store for the in-memory twin. */
-export interface HostLocalDeps {
-  /** Open the event store under `dataDir`. */
-  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
-  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
-  /** Whether a store exists under `dataDir` (DEL/CHECK/GC of a never-used dataDir create nothing). */
-  readonly storeExists: (dataDir: string) => boolean;
+export interface HostLocalDeps extends StoreAccess {
   readonly readFile: (path: string) => E.Either<CniError, string>;
 }
 
 export const sqliteDeps: HostLocalDeps = {
-  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
-  storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
+  ...callStore,
   readFile: (path) => {
     try {
       return E.right(readFileSync(path, 'utf8'));
@@ -38,18 +31,6 @@ export const sqliteDeps: HostLocalDeps = {
     }
   },
 };
-
-const withStore =
-  <A>(deps: HostLocalDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
-  async () => {
-    const opened = await deps.openStore(dataDir, ctx);
-    if (E.isLeft(opened)) return opened;
-    try {
-      return f(opened.right);
-    } finally {
-      opened.right.close();
-    }
-  };
 
 const parse = (args: CmdArgs, conf: NetConf): TE.TaskEither<CniError, IpamConf> => TE.fromEither(parseIpamConf(conf, args.args));
 

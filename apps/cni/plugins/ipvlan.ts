@@ -1,14 +1,14 @@
 // ipvlan: the container interface is an ipvlan on a host device (core/ipvlan/desired.ts), through the shared
 // lower-device flow (lower-link.ts). Chained, the master and the addresses may come from prevResult.
 
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import { ipvlanAddressing, ipvlanMaster, ipvlanPlan, parseIpvlanConf, type IpvlanConf } from '../../../core/ipvlan/desired.ts';
 import { kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import type { KernelOf } from '../kit.ts';
+import type { Plugin } from '../plugin.ts';
 import { makeLowerLinkPlugin } from './lower-link.ts';
 
 /** The plugin on a kernel of the caller's choosing (tests pass the memory twin). */
-export const makeIpvlan = (kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin =>
+export const makeIpvlan = (kernel: KernelOf = kernelFor): Plugin =>
   makeLowerLinkPlugin<IpvlanConf>(
     {
       type: 'ipvlan',

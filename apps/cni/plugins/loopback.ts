@@ -1,7 +1,6 @@
 // loopback: bring `lo` up (ADD), down (DEL), check it is up (CHECK). Chained after another plugin it passes
 // that plugin's result through unchanged, as the reference does.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -9,7 +8,8 @@ import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import { readResult, PLUGIN_VERSIONS, type IPConfig, type Result } from '../../../core/cni/result.ts';
 import { parseCIDR } from '../../../core/ip/ip.ts';
 import type { Op } from '../../../core/kernel/model.ts';
-import { kernelFor, kernelError } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import type { Plugin } from '../plugin.ts';
 
 const loLink = (ns: string) => ({ ns, name: 'lo', kind: 'loopback' as const });
@@ -24,14 +24,12 @@ const isLoopbackAddr = (cidr: string): boolean => {
 /** Absent where the kernel has no IPv6; '1' where it is turned off for the namespace. */
 const LO_IPV6_OFF = 'net.ipv6.conf.lo.disable_ipv6';
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
 export const loopback: Plugin = {
   type: 'loopback',
   versions: PLUGIN_VERSIONS,
   about: 'felt loopback: brings the container loopback interface up',
   add: (args, conf, ctx) => {
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const k = kernelFor(ctx);
     return pipe(
       k.apply([setLo(args.netns, true)]),
@@ -68,11 +66,11 @@ export const loopback: Plugin = {
   },
   del: (args, _conf, ctx) => {
     // DEL of a gone namespace is not an error: the runtime may call it many times.
-    if (args.netns === '' || !existsSync(args.netns)) return TE.right(undefined);
-    return pipe(kernelFor(ctx).apply([setLo(args.netns, false)]), TE.mapLeft(kernelError));
+    if (!liveNetns(args.netns)) return TE.right(undefined);
+    return applyIn(kernelFor(ctx), [setLo(args.netns, false)]);
   },
   check: (args, _conf, ctx) => {
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     return pipe(
       kernelFor(ctx).observe({ namespaces: [args.netns], scope: { links: [{ ns: args.netns, name: 'lo' }], devices: [], chains: [], ruleMarkers: [] } }),
       TE.mapLeft(kernelError),

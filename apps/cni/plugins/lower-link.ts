@@ -3,19 +3,17 @@
 // the default route where the master lives), compute the desired state, plan, apply, print; a failure after
 // IPAM converges back to "not attached" and gives the address back. cmdDel is the plan with nothing desired.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
-import { emptyKernelState, HOST, lowerOf, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { HOST, lowerOf, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { lowerLinkScope, type Addressing, type LowerLinkConf } from '../../../core/l2/attachment.ts';
-import { kernelError } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
+import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 export interface LowerLinkAttachment<C> {
   readonly conf: C;
@@ -40,8 +38,6 @@ export interface LowerLinkKind<C extends LowerLinkConf> {
   readonly desired: (a: LowerLinkAttachment<C>) => E.Either<CniError, { kernel: KernelState; scope: OwnershipScope; result: Result }>;
 }
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
 function prevResultOf(conf: NetConf): E.Either<CniError, Result | undefined> {
   const raw = conf.raw['prevResult'];
   if (raw === undefined || raw === null) return E.right(undefined);
@@ -65,19 +61,13 @@ function findMaster(named: { name: string; from: string } | undefined, seen: Ker
   return E.right({ name, ...(l.mtu !== undefined ? { mtu: l.mtu } : {}), ...(l.mac !== undefined ? { mac: l.mac } : {}) });
 }
 
-export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind<C>, kernelFor: (ctx: Ctx) => Kernel): Plugin {
+export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind<C>, kernel: KernelOf): Plugin {
   const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
-    pipe(kernelFor(ctx).observe({ namespaces, scope }), TE.mapLeft(kernelError));
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
-  const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-    c.ipamType === '' ? TE.right(undefined) : ctx.delegate(c.ipamType, command, args.stdin, args);
+    observeIn(kernel(ctx), { namespaces, scope });
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
   /** "Not attached": the container interface gone (with everything on it). */
-  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
-    if (!netns) return TE.right(undefined);
-    const scope = lowerLinkScope(ifname, netns);
-    return pipe(observe(ctx, [netns], scope), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
-  };
+  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
+    netns ? removeIn(kernel(ctx), [netns], lowerLinkScope(ifname, netns)) : TE.right(undefined);
 
   function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
     const parsed = kind.parse(conf);
@@ -87,11 +77,11 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     if (E.isLeft(prev)) return TE.left(prev.left);
     const named = kind.master(c, prev.right);
     if (E.isLeft(named)) return TE.left(named.left);
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const where = c.linkInContainer ? args.netns : HOST;
     const scope = lowerLinkScope(args.ifname, args.netns);
     const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-      await ipam(ctx, c, args, 'DEL')();
+      await delegateIpam(ctx, c, args, 'DEL')();
       return E.left(err);
     };
     const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
@@ -117,13 +107,13 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
         apply(ctx, plan(p.right.kernel, seen, scope)),
         TE.map(() => p.right.result),
         TE.orElse((err) => async () => {
-          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, c, args, 'DEL')))();
+          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, c, args, 'DEL')))();
           return E.left<CniError, Result>(err);
         }),
       );
     };
     return async () => {
-      const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), ipam(ctx, c, args, 'ADD')()]);
+      const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), delegateIpam(ctx, c, args, 'ADD')()]);
       if (E.isLeft(res)) return res;
       if (E.isLeft(seen)) return release(seen.left)();
       return attach(seen.right, res.right)();
@@ -134,10 +124,10 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     const parsed = kind.parse(conf);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     // The master need not exist any more; DEL may come many times, and after the namespace is gone.
-    const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+    const netns = liveNetns(args.netns);
     return pipe(
       remove(ctx, netns, args.ifname),
-      TE.chain(() => TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'))),
+      TE.chain(() => TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'))),
     );
   }
 
@@ -149,13 +139,13 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     if (E.isLeft(prev)) return TE.left(prev.left);
     if (!prev.right) return TE.left(invalidConfig('prevResult: required for CHECK'));
     const result = prev.right;
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const cont = (result.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
     if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
     const scope = lowerLinkScope(args.ifname, args.netns);
     const where = c.linkInContainer ? args.netns : HOST;
     return pipe(
-      ipam(ctx, c, args, 'CHECK'),
+      delegateIpam(ctx, c, args, 'CHECK'),
       TE.chain(() => observe(ctx, [HOST, args.netns], scope)),
       TE.chainEitherK((seen) => {
         // At CHECK prevResult is this plugin's own result: only a configured master is looked up (as the reference).
@@ -177,10 +167,6 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     );
   }
 
-  const ipamType = (conf: NetConf): string => {
-    const t = (conf.raw['ipam'] as { type?: unknown } | undefined)?.type;
-    return typeof t === 'string' ? t : '';
-  };
   return {
     type: kind.type,
     versions: PLUGIN_VERSIONS,
@@ -188,7 +174,7 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     add: cmdAdd,
     del: cmdDel,
     check: cmdCheck,
-    gc: (args, conf, ctx) => (ipamType(conf) ? TE.map(() => undefined)(ctx.delegate(ipamType(conf), 'GC', args.stdin, args)) : TE.right(undefined)),
-    status: (args, conf, ctx) => (ipamType(conf) ? TE.map(() => undefined)(ctx.delegate(ipamType(conf), 'STATUS', args.stdin, args)) : TE.right(undefined)),
+    gc: toIpam('GC'),
+    status: toIpam('STATUS'),
   };
 }

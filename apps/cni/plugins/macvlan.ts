@@ -2,7 +2,6 @@
 // pick the master (the config's, else the interface of the host's default route), compute the desired state,
 // plan, apply, print; a failure after IPAM converges back to "not attached" and gives the address back.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -11,27 +10,19 @@ import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/c
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { macFromBytes } from '../../../core/ip/mac.ts';
 import { macvlanPlan, macvlanScope, parseMacvlanConf, type MacvlanConf } from '../../../core/macvlan/desired.ts';
-import { emptyKernelState, HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn } from '../kit.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
 const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
-  pipe(kernelFor(ctx).observe({ namespaces, scope }), TE.mapLeft(kernelError));
+  observeIn(kernelFor(ctx), { namespaces, scope });
 
-const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernelFor(ctx), ops);
 
-const ipam = (ctx: Ctx, mc: MacvlanConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-  mc.ipamType === '' ? TE.right(undefined) : ctx.delegate(mc.ipamType, command, args.stdin, args);
-
-const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
-  if (!netns) return TE.right(undefined);
-  const scope = macvlanScope(ifname, netns);
-  return pipe(observe(ctx, [netns], scope), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
-};
+const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
+  netns ? removeIn(kernelFor(ctx), [netns], macvlanScope(ifname, netns)) : TE.right(undefined);
 
 /** The master and its MTU: the config's, else the interface of the default route where the master lives. */
 function masterOf(mc: MacvlanConf, seen: KernelState, where: NsRef): E.Either<CniError, { name: string; mtu?: number }> {
@@ -46,12 +37,12 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const mc = parsed.right;
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const where = mc.linkInContainer ? args.netns : HOST;
   const scope = macvlanScope(args.ifname, args.netns);
   const mac = mc.mac ?? macFromBytes(ctx.randomBytes(6));
   const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-    await ipam(ctx, mc, args, 'DEL')();
+    await delegateIpam(ctx, mc, args, 'DEL')();
     return E.left(err);
   };
   const exists = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
@@ -75,7 +66,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       apply(ctx, plan(p.right.kernel, seen, scope)),
       TE.map(() => p.right.result),
       TE.orElse((err) => async () => {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, mc, args, 'DEL')))();
+        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
         return E.left<CniError, Result>(err);
       }),
     );
@@ -89,21 +80,21 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       if (exists(seen.right)) return E.left(taken());
       const made = await attach(seen.right, undefined, false, { ...mc, ipamType: '' })();
       if (E.isLeft(made)) return made;
-      const res = await ipam(ctx, mc, args, 'ADD')();
+      const res = await delegateIpam(ctx, mc, args, 'ADD')();
       if (E.isLeft(res)) {
         await remove(ctx, args.netns, args.ifname)();
         return res;
       }
       const now = await observe(ctx, [HOST, args.netns], scope)();
       if (E.isLeft(now)) {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, mc, args, 'DEL')))();
+        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
         return now;
       }
       return attach(now.right, res.right, true)();
     };
   }
   return async () => {
-    const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), ipam(ctx, mc, args, 'ADD')()]);
+    const [seen, res] = await Promise.all([observe(ctx, [HOST, args.netns], scope)(), delegateIpam(ctx, mc, args, 'ADD')()]);
     if (E.isLeft(res)) return res;
     if (E.isLeft(seen)) return release(seen.left)();
     return attach(seen.right, res.right)();
@@ -114,8 +105,8 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parseMacvlanConf(conf, args.args);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   // The master need not exist any more; DEL may come many times, and after the namespace is gone.
-  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
-  const release = TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'));
+  const netns = liveNetns(args.netns);
+  const release = TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'));
   // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
   // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
   if (NEEDS_INTERFACE.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
@@ -132,13 +123,13 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));
   const prev = readResult(conf.raw['prevResult']);
   if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const cont = (prev.right.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
   if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
   const scope = macvlanScope(args.ifname, args.netns);
   const where = mc.linkInContainer ? args.netns : HOST;
   return pipe(
-    ipam(ctx, mc, args, 'CHECK'),
+    delegateIpam(ctx, mc, args, 'CHECK'),
     TE.chain(() => observe(ctx, [HOST, args.netns], scope)),
     TE.chainEitherK((seen) => {
       const master = masterOf(mc, seen, where);

@@ -3,19 +3,17 @@
 // state, plan, apply, print; a failure after IPAM converges back to "not attached" and gives the address back.
 // DEL is the plan with nothing desired; CHECK compares the desired state of prevResult with the kernel.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { macFromBytes } from '../../../core/ip/mac.ts';
-import { emptyKernelState, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import type { KernelState, NsRef, Op, OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { lowerLinkScope, type Addressing } from '../../../core/l2/attachment.ts';
-import { kernelError } from '../kernel.ts';
+import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 export interface PodLinkAttachment<C> {
@@ -37,31 +35,23 @@ export interface PodLinkKind<C extends { readonly ipamType: string; readonly mac
   readonly desired: (a: PodLinkAttachment<C>) => E.Either<CniError, { kernel: KernelState; scope: OwnershipScope; result: Result }>;
 }
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
-export function makePodLinkPlugin<C extends { readonly ipamType: string; readonly mac?: string }>(kind: PodLinkKind<C>, kernelFor: (ctx: Ctx) => Kernel): Plugin {
+export function makePodLinkPlugin<C extends { readonly ipamType: string; readonly mac?: string }>(kind: PodLinkKind<C>, kernel: KernelOf): Plugin {
   const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
-    pipe(kernelFor(ctx).observe({ namespaces, scope }), TE.mapLeft(kernelError));
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
-  const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK'): TE.TaskEither<CniError, Result | undefined> =>
-    c.ipamType === '' ? TE.right(undefined) : ctx.delegate(c.ipamType, command, args.stdin, args);
+    observeIn(kernel(ctx), { namespaces, scope });
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
   /** "Not attached": the container interface gone (with everything on it). */
-  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> => {
-    if (!netns) return TE.right(undefined);
-    const scope = lowerLinkScope(ifname, netns);
-    return pipe(observe(ctx, [netns], scope), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
-  };
+  const remove = (ctx: Ctx, netns: string | undefined, ifname: string): TE.TaskEither<CniError, void> =>
+    netns ? removeIn(kernel(ctx), [netns], lowerLinkScope(ifname, netns)) : TE.right(undefined);
 
   function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
     const parsed = kind.parse(conf, args);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const c = parsed.right;
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const scope = lowerLinkScope(args.ifname, args.netns);
     const mac = c.mac ?? macFromBytes(ctx.randomBytes(6));
     const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-      await ipam(ctx, c, args, 'DEL')();
+      await delegateIpam(ctx, c, args, 'DEL')();
       return E.left(err);
     };
     const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
@@ -76,13 +66,13 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
         apply(ctx, plan(p.right.kernel, seen, scope)),
         TE.map(() => p.right.result),
         TE.orElse((err) => async () => {
-          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => ipam(ctx, c, args, 'DEL')))();
+          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, c, args, 'DEL')))();
           return E.left<CniError, Result>(err);
         }),
       );
     };
     return async () => {
-      const [seen, res] = await Promise.all([observe(ctx, [args.netns], scope)(), ipam(ctx, c, args, 'ADD')()]);
+      const [seen, res] = await Promise.all([observe(ctx, [args.netns], scope)(), delegateIpam(ctx, c, args, 'ADD')()]);
       if (E.isLeft(res)) return res;
       if (E.isLeft(seen)) return release(seen.left)();
       return attach(seen.right, res.right)();
@@ -93,10 +83,10 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     const parsed = kind.parse(conf, args);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     // DEL may come many times, and after the namespace is gone.
-    const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+    const netns = liveNetns(args.netns);
     return pipe(
       remove(ctx, netns, args.ifname),
-      TE.chain(() => TE.map(() => undefined)(ipam(ctx, parsed.right, args, 'DEL'))),
+      TE.chain(() => TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'))),
     );
   }
 
@@ -109,12 +99,12 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     const prev = readResult(raw);
     if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
     const result = prev.right;
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const cont = (result.interfaces ?? []).find((i) => i.name === args.ifname && i.sandbox === args.netns);
     if (!cont) return TE.left(invalidConfig(`prevResult.interfaces: expected "${args.ifname}" in ${args.netns}`));
     const scope = lowerLinkScope(args.ifname, args.netns);
     return pipe(
-      ipam(ctx, c, args, 'CHECK'),
+      delegateIpam(ctx, c, args, 'CHECK'),
       TE.chain(() => observe(ctx, [args.netns], scope)),
       TE.chainEitherK((seen) => {
         const own = seen.links.find((l) => l.ns === args.netns && l.name === args.ifname);

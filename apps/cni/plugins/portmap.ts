@@ -17,7 +17,8 @@ import { isLinkName } from '../../../core/kernel/names.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { containerAddresses, parsePortMapConf, requirePrevResult, type ContainerAddresses, type PortMapConf } from '../../../core/portmap/config.ts';
 import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portmap/desired.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, kernelError } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** iptables families this kernel has: without IPv6 there is no ip6tables to read (the reference skips it too). */
@@ -33,7 +34,7 @@ function observe(ctx: Ctx, scope: OwnershipScope, desired?: KernelState): TE.Tas
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
-  return ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  return applyIn(kernelFor(ctx), ops);
 }
 
 /** Bring the nat table to "this attachment has no port mappings". */

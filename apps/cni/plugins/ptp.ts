@@ -5,7 +5,6 @@
 // `ptp/<network>`): DEL and GC remove a recorded host veth (only if it still is that veth: a veth with the
 // recorded MAC and no master), GC every attachment outside the valid set.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -16,19 +15,18 @@ import { hex, macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp/desired.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
 
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
-
 const observe = (ctx: Ctx, pc: PtpConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> =>
   pipe(kernelFor(ctx).observe({ namespaces: netns ? [HOST, netns] : [HOST], scope, iptables: pc.ipMasq ? [4, 6] : [] }), TE.mapLeft(kernelError));
 
 const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+  applyIn(kernelFor(ctx), ops);
 
 const remove = (ctx: Ctx, pc: PtpConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, void> =>
   pipe(observe(ctx, pc, scope, netns), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
@@ -60,7 +58,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = parsePtpConf(conf);
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const pc = parsed.right;
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const dataDir = logDir(conf);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const rnd = ctx.randomBytes(16);
@@ -132,7 +130,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const dataDir = logDir(conf);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   // DEL may come many times, and after the namespace is gone (its veth end, and so the pair, went with it).
-  const netns = args.netns !== '' && existsSync(args.netns) ? args.netns : undefined;
+  const netns = liveNetns(args.netns);
   const own = ptpScope(pc, args.containerId, args.ifname, netns ?? '');
   // The recorded host veths too (an ADD killed half-way may have left one), each only if it is that veth.
   const recorded = pipe(attachmentsIn(sqliteLog, ctx, dataDir.right, pc.name, 'ptp'), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
@@ -191,7 +189,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));
   const prev = readResult(conf.raw['prevResult']);
   if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   const ifs = prev.right.interfaces ?? [];
   const cont = ifs.find((i) => i.name === args.ifname && i.sandbox === args.netns);
   const host = ifs.find((i) => !i.sandbox);

@@ -4,7 +4,6 @@
 // pass prevResult through; a change the kernel refuses is rolled back the same way. DEL and CHECK are the
 // same machinery.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -15,17 +14,15 @@ import type { KernelState, Op } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { addressesOf, parseSbrConf, prevResultOf, requireAddresses, type SbrConf } from '../../../core/sbr/config.ts';
 import { sbrAdd, sbrDel, type SbrDesired } from '../../../core/sbr/desired.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, liveNetns, netnsExists, noNetns, observeIn } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
-
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 /** The pod namespace as sbr needs it: rules of both families and the routes the kernel made itself. */
 const observe = (ctx: Ctx, netns: string): TE.TaskEither<CniError, KernelState> =>
-  pipe(kernelFor(ctx).observe({ namespaces: [netns], ipRules: true, kernelRoutes: true }), TE.mapLeft(kernelError));
+  observeIn(kernelFor(ctx), { namespaces: [netns], ipRules: true, kernelRoutes: true });
 
-const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(kernelFor(ctx).apply(ops), TE.mapLeft(kernelError));
+const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernelFor(ctx), ops);
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
   const sc = parseSbrConf(conf);
@@ -34,7 +31,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (E.isLeft(prev)) return TE.left(prev.left);
   const addresses = requireAddresses(prev.right, args.ifname);
   if (E.isLeft(addresses)) return TE.left(addresses.left);
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   // A change the kernel refuses converges back to the namespace as it was observed, keeping the error.
   const rollback =
     (undo: SbrDesired['undo']) =>
@@ -82,7 +79,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const prev = raw === undefined || raw === null ? undefined : readResult(raw);
   const prevOk = prev && E.isRight(prev) ? prev.right : undefined;
   // Delete can be called many times, and after the namespace is gone: neither is an error.
-  if (args.netns === '' || !existsSync(args.netns)) return TE.right(undefined);
+  if (!liveNetns(args.netns)) return TE.right(undefined);
   return remove(ctx, args, sc.right, prevOk);
 }
 
@@ -93,7 +90,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   if (E.isLeft(prev)) return TE.left(prev.left);
   const addresses = requireAddresses(prev.right, args.ifname);
   if (E.isLeft(addresses)) return TE.left(addresses.left);
-  if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   return pipe(
     observe(ctx, args.netns),
     TE.chainEitherK((observed) =>

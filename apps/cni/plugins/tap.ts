@@ -3,18 +3,18 @@
 // selinuxContext needs a host with SELinux (the tap is made under that label with runcon).
 
 import { existsSync } from 'node:fs';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import { invalidConfig } from '../../../core/cni/errors.ts';
 import { parseTapConf, tapPlan, type TapConf } from '../../../core/tap/config.ts';
 import { kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import type { KernelOf } from '../kit.ts';
+import type { Plugin } from '../plugin.ts';
 import { makePodLinkPlugin } from './pod-link.ts';
 
 /** Whether this host has SELinux (selinuxfs mounted), as go-selinux decides. */
 export const hostHasSelinux = (): boolean => existsSync('/sys/fs/selinux/enforce');
 
 /** The plugin on a kernel (and SELinux probe) of the caller's choosing (tests pass the memory twin). */
-export const makeTap = (kernel: (ctx: Ctx) => Kernel = kernelFor, selinux: () => boolean = hostHasSelinux): Plugin =>
+export const makeTap = (kernel: KernelOf = kernelFor, selinux: () => boolean = hostHasSelinux): Plugin =>
   makePodLinkPlugin<TapConf>(
     {
       type: 'tap',

@@ -8,7 +8,6 @@
 // the new MAC. An apply that fails converges back to the recorded originals.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -21,20 +20,14 @@ import { emptyScope } from '../../../core/kernel/scope.ts';
 import { parseAllowlist, parseDataDir, parseTuningConf, type Allowlist, type TuningConf } from '../../../core/tuning/config.ts';
 import { attachmentKey, decide, tuningProjection, tuningStream, type TuningCommand } from '../../../core/tuning/decider.ts';
 import { checkedState, originalsOf, restoredState, tunedResult, tunedState, type Originals } from '../../../core/tuning/desired.ts';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
-import type { EventStore } from '../../../adapters/store/types.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { callDeps } from '../kernel.ts';
+import { applyIn, netnsExists, noNetns, observeIn, withStore, type PluginDeps } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 export const DEFAULT_ALLOWLIST = '/etc/cni/tuning/allowlist.conf';
 
 /** The effects tuning uses; tests swap in the memory kernel and store, or an allowlist of their own. */
-export interface TuningDeps {
-  readonly kernel: (ctx: Ctx) => Kernel;
-  /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
-  readonly openStore: (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
-  /** Whether a store exists under `dataDir` (DEL of a never-used dataDir creates nothing). */
-  readonly storeExists: (dataDir: string) => boolean;
+export interface TuningDeps extends PluginDeps {
   /** The sysctl allowlist file; honoured when it exists, as the reference does. */
   readonly allowlistPath: string;
   /** The file's text, undefined when there is no such file. */
@@ -42,9 +35,7 @@ export interface TuningDeps {
 }
 
 export const linuxDeps: TuningDeps = {
-  kernel: kernelFor,
-  openStore: (dataDir, ctx) => ctx.stores.open(dataDir),
-  storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
+  ...callDeps,
   allowlistPath: DEFAULT_ALLOWLIST,
   readText: (path) => {
     try {
@@ -54,8 +45,6 @@ export const linuxDeps: TuningDeps = {
     }
   },
 };
-
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 function allowlist(deps: TuningDeps): E.Either<CniError, Allowlist | undefined> {
   const text = deps.readText(deps.allowlistPath);
@@ -80,27 +69,14 @@ function prevResult(conf: NetConf): E.Either<CniError, Result> {
   return E.isLeft(r) ? E.left(invalidConfig(`prevResult: ${r.left}`)) : r;
 }
 
-const withStore =
-  <A>(deps: TuningDeps, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
-  async () => {
-    const opened = await deps.openStore(dataDir, ctx);
-    if (E.isLeft(opened)) return opened;
-    try {
-      return f(opened.right);
-    } finally {
-      opened.right.close();
-    }
-  };
-
 const record = (deps: TuningDeps, ctx: Ctx, dataDir: string, network: string, c: TuningCommand) =>
   withStore(deps, ctx, dataDir, (store) => store.transact(tuningStream(network), tuningProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }));
 
 function observe(deps: TuningDeps, ctx: Ctx, netns: string, keys: readonly string[]): TE.TaskEither<CniError, KernelState> {
-  return pipe(deps.kernel(ctx).observe({ namespaces: [netns], sysctls: keys.map((key) => ({ ns: netns, key })) }), TE.mapLeft(kernelError));
+  return observeIn(deps.kernel(ctx), { namespaces: [netns], sysctls: keys.map((key) => ({ ns: netns, key })) });
 }
 
-const apply = (deps: TuningDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  ops.length === 0 ? TE.right(undefined) : pipe(deps.kernel(ctx).apply(ops), TE.mapLeft(kernelError));
+const apply = (deps: TuningDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(deps.kernel(ctx), ops);
 
 /** Put the originals back on what is still there (the same plan machinery, with the originals desired). */
 function restore(deps: TuningDeps, ctx: Ctx, netns: string, ifname: string, orig: Originals): TE.TaskEither<CniError, void> {
@@ -118,7 +94,7 @@ const cmdAdd =
     const tc = parsed.right;
     const prev = prevResult(conf);
     if (E.isLeft(prev)) return TE.left(prev.left);
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const ref = { network: tc.name, containerId: args.containerId, ifname: args.ifname };
     const want = tunedState(tc, args.netns, args.ifname);
     return pipe(
@@ -164,7 +140,7 @@ const cmdDel =
         if (!known) return TE.right(undefined);
         // A namespace that is gone took the interface and its sysctls with it: nothing left to put back.
         const netns = args.netns !== '' ? args.netns : known.netns;
-        if (!existsSync(netns)) return forget('netns-gone');
+        if (!netnsExists(netns)) return forget('netns-gone');
         return pipe(
           restore(deps, ctx, netns, args.ifname, known.original),
           TE.chain(() => forget('del')),
@@ -181,7 +157,7 @@ const cmdCheck =
     const tc = parsed.right;
     const prev = prevResult(conf);
     if (E.isLeft(prev)) return TE.left(prev.left);
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const want = checkedState(tc, args.netns, args.ifname);
     return pipe(
       observe(deps, ctx, args.netns, tc.sysctls.map((s) => s.key)),

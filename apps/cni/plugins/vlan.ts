@@ -2,14 +2,14 @@
 // lower-device flow (lower-link.ts).
 
 import * as E from 'fp-ts/lib/Either.js';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import { parseVlanConf, vlanPlan, type VlanConf } from '../../../core/vlan/desired.ts';
 import { kernelFor } from '../kernel.ts';
-import type { Ctx, Plugin } from '../plugin.ts';
+import type { KernelOf } from '../kit.ts';
+import type { Plugin } from '../plugin.ts';
 import { makeLowerLinkPlugin } from './lower-link.ts';
 
 /** The plugin on a kernel of the caller's choosing (tests pass the memory twin). */
-export const makeVlan = (kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin =>
+export const makeVlan = (kernel: KernelOf = kernelFor): Plugin =>
   makeLowerLinkPlugin<VlanConf>(
     {
       type: 'vlan',

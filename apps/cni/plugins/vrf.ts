@@ -3,21 +3,18 @@
 // VRF's table), plan, apply, print prevResult; an apply that fails converges back to what the pod had.
 // cmdDel: the interface out, its routes back in the main table, the VRF gone when it is empty.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
-import type { Kernel } from '../../../adapters/kernel/types.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import type { KernelState, Op, OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parseVrfConf, vrfAddState, vrfCheckState, vrfDelState, vrfRollbackState, vrfScope } from '../../../core/vrf/desired.ts';
-import { kernelError, kernelFor } from '../kernel.ts';
+import { kernelFor } from '../kernel.ts';
+import { applyIn, liveNetns, netnsExists, noNetns, observeIn, type KernelOf } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
-
-const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 function prevResultOf(conf: NetConf): E.Either<CniError, Result> {
   const raw = conf.raw['prevResult'];
@@ -27,18 +24,17 @@ function prevResultOf(conf: NetConf): E.Either<CniError, Result> {
 }
 
 /** The plugin on a kernel of the caller's choosing (tests pass the memory twin). */
-export function makeVrf(kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin {
+export function makeVrf(kernel: KernelOf = kernelFor): Plugin {
   const observe = (ctx: Ctx, netns: string, scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
-    pipe(kernel(ctx).observe({ namespaces: [netns], scope }), TE.mapLeft(kernelError));
-  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-    ops.length === 0 ? TE.right(undefined) : pipe(kernel(ctx).apply(ops), TE.mapLeft(kernelError));
+    observeIn(kernel(ctx), { namespaces: [netns], scope });
+  const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
 
   function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
     const parsed = parseVrfConf(conf);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const prev = prevResultOf(conf);
     if (E.isLeft(prev)) return TE.left(prev.left);
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const c = parsed.right;
     const scope = vrfScope(c.vrfname, args.ifname, args.netns);
     return pipe(
@@ -67,7 +63,7 @@ export function makeVrf(kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin {
     const parsed = parseVrfConf(conf);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     // DEL may come many times, and after the namespace is gone.
-    if (args.netns === '' || !existsSync(args.netns)) return TE.right(undefined);
+    if (!liveNetns(args.netns)) return TE.right(undefined);
     const c = parsed.right;
     return pipe(
       observe(ctx, args.netns, vrfScope(c.vrfname, args.ifname, args.netns)),
@@ -84,7 +80,7 @@ export function makeVrf(kernel: (ctx: Ctx) => Kernel = kernelFor): Plugin {
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const prev = prevResultOf(conf);
     if (E.isLeft(prev)) return TE.left(prev.left);
-    if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
+    if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const c = parsed.right;
     return pipe(
       observe(ctx, args.netns, vrfScope(c.vrfname, args.ifname, args.netns)),

@@ -14,6 +14,7 @@ import { PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
 import { endpointName, hcnResult, hnsResult, PAUSE_NETNS, type HcnEndpoint, type HcnNetwork, type HnsEndpoint, type HnsNetwork } from '../../../core/hns/endpoint.ts';
 import type { HnsNetConf } from '../../../core/hns/netconf.ts';
 import type { WinEndpointInput } from '../../../core/win-bridge/config.ts';
+import { delegateIpam, refusedAt } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
 export interface WinKind<C extends HnsNetConf> {
@@ -49,13 +50,10 @@ function lazyWindowsHns(): Hns {
   return Object.fromEntries(keys.map((k) => [k, wrap(k)])) as unknown as Hns;
 }
 
-const hnsError = (what: string) => (e: HnsError): CniError => cniError(ErrCode.Kernel, `${what}: ${e.msg}`);
-const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Either<CniError, A>> => E.mapLeft(hnsError(what))(await t());
+const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Either<CniError, A>> => E.mapLeft(refusedAt(what))(await t());
 const sameId = (a: string | undefined, b: string): boolean => (a ?? '').toLowerCase() === b.toLowerCase();
 
 export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: HnsFor): Plugin {
-  const ipam = (ctx: Ctx, c: C, args: CmdArgs, command: 'ADD' | 'DEL'): TE.TaskEither<CniError, Result | undefined> =>
-    c.ipamType === '' ? TE.right(undefined) : ctx.delegate(c.ipamType, command, args.stdin, args);
 
   /** RemoveHnsEndpoint: a shared endpoint is detached from the container; the pod's own is detached and deleted. */
   async function removeHns(hns: Hns, name: string, netns: string, containerId: string): Promise<E.Either<CniError, void>> {
@@ -81,7 +79,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
       if (E.isLeft(there)) return there;
       if (there.right) {
         const out = await hns.removeNamespaceEndpoint(ns, ep.right.Id)();
-        if (E.isLeft(out) && !out.left.notFound) return E.left(hnsError(`error removing endpoint ${name} from namespace`)(out.left));
+        if (E.isLeft(out) && !out.left.notFound) return E.left(refusedAt(`error removing endpoint ${name} from namespace`)(out.left));
       }
     }
     return run(`failed to remove HostComputeEndpoint ${name}`, hns.deleteHcnEndpoint(ep.right.Id));
@@ -110,7 +108,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     }
     let made = false;
     if (!ep) {
-      const res = await ipam(ctx, c, args, 'ADD')();
+      const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
       const req = kind.hnsRequest(c, n, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
       if (E.isLeft(req)) return req;
@@ -123,7 +121,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     if (E.isLeft(attached)) {
       if (made) await removeHns(hns, name, args.netns, args.containerId);
       else if (attached.left.computeSystemGone) return toResult(hnsResult(c.cniVersion, n, ep));
-      return E.left(hnsError(`failed to attach container ${args.containerId} to HNSEndpoint ${ep.Id ?? name}`)(attached.left));
+      return E.left(refusedAt(`failed to attach container ${args.containerId} to HNSEndpoint ${ep.Id ?? name}`)(attached.left));
     }
     return toResult(hnsResult(c.cniVersion, n, ep));
   }
@@ -152,7 +150,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     }
     let made = false;
     if (!ep) {
-      const res = await ipam(ctx, c, args, 'ADD')();
+      const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
       const req = kind.hcnRequest(c, n, v1, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
       if (E.isLeft(req)) return req;
@@ -180,7 +178,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     const dsr = await run('failed to ask HNS whether it supports DSR', hns.right.dsrSupported());
     if (E.isLeft(dsr)) return dsr;
     const out = c.apiVersion === 2 ? await hcnAdd(hns.right, c, args, ctx, dsr.right) : await hnsAdd(hns.right, c, args, ctx, dsr.right);
-    if (E.isLeft(out)) await ipam(ctx, c, args, 'DEL')();
+    if (E.isLeft(out)) await delegateIpam(ctx, c, args, 'DEL')();
     return out;
   };
 
@@ -190,7 +188,7 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     const c = parsed.right;
     const hns = hnsFor(ctx, kind.type);
     if (E.isLeft(hns)) return hns;
-    const released = await ipam(ctx, c, args, 'DEL')();
+    const released = await delegateIpam(ctx, c, args, 'DEL')();
     if (E.isLeft(released)) return released;
     const name = endpointName(args.containerId, args.netns, c.name);
     return c.apiVersion === 2 ? removeHcn(hns.right, name) : removeHns(hns.right, name, args.netns, args.containerId);
