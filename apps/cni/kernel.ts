@@ -7,6 +7,6 @@ import type { Kernel } from '../../adapters/kernel/types.ts';
 import type { Ctx } from './plugin.ts';
 
 /** The kernel as this call sees it: the host namespace is the caller's when feltd serves the call. */
-export const kernelFor = (ctx: Ctx): Kernel => linuxKernel({ pid: ctx.pid, ...(ctx.hostNetns !== undefined ? { hostNetns: ctx.hostNetns } : {}) });
+export const kernelFor = (ctx: Ctx): Kernel => ctx.kernel ?? linuxKernel({ pid: ctx.pid, ...(ctx.hostNetns !== undefined ? { hostNetns: ctx.hostNetns } : {}) });
 
 export const kernelError = (e: KernelError): CniError => cniError(ErrCode.Kernel, e.msg, e.details);

@@ -44,6 +44,9 @@ interface Side {
   /** Per-call latency inside the waves (spawn to exit), all rounds. */
   readonly addCalls: number[];
   readonly delCalls: number[];
+  /** feltd's CPU time per wave (user + system), ms. */
+  readonly feltdAddCpu: number[];
+  readonly feltdDelCpu: number[];
 }
 
 const NETWORK = 'churnnet';
@@ -61,12 +64,14 @@ const eexist = (o: CniOutcome): boolean => /EEXIST|File exists/i.test(o.stdout +
 
 async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ ms: number; outs: CniOutcome[] }> {
   const t0 = performance.now();
+  const cpu0 = s.feltd?.cpuMs() ?? 0;
   const outs = await Promise.all(
     s.pods.map((pod, i) =>
       runCni({ dir: s.dir, type: 'bridge', command, hostNs: s.host, containerId: `r${round}c${i}`, netns: `/var/run/netns/${pod}`, ifname: 'eth0', config: config(s), env: sideEnv(s.f, s.feltd) }),
     ),
   );
   const ms = performance.now() - t0;
+  if (s.feltd) (command === 'ADD' ? s.feltdAddCpu : s.feltdDelCpu).push(s.feltd.cpuMs() - cpu0);
   const failed = outs.filter((o) => o.code !== 0);
   if (failed.length) throw new Error(`${s.name} ${command} round ${round}: ${failed.length}/${outs.length} failed, e.g. ${failed[0]!.stdout}${failed[0]!.stderr}`);
   const ee = outs.filter(eexist);
@@ -152,6 +157,8 @@ async function main(): Promise<void> {
     del: [],
     addCalls: [],
     delCalls: [],
+    feltdAddCpu: [],
+    feltdDelCpu: [],
   }));
   const made: string[] = [];
   const fills: Record<string, { wall: number; one: number[] }> = {};
@@ -190,6 +197,7 @@ async function main(): Promise<void> {
       { what: 'one DEL inside the wave (spawn to exit)', bySide: by((s) => median(s.delCalls)) },
     ], 0),
   );
+  for (const s of sides) if (s.feltd) console.log(`feltd's own CPU time per wave (user + system, not its children's): ADD ${median(s.feltdAddCpu).toFixed(0)} ms, DEL ${median(s.feltdDelCpu).toFixed(0)} ms`);
   console.log(`ranges (ms): ${sides.map((s) => `${s.name} ADD ${Math.min(...s.add).toFixed(0)}–${Math.max(...s.add).toFixed(0)}, DEL ${Math.min(...s.del).toFixed(0)}–${Math.max(...s.del).toFixed(0)}`).join('; ')}`);
   if (DO_FILL) {
     console.log('');

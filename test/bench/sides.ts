@@ -49,6 +49,8 @@ export interface Feltd {
   readonly pid: number;
   /** Resident set size now, in kB (VmRSS). */
   readonly rssKb: () => number;
+  /** CPU time feltd used so far (user + system), ms. */
+  readonly cpuMs: () => number;
   readonly stop: () => Promise<void>;
 }
 
@@ -73,6 +75,10 @@ export async function startFeltd(hostNs: string): Promise<Feltd> {
     socket,
     pid,
     rssKb: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN),
+    cpuMs: () => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    },
     stop: async () => {
       child.kill('SIGTERM');
       await exited;

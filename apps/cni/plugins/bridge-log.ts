@@ -20,6 +20,7 @@ import { invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { dataDirProblem, DEFAULT_DATA_DIR } from '../../../core/ipam/config.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx } from '../plugin.ts';
+import { batched } from '../store.ts';
 
 export interface AttachmentLog {
   /** Open the event store under `dataDir` (the call's: `ctx.stores`). */
@@ -64,12 +65,13 @@ export function logDir(conf: NetConf): E.Either<CniError, string> {
 }
 
 const withStore =
-  <A>(log: AttachmentLog, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(log: AttachmentLog, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>, batch = false): TE.TaskEither<CniError, A> =>
   async () => {
     const opened = await log.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
-      return f(opened.right);
+      // A decision waits for those of the calls running at once to be committed with them (feltd).
+      return batch ? await batched(opened.right, f) : f(opened.right);
     } finally {
       opened.right.close();
     }
@@ -83,6 +85,7 @@ export const decideIn = (log: AttachmentLog, ctx: Ctx, dataDir: string, network:
         E.map(() => undefined)(
           s.transactRows(attachmentStream(network), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
         ),
+        true,
       );
 
 /** The network's recorded attachments (none when there is no log). */

@@ -16,6 +16,7 @@ import { checkAllocationIn, decideIpam, ipamProjection, ipamResult, ipamStream, 
 import { parseResolvConf } from '../../../core/ipam/resolv.ts';
 import type { EventStore } from '../../../adapters/store/types.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
+import { batched } from '../store.ts';
 
 /** The effects host-local uses; tests swap the store for the in-memory twin. */
 export interface HostLocalDeps {
@@ -45,7 +46,7 @@ const withStore =
     const opened = await deps.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
-      return f(opened.right);
+      return await batched(opened.right, f);
     } finally {
       opened.right.close();
     }
