@@ -9,17 +9,19 @@
 //    fails (e.g. one call's CNI_NETNS is not a namespace), each request is read again on its own, so one call's
 //    bad input is never another's error. Requests with `desired` or `kernelRoutes`, or without a scope, are
 //    read on their own (their reads depend on them in ways a union would change).
-//  - apply: the op lists of the host namespace alone (a DEL's: its masquerade chain and rule, its host veth) made
-//    within one turn are applied together, identical ops once (the bridge, the forwarding sysctls several
-//    ADDs of a fresh node want): one iptables-restore per family and one `ip -batch` for all of them. Of a list
-//    that also reaches a pod namespace (an ADD's), the host's iptables ops go with the others (rules need no
-//    link or address, and the adapter runs them in a lane of their own anyway); when the list is "ops that
-//    reach across namespaces (the veth pair), then ops each in one namespace", the first part is applied on its
-//    own, then the pod's ops beside the host's, which go to the shared apply (the adapter's own order: a step
-//    that reaches across waits for all before it, the namespaces' lanes run beside each other after it). Any
-//    other list is applied as it is, in the call's own order. When the shared apply fails, each list is applied again on its own (its
-//    deletions of what is already gone are no failures, additions that were made meanwhile are EEXIST, which
-//    bridge's ADD converges from), so a call's result never depends on another's failure.
+//  - apply: what calls change in the host namespace within one turn is applied together, in shared applies
+//    whose failure can be undone exactly, or does not need to be:
+//      - the host's iptables ops, one shared apply per family and table: one iptables-restore, which commits
+//        all of it or nothing;
+//      - a call's other host ops when every one of them may be applied twice with the same outcome (a link's
+//        settings, a link's or address's deletion, routes and neighbours replaced or deleted, sysctls: a DEL's
+//        host veth, an ADD's port of the bridge), one shared `ip -batch` for all of them;
+//    identical ops once (several ADDs of a fresh node want the same forwarding sysctls). Anything else (making
+//    a link or an address, which fails when it exists) is applied by the call alone. An ADD's list, "the veth
+//    pair (which reaches across namespaces), then ops each in one namespace", is applied in the adapter's own
+//    order: the pair first, then the pod's ops beside the host's (shared). When a shared apply fails, each
+//    call's part is applied again on its own (nothing of an iptables-restore that failed was applied; the ip
+//    ops may be applied twice), so a call's result never depends on another's failure.
 //
 // Pure of any particular kernel: the memory twin or the Linux adapter goes inside.
 
@@ -33,10 +35,11 @@ export interface WaveStats {
   /** observe() calls, and the reads they became. */
   observeRequests: number;
   observations: number;
-  /** apply() calls, the host parts sent to the shared apply, and the applies run in all. */
+  /** apply() calls, the host parts sent to a shared apply, the applies run in all, and those of them shared. */
   applyRequests: number;
   sharedParts: number;
   applies: number;
+  sharedApplies: number;
   /** Shared reads or applies that failed and were done again call by call. */
   fallbacks: number;
 }
@@ -84,15 +87,17 @@ export const opNs = (op: Op): NsRef => {
   }
 };
 
-/** An op of the host namespace that changes only the host namespace (a host link's deletion takes its peer: that peer is the call's own). */
-const hostOnly = (op: Op): boolean => {
-  if (opNs(op) !== HOST) return false;
-  if (op.op === 'link.move') return false;
-  if (op.op === 'link.add') return op.link.veth === undefined || op.link.veth.peerNs === HOST;
-  return true;
-};
+/** Ops whose second application changes nothing and fails only where the first would have. */
+const REPEATABLE: ReadonlySet<Op['op']> = new Set(['link.set', 'link.del', 'addr.del', 'route.replace', 'route.del', 'neigh.replace', 'neigh.del', 'fdb.replace', 'fdb.del', 'sysctl.set']);
 
-const isIpt = (op: Op): boolean => op.op === 'chain.sync' || op.op === 'chain.del' || op.op === 'chain.add' || op.op === 'rule.add' || op.op === 'rule.del';
+const isIpt = (op: Op): op is Extract<Op, { op: 'chain.sync' | 'chain.del' | 'chain.add' | 'rule.add' | 'rule.del' }> =>
+  op.op === 'chain.sync' || op.op === 'chain.del' || op.op === 'chain.add' || op.op === 'rule.add' || op.op === 'rule.del';
+
+/** An iptables op's family and table. */
+const iptGroup = (op: Extract<Op, { op: 'chain.sync' | 'chain.del' | 'chain.add' | 'rule.add' | 'rule.del' }>): string => {
+  const c = op.op === 'chain.sync' ? op.chain : op.op === 'rule.add' || op.op === 'rule.del' ? op.rule : op;
+  return `ipt${c.family}:${c.table}`;
+};
 
 const mergeable = (r: ObserveRequest): boolean => r.scope !== undefined && r.desired === undefined && !r.kernelRoutes;
 
@@ -141,7 +146,7 @@ const done: Promise<Applied> = Promise.resolve(E.right(undefined));
 
 /** `defer`: when the turn ends (setImmediate); tests may pass their own. */
 export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) => void setImmediate(f)): WaveKernel {
-  const stats: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, fallbacks: 0 };
+  const stats: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, sharedApplies: 0, fallbacks: 0 };
   const observeOne = (r: ObserveRequest): Promise<Obs> => (stats.observations++, inner.observe(r)());
   const applyOne = (ops: readonly Op[]): Promise<Applied> => (stats.applies++, inner.apply(ops)());
 
@@ -171,27 +176,42 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
     }
   };
 
-  let writes: Waiting<readonly Op[], Applied>[] = [];
-  const flushWrites = (): void => {
-    const batch = writes;
-    writes = [];
+  // One queue per shared apply: 'ip' (repeatable host ops) and one per iptables family and table.
+  const writes = new Map<string, Waiting<readonly Op[], Applied>[]>();
+  const flushWrites = (channel: string): void => {
+    const batch = writes.get(channel) ?? [];
+    writes.delete(channel);
+    stats.sharedApplies++;
     if (batch.length === 1) {
       void applyOne(batch[0]!.what).then(batch[0]!.resolve);
       return;
     }
-    void applyOne(dedupe(batch.flatMap((w) => w.what))).then((shared) => {
-      if (E.isRight(shared)) return batch.forEach((w) => w.resolve(shared));
+    void applyOne(dedupe(batch.flatMap((w) => w.what))).then((together) => {
+      if (E.isRight(together)) return batch.forEach((w) => w.resolve(together));
       stats.fallbacks++;
       for (const w of batch) void applyOne(w.what).then(w.resolve);
     });
   };
-
-  const shared = (ops: readonly Op[]): Promise<Applied> =>
+  const enqueue = (channel: string, ops: readonly Op[]): Promise<Applied> =>
     new Promise((resolve) => {
       stats.sharedParts++;
-      if (writes.length === 0) defer(flushWrites);
-      writes.push({ what: ops, resolve });
+      let q = writes.get(channel);
+      if (!q) {
+        q = [];
+        writes.set(channel, q);
+        defer(() => flushWrites(channel));
+      }
+      q.push({ what: ops, resolve });
     });
+  /** The host's iptables ops, by family and table, each group in order. */
+  const sharedIpt = async (ops: readonly Op[]): Promise<Applied> => {
+    const groups = new Map<string, Op[]>();
+    for (const op of ops) if (isIpt(op)) groups.set(iptGroup(op), [...(groups.get(iptGroup(op)) ?? []), op]);
+    const rs = await Promise.all([...groups].map(([g, part]) => enqueue(g, part)));
+    return rs.find(E.isLeft) ?? E.right(undefined);
+  };
+  /** Host ops that are not iptables': shared when every one is repeatable, else the call's own apply. */
+  const hostIp = (ops: readonly Op[]): Promise<Applied> => (ops.length === 0 ? done : ops.every((op) => REPEATABLE.has(op.op)) ? enqueue('ip', ops) : applyOne(ops));
 
   return {
     stats: () => ({ ...stats }),
@@ -208,25 +228,24 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
       async () => {
         stats.applyRequests++;
         if (ops.length === 0) return E.right(undefined);
-        if (ops.every(hostOnly)) return shared(ops);
         const hostIpt = (op: Op): boolean => isIpt(op) && opNs(op) === HOST;
         const ipt = ops.filter(hostIpt);
         const rest = ops.filter((op) => !hostIpt(op));
-        const iptDone = ipt.length ? shared(ipt) : done;
-        // An ADD's: the ops that reach across namespaces (the veth pair) first, then the pod's ops beside the
-        // host's, which go to the shared apply. Any other shape is applied as it is.
+        const iptDone = ipt.length ? sharedIpt(ipt) : done;
+        const first = (rs: readonly Applied[]): Applied => rs.find(E.isLeft) ?? E.right(undefined);
+        // The host namespace's alone (a DEL's). A host link's deletion takes its veth peer along: the call's own.
+        if (rest.every((op) => opNs(op) === HOST && op.op !== 'link.move' && (op.op !== 'link.add' || !reachesOut(op)))) {
+          return first(await Promise.all([hostIp(rest), iptDone]));
+        }
+        // An ADD's: the ops that reach across namespaces (the veth pair) first, then the pod's beside the host's.
         const k = rest.findIndex((op) => !reachesOut(op));
         const after = k < 0 ? [] : rest.slice(k);
         const host = after.filter((op) => opNs(op) === HOST);
-        if (after.some(reachesOut) || host.length === 0) {
-          const [a, b] = await Promise.all([iptDone, rest.length ? applyOne(rest) : done]);
-          return E.isLeft(b) ? b : a;
-        }
-        const first = k > 0 ? await applyOne(rest.slice(0, k)) : E.right(undefined);
-        if (E.isLeft(first)) return (await iptDone, first);
+        if (k < 0 || after.some(reachesOut) || host.length === 0) return first(await Promise.all([rest.length ? applyOne(rest) : done, iptDone]));
+        const pair = k > 0 ? await applyOne(rest.slice(0, k)) : E.right(undefined);
+        if (E.isLeft(pair)) return (await iptDone, pair);
         const pod = after.filter((op) => opNs(op) !== HOST);
-        const results = await Promise.all([pod.length ? applyOne(pod) : done, shared(host), iptDone]);
-        return results.find(E.isLeft) ?? E.right(undefined);
+        return first(await Promise.all([pod.length ? applyOne(pod) : done, hostIp(host), iptDone]));
       },
   };
 }

@@ -44,6 +44,7 @@ export const WAVE_COUNTERS: Readonly<Record<keyof WaveStats | 'storeCalls' | 'st
   applyRequests: ['felt_cni_wave_apply_requests_total', 'Changes to the kernel the CNI calls feltd served asked for'],
   sharedParts: ['felt_cni_wave_shared_parts_total', 'Host-namespace parts of those changes sent to a shared apply'],
   applies: ['felt_cni_wave_applies_total', 'Applies feltd ran for them (concurrent host-namespace changes applied together)'],
+  sharedApplies: ['felt_cni_wave_shared_applies_total', 'Of those, the shared applies of host-namespace parts (before any fallback)'],
   fallbacks: ['felt_cni_wave_fallbacks_total', 'Shared reads or applies that failed and were done again call by call'],
   storeCalls: ['felt_cni_store_calls_total', 'Event-log decisions the CNI calls feltd served asked for'],
   storeTransactions: ['felt_cni_store_transactions_total', 'SQLite transactions feltd ran for them (decisions waiting at once committed together)'],
@@ -150,7 +151,7 @@ export function cniService(deps: CniServiceDeps): CniService {
    * that namespace (the first caller's may close before the others are done).
    */
   const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
-  const retired: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, fallbacks: 0 };
+  const retired: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, sharedApplies: 0, fallbacks: 0 };
   const waveFor = (key: string, hostNetns: string | undefined): { kernel: WaveKernel; release: () => void } => {
     let w = waves.get(key);
     if (!w) {
