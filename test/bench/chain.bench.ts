@@ -89,7 +89,7 @@ async function main(): Promise<void> {
       ip('netns', 'add', s.pod);
       // The reference's firewall plugin and portmap want these on in the host namespace, as on a real node.
       ip('netns', 'exec', s.host, 'ip', 'link', 'set', 'lo', 'up');
-      if (s.f.daemon) s.feltd = await startFeltd(s.host);
+      if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
     }
     for (let i = -1; i < N; i++) {
       for (const s of rotated(sides, i)) {

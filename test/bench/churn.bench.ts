@@ -164,7 +164,7 @@ async function main(): Promise<void> {
   const fills: Record<string, { wall: number; one: number[] }> = {};
   try {
     for (const s of sides) for (const n of [s.host, ...s.pods]) (ip('netns', 'add', n), made.push(n));
-    for (const s of sides) if (s.f.daemon) s.feltd = await startFeltd(s.host);
+    for (const s of sides) if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
     await churn(sides);
     if (DO_FILL) {
       for (const s of sides) {

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     for (const s of sides) {
       ip('netns', 'add', s.host);
       ip('netns', 'add', s.pod);
-      if (s.f.daemon) s.feltd = await startFeltd(s.host);
+      if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
     }
     if (RSS_CYCLES > 0) {
       const s = sides[0]!;

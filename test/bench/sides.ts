@@ -13,7 +13,7 @@ import { FELT_CNI, REF_CNI, ROOT } from '../support/cni.ts';
 
 export const REF_191 = process.env['BENCH_REF_191'] ?? join(ROOT, '..', '..', 'shared', 'reference-plugins', 'v1.9.1');
 
-export type SideName = 'felt-daemon' | 'felt' | 'ref-1.1.1' | 'ref-1.9.1';
+export type SideName = 'felt-daemon' | 'felt' | 'felt-base-daemon' | 'felt-base' | 'ref-1.1.1' | 'ref-1.9.1';
 
 export interface Flavour {
   readonly name: SideName;
@@ -31,10 +31,20 @@ const ALL: readonly Flavour[] = [
   { name: 'ref-1.9.1', dir: REF_191, daemon: false, felt: false },
 ];
 
-/** The sides of this run: all four (1.9.1 only when its directory exists), or BENCH_SIDES. */
+/**
+ * The sides of this run: all four (1.9.1 only when its directory exists), or BENCH_SIDES. BENCH_FELT_BASE=<dir>
+ * (another build's dist/cni, e.g. main's) adds felt-base (standalone) and felt-base-daemon (served by the
+ * feltd of <dir>/../bin/feltd), to measure a change side by side.
+ */
 export function flavours(): Flavour[] {
   const want = (process.env['BENCH_SIDES'] ?? '').split(',').filter(Boolean);
-  return ALL.filter((f) => (want.length ? want.includes(f.name) : f.name !== 'ref-1.9.1' || existsSync(join(f.dir, 'bridge'))));
+  const base = process.env['BENCH_FELT_BASE'];
+  const all: Flavour[] = [
+    ...ALL.slice(0, 2),
+    ...(base ? [{ name: 'felt-base-daemon' as const, dir: base, daemon: true, felt: true }, { name: 'felt-base' as const, dir: base, daemon: false, felt: true }] : []),
+    ...ALL.slice(2),
+  ];
+  return all.filter((f) => (want.length ? want.includes(f.name) : f.name !== 'ref-1.9.1' || existsSync(join(f.dir, 'bridge'))));
 }
 
 const connects = (path: string): Promise<boolean> =>
@@ -58,10 +68,10 @@ export interface Feltd {
  * A `feltd --cni-only` serving on a socket in a temporary directory, started in the named network namespace
  * (`ip netns exec` execs, so the child's PID is feltd's). FELT_TRACE passes through for profiling.
  */
-export async function startFeltd(hostNs: string): Promise<Feltd> {
+export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cni')): Promise<Feltd> {
   const dir = mkdtempSync(join(tmpdir(), 'felt-bench-feltd-'));
   const socket = join(dir, 'cni.sock');
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', hostNs, join(ROOT, 'dist/bin/feltd'), '--cni-only', `--cni-socket=${socket}`, `--state-dir=${join(dir, 'state')}`], {
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', hostNs, join(cniDir, '..', 'bin', 'feltd'), '--cni-only', `--cni-socket=${socket}`, `--state-dir=${join(dir, 'state')}`], {
     stdio: ['ignore', 'ignore', process.env['BENCH_FELTD_LOG'] ? 'inherit' : 'ignore'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -114,9 +124,11 @@ export const rotated = <A>(xs: readonly A[], round: number): A[] => {
 /** "| a | b |" cells of `values` per side, then the ratio of each felt side to each reference side. */
 export function ratioTable(title: string, rows: readonly { what: string; bySide: ReadonlyMap<SideName, number> }[], digits = 1): string {
   const names = [...(rows[0]?.bySide.keys() ?? [])];
-  const felts = names.filter((n) => n.startsWith('felt'));
+  const felts = names.filter((n) => n.startsWith('felt') && !n.startsWith('felt-base'));
   const refs = names.filter((n) => n.startsWith('ref'));
-  const ratioCols = felts.flatMap((f) => refs.map((r) => [f, r] as const));
+  // Each felt side against each reference; and against the same side of the base build, when there is one.
+  const bases = felts.map((f) => [f, f === 'felt' ? 'felt-base' : 'felt-base-daemon'] as const).filter(([, b]) => names.includes(b));
+  const ratioCols = [...felts.flatMap((f) => refs.map((r) => [f, r] as const)), ...bases];
   const head = `| ${title} | ${names.map((n) => `${n} median`).join(' | ')} | ${ratioCols.map(([f, r]) => `${f}/${r}`).join(' | ')} |`;
   const sep = `|${'---|'.repeat(1 + names.length + ratioCols.length)}`;
   const lines = rows.map(
