@@ -217,7 +217,13 @@ interface RowCache {
   complete: boolean;
 }
 
-function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busyTimeoutMs: number): EventStore {
+/** The SQLite store, with what tests of its caches read. */
+export interface SqliteStore extends EventStore {
+  /** Rows of table projections this connection keeps in memory (its row caches). */
+  readonly cachedRows: () => number;
+}
+
+function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busyTimeoutMs: number): SqliteStore {
   // Prepared on first use: a read-only CLI never prepares the write statements.
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string): Database.Statement => {
@@ -367,7 +373,12 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       c.position = position;
       c.header = o.overlay.header;
       c.count = o.overlay.rows;
-      for (const [k, r] of o.overlay.pending) c.rows.set(k, r);
+      // A deleted row is forgotten, not remembered as absent: a long-lived writer (feltd) would otherwise keep
+      // one entry per pod it ever served (attachments by container ID, allocations by address).
+      for (const [k, r] of o.overlay.pending) {
+        if (r === null) c.rows.delete(k);
+        else c.rows.set(k, r);
+      }
       rowCaches.set(`${name}\u0000${stream}`, c);
     };
   };
@@ -673,5 +684,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     close(): void {
       if (db.open) db.close();
     },
+
+    cachedRows: () => [...rowCaches.values()].reduce((n, c) => n + c.rows.size, 0),
   };
 }
