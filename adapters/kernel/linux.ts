@@ -198,7 +198,7 @@ const hasSysctl = (): boolean =>
 const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
 
 /** Whether an op changes another namespace than the one it runs in (or may: a deleted veth's peer goes too). */
-const reachesOut = (op: Op): boolean => {
+export const reachesOut = (op: Op): boolean => {
   switch (op.op) {
     case 'link.add':
       return createdFrom(op.link) !== op.link.ns || (op.link.veth !== undefined && op.link.veth.peerNs !== op.link.ns);

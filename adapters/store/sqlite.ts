@@ -217,7 +217,13 @@ interface RowCache {
   complete: boolean;
 }
 
-function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busyTimeoutMs: number): EventStore {
+/** The SQLite store, with what tests of its caches read. */
+export interface SqliteStore extends EventStore {
+  /** Rows of table projections this connection keeps in memory (its row caches). */
+  readonly cachedRows: () => number;
+}
+
+function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busyTimeoutMs: number): SqliteStore {
   // Prepared on first use: a read-only CLI never prepares the write statements.
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string): Database.Statement => {
@@ -242,6 +248,21 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   const snapshots = new Map<string, { position: number; state: unknown }>();
   const SNAPSHOT_POSITION = 'SELECT position FROM snapshots WHERE name = ? AND stream = ?';
   const TRANSACTION = [SNAPSHOT_POSITION, SNAPSHOT, AFTER, APPEND, SAVE, 'COMMIT', 'ROLLBACK'];
+
+  // Inside `group` (one transaction for several decisions), each decision is a savepoint: its refusal or its
+  // failure rolls back its own writes only, and nothing is durable before the group commits.
+  let grouped = false;
+  const begin = (): number => {
+    if (!grouped) return beginImmediate(db, stmt('BEGIN IMMEDIATE'), Date.now() + busyTimeoutMs, busyTimeoutMs);
+    stmt('SAVEPOINT felt_decision').run();
+    return 0;
+  };
+  const commit = (): void => void (grouped ? stmt('RELEASE felt_decision') : stmt('COMMIT')).run();
+  const rollback = (): void => {
+    if (!grouped) return void stmt('ROLLBACK').run();
+    stmt('ROLLBACK TO felt_decision').run();
+    stmt('RELEASE felt_decision').run();
+  };
 
   const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { rebuilt: boolean } => {
     const key = `${p.name}\u0000${stream}`;
@@ -352,7 +373,12 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       c.position = position;
       c.header = o.overlay.header;
       c.count = o.overlay.rows;
-      for (const [k, r] of o.overlay.pending) c.rows.set(k, r);
+      // A deleted row is forgotten, not remembered as absent: a long-lived writer (feltd) would otherwise keep
+      // one entry per pod it ever served (attachments by container ID, allocations by address).
+      for (const [k, r] of o.overlay.pending) {
+        if (r === null) c.rows.delete(k);
+        else c.rows.set(k, r);
+      }
       rowCaches.set(`${name}\u0000${stream}`, c);
     };
   };
@@ -367,7 +393,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   ): E.Either<CniError, { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[]; extra: A }> => {
     try {
       // The write lock, waited for in short jittered sleeps, and held at raised priority (sqlite-schema.ts).
-      const waited = beginImmediate(db, stmt('BEGIN IMMEDIATE'), Date.now() + busyTimeoutMs, busyTimeoutMs);
+      const waited = begin();
       const t1 = trace ? performance.now() : 0;
       const unboost = boost();
       try {
@@ -376,7 +402,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         const at = o.replayed.at(-1)?.position ?? o.cache.position;
         const replayed = o.replayed as Stored<Ev>[];
         if (E.isLeft(decision) || (decision.right.events.length === 0 && replayed.length === 0)) {
-          stmt('ROLLBACK').run();
+          rollback();
           return E.map((d: { extra: A }) => ({ position: at, events: [] as Stored<Ev>[], replayed, extra: d.extra }))(decision);
         }
         let position = at;
@@ -390,13 +416,13 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
           o.overlay.apply(stored as Stored<Event>);
         }
         const remember = flushTable(stream, p.name, table, o, position);
-        stmt('COMMIT').run();
+        commit();
         if (trace) process.stderr.write(`# store ${stream}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - t1).toFixed(1)} ms\n`);
         remember();
         return E.right({ position, events, replayed, extra: decision.right.extra });
       } catch (e) {
         rowCaches.delete(`${p.name}\u0000${stream}`);
-        if (db.inTransaction) stmt('ROLLBACK').run();
+        if (db.inTransaction) rollback();
         throw e;
       } finally {
         unboost();
@@ -455,14 +481,14 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         // it does while holding the lock, the shorter the queue.
         for (const sql of TRANSACTION) stmt(sql);
         // IMMEDIATE takes the write lock up front: two deciders never see the same state.
-        const waited = beginImmediate(db, stmt('BEGIN IMMEDIATE'), Date.now() + busyTimeoutMs, busyTimeoutMs);
+        const waited = begin();
         const t1 = trace ? performance.now() : 0;
         const unboost = boost();
         try {
           const loaded = loadIn(stream, p);
           const decision = decide(loaded.state);
           if (E.isLeft(decision) || (decision.right.length === 0 && !loaded.rebuilt)) {
-            stmt('ROLLBACK').run();
+            rollback();
             return E.map(() => ({ state: loaded.state, position: loaded.position, events: [] }))(decision);
           }
           let { state, position } = loaded;
@@ -475,12 +501,12 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
           }
           state = fold(p, events, state);
           stmt(SAVE).run(p.name, stream, position, JSON.stringify(state));
-          stmt('COMMIT').run();
+          commit();
           if (trace) process.stderr.write(`# store ${stream}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - t1).toFixed(1)} ms\n`);
           snapshots.set(`${p.name}\u0000${stream}`, { position, state });
           return E.right({ state, position, events });
         } catch (e) {
-          if (db.inTransaction) stmt('ROLLBACK').run();
+          if (db.inTransaction) rollback();
           throw e;
         } finally {
           unboost();
@@ -488,6 +514,42 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       } catch (e) {
         return E.left(storageError(file, e));
       }
+    },
+
+    group<A>(f: () => A): E.Either<CniError, A> {
+      if (grouped) return E.right(f());
+      const fail = (e: unknown): E.Either<CniError, A> => {
+        grouped = false;
+        try {
+          if (db.inTransaction) stmt('ROLLBACK').run();
+        } catch {
+          // the connection is unusable: the caller closes it
+        }
+        // What the calls remembered was never committed.
+        rowCaches.clear();
+        snapshots.clear();
+        return E.left(storageError(file, e));
+      };
+      try {
+        for (const sql of TRANSACTION) stmt(sql);
+        beginImmediate(db, stmt('BEGIN IMMEDIATE'), Date.now() + busyTimeoutMs, busyTimeoutMs);
+      } catch (e) {
+        return E.left(storageError(file, e));
+      }
+      grouped = true;
+      let out: A;
+      try {
+        out = f();
+      } catch (e) {
+        return fail(e);
+      }
+      try {
+        stmt('COMMIT').run();
+      } catch (e) {
+        return fail(e);
+      }
+      grouped = false;
+      return E.right(out);
     },
 
     transactRows<S, H, R, Ev extends Event>(
@@ -622,5 +684,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     close(): void {
       if (db.open) db.close();
     },
+
+    cachedRows: () => [...rowCaches.values()].reduce((n, c) => n + c.rows.size, 0),
   };
 }

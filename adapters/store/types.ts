@@ -60,6 +60,13 @@ export interface TransactedRows<E extends Event> {
 
 export interface EventStore {
   /**
+   * Run `f`, whose transactions (transact, transactRows) become savepoints of one write transaction: each
+   * decision's refusal or failure rolls back its own writes, the rest commit together (one commit for many
+   * calls). Left when the whole transaction failed (then nothing `f` did is stored, whatever its results said).
+   * Stores without it (the memory twin) run each transaction on its own.
+   */
+  readonly group?: <A>(f: () => A) => E.Either<CniError, A>;
+  /**
    * The Decider loop in one write transaction: load the stream's state (snapshot + any later events), run
    * `decide`, append its events, evolve and save the snapshot, commit. Concurrent callers (other processes)
    * serialize here. A Left from `decide` rolls back and is returned unchanged; storage failures are

@@ -16,6 +16,7 @@ import { traceMark } from '../../adapters/kernel/exec.ts';
 import { callStores, type CallStores } from './store.ts';
 import { pluginTypeProblem } from '../../core/cni/conflist.ts';
 import { lockEnv, withCallLock } from './call-lock.ts';
+import type { Kernel } from '../../adapters/kernel/types.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -189,6 +190,8 @@ export interface CallOptions {
   readonly hostNetns?: string;
   /** What a foreign delegate gets besides the CNI variables (feltd: its own PATH; the caller's env is never used). */
   readonly execEnv?: Env;
+  /** The kernel of the caller's host namespace, shared by the calls in flight there (Ctx.kernel). */
+  readonly kernel?: Kernel;
 }
 
 export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallOptions = {}): Ctx {
@@ -198,6 +201,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
     randomBytes: (n) => randomBytes(n),
     pid: process.pid,
     ...(opts.hostNetns !== undefined ? { hostNetns: opts.hostNetns } : {}),
+    ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}),
     stores: opts.stores ?? callStores(),
     delegate: (type, command, stdin, args) => {
       const exe = findInPath(type, args.path);

@@ -29,6 +29,7 @@ import type { Result } from '../../core/cni/result.ts';
 import { emptyKernelState, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
 import type { Ctx } from './plugin.ts';
+import { batched } from './store.ts';
 
 // ------------------------------------------------------------------------------------- the kernel
 
@@ -80,14 +81,18 @@ export const callStore: StoreAccess = {
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
 };
 
-/** One use of the store under `dataDir`: opened, `f`, closed (the handle's close leaves that to the call's scope). */
+/**
+ * One use of the store under `dataDir`: opened, `f`, closed (the handle's close leaves that to the call's scope).
+ * `batch`: `f` is a decision that may be group-committed with those of the calls running at once (feltd's waves,
+ * apps/cni/store.ts `batched`); in a plugin process it runs at once, as without.
+ */
 export const withStore =
-  <A>(access: Pick<StoreAccess, 'openStore'>, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>): TE.TaskEither<CniError, A> =>
+  <A>(access: Pick<StoreAccess, 'openStore'>, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>, batch = false): TE.TaskEither<CniError, A> =>
   async () => {
     const opened = await access.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
     try {
-      return f(opened.right);
+      return batch ? await batched(opened.right, f) : f(opened.right);
     } finally {
       opened.right.close();
     }

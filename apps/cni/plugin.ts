@@ -7,6 +7,7 @@ import type { CmdArgs, Command, NetConf } from '../../core/cni/env.ts';
 import type { CniError } from '../../core/cni/errors.ts';
 import type { Result } from '../../core/cni/result.ts';
 import type { CallStores } from './store.ts';
+import type { Kernel } from '../../adapters/kernel/types.ts';
 
 /** Effects a plugin may use, passed in so the plugin code stays testable. */
 export interface Ctx {
@@ -22,6 +23,11 @@ export interface Ctx {
    * Unset: this process's own namespace, as an executable.
    */
   readonly hostNetns?: string;
+  /**
+   * The kernel of this call's host namespace, when it is shared with other calls (feltd: a wave kernel,
+   * adapters/kernel/waves.ts, per host namespace). Unset: the Linux adapter, this call's own.
+   */
+  readonly kernel?: Kernel;
   /** The event stores of this call (apps/cni/store.ts): per call in an executable, warm in feltd. */
   readonly stores: CallStores;
   /**

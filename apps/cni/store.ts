@@ -10,19 +10,25 @@
 //  - `warmStores()`, one per feltd serving CNI: the calls in flight share the stores (one open per dataDir
 //    however many calls use it at once), keyed by dataDir, at most `max` of them (the least recently used is
 //    closed), and they are closed (checkpointed: the log on disk is as an executable leaves it, no WAL kept
-//    growing, nothing held open on an idle data dir) once no call has been running for a turn of the event loop.
+//    growing, nothing held open on an idle data dir) once no call has been running for `idleMs` (default 250 ms:
+//    calls that follow each other keep them open; a data dir left alone is released soon after, so that it can
+//    be remounted read-only, and a full disk is met by the next call's write, not hidden by a WAL kept warm).
 //    A store whose file was removed or replaced since it was opened (a dataDir deleted and made again) is
 //    opened afresh, and one whose use failed (a full disk, an I/O error) is closed: the next use opens it
 //    again, as an executable would, instead of inheriting a connection left in whatever state the failure left it.
 //    better-sqlite3 is synchronous, so two calls' transactions never interleave in the process; SQLite's own
 //    locking orders them against other processes (executables running standalone beside the daemon).
+//    Decisions of calls waiting at once on one dataDir (`batched`) are group-committed: at the end of the turn
+//    one transaction runs them in order, each a savepoint of its own (its refusal rolls back its writes only) and
+//    each call gets its own result; when that transaction cannot commit, each decision runs again in its own
+//    transaction, so one call's failure is never another's.
 //
 // The store module is imported on first use only.
 
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { ErrCode, type CniError } from '../../core/cni/errors.ts';
+import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 
@@ -44,6 +50,17 @@ export interface CallStores {
   /** The call ended. */
   readonly end: () => void;
 }
+
+type Decision<A> = (s: EventStore) => E.Either<CniError, A>;
+
+/** A store whose decisions may wait for others' to be committed with them (feltd's warm stores). */
+interface Batching extends EventStore {
+  readonly batch: <A>(f: Decision<A>) => Promise<E.Either<CniError, A>>;
+}
+
+/** Run `f` (one or more transactions on `s`): with the decisions of other calls waiting at once when `s` batches. */
+export const batched = <A>(s: EventStore, f: Decision<A>): Promise<E.Either<CniError, A>> =>
+  'batch' in s && typeof (s as Batching).batch === 'function' ? (s as Batching).batch(f) : Promise.resolve(f(s));
 
 /** A handle whose every use goes through `use`, and whose `close` does nothing (the scope closes). */
 const handle = (use: <A>(what: string, f: (s: EventStore) => E.Either<CniError, A>) => E.Either<CniError, A>): EventStore => ({
@@ -126,10 +143,12 @@ export interface WarmStores {
   readonly dataDirs: () => string[];
   /** Close every store (the daemon stops). */
   readonly close: () => void;
+  /** Decisions run (`batched`), and the transactions they took. */
+  readonly stats: () => { calls: number; transactions: number };
 }
 
 /** The daemon's stores: open across calls, keyed by dataDir, the least recently used closed beyond `max`. */
-export function warmStores(max = 16): WarmStores {
+export function warmStores(max = 16, idleMs = 250): WarmStores {
   const open = new Map<string, { store: EventStore; id: string | undefined }>();
   const used = new Set<string>();
   const get = (dataDir: string): E.Either<CniError, EventStore> => {
@@ -162,42 +181,104 @@ export function warmStores(max = 16): WarmStores {
     store.close();
   };
   let active = 0;
+  let idle: NodeJS.Timeout | undefined;
   const closeAll = (): void => {
     for (const v of open.values()) v.store.close();
     open.clear();
   };
+  /** `f` on the store of `dataDir`, evicting it after a throw or a storage failure. */
+  const checked = <A>(dataDir: string, s: EventStore, what: string, f: Decision<A>): E.Either<CniError, A> => {
+    let r: E.Either<CniError, A>;
+    try {
+      r = f(s);
+    } catch (e) {
+      evict(dataDir, s);
+      throw e;
+    }
+    // A storage failure (code 5): not a decision's refusal, which leaves the store as it was.
+    if (E.isLeft(r) && r.left.code === ErrCode.IO) evict(dataDir, s);
+    traceMark(what);
+    return r;
+  };
+  let calls = 0;
+  let transactions = 0;
+  const queues = new Map<string, { f: Decision<unknown>; resolve: (r: E.Either<CniError, unknown>) => void }[]>();
+  const flush = (dataDir: string): void => {
+    const q = queues.get(dataDir) ?? [];
+    queues.delete(dataDir);
+    const one = (w: (typeof q)[number]): void => {
+      calls++;
+      transactions++;
+      const s = get(dataDir);
+      if (E.isLeft(s)) return w.resolve(s);
+      try {
+        w.resolve(checked(dataDir, s.right, 'decided', w.f));
+      } catch (e) {
+        w.resolve(E.left(cniError(ErrCode.Internal, `internal error in the event log: ${(e as Error)?.message ?? String(e)}`)));
+      }
+    };
+    const s = get(dataDir);
+    if (q.length === 1 || E.isLeft(s) || !s.right.group) return q.forEach(one);
+    const store = s.right;
+    const group = store.group!;
+    const results = group(() =>
+      q.map((w) => {
+        try {
+          return w.f(store);
+        } catch (e) {
+          return E.left(cniError(ErrCode.Internal, `internal error in the event log: ${(e as Error)?.message ?? String(e)}`));
+        }
+      }),
+    );
+    if (E.isLeft(results)) {
+      // Nothing of the group is stored: each decision again, on its own, in a store opened afresh.
+      evict(dataDir, store);
+      return q.forEach(one);
+    }
+    calls += q.length;
+    transactions++;
+    traceMark(`decided ${q.length} at once`);
+    if (results.right.some((r) => E.isLeft(r) && r.left.code === ErrCode.IO)) evict(dataDir, store);
+    q.forEach((w, i) => w.resolve(results.right[i]!));
+  };
+  const batch = <A>(dataDir: string, f: Decision<A>): Promise<E.Either<CniError, A>> =>
+    new Promise((resolve) => {
+      let q = queues.get(dataDir);
+      if (!q) {
+        q = [];
+        queues.set(dataDir, q);
+        setImmediate(() => flush(dataDir));
+      }
+      q.push({ f, resolve: resolve as (r: E.Either<CniError, unknown>) => void });
+    });
   const scope = (): CallStores => {
     active++;
+    if (idle) clearTimeout(idle);
+    idle = undefined;
     let ended = false;
     return {
       open: async (dataDir) => {
         await loadSqlite();
         const first = get(dataDir);
         if (E.isLeft(first)) return first;
-        return E.right(
-          handle((what, f) => {
+        const h: Batching = {
+          ...handle((what, f) => {
             const s = get(dataDir);
-            if (E.isLeft(s)) return s;
-            let r: ReturnType<typeof f>;
-            try {
-              r = f(s.right);
-            } catch (e) {
-              evict(dataDir, s.right);
-              throw e;
-            }
-            // A storage failure (code 5): not a decision's refusal, which leaves the store as it was.
-            if (E.isLeft(r) && r.left.code === ErrCode.IO) evict(dataDir, s.right);
-            traceMark(what);
-            return r;
+            return E.isLeft(s) ? s : checked(dataDir, s.right, what, f);
           }),
-        );
+          batch: (f) => batch(dataDir, f),
+        };
+        return E.right(h);
       },
       closeSoon: () => undefined,
       end: () => {
         if (ended) return;
         ended = true;
-        // The last call in flight ended: close once the event loop has turned (a call that just arrived keeps them).
-        if (--active === 0) setImmediate(() => active === 0 && closeAll());
+        // The last call in flight ended: close once none has come for idleMs (a call that arrives keeps them).
+        if (--active === 0) {
+          idle = setTimeout(() => active === 0 && closeAll(), idleMs);
+          idle.unref();
+        }
       },
     };
   };
@@ -205,6 +286,10 @@ export function warmStores(max = 16): WarmStores {
     scope,
     size: () => open.size,
     dataDirs: () => [...used],
-    close: closeAll,
+    close: () => {
+      if (idle) clearTimeout(idle);
+      closeAll();
+    },
+    stats: () => ({ calls, transactions }),
   };
 }

@@ -10,7 +10,10 @@
 //  - calls on one attachment (CNI_CONTAINERID and CNI_IFNAME) run in the order they came: a DEL that follows
 //    an ADD whose forwarder was killed waits for that ADD;
 //  - the plugin's directory (where delegates count as felt's own): the caller's executable's (/proc/<pid>/exe);
-//  - the event stores: feltd's warm ones (apps/cni/store.ts warmStores), open across calls.
+//  - the event stores: feltd's warm ones (apps/cni/store.ts warmStores), open across calls, their transactions
+//    of calls waiting at once committed together;
+//  - the kernel: one wave kernel (adapters/kernel/waves.ts) per host namespace, shared by the calls in flight
+//    there: their reads of the host namespace made once, their writes to it applied together.
 //
 // Then the same `dispatch` as the executable. Each call is counted in felt_cni_requests_total{plugin,command,
 // code} and timed in felt_cni_request_duration_seconds.
@@ -26,12 +29,26 @@ import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
 import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
 import { warmStores, type WarmStores } from '../../apps/cni/store.ts';
+import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kernel/waves.ts';
 import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
 import type { Logger, Metrics } from './observability.ts';
 
 export const CNI_REQUESTS = 'felt_cni_requests_total';
 const CNI_REQUESTS_HELP = 'CNI calls feltd served, by plugin type, command and CNI result code (0: success)';
 export const CNI_DURATION = 'felt_cni_request_duration_seconds';
+/** Waves (adapters/kernel/waves.ts, apps/cni/store.ts): what the calls asked for, and what it took. */
+export const WAVE_COUNTERS: Readonly<Record<keyof WaveStats | 'storeCalls' | 'storeTransactions', readonly [string, string]>> = {
+  observeRequests: ['felt_cni_wave_observe_requests_total', 'Reads of the kernel the CNI calls feltd served asked for'],
+  observations: ['felt_cni_wave_observations_total', 'Reads of the kernel feltd made for them (concurrent reads of one host namespace made once)'],
+  applyRequests: ['felt_cni_wave_apply_requests_total', 'Changes to the kernel the CNI calls feltd served asked for'],
+  sharedParts: ['felt_cni_wave_shared_parts_total', 'Host-namespace parts of those changes sent to a shared apply'],
+  applies: ['felt_cni_wave_applies_total', 'Applies feltd ran for them (concurrent host-namespace changes applied together)'],
+  sharedApplies: ['felt_cni_wave_shared_applies_total', 'Of those, the shared applies of host-namespace parts (before any fallback)'],
+  fallbacks: ['felt_cni_wave_fallbacks_total', 'Shared reads or applies that failed and were done again call by call'],
+  storeCalls: ['felt_cni_store_calls_total', 'Event-log decisions the CNI calls feltd served asked for'],
+  storeTransactions: ['felt_cni_store_transactions_total', 'SQLite transactions feltd ran for them (decisions waiting at once committed together)'],
+};
 const CNI_DURATION_HELP = 'How long feltd took to serve a CNI call, from the whole request to the answer';
 const CNI_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -57,6 +74,8 @@ export interface CniService {
   /** Bridge attachments per network, in the logs feltd served the latest calls from (row counts: no log scan). */
   readonly attachments: () => AttachmentCount[];
   readonly stores: WarmStores;
+  /** What the waves saved so far (also on /metrics, WAVE_COUNTERS). */
+  readonly waves: () => WaveStats & { storeCalls: number; storeTransactions: number };
   readonly close: () => void;
 }
 
@@ -99,7 +118,7 @@ export function cniService(deps: CniServiceDeps): CniService {
    * feltd's descriptor (/proc/<feltd>/fd/<n>): it stays the caller's namespace even if the caller dies
    * mid-call and its PID is reused.
    */
-  const where = (req: CniRequest): { hostNetns?: string; selfDir: string; release: () => void } | CniError => {
+  const where = (req: CniRequest): { hostNetns?: string; nsKey: string; selfDir: string; release: () => void } | CniError => {
     const ns = `${proc}/${req.pid}/ns/net`;
     let fd: number;
     try {
@@ -122,9 +141,56 @@ export function cniService(deps: CniServiceDeps): CniService {
     }
     if (st.dev === own.dev && st.ino === own.ino) {
       release();
-      return { selfDir: dirname(exe), release: () => undefined };
+      return { selfDir: dirname(exe), nsKey: 'self', release: () => undefined };
     }
-    return { hostNetns: `/proc/${process.pid}/fd/${fd}`, selfDir: dirname(exe), release };
+    return { hostNetns: `/proc/${process.pid}/fd/${fd}`, nsKey: `${st.dev}:${st.ino}`, selfDir: dirname(exe), release };
+  };
+
+  /**
+   * One wave kernel per host namespace (by device and inode) while calls run there, on feltd's own descriptor of
+   * that namespace (the first caller's may close before the others are done).
+   */
+  const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
+  const retired: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, sharedApplies: 0, fallbacks: 0 };
+  const waveFor = (key: string, hostNetns: string | undefined): { kernel: WaveKernel; release: () => void } => {
+    let w = waves.get(key);
+    if (!w) {
+      const fd = hostNetns === undefined ? undefined : openSync(hostNetns, 'r');
+      const inner = linuxKernel({ pid: process.pid, ...(fd !== undefined ? { hostNetns: `/proc/${process.pid}/fd/${fd}` } : {}) });
+      w = { kernel: waveKernel(inner), users: 0, close: () => fd !== undefined && closeSync(fd) };
+      waves.set(key, w);
+    }
+    const held = w;
+    held.users++;
+    return {
+      kernel: held.kernel,
+      release: () => {
+        if (--held.users > 0) return;
+        waves.delete(key);
+        const s = held.kernel.stats();
+        for (const k of Object.keys(retired) as (keyof WaveStats)[]) retired[k] += s[k];
+        held.close();
+      },
+    };
+  };
+  const waveTotals = (): WaveStats & { storeCalls: number; storeTransactions: number } => {
+    const t = { ...retired };
+    for (const w of waves.values()) {
+      const s = w.kernel.stats();
+      for (const k of Object.keys(t) as (keyof WaveStats)[]) t[k] += s[k];
+    }
+    const st = stores.stats();
+    return { ...t, storeCalls: st.calls, storeTransactions: st.transactions };
+  };
+  const counted = waveTotals();
+  for (const [n, h] of Object.values(WAVE_COUNTERS)) deps.metrics.counter(n, h, 0);
+  const countWaves = (): void => {
+    const now = waveTotals();
+    for (const k of Object.keys(WAVE_COUNTERS) as (keyof typeof WAVE_COUNTERS)[]) {
+      const d = now[k] - counted[k];
+      if (d > 0) deps.metrics.counter(WAVE_COUNTERS[k][0], WAVE_COUNTERS[k][1], d);
+      counted[k] = now[k];
+    }
   };
 
   /** Calls on one attachment (container ID and interface) run one after another: a DEL waits for its ADD. */
@@ -157,16 +223,21 @@ export function cniService(deps: CniServiceDeps): CniService {
       reply = await inTurn(key, async () => {
         const at = where(req);
         if ('code' in at) return errorReply(req.stdin, at);
+        let wave: { kernel: WaveKernel; release: () => void } | undefined;
         try {
+          wave = waveFor(at.nsKey, at.hostNetns);
           const ctx = makeCtx(env, at.selfDir, entry.bundled, {
             stores: stores.scope(),
             ...(at.hostNetns !== undefined ? { hostNetns: at.hostNetns } : {}),
+            kernel: wave.kernel,
             execEnv: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
           });
           const out = await dispatch(entry.plugin, env, req.stdin, ctx);
           return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : '', stderr: '' };
         } finally {
+          wave?.release();
           at.release();
+          countWaves();
         }
       });
     }
@@ -219,6 +290,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([network, count]) => ({ network, count }));
     },
     stores,
+    waves: waveTotals,
     close: () => stores.close(),
   };
 }

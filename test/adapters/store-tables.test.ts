@@ -12,7 +12,8 @@ import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Event, Stored } from '../../core/events.ts';
-import { openSqliteStore } from '../../adapters/store/sqlite.ts';
+import { openSqliteStore, type SqliteStore } from '../../adapters/store/sqlite.ts';
+import { attachmentsProjection, attachmentStream, decideAttachmentsIn, type AttachmentCommand } from '../../core/bridge/attachments.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
 import { referenceFold, stepsArb, type Step } from '../support/projection-gen.ts';
 import { runs } from '../support/runs.ts';
@@ -117,5 +118,29 @@ describe('SQLite table projections equal the fold of the log', () => {
       }),
       { numRuns: runs(25) },
     );
+  });
+});
+
+describe('a long-lived writer (feltd serving CNI) keeps its row caches bounded', () => {
+  it('a deleted row is forgotten: 500 attachments recorded and removed one after the other leave no cached row behind', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'felt-store-cache-'));
+    dirs.push(dir);
+    const store = open(dir) as SqliteStore;
+    const run = (c: AttachmentCommand) => {
+      const r = store.transactRows(attachmentStream('net'), attachmentsProjection, (v) => decideAttachmentsIn(c, v), { time: '2026-12-07T00:00:00.000Z' });
+      if (E.isLeft(r)) throw new Error(r.left.msg);
+    };
+    try {
+      for (let i = 0; i < 500; i++) {
+        const who = { network: 'net', containerId: `c${i}`, ifname: 'eth0' };
+        run({ type: 'RecordAttachment', data: { ...who, netns: `/run/netns/p${i}`, hostVeth: `veth${i}`, dataDir: dir } });
+        run({ type: 'RemoveAttachments', data: { ...who, reason: 'del' } });
+      }
+      expect(store.cachedRows()).toBeLessThan(10);
+      const l = store.load(attachmentStream('net'), attachmentsProjection);
+      expect(E.isRight(l) && Object.keys(l.right.state.attachments).length).toBe(0);
+    } finally {
+      store.close();
+    }
   });
 });

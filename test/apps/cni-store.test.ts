@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Projection } from '../../core/events.ts';
-import { callStores, warmStores } from '../../apps/cni/store.ts';
+import { batched, callStores, warmStores } from '../../apps/cni/store.ts';
+import { cniError, ErrCode } from '../../core/cni/errors.ts';
+import fc from 'fast-check';
+import { eventually } from '../support/eventually.ts';
 
 type Ev = { type: 'Added'; data: { n: number } };
 const sum: Projection<number, Ev> = { name: 'test-sum', initialState: () => 0, evolve: (s, e) => s + e.data.n };
@@ -87,8 +90,8 @@ describe('the event store of one CNI call', () => {
 });
 
 describe("feltd's warm stores", () => {
-  it('calls in flight share one open store; it is closed (checkpointed) once the last one has ended', async () => {
-    const warm = warmStores();
+  it('calls in flight share one open store; it is closed (checkpointed) once none has run for idleMs', async () => {
+    const warm = warmStores(16, 200);
     const d = dir();
     const a = warm.scope();
     const b = warm.scope();
@@ -103,9 +106,61 @@ describe("feltd's warm stores", () => {
     expect(right(right(await b.open(d)).load('s', sum)).state).toBe(5);
     b.end();
     b.end(); // a second end of the same call counts once
-    await new Promise((r) => setImmediate(r));
-    expect(warm.size()).toBe(0);
+    // A call that follows finds it open still.
+    const c = warm.scope();
+    expect(warm.size()).toBe(1);
+    expect(right(right(await c.open(d)).load('s', sum)).state).toBe(5);
+    c.end();
+    await eventually(() => warm.size() === 0, { what: 'the idle store closed' });
     expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
+  });
+
+  it("the decisions of calls waiting at once are committed in one transaction, each with its own result", async () => {
+    const warm = warmStores();
+    const d = dir();
+    const calls = Array.from({ length: 8 }, () => warm.scope());
+    const handles = await Promise.all(calls.map(async (c) => right(await c.open(d))));
+    // Call 3 refuses (its decide fails); call 5's second event cannot be stored (a BigInt: JSON.stringify throws)
+    // after its first was written: its savepoint is rolled back. Neither changes the others' results.
+    const rs = await Promise.all(
+      handles.map((h, i) =>
+        batched(h, (s) =>
+          s.transact('s', sum, i === 3 ? () => E.left(cniError(ErrCode.InvalidNetworkConfig, 'no')) : i === 5 ? () => E.right([{ type: 'Added', data: { n: 100 } } as Ev, { type: 'Added', data: { n: 1n } } as unknown as Ev]) : add(i + 1), meta),
+        ),
+      ),
+    );
+    expect(rs.map((r) => (E.isRight(r) ? r.right.state : /BigInt/.test(r.left.msg) ? 'threw' : r.left.code))).toEqual([1, 3, 6, ErrCode.InvalidNetworkConfig, 11, 'threw', 18, 26]);
+    expect(warm.stats()).toEqual({ calls: 8, transactions: 1 });
+    for (const c of calls) c.end();
+    warm.close();
+    const check = callStores();
+    expect(right(right(await check.open(d)).load('s', sum)).state).toBe(1 + 2 + 3 + 5 + 7 + 8);
+    check.end();
+  });
+
+  it('property: decisions batched at once end as the same decisions one by one', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.oneof(fc.integer({ min: -3, max: 9 }), fc.constant('refuse' as const)), { minLength: 1, maxLength: 12 }), async (moves) => {
+        // Refusals depend on the state: a decision that would take the sum below zero is refused.
+        const decide = (m: number | 'refuse') => (s: number) =>
+          m === 'refuse' || s + m < 0 ? E.left(cniError(ErrCode.InvalidNetworkConfig, `refused at ${s}`)) : E.right([{ type: 'Added', data: { n: m } } as Ev]);
+        const show = (r: E.Either<{ msg: string }, { state: number }>) => (E.isRight(r) ? r.right.state : r.left.msg);
+        const one = callStores();
+        const d1 = dir();
+        const alone = [];
+        for (const m of moves) alone.push(show(right(await one.open(d1)).transact('s', sum, decide(m), meta)));
+        one.end();
+        const warm = warmStores();
+        const d2 = dir();
+        const calls = moves.map(() => warm.scope());
+        const together = await Promise.all(calls.map(async (c, i) => show(await batched(right(await c.open(d2)), (s) => s.transact('s', sum, decide(moves[i]!), meta)))));
+        expect(together).toEqual(alone);
+        expect(warm.stats()).toEqual({ calls: moves.length, transactions: 1 });
+        for (const c of calls) c.end();
+        warm.close();
+      }),
+      { numRuns: 30 },
+    );
   });
 
   it('a store whose file was replaced while open is opened afresh', async () => {

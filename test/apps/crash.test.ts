@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { attachmentsProjection, attachmentStream } from '../../core/bridge/attachments.ts';
 import { FELT_CNI, runCni } from '../support/cni.ts';
+import { eventually } from '../support/eventually.ts';
 import { addrs, cni, cniChains, cniRules, exec, feltAllocations, iptSave, links, nsPath, nsRun, routes, Sandbox, veths, type Call } from '../support/ns.ts';
 
 const sb = new Sandbox();
@@ -236,10 +237,20 @@ async function withTmpfs<T>(size: string, fn: (mnt: string) => Promise<T>): Prom
   }
 }
 
+/**
+ * Remount read-only. In daemon mode feltd keeps a log it served open for a moment after the last call (its
+ * warm stores' idle close), and the kernel refuses a read-only remount while a file is open for writing: wait
+ * for it to let go (closing checkpoints the log away: the WAL file goes).
+ */
 const remountRo = async (mnt: string): Promise<void> => {
+  await released(mnt);
   const r = await exec(['mount', '-o', 'remount,ro', mnt]);
   if (r.code !== 0) throw new Error(`remount ro ${mnt}: ${r.stderr}`);
 };
+
+/** No felt.db under `dir` (at any depth) is open: none has a WAL file left. */
+const released = (dir: string): Promise<true> =>
+  eventually(() => !readdirSync(dir, { recursive: true }).some((f) => String(f).endsWith('felt.db-wal')), { what: `the logs under ${dir} closed` });
 
 /** Fill a file system until writing fails. */
 function fill(mnt: string): void {
@@ -315,6 +326,8 @@ describe('storage that cannot be written: code 5 naming the file, no kernel chan
       const c: Call = { dir: FELT_CNI, hostNs: host, pod, cid: 'before' };
       expect((await cni(c, 'ADD', confOf(used))).code).toBe(0);
       expect((await cni(c, 'DEL', confOf(used))).code).toBe(0);
+      // A log still open (feltd's, for a moment) would write into the WAL it has: the disk fills up after.
+      await released(mnt);
       fill(mnt);
       await expectIoErrorNoChange(empty, join(empty, 'felt.db'));
       await expectIoErrorNoChange(used, join(used, 'felt.db'));

@@ -1,106 +1,128 @@
-// npm run bench:chain: N ADD+DEL cycles of the conflist bridge + portmap + bandwidth + tuning + firewall, run by
-// the same runtime (`felt cni`) once with felt's plugins and once with the reference plugins in /usr/lib/cni,
-// alternately in one run, each side in its own host namespace. Prints medians and the ratio felt/reference
-// as a markdown table (pasted into docs/benchmarks.md).
+// npm run bench:chain: N ADD+DEL cycles of the conflist bridge + portmap + bandwidth + tuning + firewall, side
+// by side in one run (test/bench/sides.ts: felt with a feltd serving, started inside that side's host
+// namespace; felt standalone; the reference 1.1.1 and 1.9.1), each side in its own host namespace, the sides
+// rotated every cycle.
+//
+// The runtime is the same for every side and costs no process of its own: this process runs the conflist as
+// libcni does (each plugin executed with `ip netns exec <host> <plugin>`, CNI_* in its environment, the config
+// with the capabilities' runtimeConfig and the previous result on stdin; DEL in reverse order with the ADD's
+// result as prevResult). So the time is the plugins' alone, as a runtime that is already running (containerd,
+// CRI-O, podman's netavark-less path) sees it. Prints medians and the ratios felt/reference as a markdown
+// table (pasted into docs/benchmarks.md).
 
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FELT_CNI, REF_CNI, ROOT } from '../support/cni.ts';
+import { runCni } from '../support/cni.ts';
+import { flavours, heading, load, median, ratioTable, rotated, sideEnv, startFeltd, type Feltd, type Flavour } from './sides.ts';
 
 const N = Number(process.env['BENCH_N'] ?? 20);
-const FELT = join(ROOT, 'dist', 'bin', 'felt');
 const tag = `fc${process.pid}`;
 const ip = (...a: string[]) => execFileSync('ip', a, { stdio: 'pipe' });
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
 interface Side {
-  readonly name: string;
-  readonly path: string;
+  readonly f: Flavour;
   readonly host: string;
-  readonly dir: string;
+  readonly pod: string;
+  readonly data: string;
+  feltd?: Feltd;
   readonly add: number[];
   readonly del: number[];
 }
 
-const conflist = (data: string) => ({
-  cniVersion: '1.0.0',
-  name: 'benchchain',
-  plugins: [
-    { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.98.0.0/16' }]], dataDir: data } },
-    { type: 'portmap', capabilities: { portMappings: true }, snat: true },
-    { type: 'bandwidth', capabilities: { bandwidth: true } },
-    { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
-    { type: 'firewall', dataDir: data },
-  ],
-});
+type Raw = Record<string, unknown>;
 
-const capArgs = JSON.stringify({
+const plugins = (data: string): Raw[] => [
+  { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.98.0.0/16' }]], dataDir: data } },
+  { type: 'portmap', capabilities: { portMappings: true }, snat: true },
+  { type: 'bandwidth', capabilities: { bandwidth: true } },
+  { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
+  { type: 'firewall', dataDir: data },
+];
+
+const caps: Raw = {
   portMappings: [{ hostPort: 18081, containerPort: 80, protocol: 'tcp' }],
   bandwidth: { ingressRate: 100_000_000, ingressBurst: 1_000_000, egressRate: 100_000_000, egressBurst: 1_000_000 },
-});
+};
 
-function timed(argv: string[]): Promise<number> {
+/** libcni's buildOneConfig: name and version from the list, the capabilities the plugin asks for as runtimeConfig. */
+const oneConfig = (p: Raw, prevResult: unknown): Raw => {
+  const wanted = Object.entries((p['capabilities'] as Record<string, boolean> | undefined) ?? {}).filter(([k, on]) => on && k in caps);
+  return {
+    cniVersion: '1.0.0',
+    name: 'benchchain',
+    ...p,
+    ...(wanted.length ? { runtimeConfig: Object.fromEntries(wanted.map(([k]) => [k, caps[k]])) } : {}),
+    ...(prevResult !== undefined ? { prevResult } : {}),
+  };
+};
+
+async function runList(s: Side, command: 'ADD' | 'DEL', id: string, prev: unknown): Promise<{ ms: number; result: unknown }> {
+  const list = plugins(s.data);
   const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    c.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${argv.slice(-8).join(' ')}: ${err}`))));
-  });
+  let result = prev;
+  for (const p of command === 'ADD' ? list : [...list].reverse()) {
+    const o = await runCni({
+      dir: s.f.dir,
+      type: String(p['type']),
+      command,
+      hostNs: s.host,
+      containerId: id,
+      netns: `/var/run/netns/${s.pod}`,
+      ifname: 'eth0',
+      config: oneConfig(p, command === 'ADD' ? result : prev),
+      env: sideEnv(s.f, s.feltd),
+    });
+    if (o.code !== 0) throw new Error(`${s.f.name} ${command} ${String(p['type'])}: ${o.stdout}${o.stderr}`);
+    if (command === 'ADD') result = o.json;
+  }
+  return { ms: performance.now() - t0, result };
 }
 
 async function main(): Promise<void> {
-  const sides: Side[] = ['felt', 'reference'].map((name) => {
-    const dir = mkdtempSync(join(tmpdir(), `chain-bench-${name}-`));
-    mkdirSync(join(dir, 'net.d'));
-    writeFileSync(join(dir, 'net.d', '10-bench.conflist'), JSON.stringify(conflist(join(dir, 'data'))));
-    return { name, path: name === 'felt' ? FELT_CNI : REF_CNI, host: `${tag}-${name}`, dir, add: [], del: [] };
-  });
-  for (const s of sides) ip('netns', 'add', s.host);
+  const before = load();
+  const sides: Side[] = flavours().map((f, i) => ({ f, host: `${tag}-h${i}`, pod: `${tag}-p${i}`, data: mkdtempSync(join(tmpdir(), `chain-bench-${f.name}-`)), add: [], del: [] }));
   try {
+    for (const s of sides) {
+      ip('netns', 'add', s.host);
+      ip('netns', 'add', s.pod);
+      // The reference's firewall plugin and portmap want these on in the host namespace, as on a real node.
+      ip('netns', 'exec', s.host, 'ip', 'link', 'set', 'lo', 'up');
+      if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
+    }
     for (let i = -1; i < N; i++) {
-      for (const s of i % 2 === 0 ? sides : [...sides].reverse()) {
-        const pod = `${tag}-pod`;
-        ip('netns', 'add', pod);
-        try {
-          const run = (verb: string) =>
-            timed([
-              'ip', 'netns', 'exec', s.host, 'env', `CNI_PATH=${s.path}`, FELT, 'cni', verb, 'benchchain', `/var/run/netns/${pod}`,
-              '--container-id', `c${i + 1}`, '--conf-dir', join(s.dir, 'net.d'), '--cache-dir', join(s.dir, 'cache'), '--data-dir', join(s.dir, 'data'),
-              '--cap-args', capArgs,
-            ]);
-          const a = await run('add');
-          const d = await run('del');
-          if (i >= 0) {
-            s.add.push(a);
-            s.del.push(d);
-          }
-        } finally {
-          ip('netns', 'del', pod);
+      for (const s of rotated(sides, i)) {
+        const a = await runList(s, 'ADD', `c${i + 1}`, undefined);
+        const d = await runList(s, 'DEL', `c${i + 1}`, a.result);
+        if (i >= 0) {
+          s.add.push(a.ms);
+          s.del.push(d.ms);
         }
       }
     }
   } finally {
     for (const s of sides) {
-      ip('netns', 'del', s.host);
-      rmSync(s.dir, { recursive: true, force: true });
+      await s.feltd?.stop();
+      for (const n of [s.pod, s.host]) {
+        try {
+          ip('netns', 'del', n);
+        } catch {
+          // never made
+        }
+      }
+      rmSync(s.data, { recursive: true, force: true });
     }
   }
-  const [f, r] = sides as [Side, Side];
-  const row = (what: string, a: number[], b: number[]) => `| ${what} | ${median(a).toFixed(1)} | ${median(b).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)} |`;
-  console.log(`bridge + portmap + bandwidth + tuning + firewall through felt cni, ${N} ADD+DEL cycles each, alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}`);
-  console.log('| command | felt median ms | reference median ms | ratio felt/ref |');
-  console.log('|---|---|---|---|');
-  console.log(row('ADD', f.add, r.add));
-  console.log(row('DEL', f.del, r.del));
-  console.log(row('ADD+DEL', f.add.map((x, i) => x + f.del[i]!), r.add.map((x, i) => x + r.del[i]!)));
+  const by = (f: (s: Side) => number) => new Map(sides.map((s) => [s.f.name, f(s)] as const));
+  console.log(heading(`bridge + portmap + bandwidth + tuning + firewall, a conflist run by the bench (one process per plugin), ${N} ADD+DEL cycles each, sides rotated`, before));
+  console.log(
+    ratioTable('ms', [
+      { what: 'ADD', bySide: by((s) => median(s.add)) },
+      { what: 'DEL', bySide: by((s) => median(s.del)) },
+      { what: 'ADD+DEL', bySide: by((s) => median(s.add.map((x, i) => x + s.del[i]!))) },
+    ]),
+  );
 }
 
 await main();

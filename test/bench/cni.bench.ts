@@ -1,44 +1,37 @@
-// npm run bench: N ADD+DEL cycles of bridge + host-local with ipMasq, through felt's executables and through
-// the reference plugins in /usr/lib/cni, alternately in one run, each in its own host namespace. Prints the
-// medians and the ratio felt/reference as a markdown table (pasted into docs/benchmarks.md), then the peak
-// RSS of one ADD of each (GNU time's %M: the largest resident set of the plugin or any process it waited for,
-// e.g. the reference's host-local), measured apart from the timed cycles.
+// npm run bench:cni: N ADD+DEL cycles of bridge + host-local with ipMasq, side by side in one run (test/bench/
+// sides.ts): felt with a feltd serving (feltd started inside that side's host namespace), felt standalone, the
+// reference 1.1.1 and 1.9.1; the sides take turns (rotated every cycle), each in its own host namespace, timed
+// from spawn to exit as a runtime sees it (`ip netns exec <host> <plugin>`). Prints the medians and the
+// ratios felt/reference as a markdown table (pasted into docs/benchmarks.md), then the peak RSS of one ADD
+// (GNU time's %M: the largest resident set of the plugin or any process it waited for: for felt with feltd
+// serving, the forwarder; for the reference, bridge and its host-local), measured apart from the timed cycles.
+//
+// BENCH_RSS_CYCLES=2000 (npm run bench:cni-rss) instead runs that many ADD+DEL cycles through felt-daemon
+// alone and prints feltd's resident set before (after a warm-up of 50 cycles), along the way and after.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FELT_CNI, REF_CNI, runCni } from '../support/cni.ts';
+import { runCni } from '../support/cni.ts';
+import { flavours, heading, load, median, p90, ratioTable, rotated, sideEnv, startFeltd, type Feltd, type Flavour, type SideName } from './sides.ts';
 
 const TIME = '/usr/bin/time';
 
 const N = Number(process.env['BENCH_N'] ?? 40);
+const RSS_CYCLES = Number(process.env['BENCH_RSS_CYCLES'] ?? 0);
 const tag = `fb${process.pid}`;
 const ip = (...a: string[]) => execFileSync('ip', a, { stdio: 'pipe' });
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const p90 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)]!;
-
 interface Side {
-  name: string;
-  dir: string;
-  host: string;
-  data: string;
-  add: number[];
-  del: number[];
+  readonly f: Flavour;
+  readonly host: string;
+  readonly pod: string;
+  readonly data: string;
+  feltd?: Feltd;
+  readonly add: number[];
+  readonly del: number[];
 }
-
-// BENCH_FELT_DIRS="label=dir,label=dir": more felt builds (e.g. of earlier commits) in the same alternation,
-// each compared with the reference, to measure what one change pays. The first felt side is `felt`.
-const extra = (process.env['BENCH_FELT_DIRS'] ?? '')
-  .split(',')
-  .filter(Boolean)
-  .map((x) => [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] as const);
-const side = (name: string, dir: string, i: number): Side => ({ name, dir, host: `${tag}-${i}`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] });
-const sides: Side[] = [side('felt', FELT_CNI, 0), side('reference', REF_CNI, 1), ...extra.map(([name, dir], i) => side(name, dir, i + 2))];
 
 const config = (s: Side) => ({
   cniVersion: '1.0.0',
@@ -52,11 +45,19 @@ const config = (s: Side) => ({
 });
 
 /** Peak RSS in kB of one `command` of `s` under GNU time (undefined without /usr/bin/time). */
-function peakRss(s: Side, command: 'ADD' | 'DEL', pod: string, containerId: string): Promise<number | undefined> {
+function peakRss(s: Side, command: 'ADD' | 'DEL', containerId: string): Promise<number | undefined> {
   if (!existsSync(TIME)) return Promise.resolve(undefined);
-  const env = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: command, CNI_PATH: s.dir, CNI_CONTAINERID: containerId, CNI_NETNS: `/var/run/netns/${pod}`, CNI_IFNAME: 'eth0' };
+  const env = {
+    PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: command,
+    CNI_PATH: s.f.dir,
+    CNI_CONTAINERID: containerId,
+    CNI_NETNS: `/var/run/netns/${s.pod}`,
+    CNI_IFNAME: 'eth0',
+    ...sideEnv(s.f, s.feltd),
+  };
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', s.host, TIME, '-f', 'felt-rss-kb %M', join(s.dir, 'bridge')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', s.host, TIME, '-f', 'felt-rss-kb %M', join(s.f.dir, 'bridge')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const err: Buffer[] = [];
     child.stdout.resume();
     child.stderr.on('data', (b: Buffer) => err.push(b));
@@ -64,77 +65,97 @@ function peakRss(s: Side, command: 'ADD' | 'DEL', pod: string, containerId: stri
     child.on('close', (code) => {
       const text = Buffer.concat(err).toString();
       const m = /felt-rss-kb (\d+)/.exec(text);
-      if (code !== 0 || !m) reject(new Error(`${s.name} ${command} under ${TIME} failed (exit ${code}): ${text}`));
+      if (code !== 0 || !m) reject(new Error(`${s.f.name} ${command} under ${TIME} failed (exit ${code}): ${text}`));
       else resolve(Number(m[1]));
     });
     child.stdin.end(JSON.stringify(config(s)));
   });
 }
 
+async function cycle(s: Side, id: string): Promise<[number, number]> {
+  const common = { dir: s.f.dir, type: 'bridge', hostNs: s.host, containerId: id, netns: `/var/run/netns/${s.pod}`, ifname: 'eth0', config: config(s), env: sideEnv(s.f, s.feltd) };
+  const a = await runCni({ ...common, command: 'ADD' });
+  if (a.code !== 0) throw new Error(`${s.f.name} ADD failed: ${a.stdout}${a.stderr}`);
+  const d = await runCni({ ...common, command: 'DEL' });
+  if (d.code !== 0) throw new Error(`${s.f.name} DEL failed: ${d.stdout}${d.stderr}`);
+  return [a.ms, d.ms];
+}
+
 async function main(): Promise<void> {
-  const load = loadavg().map((x) => x.toFixed(2)).join(' ');
-  const rss = new Map<string, number | undefined>();
-  for (const s of sides) ip('netns', 'add', s.host);
+  const before = load();
+  const fs = RSS_CYCLES > 0 ? flavours().filter((f) => f.name === 'felt-daemon') : flavours();
+  const sides: Side[] = fs.map((f, i) => ({ f, host: `${tag}-h${i}`, pod: `${tag}-p${i}`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] }));
+  const rss = new Map<SideName, number | undefined>();
+  const feltdRss: string[] = [];
   try {
-    // One warm-up cycle each (page cache, bridge creation), not counted.
+    for (const s of sides) {
+      ip('netns', 'add', s.host);
+      ip('netns', 'add', s.pod);
+      if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
+    }
+    if (RSS_CYCLES > 0) {
+      const s = sides[0]!;
+      for (let i = 0; i < 50; i++) await cycle(s, `w${i}`);
+      const first = s.feltd!.rssKb();
+      feltdRss.push(`| 0 (after 50 warm-up cycles) | ${(first / 1024).toFixed(1)} |`);
+      for (let i = 0; i < RSS_CYCLES; i++) {
+        const [a, d] = await cycle(s, `c${i}`);
+        s.add.push(a);
+        s.del.push(d);
+        if ((i + 1) % Math.max(1, Math.floor(RSS_CYCLES / 4)) === 0) feltdRss.push(`| ${i + 1} | ${(s.feltd!.rssKb() / 1024).toFixed(1)} |`);
+      }
+      const last = s.feltd!.rssKb();
+      console.log(heading(`feltd --cni-only serving bridge + host-local + ipMasq, ${RSS_CYCLES} ADD+DEL cycles`, before));
+      console.log('| cycles | feltd RSS MB |');
+      console.log('|---|---|');
+      console.log(feltdRss.join('\n'));
+      console.log(`growth over ${RSS_CYCLES} cycles: ${((last - first) / 1024).toFixed(1)} MB (${(((last - first) / first) * 100).toFixed(1)} %); ADD median ${median(s.add).toFixed(1)} ms, DEL ${median(s.del).toFixed(1)} ms`);
+      return;
+    }
+    // One warm-up cycle each (page cache, bridge creation, feltd's first call), not counted.
     for (let i = -1; i < N; i++) {
-      for (const s of i % 2 === 0 ? sides : [...sides].reverse()) {
-        const pod = `${tag}-pod`;
-        ip('netns', 'add', pod);
-        try {
-          const common = { dir: s.dir, type: 'bridge', hostNs: s.host, containerId: `c${i + 1}`, netns: `/var/run/netns/${pod}`, ifname: 'eth0', config: config(s) };
-          const a = await runCni({ ...common, command: 'ADD' });
-          if (a.code !== 0) throw new Error(`${s.name} ADD failed: ${a.stdout}${a.stderr}`);
-          const d = await runCni({ ...common, command: 'DEL' });
-          if (d.code !== 0) throw new Error(`${s.name} DEL failed: ${d.stdout}${d.stderr}`);
-          if (i >= 0) {
-            s.add.push(a.ms);
-            s.del.push(d.ms);
-          }
-        } finally {
-          ip('netns', 'del', pod);
+      for (const s of rotated(sides, i)) {
+        const [a, d] = await cycle(s, `c${i + 1}`);
+        if (i >= 0) {
+          s.add.push(a);
+          s.del.push(d);
         }
       }
     }
     // Peak RSS of one ADD (then its DEL), apart from the timed cycles.
-    for (const s of sides.slice(0, 2)) {
-      const pod = `${tag}-pod`;
-      ip('netns', 'add', pod);
-      try {
-        rss.set(s.name, await peakRss(s, 'ADD', pod, 'rss'));
-        await peakRss(s, 'DEL', pod, 'rss');
-      } finally {
-        ip('netns', 'del', pod);
-      }
+    for (const s of sides) {
+      rss.set(s.f.name, await peakRss(s, 'ADD', 'rss'));
+      await peakRss(s, 'DEL', 'rss');
     }
   } finally {
     for (const s of sides) {
-      ip('netns', 'del', s.host);
+      await s.feltd?.stop();
+      for (const n of [s.pod, s.host]) {
+        try {
+          ip('netns', 'del', n);
+        } catch {
+          // never made
+        }
+      }
       rmSync(s.data, { recursive: true, force: true });
     }
   }
-  const [f, r] = sides as [Side, Side];
-  const row = (what: string, a: number[], b: number[]) =>
-    `| ${what} | ${median(a).toFixed(1)} | ${median(b).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)} | ${p90(a).toFixed(1)} | ${p90(b).toFixed(1)} |`;
+  const by = (f: (s: Side) => number) => new Map(sides.map((s) => [s.f.name, f(s)] as const));
   const both = (s: Side): number[] => s.add.map((x, i) => x + s.del[i]!);
-  console.log(`bridge + host-local + ipMasq, ${N} ADD+DEL cycles each, alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}, load average before ${load}, after ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log('| command | felt median ms | reference median ms | ratio felt/ref | felt p90 | ref p90 |');
-  console.log('|---|---|---|---|---|---|');
-  console.log(row('ADD', f.add, r.add));
-  console.log(row('DEL', f.del, r.del));
-  console.log(row('ADD+DEL', both(f), both(r)));
-  const [fr, rr] = [rss.get('felt'), rss.get('reference')];
-  if (fr !== undefined && rr !== undefined) {
-    console.log(`| peak RSS of one ADD, MB | ${(fr / 1024).toFixed(1)} | ${(rr / 1024).toFixed(1)} | ${(fr / rr).toFixed(2)} | | |`);
+  console.log(heading(`bridge + host-local + ipMasq, ${N} ADD+DEL cycles each, sides rotated`, before));
+  console.log(
+    ratioTable('ms', [
+      { what: 'ADD', bySide: by((s) => median(s.add)) },
+      { what: 'DEL', bySide: by((s) => median(s.del)) },
+      { what: 'ADD+DEL', bySide: by((s) => median(both(s))) },
+      { what: 'ADD p90', bySide: by((s) => p90(s.add)) },
+      { what: 'DEL p90', bySide: by((s) => p90(s.del)) },
+    ]),
+  );
+  if ([...rss.values()].every((x) => x !== undefined)) {
+    console.log('');
+    console.log(ratioTable('peak RSS of one ADD, MB', [{ what: `${TIME} %M of the plugin (felt-daemon: the forwarder)`, bySide: by((s) => rss.get(s.f.name)! / 1024) }], 2));
   } else console.log(`(no ${TIME}: peak RSS not measured)`);
-  if (sides.length > 2) {
-    console.log('\n| felt build | ADD median ms | ratio | DEL median ms | ratio | ADD+DEL median ms | ratio |');
-    console.log('|---|---|---|---|---|---|---|');
-    for (const s of [sides[0]!, ...sides.slice(2)]) {
-      const cell = (a: number[], b: number[]) => `${median(a).toFixed(1)} | ${(median(a) / median(b)).toFixed(2)}`;
-      console.log(`| ${s.name} | ${cell(s.add, r.add)} | ${cell(s.del, r.del)} | ${cell(both(s), both(r))} |`);
-    }
-  }
 }
 
 await main();

@@ -66,10 +66,16 @@ export const decideIn =
   () =>
     command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
       ? Promise.resolve(E.right(undefined))
-      : withStore(log, ctx, dataDir, (s) =>
-          E.map(() => undefined)(
-            s.transactRows(attachmentStream(network, kind), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
-          ),
+      : withStore(
+          log,
+          ctx,
+          dataDir,
+          (s) =>
+            E.map(() => undefined)(
+              s.transactRows(attachmentStream(network, kind), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
+            ),
+          // A decision waits for those of the calls running at once to be committed with them (feltd).
+          true,
         )();
 
 /** The network's recorded attachments (none when there is no log, when the task runs). */

@@ -36,9 +36,15 @@ const parse = (args: CmdArgs, conf: NetConf): TE.TaskEither<CniError, IpamConf> 
 
 /** Run one IPAM command against the network's stream; returns the events it appended. */
 function run(deps: HostLocalDeps, ctx: Ctx, ic: IpamConf, command: IpamCommand) {
-  return withStore(deps, ctx, ic.dataDir, (store) =>
-    // Over the table's view: the transaction reads the rows it looks up and writes the ones it changes.
-    store.transactRows(ipamStream(ic.network), ipamProjection, (view) => decideIpam(command, view), { time: ctx.now().toISOString() }),
+  return withStore(
+    deps,
+    ctx,
+    ic.dataDir,
+    (store) =>
+      // Over the table's view: the transaction reads the rows it looks up and writes the ones it changes.
+      store.transactRows(ipamStream(ic.network), ipamProjection, (view) => decideIpam(command, view), { time: ctx.now().toISOString() }),
+    // Group-committed with the decisions of the calls running at once (feltd's waves).
+    true,
   );
 }
 
