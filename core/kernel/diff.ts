@@ -11,9 +11,9 @@
 //     and each kind's identity and comparison (kinds.ts).
 //  3. Order (order.ts): by namespace, then by phase, so the kernel accepts every step.
 
-import type { Address, IptChain, IptRule, KernelState, Link, NsRef, Op, OwnershipScope, Route } from './model.ts';
+import type { Address, IptChain, IptRule, KernelState, Link, NftRule, NsRef, Op, OwnershipScope, Route } from './model.ts';
 import { createdFrom, lowerOf, opNs } from './model.ts';
-import { addrKey, BUILTIN_CHAINS, chainKey, devKey, fdbKey, ipRuleKey, linkKey, neighKey, qdiscKey, routeKey, ruleKey, ruleTarget, sysctlDevice, sysctlKey } from './keys.ts';
+import { addrKey, BUILTIN_CHAINS, chainKey, devKey, fdbKey, ipRuleKey, linkKey, neighKey, nftChainKey, nftRuleKey, nftTableKey, qdiscKey, routeKey, ruleKey, ruleTarget, sysctlDevice, sysctlKey } from './keys.ts';
 import { owner } from './scope.ts';
 import { delta, missing, uniq } from './delta.ts';
 import { kinds } from './kinds.ts';
@@ -40,6 +40,9 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     sysctls: uniq(desiredIn.sysctls, sysctlKey),
     qdiscs: uniq(desiredIn.qdiscs, qdiscKey),
     ...(desiredIn.ipRules ? { ipRules: uniq(desiredIn.ipRules, ipRuleKey) } : {}),
+    ...(desiredIn.nftTables ? { nftTables: uniq(desiredIn.nftTables, nftTableKey) } : {}),
+    ...(desiredIn.nftChains ? { nftChains: uniq(desiredIn.nftChains, (c) => nftChainKey({ ...c, chain: c.name })) } : {}),
+    ...(desiredIn.nftRules ? { nftRules: uniq(desiredIn.nftRules, nftRuleKey) } : {}),
   };
   const own = owner(scope);
   const kind = kinds(own);
@@ -240,6 +243,29 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   // A marked rule that is not desired goes; a desired one that appears twice keeps one copy. In observed order.
   const dropRules = new Set([...rules.matches.flatMap((m) => m.extra), ...rules.unwanted]);
   for (const r of seenRules) if (dropRules.has(r)) ops.push({ op: 'rule.del', rule: r });
+
+  // 6b. nftables. Tables are made to exist (an owned one that is not desired goes, with everything in it);
+  // owned chains are rewritten whole when their hook or rules differ, shared ones created when missing; single
+  // rules in chains felt does not own whole are added, or deleted by handle.
+  const nftTables = delta(desired.nftTables ?? [], observed.nftTables ?? [], kind.nftTables);
+  for (const t of missing(nftTables)) ops.push({ op: 'nft.table.add', table: t });
+  for (const t of nftTables.unwanted) ops.push({ op: 'nft.table.del', ns: t.ns, family: t.family, name: t.name });
+  const tableGone = new Set(nftTables.unwanted.map(nftTableKey));
+  const inGoneTable = (x: { ns: NsRef; family: string; table: string }): boolean => tableGone.has(nftTableKey({ ns: x.ns, family: x.family, name: x.table }));
+  const seenNftChains = (observed.nftChains ?? []).filter((c) => !inGoneTable(c));
+  const nftChains = delta(desired.nftChains ?? [], seenNftChains, kind.nftChains);
+  for (const { want: c, have } of nftChains.matches) if (have === undefined) ops.push({ op: c.shared ? 'nft.chain.add' : 'nft.chain.sync', chain: c });
+  for (const c of nftChains.unwanted) ops.push({ op: 'nft.chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.name });
+  const whole = new Set(
+    [...(desired.nftChains ?? []).filter((c) => !c.shared), ...seenNftChains.filter((c) => own.nftChain({ ...c, chain: c.name }))].map((c) =>
+      nftChainKey({ ...c, chain: c.name }),
+    ),
+  );
+  const seenNftRules = (observed.nftRules ?? []).filter((r) => !inGoneTable(r) && !whole.has(nftChainKey(r)));
+  const nftRules = delta(desired.nftRules ?? [], seenNftRules, kind.nftRules);
+  for (const r of missing(nftRules)) ops.push({ op: 'nft.rule.add', rule: r });
+  const dropNft = new Set<NftRule>([...nftRules.matches.flatMap((m) => m.extra), ...nftRules.unwanted]);
+  for (const r of seenNftRules) if (dropNft.has(r) && r.handle !== undefined) ops.push({ op: 'nft.rule.del', rule: { ...r, handle: r.handle } });
 
   // 7. Sysctls are settings: set when different, never removed. Per-device ones vanish with the device.
   const sysctls = delta(desired.sysctls, observed.sysctls.filter((s) => !isGone(s.ns, sysctlDevice(s.key))), kind.sysctls);

@@ -3,9 +3,9 @@
 
 import type { KernelState, Link, OwnershipScope } from './model.ts';
 import { HOST } from './model.ts';
-import { chainKey, devKey, linkKey, neighKey, qdiscKey, routeKey, sysctlKey, where } from './keys.ts';
+import { chainKey, devKey, nftChainKey, linkKey, neighKey, qdiscKey, routeKey, sysctlKey, where } from './keys.ts';
 import { plan } from './diff.ts';
-import { chainName, describeIpRule, describeLink, describeRoute, qdiscText } from './words.ts';
+import { chainName, describeIpRule, describeLink, describeRoute, nftName, nftRuleText, qdiscText } from './words.ts';
 
 const FIELD: Record<string, string> = {
   mtu: 'MTU',
@@ -33,6 +33,7 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
   const sysctls = new Map(observed.sysctls.map((s) => [sysctlKey(s), s.value]));
   const chains = new Map(observed.chains.map((c) => [chainKey(c), c]));
   const qdiscs = new Map(observed.qdiscs.map((q) => [qdiscKey(q), q]));
+  const nftChains = new Map((observed.nftChains ?? []).map((c) => [nftChainKey({ ...c, chain: c.name }), c]));
   const added = new Set(ops.flatMap((o) => (o.op === 'link.add' ? [linkKey(o.link)] : [])));
   const deleted = new Set(ops.flatMap((o) => (o.op === 'link.del' ? [devKey(o.ns, o.name)] : [])));
   const moved = new Set(ops.flatMap((o) => (o.op === 'link.move' ? [devKey(o.toNs, o.newName)] : [])));
@@ -142,6 +143,34 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
         break;
       case 'iprule.del':
         out.push(`unexpected ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`);
+        break;
+      case 'nft.table.add':
+        out.push(`missing nftables table ${o.table.family} ${o.table.name} in ${where(o.table.ns)}`);
+        break;
+      case 'nft.table.del':
+        out.push(`unexpected nftables table ${o.family} ${o.name} in ${where(o.ns)}`);
+        break;
+      case 'nft.chain.add':
+        out.push(`missing nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} in ${where(o.chain.ns)}`);
+        break;
+      case 'nft.chain.sync': {
+        const have = nftChains.get(nftChainKey({ ...o.chain, chain: o.chain.name }));
+        const name = nftName({ ...o.chain, chain: o.chain.name });
+        out.push(
+          have
+            ? `nftables chain ${name} differs: ${have.rules.length} rules, want ${o.chain.rules.length} (in ${where(o.chain.ns)})`
+            : `missing nftables chain ${name} in ${where(o.chain.ns)}`,
+        );
+        break;
+      }
+      case 'nft.chain.del':
+        out.push(`unexpected nftables chain ${nftName(o)} in ${where(o.ns)}`);
+        break;
+      case 'nft.rule.add':
+        out.push(`missing nftables rule in ${nftName(o.rule)}${o.rule.ns === HOST ? '' : ` of ${o.rule.ns}`}: ${nftRuleText(o.rule)}`);
+        break;
+      case 'nft.rule.del':
+        out.push(`unexpected nftables rule in ${nftName(o.rule)}${o.rule.ns === HOST ? '' : ` of ${o.rule.ns}`}: ${nftRuleText(o.rule)}`);
         break;
     }
   }

@@ -1,10 +1,10 @@
 // Per kind of kernel object: its identity (keys.ts), when an observed entry satisfies a desired one, and
 // which observed entries felt owns. plan (diff.ts) runs the one keyed delta (delta.ts) with these.
 
-import type { Address, Fdb, IpRule, IptChain, IptRule, Neighbour, Qdisc, Route, Sysctl } from './model.ts';
+import type { Address, Fdb, IpRule, IptChain, IptRule, Neighbour, NftChain, NftRule, NftTable, Qdisc, Route, Sysctl } from './model.ts';
 import type { DeltaKind } from './delta.ts';
 import type { Owner } from './scope.ts';
-import { addrKey, chainKey, fdbKey, ipRuleKey, neighKey, qdiscKey, routeKey, ruleKey, sysctlKey } from './keys.ts';
+import { addrKey, chainKey, fdbKey, ipRuleKey, neighKey, nftBodyKey, nftChainKey, nftRuleKey, nftTableKey, qdiscKey, routeKey, ruleKey, sysctlKey } from './keys.ts';
 
 const lower = (s: string | undefined): string | undefined => s?.toLowerCase();
 
@@ -36,6 +36,12 @@ export const sameQdisc = (a: Qdisc, b: Qdisc): boolean =>
     : a.rate === b.rate && sameBurst(a.burst, b.burst, a.rate) && (a.latencyMs === undefined || a.latencyMs === b.latencyMs);
 
 const sameRules = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((r, i) => r === b[i]);
+const sameBodies = (a: NftChain['rules'], b: NftChain['rules']): boolean => a.length === b.length && a.every((r, i) => nftBodyKey(r) === nftBodyKey(b[i]!));
+/** The chain's hook as nft -j reports it: a base chain's type, hook, priority and policy. */
+const sameBase = (d: NftChain, o: NftChain): boolean =>
+  d.base === undefined
+    ? o.base === undefined
+    : o.base !== undefined && d.base.type === o.base.type && d.base.hook === o.base.hook && d.base.prio === o.base.prio && (d.base.policy ?? 'accept') === (o.base.policy ?? 'accept');
 const normSysctl = (v: string): string => v.trim().split(/\s+/).join(' ');
 
 /** Every kind but links (links.ts: kinds, pairs and moves need more than a keyed delta). */
@@ -58,4 +64,12 @@ export const kinds = (own: Owner) =>
       same: (d, o) => !o.other && (d.priority === undefined || d.priority === o.priority),
       owned: (r) => own.ipRule(r),
     } satisfies DeltaKind<IpRule>,
+    nftTables: { key: nftTableKey, same: () => true, owned: (t) => own.nftTable(t) } satisfies DeltaKind<NftTable>,
+    /** As iptables chains: a shared one only needs to exist; an owned one has exactly its hook and rules. */
+    nftChains: {
+      key: (c) => nftChainKey({ ...c, chain: c.name }),
+      same: (d, o) => !!d.shared || (sameBase(d, o) && sameBodies(d.rules, o.rules)),
+      owned: (c) => own.nftChain({ ...c, chain: c.name }),
+    } satisfies DeltaKind<NftChain>,
+    nftRules: { key: nftRuleKey, same: () => true, owned: (r) => own.nftRule(r) } satisfies DeltaKind<NftRule>,
   }) as const;

@@ -1,6 +1,6 @@
 // Ops and kernel objects in words: what `failed to ...` errors, `felt plan` and drift reports say.
 
-import type { IpRule, Link, Op, Qdisc, Route } from './model.ts';
+import type { IpRule, Link, NftRuleBody, Op, Qdisc, Route } from './model.ts';
 import { routeTable, where } from './keys.ts';
 
 export function describeRoute(r: Route): string {
@@ -61,6 +61,11 @@ export const qdiscText = (q: Qdisc): string =>
     ? `tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0}${q.latencyMs !== undefined ? ` latency ${q.latencyMs}ms` : ''} on ${q.dev}`
     : `ingress on ${q.dev}${q.redirect !== undefined ? ` redirecting to ${q.redirect}` : ''}`;
 
+/** An nftables chain or table as nft names it: `inet cni_plugins_masquerade masq_checks`. */
+export const nftName = (c: { family: string; table: string; chain?: string }): string => `${c.family} ${c.table}${c.chain !== undefined ? ` ${c.chain}` : ''}`;
+/** A rule body, short: its comment, or its expressions as JSON. */
+export const nftRuleText = (r: NftRuleBody): string => (r.comment !== undefined ? `comment ${JSON.stringify(r.comment)}` : JSON.stringify(r.expr));
+
 /** One op in words: what it does, to which object, where (`failed to ${describeOp(op)}: ${why}`). */
 export function describeOp(o: Op): string {
   switch (o.op) {
@@ -108,6 +113,20 @@ export function describeOp(o: Op): string {
       return `add ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`;
     case 'iprule.del':
       return `delete ${describeIpRule(o.ipRule)} in ${where(o.ipRule.ns)}`;
+    case 'nft.table.add':
+      return `create nftables table ${o.table.family} ${o.table.name} in ${where(o.table.ns)}`;
+    case 'nft.table.del':
+      return `delete nftables table ${o.family} ${o.name} in ${where(o.ns)}`;
+    case 'nft.chain.add':
+      return `create nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} in ${where(o.chain.ns)}`;
+    case 'nft.chain.sync':
+      return `write nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} (${o.chain.rules.length} rules) in ${where(o.chain.ns)}`;
+    case 'nft.chain.del':
+      return `delete nftables chain ${nftName(o)} in ${where(o.ns)}`;
+    case 'nft.rule.add':
+      return `add nftables rule in ${nftName(o.rule)} in ${where(o.rule.ns)}: ${nftRuleText(o.rule)}`;
+    case 'nft.rule.del':
+      return `delete nftables rule in ${nftName(o.rule)} in ${where(o.rule.ns)}: ${nftRuleText(o.rule)}`;
   }
 }
 

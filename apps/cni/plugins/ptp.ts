@@ -17,6 +17,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp/desired.ts';
 import { kernelError, kernelFor } from '../kernel.ts';
+import { withMasqBackend } from '../netfilter.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
@@ -57,7 +58,7 @@ const withHostVeths = (scope: OwnershipScope, recs: readonly AttachmentRecord[])
 });
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
-  const parsed = parsePtpConf(conf);
+  const parsed = E.chain(withMasqBackend)(parsePtpConf(conf));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const pc = parsed.right;
   if (!existsSync(args.netns)) return TE.left(noNetns(args.netns));
@@ -185,7 +186,7 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
-  const parsed = parsePtpConf(conf);
+  const parsed = E.chain(withMasqBackend)(parsePtpConf(conf));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const pc = parsed.right;
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));
