@@ -378,8 +378,11 @@ export interface OwnershipScope {
   readonly ruleSrcs?: readonly { ns: NsRef; src: string; table?: number }[];
   /** nftables chains felt owns entirely (deleted when not desired). */
   readonly nftChains?: readonly NftChainRef[];
-  /** nftables rules felt owns in chains it does not own: those whose comment starts with `comment`. */
-  readonly nftRuleMarkers?: readonly (NftChainRef & { readonly comment: string })[];
+  /**
+   * nftables rules felt owns in chains it does not own: those whose comment starts with `comment` (is exactly
+   * `comment`, when `exact`: portmap's comment is the container id, a prefix of other ids).
+   */
+  readonly nftRuleMarkers?: readonly (NftChainRef & { readonly comment: string; readonly exact?: boolean })[];
   /** nftables tables felt owns entirely (deleted, with everything in them, when not desired). */
   readonly nftTables?: readonly { readonly ns: NsRef; readonly family: NftFamily; readonly name: string }[];
 }

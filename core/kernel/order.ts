@@ -64,12 +64,14 @@ export const PHASE: Readonly<Record<Op['op'], number>> = {
   // that the phases above keep their numbers).
   'iprule.del': 4.5,
   'iprule.add': 10.5,
-  // nftables: one transaction per namespace, beside iptables: rules deleted, tables and chains made (shared
-  // chains before the owned ones that jump to them), chains deleted, rules added; whole tables deleted last.
+  // nftables: one transaction per namespace, beside iptables: rules deleted, tables and chains made, chains
+  // deleted, rules added; whole tables deleted last.
   'nft.rule.del': 0.1,
   'nft.table.add': 0.2,
   'nft.chain.add': 0.3,
-  'nft.chain.sync': 0.4,
+  // The same phase: chains are made in desired order (so `nft list` shows them as the reference makes them),
+  // and a desired state names the chains a chain jumps to before it.
+  'nft.chain.sync': 0.3,
   'nft.chain.del': 2.1,
   'nft.rule.add': 3.1,
   'nft.table.del': 3.2,

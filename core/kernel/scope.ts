@@ -46,7 +46,7 @@ export function scopeOf(desired: KernelState): OwnershipScope {
       ? { nftChains: desired.nftChains.filter((c) => !c.shared).map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name })) }
       : {}),
     ...(desired.nftRules?.length
-      ? { nftRuleMarkers: desired.nftRules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, comment: r.comment ?? '' })) }
+      ? { nftRuleMarkers: desired.nftRules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, comment: r.comment ?? '', exact: true })) }
       : {}),
   };
 }
@@ -109,15 +109,15 @@ export function owner(scope: OwnershipScope): Owner {
   }
   const nftTables = new Set((scope.nftTables ?? []).map(nftTableKey));
   const nftChains = new Set((scope.nftChains ?? []).map(nftChainKey));
-  const nftMarkers = new Map<string, string[]>();
-  for (const m of scope.nftRuleMarkers ?? []) nftMarkers.set(nftChainKey(m), [...(nftMarkers.get(nftChainKey(m)) ?? []), m.comment]);
+  const nftMarkers = new Map<string, { comment: string; exact: boolean }[]>();
+  for (const m of scope.nftRuleMarkers ?? []) nftMarkers.set(nftChainKey(m), [...(nftMarkers.get(nftChainKey(m)) ?? []), { comment: m.comment, exact: !!m.exact }]);
   const nftTable = (t: { ns: NsRef; family: string; name: string }): boolean => nftTables.has(nftTableKey(t));
   return {
     nftTable,
     nftChain: (c) => nftChains.has(nftChainKey(c)) || nftTable({ ns: c.ns, family: c.family, name: c.table }),
     nftRule: (r) =>
       nftTable({ ns: r.ns, family: r.family, name: r.table }) ||
-      (r.comment !== undefined && (nftMarkers.get(nftChainKey(r)) ?? []).some((m) => r.comment!.startsWith(m))),
+      (r.comment !== undefined && (nftMarkers.get(nftChainKey(r)) ?? []).some((m) => (m.exact ? r.comment === m.comment : r.comment!.startsWith(m.comment)))),
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
     qdisc: (ns, dev) => device(ns, dev) || qdiscDevs.has(devKey(ns, dev)),
