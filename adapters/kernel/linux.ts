@@ -54,7 +54,7 @@ const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: /.test(r.stder
 
 async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
   const reads = readsFor(req);
-  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [], nftTables: [], nftChains: [], nftRules: [] };
+  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [], nftTables: [], nftChains: [], nftRules: [], nftSets: [] };
   if (reads.length === 0) return E.right(state);
   const ipv6 = existsSync('/proc/sys/net/ipv6');
   // Every read of every namespace at once.
@@ -115,6 +115,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       state.nftTables.push(...p.nftTables);
       state.nftChains.push(...p.nftChains);
       state.nftRules.push(...p.nftRules);
+      state.nftSets.push(...p.nftSets);
     }
     if (g.fdb) {
       const f = g.fdb.code === 0 ? parseFdb(ns, g.fdb.stdout) : g.fdb.stderr || 'no output';
@@ -163,12 +164,12 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
   };
   const links = pairVeths(ipStates, named);
   for (const { ns } of ipStates) state.links.push(...links.get(ns)!);
-  const { ipRules, nftTables, nftChains, nftRules, ...rest } = state;
+  const { ipRules, nftTables, nftChains, nftRules, nftSets, ...rest } = state;
   // Optional parts are reported only when read.
   return E.right({
     ...rest,
     ...(reads.some((rd) => rd.ipRules) ? { ipRules } : {}),
-    ...(reads.some((rd) => rd.nftTables.length) ? { nftTables, nftChains, nftRules } : {}),
+    ...(reads.some((rd) => rd.nftTables.length) ? { nftTables, nftChains, nftRules, nftSets } : {}),
   });
 }
 

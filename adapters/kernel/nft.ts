@@ -8,7 +8,7 @@
 // those lines hold only names and comments that pass `textSafe` (letters, digits and a few punctuation marks,
 // no quote, semicolon, brace or line break), and felt refuses any other.
 
-import type { KernelState, NftBase, NftChain, NftFamily, NftJson, NftRule, NftTable, NsRef, Op } from '../../core/kernel/model.ts';
+import type { KernelState, NftBase, NftChain, NftFamily, NftJson, NftRule, NftSet, NftTable, NsRef, Op } from '../../core/kernel/model.ts';
 
 export type NftOp = Extract<Op, { op: `nft.${string}` }>;
 export const isNft = (o: Op): o is NftOp => o.op.startsWith('nft.');
@@ -39,6 +39,10 @@ export function nftUnsafe(o: NftOp): string | undefined {
     case 'nft.rule.del':
       names.push(o.rule.table, o.rule.chain);
       break;
+    case 'nft.set.add':
+    case 'nft.set.elements':
+      names.push(o.set.table, o.set.name);
+      break;
   }
   const bad = names.find((n) => !NAME.test(n));
   return bad === undefined ? undefined : `nftables name ${JSON.stringify(bad)} is not one word`;
@@ -56,6 +60,24 @@ const ruleObj = (r: { family: NftFamily; table: string; chain: string; expr: rea
   ...(r.comment !== undefined ? { comment: r.comment } : {}),
   expr: r.expr,
 });
+
+/** A set element as nft -j writes and prints it: a prefix, or a plain address for a full-length one. */
+export function elemJson(cidr: string): NftJson {
+  const i = cidr.indexOf('/');
+  const ip = i < 0 ? cidr : cidr.slice(0, i);
+  const len = i < 0 ? undefined : Number(cidr.slice(i + 1));
+  const full = ip.includes(':') ? 128 : 32;
+  return len === undefined || len === full ? ip : { prefix: { addr: ip, len } };
+}
+/** Elements per command: one argument of nft holds at most 128 KiB (render.ts), a command must fit in one. */
+const ELEMS_PER_COMMAND = 1000;
+function elementCommands(verb: 'add' | 'delete', s: { family: NftFamily; table: string; name: string }, els: readonly string[]): NftJson[] {
+  const out: NftJson[] = [];
+  for (let i = 0; i < els.length; i += ELEMS_PER_COMMAND) {
+    out.push({ [verb]: { element: { family: s.family, table: s.table, name: s.name, elem: els.slice(i, i + ELEMS_PER_COMMAND).map(elemJson) } } });
+  }
+  return out;
+}
 
 /** The JSON commands of one op, in order. */
 export function nftCommands(o: NftOp): NftJson[] {
@@ -81,6 +103,14 @@ export function nftCommands(o: NftOp): NftJson[] {
       return [{ add: { rule: ruleObj(o.rule) } }];
     case 'nft.rule.del':
       return [{ delete: { rule: { family: o.rule.family, table: o.rule.table, chain: o.rule.chain, handle: o.rule.handle } } }];
+    case 'nft.set.add':
+      return [
+        { add: { set: { family: o.set.family, table: o.set.table, name: o.set.name, type: o.set.type, flags: [...o.set.flags] } } },
+        ...elementCommands('add', o.set, o.set.elements),
+      ];
+    case 'nft.set.elements':
+      // Deleting an element that is gone fails the transaction: adding it first makes the deletion harmless.
+      return [...elementCommands('add', o.set, o.del), ...elementCommands('delete', o.set, o.del), ...elementCommands('add', o.set, o.add)];
   }
 }
 
@@ -104,7 +134,15 @@ const FAMILIES: ReadonlySet<string> = new Set(['ip', 'ip6', 'inet']);
 const HOOKS: ReadonlySet<string> = new Set(['prerouting', 'input', 'forward', 'output', 'postrouting']);
 const TYPES: ReadonlySet<string> = new Set(['filter', 'nat', 'route']);
 
-type NftRead = Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>>;
+type NftRead = Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules' | 'nftSets'>>;
+
+/** An element as nft -j prints it, as a canonical CIDR (undefined for what felt never writes: ranges, ...). */
+function elemCidr(e: unknown): string | undefined {
+  const v = (e as { elem?: { val?: unknown } })?.elem?.val ?? e;
+  if (typeof v === 'string') return `${v}/${v.includes(':') ? 128 : 32}`;
+  const p = (v as { prefix?: { addr?: unknown; len?: unknown } })?.prefix;
+  return p && typeof p.addr === 'string' && typeof p.len === 'number' ? `${p.addr}/${p.len}` : undefined;
+}
 
 /** `nft -j list table F T` output as records, or an error text. */
 export function parseNftList(ns: NsRef, text: string): NftRead | string {
@@ -117,6 +155,7 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
   const items = (doc as { nftables?: unknown })?.nftables;
   if (!Array.isArray(items)) return 'nft printed no "nftables" list';
   const tables: NftTable[] = [];
+  const sets: NftSet[] = [];
   const chains: { c: NftChain; rules: NftRule[] }[] = [];
   const rules: NftRule[] = [];
   const byName = new Map<string, { c: NftChain; rules: NftRule[] }>();
@@ -135,6 +174,20 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
       const rec = { c: { ns, family: c['family'] as NftFamily, table: c['table'], name: c['name'], ...(base ? { base } : {}), rules: [] }, rules: [] as NftRule[] };
       chains.push(rec);
       byName.set(`${c['family']} ${c['table']} ${c['name']}`, rec);
+    } else if (it['set']) {
+      const x = it['set'];
+      if (!FAMILIES.has(String(x['family'])) || typeof x['table'] !== 'string' || typeof x['name'] !== 'string') continue;
+      if (x['type'] !== 'ipv4_addr' && x['type'] !== 'ipv6_addr') continue;
+      const elems = Array.isArray(x['elem']) ? x['elem'].map(elemCidr) : [];
+      sets.push({
+        ns,
+        family: x['family'] as NftFamily,
+        table: x['table'],
+        name: x['name'],
+        type: x['type'],
+        flags: Array.isArray(x['flags']) && x['flags'].includes('interval') ? ['interval'] : [],
+        elements: elems.filter((e): e is string => e !== undefined),
+      });
     } else if (it['rule']) {
       const r = it['rule'];
       if (!FAMILIES.has(String(r['family'])) || typeof r['table'] !== 'string' || typeof r['chain'] !== 'string' || !Array.isArray(r['expr'])) continue;
@@ -155,6 +208,7 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
     nftTables: tables,
     nftChains: chains.map(({ c, rules: rs }) => ({ ...c, rules: rs.map((r) => ({ expr: r.expr, ...(r.comment !== undefined ? { comment: r.comment } : {}) })) })),
     nftRules: rules,
+    nftSets: sets,
   };
 }
 

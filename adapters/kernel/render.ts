@@ -286,6 +286,8 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[]; label?
       return { tool: o.ipRule.family === 6 ? 'ip6' : 'ip', lines: [ipRuleLine('del', o.ipRule)] };
     case 'nft.table.add':
     case 'nft.table.del':
+    case 'nft.set.add':
+    case 'nft.set.elements':
     case 'nft.chain.add':
     case 'nft.chain.sync':
     case 'nft.chain.del':

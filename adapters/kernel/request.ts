@@ -37,7 +37,7 @@ export function readsFor(req: ObserveRequest): NsReads[] {
     }
     const nftNamed = [
       ...(d?.nftTables ?? []).map((t) => ({ ns: t.ns, family: t.family, name: t.name })),
-      ...[...(d?.nftChains ?? []), ...(d?.nftRules ?? []), ...(req.scope?.nftChains ?? []), ...(req.scope?.nftRuleMarkers ?? [])].map((c) => ({
+      ...[...(d?.nftChains ?? []), ...(d?.nftRules ?? []), ...(d?.nftSets ?? []), ...(req.scope?.nftChains ?? []), ...(req.scope?.nftRuleMarkers ?? [])].map((c) => ({
         ns: c.ns,
         family: c.family,
         name: c.table,

@@ -15,7 +15,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec, NftChain, NftRule, NftTable } from '../../core/kernel/model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec, NftChain, NftRule, NftSet, NftTable } from '../../core/kernel/model.ts';
 import { createdFrom, emptyKernelState, lowerOf } from '../../core/kernel/model.ts';
 import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import {
@@ -25,6 +25,7 @@ import {
   devKey,
   ipRuleKey,
   nftChainKey,
+  nftSetKey,
   nftTableKey,
   linkKey,
   neighKey,
@@ -78,6 +79,7 @@ class Twin {
   /** nftables: tables by key; chains by key, each with its rules (with handles) in order. */
   nftTables = new Map<string, NftTable>();
   nftChains = new Map<string, { chain: NftChain; rules: NftRule[] }>();
+  nftSets = new Map<string, NftSet>();
   private nftHandle = 0;
   private macs = 0;
 
@@ -99,6 +101,7 @@ class Twin {
         rules: c.rules.map((r) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name, ...r, handle: ++this.nftHandle })),
       });
     }
+    for (const x of s.nftSets ?? []) this.nftSets.set(nftSetKey(x), x);
     for (const r of s.nftRules ?? []) {
       const rec = this.nftChains.get(nftChainKey(r));
       if (rec && !rec.rules.some((x) => x.handle === r.handle)) rec.rules.push({ ...r, handle: r.handle ?? ++this.nftHandle });
@@ -123,7 +126,7 @@ class Twin {
     };
   }
 
-  private nftState(): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>> {
+  private nftState(): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules' | 'nftSets'>> {
     const chains = [...this.nftChains.values()];
     return {
       nftTables: [...this.nftTables.values()].map((t) => ({ ns: t.ns, family: t.family, name: t.name })),
@@ -132,6 +135,7 @@ class Twin {
         return { ...c, rules: rules.map((r) => ({ expr: r.expr, ...(r.comment !== undefined ? { comment: r.comment } : {}) })) };
       }),
       nftRules: chains.flatMap(({ rules }) => rules),
+      nftSets: [...this.nftSets.values()],
     };
   }
 
@@ -507,6 +511,20 @@ class Twin {
         const t = { ns: o.ns, family: o.family, name: o.name };
         this.nftTables.delete(nftTableKey(t));
         for (const [k, c] of this.nftChains) if (c.chain.ns === o.ns && c.chain.family === o.family && c.chain.table === o.name) this.nftChains.delete(k);
+        for (const [k, x] of this.nftSets) if (x.ns === o.ns && x.family === o.family && x.table === o.name) this.nftSets.delete(k);
+        return undefined;
+      }
+      case 'nft.set.add': {
+        if (!this.nftTables.has(nftTableKey({ ns: o.set.ns, family: o.set.family, name: o.set.table }))) return 'Error: Could not process rule: No such file or directory';
+        const had = this.nftSets.get(nftSetKey(o.set));
+        this.nftSets.set(nftSetKey(o.set), { ...o.set, elements: [...new Set([...(had?.elements ?? []), ...o.set.elements])] });
+        return undefined;
+      }
+      case 'nft.set.elements': {
+        const had = this.nftSets.get(nftSetKey(o.set));
+        if (!had) return 'Error: Could not process rule: No such file or directory';
+        const del = new Set(o.del);
+        this.nftSets.set(nftSetKey(o.set), { ...had, elements: [...new Set([...had.elements.filter((e) => !del.has(e)), ...o.add])] });
         return undefined;
       }
       case 'nft.chain.add': {
@@ -615,6 +633,7 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
             nftTables: (s.nftTables ?? []).filter((t) => nftRead(t.ns, t.family, t.name)),
             nftChains: (s.nftChains ?? []).filter((c) => nftRead(c.ns, c.family, c.table)),
             nftRules: (s.nftRules ?? []).filter((r) => nftRead(r.ns, r.family, r.table)),
+            nftSets: (s.nftSets ?? []).filter((x) => nftRead(x.ns, x.family, x.table)),
           }
         : {}),
     };

@@ -13,7 +13,7 @@
 
 import type { Address, IptChain, IptRule, KernelState, Link, NftRule, NsRef, Op, OwnershipScope, Route } from './model.ts';
 import { createdFrom, lowerOf, opNs } from './model.ts';
-import { addrKey, BUILTIN_CHAINS, chainKey, devKey, fdbKey, ipRuleKey, linkKey, neighKey, nftChainKey, nftRuleKey, nftTableKey, qdiscKey, routeKey, ruleKey, ruleTarget, sysctlDevice, sysctlKey } from './keys.ts';
+import { addrKey, BUILTIN_CHAINS, chainKey, devKey, fdbKey, ipRuleKey, linkKey, neighKey, nftChainKey, nftRuleKey, nftSetKey, nftTableKey, qdiscKey, routeKey, ruleKey, ruleTarget, sysctlDevice, sysctlKey } from './keys.ts';
 import { owner } from './scope.ts';
 import { delta, missing, uniq } from './delta.ts';
 import { kinds } from './kinds.ts';
@@ -43,6 +43,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     ...(desiredIn.nftTables ? { nftTables: uniq(desiredIn.nftTables, nftTableKey) } : {}),
     ...(desiredIn.nftChains ? { nftChains: uniq(desiredIn.nftChains, (c) => nftChainKey({ ...c, chain: c.name })) } : {}),
     ...(desiredIn.nftRules ? { nftRules: uniq(desiredIn.nftRules, nftRuleKey) } : {}),
+    ...(desiredIn.nftSets ? { nftSets: uniq(desiredIn.nftSets, nftSetKey) } : {}),
   };
   const own = owner(scope);
   const kind = kinds(own);
@@ -252,6 +253,20 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   for (const t of nftTables.unwanted) ops.push({ op: 'nft.table.del', ns: t.ns, family: t.family, name: t.name });
   const tableGone = new Set(nftTables.unwanted.map(nftTableKey));
   const inGoneTable = (x: { ns: NsRef; family: string; table: string }): boolean => tableGone.has(nftTableKey({ ns: x.ns, family: x.family, name: x.table }));
+  // Sets: made with their elements when missing, else changed element by element.
+  const sets = delta(desired.nftSets ?? [], (observed.nftSets ?? []).filter((x) => !inGoneTable(x)), kind.nftSets);
+  for (const { want, have, stale } of sets.matches) {
+    if (have !== undefined) continue;
+    const o = stale[0];
+    if (o === undefined) {
+      ops.push({ op: 'nft.set.add', set: want });
+      continue;
+    }
+    const els = delta(want.elements, o.elements, kind.nftElements);
+    const add = missing(els);
+    const del = [...els.unwanted, ...els.matches.flatMap((m) => m.extra)];
+    if (add.length || del.length) ops.push({ op: 'nft.set.elements', set: want, add, del });
+  }
   const seenNftChains = (observed.nftChains ?? []).filter((c) => !inGoneTable(c));
   const nftChains = delta(desired.nftChains ?? [], seenNftChains, kind.nftChains);
   for (const { want: c, have } of nftChains.matches) if (have === undefined) ops.push({ op: c.shared ? 'nft.chain.add' : 'nft.chain.sync', chain: c });

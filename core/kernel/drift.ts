@@ -150,6 +150,13 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
       case 'nft.table.del':
         out.push(`unexpected nftables table ${o.family} ${o.name} in ${where(o.ns)}`);
         break;
+      case 'nft.set.add':
+        out.push(`missing nftables set ${nftName({ ...o.set, chain: o.set.name })} in ${where(o.set.ns)}`);
+        break;
+      case 'nft.set.elements':
+        if (o.add.length) out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} lacks ${o.add.join(', ')} (in ${where(o.set.ns)})`);
+        if (o.del.length) out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} has unexpected ${o.del.join(', ')} (in ${where(o.set.ns)})`);
+        break;
       case 'nft.chain.add':
         out.push(`missing nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} in ${where(o.chain.ns)}`);
         break;

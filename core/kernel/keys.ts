@@ -50,6 +50,8 @@ export const nftChainKey = (c: { readonly ns: NsRef; readonly family: string; re
   `${c.ns}${SEP}${c.family}${SEP}${c.table}${SEP}${c.chain}`;
 /** A rule body: its comment and its expressions. */
 export const nftBodyKey = (r: { readonly expr: readonly unknown[]; readonly comment?: string }): string => `${r.comment ?? ''}${SEP}${canonicalJson(r.expr)}`;
+export const nftSetKey = (x: { readonly ns: NsRef; readonly family: string; readonly table: string; readonly name: string }): string =>
+  `${x.ns}${SEP}${x.family}${SEP}${x.table}${SEP}${x.name}`;
 export const nftRuleKey = (r: NftRule): string => `${nftChainKey(r)}${SEP}${nftBodyKey(r)}`;
 export const qdiscKey = (q: Qdisc): string => `${devKey(q.ns, q.dev)}${SEP}${q.kind}`;
 

@@ -1,10 +1,10 @@
 // Per kind of kernel object: its identity (keys.ts), when an observed entry satisfies a desired one, and
 // which observed entries felt owns. plan (diff.ts) runs the one keyed delta (delta.ts) with these.
 
-import type { Address, Fdb, IpRule, IptChain, IptRule, Neighbour, NftChain, NftRule, NftTable, Qdisc, Route, Sysctl } from './model.ts';
+import type { Address, Fdb, IpRule, IptChain, IptRule, Neighbour, NftChain, NftRule, NftSet, NftTable, Qdisc, Route, Sysctl } from './model.ts';
 import type { DeltaKind } from './delta.ts';
 import type { Owner } from './scope.ts';
-import { addrKey, chainKey, fdbKey, ipRuleKey, neighKey, nftBodyKey, nftChainKey, nftRuleKey, nftTableKey, qdiscKey, routeKey, ruleKey, sysctlKey } from './keys.ts';
+import { addrKey, chainKey, fdbKey, ipRuleKey, neighKey, nftBodyKey, nftChainKey, nftRuleKey, nftSetKey, nftTableKey, qdiscKey, routeKey, ruleKey, sysctlKey } from './keys.ts';
 
 const lower = (s: string | undefined): string | undefined => s?.toLowerCase();
 
@@ -72,4 +72,12 @@ export const kinds = (own: Owner) =>
       owned: (c) => own.nftChain({ ...c, chain: c.name }),
     } satisfies DeltaKind<NftChain>,
     nftRules: { key: nftRuleKey, same: () => true, owned: (r) => own.nftRule(r) } satisfies DeltaKind<NftRule>,
+    /** A set is satisfied when its elements are; sets go only with their (owned) table. */
+    nftSets: {
+      key: nftSetKey,
+      same: (d, o) => d.type === o.type && d.elements.length === o.elements.length && new Set(o.elements).size === d.elements.length && d.elements.every((e) => o.elements.includes(e)),
+      owned: () => false,
+    } satisfies DeltaKind<NftSet>,
+    /** Elements of one set: identity only. */
+    nftElements: { key: (e: string) => e, same: () => true, owned: () => true } satisfies DeltaKind<string>,
   }) as const;

@@ -295,6 +295,20 @@ export interface NftChain {
   readonly shared?: boolean;
 }
 
+/**
+ * An nftables set of addresses (feltd's remote pod subnets): its elements are exactly `elements`, canonical
+ * CIDRs, and change one by one (add element / delete element), never by rewriting the set.
+ */
+export interface NftSet {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly name: string;
+  readonly type: 'ipv4_addr' | 'ipv6_addr';
+  readonly flags: readonly 'interval'[];
+  readonly elements: readonly string[];
+}
+
 /** A single rule felt owns in a shared chain, identified by its comment and expressions. */
 export interface NftRule extends NftRuleBody {
   readonly ns: NsRef;
@@ -329,6 +343,7 @@ export interface KernelState {
   readonly nftTables?: readonly NftTable[];
   readonly nftChains?: readonly NftChain[];
   readonly nftRules?: readonly NftRule[];
+  readonly nftSets?: readonly NftSet[];
 }
 
 export const emptyKernelState = (): KernelState => ({
@@ -430,6 +445,10 @@ export type Op =
   | { readonly op: 'nft.chain.sync'; readonly chain: NftChain }
   | { readonly op: 'nft.chain.del'; readonly ns: NsRef; readonly family: NftFamily; readonly table: string; readonly chain: string }
   | { readonly op: 'nft.rule.add'; readonly rule: NftRule }
+  /** Create a set with its elements. */
+  | { readonly op: 'nft.set.add'; readonly set: NftSet }
+  /** Add and delete elements of an existing set (`set` carries the desired elements, for words). */
+  | { readonly op: 'nft.set.elements'; readonly set: NftSet; readonly add: readonly string[]; readonly del: readonly string[] }
   /** Delete an observed rule by its handle. */
   | { readonly op: 'nft.rule.del'; readonly rule: NftRule & { readonly handle: number } };
 
@@ -471,6 +490,9 @@ export const opNs = (o: Op): NsRef => {
       return o.ipRule.ns;
     case 'nft.table.add':
       return o.table.ns;
+    case 'nft.set.add':
+    case 'nft.set.elements':
+      return o.set.ns;
     case 'nft.chain.add':
     case 'nft.chain.sync':
       return o.chain.ns;

@@ -68,6 +68,8 @@ export const PHASE: Readonly<Record<Op['op'], number>> = {
   // deleted, rules added; whole tables deleted last.
   'nft.rule.del': 0.1,
   'nft.table.add': 0.2,
+  'nft.set.add': 0.25,
+  'nft.set.elements': 0.26,
   'nft.chain.add': 0.3,
   // The same phase: chains are made in desired order (so `nft list` shows them as the reference makes them),
   // and a desired state names the chains a chain jumps to before it.

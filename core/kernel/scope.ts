@@ -150,6 +150,7 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
     ...(state.nftTables ? { nftTables: state.nftTables.filter((t) => o.nftTable(t)) } : {}),
     ...(state.nftChains ? { nftChains: state.nftChains.filter((c) => o.nftChain({ ...c, chain: c.name })) } : {}),
     ...(state.nftRules ? { nftRules: state.nftRules.filter((r) => o.nftRule(r)) } : {}),
+    ...(state.nftSets ? { nftSets: state.nftSets.filter((x) => o.nftTable({ ns: x.ns, family: x.family, name: x.table })) } : {}),
   };
 }
 
@@ -170,5 +171,6 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
     ...(state.nftTables ? { nftTables: state.nftTables.filter((t) => !o.nftTable(t)) } : {}),
     ...(state.nftChains ? { nftChains: state.nftChains.filter((c) => !o.nftChain({ ...c, chain: c.name })) } : {}),
     ...(state.nftRules ? { nftRules: state.nftRules.filter((r) => !o.nftRule(r)) } : {}),
+    ...(state.nftSets ? { nftSets: state.nftSets.filter((x) => !o.nftTable({ ns: x.ns, family: x.family, name: x.table })) } : {}),
   };
 }

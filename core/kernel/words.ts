@@ -117,6 +117,10 @@ export function describeOp(o: Op): string {
       return `create nftables table ${o.table.family} ${o.table.name} in ${where(o.table.ns)}`;
     case 'nft.table.del':
       return `delete nftables table ${o.family} ${o.name} in ${where(o.ns)}`;
+    case 'nft.set.add':
+      return `create nftables set ${nftName({ ...o.set, chain: o.set.name })} (${o.set.elements.length} elements) in ${where(o.set.ns)}`;
+    case 'nft.set.elements':
+      return `change nftables set ${nftName({ ...o.set, chain: o.set.name })}: add ${o.add.length ? o.add.join(' ') : 'nothing'}, delete ${o.del.length ? o.del.join(' ') : 'nothing'} in ${where(o.set.ns)}`;
     case 'nft.chain.add':
       return `create nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} in ${where(o.chain.ns)}`;
     case 'nft.chain.sync':

@@ -14,6 +14,7 @@ import { emptyKernelState, type KernelState, type NftChain, type NftJson, type N
 import { describeOp, plan } from '../../core/kernel/plan.ts';
 import { renderMasquerade } from '../../core/netfilter/masquerade.ts';
 import { masqFor } from '../../core/cni/masq.ts';
+import { flannelNftables, flannelNftScope, flannelNftTables } from '../../core/netfilter/flannel.ts';
 import { cleanupNetns, createNetns, type Netns } from '../support/netns.ts';
 
 const st = (p: Partial<KernelState>): KernelState => ({ ...emptyKernelState(), ...p });
@@ -105,6 +106,32 @@ describe('nftables through the Linux adapter', () => {
     const gone = plan(emptyKernelState(), m.state(), scope('/run/netns/x'));
     expect(gone.map((o) => o.op).sort()).toEqual(['nft.chain.del', 'nft.rule.del', 'nft.rule.del']);
     expect(E.isRight(m.applySync(gone))).toBe(true);
+  });
+
+  it("feltd's flannel tables converge: postrtg (mark, fully-random), forward, the remote-subnets set; an element changes alone", async () => {
+    const parts = (remotes: string[]) => {
+      const x = flannelNftables('', { family: 4, cluster: '10.244.0.0/16', pod: '10.244.1.0/24', remotes, ipMasq: true, forwardRules: true, randomFully: true });
+      return st({ nftTables: flannelNftTables(''), ...x });
+    };
+    const sc6 = sc(flannelNftScope(''));
+    const d = parts(['10.244.2.0/24', '10.244.3.0/24']);
+    await apply(k, plan(d, await observe(k, { namespaces: [''], ip: false, desired: d, scope: sc6 }), sc6));
+    expect(plan(d, await observe(k, { namespaces: [''], ip: false, desired: d, scope: sc6 }), sc6)).toEqual([]);
+    const rs = await pod.run(['nft', 'list', 'table', 'ip', 'flannel-ipv4']);
+    expect(rs).toContain('meta mark 0x00004000 return');
+    expect(rs).toContain('ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random');
+    const d2 = parts(['10.244.2.0/24', '10.244.4.0/24']);
+    const ops = plan(d2, await observe(k, { namespaces: [''], ip: false, desired: d2, scope: sc6 }), sc6);
+    expect(ops).toEqual([{ op: 'nft.set.elements', set: d2.nftSets![0], add: ['10.244.4.0/24'], del: ['10.244.3.0/24'] }]);
+    await apply(k, ops);
+    expect(plan(d2, await observe(k, { namespaces: [''], ip: false, desired: d2, scope: sc6 }), sc6)).toEqual([]);
+    // 3,000 elements at once: more than one nft argument holds, still converges.
+    const many = parts(Array.from({ length: 3000 }, (_, i) => `10.${100 + Math.floor(i / 256)}.${i % 256}.0/24`));
+    await apply(k, plan(many, await observe(k, { namespaces: [''], ip: false, desired: many, scope: sc6 }), sc6));
+    expect(plan(many, await observe(k, { namespaces: [''], ip: false, desired: many, scope: sc6 }), sc6)).toEqual([]);
+    // Owned tables go whole when nothing wants them.
+    await apply(k, plan(st({}), await observe(k, { namespaces: [''], ip: false, scope: sc6 }), sc6));
+    expect((await observe(k, { namespaces: [''], ip: false, scope: sc6 })).nftTables).toEqual([]);
   });
 
   it('reads no nftables when nothing names them', async () => {
