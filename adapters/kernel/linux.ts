@@ -30,6 +30,8 @@ import { NFT_NO_TABLE, parseNftList } from './nft.ts';
 
 /** nft is not installed (spawned directly, or through nsenter). */
 const NFT_MISSING = /spawn nft ENOENT|failed to execute nft/;
+/** iptables-save / ip6tables-save is not installed. */
+const IPT_MISSING = /spawn ip6?tables-save ENOENT|failed to execute ip6?tables-save/;
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
 
 export { parseIptablesSave } from './parse.ts';
@@ -50,7 +52,8 @@ const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 
 
 type Mutable = { -readonly [K in keyof KernelState]-?: NonNullable<KernelState[K]>[number][] };
 
-const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: /.test(r.stderr));
+// "failed to execute" is a tool missing inside a namespace that was entered.
+const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: (?!failed to execute)/.test(r.stderr));
 
 async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
   const reads = readsFor(req);
@@ -97,6 +100,8 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     let j = 0;
     for (const [family, tables] of rd.iptables) {
       const x = g.ipt[j++]!;
+      // No iptables installed (an nftables-only host): nothing of it can be there for felt to change.
+      if (x.code !== 0 && IPT_MISSING.test(x.stderr)) continue;
       if (x.code !== 0) return E.left(kerr(`failed to read IPv${family} iptables in ${where(ns)}: ${x.stderr.trim()}`));
       const p = parseIptablesSave(ns, family, x.stdout, tables);
       state.chains.push(...p.chains);

@@ -4,6 +4,8 @@
 // made, leaving what the reference's own ADD + DEL leaves (its table and chains stay; only the pod's rules go).
 // Teardown removes what either backend left; an unknown backend is code 7 naming the field, nothing changed.
 
+import { existsSync, readdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FELT_CNI } from '../support/cni.ts';
 import { cni, cniChains, iptSave, nsRun, nsTry, Sandbox } from '../support/ns.ts';
@@ -117,6 +119,27 @@ describe.each(['bridge', 'ptp'] as const)('%s ipMasqBackend nftables against the
     expect(a.json.msg).toMatch(/ipMasqBackend: must be "iptables" or "nftables", got "pf"/);
     expect(await ruleset(s.host)).toEqual(before);
     expect(await cniChains(s.host)).toEqual([]);
+  });
+
+  it('the default backend: iptables where it is usable; nftables where iptables is not installed and nft is', async () => {
+    const noIpt = sb.dir();
+    for (const d of ['/usr/sbin', '/usr/bin']) {
+      for (const f of readdirSync(d)) if (!/^(?:ip6?tables|xtables|arptables|ebtables)/.test(f) && !existsSync(join(noIpt, f))) symlinkSync(join(d, f), join(noIpt, f));
+    }
+    const { ipMasqBackend: _unset, ...conf } = CONFS[type](sb.dir());
+    const withIpt = await side(type, FELT_CNI);
+    expect((await cni(withIpt.call, 'ADD', { ...conf, ipam: ipam(sb.dir()) })).code).toBe(0);
+    expect((await cniChains(withIpt.host)).length).toBeGreaterThan(0);
+    expect(await masqRules(withIpt.host)).toEqual([]);
+    const nftOnly = await side(type, FELT_CNI);
+    const a = await cni(nftOnly.call, 'ADD', { ...conf, ipam: ipam(sb.dir()) }, { PATH: noIpt });
+    expect(a.code, a.stdout).toBe(0);
+    expect(await masqRules(nftOnly.host)).toHaveLength(2);
+    expect(await cniChains(nftOnly.host)).toEqual([]);
+    // DEL on that host: nothing of iptables to read, the nftables rules go.
+    const d = await cni(nftOnly.call, 'DEL', { ...conf, ipam: ipam(sb.dir()) }, { PATH: noIpt });
+    expect(d.code, d.stdout).toBe(0);
+    expect(await masqRules(nftOnly.host)).toEqual([]);
   });
 
   it('nftables asked for where nft is not on PATH: code 7 naming nft, nothing changed', async () => {
