@@ -75,7 +75,11 @@ export const kinds = (own: Owner) =>
     /** A set is satisfied when its elements are; sets go only with their (owned) table. */
     nftSets: {
       key: nftSetKey,
-      same: (d, o) => d.type === o.type && d.elements.length === o.elements.length && new Set(o.elements).size === d.elements.length && d.elements.every((e) => o.elements.includes(e)),
+      same: (d, o) => {
+        if (d.type !== o.type || d.elements.length !== o.elements.length) return false;
+        const have = new Set(o.elements);
+        return have.size === d.elements.length && d.elements.every((e) => have.has(e));
+      },
       owned: () => false,
     } satisfies DeltaKind<NftSet>,
     /** Elements of one set: identity only. */
