@@ -4,9 +4,10 @@
 // masquerade), either side's DEL removes the other's rules, a container's DEL leaves another container's rules
 // (even when its id is a prefix of the other's), CHECK notices a missing rule, and bad input is code 7.
 
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FELT_CNI } from '../support/cni.ts';
-import { cni, nsRun, nsTry, Sandbox } from '../support/ns.ts';
+import { cni, iptSave, nsRun, nsTry, Sandbox, sysctl } from '../support/ns.ts';
+import { ask, startServer, writeScripts, type Services } from '../support/traffic.ts';
 
 const REF = '/work/shared/reference-plugins/v1.9.1';
 const sb = new Sandbox();
@@ -117,5 +118,104 @@ describe('portmap backend nftables against the reference v1.9.1', () => {
       expect(r.json.msg).toMatch(field);
       expect(await tables(c.hostNs)).toBe('');
     }
+  });
+});
+
+// ------------------------------------------------------------------------------------------- traffic
+
+const HOST_IP = '198.51.100.1';
+const HOST_IP2 = '198.51.100.3';
+const CLIENT_IP = '198.51.100.2';
+
+describe('portmap backend nftables: traffic (host address, 127.0.0.1, hairpin, stale UDP conntrack; bridge masquerade)', () => {
+  const tsb = new Sandbox();
+  let host = '';
+  let pod = '';
+  let client = '';
+  let scripts: { server: string; client: string };
+  let server: Services | undefined;
+  let prev: any;
+  const call = (command: 'ADD' | 'DEL', conf: unknown) => cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'ctr-nft-tr' }, command, conf);
+  const pm = {
+    cniVersion: '1.0.0',
+    name: 'pmnet',
+    type: 'portmap',
+    backend: 'nftables',
+    runtimeConfig: {
+      portMappings: [
+        { hostPort: 8080, containerPort: 80, protocol: 'tcp' },
+        { hostPort: 8081, containerPort: 81, protocol: 'udp' },
+        { hostPort: 8082, containerPort: 80, protocol: 'tcp', hostIP: HOST_IP2 },
+      ],
+    },
+  };
+
+  beforeAll(async () => {
+    host = await tsb.ns();
+    pod = await tsb.ns();
+    client = await tsb.ns();
+    for (const n of [host, pod, client]) await nsRun(n, ['ip', 'link', 'set', 'lo', 'up']);
+    await nsRun(host, ['ip', 'link', 'add', 'ext0', 'type', 'veth', 'peer', 'name', 'ext1', 'netns', client]);
+    await nsRun(host, ['ip', 'addr', 'add', `${HOST_IP}/24`, 'dev', 'ext0']);
+    await nsRun(host, ['ip', 'addr', 'add', `${HOST_IP2}/24`, 'dev', 'ext0']);
+    await nsRun(host, ['ip', 'link', 'set', 'ext0', 'up']);
+    await nsRun(client, ['ip', 'addr', 'add', `${CLIENT_IP}/24`, 'dev', 'ext1']);
+    await nsRun(client, ['ip', 'link', 'set', 'ext1', 'up']);
+    scripts = writeScripts(tsb.dir());
+    server = await startServer(pod, scripts.server, 80, 81);
+    const b = await call('ADD', {
+      cniVersion: '1.0.0',
+      name: 'pmnet',
+      type: 'bridge',
+      bridge: 'cni0',
+      isGateway: true,
+      isDefaultGateway: true,
+      ipMasq: true,
+      ipMasqBackend: 'nftables',
+      hairpinMode: true,
+      ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/24' }]], dataDir: tsb.dir() },
+    });
+    if (b.code !== 0) throw new Error(b.stdout);
+    prev = b.json;
+  });
+  afterAll(async () => {
+    server?.stop();
+    await tsb.cleanup();
+  });
+
+  it('a stale UDP conntrack entry of the host port is flushed by ADD', async () => {
+    expect(await ask(client, scripts.client, 'udp', HOST_IP, 8081, { srcPort: 40000, withinMs: 600 })).toBeUndefined();
+    const p = await call('ADD', { ...pm, prevResult: prev });
+    expect(p.code, p.stdout + p.stderr).toBe(0);
+    expect(await ask(client, scripts.client, 'udp', HOST_IP, 8081, { srcPort: 40000 })).toBe(`udp 81 ${CLIENT_IP}`);
+    // No iptables rules at all: bridge and portmap both wrote nftables.
+    expect((await iptSave(host, 4)).filter((l) => l.includes('CNI-'))).toEqual([]);
+  });
+
+  it('a mapping with a host address answers on that address only (GHSA-jv3w-x3r3-g6rm)', async () => {
+    expect(await ask(client, scripts.client, 'tcp', HOST_IP, 8080)).toBe(`tcp 80 ${CLIENT_IP}`);
+    expect(await ask(client, scripts.client, 'tcp', HOST_IP2, 8082)).toBe(`tcp 80 ${CLIENT_IP}`);
+    expect(await ask(client, scripts.client, 'tcp', HOST_IP, 8082, { withinMs: 500 })).toBeUndefined();
+  });
+
+  it('127.0.0.1 on the host reaches the pod (route_localnet, masqueraded), and hairpin is masqueraded to the gateway', async () => {
+    expect(await sysctl(host, 'net.ipv4.conf.cni0.route_localnet')).toBe('1');
+    expect(await ask(host, scripts.client, 'tcp', '127.0.0.1', 8080)).toBe('tcp 80 10.88.0.1');
+    expect(await ask(pod, scripts.client, 'tcp', HOST_IP, 8080)).toBe('tcp 80 10.88.0.1');
+  });
+
+  it("bridge's nftables masquerade: the pod reaches the outside from the host's address", async () => {
+    await nsRun(host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    const outside = await startServer(client, scripts.server, 80, 81);
+    try {
+      expect(await ask(pod, scripts.client, 'tcp', CLIENT_IP, 80)).toBe(`tcp 80 ${HOST_IP}`);
+    } finally {
+      outside.stop();
+    }
+  });
+
+  it('DEL stops the forwarding', async () => {
+    expect((await call('DEL', { ...pm, prevResult: prev })).code).toBe(0);
+    expect(await ask(client, scripts.client, 'tcp', HOST_IP, 8080, { withinMs: 500 })).toBeUndefined();
   });
 });
