@@ -11,6 +11,7 @@ const BOTH_MODES = [
   'test/apps/crash.test.ts',
   'test/apps/podman.test.ts',
   'test/apps/tap.test.ts',
+  'test/apps/nft-*.test.ts',
 ];
 
 export default defineConfig({

@@ -165,6 +165,7 @@ const netConfJson = (c: NetConfig): string =>
     ...(c.ipv6Network !== undefined ? { IPv6Network: c.ipv6Network, IPv6SubnetLen: c.ipv6SubnetLen } : {}),
     ...(c.ipv6SubnetMin !== undefined ? { IPv6SubnetMin: c.ipv6SubnetMin } : {}),
     ...(c.ipv6SubnetMax !== undefined ? { IPv6SubnetMax: c.ipv6SubnetMax } : {}),
+    ...(c.enableNFTables ? { EnableNFTables: true } : {}),
     Backend:
       c.backend.type === 'host-gw'
         ? { Type: 'host-gw' }
@@ -178,7 +179,7 @@ const canonical = (v: unknown): string =>
 const netConfig: Parser<NetConfig> = refine(
   object(
     { enableIPv4: bool, enableIPv6: bool, subnetLen: int(0, 32), ipv6SubnetLen: int(0, 128), backend: backendConfig },
-    { network: subnetText, subnetMin: ipText, subnetMax: ipText, ipv6Network: subnetText, ipv6SubnetMin: ipText, ipv6SubnetMax: ipText },
+    { network: subnetText, subnetMin: ipText, subnetMax: ipText, ipv6Network: subnetText, ipv6SubnetMin: ipText, ipv6SubnetMax: ipText, enableNFTables: bool },
   ),
   (c) => {
     const again = parseNetConfig(netConfJson(c));

@@ -42,11 +42,20 @@ interface Target {
   readonly chain?: string;
   /** (Part of) an iptables rule as iptables-save prints it: "-s 10.22.0.5/32 ... -j CNI-...". */
   readonly rule?: string;
+  /** An nftables table felt writes (flannel-ipv4, cni_plugins_masquerade, ...). */
+  readonly nftTable?: string;
   /** A container id, or container/ifname, that an attachment record names. */
   readonly container?: { readonly id: string; readonly ifname?: string };
 }
 
 const CHAIN = /^(?:CNI|FLANNEL)-[A-Za-z0-9_-]+$/;
+/** The nftables tables felt writes: feltd's (flannel's names) and the plugins' (the reference's, felt's firewall). */
+const NFT_TABLES = /^(?:flannel-ipv[46]|cni_plugins_masquerade|cni_hostport|cni_firewall)$/;
+const NFT_PLUGIN_TABLES: Readonly<Record<string, string>> = {
+  cni_plugins_masquerade: "is bridge's and ptp's masquerade with ipMasqBackend nftables (the reference's table): one rule per pod address in masq_checks, its comment the hash of network, ifname and container id",
+  cni_hostport: "is portmap's with backend nftables (the reference's table): one DNAT rule per mapping in hostports, its comment the container id",
+  cni_firewall: "is the firewall plugin's with backend nftables (felt's own): the pod's accept rules in pods carry its address prefix as comment",
+};
 const squash = (s: string): string => s.trim().replace(/\s+/g, ' ');
 
 /** What the object is, in the terms the log speaks: an address, a prefix, a MAC, a chain, a rule, a container. */
@@ -58,6 +67,7 @@ function target(object: string, views: Views): Target | undefined {
   const ip = parseIP(object);
   if (ip) return { ip: { ip, prefix: ip.family === 4 ? 32 : 128 } };
   if (CHAIN.test(object)) return { chain: object };
+  if (NFT_TABLES.test(object)) return { nftTable: object };
   if (/^!?\s*-/.test(object.trim()) && object.trim().length > 2) return { rule: squash(object) };
   const [id, ifname] = object.split('/');
   if (id && (views.attachments ?? []).some((a) => a.record.containerId === id && (ifname === undefined || a.record.ifname === ifname))) {
@@ -142,7 +152,7 @@ export function presence(wanted: KernelState, observed: KernelState): string[] {
 
 export function explain(object: string, views: Views, history: readonly StoredEvent[]): string[] {
   const t = target(object, views);
-  if (!t) return [`"${object}" is not an IP address, prefix or MAC address, an iptables chain or rule, or a container with a recorded attachment`];
+  if (!t) return [`"${object}" is not an IP address, prefix or MAC address, an iptables chain or rule, one of felt's nftables tables, or a container with a recorded attachment`];
   const out: string[] = [];
   const covers = (cidr: string | undefined): boolean => {
     const c = cidr ? parseCIDR(cidr) : undefined;
@@ -186,7 +196,7 @@ export function explain(object: string, views: Views, history: readonly StoredEv
   }
   if (out.length === 0) out.push(`nothing in the log accounts for ${object}: felt did not make it (or it was removed)`);
 
-  const needle = t.mac ?? (t.ip ? formatIP(t.ip.ip) : t.chain ?? t.container?.id ?? object);
+  const needle = t.mac ?? (t.ip ? formatIP(t.ip.ip) : t.chain ?? t.nftTable ?? t.container?.id ?? object);
   const mentions = history.filter((e) => JSON.stringify(e.data).toLowerCase().includes(needle.toLowerCase()));
   if (mentions.length) {
     out.push('history:');
@@ -225,6 +235,21 @@ function explainAttachments(t: Target, views: Views, history: readonly StoredEve
 
 /** feltd's own chains and rules (flannel's FLANNEL-POSTRTG, FLANNEL-FWD and the jumps to them). */
 function explainOverlayRules(t: Target, views: Views): string[] {
+  if (t.nftTable) {
+    const out: string[] = [];
+    for (const { stream, desired } of views.overlays ?? []) {
+      const node = stream.replace(/^node\//, '');
+      for (const x of (desired.nftTables ?? []).filter((x) => x.name === t.nftTable)) {
+        const chains = (desired.nftChains ?? []).filter((c) => c.table === x.name).map((c) => `${c.name} (${c.rules.length} rules)`);
+        const sets = (desired.nftSets ?? []).filter((c) => c.table === x.name).map((c) => `${c.name} (${c.elements.length} remote pod subnets)`);
+        out.push(
+          `on ${node}: the nftables table ${x.family} ${x.name} is feltd's (EnableNFTables, flannel's table): ${[...chains, ...sets].join(', ') || 'no chains'}; postrtg masquerades pod traffic leaving the cluster network, forward accepts forwarded pod traffic, the set follows the remote leases`,
+        );
+      }
+    }
+    if (out.length === 0 && NFT_PLUGIN_TABLES[t.nftTable]) out.push(`the nftables table ${t.nftTable} ${NFT_PLUGIN_TABLES[t.nftTable]}`);
+    return out;
+  }
   if (!t.chain && !t.rule) return [];
   const out: string[] = [];
   for (const { stream, desired } of views.overlays ?? []) {

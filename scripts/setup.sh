@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # podman, runc and busybox-static: the podman runtime test (runc because crun refuses hybrid cgroup layouts;
 # busybox is the whole image, imported from a tarball). The deploy test uses systemd-analyze when systemd is there.
 # gcc and libc6-dev: npm run build compiles the CNI forwarders (apps/cni/forwarder/forwarder.c).
-packages=(gcc libc6-dev iproute2 iptables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core podman runc busybox-static)
+packages=(gcc libc6-dev iproute2 iptables nftables util-linux iputils-ping containernetworking-plugins etcd-server etcd-client procps conntrack dnsmasq-base chromium fonts-dejavu-core podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -26,6 +26,12 @@ import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exe
 import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIpRules, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
 import { explain, invocations, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
+import { NFT_NO_TABLE, parseNftList } from './nft.ts';
+
+/** nft is not installed (spawned directly, or through nsenter). */
+const NFT_MISSING = /spawn nft ENOENT|failed to execute nft/;
+/** iptables-save / ip6tables-save is not installed. */
+const IPT_MISSING = /spawn ip6?tables-save ENOENT|failed to execute ip6?tables-save/;
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
 
 export { parseIptablesSave } from './parse.ts';
@@ -46,11 +52,12 @@ const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 
 
 type Mutable = { -readonly [K in keyof KernelState]-?: NonNullable<KernelState[K]>[number][] };
 
-const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: /.test(r.stderr));
+// "failed to execute" is a tool missing inside a namespace that was entered.
+const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: (?!failed to execute)/.test(r.stderr));
 
 async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
   const reads = readsFor(req);
-  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [] };
+  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [], nftTables: [], nftChains: [], nftRules: [], nftSets: [] };
   if (reads.length === 0) return E.right(state);
   const ipv6 = existsSync('/proc/sys/net/ipv6');
   // Every read of every namespace at once.
@@ -59,6 +66,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       const pre = inNetns(rd.ns, o.hostNetns);
       const paths = rd.sysctls.map(sysctlPath);
       const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
+      const nft = Promise.all(rd.nftTables.map((t) => run([...pre, 'nft', '-j', 'list', 'table', t.family, t.name], '', o)));
       const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
         req.ip === false ? undefined : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
@@ -70,7 +78,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters };
+      return { ip, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters, nft: await nft };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -92,10 +100,27 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     let j = 0;
     for (const [family, tables] of rd.iptables) {
       const x = g.ipt[j++]!;
+      // No iptables installed (an nftables-only host): nothing of it can be there for felt to change.
+      if (x.code !== 0 && IPT_MISSING.test(x.stderr)) continue;
       if (x.code !== 0) return E.left(kerr(`failed to read IPv${family} iptables in ${where(ns)}: ${x.stderr.trim()}`));
       const p = parseIptablesSave(ns, family, x.stdout, tables);
       state.chains.push(...p.chains);
       state.rules.push(...p.rules);
+    }
+    for (let k = 0; k < rd.nftTables.length; k++) {
+      const x = g.nft[k]!;
+      const t = rd.nftTables[k]!;
+      if (x.code !== 0) {
+        // No such table: nothing of it to read. No nft at all: nothing can be there that felt could change.
+        if (NFT_NO_TABLE.test(x.stderr) || NFT_MISSING.test(x.stderr)) continue;
+        return E.left(kerr(`failed to read nftables table ${t.family} ${t.name} in ${where(ns)}: ${x.stderr.trim()}`));
+      }
+      const p = parseNftList(ns, x.stdout);
+      if (typeof p === 'string') return E.left(kerr(`failed to read nftables table ${t.family} ${t.name} in ${where(ns)}: ${p}`));
+      state.nftTables.push(...p.nftTables);
+      state.nftChains.push(...p.nftChains);
+      state.nftRules.push(...p.nftRules);
+      state.nftSets.push(...p.nftSets);
     }
     if (g.fdb) {
       const f = g.fdb.code === 0 ? parseFdb(ns, g.fdb.stdout) : g.fdb.stderr || 'no output';
@@ -144,11 +169,13 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
   };
   const links = pairVeths(ipStates, named);
   for (const { ns } of ipStates) state.links.push(...links.get(ns)!);
-  if (!reads.some((rd) => rd.ipRules)) {
-    const { ipRules: _unread, ...rest } = state;
-    return E.right(rest);
-  }
-  return E.right(state);
+  const { ipRules, nftTables, nftChains, nftRules, nftSets, ...rest } = state;
+  // Optional parts are reported only when read.
+  return E.right({
+    ...rest,
+    ...(reads.some((rd) => rd.ipRules) ? { ipRules } : {}),
+    ...(reads.some((rd) => rd.nftTables.length) ? { nftTables, nftChains, nftRules, nftSets } : {}),
+  });
 }
 
 // ------------------------------------------------------------------------------------------------ apply
@@ -195,7 +222,8 @@ let sysctlFound: boolean | undefined;
 const hasSysctl = (): boolean =>
   (sysctlFound ??= (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/sysctl`)));
 
-const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore';
+// nftables steps share that lane: rules name nothing that must exist, and nothing waits for them.
+const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore' || st.tool === 'nft';
 
 /** Whether an op changes another namespace than the one it runs in (or may: a deleted veth's peer goes too). */
 export const reachesOut = (op: Op): boolean => {

@@ -21,9 +21,10 @@ import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/ke
 import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
 import { describeOp } from '../../core/kernel/plan.ts';
 import { inNetns } from './exec.ts';
+import { isNft, nftCommands, nftCommentLine, nftDocument, nftUnsafe, type NftOp } from './nft.ts';
 
 /** `ip6`: `ip -6 -force -batch -`, for IPv6 policy rules (ip's family is a global option, not a batch word). */
-export type Tool = 'ip' | 'ip6' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore';
+export type Tool = 'ip' | 'ip6' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore' | 'nft';
 
 export interface Line {
   readonly text: string;
@@ -38,6 +39,13 @@ export interface Step {
   readonly lines: Line[];
   /** The SELinux context the tool runs under (`runcon CONTEXT`): a tap's `selinuxContext`. Such a step is its own. */
   readonly label?: string;
+  /**
+   * nft: `nft -f -` text lines that declare commented tables and chains (adapters/kernel/nft.ts), run before
+   * the JSON batch of `lines` (one JSON command each).
+   */
+  readonly pre?: Line[];
+  /** nft: run every rule deletion on its own (after a batch failed on one that was gone), then the rest. */
+  readonly each?: boolean;
 }
 
 export interface RenderOptions {
@@ -276,6 +284,16 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[]; label?
       return { tool: o.ipRule.family === 6 ? 'ip6' : 'ip', lines: [ipRuleLine('add', o.ipRule)] };
     case 'iprule.del':
       return { tool: o.ipRule.family === 6 ? 'ip6' : 'ip', lines: [ipRuleLine('del', o.ipRule)] };
+    case 'nft.table.add':
+    case 'nft.table.del':
+    case 'nft.set.add':
+    case 'nft.set.elements':
+    case 'nft.chain.add':
+    case 'nft.chain.sync':
+    case 'nft.chain.del':
+    case 'nft.rule.add':
+    case 'nft.rule.del':
+      throw new Error('nftables ops are rendered per namespace');
     case 'chain.sync':
     case 'chain.del':
     case 'chain.add':
@@ -355,6 +373,7 @@ export function unsafe(o: Op): string | undefined {
     if (/[\x00-\x1f\x7f]/.test(value)) return `sysctl value ${JSON.stringify(value)} holds control characters`;
     return undefined;
   }
+  if (isNft(o)) return nftUnsafe(o);
   if (isIpt(o)) {
     const ref = iptRef(o);
     if (!isBatchToken(ref.chain)) return `iptables chain name ${JSON.stringify(ref.chain)} is not one word`;
@@ -395,7 +414,18 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
     const ipt = new Map<IptFamily, IptOp[]>();
     const placed = new Set<IptFamily>();
     for (const o of group) if (isIpt(o)) ipt.set(iptRef(o).family, [...(ipt.get(iptRef(o).family) ?? []), o]);
+    // nftables: one transaction per namespace group, where its first nftables op is.
+    const nft = group.filter(isNft);
+    let nftPlaced = false;
     for (const o of group) {
+      if (isNft(o)) {
+        const problem = unsafe(o);
+        if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
+        if (nftPlaced) continue;
+        nftPlaced = true;
+        out.push(nftStep(ns, nft));
+        continue;
+      }
       if (isIpt(o)) {
         const problem = unsafe(o);
         if (problem) throw new Error(`refusing to ${describeOp(o)}: ${problem}`);
@@ -423,7 +453,49 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
   return out;
 }
 
-const BATCH: Readonly<Record<Exclude<Tool, 'sysctl'>, readonly string[]>> = {
+/** One nft step: the comment declarations, and every op's JSON commands. */
+export function nftStep(ns: NsRef, ops: readonly NftOp[]): Step {
+  const pre: Line[] = [];
+  const lines: Line[] = [];
+  for (const o of ops) {
+    const c = nftCommentLine(o);
+    if (c !== undefined) pre.push({ text: c, op: o });
+    for (const cmd of nftCommands(o)) lines.push({ text: JSON.stringify(cmd), op: o });
+  }
+  return { ns, tool: 'nft', lines, ...(pre.length ? { pre } : {}) };
+}
+
+/**
+ * nft reads a JSON file by opening it, and /dev/stdin cannot be opened when stdin is a socket (as node gives
+ * its children): the JSON document goes as one argv element instead (`nft -j DOC`; nft parses one argument as
+ * the whole input, and a value inside a JSON string stays one). One argument holds at most 128 KiB
+ * (MAX_ARG_STRLEN): a larger batch is cut into documents of whole commands, each its own transaction.
+ */
+const NFT_ARG_MAX = 120_000;
+function nftChunks(lines: readonly Line[]): Line[][] {
+  const out: Line[][] = [];
+  let cur: Line[] = [];
+  let size = 0;
+  for (const l of lines) {
+    if (cur.length && size + l.text.length + 1 > NFT_ARG_MAX) {
+      out.push(cur);
+      cur = [];
+      size = 0;
+    }
+    cur.push(l);
+    size += l.text.length + 1;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+const nftInvocation = (pre: readonly string[], lines: readonly Line[]): Invocation => ({
+  kind: 'exec',
+  argv: [...pre, 'nft', '-j', nftDocument(lines.map((l) => l.text))],
+  input: '',
+  lines,
+});
+
+const BATCH: Readonly<Record<Exclude<Tool, 'sysctl' | 'nft'>, readonly string[]>> = {
   ip: ['ip', '-force', '-batch', '-'],
   ip6: ['ip', '-6', '-force', '-batch', '-'],
   bridge: ['bridge', '-force', '-batch', '-'],
@@ -449,6 +521,15 @@ export type Invocation =
  */
 export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = true): Invocation[] {
   const pre = inNetns(s.ns, ro.hostNetns);
+  if (s.tool === 'nft') {
+    const out: Invocation[] = [];
+    if (s.pre?.length) out.push({ kind: 'exec', argv: [...pre, 'nft', '-f', '-'], input: s.pre.map((l) => `${l.text}\n`).join(''), lines: s.pre });
+    const dels = s.each ? s.lines.filter((l) => l.op?.op === 'nft.rule.del') : [];
+    for (const l of dels) out.push(nftInvocation(pre, [l]));
+    const rest = s.lines.filter((l) => !dels.includes(l));
+    for (const chunk of nftChunks(rest)) out.push(nftInvocation(pre, chunk));
+    return out;
+  }
   if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
   const sets = s.lines
     .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
@@ -474,7 +555,7 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
 
 // ------------------------------------------------------------------------------------------- failures
 
-const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del', 'iprule.del']);
+const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del', 'iprule.del', 'nft.rule.del']);
 /** What the tools say when the thing to delete is not there. */
 const NOT_THERE =
   /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|FIB table does not exist|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;
@@ -539,6 +620,16 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
       return rest.some((l) => l.op) ? { kind: 'retry', step: { ...step, lines: restoreLines(uniqueOps(rest)) } } : { kind: 'ok' };
     }
     return named(line?.op, why);
+  }
+  if (step.tool === 'nft') {
+    const why = clean(text.replace(/^internal:\d+:\d+-\d+: /gm, '').replace(/^Error: /gm, ''));
+    const ops = [...new Set(inv.lines.flatMap((l) => (l.op ? [l.op] : [])))];
+    // A rule deleted by handle that is gone already: the whole transaction was refused. Run each deletion on
+    // its own, where "not there" is no failure, then the rest.
+    if (ops.length === 1 && ops[0]!.op === 'nft.rule.del' && NOT_THERE.test(text)) return { kind: 'ok' };
+    if (!step.each && ops.some((o) => o.op === 'nft.rule.del') && NOT_THERE.test(text)) return { kind: 'retry', step: { ...step, each: true } };
+    // nft names no command in a failed JSON batch: a batch of one op names it, a larger one the namespace.
+    return ops.length === 1 ? named(ops[0], why) : { kind: 'error', msg: `failed to apply nftables changes in ${where(step.ns)}: ${why || `exit ${code}`}`, details: ops.map(describeOp).join('; ') };
   }
   if (step.tool === 'sysctl') {
     // tee and sysctl name the file ("cannot stat PATH"); sysctl names a key it could not set ("setting key \"KEY\"").

@@ -1,7 +1,7 @@
 // What an ObserveRequest asks to read, namespace by namespace. Pure; shared by the Linux adapter and the
 // memory twin so that both report the same things.
 
-import type { IptFamily, IptTable, NsRef } from '../../core/kernel/model.ts';
+import type { IptFamily, IptTable, NftFamily, NsRef } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
 import type { ObserveRequest } from './types.ts';
 
@@ -16,6 +16,8 @@ export interface NsReads {
   readonly sysctls: readonly string[];
   readonly ipRules: boolean;
   readonly kernelRoutes: boolean;
+  /** nftables tables to list (`nft -j list table F T`): those the desired state or the scope names here. */
+  readonly nftTables: readonly { readonly family: NftFamily; readonly name: string }[];
 }
 
 export function readsFor(req: ObserveRequest): NsReads[] {
@@ -33,6 +35,16 @@ export function readsFor(req: ObserveRequest): NsReads[] {
     for (const f of [...families].sort()) {
       iptables.set(f, [...new Set(named.filter((c) => c.family === f).map((c) => c.table))].sort());
     }
+    const nftNamed = [
+      ...(d?.nftTables ?? []).map((t) => ({ ns: t.ns, family: t.family, name: t.name })),
+      ...[...(d?.nftChains ?? []), ...(d?.nftRules ?? []), ...(d?.nftSets ?? []), ...(req.scope?.nftChains ?? []), ...(req.scope?.nftRuleMarkers ?? [])].map((c) => ({
+        ns: c.ns,
+        family: c.family,
+        name: c.table,
+      })),
+      ...(req.scope?.nftTables ?? []),
+    ].filter((t) => t.ns === ns);
+    const nftTables = [...new Map(nftNamed.map((t) => [`${t.family} ${t.name}`, { family: t.family, name: t.name }])).values()];
     const keys = new Set([...(req.sysctls ?? []), ...(d?.sysctls ?? [])].filter((s) => s.ns === ns).map((s) => s.key));
     return {
       ns,
@@ -43,6 +55,7 @@ export function readsFor(req: ObserveRequest): NsReads[] {
       sysctls: [...keys],
       ipRules: !!req.ipRules || !!d?.ipRules?.some((r) => r.ns === ns),
       kernelRoutes: !!req.kernelRoutes,
+      nftTables,
     };
   });
 }

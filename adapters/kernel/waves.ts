@@ -27,7 +27,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { HOST, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
+import { HOST, opNs as modelOpNs, type KernelState, type NsRef, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
 import { reachesOut } from './linux.ts';
 
@@ -48,44 +48,8 @@ export interface WaveKernel extends Kernel {
   readonly stats: () => Readonly<WaveStats>;
 }
 
-/** The namespace an op runs in. */
-export const opNs = (op: Op): NsRef => {
-  switch (op.op) {
-    case 'link.add':
-    case 'link.set':
-      return op.link.ns;
-    case 'link.del':
-    case 'link.move':
-    case 'chain.del':
-    case 'chain.add':
-      return op.ns;
-    case 'addr.add':
-    case 'addr.del':
-      return op.addr.ns;
-    case 'route.replace':
-    case 'route.del':
-      return op.route.ns;
-    case 'neigh.replace':
-    case 'neigh.del':
-      return op.neigh.ns;
-    case 'fdb.replace':
-    case 'fdb.del':
-      return op.fdb.ns;
-    case 'chain.sync':
-      return op.chain.ns;
-    case 'rule.add':
-    case 'rule.del':
-      return op.rule.ns;
-    case 'sysctl.set':
-      return op.sysctl.ns;
-    case 'qdisc.replace':
-    case 'qdisc.del':
-      return op.qdisc.ns;
-    case 'iprule.add':
-    case 'iprule.del':
-      return op.ipRule.ns;
-  }
-};
+/** The namespace an op runs in (the model's table, nftables ops included). */
+export const opNs = (op: Op): NsRef => modelOpNs(op);
 
 /** Ops whose second application changes nothing and fails only where the first would have. */
 const REPEATABLE: ReadonlySet<Op['op']> = new Set(['link.set', 'link.del', 'addr.del', 'route.replace', 'route.del', 'neigh.replace', 'neigh.del', 'fdb.replace', 'fdb.del', 'sysctl.set']);

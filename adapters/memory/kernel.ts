@@ -15,7 +15,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec } from '../../core/kernel/model.ts';
+import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec, NftChain, NftRule, NftSet, NftTable } from '../../core/kernel/model.ts';
 import { createdFrom, emptyKernelState, lowerOf } from '../../core/kernel/model.ts';
 import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import {
@@ -24,6 +24,9 @@ import {
   chainKey,
   devKey,
   ipRuleKey,
+  nftChainKey,
+  nftSetKey,
+  nftTableKey,
   linkKey,
   neighKey,
   qdiscKey,
@@ -73,6 +76,11 @@ class Twin {
   sysctls = new Map<string, Sysctl>();
   qdiscs = new Map<string, Qdisc>();
   ipRules: IpRule[] = [];
+  /** nftables: tables by key; chains by key, each with its rules (with handles) in order. */
+  nftTables = new Map<string, NftTable>();
+  nftChains = new Map<string, { chain: NftChain; rules: NftRule[] }>();
+  nftSets = new Map<string, NftSet>();
+  private nftHandle = 0;
   private macs = 0;
 
   constructor(s: KernelState) {
@@ -86,6 +94,18 @@ class Twin {
     for (const x of s.sysctls) this.sysctls.set(sysctlKey(x), x);
     for (const q of s.qdiscs) this.qdiscs.set(qdiscKey(q), q);
     this.ipRules = [...(s.ipRules ?? [])];
+    for (const t of s.nftTables ?? []) this.nftTables.set(nftTableKey(t), t);
+    for (const c of s.nftChains ?? []) {
+      this.nftChains.set(nftChainKey({ ...c, chain: c.name }), {
+        chain: { ...c, rules: [] },
+        rules: c.rules.map((r) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name, ...r, handle: ++this.nftHandle })),
+      });
+    }
+    for (const x of s.nftSets ?? []) this.nftSets.set(nftSetKey(x), x);
+    for (const r of s.nftRules ?? []) {
+      const rec = this.nftChains.get(nftChainKey(r));
+      if (rec && !rec.rules.some((x) => x.handle === r.handle)) rec.rules.push({ ...r, handle: r.handle ?? ++this.nftHandle });
+    }
   }
 
   snapshot(): KernelState {
@@ -102,7 +122,40 @@ class Twin {
       qdiscs: [...this.qdiscs.values()],
       // Optional in KernelState: present when the twin holds policy rules.
       ...(this.ipRules.length ? { ipRules: [...this.ipRules] } : {}),
+      ...(this.nftTables.size ? this.nftState() : {}),
     };
+  }
+
+  private nftState(): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules' | 'nftSets'>> {
+    const chains = [...this.nftChains.values()];
+    return {
+      nftTables: [...this.nftTables.values()].map((t) => ({ ns: t.ns, family: t.family, name: t.name })),
+      nftChains: chains.map(({ chain, rules }) => {
+        const { comment: _c, shared: _s, ...c } = chain;
+        return { ...c, rules: rules.map((r) => ({ expr: r.expr, ...(r.comment !== undefined ? { comment: r.comment } : {}) })) };
+      }),
+      nftRules: chains.flatMap(({ rules }) => rules),
+      nftSets: [...this.nftSets.values()],
+    };
+  }
+
+  /** An nftables step: the chain record, created (in an existing table) when `create`. */
+  private nftChain(c: NftChain, create: boolean): { chain: NftChain; rules: NftRule[] } | string {
+    if (!this.nftTables.has(nftTableKey({ ns: c.ns, family: c.family, name: c.table }))) return 'Error: Could not process rule: No such file or directory';
+    const k = nftChainKey({ ...c, chain: c.name });
+    const rec = this.nftChains.get(k);
+    if (rec || !create) return rec ?? 'Error: Could not process rule: No such file or directory';
+    const made = { chain: { ...c, rules: [] }, rules: [] };
+    this.nftChains.set(k, made);
+    return made;
+  }
+
+  private nftJumps(ref: { ns: NsRef; family: string; table: string }, expr: readonly unknown[]): string | undefined {
+    for (const e of expr) {
+      const t = (e as { jump?: { target?: string }; goto?: { target?: string } })?.jump?.target ?? (e as { goto?: { target?: string } })?.goto?.target;
+      if (t !== undefined && !this.nftChains.has(nftChainKey({ ...ref, chain: t }))) return 'Error: Could not process rule: No such file or directory';
+    }
+    return undefined;
   }
 
   private mac(): string {
@@ -449,7 +502,76 @@ class Twin {
         if (i >= 0) this.ipRules.splice(i, 1);
         return undefined;
       }
+      case 'nft.table.add': {
+        const k = nftTableKey(o.table);
+        if (!this.nftTables.has(k)) this.nftTables.set(k, o.table);
+        return undefined;
+      }
+      case 'nft.table.del': {
+        const t = { ns: o.ns, family: o.family, name: o.name };
+        this.nftTables.delete(nftTableKey(t));
+        for (const [k, c] of this.nftChains) if (c.chain.ns === o.ns && c.chain.family === o.family && c.chain.table === o.name) this.nftChains.delete(k);
+        for (const [k, x] of this.nftSets) if (x.ns === o.ns && x.family === o.family && x.table === o.name) this.nftSets.delete(k);
+        return undefined;
+      }
+      case 'nft.set.add': {
+        if (!this.nftTables.has(nftTableKey({ ns: o.set.ns, family: o.set.family, name: o.set.table }))) return 'Error: Could not process rule: No such file or directory';
+        const had = this.nftSets.get(nftSetKey(o.set));
+        this.nftSets.set(nftSetKey(o.set), { ...o.set, elements: [...new Set([...(had?.elements ?? []), ...o.set.elements])] });
+        return undefined;
+      }
+      case 'nft.set.elements': {
+        const had = this.nftSets.get(nftSetKey(o.set));
+        if (!had) return 'Error: Could not process rule: No such file or directory';
+        const del = new Set(o.del);
+        this.nftSets.set(nftSetKey(o.set), { ...had, elements: [...new Set([...had.elements.filter((e) => !del.has(e)), ...o.add])] });
+        return undefined;
+      }
+      case 'nft.chain.add': {
+        const rec = this.nftChain(o.chain, true);
+        return typeof rec === 'string' ? rec : undefined;
+      }
+      case 'nft.chain.sync': {
+        for (const r of o.chain.rules) {
+          const bad = this.nftJumps(o.chain, r.expr);
+          if (bad) return bad;
+        }
+        const rec = this.nftChain(o.chain, true);
+        if (typeof rec === 'string') return rec;
+        rec.chain = { ...o.chain, rules: [] };
+        rec.rules = o.chain.rules.map((r) => ({ ns: o.chain.ns, family: o.chain.family, table: o.chain.table, chain: o.chain.name, ...r, handle: ++this.nftHandle }));
+        return undefined;
+      }
+      case 'nft.chain.del': {
+        const k = nftChainKey(o);
+        if (!this.nftChains.has(k)) return undefined;
+        for (const c of this.nftChains.values()) if (c.rules.some((r) => this.jumpsTo(r, o.chain) && r.table === o.table && r.ns === o.ns)) return 'Error: Could not process rule: Device or resource busy';
+        this.nftChains.delete(k);
+        return undefined;
+      }
+      case 'nft.rule.add': {
+        const rec = this.nftChain({ ns: o.rule.ns, family: o.rule.family, table: o.rule.table, name: o.rule.chain, rules: [] }, false);
+        if (typeof rec === 'string') return rec;
+        const bad = this.nftJumps(o.rule, o.rule.expr);
+        if (bad) return bad;
+        const { handle: _h, ...r } = o.rule;
+        rec.rules.push({ ...r, handle: ++this.nftHandle });
+        return undefined;
+      }
+      case 'nft.rule.del': {
+        const rec = this.nftChains.get(nftChainKey(o.rule));
+        const i = rec ? rec.rules.findIndex((r) => r.handle === o.rule.handle) : -1;
+        if (rec && i >= 0) rec.rules.splice(i, 1);
+        return undefined;
+      }
     }
+  }
+
+  private jumpsTo(r: NftRule, chain: string): boolean {
+    return r.expr.some((e) => {
+      const x = e as { jump?: { target?: string }; goto?: { target?: string } } | null;
+      return x?.jump?.target === chain || x?.goto?.target === chain;
+    });
   }
 
   private checkMaster(ns: NsRef, master: string | null | undefined, hairpin: boolean | undefined): string | undefined {
@@ -483,6 +605,7 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
     const s = twin.snapshot();
     const reads = new Map(readsFor(req).map((r) => [r.ns, r]));
     const inNs = <T extends { ns: NsRef }>(xs: readonly T[]): T[] => xs.filter((x) => reads.has(x.ns));
+    const nftRead = (ns: NsRef, family: string, name: string): boolean => !!reads.get(ns)?.nftTables.some((t) => t.family === family && t.name === name);
     const tableRead = (x: { ns: NsRef; family: IptFamily; table: IptTable }): boolean => {
       const tables = reads.get(x.ns)?.iptables.get(x.family);
       return tables !== undefined && (tables.length === 0 || tables.includes(x.table));
@@ -505,6 +628,14 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
           return rest;
         }),
       ...([...reads.values()].some((r) => r.ipRules) ? { ipRules: (s.ipRules ?? []).filter((r) => reads.get(r.ns)?.ipRules) } : {}),
+      ...([...reads.values()].some((r) => r.nftTables.length)
+        ? {
+            nftTables: (s.nftTables ?? []).filter((t) => nftRead(t.ns, t.family, t.name)),
+            nftChains: (s.nftChains ?? []).filter((c) => nftRead(c.ns, c.family, c.table)),
+            nftRules: (s.nftRules ?? []).filter((r) => nftRead(r.ns, r.family, r.table)),
+            nftSets: (s.nftSets ?? []).filter((x) => nftRead(x.ns, x.family, x.table)),
+          }
+        : {}),
     };
   };
 

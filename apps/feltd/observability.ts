@@ -39,6 +39,8 @@ const OP_KIND: Readonly<Record<Op['op'], string>> = {
   'sysctl.set': 'sysctl',
   'qdisc.replace': 'qdisc', 'qdisc.del': 'qdisc',
   'iprule.add': 'iprule', 'iprule.del': 'iprule',
+  'nft.table.add': 'nftables', 'nft.table.del': 'nftables', 'nft.chain.add': 'nftables', 'nft.chain.sync': 'nftables',
+  'nft.chain.del': 'nftables', 'nft.rule.add': 'nftables', 'nft.rule.del': 'nftables', 'nft.set.add': 'nftables', 'nft.set.elements': 'nftables',
 };
 export const OP_KINDS: readonly string[] = [...new Set(Object.values(OP_KIND))].sort();
 export const opKind = (o: Op): string => OP_KIND[o.op];

@@ -8,7 +8,7 @@ import type { Kernel } from '../../adapters/kernel/types.ts';
 import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import type { NodeState } from '../../core/flannel/node.ts';
 import { desiredOverlay, type OverlayNode } from '../../core/flannel/desired.ts';
-import { leaseObjects, opObject, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
+import { leaseObjects, opObjects, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
 import type { KernelState, Op } from '../../core/kernel/model.ts';
@@ -202,10 +202,7 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
     if (E.isLeft(ops) || ops.right === 'full') return false;
     if (overtaken) {
       for (const k of keys) overtaken.keys.add(k);
-      for (const o of ops.right) {
-        const id = opObject(o);
-        if (id !== undefined) overtaken.objects.add(id);
-      }
+      for (const o of ops.right) for (const id of opObjects(o)) overtaken.objects.add(id);
     }
     if (!(await applyOps(ops.right, false))) return false;
     appliedState = withLeases(before, at, keys);

@@ -4,10 +4,11 @@
 // a resync can never disagree: no findings exactly when plan(desired, observed) is empty. Pure.
 
 import { describeRoute, plan } from '../kernel/plan.ts';
-import { chainKey, devKey, linkKey, neighKey, qdiscKey, routeKey, sysctlDevice, sysctlKey, where } from '../kernel/keys.ts';
+import { chainKey, devKey, linkKey, neighKey, nftBodyKey, nftChainKey, qdiscKey, routeKey, sysctlDevice, sysctlKey, where } from '../kernel/keys.ts';
+import { nftName, nftRuleText } from '../kernel/words.ts';
 import type { KernelState, Link, NsRef, Op, OwnershipScope } from '../kernel/model.ts';
 
-export type ObjectKind = 'link' | 'address' | 'route' | 'neighbour' | 'fdb' | 'chain' | 'rule' | 'sysctl' | 'qdisc' | 'iprule';
+export type ObjectKind = 'link' | 'address' | 'route' | 'neighbour' | 'fdb' | 'chain' | 'rule' | 'sysctl' | 'qdisc' | 'iprule' | 'nftables';
 export type Problem = 'missing' | 'unexpected' | 'differs';
 
 export interface Finding {
@@ -23,7 +24,7 @@ export interface Finding {
   readonly text: string;
 }
 
-const KIND_ORDER: readonly ObjectKind[] = ['link', 'address', 'route', 'neighbour', 'fdb', 'chain', 'rule', 'sysctl', 'qdisc', 'iprule'];
+const KIND_ORDER: readonly ObjectKind[] = ['link', 'address', 'route', 'neighbour', 'fdb', 'chain', 'rule', 'nftables', 'sysctl', 'qdisc', 'iprule'];
 
 const fam = (f: number): string => (f === 6 ? ' (IPv6)' : '');
 
@@ -68,6 +69,7 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
   const sysctls = new Map(observed.sysctls.map((s) => [sysctlKey(s), s.value]));
   const chains = new Map(observed.chains.map((c) => [chainKey(c), c]));
   const qdiscs = new Set(observed.qdiscs.map(qdiscKey));
+  const nftChains = new Map((observed.nftChains ?? []).map((c) => [nftChainKey({ ...c, chain: c.name }), c]));
   const deleted = new Set(ops.flatMap((o) => (o.op === 'link.del' ? [devKey(o.ns, o.name)] : [])));
   const out: Finding[] = [];
   const seen = new Set<string>();
@@ -184,6 +186,50 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
       case 'iprule.del':
         push(finding('iprule', `policy rule from ${o.ipRule.src} table ${o.ipRule.table}${fam(o.ipRule.family)}`, 'unexpected', o.ipRule.ns));
         break;
+      case 'nft.table.add':
+        push(finding('nftables', `nftables table ${o.table.family} ${o.table.name}`, 'missing', o.table.ns));
+        break;
+      case 'nft.table.del':
+        push(finding('nftables', `nftables table ${o.family} ${o.name}`, 'unexpected', o.ns));
+        break;
+      case 'nft.set.add':
+        push(finding('nftables', `nftables set ${nftName({ ...o.set, chain: o.set.name })}`, 'missing', o.set.ns));
+        break;
+      case 'nft.set.elements': {
+        const detail = [...o.add.map((e) => `missing element ${e}`), ...o.del.map((e) => `unexpected element ${e}`)].join('; ');
+        push(finding('nftables', `nftables set ${nftName({ ...o.set, chain: o.set.name })}`, 'differs', o.set.ns, detail));
+        break;
+      }
+      case 'nft.chain.add':
+        push(finding('nftables', `nftables chain ${nftName({ ...o.chain, chain: o.chain.name })}`, 'missing', o.chain.ns));
+        break;
+      case 'nft.chain.sync': {
+        const have = nftChains.get(nftChainKey({ ...o.chain, chain: o.chain.name }));
+        const obj = `nftables chain ${nftName({ ...o.chain, chain: o.chain.name })}`;
+        if (!have) push(finding('nftables', obj, 'missing', o.chain.ns));
+        else {
+          const want = new Set(o.chain.rules.map(nftBodyKey));
+          const got = new Set(have.rules.map(nftBodyKey));
+          const lost = o.chain.rules.filter((r) => !got.has(nftBodyKey(r))).length;
+          const extra = have.rules.filter((r) => !want.has(nftBodyKey(r))).length;
+          const detail = lost || extra ? `${lost} missing rule(s), ${extra} unexpected rule(s)` : 'its rules are out of order, or its hook differs';
+          push(finding('nftables', obj, 'differs', o.chain.ns, detail));
+        }
+        break;
+      }
+      case 'nft.chain.del':
+        push(finding('nftables', `nftables chain ${nftName(o)}`, 'unexpected', o.ns));
+        break;
+      case 'nft.rule.add':
+        push(finding('nftables', `nftables rule ${nftName(o.rule)} ${nftRuleText(o.rule)}`, 'missing', o.rule.ns));
+        break;
+      case 'nft.rule.del':
+        push(finding('nftables', `nftables rule ${nftName(o.rule)} ${nftRuleText(o.rule)}`, 'unexpected', o.rule.ns));
+        break;
+      default: {
+        const never: never = o;
+        return never;
+      }
     }
   }
   return out

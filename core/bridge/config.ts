@@ -8,6 +8,7 @@ import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
 import { isLinkName, linkNameProblem } from '../kernel/names.ts';
+import { parseBackend, type NetfilterBackend } from '../netfilter/masquerade.ts';
 
 export interface BridgeConf {
   readonly name: string;
@@ -17,6 +18,8 @@ export interface BridgeConf {
   readonly isDefaultGateway: boolean;
   readonly forceAddress: boolean;
   readonly ipMasq: boolean;
+  /** The masquerade's backend; undefined: the host decides (apps/cni/netfilter.ts). */
+  readonly ipMasqBackend?: NetfilterBackend;
   /** 0: kernel default. */
   readonly mtu: number;
   readonly hairpinMode: boolean;
@@ -116,6 +119,7 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
     if (bad) errs.push(`ipam.type: ${JSON.stringify(ipamType)} ${bad}`);
   }
   const ipMasq = bool(o, 'ipMasq', errs);
+  const ipMasqBackend = parseBackend(o, 'ipMasqBackend', errs);
   const disableContainerInterface = bool(o, 'disableContainerInterface', errs);
   if (disableContainerInterface && ipamType !== '') errs.push('disableContainerInterface, ipam: IPAM cannot be used when the container interface is disabled');
   const forceAddress = bool(o, 'forceAddress', errs);
@@ -136,6 +140,7 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
     isDefaultGateway,
     forceAddress,
     ipMasq,
+    ...(ipMasqBackend ? { ipMasqBackend } : {}),
     mtu,
     hairpinMode,
     promiscMode,

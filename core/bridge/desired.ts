@@ -4,7 +4,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidConfig, cniError, ErrCode, type CniError } from '../cni/errors.ts';
-import { masqFor, masqScope } from '../cni/masq.ts';
+import { masqueradeScope, renderMasquerade } from '../netfilter/masquerade.ts';
 import type { IPConfig, Result, Route as CniRoute } from '../cni/result.ts';
 import { contains, formatCIDR, formatIP, next, networkOf, parseCIDR, parseIP, type CIDR } from '../ip/ip.ts';
 import {
@@ -139,7 +139,10 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
   // any pod could advertise itself as the host's IPv6 router.
   sysctls.push({ ns: HOST, key: devSysctl('net.ipv6.conf', conf.bridge, 'accept_ra'), value: '0' });
 
-  const masq = conf.ipMasq && conf.ipamType !== '' ? masqFor(HOST, conf.name, a.containerId, ips.map((i) => i.address)) : { chains: [], rules: [] };
+  const masq =
+    conf.ipMasq && conf.ipamType !== ''
+      ? renderMasquerade({ ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) }, conf.ipMasqBackend ?? 'iptables')
+      : {};
 
   const kernel: KernelState = {
     ...emptyKernelState(),
@@ -147,8 +150,7 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
     addresses,
     routes: kroutes,
     sysctls,
-    chains: masq.chains,
-    rules: masq.rules,
+    ...masq,
   };
   const result: Result = {
     cniVersion: conf.cniVersion,
@@ -169,8 +171,9 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
  * masquerade chain. The bridge is shared by every attachment: ADD creates it, no attachment removes it.
  */
 export function attachmentScope(conf: BridgeConf, containerId: string, ifname: string, netns: string, hostVeth?: string): OwnershipScope {
-  const masq = masqScope(HOST, conf.name, containerId);
+  const masq = masqueradeScope(HOST, conf.name, ifname, containerId);
   return {
+    ...(conf.ipMasq ? { nftRuleMarkers: masq.nftRuleMarkers } : {}),
     links: [{ ns: netns, name: ifname }, ...(hostVeth ? [{ ns: HOST, name: hostVeth }] : [])],
     devices: [{ ns: netns, dev: ifname }, ...(hostVeth ? [{ ns: HOST, dev: hostVeth }] : [])],
     chains: conf.ipMasq ? masq.chains : [],

@@ -16,8 +16,11 @@ export type IngressPolicy = (typeof INGRESS_POLICIES)[number];
 export interface FirewallConf {
   readonly name: string;
   readonly cniVersion: string;
-  /** Only iptables: felt has no firewalld backend (see docs/cni.md). */
-  readonly backend: 'iptables';
+  /**
+   * iptables (the reference's chains) or nftables (felt's table inet cni_firewall, core/netfilter/firewall.ts);
+   * undefined: the host decides (apps/cni/netfilter.ts). felt has no firewalld backend (see docs/cni.md).
+   */
+  readonly backend?: 'iptables' | 'nftables';
   /** The chain CNI-FORWARD jumps to first, for the administrator's own rules; never flushed. */
   readonly adminChain: string;
   readonly ingressPolicy: IngressPolicy;
@@ -47,9 +50,9 @@ export function parseFirewallConf(conf: NetConf, command: Command): E.Either<Cni
 
   const backend = raw['backend'];
   if (backend === 'firewalld') {
-    errs.push('backend: "firewalld" is not supported by felt (only "iptables"); leave backend out or set it to "iptables"');
-  } else if (backend !== undefined && backend !== '' && backend !== 'iptables') {
-    errs.push(`backend: unknown backend ${show(backend)} (felt supports "iptables")`);
+    errs.push('backend: "firewalld" is not supported by felt (only "iptables" and "nftables"); leave backend out or set it to one of them');
+  } else if (backend !== undefined && backend !== '' && backend !== 'iptables' && backend !== 'nftables') {
+    errs.push(`backend: unknown backend ${show(backend)} (felt supports "iptables" and "nftables")`);
   }
 
   let adminChain = DEFAULT_ADMIN_CHAIN;
@@ -97,7 +100,7 @@ export function parseFirewallConf(conf: NetConf, command: Command): E.Either<Cni
   return E.right({
     name: conf.name,
     cniVersion: conf.cniVersion,
-    backend: 'iptables',
+    ...(backend === 'iptables' || backend === 'nftables' ? { backend } : {}),
     adminChain,
     ingressPolicy,
     ...(prevResult ? { prevResult } : {}),

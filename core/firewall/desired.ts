@@ -24,6 +24,8 @@
 import { bits, formatIP, parseCIDR, type Family } from '../ip/ip.ts';
 import { emptyKernelState, HOST, type IptFamily, type IptRule, type KernelState, type OwnershipScope } from '../kernel/model.ts';
 import { quoteComment } from '../cni/masq.ts';
+import { nftRuleKey } from '../kernel/keys.ts';
+import { firewallNftables, firewallNftScope } from '../netfilter/firewall.ts';
 import type { FirewallConf, IngressPolicy } from './config.ts';
 
 export const FORWARD_CHAIN = 'CNI-FORWARD';
@@ -91,6 +93,8 @@ export interface FirewallAttachment {
 /** The attachment's scope from the addresses alone (DEL, rollback): works without the bridge or the netns. */
 export function attachmentScope(ips: readonly { address: string }[]): OwnershipScope {
   return {
+    // Both backends: DEL removes what either left.
+    ...firewallNftScope(HOST, hostPrefixes(ips).map((p) => p.prefix)),
     links: [],
     devices: [],
     chains: [],
@@ -108,6 +112,10 @@ export function attachmentScope(ips: readonly { address: string }[]): OwnershipS
 export function firewallDesired(fc: FirewallConf): FirewallAttachment {
   const ips = fc.prevResult?.ips ?? [];
   const prefixes = hostPrefixes(ips);
+  if (fc.backend === 'nftables') {
+    const nft = prefixes.length ? firewallNftables(HOST, prefixes.map((p) => p.prefix), fc.ingressPolicy, fc.prevResult?.interfaces?.[0]?.name) : {};
+    return { kernel: { ...emptyKernelState(), ...nft }, scope: attachmentScope(ips) };
+  }
   const families = ([4, 6] as const).filter((f) => prefixes.some((p) => p.family === f));
   const rules: IptRule[] = [];
   for (const family of families) {
@@ -133,10 +141,13 @@ export function toPlan(a: FirewallAttachment, observed: KernelState): KernelStat
   const present = new Set<string>();
   for (const r of observed.rules) present.add(`${r.ns} ${r.family} ${r.table} ${r.chain} ${r.rule}`);
   for (const c of observed.chains) for (const r of c.rules) present.add(`${c.ns} ${c.family} ${c.table} ${c.chain} ${r}`);
+  // The same for nftables: a shared rule (no comment) that is there already is not desired again.
+  const nftPresent = new Set((observed.nftRules ?? []).map(nftRuleKey));
   return {
     ...a.kernel,
     rules: a.kernel.rules.filter(
       (r) => own.has(`${r.family} ${r.chain} ${r.rule}`) || !present.has(`${r.ns} ${r.family} ${r.table} ${r.chain} ${r.rule}`),
     ),
+    ...(a.kernel.nftRules ? { nftRules: a.kernel.nftRules.filter((r) => r.comment !== undefined || !nftPresent.has(nftRuleKey(r))) } : {}),
   };
 }

@@ -6,7 +6,7 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { emptyKernelState, type Fdb, type KernelState, type Neighbour, type Op, type OwnershipScope, type Route } from '../kernel/model.ts';
-import { fdbKey, neighKey, routeKey } from '../kernel/keys.ts';
+import { fdbKey, neighKey, nftSetKey, routeKey } from '../kernel/keys.ts';
 import { order, plan } from '../kernel/plan.ts';
 import { desiredOverlay, type OverlayNode } from './desired.ts';
 import type { NodeState } from './node.ts';
@@ -72,15 +72,30 @@ export function leaseObjects(s: NodeState, keys: readonly string[], node: Overla
   for (const route of d.right.kernel.routes) out.add(opObject({ op: 'route.del', route })!);
   for (const neigh of d.right.kernel.neighbours) out.add(opObject({ op: 'neigh.del', neigh })!);
   for (const fdb of d.right.kernel.fdb) out.add(opObject({ op: 'fdb.del', fdb })!);
+  for (const set of d.right.kernel.nftSets ?? []) for (const e of set.elements) out.add(elemObject(set, e));
   return out;
 }
 
-/** `ops` without those on the objects `objects` names (devices, addresses and iptables are always kept). */
+/** Every object an op touches, as leaseObjects names them: its one object, or a set op's elements. */
+export const opObjects = (o: Op): string[] =>
+  o.op === 'nft.set.elements' ? [...o.add, ...o.del].map((e) => elemObject(o.set, e)) : [opObject(o)].filter((x): x is string => x !== undefined);
+
+/** The identity of one element of an nftables set (feltd's remote pod subnets), as leaseObjects names it. */
+const elemObject = (set: { ns: string; family: string; table: string; name: string }, e: string): string => `elem ${nftSetKey(set)} ${e}`;
+
+/** `ops` without those on the objects `objects` names (devices, addresses, iptables and nftables rules are always kept). */
 export function withoutObjects(ops: readonly Op[], objects: ReadonlySet<string>): Op[] {
   if (objects.size === 0) return [...ops];
-  return ops.filter((o) => {
+  return ops.flatMap((o): Op[] => {
+    // A set's elements are objects of their own: only those of leases no delta changed stay in the op.
+    if (o.op === 'nft.set.elements') {
+      const keep = (e: string): boolean => !objects.has(elemObject(o.set, e));
+      const add = o.add.filter(keep);
+      const del = o.del.filter(keep);
+      return add.length || del.length ? [{ ...o, add, del }] : [];
+    }
     const id = opObject(o);
-    return id === undefined || !objects.has(id);
+    return id === undefined || !objects.has(id) ? [o] : [];
   });
 }
 

@@ -17,9 +17,10 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { quoteComment } from '../cni/masq.ts';
+import { flannelNftables, flannelNftScope, flannelNftTables } from '../netfilter/flannel.ts';
 import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR, type Family, type IP } from '../ip/ip.ts';
 import { parseMac } from '../ip/mac.ts';
-import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, OwnershipScope, Route } from '../kernel/model.ts';
+import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, NftChain, NftSet, OwnershipScope, Route } from '../kernel/model.ts';
 import { emptyKernelState, HOST } from '../kernel/model.ts';
 import { parseVxlanBackendData, renderSubnetEnv, subnetKey } from './lease.ts';
 import type { NodeState, RemoteLease } from './node.ts';
@@ -220,6 +221,15 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
     routeDsts: [],
   };
   const mtus: number[] = [];
+  const nft = !!state.config.enableNFTables;
+  const nftChains: NftChain[] = [];
+  const nftSets: NftSet[] = [];
+  /** The remote leases' pod subnets of one family (every lease but this node's), for the nftables set. */
+  const remotes4or6 = (family: Family): string[] =>
+    remotes.flatMap((r) => {
+      const s = family === 4 ? r.subnet : r.ipv6Subnet;
+      return s ? [s] : [];
+    });
 
   for (const f of families) {
     const fam = f.family === 4 ? 'IPv4' : 'IPv6';
@@ -318,14 +328,19 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
       k.routes.push((p.route ??= { ns: HOST, dst, gw, dev, onlink: true }));
     }
 
-    // iptables.
+    // iptables, or flannel's nftables tables (EnableNFTables).
     const cluster = formatCIDR(f.network);
     const pod = formatCIDR(f.own);
-    if (node.ipMasq) {
+    if (nft) {
+      const remotes = remotes4or6(f.family);
+      const x = flannelNftables(HOST, { family: f.family, cluster, pod, remotes, ipMasq: node.ipMasq, forwardRules: node.forwardRules ?? node.ipMasq, randomFully: node.randomFully ?? true });
+      nftChains.push(...x.nftChains);
+      nftSets.push(...x.nftSets);
+    } else if (node.ipMasq) {
       k.chains.push({ ns: HOST, family: f.family, table: 'nat', chain: MASQ_CHAIN, rules: masqRules(cluster, pod, f.family, node.randomFully ?? true) });
       k.rules.push({ ns: HOST, family: f.family, table: 'nat', chain: 'POSTROUTING', rule: masqJump });
     }
-    if (node.forwardRules ?? node.ipMasq) {
+    if (!nft && (node.forwardRules ?? node.ipMasq)) {
       k.chains.push({ ns: HOST, family: f.family, table: 'filter', chain: FWD_CHAIN, rules: forwardRules(cluster) });
       k.rules.push({ ns: HOST, family: f.family, table: 'filter', chain: 'FORWARD', rule: forwardJump });
     }
@@ -348,6 +363,7 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
     fdb: sortedBy(k.fdb, (x) => `${x.dev} ${x.mac}`),
     chains: k.chains,
     rules: k.rules,
+    ...(nft ? { nftTables: flannelNftTables(HOST), nftChains, nftSets } : {}),
   };
   const fams = [4, 6] as const;
   const fullScope: OwnershipScope = {
@@ -362,6 +378,8 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
       { ns: HOST, family, table: 'filter' as const, chain: 'FORWARD', marker: '-j FLANNEL-' },
     ]),
     routeDsts: scope.routeDsts,
+    // Both modes own both: switching EnableNFTables across a restart removes the other mode's rules.
+    ...flannelNftScope(HOST),
   };
   const mtu = Math.min(...mtus);
   const v4 = families.find((f) => f.family === 4);

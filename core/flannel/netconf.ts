@@ -217,7 +217,6 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
   for (const x of [enableIPv4, enableIPv6, nft]) if (E.isLeft(x)) return x;
   const v4 = (enableIPv4 as E.Right<boolean>).right;
   const v6 = (enableIPv6 as E.Right<boolean>).right;
-  if ((nft as E.Right<boolean>).right) notices.push('EnableNFTables: felt programs iptables; nftables is not supported, ignored');
   if (!v4 && !v6) return E.left('EnableIPv4, EnableIPv6: both are false; enable at least one family');
 
   const be = backend(f.get('Backend'), notices);
@@ -276,6 +275,7 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
     ...(fam6 ? { ipv6Network: formatCIDR(fam6.network), ipv6SubnetMin: formatIP(fam6.min), ipv6SubnetMax: formatIP(fam6.max) } : {}),
     ipv6SubnetLen: fam6?.subnetLen ?? 0,
     backend: be.right,
+    ...((nft as E.Right<boolean>).right ? { enableNFTables: true } : {}),
   };
   return E.right({ config, notices });
 }

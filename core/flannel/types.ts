@@ -17,6 +17,8 @@ export interface NetConfig {
   readonly ipv6SubnetMin?: string;
   readonly ipv6SubnetMax?: string;
   readonly backend: BackendConfig;
+  /** EnableNFTables: masquerade and forward rules in flannel's nftables tables instead of iptables. Absent: false. */
+  readonly enableNFTables?: boolean;
 }
 
 export type BackendConfig =

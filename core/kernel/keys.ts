@@ -1,6 +1,7 @@
 // Identity of kernel objects: two records with the same key are "the same object" to plan, the memory twin
 // and drift reports. Keys are strings so they can index Maps; the separator cannot occur in names.
 
+import type { NftRule } from './model.ts';
 import type { Address, Fdb, IpRule, IptFamily, IptRule, IptTable, KernelState, Link, Neighbour, NsRef, Qdisc, Route, RouteId, Sysctl } from './model.ts';
 import { HOST } from './model.ts';
 
@@ -34,6 +35,24 @@ export const ruleKey = (r: IptRule): string => `${chainKey(r)}${SEP}${r.rule}`;
 export const sysctlKey = (s: Pick<Sysctl, 'ns' | 'key'>): string => `${s.ns}${SEP}${s.key}`;
 /** A policy rule is (ns, family, source, table); its preference is compared only when a desired rule gives one. */
 export const ipRuleKey = (r: IpRule): string => `${r.ns}${SEP}${r.family}${SEP}${r.src}${SEP}${r.table}`;
+/** JSON with object keys sorted: two expressions compare equal exactly when they say the same. */
+export const canonicalJson = (v: unknown): string =>
+  v === null || typeof v !== 'object'
+    ? JSON.stringify(v ?? null)
+    : Array.isArray(v)
+      ? `[${v.map(canonicalJson).join(',')}]`
+      : `{${Object.keys(v as object)
+          .sort()
+          .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
+          .join(',')}}`;
+export const nftTableKey = (t: { readonly ns: NsRef; readonly family: string; readonly name: string }): string => `${t.ns}${SEP}${t.family}${SEP}${t.name}`;
+export const nftChainKey = (c: { readonly ns: NsRef; readonly family: string; readonly table: string; readonly chain: string }): string =>
+  `${c.ns}${SEP}${c.family}${SEP}${c.table}${SEP}${c.chain}`;
+/** A rule body: its comment and its expressions. */
+export const nftBodyKey = (r: { readonly expr: readonly unknown[]; readonly comment?: string }): string => `${r.comment ?? ''}${SEP}${canonicalJson(r.expr)}`;
+export const nftSetKey = (x: { readonly ns: NsRef; readonly family: string; readonly table: string; readonly name: string }): string =>
+  `${x.ns}${SEP}${x.family}${SEP}${x.table}${SEP}${x.name}`;
+export const nftRuleKey = (r: NftRule): string => `${nftChainKey(r)}${SEP}${nftBodyKey(r)}`;
 export const qdiscKey = (q: Qdisc): string => `${devKey(q.ns, q.dev)}${SEP}${q.kind}`;
 
 export const BUILTIN_CHAINS: ReadonlySet<string> = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);

@@ -251,6 +251,74 @@ export interface IpRule {
   readonly other?: boolean;
 }
 
+/** nftables: a table's family (`inet` serves IPv4 and IPv6 at once). */
+export type NftFamily = 'ip' | 'ip6' | 'inet';
+
+/** A JSON value as `nft -j` reads and prints it: a rule's expressions are kept in this form, never as text. */
+export type NftJson = null | boolean | number | string | readonly NftJson[] | { readonly [k: string]: NftJson };
+
+/** An nftables table felt needs to exist (shared: created when missing, never deleted unless owned). */
+export interface NftTable {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly name: string;
+  readonly comment?: string;
+}
+
+/** A base chain's hook (`type nat hook postrouting priority 100; policy accept;`). */
+export interface NftBase {
+  readonly type: 'filter' | 'nat' | 'route';
+  readonly hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+  readonly prio: number;
+  readonly policy?: 'accept' | 'drop';
+}
+
+/** One rule's body: its expressions in `nft -j` form, and its comment. */
+export interface NftRuleBody {
+  readonly expr: readonly NftJson[];
+  readonly comment?: string;
+}
+
+/**
+ * An nftables chain. Owned (not `shared`): its rules are exactly `rules`, in order (written by add + flush +
+ * add rule). Shared: others write into it too; felt only needs it to exist, and its own rules in it are single
+ * NftRules. Observed chains carry their rules.
+ */
+export interface NftChain {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly name: string;
+  readonly base?: NftBase;
+  readonly comment?: string;
+  readonly rules: readonly NftRuleBody[];
+  readonly shared?: boolean;
+}
+
+/**
+ * An nftables set of addresses (feltd's remote pod subnets): its elements are exactly `elements`, canonical
+ * CIDRs, and change one by one (add element / delete element), never by rewriting the set.
+ */
+export interface NftSet {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly name: string;
+  readonly type: 'ipv4_addr' | 'ipv6_addr';
+  readonly flags: readonly 'interval'[];
+  readonly elements: readonly string[];
+}
+
+/** A single rule felt owns in a shared chain, identified by its comment and expressions. */
+export interface NftRule extends NftRuleBody {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly chain: string;
+  /** Observed only: the kernel's handle, by which the rule is deleted. */
+  readonly handle?: number;
+}
+
 /** Everything felt wants (or sees) in the kernel. Arrays are unordered sets except chain rules. */
 export interface KernelState {
   readonly links: readonly Link[];
@@ -267,6 +335,15 @@ export interface KernelState {
    * only when asked (ObserveRequest.ipRules), so callers that never use rules pay nothing.
    */
   readonly ipRules?: readonly IpRule[];
+  /**
+   * nftables tables, chains and single rules. Optional: absent is none. Observers read the tables that the
+   * desired state or the scope names (`nft -j list table`), and report every chain of them (with its rules)
+   * and every rule (with its handle) in `nftRules`.
+   */
+  readonly nftTables?: readonly NftTable[];
+  readonly nftChains?: readonly NftChain[];
+  readonly nftRules?: readonly NftRule[];
+  readonly nftSets?: readonly NftSet[];
 }
 
 export const emptyKernelState = (): KernelState => ({
@@ -314,6 +391,22 @@ export interface OwnershipScope {
    * Other rules (the kernel's 0/32766/32767 defaults, anything with more selectors) are never felt's.
    */
   readonly ruleSrcs?: readonly { ns: NsRef; src: string; table?: number }[];
+  /** nftables chains felt owns entirely (deleted when not desired). */
+  readonly nftChains?: readonly NftChainRef[];
+  /**
+   * nftables rules felt owns in chains it does not own: those whose comment starts with `comment` (is exactly
+   * `comment`, when `exact`: portmap's comment is the container id, a prefix of other ids).
+   */
+  readonly nftRuleMarkers?: readonly (NftChainRef & { readonly comment: string; readonly exact?: boolean })[];
+  /** nftables tables felt owns entirely (deleted, with everything in them, when not desired). */
+  readonly nftTables?: readonly { readonly ns: NsRef; readonly family: NftFamily; readonly name: string }[];
+}
+
+export interface NftChainRef {
+  readonly ns: NsRef;
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly chain: string;
 }
 
 /** What identifies a route (keys.ts routeKey): table and metric default as the kernel's do. */
@@ -343,7 +436,21 @@ export type Op =
   | { readonly op: 'qdisc.replace'; readonly qdisc: Qdisc }
   | { readonly op: 'qdisc.del'; readonly qdisc: Qdisc }
   | { readonly op: 'iprule.add'; readonly ipRule: IpRule }
-  | { readonly op: 'iprule.del'; readonly ipRule: IpRule };
+  | { readonly op: 'iprule.del'; readonly ipRule: IpRule }
+  /** nftables (one `nft -j -f -` transaction per namespace group): create a table, or a chain, when missing. */
+  | { readonly op: 'nft.table.add'; readonly table: NftTable }
+  | { readonly op: 'nft.table.del'; readonly ns: NsRef; readonly family: NftFamily; readonly name: string }
+  | { readonly op: 'nft.chain.add'; readonly chain: NftChain }
+  /** Make the chain exist with exactly its rules (add chain, flush chain, add rules). */
+  | { readonly op: 'nft.chain.sync'; readonly chain: NftChain }
+  | { readonly op: 'nft.chain.del'; readonly ns: NsRef; readonly family: NftFamily; readonly table: string; readonly chain: string }
+  | { readonly op: 'nft.rule.add'; readonly rule: NftRule }
+  /** Create a set with its elements. */
+  | { readonly op: 'nft.set.add'; readonly set: NftSet }
+  /** Add and delete elements of an existing set (`set` carries the desired elements, for words). */
+  | { readonly op: 'nft.set.elements'; readonly set: NftSet; readonly add: readonly string[]; readonly del: readonly string[] }
+  /** Delete an observed rule by its handle. */
+  | { readonly op: 'nft.rule.del'; readonly rule: NftRule & { readonly handle: number } };
 
 export const opNs = (o: Op): NsRef => {
   switch (o.op) {
@@ -381,6 +488,20 @@ export const opNs = (o: Op): NsRef => {
     case 'iprule.add':
     case 'iprule.del':
       return o.ipRule.ns;
+    case 'nft.table.add':
+      return o.table.ns;
+    case 'nft.set.add':
+    case 'nft.set.elements':
+      return o.set.ns;
+    case 'nft.chain.add':
+    case 'nft.chain.sync':
+      return o.chain.ns;
+    case 'nft.table.del':
+    case 'nft.chain.del':
+      return o.ns;
+    case 'nft.rule.add':
+    case 'nft.rule.del':
+      return o.rule.ns;
     default: {
       const never: never = o;
       return never;

@@ -6,8 +6,8 @@
 // from a `scope.ruleSrcs` source. Everything else is foreign and plan never touches it.
 
 import { contains, formatCIDR, parseCIDR } from '../ip/ip.ts';
-import type { Address, IpRule, IptRule, KernelState, NsRef, OwnershipScope, Route } from './model.ts';
-import { chainKey, devKey, linkKey, routeKey, sysctlDevice, type ChainRef } from './keys.ts';
+import type { Address, IpRule, IptRule, KernelState, NftChainRef, NftRule, NsRef, OwnershipScope, Route } from './model.ts';
+import { chainKey, devKey, linkKey, nftChainKey, nftTableKey, routeKey, sysctlDevice, type ChainRef } from './keys.ts';
 
 export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
 
@@ -16,6 +16,9 @@ export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScop
   const qdiscDevices = scopes.flatMap((s) => s.qdiscDevices ?? []);
   const routeIds = scopes.flatMap((s) => s.routeIds ?? []);
   const ruleSrcs = scopes.flatMap((s) => s.ruleSrcs ?? []);
+  const nftChains = scopes.flatMap((s) => s.nftChains ?? []);
+  const nftRuleMarkers = scopes.flatMap((s) => s.nftRuleMarkers ?? []);
+  const nftTables = scopes.flatMap((s) => s.nftTables ?? []);
   return {
     links: scopes.flatMap((s) => s.links),
     devices: scopes.flatMap((s) => s.devices),
@@ -25,6 +28,9 @@ export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScop
     ...(qdiscDevices.length ? { qdiscDevices } : {}),
     ...(routeIds.length ? { routeIds } : {}),
     ...(ruleSrcs.length ? { ruleSrcs } : {}),
+    ...(nftChains.length ? { nftChains } : {}),
+    ...(nftRuleMarkers.length ? { nftRuleMarkers } : {}),
+    ...(nftTables.length ? { nftTables } : {}),
   };
 }
 
@@ -36,6 +42,12 @@ export function scopeOf(desired: KernelState): OwnershipScope {
     chains: desired.chains.map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.chain })),
     ruleMarkers: desired.rules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, marker: r.rule })),
     ...(desired.ipRules?.length ? { ruleSrcs: desired.ipRules.map((r) => ({ ns: r.ns, src: r.src, table: r.table })) } : {}),
+    ...(desired.nftChains?.some((c) => !c.shared)
+      ? { nftChains: desired.nftChains.filter((c) => !c.shared).map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name })) }
+      : {}),
+    ...(desired.nftRules?.length
+      ? { nftRuleMarkers: desired.nftRules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, comment: r.comment ?? '', exact: true })) }
+      : {}),
   };
 }
 
@@ -55,6 +67,11 @@ export interface Owner {
   address(a: Address): boolean;
   /** A plain policy rule from one of `scope.ruleSrcs` (to its table, when one is given). */
   ipRule(r: IpRule): boolean;
+  /** An nftables chain felt owns whole (directly, or by owning its table). */
+  nftChain(c: NftChainRef): boolean;
+  /** An nftables rule in a chain felt does not own whose comment starts with one of felt's markers. */
+  nftRule(r: NftRule): boolean;
+  nftTable(t: { ns: NsRef; family: string; name: string }): boolean;
 }
 
 /** A prefix in canonical form (as the observer writes it), or the text itself when it does not parse. */
@@ -90,7 +107,17 @@ export function owner(scope: OwnershipScope): Owner {
     const k = devKey(s.ns, canonical(s.src));
     ruleSrcs.set(k, [...(ruleSrcs.get(k) ?? []), s.table]);
   }
+  const nftTables = new Set((scope.nftTables ?? []).map(nftTableKey));
+  const nftChains = new Set((scope.nftChains ?? []).map(nftChainKey));
+  const nftMarkers = new Map<string, { comment: string; exact: boolean }[]>();
+  for (const m of scope.nftRuleMarkers ?? []) nftMarkers.set(nftChainKey(m), [...(nftMarkers.get(nftChainKey(m)) ?? []), { comment: m.comment, exact: !!m.exact }]);
+  const nftTable = (t: { ns: NsRef; family: string; name: string }): boolean => nftTables.has(nftTableKey(t));
   return {
+    nftTable,
+    nftChain: (c) => nftChains.has(nftChainKey(c)) || nftTable({ ns: c.ns, family: c.family, name: c.table }),
+    nftRule: (r) =>
+      nftTable({ ns: r.ns, family: r.family, name: r.table }) ||
+      (r.comment !== undefined && (nftMarkers.get(nftChainKey(r)) ?? []).some((m) => (m.exact ? r.comment === m.comment : r.comment!.startsWith(m.comment)))),
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
     qdisc: (ns, dev) => device(ns, dev) || qdiscDevs.has(devKey(ns, dev)),
@@ -120,6 +147,10 @@ export function restrict(state: KernelState, scope: OwnershipScope): KernelState
     sysctls: state.sysctls.filter((s) => o.device(s.ns, sysctlDevice(s.key))),
     qdiscs: state.qdiscs.filter((q) => o.qdisc(q.ns, q.dev)),
     ...(state.ipRules ? { ipRules: state.ipRules.filter((r) => o.ipRule(r)) } : {}),
+    ...(state.nftTables ? { nftTables: state.nftTables.filter((t) => o.nftTable(t)) } : {}),
+    ...(state.nftChains ? { nftChains: state.nftChains.filter((c) => o.nftChain({ ...c, chain: c.name })) } : {}),
+    ...(state.nftRules ? { nftRules: state.nftRules.filter((r) => o.nftRule(r)) } : {}),
+    ...(state.nftSets ? { nftSets: state.nftSets.filter((x) => o.nftTable({ ns: x.ns, family: x.family, name: x.table })) } : {}),
   };
 }
 
@@ -137,5 +168,9 @@ export function foreign(state: KernelState, scope: OwnershipScope): KernelState 
     sysctls: state.sysctls.filter((s) => !o.device(s.ns, sysctlDevice(s.key))),
     qdiscs: state.qdiscs.filter((q) => !o.qdisc(q.ns, q.dev)),
     ...(state.ipRules ? { ipRules: state.ipRules.filter((r) => !o.ipRule(r)) } : {}),
+    ...(state.nftTables ? { nftTables: state.nftTables.filter((t) => !o.nftTable(t)) } : {}),
+    ...(state.nftChains ? { nftChains: state.nftChains.filter((c) => !o.nftChain({ ...c, chain: c.name })) } : {}),
+    ...(state.nftRules ? { nftRules: state.nftRules.filter((r) => !o.nftRule(r)) } : {}),
+    ...(state.nftSets ? { nftSets: state.nftSets.filter((x) => !o.nftTable({ ns: x.ns, family: x.family, name: x.table })) } : {}),
   };
 }

@@ -4,6 +4,7 @@
 // messages name the field.
 
 import * as E from 'fp-ts/lib/Either.js';
+import { parseBackend, type NetfilterBackend } from '../netfilter/masquerade.ts';
 import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
 import { readResult, type Result } from '../cni/result.ts';
@@ -34,6 +35,8 @@ export interface PortMapConf {
   readonly conditionsV4: readonly string[];
   readonly conditionsV6: readonly string[];
   readonly portMappings: readonly PortMapping[];
+  /** iptables (the reference's chains) or nftables (its table cni_hostport); undefined: the host decides. */
+  readonly backend?: NetfilterBackend;
   /** Parsed prevResult (absent when the config has none). */
   readonly prevResult?: Result;
 }
@@ -128,12 +131,8 @@ function mappings(o: Raw, errs: string[]): PortMapping[] {
 export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf> {
   const o = conf.raw;
   const errs: string[] = [];
-  // Newer reference releases can write an nftables table instead; felt writes iptables only (this machine's
-  // iptables is nf_tables underneath), and says so rather than ignore the request.
-  const backend = o['backend'];
-  if (backend !== undefined && backend !== null && backend !== '' && backend !== 'iptables') {
-    errs.push(`backend: ${show(backend)} is not supported (felt's portmap writes iptables rules; leave backend unset or "iptables")`);
-  }
+  // iptables or nftables, as the reference since v1.6 (an empty string counts as unset).
+  const backend = parseBackend(o['backend'] === '' ? {} : o, 'backend', errs);
   const snat = bool(o, 'snat', true, errs);
   const masqAll = bool(o, 'masqAll', false, errs);
   let markMasqBit = DEFAULT_MARK_BIT;
@@ -153,6 +152,14 @@ export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf>
   const conditionsV4 = conditions(o, 'conditionsV4', errs);
   const conditionsV6 = conditions(o, 'conditionsV6', errs);
   const portMappings = mappings(o, errs);
+  // The reference refuses options of the other backend. felt's nftables rules are JSON, never text: conditions
+  // (nft syntax in the reference's nftables mode) are not taken with nftables.
+  if (backend === 'nftables') {
+    if (externalSetMarkChain !== undefined) errs.push('externalSetMarkChain: an iptables option, not taken with backend "nftables"');
+    for (const k of ['conditionsV4', 'conditionsV6'] as const) {
+      if ((k === 'conditionsV4' ? conditionsV4 : conditionsV6).length) errs.push(`${k}: not supported by felt with backend "nftables" (felt writes nftables rules as JSON, not nft text)`);
+    }
+  }
   let prevResult: Result | undefined;
   if (o['prevResult'] !== undefined && o['prevResult'] !== null) {
     const r = readResult(o['prevResult']);
@@ -170,6 +177,7 @@ export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf>
     conditionsV4,
     conditionsV6,
     portMappings,
+    ...(backend ? { backend } : {}),
     ...(prevResult ? { prevResult } : {}),
   });
 }

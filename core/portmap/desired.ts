@@ -15,6 +15,7 @@
 // creates them when missing and only ever adds or removes its own single rules in them. Only the attachment's
 // CNI-DN- chain and its entry rules are removed by DEL, as the reference does.
 
+import { hostportsNftables, hostportsNftScope } from '../netfilter/hostports.ts';
 import { chainName, MAX_COMMENT, quoteComment } from '../cni/masq.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
@@ -164,6 +165,17 @@ export function portmapDesired(i: PortmapInput): KernelState {
   const rules: IptRule[] = [];
   const sysctls: KernelState['sysctls'][number][] = [];
   if (pc.portMappings.length === 0) return emptyKernelState();
+  if (pc.backend === 'nftables') {
+    const parts = [i.addresses.v4, i.addresses.v6].flatMap((a) => (a ? [hostportsNftables(ns, pc, containerId, a)] : []));
+    if (i.addresses.v4 && pc.snat && i.hostIf) sysctls.push({ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' });
+    return {
+      ...emptyKernelState(),
+      sysctls,
+      nftTables: parts.flatMap((p) => p.nftTables),
+      nftChains: parts.flatMap((p) => p.nftChains),
+      nftRules: parts.flatMap((p) => p.nftRules),
+    };
+  }
   const shared = (family: IptFamily, chain: string): IptChain => ({ ns, family, table: 'nat', chain, rules: [], shared: true });
   const rule = (family: IptFamily, chain: string, r: string, position?: 'head'): IptRule => ({
     ns,
@@ -201,6 +213,8 @@ export function portmapScope(ns: NsRef, network: string, containerId: string): O
   const sn = oldSnatChain(network, containerId);
   const fams: IptFamily[] = [4, 6];
   return {
+    // Both backends: DEL removes what either left, as the reference does.
+    ...hostportsNftScope(ns, containerId),
     links: [],
     devices: [],
     chains: fams.flatMap((family) => [dn, sn].map((chain) => ({ ns, family, table: 'nat' as const, chain }))),

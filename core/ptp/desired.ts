@@ -8,7 +8,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
-import { masqFor, masqScope } from '../cni/masq.ts';
+import { masqueradeScope, parseBackend, renderMasquerade, type NetfilterBackend } from '../netfilter/masquerade.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
@@ -18,6 +18,8 @@ export interface PtpConf {
   readonly name: string;
   readonly cniVersion: string;
   readonly ipMasq: boolean;
+  /** The masquerade's backend; undefined: the host decides (apps/cni/netfilter.ts). */
+  readonly ipMasqBackend?: NetfilterBackend;
   /** 0: kernel default. */
   readonly mtu: number;
   readonly dns?: DNS;
@@ -32,6 +34,7 @@ export function parsePtpConf(conf: NetConf): E.Either<CniError, PtpConf> {
   const errs: string[] = [];
   const ipMasq = o['ipMasq'] ?? false;
   if (typeof ipMasq !== 'boolean') errs.push(`ipMasq: must be true or false, got ${JSON.stringify(ipMasq)}`);
+  const ipMasqBackend = parseBackend(o, 'ipMasqBackend', errs);
   const mtu = o['mtu'] ?? 0;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535) errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
   const ipam = obj(o['ipam']);
@@ -45,7 +48,7 @@ export function parsePtpConf(conf: NetConf): E.Either<CniError, PtpConf> {
     else if (Object.keys(d).length) dns = d as DNS;
   }
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));
-  return E.right({ name: conf.name, cniVersion: conf.cniVersion, ipMasq: ipMasq as boolean, mtu: mtu as number, ...(dns ? { dns } : {}), ipamType: ipam!['type'] as string });
+  return E.right({ name: conf.name, cniVersion: conf.cniVersion, ipMasq: ipMasq as boolean, ...(ipMasqBackend ? { ipMasqBackend } : {}), mtu: mtu as number, ...(dns ? { dns } : {}), ipamType: ipam!['type'] as string });
 }
 
 export interface PtpAttachment {
@@ -110,8 +113,10 @@ export function ptpPlan(a: PtpAttachment): E.Either<CniError, PtpPlan> {
     sysctls.push({ ns: HOST, key: 'net.ipv6.conf.all.forwarding', value: '1' });
     sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
   }
-  const masq = conf.ipMasq ? masqFor(HOST, conf.name, a.containerId, ips.map((i) => i.address)) : { chains: [], rules: [] };
-  const kernel: KernelState = { ...emptyKernelState(), links, addresses, routes, sysctls, chains: masq.chains, rules: masq.rules };
+  const masq = conf.ipMasq
+    ? renderMasquerade({ ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) }, conf.ipMasqBackend ?? 'iptables')
+    : {};
+  const kernel: KernelState = { ...emptyKernelState(), links, addresses, routes, sysctls, ...masq };
   const result: Result = {
     cniVersion: conf.cniVersion,
     interfaces: [
@@ -127,8 +132,9 @@ export function ptpPlan(a: PtpAttachment): E.Either<CniError, PtpPlan> {
 
 /** What one ptp attachment owns: the veth pair and everything on it, and its masquerade chain. */
 export function ptpScope(conf: PtpConf, containerId: string, ifname: string, netns: string, hostVeth?: string): OwnershipScope {
-  const masq = masqScope(HOST, conf.name, containerId);
+  const masq = masqueradeScope(HOST, conf.name, ifname, containerId);
   return {
+    ...(conf.ipMasq ? { nftRuleMarkers: masq.nftRuleMarkers } : {}),
     links: [...(netns ? [{ ns: netns, name: ifname }] : []), ...(hostVeth ? [{ ns: HOST, name: hostVeth }] : [])],
     devices: [...(netns ? [{ ns: netns, dev: ifname }] : []), ...(hostVeth ? [{ ns: HOST, dev: hostVeth }] : [])],
     chains: conf.ipMasq ? masq.chains : [],

@@ -10,6 +10,10 @@
 //   4. feltd's peak RSS (VmHWM from /proc/<pid>/status) over both runs.
 // BENCH_FELTD_BASELINE=path/to/feltd measures another build (e.g. the previous commit's) in the same run, before
 // this one at each size; BENCH_SIZES, BENCH_CHANGES, BENCH_BUSY_RESYNC, BENCH_FELTD_LOG (keep feltd's logs).
+// BENCH_MODES=iptables,nftables runs each size in both modes (EnableNFTables in the network config), side by
+// side; the nftables rows also wait for the remote-subnets set to hold all N elements, and report its size
+// and the time one `nft -j list table ip flannel-ipv4` takes (what a full pass reads of it). Give
+// BENCH_FELTD_ARGS=--ip-masq so that both modes have masquerade rules to keep.
 // Node and remote addresses live in 198.51.100.0/24 inside throwaway namespaces.
 
 import { execFileSync, spawn } from 'node:child_process';
@@ -27,6 +31,21 @@ const BUSY_RESYNC = Number(process.env['BENCH_BUSY_RESYNC'] ?? 1);
 const BASELINE = process.env['BENCH_FELTD_BASELINE'];
 const BINS: [string, string][] = [...(BASELINE ? [['baseline', BASELINE] as [string, string]] : []), ['this', join(ROOT, 'dist/bin/feltd')]];
 const tag = `fdb${process.pid}`;
+const MODES = (process.env['BENCH_MODES'] ?? 'iptables').split(',') as ('iptables' | 'nftables')[];
+const netConf = (mode: string): string => JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, ...(mode === 'nftables' ? { EnableNFTables: true } : {}), Backend: { Type: 'vxlan' } });
+/** Elements of feltd's remote-subnets set in `ns` (0 when there is none), and how long listing the table took. */
+function setElements(ns: string): { count: number; listMs: number } {
+  const t0 = performance.now();
+  let out = '';
+  try {
+    out = execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'ip', 'flannel-ipv4'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  } catch {
+    return { count: 0, listMs: performance.now() - t0 };
+  }
+  const listMs = performance.now() - t0;
+  const set = (JSON.parse(out).nftables as { set?: { name: string; elem?: unknown[] } }[]).find((x) => x.set?.name === 'remote-subnets')?.set;
+  return { count: set?.elem?.length ?? 0, listMs };
+}
 const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28 }).toString();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
@@ -194,12 +213,12 @@ const fullPassOps = (m: string) => {
   throw new Error('the scrape has no full-pass or drift metric (felt_full_pass_ops_total, felt_drift_repaired_total, feltd_drift_repaired_total)');
 };
 
-async function run(n: number, bin: string) {
+async function run(n: number, bin: string, mode: string) {
   const ns = `${tag}-n${n}`;
   const dir = mkdtempSync(join(tmpdir(), 'felt-bench-feltd-'));
   const db = join(dir, 'leases.db');
   const store = sqliteLeaseStore({ path: db });
-  await store.putNetworkConfig(JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } }))();
+  await store.putNetworkConfig(netConf(mode))();
   for (let i = 0; i < n; i++) {
     const r = await store.acquire({ subnet: subnetOf(i), attrs: { PublicIP: remoteIP(i), PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(i) } } }, 86400)();
     if (r._tag === 'Left' || r.right === 'taken') throw new Error(`cannot seed lease ${i}`);
@@ -207,11 +226,11 @@ async function run(n: number, bin: string) {
   makeNode(ns);
   const port = 9900 + (n % 97);
   // net-conf.json for the embedded store: the same config the store holds.
-  writeFileSync(join(dir, 'net-conf.json'), '{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}\n');
+  writeFileSync(join(dir, 'net-conf.json'), `${netConf(mode)}\n`);
   let feltd: Feltd | undefined = startFeltd(bin, ns, dir, db, port, 5);
   try {
     const t0 = performance.now();
-    while (countRoutes(ns) < n) {
+    while (countRoutes(ns) < n || (mode === 'nftables' && setElements(ns).count < n)) {
       if (performance.now() - t0 > 120_000) throw new Error(`no convergence for ${n}: ${feltd.log().slice(-2000)}`);
       feltd.log();
       await sleep(20);
@@ -249,6 +268,7 @@ async function run(n: number, bin: string) {
     );
     const busy = await changes(ns, store, feltd, n + CHANGES, CHANGES);
     const m1 = await metrics(ns, port);
+    const set = mode === 'nftables' ? await eventually(() => { const x = setElements(ns); return x.count >= n + 2 * CHANGES && x; }, { what: 'every change in the set', timeoutMs: 30_000, intervalMs: 100 }) : undefined;
     const rssB = peakRss(feltd.pid);
     if (process.env['BENCH_FELTD_LOG']) writeFileSync(`${process.env["BENCH_FELTD_LOG"]}.${n}.${bin === BASELINE ? "baseline" : "this"}.busy`, feltd.log());
     return {
@@ -263,6 +283,7 @@ async function run(n: number, bin: string) {
       resync: (fullSeconds(after) - fullSeconds(before)) / (fullPasses(after) - fullPasses(before)),
       idleOps: opsDuringIdle,
       rss: Math.max(rssA, rssB),
+      set,
     };
   } finally {
     await feltd?.stop();
@@ -274,17 +295,17 @@ async function run(n: number, bin: string) {
 
 console.log(`feltd, embedded store, vxlan; ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${CHANGES} changes per run`);
 console.log(
-  `| remote nodes | feltd | converge s | felt objects/s | raw ip -batch objects/s | ratio felt/raw | resync 5 s: change p50 ms | p99 | overlapped a full pass | resync ${BUSY_RESYNC} s: change p50 ms | p99 | overlapped | p50 / p99 of those | ops by full passes meanwhile | record p50/p99 ms | idle resync ms | ops in idle resyncs | peak RSS MB |`,
+  `| remote nodes | feltd | mode | set elements (list ms) | converge s | felt objects/s | raw ip -batch objects/s | ratio felt/raw | resync 5 s: change p50 ms | p99 | overlapped a full pass | resync ${BUSY_RESYNC} s: change p50 ms | p99 | overlapped | p50 / p99 of those | ops by full passes meanwhile | record p50/p99 ms | idle resync ms | ops in idle resyncs | peak RSS MB |`,
 );
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 const f1 = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(1));
 for (const n of SIZES) {
   const raw = rawRate(n);
-  for (const [label, bin] of BINS) {
-    const r = await run(n, bin);
+  for (const [label, bin] of BINS) for (const mode of MODES) {
+    const r = await run(n, bin, mode);
     const { idle: a, busy: b } = r;
     console.log(
-      `| ${n} | ${label} | ${r.converge.toFixed(2)} | ${Math.round(r.rate)} | ${Math.round(raw)} | ${(r.rate / raw).toFixed(2)} | ${f1(a.p50)} | ${f1(a.p99)} | ${a.overlapped}/${CHANGES} | ${f1(b.p50)} | ${f1(b.p99)} | ${b.overlapped}/${CHANGES} | ${f1(b.overP50)} / ${f1(b.overP99)} | ${r.busyFullOps} | ${b.recordP50}/${b.recordP99} | ${(r.resync * 1000).toFixed(1)} | ${r.idleOps} | ${r.rss.toFixed(0)} |`,
+      `| ${n} | ${label} | ${mode} | ${r.set ? `${r.set.count} (${r.set.listMs.toFixed(0)})` : '-'} | ${r.converge.toFixed(2)} | ${Math.round(r.rate)} | ${Math.round(raw)} | ${(r.rate / raw).toFixed(2)} | ${f1(a.p50)} | ${f1(a.p99)} | ${a.overlapped}/${CHANGES} | ${f1(b.p50)} | ${f1(b.p99)} | ${b.overlapped}/${CHANGES} | ${f1(b.overP50)} / ${f1(b.overP99)} | ${r.busyFullOps} | ${b.recordP50}/${b.recordP99} | ${(r.resync * 1000).toFixed(1)} | ${r.idleOps} | ${r.rss.toFixed(0)} |`,
     );
   }
 }

@@ -64,9 +64,11 @@ const REF_SAME_BRIDGE = [
 ];
 
 describe('parseFirewallConf', () => {
-  it('defaults: iptables, CNI-ADMIN, open', () => {
+  it('defaults: no backend (the host decides, apps/cni/netfilter.ts), CNI-ADMIN, open', () => {
     const c = conf({ prevResult: prev(['10.9.0.5/24']) });
-    expect(c).toMatchObject({ backend: 'iptables', adminChain: 'CNI-ADMIN', ingressPolicy: 'open' });
+    expect(c).toMatchObject({ adminChain: 'CNI-ADMIN', ingressPolicy: 'open' });
+    expect(c.backend).toBeUndefined();
+    expect(conf({ backend: 'nftables', prevResult: prev(['10.9.0.5/24']) }).backend).toBe('nftables');
     expect(c.prevResult?.ips).toEqual([{ address: '10.9.0.5/24', interface: 2 }]);
   });
 
@@ -77,7 +79,7 @@ describe('parseFirewallConf', () => {
 
   it.each([
     [{ backend: 'firewalld' }, /^backend: "firewalld" is not supported/],
-    [{ backend: 'nftables' }, /^backend: unknown backend "nftables"/],
+    [{ backend: 'pf' }, /^backend: unknown backend "pf"/],
     [{ backend: 3 }, /^backend: unknown backend 3/],
     [{ ingressPolicy: 'bogus' }, /^ingressPolicy: unknown ingress policy "bogus" \("open", "same-bridge", "isolated"\)/],
     [{ ingressPolicy: true }, /^ingressPolicy: unknown ingress policy true/],

@@ -100,7 +100,9 @@ describe('portmap config', () => {
     [{ conditionsV6: ['-d\n-j'] }, 'conditionsV6[0]'],
     [{ snat: 'yes' }, 'snat'],
     [{ masqAll: 1 }, 'masqAll'],
-    [{ backend: 'nftables' }, 'backend'],
+    [{ backend: 'pf' }, 'backend'],
+    [{ backend: 'nftables', conditionsV4: ['-s', '10.0.0.1'] }, 'conditionsV4'],
+    [{ backend: 'nftables', externalSetMarkChain: 'KUBE-MARK-MASQ' }, 'externalSetMarkChain'],
   ])('refuses %j with code 7 naming %s', (raw, field) => {
     const r = parsePortMapConf(netconf(raw));
     expect(E.isLeft(r) && r.left.code).toBe(7);

@@ -205,7 +205,7 @@ export interface Call {
 }
 
 /** Run one command of a plugin the way a runtime does, inside `hostNs`, for the pod namespace `pod`. */
-export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown): Promise<CniOutcome> =>
+export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, env?: Readonly<Record<string, string>>): Promise<CniOutcome> =>
   runCni({
     dir: c.dir,
     type: c.type ?? (config as { type: string }).type,
@@ -215,6 +215,7 @@ export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown):
     netns: c.pod === '' || c.pod.startsWith('/') ? c.pod : nsPath(c.pod),
     ifname: c.ifname ?? 'eth0',
     ...(c.args !== undefined ? { args: c.args } : {}),
+    ...(env !== undefined ? { env } : {}),
     config,
   }).then((r) => {
     // A call that failed is printed if the test then fails: the answer says why (a failure a test expects stays quiet).

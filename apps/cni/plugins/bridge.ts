@@ -18,6 +18,7 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
+import { withMasqBackend } from '../netfilter.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
@@ -98,7 +99,7 @@ const markReady = (journal: (c: AttachmentCommand) => TE.TaskEither<CniError, vo
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
   const startedMs = ctx.now().getTime();
-  const parsed = parseBridgeConf(conf, args.args);
+  const parsed = E.chain(withMasqBackend)(parseBridgeConf(conf, args.args));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
   if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
@@ -347,7 +348,7 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
-  const parsed = parseBridgeConf(conf, args.args);
+  const parsed = E.chain(withMasqBackend)(parseBridgeConf(conf, args.args));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));

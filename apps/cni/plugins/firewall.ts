@@ -9,13 +9,15 @@ import { pipe } from 'fp-ts/lib/function.js';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import type { Result } from '../../../core/cni/result.ts';
-import { parseFirewallConf } from '../../../core/firewall/config.ts';
+import { parseFirewallConf, type FirewallConf } from '../../../core/firewall/config.ts';
 import { attachmentScope, firewallDesired, hostPrefixes, toPlan } from '../../../core/firewall/desired.ts';
 import { decide, firewallProjection, firewallStream, parseFirewallDataDir, recordedPrefixes, type FirewallCommand, type FirewallState } from '../../../core/firewall/records.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, callStore, kernelError, withStore } from '../kit.ts';
+import { resolveBackend } from '../netfilter.ts';
+import type { NetfilterBackend } from '../../../core/netfilter/masquerade.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** The reference accepts configs from 0.4.0 on (version.VersionsStartingFrom("0.4.0")). */
@@ -52,10 +54,13 @@ const record = (ctx: Ctx, dataDir: string, network: string, c: FirewallCommand):
 
 const asIps = (prefixes: readonly string[]): { address: string }[] => prefixes.map((address) => ({ address }));
 
+/** ADD and CHECK: the backend decided (the config's, else the host's default; nftables needs nft). */
+const withBackend = (fc: FirewallConf): E.Either<CniError, FirewallConf> => E.map((backend: NetfilterBackend) => ({ ...fc, backend }))(resolveBackend('backend', fc.backend));
+
 // ------------------------------------------------------------------------------------- commands
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
-  const parsed = parseFirewallConf(conf, 'ADD');
+  const parsed = E.chain(withBackend)(parseFirewallConf(conf, 'ADD'));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const dataDir = parseFirewallDataDir(conf.raw);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
@@ -104,7 +109,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
-  const parsed = parseFirewallConf(conf, 'CHECK');
+  const parsed = E.chain(withBackend)(parseFirewallConf(conf, 'CHECK'));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const want = firewallDesired(parsed.right);
   const { kernel, scope } = want;

@@ -19,12 +19,17 @@ import { containerAddresses, parsePortMapConf, requirePrevResult, type Container
 import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portmap/desired.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError } from '../kit.ts';
+import { resolveBackend } from '../netfilter.ts';
+import type { NetfilterBackend } from '../../../core/netfilter/masquerade.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** iptables families this kernel has: without IPv6 there is no ip6tables to read (the reference skips it too). */
 const families = (): IptFamily[] => (existsSync('/proc/sys/net/ipv6') ? [4, 6] : [4]);
 
 const parse = (conf: NetConf): E.Either<CniError, PortMapConf> => parsePortMapConf(conf);
+/** ADD and CHECK: the backend decided (the config's, else the host's default; nftables needs nft). */
+const parseWithBackend = (conf: NetConf): E.Either<CniError, PortMapConf> =>
+  E.chain((pc: PortMapConf) => E.map((backend: NetfilterBackend) => ({ ...pc, backend }))(resolveBackend('backend', pc.backend)))(parse(conf));
 
 function observe(ctx: Ctx, scope: OwnershipScope, desired?: KernelState): TE.TaskEither<CniError, KernelState> {
   return pipe(
@@ -90,7 +95,7 @@ async function flushUdpConntrack(ctx: Ctx, pc: PortMapConf, addrs: ContainerAddr
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
   const parsed = pipe(
-    parse(conf),
+    parseWithBackend(conf),
     E.chain((pc) => E.map((prev: Result) => ({ pc, prev }))(requirePrevResult(pc))),
   );
   if (E.isLeft(parsed)) return TE.left(parsed.left);
@@ -128,7 +133,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
   const parsed = pipe(
-    parse(conf),
+    parseWithBackend(conf),
     E.chain((pc) => E.map((prev: Result) => ({ pc, prev }))(requirePrevResult(pc))),
   );
   if (E.isLeft(parsed)) return TE.left(parsed.left);
@@ -153,7 +158,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
 export const portmap: Plugin = {
   type: 'portmap',
   versions: PLUGIN_VERSIONS,
-  about: 'felt portmap: forwards host ports to a container with iptables (chained plugin)',
+  about: 'felt portmap: forwards host ports to a container with iptables or nftables (chained plugin)',
   add: cmdAdd,
   del: cmdDel,
   check: cmdCheck,

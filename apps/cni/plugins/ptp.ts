@@ -17,6 +17,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp/desired.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
+import { withMasqBackend } from '../netfilter.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
@@ -55,7 +56,7 @@ const withHostVeths = (scope: OwnershipScope, recs: readonly AttachmentRecord[])
 });
 
 function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> {
-  const parsed = parsePtpConf(conf);
+  const parsed = E.chain(withMasqBackend)(parsePtpConf(conf));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const pc = parsed.right;
   if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
@@ -183,7 +184,7 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
 }
 
 function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
-  const parsed = parsePtpConf(conf);
+  const parsed = E.chain(withMasqBackend)(parsePtpConf(conf));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const pc = parsed.right;
   if (conf.raw['prevResult'] === undefined) return TE.left(invalidConfig('prevResult: required for CHECK'));

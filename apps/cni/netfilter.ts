@@ -1,0 +1,29 @@
+// Which netfilter backend a plugin uses on this host. As the reference (pkg/ip/ipmasq_linux.go): the config's
+// choice, else iptables unless iptables is unusable here and nftables works. felt's test of "usable" is the
+// tools' presence on PATH (iptables-restore and iptables-save; nft), which costs no process on the ADD path.
+// Asking for nftables where `nft` is missing is an error naming what is missing, before anything changes.
+
+import { existsSync } from 'node:fs';
+import * as E from 'fp-ts/lib/Either.js';
+import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
+import type { NetfilterBackend } from '../../core/netfilter/masquerade.ts';
+
+const onPath = (tool: string): boolean =>
+  (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
+
+export const hasNft = (): boolean => onPath('nft');
+export const hasIptables = (): boolean => onPath('iptables-restore') && onPath('iptables-save');
+
+export function resolveBackend(field: string, requested: NetfilterBackend | undefined): E.Either<CniError, NetfilterBackend> {
+  if (requested === 'nftables' && !hasNft()) {
+    return E.left(cniError(ErrCode.InvalidNetworkConfig, `${field}: "nftables" needs the nft command (Debian: the nftables package), which is not on PATH`));
+  }
+  if (requested !== undefined) return E.right(requested);
+  return E.right(!hasIptables() && hasNft() ? 'nftables' : 'iptables');
+}
+
+/** A bridge or ptp config with its masquerade backend decided (only when it masquerades). */
+export function withMasqBackend<T extends { readonly ipMasq: boolean; readonly ipMasqBackend?: NetfilterBackend }>(c: T): E.Either<CniError, T> {
+  if (!c.ipMasq) return E.right(c);
+  return E.map((ipMasqBackend: NetfilterBackend) => ({ ...c, ipMasqBackend }))(resolveBackend('ipMasqBackend', c.ipMasqBackend));
+}

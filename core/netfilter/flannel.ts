@@ -1,0 +1,77 @@
+// feltd's overlay masquerade and forward rules as nftables, in flannel's tables and chains (EnableNFTables,
+// flannel v0.25+, pkg/trafficmngr/nftables): a table `ip flannel-ipv4` / `ip6 flannel-ipv6` ("rules for
+// <table>"; flannel makes both whatever the families) with
+//   postrtg  type nat hook postrouting priority srcnat (100), with --ip-masq, flushed and written whole:
+//              meta mark 0x4000 return                          (kube-proxy's mark: no double NAT)
+//              saddr POD daddr CLUSTER return ; saddr CLUSTER daddr POD return
+//              saddr != POD daddr CLUSTER return
+//              saddr CLUSTER daddr != MULTICAST masquerade [fully-random]
+//              saddr != CLUSTER daddr CLUSTER masquerade [fully-random]
+//   forward  type filter hook forward priority filter (0): saddr CLUSTER accept ; daddr CLUSTER accept
+// plus, felt's addition, a set `remote-subnets` (flags interval) holding every remote node's pod subnet of
+// that family, one element per lease: what a lease change touches (an element), and what `felt plan` can show.
+// The iptables rendering is core/flannel/desired.ts (FLANNEL-POSTRTG, FLANNEL-FWD).
+
+import type { Family } from '../ip/ip.ts';
+import type { KernelState, NftChain, NftFamily, NftJson, NftSet, NsRef, OwnershipScope } from '../kernel/model.ts';
+import { nftPrefix } from './masquerade.ts';
+
+export const FLANNEL_TABLES = { 4: 'flannel-ipv4', 6: 'flannel-ipv6' } as const;
+export const REMOTE_SET = 'remote-subnets';
+const fam = (f: Family): NftFamily => (f === 4 ? 'ip' : 'ip6');
+
+const m = (op: '==' | '!=', left: NftJson, right: NftJson): NftJson => ({ match: { op, left, right } });
+const addr = (f: Family, field: 'saddr' | 'daddr'): NftJson => ({ payload: { protocol: fam(f), field } });
+
+export interface FlannelNft {
+  readonly family: Family;
+  /** The cluster network and this node's pod subnet, canonical CIDRs. */
+  readonly cluster: string;
+  readonly pod: string;
+  /** Remote nodes' pod subnets of this family. */
+  readonly remotes: readonly string[];
+  readonly ipMasq: boolean;
+  readonly forwardRules: boolean;
+  readonly randomFully: boolean;
+}
+
+export function flannelNftables(ns: NsRef, x: FlannelNft): Required<Pick<KernelState, 'nftChains' | 'nftSets'>> {
+  const at = { ns, family: fam(x.family), table: FLANNEL_TABLES[x.family] };
+  const masq: NftJson = x.randomFully ? { masquerade: { flags: 'fully-random' } } : { masquerade: null };
+  const multicast = x.family === 4 ? '224.0.0.0/4' : 'ff00::/8';
+  const chains: NftChain[] = [];
+  if (x.ipMasq) {
+    chains.push({
+      ...at,
+      name: 'postrtg',
+      base: { type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' },
+      rules: [
+        { expr: [m('==', { meta: { key: 'mark' } }, 0x4000), { return: null }] },
+        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.pod)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { return: null }] },
+        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('==', addr(x.family, 'daddr'), nftPrefix(x.pod)), { return: null }] },
+        { expr: [m('!=', addr(x.family, 'saddr'), nftPrefix(x.pod)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { return: null }] },
+        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('!=', addr(x.family, 'daddr'), nftPrefix(multicast)), masq] },
+        { expr: [m('!=', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), masq] },
+      ],
+    });
+  }
+  if (x.forwardRules) {
+    chains.push({
+      ...at,
+      name: 'forward',
+      base: { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' },
+      rules: [{ expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), { accept: null }] }, { expr: [m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { accept: null }] }],
+    });
+  }
+  const set: NftSet = { ...at, name: REMOTE_SET, type: x.family === 4 ? 'ipv4_addr' : 'ipv6_addr', flags: ['interval'], elements: [...x.remotes].sort() };
+  return { nftChains: chains, nftSets: [set] };
+}
+
+/** Both tables, whatever the families (as flannel's Init makes them). */
+export const flannelNftTables = (ns: NsRef): KernelState['nftTables'] =>
+  ([4, 6] as const).map((f) => ({ ns, family: fam(f), name: FLANNEL_TABLES[f], comment: `rules for ${FLANNEL_TABLES[f]}` }));
+
+/** flannel's tables are feltd's whole: in iptables mode they go (switching modes needs no reboot). */
+export const flannelNftScope = (ns: NsRef): Pick<OwnershipScope, 'nftTables'> => ({
+  nftTables: ([4, 6] as const).map((f) => ({ ns, family: fam(f), name: FLANNEL_TABLES[f] })),
+});
