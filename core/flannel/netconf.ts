@@ -255,8 +255,8 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
       if (E.isLeft(r)) return r;
       fams[family] = r.right;
     } else if (net.right) {
-      // Told after every family's notices, IPv6's first.
-      off.unshift(`${k.network}: given but ${k.enable} is ${k.enabledByDefault ? 'false' : 'not true'}, so IPv${family} stays off`);
+      // Told after every family's other notices (at most one family is off).
+      off.push(`${k.network}: given but ${k.enable} is ${k.enabledByDefault ? 'false' : 'not true'}, so IPv${family} stays off`);
     }
   }
   notices.push(...off);
