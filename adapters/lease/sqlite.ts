@@ -23,7 +23,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import { parseLeaseAttrs, subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, NO_ATTRS, sameOwner, storeError } from './common.ts';
+import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, leaseWrite, NO_ATTRS, storeError, type LeaseWrite, type Refusals } from './common.ts';
 import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
 import { ensureSchema, isBusy } from '../store/sqlite-schema.ts';
 
@@ -235,6 +235,24 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     return lease;
   };
 
+  /** acquire, renew and repair: the rule in common.ts, inside one write transaction. */
+  const put =
+    <K extends LeaseWrite>(kind: K) =>
+    (req: LeaseRequest, ttlSeconds: number): TE.TaskEither<StoreError, Lease | Refusals[K]> =>
+      op((): E.Either<StoreError, Lease | Refusals[K]> => {
+        const checked = checkRequest(req, ttlSeconds);
+        if (E.isLeft(checked)) return checked;
+        const c = checked.right;
+        const key = subnetKey(c);
+        return E.right(
+          write((now): Lease | Refusals[K] => {
+            const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
+            const w = leaseWrite(kind, row && { attrs: attrsOf(row.attrs) }, c.attrs, now, ttlSeconds);
+            return 'refused' in w ? w.refused : upsert(key, c.subnet, c.ipv6Subnet, c.attrs, w.expiresAt);
+          }),
+        );
+      });
+
   return {
     getNetworkConfig: () =>
       op(() => E.right((stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v)),
@@ -287,49 +305,9 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         return E.right(snap);
       }),
 
-    acquire: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'taken'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'taken' => {
-            if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) !== undefined) return 'taken';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
-
-    renew: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'lost'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'lost' => {
-            const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
-            const held = row ? attrsOf(row.attrs) : undefined;
-            if (!held || !sameOwner(held, c.attrs)) return 'lost';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
-
-    repair: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'absent'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'absent' => {
-            if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) === undefined) return 'absent';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
+    acquire: put('acquire'),
+    renew: put('renew'),
+    repair: put('repair'),
 
     revoke: (subnet: string) =>
       op(() => {
