@@ -126,26 +126,24 @@ export function foldTable<S, H, R, E extends Event>(table: Table<S, H, R, E>, st
   const { header, rows } = table.split(state);
   let h = header;
   let headerChanged = false;
-  // Rows added minus rows deleted; the stored count is taken only when a change asks for it.
+  // The rows, copied on the first change and then written in place (a batch costs one copy, not a Map of
+  // pending changes merged at the end); rows added minus rows deleted, so the count is taken only when asked.
+  let next: Record<string, R> | undefined;
   let added = 0;
-  const pending = new Map<string, R | null>();
-  const stored = (k: string): R | undefined => (Object.prototype.hasOwnProperty.call(rows, k) ? rows[k] : undefined);
-  const merged = (): [string, R][] => {
-    const out = new Map<string, R>(Object.entries(rows));
-    for (const [k, r] of pending) {
-      if (r === null) out.delete(k);
-      else out.set(k, r);
-    }
-    return [...out].sort(byKey);
+  const current = (): Readonly<Record<string, R>> => next ?? rows;
+  const get = (k: string): R | undefined => {
+    const r = current();
+    return Object.prototype.hasOwnProperty.call(r, k) ? r[k] : undefined;
   };
+  const sorted = (): [string, R][] => Object.entries(current()).sort(byKey);
   const view: RowView<H, R> = {
     get header() {
       return h;
     },
-    get: (k) => (pending.has(k) ? (pending.get(k) ?? undefined) : stored(k)),
-    find: (value) => merged().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    get,
+    find: (value) => sorted().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
     count: () => Object.keys(rows).length + added,
-    all: () => merged().map(([, r]) => r),
+    all: () => sorted().map(([, r]) => r),
   };
   for (const e of events) {
     for (const c of table.changes(view, e)) {
@@ -153,20 +151,15 @@ export function foldTable<S, H, R, E extends Event>(table: Table<S, H, R, E>, st
         h = c.header;
         headerChanged = true;
       } else if (c.op === 'put') {
-        if (view.get(c.key) === undefined) added++;
-        pending.set(c.key, c.row);
-      } else {
-        if (view.get(c.key) !== undefined) added--;
-        pending.set(c.key, null);
+        if (get(c.key) === undefined) added++;
+        (next ??= { ...rows })[c.key] = c.row;
+      } else if (get(c.key) !== undefined) {
+        added--;
+        delete (next ??= { ...rows })[c.key];
       }
     }
   }
-  if (pending.size === 0) return headerChanged ? table.assemble(h, rows) : state;
-  const next: Record<string, R> = { ...rows };
-  for (const [k, r] of pending) {
-    if (r === null) delete next[k];
-    else next[k] = r;
-  }
+  if (next === undefined) return headerChanged ? table.assemble(h, rows) : state;
   return table.assemble(h, next);
 }
 
