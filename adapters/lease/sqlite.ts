@@ -21,10 +21,10 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { parseLeaseAttrs, subnetKey } from '../../core/flannel/lease.ts';
+import { parseLeaseAttrs } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, leaseWrite, NO_ATTRS, storeError, type LeaseWrite, type Refusals } from './common.ts';
-import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
+import { errorMessage, iso, isStoreError, leaseMatches, leaseOf, NO_ATTRS, storeError, writeLease, type LeaseWriter } from './common.ts';
+import type { LeaseStore, StoreError, Watch } from './types.ts';
 import { ensureSchema, isBusy } from '../store/sqlite-schema.ts';
 
 export interface SqliteLeaseStoreOptions {
@@ -235,23 +235,15 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     return lease;
   };
 
-  /** acquire, renew and repair: the rule in common.ts, inside one write transaction. */
-  const put =
-    <K extends LeaseWrite>(kind: K) =>
-    (req: LeaseRequest, ttlSeconds: number): TE.TaskEither<StoreError, Lease | Refusals[K]> =>
-      op((): E.Either<StoreError, Lease | Refusals[K]> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | Refusals[K] => {
-            const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
-            const w = leaseWrite(kind, row && { attrs: attrsOf(row.attrs) }, c.attrs, now, ttlSeconds);
-            return 'refused' in w ? w.refused : upsert(key, c.subnet, c.ipv6Subnet, c.attrs, w.expiresAt);
-          }),
-        );
-      });
+  /** acquire, renew and repair: writeLease (common.ts), inside one write transaction. */
+  const writer: LeaseWriter = {
+    write,
+    held: (key) => {
+      const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
+      return row && { attrs: attrsOf(row.attrs) };
+    },
+    put: (key, c, expiresAt) => upsert(key, c.subnet, c.ipv6Subnet, c.attrs, expiresAt),
+  };
 
   return {
     getNetworkConfig: () =>
@@ -305,9 +297,9 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         return E.right(snap);
       }),
 
-    acquire: put('acquire'),
-    renew: put('renew'),
-    repair: put('repair'),
+    acquire: (req, ttlSeconds) => op(() => writeLease(writer, 'acquire', req, ttlSeconds)),
+    renew: (req, ttlSeconds) => op(() => writeLease(writer, 'renew', req, ttlSeconds)),
+    repair: (req, ttlSeconds) => op(() => writeLease(writer, 'repair', req, ttlSeconds)),
 
     revoke: (subnet: string) =>
       op(() => {

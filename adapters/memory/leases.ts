@@ -12,10 +12,9 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, expired, iso, leaseMatches, leaseOf, leaseWrite, plain, storeError, type LeaseWrite, type Refusals } from '../lease/common.ts';
-import type { LeaseRequest, LeaseStore, StoreError, Watch } from '../lease/types.ts';
+import { expired, iso, leaseMatches, leaseOf, plain, storeError, writeLease, type LeaseWriter } from '../lease/common.ts';
+import type { LeaseStore, StoreError, Watch } from '../lease/types.ts';
 
 export interface MemoryLeaseStoreOptions {
   /** Milliseconds since the epoch; default Date.now. */
@@ -128,22 +127,17 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         return f();
       });
 
-  /** acquire, renew and repair: the rule in common.ts over the map. */
-  const put =
-    <K extends LeaseWrite>(kind: K) =>
-    (req: LeaseRequest, ttlSeconds: number): TE.TaskEither<StoreError, Lease | Refusals[K]> =>
-      op((): E.Either<StoreError, Lease | Refusals[K]> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        const w = leaseWrite(kind, leases.get(key), c.attrs, clock(), ttlSeconds);
-        if ('refused' in w) return E.right(w.refused);
-        const row: Row = { ...c, attrs: c.attrs, expiresAt: w.expiresAt };
-        leases.set(key, row);
-        record('added', toLease(row));
-        return E.right(toLease(row));
-      });
+  /** acquire, renew and repair: writeLease (common.ts) over the map. */
+  const writer: LeaseWriter = {
+    write: (f) => f(clock()),
+    held: (key) => leases.get(key),
+    put: (key, c, expiresAt) => {
+      const row: Row = { ...c, expiresAt };
+      leases.set(key, row);
+      record('added', toLease(row));
+      return toLease(row);
+    },
+  };
 
   const store: MemoryLeaseStore = {
     get revision() {
@@ -173,9 +167,9 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         return E.right({ leases: all, revision });
       }),
 
-    acquire: put('acquire'),
-    renew: put('renew'),
-    repair: put('repair'),
+    acquire: (req, ttlSeconds) => op(() => writeLease(writer, 'acquire', req, ttlSeconds)),
+    renew: (req, ttlSeconds) => op(() => writeLease(writer, 'renew', req, ttlSeconds)),
+    repair: (req, ttlSeconds) => op(() => writeLease(writer, 'repair', req, ttlSeconds)),
 
     revoke: (subnet: string) =>
       op(() => {
