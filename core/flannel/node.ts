@@ -19,20 +19,11 @@ import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot, NetConfig } from './
 
 // ---- state --------------------------------------------------------------------------------------------
 
-export interface OwnLease {
-  /** The etcd key of the lease (subnetKey). */
-  readonly key: string;
-  readonly subnet?: string;
-  readonly ipv6Subnet?: string;
-  readonly publicIP: string;
-  readonly publicIPv6?: string;
-  readonly backendType: string;
-  readonly vtepMac?: string;
-  readonly vtepMacV6?: string;
-  readonly expiration: string;
-  /** When this subnet was first leased (event time); kept across renewals. */
-  readonly since: string;
-}
+/**
+ * This node's lease as the last SubnetLeased recorded it (its key is the etcd key, subnetKey), and since when:
+ * the time this subnet was first leased, kept across renewals.
+ */
+export type OwnLease = Omit<SubnetLeased['data'], 'renewal'> & { readonly since: string };
 
 export interface RemoteLease {
   readonly key: string;

@@ -5,23 +5,21 @@
 // ForgetAttachment (DEL once the device is back, or an ADD that failed and converged back). Events:
 // HostDeviceAttached, HostDeviceReleased.
 
-import { originalsDecider, type AttachmentRef, type OriginalsState, type Remembered } from '../cni/originals.ts';
+import { originalsDecider, type ForgetData, type OriginalsCommand, type OriginalsData, type OriginalsEvent, type OriginalsState, type Remembered } from '../cni/originals.ts';
 import type { Event } from '../events.ts';
 import type { Original } from './desired.ts';
 
 export { attachmentKey, type AttachmentRef } from '../cni/originals.ts';
 
-export type HostDeviceAttached = Event<'HostDeviceAttached', AttachmentRef & { readonly netns: string; readonly original: Original }>;
+export type HostDeviceAttached = Event<'HostDeviceAttached', OriginalsData<Original>>;
 /**
  * `reason`: `del` (moved back by DEL), `add-failed` (converged back), `netns-gone` (DEL after the pod's
  * namespace was gone), `gone` (the device is neither in the pod nor in the host).
  */
-export type HostDeviceReleased = Event<'HostDeviceReleased', AttachmentRef & { readonly reason: 'del' | 'add-failed' | 'netns-gone' | 'gone' }>;
-export type HostDeviceEvent = HostDeviceAttached | HostDeviceReleased;
-
-export type HostDeviceCommand =
-  | { readonly type: 'RecordAttachment'; readonly data: AttachmentRef & { readonly netns: string; readonly original: Original } }
-  | { readonly type: 'ForgetAttachment'; readonly data: AttachmentRef & { readonly reason: HostDeviceReleased['data']['reason'] } };
+type Reason = 'del' | 'add-failed' | 'netns-gone' | 'gone';
+export type HostDeviceReleased = Event<'HostDeviceReleased', ForgetData<Reason>>;
+export type HostDeviceEvent = OriginalsEvent<'HostDeviceAttached', 'HostDeviceReleased', Original, Reason>;
+export type HostDeviceCommand = OriginalsCommand<'RecordAttachment', 'ForgetAttachment', Original, Reason>;
 
 export type Attached = Remembered<Original>;
 export type HostDeviceState = OriginalsState<Original>;
@@ -31,7 +29,7 @@ export const hostDeviceStream = (network: string): string => `host-device/${netw
 // Every ADD records anew (its own time): other records of the same device are left alone, as one may be a
 // concurrent ADD that wins the move (the loser's move fails and it forgets its own record), another a pod gone
 // without DEL (its DEL forgets it).
-const decider = originalsDecider<'HostDeviceAttached', 'HostDeviceReleased', 'RecordAttachment', 'ForgetAttachment', Original, HostDeviceReleased['data']['reason']>({
+const decider = originalsDecider<'HostDeviceAttached', 'HostDeviceReleased', 'RecordAttachment', 'ForgetAttachment', Original, Reason>({
   name: 'host-device@1',
   recorded: 'HostDeviceAttached',
   forgotten: 'HostDeviceReleased',

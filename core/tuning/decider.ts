@@ -4,20 +4,18 @@
 // anything. Commands: RecordOriginals (ADD, before it applies), ForgetOriginals (DEL once restored, or an
 // ADD that failed and rolled back). Events: TuningApplied, TuningReverted.
 
-import { originalsDecider, type AttachmentRef, type OriginalsState, type Remembered } from '../cni/originals.ts';
+import { originalsDecider, type ForgetData, type OriginalsCommand, type OriginalsData, type OriginalsEvent, type OriginalsState, type Remembered } from '../cni/originals.ts';
 import type { Event } from '../events.ts';
 import { mergeOriginals, type Originals } from './desired.ts';
 
 export { attachmentKey, type AttachmentRef } from '../cni/originals.ts';
 
-export type TuningApplied = Event<'TuningApplied', AttachmentRef & { readonly netns: string; readonly original: Originals }>;
+export type TuningApplied = Event<'TuningApplied', OriginalsData<Originals>>;
 /** `reason`: `del` (restored by DEL), `netns-gone` (DEL with nothing left to restore), `add-failed` (rolled back). */
-export type TuningReverted = Event<'TuningReverted', AttachmentRef & { readonly reason: 'del' | 'netns-gone' | 'add-failed' }>;
-export type TuningEvent = TuningApplied | TuningReverted;
-
-export type TuningCommand =
-  | { readonly type: 'RecordOriginals'; readonly data: AttachmentRef & { readonly netns: string; readonly original: Originals } }
-  | { readonly type: 'ForgetOriginals'; readonly data: AttachmentRef & { readonly reason: TuningReverted['data']['reason'] } };
+type Reason = 'del' | 'netns-gone' | 'add-failed';
+export type TuningReverted = Event<'TuningReverted', ForgetData<Reason>>;
+export type TuningEvent = OriginalsEvent<'TuningApplied', 'TuningReverted', Originals, Reason>;
+export type TuningCommand = OriginalsCommand<'RecordOriginals', 'ForgetOriginals', Originals, Reason>;
 
 /** `since`: the time of the first TuningApplied. */
 export type Tuned = Remembered<Originals>;
@@ -26,7 +24,7 @@ export type TuningState = OriginalsState<Originals>;
 export const tuningStream = (network: string): string => `tuning/${network}`;
 
 // A repeated ADD keeps the first originals (the kernel now holds that ADD's values) and their time.
-const decider = originalsDecider<'TuningApplied', 'TuningReverted', 'RecordOriginals', 'ForgetOriginals', Originals, TuningReverted['data']['reason']>({
+const decider = originalsDecider<'TuningApplied', 'TuningReverted', 'RecordOriginals', 'ForgetOriginals', Originals, Reason>({
   name: 'tuning@1',
   recorded: 'TuningApplied',
   forgotten: 'TuningReverted',
