@@ -1,8 +1,9 @@
-// What the three lease stores share: errors, the ownership test of renew, matching a subnet for revoke, and
-// the time arithmetic of expirations. The key and value formats are flannel's, in core/flannel/lease.ts.
+// What the three lease stores share: errors, the ownership test of renew (and the whole acquire/renew/repair
+// of the embedded and in-memory stores, writeLease), matching a subnet for revoke, and the time
+// arithmetic of expirations. The key and value formats are flannel's, in core/flannel/lease.ts.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { parseLeaseAttrs, serializeLeaseAttrs } from '../../core/flannel/lease.ts';
+import { parseLeaseAttrs, serializeLeaseAttrs, subnetKey } from '../../core/flannel/lease.ts';
 import { formatCIDR, networkOf, parseCIDR } from '../../core/ip/ip.ts';
 import type { Lease, LeaseAttrs } from '../../core/flannel/types.ts';
 import type { LeaseRequest, StoreError } from './types.ts';
@@ -63,6 +64,62 @@ const normIP = (s: string | null | undefined): string => (s ?? '').toLowerCase()
 /** Whether a stored lease belongs to the node making a request: the same public IPv4 and IPv6 address. */
 export const sameOwner = (stored: LeaseAttrs, mine: LeaseAttrs): boolean =>
   normIP(stored.PublicIP) === normIP(mine.PublicIP) && normIP(stored.PublicIPv6) === normIP(mine.PublicIPv6);
+
+/** What acquire, renew and repair answer when they write nothing. */
+export interface Refusals {
+  readonly acquire: 'taken';
+  readonly renew: 'lost';
+  readonly repair: 'absent';
+}
+export type LeaseWrite = keyof Refusals;
+
+/** A lease is absent from its expiration on (`expiresAt`, `now`: ms since the epoch). */
+export const expired = (expiresAt: number, now: number): boolean => expiresAt <= now;
+
+/** How a store reads and writes one key, inside one write (its transaction and clock). */
+export interface LeaseWriter {
+  /** Run `f` as one write, after expired leases are gone, with the time it runs at. */
+  write<A>(f: (now: number) => A): A;
+  /** What the key holds: undefined when absent; its attrs undefined when unreadable. */
+  held(key: string): { readonly attrs: LeaseAttrs | undefined } | undefined;
+  /** Write the lease, record the change, return the lease as read back. */
+  put(key: string, c: CheckedRequest, expiresAt: number): Lease;
+}
+
+/**
+ * The rule of acquire, renew and repair (pure), given what the key holds once expired leases are gone (`held`:
+ * undefined when absent; its attrs undefined when unreadable): acquire takes an absent key ('taken' otherwise),
+ * renew extends a lease that still holds this node's public addresses ('lost' otherwise), repair rewrites a
+ * present one ('absent' otherwise). What is written expires `ttlSeconds` after `now`.
+ */
+export function leaseRule<K extends LeaseWrite>(
+  kind: K,
+  held: { readonly attrs: LeaseAttrs | undefined } | undefined,
+  mine: LeaseAttrs,
+  now: number,
+  ttlSeconds: number,
+): { readonly refused: Refusals[K] } | { readonly expiresAt: number } {
+  const refusals: Refusals = { acquire: 'taken', renew: 'lost', repair: 'absent' };
+  const ok = kind === 'acquire' ? !held : kind === 'repair' ? !!held : !!held?.attrs && sameOwner(held.attrs, mine);
+  return ok ? { expiresAt: now + ttlSeconds * 1000 } : { refused: refusals[kind] };
+}
+
+/**
+ * acquire, renew and repair of the embedded and the in-memory store through its writer: the request is checked
+ * before anything is read, then leaseRule decides inside one write.
+ */
+export function writeLease<K extends LeaseWrite>(w: LeaseWriter, kind: K, req: LeaseRequest, ttlSeconds: number): E.Either<StoreError, Lease | Refusals[K]> {
+  const checked = checkRequest(req, ttlSeconds);
+  if (E.isLeft(checked)) return checked;
+  const c = checked.right;
+  const key = subnetKey(c);
+  return E.right(
+    w.write((now): Lease | Refusals[K] => {
+      const r = leaseRule(kind, w.held(key), c.attrs, now, ttlSeconds);
+      return 'refused' in r ? r.refused : w.put(key, c, r.expiresAt);
+    }),
+  );
+}
 
 /** Whether `lease` is the one `subnet` (either family, any spelling of the CIDR) names. */
 export function leaseMatches(lease: { subnet?: string; ipv6Subnet?: string }, subnet: string): boolean {

@@ -21,10 +21,10 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { parseLeaseAttrs, subnetKey } from '../../core/flannel/lease.ts';
+import { parseLeaseAttrs } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, errorMessage, iso, isStoreError, leaseMatches, leaseOf, NO_ATTRS, sameOwner, storeError } from './common.ts';
-import type { LeaseRequest, LeaseStore, StoreError, Watch } from './types.ts';
+import { errorMessage, iso, isStoreError, leaseMatches, leaseOf, NO_ATTRS, storeError, writeLease, type LeaseWriter } from './common.ts';
+import type { LeaseStore, StoreError, Watch } from './types.ts';
 import { ensureSchema, isBusy } from '../store/sqlite-schema.ts';
 
 export interface SqliteLeaseStoreOptions {
@@ -235,6 +235,16 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
     return lease;
   };
 
+  /** acquire, renew and repair: writeLease (common.ts), inside one write transaction. */
+  const writer: LeaseWriter = {
+    write,
+    held: (key) => {
+      const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
+      return row && { attrs: attrsOf(row.attrs) };
+    },
+    put: (key, c, expiresAt) => upsert(key, c.subnet, c.ipv6Subnet, c.attrs, expiresAt),
+  };
+
   return {
     getNetworkConfig: () =>
       op(() => E.right((stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v)),
@@ -287,49 +297,9 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         return E.right(snap);
       }),
 
-    acquire: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'taken'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'taken' => {
-            if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) !== undefined) return 'taken';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
-
-    renew: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'lost'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'lost' => {
-            const row = stmt('SELECT attrs FROM leases WHERE key = ?').get(key) as { attrs: string } | undefined;
-            const held = row ? attrsOf(row.attrs) : undefined;
-            if (!held || !sameOwner(held, c.attrs)) return 'lost';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
-
-    repair: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'absent'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        return E.right(
-          write((now): Lease | 'absent' => {
-            if (stmt('SELECT 1 FROM leases WHERE key = ?').get(key) === undefined) return 'absent';
-            return upsert(key, c.subnet, c.ipv6Subnet, c.attrs, now + ttlSeconds * 1000);
-          }),
-        );
-      }),
+    acquire: (req, ttlSeconds) => op(() => writeLease(writer, 'acquire', req, ttlSeconds)),
+    renew: (req, ttlSeconds) => op(() => writeLease(writer, 'renew', req, ttlSeconds)),
+    repair: (req, ttlSeconds) => op(() => writeLease(writer, 'repair', req, ttlSeconds)),
 
     revoke: (subnet: string) =>
       op(() => {

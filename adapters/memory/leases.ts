@@ -12,10 +12,9 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import { subnetKey } from '../../core/flannel/lease.ts';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot } from '../../core/flannel/types.ts';
-import { checkRequest, iso, leaseMatches, leaseOf, plain, sameOwner, storeError } from '../lease/common.ts';
-import type { LeaseRequest, LeaseStore, StoreError, Watch } from '../lease/types.ts';
+import { expired, iso, leaseMatches, leaseOf, plain, storeError, writeLease, type LeaseWriter } from '../lease/common.ts';
+import type { LeaseStore, StoreError, Watch } from '../lease/types.ts';
 
 export interface MemoryLeaseStoreOptions {
   /** Milliseconds since the epoch; default Date.now. */
@@ -84,7 +83,7 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
     const now = clock();
     const gone: Lease[] = [];
     for (const [k, r] of leases) {
-      if (r.expiresAt > now) continue;
+      if (!expired(r.expiresAt, now)) continue;
       leases.delete(k);
       const l = toLease(r);
       record('removed', l);
@@ -128,6 +127,18 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         return f();
       });
 
+  /** acquire, renew and repair: writeLease (common.ts) over the map. */
+  const writer: LeaseWriter = {
+    write: (f) => f(clock()),
+    held: (key) => leases.get(key),
+    put: (key, c, expiresAt) => {
+      const row: Row = { ...c, expiresAt };
+      leases.set(key, row);
+      record('added', toLease(row));
+      return toLease(row);
+    },
+  };
+
   const store: MemoryLeaseStore = {
     get revision() {
       return revision;
@@ -156,45 +167,9 @@ export function memoryLeaseStore(opts: MemoryLeaseStoreOptions = {}): MemoryLeas
         return E.right({ leases: all, revision });
       }),
 
-    acquire: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'taken'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        if (leases.has(key)) return E.right('taken');
-        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
-        leases.set(key, row);
-        record('added', toLease(row));
-        return E.right(toLease(row));
-      }),
-
-    renew: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'lost'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        const old = leases.get(key);
-        if (!old || !sameOwner(old.attrs, c.attrs)) return E.right('lost');
-        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
-        leases.set(key, row);
-        record('added', toLease(row));
-        return E.right(toLease(row));
-      }),
-
-    repair: (req: LeaseRequest, ttlSeconds: number) =>
-      op((): E.Either<StoreError, Lease | 'absent'> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = subnetKey(c);
-        if (!leases.has(key)) return E.right('absent');
-        const row: Row = { ...c, attrs: c.attrs, expiresAt: clock() + ttlSeconds * 1000 };
-        leases.set(key, row);
-        record('added', toLease(row));
-        return E.right(toLease(row));
-      }),
+    acquire: (req, ttlSeconds) => op(() => writeLease(writer, 'acquire', req, ttlSeconds)),
+    renew: (req, ttlSeconds) => op(() => writeLease(writer, 'renew', req, ttlSeconds)),
+    repair: (req, ttlSeconds) => op(() => writeLease(writer, 'repair', req, ttlSeconds)),
 
     revoke: (subnet: string) =>
       op(() => {

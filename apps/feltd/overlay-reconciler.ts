@@ -7,7 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { Kernel } from '../../adapters/kernel/types.ts';
 import type { Underlay } from '../../adapters/kernel/underlay.ts';
 import type { NodeState } from '../../core/flannel/node.ts';
-import { desiredOverlay, type OverlayNode } from '../../core/flannel/desired.ts';
+import { desiredOverlay, overlayCache, type OverlayNode } from '../../core/flannel/desired.ts';
 import { leaseObjects, opObjects, overlayDelta, planInSteps, withLeases, withoutObjects } from '../../core/flannel/delta.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
@@ -85,6 +85,8 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
   const yieldToDeltas = (): Promise<void> => new Promise((r) => setImmediate(r));
 
   let lastDesired: { at: NodeState; d: ReturnType<typeof desiredOverlay> } | undefined;
+  /** Remote leases parsed by earlier passes (a pass after one lease change parses one: docs/benchmarks.md). */
+  const leaseCache = overlayCache();
 
   const applyOps = async (ops: readonly Op[], full: boolean): Promise<boolean> => {
     if (ops.length === 0) return true;
@@ -109,7 +111,7 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
    */
   const countDrift = (applied: number, seen: KernelState, skip: ReadonlySet<string> | undefined): void => {
     if (applied === 0 || !appliedState) return;
-    const was = desiredOverlay(appliedState, overlayNode);
+    const was = desiredOverlay(appliedState, overlayNode, leaseCache);
     if (E.isLeft(was)) return;
     const found = plan(was.right.kernel, seen, was.right.scope);
     for (const [kind, n] of countByKind(skip ? withoutObjects(found, skip) : found)) {
@@ -134,7 +136,7 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
     try {
       if (!at.ownLease) return;
       // The desired state of an unchanged node state is the one computed last time (idle resyncs).
-      const d = lastDesired?.at === at ? lastDesired.d : desiredOverlay(at, overlayNode);
+      const d = lastDesired?.at === at ? lastDesired.d : desiredOverlay(at, overlayNode, leaseCache);
       lastDesired = { at, d };
       if (E.isLeft(d)) {
         log.error('cannot compute the dataplane', { error: d.left });

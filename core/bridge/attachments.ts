@@ -13,7 +13,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import { HOST, type Link } from '../kernel/model.ts';
-import { stateView, type Event, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
+import { stateView, tableProjection, type Event, type RowChange, type RowView, type Table } from '../events.ts';
 
 export interface AttachmentRecord {
   readonly network: string;
@@ -94,25 +94,6 @@ export function recordedVethMismatch(rec: AttachmentRecord, links: readonly Link
   return undefined;
 }
 
-export const initialAttachments = (): AttachmentsState => ({ attachments: {} });
-
-export function evolveAttachments(state: AttachmentsState, event: Stored<AttachmentEvent>): AttachmentsState {
-  switch (event.type) {
-    case 'AttachmentRecorded':
-      return { attachments: { ...state.attachments, [event.data.hostVeth]: event.data } };
-    case 'AttachmentReady':
-      return state;
-    case 'AttachmentRemoved': {
-      const { [event.data.hostVeth]: _gone, ...rest } = state.attachments;
-      return { attachments: rest };
-    }
-    default: {
-      const never: never = event;
-      return never;
-    }
-  }
-}
-
 /** The table has no header: everything is in the rows. */
 export type AttachmentsHeader = Readonly<Record<string, never>>;
 /** A row: the record and the position of its first AttachmentRecorded (records are listed oldest first). */
@@ -125,7 +106,7 @@ export type AttachmentsView = RowView<AttachmentsHeader, AttachmentRow>;
 const attachmentIndex = (containerId: string, ifname: string): string => JSON.stringify([containerId, ifname]);
 const oldestFirst = (a: AttachmentRow, b: AttachmentRow): number => a.position - b.position;
 
-/** evolveAttachments as row changes (checked against it: test/core/projection-table.test.ts). */
+/** What each event changes: one record's row (the one fold: attachmentsProjection's evolve is these changes). */
 export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
   initialHeader: () => ({}),
   changes: (view, event): RowChange<AttachmentsHeader, AttachmentRow>[] => {
@@ -139,8 +120,10 @@ export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, Attach
       case 'AttachmentRemoved':
         return view.get(event.data.hostVeth) ? [{ op: 'del', key: event.data.hostVeth }] : [];
       default: {
+        // Not an attachment event: nothing to fold.
         const never: never = event;
-        return never;
+        void never;
+        return [];
       }
     }
   },
@@ -152,16 +135,17 @@ export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, Attach
         .map(([k, r]) => [k, r.record]),
     ),
   }),
-  // A folded state lists its records oldest first: that order stands in for the positions.
-  split: (s) => ({ header: {}, rows: Object.fromEntries(Object.entries(s.attachments).map(([k, record], position) => [k, { position, record }])) }),
+  // A folded state lists its records oldest first: that order stands in for the positions, below any event's
+  // (a record folded onto it comes after every one it holds).
+  split: (s) => {
+    const entries = Object.entries(s.attachments);
+    return { header: {}, rows: Object.fromEntries(entries.map(([k, record], i) => [k, { position: i - entries.length, record }])) };
+  },
 };
 
-export const attachmentsProjection: TableProjection<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
-  name: 'bridge-attachments@2',
-  initialState: initialAttachments,
-  evolve: evolveAttachments,
-  table: attachmentsTable,
-};
+export const attachmentsProjection = tableProjection('bridge-attachments@2', attachmentsTable);
+
+export const { initialState: initialAttachments, evolve: evolveAttachments } = attachmentsProjection;
 
 export const attachmentsView = (state: AttachmentsState): AttachmentsView =>
   stateView(attachmentsTable as Table<AttachmentsState, AttachmentsHeader, AttachmentRow, never>, state);

@@ -55,8 +55,15 @@ export function parseFlannelConf(conf: NetConf): E.Either<CniError, FlannelConf>
   });
 }
 
+/**
+ * subnet.env's content: what feltd writes (core/flannel/lease.ts renderSubnetEnv) and the flannel plugin reads
+ * (parseSubnetEnvFile).
+ */
 export interface SubnetEnv {
-  /** Network and subnet as CIDRs of their network address (flannel parses them with net.ParseCIDR). */
+  /**
+   * The flannel Network and this node's subnet, as CIDRs of their network address (flannel parses them with
+   * net.ParseCIDR); both absent when IPv4 is off, the IPv6 pair when IPv6 is.
+   */
   readonly network?: string;
   readonly subnet?: string;
   readonly ipv6Network?: string;

@@ -111,11 +111,7 @@ const remotePublic = (r: RemoteLease, family: Family): string | undefined => {
   const a = s ? parseIP(s) : undefined;
   return a && a.family === family && a.value !== 0n ? formatIP(a) : undefined;
 };
-/**
- * What one remote lease says for one family, parsed once. Lease objects are immutable and keep their identity
- * across states that did not change them (Immer's structural sharing), so a resync over 10,000 leases parses
- * only the ones that changed. A cache of pure results: the function stays pure.
- */
+/** What one remote lease says for one family, parsed once per lease object (see OverlayCache). */
 interface RemoteView {
   readonly sn: CIDR | undefined;
   readonly pub: string | undefined;
@@ -140,10 +136,20 @@ interface Placed {
   neighbour?: Neighbour;
   fdb?: Fdb;
 }
-const views = new WeakMap<RemoteLease, { 4?: RemoteView; 6?: RemoteView }>();
-function view(r: RemoteLease, family: Family): RemoteView {
-  let byFamily = views.get(r);
-  if (!byFamily) views.set(r, (byFamily = {}));
+/**
+ * The parses and kernel objects of remote leases, by lease object. Lease objects are immutable and keep their
+ * identity across states that did not change them (foldTable copies only the rows an event touches), so a
+ * resync over 10,000 leases with one cache parses only the ones that changed. The caller owns it (feltd keeps
+ * one for its life); without one, desiredOverlay starts from nothing.
+ */
+export interface OverlayCache {
+  readonly leases: WeakMap<RemoteLease, { 4?: RemoteView; 6?: RemoteView }>;
+}
+export const overlayCache = (): OverlayCache => ({ leases: new WeakMap() });
+
+function view(cache: OverlayCache, r: RemoteLease, family: Family): RemoteView {
+  let byFamily = cache.leases.get(r);
+  if (!byFamily) cache.leases.set(r, (byFamily = {}));
   const hit = byFamily[family];
   if (hit) return hit;
   const sn = remoteSubnet(r, family);
@@ -170,7 +176,7 @@ function sortedBy<T>(xs: readonly T[], key: (x: T) => string): T[] {
 }
 
 /** The host-namespace state feltd wants for its lease and the remote leases it knows. */
-export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<string, Overlay> {
+export function desiredOverlay(state: NodeState, node: OverlayNode, cache: OverlayCache = overlayCache()): E.Either<string, Overlay> {
   const config = state.config;
   if (!config) return E.left('no network config loaded yet');
   const own = state.ownLease;
@@ -255,7 +261,7 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
     const usedMac = new Map<string, string>();
     const usedDst = new Set<string>([formatCIDR(f.own)]);
     for (const r of remotes) {
-      const v = view(r, f.family);
+      const v = view(cache, r, f.family);
       const sn = v.sn;
       if (!sn) continue; // a single-stack lease of the other family
       const pub = v.pub;
@@ -392,9 +398,6 @@ export function desiredOverlay(state: NodeState, node: OverlayNode): E.Either<st
   });
   return E.right({ kernel, scope: fullScope, subnetEnv, mtu, ignored });
 }
-
-/** The name the feature request uses for desiredOverlay. */
-export const desired = desiredOverlay;
 
 /** What host-gw needs to know of a remote lease (a Lease, or a RemoteLease from the node state). */
 export type HostGwLease = Pick<Lease, 'subnet' | 'ipv6Subnet' | 'attrs'> & { readonly key?: string };

@@ -169,16 +169,6 @@ export function parseVxlanBackendData(data: unknown): E.Either<string, { vni: nu
 
 // ---- subnet.env ---------------------------------------------------------------------------------------
 
-export interface SubnetEnvInput {
-  /** The flannel Network and this node's subnet (CIDRs); both absent when IPv4 is off. */
-  readonly network?: string;
-  readonly subnet?: string;
-  readonly ipv6Network?: string;
-  readonly ipv6Subnet?: string;
-  readonly mtu: number;
-  readonly ipMasq: boolean;
-}
-
 /** The subnet with its first address instead of its network address: 10.244.3.0/24 -> 10.244.3.1/24. */
 function firstHost(cidr: string): string {
   const c = parseCIDR(cidr);
@@ -188,7 +178,7 @@ function firstHost(cidr: string): string {
 }
 
 /** subnet.env exactly as flanneld's WriteSubnetFile writes it (same variables, order and formatting). */
-export function renderSubnetEnv(env: SubnetEnvInput): string {
+export function renderSubnetEnv(env: SubnetEnv): string {
   let s = '';
   if (env.network && env.subnet) s += `FLANNEL_NETWORK=${env.network}\nFLANNEL_SUBNET=${firstHost(env.subnet)}\n`;
   if (env.ipv6Network && env.ipv6Subnet) s += `FLANNEL_IPV6_NETWORK=${env.ipv6Network}\nFLANNEL_IPV6_SUBNET=${firstHost(env.ipv6Subnet)}\n`;

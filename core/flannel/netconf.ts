@@ -42,6 +42,21 @@ const HOSTGW_KEYS = ['Type'] as const;
 
 type R<T> = E.Either<string, T>;
 
+/** Each family's keys, whether it is on without its Enable key, its default subnet length, an example network. */
+const FAMILY_KEYS = {
+  4: { enable: 'EnableIPv4', enabledByDefault: true, network: 'Network', len: 'SubnetLen', min: 'SubnetMin', max: 'SubnetMax', defaultLen: 24, example: '10.244.0.0/16' },
+  6: {
+    enable: 'EnableIPv6',
+    enabledByDefault: false,
+    network: 'IPv6Network',
+    len: 'IPv6SubnetLen',
+    min: 'IPv6SubnetMin',
+    max: 'IPv6SubnetMax',
+    defaultLen: 64,
+    example: 'fd00:10:244::/56',
+  },
+} as const;
+
 /** A present, non-null value, or undefined. */
 const given = (f: Fields, k: string): unknown => {
   const v = f.get(k);
@@ -222,50 +237,29 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
   const be = backend(f.get('Backend'), notices);
   if (E.isLeft(be)) return be;
 
-  // IPv4.
-  const net4 = network(f, 'Network', 4, notices);
-  if (E.isLeft(net4)) return net4;
-  const len4 = uint(f, 'SubnetLen', 'SubnetLen', 32);
-  const min4 = address(f, 'SubnetMin', 4);
-  const max4 = address(f, 'SubnetMax', 4);
-  for (const x of [len4, min4, max4]) if (E.isLeft(x)) return x;
-  let fam4: FamilyConf | undefined;
-  if (v4) {
-    if (!net4.right) return E.left('Network: missing; an IPv4 CIDR such as "10.244.0.0/16" is required when EnableIPv4 is true');
-    const r = familyConf(net4.right, (len4 as E.Right<number | undefined>).right, (min4 as E.Right<IP | undefined>).right, (max4 as E.Right<IP | undefined>).right, {
-      network: 'Network',
-      len: 'SubnetLen',
-      min: 'SubnetMin',
-      max: 'SubnetMax',
-      defaultLen: 24,
-    });
-    if (E.isLeft(r)) return r;
-    fam4 = r.right;
+  // Per family, as desiredOverlay does: its network, subnet length and subnet range.
+  const fams: { 4?: FamilyConf; 6?: FamilyConf } = {};
+  const off: string[] = [];
+  for (const family of [4, 6] as const) {
+    const k = FAMILY_KEYS[family];
+    const net = network(f, k.network, family, notices);
+    if (E.isLeft(net)) return net;
+    const len = uint(f, k.len, k.len, bits(family));
+    const min = address(f, k.min, family);
+    const max = address(f, k.max, family);
+    for (const x of [len, min, max]) if (E.isLeft(x)) return x;
+    if (family === 4 ? v4 : v6) {
+      if (!net.right) return E.left(`${k.network}: missing; an IPv${family} CIDR such as "${k.example}" is required when ${k.enable} is true`);
+      const r = familyConf(net.right, (len as E.Right<number | undefined>).right, (min as E.Right<IP | undefined>).right, (max as E.Right<IP | undefined>).right, k);
+      if (E.isLeft(r)) return r;
+      fams[family] = r.right;
+    } else if (net.right) {
+      // Told after every family's other notices (at most one family is off).
+      off.push(`${k.network}: given but ${k.enable} is ${k.enabledByDefault ? 'false' : 'not true'}, so IPv${family} stays off`);
+    }
   }
-
-  // IPv6.
-  const net6 = network(f, 'IPv6Network', 6, notices);
-  if (E.isLeft(net6)) return net6;
-  const len6 = uint(f, 'IPv6SubnetLen', 'IPv6SubnetLen', 128);
-  const min6 = address(f, 'IPv6SubnetMin', 6);
-  const max6 = address(f, 'IPv6SubnetMax', 6);
-  for (const x of [len6, min6, max6]) if (E.isLeft(x)) return x;
-  let fam6: FamilyConf | undefined;
-  if (v6) {
-    if (!net6.right) return E.left('IPv6Network: missing; an IPv6 CIDR such as "fd00:10:244::/56" is required when EnableIPv6 is true');
-    const r = familyConf(net6.right, (len6 as E.Right<number | undefined>).right, (min6 as E.Right<IP | undefined>).right, (max6 as E.Right<IP | undefined>).right, {
-      network: 'IPv6Network',
-      len: 'IPv6SubnetLen',
-      min: 'IPv6SubnetMin',
-      max: 'IPv6SubnetMax',
-      defaultLen: 64,
-    });
-    if (E.isLeft(r)) return r;
-    fam6 = r.right;
-  } else if (net6.right) {
-    notices.push('IPv6Network: given but EnableIPv6 is not true, so IPv6 stays off');
-  }
-  if (!v4 && net4.right) notices.push('Network: given but EnableIPv4 is false, so IPv4 stays off');
+  notices.push(...off);
+  const { 4: fam4, 6: fam6 } = fams;
 
   const config: NetConfig = {
     enableIPv4: v4,

@@ -9,8 +9,7 @@
 // decide reads the state through a view (the header, one remote by key, or every remote for a full pass).
 
 import * as E from 'fp-ts/lib/Either.js';
-import { Immer, type Draft } from 'immer';
-import { stateView, type CommandMeta, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
+import { stateView, tableProjection, type CommandMeta, type RowChange, type RowView, type Stored, type Table } from '../events.ts';
 import { parseMac } from '../ip/mac.ts';
 import { parseIP } from '../ip/ip.ts';
 import { parseVxlanBackendData, subnetKey } from './lease.ts';
@@ -20,20 +19,11 @@ import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot, NetConfig } from './
 
 // ---- state --------------------------------------------------------------------------------------------
 
-export interface OwnLease {
-  /** The etcd key of the lease (subnetKey). */
-  readonly key: string;
-  readonly subnet?: string;
-  readonly ipv6Subnet?: string;
-  readonly publicIP: string;
-  readonly publicIPv6?: string;
-  readonly backendType: string;
-  readonly vtepMac?: string;
-  readonly vtepMacV6?: string;
-  readonly expiration: string;
-  /** When this subnet was first leased (event time); kept across renewals. */
-  readonly since: string;
-}
+/**
+ * This node's lease as the last SubnetLeased recorded it (its key is the etcd key, subnetKey), and since when:
+ * the time this subnet was first leased, kept across renewals.
+ */
+export type OwnLease = Omit<SubnetLeased['data'], 'renewal'> & { readonly since: string };
 
 export interface RemoteLease {
   readonly key: string;
@@ -54,7 +44,7 @@ export interface NodeState {
   readonly remotes: Readonly<Record<string, RemoteLease>>;
 }
 
-export const initialState = (): NodeState => ({ config: null, ownLease: null, remotes: {} });
+export const initialState = (): NodeState => nodeProjection.initialState();
 
 /** What the table's header holds: everything but the remote leases. */
 export interface NodeHeader {
@@ -327,111 +317,11 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
 /** decide over a folded state. */
 export const decide = (command: NodeCommand, state: NodeState): E.Either<string, NodeEvent[]> => decideNodeIn(command, nodeView(state));
 
-/** The name the daemon already uses. */
-export const decideNode = decide;
-
 // ---- evolve -------------------------------------------------------------------------------------------
 
-// A private Immer without auto-freeze: deep-freezing a state of thousands of remote leases on every event costs
-// more than the event. evolve is the reference fold; evolveAll (batches, feltd's cache) goes through the
-// table's changes, which the projection-table property checks against evolve.
-const immer = new Immer({ autoFreeze: false });
-
-function apply(d: Draft<NodeState>, event: Stored<NodeEvent>): void {
-  switch (event.type) {
-    case 'ConfigLoaded':
-      d.config = event.data.config as NetConfig & object;
-      return;
-    case 'SubnetLeased': {
-      const { renewal: _r, ...rest } = event.data;
-      const since = d.ownLease && d.ownLease.key === rest.key ? d.ownLease.since : event.time;
-      d.ownLease = { ...rest, since };
-      delete d.remotes[rest.key];
-      return;
-    }
-    case 'SubnetLeaseLost':
-      if (d.ownLease && d.ownLease.key === event.data.key) d.ownLease = null;
-      return;
-    case 'RemoteLeaseSeen': {
-      const { key, attrs, expiration } = event.data;
-      const before = d.remotes[key];
-      d.remotes[key] = {
-        key,
-        ...(event.data.subnet ? { subnet: event.data.subnet } : {}),
-        ...(event.data.ipv6Subnet ? { ipv6Subnet: event.data.ipv6Subnet } : {}),
-        attrs,
-        expiration,
-        since: before ? before.since : event.time,
-        changed: event.time,
-      };
-      return;
-    }
-    case 'RemoteLeaseRemoved':
-      delete d.remotes[event.data.key];
-      return;
-    default: {
-      const never: never = event;
-      return never;
-    }
-  }
-}
-
-export const evolve = (state: NodeState, event: Stored<NodeEvent>): NodeState => immer.produce(state, (d) => apply(d, event));
-
-/**
- * Many events in one step, equal to folding them with `evolve` but without a draft: the remotes are copied once
- * per batch (on the first change), and leases the batch does not touch keep their identity, as with Immer's
- * structural sharing (desired.ts caches its parse of each lease by identity). A replay of a million events
- * folds batches of thousands.
- */
-export const evolveAll = (state: NodeState, events: readonly Stored<NodeEvent>[]): NodeState => {
-  let config = state.config;
-  let ownLease = state.ownLease;
-  let remotes: Record<string, RemoteLease> | undefined;
-  const has = (key: string): boolean => Object.hasOwn(remotes ?? state.remotes, key);
-  const write = (): Record<string, RemoteLease> => (remotes ??= { ...state.remotes });
-  for (const event of events) {
-    switch (event.type) {
-      case 'ConfigLoaded':
-        config = event.data.config;
-        break;
-      case 'SubnetLeased': {
-        const { renewal: _r, ...rest } = event.data;
-        const since = ownLease && ownLease.key === rest.key ? ownLease.since : event.time;
-        ownLease = { ...rest, since };
-        if (has(rest.key)) delete write()[rest.key];
-        break;
-      }
-      case 'SubnetLeaseLost':
-        if (ownLease && ownLease.key === event.data.key) ownLease = null;
-        break;
-      case 'RemoteLeaseSeen': {
-        const { key, attrs, expiration } = event.data;
-        const r = write();
-        const before = r[key];
-        r[key] = {
-          key,
-          ...(event.data.subnet ? { subnet: event.data.subnet } : {}),
-          ...(event.data.ipv6Subnet ? { ipv6Subnet: event.data.ipv6Subnet } : {}),
-          attrs,
-          expiration,
-          since: before ? before.since : event.time,
-          changed: event.time,
-        };
-        break;
-      }
-      case 'RemoteLeaseRemoved':
-        if (has(event.data.key)) delete write()[event.data.key];
-        break;
-      default: {
-        // Not a node event (a log written by something else): nothing to fold.
-        const never: never = event;
-        void never;
-      }
-    }
-  }
-  return remotes === undefined && config === state.config && ownLease === state.ownLease ? state : { config, ownLease, remotes: remotes ?? state.remotes };
-};
+// The one fold is the table's row changes below: evolve, evolveAll (batches, feltd's cache, replay) and the
+// store's rows all follow them (tableProjection, foldTable in core/events.ts). Remote leases a batch does not
+// touch keep their identity (desired.ts caches its parse of each lease by identity).
 
 const remoteOf = (event: Stored<RemoteLeaseSeen>, before: RemoteLease | undefined): RemoteLease => {
   const { key, attrs, expiration } = event.data;
@@ -446,7 +336,7 @@ const remoteOf = (event: Stored<RemoteLeaseSeen>, before: RemoteLease | undefine
   };
 };
 
-/** evolve as row changes (must agree with it: test/core/projection-table.test.ts). */
+/** What each event changes: the header (config, own lease) or one remote lease's row. */
 export const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
   initialHeader: () => ({ config: null, ownLease: null }),
   changes: (view, event): RowChange<NodeHeader, RemoteLease>[] => {
@@ -468,8 +358,10 @@ export const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
       case 'RemoteLeaseRemoved':
         return view.get(event.data.key) ? [{ op: 'del', key: event.data.key }] : [];
       default: {
+        // Not a node event (a log written by something else): nothing to fold.
         const never: never = event;
-        return never;
+        void never;
+        return [];
       }
     }
   },
@@ -477,13 +369,9 @@ export const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
   split: (s) => ({ header: { config: s.config, ownLease: s.ownLease }, rows: s.remotes }),
 };
 
-export const nodeProjection: TableProjection<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
-  name: 'feltd-node@2',
-  initialState,
-  evolve,
-  evolveAll,
-  table: nodeTable,
-};
+export const nodeProjection = tableProjection('feltd-node@2', nodeTable);
+
+export const { evolve, evolveAll } = nodeProjection;
 
 /** A view over a folded state (pure callers, tests). */
 export const nodeView = (state: NodeState): NodeView => stateView(nodeTable as Table<NodeState, NodeHeader, RemoteLease, never>, state);

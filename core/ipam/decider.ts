@@ -2,18 +2,17 @@
 // Events: AddressAllocated, AddressReleased. State (one per network, stream `ipam/<network>`): who holds
 // which address, and the last address reserved in each range set (the round-robin cursor, host-local's
 // last_reserved_ip.<index>). decide validates everything before it emits anything, so a Left means nothing
-// changed; evolve is a plain fold (immer) and never fails.
+// changed; evolve is the table's row changes folded and never fails.
 //
 // The store keeps the state as a table (one row per allocation, indexed by container/ifname; the cursors in
 // the header), and decide reads it through a view: an ADD looks up its own allocations, the addresses it
 // walks past and the row count, never every allocation unless the range set is nearly full.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { Immer } from 'immer';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { CURRENT_VERSION } from '../cni/result.ts';
-import { stateView, type Event, type RowChange, type RowView, type Stored, type Table, type TableProjection } from '../events.ts';
+import { stateView, tableProjection, type Event, type RowChange, type RowView, type Table } from '../events.ts';
 import { formatCIDR, formatIP, parseIP, type IP } from '../ip/ip.ts';
 import type { Attachment, IpamConf, RequestedIP } from './config.ts';
 import { candidates, rangeFor, rangeSetContains, rangeSetSize, rangeSetString, type RangeSet } from './range.ts';
@@ -60,54 +59,7 @@ export interface IpamState {
   readonly lastReserved: Readonly<Record<string, string>>;
 }
 
-// A private Immer without auto-freeze: freezing a snapshot of thousands of allocations on every event costs
-// more than the whole transaction, and states are never mutated outside evolve anyway.
-const { produce } = new Immer({ autoFreeze: false });
-
-export const initialState = (): IpamState => ({ allocations: {}, lastReserved: {} });
-
 export const ipamStream = (network: string): string => `ipam/${network}`;
-
-export const evolve = (state: IpamState, event: Stored<IpamEvent>): IpamState =>
-  produce(state, (d) => {
-    const { ip, containerId, ifname, rangeSet } = event.data;
-    switch (event.type) {
-      case 'AddressAllocated':
-        d.allocations[ip] = { ip, containerId, ifname, rangeSet, since: event.time, position: event.position };
-        d.lastReserved[String(rangeSet)] = ip;
-        return;
-      case 'AddressReleased': {
-        const held = d.allocations[ip];
-        if (held && held.containerId === containerId && held.ifname === ifname) delete d.allocations[ip];
-        return;
-      }
-      default: {
-        const never: never = event;
-        return never;
-      }
-    }
-  });
-
-/**
- * Many events in one step, equal to folding them with `evolve`: one copy of the state per batch instead of an
- * Immer draft per event (a replay of a million events).
- */
-export const evolveAll = (state: IpamState, events: readonly Stored<IpamEvent>[]): IpamState => {
-  if (events.length === 0) return state;
-  const allocations: Record<string, Allocation> = { ...state.allocations };
-  const lastReserved: Record<string, string> = { ...state.lastReserved };
-  for (const event of events) {
-    const { ip, containerId, ifname, rangeSet } = event.data;
-    if (event.type === 'AddressAllocated') {
-      allocations[ip] = { ip, containerId, ifname, rangeSet, since: event.time, position: event.position };
-      lastReserved[String(rangeSet)] = ip;
-    } else if (event.type === 'AddressReleased') {
-      const held = allocations[ip];
-      if (held && held.containerId === containerId && held.ifname === ifname) delete allocations[ip];
-    }
-  }
-  return { allocations, lastReserved };
-};
 
 export interface IpamHeader {
   readonly lastReserved: Readonly<Record<string, string>>;
@@ -134,8 +86,10 @@ export const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
         return held && held.containerId === containerId && held.ifname === ifname ? [{ op: 'del', key: ip }] : [];
       }
       default: {
+        // Not an IPAM event: nothing to fold.
         const never: never = event;
-        return never;
+        void never;
+        return [];
       }
     }
   },
@@ -144,13 +98,10 @@ export const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
   split: (s) => ({ header: { lastReserved: s.lastReserved }, rows: s.allocations }),
 };
 
-export const ipamProjection: TableProjection<IpamState, IpamHeader, Allocation, IpamEvent> = {
-  name: 'ipam@2',
-  initialState,
-  evolve,
-  evolveAll,
-  table: ipamTable,
-};
+/** The one fold: evolve and evolveAll (a replay of a million events, in batches) are the table's changes. */
+export const ipamProjection = tableProjection('ipam@2', ipamTable);
+
+export const { initialState, evolve, evolveAll } = ipamProjection;
 
 /** A view over a folded state (pure callers and tests). */
 export const ipamView = (state: IpamState): IpamView => stateView(ipamTable as Table<IpamState, IpamHeader, Allocation, never>, state);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { fold, type Projection } from '../../core/events.ts';
-import { decideNode, decideNodeIn, evolve, evolveAll, initialState, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import { decide, decideNodeIn, evolve, evolveAll, initialState, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
 import type { Lease } from '../../core/flannel/types.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
@@ -78,7 +78,7 @@ function side(name: string, table: boolean): Side {
         s.state = r.right.replayed.length ? s.state : fold(nodeProjection, r.right.events, s.state);
         s.foldMs.push(performance.now() - t1);
       } else {
-        const r = store.transact(stream, snapshotProjection, (st) => E.mapLeft(err)(decideNode(cmd, st)), { time: T });
+        const r = store.transact(stream, snapshotProjection, (st) => E.mapLeft(err)(decide(cmd, st)), { time: T });
         if (E.isLeft(r)) throw new Error(r.left.msg);
         s.state = r.right.state;
       }

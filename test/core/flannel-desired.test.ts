@@ -1,7 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { desiredOverlay, type Overlay, type OverlayNode } from '../../core/flannel/desired.ts';
+import { desiredOverlay, overlayCache, type Overlay, type OverlayNode } from '../../core/flannel/desired.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { initialState, type NodeState, type RemoteLease } from '../../core/flannel/node.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
@@ -279,6 +279,43 @@ describe('desiredOverlay properties', () => {
         expect(o.kernel.routes.some((r) => r.dst === `10.244.${ownN}.0/24`)).toBe(false);
         expect(o.kernel.fdb.some((f) => f.dst === NODE.publicIP || f.mac === NODE.vtepMac)).toBe(false);
       }),
+    );
+  });
+
+  it('one cache carried across states (as feltd keeps it) gives what no cache gives', () => {
+    const backends = [{ Type: 'vxlan' }, { Type: 'host-gw' }, { Type: 'vxlan', DirectRouting: true }, { Type: 'vxlan', VNI: 2 }];
+    const configs = backends.map((Backend) => conf({ Network: '10.244.0.0/16', Backend }));
+    const node = { ...NODE, underlayCidr: '198.51.100.0/25' };
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.uniqueArray(fc.integer({ min: 2, max: 40 }), { maxLength: 20 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 40 }), fc.nat(3)), {
+          minLength: 1,
+          maxLength: 8,
+        }),
+        (steps) => {
+          const cache = overlayCache();
+          // One lease object per node and backend type, kept across states (as the fold keeps untouched rows),
+          // replaced by a new one with another VtepMAC now and then.
+          const pool = new Map<string, RemoteLease>();
+          for (const [ns, c, ownN, fresh] of steps) {
+            const config = configs[c]!;
+            const type = config.backend.type;
+            const leases = ns
+              .filter((n) => n !== ownN)
+              .map((n) => {
+                const k = `${type} ${n}`;
+                const r = pool.get(k);
+                if (r && (fresh !== 0 || n % 2)) return r;
+                const made = remote(n, { type, mac: mac(n + (r ? 0x200 : 0)) });
+                pool.set(k, made);
+                return made;
+              });
+            const s = nodeState(config, leases, ownN);
+            expect(desiredOverlay(s, node, cache)).toEqual(desiredOverlay(s, node));
+          }
+        },
+      ),
+      { numRuns: runs(200) },
     );
   });
 

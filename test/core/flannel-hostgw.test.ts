@@ -1,7 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { desired, desiredOverlay, validateHostGw, type HostGwLease } from '../../core/flannel/desired.ts';
+import { desiredOverlay, validateHostGw, type HostGwLease } from '../../core/flannel/desired.ts';
 
 const hostGw = (subnet: string, publicIP: string, o: { ipv6Subnet?: string; publicIPv6?: string; type?: string } = {}): HostGwLease => ({
   subnet,
@@ -54,9 +54,5 @@ describe('validateHostGw', () => {
         expect(E.isRight(validateHostGw(leases, '198.51.100.0/24'))).toBe(ok);
       }),
     );
-  });
-
-  it('desired is desiredOverlay', () => {
-    expect(desired).toBe(desiredOverlay);
   });
 });

@@ -1,8 +1,9 @@
 // A table projection (one row per allocation, remote lease, attachment record) always equals the fold of its
 // log: generated command sequences over host-local's, feltd's and bridge's streams, run through the real
 // deciders over the memory twin's view; after every transaction the stored rows, assembled, equal the log
-// folded one event at a time with `evolve`. Also after the tables are dropped (rebuilt from the log), and for
-// a batch folded through the table's changes (evolveAll). The same property on SQLite:
+// folded one event at a time with `evolve` (the table's changes folded in memory: tableProjection, so this
+// checks the store's rows, overlay, count and rebuild against the pure fold). Also after the tables are dropped
+// (rebuilt from the log), and for a batch folded at once from any cut (evolveAll). The same property on SQLite:
 // test/adapters/store-tables.test.ts.
 
 import fc from 'fast-check';
