@@ -6,7 +6,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
 import { Overlay, type RowSource } from '../store/rows.ts';
-import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted, TransactedRows } from '../store/types.ts';
+import { decisions, openedState, tableOf, type OpenedTable, type StorageTx } from '../store/loop.ts';
+import type { EventStore, Loaded, ReadQuery, RecordedEvent } from '../store/types.ts';
 
 export interface MemoryStore extends EventStore {
   /** Every event, for assertions. */
@@ -50,16 +51,16 @@ export function memoryStore(): MemoryStore {
   const snapshots = new Map<string, { position: number; state: string }>();
   const key = (name: string, stream: string): string => `${name}\u0000${stream}`;
 
-  const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { rebuilt: boolean } => {
+  const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { replayed: Stored<Event>[] } => {
     const snap = snapshots.get(key(p.name, stream));
     let state = snap ? (JSON.parse(snap.state) as S) : p.initialState();
     let position = snap?.position ?? 0;
-    const later = log.filter((e) => e.stream === stream && e.position > position).map((e) => roundTrip(e) as Stored<Ev>);
+    const later = log.filter((e) => e.stream === stream && e.position > position).map((e) => roundTrip(e) as Stored<Event>);
     if (later.length) {
-      state = fold(p, later, state);
+      state = fold(p, later as Stored<Ev>[], state);
       position = later.at(-1)!.position;
     }
-    return { state, position, rebuilt: later.length > 0 };
+    return { state, position, replayed: later };
   };
 
   const tables = new Map<string, StoredTable>();
@@ -88,43 +89,62 @@ export function memoryStore(): MemoryStore {
     return { overlay, position, replayed };
   };
 
-  const transactTable = <H, R, Ev extends Event, A>(
-    stream: string,
-    name: string,
-    table: Table<unknown, H, R, never>,
-    decide: (o: Opened<H, R>) => E.Either<CniError, { readonly events: readonly Ev[]; readonly extra: A }>,
-    meta: { readonly time: string },
-  ): E.Either<CniError, { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[]; extra: A }> => {
-    const o = openTable<H, R>(stream, name, table);
-    const decision = decide(o);
-    if (E.isLeft(decision)) return decision;
-    const replayed = o.replayed as Stored<Ev>[];
-    let position = replayed.at(-1)?.position ?? o.position;
-    if (decision.right.events.length === 0 && replayed.length === 0) {
-      return E.right({ position, events: [], replayed, extra: decision.right.extra });
-    }
-    const events: Stored<Ev>[] = [];
-    for (const e of decision.right.events) {
-      position = (log.at(-1)?.position ?? 0) + 1 + events.length;
-      const stored = { position, stream, type: e.type, data: roundTrip(e.data), time: meta.time } as Stored<Ev>;
-      events.push(stored);
-      o.overlay.apply(stored as Stored<Event>);
-    }
-    // Commit: append, write the changed rows and the header together (serialize first: a row JSON cannot
-    // hold fails the whole transaction, as in SQLite).
-    const writes = [...o.overlay.pending].map(([k, r]) => [k, r === null ? null : { ix: table.index?.(r), value: JSON.stringify(r) }] as const);
-    const header = JSON.stringify(o.overlay.header);
-    const t: StoredTable = tables.get(key(name, stream)) ?? { position: 0, header, count: 0, rows: new Map(), table: table as Table<unknown, unknown, unknown, never> };
-    log.push(...(events as StoredEvent[]));
-    for (const [k, w] of writes) {
-      if (w === null) t.rows.delete(k);
-      else t.rows.set(k, w);
-    }
-    t.position = position;
-    t.header = header;
-    t.count = o.overlay.rows;
-    tables.set(key(name, stream), t);
-    return E.right({ position, events, replayed, extra: decision.right.extra });
+  // The storage transaction of the decision loop (loop.ts): the events appended are kept aside and join the
+  // log at commit, so a refusal or a failure leaves nothing.
+  let pending: StoredEvent[] = [];
+  const tx: StorageTx = {
+    begin() {
+      pending = [];
+    },
+    append(stream, e, time) {
+      const stored = { position: (log.at(-1)?.position ?? 0) + 1 + pending.length, stream, type: e.type, data: roundTrip(e.data), time };
+      pending.push(stored);
+      return stored as Stored<Event>;
+    },
+    commit() {
+      log.push(...pending);
+      pending = [];
+    },
+    rollback() {
+      pending = [];
+    },
+    end() {},
+    // No storage to fail: what a decider throws reaches the caller, as it would without a store.
+    failed(e) {
+      throw e;
+    },
+    openState: (stream, p) =>
+      openedState(loadIn(stream, p), (next, at) => {
+        const json = JSON.stringify(next);
+        return () => snapshots.set(key(p.name, stream), { position: at, state: json });
+      }),
+    openTable<H, R>(stream: string, name: string, table: Table<unknown, H, R, never>): OpenedTable<H, R> {
+      const o = openTable<H, R>(stream, name, table);
+      return {
+        view: o.overlay,
+        position: o.replayed.at(-1)?.position ?? o.position,
+        replayed: o.replayed,
+        save(at) {
+          // Serialize first: a row JSON cannot hold fails the whole transaction, as in SQLite.
+          const writes = [...o.overlay.pending].map(([k, r]) => [k, r === null ? null : { ix: table.index?.(r), value: JSON.stringify(r) }] as const);
+          const header = JSON.stringify(o.overlay.header);
+          return () => {
+            const t: StoredTable = tables.get(key(name, stream)) ?? { position: 0, header, count: 0, rows: new Map(), table: table as Table<unknown, unknown, unknown, never> };
+            for (const [k, w] of writes) {
+              if (w === null) t.rows.delete(k);
+              else t.rows.set(k, w);
+            }
+            t.position = at;
+            t.header = header;
+            t.count = o.overlay.rows;
+            tables.set(key(name, stream), t);
+          };
+        },
+      };
+    },
+    forgetTable() {},
+    assemble: (table, overlay) => assembled(table, overlay),
+    own: roundTrip,
   };
 
   const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S =>
@@ -139,20 +159,9 @@ export function memoryStore(): MemoryStore {
     dropTables() {
       tables.clear();
     },
-    transactRows<S, H, R, Ev extends Event>(
-      stream: string,
-      p: TableProjection<S, H, R, Ev>,
-      decide: (view: RowView<H, R>) => E.Either<CniError, readonly Ev[]>,
-      meta: { readonly time: string },
-    ): E.Either<CniError, TransactedRows<Ev>> {
-      return E.map((r: { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[] }) => ({ position: r.position, events: r.events, replayed: r.replayed }))(
-        transactTable(stream, p.name, p.table as unknown as Table<unknown, H, R, never>, (o) =>
-          E.map((events: readonly Ev[]) => ({ events, extra: undefined }))(decide(o.overlay)),
-        meta),
-      );
-    },
+    ...decisions(tx),
     view<S, H, R, Ev extends Event, A>(stream: string, p: TableProjection<S, H, R, Ev>, f: (view: RowView<H, R>) => E.Either<CniError, A>): E.Either<CniError, A> {
-      return f(openTable<H, R>(stream, p.name, p.table as unknown as Table<unknown, H, R, never>).overlay);
+      return f(openTable<H, R>(stream, p.name, tableOf(p) as Table<unknown, H, R, never>).overlay);
     },
     get events() {
       return log;
@@ -165,41 +174,6 @@ export function memoryStore(): MemoryStore {
       }
       const s = snapshots.get(key(name, stream));
       return s ? { position: s.position, state: JSON.parse(s.state) as unknown } : undefined;
-    },
-    transact<S, Ev extends Event>(
-      stream: string,
-      p: Projection<S, Ev>,
-      decide: (state: S) => E.Either<CniError, readonly Ev[]>,
-      meta: { readonly time: string },
-    ): E.Either<CniError, Transacted<S, Ev>> {
-      const table = p.table as Table<S, unknown, unknown, never> | undefined;
-      if (table) {
-        return E.map((r: { position: number; events: Stored<Ev>[]; extra: S }) => ({
-          state: r.events.length ? roundTrip(fold(p, r.events, r.extra)) : r.extra,
-          position: r.position,
-          events: r.events,
-        }))(
-          transactTable(stream, p.name, table as Table<unknown, unknown, unknown, never>, (o) => {
-            const state = assembled(table, o.overlay);
-            return E.map((events: readonly Ev[]) => ({ events, extra: state }))(decide(state));
-          }, meta),
-        );
-      }
-      const loaded = loadIn(stream, p);
-      const decision = decide(loaded.state);
-      if (E.isLeft(decision)) return decision;
-      if (decision.right.length === 0 && !loaded.rebuilt) return E.right({ state: loaded.state, position: loaded.position, events: [] });
-      let { state, position } = loaded;
-      const events: Stored<Ev>[] = [];
-      for (const e of decision.right) {
-        position = (log.at(-1)?.position ?? 0) + 1 + events.length;
-        events.push({ position, stream, type: e.type, data: roundTrip(e.data), time: meta.time } as Stored<Ev>);
-      }
-      state = fold(p, events, state);
-      // Commit: append and snapshot together.
-      log.push(...(events as StoredEvent[]));
-      snapshots.set(key(p.name, stream), { position, state: JSON.stringify(state) });
-      return E.right({ state, position, events });
     },
     load<S, Ev extends Event>(stream: string, p: Projection<S, Ev>): E.Either<CniError, Loaded<S>> {
       const table = p.table as Table<S, unknown, unknown, never> | undefined;

@@ -20,7 +20,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
 import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
 import { Overlay, type RowSource, type TableHead } from './rows.ts';
-import type { EventStore, Loaded, ReadQuery, RecordedEvent, Transacted, TransactedRows } from './types.ts';
+import { decisions, openedState, tableOf, type OpenedTable, type StorageTx } from './loop.ts';
+import type { EventStore, Loaded, ReadQuery, RecordedEvent } from './types.ts';
 import { beginImmediate, boost, CorruptStore, ensureSchema, isBusy, NewerSchema, parseStored, refuseNewerSchema } from './sqlite-schema.ts';
 
 const trace = !!process.env['FELT_TRACE'];
@@ -264,7 +265,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     stmt('RELEASE felt_decision').run();
   };
 
-  const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { rebuilt: boolean } => {
+  const loadIn = <S, Ev extends Event>(stream: string, p: Projection<S, Ev>): Loaded<S> & { replayed: Stored<Event>[] } => {
     const key = `${p.name}\u0000${stream}`;
     const at = stmt(SNAPSHOT_POSITION).get(p.name, stream) as { position: number } | undefined;
     const cached = snapshots.get(key);
@@ -277,13 +278,13 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
           })();
     let state = snap ? snap.state : p.initialState();
     let position = snap?.position ?? 0;
-    const later = stmt(AFTER).all(stream, position) as Row[];
+    const later = (stmt(AFTER).all(stream, position) as Row[]).map((r) => toEvent(r) as Stored<Event>);
     if (later.length) {
       const from = state;
-      state = foldStored(stream, position, () => fold(p, later.map((r) => toEvent(r) as Stored<Ev>), from));
+      state = foldStored(stream, position, () => fold(p, later as Stored<Ev>[], from));
       position = later.at(-1)!.position;
     }
-    return { state, position, rebuilt: later.length > 0 };
+    return { state, position, replayed: later };
   };
 
   // ---- table projections
@@ -383,53 +384,58 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     };
   };
 
-  /** A table projection's decision loop: open, replay, decide, append, fold into the overlay, flush, commit. */
-  const transactTable = <H, R, Ev extends Event, A>(
-    stream: string,
-    p: Projection<unknown, Ev>,
-    table: Table<unknown, H, R, never>,
-    decide: (o: Opened<H, R>) => E.Either<CniError, { readonly events: readonly Ev[]; readonly extra: A }>,
-    meta: { readonly time: string },
-  ): E.Either<CniError, { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[]; extra: A }> => {
-    try {
-      // The write lock, waited for in short jittered sleeps, and held at raised priority (sqlite-schema.ts).
-      const waited = begin();
-      const t1 = trace ? performance.now() : 0;
-      const unboost = boost();
-      try {
-        const o = openTable<H, R>(stream, p.name, table);
-        const decision = decide(o);
-        const at = o.replayed.at(-1)?.position ?? o.cache.position;
-        const replayed = o.replayed as Stored<Ev>[];
-        if (E.isLeft(decision) || (decision.right.events.length === 0 && replayed.length === 0)) {
-          rollback();
-          return E.map((d: { extra: A }) => ({ position: at, events: [] as Stored<Ev>[], replayed, extra: d.extra }))(decision);
-        }
-        let position = at;
-        const events: Stored<Ev>[] = [];
-        for (const e of decision.right.events) {
-          const data = JSON.stringify(e.data);
-          const info = stmt(APPEND).run(stream, e.type, data, meta.time);
-          position = Number(info.lastInsertRowid);
-          const stored = { position, stream, type: e.type, data: JSON.parse(data) as unknown, time: meta.time } as Stored<Ev>;
-          events.push(stored);
-          o.overlay.apply(stored as Stored<Event>);
-        }
-        const remember = flushTable(stream, p.name, table, o, position);
-        commit();
-        if (trace) process.stderr.write(`# store ${stream}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - t1).toFixed(1)} ms\n`);
-        remember();
-        return E.right({ position, events, replayed, extra: decision.right.extra });
-      } catch (e) {
-        rowCaches.delete(`${p.name}\u0000${stream}`);
-        if (db.inTransaction) rollback();
-        throw e;
-      } finally {
-        unboost();
-      }
-    } catch (e) {
-      return E.left(storageError(file, e));
-    }
+  // The storage transaction of the decision loop (loop.ts): one write transaction, or a savepoint of a group.
+  let traced = '';
+  let waited = 0;
+  let held = 0;
+  let unboost = (): void => {};
+  const tx: StorageTx = {
+    begin(stream) {
+      // Everything the transaction runs is prepared before taking the lock (the first prepare reads the
+      // schema): under fifty concurrent ADDs on two cores the lock holder is often preempted, so the less it
+      // does while holding the lock, the shorter the queue.
+      for (const sql of TRANSACTION) stmt(sql);
+      // IMMEDIATE takes the write lock up front, waited for in short jittered sleeps, and held at raised
+      // priority (sqlite-schema.ts): two deciders never see the same state.
+      waited = begin();
+      held = trace ? performance.now() : 0;
+      traced = stream;
+      unboost = boost();
+    },
+    append(stream, e, time) {
+      const data = JSON.stringify(e.data);
+      const info = stmt(APPEND).run(stream, e.type, data, time);
+      return { position: Number(info.lastInsertRowid), stream, type: e.type, data: JSON.parse(data) as unknown, time } as Stored<Event>;
+    },
+    commit() {
+      commit();
+      if (trace) process.stderr.write(`# store ${traced}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - held).toFixed(1)} ms\n`);
+    },
+    rollback() {
+      if (db.inTransaction) rollback();
+    },
+    end() {
+      unboost();
+      unboost = () => {};
+    },
+    failed: (e) => storageError(file, e),
+    openState: (stream, p) =>
+      openedState(loadIn(stream, p), (next, at) => {
+        stmt(SAVE).run(p.name, stream, at, JSON.stringify(next));
+        return () => snapshots.set(`${p.name}\u0000${stream}`, { position: at, state: next });
+      }),
+    openTable<H, R>(stream: string, name: string, table: Table<unknown, H, R, never>): OpenedTable<H, R> {
+      const o = openTable<H, R>(stream, name, table);
+      return {
+        view: o.overlay,
+        position: o.replayed.at(-1)?.position ?? o.cache.position,
+        replayed: o.replayed,
+        save: (at) => flushTable(stream, name, table, o, at),
+      };
+    },
+    forgetTable: (stream, name) => void rowCaches.delete(`${name}\u0000${stream}`),
+    assemble: (table, overlay) => assembled(table, overlay),
+    own: (state) => state,
   };
 
   /** A read transaction over a table projection (nothing is written, even when the table is behind the log). */
@@ -456,65 +462,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S => table.assemble(o.header, Object.fromEntries(o.entries()));
 
   return {
-    transact<S, Ev extends Event>(
-      stream: string,
-      p: Projection<S, Ev>,
-      decide: (state: S) => E.Either<CniError, readonly Ev[]>,
-      meta: { readonly time: string },
-    ): E.Either<CniError, Transacted<S, Ev>> {
-      const table = p.table as Table<S, unknown, unknown, never> | undefined;
-      if (table) {
-        return E.map((r: { position: number; events: Stored<Ev>[]; extra: S }) => ({
-          state: r.events.length ? fold(p, r.events, r.extra) : r.extra,
-          position: r.position,
-          events: r.events,
-        }))(
-          transactTable(stream, p as Projection<unknown, Ev>, table as Table<unknown, unknown, unknown, never>, (o) => {
-            const state = assembled(table, o.overlay);
-            return E.map((events: readonly Ev[]) => ({ events, extra: state }))(decide(state));
-          }, meta),
-        );
-      }
-      try {
-        // Everything the transaction runs is prepared before taking the lock (the first prepare reads the
-        // schema): under fifty concurrent ADDs on two cores the lock holder is often preempted, so the less
-        // it does while holding the lock, the shorter the queue.
-        for (const sql of TRANSACTION) stmt(sql);
-        // IMMEDIATE takes the write lock up front: two deciders never see the same state.
-        const waited = begin();
-        const t1 = trace ? performance.now() : 0;
-        const unboost = boost();
-        try {
-          const loaded = loadIn(stream, p);
-          const decision = decide(loaded.state);
-          if (E.isLeft(decision) || (decision.right.length === 0 && !loaded.rebuilt)) {
-            rollback();
-            return E.map(() => ({ state: loaded.state, position: loaded.position, events: [] }))(decision);
-          }
-          let { state, position } = loaded;
-          const events: Stored<Ev>[] = [];
-          for (const e of decision.right) {
-            const data = JSON.stringify(e.data);
-            const info = stmt(APPEND).run(stream, e.type, data, meta.time);
-            position = Number(info.lastInsertRowid);
-            events.push({ position, stream, type: e.type, data: JSON.parse(data) as unknown, time: meta.time } as Stored<Ev>);
-          }
-          state = fold(p, events, state);
-          stmt(SAVE).run(p.name, stream, position, JSON.stringify(state));
-          commit();
-          if (trace) process.stderr.write(`# store ${stream}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - t1).toFixed(1)} ms\n`);
-          snapshots.set(`${p.name}\u0000${stream}`, { position, state });
-          return E.right({ state, position, events });
-        } catch (e) {
-          if (db.inTransaction) rollback();
-          throw e;
-        } finally {
-          unboost();
-        }
-      } catch (e) {
-        return E.left(storageError(file, e));
-      }
-    },
+    ...decisions(tx),
 
     group<A>(f: () => A): E.Either<CniError, A> {
       if (grouped) return E.right(f());
@@ -552,26 +500,13 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       return E.right(out);
     },
 
-    transactRows<S, H, R, Ev extends Event>(
-      stream: string,
-      p: TableProjection<S, H, R, Ev>,
-      decide: (view: RowView<H, R>) => E.Either<CniError, readonly Ev[]>,
-      meta: { readonly time: string },
-    ): E.Either<CniError, TransactedRows<Ev>> {
-      return E.map((r: { position: number; events: Stored<Ev>[]; replayed: Stored<Ev>[] }) => ({ position: r.position, events: r.events, replayed: r.replayed }))(
-        transactTable(stream, p as Projection<unknown, Ev>, p.table as unknown as Table<unknown, H, R, never>, (o) =>
-          E.map((events: readonly Ev[]) => ({ events, extra: undefined }))(decide(o.overlay)),
-        meta),
-      );
-    },
-
     view<S, H, R, Ev extends Event, A>(
       stream: string,
       p: TableProjection<S, H, R, Ev>,
       f: (view: RowView<H, R>) => E.Either<CniError, A>,
     ): E.Either<CniError, A> {
       try {
-        return readTable(stream, p as Projection<S, Event>, p.table as unknown as Table<S, H, R, never>, (o) => f(o.overlay));
+        return readTable(stream, p as Projection<S, Event>, tableOf(p), (o) => f(o.overlay));
       } catch (e) {
         return E.left(storageError(file, e));
       }
