@@ -150,6 +150,20 @@ export function isFeltPlugin(path: string, type: string): boolean {
   }
 }
 
+/**
+ * The bundled plugin to run in this process for `exe` (CNI_PATH's resolution of `type`), or undefined to
+ * execute it: only when `exe` is in felt's own plugin directory `selfDir` and is felt's plugin of that type.
+ */
+export function ownPlugin(exe: string, type: string, selfDir: string, bundled: Bundled): Plugin | undefined {
+  const own = bundled[type];
+  if (!own) return undefined;
+  try {
+    return dirname(realpathSync(exe)) === realpathSync(selfDir) && isFeltPlugin(exe, type) ? own : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function findInPath(type: string, path: readonly string[]): string | undefined {
   // A type is a file name (libcni refuses a path separator): `../../bin/sh` must not reach outside CNI_PATH.
   if (pluginTypeProblem(type)) return undefined;
@@ -210,15 +224,8 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
         if (bad) return TE.left(cniError(ErrCode.Delegate, `invalid plugin name ${JSON.stringify(type)}: it ${bad}`));
         return TE.left(cniError(ErrCode.Delegate, `failed to find plugin "${type}" in path [${args.path.join(' ')}]`));
       }
-      const own = bundled[type];
-      const same = (() => {
-        try {
-          return dirname(realpathSync(exe)) === realpathSync(selfDir) && isFeltPlugin(exe, type);
-        } catch {
-          return false;
-        }
-      })();
-      if (own && same) {
+      const own = ownPlugin(exe, type, selfDir, bundled);
+      if (own) {
         return TE.map((o: { result?: Result }) => o.result)(invoke(own, command, { ...args, command, stdin }, ctx));
       }
       return async () => {

@@ -3,7 +3,7 @@
 // CHECK and DEL from the cache, teardown of a failed ADD, GC of attachments outside the valid set, every
 // attachment an event in felt's log.
 
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FELT_CNI, REF_CNI, ROOT } from '../support/cni.ts';
@@ -143,5 +143,22 @@ describe('felt cni: bad input', () => {
     expect(caps.code).toBe(1);
     expect(caps.stderr).toContain('CAP_ARGS: must be a JSON object');
     expect(await veths(host)).toEqual([]);
+  });
+});
+
+describe("felt cni: felt's own plugins", () => {
+  it("runs a plugin in its own process only when it is felt's plugin of that type in felt's directory; anything else there is executed", async () => {
+    // A felt installed as <root>/bin/felt, whose plugin directory <root>/cni holds a loopback that is not felt's.
+    const root = sb.dir();
+    mkdirSync(join(root, 'bin'), { recursive: true });
+    mkdirSync(join(root, 'cni'), { recursive: true });
+    copyFileSync(FELT, join(root, 'bin', 'felt'));
+    writeFileSync(join(root, 'cni', 'loopback'), '#!/bin/sh\necho \'{"cniVersion":"1.1.0","code":11,"msg":"a loopback that is not felt\\u0027s"}\'\nexit 1\n', { mode: 0o755 });
+    const confs = sb.dir();
+    mkdirSync(confs, { recursive: true });
+    writeFileSync(join(confs, '10-foreign.conflist'), JSON.stringify({ cniVersion: '1.1.0', name: 'foreign', plugins: [{ type: 'loopback' }] }));
+    const r = await exec(['env', `CNI_PATH=${join(root, 'cni')}`, join(root, 'bin', 'felt'), 'cni', 'status', 'foreign', '--conf-dir', confs, '--cache-dir', sb.dir(), '--data-dir', sb.dir()]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain("plugin loopback failed (status): a loopback that is not felt's (code 11)");
   });
 });

@@ -29,7 +29,7 @@ import { validateContainerId, validateIfname } from '../../../core/cni/env.ts';
 import { isCniError } from '../../../core/cni/errors.ts';
 import { compareVersions, readResult } from '../../../core/cni/result.ts';
 import { CNI_NAME } from '../../../core/kernel/names.ts';
-import { dispatch, execPlugin, findInPath, makeCtx } from '../../cni/dispatch.ts';
+import { dispatch, execPlugin, findInPath, makeCtx, ownPlugin } from '../../cni/dispatch.ts';
 import { lockEnv, withCallLock } from '../../cni/call-lock.ts';
 import { FELT_PLUGINS } from '../../cni/plugins/all.ts';
 import { str } from '../args.ts';
@@ -107,14 +107,6 @@ interface Runtime {
   readonly selfCniDir?: string;
 }
 
-const sameDir = (exe: string, dir: string): boolean => {
-  try {
-    return dirname(realpathSync(exe)) === realpathSync(dir);
-  } catch {
-    return false;
-  }
-};
-
 /** dist/cni next to the running dist/bin/felt, if there is one. */
 function ownCniDir(): string | undefined {
   const self = process.argv[1];
@@ -148,7 +140,7 @@ async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' |
   try {
     // felt's own plugin (CNI_PATH resolved the type to felt's executable): run it in this process, as bridge
     // runs host-local, instead of starting node again for it.
-    const own = rt.selfCniDir !== undefined && FELT_PLUGINS[type] && sameDir(exe, rt.selfCniDir) ? FELT_PLUGINS[type] : undefined;
+    const own = rt.selfCniDir !== undefined ? ownPlugin(exe, type, rt.selfCniDir, FELT_PLUGINS) : undefined;
     if (own) {
       const o = await dispatch(own, env, JSON.stringify(stdin), makeCtx(env, rt.selfCniDir!, FELT_PLUGINS));
       r = { code: o.exitCode, stdout: o.stdout, stderr: '' };
