@@ -12,6 +12,8 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import { pipe } from 'fp-ts/lib/function.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
 import { openSqliteStore } from '../../../adapters/store/sqlite.ts';
 import { attachmentKey, runtimeProjection, runtimeStream, type RuntimeEvent } from '../../../core/cni/attachments.ts';
 import {
@@ -30,9 +32,9 @@ import { isCniError } from '../../../core/cni/errors.ts';
 import { compareVersions, readResult } from '../../../core/cni/result.ts';
 import { CNI_NAME } from '../../../core/kernel/names.ts';
 import { dispatch, execPlugin, findInPath, makeCtx, ownPlugin } from '../../cni/dispatch.ts';
-import { lockEnv, withCallLock } from '../../cni/call-lock.ts';
+import { lockEnv, withCallLock, type CallKey } from '../../cni/call-lock.ts';
 import { FELT_PLUGINS } from '../../cni/plugins/all.ts';
-import { str } from '../args.ts';
+import { str, type Parsed } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, type IO, type Subcommand } from '../common.ts';
 
 const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -42,52 +44,63 @@ type Verb = (typeof VERBS)[number];
 
 type Raw = Record<string, unknown>;
 
-class Failure extends Error {}
-const fail = (msg: string): never => {
-  throw new Failure(msg);
-};
+/** Why a call failed: messages, each printed once at the edge as `felt cni <verb>: <message>`. */
+type Failed = readonly string[];
+/** What a call that succeeded prints on stdout (ADD's result), if anything. */
+interface Done {
+  readonly result?: unknown;
+}
+const failed = (...messages: string[]): E.Either<Failed, never> => E.left(messages);
+const done: E.Either<Failed, Done> = E.right({});
 
 // ------------------------------------------------------------------------------------------ loading
 
-const files = (dir: string, exts: readonly string[]): string[] => {
+const files = (dir: string, exts: readonly string[]): E.Either<Failed, string[]> => {
   try {
-    return readdirSync(dir, { withFileTypes: true })
-      .filter((f) => f.isFile() && exts.some((x) => f.name.endsWith(x)))
-      .map((f) => join(dir, f.name))
-      .sort();
+    return E.right(
+      readdirSync(dir, { withFileTypes: true })
+        .filter((f) => f.isFile() && exts.some((x) => f.name.endsWith(x)))
+        .map((f) => join(dir, f.name))
+        .sort(),
+    );
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    return fail(`cannot read ${dir}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return E.right([]);
+    return failed(`cannot read ${dir}: ${(e as Error).message}`);
   }
 };
 
 /** libcni's LoadNetworkConf: `.conflist` files first, then `.conf`/`.json`, lexical order, first name match. */
-export function loadConfList(dir: string, network: string): { list: ConfList; text: string } {
-  const read = (f: string): string => {
+export function loadConfList(dir: string, network: string): E.Either<Failed, { list: ConfList; text: string }> {
+  const read = (f: string): E.Either<Failed, string> => {
     try {
-      return readFileSync(f, 'utf8');
+      return E.right(readFileSync(f, 'utf8'));
     } catch (e) {
-      return fail(`cannot read ${f}: ${(e as Error).message}`);
+      return failed(`cannot read ${f}: ${(e as Error).message}`);
     }
   };
   const lists = files(dir, ['.conflist']);
-  for (const f of lists) {
+  if (E.isLeft(lists)) return lists;
+  for (const f of lists.right) {
     const text = read(f);
-    const head = parseJson(text);
+    if (E.isLeft(text)) return text;
+    const head = parseJson(text.right);
     const name = E.isRight(head) ? (head.right as { name?: unknown } | null)?.name : undefined;
-    const extra = name === network ? files(join(dir, network), ['.conf']).map(read) : [];
-    const l = parseConfList(text, true, extra);
-    if (E.isLeft(l)) fail(`${f}: ${l.left}`);
-    if (E.isRight(l) && l.right.name === network) return { list: l.right, text };
+    const extra = name === network ? E.flatMap((fs: string[]) => E.traverseArray(read)(fs))(files(join(dir, network), ['.conf'])) : E.right([]);
+    if (E.isLeft(extra)) return extra;
+    const l = parseConfList(text.right, true, extra.right);
+    if (E.isLeft(l)) return failed(`${f}: ${l.left}`);
+    if (l.right.name === network) return E.right({ list: l.right, text: text.right });
   }
   const singles = files(dir, ['.conf', '.json']);
-  for (const f of singles) {
+  if (E.isLeft(singles)) return singles;
+  for (const f of singles.right) {
     const text = read(f);
-    const l = parseConfList(text, false);
-    if (E.isLeft(l)) fail(`${f}: ${l.left}`);
-    if (E.isRight(l) && l.right.name === network) return { list: l.right, text: JSON.stringify(l.right.raw) };
+    if (E.isLeft(text)) return text;
+    const l = parseConfList(text.right, false);
+    if (E.isLeft(l)) return failed(`${f}: ${l.left}`);
+    if (l.right.name === network) return E.right({ list: l.right, text: JSON.stringify(l.right.raw) });
   }
-  return fail(lists.length + singles.length === 0 ? `no network configurations found in ${dir}` : `no network configuration named "${network}" in ${dir}`);
+  return failed(lists.right.length + singles.right.length === 0 ? `no network configurations found in ${dir}` : `no network configuration named "${network}" in ${dir}`);
 }
 
 // -------------------------------------------------------------------------------------------- running
@@ -241,18 +254,24 @@ async function del(rt: Runtime, id: { containerId: string; netns: string; ifname
  * ADD, CHECK and DEL of one attachment hold its call lock for the whole chain (apps/cni/call-lock.ts): felt's
  * plugins run in this process inside it, others are handed it (FELT_CALL_LOCKS) and do not wait for it.
  */
-async function run(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
-  try {
-    if (verb !== 'add' && verb !== 'check' && verb !== 'del') return await runUnlocked(verb, rt, dataDir, validJson);
-    return await withCallLock({ network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname }, rt.io.env, () => runUnlocked(verb, rt, dataDir, validJson));
-  } catch (e) {
-    if (!isCniError(e)) throw e;
-    rt.io.err(`felt cni ${verb}: ${e.msg} (code ${e.code})\n`);
-    return 1;
-  }
-}
+const run = (verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): TE.TaskEither<Failed, Done> =>
+  verb !== 'add' && verb !== 'check' && verb !== 'del'
+    ? runUnlocked(verb, rt, dataDir, validJson)
+    : locked({ network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname }, rt.io.env, runUnlocked(verb, rt, dataDir, validJson));
 
-async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): Promise<number> {
+/** `f` holding the call lock of one attachment; a lock that cannot be taken (a CNI error) is a failure. */
+const locked =
+  <A>(k: CallKey, env: IO['env'], f: TE.TaskEither<Failed, A>): TE.TaskEither<Failed, A> =>
+  async () => {
+    try {
+      return await withCallLock(k, env, f);
+    } catch (e) {
+      if (!isCniError(e)) throw e;
+      return failed(`${e.msg} (code ${e.code})`);
+    }
+  };
+
+const runUnlocked = (verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): TE.TaskEither<Failed, Done> => async () => {
   const { io, list } = rt;
   const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
   switch (verb) {
@@ -269,8 +288,7 @@ async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: 
             record(rt, dataDir, [
               { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: [], kept: true } },
             ]);
-            io.err(`felt cni add: ${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment\n`);
-            return 1;
+            return failed(`${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment`);
           }
           // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
           const ran = list.plugins.slice(0, i + 1);
@@ -278,8 +296,7 @@ async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: 
           record(rt, dataDir, [
             { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: ran.map(typeOf).reverse() } },
           ]);
-          io.err(`felt cni add: ${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}\n`);
-          return 1;
+          return failed(`${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}`);
         }
         prev = r.right;
       }
@@ -287,19 +304,18 @@ async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: 
       record(rt, dataDir, [
         { type: 'AttachmentAdded', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugins: list.plugins.map(typeOf), ips: ipsOf(prev) } },
       ]);
-      io.out(`${JSON.stringify(prev, null, 2)}\n`);
-      return 0;
+      return E.right({ result: prev });
     }
     case 'check': {
-      if (compareVersions(list.cniVersion, '0.4.0') < 0) return (io.err(`felt cni check: configuration version "${list.cniVersion}" does not support CHECK\n`), 1);
-      if (list.disableCheck) return 0;
+      if (compareVersions(list.cniVersion, '0.4.0') < 0) return failed(`configuration version "${list.cniVersion}" does not support CHECK`);
+      if (list.disableCheck) return done;
       const cached = readCache(cachePath(rt));
-      if (!cached?.result) return (io.err(`felt cni check: no cached result for ${list.name}/${rt.containerId}/${rt.ifname} in ${join(rt.cacheDir, 'results')}\n`), 1);
+      if (!cached?.result) return failed(`no cached result for ${list.name}/${rt.containerId}/${rt.ifname} in ${join(rt.cacheDir, 'results')}`);
       for (const p of list.plugins) {
         const r = await call(rt, p, 'CHECK', pluginConfig(list, p, cached.result, rt.capArgs), id);
-        if (E.isLeft(r)) return (io.err(`felt cni check: ${r.left}\n`), 1);
+        if (E.isLeft(r)) return failed(r.left);
       }
-      return 0;
+      return done;
     }
     case 'del': {
       const file = cachePath(rt);
@@ -307,25 +323,28 @@ async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: 
       const errors = await del(rt, { ...id, netns: rt.netns || cached?.netns || '' }, Object.keys(rt.capArgs).length ? rt.capArgs : ((cached?.capabilityArgs as Raw | undefined) ?? {}), cached);
       rmSync(file, { force: true });
       record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors } }]);
-      if (errors.length) return (io.err(`felt cni del: ${errors.join('\nfelt cni del: ')}\n`), 1);
-      return 0;
+      return errors.length ? failed(...errors) : done;
     }
     case 'gc': {
-      if (list.disableGC) return 0;
+      if (list.disableGC) return done;
       const parsedValid = validJson === undefined ? E.right([] as unknown) : parseJson(validJson);
       const valid = E.isRight(parsedValid) ? parsedValid.right : undefined;
       if (!Array.isArray(valid) || valid.some((v) => typeof v !== 'object' || v === null || typeof (v as Raw)['containerID'] !== 'string' || typeof (v as Raw)['ifname'] !== 'string')) {
-        return (io.err('felt cni gc: --valid-attachments: must be a JSON list of {"containerID": ..., "ifname": ...}\n'), 1);
+        return failed('--valid-attachments: must be a JSON list of {"containerID": ..., "ifname": ...}');
       }
       const keep = new Set((valid as Raw[]).map((v) => `${String(v['containerID'])}/${String(v['ifname'])}`));
       const errors: string[] = [];
       const dir = join(rt.cacheDir, 'results');
-      for (const f of files(dir, [''])) {
+      const cachedFiles = files(dir, ['']);
+      if (E.isLeft(cachedFiles)) return cachedFiles;
+      for (const f of cachedFiles.right) {
         const c = readCache(f);
         if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
-        const errs = await withCallLock({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
-          del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c),
-        );
+        const deleted = await locked({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
+          del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c).then(E.right),
+        )();
+        if (E.isLeft(deleted)) return deleted;
+        const errs = deleted.right;
         errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
         rmSync(f, { force: true });
         record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
@@ -337,18 +356,58 @@ async function runUnlocked(verb: Verb, rt: Runtime, dataDir: string, validJson: 
           if (E.isLeft(r)) errors.push(r.left);
         }
       }
-      if (errors.length) return (io.err(`felt cni gc: ${errors.join('\nfelt cni gc: ')}\n`), 1);
-      return 0;
+      return errors.length ? failed(...errors) : done;
     }
     case 'status': {
-      if (compareVersions(list.cniVersion, '1.1.0') < 0) return 0;
+      if (compareVersions(list.cniVersion, '1.1.0') < 0) return done;
       for (const p of list.plugins) {
         const r = await call(rt, p, 'STATUS', { ...p, name: list.name, cniVersion: list.cniVersion }, { containerId: '', netns: '', ifname: '', args: [] });
-        if (E.isLeft(r)) return (io.err(`felt cni status: ${r.left}\n`), 1);
+        if (E.isLeft(r)) return failed(r.left);
       }
-      return 0;
+      return done;
     }
   }
+};
+
+/** The call's runtime from the command line and the environment, every value checked. */
+function runtimeOf(p: Parsed, io: IO, verb: Verb, network: string, netnsArg: string | undefined): E.Either<Failed, Runtime> {
+  if (!CNI_NAME.test(network)) return failed(`invalid characters found in network name ${JSON.stringify(network)}`);
+  const confDir = str(p, 'conf-dir') ?? (io.env['NETCONFPATH'] || DEFAULT_CONF_DIR);
+  const loaded = loadConfList(confDir, network);
+  if (E.isLeft(loaded)) return loaded;
+  const netns = netnsArg === undefined ? '' : resolve(netnsArg);
+  const containerId = str(p, 'container-id') ?? (netns ? cnitoolContainerId(netns) : '');
+  const ifname = str(p, 'ifname') ?? (io.env['CNI_IFNAME'] || 'eth0');
+  if (verb === 'add' || verb === 'check' || verb === 'del') {
+    const bad = validateContainerId(containerId) ?? validateIfname(ifname);
+    if (bad) return failed(bad.msg);
+  }
+  const capText = str(p, 'cap-args') ?? io.env['CAP_ARGS'];
+  let capArgs: Raw = {};
+  if (capText !== undefined && capText !== '') {
+    const c = parseJson(capText);
+    const o = E.isRight(c) ? c.right : undefined;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return failed(`CAP_ARGS: must be a JSON object${E.isLeft(c) ? ` (${c.left})` : ''}`);
+    capArgs = o as Raw;
+  }
+  const args = cniArgPairs(str(p, 'args') ?? io.env['CNI_ARGS'] ?? '');
+  if (E.isLeft(args)) return failed(args.left);
+  const path = (io.env['CNI_PATH'] ?? '').split(':').filter(Boolean);
+  if (path.length === 0) return failed('CNI_PATH: set it to the directories that hold the plugins');
+  const self = ownCniDir();
+  return E.right({
+    list: loaded.right.list,
+    listText: loaded.right.text,
+    path,
+    containerId,
+    netns,
+    ifname,
+    cniArgs: args.right,
+    capArgs,
+    cacheDir: str(p, 'cache-dir') ?? DEFAULT_CACHE_DIR,
+    io,
+    ...(self !== undefined ? { selfCniDir: self } : {}),
+  });
 }
 
 export const cniCommand: Subcommand = {
@@ -377,49 +436,13 @@ export const cniCommand: Subcommand = {
       io.err(`felt cni ${verb}: a network namespace path is required\n`);
       return 2;
     }
-    try {
-      if (!CNI_NAME.test(network)) fail(`invalid characters found in network name ${JSON.stringify(network)}`);
-      const confDir = str(p, 'conf-dir') ?? (io.env['NETCONFPATH'] || DEFAULT_CONF_DIR);
-      const { list, text } = loadConfList(confDir, network);
-      const netns = netnsArg === undefined ? '' : resolve(netnsArg);
-      const containerId = str(p, 'container-id') ?? (netns ? cnitoolContainerId(netns) : '');
-      const ifname = str(p, 'ifname') ?? (io.env['CNI_IFNAME'] || 'eth0');
-      if (verb === 'add' || verb === 'check' || verb === 'del') {
-        const bad = validateContainerId(containerId) ?? validateIfname(ifname);
-        if (bad) fail(bad.msg);
-      }
-      const capText = str(p, 'cap-args') ?? io.env['CAP_ARGS'];
-      let capArgs: Raw = {};
-      if (capText !== undefined && capText !== '') {
-        const c = parseJson(capText);
-        const o = E.isRight(c) ? c.right : undefined;
-        if (typeof o !== 'object' || o === null || Array.isArray(o)) fail(`CAP_ARGS: must be a JSON object${E.isLeft(c) ? ` (${c.left})` : ''}`);
-        capArgs = o as Raw;
-      }
-      const args = cniArgPairs(str(p, 'args') ?? io.env['CNI_ARGS'] ?? '');
-      if (E.isLeft(args)) fail(args.left);
-      const path = (io.env['CNI_PATH'] ?? '').split(':').filter(Boolean);
-      if (path.length === 0) fail('CNI_PATH: set it to the directories that hold the plugins');
-      const rt: Runtime = {
-        list,
-        listText: text,
-        path,
-        containerId,
-        netns,
-        ifname,
-        cniArgs: E.isRight(args) ? args.right : [],
-        capArgs,
-        cacheDir: str(p, 'cache-dir') ?? DEFAULT_CACHE_DIR,
-        io,
-        ...(ownCniDir() !== undefined ? { selfCniDir: ownCniDir()! } : {}),
-      };
-      return await run(verb, rt, dataDirOf(p, io), str(p, 'valid-attachments'));
-    } catch (e) {
-      if (e instanceof Failure) {
-        io.err(`felt cni ${verb}: ${e.message}\n`);
-        return 1;
-      }
-      throw e;
-    }
+    const outcome = await pipe(
+      TE.fromEither(runtimeOf(p, io, verb, network, netnsArg)),
+      TE.flatMap((rt) => run(verb, rt, dataDirOf(p, io), str(p, 'valid-attachments'))),
+    )();
+    // The one place a call's outcome becomes output.
+    if (E.isLeft(outcome)) return (io.err(outcome.left.map((m) => `felt cni ${verb}: ${m}\n`).join('')), 1);
+    if (outcome.right.result !== undefined) io.out(`${JSON.stringify(outcome.right.result, null, 2)}\n`);
+    return 0;
   },
 };
