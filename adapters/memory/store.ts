@@ -95,6 +95,7 @@ export function memoryStore(): MemoryStore {
   const tx: StorageTx = {
     begin() {
       pending = [];
+      return () => {};
     },
     append(stream, e, time) {
       const stored = { position: (log.at(-1)?.position ?? 0) + 1 + pending.length, stream, type: e.type, data: roundTrip(e.data), time };
@@ -108,7 +109,6 @@ export function memoryStore(): MemoryStore {
     rollback() {
       pending = [];
     },
-    end() {},
     // No storage to fail: what a decider throws reaches the caller, as it would without a store.
     failed(e) {
       throw e;

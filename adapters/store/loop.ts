@@ -41,15 +41,16 @@ export interface OpenedTable<H, R> extends Opened<Overlay<H, R>> {
 
 /** The storage transaction one decision runs in: what each event store implements. */
 export interface StorageTx {
-  /** Take the write lock for a decision on `stream` (throws when it stays taken). */
-  begin(stream: string): void;
+  /**
+   * Take the write lock for a decision on `stream` (throws when it stays taken); returns what ends the attempt,
+   * called once whether it committed or not (drops the raised priority).
+   */
+  begin(stream: string): () => void;
   /** Append one event to the stream inside the transaction, with its position and its data as stored. */
   append(stream: string, event: Event, time: string): Stored<Event>;
   commit(): void;
   /** Undo the transaction (refusal, nothing to do, failure): nothing of it stays. */
   rollback(): void;
-  /** After the attempt, committed or not (drop the raised priority). */
-  end(): void;
   /** A failure thrown inside the attempt, as the Left returned (or thrown again). */
   failed(e: unknown): CniError;
   openState<S>(stream: string, p: Projection<S, Event>): OpenedState<S>;
@@ -82,7 +83,7 @@ function decideIn<O extends Opened<unknown>>(
   forget: () => void = () => {},
 ): E.Either<CniError, Decided<O>> {
   try {
-    tx.begin(stream);
+    const end = tx.begin(stream);
     try {
       const opened = open();
       const decision = decide(opened);
@@ -106,7 +107,7 @@ function decideIn<O extends Opened<unknown>>(
       tx.rollback();
       throw e;
     } finally {
-      tx.end();
+      end();
     }
   } catch (e) {
     return E.left(tx.failed(e));

@@ -388,7 +388,6 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   let traced = '';
   let waited = 0;
   let held = 0;
-  let unboost = (): void => {};
   const tx: StorageTx = {
     begin(stream) {
       // Everything the transaction runs is prepared before taking the lock (the first prepare reads the
@@ -400,7 +399,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       waited = begin();
       held = trace ? performance.now() : 0;
       traced = stream;
-      unboost = boost();
+      return boost();
     },
     append(stream, e, time) {
       const data = JSON.stringify(e.data);
@@ -413,10 +412,6 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     },
     rollback() {
       if (db.inTransaction) rollback();
-    },
-    end() {
-      unboost();
-      unboost = () => {};
     },
     failed: (e) => storageError(file, e),
     openState: (stream, p) =>
