@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
-import type { NetfilterBackend } from '../../core/netfilter/masquerade.ts';
+import type { NetfilterBackend } from '../../core/netfilter/backend.ts';
 
 const onPath = (tool: string): boolean =>
   (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));

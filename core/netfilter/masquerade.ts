@@ -10,9 +10,7 @@ import { createHash } from 'node:crypto'; // a pure function of its input; no I/
 import { formatCIDR, formatIP, networkOf, parseCIDR } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftJson, NftRule, NftTable, NsRef, OwnershipScope } from '../kernel/model.ts';
 import { masqFor, masqScope } from '../cni/masq.ts';
-
-export type NetfilterBackend = 'iptables' | 'nftables';
-export const NETFILTER_BACKENDS: readonly NetfilterBackend[] = ['iptables', 'nftables'];
+import { renderWith, type NetfilterBackend, type Renderers } from './backend.ts';
 
 export interface Masquerade {
   readonly ns: NsRef;
@@ -92,11 +90,15 @@ function masqNftables(m: Masquerade): Pick<Netfilter, 'nftTables' | 'nftChains' 
 
 const NONE: Netfilter = { chains: [], rules: [], nftTables: [], nftChains: [], nftRules: [] };
 
+/** The masquerade intent's renderers: every backend, compiler-checked. */
+export const MASQUERADE_RENDERERS = {
+  iptables: (m: Masquerade) => masqFor(m.ns, m.network, m.containerId, m.addresses),
+  nftables: (m: Masquerade) => ({ ...NONE, ...masqNftables(m) }),
+} satisfies Renderers<Masquerade, Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'>>;
+
 /** The kernel objects of a masquerade in one backend. */
-export function renderMasquerade(m: Masquerade, backend: NetfilterBackend): Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'> {
-  if (backend === 'nftables') return { ...NONE, ...masqNftables(m) };
-  return masqFor(m.ns, m.network, m.containerId, m.addresses);
-}
+export const renderMasquerade = (m: Masquerade, backend: NetfilterBackend): Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'> =>
+  renderWith(MASQUERADE_RENDERERS, backend, m);
 
 /** What one attachment's masquerade owns, in both backends (teardown removes what either left). */
 export function masqueradeScope(ns: NsRef, network: string, ifname: string, containerId: string): Pick<OwnershipScope, 'chains' | 'ruleMarkers' | 'nftRuleMarkers'> {
@@ -104,16 +106,4 @@ export function masqueradeScope(ns: NsRef, network: string, ifname: string, cont
     ...masqScope(ns, network, containerId),
     nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: masqInstanceHash(network, ifname, containerId) }],
   };
-}
-
-/**
- * A backend field of a plugin config (`ipMasqBackend`, portmap's `backend`): absent is undefined (the host
- * decides, see apps/cni/netfilter.ts); anything but "iptables" or "nftables" is an error naming the field.
- */
-export function parseBackend(o: Readonly<Record<string, unknown>>, field: string, errs: string[]): NetfilterBackend | undefined {
-  const v = o[field];
-  if (v === undefined || v === null) return undefined;
-  if (v === 'iptables' || v === 'nftables') return v;
-  errs.push(`${field}: must be "iptables" or "nftables", got ${JSON.stringify(v)}`);
-  return undefined;
 }
