@@ -107,3 +107,25 @@ export function masqueradeScope(ns: NsRef, network: string, ifname: string, cont
     nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: masqInstanceHash(network, ifname, containerId) }],
   };
 }
+
+/** What a GC reads: every masquerade rule of the network (comment beginning with its hash), whoever wrote it. */
+export const masqNetworkScope = (ns: NsRef, network: string): Pick<OwnershipScope, 'nftRuleMarkers'> => ({
+  nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: `${masqNetworkHash(network)}-` }],
+});
+
+/**
+ * GC by network hash (the reference's gcIPMasqNFTables, pkg/ip/ipmasq_nftables_linux.go; v1.9.1 has it but no
+ * plugin calls it): of the network's masquerade rules observed, those of no valid attachment (their comment
+ * does not begin with a valid (ifname, containerID)'s instance hash), each by its exact comment. Works without
+ * any record of the attachment: the comment alone says which network it is of.
+ */
+export function staleMasquerade(ns: NsRef, network: string, valid: readonly { readonly containerId: string; readonly ifname: string }[], observed: readonly NftRule[]): Required<Pick<OwnershipScope, 'nftRuleMarkers'>> {
+  const prefix = `${masqNetworkHash(network)}-`;
+  const keep = valid.map((v) => masqInstanceHash(network, v.ifname, v.containerId));
+  const stale = new Set<string>();
+  for (const r of observed) {
+    if (r.ns !== ns || r.family !== 'inet' || r.table !== MASQ_TABLE || r.chain !== MASQ_CHAIN || r.comment === undefined) continue;
+    if (r.comment.startsWith(prefix) && !keep.some((k) => r.comment!.startsWith(k))) stale.add(r.comment);
+  }
+  return { nftRuleMarkers: [...stale].map((comment) => ({ ns, family: 'inet' as const, table: MASQ_TABLE, chain: MASQ_CHAIN, comment, exact: true })) };
+}
