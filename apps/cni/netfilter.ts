@@ -5,8 +5,17 @@
 
 import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import { pipe } from 'fp-ts/lib/function.js';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
-import type { NetfilterBackend } from '../../core/netfilter/masquerade.ts';
+import type { Attachment } from '../../core/ipam/config.ts';
+import { emptyKernelState, HOST } from '../../core/kernel/model.ts';
+import { plan } from '../../core/kernel/plan.ts';
+import { masqNetworkScope, staleMasquerade } from '../../core/netfilter/masquerade.ts';
+import { kernelFor } from './kernel.ts';
+import { applyIn, kernelError } from './kit.ts';
+import type { Ctx } from './plugin.ts';
+import type { NetfilterBackend } from '../../core/netfilter/backend.ts';
 
 const onPath = (tool: string): boolean =>
   (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
@@ -26,4 +35,23 @@ export function resolveBackend(field: string, requested: NetfilterBackend | unde
 export function withMasqBackend<T extends { readonly ipMasq: boolean; readonly ipMasqBackend?: NetfilterBackend }>(c: T): E.Either<CniError, T> {
   if (!c.ipMasq) return E.right(c);
   return E.map((ipMasqBackend: NetfilterBackend) => ({ ...c, ipMasqBackend }))(resolveBackend('ipMasqBackend', c.ipMasqBackend));
+}
+
+/**
+ * bridge's and ptp's GC step for nftables masquerade: every rule of the network in `inet
+ * cni_plugins_masquerade` whose attachment is not valid goes, whether felt or the reference made it and
+ * whether or not felt has a record of it (core/netfilter/masquerade.ts staleMasquerade). One `nft -j list
+ * table` when nft is installed; nothing otherwise.
+ */
+export function gcMasquerade(ctx: Ctx, network: string, valid: readonly Attachment[]): TE.TaskEither<CniError, void> {
+  const k = kernelFor(ctx);
+  return pipe(
+    k.observe({ namespaces: [HOST], scope: { links: [], devices: [], chains: [], ruleMarkers: [], ...masqNetworkScope(HOST, network) }, iptables: [], ip: false }),
+    TE.mapLeft(kernelError),
+    TE.chain((seen) => {
+      const stale = staleMasquerade(HOST, network, valid, seen.nftRules ?? []);
+      if (stale.nftRuleMarkers.length === 0) return TE.right(undefined);
+      return applyIn(k, plan(emptyKernelState(), seen, { links: [], devices: [], chains: [], ruleMarkers: [], ...stale }));
+    }),
+  );
 }

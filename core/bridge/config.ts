@@ -8,7 +8,7 @@ import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
 import { isLinkName, linkNameProblem } from '../kernel/names.ts';
-import { parseBackend, type NetfilterBackend } from '../netfilter/masquerade.ts';
+import { parseBackend, type NetfilterBackend } from '../netfilter/backend.ts';
 
 export interface BridgeConf {
   readonly name: string;

@@ -7,6 +7,7 @@ import type { Command, NetConf } from '../cni/env.ts';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import { readResult, type Result } from '../cni/result.ts';
 import { BUILTIN_CHAINS } from '../kernel/keys.ts';
+import type { NetfilterBackend } from '../netfilter/backend.ts';
 import { isBatchToken } from '../kernel/names.ts';
 
 /** `same-bridge` (v1.1.0) and `isolated` (v1.2.0) isolate bridges from each other with two shared chains. */
@@ -20,7 +21,7 @@ export interface FirewallConf {
    * iptables (the reference's chains) or nftables (felt's table inet cni_firewall, core/netfilter/firewall.ts);
    * undefined: the host decides (apps/cni/netfilter.ts). felt has no firewalld backend (see docs/cni.md).
    */
-  readonly backend?: 'iptables' | 'nftables';
+  readonly backend?: NetfilterBackend;
   /** The chain CNI-FORWARD jumps to first, for the administrator's own rules; never flushed. */
   readonly adminChain: string;
   readonly ingressPolicy: IngressPolicy;

@@ -25,7 +25,8 @@ import { bits, formatIP, parseCIDR, type Family } from '../ip/ip.ts';
 import { emptyKernelState, HOST, type IptFamily, type IptRule, type KernelState, type OwnershipScope } from '../kernel/model.ts';
 import { quoteComment } from '../cni/masq.ts';
 import { nftRuleKey } from '../kernel/keys.ts';
-import { firewallNftables, firewallNftScope } from '../netfilter/firewall.ts';
+import { renderWith, type Renderers } from '../netfilter/backend.ts';
+import { firewallNftables, firewallNftScope, type PodForward } from '../netfilter/firewall.ts';
 import type { FirewallConf, IngressPolicy } from './config.ts';
 
 export const FORWARD_CHAIN = 'CNI-FORWARD';
@@ -105,29 +106,46 @@ export function attachmentScope(ips: readonly { address: string }[]): OwnershipS
 }
 
 /**
- * Everything ADD wants for an attachment with the addresses of `fc.prevResult`, in the order the reference
- * makes it (the shared jumps are inserted at the head, so the isolation jump, made last, ends up first).
- * Families without an address get nothing, as in the reference.
+ * The intent in iptables, in the order the reference makes it (the shared jumps are inserted at the head, so
+ * the isolation jump, made last, ends up first). Families without an address get nothing, as in the reference.
  */
-export function firewallDesired(fc: FirewallConf): FirewallAttachment {
-  const ips = fc.prevResult?.ips ?? [];
-  const prefixes = hostPrefixes(ips);
-  if (fc.backend === 'nftables') {
-    const nft = prefixes.length ? firewallNftables(HOST, prefixes.map((p) => p.prefix), fc.ingressPolicy, fc.prevResult?.interfaces?.[0]?.name) : {};
-    return { kernel: { ...emptyKernelState(), ...nft }, scope: attachmentScope(ips) };
-  }
-  const families = ([4, 6] as const).filter((f) => prefixes.some((p) => p.family === f));
+export function renderFirewallIptables(p: PodForward): Pick<KernelState, 'rules'> {
+  const { prefixes } = p;
+  const families = ([4, 6] as const).filter((f) => prefixes.some((x) => x.family === f));
   const rules: IptRule[] = [];
   for (const family of families) {
     rules.push(rule(family, 'FORWARD', `${comment(FORWARD_COMMENT)} -j ${FORWARD_CHAIN}`, 'head'));
-    rules.push(rule(family, FORWARD_CHAIN, `${comment(ADMIN_COMMENT)} -j ${fc.adminChain}`, 'head', true));
-    for (const p of prefixes) if (p.family === family) for (const r of addressRules(p.prefix)) rules.push(rule(family, FORWARD_CHAIN, r, 'tail'));
+    rules.push(rule(family, FORWARD_CHAIN, `${comment(ADMIN_COMMENT)} -j ${p.adminChain}`, 'head', true));
+    for (const x of prefixes) if (x.family === family) for (const r of addressRules(x.prefix)) rules.push(rule(family, FORWARD_CHAIN, r, 'tail'));
   }
-  const bridge = fc.prevResult?.interfaces?.[0]?.name;
-  if (fc.ingressPolicy !== 'open' && bridge) {
-    for (const family of families) rules.push(...isolationRules(family, bridge, fc.ingressPolicy));
+  if (p.policy !== 'open' && p.bridge) {
+    for (const family of families) rules.push(...isolationRules(family, p.bridge, p.policy));
   }
-  return { kernel: { ...emptyKernelState(), rules }, scope: attachmentScope(ips) };
+  return { rules };
+}
+
+/** The intent in nftables (core/netfilter/firewall.ts): nothing at all without an address. */
+const renderFirewallNft = (p: PodForward): Partial<KernelState> =>
+  p.prefixes.length ? firewallNftables(HOST, p.prefixes.map((x) => x.prefix), p.policy, p.bridge) : {};
+
+/** The firewall intent's renderers: every backend, compiler-checked. */
+export const FIREWALL_RENDERERS = {
+  iptables: renderFirewallIptables,
+  nftables: renderFirewallNft,
+} satisfies Renderers<PodForward>;
+
+/** The intent of an ADD's config: the addresses of `fc.prevResult`, its policy, bridge and admin chain. */
+export const podForwardOf = (fc: FirewallConf): PodForward => ({
+  prefixes: hostPrefixes(fc.prevResult?.ips ?? []),
+  policy: fc.ingressPolicy,
+  bridge: fc.prevResult?.interfaces?.[0]?.name,
+  adminChain: fc.adminChain,
+});
+
+/** Everything ADD wants for an attachment with the addresses of `fc.prevResult`, in the config's backend. */
+export function firewallDesired(fc: FirewallConf): FirewallAttachment {
+  const kernel = renderWith(FIREWALL_RENDERERS, fc.backend ?? 'iptables', podForwardOf(fc));
+  return { kernel: { ...emptyKernelState(), ...kernel }, scope: attachmentScope(fc.prevResult?.ips ?? []) };
 }
 
 /**

@@ -17,10 +17,11 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { quoteComment } from '../cni/masq.ts';
-import { flannelNftables, flannelNftScope, flannelNftTables } from '../netfilter/flannel.ts';
+import { renderWith, type Renderers } from '../netfilter/backend.ts';
+import { flannelNftScope, renderOverlayNft, type OverlayFamily, type OverlayRules } from '../netfilter/flannel.ts';
 import { contains, formatCIDR, formatIP, overlaps, parseCIDR, parseIP, type CIDR, type Family, type IP } from '../ip/ip.ts';
 import { parseMac } from '../ip/mac.ts';
-import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, NftChain, NftSet, OwnershipScope, Route } from '../kernel/model.ts';
+import type { Address, Fdb, IptChain, IptRule, KernelState, Link, Neighbour, OwnershipScope, Route } from '../kernel/model.ts';
 import { emptyKernelState, HOST } from '../kernel/model.ts';
 import { parseVxlanBackendData, renderSubnetEnv, subnetKey } from './lease.ts';
 import type { NodeState, RemoteLease } from './node.ts';
@@ -92,6 +93,29 @@ export const forwardJump = `${masq('flanneld forward')} -j ${FWD_CHAIN}`;
 
 /** flannel's filter rules for one family. */
 export const forwardRules = (cluster: string): string[] => [`-s ${cluster} ${masq('flanneld forward')} -j ACCEPT`, `-d ${cluster} ${masq('flanneld forward')} -j ACCEPT`];
+
+/** The overlay intent in iptables: per family FLANNEL-POSTRTG (--ip-masq) and FLANNEL-FWD, with their jumps. */
+export function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chains' | 'rules'> {
+  const chains: IptChain[] = [];
+  const rules: IptRule[] = [];
+  for (const f of o.families) {
+    if (f.ipMasq) {
+      chains.push({ ns: o.ns, family: f.family, table: 'nat', chain: MASQ_CHAIN, rules: masqRules(f.cluster, f.pod, f.family, f.randomFully) });
+      rules.push({ ns: o.ns, family: f.family, table: 'nat', chain: 'POSTROUTING', rule: masqJump });
+    }
+    if (f.forwardRules) {
+      chains.push({ ns: o.ns, family: f.family, table: 'filter', chain: FWD_CHAIN, rules: forwardRules(f.cluster) });
+      rules.push({ ns: o.ns, family: f.family, table: 'filter', chain: 'FORWARD', rule: forwardJump });
+    }
+  }
+  return { chains, rules };
+}
+
+/** The overlay intent's renderers: every backend, compiler-checked. */
+export const OVERLAY_RENDERERS = {
+  iptables: renderOverlayIptables,
+  nftables: renderOverlayNft,
+} satisfies Renderers<OverlayRules>;
 
 interface FamilyView {
   readonly family: Family;
@@ -212,14 +236,12 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
   // renewed last; then in key order for stable output.
   const remotes = Object.values(state.remotes).sort((a, b) => (a.expiration > b.expiration ? -1 : a.expiration < b.expiration ? 1 : a.key < b.key ? -1 : 1));
 
-  const k: { links: Link[]; addresses: Address[]; routes: Route[]; neighbours: Neighbour[]; fdb: Fdb[]; chains: IptChain[]; rules: IptRule[] } = {
+  const k: { links: Link[]; addresses: Address[]; routes: Route[]; neighbours: Neighbour[]; fdb: Fdb[] } = {
     links: [],
     addresses: [],
     routes: [],
     neighbours: [],
     fdb: [],
-    chains: [],
-    rules: [],
   };
   const scope: { links: { ns: string; name: string }[]; devices: { ns: string; dev: string }[]; routeDsts: { ns: string; dev: string; within: string }[] } = {
     links: [],
@@ -227,15 +249,7 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
     routeDsts: [],
   };
   const mtus: number[] = [];
-  const nft = !!state.config.enableNFTables;
-  const nftChains: NftChain[] = [];
-  const nftSets: NftSet[] = [];
-  /** The remote leases' pod subnets of one family (every lease but this node's), for the nftables set. */
-  const remotes4or6 = (family: Family): string[] =>
-    remotes.flatMap((r) => {
-      const s = family === 4 ? r.subnet : r.ipv6Subnet;
-      return s ? [s] : [];
-    });
+  const overlay: OverlayFamily[] = [];
 
   for (const f of families) {
     const fam = f.family === 4 ? 'IPv4' : 'IPv6';
@@ -334,23 +348,11 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
       k.routes.push((p.route ??= { ns: HOST, dst, gw, dev, onlink: true }));
     }
 
-    // iptables, or flannel's nftables tables (EnableNFTables).
-    const cluster = formatCIDR(f.network);
-    const pod = formatCIDR(f.own);
-    if (nft) {
-      const remotes = remotes4or6(f.family);
-      const x = flannelNftables(HOST, { family: f.family, cluster, pod, remotes, ipMasq: node.ipMasq, forwardRules: node.forwardRules ?? node.ipMasq, randomFully: node.randomFully ?? true });
-      nftChains.push(...x.nftChains);
-      nftSets.push(...x.nftSets);
-    } else if (node.ipMasq) {
-      k.chains.push({ ns: HOST, family: f.family, table: 'nat', chain: MASQ_CHAIN, rules: masqRules(cluster, pod, f.family, node.randomFully ?? true) });
-      k.rules.push({ ns: HOST, family: f.family, table: 'nat', chain: 'POSTROUTING', rule: masqJump });
-    }
-    if (!nft && (node.forwardRules ?? node.ipMasq)) {
-      k.chains.push({ ns: HOST, family: f.family, table: 'filter', chain: FWD_CHAIN, rules: forwardRules(cluster) });
-      k.rules.push({ ns: HOST, family: f.family, table: 'filter', chain: 'FORWARD', rule: forwardJump });
-    }
+    // The family's masquerade and forward rules, rendered below in the configured backend.
+    overlay.push({ family: f.family, cluster: formatCIDR(f.network), pod: formatCIDR(f.own), ipMasq: node.ipMasq, randomFully: node.randomFully ?? true, forwardRules: node.forwardRules ?? node.ipMasq });
   }
+  // iptables, or flannel's nftables tables (EnableNFTables).
+  const netfilter = renderWith(OVERLAY_RENDERERS, state.config.enableNFTables ? 'nftables' : 'iptables', { ns: HOST, families: overlay, remotes });
 
   if (be.type === 'vxlan') {
     // Both device names are flannel's whether or not their family is on: a family turned off loses its device.
@@ -367,9 +369,7 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
     routes: sortedBy(k.routes, (r) => `${r.dst.includes(':') ? 6 : 4} ${r.dst}`),
     neighbours: sortedBy(k.neighbours, (n) => `${n.dev} ${n.ip}`),
     fdb: sortedBy(k.fdb, (x) => `${x.dev} ${x.mac}`),
-    chains: k.chains,
-    rules: k.rules,
-    ...(nft ? { nftTables: flannelNftTables(HOST), nftChains, nftSets } : {}),
+    ...netfilter,
   };
   const fams = [4, 6] as const;
   const fullScope: OwnershipScope = {

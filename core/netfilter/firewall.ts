@@ -16,6 +16,7 @@
 // rendering can hide: an accept ends only the base chain it is in, so felt's accepts do not override a drop
 // policy in another table's forward chain (iptables' CNI-FORWARD sits inside FORWARD and does).
 
+import type { Family } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftJson, NftRule, NsRef, OwnershipScope } from '../kernel/model.ts';
 
 export const FIREWALL_TABLE = 'cni_firewall';
@@ -24,6 +25,22 @@ const meta = (key: string): NftJson => ({ meta: { key } });
 const m = (op: '==' | '!=' | 'in', left: NftJson, right: NftJson): NftJson => ({ match: { op, left, right } });
 
 export type Policy = 'open' | 'same-bridge' | 'isolated';
+
+/**
+ * The firewall intent of one attachment, as data: accept forwarded traffic from each pod address and to it
+ * when established or related, behind the administrator's chain; with same-bridge or isolated, keep other
+ * bridges' traffic off this bridge (isolated: and the bridge's own pods from each other). Rendered by
+ * FIREWALL_RENDERERS (core/firewall/desired.ts); always in the host namespace.
+ */
+export interface PodForward {
+  /** The pod's addresses as host prefixes (10.22.0.5/32), deduplicated, in the result's order. */
+  readonly prefixes: readonly { readonly family: Family; readonly prefix: string }[];
+  readonly policy: Policy;
+  /** The bridge (the result's first interface); isolation needs it. */
+  readonly bridge: string | undefined;
+  /** The administrator's chain in iptables (iptablesAdminChainName); nftables' is always `admin`. */
+  readonly adminChain: string;
+}
 
 /** Rules of one pod address (a host prefix, e.g. 10.22.0.5/32): what its DEL removes. */
 function podRules(ns: NsRef, prefix: string): NftRule[] {

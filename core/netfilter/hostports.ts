@@ -8,11 +8,47 @@
 // matched when the mapping names one (GHSA-jv3w-x3r3-g6rm, fixed in v1.9.0), a mapping of the other family is
 // skipped and an unspecified one (0.0.0.0, ::) matches every address. With snat, hairpin (`saddr POD daddr
 // POD masquerade`) and, for IPv4, localhost (`saddr 127.0.0.1 daddr POD masquerade`). The iptables rendering
-// is core/portmap/desired.ts.
+// is core/portmap/desired.ts; HOSTPORT_RENDERERS there picks one by backend.
 
 import { formatIP, type CIDR } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftFamily, NftJson, NftRule, NsRef, OwnershipScope } from '../kernel/model.ts';
-import type { PortMapConf } from '../portmap/config.ts';
+import type { ContainerAddresses, PortMapConf } from '../portmap/config.ts';
+
+/**
+ * The host-port intent of one attachment, as data: DNAT each mapping's host port (on its host address, if any)
+ * to the pod's port, per pod address; with `snat`, masquerade hairpin traffic (the pod to its own host port)
+ * and, for IPv4, traffic from 127.0.0.1. The mark bit, an external mark chain, masqAll and the extra entry
+ * conditions are the iptables rendering's (the reference's options); nftables has no use for them.
+ */
+export interface HostPorts extends Pick<PortMapConf, 'name' | 'snat' | 'masqAll' | 'markMasqBit' | 'externalSetMarkChain' | 'conditionsV4' | 'conditionsV6' | 'portMappings'> {
+  readonly ns: NsRef;
+  readonly containerId: string;
+  /** The pod's addresses, one per family. */
+  readonly addresses: ContainerAddresses;
+}
+
+/** The intent of a portmap config for one container. */
+export const hostPortsOf = (pc: PortMapConf, ns: NsRef, containerId: string, addresses: ContainerAddresses): HostPorts => ({
+  ns,
+  containerId,
+  addresses,
+  name: pc.name,
+  snat: pc.snat,
+  masqAll: pc.masqAll,
+  markMasqBit: pc.markMasqBit,
+  ...(pc.externalSetMarkChain !== undefined ? { externalSetMarkChain: pc.externalSetMarkChain } : {}),
+  conditionsV4: pc.conditionsV4,
+  conditionsV6: pc.conditionsV6,
+  portMappings: pc.portMappings,
+});
+
+type HostportsNft = Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>>;
+
+/** The intent in nftables: one table per family the pod has an address of. */
+export function renderHostportsNft(h: HostPorts): HostportsNft {
+  const parts = [h.addresses.v4, h.addresses.v6].flatMap((a) => (a ? [hostportsNftables(h.ns, h, h.containerId, a)] : []));
+  return { nftTables: parts.flatMap((p) => p.nftTables), nftChains: parts.flatMap((p) => p.nftChains), nftRules: parts.flatMap((p) => p.nftRules) };
+}
 
 export const HOSTPORT_TABLE = 'cni_hostport';
 const TABLE_COMMENT = 'CNI portmap plugin';
@@ -25,7 +61,7 @@ const localDst = (): NftJson[] => [match({ fib: { result: 'type', flags: ['daddr
 
 const isUnspecified = (ip: string): boolean => ip === '0.0.0.0' || ip === '::';
 
-export function hostportsNftables(ns: NsRef, pc: PortMapConf, containerId: string, addr: CIDR): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>> {
+export function hostportsNftables(ns: NsRef, pc: Pick<HostPorts, 'snat' | 'portMappings'>, containerId: string, addr: CIDR): HostportsNft {
   const v6 = addr.ip.family === 6;
   const family: NftFamily = v6 ? 'ip6' : 'ip';
   const ipX = v6 ? 'ip6' : 'ip';

@@ -10,9 +10,7 @@ import { createHash } from 'node:crypto'; // a pure function of its input; no I/
 import { formatCIDR, formatIP, networkOf, parseCIDR } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftJson, NftRule, NftTable, NsRef, OwnershipScope } from '../kernel/model.ts';
 import { masqFor, masqScope } from '../cni/masq.ts';
-
-export type NetfilterBackend = 'iptables' | 'nftables';
-export const NETFILTER_BACKENDS: readonly NetfilterBackend[] = ['iptables', 'nftables'];
+import { renderWith, type NetfilterBackend, type Renderers } from './backend.ts';
 
 export interface Masquerade {
   readonly ns: NsRef;
@@ -92,11 +90,15 @@ function masqNftables(m: Masquerade): Pick<Netfilter, 'nftTables' | 'nftChains' 
 
 const NONE: Netfilter = { chains: [], rules: [], nftTables: [], nftChains: [], nftRules: [] };
 
+/** The masquerade intent's renderers: every backend, compiler-checked. */
+export const MASQUERADE_RENDERERS = {
+  iptables: (m: Masquerade) => masqFor(m.ns, m.network, m.containerId, m.addresses),
+  nftables: (m: Masquerade) => ({ ...NONE, ...masqNftables(m) }),
+} satisfies Renderers<Masquerade, Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'>>;
+
 /** The kernel objects of a masquerade in one backend. */
-export function renderMasquerade(m: Masquerade, backend: NetfilterBackend): Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'> {
-  if (backend === 'nftables') return { ...NONE, ...masqNftables(m) };
-  return masqFor(m.ns, m.network, m.containerId, m.addresses);
-}
+export const renderMasquerade = (m: Masquerade, backend: NetfilterBackend): Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'> =>
+  renderWith(MASQUERADE_RENDERERS, backend, m);
 
 /** What one attachment's masquerade owns, in both backends (teardown removes what either left). */
 export function masqueradeScope(ns: NsRef, network: string, ifname: string, containerId: string): Pick<OwnershipScope, 'chains' | 'ruleMarkers' | 'nftRuleMarkers'> {
@@ -106,14 +108,24 @@ export function masqueradeScope(ns: NsRef, network: string, ifname: string, cont
   };
 }
 
+/** What a GC reads: every masquerade rule of the network (comment beginning with its hash), whoever wrote it. */
+export const masqNetworkScope = (ns: NsRef, network: string): Pick<OwnershipScope, 'nftRuleMarkers'> => ({
+  nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: `${masqNetworkHash(network)}-` }],
+});
+
 /**
- * A backend field of a plugin config (`ipMasqBackend`, portmap's `backend`): absent is undefined (the host
- * decides, see apps/cni/netfilter.ts); anything but "iptables" or "nftables" is an error naming the field.
+ * GC by network hash (the reference's gcIPMasqNFTables, pkg/ip/ipmasq_nftables_linux.go; v1.9.1 has it but no
+ * plugin calls it): of the network's masquerade rules observed, those of no valid attachment (their comment
+ * does not begin with a valid (ifname, containerID)'s instance hash), each by its exact comment. Works without
+ * any record of the attachment: the comment alone says which network it is of.
  */
-export function parseBackend(o: Readonly<Record<string, unknown>>, field: string, errs: string[]): NetfilterBackend | undefined {
-  const v = o[field];
-  if (v === undefined || v === null) return undefined;
-  if (v === 'iptables' || v === 'nftables') return v;
-  errs.push(`${field}: must be "iptables" or "nftables", got ${JSON.stringify(v)}`);
-  return undefined;
+export function staleMasquerade(ns: NsRef, network: string, valid: readonly { readonly containerId: string; readonly ifname: string }[], observed: readonly NftRule[]): Required<Pick<OwnershipScope, 'nftRuleMarkers'>> {
+  const prefix = `${masqNetworkHash(network)}-`;
+  const keep = valid.map((v) => masqInstanceHash(network, v.ifname, v.containerId));
+  const stale = new Set<string>();
+  for (const r of observed) {
+    if (r.ns !== ns || r.family !== 'inet' || r.table !== MASQ_TABLE || r.chain !== MASQ_CHAIN || r.comment === undefined) continue;
+    if (r.comment.startsWith(prefix) && !keep.some((k) => r.comment!.startsWith(k))) stale.add(r.comment);
+  }
+  return { nftRuleMarkers: [...stale].map((comment) => ({ ns, family: 'inet' as const, table: MASQ_TABLE, chain: MASQ_CHAIN, comment, exact: true })) };
 }

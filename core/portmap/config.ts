@@ -4,7 +4,7 @@
 // messages name the field.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { parseBackend, type NetfilterBackend } from '../netfilter/masquerade.ts';
+import { parseBackend, type NetfilterBackend } from '../netfilter/backend.ts';
 import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
 import { readResult, type Result } from '../cni/result.ts';

@@ -15,7 +15,8 @@
 // creates them when missing and only ever adds or removes its own single rules in them. Only the attachment's
 // CNI-DN- chain and its entry rules are removed by DEL, as the reference does.
 
-import { hostportsNftables, hostportsNftScope } from '../netfilter/hostports.ts';
+import { renderWith, type Renderers } from '../netfilter/backend.ts';
+import { hostPortsOf, hostportsNftScope, renderHostportsNft, type HostPorts } from '../netfilter/hostports.ts';
 import { chainName, MAX_COMMENT, quoteComment } from '../cni/masq.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
@@ -102,7 +103,7 @@ const hostMatch = (c: CIDR): string => (c.ip.family === 4 ? `${formatIP(c.ip)}/3
 const unique = (xs: readonly string[]): string[] => [...new Set(xs)];
 
 /** The rules of the attachment's CNI-DN- chain for one container address (the reference's fillDnatRules). */
-export function dnatRules(pc: PortMapConf, addr: CIDR): string[] {
+export function dnatRules(pc: Pick<HostPorts, 'portMappings' | 'snat' | 'masqAll' | 'externalSetMarkChain'>, addr: CIDR): string[] {
   const family = addr.ip.family;
   const mark = pc.externalSetMarkChain ?? SETMARK;
   const rules: string[] = [];
@@ -136,7 +137,7 @@ const portLists = (ms: readonly PortMapping[]): [Protocol, string][] => {
 };
 
 /** The jumps from CNI-HOSTPORT-DNAT into the attachment's chain. */
-export function entryRules(pc: PortMapConf, containerId: string, family: Family): string[] {
+export function entryRules(pc: Pick<HostPorts, 'name' | 'conditionsV4' | 'conditionsV6' | 'portMappings'>, containerId: string, family: Family): string[] {
   const chain = dnatChain(pc.name, containerId);
   const comment = `-m comment --comment ${quoteComment(dnatComment(pc.name, containerId))}`;
   const { header, matches } = splitConditions(family === 4 ? pc.conditionsV4 : pc.conditionsV6, family);
@@ -158,24 +159,11 @@ export interface PortmapInput {
   readonly ns: NsRef;
 }
 
-/** Everything the attachment needs in the nat table (and the route_localnet sysctl). */
-export function portmapDesired(i: PortmapInput): KernelState {
-  const { conf: pc, containerId, ns } = i;
+/** The host-port intent in iptables: the reference's chains and rules, per family the pod has an address of. */
+export function renderHostportsIptables(h: HostPorts): Pick<KernelState, 'chains' | 'rules'> {
+  const { ns, containerId } = h;
   const chains: IptChain[] = [];
   const rules: IptRule[] = [];
-  const sysctls: KernelState['sysctls'][number][] = [];
-  if (pc.portMappings.length === 0) return emptyKernelState();
-  if (pc.backend === 'nftables') {
-    const parts = [i.addresses.v4, i.addresses.v6].flatMap((a) => (a ? [hostportsNftables(ns, pc, containerId, a)] : []));
-    if (i.addresses.v4 && pc.snat && i.hostIf) sysctls.push({ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' });
-    return {
-      ...emptyKernelState(),
-      sysctls,
-      nftTables: parts.flatMap((p) => p.nftTables),
-      nftChains: parts.flatMap((p) => p.nftChains),
-      nftRules: parts.flatMap((p) => p.nftRules),
-    };
-  }
   const shared = (family: IptFamily, chain: string): IptChain => ({ ns, family, table: 'nat', chain, rules: [], shared: true });
   const rule = (family: IptFamily, chain: string, r: string, position?: 'head'): IptRule => ({
     ns,
@@ -185,22 +173,39 @@ export function portmapDesired(i: PortmapInput): KernelState {
     rule: r,
     ...(position ? { position } : {}),
   });
-  for (const addr of [i.addresses.v4, i.addresses.v6]) {
+  for (const addr of [h.addresses.v4, h.addresses.v6]) {
     if (!addr) continue;
     const family = addr.ip.family;
-    if (pc.snat && !pc.externalSetMarkChain) {
+    if (h.snat && !h.externalSetMarkChain) {
       chains.push(shared(family, SETMARK), shared(family, MARK_MASQ));
-      rules.push(rule(family, SETMARK, setMarkRule(pc.markMasqBit)), rule(family, MARK_MASQ, masqRule(pc.markMasqBit)));
+      rules.push(rule(family, SETMARK, setMarkRule(h.markMasqBit)), rule(family, MARK_MASQ, masqRule(h.markMasqBit)));
       // At the head: otherwise bridge's and ptp's masquerade rules would take these packets first.
       rules.push(rule(family, 'POSTROUTING', masqEntryRule, 'head'));
     }
     chains.push(shared(family, TOP_DNAT));
     rules.push(rule(family, 'PREROUTING', localDstRule), rule(family, 'OUTPUT', localDstRule));
-    chains.push({ ns, family, table: 'nat', chain: dnatChain(pc.name, containerId), rules: dnatRules(pc, addr) });
-    for (const r of entryRules(pc, containerId, family)) rules.push(rule(family, TOP_DNAT, r));
-    if (family === 4 && pc.snat && i.hostIf) sysctls.push({ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' });
+    chains.push({ ns, family, table: 'nat', chain: dnatChain(h.name, containerId), rules: dnatRules(h, addr) });
+    for (const r of entryRules(h, containerId, family)) rules.push(rule(family, TOP_DNAT, r));
   }
-  return { ...emptyKernelState(), chains, rules, sysctls };
+  return { chains, rules };
+}
+
+/** The host-port intent's renderers: every backend, compiler-checked. */
+export const HOSTPORT_RENDERERS = {
+  iptables: renderHostportsIptables,
+  nftables: renderHostportsNft,
+} satisfies Renderers<HostPorts>;
+
+/**
+ * Everything the attachment needs in the nat table (or nftables) and the route_localnet sysctl (for the
+ * localhost DNAT, whichever the backend).
+ */
+export function portmapDesired(i: PortmapInput): KernelState {
+  const { conf: pc, ns } = i;
+  if (pc.portMappings.length === 0) return emptyKernelState();
+  const sysctls: KernelState['sysctls'][number][] =
+    i.addresses.v4 && pc.snat && i.hostIf ? [{ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' }] : [];
+  return { ...emptyKernelState(), ...renderWith(HOSTPORT_RENDERERS, pc.backend ?? 'iptables', hostPortsOf(pc, ns, i.containerId, i.addresses)), sysctls };
 }
 
 /**

@@ -8,7 +8,8 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../cni/errors.ts';
-import { masqueradeScope, parseBackend, renderMasquerade, type NetfilterBackend } from '../netfilter/masquerade.ts';
+import { parseBackend, type NetfilterBackend } from '../netfilter/backend.ts';
+import { masqueradeScope, renderMasquerade } from '../netfilter/masquerade.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';

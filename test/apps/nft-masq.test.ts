@@ -7,7 +7,8 @@
 import { existsSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FELT_CNI } from '../support/cni.ts';
+import { masqInstanceHash } from '../../core/netfilter/masquerade.ts';
+import { FELT_CNI, runCni } from '../support/cni.ts';
 import { cni, cniChains, iptSave, nsRun, nsTry, Sandbox } from '../support/ns.ts';
 import { CNI_MODE } from '../support/cni-mode.ts';
 
@@ -145,6 +146,29 @@ describe.each(['bridge', 'ptp'] as const)('%s ipMasqBackend nftables against the
     const d = await cni(nftOnly.call, 'DEL', { ...conf, ipam: ipam(sb.dir()) }, { PATH: noIpt });
     expect(d.code, d.stdout).toBe(0);
     expect(await masqRules(nftOnly.host)).toEqual([]);
+  });
+
+  it('GC removes the masquerade rules of attachments outside cni.dev/valid-attachments that the reference v1.9.1 made (felt has no record of them), and keeps the valid ones and other networks\'', async () => {
+    const host = await sb.ns();
+    const conf: Conf = { ...CONFS[type](sb.dir()), cniVersion: '1.1.0' };
+    const other: Conf = { ...conf, name: 'othernet', ...(type === 'bridge' ? { bridge: 'cnin1' } : {}), ipam: { ...(conf['ipam'] as Conf), dataDir: sb.dir(), ranges: [[{ subnet: '10.94.0.0/24' }]] } };
+    const calls = ['ctr-gc-a', 'ctr-gc-b', 'ctr-gc-c'].map(async (cid) => ({ dir: REF, hostNs: host, pod: await sb.ns(), cid }));
+    const [a, b, c] = await Promise.all(calls);
+    for (const call of [a!, b!]) expect((await cni(call, 'ADD', conf)).code).toBe(0);
+    expect((await cni(c!, 'ADD', other)).code).toBe(0);
+    expect(await masqRules(host)).toHaveLength(5);
+    const before = (await masqRules(host)).filter((x) => !x.startsWith(masqInstanceHash('nftnet', 'eth0', 'ctr-gc-b')));
+    const gc = await runCni({ dir: FELT_CNI, type, command: 'GC', hostNs: host, config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] } });
+    expect(gc.code, gc.stdout + gc.stderr).toBe(0);
+    const after = await masqRules(host);
+    expect(after).toEqual(before);
+    expect(after.filter((x) => x.startsWith(masqInstanceHash('nftnet', 'eth0', 'ctr-gc-a')))).toHaveLength(2);
+    expect(after.filter((x) => x.startsWith(masqInstanceHash('othernet', 'eth0', 'ctr-gc-c')))).toHaveLength(1);
+    // A second GC has nothing left to do; the reference's DEL of the valid one still works.
+    expect((await runCni({ dir: FELT_CNI, type, command: 'GC', hostNs: host, config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] } })).code).toBe(0);
+    expect(await masqRules(host)).toEqual(after);
+    expect((await cni(a!, 'DEL', conf)).code).toBe(0);
+    expect((await masqRules(host)).filter((x) => x.includes('nftnet'))).toEqual([]);
   });
 
   it('nftables asked for where nft is not on PATH: code 7 naming nft, nothing changed', async (ctx) => {

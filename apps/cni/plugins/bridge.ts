@@ -18,7 +18,7 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
-import { withMasqBackend } from '../netfilter.ts';
+import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
@@ -343,6 +343,8 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
   return pipe(
     attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name),
     TE.chain((st) => TE.traverseSeqArray(collect)(outsideValid(st, valid))),
+    // Masquerade rules of the network (nftables) that no valid attachment has, recorded or not.
+    TE.chain(() => gcMasquerade(ctx, bc.name, valid)),
     TE.chain(() => (t !== '' ? TE.map(() => undefined)(ctx.delegate(t, 'GC', args.stdin, args)) : TE.right(undefined))),
   );
 }

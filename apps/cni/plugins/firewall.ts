@@ -17,7 +17,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, callStore, kernelError, withStore } from '../kit.ts';
 import { resolveBackend } from '../netfilter.ts';
-import type { NetfilterBackend } from '../../../core/netfilter/masquerade.ts';
+import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** The reference accepts configs from 0.4.0 on (version.VersionsStartingFrom("0.4.0")). */

@@ -20,7 +20,7 @@ import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portma
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError } from '../kit.ts';
 import { resolveBackend } from '../netfilter.ts';
-import type { NetfilterBackend } from '../../../core/netfilter/masquerade.ts';
+import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** iptables families this kernel has: without IPv6 there is no ip6tables to read (the reference skips it too). */

@@ -17,7 +17,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp/desired.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
-import { withMasqBackend } from '../netfilter.ts';
+import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
@@ -179,6 +179,8 @@ function cmdGc(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, 
   return pipe(
     attachmentsIn(sqliteLog, ctx, dataDir.right, pc.name, 'ptp'),
     TE.chain((st) => TE.traverseSeqArray(collect)(outsideValid(st, valid))),
+    // Masquerade rules of the network (nftables) that no valid attachment has, recorded or not.
+    TE.chain(() => gcMasquerade(ctx, pc.name, valid)),
     TE.chain(() => TE.map(() => undefined)(ctx.delegate(pc.ipamType, 'GC', args.stdin, args))),
   );
 }
