@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 npx tsc --noEmit
+npx prettier --check "**/*.{ts,mjs}"
 npx vitest run "$@"
