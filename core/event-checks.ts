@@ -106,7 +106,9 @@ export const HOST_DEVICE_CHECKS: DataChecks<HostDeviceEvent> = {
 
 /** A sysctl key as tuning records it: dotted, under net., one batch token, no empty or '..' component. */
 const sysctlKey: Parser<string> = refine(token, (k) =>
-  k.startsWith('net.') && !k.split('.').some((s) => s === '') && !k.includes('/') ? undefined : `${JSON.stringify(k)} is not a network sysctl key (net.*)`,
+  k.startsWith('net.') && !k.split('.').some((s) => s === '') && !k.includes('/')
+    ? undefined
+    : `${JSON.stringify(k)} is not a network sysctl key (net.*)`,
 );
 
 export const TUNING_CHECKS: DataChecks<TuningEvent> = {
@@ -116,7 +118,16 @@ export const TUNING_CHECKS: DataChecks<TuningEvent> = {
       netns: path,
       original: object({
         link: object({}, { mac: macText, mtu: int(0, 65535), promisc: bool, allmulti: bool, txqlen: int(0, 0xffffffff) }),
-        sysctls: array(object({ key: sysctlKey, value: refine(str, (v) => (v === '' || /^[^\s\x00-\x1f\x7f#'"\\]+( [^\s\x00-\x1f\x7f#'"\\]+)*$/.test(v) ? undefined : `${JSON.stringify(v)} is not a sysctl value`)) })),
+        sysctls: array(
+          object({
+            key: sysctlKey,
+            value: refine(str, (v) =>
+              v === '' || /^[^\s\x00-\x1f\x7f#'"\\]+( [^\s\x00-\x1f\x7f#'"\\]+)*$/.test(v)
+                ? undefined
+                : `${JSON.stringify(v)} is not a sysctl value`,
+            ),
+          }),
+        ),
       }),
     }),
     { networkIsStream: true },
@@ -127,7 +138,9 @@ export const TUNING_CHECKS: DataChecks<TuningEvent> = {
 // ---- firewall/<network> ----------------------------------------------------------------------------------
 
 /** A host prefix as the firewall records it (`10.22.0.5/32`, `fd00::5/128`): canonical, of the family's full length. */
-const hostPrefix: Parser<string> = refine(cidrText, (c) => (/\/(32|128)$/.test(c) && (c.endsWith('/32') ? !c.includes(':') : c.includes(':')) ? undefined : `${c} is not a host prefix`));
+const hostPrefix: Parser<string> = refine(cidrText, (c) =>
+  /\/(32|128)$/.test(c) && (c.endsWith('/32') ? !c.includes(':') : c.includes(':')) ? undefined : `${c} is not a host prefix`,
+);
 
 export const FIREWALL_CHECKS: DataChecks<FirewallEvent> = {
   FirewallRulesRecorded: checkData(object({ ...who, prefixes: array(hostPrefix) }), { networkIsStream: true }),
@@ -139,8 +152,13 @@ export const FIREWALL_CHECKS: DataChecks<FirewallEvent> = {
 const runtimeWho = { network: cniName, containerId: cniName, ifname };
 
 export const RUNTIME_CHECKS: DataChecks<RuntimeEvent> = {
-  AttachmentAdded: checkData(object({ ...runtimeWho, netns: path, plugins: array(cniName), ips: array(cidrText) }), { networkIsStream: true }),
-  AttachmentAddFailed: checkData(object({ ...runtimeWho, netns: path, plugin: cniName, error: str, tornDown: array(cniName) }, { kept: bool }), { networkIsStream: true }),
+  AttachmentAdded: checkData(object({ ...runtimeWho, netns: path, plugins: array(cniName), ips: array(cidrText) }), {
+    networkIsStream: true,
+  }),
+  AttachmentAddFailed: checkData(
+    object({ ...runtimeWho, netns: path, plugin: cniName, error: str, tornDown: array(cniName) }, { kept: bool }),
+    { networkIsStream: true },
+  ),
   AttachmentDeleted: checkData(object({ ...runtimeWho, reason: oneOf('del', 'gc'), errors: array(str) }), { networkIsStream: true }),
 };
 
@@ -169,22 +187,44 @@ const netConfJson = (c: NetConfig): string =>
     Backend:
       c.backend.type === 'host-gw'
         ? { Type: 'host-gw' }
-        : { Type: 'vxlan', VNI: c.backend.vni, Port: c.backend.port, GBP: c.backend.gbp, Learning: c.backend.learning, DirectRouting: c.backend.directRouting, ...(c.backend.mtu ? { MTU: c.backend.mtu } : {}) },
+        : {
+            Type: 'vxlan',
+            VNI: c.backend.vni,
+            Port: c.backend.port,
+            GBP: c.backend.gbp,
+            Learning: c.backend.learning,
+            DirectRouting: c.backend.directRouting,
+            ...(c.backend.mtu ? { MTU: c.backend.mtu } : {}),
+          },
   });
 
 /** JSON with its object keys sorted, to compare two configs. */
 const canonical = (v: unknown): string =>
-  JSON.stringify(v, (_k, x: unknown) => (typeof x === 'object' && x !== null && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
+  JSON.stringify(v, (_k, x: unknown) =>
+    typeof x === 'object' && x !== null && !Array.isArray(x)
+      ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : x,
+  );
 
 const netConfig: Parser<NetConfig> = refine(
   object(
     { enableIPv4: bool, enableIPv6: bool, subnetLen: int(0, 32), ipv6SubnetLen: int(0, 128), backend: backendConfig },
-    { network: subnetText, subnetMin: ipText, subnetMax: ipText, ipv6Network: subnetText, ipv6SubnetMin: ipText, ipv6SubnetMax: ipText, enableNFTables: bool },
+    {
+      network: subnetText,
+      subnetMin: ipText,
+      subnetMax: ipText,
+      ipv6Network: subnetText,
+      ipv6SubnetMin: ipText,
+      ipv6SubnetMax: ipText,
+      enableNFTables: bool,
+    },
   ),
   (c) => {
     const again = parseNetConfig(netConfJson(c));
     if (E.isLeft(again)) return `not a config feltd accepts: ${again.left}`;
-    return canonical(again.right.config) === canonical(c) ? undefined : `not a config as feltd records it (from its net-conf.json feltd makes ${canonical(again.right.config)})`;
+    return canonical(again.right.config) === canonical(c)
+      ? undefined
+      : `not a config as feltd records it (from its net-conf.json feltd makes ${canonical(again.right.config)})`;
   },
 );
 
@@ -203,7 +243,10 @@ const subnetsMatchKey = <T extends { key: string; subnet?: string; ipv6Subnet?: 
 };
 
 const subnets = { key: leaseKey };
-const subnetsOptional = { subnet: refine(subnetText, (s) => (family(s) === 4 ? undefined : `${s} is not an IPv4 subnet`)), ipv6Subnet: refine(subnetText, (s) => (family(s) === 6 ? undefined : `${s} is not an IPv6 subnet`)) };
+const subnetsOptional = {
+  subnet: refine(subnetText, (s) => (family(s) === 4 ? undefined : `${s} is not an IPv4 subnet`)),
+  ipv6Subnet: refine(subnetText, (s) => (family(s) === 6 ? undefined : `${s} is not an IPv6 subnet`)),
+};
 const ipv4: Parser<string> = refine(ipText, (s) => (parseIPv4(s) ? undefined : `${s} is not an IPv4 address`));
 const ipv6: Parser<string> = refine(ipText, (s) => (parseIPv6(s) && s.includes(':') ? undefined : `${s} is not an IPv6 address`));
 
@@ -226,11 +269,17 @@ export const NODE_CHECKS: DataChecks<NodeEvent> = {
   SubnetLeaseLost: checkData(refine(object({ ...subnets, reason: text }, subnetsOptional), subnetsMatchKey)),
   RemoteLeaseSeen: checkData(
     refine(
-      object({ ...subnets, attrs: leaseAttrs, expiration: time, change: oneOf('appeared', 'changed') }, { ...subnetsOptional, changes: array(text) }),
+      object(
+        { ...subnets, attrs: leaseAttrs, expiration: time, change: oneOf('appeared', 'changed') },
+        { ...subnetsOptional, changes: array(text) },
+      ),
       subnetsMatchKey,
     ),
   ),
   RemoteLeaseRemoved: checkData(
-    refine(object({ ...subnets, publicIP: ipv4, reason: oneOf('removed', 'expired', 'gone', 'ours', 'refused') }, subnetsOptional), subnetsMatchKey),
+    refine(
+      object({ ...subnets, publicIP: ipv4, reason: oneOf('removed', 'expired', 'gone', 'ours', 'refused') }, subnetsOptional),
+      subnetsMatchKey,
+    ),
   ),
 };

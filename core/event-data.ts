@@ -49,7 +49,9 @@ export const bool: Parser<boolean> = (v, at) => (typeof v === 'boolean' ? v : re
 export const int =
   (min: number, max: number): Parser<number> =>
   (v, at) =>
-    typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max ? v : refuse(at, `${show(v)} is not an integer from ${min} to ${max}`);
+    typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max
+      ? v
+      : refuse(at, `${show(v)} is not an integer from ${min} to ${max}`);
 
 export const oneOf =
   <T extends string>(...values: readonly T[]): Parser<T> =>
@@ -94,7 +96,9 @@ export const ifname: Parser<string> = (v, at) => {
 /** A container id or network name as CNI allows them. */
 export const cniName: Parser<string> = (v, at) => {
   const s = str(v, at);
-  return CNI_NAME.test(s) ? s : refuse(at, `${show(s)} has characters CNI does not allow (alphanumerics, '_', '.', '-'; alphanumeric first)`);
+  return CNI_NAME.test(s)
+    ? s
+    : refuse(at, `${show(s)} has characters CNI does not allow (alphanumerics, '_', '.', '-'; alphanumeric first)`);
 };
 
 /** An absolute path without '.' or '..' components or characters a batch line would reinterpret. */
@@ -107,7 +111,9 @@ export const path: Parser<string> = (v, at) => {
 /** ISO 8601 with a time and an offset (as `toISOString` writes). */
 export const time: Parser<string> = (v, at) => {
   const s = str(v, at);
-  return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(s) && Number.isFinite(Date.parse(s)) ? s : refuse(at, `${show(s)} is not an ISO 8601 time`);
+  return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(s) && Number.isFinite(Date.parse(s))
+    ? s
+    : refuse(at, `${show(s)} is not an ISO 8601 time`);
 };
 
 /** Any JSON value (a recorded network config, a lease's BackendData): kept as it is. */
@@ -143,7 +149,8 @@ export const object =
     }
     for (const [k, p] of Object.entries(optional ?? {})) if (k in o && o[k] !== undefined) out[k] = p(o[k], `${at}.${k}`);
     const unknown = Object.keys(o).filter((k) => !(k in required) && !(optional && k in optional));
-    if (unknown.length) return refuse(at, `unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
+    if (unknown.length)
+      return refuse(at, `unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
     return out as Out<R> & Partial<Out<O>>;
   };
 
@@ -183,7 +190,8 @@ export const checkData =
       const d = p(data, 'data');
       if (opts.networkIsStream) {
         const n = (d as { network?: unknown }).network;
-        if (n !== ctx.name) return E.left(`data.network: ${show(n)} is not the stream's network (${JSON.stringify(ctx.name)} of ${ctx.stream})`);
+        if (n !== ctx.name)
+          return E.left(`data.network: ${show(n)} is not the stream's network (${JSON.stringify(ctx.name)} of ${ctx.stream})`);
       }
       return E.right(d);
     } catch (e) {

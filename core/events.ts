@@ -96,7 +96,10 @@ export function stateView<S, H, R>(table: Table<S, H, R, never>, state: S): RowV
   return {
     header,
     get: (key) => (Object.prototype.hasOwnProperty.call(rows, key) ? rows[key] : undefined),
-    find: (value) => entries().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    find: (value) =>
+      entries()
+        .filter(([, r]) => table.index?.(r) === value)
+        .map(([, r]) => r),
     count: () => Object.keys(rows).length,
     all: () => entries().map(([, r]) => r),
   };
@@ -141,7 +144,10 @@ export function foldTable<S, H, R, E extends Event>(table: Table<S, H, R, E>, st
       return h;
     },
     get,
-    find: (value) => sorted().filter(([, r]) => table.index?.(r) === value).map(([, r]) => r),
+    find: (value) =>
+      sorted()
+        .filter(([, r]) => table.index?.(r) === value)
+        .map(([, r]) => r),
     count: () => Object.keys(rows).length + added,
     all: () => sorted().map(([, r]) => r),
   };

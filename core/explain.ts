@@ -52,9 +52,12 @@ const CHAIN = /^(?:CNI|FLANNEL)-[A-Za-z0-9_-]+$/;
 /** The nftables tables felt writes: feltd's (flannel's names) and the plugins' (the reference's, felt's firewall). */
 const NFT_TABLES = /^(?:flannel-ipv[46]|cni_plugins_masquerade|cni_hostport|cni_firewall)$/;
 const NFT_PLUGIN_TABLES: Readonly<Record<string, string>> = {
-  cni_plugins_masquerade: "is bridge's and ptp's masquerade with ipMasqBackend nftables (the reference's table): one rule per pod address in masq_checks, its comment the hash of network, ifname and container id",
-  cni_hostport: "is portmap's with backend nftables (the reference's table): one DNAT rule per mapping in hostports, its comment the container id",
-  cni_firewall: "is the firewall plugin's with backend nftables (felt's own): the pod's accept rules in pods carry its address prefix as comment",
+  cni_plugins_masquerade:
+    "is bridge's and ptp's masquerade with ipMasqBackend nftables (the reference's table): one rule per pod address in masq_checks, its comment the hash of network, ifname and container id",
+  cni_hostport:
+    "is portmap's with backend nftables (the reference's table): one DNAT rule per mapping in hostports, its comment the container id",
+  cni_firewall:
+    "is the firewall plugin's with backend nftables (felt's own): the pod's accept rules in pods carry its address prefix as comment",
 };
 const squash = (s: string): string => s.trim().replace(/\s+/g, ' ');
 
@@ -115,7 +118,9 @@ function matching(t: Target, k: KernelState): KernelState {
     addresses: k.addresses.filter((a) => addrHits(a.cidr)),
     routes: k.routes.filter((r) => (!!prefix && r.dst === prefix) || (!!t.ip && hostIP && !!r.gw && sameIP(r.gw, t.ip.ip))),
     neighbours,
-    fdb: k.fdb.filter((f) => viaMac.has(f.mac.toLowerCase()) || (!!t.mac && f.mac.toLowerCase() === t.mac) || (!!t.ip && hostIP && sameIP(f.dst, t.ip.ip))),
+    fdb: k.fdb.filter(
+      (f) => viaMac.has(f.mac.toLowerCase()) || (!!t.mac && f.mac.toLowerCase() === t.mac) || (!!t.ip && hostIP && sameIP(f.dst, t.ip.ip)),
+    ),
     chains: k.chains.filter((c) => c.chain === t.chain || (!!t.rule && c.rules.some(inRule))),
     rules: k.rules.filter((r) => inRule(r.rule)),
   };
@@ -128,7 +133,12 @@ export function matchObjects(object: string, views: Views, sources: readonly Sou
   const t = target(object, views);
   if (!t) return [];
   return sources
-    .filter((s) => !t.container || s.id.endsWith(` ${t.container.id}/${t.container.ifname ?? ''}`) || (!t.container.ifname && s.id.includes(` ${t.container.id}/`)))
+    .filter(
+      (s) =>
+        !t.container ||
+        s.id.endsWith(` ${t.container.id}/${t.container.ifname ?? ''}`) ||
+        (!t.container.ifname && s.id.includes(` ${t.container.id}/`)),
+    )
     .map((s) => ({ id: s.id, state: matching(t, s.state) }))
     .filter((s) => !isEmpty(s.state));
 }
@@ -138,21 +148,34 @@ export function presence(wanted: KernelState, observed: KernelState): string[] {
   const out: string[] = [];
   const one = (words: string, ns: string, k: Partial<KernelState>): void => {
     const ops = plan({ ...emptyKernelState(), ...k }, observed, emptyScope());
-    out.push(ops.length === 0 ? `the kernel has ${words} now (in ${where(ns)})` : `the kernel does NOT have ${words} now (in ${where(ns)}): felt would ${ops.length === 1 ? 'make it' : 'change it'} on a repair`);
+    out.push(
+      ops.length === 0
+        ? `the kernel has ${words} now (in ${where(ns)})`
+        : `the kernel does NOT have ${words} now (in ${where(ns)}): felt would ${ops.length === 1 ? 'make it' : 'change it'} on a repair`,
+    );
   };
   for (const l of wanted.links) one(`${l.kind} ${l.name}${l.mac ? ` with MAC ${l.mac}` : ''}`, l.ns, { links: [l] });
   for (const a of wanted.addresses) one(`address ${a.cidr} on ${a.dev}`, a.ns, { addresses: [a] });
   for (const r of wanted.routes) one(`route ${describeRoute(r)}`, r.ns, { routes: [r] });
   for (const n of wanted.neighbours) one(`neighbour ${n.ip} lladdr ${n.lladdr} on ${n.dev}`, n.ns, { neighbours: [n] });
   for (const f of wanted.fdb) one(`fdb entry ${f.mac} dst ${f.dst} on ${f.dev}`, f.ns, { fdb: [f] });
-  for (const c of wanted.chains) one(`iptables chain ${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''} with its ${c.rules.length} rule${c.rules.length === 1 ? '' : 's'}`, c.ns, { chains: [c] });
-  for (const r of wanted.rules) one(`iptables rule ${r.table}/${r.chain}${r.family === 6 ? ' (IPv6)' : ''} ${r.rule}`, r.ns, { rules: [r] });
+  for (const c of wanted.chains)
+    one(
+      `iptables chain ${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''} with its ${c.rules.length} rule${c.rules.length === 1 ? '' : 's'}`,
+      c.ns,
+      { chains: [c] },
+    );
+  for (const r of wanted.rules)
+    one(`iptables rule ${r.table}/${r.chain}${r.family === 6 ? ' (IPv6)' : ''} ${r.rule}`, r.ns, { rules: [r] });
   return out;
 }
 
 export function explain(object: string, views: Views, history: readonly StoredEvent[]): string[] {
   const t = target(object, views);
-  if (!t) return [`"${object}" is not an IP address, prefix or MAC address, an iptables chain or rule, one of felt's nftables tables, or a container with a recorded attachment`];
+  if (!t)
+    return [
+      `"${object}" is not an IP address, prefix or MAC address, an iptables chain or rule, one of felt's nftables tables, or a container with a recorded attachment`,
+    ];
   const out: string[] = [];
   const covers = (cidr: string | undefined): boolean => {
     const c = cidr ? parseCIDR(cidr) : undefined;
@@ -162,7 +185,9 @@ export function explain(object: string, views: Views, history: readonly StoredEv
   for (const { network, state } of views.ipam) {
     for (const a of Object.values(state.allocations)) {
       if (t.ip && parseIP(a.ip) && formatIP(parseIP(a.ip)!) === formatIP(t.ip.ip)) {
-        out.push(`${a.ip} is allocated to container ${a.containerId} interface ${a.ifname} on network "${network}" since ${a.since} (event #${a.position}): the bridge plugin put it on the container interface, with its routes and masquerade chain`);
+        out.push(
+          `${a.ip} is allocated to container ${a.containerId} interface ${a.ifname} on network "${network}" since ${a.since} (event #${a.position}): the bridge plugin put it on the container interface, with its routes and masquerade chain`,
+        );
       }
     }
   }
@@ -171,7 +196,9 @@ export function explain(object: string, views: Views, history: readonly StoredEv
     const own = state.ownLease;
     const node = stream.replace(/^node\//, '');
     if (own && (covers(own.subnet) || covers(own.ipv6Subnet))) {
-      out.push(`${own.subnet ?? own.ipv6Subnet} is this node's (${node}) pod subnet, leased since ${own.since} until ${own.expiration}: pods here get addresses from it; its .0 address sits on the vxlan device`);
+      out.push(
+        `${own.subnet ?? own.ipv6Subnet} is this node's (${node}) pod subnet, leased since ${own.since} until ${own.expiration}: pods here get addresses from it; its .0 address sits on the vxlan device`,
+      );
     }
     if (own && t.mac && own.vtepMac && parseMac(own.vtepMac) === t.mac) {
       out.push(`${t.mac} is the VtepMAC of this node's (${node}) vxlan device, announced in its lease`);
@@ -181,9 +208,13 @@ export function explain(object: string, views: Views, history: readonly StoredEv
       const sub = r.subnet ?? r.ipv6Subnet ?? '';
       const by = `node ${r.attrs.PublicIP} (lease ${r.key}, seen since ${r.since}, last changed ${r.changed})`;
       if (covers(r.subnet) || covers(r.ipv6Subnet)) {
-        out.push(`on ${node}: the route to ${sub}${mac ? `, the neighbour ${sub.split('/')[0]} -> ${mac} and the fdb entry ${mac} -> ${r.attrs.PublicIP}` : ` via ${r.attrs.PublicIP}`} exist because ${by} holds ${sub}`);
+        out.push(
+          `on ${node}: the route to ${sub}${mac ? `, the neighbour ${sub.split('/')[0]} -> ${mac} and the fdb entry ${mac} -> ${r.attrs.PublicIP}` : ` via ${r.attrs.PublicIP}`} exist because ${by} holds ${sub}`,
+        );
       } else if (t.mac && mac === t.mac) {
-        out.push(`on ${node}: the fdb entry ${mac} -> ${r.attrs.PublicIP} and the neighbour ${sub.split('/')[0]} -> ${mac} exist because ${by} announces this VtepMAC`);
+        out.push(
+          `on ${node}: the fdb entry ${mac} -> ${r.attrs.PublicIP} and the neighbour ${sub.split('/')[0]} -> ${mac} exist because ${by} announces this VtepMAC`,
+        );
       } else if (t.ip && t.ip.prefix >= 32 && formatIP(t.ip.ip) === r.attrs.PublicIP) {
         out.push(`on ${node}: ${r.attrs.PublicIP} is the public address of ${by}; fdb entries and routes for ${sub} point at it`);
       }
@@ -196,7 +227,7 @@ export function explain(object: string, views: Views, history: readonly StoredEv
   }
   if (out.length === 0) out.push(`nothing in the log accounts for ${object}: felt did not make it (or it was removed)`);
 
-  const needle = t.mac ?? (t.ip ? formatIP(t.ip.ip) : t.chain ?? t.nftTable ?? t.container?.id ?? object);
+  const needle = t.mac ?? (t.ip ? formatIP(t.ip.ip) : (t.chain ?? t.nftTable ?? t.container?.id ?? object));
   const mentions = history.filter((e) => JSON.stringify(e.data).toLowerCase().includes(needle.toLowerCase()));
   if (mentions.length) {
     out.push('history:');
@@ -206,7 +237,9 @@ export function explain(object: string, views: Views, history: readonly StoredEv
 }
 
 const recorded = (rec: AttachmentRecord, history: readonly StoredEvent[]): string => {
-  const e = [...history].reverse().find((x) => x.type === 'AttachmentRecorded' && (x.data as { hostVeth?: string } | null)?.hostVeth === rec.hostVeth);
+  const e = [...history]
+    .reverse()
+    .find((x) => x.type === 'AttachmentRecorded' && (x.data as { hostVeth?: string } | null)?.hostVeth === rec.hostVeth);
   return e ? `, recorded at ${e.time} (event #${e.position})` : '';
 };
 
@@ -218,17 +251,31 @@ function explainAttachments(t: Target, views: Views, history: readonly StoredEve
     const how = `the bridge plugin attached it: veth ${r.hostVeth}${d ? ` on bridge ${d.bridge}` : ''} to ${r.ifname} in ${r.netns}${r.hostNs ? ` (host side in network namespace ${r.hostNs})` : ''}${recorded(r, history)}`;
     if (t.container && t.container.id === r.containerId && (t.container.ifname === undefined || t.container.ifname === r.ifname)) {
       const addrs = d ? d.own.addresses.map((a) => a.cidr) : [];
-      out.push(`${who}: ${how}${addrs.length ? `; addresses ${addrs.join(', ')}` : ''}${d ? '' : ' (its desired state is not in the log)'}`);
+      out.push(
+        `${who}: ${how}${addrs.length ? `; addresses ${addrs.join(', ')}` : ''}${d ? '' : ' (its desired state is not in the log)'}`,
+      );
       continue;
     }
     if (!d) continue;
     const m = matching(t, d.own);
     const sh = matching(t, d.shared);
     if (t.ip && m.addresses.length) out.push(`${m.addresses.map((a) => a.cidr).join(', ')} is the address of ${who}: ${how}`);
-    for (const rt of m.routes) out.push(`the route ${describeRoute(rt)} in ${r.netns} is one of ${who}'s routes (ipam routes, or the gateway of isDefaultGateway): ${how}`);
-    if (t.ip && sh.addresses.length) out.push(`${sh.addresses.map((a) => a.cidr).join(', ')} on bridge ${d.bridge} is the gateway address of network "${network}" (isGateway), wanted by ${who} and every other attachment of the network`);
-    for (const c of m.chains) out.push(`the ${c.table} chain ${c.chain}${c.family === 6 ? ' (IPv6)' : ''} is the masquerade chain of ${who} (bridge ipMasq): ${c.rules.map((x) => `[${x}]`).join(' ')}; ${how}`);
-    for (const x of m.rules) out.push(`the ${x.table}/${x.chain} rule "${x.rule}"${x.family === 6 ? ' (IPv6)' : ''} sends traffic from ${who} to its masquerade chain (bridge ipMasq): ${how}`);
+    for (const rt of m.routes)
+      out.push(
+        `the route ${describeRoute(rt)} in ${r.netns} is one of ${who}'s routes (ipam routes, or the gateway of isDefaultGateway): ${how}`,
+      );
+    if (t.ip && sh.addresses.length)
+      out.push(
+        `${sh.addresses.map((a) => a.cidr).join(', ')} on bridge ${d.bridge} is the gateway address of network "${network}" (isGateway), wanted by ${who} and every other attachment of the network`,
+      );
+    for (const c of m.chains)
+      out.push(
+        `the ${c.table} chain ${c.chain}${c.family === 6 ? ' (IPv6)' : ''} is the masquerade chain of ${who} (bridge ipMasq): ${c.rules.map((x) => `[${x}]`).join(' ')}; ${how}`,
+      );
+    for (const x of m.rules)
+      out.push(
+        `the ${x.table}/${x.chain} rule "${x.rule}"${x.family === 6 ? ' (IPv6)' : ''} sends traffic from ${who} to its masquerade chain (bridge ipMasq): ${how}`,
+      );
   }
   return out;
 }
@@ -241,7 +288,9 @@ function explainOverlayRules(t: Target, views: Views): string[] {
       const node = stream.replace(/^node\//, '');
       for (const x of (desired.nftTables ?? []).filter((x) => x.name === t.nftTable)) {
         const chains = (desired.nftChains ?? []).filter((c) => c.table === x.name).map((c) => `${c.name} (${c.rules.length} rules)`);
-        const sets = (desired.nftSets ?? []).filter((c) => c.table === x.name).map((c) => `${c.name} (${c.elements.length} remote pod subnets)`);
+        const sets = (desired.nftSets ?? [])
+          .filter((c) => c.table === x.name)
+          .map((c) => `${c.name} (${c.elements.length} remote pod subnets)`);
         out.push(
           `on ${node}: the nftables table ${x.family} ${x.name} is feltd's (EnableNFTables, flannel's table): ${[...chains, ...sets].join(', ') || 'no chains'}; postrtg masquerades pod traffic leaving the cluster network, forward accepts forwarded pod traffic, the set follows the remote leases`,
         );
@@ -256,9 +305,17 @@ function explainOverlayRules(t: Target, views: Views): string[] {
     const m = matching(t, desired);
     const node = stream.replace(/^node\//, '');
     const what = (chain: string): string =>
-      chain === 'FLANNEL-POSTRTG' ? "masquerades pod traffic leaving the cluster network (feltd --ip-masq, flannel's masqRules)" : "accepts forwarded pod traffic (flannel's forward rules)";
-    for (const c of m.chains) out.push(`on ${node}: the ${c.table} chain ${c.chain}${c.family === 6 ? ' (IPv6)' : ''} is feltd's: it ${what(c.chain)}; its rules come from the network config and this node's lease`);
-    for (const r of m.rules) out.push(`on ${node}: the ${r.table}/${r.chain} rule "${r.rule}"${r.family === 6 ? ' (IPv6)' : ''} is feltd's jump into ${r.rule.split('-j ').pop()}`);
+      chain === 'FLANNEL-POSTRTG'
+        ? "masquerades pod traffic leaving the cluster network (feltd --ip-masq, flannel's masqRules)"
+        : "accepts forwarded pod traffic (flannel's forward rules)";
+    for (const c of m.chains)
+      out.push(
+        `on ${node}: the ${c.table} chain ${c.chain}${c.family === 6 ? ' (IPv6)' : ''} is feltd's: it ${what(c.chain)}; its rules come from the network config and this node's lease`,
+      );
+    for (const r of m.rules)
+      out.push(
+        `on ${node}: the ${r.table}/${r.chain} rule "${r.rule}"${r.family === 6 ? ' (IPv6)' : ''} is feltd's jump into ${r.rule.split('-j ').pop()}`,
+      );
   }
   return out;
 }

@@ -5,7 +5,16 @@
 import { attachmentsProjection, type AttachmentsState } from './bridge/attachments.ts';
 import { runtimeProjection, type RuntimeState } from './cni/attachments.ts';
 import type { Event, Projection } from './events.ts';
-import { BRIDGE_CHECKS, FIREWALL_CHECKS, PTP_CHECKS, HOST_DEVICE_CHECKS, IPAM_CHECKS, NODE_CHECKS, RUNTIME_CHECKS, TUNING_CHECKS } from './event-checks.ts';
+import {
+  BRIDGE_CHECKS,
+  FIREWALL_CHECKS,
+  PTP_CHECKS,
+  HOST_DEVICE_CHECKS,
+  IPAM_CHECKS,
+  NODE_CHECKS,
+  RUNTIME_CHECKS,
+  TUNING_CHECKS,
+} from './event-checks.ts';
 import type { DataCheck, DataChecks } from './event-data.ts';
 import type { AttachmentEvent } from './bridge/attachments.ts';
 import type { RuntimeEvent } from './cni/attachments.ts';
@@ -45,8 +54,9 @@ const byKey = <T>(record: Readonly<Record<string, T>>): T[] =>
  * A row of the table. `Ev` is the projection's event union: `checks` must have exactly one check per event type
  * of it (the compiler says which is missing), and `types` is made from them.
  */
-const kind = <S, Ev extends Event>(k: Omit<StreamKind<S>, 'projection' | 'types' | 'checks'> & { readonly projection: Projection<S, Ev>; readonly checks: DataChecks<Ev> }): StreamKind =>
-  ({ ...k, types: Object.keys(k.checks), checks: k.checks }) as unknown as StreamKind;
+const kind = <S, Ev extends Event>(
+  k: Omit<StreamKind<S>, 'projection' | 'types' | 'checks'> & { readonly projection: Projection<S, Ev>; readonly checks: DataChecks<Ev> },
+): StreamKind => ({ ...k, types: Object.keys(k.checks), checks: k.checks }) as unknown as StreamKind;
 
 export const STREAM_KINDS: readonly StreamKind[] = [
   kind<IpamState, IpamEvent>({
@@ -109,7 +119,8 @@ export const STREAM_KINDS: readonly StreamKind[] = [
 ];
 
 /** The kind of a stream, by its prefix; undefined for a stream felt does not write. */
-export const streamKindOf = (stream: string): StreamKind | undefined => STREAM_KINDS.find((k) => stream.startsWith(k.prefix) && stream.length > k.prefix.length);
+export const streamKindOf = (stream: string): StreamKind | undefined =>
+  STREAM_KINDS.find((k) => stream.startsWith(k.prefix) && stream.length > k.prefix.length);
 
 /** The prefixes, for messages: `ipam/..., node/..., ...`. */
 export const streamPrefixes = (): string => STREAM_KINDS.map((k) => `${k.prefix}...`).join(', ');

@@ -50,7 +50,10 @@ const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 const feltVersion = {
   name: 'felt-version',
   setup(b) {
-    b.onLoad({ filter: /[\\/]apps[\\/]version\.ts$/ }, () => ({ contents: `export const VERSION = ${JSON.stringify(version)};\n`, loader: 'ts' }));
+    b.onLoad({ filter: /[\\/]apps[\\/]version\.ts$/ }, () => ({
+      contents: `export const VERSION = ${JSON.stringify(version)};\n`,
+      loader: 'ts',
+    }));
   },
 };
 
@@ -112,13 +115,24 @@ const cc = process.env['CC'] || 'cc';
 const forwarders = entries
   .filter((e) => e.cni)
   .map((e) =>
-    promisify(execFile)(cc, ['-O2', '-s', '-Wall', '-Wextra', '-Werror', `-DFELT_TYPE="${e.type}"`, '-o', join(root, 'dist/cni', e.type), forwarder]).catch((err) => {
+    promisify(execFile)(cc, [
+      '-O2',
+      '-s',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      `-DFELT_TYPE="${e.type}"`,
+      '-o',
+      join(root, 'dist/cni', e.type),
+      forwarder,
+    ]).catch((err) => {
       throw new Error(`compiling the ${e.type} forwarder with ${cc} failed (scripts/setup.sh installs gcc): ${err.stderr || err.message}`);
     }),
   );
 
-await Promise.all(
-  [...forwarders, ...entries.map((e) =>
+await Promise.all([
+  ...forwarders,
+  ...entries.map((e) =>
     build({
       entryPoints: [e.in],
       outfile: e.out,
@@ -140,6 +154,8 @@ await Promise.all(
       else writeFileSync(e.out, text);
       chmodSync(e.out, 0o755);
     }),
-  )],
+  ),
+]);
+console.log(
+  `built ${entries.length} executables and ${forwarders.length} forwarders: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`,
 );
-console.log(`built ${entries.length} executables and ${forwarders.length} forwarders: ${entries.map((e) => e.out.slice(root.length)).join(' ')}`);

@@ -42,13 +42,19 @@ try {
     say(`   ${a.id.padEnd(6)}${cells.join('')}`);
   }
   say(`== routes on ${c.nodes[0]!.name}: one per other node, through flannel.1`);
-  for (const l of c.inNode(c.nodes[0]!, 'ip', 'route', 'show').split('\n').filter((l) => l.includes('flannel'))) say(`   ${l}`);
+  for (const l of c
+    .inNode(c.nodes[0]!, 'ip', 'route', 'show')
+    .split('\n')
+    .filter((l) => l.includes('flannel')))
+    say(`   ${l}`);
   say(`== ${c.nodes[0]!.name}'s event log (dist/bin/felt events)`);
   const ev = execFileSync(join(ROOT, 'dist/bin/felt'), ['events', '--data-dir', join(c.nodes[0]!.dir, 'state')], { encoding: 'utf8' });
   for (const l of ev.trim().split('\n')) say(`   ${l}`);
   const other = c.subnetOf(c.nodes[1]!).replace(/\.1\//, '.0/');
   say(`== why does ${c.nodes[0]!.name} route ${other}? (dist/bin/felt explain ${other})`);
-  const why = execFileSync(join(ROOT, 'dist/bin/felt'), ['explain', other, '--data-dir', join(c.nodes[0]!.dir, 'state')], { encoding: 'utf8' });
+  const why = execFileSync(join(ROOT, 'dist/bin/felt'), ['explain', other, '--data-dir', join(c.nodes[0]!.dir, 'state')], {
+    encoding: 'utf8',
+  });
   for (const l of why.trim().split('\n')) say(`   ${l}`);
   say(failed ? `== ${failed} pings FAILED` : '== every pod reached every pod on the other nodes');
   process.exitCode = failed ? 1 : 0;

@@ -33,7 +33,12 @@ interface Guid {
 }
 const toGuid = (s: string): Guid => {
   const h = s.replace(/[{}-]/g, '');
-  return { Data1: parseInt(h.slice(0, 8), 16), Data2: parseInt(h.slice(8, 12), 16), Data3: parseInt(h.slice(12, 16), 16), Data4: [...Array(8).keys()].map((i) => parseInt(h.slice(16 + 2 * i, 18 + 2 * i), 16)) };
+  return {
+    Data1: parseInt(h.slice(0, 8), 16),
+    Data2: parseInt(h.slice(8, 12), 16),
+    Data3: parseInt(h.slice(12, 16), 16),
+    Data4: [...Array(8).keys()].map((i) => parseInt(h.slice(16 + 2 * i, 18 + 2 * i), 16)),
+  };
 };
 const ZERO_GUID = '00000000-0000-0000-0000-000000000000';
 
@@ -55,18 +60,26 @@ function bind(k: Koffi): Hns {
   const ole32 = k.load('ole32.dll');
   const free = ole32.func('void CoTaskMemFree(void *p)');
   const f = {
-    hnsCall: vmcompute.func('uint32 __stdcall HNSCall(const char16_t *method, const char16_t *path, const char16_t *request, _Out_ void **response)'),
+    hnsCall: vmcompute.func(
+      'uint32 __stdcall HNSCall(const char16_t *method, const char16_t *path, const char16_t *request, _Out_ void **response)',
+    ),
     hcsOpen: vmcompute.func('uint32 __stdcall HcsOpenComputeSystem(const char16_t *id, _Out_ void **system, _Out_ void **result)'),
     hcsModify: vmcompute.func('uint32 __stdcall HcsModifyComputeSystem(void *system, const char16_t *configuration, _Out_ void **result)'),
     hcsClose: vmcompute.func('uint32 __stdcall HcsCloseComputeSystem(void *system)'),
     enumNetworks: hcn.func('uint32 __stdcall HcnEnumerateNetworks(const char16_t *query, _Out_ void **networks, _Out_ void **result)'),
     openNetwork: hcn.func('uint32 __stdcall HcnOpenNetwork(GUID id, _Out_ void **network, _Out_ void **result)'),
-    queryNetwork: hcn.func('uint32 __stdcall HcnQueryNetworkProperties(void *network, const char16_t *query, _Out_ void **properties, _Out_ void **result)'),
+    queryNetwork: hcn.func(
+      'uint32 __stdcall HcnQueryNetworkProperties(void *network, const char16_t *query, _Out_ void **properties, _Out_ void **result)',
+    ),
     closeNetwork: hcn.func('uint32 __stdcall HcnCloseNetwork(void *network)'),
     enumEndpoints: hcn.func('uint32 __stdcall HcnEnumerateEndpoints(const char16_t *query, _Out_ void **endpoints, _Out_ void **result)'),
     openEndpoint: hcn.func('uint32 __stdcall HcnOpenEndpoint(GUID id, _Out_ void **endpoint, _Out_ void **result)'),
-    queryEndpoint: hcn.func('uint32 __stdcall HcnQueryEndpointProperties(void *endpoint, const char16_t *query, _Out_ void **properties, _Out_ void **result)'),
-    createEndpoint: hcn.func('uint32 __stdcall HcnCreateEndpoint(void *network, GUID id, const char16_t *settings, _Out_ void **endpoint, _Out_ void **result)'),
+    queryEndpoint: hcn.func(
+      'uint32 __stdcall HcnQueryEndpointProperties(void *endpoint, const char16_t *query, _Out_ void **properties, _Out_ void **result)',
+    ),
+    createEndpoint: hcn.func(
+      'uint32 __stdcall HcnCreateEndpoint(void *network, GUID id, const char16_t *settings, _Out_ void **endpoint, _Out_ void **result)',
+    ),
     closeEndpoint: hcn.func('uint32 __stdcall HcnCloseEndpoint(void *endpoint)'),
     deleteEndpoint: hcn.func('uint32 __stdcall HcnDeleteEndpoint(GUID id, _Out_ void **result)'),
     openNamespace: hcn.func('uint32 __stdcall HcnOpenNamespace(GUID id, _Out_ void **namespace, _Out_ void **result)'),
@@ -102,10 +115,16 @@ function bind(k: Koffi): Hns {
     const text = take(out[0]);
     if (hr !== 0) return E.left(err(`HNS ${method} ${path}`, hr, text));
     const r = JSON.parse(text) as { Success?: boolean; Error?: string; Output?: A };
-    if (!r.Success) return E.left({ kind: 'hns', msg: `HNS ${method} ${path}: ${r.Error ?? 'failed'}`, ...(/not found/i.test(r.Error ?? '') ? { notFound: true } : {}) });
+    if (!r.Success)
+      return E.left({
+        kind: 'hns',
+        msg: `HNS ${method} ${path}: ${r.Error ?? 'failed'}`,
+        ...(/not found/i.test(r.Error ?? '') ? { notFound: true } : {}),
+      });
     return E.right(r.Output as A);
   };
-  const query = (filter: Record<string, string>): string => JSON.stringify({ SchemaVersion: { Major: 2, Minor: 0 }, Flags: 0, Filter: JSON.stringify(filter) });
+  const query = (filter: Record<string, string>): string =>
+    JSON.stringify({ SchemaVersion: { Major: 2, Minor: 0 }, Flags: 0, Filter: JSON.stringify(filter) });
   /** HCN v2: enumerate by filter, open and query each. */
   const hcnFind = <A>(kind: 'network' | 'endpoint', filter: Record<string, string>): E.Either<HnsError, A | undefined> => {
     const ids: unknown[] = [null];
@@ -155,7 +174,11 @@ function bind(k: Koffi): Hns {
     if (hr !== 0) return E.left(err(`HcnOpenNamespace ${ns}`, hr, d));
     try {
       const r2: unknown[] = [null];
-      const mhr = f.modifyNamespace(h[0], JSON.stringify({ ResourceType: 'Endpoint', RequestType: request, Settings: { EndpointId: endpointId } }), r2) as number;
+      const mhr = f.modifyNamespace(
+        h[0],
+        JSON.stringify({ ResourceType: 'Endpoint', RequestType: request, Settings: { EndpointId: endpointId } }),
+        r2,
+      ) as number;
       const d2 = take(r2[0]);
       return mhr === 0 ? E.right(undefined) : E.left(err(`HcnModifyNamespace ${ns}`, mhr, d2));
     } finally {
@@ -168,7 +191,9 @@ function bind(k: Koffi): Hns {
   return {
     dsrSupported: () =>
       te(() =>
-        E.map((v: { Major: number; Minor: number }) => (v.Major === 9 && v.Minor >= 2) || (v.Major >= 10 && (v.Major > 10 || v.Minor >= 2)))(hnsCall('GET', '/globals/version', undefined)),
+        E.map(
+          (v: { Major: number; Minor: number }) => (v.Major === 9 && v.Minor >= 2) || (v.Major >= 10 && (v.Major > 10 || v.Minor >= 2)),
+        )(hnsCall('GET', '/globals/version', undefined)),
       ),
     network: (name) => te(() => byName(hnsCall<HnsNetwork[]>('GET', '/networks/', undefined), name)),
     endpoint: (name) => te(() => byName(hnsCall<HnsEndpoint[]>('GET', '/endpoints/', undefined), name)),
@@ -176,7 +201,8 @@ function bind(k: Koffi): Hns {
     deleteEndpoint: (id) => te(() => E.map(() => undefined)(hnsCall('DELETE', `/endpoints/${id}`, undefined))),
     hotAttach: (cid, eid) => te(() => modifyContainer(cid, eid, 'Add')),
     hotDetach: (cid, eid) => te(() => modifyContainer(cid, eid, 'Remove')),
-    containerDetach: (cid, eid) => te(() => E.map(() => undefined)(hnsCall('POST', `/endpoints/${eid}/detach`, { ContainerId: cid, SystemType: 'Container' }))),
+    containerDetach: (cid, eid) =>
+      te(() => E.map(() => undefined)(hnsCall('POST', `/endpoints/${eid}/detach`, { ContainerId: cid, SystemType: 'Container' }))),
     hcnNetwork: (name) => te(() => hcnFind<HcnNetwork>('network', { Name: name })),
     hcnEndpoint: (name) => te(() => hcnFind<HcnEndpoint>('endpoint', { Name: name })),
     createHcnEndpoint: (req) =>

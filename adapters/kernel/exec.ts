@@ -34,7 +34,8 @@ export function run(argv: readonly string[], input: string, hooks: ExecHooks = {
   if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
   return new Promise((resolve) => {
     const done = (r: Run): void => {
-      if (trace) process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
+      if (trace)
+        process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
       resolve(r);
     };
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -68,12 +69,23 @@ export async function writeOwn(path: string, value: string): Promise<Run> {
     await writeFile(path, `${value}\n`);
     return { code: 0, stdout: '', stderr: '' };
   } catch (e) {
-    return { code: 1, stdout: '', stderr: `${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}\n` };
+    return {
+      code: 1,
+      stdout: '',
+      stderr: `${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (e as Error).message}\n`,
+    };
   }
 }
 
 /** Read sysctl files of this process's own namespace as `grep -H ''` prints them ("path:value" lines). */
 export async function readOwn(paths: readonly string[]): Promise<Run> {
-  const lines = await Promise.all(paths.map(async (p) => readFile(p, 'utf8').then((v) => `${p}:${v.trim()}\n`, () => '')));
+  const lines = await Promise.all(
+    paths.map(async (p) =>
+      readFile(p, 'utf8').then(
+        (v) => `${p}:${v.trim()}\n`,
+        () => '',
+      ),
+    ),
+  );
   return { code: 0, stdout: lines.join(''), stderr: '' };
 }

@@ -23,7 +23,17 @@ import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
-import { IP_READ, pairVeths, parseFdb, parseIpBatch, parseIpRules, parseIptablesSave, parseQdiscs, parseRedirect, type IpState } from './parse.ts';
+import {
+  IP_READ,
+  pairVeths,
+  parseFdb,
+  parseIpBatch,
+  parseIpRules,
+  parseIptablesSave,
+  parseQdiscs,
+  parseRedirect,
+  type IpState,
+} from './parse.ts';
 import { explain, invocations, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import { NFT_NO_TABLE, parseNftList } from './nft.ts';
@@ -57,7 +67,22 @@ const entered = (r: Run): boolean => !(r.code !== 0 && /^nsenter: (?!failed to e
 
 async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Either<KernelError, KernelState>> {
   const reads = readsFor(req);
-  const state: Mutable = { links: [], addresses: [], routes: [], neighbours: [], fdb: [], chains: [], rules: [], sysctls: [], qdiscs: [], ipRules: [], nftTables: [], nftChains: [], nftRules: [], nftSets: [] };
+  const state: Mutable = {
+    links: [],
+    addresses: [],
+    routes: [],
+    neighbours: [],
+    fdb: [],
+    chains: [],
+    rules: [],
+    sysctls: [],
+    qdiscs: [],
+    ipRules: [],
+    nftTables: [],
+    nftChains: [],
+    nftRules: [],
+    nftSets: [],
+  };
   if (reads.length === 0) return E.right(state);
   const ipv6 = existsSync('/proc/sys/net/ipv6');
   // Every read of every namespace at once.
@@ -78,7 +103,19 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
         ),
       ]);
-      return { ip, sysctl, fdb, tc, rules: [[4, rules4], [6, rules6]] as const, ipt, filters: await filters, nft: await nft };
+      return {
+        ip,
+        sysctl,
+        fdb,
+        tc,
+        rules: [
+          [4, rules4],
+          [6, rules6],
+        ] as const,
+        ipt,
+        filters: await filters,
+        nft: await nft,
+      };
     }),
   );
   const ipStates: { ns: NsRef; state: IpState }[] = [];
@@ -139,7 +176,8 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
           return E.left(kerr(`failed to read the ingress filters of ${rd.filters[k]} in ${where(ns)}: ${f.stderr.trim()}`));
         }
         const to = parseRedirect(f.stdout);
-        if (typeof to === 'object') return E.left(kerr(`failed to read the ingress filters of ${rd.filters[k]} in ${where(ns)}: ${to.error}`));
+        if (typeof to === 'object')
+          return E.left(kerr(`failed to read the ingress filters of ${rd.filters[k]} in ${where(ns)}: ${to.error}`));
         if (to !== undefined) redirects.set(rd.filters[k]!, to);
       }
       state.qdiscs.push(...q.map((x) => (x.kind === 'ingress' && redirects.has(x.dev) ? { ...x, redirect: redirects.get(x.dev)! } : x)));
@@ -211,7 +249,11 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
       const before = Promise.all([barrier, ...lanes.values()]);
       barrier = before.then(() => step(st));
       lanes.clear();
-    } else lanes.set(st.ns, (lanes.get(st.ns) ?? barrier).then(() => step(st)));
+    } else
+      lanes.set(
+        st.ns,
+        (lanes.get(st.ns) ?? barrier).then(() => step(st)),
+      );
   }
   await Promise.all([ipt, barrier, ...lanes.values()]);
   return failed ?? E.right(undefined);
@@ -257,7 +299,13 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
 
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {
   return {
-    observe: (req): TE.TaskEither<KernelError, KernelState> => () => observe(req, opts),
-    apply: (ops): TE.TaskEither<KernelError, void> => () => apply(ops, opts),
+    observe:
+      (req): TE.TaskEither<KernelError, KernelState> =>
+      () =>
+        observe(req, opts),
+    apply:
+      (ops): TE.TaskEither<KernelError, void> =>
+      () =>
+        apply(ops, opts),
   };
 }

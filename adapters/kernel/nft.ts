@@ -22,7 +22,8 @@ export function nftUnsafe(o: NftOp): string | undefined {
   switch (o.op) {
     case 'nft.table.add':
       names.push(o.table.name);
-      if (o.table.comment !== undefined && !COMMENT.test(o.table.comment)) return `nftables table comment ${JSON.stringify(o.table.comment)} is not plain text`;
+      if (o.table.comment !== undefined && !COMMENT.test(o.table.comment))
+        return `nftables table comment ${JSON.stringify(o.table.comment)} is not plain text`;
       break;
     case 'nft.table.del':
       names.push(o.name);
@@ -30,7 +31,8 @@ export function nftUnsafe(o: NftOp): string | undefined {
     case 'nft.chain.add':
     case 'nft.chain.sync':
       names.push(o.chain.table, o.chain.name);
-      if (o.chain.comment !== undefined && !COMMENT.test(o.chain.comment)) return `nftables chain comment ${JSON.stringify(o.chain.comment)} is not plain text`;
+      if (o.chain.comment !== undefined && !COMMENT.test(o.chain.comment))
+        return `nftables chain comment ${JSON.stringify(o.chain.comment)} is not plain text`;
       break;
     case 'nft.chain.del':
       names.push(o.table, o.chain);
@@ -53,7 +55,13 @@ const baseOf = (b: NftBase | undefined): Record<string, NftJson> =>
 
 const chainObj = (c: NftChain): Record<string, NftJson> => ({ family: c.family, table: c.table, name: c.name, ...baseOf(c.base) });
 
-const ruleObj = (r: { family: NftFamily; table: string; chain: string; expr: readonly NftJson[]; comment?: string }): Record<string, NftJson> => ({
+const ruleObj = (r: {
+  family: NftFamily;
+  table: string;
+  chain: string;
+  expr: readonly NftJson[];
+  comment?: string;
+}): Record<string, NftJson> => ({
   family: r.family,
   table: r.table,
   chain: r.chain,
@@ -74,7 +82,9 @@ const ELEMS_PER_COMMAND = 1000;
 function elementCommands(verb: 'add' | 'delete', s: { family: NftFamily; table: string; name: string }, els: readonly string[]): NftJson[] {
   const out: NftJson[] = [];
   for (let i = 0; i < els.length; i += ELEMS_PER_COMMAND) {
-    out.push({ [verb]: { element: { family: s.family, table: s.table, name: s.name, elem: els.slice(i, i + ELEMS_PER_COMMAND).map(elemJson) } } });
+    out.push({
+      [verb]: { element: { family: s.family, table: s.table, name: s.name, elem: els.slice(i, i + ELEMS_PER_COMMAND).map(elemJson) } },
+    });
   }
   return out;
 }
@@ -116,7 +126,8 @@ export function nftCommands(o: NftOp): NftJson[] {
 
 /** The `nft -f` text declarations that give tables and chains their comments (see the head of this file). */
 export function nftCommentLine(o: NftOp): string | undefined {
-  if (o.op === 'nft.table.add' && o.table.comment !== undefined) return `add table ${o.table.family} ${o.table.name} { comment "${o.table.comment}" ; }`;
+  if (o.op === 'nft.table.add' && o.table.comment !== undefined)
+    return `add table ${o.table.family} ${o.table.name} { comment "${o.table.comment}" ; }`;
   if ((o.op === 'nft.chain.add' || o.op === 'nft.chain.sync') && o.chain.comment !== undefined) {
     const c = o.chain;
     const base = c.base ? ` type ${c.base.type} hook ${c.base.hook} priority ${c.base.prio} ; policy ${c.base.policy ?? 'accept'} ;` : '';
@@ -163,15 +174,24 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
     if (typeof it !== 'object' || it === null) continue;
     if (it['table']) {
       const t = it['table'];
-      if (FAMILIES.has(String(t['family'])) && typeof t['name'] === 'string') tables.push({ ns, family: t['family'] as NftFamily, name: t['name'] });
+      if (FAMILIES.has(String(t['family'])) && typeof t['name'] === 'string')
+        tables.push({ ns, family: t['family'] as NftFamily, name: t['name'] });
     } else if (it['chain']) {
       const c = it['chain'];
       if (!FAMILIES.has(String(c['family'])) || typeof c['table'] !== 'string' || typeof c['name'] !== 'string') continue;
       const base: NftBase | undefined =
         TYPES.has(String(c['type'])) && HOOKS.has(String(c['hook'])) && typeof c['prio'] === 'number'
-          ? { type: c['type'] as NftBase['type'], hook: c['hook'] as NftBase['hook'], prio: c['prio'], policy: c['policy'] === 'drop' ? 'drop' : 'accept' }
+          ? {
+              type: c['type'] as NftBase['type'],
+              hook: c['hook'] as NftBase['hook'],
+              prio: c['prio'],
+              policy: c['policy'] === 'drop' ? 'drop' : 'accept',
+            }
           : undefined;
-      const rec = { c: { ns, family: c['family'] as NftFamily, table: c['table'], name: c['name'], ...(base ? { base } : {}), rules: [] }, rules: [] as NftRule[] };
+      const rec = {
+        c: { ns, family: c['family'] as NftFamily, table: c['table'], name: c['name'], ...(base ? { base } : {}), rules: [] },
+        rules: [] as NftRule[],
+      };
       chains.push(rec);
       byName.set(`${c['family']} ${c['table']} ${c['name']}`, rec);
     } else if (it['set']) {
@@ -190,7 +210,13 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
       });
     } else if (it['rule']) {
       const r = it['rule'];
-      if (!FAMILIES.has(String(r['family'])) || typeof r['table'] !== 'string' || typeof r['chain'] !== 'string' || !Array.isArray(r['expr'])) continue;
+      if (
+        !FAMILIES.has(String(r['family'])) ||
+        typeof r['table'] !== 'string' ||
+        typeof r['chain'] !== 'string' ||
+        !Array.isArray(r['expr'])
+      )
+        continue;
       const rule: NftRule = {
         ns,
         family: r['family'] as NftFamily,
@@ -206,7 +232,10 @@ export function parseNftList(ns: NsRef, text: string): NftRead | string {
   }
   return {
     nftTables: tables,
-    nftChains: chains.map(({ c, rules: rs }) => ({ ...c, rules: rs.map((r) => ({ expr: r.expr, ...(r.comment !== undefined ? { comment: r.comment } : {}) })) })),
+    nftChains: chains.map(({ c, rules: rs }) => ({
+      ...c,
+      rules: rs.map((r) => ({ expr: r.expr, ...(r.comment !== undefined ? { comment: r.comment } : {}) })),
+    })),
     nftRules: rules,
     nftSets: sets,
   };

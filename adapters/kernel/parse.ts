@@ -96,7 +96,7 @@ export function toLink(ns: NsRef, l: IpLink): Link {
       ? {
           vxlan: {
             vni: Number(d['id']),
-            ...(str(d['local']) ?? str(d['local6']) ? { local: (str(d['local']) ?? str(d['local6']))! } : {}),
+            ...((str(d['local']) ?? str(d['local6'])) ? { local: (str(d['local']) ?? str(d['local6']))! } : {}),
             port: Number(d['port'] ?? 8472),
             learning: d['learning'] === true,
             gbp: d['gbp'] === true,
@@ -109,7 +109,9 @@ export function toLink(ns: NsRef, l: IpLink): Link {
       ? { macvlan: { master: l.link, mode: mode as MacvlanSpec['mode'] } }
       : {}),
     // iproute2 prints an ipvlan's mode as "l2"/"l3"/"l3s", a vlan's id and a VRF's table as numbers.
-    ...(kind === 'ipvlan' && l.link && mode && IPVLAN_MODES.has(mode) ? { ipvlan: { master: l.link, mode: mode as IpvlanSpec['mode'] } } : {}),
+    ...(kind === 'ipvlan' && l.link && mode && IPVLAN_MODES.has(mode)
+      ? { ipvlan: { master: l.link, mode: mode as IpvlanSpec['mode'] } }
+      : {}),
     ...(kind === 'vlan' && l.link && typeof d['id'] === 'number' ? { vlan: { master: l.link, id: d['id'] } } : {}),
     ...(kind === 'vrf' && typeof d['table'] === 'number' ? { vrf: { table: d['table'] } } : {}),
     // ip prints the owner and group as names when the host's passwd/group files have them: only numbers are kept.
@@ -199,7 +201,13 @@ export function parseIpBatch(ns: NsRef, stdout: string, kernelRoutes = false): I
       // Kernel-made IPv6 link-local addresses are nobody's to manage. (Loopback's 127.0.0.1/8 and ::1 are
       // reported: the loopback plugin reads them.)
       if (a.family === 'inet6' && a.scope === 'link') continue;
-      addresses.push({ ns, dev: l.ifname, cidr: `${a.local}/${a.prefixlen}`, ...(a.nodad ? { nodad: true } : {}), ...(a.noprefixroute ? { noprefixroute: true } : {}) });
+      addresses.push({
+        ns,
+        dev: l.ifname,
+        cidr: `${a.local}/${a.prefixlen}`,
+        ...(a.nodad ? { nodad: true } : {}),
+        ...(a.noprefixroute ? { noprefixroute: true } : {}),
+      });
     }
   }
   const routes: Route[] = [];
@@ -209,11 +217,17 @@ export function parseIpBatch(ns: NsRef, stdout: string, kernelRoutes = false): I
   }
   const neighbours: Neighbour[] = [];
   for (const n of neighJ) {
-    if (n.lladdr && (n.state === undefined || n.state.includes('PERMANENT'))) neighbours.push({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr.toLowerCase() });
+    if (n.lladdr && (n.state === undefined || n.state.includes('PERMANENT')))
+      neighbours.push({ ns, dev: n.dev, ip: n.dst, lladdr: n.lladdr.toLowerCase() });
   }
   const veths = linksJ
     .filter((l) => l.linkinfo?.info_kind === 'veth' && l.ifindex !== undefined && l.link_index !== undefined)
-    .map((l) => ({ name: l.ifname, ifindex: l.ifindex!, peerIndex: l.link_index!, ...(l.link_netnsid !== undefined ? { peerNsid: l.link_netnsid } : {}) }));
+    .map((l) => ({
+      name: l.ifname,
+      ifindex: l.ifindex!,
+      peerIndex: l.link_index!,
+      ...(l.link_netnsid !== undefined ? { peerNsid: l.link_netnsid } : {}),
+    }));
   const nsids = new Map(idsJ.filter((x) => x.name).map((x) => [x.nsid, x.name!] as const));
   return { links, addresses, routes, neighbours, veths, nsids };
 }
@@ -300,7 +314,8 @@ export function parseFdb(ns: NsRef, stdout: string): Fdb[] | string {
     return `cannot parse bridge -json output: ${(e as Error).message}`;
   }
   const out: Fdb[] = [];
-  for (const e of entries) if (e.dst && e.ifname && e.state === 'permanent') out.push({ ns, dev: e.ifname, mac: e.mac.toLowerCase(), dst: e.dst });
+  for (const e of entries)
+    if (e.dst && e.ifname && e.state === 'permanent') out.push({ ns, dev: e.ifname, mac: e.mac.toLowerCase(), dst: e.dst });
   return out;
 }
 
@@ -336,7 +351,11 @@ export function parseQdiscs(ns: NsRef, stdout: string): Qdisc[] | string {
  * (tc prints `to_dev: "*"`).
  */
 export function parseRedirect(stdout: string): string | undefined | { error: string } {
-  let fs: { kind?: string; pref?: number; options?: { actions?: { kind?: string; mirred_action?: string; direction?: string; to_dev?: string }[] } }[];
+  let fs: {
+    kind?: string;
+    pref?: number;
+    options?: { actions?: { kind?: string; mirred_action?: string; direction?: string; to_dev?: string }[] };
+  }[];
   try {
     fs = JSON.parse(stdout.trim() || '[]') as typeof fs;
   } catch (e) {
@@ -354,7 +373,12 @@ export function parseRedirect(stdout: string): string | undefined | { error: str
  * `iptables-save` output: user chains whole (IptChain), rules of the builtin chains one by one (IptRule).
  * Only the given tables when `tables` is non-empty.
  */
-export function parseIptablesSave(ns: NsRef, family: IptFamily, text: string, tables: readonly IptTable[] = []): { chains: IptChain[]; rules: IptRule[] } {
+export function parseIptablesSave(
+  ns: NsRef,
+  family: IptFamily,
+  text: string,
+  tables: readonly IptTable[] = [],
+): { chains: IptChain[]; rules: IptRule[] } {
   const chains: IptChain[] = [];
   const rules: IptRule[] = [];
   let table: IptTable | undefined;

@@ -96,7 +96,10 @@ type Creator =
   | { readonly via: 'never' };
 
 const CREATE = {
-  bridge: { via: 'link', words: (l) => ['type bridge', ...(l.bridge?.vlanFiltering !== undefined ? [`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`] : [])] },
+  bridge: {
+    via: 'link',
+    words: (l) => ['type bridge', ...(l.bridge?.vlanFiltering !== undefined ? [`vlan_filtering ${l.bridge.vlanFiltering ? 1 : 0}`] : [])],
+  },
   veth: {
     via: 'link',
     words: (l, o) => {
@@ -113,7 +116,14 @@ const CREATE = {
     words: (l) => {
       const v = l.vxlan;
       if (!v) throw new Error(`vxlan ${l.name} has no vxlan settings`);
-      return [`type vxlan id ${v.vni}`, ...(v.local ? [`local ${v.local}`] : []), ...(v.dev ? [`dev ${v.dev}`] : []), `dstport ${v.port}`, v.learning ? 'learning' : 'nolearning', ...(v.gbp ? ['gbp'] : [])];
+      return [
+        `type vxlan id ${v.vni}`,
+        ...(v.local ? [`local ${v.local}`] : []),
+        ...(v.dev ? [`dev ${v.dev}`] : []),
+        `dstport ${v.port}`,
+        v.learning ? 'learning' : 'nolearning',
+        ...(v.gbp ? ['gbp'] : []),
+      ];
     },
   },
   macvlan: { via: 'link', words: (l) => [`type macvlan mode ${l.macvlan!.mode}`] },
@@ -256,7 +266,9 @@ function render(o: Op, ro: RenderOptions): { tool: Tool; lines: string[]; label?
       // replace: adding an address that is there already is not an error.
       return {
         tool: 'ip',
-        lines: [`addr replace ${o.addr.cidr}${v6 ? '' : ' brd +'} dev ${o.addr.dev}${v6 && o.addr.nodad ? ' nodad' : ''}${o.addr.noprefixroute ? ' noprefixroute' : ''}`],
+        lines: [
+          `addr replace ${o.addr.cidr}${v6 ? '' : ' brd +'} dev ${o.addr.dev}${v6 && o.addr.nodad ? ' nodad' : ''}${o.addr.noprefixroute ? ' noprefixroute' : ''}`,
+        ],
       };
     }
     case 'addr.del':
@@ -341,7 +353,10 @@ export function restoreLines(ops: readonly IptOp[]): Line[] {
         x.adds.push({ text: `-N ${o.chain}`, op: o });
         break;
       case 'rule.add':
-        x.body.push({ text: o.rule.position === 'head' ? `-I ${o.rule.chain} 1 ${o.rule.rule}` : `-A ${o.rule.chain} ${o.rule.rule}`, op: o });
+        x.body.push({
+          text: o.rule.position === 'head' ? `-I ${o.rule.chain} 1 ${o.rule.rule}` : `-A ${o.rule.chain} ${o.rule.rule}`,
+          op: o,
+        });
         break;
       case 'rule.del':
         x.body.push({ text: `-D ${o.rule.chain} ${o.rule.rule}`, op: o });
@@ -367,7 +382,11 @@ export function unsafe(o: Op): string | undefined {
   if (o.op === 'sysctl.set') {
     const { key, value } = o.sysctl;
     const segs = key.split('.').map((x) => x.replace(/\//g, '.'));
-    if (segs.length < 2 || segs[0] !== 'net' || segs.some((x) => x === '' || x === '.' || x === '..' || !isBatchToken(x) || x.includes('/'))) {
+    if (
+      segs.length < 2 ||
+      segs[0] !== 'net' ||
+      segs.some((x) => x === '' || x === '.' || x === '..' || !isBatchToken(x) || x.includes('/'))
+    ) {
       return `sysctl key ${JSON.stringify(key)} is not a /proc/sys/net path`;
     }
     if (/[\x00-\x1f\x7f]/.test(value)) return `sysctl value ${JSON.stringify(value)} holds control characters`;
@@ -445,7 +464,8 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
       }
       const last = out[out.length - 1];
       const lines = r.lines.map((text) => ({ text, op: o }));
-      if (last && last.ns === ns && last.tool === r.tool && last.label === undefined && r.label === undefined) for (const l of lines) last.lines.push(l);
+      if (last && last.ns === ns && last.tool === r.tool && last.label === undefined && r.label === undefined)
+        for (const l of lines) last.lines.push(l);
       else out.push({ ns, tool: r.tool, lines, ...(r.label ? { label: r.label } : {}) });
     }
     i = j;
@@ -523,14 +543,23 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   const pre = inNetns(s.ns, ro.hostNetns);
   if (s.tool === 'nft') {
     const out: Invocation[] = [];
-    if (s.pre?.length) out.push({ kind: 'exec', argv: [...pre, 'nft', '-f', '-'], input: s.pre.map((l) => `${l.text}\n`).join(''), lines: s.pre });
+    if (s.pre?.length)
+      out.push({ kind: 'exec', argv: [...pre, 'nft', '-f', '-'], input: s.pre.map((l) => `${l.text}\n`).join(''), lines: s.pre });
     const dels = s.each ? s.lines.filter((l) => l.op?.op === 'nft.rule.del') : [];
     for (const l of dels) out.push(nftInvocation(pre, [l]));
     const rest = s.lines.filter((l) => !dels.includes(l));
     for (const chunk of nftChunks(rest)) out.push(nftInvocation(pre, chunk));
     return out;
   }
-  if (s.tool !== 'sysctl') return [{ kind: 'exec', argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]], input: s.lines.map((l) => `${l.text}\n`).join(''), lines: s.lines }];
+  if (s.tool !== 'sysctl')
+    return [
+      {
+        kind: 'exec',
+        argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]],
+        input: s.lines.map((l) => `${l.text}\n`).join(''),
+        lines: s.lines,
+      },
+    ];
   const sets = s.lines
     .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
     .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
@@ -538,16 +567,32 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   // Values that differ: one `sysctl -q -p-` writes them all, in order, from "path = value" lines on stdin
   // (keys as /proc/sys paths, so a dot in a device name stays a dot). Only for keys and values sysctl.conf
   // cannot read as anything else (no '=', glob, comment, leading '-' or space); otherwise tee, run by run.
-  if (sysctl && new Set(sets.map((x) => x.value)).size > 1 && sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))) {
-    return [{ kind: 'exec', argv: [...pre, 'sysctl', '-q', '-p-'], input: sets.map((x) => `${sysctlPath(x.key).slice(PROC_SYS.length)} = ${x.value}\n`).join(''), lines: sets.map((x) => x.l) }];
+  if (
+    sysctl &&
+    new Set(sets.map((x) => x.value)).size > 1 &&
+    sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))
+  ) {
+    return [
+      {
+        kind: 'exec',
+        argv: [...pre, 'sysctl', '-q', '-p-'],
+        input: sets.map((x) => `${sysctlPath(x.key).slice(PROC_SYS.length)} = ${x.value}\n`).join(''),
+        lines: sets.map((x) => x.l),
+      },
+    ];
   }
   // One `tee` per run of equal values, in order.
   const out: Invocation[] = [];
-  for (let i = 0; i < sets.length; ) {
+  for (let i = 0; i < sets.length;) {
     let j = i;
     while (j < sets.length && sets[j]!.value === sets[i]!.value) j++;
     const run = sets.slice(i, j);
-    out.push({ kind: 'exec', argv: [...pre, 'tee', '--', ...run.map((x) => sysctlPath(x.key))], input: `${sets[i]!.value}\n`, lines: run.map((x) => x.l) });
+    out.push({
+      kind: 'exec',
+      argv: [...pre, 'tee', '--', ...run.map((x) => sysctlPath(x.key))],
+      input: `${sets[i]!.value}\n`,
+      lines: run.map((x) => x.l),
+    });
     i = j;
   }
   return out;
@@ -555,7 +600,18 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
 
 // ------------------------------------------------------------------------------------------- failures
 
-const DELETES: ReadonlySet<Op['op']> = new Set(['link.del', 'addr.del', 'route.del', 'neigh.del', 'fdb.del', 'qdisc.del', 'rule.del', 'chain.del', 'iprule.del', 'nft.rule.del']);
+const DELETES: ReadonlySet<Op['op']> = new Set([
+  'link.del',
+  'addr.del',
+  'route.del',
+  'neigh.del',
+  'fdb.del',
+  'qdisc.del',
+  'rule.del',
+  'chain.del',
+  'iprule.del',
+  'nft.rule.del',
+]);
 /** What the tools say when the thing to delete is not there. */
 const NOT_THERE =
   /Cannot find device|No such (?:device|process|file or directory)|does not exist|Address not found|Cannot assign requested address|FIB table does not exist|Cannot delete qdisc with handle of zero|Cannot find specified qdisc|Bad rule \(does a matching rule exist|No chain\/target\/match by that name/i;
@@ -598,7 +654,9 @@ function failedLines(text: string): Map<number, string> {
 export function explain(step: Step, inv: Invocation, code: number, text: string): Verdict {
   if (code === 0) return { kind: 'ok' };
   const named = (op: Op | undefined, why: string): Verdict =>
-    op ? { kind: 'error', msg: `failed to ${describeOp(op)}: ${why || `exit ${code}`}` } : { kind: 'error', msg: `failed to apply ${step.tool} changes in ${where(step.ns)}: ${why || `exit ${code}`}` };
+    op
+      ? { kind: 'error', msg: `failed to ${describeOp(op)}: ${why || `exit ${code}`}` }
+      : { kind: 'error', msg: `failed to apply ${step.tool} changes in ${where(step.ns)}: ${why || `exit ${code}`}` };
   if (inv.kind === 'exec' && inv.argv[0] === 'nsenter' && /^nsenter: /.test(text)) {
     return { kind: 'error', msg: `failed to enter ${where(step.ns)}: ${clean(text) || `exit ${code}`}` };
   }
@@ -609,9 +667,14 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
     // nft reports some errors at COMMIT: find the line that names what the message quotes.
     if (!line?.op) {
       const quoted = [...text.matchAll(/'([^'\s]+)'|`([^`'\s]+)'/g)].map((q) => q[1] ?? q[2]!).filter((q) => !/tables-restore/.test(q));
-      line = step.lines.find((l) => l.op && quoted.some((q) => new RegExp(`(?:^|\\s)${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:\\s|$)`).test(l.text))) ?? line;
+      line =
+        step.lines.find(
+          (l) => l.op && quoted.some((q) => new RegExp(`(?:^|\\s)${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:\\s|$)`).test(l.text)),
+        ) ?? line;
     }
-    const why = clean(text).replace(/^line \d+ failed:?\s*/i, '').replace(/\s*Error occurred at line: \d+/, '');
+    const why = clean(text)
+      .replace(/^line \d+ failed:?\s*/i, '')
+      .replace(/\s*Error occurred at line: \d+/, '');
     const gone = line?.op?.op === 'rule.del' && NOT_THERE.test(text);
     const made = line?.op?.op === 'chain.add' && /Chain already exists/i.test(text);
     if (line?.op && (gone || made)) {
@@ -627,9 +690,16 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
     // A rule deleted by handle that is gone already: the whole transaction was refused. Run each deletion on
     // its own, where "not there" is no failure, then the rest.
     if (ops.length === 1 && ops[0]!.op === 'nft.rule.del' && NOT_THERE.test(text)) return { kind: 'ok' };
-    if (!step.each && ops.some((o) => o.op === 'nft.rule.del') && NOT_THERE.test(text)) return { kind: 'retry', step: { ...step, each: true } };
+    if (!step.each && ops.some((o) => o.op === 'nft.rule.del') && NOT_THERE.test(text))
+      return { kind: 'retry', step: { ...step, each: true } };
     // nft names no command in a failed JSON batch: a batch of one op names it, a larger one the namespace.
-    return ops.length === 1 ? named(ops[0], why) : { kind: 'error', msg: `failed to apply nftables changes in ${where(step.ns)}: ${why || `exit ${code}`}`, details: ops.map(describeOp).join('; ') };
+    return ops.length === 1
+      ? named(ops[0], why)
+      : {
+          kind: 'error',
+          msg: `failed to apply nftables changes in ${where(step.ns)}: ${why || `exit ${code}`}`,
+          details: ops.map(describeOp).join('; '),
+        };
   }
   if (step.tool === 'sysctl') {
     // tee and sysctl name the file ("cannot stat PATH"); sysctl names a key it could not set ("setting key \"KEY\"").
@@ -652,5 +722,4 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
   return first ?? { kind: 'ok' };
 }
 
-const uniqueOps = (lines: readonly Line[]): IptOp[] =>
-  [...new Set(lines.flatMap((l) => (l.op && isIpt(l.op) ? [l.op] : [])))];
+const uniqueOps = (lines: readonly Line[]): IptOp[] => [...new Set(lines.flatMap((l) => (l.op && isIpt(l.op) ? [l.op] : [])))];

@@ -37,7 +37,13 @@ export function readsFor(req: ObserveRequest): NsReads[] {
     }
     const nftNamed = [
       ...(d?.nftTables ?? []).map((t) => ({ ns: t.ns, family: t.family, name: t.name })),
-      ...[...(d?.nftChains ?? []), ...(d?.nftRules ?? []), ...(d?.nftSets ?? []), ...(req.scope?.nftChains ?? []), ...(req.scope?.nftRuleMarkers ?? [])].map((c) => ({
+      ...[
+        ...(d?.nftChains ?? []),
+        ...(d?.nftRules ?? []),
+        ...(d?.nftSets ?? []),
+        ...(req.scope?.nftChains ?? []),
+        ...(req.scope?.nftRuleMarkers ?? []),
+      ].map((c) => ({
         ns: c.ns,
         family: c.family,
         name: c.table,
@@ -51,7 +57,9 @@ export function readsFor(req: ObserveRequest): NsReads[] {
       iptables,
       fdb: !!req.fdb || !!d?.fdb.some((f) => f.ns === ns),
       qdiscs: !!req.qdiscs || !!d?.qdiscs.some((q) => q.ns === ns),
-      filters: [...new Set((d?.qdiscs ?? []).filter((q) => q.ns === ns && q.kind === 'ingress' && q.redirect !== undefined).map((q) => q.dev))],
+      filters: [
+        ...new Set((d?.qdiscs ?? []).filter((q) => q.ns === ns && q.kind === 'ingress' && q.redirect !== undefined).map((q) => q.dev)),
+      ],
       sysctls: [...keys],
       ipRules: !!req.ipRules || !!d?.ipRules?.some((r) => r.ns === ns),
       kernelRoutes: !!req.kernelRoutes,

@@ -96,7 +96,9 @@ const preferred = (xs: readonly AddrInfo[]): AddrInfo[] =>
 /** The addresses of one family an underlay may use, in flannel's order of preference. */
 export function familyAddrs(l: IpAddrLink, family: Family): AddrInfo[] {
   const all = (l.addr_info ?? []).filter((a) => !a.deprecated);
-  return preferred(family === 4 ? all.filter((a) => a.family === 'inet' && usableV4(a)) : all.filter((a) => a.family === 'inet6' && a.scope === 'global'));
+  return preferred(
+    family === 4 ? all.filter((a) => a.family === 'inet' && usableV4(a)) : all.filter((a) => a.family === 'inet6' && a.scope === 'global'),
+  );
 }
 
 const famName = (f: Family): string => (f === 4 ? 'IPv4' : 'IPv6');
@@ -108,7 +110,10 @@ const famName = (f: Family): string => (f === 4 ? 'IPv4' : 'IPv6');
 export function chooseUnderlay(ifs: Interfaces, req: UnderlayRequest): E.Either<string, Underlay> {
   const families: Family[] = [...(req.ipv4 ? [4 as const] : []), ...(req.ipv6 ? [6 as const] : [])];
   if (families.length === 0) return E.left('neither IPv4 nor IPv6 is enabled');
-  for (const [flag, value, family] of [['--public-ip', req.publicIP, 4], ['--public-ipv6', req.publicIPv6, 6]] as const) {
+  for (const [flag, value, family] of [
+    ['--public-ip', req.publicIP, 4],
+    ['--public-ipv6', req.publicIPv6, 6],
+  ] as const) {
     if (value === undefined) continue;
     const a = parseIP(value);
     if (!a || a.family !== family) return E.left(`${flag}: ${JSON.stringify(value)} is not an ${famName(family)} address`);
@@ -119,7 +124,10 @@ export function chooseUnderlay(ifs: Interfaces, req: UnderlayRequest): E.Either<
     const out: { -readonly [K in keyof Underlay]: Underlay[K] } = { dev: l.ifname, mtu: l.mtu };
     for (const f of families) {
       const a = chosen && (chosen.family === 'inet') === (f === 4) ? chosen : familyAddrs(l, f)[0];
-      if (!a) return E.left(`interface ${l.ifname} has no ${f === 6 ? 'global ' : ''}${famName(f)} address (${f === 4 ? 'EnableIPv4' : 'EnableIPv6'} is true)`);
+      if (!a)
+        return E.left(
+          `interface ${l.ifname} has no ${f === 6 ? 'global ' : ''}${famName(f)} address (${f === 4 ? 'EnableIPv4' : 'EnableIPv6'} is true)`,
+        );
       const cidr = formatCIDR(networkOf(parseCIDR(`${a.local}/${a.prefixlen}`)!));
       const local = formatIP(parseIP(a.local)!);
       if (f === 4) Object.assign(out, { ip: local, cidr, publicIP: req.publicIP ? formatIP(parseIP(req.publicIP)!) : local });
@@ -192,7 +200,8 @@ export function chooseUnderlay(ifs: Interfaces, req: UnderlayRequest): E.Either<
   const d6 = req.ipv6 ? ifs.defaultDevV6 : undefined;
   if (req.ipv4 && !d4) return E.left('no IPv4 default route to pick the underlay interface from: give --iface');
   if (req.ipv6 && !d6) return E.left('no IPv6 default route to pick the underlay interface from: give --iface');
-  if (d4 && d6 && d4 !== d6) return E.left(`the IPv6 default route's interface ${d6} is not the IPv4 default route's interface ${d4}: give --iface`);
+  if (d4 && d6 && d4 !== d6)
+    return E.left(`the IPv6 default route's interface ${d6} is not the IPv4 default route's interface ${d4}: give --iface`);
   const d = links.find((l) => l.ifname === (d4 ?? d6));
   if (!d) return E.left(`the default route's interface ${d4 ?? d6} is not listed: give --iface`);
   return pick(d);
@@ -201,8 +210,15 @@ export function chooseUnderlay(ifs: Interfaces, req: UnderlayRequest): E.Either<
 /** What `ip` shows of the interfaces and default routes. */
 export const readInterfaces = (): TE.TaskEither<KernelError, Interfaces> => async () => {
   try {
-    const [both, v6] = await Promise.all([run(['-json', '-batch', '-'], 'addr show\nroute show default\n'), run(['-6', '-json', 'route', 'show', 'default'], '')]);
-    const parts = both.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown[]);
+    const [both, v6] = await Promise.all([
+      run(['-json', '-batch', '-'], 'addr show\nroute show default\n'),
+      run(['-6', '-json', 'route', 'show', 'default'], ''),
+    ]);
+    const parts = both
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as unknown[]);
     const links = (parts[0] ?? []) as IpAddrLink[];
     const routes = (parts[1] ?? []) as { dev?: string }[];
     const routes6 = (v6.trim() ? JSON.parse(v6) : []) as { dev?: string }[];

@@ -52,7 +52,18 @@ export interface WaveKernel extends Kernel {
 export const opNs = (op: Op): NsRef => modelOpNs(op);
 
 /** Ops whose second application changes nothing and fails only where the first would have. */
-const REPEATABLE: ReadonlySet<Op['op']> = new Set(['link.set', 'link.del', 'addr.del', 'route.replace', 'route.del', 'neigh.replace', 'neigh.del', 'fdb.replace', 'fdb.del', 'sysctl.set']);
+const REPEATABLE: ReadonlySet<Op['op']> = new Set([
+  'link.set',
+  'link.del',
+  'addr.del',
+  'route.replace',
+  'route.del',
+  'neigh.replace',
+  'neigh.del',
+  'fdb.replace',
+  'fdb.del',
+  'sysctl.set',
+]);
 
 const isIpt = (op: Op): op is Extract<Op, { op: 'chain.sync' | 'chain.del' | 'chain.add' | 'rule.add' | 'rule.del' }> =>
   op.op === 'chain.sync' || op.op === 'chain.del' || op.op === 'chain.add' || op.op === 'rule.add' || op.op === 'rule.del';
@@ -110,7 +121,15 @@ const done: Promise<Applied> = Promise.resolve(E.right(undefined));
 
 /** `defer`: when the turn ends (setImmediate); tests may pass their own. */
 export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) => void setImmediate(f)): WaveKernel {
-  const stats: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, sharedApplies: 0, fallbacks: 0 };
+  const stats: WaveStats = {
+    observeRequests: 0,
+    observations: 0,
+    applyRequests: 0,
+    sharedParts: 0,
+    applies: 0,
+    sharedApplies: 0,
+    fallbacks: 0,
+  };
   const observeOne = (r: ObserveRequest): Promise<Obs> => (stats.observations++, inner.observe(r)());
   const applyOne = (ops: readonly Op[]): Promise<Applied> => (stats.applies++, inner.apply(ops)());
 
@@ -175,7 +194,8 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
     return rs.find(E.isLeft) ?? E.right(undefined);
   };
   /** Host ops that are not iptables': shared when every one is repeatable, else the call's own apply. */
-  const hostIp = (ops: readonly Op[]): Promise<Applied> => (ops.length === 0 ? done : ops.every((op) => REPEATABLE.has(op.op)) ? enqueue('ip', ops) : applyOne(ops));
+  const hostIp = (ops: readonly Op[]): Promise<Applied> =>
+    ops.length === 0 ? done : ops.every((op) => REPEATABLE.has(op.op)) ? enqueue('ip', ops) : applyOne(ops);
 
   return {
     stats: () => ({ ...stats }),
@@ -205,7 +225,8 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
         const k = rest.findIndex((op) => !reachesOut(op));
         const after = k < 0 ? [] : rest.slice(k);
         const host = after.filter((op) => opNs(op) === HOST);
-        if (k < 0 || after.some(reachesOut) || host.length === 0) return first(await Promise.all([rest.length ? applyOne(rest) : done, iptDone]));
+        if (k < 0 || after.some(reachesOut) || host.length === 0)
+          return first(await Promise.all([rest.length ? applyOne(rest) : done, iptDone]));
         const pair = k > 0 ? await applyOne(rest.slice(0, k)) : E.right(undefined);
         if (E.isLeft(pair)) return (await iptDone, pair);
         const pod = after.filter((op) => opNs(op) !== HOST);

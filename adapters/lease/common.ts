@@ -31,10 +31,12 @@ export interface CheckedRequest {
 
 /** The request with its subnets canonical and its attrs normalized; a request without a subnet is refused. */
 export function checkRequest(req: LeaseRequest, ttlSeconds: number): E.Either<StoreError, CheckedRequest> {
-  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) return E.left(storeError(`lease TTL ${ttlSeconds}: must be a positive whole number of seconds`, false));
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0)
+    return E.left(storeError(`lease TTL ${ttlSeconds}: must be a positive whole number of seconds`, false));
   const subnet = canonicalSubnet(req.subnet);
   const ipv6Subnet = canonicalSubnet(req.ipv6Subnet);
-  if (req.subnet !== undefined && (!subnet || !subnet.includes('.'))) return E.left(storeError(`lease request: subnet ${JSON.stringify(req.subnet)} is not an IPv4 CIDR`, false));
+  if (req.subnet !== undefined && (!subnet || !subnet.includes('.')))
+    return E.left(storeError(`lease request: subnet ${JSON.stringify(req.subnet)} is not an IPv4 CIDR`, false));
   if (req.ipv6Subnet !== undefined && (!ipv6Subnet || ipv6Subnet.includes('.'))) {
     return E.left(storeError(`lease request: ipv6Subnet ${JSON.stringify(req.ipv6Subnet)} is not an IPv6 CIDR`, false));
   }
@@ -108,7 +110,12 @@ export function leaseRule<K extends LeaseWrite>(
  * acquire, renew and repair of the embedded and the in-memory store through its writer: the request is checked
  * before anything is read, then leaseRule decides inside one write.
  */
-export function writeLease<K extends LeaseWrite>(w: LeaseWriter, kind: K, req: LeaseRequest, ttlSeconds: number): E.Either<StoreError, Lease | Refusals[K]> {
+export function writeLease<K extends LeaseWrite>(
+  w: LeaseWriter,
+  kind: K,
+  req: LeaseRequest,
+  ttlSeconds: number,
+): E.Either<StoreError, Lease | Refusals[K]> {
   const checked = checkRequest(req, ttlSeconds);
   if (E.isLeft(checked)) return checked;
   const c = checked.right;

@@ -88,7 +88,8 @@ async function pool<A, B>(xs: readonly A[], n: number, f: (x: A) => Promise<B>):
   return out;
 }
 
-const NOT_RETRYABLE = /PermissionDenied|Unauthenticated|AuthenticationFailed|InvalidAuthToken|RoleNotGranted|InvalidArgument|ClientClosed|permission denied|invalid auth/i;
+const NOT_RETRYABLE =
+  /PermissionDenied|Unauthenticated|AuthenticationFailed|InvalidAuthToken|RoleNotGranted|InvalidArgument|ClientClosed|permission denied|invalid auth/i;
 
 export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
   const prefix = opts.prefix ?? DEFAULT_ETCD_PREFIX;
@@ -197,7 +198,10 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
    * key whose value is not a flannel lease comes back with `invalid` (the subnet is held; nothing else is
    * trusted), so feltd can refuse it, or repair it when it is its own.
    */
-  const parseKv = (kv: IKeyValue, withValue: boolean): { subnet?: string; ipv6Subnet?: string; attrs?: LeaseAttrs; invalid?: string } | undefined => {
+  const parseKv = (
+    kv: IKeyValue,
+    withValue: boolean,
+  ): { subnet?: string; ipv6Subnet?: string; attrs?: LeaseAttrs; invalid?: string } | undefined => {
     const key = kv.key.toString();
     const k = parseLeaseKeyPath(prefix, key);
     if (E.isLeft(k)) {
@@ -235,7 +239,10 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     );
 
   const grant = (ttlSeconds: number): Promise<{ id: string; ttl: number }> =>
-    call('lease grant', (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 })).then((r) => ({ id: String(r.ID), ttl: Number(r.TTL) }));
+    call('lease grant', (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 })).then((r) => ({
+      id: String(r.ID),
+      ttl: Number(r.TTL),
+    }));
 
   const listOnce = async (): Promise<LeaseSnapshot> => {
     let revision: string | undefined;
@@ -259,7 +266,9 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
     const values = await pool(ids, TTL_CONCURRENCY, expirationOf);
     const present = new Set(ids);
     for (const id of [...expiries.keys()]) if (!present.has(id)) expiries.delete(id);
-    const leases = parsed.map(({ kv, p }) => withInvalid(leaseOf(p.subnet, p.ipv6Subnet, p.attrs, values[exps.get(String(kv.lease))!]!), p.invalid));
+    const leases = parsed.map(({ kv, p }) =>
+      withInvalid(leaseOf(p.subnet, p.ipv6Subnet, p.attrs, values[exps.get(String(kv.lease))!]!), p.invalid),
+    );
     return { leases, revision: Number(revision ?? 0) };
   };
 
@@ -432,7 +441,9 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           return p !== undefined && leaseMatches(p, subnet);
         });
         if (keys.length > 0) {
-          await call('revoke', (c) => c.kv.txn({ compare: [], success: keys.map((kv) => ({ request_delete_range: { key: kv.key } })), failure: [] }));
+          await call('revoke', (c) =>
+            c.kv.txn({ compare: [], success: keys.map((kv) => ({ request_delete_range: { key: kv.key } })), failure: [] }),
+          );
         }
         return E.right(undefined);
       }),
@@ -475,7 +486,15 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
         });
         return mapped.flatMap((m) =>
           m
-            ? [{ type: m.type, lease: withInvalid(leaseOf(m.p.subnet, m.p.ipv6Subnet, m.p.attrs!, m.type === 'added' ? exps.get(m.lease)! : iso(Date.now())), m.type === 'added' ? m.p.invalid : undefined) }]
+            ? [
+                {
+                  type: m.type,
+                  lease: withInvalid(
+                    leaseOf(m.p.subnet, m.p.ipv6Subnet, m.p.attrs!, m.type === 'added' ? exps.get(m.lease)! : iso(Date.now())),
+                    m.type === 'added' ? m.p.invalid : undefined,
+                  ),
+                },
+              ]
             : [],
         );
       };
@@ -496,7 +515,11 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
           const wiped = (header: IWatchResponse['header'] | undefined): boolean => {
             const other = sameCluster(header);
             const rev = Number(header?.revision ?? NaN);
-            const why = other ?? (Number.isFinite(rev) && rev < next - 1 ? `etcd at ${where} is at revision ${rev}, below revision ${next - 1} already seen: its data was wiped or restored from a backup` : undefined);
+            const why =
+              other ??
+              (Number.isFinite(rev) && rev < next - 1
+                ? `etcd at ${where} is at revision ${rev}, below revision ${next - 1} already seen: its data was wiped or restored from a backup`
+                : undefined);
             if (why) reset(why);
             return why !== undefined;
           };
@@ -522,7 +545,11 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
               () => reset(`etcd canceled the watch from revision ${from}: ${err.message}`),
               (e: unknown) => {
                 const msg = isStoreError(e) ? e.msg : errorMessage(e);
-                reset(/compacted/i.test(msg) ? `etcd watch: revision ${from} has been compacted` : `etcd canceled the watch from revision ${from}: ${err.message}`);
+                reset(
+                  /compacted/i.test(msg)
+                    ? `etcd watch: revision ${from} has been compacted`
+                    : `etcd canceled the watch from revision ${from}: ${err.message}`,
+                );
               },
             );
           });

@@ -92,7 +92,6 @@ function toStoreError(path: string, e: unknown): StoreError {
   return storeError(`lease store ${path}: ${msg}`, transient);
 }
 
-
 /** A row as a lease; attrs that are not a flannel lease (edited by hand) give a lease with `invalid`. */
 const rowToLease = (r: LeaseRow): Lease => {
   const a = parseLeaseAttrs(r.attrs);
@@ -190,7 +189,9 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
 
   /** Remove the expired leases and record their removal (inside a write transaction). */
   const sweepIn = (now: number): void => {
-    const expired = stmt('SELECT key, subnet, ipv6_subnet, attrs, expires_at, revision FROM leases WHERE expires_at <= ? ORDER BY key').all(now) as LeaseRow[];
+    const expired = stmt('SELECT key, subnet, ipv6_subnet, attrs, expires_at, revision FROM leases WHERE expires_at <= ? ORDER BY key').all(
+      now,
+    ) as LeaseRow[];
     for (const r of expired) {
       stmt('DELETE FROM leases WHERE key = ?').run(r.key);
       record(r.key, 'removed', rowToLease(r));
@@ -246,8 +247,7 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
   };
 
   return {
-    getNetworkConfig: () =>
-      op(() => E.right((stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v)),
+    getNetworkConfig: () => op(() => E.right((stmt("SELECT v FROM config WHERE k = 'network'").get() as { v: string } | undefined)?.v)),
 
     putNetworkConfig: (json) =>
       op(() => {
@@ -291,7 +291,9 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         sweepIfNeeded();
         // One read transaction: the leases and the revision are from the same moment.
         const snap = open().transaction(() => {
-          const rows = stmt('SELECT key, subnet, ipv6_subnet, attrs, expires_at, revision FROM leases WHERE expires_at > ? ORDER BY key').all(clock()) as LeaseRow[];
+          const rows = stmt(
+            'SELECT key, subnet, ipv6_subnet, attrs, expires_at, revision FROM leases WHERE expires_at > ? ORDER BY key',
+          ).all(clock()) as LeaseRow[];
           return { leases: rows.map(rowToLease), revision: currentRevision() };
         })();
         return E.right(snap);
@@ -306,7 +308,10 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
         write(() => {
           const rows = stmt('SELECT key, subnet, ipv6_subnet, attrs, expires_at, revision FROM leases ORDER BY key').all() as LeaseRow[];
           for (const r of rows) {
-            if (!leaseMatches({ ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.ipv6_subnet ? { ipv6Subnet: r.ipv6_subnet } : {}) }, subnet)) continue;
+            if (
+              !leaseMatches({ ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.ipv6_subnet ? { ipv6Subnet: r.ipv6_subnet } : {}) }, subnet)
+            )
+              continue;
             stmt('DELETE FROM leases WHERE key = ?').run(r.key);
             record(r.key, 'removed', rowToLease(r));
           }
@@ -342,7 +347,12 @@ export function sqliteLeaseStore(opts: SqliteLeaseStoreOptions): LeaseStore {
             const current = currentRevision();
             if (cursor > current) return { behind: current };
             if (cursor < pruned) return { pruned };
-            return { rows: stmt('SELECT revision, kind, lease FROM changes WHERE revision > ? ORDER BY revision LIMIT ?').all(cursor, PAGE) as ChangeRow[] };
+            return {
+              rows: stmt('SELECT revision, kind, lease FROM changes WHERE revision > ? ORDER BY revision LIMIT ?').all(
+                cursor,
+                PAGE,
+              ) as ChangeRow[],
+            };
           })();
           if ('behind' in r) {
             stop();

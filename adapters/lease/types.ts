@@ -53,10 +53,6 @@ export interface LeaseStore {
    * the caller lists again and watches from the new revision. A lease key whose value is not a flannel lease
    * comes as a lease with `invalid` set.
    */
-  watch(
-    fromRevision: number,
-    onEvents: (events: readonly LeaseEvent[], revision: number) => void,
-    onReset: (why: string) => void,
-  ): Watch;
+  watch(fromRevision: number, onEvents: (events: readonly LeaseEvent[], revision: number) => void, onReset: (why: string) => void): Watch;
   close(): Promise<void>;
 }

@@ -23,11 +23,19 @@ export interface MemoryHns extends Hns {
   failNext?: string;
 }
 
-export function memoryHns(opts: { networks?: HnsNetwork[]; hcnNetworks?: HcnNetwork[]; dsr?: boolean; namespaces?: string[] } = {}): MemoryHns {
+export function memoryHns(
+  opts: { networks?: HnsNetwork[]; hcnNetworks?: HcnNetwork[]; dsr?: boolean; namespaces?: string[] } = {},
+): MemoryHns {
   let n = 0;
   const id = (): string => `00000000-0000-0000-0000-${(++n).toString(16).padStart(12, '0')}`;
-  const ok = <A>(a: A): TE.TaskEither<HnsError, A> => async () => E.right(a);
-  const fail = (msg: string, extra: Partial<HnsError> = {}): TE.TaskEither<HnsError, never> => async () => E.left({ kind: 'hns', msg, ...extra });
+  const ok =
+    <A>(a: A): TE.TaskEither<HnsError, A> =>
+    async () =>
+      E.right(a);
+  const fail =
+    (msg: string, extra: Partial<HnsError> = {}): TE.TaskEither<HnsError, never> =>
+    async () =>
+      E.left({ kind: 'hns', msg, ...extra });
   const m: MemoryHns = {
     calls: [],
     endpoints: new Map(),
@@ -43,11 +51,19 @@ export function memoryHns(opts: { networks?: HnsNetwork[]; hcnNetworks?: HcnNetw
         const net = opts.networks?.find((x) => x.Id === req.VirtualNetwork);
         if (!net) return fail(`network ${req.VirtualNetwork} not found`, { notFound: true });
         const ip = req.IPAddress ?? freeAddress(net.Subnets[0]?.AddressPrefix ?? '', used());
-        const ep: HnsEndpoint = { ...req, Id: id(), MacAddress: req.MacAddress ?? `00-15-5D-00-00-${n.toString(16).padStart(2, '0')}`, ...(ip ? { IPAddress: ip } : {}) };
+        const ep: HnsEndpoint = {
+          ...req,
+          Id: id(),
+          MacAddress: req.MacAddress ?? `00-15-5D-00-00-${n.toString(16).padStart(2, '0')}`,
+          ...(ip ? { IPAddress: ip } : {}),
+        };
         m.endpoints.set(ep.Id!, ep);
         return ok(ep);
       }),
-    deleteEndpoint: (eid) => step('deleteEndpoint', eid, () => (m.endpoints.delete(eid) ? (m.attached.delete(eid), ok(undefined)) : fail(`endpoint ${eid} not found`, { notFound: true }))),
+    deleteEndpoint: (eid) =>
+      step('deleteEndpoint', eid, () =>
+        m.endpoints.delete(eid) ? (m.attached.delete(eid), ok(undefined)) : fail(`endpoint ${eid} not found`, { notFound: true }),
+      ),
     hotAttach: (cid, eid) =>
       step('hotAttach', [cid, eid], () => {
         if (m.gone.has(cid)) return fail(`compute system ${cid} does not exist`, { computeSystemGone: true });
@@ -64,11 +80,19 @@ export function memoryHns(opts: { networks?: HnsNetwork[]; hcnNetworks?: HcnNetw
         if (!net) return fail(`network ${req.HostComputeNetwork} not found`, { notFound: true });
         const want = req.IpConfigurations?.[0]?.IpAddress;
         const ip = want ?? freeAddress(net.Ipams[0]?.Subnets[0]?.IpAddressPrefix ?? '', used());
-        const ep: HcnEndpoint = { ...req, Id: id(), MacAddress: req.MacAddress ?? `00-15-5D-00-00-${n.toString(16).padStart(2, '0')}`, IpConfigurations: [{ ...(ip ? { IpAddress: ip } : {}) }] };
+        const ep: HcnEndpoint = {
+          ...req,
+          Id: id(),
+          MacAddress: req.MacAddress ?? `00-15-5D-00-00-${n.toString(16).padStart(2, '0')}`,
+          IpConfigurations: [{ ...(ip ? { IpAddress: ip } : {}) }],
+        };
         m.hcnEndpoints.set(ep.Id!, ep);
         return ok(ep);
       }),
-    deleteHcnEndpoint: (eid) => step('deleteHcnEndpoint', eid, () => (m.hcnEndpoints.delete(eid) ? ok(undefined) : fail(`endpoint ${eid} not found`, { notFound: true }))),
+    deleteHcnEndpoint: (eid) =>
+      step('deleteHcnEndpoint', eid, () =>
+        m.hcnEndpoints.delete(eid) ? ok(undefined) : fail(`endpoint ${eid} not found`, { notFound: true }),
+      ),
     namespaceExists: (ns) => step('namespaceExists', ns, () => ok(m.namespaces.has(ns))),
     addNamespaceEndpoint: (ns, eid) =>
       step('addNamespaceEndpoint', [ns, eid], () => {
@@ -91,7 +115,10 @@ export function memoryHns(opts: { networks?: HnsNetwork[]; hcnNetworks?: HcnNetw
       }),
   };
   const used = (): Set<string> =>
-    new Set([...[...m.endpoints.values()].map((e) => e.IPAddress ?? ''), ...[...m.hcnEndpoints.values()].map((e) => e.IpConfigurations?.[0]?.IpAddress ?? '')]);
+    new Set([
+      ...[...m.endpoints.values()].map((e) => e.IPAddress ?? ''),
+      ...[...m.hcnEndpoints.values()].map((e) => e.IpConfigurations?.[0]?.IpAddress ?? ''),
+    ]);
   function step<A>(op: string, arg: unknown, f: () => TE.TaskEither<HnsError, A>): TE.TaskEither<HnsError, A> {
     return async () => {
       m.calls.push({ op, arg });

@@ -15,7 +15,26 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
-import type { Address, Fdb, IpRule, IptFamily, IptTable, KernelState, Link, NsRef, Op, Qdisc, Route, Sysctl, Neighbour, TapSpec, NftChain, NftRule, NftSet, NftTable } from '../../core/kernel/model.ts';
+import type {
+  Address,
+  Fdb,
+  IpRule,
+  IptFamily,
+  IptTable,
+  KernelState,
+  Link,
+  NsRef,
+  Op,
+  Qdisc,
+  Route,
+  Sysctl,
+  Neighbour,
+  TapSpec,
+  NftChain,
+  NftRule,
+  NftSet,
+  NftTable,
+} from '../../core/kernel/model.ts';
 import { createdFrom, emptyKernelState, lowerOf } from '../../core/kernel/model.ts';
 import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import {
@@ -42,9 +61,34 @@ import type { Kernel, KernelError, ObserveRequest } from '../kernel/types.ts';
 
 /** Targets that are not chains (iptables extensions); a jump to anything else must name an existing chain. */
 const TARGETS = new Set([
-  'ACCEPT', 'DROP', 'RETURN', 'REJECT', 'QUEUE', 'NFQUEUE', 'MASQUERADE', 'SNAT', 'DNAT', 'REDIRECT', 'NETMAP', 'MARK',
-  'CONNMARK', 'LOG', 'NFLOG', 'NOTRACK', 'CT', 'TPROXY', 'CHECKSUM', 'TCPMSS', 'TRACE', 'CLASSIFY', 'DSCP', 'TOS', 'TTL',
-  'HL', 'AUDIT', 'SET',
+  'ACCEPT',
+  'DROP',
+  'RETURN',
+  'REJECT',
+  'QUEUE',
+  'NFQUEUE',
+  'MASQUERADE',
+  'SNAT',
+  'DNAT',
+  'REDIRECT',
+  'NETMAP',
+  'MARK',
+  'CONNMARK',
+  'LOG',
+  'NFLOG',
+  'NOTRACK',
+  'CT',
+  'TPROXY',
+  'CHECKSUM',
+  'TCPMSS',
+  'TRACE',
+  'CLASSIFY',
+  'DSCP',
+  'TOS',
+  'TTL',
+  'HL',
+  'AUDIT',
+  'SET',
 ]);
 
 interface ChainRec {
@@ -141,7 +185,8 @@ class Twin {
 
   /** An nftables step: the chain record, created (in an existing table) when `create`. */
   private nftChain(c: NftChain, create: boolean): { chain: NftChain; rules: NftRule[] } | string {
-    if (!this.nftTables.has(nftTableKey({ ns: c.ns, family: c.family, name: c.table }))) return 'Error: Could not process rule: No such file or directory';
+    if (!this.nftTables.has(nftTableKey({ ns: c.ns, family: c.family, name: c.table })))
+      return 'Error: Could not process rule: No such file or directory';
     const k = nftChainKey({ ...c, chain: c.name });
     const rec = this.nftChains.get(k);
     if (rec || !create) return rec ?? 'Error: Could not process rule: No such file or directory';
@@ -152,8 +197,11 @@ class Twin {
 
   private nftJumps(ref: { ns: NsRef; family: string; table: string }, expr: readonly unknown[]): string | undefined {
     for (const e of expr) {
-      const t = (e as { jump?: { target?: string }; goto?: { target?: string } })?.jump?.target ?? (e as { goto?: { target?: string } })?.goto?.target;
-      if (t !== undefined && !this.nftChains.has(nftChainKey({ ...ref, chain: t }))) return 'Error: Could not process rule: No such file or directory';
+      const t =
+        (e as { jump?: { target?: string }; goto?: { target?: string } })?.jump?.target ??
+        (e as { goto?: { target?: string } })?.goto?.target;
+      if (t !== undefined && !this.nftChains.has(nftChainKey({ ...ref, chain: t })))
+        return 'Error: Could not process rule: No such file or directory';
     }
     return undefined;
   }
@@ -250,7 +298,8 @@ class Twin {
     this.links.delete(k);
     this.links.set(devKey(toNs, newName), { ...l, ns: toNs, name: newName, up: false, master: null, hairpin: false });
     for (const [pk, p] of this.links) {
-      if (p.veth && p.veth.peerNs === ns && p.veth.peer === name) this.links.set(pk, { ...p, veth: { ...p.veth, peerNs: toNs, peer: newName } });
+      if (p.veth && p.veth.peerNs === ns && p.veth.peer === name)
+        this.links.set(pk, { ...p, veth: { ...p.veth, peerNs: toNs, peer: newName } });
     }
     return undefined;
   }
@@ -291,16 +340,20 @@ class Twin {
         const l = o.link;
         if (this.hasLink(l.ns, l.name)) return 'RTNETLINK answers: File exists';
         if (!LINK_KINDS[l.kind].creatable) return `cannot create a link of kind ${l.kind}`;
-        if ((l.kind === 'ipvlan' || l.kind === 'vlan') && (!l[l.kind] || !this.hasLink(createdFrom(l), lowerOf(l)!.master))) return `Cannot find device "${lowerOf(l)?.master ?? ''}"`;
-        if (l.kind === 'vlan' && !(Number.isInteger(l.vlan!.id) && l.vlan!.id >= 0 && l.vlan!.id <= 4094)) return `Error: argument "${l.vlan!.id}" is wrong: invalid VLAN id`;
+        if ((l.kind === 'ipvlan' || l.kind === 'vlan') && (!l[l.kind] || !this.hasLink(createdFrom(l), lowerOf(l)!.master)))
+          return `Cannot find device "${lowerOf(l)?.master ?? ''}"`;
+        if (l.kind === 'vlan' && !(Number.isInteger(l.vlan!.id) && l.vlan!.id >= 0 && l.vlan!.id <= 4094))
+          return `Error: argument "${l.vlan!.id}" is wrong: invalid VLAN id`;
         if (l.kind === 'vrf' && !l.vrf) return 'Error: VRF table id is missing.';
         if (l.kind === 'tap' && !l.tap) return 'tap without tap settings';
         if (l.kind === 'veth') {
           if (!l.veth) return 'veth without a peer';
           if (this.hasLink(l.veth.peerNs, l.veth.peer)) return 'RTNETLINK answers: File exists';
         }
-        if (l.kind === 'macvlan' && (!l.macvlan || !this.hasLink(createdFrom(l), l.macvlan.master))) return `Cannot find device "${l.macvlan?.master ?? ''}"`;
-        if (l.kind === 'vxlan' && (!l.vxlan || (l.vxlan.dev !== undefined && !this.hasLink(l.ns, l.vxlan.dev)))) return `Cannot find device "${l.vxlan?.dev ?? ''}"`;
+        if (l.kind === 'macvlan' && (!l.macvlan || !this.hasLink(createdFrom(l), l.macvlan.master)))
+          return `Cannot find device "${l.macvlan?.master ?? ''}"`;
+        if (l.kind === 'vxlan' && (!l.vxlan || (l.vxlan.dev !== undefined && !this.hasLink(l.ns, l.vxlan.dev))))
+          return `Cannot find device "${l.vxlan?.dev ?? ''}"`;
         // Made across namespaces, a link has only its create-time settings (as `ip link add ... netns`).
         const across = createdFrom(l) !== l.ns;
         const err = across ? undefined : this.checkMaster(l.ns, l.master, l.hairpin);
@@ -428,7 +481,8 @@ class Twin {
       case 'fdb.del': {
         const f = o.fdb;
         const i = this.fdb.findIndex(
-          (g) => g.ns === f.ns && g.dev === f.dev && g.mac.toLowerCase() === f.mac.toLowerCase() && g.dst.toLowerCase() === f.dst.toLowerCase(),
+          (g) =>
+            g.ns === f.ns && g.dev === f.dev && g.mac.toLowerCase() === f.mac.toLowerCase() && g.dst.toLowerCase() === f.dst.toLowerCase(),
         );
         if (i >= 0) this.fdb.splice(i, 1);
         return undefined;
@@ -481,7 +535,8 @@ class Twin {
       }
       case 'qdisc.replace':
         if (!this.hasLink(o.qdisc.ns, o.qdisc.dev)) return `Cannot find device "${o.qdisc.dev}"`;
-        if (o.qdisc.redirect !== undefined && !this.hasLink(o.qdisc.ns, o.qdisc.redirect)) return `Cannot find device "${o.qdisc.redirect}"`;
+        if (o.qdisc.redirect !== undefined && !this.hasLink(o.qdisc.ns, o.qdisc.redirect))
+          return `Cannot find device "${o.qdisc.redirect}"`;
         this.qdiscs.set(qdiscKey(o.qdisc), o.qdisc);
         return undefined;
       case 'qdisc.del':
@@ -498,7 +553,9 @@ class Twin {
       }
       case 'iprule.del': {
         const r = o.ipRule;
-        const i = this.ipRules.findIndex((x) => !x.other && ipRuleKey(x) === ipRuleKey(r) && (r.priority === undefined || x.priority === r.priority));
+        const i = this.ipRules.findIndex(
+          (x) => !x.other && ipRuleKey(x) === ipRuleKey(r) && (r.priority === undefined || x.priority === r.priority),
+        );
         if (i >= 0) this.ipRules.splice(i, 1);
         return undefined;
       }
@@ -510,12 +567,14 @@ class Twin {
       case 'nft.table.del': {
         const t = { ns: o.ns, family: o.family, name: o.name };
         this.nftTables.delete(nftTableKey(t));
-        for (const [k, c] of this.nftChains) if (c.chain.ns === o.ns && c.chain.family === o.family && c.chain.table === o.name) this.nftChains.delete(k);
+        for (const [k, c] of this.nftChains)
+          if (c.chain.ns === o.ns && c.chain.family === o.family && c.chain.table === o.name) this.nftChains.delete(k);
         for (const [k, x] of this.nftSets) if (x.ns === o.ns && x.family === o.family && x.table === o.name) this.nftSets.delete(k);
         return undefined;
       }
       case 'nft.set.add': {
-        if (!this.nftTables.has(nftTableKey({ ns: o.set.ns, family: o.set.family, name: o.set.table }))) return 'Error: Could not process rule: No such file or directory';
+        if (!this.nftTables.has(nftTableKey({ ns: o.set.ns, family: o.set.family, name: o.set.table })))
+          return 'Error: Could not process rule: No such file or directory';
         const had = this.nftSets.get(nftSetKey(o.set));
         this.nftSets.set(nftSetKey(o.set), { ...o.set, elements: [...new Set([...(had?.elements ?? []), ...o.set.elements])] });
         return undefined;
@@ -539,13 +598,22 @@ class Twin {
         const rec = this.nftChain(o.chain, true);
         if (typeof rec === 'string') return rec;
         rec.chain = { ...o.chain, rules: [] };
-        rec.rules = o.chain.rules.map((r) => ({ ns: o.chain.ns, family: o.chain.family, table: o.chain.table, chain: o.chain.name, ...r, handle: ++this.nftHandle }));
+        rec.rules = o.chain.rules.map((r) => ({
+          ns: o.chain.ns,
+          family: o.chain.family,
+          table: o.chain.table,
+          chain: o.chain.name,
+          ...r,
+          handle: ++this.nftHandle,
+        }));
         return undefined;
       }
       case 'nft.chain.del': {
         const k = nftChainKey(o);
         if (!this.nftChains.has(k)) return undefined;
-        for (const c of this.nftChains.values()) if (c.rules.some((r) => this.jumpsTo(r, o.chain) && r.table === o.table && r.ns === o.ns)) return 'Error: Could not process rule: Device or resource busy';
+        for (const c of this.nftChains.values())
+          if (c.rules.some((r) => this.jumpsTo(r, o.chain) && r.table === o.table && r.ns === o.ns))
+            return 'Error: Could not process rule: Device or resource busy';
         this.nftChains.delete(k);
         return undefined;
       }
@@ -605,7 +673,8 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
     const s = twin.snapshot();
     const reads = new Map(readsFor(req).map((r) => [r.ns, r]));
     const inNs = <T extends { ns: NsRef }>(xs: readonly T[]): T[] => xs.filter((x) => reads.has(x.ns));
-    const nftRead = (ns: NsRef, family: string, name: string): boolean => !!reads.get(ns)?.nftTables.some((t) => t.family === family && t.name === name);
+    const nftRead = (ns: NsRef, family: string, name: string): boolean =>
+      !!reads.get(ns)?.nftTables.some((t) => t.family === family && t.name === name);
     const tableRead = (x: { ns: NsRef; family: IptFamily; table: IptTable }): boolean => {
       const tables = reads.get(x.ns)?.iptables.get(x.family);
       return tables !== undefined && (tables.length === 0 || tables.includes(x.table));
@@ -640,8 +709,14 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
   };
 
   return {
-    observe: (req): TE.TaskEither<KernelError, KernelState> => () => Promise.resolve(E.right(observe(req))),
-    apply: (ops): TE.TaskEither<KernelError, void> => () => Promise.resolve(applySync(ops)),
+    observe:
+      (req): TE.TaskEither<KernelError, KernelState> =>
+      () =>
+        Promise.resolve(E.right(observe(req))),
+    apply:
+      (ops): TE.TaskEither<KernelError, void> =>
+      () =>
+        Promise.resolve(applySync(ops)),
     applySync,
     state: () => twin.snapshot(),
     reset: (s) => {

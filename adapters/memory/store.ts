@@ -4,7 +4,16 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from '../../core/cni/errors.ts';
-import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
+import {
+  fold,
+  type Event,
+  type Projection,
+  type RowView,
+  type Stored,
+  type StoredEvent,
+  type Table,
+  type TableProjection,
+} from '../../core/events.ts';
 import { Overlay, type RowSource } from '../store/rows.ts';
 import { decisions, openedState, tableOf, type OpenedTable, type StorageTx } from '../store/loop.ts';
 import type { EventStore, Loaded, ReadQuery, RecordedEvent } from '../store/types.ts';
@@ -126,10 +135,18 @@ export function memoryStore(): MemoryStore {
         replayed: o.replayed,
         save(at) {
           // Serialize first: a row JSON cannot hold fails the whole transaction, as in SQLite.
-          const writes = [...o.overlay.pending].map(([k, r]) => [k, r === null ? null : { ix: table.index?.(r), value: JSON.stringify(r) }] as const);
+          const writes = [...o.overlay.pending].map(
+            ([k, r]) => [k, r === null ? null : { ix: table.index?.(r), value: JSON.stringify(r) }] as const,
+          );
           const header = JSON.stringify(o.overlay.header);
           return () => {
-            const t: StoredTable = tables.get(key(name, stream)) ?? { position: 0, header, count: 0, rows: new Map(), table: table as Table<unknown, unknown, unknown, never> };
+            const t: StoredTable = tables.get(key(name, stream)) ?? {
+              position: 0,
+              header,
+              count: 0,
+              rows: new Map(),
+              table: table as Table<unknown, unknown, unknown, never>,
+            };
             for (const [k, w] of writes) {
               if (w === null) t.rows.delete(k);
               else t.rows.set(k, w);
@@ -154,13 +171,21 @@ export function memoryStore(): MemoryStore {
     rows(name, stream) {
       const t = tables.get(key(name, stream));
       if (!t) return undefined;
-      return { position: t.position, header: JSON.parse(t.header) as unknown, rows: Object.fromEntries([...t.rows].map(([k, r]) => [k, JSON.parse(r.value) as unknown])) };
+      return {
+        position: t.position,
+        header: JSON.parse(t.header) as unknown,
+        rows: Object.fromEntries([...t.rows].map(([k, r]) => [k, JSON.parse(r.value) as unknown])),
+      };
     },
     dropTables() {
       tables.clear();
     },
     ...decisions(tx),
-    view<S, H, R, Ev extends Event, A>(stream: string, p: TableProjection<S, H, R, Ev>, f: (view: RowView<H, R>) => E.Either<CniError, A>): E.Either<CniError, A> {
+    view<S, H, R, Ev extends Event, A>(
+      stream: string,
+      p: TableProjection<S, H, R, Ev>,
+      f: (view: RowView<H, R>) => E.Either<CniError, A>,
+    ): E.Either<CniError, A> {
       return f(openTable<H, R>(stream, p.name, tableOf(p) as Table<unknown, H, R, never>).overlay);
     },
     get events() {
@@ -188,7 +213,11 @@ export function memoryStore(): MemoryStore {
       const out = log.filter(matches(q));
       return E.right(roundTrip(q.limit !== undefined ? out.slice(0, q.limit) : out));
     },
-    scan(q: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts: { readonly pageSize?: number } = {}): E.Either<CniError, void> {
+    scan(
+      q: ReadQuery,
+      onPage: (events: readonly StoredEvent[]) => boolean | void,
+      opts: { readonly pageSize?: number } = {},
+    ): E.Either<CniError, void> {
       const pageSize = Math.max(1, opts.pageSize ?? 1000);
       // The log as it is now (one moment, as the SQLite store's read transaction), paged.
       const all = log.filter(matches(q));
@@ -202,7 +231,13 @@ export function memoryStore(): MemoryStore {
     append(events: readonly RecordedEvent[]): E.Either<CniError, { readonly first: number; readonly last: number }> {
       const start = log.at(-1)?.position ?? 0;
       // Serialize everything before appending anything: all or nothing, as one transaction.
-      const stored = events.map((e, i): StoredEvent => ({ position: start + 1 + i, stream: e.stream, type: e.type, data: roundTrip(e.data), time: e.time }));
+      const stored = events.map((e, i): StoredEvent => ({
+        position: start + 1 + i,
+        stream: e.stream,
+        type: e.type,
+        data: roundTrip(e.data),
+        time: e.time,
+      }));
       log.push(...stored);
       return E.right(stored.length ? { first: start + 1, last: start + stored.length } : { first: 0, last: 0 });
     },

@@ -27,7 +27,10 @@ export interface OpenedState<S> extends Opened<S> {
 }
 
 /** The OpenedState of a loaded stream, whose snapshot `save` writes. */
-export const openedState = <S>(loaded: { readonly state: S; readonly position: number; readonly replayed: readonly Stored<Event>[] }, save: (state: S, position: number) => () => void): OpenedState<S> => ({
+export const openedState = <S>(
+  loaded: { readonly state: S; readonly position: number; readonly replayed: readonly Stored<Event>[] },
+  save: (state: S, position: number) => () => void,
+): OpenedState<S> => ({
   view: loaded.state,
   position: loaded.position,
   replayed: loaded.replayed,
@@ -115,7 +118,8 @@ function decideIn<O extends Opened<unknown>>(
 }
 
 /** The table of a table projection, as the loop handles every table (its event type erased). */
-export const tableOf = <S, H, R, Ev extends Event>(p: TableProjection<S, H, R, Ev>): Table<S, H, R, never> => p.table as Table<S, H, R, never>;
+export const tableOf = <S, H, R, Ev extends Event>(p: TableProjection<S, H, R, Ev>): Table<S, H, R, never> =>
+  p.table as Table<S, H, R, never>;
 
 /** `transact` and `transactRows` of an event store, over its storage transaction. */
 export function decisions(tx: StorageTx): Pick<EventStore, 'transact' | 'transactRows'> {
@@ -157,12 +161,22 @@ export function decisions(tx: StorageTx): Pick<EventStore, 'transact' | 'transac
           position: d.position,
           events: d.events as Stored<Ev>[],
         }))(
-          onTable(stream, p.name, table as Table<unknown, unknown, unknown, never>, (o) => decideState((before = tx.assemble(table, o.view))), meta.time),
+          onTable(
+            stream,
+            p.name,
+            table as Table<unknown, unknown, unknown, never>,
+            (o) => decideState((before = tx.assemble(table, o.view))),
+            meta.time,
+          ),
         );
       }
       // The state saved with the events (undefined: nothing was saved, the opened state stands).
       let saved: { readonly state: S } | undefined;
-      return E.map((d: Decided<OpenedState<S>>) => ({ state: saved ? saved.state : d.opened.view, position: d.position, events: d.events as Stored<Ev>[] }))(
+      return E.map((d: Decided<OpenedState<S>>) => ({
+        state: saved ? saved.state : d.opened.view,
+        position: d.position,
+        events: d.events as Stored<Ev>[],
+      }))(
         decideIn(
           tx,
           stream,
@@ -183,9 +197,11 @@ export function decisions(tx: StorageTx): Pick<EventStore, 'transact' | 'transac
       decide: (view: RowView<H, R>) => E.Either<CniError, readonly Ev[]>,
       meta: { readonly time: string },
     ): E.Either<CniError, TransactedRows<Ev>> {
-      return E.map((d: Decided<OpenedTable<H, R>>) => ({ position: d.position, events: d.events as Stored<Ev>[], replayed: d.opened.replayed as Stored<Ev>[] }))(
-        onTable(stream, p.name, tableOf(p) as Table<unknown, H, R, never>, (o) => decide(o.view), meta.time),
-      );
+      return E.map((d: Decided<OpenedTable<H, R>>) => ({
+        position: d.position,
+        events: d.events as Stored<Ev>[],
+        replayed: d.opened.replayed as Stored<Ev>[],
+      }))(onTable(stream, p.name, tableOf(p) as Table<unknown, H, R, never>, (o) => decide(o.view), meta.time));
     },
   };
 }

@@ -61,7 +61,9 @@ export class NewerSchema extends Error {
     readonly found: number,
     readonly supported: number,
   ) {
-    super(`${file} has schema version ${found}, newer than the version ${supported} this felt reads and writes: refused, to not downgrade it (use the felt that wrote it)`);
+    super(
+      `${file} has schema version ${found}, newer than the version ${supported} this felt reads and writes: refused, to not downgrade it (use the felt that wrote it)`,
+    );
   }
 }
 

@@ -18,7 +18,16 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode, isCniError, type CniError } from '../../core/cni/errors.ts';
-import { fold, type Event, type Projection, type RowView, type Stored, type StoredEvent, type Table, type TableProjection } from '../../core/events.ts';
+import {
+  fold,
+  type Event,
+  type Projection,
+  type RowView,
+  type Stored,
+  type StoredEvent,
+  type Table,
+  type TableProjection,
+} from '../../core/events.ts';
 import { Overlay, type RowSource, type TableHead } from './rows.ts';
 import { decisions, openedState, tableOf, type OpenedTable, type StorageTx } from './loop.ts';
 import type { EventStore, Loaded, ReadQuery, RecordedEvent } from './types.ts';
@@ -113,7 +122,13 @@ function selectOf(q: ReadQuery): { sql: string; params: unknown[] } {
   return { sql: `SELECT position, stream, type, data, time FROM events WHERE ${where.join(' AND ')} ORDER BY position`, params };
 }
 
-const toEvent = (r: Row): StoredEvent => ({ position: r.position, stream: r.stream, type: r.type, data: parseStored(String(r.data), () => `data of event ${r.position} (${r.stream})`), time: r.time });
+const toEvent = (r: Row): StoredEvent => ({
+  position: r.position,
+  stream: r.stream,
+  type: r.type,
+  data: parseStored(String(r.data), () => `data of event ${r.position} (${r.stream})`),
+  time: r.time,
+});
 
 /** Fold events read from the log; a fold that throws means events felt did not write (CorruptStore). */
 function foldStored<T>(stream: string, from: number, f: () => T): T {
@@ -121,7 +136,9 @@ function foldStored<T>(stream: string, from: number, f: () => T): T {
     return f();
   } catch (e) {
     if (e instanceof CorruptStore) throw e;
-    throw new CorruptStore(`corrupt stream ${stream}: its events after position ${from} cannot be folded: ${(e as Error)?.message ?? String(e)}`);
+    throw new CorruptStore(
+      `corrupt stream ${stream}: its events after position ${from} cannot be folded: ${(e as Error)?.message ?? String(e)}`,
+    );
   }
 }
 
@@ -135,7 +152,6 @@ function storageError(file: string, e: unknown): CniError {
   if (typeof code === 'string') return cniError(ErrCode.IO, `event store ${file}: ${msg}`);
   return cniError(ErrCode.Internal, `event store ${file}: transaction failed: ${msg}`);
 }
-
 
 /**
  * mkdir -p by hand: Node 20's recursive mkdirSync never returns for some paths (e.g. under /proc), and a
@@ -154,7 +170,8 @@ function ensureDir(dir: string): void {
 }
 
 const hasSchema = (db: Database.Database): boolean =>
-  (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'snapshots')").get() as { n: number }).n === 2;
+  (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'snapshots')").get() as { n: number })
+    .n === 2;
 
 const hasRowsTable = (db: Database.Database): boolean =>
   (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'projection_rows'").get() as { n: number }).n === 1;
@@ -274,7 +291,9 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         ? { position: at.position, state: cached.state as S }
         : (() => {
             const row = stmt(SNAPSHOT).get(p.name, stream) as { position: number; state: string } | undefined;
-            return row ? { position: row.position, state: parseStored<S>(String(row.state), () => `snapshot of ${stream} (${p.name})`) } : undefined;
+            return row
+              ? { position: row.position, state: parseStored<S>(String(row.state), () => `snapshot of ${stream} (${p.name})`) }
+              : undefined;
           })();
     let state = snap ? snap.state : p.initialState();
     let position = snap?.position ?? 0;
@@ -332,7 +351,9 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       },
       find(value) {
         if (c.complete) return [...c.rows].filter(([, r]) => r !== null && table.index?.(r as R) === value) as [string, R][];
-        const found = (stmt(ROW_FIND).all(name, stream, value) as { key: string; value: string }[]).map((r) => [r.key, parse(r.value)] as [string, R]);
+        const found = (stmt(ROW_FIND).all(name, stream, value) as { key: string; value: string }[]).map(
+          (r) => [r.key, parse(r.value)] as [string, R],
+        );
         for (const [k, r] of found) c.rows.set(k, r);
         return found;
       },
@@ -354,7 +375,13 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   };
 
   /** Inside the write transaction: write the changed rows and the header, then (after COMMIT) remember them. */
-  const flushTable = <H, R>(stream: string, name: string, table: Table<unknown, H, R, never>, o: Opened<H, R>, position: number): (() => void) => {
+  const flushTable = <H, R>(
+    stream: string,
+    name: string,
+    table: Table<unknown, H, R, never>,
+    o: Opened<H, R>,
+    position: number,
+  ): (() => void) => {
     if (o.fresh) {
       stmt(ROWS_CLEAR).run(name, stream);
       // A table replacing an earlier version of the projection (ipam@1's whole-state snapshot, 3 MB for a node
@@ -408,7 +435,8 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     },
     commit() {
       commit();
-      if (trace) process.stderr.write(`# store ${traced}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - held).toFixed(1)} ms\n`);
+      if (trace)
+        process.stderr.write(`# store ${traced}: lock wait ${waited.toFixed(1)} ms, held ${(performance.now() - held).toFixed(1)} ms\n`);
     },
     rollback() {
       if (db.inTransaction) rollback();
@@ -448,13 +476,19 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         };
         const overlay = new Overlay<H, R>(table as Table<unknown, H, R, never>, base, header, entries.length);
         const position = log.at(-1)?.position ?? 0;
-        return f({ overlay, cache: { position, header, count: entries.length, rows: new Map(), complete: true }, fresh: true, replayed: [] });
+        return f({
+          overlay,
+          cache: { position, header, count: entries.length, rows: new Map(), complete: true },
+          fresh: true,
+          replayed: [],
+        });
       })();
     }
     return db.transaction(() => f(openTable<H, R>(stream, p.name, table as Table<unknown, H, R, never>)))();
   };
 
-  const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S => table.assemble(o.header, Object.fromEntries(o.entries()));
+  const assembled = <S, H, R>(table: Table<S, H, R, never>, o: Overlay<H, R>): S =>
+    table.assemble(o.header, Object.fromEntries(o.entries()));
 
   return {
     ...decisions(tx),
@@ -541,7 +575,11 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       }
     },
 
-    scan(q: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts: { readonly pageSize?: number } = {}): E.Either<CniError, void> {
+    scan(
+      q: ReadQuery,
+      onPage: (events: readonly StoredEvent[]) => boolean | void,
+      opts: { readonly pageSize?: number } = {},
+    ): E.Either<CniError, void> {
       const pageSize = Math.max(1, opts.pageSize ?? PAGE);
       const { sql, params } = selectOf({ ...q, fromPosition: 0 });
       // Paged by position (the primary key, or events_by_stream for one stream): each page is an index range
@@ -584,16 +622,18 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
     append(events: readonly RecordedEvent[]): E.Either<CniError, { readonly first: number; readonly last: number }> {
       try {
         return E.right(
-          db.transaction(() => {
-            let first = 0;
-            let last = 0;
-            const insert = stmt(APPEND);
-            for (const e of events) {
-              last = Number(insert.run(e.stream, e.type, JSON.stringify(e.data), e.time).lastInsertRowid);
-              if (first === 0) first = last;
-            }
-            return { first, last };
-          }).immediate(),
+          db
+            .transaction(() => {
+              let first = 0;
+              let last = 0;
+              const insert = stmt(APPEND);
+              for (const e of events) {
+                last = Number(insert.run(e.stream, e.type, JSON.stringify(e.data), e.time).lastInsertRowid);
+                if (first === 0) first = last;
+              }
+              return { first, last };
+            })
+            .immediate(),
         );
       } catch (e) {
         return E.left(storageError(file, e));
@@ -602,7 +642,10 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
 
     streams(prefix = ''): E.Either<CniError, readonly string[]> {
       try {
-        const rows = stmt('SELECT DISTINCT stream FROM snapshots WHERE substr(stream, 1, ?) = ? ORDER BY stream').all(prefix.length, prefix) as {
+        const rows = stmt('SELECT DISTINCT stream FROM snapshots WHERE substr(stream, 1, ?) = ? ORDER BY stream').all(
+          prefix.length,
+          prefix,
+        ) as {
           stream: string;
         }[];
         return E.right(rows.map((r) => r.stream));

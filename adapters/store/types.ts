@@ -104,7 +104,11 @@ export interface EventStore {
    * transaction (one moment of the log, whatever writers do meanwhile), without holding the whole log in
    * memory. `onPage` returns `false` to stop early. For replays and exports of large logs.
    */
-  scan(query: ReadQuery, onPage: (events: readonly StoredEvent[]) => boolean | void, opts?: { readonly pageSize?: number }): E.Either<CniError, void>;
+  scan(
+    query: ReadQuery,
+    onPage: (events: readonly StoredEvent[]) => boolean | void,
+    opts?: { readonly pageSize?: number },
+  ): E.Either<CniError, void>;
   /** Position of the newest event (0: empty log); cheap, for following the log. */
   lastPosition(): E.Either<CniError, number>;
   /**

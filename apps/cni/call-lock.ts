@@ -103,7 +103,9 @@ async function dbOf(dir: string): Promise<Database.Database> {
       // WAL: a reader never makes a writer's COMMIT busy (in rollback-journal mode COMMIT waits for every reader).
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = OFF');
-      db.exec('CREATE TABLE IF NOT EXISTS call_locks (key TEXT PRIMARY KEY, pid INTEGER NOT NULL, start TEXT NOT NULL, token TEXT NOT NULL, since TEXT NOT NULL)');
+      db.exec(
+        'CREATE TABLE IF NOT EXISTS call_locks (key TEXT PRIMARY KEY, pid INTEGER NOT NULL, start TEXT NOT NULL, token TEXT NOT NULL, since TEXT NOT NULL)',
+      );
       break;
     } catch (e) {
       if (!isBusy(e)) {
@@ -143,7 +145,13 @@ function tryTake(db: Database.Database, key: string, token: string, now: string)
       db.exec('COMMIT');
       return row.token === token ? true : row.pid;
     }
-    db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, ?, ?, ?, ?)').run(key, process.pid, myStart(), token, now);
+    db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, ?, ?, ?, ?)').run(
+      key,
+      process.pid,
+      myStart(),
+      token,
+      now,
+    );
     db.exec('COMMIT');
     return true;
   } catch (e) {
@@ -170,7 +178,10 @@ async function take(dir: string, key: string, what: string, waitMs: number): Pro
       holder = r;
     }
     if (Date.now() > deadline) {
-      throw cniError(ErrCode.TryAgainLater, `${what}: another call for this attachment${holder !== undefined ? ` (pid ${holder})` : ''} still runs after ${waitMs / 1000} s (${join(dir, LOCK_FILE)})`);
+      throw cniError(
+        ErrCode.TryAgainLater,
+        `${what}: another call for this attachment${holder !== undefined ? ` (pid ${holder})` : ''} still runs after ${waitMs / 1000} s (${join(dir, LOCK_FILE)})`,
+      );
     }
     // Busy database: a transaction lasts microseconds. A live holder: its call lasts milliseconds to seconds.
     await pause(r === undefined ? 0.5 + Math.random() : Math.min(50, 2 * 1.5 ** attempt) * (0.5 + Math.random()));

@@ -178,7 +178,12 @@ export function findInPath(type: string, path: readonly string[]): string | unde
  * Execute a plugin binary (libcni invoke.ExecPluginWithResult); in the network namespace at `netns` (entered
  * with nsenter) when given: feltd runs a foreign delegate where the runtime ran the calling plugin.
  */
-export function execPlugin(exe: string, env: Env, stdin: string, netns?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export function execPlugin(
+  exe: string,
+  env: Env,
+  stdin: string,
+  netns?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const argv = netns === undefined ? [exe] : ['nsenter', `--net=${netns}`, '--', exe];
     const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -187,9 +192,7 @@ export function execPlugin(exe: string, env: Env, stdin: string, netns?: string)
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
     // A plugin may exit without reading its stdin (EPIPE): what it printed and its exit code are the answer.
     child.stdin.on('error', () => undefined);
     child.stdin.end(stdin);
@@ -256,7 +259,8 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
 }
 
 /** As the reference plugins (skel) without CNI_COMMAND: the about text with the version, and the protocol versions. */
-export const aboutText = (plugin: Plugin): string => `${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`;
+export const aboutText = (plugin: Plugin): string =>
+  `${plugin.about} (felt v${VERSION})\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`;
 
 /**
  * The forwarder (apps/cni/forwarder/forwarder.c) sets this when feltd accepted the call and then died or did not
@@ -271,7 +275,10 @@ export const DAEMON_LOST = 'FELT_CNI_DAEMON_LOST';
  */
 export function lostCall(env: Env, stdin: string): Outcome | undefined {
   if (env[DAEMON_LOST] !== '1' || env['CNI_COMMAND'] !== 'ADD') return undefined;
-  const e = cniError(ErrCode.TryAgainLater, 'feltd accepted this ADD and then stopped or did not answer in time; nothing more was done here: try again later');
+  const e = cniError(
+    ErrCode.TryAgainLater,
+    'feltd accepted this ADD and then stopped or did not answer in time; nothing more was done here: try again later',
+  );
   return { stdout: errorJson(versionOf(stdin), e), exitCode: 1 };
 }
 
@@ -295,7 +302,9 @@ export async function main(plugin: Plugin, bundled: Bundled = {}): Promise<void>
   // The forwarder runs this bundle from the support directory (dist/cni/.felt/<type>.cjs): the plugin's own
   // directory (where delegates are found as felt's own) is the forwarder's, which it passes as argv[2].
   const selfDir = dirname(process.argv[2] ?? process.argv[1] ?? '.');
-  const outcome = lostCall({ ...env, [DAEMON_LOST]: lost }, stdin) ?? (await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin })));
+  const outcome =
+    lostCall({ ...env, [DAEMON_LOST]: lost }, stdin) ??
+    (await dispatch(plugin, env, stdin, makeCtx(env, selfDir, { ...bundled, [plugin.type]: plugin })));
   traceMark('done');
   if (outcome.stdout) process.stdout.write(outcome.stdout + '\n');
   process.exitCode = outcome.exitCode;

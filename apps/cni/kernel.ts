@@ -10,7 +10,8 @@ import type { Ctx } from './plugin.ts';
 export { kernelError } from './kit.ts';
 
 /** The kernel as this call sees it: the host namespace is the caller's when feltd serves the call. */
-export const kernelFor = (ctx: Ctx): Kernel => ctx.kernel ?? linuxKernel({ pid: ctx.pid, ...(ctx.hostNetns !== undefined ? { hostNetns: ctx.hostNetns } : {}) });
+export const kernelFor = (ctx: Ctx): Kernel =>
+  ctx.kernel ?? linuxKernel({ pid: ctx.pid, ...(ctx.hostNetns !== undefined ? { hostNetns: ctx.hostNetns } : {}) });
 
 /** The effects of a real call: the Linux kernel and the call's stores. */
 export const callDeps: PluginDeps = { kernel: kernelFor, ...callStore };

@@ -40,7 +40,8 @@ export type KernelOf = (ctx: Ctx) => Kernel;
 export const kernelError = (e: KernelError): CniError => cniError(ErrCode.Kernel, e.msg, e.details);
 
 /** Observe, with the kernel's errors as CNI errors. */
-export const observeIn = (kernel: Kernel, req: ObserveRequest): TE.TaskEither<CniError, KernelState> => pipe(kernel.observe(req), TE.mapLeft(kernelError));
+export const observeIn = (kernel: Kernel, req: ObserveRequest): TE.TaskEither<CniError, KernelState> =>
+  pipe(kernel.observe(req), TE.mapLeft(kernelError));
 
 /** Apply a plan (nothing to run for an empty one), with the kernel's errors as CNI errors. */
 export const applyIn = (kernel: Kernel, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
@@ -55,7 +56,8 @@ export const refusedAt =
 // ------------------------------------------------------------------------------------- CNI_NETNS
 
 /** ADD and CHECK of a CNI_NETNS that is not there: the reference's ns.GetNS error. */
-export const noNetns = (netns: string): CniError => cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
+export const noNetns = (netns: string): CniError =>
+  cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: failed to open netns "${netns}": no such file`);
 
 /** Whether the namespace CNI_NETNS names is there. */
 export const netnsExists = (netns: string): boolean => existsSync(netns);
@@ -87,7 +89,13 @@ export const callStore: StoreAccess = {
  * apps/cni/store.ts `batched`); in a plugin process it runs at once, as without.
  */
 export const withStore =
-  <A>(access: Pick<StoreAccess, 'openStore'>, ctx: Ctx, dataDir: string, f: (s: EventStore) => E.Either<CniError, A>, batch = false): TE.TaskEither<CniError, A> =>
+  <A>(
+    access: Pick<StoreAccess, 'openStore'>,
+    ctx: Ctx,
+    dataDir: string,
+    f: (s: EventStore) => E.Either<CniError, A>,
+    batch = false,
+  ): TE.TaskEither<CniError, A> =>
   async () => {
     const opened = await access.openStore(dataDir, ctx);
     if (E.isLeft(opened)) return opened;
@@ -113,7 +121,8 @@ export const delegateIpam = (
   { ipamType }: { readonly ipamType: string },
   args: CmdArgs,
   command: 'ADD' | 'DEL' | 'CHECK',
-): TE.TaskEither<CniError, Result | undefined> => (ipamType === '' ? TE.right(undefined) : ctx.delegate(ipamType, command, args.stdin, args));
+): TE.TaskEither<CniError, Result | undefined> =>
+  ipamType === '' ? TE.right(undefined) : ctx.delegate(ipamType, command, args.stdin, args);
 
 /** "Not attached": nothing desired over an attachment's scope in `namespaces` (what is there and in it goes). */
 export const removeIn = (kernel: Kernel, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, void> =>

@@ -25,14 +25,21 @@ export const hasIptables = (): boolean => onPath('iptables-restore') && onPath('
 
 export function resolveBackend(field: string, requested: NetfilterBackend | undefined): E.Either<CniError, NetfilterBackend> {
   if (requested === 'nftables' && !hasNft()) {
-    return E.left(cniError(ErrCode.InvalidNetworkConfig, `${field}: "nftables" needs the nft command (Debian: the nftables package), which is not on PATH`));
+    return E.left(
+      cniError(
+        ErrCode.InvalidNetworkConfig,
+        `${field}: "nftables" needs the nft command (Debian: the nftables package), which is not on PATH`,
+      ),
+    );
   }
   if (requested !== undefined) return E.right(requested);
   return E.right(!hasIptables() && hasNft() ? 'nftables' : 'iptables');
 }
 
 /** A bridge or ptp config with its masquerade backend decided (only when it masquerades). */
-export function withMasqBackend<T extends { readonly ipMasq: boolean; readonly ipMasqBackend?: NetfilterBackend }>(c: T): E.Either<CniError, T> {
+export function withMasqBackend<T extends { readonly ipMasq: boolean; readonly ipMasqBackend?: NetfilterBackend }>(
+  c: T,
+): E.Either<CniError, T> {
   if (!c.ipMasq) return E.right(c);
   return E.map((ipMasqBackend: NetfilterBackend) => ({ ...c, ipMasqBackend }))(resolveBackend('ipMasqBackend', c.ipMasqBackend));
 }
@@ -46,7 +53,12 @@ export function withMasqBackend<T extends { readonly ipMasq: boolean; readonly i
 export function gcMasquerade(ctx: Ctx, network: string, valid: readonly Attachment[]): TE.TaskEither<CniError, void> {
   const k = kernelFor(ctx);
   return pipe(
-    k.observe({ namespaces: [HOST], scope: { links: [], devices: [], chains: [], ruleMarkers: [], ...masqNetworkScope(HOST, network) }, iptables: [], ip: false }),
+    k.observe({
+      namespaces: [HOST],
+      scope: { links: [], devices: [], chains: [], ruleMarkers: [], ...masqNetworkScope(HOST, network) },
+      iptables: [],
+      ip: false,
+    }),
     TE.mapLeft(kernelError),
     TE.chain((seen) => {
       const stale = staleMasquerade(HOST, network, valid, seen.nftRules ?? []);

@@ -15,7 +15,10 @@ export interface Parsed {
   readonly positionals: readonly string[];
 }
 
-export function parseArgs(argv: readonly string[], specs: readonly OptionSpec[]): { ok: true; parsed: Parsed } | { ok: false; error: string } {
+export function parseArgs(
+  argv: readonly string[],
+  specs: readonly OptionSpec[],
+): { ok: true; parsed: Parsed } | { ok: false; error: string } {
   const options: Record<string, string | true> = {};
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {

@@ -36,7 +36,11 @@ export interface Subcommand {
   readonly run: (args: Parsed, io: IO) => number | Promise<number>;
 }
 
-export const DATA_DIR_OPTION: OptionSpec = { name: 'data-dir', value: 'DIR', help: 'where felt.db lives (default $FELT_DATA_DIR, else /var/lib/felt)' };
+export const DATA_DIR_OPTION: OptionSpec = {
+  name: 'data-dir',
+  value: 'DIR',
+  help: 'where felt.db lives (default $FELT_DATA_DIR, else /var/lib/felt)',
+};
 export const NETWORK_OPTION: OptionSpec = { name: 'network', value: 'NAME', help: 'only this network' };
 export const JSON_OPTION: OptionSpec = { name: 'json', help: 'print JSON instead of a table' };
 

@@ -9,7 +9,8 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
   AddressReleased: (d) => `${String(d['ip'])} <- ${String(d['containerId'])}/${String(d['ifname'])} (${String(d['reason'])})`,
   AttachmentRecorded: (d) =>
     `${String(d['containerId'])}/${String(d['ifname'])} in ${String(d['netns'])}, host veth ${String(d['hostVeth'])}`,
-  AttachmentRemoved: (d) => `${String(d['containerId'])}/${String(d['ifname'])}, host veth ${String(d['hostVeth'])} (${String(d['reason'])})`,
+  AttachmentRemoved: (d) =>
+    `${String(d['containerId'])}/${String(d['ifname'])}, host veth ${String(d['hostVeth'])} (${String(d['reason'])})`,
   AttachmentReady: (d) => `${att(d)}, host veth ${String(d['hostVeth'])}: ready in ${String(d['durationMs'])} ms`,
   HostDeviceAttached: (d) => {
     const o = (d['original'] ?? {}) as { name?: string };
@@ -29,7 +30,8 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
   FirewallRulesRecorded: (d) => `${att(d)}: CNI-FORWARD rules for ${list(d['prefixes'])}`,
   FirewallRulesRemoved: (d) => `${att(d)}: CNI-FORWARD rules removed (${String(d['reason'])})`,
   AttachmentAdded: (d) => `${att(d)} in ${String(d['netns'])} through ${list(d['plugins'])}${list(d['ips']) ? `: ${list(d['ips'])}` : ''}`,
-  AttachmentAddFailed: (d) => `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'}${d['kept'] === true ? '; the attachment made before stays' : ''})`,
+  AttachmentAddFailed: (d) =>
+    `${att(d)} not added: ${String(d['error'])} (torn down: ${list(d['tornDown']) || 'nothing'}${d['kept'] === true ? '; the attachment made before stays' : ''})`,
   AttachmentDeleted: (d) => `${att(d)} deleted (${String(d['reason'])})${list(d['errors']) ? `, with errors: ${list(d['errors'])}` : ''}`,
   SubnetLeased: (d) =>
     `${subnets(d)} for this node (public ${String(d['publicIP'])}${d['vtepMac'] ? `, VtepMAC ${String(d['vtepMac'])}` : ''}) until ${String(d['expiration'])}${d['renewal'] ? ' (renewed)' : ''}`,
@@ -41,7 +43,8 @@ const SUMMARIES: Readonly<Record<string, Summarize>> = {
 const att = (d: Record<string, unknown>): string => `${String(d['containerId'])}/${String(d['ifname'])}`;
 const list = (v: unknown): string => (Array.isArray(v) ? v.map(String).join(', ') : '');
 
-const subnets = (d: Record<string, unknown>): string => [d['subnet'], d['ipv6Subnet']].filter(Boolean).map(String).join(' + ') || String(d['key']);
+const subnets = (d: Record<string, unknown>): string =>
+  [d['subnet'], d['ipv6Subnet']].filter(Boolean).map(String).join(' + ') || String(d['key']);
 
 /** A remote node as its lease describes it: public IP and, for vxlan, its VtepMAC. */
 function remote(d: Record<string, unknown>): string {

@@ -231,7 +231,8 @@ function serve(sock: Socket, handler: CniHandler, log: Logger, idleMs: number, i
       want = head.readUInt32LE(MAGIC.length);
       if (want > MAX_BODY) return drop(`a request of ${want} bytes, more than ${MAX_BODY}`);
     }
-    if (want < 0 && have >= MAGIC.length && !Buffer.concat(chunks).subarray(0, MAGIC.length).equals(MAGIC)) return drop('not a felt CNI request (wrong magic)');
+    if (want < 0 && have >= MAGIC.length && !Buffer.concat(chunks).subarray(0, MAGIC.length).equals(MAGIC))
+      return drop('not a felt CNI request (wrong magic)');
     if (want >= 0 && have > HEADER + want) return drop('bytes after the request');
     if (want < 0 || have < HEADER + want) return;
     const req = parseRequest(Buffer.concat(chunks).subarray(HEADER));

@@ -40,14 +40,20 @@ export const CNI_DURATION = 'felt_cni_request_duration_seconds';
 /** Waves (adapters/kernel/waves.ts, apps/cni/store.ts): what the calls asked for, and what it took. */
 export const WAVE_COUNTERS: Readonly<Record<keyof WaveStats | 'storeCalls' | 'storeTransactions', readonly [string, string]>> = {
   observeRequests: ['felt_cni_wave_observe_requests_total', 'Reads of the kernel the CNI calls feltd served asked for'],
-  observations: ['felt_cni_wave_observations_total', 'Reads of the kernel feltd made for them (concurrent reads of one host namespace made once)'],
+  observations: [
+    'felt_cni_wave_observations_total',
+    'Reads of the kernel feltd made for them (concurrent reads of one host namespace made once)',
+  ],
   applyRequests: ['felt_cni_wave_apply_requests_total', 'Changes to the kernel the CNI calls feltd served asked for'],
   sharedParts: ['felt_cni_wave_shared_parts_total', 'Host-namespace parts of those changes sent to a shared apply'],
   applies: ['felt_cni_wave_applies_total', 'Applies feltd ran for them (concurrent host-namespace changes applied together)'],
   sharedApplies: ['felt_cni_wave_shared_applies_total', 'Of those, the shared applies of host-namespace parts (before any fallback)'],
   fallbacks: ['felt_cni_wave_fallbacks_total', 'Shared reads or applies that failed and were done again call by call'],
   storeCalls: ['felt_cni_store_calls_total', 'Event-log decisions the CNI calls feltd served asked for'],
-  storeTransactions: ['felt_cni_store_transactions_total', 'SQLite transactions feltd ran for them (decisions waiting at once committed together)'],
+  storeTransactions: [
+    'felt_cni_store_transactions_total',
+    'SQLite transactions feltd ran for them (decisions waiting at once committed together)',
+  ],
 };
 const CNI_DURATION_HELP = 'How long feltd took to serve a CNI call, from the whole request to the answer';
 const CNI_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -124,13 +130,19 @@ export function cniService(deps: CniServiceDeps): CniService {
     try {
       fd = openSync(ns, 'r');
     } catch (e) {
-      return cniError(ErrCode.InvalidEnvironment, `feltd cannot open the caller's network namespace ${ns} (${(e as NodeJS.ErrnoException).code}): feltd must share the host's PID namespace`);
+      return cniError(
+        ErrCode.InvalidEnvironment,
+        `feltd cannot open the caller's network namespace ${ns} (${(e as NodeJS.ErrnoException).code}): feltd must share the host's PID namespace`,
+      );
     }
     const release = (): void => closeSync(fd);
     const st = fstatSync(fd, { bigint: true });
     if (st.dev !== req.netns.dev || st.ino !== req.netns.ino) {
       release();
-      return cniError(ErrCode.InvalidEnvironment, `the caller's network namespace is not ${ns}'s (pid ${req.pid}): feltd must share the caller's PID namespace`);
+      return cniError(
+        ErrCode.InvalidEnvironment,
+        `the caller's network namespace is not ${ns}'s (pid ${req.pid}): feltd must share the caller's PID namespace`,
+      );
     }
     let exe: string;
     try {
@@ -151,7 +163,15 @@ export function cniService(deps: CniServiceDeps): CniService {
    * that namespace (the first caller's may close before the others are done).
    */
   const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
-  const retired: WaveStats = { observeRequests: 0, observations: 0, applyRequests: 0, sharedParts: 0, applies: 0, sharedApplies: 0, fallbacks: 0 };
+  const retired: WaveStats = {
+    observeRequests: 0,
+    observations: 0,
+    applyRequests: 0,
+    sharedParts: 0,
+    applies: 0,
+    sharedApplies: 0,
+    fallbacks: 0,
+  };
   const waveFor = (key: string, hostNetns: string | undefined): { kernel: WaveKernel; release: () => void } => {
     let w = waves.get(key);
     if (!w) {
@@ -215,7 +235,10 @@ export function cniService(deps: CniServiceDeps): CniService {
     const entry = Object.hasOwn(CNI_ENTRIES, req.type) ? CNI_ENTRIES[req.type] : undefined;
     let reply: CniReply;
     if (!entry) {
-      reply = errorReply(req.stdin, cniError(ErrCode.Internal, `feltd does not serve the plugin type ${JSON.stringify(req.type)} (another felt version's forwarder?)`));
+      reply = errorReply(
+        req.stdin,
+        cniError(ErrCode.Internal, `feltd does not serve the plugin type ${JSON.stringify(req.type)} (another felt version's forwarder?)`),
+      );
     } else if (command === '') {
       reply = { code: 0, stdout: '', stderr: aboutText(entry.plugin) };
     } else {
@@ -251,9 +274,16 @@ export function cniService(deps: CniServiceDeps): CniService {
       }
     }
     const t1 = clock();
-    const labels = { plugin: entry ? req.type : 'unknown', command: COMMANDS.has(command) ? command : command === '' ? 'none' : 'invalid', code };
+    const labels = {
+      plugin: entry ? req.type : 'unknown',
+      command: COMMANDS.has(command) ? command : command === '' ? 'none' : 'invalid',
+      code,
+    };
     deps.metrics.counter(CNI_REQUESTS, CNI_REQUESTS_HELP, 1, labels);
-    deps.metrics.observe(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS, (t1 - t0) / 1000, { plugin: labels.plugin, command: labels.command });
+    deps.metrics.observe(CNI_DURATION, CNI_DURATION_HELP, CNI_DURATION_BUCKETS, (t1 - t0) / 1000, {
+      plugin: labels.plugin,
+      command: labels.command,
+    });
     answered.push(t1);
     total++;
     while (answered.length && answered[0]! < t1 - 60_000) answered.shift();
@@ -304,7 +334,13 @@ export function recordCni(stateDir: string, socket: string, service: CniService,
   const since = new Date().toISOString();
   let failing = false;
   const write = (): void => {
-    const rec: CniRecord = { socket, since, time: new Date().toISOString(), requestsLastMinute: service.perMinute(), requestsTotal: service.total() };
+    const rec: CniRecord = {
+      socket,
+      since,
+      time: new Date().toISOString(),
+      requestsLastMinute: service.perMinute(),
+      requestsTotal: service.total(),
+    };
     const tmp = `${path}.tmp-${process.pid}`;
     try {
       mkdirSync(stateDir, { recursive: true });

@@ -74,10 +74,34 @@ Usage: feltd [flags]
 const listFlag = new Set(['iface', 'iface-regex', 'etcd-endpoints']);
 
 const KNOWN = new Set([
-  'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'iface', 'iface-regex', 'public-ip', 'public-ipv6',
-  'ip-masq', 'subnet-file', 'subnet-lease-renew-margin', 'iptables-resync', 'healthz-ip', 'healthz-port',
-  'net-config-path', 'state-dir', 'store', 'lease-ttl', 'v', 'help', 'h', 'version', 'status-page', 'cni-data-dir',
-  'cni-socket', 'cni-only', 'cni-client-timeout',
+  'etcd-endpoints',
+  'etcd-prefix',
+  'etcd-keyfile',
+  'etcd-certfile',
+  'etcd-cafile',
+  'iface',
+  'iface-regex',
+  'public-ip',
+  'public-ipv6',
+  'ip-masq',
+  'subnet-file',
+  'subnet-lease-renew-margin',
+  'iptables-resync',
+  'healthz-ip',
+  'healthz-port',
+  'net-config-path',
+  'state-dir',
+  'store',
+  'lease-ttl',
+  'v',
+  'help',
+  'h',
+  'version',
+  'status-page',
+  'cni-data-dir',
+  'cni-socket',
+  'cni-only',
+  'cni-client-timeout',
 ]);
 const BOOLS = new Set(['ip-masq', 'help', 'h', 'version', 'status-page', 'cni-only']);
 
@@ -120,9 +144,11 @@ export function parseFlags(argv: readonly string[]): { flags: Flags } | { error:
   if (store !== undefined && !store.startsWith('sqlite:')) return { error: `--store: ${JSON.stringify(store)} must be sqlite:PATH` };
   const bool = (k: string): boolean => ['true', '1', 'yes'].includes(one(k) ?? 'false');
   const statusPage = one('status-page') ?? 'true';
-  if (!['true', '1', 'yes', 'false', '0', 'no'].includes(statusPage)) return { error: `--status-page: ${JSON.stringify(statusPage)} is not true or false` };
+  if (!['true', '1', 'yes', 'false', '0', 'no'].includes(statusPage))
+    return { error: `--status-page: ${JSON.stringify(statusPage)} is not true or false` };
   const stateDir = one('state-dir') ?? '/var/lib/felt';
-  if (bool('cni-only') && one('cni-socket') === '') return { error: '--cni-only: serving CNI is all it does; --cni-socket must not be empty' };
+  if (bool('cni-only') && one('cni-socket') === '')
+    return { error: '--cni-only: serving CNI is all it does; --cni-socket must not be empty' };
   return {
     flags: {
       etcdEndpoints: raw.get('etcd-endpoints') ?? [],

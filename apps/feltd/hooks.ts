@@ -24,10 +24,22 @@ export interface FeltdHooks {
 }
 
 const OPS = ['felt_ops_applied_total', 'Kernel ops applied, by the kind of object they change'] as const;
-const DRIFT = ['felt_drift_repaired_total', 'Kernel objects a full resync found changed behind felt\'s back and repaired (drift), by object kind'] as const;
-const FULL_OPS = ['felt_full_pass_ops_total', 'Kernel ops applied by full passes (drift repairs, and lease changes a full pass took up)'] as const;
-const STORE_ERRORS = ['felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")'] as const;
-const ERRORS = ['felt_errors_total', 'Errors of any kind other than store errors (computing, observing or applying the dataplane)'] as const;
+const DRIFT = [
+  'felt_drift_repaired_total',
+  "Kernel objects a full resync found changed behind felt's back and repaired (drift), by object kind",
+] as const;
+const FULL_OPS = [
+  'felt_full_pass_ops_total',
+  'Kernel ops applied by full passes (drift repairs, and lease changes a full pass took up)',
+] as const;
+const STORE_ERRORS = [
+  'felt_store_errors_total',
+  'Failed reads and writes of the event log (store="events") and the lease store (store="leases")',
+] as const;
+const ERRORS = [
+  'felt_errors_total',
+  'Errors of any kind other than store errors (computing, observing or applying the dataplane)',
+] as const;
 const RENEWALS = ['felt_lease_renewals_total', 'Own lease acquisitions and renewals'] as const;
 const LOST = ['felt_lease_lost_total', 'Own lease losses (expired, revoked, taken)'] as const;
 
@@ -52,9 +64,17 @@ export function feltdHooks(metrics: Metrics): FeltdHooks {
     leaseRenewed: () => metrics.counter(RENEWALS[0], RENEWALS[1]),
     leaseLost: () => metrics.counter(LOST[0], LOST[1]),
     leaseGauges: (state) => {
-      metrics.gauge('felt_leases', 'Subnet leases known: this node\'s own plus every remote one', Object.keys(state.remotes).length + (state.ownLease ? 1 : 0));
+      metrics.gauge(
+        'felt_leases',
+        "Subnet leases known: this node's own plus every remote one",
+        Object.keys(state.remotes).length + (state.ownLease ? 1 : 0),
+      );
       const exp = state.ownLease ? Date.parse(state.ownLease.expiration) / 1000 : 0;
-      metrics.gauge('felt_lease_expiry_timestamp_seconds', 'When this node\'s own lease expires (unix seconds; 0: no lease)', Number.isFinite(exp) ? exp : 0);
+      metrics.gauge(
+        'felt_lease_expiry_timestamp_seconds',
+        "When this node's own lease expires (unix seconds; 0: no lease)",
+        Number.isFinite(exp) ? exp : 0,
+      );
     },
     reconcileObserved: (kind, seconds) => metrics.observeReconcile(kind, seconds),
   };

@@ -52,7 +52,8 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
   let revision = 0;
 
   // ---------------------------------------------------------------- watch the lease store
-  const isOwn = (l: Lease): boolean => (underlay.publicIP ? l.attrs.PublicIP === underlay.publicIP : l.attrs.PublicIPv6 === underlay.publicIPv6);
+  const isOwn = (l: Lease): boolean =>
+    underlay.publicIP ? l.attrs.PublicIP === underlay.publicIP : l.attrs.PublicIPv6 === underlay.publicIPv6;
   const state = (): ReturnType<NodeLog['state']> => node.state();
   const me = {
     publicIP: config.enableIPv4 && underlay.publicIP ? underlay.publicIP : '0.0.0.0',
@@ -67,7 +68,13 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     const ownKey = st.ownLease?.key;
     const others = candidates.filter((l) => subnetKey(l) !== ownKey && !isOwn(l));
     const dual = config.enableIPv4 && config.enableIPv6;
-    const s = screenLeases({ config, leases: others, own: st.ownLease, ...(dual ? { known: Object.values(st.remotes) } : {}), isKnown: (k) => k in st.remotes });
+    const s = screenLeases({
+      config,
+      leases: others,
+      own: st.ownLease,
+      ...(dual ? { known: Object.values(st.remotes) } : {}),
+      isKnown: (k) => k in st.remotes,
+    });
     const t = trackRefusals(refusalsLogged, s.refused, present, complete);
     refusalsLogged = t.logged;
     for (const r of t.log) log.error('lease refused: not routed', { key: r.key, publicIP: r.publicIP, why: r.why });
@@ -87,7 +94,10 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
       case 'ok':
         return;
       case 'missing':
-        log.error('own lease missing from the lease store: re-creating it with the same subnet', { key: ownLease.key, why: afterReset ?? 'absent from a listing' });
+        log.error('own lease missing from the lease store: re-creating it with the same subnet', {
+          key: ownLease.key,
+          why: afterReset ?? 'absent from a listing',
+        });
         actor.send({ type: 'REVOKED' });
         return;
       case 'duplicate':
@@ -111,7 +121,11 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
           return;
         }
         log.error("own lease changed in the store behind feltd's back: writing it back", { key: ownLease.key, why: st.why });
-        const req = { ...(ownLease.subnet ? { subnet: ownLease.subnet } : {}), ...(ownLease.ipv6Subnet ? { ipv6Subnet: ownLease.ipv6Subnet } : {}), attrs: attrs() };
+        const req = {
+          ...(ownLease.subnet ? { subnet: ownLease.subnet } : {}),
+          ...(ownLease.ipv6Subnet ? { ipv6Subnet: ownLease.ipv6Subnet } : {}),
+          attrs: attrs(),
+        };
         const r = await leases.repair(req, flags.leaseTTLSeconds)();
         if (E.isLeft(r)) {
           log.error('cannot write the own lease back', { key: ownLease.key, error: r.left.msg });
@@ -139,7 +153,14 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     record({ type: 'ObserveLeases', data: { snapshot: snap.right, own } } as NodeCommand);
     void reconcile(true);
     const ownKey = state().ownLease?.key;
-    if (ownKey) void checkOwn(ownLeaseStatus(snap.right.leases.find((l) => subnetKey(l) === ownKey), me), why);
+    if (ownKey)
+      void checkOwn(
+        ownLeaseStatus(
+          snap.right.leases.find((l) => subnetKey(l) === ownKey),
+          me,
+        ),
+        why,
+      );
     watch = leases.watch(
       revision,
       (evs: readonly LeaseEvent[], rev: number) => {
@@ -179,7 +200,10 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     }
     const changes = configChanges(config, parsed.right.config);
     if (changes.length) {
-      log.error('network config changed in the lease store: keeping the config feltd started with, as flanneld does; restart feltd to apply it', { changes });
+      log.error(
+        'network config changed in the lease store: keeping the config feltd started with, as flanneld does; restart feltd to apply it',
+        { changes },
+      );
     }
   };
   leases.watchNetworkConfig(checkConfig);
@@ -196,7 +220,9 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
     PublicIPv6: config.enableIPv6 && underlay.publicIPv6 ? underlay.publicIPv6 : null,
     BackendType: config.backend.type,
     ...(config.backend.type === 'vxlan' && config.enableIPv4 ? { BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac } } : {}),
-    ...(config.backend.type === 'vxlan' && config.enableIPv6 && vtepMacV6 ? { BackendV6Data: { VNI: config.backend.vni, VtepMAC: vtepMacV6 } } : {}),
+    ...(config.backend.type === 'vxlan' && config.enableIPv6 && vtepMacV6
+      ? { BackendV6Data: { VNI: config.backend.vni, VtepMAC: vtepMacV6 } }
+      : {}),
   });
   const leaseStoreError = (msg: string): Error => {
     hooks.storeError('leases');
@@ -255,7 +281,10 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
         ...(choice.right.ipv6Subnet ? { ipv6Subnet: choice.right.ipv6Subnet } : {}),
         attrs: attrs(),
       };
-      const r = choice.right.source === 'reused' ? await leases.renew(req, flags.leaseTTLSeconds)() : await leases.acquire(req, flags.leaseTTLSeconds)();
+      const r =
+        choice.right.source === 'reused'
+          ? await leases.renew(req, flags.leaseTTLSeconds)()
+          : await leases.acquire(req, flags.leaseTTLSeconds)();
       if (E.isLeft(r)) throw leaseStoreError(r.left.msg);
       if (r.right !== 'taken' && r.right !== 'lost') return r.right;
       if (attempt > 10) throw new Error('could not acquire a subnet: every candidate was taken concurrently');
@@ -273,7 +302,11 @@ export function startLeaseLifecycle(deps: LeaseLifecycleDeps): LeaseLifecycle {
       const found = E.isRight(snap) ? snap.right.leases.find((l) => subnetKey(l) === subnetKey(lease)) : undefined;
       if (found?.invalid) {
         log.error("own lease changed in the store behind feltd's back: writing it back", { key: subnetKey(lease), why: found.invalid });
-        const req = { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}), attrs: attrs() };
+        const req = {
+          ...(lease.subnet ? { subnet: lease.subnet } : {}),
+          ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}),
+          attrs: attrs(),
+        };
         const fixed = await leases.repair(req, flags.leaseTTLSeconds)();
         if (E.isRight(fixed) && fixed.right !== 'absent') return fixed.right;
       }

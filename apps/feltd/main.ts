@@ -59,7 +59,11 @@ async function main(): Promise<number> {
       ipv4: c.enableIPv4,
       ipv6: c.enableIPv6,
     });
-  for (const [flag, path] of [['--etcd-cafile', flags.etcdCafile], ['--etcd-certfile', flags.etcdCertfile], ['--etcd-keyfile', flags.etcdKeyfile]] as const) {
+  for (const [flag, path] of [
+    ['--etcd-cafile', flags.etcdCafile],
+    ['--etcd-certfile', flags.etcdCertfile],
+    ['--etcd-keyfile', flags.etcdKeyfile],
+  ] as const) {
     if (path !== undefined && !existsSync(path)) {
       log.error(`${flag}: no file at ${path}`);
       return 1;
@@ -89,11 +93,20 @@ async function main(): Promise<number> {
         endpoints: flags.etcdEndpoints,
         prefix: flags.etcdPrefix,
         ...(flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
-          ? { tls: { ...(flags.etcdCafile ? { ca: flags.etcdCafile } : {}), ...(flags.etcdCertfile ? { cert: flags.etcdCertfile } : {}), ...(flags.etcdKeyfile ? { key: flags.etcdKeyfile } : {}) } }
+          ? {
+              tls: {
+                ...(flags.etcdCafile ? { ca: flags.etcdCafile } : {}),
+                ...(flags.etcdCertfile ? { cert: flags.etcdCertfile } : {}),
+                ...(flags.etcdKeyfile ? { key: flags.etcdKeyfile } : {}),
+              },
+            }
           : {}),
       })
     : sqliteLeaseStore({ path: flags.store ? flags.store.slice('sqlite:'.length) : join(flags.stateDir, 'leases.db'), pollMs: 20 });
-  log.info('lease store', { kind: flags.etcdEndpoints.length ? 'etcd' : 'embedded', where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db') });
+  log.info('lease store', {
+    kind: flags.etcdEndpoints.length ? 'etcd' : 'embedded',
+    where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db'),
+  });
 
   let config = await loadNetConfig({ flags, leases, log });
   // The network config may not be in etcd yet: wait for it, as flanneld does.
@@ -129,7 +142,11 @@ async function main(): Promise<number> {
   const sameLog = resolve(flags.cniDataDir) === resolve(flags.stateDir);
   const cniAdds = followCniAdds({
     open: () =>
-      sameLog ? E.right(events) : existsSync(join(flags.cniDataDir, 'felt.db')) ? openSqliteStore(flags.cniDataDir, { readonly: true }) : undefined,
+      sameLog
+        ? E.right(events)
+        : existsSync(join(flags.cniDataDir, 'felt.db'))
+          ? openSqliteStore(flags.cniDataDir, { readonly: true })
+          : undefined,
     metrics,
     log,
     where: join(flags.cniDataDir, 'felt.db'),
@@ -138,14 +155,25 @@ async function main(): Promise<number> {
   cniAdds.poll();
   const cniTimer = setInterval(() => cniAdds.poll(), 1000);
   const status = flags.statusPage
-    ? statusRoutes(() => statusOf(daemon.view(), metrics, new Date(), cni && { socket: cni.server.path, perMinute: cni.service.perMinute(), attachments: cni.service.attachments() }), {
-        version: () => {
-          const v = daemon.view();
-          return [v.state, v.recent, v.ready, metrics.generation];
+    ? statusRoutes(
+        () =>
+          statusOf(
+            daemon.view(),
+            metrics,
+            new Date(),
+            cni && { socket: cni.server.path, perMinute: cni.service.perMinute(), attachments: cni.service.attachments() },
+          ),
+        {
+          version: () => {
+            const v = daemon.view();
+            return [v.state, v.recent, v.ready, metrics.generation];
+          },
         },
-      })
+      )
     : undefined;
-  const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics, status?.routes) : undefined;
+  const server = flags.healthzPort
+    ? await healthServer(flags.healthzIP, flags.healthzPort, daemon.ready, metrics, status?.routes)
+    : undefined;
 
   const stop = (signal: string): void => {
     log.info('stopping; the dataplane stays as it is', { signal });
@@ -200,7 +228,10 @@ main().then(
     process.exit(code);
   },
   (e) => {
-    process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: 'feltd crashed', error: String((e as Error)?.stack ?? e) }) + '\n');
+    process.stderr.write(
+      JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: 'feltd crashed', error: String((e as Error)?.stack ?? e) }) +
+        '\n',
+    );
     process.exit(1);
   },
 );

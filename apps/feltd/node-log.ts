@@ -44,9 +44,14 @@ export function openNodeLog(deps: NodeLogDeps): NodeLog {
     const t0 = performance.now();
     // Over the table's view: the transaction reads the remote leases the command names and writes the rows its
     // events change, never all 10,000; `state` (the whole NodeState, for desired()) is a cache evolved here.
-    const r = events.transactRows(stream, nodeProjection, (v) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNodeIn(command, v)), {
-      time,
-    });
+    const r = events.transactRows(
+      stream,
+      nodeProjection,
+      (v) => E.mapLeft((msg: string) => cniError(ErrCode.Internal, msg))(decideNodeIn(command, v)),
+      {
+        time,
+      },
+    );
     log.debug('recorded', { command: cmd.type, ms: Math.round(performance.now() - t0) });
     if (E.isLeft(r)) {
       log.error('event log write failed', { error: r.left.msg });

@@ -30,17 +30,37 @@ export function jsonLogger(verbosity: number, out: (line: string) => void = (l) 
 
 /** The kind of kernel object an op changes: the `kind` label of felt_ops_applied_total and felt_drift_repaired_total. */
 const OP_KIND: Readonly<Record<Op['op'], string>> = {
-  'link.add': 'link', 'link.set': 'link', 'link.del': 'link', 'link.move': 'link',
-  'addr.add': 'address', 'addr.del': 'address',
-  'route.replace': 'route', 'route.del': 'route',
-  'neigh.replace': 'neigh', 'neigh.del': 'neigh',
-  'fdb.replace': 'fdb', 'fdb.del': 'fdb',
-  'chain.sync': 'iptables', 'chain.del': 'iptables', 'chain.add': 'iptables', 'rule.add': 'iptables', 'rule.del': 'iptables',
+  'link.add': 'link',
+  'link.set': 'link',
+  'link.del': 'link',
+  'link.move': 'link',
+  'addr.add': 'address',
+  'addr.del': 'address',
+  'route.replace': 'route',
+  'route.del': 'route',
+  'neigh.replace': 'neigh',
+  'neigh.del': 'neigh',
+  'fdb.replace': 'fdb',
+  'fdb.del': 'fdb',
+  'chain.sync': 'iptables',
+  'chain.del': 'iptables',
+  'chain.add': 'iptables',
+  'rule.add': 'iptables',
+  'rule.del': 'iptables',
   'sysctl.set': 'sysctl',
-  'qdisc.replace': 'qdisc', 'qdisc.del': 'qdisc',
-  'iprule.add': 'iprule', 'iprule.del': 'iprule',
-  'nft.table.add': 'nftables', 'nft.table.del': 'nftables', 'nft.chain.add': 'nftables', 'nft.chain.sync': 'nftables',
-  'nft.chain.del': 'nftables', 'nft.rule.add': 'nftables', 'nft.rule.del': 'nftables', 'nft.set.add': 'nftables', 'nft.set.elements': 'nftables',
+  'qdisc.replace': 'qdisc',
+  'qdisc.del': 'qdisc',
+  'iprule.add': 'iprule',
+  'iprule.del': 'iprule',
+  'nft.table.add': 'nftables',
+  'nft.table.del': 'nftables',
+  'nft.chain.add': 'nftables',
+  'nft.chain.sync': 'nftables',
+  'nft.chain.del': 'nftables',
+  'nft.rule.add': 'nftables',
+  'nft.rule.del': 'nftables',
+  'nft.set.add': 'nftables',
+  'nft.set.elements': 'nftables',
 };
 export const OP_KINDS: readonly string[] = [...new Set(Object.values(OP_KIND))].sort();
 export const opKind = (o: Op): string => OP_KIND[o.op];
@@ -116,10 +136,18 @@ export class Metrics {
     for (const kind of ['full', 'delta']) this.declareHistogram(RECONCILE_HISTOGRAM, RECONCILE_HELP, DURATION_BUCKETS, { kind });
   }
 
-  private family<T extends Family['type']>(name: string, type: T, help: string, buckets: readonly number[] = []): T extends 'histogram' ? HistFamily : ScalarFamily {
+  private family<T extends Family['type']>(
+    name: string,
+    type: T,
+    help: string,
+    buckets: readonly number[] = [],
+  ): T extends 'histogram' ? HistFamily : ScalarFamily {
     let f = this.families.get(name);
     if (!f) {
-      f = type === 'histogram' ? { type: 'histogram', help, buckets, series: new Map() } : { type: type as 'counter' | 'gauge', help, series: new Map() };
+      f =
+        type === 'histogram'
+          ? { type: 'histogram', help, buckets, series: new Map() }
+          : { type: type as 'counter' | 'gauge', help, series: new Map() };
       this.families.set(name, f);
     }
     if (f.type !== type) throw new Error(`metric ${name} is a ${f.type}, not a ${type}`);
@@ -208,7 +236,11 @@ export class Metrics {
             acc += s.counts[i]!;
             out.push(`${n}_bucket${labelText(s.labels, ['le', num(b)])} ${acc}`);
           });
-          out.push(`${n}_bucket${labelText(s.labels, ['le', '+Inf'])} ${s.count}`, `${n}_sum${labelText(s.labels)} ${num(s.sum)}`, `${n}_count${labelText(s.labels)} ${s.count}`);
+          out.push(
+            `${n}_bucket${labelText(s.labels, ['le', '+Inf'])} ${s.count}`,
+            `${n}_sum${labelText(s.labels)} ${num(s.sum)}`,
+            `${n}_count${labelText(s.labels)} ${s.count}`,
+          );
         }
       } else {
         for (const s of f.series.values()) out.push(`${n}${labelText(s.labels)} ${num(s.value)}`);
@@ -244,7 +276,12 @@ export function followCniAdds(deps: {
   let position = 0;
   let failing = false;
   const fail = (msg: string): void => {
-    metrics.counter('felt_store_errors_total', 'Failed reads and writes of the event log (store="events") and the lease store (store="leases")', 1, { store: 'events' });
+    metrics.counter(
+      'felt_store_errors_total',
+      'Failed reads and writes of the event log (store="events") and the lease store (store="leases")',
+      1,
+      { store: 'events' },
+    );
     if (!failing) log.error('cannot read the CNI event log', { where: deps.where, error: msg });
     failing = true;
   };
@@ -273,7 +310,9 @@ export function followCniAdds(deps: {
           if (e.type !== 'AttachmentReady' || !e.stream.startsWith('bridge/')) continue;
           const d = e.data as Partial<AttachmentReady['data']>;
           if (typeof d.durationMs !== 'number' || !Number.isFinite(d.durationMs) || d.durationMs < 0) continue;
-          metrics.observe(CNI_ADD_HISTOGRAM, CNI_ADD_HELP, CNI_ADD_BUCKETS, d.durationMs / 1000, { network: typeof d.network === 'string' ? d.network : '' });
+          metrics.observe(CNI_ADD_HISTOGRAM, CNI_ADD_HELP, CNI_ADD_BUCKETS, d.durationMs / 1000, {
+            network: typeof d.network === 'string' ? d.network : '',
+          });
         }
         if (r.right.length < 1000) return;
       }

@@ -177,7 +177,8 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
         const skip = keys.length ? new Set([...mine.objects, ...leaseObjects(at, keys, overlayNode)]) : undefined;
         if (skip) {
           todo = withoutObjects(ops, skip);
-          if (todo.length !== ops.length) log.debug('full pass left to delta passes', { leases: keys.length, ops: ops.length - todo.length });
+          if (todo.length !== ops.length)
+            log.debug('full pass left to delta passes', { leases: keys.length, ops: ops.length - todo.length });
         }
         // The kernel now holds `at`, except for the leases the deltas moved on, which hold what they applied.
         if (await applyOps(todo, true)) {
@@ -227,43 +228,47 @@ export function startOverlayReconciler(deps: OverlayReconcilerDeps): OverlayReco
   // Each loop starts only with work to do, so its first pass suspends it before it could end synchronously
   // (which would leave a settled promise behind as the running loop).
   const runFull = (): Promise<void> | undefined =>
-    stopped || !pendingFull ? fullRunning : (fullRunning ??= (async () => {
-      while (!stopped && pendingFull) {
-        pendingFull = false;
-        const t0 = performance.now();
-        passCount.fullOps = 0;
-        passCount.fullDrift = 0;
-        try {
-          await fullPass();
-        } catch (e) {
-          log.error('reconcile crashed', { error: (e as Error).message });
-        }
-        passDone('full', t0, 0);
-      }
-      fullRunning = undefined;
-    })());
+    stopped || !pendingFull
+      ? fullRunning
+      : (fullRunning ??= (async () => {
+          while (!stopped && pendingFull) {
+            pendingFull = false;
+            const t0 = performance.now();
+            passCount.fullOps = 0;
+            passCount.fullDrift = 0;
+            try {
+              await fullPass();
+            } catch (e) {
+              log.error('reconcile crashed', { error: (e as Error).message });
+            }
+            passDone('full', t0, 0);
+          }
+          fullRunning = undefined;
+        })());
   const runDeltas = (): Promise<void> | undefined =>
-    stopped || !pendingKeys.size ? deltaRunning : (deltaRunning ??= (async () => {
-      while (!stopped && pendingKeys.size) {
-        const keys = [...pendingKeys];
-        pendingKeys.clear();
-        const t0 = performance.now();
-        passCount.deltaOps = 0;
-        let ok = false;
-        try {
-          ok = await exclusive(() => deltaPass(keys));
-        } catch (e) {
-          log.error('reconcile crashed', { error: (e as Error).message });
-        }
-        if (ok) passDone('delta', t0, keys.length);
-        else {
-          // Not expressible as a delta (own lease or config changed, nothing applied yet, an apply failed).
-          pendingFull = true;
-          void runFull();
-        }
-      }
-      deltaRunning = undefined;
-    })());
+    stopped || !pendingKeys.size
+      ? deltaRunning
+      : (deltaRunning ??= (async () => {
+          while (!stopped && pendingKeys.size) {
+            const keys = [...pendingKeys];
+            pendingKeys.clear();
+            const t0 = performance.now();
+            passCount.deltaOps = 0;
+            let ok = false;
+            try {
+              ok = await exclusive(() => deltaPass(keys));
+            } catch (e) {
+              log.error('reconcile crashed', { error: (e as Error).message });
+            }
+            if (ok) passDone('delta', t0, keys.length);
+            else {
+              // Not expressible as a delta (own lease or config changed, nothing applied yet, an apply failed).
+              pendingFull = true;
+              void runFull();
+            }
+          }
+          deltaRunning = undefined;
+        })());
   /** Until no pass runs or is pending. */
   const idle = async (): Promise<void> => {
     while (fullRunning || deltaRunning) await Promise.all([fullRunning, deltaRunning]);

@@ -73,17 +73,19 @@ const vtepOf = (data: unknown): string | null =>
 export function statusOf(view: DaemonView, metrics: Metrics, now: Date, cni?: CniStatus): Status {
   const own = view.state.ownLease;
   const self: StatusNode[] = own
-    ? [{
-        self: true,
-        key: own.key,
-        subnet: own.subnet ?? null,
-        ipv6Subnet: own.ipv6Subnet ?? null,
-        publicIP: own.publicIP,
-        vtepMac: own.vtepMac ?? null,
-        backendType: own.backendType,
-        changed: own.since,
-        expiration: own.expiration,
-      }]
+    ? [
+        {
+          self: true,
+          key: own.key,
+          subnet: own.subnet ?? null,
+          ipv6Subnet: own.ipv6Subnet ?? null,
+          publicIP: own.publicIP,
+          vtepMac: own.vtepMac ?? null,
+          backendType: own.backendType,
+          changed: own.since,
+          expiration: own.expiration,
+        },
+      ]
     : [];
   const remotes = Object.values(view.state.remotes)
     .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
@@ -186,7 +188,14 @@ export function statusRoutes(
   const headers = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
   const routes: ExtraRoutes = (path: string, req: IncomingMessage, res: ServerResponse) => {
     if (path === '/' || path === '/status') {
-      res.writeHead(200, { ...headers, 'content-type': 'text/html; charset=utf-8', 'content-security-policy': CSP, 'referrer-policy': 'no-referrer' }).end(statusHtml());
+      res
+        .writeHead(200, {
+          ...headers,
+          'content-type': 'text/html; charset=utf-8',
+          'content-security-policy': CSP,
+          'referrer-policy': 'no-referrer',
+        })
+        .end(statusHtml());
       return true;
     }
     if (path === '/status.json') {
@@ -195,7 +204,9 @@ export function statusRoutes(
     }
     if (path === '/events') {
       if (clients.size >= MAX_LISTENERS) {
-        res.writeHead(503, { ...headers, 'content-type': 'text/plain', 'retry-after': '10' }).end(`${MAX_LISTENERS} pages are listening already; poll /status.json\n`);
+        res
+          .writeHead(503, { ...headers, 'content-type': 'text/plain', 'retry-after': '10' })
+          .end(`${MAX_LISTENERS} pages are listening already; poll /status.json\n`);
         return true;
       }
       res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', connection: 'keep-alive' });

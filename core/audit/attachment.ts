@@ -34,7 +34,12 @@ export function recordNetConf(rec: AttachmentRecord): NetConf | undefined {
   const raw = rec.conf;
   if (!raw) return undefined;
   const v = raw['cniVersion'];
-  return { cniVersion: typeof v === 'string' ? v : '0.1.0', name: rec.network, type: typeof raw['type'] === 'string' ? raw['type'] : 'bridge', raw };
+  return {
+    cniVersion: typeof v === 'string' ? v : '0.1.0',
+    name: rec.network,
+    type: typeof raw['type'] === 'string' ? raw['type'] : 'bridge',
+    raw,
+  };
 }
 
 /** host-local's config of the attachment's network, as the ADD saw it (for range sizes and gateways). */
@@ -66,7 +71,8 @@ function knownMacs(links: readonly Link[], bc: BridgeConf, rec: AttachmentRecord
  */
 export function attachmentDesired(rec: AttachmentRecord, ipam: IpamState | undefined): E.Either<string, AttachmentDesired> {
   const nc = recordNetConf(rec);
-  if (!nc) return E.left(`attachment ${who(rec)} was recorded without its network config (by an older felt): re-add it to let felt check it`);
+  if (!nc)
+    return E.left(`attachment ${who(rec)} was recorded without its network config (by an older felt): re-add it to let felt check it`);
   const parsed = parseBridgeConf(nc, rec.cniArgs ?? {});
   if (E.isLeft(parsed)) return E.left(`the recorded config of ${who(rec)} does not parse: ${parsed.left.msg}`);
   let bc = parsed.right;
@@ -76,14 +82,22 @@ export function attachmentDesired(rec: AttachmentRecord, ipam: IpamState | undef
     const ic = parseIpamConf(nc, rec.cniArgs ?? {});
     if (E.isLeft(ic)) return E.left(`the recorded ipam config of ${who(rec)} does not parse: ${ic.left.msg}`);
     const held = ipam ? allocationsOf(ipam, rec.containerId, rec.ifname) : [];
-    if (held.length === 0) return E.left(`host-local holds no address for ${who(rec)} in network "${rec.network}" in this log: its addresses, routes and masquerade rules are unknown`);
-    result = ipamResult(ic.right, held.map((a) => ({ network: rec.network, containerId: a.containerId, ifname: a.ifname, rangeSet: a.rangeSet, ip: a.ip })));
+    if (held.length === 0)
+      return E.left(
+        `host-local holds no address for ${who(rec)} in network "${rec.network}" in this log: its addresses, routes and masquerade rules are unknown`,
+      );
+    result = ipamResult(
+      ic.right,
+      held.map((a) => ({ network: rec.network, containerId: a.containerId, ifname: a.ifname, rangeSet: a.rangeSet, ip: a.ip })),
+    );
   } else if (bc.ipamType === 'static') {
     const sc = parseStaticConf(nc, rec.cniArgs ?? {});
     if (E.isLeft(sc)) return E.left(`the recorded ipam config of ${who(rec)} does not parse: ${sc.left.msg}`);
     result = staticResult(sc.right);
   } else if (bc.ipamType !== '') {
-    notes.push(`addresses, routes and masquerade rules of ${who(rec)} come from the ${bc.ipamType} IPAM plugin, which keeps nothing in felt's log: only its veth pair and bridge port are checked`);
+    notes.push(
+      `addresses, routes and masquerade rules of ${who(rec)} come from the ${bc.ipamType} IPAM plugin, which keeps nothing in felt's log: only its veth pair and bridge port are checked`,
+    );
     bc = { ...bc, ipamType: '' };
   }
   const p = attachmentPlan({

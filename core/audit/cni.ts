@@ -29,6 +29,19 @@ export function parseCniRecord(text: string): CniRecord | undefined {
   }
   if (typeof v !== 'object' || v === null) return undefined;
   const r = v as Record<string, unknown>;
-  if (typeof r['socket'] !== 'string' || !iso(r['since']) || !iso(r['time']) || !count(r['requestsLastMinute']) || !count(r['requestsTotal'])) return undefined;
-  return { socket: r['socket'], since: r['since'], time: r['time'], requestsLastMinute: r['requestsLastMinute'], requestsTotal: r['requestsTotal'] };
+  if (
+    typeof r['socket'] !== 'string' ||
+    !iso(r['since']) ||
+    !iso(r['time']) ||
+    !count(r['requestsLastMinute']) ||
+    !count(r['requestsTotal'])
+  )
+    return undefined;
+  return {
+    socket: r['socket'],
+    since: r['since'],
+    time: r['time'],
+    requestsLastMinute: r['requestsLastMinute'],
+    requestsTotal: r['requestsTotal'],
+  };
 }

@@ -4,7 +4,19 @@
 // a resync can never disagree: no findings exactly when plan(desired, observed) is empty. Pure.
 
 import { describeRoute, plan } from '../kernel/plan.ts';
-import { chainKey, devKey, linkKey, neighKey, nftBodyKey, nftChainKey, qdiscKey, routeKey, sysctlDevice, sysctlKey, where } from '../kernel/keys.ts';
+import {
+  chainKey,
+  devKey,
+  linkKey,
+  neighKey,
+  nftBodyKey,
+  nftChainKey,
+  qdiscKey,
+  routeKey,
+  sysctlDevice,
+  sysctlKey,
+  where,
+} from '../kernel/keys.ts';
 import { nftName, nftRuleText } from '../kernel/words.ts';
 import type { KernelState, Link, NsRef, Op, OwnershipScope } from '../kernel/model.ts';
 
@@ -24,7 +36,19 @@ export interface Finding {
   readonly text: string;
 }
 
-const KIND_ORDER: readonly ObjectKind[] = ['link', 'address', 'route', 'neighbour', 'fdb', 'chain', 'rule', 'nftables', 'sysctl', 'qdisc', 'iprule'];
+const KIND_ORDER: readonly ObjectKind[] = [
+  'link',
+  'address',
+  'route',
+  'neighbour',
+  'fdb',
+  'chain',
+  'rule',
+  'nftables',
+  'sysctl',
+  'qdisc',
+  'iprule',
+];
 
 const fam = (f: number): string => (f === 6 ? ' (IPv6)' : '');
 
@@ -49,9 +73,12 @@ function linkDetail(changes: Partial<Link>, have: Link): string {
     .map(([k, v]) => {
       if (k === 'up') return `${have.up ? 'up' : 'down'}, want ${v ? 'up' : 'down'}`;
       if (k === 'master') return `master ${have.master ?? 'none'}, want ${v ?? 'none'}`;
-      if (k === 'bridge') return `vlan_filtering ${have.bridge?.vlanFiltering ? 'on' : 'off'}, want ${(v as Link['bridge'])?.vlanFiltering ? 'on' : 'off'}`;
+      if (k === 'bridge')
+        return `vlan_filtering ${have.bridge?.vlanFiltering ? 'on' : 'off'}, want ${(v as Link['bridge'])?.vlanFiltering ? 'on' : 'off'}`;
       const h = have[k as keyof Link];
-      return typeof v === 'boolean' ? `${k} ${onOff(h)}, want ${onOff(v)}` : `${k} ${h === undefined ? 'unset' : String(h)}, want ${String(v)}`;
+      return typeof v === 'boolean'
+        ? `${k} ${onOff(h)}, want ${onOff(v)}`
+        : `${k} ${h === undefined ? 'unset' : String(h)}, want ${String(v)}`;
     })
     .join('; ');
 }
@@ -88,7 +115,15 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         const have = links.get(devKey(o.ns, o.name));
         const want = desired.links.find((l) => l.ns === o.ns && l.name === o.name);
         if (want && have) {
-          push(finding('link', linkWords(want), 'differs', o.ns, have.kind !== want.kind ? `it is a ${have.kind}` : 'wrong peer or create-time settings (it would be made again)'));
+          push(
+            finding(
+              'link',
+              linkWords(want),
+              'differs',
+              o.ns,
+              have.kind !== want.kind ? `it is a ${have.kind}` : 'wrong peer or create-time settings (it would be made again)',
+            ),
+          );
         } else push(finding('link', have ? linkWords(have) : `link ${o.name}`, 'unexpected', o.ns));
         break;
       }
@@ -127,7 +162,11 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
       case 'neigh.replace': {
         const have = neigh.get(neighKey(o.neigh));
         const obj = `neighbour ${o.neigh.ip} lladdr ${o.neigh.lladdr} on ${o.neigh.dev}`;
-        push(have ? finding('neighbour', obj, 'differs', o.neigh.ns, `the kernel has lladdr ${have.lladdr}`) : finding('neighbour', obj, 'missing', o.neigh.ns));
+        push(
+          have
+            ? finding('neighbour', obj, 'differs', o.neigh.ns, `the kernel has lladdr ${have.lladdr}`)
+            : finding('neighbour', obj, 'missing', o.neigh.ns),
+        );
         break;
       }
       case 'neigh.del':
@@ -146,7 +185,9 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         else {
           const lost = o.chain.rules.filter((r) => !have.rules.includes(r));
           const extra = have.rules.filter((r) => !o.chain.rules.includes(r));
-          const detail = [...lost.map((r) => `missing rule ${r}`), ...extra.map((r) => `unexpected rule ${r}`)].join('; ') || 'its rules are out of order';
+          const detail =
+            [...lost.map((r) => `missing rule ${r}`), ...extra.map((r) => `unexpected rule ${r}`)].join('; ') ||
+            'its rules are out of order';
           push(finding('chain', obj, 'differs', o.chain.ns, detail));
         }
         break;
@@ -167,14 +208,23 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         const have = sysctls.get(sysctlKey(o.sysctl));
         // A setting of a device that is missing says nothing more than the missing device.
         const dev = sysctlDevice(o.sysctl.key);
-        const missingLink = dev !== undefined && !links.has(devKey(o.sysctl.ns, dev)) && desired.links.some((l) => l.ns === o.sysctl.ns && l.name === dev);
+        const missingLink =
+          dev !== undefined && !links.has(devKey(o.sysctl.ns, dev)) && desired.links.some((l) => l.ns === o.sysctl.ns && l.name === dev);
         if (have === undefined && missingLink) break;
         push(finding('sysctl', `sysctl ${o.sysctl.key}=${o.sysctl.value}`, 'differs', o.sysctl.ns, `it is ${have ?? 'unreadable'}`));
         break;
       }
       case 'qdisc.replace': {
         const obj = `qdisc ${o.qdisc.kind} on ${o.qdisc.dev}`;
-        push(finding('qdisc', obj, qdiscs.has(qdiscKey(o.qdisc)) ? 'differs' : 'missing', o.qdisc.ns, qdiscs.has(qdiscKey(o.qdisc)) ? 'other parameters' : undefined));
+        push(
+          finding(
+            'qdisc',
+            obj,
+            qdiscs.has(qdiscKey(o.qdisc)) ? 'differs' : 'missing',
+            o.qdisc.ns,
+            qdiscs.has(qdiscKey(o.qdisc)) ? 'other parameters' : undefined,
+          ),
+        );
         break;
       }
       case 'qdisc.del':
@@ -184,7 +234,9 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
         push(finding('iprule', `policy rule from ${o.ipRule.src} table ${o.ipRule.table}${fam(o.ipRule.family)}`, 'missing', o.ipRule.ns));
         break;
       case 'iprule.del':
-        push(finding('iprule', `policy rule from ${o.ipRule.src} table ${o.ipRule.table}${fam(o.ipRule.family)}`, 'unexpected', o.ipRule.ns));
+        push(
+          finding('iprule', `policy rule from ${o.ipRule.src} table ${o.ipRule.table}${fam(o.ipRule.family)}`, 'unexpected', o.ipRule.ns),
+        );
         break;
       case 'nft.table.add':
         push(finding('nftables', `nftables table ${o.table.family} ${o.table.name}`, 'missing', o.table.ns));
@@ -212,7 +264,8 @@ export function describe(ops: readonly Op[], desired: KernelState, observed: Ker
           const got = new Set(have.rules.map(nftBodyKey));
           const lost = o.chain.rules.filter((r) => !got.has(nftBodyKey(r))).length;
           const extra = have.rules.filter((r) => !want.has(nftBodyKey(r))).length;
-          const detail = lost || extra ? `${lost} missing rule(s), ${extra} unexpected rule(s)` : 'its rules are out of order, or its hook differs';
+          const detail =
+            lost || extra ? `${lost} missing rule(s), ${extra} unexpected rule(s)` : 'its rules are out of order, or its hook differs';
           push(finding('nftables', obj, 'differs', o.chain.ns, detail));
         }
         break;

@@ -30,7 +30,15 @@ export function overlayNodeOf(v: unknown): OverlayNode | undefined {
   const underlayCidrV6 = s('underlayCidrV6');
   const vtepMacV6 = s('vtepMacV6');
   const mtu = o['underlayMtu'];
-  if (!publicIP || !underlayDev || !(underlayCidr || underlayCidrV6) || vtepMac === undefined || typeof mtu !== 'number' || typeof o['ipMasq'] !== 'boolean') return undefined;
+  if (
+    !publicIP ||
+    !underlayDev ||
+    !(underlayCidr || underlayCidrV6) ||
+    vtepMac === undefined ||
+    typeof mtu !== 'number' ||
+    typeof o['ipMasq'] !== 'boolean'
+  )
+    return undefined;
   return {
     publicIP,
     ...(publicIPv6 ? { publicIPv6 } : {}),

@@ -40,7 +40,13 @@ export interface Pass {
   readonly drift?: number;
 }
 
-export function nextReconcile(prev: ReconcileRecord | undefined, pass: Pass, node: OverlayNode, renewMarginMinutes: number, hostNs?: string): ReconcileRecord {
+export function nextReconcile(
+  prev: ReconcileRecord | undefined,
+  pass: Pass,
+  node: OverlayNode,
+  renewMarginMinutes: number,
+  hostNs?: string,
+): ReconcileRecord {
   const drift = pass.drift ?? (pass.kind === 'full' ? pass.ops : 0);
   return {
     time: pass.time,
@@ -67,6 +73,7 @@ export function parseReconcile(text: string): ReconcileRecord | undefined {
   const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
   if (!o) return undefined;
   const nums = ['durationMs', 'ops', 'driftRepaired', 'passes', 'totalDriftRepaired', 'renewMarginMinutes'];
-  if (typeof o['time'] !== 'string' || (o['kind'] !== 'full' && o['kind'] !== 'delta') || nums.some((k) => typeof o[k] !== 'number')) return undefined;
+  if (typeof o['time'] !== 'string' || (o['kind'] !== 'full' && o['kind'] !== 'delta') || nums.some((k) => typeof o[k] !== 'number'))
+    return undefined;
   return v as ReconcileRecord;
 }

@@ -48,7 +48,12 @@ export const report = (groups: readonly Group[], unchecked: readonly Unchecked[]
 /** 0 in sync, 2 on drift (a namespace that cannot be read is drift too: the objects in it are not there). */
 export const planExit = (r: PlanReport): number => (r.inSync ? 0 : 2);
 
-export function group(base: Omit<Group, 'status' | 'findings' | 'notes'>, findings: readonly Finding[], notes: readonly string[] = [], unreadable?: string): Group {
+export function group(
+  base: Omit<Group, 'status' | 'findings' | 'notes'>,
+  findings: readonly Finding[],
+  notes: readonly string[] = [],
+  unreadable?: string,
+): Group {
   return {
     ...base,
     status: unreadable !== undefined ? 'unreadable' : findings.length ? 'drift' : 'in-sync',
@@ -60,7 +65,12 @@ export function group(base: Omit<Group, 'status' | 'findings' | 'notes'>, findin
 export function renderPlan(r: PlanReport): string {
   const lines: string[] = [];
   for (const g of r.groups) {
-    const state = g.status === 'in-sync' ? 'in sync' : g.status === 'unreadable' ? 'cannot be read' : `${g.findings.length} difference${g.findings.length === 1 ? '' : 's'}`;
+    const state =
+      g.status === 'in-sync'
+        ? 'in sync'
+        : g.status === 'unreadable'
+          ? 'cannot be read'
+          : `${g.findings.length} difference${g.findings.length === 1 ? '' : 's'}`;
     lines.push(`${g.id}: ${g.title}: ${state}`);
     for (const f of g.findings) lines.push(`  ${f.text}`);
     for (const n of g.notes) lines.push(`  note: ${n}`);
@@ -97,7 +107,11 @@ export function uncheckedOf(
   for (const { network, state } of ipam) {
     const loose = Object.values(state.allocations).filter((a) => !covered.has(`${network}\u0000${a.containerId}\u0000${a.ifname}`));
     if (loose.length === 0) continue;
-    const names = loose.slice(0, 5).map((a) => `${a.containerId}/${a.ifname} ${a.ip}`).join(', ') + (loose.length > 5 ? `, and ${loose.length - 5} more` : '');
+    const names =
+      loose
+        .slice(0, 5)
+        .map((a) => `${a.containerId}/${a.ifname} ${a.ip}`)
+        .join(', ') + (loose.length > 5 ? `, and ${loose.length - 5} more` : '');
     out.push({
       what: `network ${network}`,
       why: `${loose.length} address${loose.length === 1 ? '' : 'es'} allocated by host-local (${names}) belong to attachments no bridge record covers: made by a plugin that records no attachment in the log (ptp, macvlan, ipvlan, vlan, host-device), so their kernel objects are unknown to felt plan`,

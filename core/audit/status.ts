@@ -123,7 +123,14 @@ function nodeStatus(stream: string, s: NodeState, input: StatusInput, rec: Recon
 function networkStatus(n: StatusInput['ipam'][number]): NetworkStatus {
   const allocs = Object.values(n.state.allocations);
   if (!n.conf) {
-    return { network: n.network, allocations: allocs.length, free: null, size: null, ranges: null, note: 'its ranges are not in the log (no current bridge attachment recorded its config)' };
+    return {
+      network: n.network,
+      allocations: allocs.length,
+      free: null,
+      size: null,
+      ranges: null,
+      note: 'its ranges are not in the log (no current bridge attachment recorded its config)',
+    };
   }
   let size = 0n;
   let free = 0n;
@@ -138,7 +145,13 @@ function networkStatus(n: StatusInput['ipam'][number]): NetworkStatus {
     const f = s - BigInt(gateways.size) - BigInt(taken);
     free += f > 0n ? f : 0n;
   }
-  return { network: n.network, allocations: allocs.length, free: num(free), size: num(size), ranges: n.conf.rangeSets.map(rangeSetString).join('; ') };
+  return {
+    network: n.network,
+    allocations: allocs.length,
+    free: num(free),
+    size: num(size),
+    ranges: n.conf.rangeSets.map(rangeSetString).join('; '),
+  };
 }
 
 export function status(input: StatusInput): Status {
@@ -201,7 +214,10 @@ export function renderStatus(st: Status): string {
   if (st.networks.length === 0) lines.push('networks: no allocations recorded');
   else {
     lines.push('networks:');
-    const rows = [['NETWORK', 'ALLOCATED', 'FREE', 'RANGES'], ...st.networks.map((n) => [n.network, String(n.allocations), n.free === null ? '?' : String(n.free), n.ranges ?? `? (${n.note})`])];
+    const rows = [
+      ['NETWORK', 'ALLOCATED', 'FREE', 'RANGES'],
+      ...st.networks.map((n) => [n.network, String(n.allocations), n.free === null ? '?' : String(n.free), n.ranges ?? `? (${n.note})`]),
+    ];
     const w = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
     for (const row of rows) lines.push('  ' + row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(w[i]!))).join('  '));
   }

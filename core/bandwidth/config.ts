@@ -34,7 +34,11 @@ function num(src: Record<string, unknown>, prefix: string, k: Key): E.Either<Cni
   const v = src[k];
   if (v === undefined || v === null) return E.right(0);
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    return E.left(invalidConfig(`${prefix}${k}: must be a non-negative integer (${k.endsWith('Rate') ? 'bits per second' : 'bits'}), got ${JSON.stringify(v)}`));
+    return E.left(
+      invalidConfig(
+        `${prefix}${k}: must be a non-negative integer (${k.endsWith('Rate') ? 'bits per second' : 'bits'}), got ${JSON.stringify(v)}`,
+      ),
+    );
   }
   if (!Number.isSafeInteger(v)) return E.left(invalidConfig(`${prefix}${k}: ${v} is too large`));
   return E.right(v);
@@ -67,7 +71,8 @@ export function parseBandwidthConf(raw: Readonly<Record<string, unknown>>): E.Ei
   const rc = raw['runtimeConfig'];
   if (rc !== undefined && rc !== null && !isObject(rc)) return E.left(invalidConfig('runtimeConfig: must be an object'));
   const rt = isObject(rc) ? rc['bandwidth'] : undefined;
-  if (!topLevel && rt !== undefined && rt !== null && !isObject(rt)) return E.left(invalidConfig('runtimeConfig.bandwidth: must be an object'));
+  if (!topLevel && rt !== undefined && rt !== null && !isObject(rt))
+    return E.left(invalidConfig('runtimeConfig.bandwidth: must be an object'));
   const [src, prefix] = topLevel || !isObject(rt) ? [raw, ''] : [rt, 'runtimeConfig.bandwidth.'];
   const ingress = limit(src, prefix, 'ingress');
   if (E.isLeft(ingress)) return ingress;

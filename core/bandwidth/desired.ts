@@ -20,7 +20,12 @@ const IFB_LENGTH = 15;
 
 /** The reference's ifb name: utils.MustFormatHashWithPrefix(15, "bwp", network + containerID). */
 export const ifbName = (network: string, containerId: string): string =>
-  (IFB_PREFIX + createHash('sha512').update(network + containerId).digest('hex')).slice(0, IFB_LENGTH);
+  (
+    IFB_PREFIX +
+    createHash('sha512')
+      .update(network + containerId)
+      .digest('hex')
+  ).slice(0, IFB_LENGTH);
 
 /** A root tbf for a limit in bits: whole bytes per second and whole bytes of burst, as the reference. */
 export const tbfOn = (dev: string, l: Limit): Qdisc => ({
@@ -90,17 +95,20 @@ export function hostInterface(
   if (interfaces.length === 0) return E.left(invalidConfig('prevResult.interfaces: no interfaces provided'));
   const cont = links.find((l) => l.ns === netns && l.name === ifname);
   if (!cont) return E.left(invalidConfig(`CNI_IFNAME: container interface ${ifname} not found in ${netns}`));
-  if (cont.kind !== 'veth') return E.left(invalidConfig(`CNI_IFNAME: container interface ${ifname} in ${netns} has no veth peer (it is a ${cont.kind})`));
+  if (cont.kind !== 'veth')
+    return E.left(invalidConfig(`CNI_IFNAME: container interface ${ifname} in ${netns} has no veth peer (it is a ${cont.kind})`));
   const hostVeths = links.filter((l) => l.ns === HOST && l.kind === 'veth');
   const named = new Set(interfaces.filter((i) => !i.sandbox).map((i) => i.name));
   const peer =
-    cont.veth?.peerNs === HOST
-      ? cont.veth.peer
-      : hostVeths.find((l) => l.veth?.peerNs === netns && l.veth.peer === ifname)?.name;
+    cont.veth?.peerNs === HOST ? cont.veth.peer : hostVeths.find((l) => l.veth?.peerNs === netns && l.veth.peer === ifname)?.name;
   if (peer !== undefined) {
     const l = hostVeths.find((x) => x.name === peer);
     if (l && named.has(peer)) return E.right(l);
-    return E.left(invalidConfig(`prevResult.interfaces: the host end of ${ifname} (${peer}) is not among the host interfaces ${JSON.stringify([...named])}`));
+    return E.left(
+      invalidConfig(
+        `prevResult.interfaces: the host end of ${ifname} (${peer}) is not among the host interfaces ${JSON.stringify([...named])}`,
+      ),
+    );
   }
   const candidates = hostVeths.filter((l) => named.has(l.name) && l.veth === undefined);
   if (candidates.length === 1) return E.right(candidates[0]!);

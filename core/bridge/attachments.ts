@@ -42,11 +42,23 @@ export type RemovalReason = 'del' | 'rollback' | 'gc';
 export type AttachmentRecorded = Event<'AttachmentRecorded', AttachmentRecord>;
 export type AttachmentRemoved = Event<
   'AttachmentRemoved',
-  { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth: string; readonly reason: RemovalReason }
+  {
+    readonly network: string;
+    readonly containerId: string;
+    readonly ifname: string;
+    readonly hostVeth: string;
+    readonly reason: RemovalReason;
+  }
 >;
 export type AttachmentReady = Event<
   'AttachmentReady',
-  { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth: string; readonly durationMs: number }
+  {
+    readonly network: string;
+    readonly containerId: string;
+    readonly ifname: string;
+    readonly hostVeth: string;
+    readonly durationMs: number;
+  }
 >;
 export type AttachmentEvent = AttachmentRecorded | AttachmentReady | AttachmentRemoved;
 
@@ -57,7 +69,13 @@ export type AttachmentCommand =
   /** Remove the records of (containerId, ifname); only the one of `hostVeth` when given. */
   | {
       readonly type: 'RemoveAttachments';
-      readonly data: { readonly network: string; readonly containerId: string; readonly ifname: string; readonly hostVeth?: string; readonly reason: RemovalReason };
+      readonly data: {
+        readonly network: string;
+        readonly containerId: string;
+        readonly ifname: string;
+        readonly hostVeth?: string;
+        readonly reason: RemovalReason;
+      };
     }
   /** Remove these records (GC has removed their kernel objects). */
   | { readonly type: 'CollectAttachments'; readonly data: { readonly records: readonly AttachmentRecord[] } };
@@ -85,9 +103,11 @@ export function recordedVethMismatch(rec: AttachmentRecord, links: readonly Link
   const who = `${rec.containerId}/${rec.ifname}`;
   if (l.kind !== 'veth') return `${rec.hostVeth} is a ${l.kind}, not the veth recorded for ${who}: left as it is`;
   const on = l.master ?? null;
-  if (on !== null && on !== master) return `${rec.hostVeth} is a port of ${on}, not of ${master ?? 'nothing'} as the veth recorded for ${who}: left as it is`;
+  if (on !== null && on !== master)
+    return `${rec.hostVeth} is a port of ${on}, not of ${master ?? 'nothing'} as the veth recorded for ${who}: left as it is`;
   if (rec.hostVethMac !== undefined) {
-    if ((l.mac ?? '').toLowerCase() !== rec.hostVethMac.toLowerCase()) return `${rec.hostVeth} has MAC ${l.mac ?? 'none'}, not ${rec.hostVethMac} as the veth recorded for ${who}: left as it is`;
+    if ((l.mac ?? '').toLowerCase() !== rec.hostVethMac.toLowerCase())
+      return `${rec.hostVeth} has MAC ${l.mac ?? 'none'}, not ${rec.hostVethMac} as the veth recorded for ${who}: left as it is`;
   } else if (master !== null && on !== master) {
     return `${rec.hostVeth} is not a port of ${master} and ${who}'s record has no MAC to tell: left as it is`;
   }
@@ -157,7 +177,8 @@ export const recordsIn = (view: AttachmentsView, containerId: string, ifname: st
     .sort(oldestFirst)
     .map((r) => r.record);
 
-export const recordsOf = (state: AttachmentsState, containerId: string, ifname: string): AttachmentRecord[] => recordsIn(attachmentsView(state), containerId, ifname);
+export const recordsOf = (state: AttachmentsState, containerId: string, ifname: string): AttachmentRecord[] =>
+  recordsIn(attachmentsView(state), containerId, ifname);
 
 /** The records GC removes: those whose (container, ifname) is not in the valid set. */
 export const outsideValid = (
@@ -178,7 +199,9 @@ export function decideAttachmentsIn(command: AttachmentCommand, view: Attachment
   switch (command.type) {
     case 'RecordAttachment': {
       const same = view.get(command.data.hostVeth)?.record;
-      return E.right(same && JSON.stringify(same) === JSON.stringify(command.data) ? [] : [{ type: 'AttachmentRecorded', data: command.data }]);
+      return E.right(
+        same && JSON.stringify(same) === JSON.stringify(command.data) ? [] : [{ type: 'AttachmentRecorded', data: command.data }],
+      );
     }
     case 'RecordAttachmentReady': {
       const d = command.data;

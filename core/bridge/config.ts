@@ -57,8 +57,7 @@ const int = (o: Raw, k: string, errs: string[], min: number, max: number): numbe
   return v;
 };
 
-const obj = (v: unknown): Raw | undefined =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined;
+const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
 
 /** Interface names felt manages (Linux's rules and what batch tools would reinterpret: core/kernel/names.ts). */
 export const validLinkName = isLinkName;
@@ -87,7 +86,10 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
         const inRange = (x: unknown): boolean => typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 4094;
         if (!r) errs.push(`vlanTrunk[${i}]: must be an object`);
         else if (r['id'] !== undefined && !inRange(r['id'])) errs.push(`vlanTrunk[${i}].id: must be between 1 and 4094`);
-        else if ((r['minID'] !== undefined || r['maxID'] !== undefined) && (!inRange(r['minID']) || !inRange(r['maxID']) || (r['minID'] as number) > (r['maxID'] as number)))
+        else if (
+          (r['minID'] !== undefined || r['maxID'] !== undefined) &&
+          (!inRange(r['minID']) || !inRange(r['maxID']) || (r['minID'] as number) > (r['maxID'] as number))
+        )
           errs.push(`vlanTrunk[${i}]: minID and maxID must be between 1 and 4094 with minID <= maxID`);
         else vlanTrunk.push(r as { minID?: number; maxID?: number; id?: number });
       });
@@ -121,7 +123,8 @@ export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, 
   const ipMasq = bool(o, 'ipMasq', errs);
   const ipMasqBackend = parseBackend(o, 'ipMasqBackend', errs);
   const disableContainerInterface = bool(o, 'disableContainerInterface', errs);
-  if (disableContainerInterface && ipamType !== '') errs.push('disableContainerInterface, ipam: IPAM cannot be used when the container interface is disabled');
+  if (disableContainerInterface && ipamType !== '')
+    errs.push('disableContainerInterface, ipam: IPAM cannot be used when the container interface is disabled');
   const forceAddress = bool(o, 'forceAddress', errs);
   const mtu = int(o, 'mtu', errs, 0, 65535);
   const enableDad = bool(o, 'enabledad', errs);

@@ -141,7 +141,10 @@ export function attachmentPlan(a: Attachment): E.Either<CniError, AttachmentPlan
 
   const masq =
     conf.ipMasq && conf.ipamType !== ''
-      ? renderMasquerade({ ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) }, conf.ipMasqBackend ?? 'iptables')
+      ? renderMasquerade(
+          { ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) },
+          conf.ipMasqBackend ?? 'iptables',
+        )
       : {};
 
   const kernel: KernelState = {
@@ -202,7 +205,11 @@ export function bridgeAddressConflicts(
       const conflict = wc.ip.family === 4 || contains(oc, wc.ip) || contains(wc, oc.ip);
       if (!conflict) continue;
       if (!conf.forceAddress) {
-        return E.left(invalidConfig(`bridge: "${conf.bridge}" already has an IP address ${o.cidr} different from ${w.cidr} (set forceAddress to replace it)`));
+        return E.left(
+          invalidConfig(
+            `bridge: "${conf.bridge}" already has an IP address ${o.cidr} different from ${w.cidr} (set forceAddress to replace it)`,
+          ),
+        );
       }
       remove.push(o);
     }

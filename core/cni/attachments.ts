@@ -53,7 +53,14 @@ export const runtimeProjection: Projection<RuntimeState, RuntimeEvent> = {
     switch (e.type) {
       case 'AttachmentAdded': {
         const d = e.data;
-        const a: Attachment = { containerId: d.containerId, ifname: d.ifname, netns: d.netns, plugins: d.plugins, ips: d.ips, since: e.time };
+        const a: Attachment = {
+          containerId: d.containerId,
+          ifname: d.ifname,
+          netns: d.netns,
+          plugins: d.plugins,
+          ips: d.ips,
+          since: e.time,
+        };
         return { attachments: { ...s.attachments, [attachmentKey(d)]: a } };
       }
       case 'AttachmentAddFailed':

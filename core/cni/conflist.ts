@@ -25,7 +25,18 @@ export interface ConfList {
 }
 
 /** Capabilities a runtime passes in runtimeConfig (CNI conventions). */
-export const CAPABILITIES = ['portMappings', 'bandwidth', 'ips', 'mac', 'ipRanges', 'dns', 'aliases', 'deviceID', 'infinibandGUID', 'cgroupPath'] as const;
+export const CAPABILITIES = [
+  'portMappings',
+  'bandwidth',
+  'ips',
+  'mac',
+  'ipRanges',
+  'dns',
+  'aliases',
+  'deviceID',
+  'infinibandGUID',
+  'cgroupPath',
+] as const;
 
 const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
 
@@ -135,7 +146,8 @@ function pickVersion(o: Raw, supported: readonly string[]): E.Either<string, str
     return E.left(`cniVersions: must be a list of versions, got ${JSON.stringify(vs)}`);
   }
   const candidates = [...(vs as string[]), ...(typeof v === 'string' ? [v] : [])].filter((x) => supported.includes(x));
-  if (candidates.length === 0) return E.left(`cniVersions: none of ${JSON.stringify(vs)} is supported (this runtime speaks ${supported.join(', ')})`);
+  if (candidates.length === 0)
+    return E.left(`cniVersions: none of ${JSON.stringify(vs)} is supported (this runtime speaks ${supported.join(', ')})`);
   return E.right(candidates.sort(compareVersions)[candidates.length - 1]!);
 }
 
@@ -159,7 +171,12 @@ const typeError = (at: string, t: unknown): string | undefined => {
 };
 
 /** A `.conflist` (`isList`) or a single plugin's `.conf`/`.json`, plus the plugins of `<dir>/<name>/*.conf`. */
-export function parseConfList(text: string, isList: boolean, extraPlugins: readonly string[] = [], supported: readonly string[] = PLUGIN_VERSIONS): E.Either<string, ConfList> {
+export function parseConfList(
+  text: string,
+  isList: boolean,
+  extraPlugins: readonly string[] = [],
+  supported: readonly string[] = PLUGIN_VERSIONS,
+): E.Either<string, ConfList> {
   const parsed = parseJson(text);
   if (E.isLeft(parsed)) return parsed;
   const o = obj(parsed.right);
@@ -170,15 +187,28 @@ export function parseConfList(text: string, isList: boolean, extraPlugins: reado
     const bad = typeError('type', o['type']);
     if (bad) return E.left(bad);
     const cniVersion = typeof o['cniVersion'] === 'string' ? o['cniVersion'] : '0.1.0';
-    return E.right({ name, cniVersion, disableCheck: false, disableGC: false, loadOnlyInlinedPlugins: false, plugins: [o], raw: { name, cniVersion, plugins: [o] } });
+    return E.right({
+      name,
+      cniVersion,
+      disableCheck: false,
+      disableGC: false,
+      loadOnlyInlinedPlugins: false,
+      plugins: [o],
+      raw: { name, cniVersion, plugins: [o] },
+    });
   }
   const version = pickVersion(o, supported);
   if (E.isLeft(version)) return version;
   const flags = ['disableCheck', 'disableGC', 'loadOnlyInlinedPlugins'].map((k) => bool(o, k));
   const bad = flags.find(E.isLeft);
   if (bad && E.isLeft(bad)) return bad;
-  const [disableCheck, disableGC, loadOnlyInlinedPlugins] = flags.map((f) => (E.isRight(f) ? f.right : false)) as [boolean, boolean, boolean];
-  if (o['plugins'] === undefined && loadOnlyInlinedPlugins) return E.left("plugins: `loadOnlyInlinedPlugins` is true, and there is no 'plugins' key");
+  const [disableCheck, disableGC, loadOnlyInlinedPlugins] = flags.map((f) => (E.isRight(f) ? f.right : false)) as [
+    boolean,
+    boolean,
+    boolean,
+  ];
+  if (o['plugins'] === undefined && loadOnlyInlinedPlugins)
+    return E.left("plugins: `loadOnlyInlinedPlugins` is true, and there is no 'plugins' key");
   const inline = o['plugins'] === undefined ? [] : o['plugins'];
   if (!Array.isArray(inline)) return E.left(`plugins: must be a list, got ${JSON.stringify(inline)}`);
   const plugins: Raw[] = [];
@@ -194,7 +224,7 @@ export function parseConfList(text: string, isList: boolean, extraPlugins: reado
       const p = parseJson(text);
       const po = E.isRight(p) ? obj(p.right) : undefined;
       const bad = po ? typeError('type', po['type']) : undefined;
-      if (!po || bad) return E.left(`plugin file ${i + 1} of ${name}/: ${E.isLeft(p) ? p.left : bad ?? 'must be a JSON object'}`);
+      if (!po || bad) return E.left(`plugin file ${i + 1} of ${name}/: ${E.isLeft(p) ? p.left : (bad ?? 'must be a JSON object')}`);
       plugins.push(po);
     }
   }

@@ -39,8 +39,7 @@ export interface CniError {
 export const cniError = (code: number, msg: string, details?: string): CniError =>
   details === undefined ? { code, msg } : { code, msg, details };
 
-export const invalidConfig = (msg: string, details?: string): CniError =>
-  cniError(ErrCode.InvalidNetworkConfig, msg, details);
+export const invalidConfig = (msg: string, details?: string): CniError => cniError(ErrCode.InvalidNetworkConfig, msg, details);
 
 export const isCniError = (e: unknown): e is CniError =>
   typeof e === 'object' && e !== null && typeof (e as CniError).code === 'number' && typeof (e as CniError).msg === 'string';

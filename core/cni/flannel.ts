@@ -25,7 +25,11 @@ const obj = (v: unknown): Record<string, unknown> | undefined =>
 export function parseFlannelConf(conf: NetConf): E.Either<CniError, FlannelConf> {
   const o = conf.raw;
   const str = (k: string): E.Either<CniError, string | undefined> =>
-    o[k] === undefined || o[k] === '' ? E.right(undefined) : typeof o[k] === 'string' ? E.right(o[k] as string) : E.left(invalidConfig(`${k}: must be a string`));
+    o[k] === undefined || o[k] === ''
+      ? E.right(undefined)
+      : typeof o[k] === 'string'
+        ? E.right(o[k] as string)
+        : E.left(invalidConfig(`${k}: must be a string`));
   const subnetFile = str('subnetFile');
   const dataDir = str('dataDir');
   if (E.isLeft(subnetFile)) return subnetFile;
@@ -39,8 +43,8 @@ export function parseFlannelConf(conf: NetConf): E.Either<CniError, FlannelConf>
   if ('type' in delegate && typeof delegate['type'] !== 'string') {
     return E.left(invalidConfig("delegate: 'delegate' dictionary, if present, must have (string) 'type' field"));
   }
-  if ('name' in delegate) return E.left(invalidConfig("delegate.name: must not be set, flannel sets it from the network name"));
-  if ('ipam' in delegate) return E.left(invalidConfig("delegate.ipam: must not be set, flannel sets it from subnet.env"));
+  if ('name' in delegate) return E.left(invalidConfig('delegate.name: must not be set, flannel sets it from the network name'));
+  if ('ipam' in delegate) return E.left(invalidConfig('delegate.ipam: must not be set, flannel sets it from subnet.env'));
   const ipam = o['ipam'] === undefined ? {} : obj(o['ipam']);
   if (!ipam) return E.left(invalidConfig('ipam: must be an object'));
   const runtimeConfig = o['runtimeConfig'] === undefined ? undefined : obj(o['runtimeConfig']);

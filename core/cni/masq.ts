@@ -11,7 +11,12 @@ import type { IptChain, IptFamily, IptRule, NsRef, OwnershipScope } from '../ker
 const MAX_CHAIN = 28;
 
 export const chainName = (network: string, containerId: string, prefix = 'CNI-'): string =>
-  (prefix + createHash('sha512').update(network + containerId).digest('hex')).slice(0, MAX_CHAIN);
+  (
+    prefix +
+    createHash('sha512')
+      .update(network + containerId)
+      .digest('hex')
+  ).slice(0, MAX_CHAIN);
 
 /** The longest comment the kernel keeps (xt_comment's 256 bytes with the NUL); iptables-nft stores a longer one cut to this. */
 export const MAX_COMMENT = 255;
@@ -22,7 +27,8 @@ export const MAX_COMMENT = 255;
  * would never read back as written (CHECK would always report drift, and a legacy iptables would refuse the
  * rule). Network names and container ids are ASCII (CNI's character set), so characters are bytes.
  */
-export const chainComment = (network: string, containerId: string): string => `name: "${network}" id: "${containerId}"`.slice(0, MAX_COMMENT);
+export const chainComment = (network: string, containerId: string): string =>
+  `name: "${network}" id: "${containerId}"`.slice(0, MAX_COMMENT);
 
 /** How iptables-save quotes a comment. */
 export const quoteComment = (c: string): string => `"${c.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;

@@ -23,12 +23,10 @@ export type OriginalsData<O> = AttachmentRef & { readonly netns: string; readonl
 export type ForgetData<Reason extends string> = AttachmentRef & { readonly reason: Reason };
 
 export type OriginalsEvent<Recorded extends string, Forgotten extends string, O, Reason extends string> =
-  | Event<Recorded, OriginalsData<O>>
-  | Event<Forgotten, ForgetData<Reason>>;
+  Event<Recorded, OriginalsData<O>> | Event<Forgotten, ForgetData<Reason>>;
 
 export type OriginalsCommand<Record extends string, Forget extends string, O, Reason extends string> =
-  | { readonly type: Record; readonly data: OriginalsData<O> }
-  | { readonly type: Forget; readonly data: ForgetData<Reason> };
+  { readonly type: Record; readonly data: OriginalsData<O> } | { readonly type: Forget; readonly data: ForgetData<Reason> };
 
 export interface Remembered<O> {
   readonly containerId: string;
@@ -63,7 +61,14 @@ export interface OriginalsSpec<Recorded extends string, Forgotten extends string
   readonly keepFirst?: (known: O, now: O) => O;
 }
 
-export function originalsDecider<Recorded extends string, Forgotten extends string, Record extends string, Forget extends string, O, Reason extends string>(
+export function originalsDecider<
+  Recorded extends string,
+  Forgotten extends string,
+  Record extends string,
+  Forget extends string,
+  O,
+  Reason extends string,
+>(
   spec: OriginalsSpec<Recorded, Forgotten, Record, Forget, O>,
 ): {
   readonly projection: Projection<OriginalsState<O>, OriginalsEvent<Recorded, Forgotten, O, Reason>>;
@@ -82,7 +87,12 @@ export function originalsDecider<Recorded extends string, Forgotten extends stri
       if (isRecorded(e)) {
         const before = s.attachments[k];
         const since = spec.keepFirst && before && before.netns === e.data.netns ? before.since : e.time;
-        return { attachments: { ...s.attachments, [k]: { containerId: e.data.containerId, ifname: e.data.ifname, netns: e.data.netns, original: e.data.original, since } } };
+        return {
+          attachments: {
+            ...s.attachments,
+            [k]: { containerId: e.data.containerId, ifname: e.data.ifname, netns: e.data.netns, original: e.data.original, since },
+          },
+        };
       }
       if (e.type !== spec.forgotten) return s;
       const { [k]: _gone, ...rest } = s.attachments;

@@ -96,7 +96,13 @@ export function convertResult(r: Result, version: string): Record<string, unknow
     return strip({ cniVersion: version, interfaces: r.interfaces, ips: r.ips, routes: r.routes, dns });
   }
   if (compareVersions(version, '1.0.0') >= 0) {
-    return strip({ cniVersion: version, interfaces: r.interfaces?.map(legacyInterface), ips: r.ips, routes: r.routes?.map(legacyRoute), dns });
+    return strip({
+      cniVersion: version,
+      interfaces: r.interfaces?.map(legacyInterface),
+      ips: r.ips,
+      routes: r.routes?.map(legacyRoute),
+      dns,
+    });
   }
   if (compareVersions(version, '0.3.0') >= 0) {
     const ips = r.ips?.map((i) => strip({ version: familyOf(i.address), ...i }));
@@ -210,7 +216,8 @@ function int(v: unknown, field: string, errs: string[], min: number, max: number
 }
 
 function str(v: unknown, field: string, errs: string[]): string | undefined {
-  if (typeof v !== 'string' || /[\x00-\x1f\x7f]/.test(v)) return (errs.push(`${field}: must be a string without control characters`), undefined);
+  if (typeof v !== 'string' || /[\x00-\x1f\x7f]/.test(v))
+    return (errs.push(`${field}: must be a string without control characters`), undefined);
   return v;
 }
 
@@ -221,7 +228,13 @@ function readRoute(x: unknown, f: string, errs: string[]): Route[] {
   const gw = v['gw'] === undefined || v['gw'] === '' ? undefined : ipText(v['gw'], `${f}.gw`, errs);
   const r: Route = { dst: dst ?? '' };
   if (gw) r.gw = gw;
-  for (const [k, max] of [['mtu', 65535], ['advmss', 65535], ['priority', 2 ** 32 - 1], ['table', 2 ** 32 - 1], ['scope', 255]] as const) {
+  for (const [k, max] of [
+    ['mtu', 65535],
+    ['advmss', 65535],
+    ['priority', 2 ** 32 - 1],
+    ['table', 2 ** 32 - 1],
+    ['scope', 255],
+  ] as const) {
     if (v[k] === undefined) continue;
     const n = int(v[k], `${f}.${k}`, errs, 0, max);
     if (n !== undefined) r[k] = n;

@@ -96,7 +96,10 @@ export const dhcpMachine = setup({
         src: 'acquire',
         input: () => ({}),
         onDone: { target: 'held', actions: [assign(({ event }) => ({ lease: event.output, lastError: null })), 'leaseBound'] },
-        onError: { target: 'failed', actions: [assign(({ event }) => ({ lastError: `acquire: ${errorText(event.error)}` })), 'acquireFailed'] },
+        onError: {
+          target: 'failed',
+          actions: [assign(({ event }) => ({ lastError: `acquire: ${errorText(event.error)}` })), 'acquireFailed'],
+        },
       },
     },
     failed: { type: 'final' },
@@ -127,7 +130,11 @@ export const dhcpMachine = setup({
               },
             ],
             onError: [
-              { guard: 'pastRebind', target: 'rebinding', actions: assign(({ event }) => ({ lastError: `renew: ${errorText(event.error)}` })) },
+              {
+                guard: 'pastRebind',
+                target: 'rebinding',
+                actions: assign(({ event }) => ({ lastError: `renew: ${errorText(event.error)}` })),
+              },
               { target: 'renewWait', actions: assign(({ event }) => ({ lastError: `renew: ${errorText(event.error)}` })) },
             ],
           },

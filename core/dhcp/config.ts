@@ -55,7 +55,8 @@ const byteLength = (s: string): number => new TextEncoder().encode(s).length;
  * The client id of an attachment, as the reference's generateClientID: `<containerID>/<network>/<ifname>`,
  * cut to 254 bytes (option 61 carries a type byte, 0, before it).
  */
-export const clientId = (containerId: string, network: string, ifname: string): string => `${containerId}/${network}/${ifname}`.slice(0, 254);
+export const clientId = (containerId: string, network: string, ifname: string): string =>
+  `${containerId}/${network}/${ifname}`.slice(0, 254);
 
 /** Validate `ipam` of the network config; `cniArgs` supplies `fromArg` values. All errors at once. */
 export function parseDhcpConf(conf: NetConf, cniArgs: Readonly<Record<string, string>>): E.Either<CniError, DhcpConf> {

@@ -55,7 +55,10 @@ const te = new TextEncoder();
 const ipv4 = (s: string): Uint8Array => ipv4Bytes(s) ?? new Uint8Array(4);
 
 /** Option 61: type 0 ("not a hardware address") then the client id text, as the reference sends it. */
-const clientIdOption = (id: ClientIdentity): readonly [number, Uint8Array] => [Opt.ClientIdentifier, Uint8Array.from([0, ...te.encode(id.clientId)])];
+const clientIdOption = (id: ClientIdentity): readonly [number, Uint8Array] => [
+  Opt.ClientIdentifier,
+  Uint8Array.from([0, ...te.encode(id.clientId)]),
+];
 
 const provided = (id: ClientIdentity): (readonly [number, Uint8Array])[] =>
   id.options.provide.filter((p) => p.code !== Opt.ClientIdentifier).map((p) => [p.code, te.encode(p.value)] as const);

@@ -74,7 +74,8 @@ function macBytes(mac: string): Uint8Array | undefined {
   return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }
 
-const u32 = (b: Uint8Array, at: number): number => (((b[at] ?? 0) << 24) >>> 0) + ((b[at + 1] ?? 0) << 16) + ((b[at + 2] ?? 0) << 8) + (b[at + 3] ?? 0);
+const u32 = (b: Uint8Array, at: number): number =>
+  (((b[at] ?? 0) << 24) >>> 0) + ((b[at + 1] ?? 0) << 16) + ((b[at + 2] ?? 0) << 8) + (b[at + 3] ?? 0);
 
 export interface Outgoing {
   readonly type: MessageType;

@@ -29,8 +29,7 @@ export interface DaemonRequest {
 }
 
 export type DaemonResponse =
-  | { readonly ok: true; readonly lease?: Lease }
-  | { readonly ok: false; readonly code: number; readonly msg: string };
+  { readonly ok: true; readonly lease?: Lease } | { readonly ok: false; readonly code: number; readonly msg: string };
 
 export interface ClientConfig {
   readonly ifname: string;
@@ -103,7 +102,8 @@ function ipv4(v: unknown, field: string, errs: string[]): string {
 }
 
 function num(v: unknown, field: string, errs: string[], max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) return (errs.push(`${field}: ${show(v)} is not a whole number in 0..${max}`), 0);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    return (errs.push(`${field}: ${show(v)} is not a whole number in 0..${max}`), 0);
   return v;
 }
 
@@ -114,7 +114,8 @@ function routes(v: unknown, field: string, errs: string[]): StaticRoute[] | unde
     const o = obj(x) ?? {};
     const [addr, w, ...rest] = typeof o['dst'] === 'string' ? o['dst'].split('/') : [];
     const width = Number(w);
-    if (!addr || !ipv4Bytes(addr) || rest.length || !/^\d{1,2}$/.test(w ?? '') || width > 32) errs.push(`${field}[${i}].dst: ${show(o['dst'])} is not an IPv4 prefix`);
+    if (!addr || !ipv4Bytes(addr) || rest.length || !/^\d{1,2}$/.test(w ?? '') || width > 32)
+      errs.push(`${field}[${i}].dst: ${show(o['dst'])} is not an IPv4 prefix`);
     return { dst: `${addr}/${width}`, gw: ipv4(o['gw'], `${field}[${i}].gw`, errs) };
   });
 }
@@ -182,7 +183,10 @@ export function parseClientConfig(line: string): E.Either<string, ClientConfig> 
     const pr = Array.isArray(opts['provide']) ? opts['provide'] : (errs.push('options.provide: must be a list'), []);
     pr.forEach((x, i) => {
       const e = obj(x) ?? {};
-      provide.push({ code: num(e['code'], `options.provide[${i}].code`, errs, 254), value: typeof e['value'] === 'string' ? e['value'] : (errs.push(`options.provide[${i}].value: must be a string`), '') });
+      provide.push({
+        code: num(e['code'], `options.provide[${i}].code`, errs, 254),
+        value: typeof e['value'] === 'string' ? e['value'] : (errs.push(`options.provide[${i}].value: must be a string`), ''),
+      });
     });
     const rq = Array.isArray(opts['request']) ? opts['request'] : (errs.push('options.request: must be a list'), []);
     rq.forEach((x, i) => request.push(num(x, `options.request[${i}]`, errs, 254)));
@@ -203,7 +207,9 @@ export function parseClientEvent(line: string): E.Either<string, ClientEvent> {
       return E.map((lease: Lease) => ({ type: t, lease }))(readLease(r['lease']));
     }
     case 'failed':
-      return typeof r['error'] === 'string' && typeof r['code'] === 'number' ? E.right({ type: 'failed', code: r['code'], error: r['error'] }) : E.left('failed: needs code and error');
+      return typeof r['error'] === 'string' && typeof r['code'] === 'number'
+        ? E.right({ type: 'failed', code: r['code'], error: r['error'] })
+        : E.left('failed: needs code and error');
     case 'expired':
     case 'released':
       return E.right(typeof r['error'] === 'string' ? { type: r['type'], error: r['error'] } : { type: r['type'] });
@@ -213,4 +219,6 @@ export function parseClientEvent(line: string): E.Either<string, ClientEvent> {
 }
 
 export const parseClientCommand = (line: string): E.Either<string, ClientCommand> =>
-  E.chain((r: Raw) => (r['type'] === 'stop' ? E.right({ type: 'stop' as const }) : E.left(`type: ${show(r['type'])} is not a client command`)))(json(line));
+  E.chain((r: Raw) =>
+    r['type'] === 'stop' ? E.right({ type: 'stop' as const }) : E.left(`type: ${show(r['type'])} is not a client command`),
+  )(json(line));

@@ -49,5 +49,9 @@ export function dummyPlan(a: DummyAttachment): E.Either<CniError, { kernel: Kern
     ...(r.routes?.length ? { routes: r.routes } : {}),
     ...(r.dns && Object.keys(r.dns).length ? { dns: r.dns } : {}),
   };
-  return E.right({ kernel: { ...emptyKernelState(), links: [link], addresses, routes, sysctls }, scope: lowerLinkScope(ifname, netns), result });
+  return E.right({
+    kernel: { ...emptyKernelState(), links: [link], addresses, routes, sysctls },
+    scope: lowerLinkScope(ifname, netns),
+    result,
+  });
 }

@@ -41,7 +41,7 @@ const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 export function adminChainProblem(s: string): string | undefined {
   if (s.length > MAX_CHAIN_NAME) return `is longer than ${MAX_CHAIN_NAME} characters`;
   if (!isBatchToken(s) || /^[-!]/.test(s)) return "must be one word without '#', quotes, '\\' or a leading '-' or '!'";
-  if (BUILTIN_CHAINS.has(s) || RESERVED.has(s)) return 'names a builtin chain, a verdict or one of the plugin\'s own chains';
+  if (BUILTIN_CHAINS.has(s) || RESERVED.has(s)) return "names a builtin chain, a verdict or one of the plugin's own chains";
   return undefined;
 }
 
@@ -80,7 +80,8 @@ export function parseFirewallConf(conf: NetConf, command: Command): E.Either<Cni
   let prevResult: Result | undefined;
   const prev = raw['prevResult'];
   if (prev === undefined || prev === null) {
-    if (command === 'ADD' || command === 'CHECK') errs.push('prevResult: missing prevResult from earlier plugin (chain "firewall" after another plugin)');
+    if (command === 'ADD' || command === 'CHECK')
+      errs.push('prevResult: missing prevResult from earlier plugin (chain "firewall" after another plugin)');
   } else {
     const r = readResult(prev);
     if (E.isLeft(r)) errs.push(`prevResult: ${r.left}`);
@@ -90,7 +91,9 @@ export function parseFirewallConf(conf: NetConf, command: Command): E.Either<Cni
   if (prevResult && ingressPolicy !== 'open' && (command === 'ADD' || command === 'CHECK')) {
     const br = prevResult.interfaces?.[0]?.name;
     if (br === undefined || br === '') {
-      errs.push(`prevResult.interfaces[0]: ingressPolicy "${ingressPolicy}" needs the bridge as the first interface (chain "firewall" after "bridge")`);
+      errs.push(
+        `prevResult.interfaces[0]: ingressPolicy "${ingressPolicy}" needs the bridge as the first interface (chain "firewall" after "bridge")`,
+      );
     } else if (br.endsWith('+')) {
       // iptables reads a trailing '+' as a wildcard: the isolation rules would cover other interfaces too.
       errs.push(`prevResult.interfaces[0].name: ${show(br)} ends with '+', which iptables reads as a wildcard`);

@@ -95,7 +95,10 @@ export interface FirewallAttachment {
 export function attachmentScope(ips: readonly { address: string }[]): OwnershipScope {
   return {
     // Both backends: DEL removes what either left.
-    ...firewallNftScope(HOST, hostPrefixes(ips).map((p) => p.prefix)),
+    ...firewallNftScope(
+      HOST,
+      hostPrefixes(ips).map((p) => p.prefix),
+    ),
     links: [],
     devices: [],
     chains: [],
@@ -116,7 +119,8 @@ export function renderFirewallIptables(p: PodForward): Pick<KernelState, 'rules'
   for (const family of families) {
     rules.push(rule(family, 'FORWARD', `${comment(FORWARD_COMMENT)} -j ${FORWARD_CHAIN}`, 'head'));
     rules.push(rule(family, FORWARD_CHAIN, `${comment(ADMIN_COMMENT)} -j ${p.adminChain}`, 'head', true));
-    for (const x of prefixes) if (x.family === family) for (const r of addressRules(x.prefix)) rules.push(rule(family, FORWARD_CHAIN, r, 'tail'));
+    for (const x of prefixes)
+      if (x.family === family) for (const r of addressRules(x.prefix)) rules.push(rule(family, FORWARD_CHAIN, r, 'tail'));
   }
   if (p.policy !== 'open' && p.bridge) {
     for (const family of families) rules.push(...isolationRules(family, p.bridge, p.policy));
@@ -126,7 +130,14 @@ export function renderFirewallIptables(p: PodForward): Pick<KernelState, 'rules'
 
 /** The intent in nftables (core/netfilter/firewall.ts): nothing at all without an address. */
 const renderFirewallNft = (p: PodForward): Partial<KernelState> =>
-  p.prefixes.length ? firewallNftables(HOST, p.prefixes.map((x) => x.prefix), p.policy, p.bridge) : {};
+  p.prefixes.length
+    ? firewallNftables(
+        HOST,
+        p.prefixes.map((x) => x.prefix),
+        p.policy,
+        p.bridge,
+      )
+    : {};
 
 /** The firewall intent's renderers: every backend, compiler-checked. */
 export const FIREWALL_RENDERERS = {

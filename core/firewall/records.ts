@@ -63,7 +63,12 @@ export const firewallProjection: Projection<FirewallState, FirewallEvent> = {
         return {
           attachments: {
             ...s.attachments,
-            [k]: { containerId: e.data.containerId, ifname: e.data.ifname, prefixes: e.data.prefixes, since: before ? before.since : e.time },
+            [k]: {
+              containerId: e.data.containerId,
+              ifname: e.data.ifname,
+              prefixes: e.data.prefixes,
+              since: before ? before.since : e.time,
+            },
           },
         };
       }
@@ -92,13 +97,29 @@ export function decide(c: FirewallCommand, s: FirewallState): E.Either<CniError,
       if (bad !== undefined) return E.left(invalidConfig(`prevResult.ips: ${JSON.stringify(bad)} is not an address`));
       const before = s.attachments[k]?.prefixes ?? [];
       const all: string[] = [...new Set(d.prefixes)];
-      if (all.length === 0) return E.right(before.length ? [{ type: 'FirewallRulesRemoved', data: { network: d.network, containerId: d.containerId, ifname: d.ifname, reason: 'add-failed' } }] : []);
+      if (all.length === 0)
+        return E.right(
+          before.length
+            ? [
+                {
+                  type: 'FirewallRulesRemoved',
+                  data: { network: d.network, containerId: d.containerId, ifname: d.ifname, reason: 'add-failed' },
+                },
+              ]
+            : [],
+        );
       if (all.length === before.length && all.every((p, i) => p === before[i])) return E.right([]);
-      return E.right([{ type: 'FirewallRulesRecorded', data: { network: d.network, containerId: d.containerId, ifname: d.ifname, prefixes: all } }]);
+      return E.right([
+        { type: 'FirewallRulesRecorded', data: { network: d.network, containerId: d.containerId, ifname: d.ifname, prefixes: all } },
+      ]);
     }
     case 'ForgetRules': {
       const d = c.data;
-      return E.right(s.attachments[k] ? [{ type: 'FirewallRulesRemoved', data: { network: d.network, containerId: d.containerId, ifname: d.ifname, reason: d.reason } }] : []);
+      return E.right(
+        s.attachments[k]
+          ? [{ type: 'FirewallRulesRemoved', data: { network: d.network, containerId: d.containerId, ifname: d.ifname, reason: d.reason } }]
+          : [],
+      );
     }
     default: {
       const never: never = c;

@@ -20,7 +20,12 @@ const only = (s: NodeState, keys: readonly string[]): NodeState => ({
 const sameConfig = (a: NodeState, b: NodeState): boolean => a.config === b.config || JSON.stringify(a.config) === JSON.stringify(b.config);
 
 /** Ops to go from `before` to `after` for the remote leases `keys`, or 'full' when only a full pass will do. */
-export function overlayDelta(before: NodeState, after: NodeState, keys: readonly string[], node: OverlayNode): E.Either<string, Op[] | 'full'> {
+export function overlayDelta(
+  before: NodeState,
+  after: NodeState,
+  keys: readonly string[],
+  node: OverlayNode,
+): E.Either<string, Op[] | 'full'> {
   if (before.ownLease?.key !== after.ownLease?.key || !sameConfig(before, after)) return E.right('full');
   const now = desiredOverlay(only(after, keys), node);
   const was = desiredOverlay(only(before, keys), node);
@@ -78,7 +83,9 @@ export function leaseObjects(s: NodeState, keys: readonly string[], node: Overla
 
 /** Every object an op touches, as leaseObjects names them: its one object, or a set op's elements. */
 export const opObjects = (o: Op): string[] =>
-  o.op === 'nft.set.elements' ? [...o.add, ...o.del].map((e) => elemObject(o.set, e)) : [opObject(o)].filter((x): x is string => x !== undefined);
+  o.op === 'nft.set.elements'
+    ? [...o.add, ...o.del].map((e) => elemObject(o.set, e))
+    : [opObject(o)].filter((x): x is string => x !== undefined);
 
 /** The identity of one element of an nftables set (feltd's remote pod subnets), as leaseObjects names it. */
 const elemObject = (set: { ns: string; family: string; table: string; name: string }, e: string): string => `elem ${nftSetKey(set)} ${e}`;
@@ -120,7 +127,14 @@ export function* planInSteps(want: KernelState, seen: KernelState, scope: Owners
     return (h >>> 0) % slices;
   };
   const split = (k: KernelState): KernelState[] => {
-    const parts = Array.from({ length: slices }, (): KernelState => ({ ...emptyKernelState(), links: k.links, addresses: k.addresses, routes: [], neighbours: [], fdb: [] }));
+    const parts = Array.from({ length: slices }, (): KernelState => ({
+      ...emptyKernelState(),
+      links: k.links,
+      addresses: k.addresses,
+      routes: [],
+      neighbours: [],
+      fdb: [],
+    }));
     for (const r of k.routes) (parts[bucket(r.dst)]!.routes as Route[]).push(r);
     for (const n of k.neighbours) (parts[bucket(n.ip)]!.neighbours as Neighbour[]).push(n);
     for (const f of k.fdb) (parts[bucket(f.mac.toLowerCase())]!.fdb as Fdb[]).push(f);

@@ -92,7 +92,10 @@ export const masqJump = `${masq('flanneld masq')} -j ${MASQ_CHAIN}`;
 export const forwardJump = `${masq('flanneld forward')} -j ${FWD_CHAIN}`;
 
 /** flannel's filter rules for one family. */
-export const forwardRules = (cluster: string): string[] => [`-s ${cluster} ${masq('flanneld forward')} -j ACCEPT`, `-d ${cluster} ${masq('flanneld forward')} -j ACCEPT`];
+export const forwardRules = (cluster: string): string[] => [
+  `-s ${cluster} ${masq('flanneld forward')} -j ACCEPT`,
+  `-d ${cluster} ${masq('flanneld forward')} -j ACCEPT`,
+];
 
 /** The overlay intent in iptables: per family FLANNEL-POSTRTG (--ip-masq) and FLANNEL-FWD, with their jumps. */
 export function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chains' | 'rules'> {
@@ -100,7 +103,13 @@ export function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chain
   const rules: IptRule[] = [];
   for (const f of o.families) {
     if (f.ipMasq) {
-      chains.push({ ns: o.ns, family: f.family, table: 'nat', chain: MASQ_CHAIN, rules: masqRules(f.cluster, f.pod, f.family, f.randomFully) });
+      chains.push({
+        ns: o.ns,
+        family: f.family,
+        table: 'nat',
+        chain: MASQ_CHAIN,
+        rules: masqRules(f.cluster, f.pod, f.family, f.randomFully),
+      });
       rules.push({ ns: o.ns, family: f.family, table: 'nat', chain: 'POSTROUTING', rule: masqJump });
     }
     if (f.forwardRules) {
@@ -131,7 +140,7 @@ const remoteSubnet = (r: RemoteLease, family: Family): CIDR | undefined => {
   return c && c.ip.family === family ? c : undefined;
 };
 const remotePublic = (r: RemoteLease, family: Family): string | undefined => {
-  const s = family === 4 ? r.attrs.PublicIP : r.attrs.PublicIPv6 ?? undefined;
+  const s = family === 4 ? r.attrs.PublicIP : (r.attrs.PublicIPv6 ?? undefined);
   const a = s ? parseIP(s) : undefined;
   return a && a.family === family && a.value !== 0n ? formatIP(a) : undefined;
 };
@@ -190,7 +199,8 @@ function view(cache: OverlayCache, r: RemoteLease, family: Family): RemoteView {
   return v;
 }
 
-const who = (r: RemoteLease): string => `node ${r.attrs.PublicIP !== '0.0.0.0' ? r.attrs.PublicIP : r.attrs.PublicIPv6 ?? '?'} (lease ${r.key})`;
+const who = (r: RemoteLease): string =>
+  `node ${r.attrs.PublicIP !== '0.0.0.0' ? r.attrs.PublicIP : (r.attrs.PublicIPv6 ?? '?')} (lease ${r.key})`;
 
 /** `xs` sorted by a string key computed once per element (not twice per comparison: 10,000 routes). */
 function sortedBy<T>(xs: readonly T[], key: (x: T) => string): T[] {
@@ -221,20 +231,26 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
     if (!ownC) return E.left(`own lease ${own.key}: no ${fam} subnet although ${fam} is enabled`);
     const pubText = family === 4 ? node.publicIP : node.publicIPv6;
     const pub = pubText ? parseIP(pubText) : undefined;
-    if (!pub || pub.family !== family) return E.left(`node: ${family === 4 ? 'publicIP' : 'publicIPv6'} ${JSON.stringify(pubText ?? null)} is not an ${fam} address`);
+    if (!pub || pub.family !== family)
+      return E.left(`node: ${family === 4 ? 'publicIP' : 'publicIPv6'} ${JSON.stringify(pubText ?? null)} is not an ${fam} address`);
     const ulText = family === 4 ? node.underlayCidr : node.underlayCidrV6;
     const underlay = ulText ? parseCIDR(ulText) : undefined;
-    if (ulText && (!underlay || underlay.ip.family !== family)) return E.left(`node: ${family === 4 ? 'underlayCidr' : 'underlayCidrV6'} "${ulText}" is not an ${fam} CIDR`);
+    if (ulText && (!underlay || underlay.ip.family !== family))
+      return E.left(`node: ${family === 4 ? 'underlayCidr' : 'underlayCidrV6'} "${ulText}" is not an ${fam} CIDR`);
     const macText = family === 4 ? node.vtepMac : node.vtepMacV6;
     const vtepMac = macText ? parseMac(macText) : undefined;
-    if (be.type === 'vxlan' && !vtepMac) return E.left(`node: ${family === 4 ? 'vtepMac' : 'vtepMacV6'} ${JSON.stringify(macText ?? null)} is not a MAC address`);
+    if (be.type === 'vxlan' && !vtepMac)
+      return E.left(`node: ${family === 4 ? 'vtepMac' : 'vtepMacV6'} ${JSON.stringify(macText ?? null)} is not a MAC address`);
     families.push({ family, network, own: ownC, publicIP: formatIP(pub), underlay, vtepMac });
   }
-  if (!Number.isInteger(node.underlayMtu) || node.underlayMtu <= 0) return E.left(`node: underlayMtu ${node.underlayMtu} is not a positive integer`);
+  if (!Number.isInteger(node.underlayMtu) || node.underlayMtu <= 0)
+    return E.left(`node: underlayMtu ${node.underlayMtu} is not a positive integer`);
 
   // Remote leases, newest first so that conflicts (one VtepMAC or subnet address claimed twice) keep the lease
   // renewed last; then in key order for stable output.
-  const remotes = Object.values(state.remotes).sort((a, b) => (a.expiration > b.expiration ? -1 : a.expiration < b.expiration ? 1 : a.key < b.key ? -1 : 1));
+  const remotes = Object.values(state.remotes).sort((a, b) =>
+    a.expiration > b.expiration ? -1 : a.expiration < b.expiration ? 1 : a.key < b.key ? -1 : 1,
+  );
 
   const k: { links: Link[]; addresses: Address[]; routes: Route[]; neighbours: Neighbour[]; fdb: Fdb[] } = {
     links: [],
@@ -243,7 +259,11 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
     neighbours: [],
     fdb: [],
   };
-  const scope: { links: { ns: string; name: string }[]; devices: { ns: string; dev: string }[]; routeDsts: { ns: string; dev: string; within: string }[] } = {
+  const scope: {
+    links: { ns: string; name: string }[];
+    devices: { ns: string; dev: string }[];
+    routeDsts: { ns: string; dev: string; within: string }[];
+  } = {
     links: [],
     devices: [],
     routeDsts: [],
@@ -254,7 +274,7 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
   for (const f of families) {
     const fam = f.family === 4 ? 'IPv4' : 'IPv6';
     scope.routeDsts.push({ ns: HOST, dev: node.underlayDev, within: formatCIDR(f.network) });
-    const base = be.type === 'vxlan' ? be.mtu ?? node.underlayMtu : node.underlayMtu;
+    const base = be.type === 'vxlan' ? (be.mtu ?? node.underlayMtu) : node.underlayMtu;
     const mtu = be.type === 'vxlan' ? base - (f.family === 4 ? VXLAN_OVERHEAD : VXLAN_OVERHEAD_V6) : base;
     mtus.push(mtu);
     const dev = be.type === 'vxlan' ? vxlanName(be.vni, f.family) : node.underlayDev;
@@ -268,9 +288,14 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
         up: true,
         vxlan: { vni: be.vni, local: f.publicIP, port: be.port, learning: be.learning, gbp: be.gbp, dev: node.underlayDev },
       });
-      k.addresses.push({ ns: HOST, dev, cidr: `${formatIP(f.own.ip)}/${f.family === 4 ? 32 : 128}`, ...(f.family === 6 ? { nodad: true } : {}) });
+      k.addresses.push({
+        ns: HOST,
+        dev,
+        cidr: `${formatIP(f.own.ip)}/${f.family === 4 ? 32 : 128}`,
+        ...(f.family === 6 ? { nodad: true } : {}),
+      });
     }
-    const ctx = `${be.type}${be.type === "vxlan" && be.directRouting ? "+direct" : ""} ${dev} ${node.underlayDev} ${formatCIDR(f.network)} ${formatCIDR(f.own)} ${f.underlay ? formatCIDR(f.underlay) : '-'}`;
+    const ctx = `${be.type}${be.type === 'vxlan' && be.directRouting ? '+direct' : ''} ${dev} ${node.underlayDev} ${formatCIDR(f.network)} ${formatCIDR(f.own)} ${f.underlay ? formatCIDR(f.underlay) : '-'}`;
     const usedNeigh = new Set<string>();
     const usedMac = new Map<string, string>();
     const usedDst = new Set<string>([formatCIDR(f.own)]);
@@ -301,7 +326,12 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
       }
       let p = v.placed;
       if (p?.ctx !== ctx) {
-        p = { ctx, inNetwork: contains(f.network, sn.ip), inOwn: overlaps(sn, f.own), onSegment: !!f.underlay && contains(f.underlay, v.pubIP!) };
+        p = {
+          ctx,
+          inNetwork: contains(f.network, sn.ip),
+          inOwn: overlaps(sn, f.own),
+          onSegment: !!f.underlay && contains(f.underlay, v.pubIP!),
+        };
         v.placed = p;
       }
       if (!p.inNetwork || p.inOwn) {
@@ -337,7 +367,11 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
       const mac = data.right.vtepMac;
       const gw = v.gw;
       if (usedNeigh.has(gw) || usedMac.has(mac)) {
-        skip(usedMac.has(mac) ? `VtepMAC ${mac} is also claimed by the newer lease ${usedMac.get(mac)}` : `subnet address ${gw} is claimed by a newer lease`);
+        skip(
+          usedMac.has(mac)
+            ? `VtepMAC ${mac} is also claimed by the newer lease ${usedMac.get(mac)}`
+            : `subnet address ${gw} is claimed by a newer lease`,
+        );
         continue;
       }
       usedDst.add(dst);
@@ -349,10 +383,21 @@ export function desiredOverlay(state: NodeState, node: OverlayNode, cache: Overl
     }
 
     // The family's masquerade and forward rules, rendered below in the configured backend.
-    overlay.push({ family: f.family, cluster: formatCIDR(f.network), pod: formatCIDR(f.own), ipMasq: node.ipMasq, randomFully: node.randomFully ?? true, forwardRules: node.forwardRules ?? node.ipMasq });
+    overlay.push({
+      family: f.family,
+      cluster: formatCIDR(f.network),
+      pod: formatCIDR(f.own),
+      ipMasq: node.ipMasq,
+      randomFully: node.randomFully ?? true,
+      forwardRules: node.forwardRules ?? node.ipMasq,
+    });
   }
   // iptables, or flannel's nftables tables (EnableNFTables).
-  const netfilter = renderWith(OVERLAY_RENDERERS, state.config.enableNFTables ? 'nftables' : 'iptables', { ns: HOST, families: overlay, remotes });
+  const netfilter = renderWith(OVERLAY_RENDERERS, state.config.enableNFTables ? 'nftables' : 'iptables', {
+    ns: HOST,
+    families: overlay,
+    remotes,
+  });
 
   if (be.type === 'vxlan') {
     // Both device names are flannel's whether or not their family is on: a family turned off loses its device.
@@ -412,7 +457,8 @@ export function validateHostGw(leases: readonly HostGwLease[], underlayCidr: str
   const seg4 = parseCIDR(underlayCidr);
   if (!seg4 || seg4.ip.family !== 4) return E.left(`underlayCidr: "${underlayCidr}" is not an IPv4 CIDR`);
   const seg6 = underlayCidrV6 === undefined ? undefined : parseCIDR(underlayCidrV6);
-  if (underlayCidrV6 !== undefined && (!seg6 || seg6.ip.family !== 6)) return E.left(`underlayCidrV6: "${underlayCidrV6}" is not an IPv6 CIDR`);
+  if (underlayCidrV6 !== undefined && (!seg6 || seg6.ip.family !== 6))
+    return E.left(`underlayCidrV6: "${underlayCidrV6}" is not an IPv6 CIDR`);
   const off: string[] = [];
   for (const l of leases) {
     if (l.attrs.BackendType !== 'host-gw') continue;
@@ -430,5 +476,7 @@ export function validateHostGw(leases: readonly HostGwLease[], underlayCidr: str
     if (l.ipv6Subnet) check(l.attrs.PublicIPv6, seg6, 6);
   }
   if (off.length === 0) return E.right(undefined);
-  return E.left(`host-gw: ${off.join('; ')}; host-gw needs every node on one segment (use vxlan, with DirectRouting for the nodes that share one)`);
+  return E.left(
+    `host-gw: ${off.join('; ')}; host-gw needs every node on one segment (use vxlan, with DirectRouting for the nodes that share one)`,
+  );
 }

@@ -62,4 +62,10 @@ export type RemoteLeaseRemoved = Event<
 
 export type NodeEvent = ConfigLoaded | SubnetLeased | SubnetLeaseLost | RemoteLeaseSeen | RemoteLeaseRemoved;
 
-export const NODE_EVENT_TYPES: readonly NodeEvent['type'][] = ['ConfigLoaded', 'SubnetLeased', 'SubnetLeaseLost', 'RemoteLeaseSeen', 'RemoteLeaseRemoved'];
+export const NODE_EVENT_TYPES: readonly NodeEvent['type'][] = [
+  'ConfigLoaded',
+  'SubnetLeased',
+  'SubnetLeaseLost',
+  'RemoteLeaseSeen',
+  'RemoteLeaseRemoved',
+];

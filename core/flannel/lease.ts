@@ -30,7 +30,10 @@ export interface SubnetPair {
 
 /** Go's path.Join for etcd keys: one slash between parts, none doubled, none trailing. */
 const join = (...parts: string[]): string => {
-  const j = parts.filter((p) => p !== '').join('/').replace(/\/+/g, '/');
+  const j = parts
+    .filter((p) => p !== '')
+    .join('/')
+    .replace(/\/+/g, '/');
   return j.length > 1 ? j.replace(/\/$/, '') : j;
 };
 

@@ -8,7 +8,23 @@
 // - a config with both families disabled, and SubnetMin above SubnetMax, are refused instead of failing later.
 
 import * as E from 'fp-ts/lib/Either.js';
-import { bits, cmpIP, contains, formatCIDR, formatIP, hasHostBits, lastIP, mask, networkOf, parseCIDR, parseIP, size, type CIDR, type Family, type IP } from '../ip/ip.ts';
+import {
+  bits,
+  cmpIP,
+  contains,
+  formatCIDR,
+  formatIP,
+  hasHostBits,
+  lastIP,
+  mask,
+  networkOf,
+  parseCIDR,
+  parseIP,
+  size,
+  type CIDR,
+  type Family,
+  type IP,
+} from '../ip/ip.ts';
 import { fields, isObject, parseJson, typeOf, type Fields } from './json.ts';
 import type { BackendConfig, NetConfig } from './types.ts';
 
@@ -44,7 +60,16 @@ type R<T> = E.Either<string, T>;
 
 /** Each family's keys, whether it is on without its Enable key, its default subnet length, an example network. */
 const FAMILY_KEYS = {
-  4: { enable: 'EnableIPv4', enabledByDefault: true, network: 'Network', len: 'SubnetLen', min: 'SubnetMin', max: 'SubnetMax', defaultLen: 24, example: '10.244.0.0/16' },
+  4: {
+    enable: 'EnableIPv4',
+    enabledByDefault: true,
+    network: 'Network',
+    len: 'SubnetLen',
+    min: 'SubnetMin',
+    max: 'SubnetMax',
+    defaultLen: 24,
+    example: '10.244.0.0/16',
+  },
   6: {
     enable: 'EnableIPv6',
     enabledByDefault: false,
@@ -94,7 +119,9 @@ function network(f: Fields, key: string, family: Family, notices: string[]): R<C
   if (!c || c.ip.family !== family) return E.left(`${key}: "${s.right}" is not an ${fam} CIDR`);
   if (c.prefix === 0) {
     // Every address, the default route and the underlay too: masquerade and routes would swallow the host's traffic.
-    return E.left(`${key}: "${s.right}" covers every ${fam} address (the default route, the underlay); give the pod network's own range, e.g. ${family === 4 ? '"10.244.0.0/16"' : '"fd00:10:244::/56"'}`);
+    return E.left(
+      `${key}: "${s.right}" covers every ${fam} address (the default route, the underlay); give the pod network's own range, e.g. ${family === 4 ? '"10.244.0.0/16"' : '"fd00:10:244::/56"'}`,
+    );
   }
   if (hasHostBits(c)) {
     // Go's net.ParseCIDR keeps only the network; say so rather than silently.
@@ -136,7 +163,8 @@ function familyConf(
   let subnetLen: number;
   const netText = formatCIDR(net);
   if (lenGiven !== undefined && lenGiven > 0) {
-    if (lenGiven > top) return E.left(`${keys.len}: ${lenGiven} is too long; at most ${top} (a subnet needs a tunnel and a bridge address)`);
+    if (lenGiven > top)
+      return E.left(`${keys.len}: ${lenGiven} is too long; at most ${top} (a subnet needs a tunnel and a bridge address)`);
     if (lenGiven < net.prefix + 2) {
       return E.left(
         `${keys.len}: ${lenGiven} does not fit ${keys.network} ${netText} at least four times; it must be at least ${net.prefix + 2}`,
@@ -196,7 +224,8 @@ function backend(raw: unknown, notices: string[]): R<BackendConfig> {
       const get = <T>(x: R<T>): T => (x as E.Right<T>).right;
       const m = get(mtu);
       // The device MTU is this minus the 50 bytes of vxlan overhead; below 68+50 IPv4 itself breaks.
-      if (m !== undefined && m !== 0 && m < 118) return E.left(`Backend.MTU: ${m} is too small; the vxlan device gets MTU - 50 and IPv4 needs 68`);
+      if (m !== undefined && m !== 0 && m < 118)
+        return E.left(`Backend.MTU: ${m} is too small; the vxlan device gets MTU - 50 and IPv4 needs 68`);
       return E.right({
         type: 'vxlan',
         // flannel sets the default before decoding, so only an absent VNI is 1; an explicit 0 stays 0.
@@ -249,8 +278,15 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
     const max = address(f, k.max, family);
     for (const x of [len, min, max]) if (E.isLeft(x)) return x;
     if (family === 4 ? v4 : v6) {
-      if (!net.right) return E.left(`${k.network}: missing; an IPv${family} CIDR such as "${k.example}" is required when ${k.enable} is true`);
-      const r = familyConf(net.right, (len as E.Right<number | undefined>).right, (min as E.Right<IP | undefined>).right, (max as E.Right<IP | undefined>).right, k);
+      if (!net.right)
+        return E.left(`${k.network}: missing; an IPv${family} CIDR such as "${k.example}" is required when ${k.enable} is true`);
+      const r = familyConf(
+        net.right,
+        (len as E.Right<number | undefined>).right,
+        (min as E.Right<IP | undefined>).right,
+        (max as E.Right<IP | undefined>).right,
+        k,
+      );
       if (E.isLeft(r)) return r;
       fams[family] = r.right;
     } else if (net.right) {
@@ -275,7 +311,10 @@ export function parseNetConfig(json: string): E.Either<string, ParsedNetConfig> 
 }
 
 /** The subnets a config can lease in one family: first, last, length, count. Undefined when the family is off. */
-export function subnetRange(config: NetConfig, family: Family): { min: IP; max: IP; len: number; network: CIDR; count: bigint } | undefined {
+export function subnetRange(
+  config: NetConfig,
+  family: Family,
+): { min: IP; max: IP; len: number; network: CIDR; count: bigint } | undefined {
   const enabled = family === 4 ? config.enableIPv4 : config.enableIPv6;
   const net = parseCIDR((family === 4 ? config.network : config.ipv6Network) ?? '');
   const min = parseIP((family === 4 ? config.subnetMin : config.ipv6SubnetMin) ?? '');

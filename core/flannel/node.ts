@@ -70,8 +70,16 @@ export type { ConfigLoaded, NodeEvent, RemoteLeaseRemoved, RemoteLeaseSeen, Subn
  */
 export type NodeCommand =
   | { readonly type: 'LoadConfig'; readonly data: { readonly config: NetConfig }; readonly metadata?: CommandMeta }
-  | { readonly type: 'ObserveLeases'; readonly data: { readonly snapshot: LeaseSnapshot; readonly own?: string }; readonly metadata?: CommandMeta }
-  | { readonly type: 'ApplyLeaseEvents'; readonly data: { readonly events: readonly LeaseEvent[]; readonly own?: string }; readonly metadata?: CommandMeta }
+  | {
+      readonly type: 'ObserveLeases';
+      readonly data: { readonly snapshot: LeaseSnapshot; readonly own?: string };
+      readonly metadata?: CommandMeta;
+    }
+  | {
+      readonly type: 'ApplyLeaseEvents';
+      readonly data: { readonly events: readonly LeaseEvent[]; readonly own?: string };
+      readonly metadata?: CommandMeta;
+    }
   | {
       readonly type: 'RecordOwnLease';
       readonly data: { readonly lease: Lease; readonly vtepMac?: string; readonly vtepMacV6?: string };
@@ -127,17 +135,30 @@ const vtepOf = (data: unknown): string | undefined => {
 function changesOf(before: LeaseAttrs, after: LeaseAttrs): string[] {
   const out: string[] = [];
   const cmp = (name: string, a: unknown, b: unknown) => {
-    if (canonical(a ?? null) !== canonical(b ?? null)) out.push(`${name} ${a === undefined || a === null ? 'none' : typeof a === 'string' ? a : canonical(a)} -> ${b === undefined || b === null ? 'none' : typeof b === 'string' ? b : canonical(b)}`);
+    if (canonical(a ?? null) !== canonical(b ?? null))
+      out.push(
+        `${name} ${a === undefined || a === null ? 'none' : typeof a === 'string' ? a : canonical(a)} -> ${b === undefined || b === null ? 'none' : typeof b === 'string' ? b : canonical(b)}`,
+      );
   };
   cmp('PublicIP', before.PublicIP, after.PublicIP);
   cmp('PublicIPv6', before.PublicIPv6, after.PublicIPv6);
   cmp('BackendType', before.BackendType, after.BackendType);
   const [m0, m1] = [vtepOf(before.BackendData), vtepOf(after.BackendData)];
-  if (m0 && m1 && m0 !== m1 && canonical({ ...(before.BackendData as object), VtepMAC: 0 }) === canonical({ ...(after.BackendData as object), VtepMAC: 0 })) {
+  if (
+    m0 &&
+    m1 &&
+    m0 !== m1 &&
+    canonical({ ...(before.BackendData as object), VtepMAC: 0 }) === canonical({ ...(after.BackendData as object), VtepMAC: 0 })
+  ) {
     out.push(`VtepMAC ${m0} -> ${m1}`);
   } else cmp('BackendData', before.BackendData, after.BackendData);
   const [n0, n1] = [vtepOf(before.BackendV6Data), vtepOf(after.BackendV6Data)];
-  if (n0 && n1 && n0 !== n1 && canonical({ ...(before.BackendV6Data as object), VtepMAC: 0 }) === canonical({ ...(after.BackendV6Data as object), VtepMAC: 0 })) {
+  if (
+    n0 &&
+    n1 &&
+    n0 !== n1 &&
+    canonical({ ...(before.BackendV6Data as object), VtepMAC: 0 }) === canonical({ ...(after.BackendV6Data as object), VtepMAC: 0 })
+  ) {
     out.push(`IPv6 VtepMAC ${n0} -> ${n1}`);
   } else cmp('BackendV6Data', before.BackendV6Data, after.BackendV6Data);
   return out;
@@ -153,7 +174,13 @@ const seen = (l: Lease, before: RemoteLease | undefined): RemoteLeaseSeen | unde
 
 const removed = (r: RemoteLease, reason: RemoteLeaseRemoved['data']['reason']): RemoteLeaseRemoved => ({
   type: 'RemoteLeaseRemoved',
-  data: { key: r.key, ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.ipv6Subnet ? { ipv6Subnet: r.ipv6Subnet } : {}), publicIP: r.attrs.PublicIP, reason },
+  data: {
+    key: r.key,
+    ...(r.subnet ? { subnet: r.subnet } : {}),
+    ...(r.ipv6Subnet ? { ipv6Subnet: r.ipv6Subnet } : {}),
+    publicIP: r.attrs.PublicIP,
+    reason,
+  },
 });
 
 const lost = (o: OwnLease, reason: string): SubnetLeaseLost => ({
@@ -175,7 +202,11 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
   const ownKey = state.ownLease?.key;
   switch (command.type) {
     case 'LoadConfig':
-      return E.right(state.config && canonical(state.config) === canonical(command.data.config) ? [] : [{ type: 'ConfigLoaded', data: { config: command.data.config } }]);
+      return E.right(
+        state.config && canonical(state.config) === canonical(command.data.config)
+          ? []
+          : [{ type: 'ConfigLoaded', data: { config: command.data.config } }],
+      );
 
     case 'ObserveLeases': {
       const own = command.data.own;
@@ -198,7 +229,12 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
       // never remote nodes (core/flannel/trust.ts).
       const refused = new Set<string>();
       if (state.config) {
-        const s = screenLeases({ config: state.config, leases: [...live.values()], own: state.ownLease, isKnown: (k) => view.get(k) !== undefined });
+        const s = screenLeases({
+          config: state.config,
+          leases: [...live.values()],
+          own: state.ownLease,
+          isKnown: (k) => view.get(k) !== undefined,
+        });
         for (const r of s.refused) {
           live.delete(r.key);
           refused.add(r.key);
@@ -206,7 +242,8 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
       }
       const events: NodeEvent[] = [];
       for (const r of view.all()) {
-        if (!live.has(r.key)) events.push(removed(r, expired.has(r.key) ? 'expired' : r.key === ownKey ? 'ours' : refused.has(r.key) ? 'refused' : 'gone'));
+        if (!live.has(r.key))
+          events.push(removed(r, expired.has(r.key) ? 'expired' : r.key === ownKey ? 'ours' : refused.has(r.key) ? 'refused' : 'gone'));
       }
       for (const [key, l] of [...live].sort(([a], [b]) => (a < b ? -1 : 1))) {
         const e = seen(l, view.get(key));
@@ -232,7 +269,12 @@ export function decideNodeIn(command: NodeCommand, view: NodeView): E.Either<str
       const refused = new Set<string>();
       if (state.config) {
         const added = [...last.values()].flatMap((ev) =>
-          ev.type === 'added' && subnetKey(ev.lease) !== ownKey && !sameIP(ev.lease.attrs.PublicIP, own) && !sameIP(ev.lease.attrs.PublicIPv6 ?? undefined, own) ? [ev.lease] : [],
+          ev.type === 'added' &&
+          subnetKey(ev.lease) !== ownKey &&
+          !sameIP(ev.lease.attrs.PublicIP, own) &&
+          !sameIP(ev.lease.attrs.PublicIPv6 ?? undefined, own)
+            ? [ev.lease]
+            : [],
         );
         if (added.length) {
           const dual = state.config.enableIPv4 && state.config.enableIPv6;
@@ -379,4 +421,5 @@ export const nodeView = (state: NodeState): NodeView => stateView(nodeTable as T
 // ---- queries ------------------------------------------------------------------------------------------
 
 /** Remote leases in key order. */
-export const remoteLeases = (s: NodeState): RemoteLease[] => Object.values(s.remotes).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+export const remoteLeases = (s: NodeState): RemoteLease[] =>
+  Object.values(s.remotes).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -154,7 +154,8 @@ function pick(r: Range, iv: readonly Interval[], rand: (n: number) => number, av
     return E.left(`out of subnets: all ${count} subnets ${describeRange(r)} are leased`);
   }
   const i = rand(free.length);
-  if (!Number.isInteger(i) || i < 0 || i >= free.length) return E.left(`rand(${free.length}) returned ${i}, not an integer in [0, ${free.length})`);
+  if (!Number.isInteger(i) || i < 0 || i >= free.length)
+    return E.left(`rand(${free.length}) returned ${i}, not an integer in [0, ${free.length})`);
   return E.right(formatCIDR({ ip: { family: r.family, value: free[i]! } as IP, prefix: r.len }));
 }
 
@@ -169,7 +170,7 @@ export function chooseSubnet(input: ChooseSubnetInput): E.Either<string, SubnetC
   const mine = live.filter((l) => (r4 ? sameIP(l.attrs.PublicIP, input.publicIP) : sameIP(l.attrs.PublicIPv6, input.publicIPv6)));
   const reuse = mine.find((l) => fits(r4, l.subnet) && fits(r6, l.ipv6Subnet));
   const stale = mine.filter((l) => l !== reuse);
-  const who = r4 ? input.publicIP : input.publicIPv6 ?? '';
+  const who = r4 ? input.publicIP : (input.publicIPv6 ?? '');
   if (reuse) {
     return E.right({
       ...(reuse.subnet ? { subnet: reuse.subnet } : {}),
@@ -182,7 +183,9 @@ export function chooseSubnet(input: ChooseSubnetInput): E.Either<string, SubnetC
   const held = live.filter((l) => !stale.includes(l));
   const iv4 = r4 ? occupied(held, 4) : [];
   const iv6 = r6 ? occupied(held, 6) : [];
-  const staleNote = stale.length ? `; ${stale.map((l) => l.subnet ?? l.ipv6Subnet).join(', ')} held by ${who} no longer fits the config` : '';
+  const staleNote = stale.length
+    ? `; ${stale.map((l) => l.subnet ?? l.ipv6Subnet).join(', ')} held by ${who} no longer fits the config`
+    : '';
 
   // 2. The previous run's subnet.
   const prevWanted = (r4 && input.previous) || (!r4 && input.previousIPv6);
@@ -203,12 +206,19 @@ export function chooseSubnet(input: ChooseSubnetInput): E.Either<string, SubnetC
       });
     }
     const fitsAll = (!r4 || fits(r4, input.previous)) && (!r6 || fits(r6, input.previousIPv6));
-    prevNote = fitsAll ? `; the previous subnet ${text} is leased to another node` : `; the previous subnet ${text} does not fit the config`;
+    prevNote = fitsAll
+      ? `; the previous subnet ${text} is leased to another node`
+      : `; the previous subnet ${text} does not fit the config`;
   }
 
   // 3. A random free subnet of each family, away from those other nodes were last seen holding.
   // (occupied() reads each family's field and skips a CIDR of the other family.)
-  const avoided: Lease[] = (input.avoid ?? []).map((a) => ({ subnet: a, ipv6Subnet: a, attrs: { PublicIP: '0.0.0.0', BackendType: '' }, expiration: '' }));
+  const avoided: Lease[] = (input.avoid ?? []).map((a) => ({
+    subnet: a,
+    ipv6Subnet: a,
+    attrs: { PublicIP: '0.0.0.0', BackendType: '' },
+    expiration: '',
+  }));
   const s4 = r4 ? pick(r4, iv4, rand, occupied(avoided, 4)) : E.right(undefined);
   if (E.isLeft(s4)) return s4;
   const s6 = r6 ? pick(r6, iv6, rand, occupied(avoided, 6)) : E.right(undefined);

@@ -93,7 +93,8 @@ export function screenLeases<L extends LeaseLike>(input: ScreenInput<L>): Screen
   const isKnown = input.isKnown ?? (() => false);
   const refused: Refusal[] = [];
   const accepted: L[] = [];
-  const refuse = (l: LeaseLike, why: string) => refused.push({ key: keyOf(l), publicIP: l.attrs.PublicIP !== '0.0.0.0' ? l.attrs.PublicIP : l.attrs.PublicIPv6 ?? '?', why });
+  const refuse = (l: LeaseLike, why: string) =>
+    refused.push({ key: keyOf(l), publicIP: l.attrs.PublicIP !== '0.0.0.0' ? l.attrs.PublicIP : (l.attrs.PublicIPv6 ?? '?'), why });
   // Valid leases per family, by the start of their subnet: with one SubnetLen, two valid subnets overlap only when
   // they are equal, so a map finds every overlap without comparing all pairs.
   const holder = new Map<string, string>();
@@ -199,8 +200,12 @@ export function ownLeaseStatus(found: LeaseLike | undefined, me: OwnIdentity): O
   const a: LeaseAttrs = found.attrs;
   const v4 = me.publicIP !== '0.0.0.0';
   if ((v4 && !sameAddress(a.PublicIP, me.publicIP)) || (!v4 && !sameAddress(a.PublicIPv6, me.publicIPv6))) {
-    const holder = v4 ? a.PublicIP : a.PublicIPv6 ?? undefined;
-    return { kind: 'foreign', why: `it names PublicIP ${v4 ? a.PublicIP : a.PublicIPv6 ?? 'none'}, not this node's ${v4 ? me.publicIP : me.publicIPv6 ?? 'none'}`, ...(holder ? { holder } : {}) };
+    const holder = v4 ? a.PublicIP : (a.PublicIPv6 ?? undefined);
+    return {
+      kind: 'foreign',
+      why: `it names PublicIP ${v4 ? a.PublicIP : (a.PublicIPv6 ?? 'none')}, not this node's ${v4 ? me.publicIP : (me.publicIPv6 ?? 'none')}`,
+      ...(holder ? { holder } : {}),
+    };
   }
   if (a.BackendType !== me.backendType) {
     return { kind: 'duplicate', why: `it holds backend type "${a.BackendType}", this feltd runs "${me.backendType}"` };
@@ -208,7 +213,8 @@ export function ownLeaseStatus(found: LeaseLike | undefined, me: OwnIdentity): O
   if (me.vtepMac) {
     const d = parseVxlanBackendData(a.BackendData);
     const mac = E.isRight(d) ? d.right.vtepMac : undefined;
-    if (mac !== me.vtepMac.toLowerCase()) return { kind: 'duplicate', why: `it holds VtepMAC ${mac ?? 'none'}, this feltd's is ${me.vtepMac.toLowerCase()}` };
+    if (mac !== me.vtepMac.toLowerCase())
+      return { kind: 'duplicate', why: `it holds VtepMAC ${mac ?? 'none'}, this feltd's is ${me.vtepMac.toLowerCase()}` };
   }
   return { kind: 'ok' };
 }

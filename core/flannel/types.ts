@@ -60,9 +60,7 @@ export interface Lease {
 }
 
 /** A change seen by a watch on the subnets prefix. */
-export type LeaseEvent =
-  | { readonly type: 'added'; readonly lease: Lease }
-  | { readonly type: 'removed'; readonly lease: Lease };
+export type LeaseEvent = { readonly type: 'added'; readonly lease: Lease } | { readonly type: 'removed'; readonly lease: Lease };
 
 /** A consistent view of all leases and the store revision it was read at. */
 export interface LeaseSnapshot {

@@ -20,7 +20,8 @@ export function sandboxContainerId(containerId: string, netns: string): string {
 }
 
 /** ConstructEndpointName. */
-export const endpointName = (containerId: string, netns: string, network: string): string => `${sandboxContainerId(containerId, netns)}_${network}`;
+export const endpointName = (containerId: string, netns: string, network: string): string =>
+  `${sandboxContainerId(containerId, netns)}_${network}`;
 
 /** An HNS v1 network as HNS reports it (the fields the plugins read). */
 export interface HnsNetwork {
@@ -137,7 +138,8 @@ function withPrefix(ip: string | undefined, prefix: string): string | undefined 
 /** ConstructHnsResult: the endpoint HNS made as the CNI result (DNS split on ',' as the reference does). */
 export function hnsResult(cniVersion: string, net: HnsNetwork, ep: HnsEndpoint): Result | string {
   const address = withPrefix(ep.IPAddress, net.Subnets[0]?.AddressPrefix ?? '');
-  if (!address) return `failed to parse CIDR from ${JSON.stringify(net.Subnets[0]?.AddressPrefix ?? '')} or the endpoint's address ${JSON.stringify(ep.IPAddress ?? '')}`;
+  if (!address)
+    return `failed to parse CIDR from ${JSON.stringify(net.Subnets[0]?.AddressPrefix ?? '')} or the endpoint's address ${JSON.stringify(ep.IPAddress ?? '')}`;
   const gw = ep.GatewayAddress ? parseIP(ep.GatewayAddress) : undefined;
   return {
     cniVersion,
@@ -151,7 +153,8 @@ export function hnsResult(cniVersion: string, net: HnsNetwork, ep: HnsEndpoint):
 export function hcnResult(cniVersion: string, net: HcnNetwork, ep: HcnEndpoint): Result | string {
   const prefix = net.Ipams[0]?.Subnets[0]?.IpAddressPrefix ?? '';
   const address = withPrefix(ep.IpConfigurations?.[0]?.IpAddress, prefix);
-  if (!address) return `failed to parse CIDR from ${JSON.stringify(prefix)} or the endpoint's address ${JSON.stringify(ep.IpConfigurations?.[0]?.IpAddress ?? '')}`;
+  if (!address)
+    return `failed to parse CIDR from ${JSON.stringify(prefix)} or the endpoint's address ${JSON.stringify(ep.IpConfigurations?.[0]?.IpAddress ?? '')}`;
   const nh = ep.Routes?.[0]?.NextHop;
   const gw = nh ? parseIP(nh) : undefined;
   const d = ep.Dns ?? {};

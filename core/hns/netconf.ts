@@ -46,7 +46,14 @@ const PROTOCOLS: Readonly<Record<string, number>> = { icmpv4: 1, igmp: 2, tcp: 6
 function parseUint10(s: string): number | undefined {
   const m = /^(?:0x([0-9a-f_]+)|0b([01_]+)|0o?([0-7_]+)|([1-9][0-9_]*|0))$/i.exec(s);
   if (!m || s.includes('_')) return undefined;
-  const n = m[1] !== undefined ? parseInt(m[1], 16) : m[2] !== undefined ? parseInt(m[2], 2) : m[3] !== undefined ? parseInt(m[3], 8) : parseInt(m[4]!, 10);
+  const n =
+    m[1] !== undefined
+      ? parseInt(m[1], 16)
+      : m[2] !== undefined
+        ? parseInt(m[2], 2)
+        : m[3] !== undefined
+          ? parseInt(m[3], 8)
+          : parseInt(m[4]!, 10);
   return n < 1024 ? n : undefined;
 }
 
@@ -80,7 +87,8 @@ export function parseHnsNetConf(conf: NetConf, errs: string[]): HnsNetConf {
     const d = obj(o['dns']);
     if (!d) errs.push('dns: must be an object');
     else {
-      for (const k of ['nameservers', 'search', 'options'] as const) if (d[k] !== undefined && !strings(d[k])) errs.push(`dns.${k}: must be a list of strings`);
+      for (const k of ['nameservers', 'search', 'options'] as const)
+        if (d[k] !== undefined && !strings(d[k])) errs.push(`dns.${k}: must be a list of strings`);
       if (d['domain'] !== undefined && typeof d['domain'] !== 'string') errs.push('dns.domain: must be a string');
       dns = d as DNS;
     }
@@ -89,7 +97,8 @@ export function parseHnsNetConf(conf: NetConf, errs: string[]): HnsNetConf {
   if (!rc) errs.push('runtimeConfig: must be an object');
   const rdns = rc?.['dns'] === undefined || rc['dns'] === null ? {} : obj(rc['dns']);
   if (!rdns) errs.push('runtimeConfig.dns: must be an object');
-  for (const k of ['servers', 'searches'] as const) if (rdns?.[k] !== undefined && rdns[k] !== null && !strings(rdns[k])) errs.push(`runtimeConfig.dns.${k}: must be a list of strings`);
+  for (const k of ['servers', 'searches'] as const)
+    if (rdns?.[k] !== undefined && rdns[k] !== null && !strings(rdns[k])) errs.push(`runtimeConfig.dns.${k}: must be a list of strings`);
   const portMappings: PortMapEntry[] = [];
   const pm = rc?.['portMappings'];
   if (pm !== undefined && pm !== null) {
@@ -104,9 +113,12 @@ export function parseHnsNetConf(conf: NetConf, errs: string[]): HnsNetConf {
         if (!port(e['containerPort'])) errs.push(`${f}.containerPort: must be a port number, got ${JSON.stringify(e['containerPort'])}`);
         // The reference skips a mapping with an unknown protocol; felt says so.
         if (typeof e['protocol'] !== 'string' || protocolEnum(e['protocol']) === undefined) {
-          errs.push(`${f}.protocol: ${JSON.stringify(e['protocol'])} is not a protocol (${Object.keys(PROTOCOLS).join(', ')} or a number below 1024)`);
+          errs.push(
+            `${f}.protocol: ${JSON.stringify(e['protocol'])} is not a protocol (${Object.keys(PROTOCOLS).join(', ')} or a number below 1024)`,
+          );
         }
-        if (e['hostIP'] !== undefined && e['hostIP'] !== '' && (typeof e['hostIP'] !== 'string' || !parseIP(e['hostIP']))) errs.push(`${f}.hostIP: ${JSON.stringify(e['hostIP'])} is not an IP address`);
+        if (e['hostIP'] !== undefined && e['hostIP'] !== '' && (typeof e['hostIP'] !== 'string' || !parseIP(e['hostIP'])))
+          errs.push(`${f}.hostIP: ${JSON.stringify(e['hostIP'])} is not an IP address`);
         portMappings.push({
           hostPort: e['hostPort'] as number,
           containerPort: e['containerPort'] as number,
@@ -129,7 +141,10 @@ export function parseHnsNetConf(conf: NetConf, errs: string[]): HnsNetConf {
     policies,
     loopbackDSR: dsr === true,
     dns,
-    runtimeDns: { servers: strings(rdns?.['servers']) ? (rdns['servers'] as string[]) : [], searches: strings(rdns?.['searches']) ? (rdns['searches'] as string[]) : [] },
+    runtimeDns: {
+      servers: strings(rdns?.['servers']) ? (rdns['servers'] as string[]) : [],
+      searches: strings(rdns?.['searches']) ? (rdns['searches'] as string[]) : [],
+    },
     portMappings,
     ipamType,
   };
@@ -146,7 +161,8 @@ export function cidrOption(o: Readonly<Record<string, unknown>>, field: string, 
   return v;
 }
 
-export const done = <C>(errs: readonly string[], c: C): E.Either<CniError, C> => (errs.length ? E.left(invalidConfig(errs.join('; '))) : E.right(c));
+export const done = <C>(errs: readonly string[], c: C): E.Either<CniError, C> =>
+  errs.length ? E.left(invalidConfig(errs.join('; '))) : E.right(c);
 
 /** The DNS of the endpoint: the config's, with runtimeConfig's servers and searches over it (GetDNS). */
 export function endpointDns(c: HnsNetConf): DNS {
@@ -169,7 +185,12 @@ const add = (ps: readonly Policy[], value: unknown): Policy[] => [...ps, { name:
 /** ApplyOutboundNatPolicy: `cidr` as an exception of an OutBoundNAT policy, unless one lists it already. */
 export function withOutboundNatException(ps: readonly Policy[], api: ApiVersion, cidr: string): readonly Policy[] {
   if (cidr === '') return ps;
-  const found = ps.some((p) => isEndpointPolicy(p) && typeOf(p.value) === 'OutBoundNAT' && listHas(api === 2 ? field(p.value, 'Settings', 'Exceptions') : field(p.value, 'ExceptionList'), cidr));
+  const found = ps.some(
+    (p) =>
+      isEndpointPolicy(p) &&
+      typeOf(p.value) === 'OutBoundNAT' &&
+      listHas(api === 2 ? field(p.value, 'Settings', 'Exceptions') : field(p.value, 'ExceptionList'), cidr),
+  );
   if (found) return ps;
   return add(ps, api === 2 ? { Type: 'OutBoundNAT', Settings: { Exceptions: [cidr] } } : { Type: 'OutBoundNAT', ExceptionList: [cidr] });
 }
@@ -177,7 +198,12 @@ export function withOutboundNatException(ps: readonly Policy[], api: ApiVersion,
 /** ApplyLoopbackDSRPolicy: `ip` as a destination of an OutBoundNAT policy (when HNS supports DSR), unless listed. */
 export function withLoopbackDsr(ps: readonly Policy[], api: ApiVersion, ip: string | undefined, dsrSupported: boolean): readonly Policy[] {
   if (!dsrSupported || !ip) return ps;
-  const found = ps.some((p) => isEndpointPolicy(p) && typeOf(p.value) === 'OutBoundNAT' && listHas(api === 2 ? field(p.value, 'Settings', 'Destinations') : field(p.value, 'Destinations'), ip));
+  const found = ps.some(
+    (p) =>
+      isEndpointPolicy(p) &&
+      typeOf(p.value) === 'OutBoundNAT' &&
+      listHas(api === 2 ? field(p.value, 'Settings', 'Destinations') : field(p.value, 'Destinations'), ip),
+  );
   if (found) return ps;
   return add(ps, api === 2 ? { Type: 'OutBoundNAT', Settings: { Destinations: [ip] } } : { Type: 'OutBoundNAT', Destinations: [ip] });
 }
@@ -202,7 +228,10 @@ export function withPortMappings(ps: readonly Policy[], api: ApiVersion, maps: r
     out = add(
       out,
       api === 2
-        ? { Type: 'PortMapping', Settings: { InternalPort: m.containerPort, ExternalPort: m.hostPort, Protocol: proto, VIP: m.hostIP ?? '' } }
+        ? {
+            Type: 'PortMapping',
+            Settings: { InternalPort: m.containerPort, ExternalPort: m.hostPort, Protocol: proto, VIP: m.hostIP ?? '' },
+          }
         : { Type: 'NAT', InternalPort: m.containerPort, ExternalPort: m.hostPort, Protocol: m.protocol },
     );
   }

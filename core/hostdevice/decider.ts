@@ -5,7 +5,15 @@
 // ForgetAttachment (DEL once the device is back, or an ADD that failed and converged back). Events:
 // HostDeviceAttached, HostDeviceReleased.
 
-import { originalsDecider, type ForgetData, type OriginalsCommand, type OriginalsData, type OriginalsEvent, type OriginalsState, type Remembered } from '../cni/originals.ts';
+import {
+  originalsDecider,
+  type ForgetData,
+  type OriginalsCommand,
+  type OriginalsData,
+  type OriginalsEvent,
+  type OriginalsState,
+  type Remembered,
+} from '../cni/originals.ts';
 import type { Event } from '../events.ts';
 import type { Original } from './desired.ts';
 

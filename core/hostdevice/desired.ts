@@ -42,7 +42,9 @@ export function pickDevice(s: Selector, host: readonly Link[], listed: readonly 
       : s.by === 'hwaddr'
         ? links.find((l) => l.mac?.toLowerCase() === s.mac)
         : listed.map((n) => links.find((l) => l.name === n)).find((l) => l !== undefined);
-  return found ? E.right(found) : E.left(invalidConfig(`${s.field}: failed to find host device (${describeSelector(s)} is not in the host namespace)`));
+  return found
+    ? E.right(found)
+    : E.left(invalidConfig(`${s.field}: failed to find host device (${describeSelector(s)} is not in the host namespace)`));
 }
 
 export interface Attachment {
@@ -61,7 +63,14 @@ export function attachedState(a: Attachment): E.Either<CniError, { kernel: Kerne
   const cfg = ipamIfaceConfig(a.ipamType, a.ipam, ifname, netns);
   if (E.isLeft(cfg)) return cfg;
   const { ips, addresses, routes, sysctls } = cfg.right;
-  const link: Link = { ns: netns, name: ifname, kind: 'device', up: true, alias: a.original.name, from: { ns: HOST, name: a.original.name } };
+  const link: Link = {
+    ns: netns,
+    name: ifname,
+    kind: 'device',
+    up: true,
+    alias: a.original.name,
+    from: { ns: HOST, name: a.original.name },
+  };
   return E.right({ kernel: { ...emptyKernelState(), links: [link], addresses, routes, sysctls }, ips });
 }
 

@@ -100,7 +100,7 @@ export function formatIP(a: IP): string {
   // Longest run of zero words (length >= 2) becomes "::" (RFC 5952).
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;
@@ -120,8 +120,7 @@ export function formatIP(a: IP): string {
 
 export const formatCIDR = (c: CIDR): string => `${formatIP(c.ip)}/${c.prefix}`;
 
-export const mask = (family: Family, prefix: number): bigint =>
-  maxValue(family) ^ ((1n << BigInt(bits(family) - prefix)) - 1n);
+export const mask = (family: Family, prefix: number): bigint => maxValue(family) ^ ((1n << BigInt(bits(family) - prefix)) - 1n);
 
 /** The network address of a CIDR (host bits cleared). */
 export const networkOf = (c: CIDR): CIDR => ({
@@ -140,8 +139,7 @@ export const lastIP = (c: CIDR): IP => ({
 export const contains = (c: CIDR, a: IP): boolean =>
   a.family === c.ip.family && (a.value & mask(a.family, c.prefix)) === (c.ip.value & mask(a.family, c.prefix));
 
-export const overlaps = (a: CIDR, b: CIDR): boolean =>
-  a.ip.family === b.ip.family && (contains(a, b.ip) || contains(b, a.ip));
+export const overlaps = (a: CIDR, b: CIDR): boolean => a.ip.family === b.ip.family && (contains(a, b.ip) || contains(b, a.ip));
 
 export const add = (a: IP, n: bigint): IP => ({ family: a.family, value: a.value + n });
 export const next = (a: IP): IP => add(a, 1n);

@@ -64,8 +64,7 @@ const show = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify
 const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 /** IPv4-mapped IPv6 addresses are IPv4 addresses (Go's canonicalizeIP). */
-const canonical = (a: IP): IP =>
-  a.family === 6 && a.value >> 32n === 0xffffn ? { family: 4, value: a.value & 0xffffffffn } : a;
+const canonical = (a: IP): IP => (a.family === 6 && a.value >> 32n === 0xffffn ? { family: 4, value: a.value & 0xffffffffn } : a);
 
 const parseAddr = (s: unknown): IP | undefined => (typeof s === 'string' ? mapIP(parseIP(s.trim())) : undefined);
 const mapIP = (a: IP | undefined): IP | undefined => (a ? canonical(a) : undefined);
@@ -295,7 +294,11 @@ export function parseIpamConf(conf: NetConf, cniArgs: Readonly<Record<string, st
   }
   if (ipam['subnet'] !== undefined && ipam['subnet'] !== null && ipam['subnet'] !== '') {
     // The legacy single range: its fields sit directly in `ipam`.
-    const r = parseRange({ subnet: ipam['subnet'], rangeStart: ipam['rangeStart'], rangeEnd: ipam['rangeEnd'], gateway: ipam['gateway'] }, 'ipam', errs);
+    const r = parseRange(
+      { subnet: ipam['subnet'], rangeStart: ipam['rangeStart'], rangeEnd: ipam['rangeEnd'], gateway: ipam['gateway'] },
+      'ipam',
+      errs,
+    );
     if (r) sets.push({ index: sets.length, label: 'ipam.subnet', family: r.subnet.ip.family, ranges: [r] });
   }
   if (ipam['ranges'] !== undefined && ipam['ranges'] !== null) {
@@ -319,7 +322,10 @@ export function parseIpamConf(conf: NetConf, cniArgs: Readonly<Record<string, st
   if (compareVersions(conf.cniVersion, '0.3.0') < 0) {
     for (const fam of [4, 6] as const) {
       const n = sets.filter((s) => s.family === fam).length;
-      if (n > 1) errs.push(`ipam.ranges: CNI version ${conf.cniVersion} does not support more than 1 address per family (${n} IPv${fam} range sets)`);
+      if (n > 1)
+        errs.push(
+          `ipam.ranges: CNI version ${conf.cniVersion} does not support more than 1 address per family (${n} IPv${fam} range sets)`,
+        );
     }
   }
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));

@@ -36,8 +36,14 @@ export type IpamEvent = AddressAllocated | AddressReleased;
 // ---- commands -----------------------------------------------------------------------------------------
 
 export type IpamCommand =
-  | { readonly type: 'AllocateAddresses'; readonly data: { readonly conf: IpamConf; readonly containerId: string; readonly ifname: string } }
-  | { readonly type: 'ReleaseAddresses'; readonly data: { readonly network: string; readonly containerId: string; readonly ifname: string } }
+  | {
+      readonly type: 'AllocateAddresses';
+      readonly data: { readonly conf: IpamConf; readonly containerId: string; readonly ifname: string };
+    }
+  | {
+      readonly type: 'ReleaseAddresses';
+      readonly data: { readonly network: string; readonly containerId: string; readonly ifname: string };
+    }
   | { readonly type: 'CollectGarbage'; readonly data: { readonly network: string; readonly validAttachments: readonly Attachment[] } };
 
 // ---- state --------------------------------------------------------------------------------------------
@@ -121,7 +127,8 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, view: Ipa
   const heldBy = (k: string): Holder | undefined => added.get(k) ?? view.get(k);
   const mine = view.find(attachmentIndex(containerId, ifname));
   const gateways = new Map<string, string>();
-  for (const s of conf.rangeSets) for (const r of s.ranges) if (!gateways.has(formatIP(r.gateway))) gateways.set(formatIP(r.gateway), r.label);
+  for (const s of conf.rangeSets)
+    for (const r of s.ranges) if (!gateways.has(formatIP(r.gateway))) gateways.set(formatIP(r.gateway), r.label);
 
   // Each requested address must fall in exactly one range set, at most one per set.
   const wanted = new Map<number, RequestedIP>();
@@ -138,7 +145,9 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, view: Ipa
     const other = wanted.get(set.index);
     if (other) {
       return E.left(
-        invalidConfig(`${req.source}: requested address ${k} and ${formatIP(other.ip)} (${other.source}) are both in range set ${set.label}; one address per range set`),
+        invalidConfig(
+          `${req.source}: requested address ${k} and ${formatIP(other.ip)} (${other.source}) are both in range set ${set.label}; one address per range set`,
+        ),
       );
     }
     wanted.set(set.index, req);
@@ -154,7 +163,10 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, view: Ipa
     const dup = [...mine.map((a) => a.ip), ...added.keys()].find(inSet);
     if (dup !== undefined) {
       return E.left(
-        cniError(ErrCode.AddressInUse, `${set.label}: ${dup} has been allocated to ${who({ containerId, ifname })}, duplicate allocation is not allowed`),
+        cniError(
+          ErrCode.AddressInUse,
+          `${set.label}: ${dup} has been allocated to ${who({ containerId, ifname })}, duplicate allocation is not allowed`,
+        ),
       );
     }
     const req = wanted.get(set.index);
@@ -168,7 +180,8 @@ function allocate(conf: IpamConf, containerId: string, ifname: string, view: Ipa
       ip = req.ip;
     } else {
       ip = pick(set, view, added, heldBy, gateways, inSet);
-      if (!ip) return E.left(cniError(ErrCode.RangeExhausted, `${set.label}: no IP addresses available in range set: ${rangeSetString(set)}`));
+      if (!ip)
+        return E.left(cniError(ErrCode.RangeExhausted, `${set.label}: no IP addresses available in range set: ${rangeSetString(set)}`));
     }
     const k = formatIP(ip);
     events.push({ type: 'AddressAllocated', data: { network: conf.network, containerId, ifname, rangeSet: set.index, ip: k } });
@@ -220,7 +233,12 @@ export function decideIpam(command: IpamCommand, view: IpamView): E.Either<CniEr
     case 'ReleaseAddresses': {
       const { network, containerId, ifname } = command.data;
       // Nothing held is not an error: DEL may come many times.
-      return E.right(view.find(attachmentIndex(containerId, ifname)).sort(byPosition).map((a) => released(network, a, 'del')));
+      return E.right(
+        view
+          .find(attachmentIndex(containerId, ifname))
+          .sort(byPosition)
+          .map((a) => released(network, a, 'del')),
+      );
     }
     case 'CollectGarbage': {
       const { network, validAttachments } = command.data;
@@ -248,7 +266,8 @@ export const decide = (command: IpamCommand, state: IpamState): E.Either<CniErro
 export const allocationsIn = (view: IpamView, containerId: string, ifname: string): Allocation[] =>
   view.find(attachmentIndex(containerId, ifname)).sort(byPosition);
 
-export const allocationsOf = (state: IpamState, containerId: string, ifname: string): Allocation[] => allocationsIn(ipamView(state), containerId, ifname);
+export const allocationsOf = (state: IpamState, containerId: string, ifname: string): Allocation[] =>
+  allocationsIn(ipamView(state), containerId, ifname);
 
 /**
  * CHECK: the attachment holds at least one address (the reference's rule), and every address of

@@ -45,7 +45,11 @@ export const rangeSetSize = (s: RangeSet): bigint => s.ranges.reduce((n, r) => n
  * else at the first range's start; walk to the end of each range, then the next range (wrapping), and stop
  * when back at the start. Each address of the set comes out exactly once. `skip` (gateways) are passed over.
  */
-export function* candidates(s: RangeSet, last: IP | undefined, skip: (a: IP) => boolean): Generator<{ readonly range: Range; readonly ip: IP }> {
+export function* candidates(
+  s: RangeSet,
+  last: IP | undefined,
+  skip: (a: IP) => boolean,
+): Generator<{ readonly range: Range; readonly ip: IP }> {
   const n = s.ranges.length;
   let idx = 0;
   let cur: IP | undefined;

@@ -35,7 +35,13 @@ function addressList(v: unknown, label: string, errs: string[], what: string): S
   return v.flatMap((x: unknown, i: number): StaticAddress[] => {
     const s = typeof x === 'string' ? x : obj(x)?.['address'];
     const c = cidr(s);
-    if (!c) return (errs.push(`${label}[${i}]${typeof x === 'string' ? '' : '.address'}: ${what} is expected to be in CIDR notation, got ${JSON.stringify(show(s))}`), []);
+    if (!c)
+      return (
+        errs.push(
+          `${label}[${i}]${typeof x === 'string' ? '' : '.address'}: ${what} is expected to be in CIDR notation, got ${JSON.stringify(show(s))}`,
+        ),
+        []
+      );
     const g = typeof x === 'string' ? undefined : obj(x)?.['gateway'];
     if (g === undefined || g === null || g === '') return [{ address: c }];
     const gw = typeof g === 'string' ? parseIP(g.trim()) : undefined;
@@ -70,9 +76,10 @@ export function parseStaticConf(conf: NetConf, cniArgs: Readonly<Record<string, 
     }
   }
   const fromArgs = obj(obj(o['args'])?.['cni'])?.['ips'];
-  if (Array.isArray(fromArgs) && fromArgs.length) addresses = addressList(fromArgs, 'args.cni.ips', errs, 'an entry in the \'ips\' field');
+  if (Array.isArray(fromArgs) && fromArgs.length) addresses = addressList(fromArgs, 'args.cni.ips', errs, "an entry in the 'ips' field");
   const rc = obj(o['runtimeConfig']);
-  if (Array.isArray(rc?.['ips']) && (rc['ips'] as unknown[]).length) addresses = addressList(rc['ips'], 'runtimeConfig.ips', errs, 'an entry in the \'ips\' field');
+  if (Array.isArray(rc?.['ips']) && (rc['ips'] as unknown[]).length)
+    addresses = addressList(rc['ips'], 'runtimeConfig.ips', errs, "an entry in the 'ips' field");
 
   const routes = parseRoutes(ipam['routes'], errs);
   let dns: DNS | undefined;
@@ -91,9 +98,17 @@ export function parseStaticConf(conf: NetConf, cniArgs: Readonly<Record<string, 
 }
 
 export function staticResult(c: StaticConf): Result {
-  const ips: IPConfig[] = c.addresses.map((a) => ({ address: formatCIDR(a.address), ...(a.gateway ? { gateway: formatIP(a.gateway) } : {}) }));
+  const ips: IPConfig[] = c.addresses.map((a) => ({
+    address: formatCIDR(a.address),
+    ...(a.gateway ? { gateway: formatIP(a.gateway) } : {}),
+  }));
   // Empty lists are left out, as the reference's omitempty does.
-  return { cniVersion: c.cniVersion, ...(ips.length ? { ips } : {}), ...(c.routes.length ? { routes: [...c.routes] } : {}), ...(c.dns ? { dns: c.dns } : {}) };
+  return {
+    cniVersion: c.cniVersion,
+    ...(ips.length ? { ips } : {}),
+    ...(c.routes.length ? { routes: [...c.routes] } : {}),
+    ...(c.dns ? { dns: c.dns } : {}),
+  };
 }
 
 /**
@@ -105,7 +120,8 @@ export function checkStatic(c: StaticConf, prev: Result): string | undefined {
     const ip = formatIP(a.address.ip);
     const found = (prev.ips ?? []).find((p) => p.address.split('/')[0] === ip);
     if (!found || !a.gateway) continue;
-    if (found.gateway !== formatIP(a.gateway)) return `static: address ${ip} has gateway ${found.gateway ?? 'none'} in prevResult, want ${formatIP(a.gateway)}`;
+    if (found.gateway !== formatIP(a.gateway))
+      return `static: address ${ip} has gateway ${found.gateway ?? 'none'} in prevResult, want ${formatIP(a.gateway)}`;
   }
   return undefined;
 }

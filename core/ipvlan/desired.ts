@@ -23,7 +23,8 @@ export function parseIpvlanConf(conf: NetConf): E.Either<CniError, IpvlanConf> {
   const errs: string[] = [];
   const base = parseLowerLinkConf(o, conf.name, conf.cniVersion, errs);
   const mode = o['mode'] === undefined || o['mode'] === '' ? 'l2' : o['mode'];
-  if (typeof mode !== 'string' || !(IPVLAN_MODES as readonly string[]).includes(mode)) errs.push(`mode: unknown ipvlan mode ${JSON.stringify(mode)} (one of ${IPVLAN_MODES.join(', ')})`);
+  if (typeof mode !== 'string' || !(IPVLAN_MODES as readonly string[]).includes(mode))
+    errs.push(`mode: unknown ipvlan mode ${JSON.stringify(mode)} (one of ${IPVLAN_MODES.join(', ')})`);
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));
   return E.right({ ...base, mode: mode as IpvlanSpec['mode'] });
 }
@@ -36,7 +37,8 @@ export function ipvlanMaster(conf: IpvlanConf, prev: Result | undefined): E.Eith
   if (conf.master) return E.right({ name: conf.master, from: 'master' });
   if (!prev) return E.right(undefined);
   const ifs = prev.interfaces ?? [];
-  if (ifs.length !== 1 || !ifs[0]!.name) return E.left(invalidConfig(`master: not set, and prevResult lacks a single named interface to use (it has ${ifs.length})`));
+  if (ifs.length !== 1 || !ifs[0]!.name)
+    return E.left(invalidConfig(`master: not set, and prevResult lacks a single named interface to use (it has ${ifs.length})`));
   return E.right({ name: ifs[0]!.name, from: 'prevResult.interfaces[0].name' });
 }
 
@@ -75,8 +77,12 @@ export function ipvlanPlan(a: IpvlanAttachment): E.Either<CniError, { kernel: Ke
   };
   // As the reference: gratuitous ARP and unsolicited neighbour advertisements when the address changes.
   const notify = [
-    ...(ips.some((i) => !i.address.includes(':')) ? [{ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' }] : []),
-    ...(ips.some((i) => i.address.includes(':')) ? [{ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'ndisc_notify'), value: '1' }] : []),
+    ...(ips.some((i) => !i.address.includes(':'))
+      ? [{ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' }]
+      : []),
+    ...(ips.some((i) => i.address.includes(':'))
+      ? [{ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'ndisc_notify'), value: '1' }]
+      : []),
   ];
   const kernel: KernelState = { ...emptyKernelState(), links: [link], addresses, routes, sysctls: [...notify, ...sysctls] };
   const routesOut = a.addressing.result.routes;

@@ -13,7 +13,26 @@
 
 import type { Address, IptChain, IptRule, KernelState, Link, NftRule, NsRef, Op, OwnershipScope, Route } from './model.ts';
 import { createdFrom, lowerOf, opNs } from './model.ts';
-import { addrKey, BUILTIN_CHAINS, chainKey, devKey, fdbKey, ipRuleKey, linkKey, neighKey, nftChainKey, nftRuleKey, nftSetKey, nftTableKey, qdiscKey, routeKey, ruleKey, ruleTarget, sysctlDevice, sysctlKey } from './keys.ts';
+import {
+  addrKey,
+  BUILTIN_CHAINS,
+  chainKey,
+  devKey,
+  fdbKey,
+  ipRuleKey,
+  linkKey,
+  neighKey,
+  nftChainKey,
+  nftRuleKey,
+  nftSetKey,
+  nftTableKey,
+  qdiscKey,
+  routeKey,
+  ruleKey,
+  ruleTarget,
+  sysctlDevice,
+  sysctlKey,
+} from './keys.ts';
 import { owner } from './scope.ts';
 import { delta, missing, uniq } from './delta.ts';
 import { kinds } from './kinds.ts';
@@ -85,7 +104,7 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     markGone(linkKey(o));
     takes.set(del, taking);
   };
-  for (let before = -1; before !== gone.size; ) {
+  for (let before = -1; before !== gone.size;) {
     before = gone.size;
     for (const o of observed.links) {
       const k = linkKey(o);
@@ -151,11 +170,16 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
     !!name && (want.get(devKey(ns, name))?.kind === 'vrf' || seen.get(devKey(ns, name))?.kind === 'vrf');
   const cycled = new Set<string>();
   for (const o of ops) {
-    if (o.op === 'link.set' && o.changes.master !== undefined && (isVrf(o.link.ns, o.changes.master) || isVrf(o.link.ns, left.get(linkKey(o.link))?.master))) {
+    if (
+      o.op === 'link.set' &&
+      o.changes.master !== undefined &&
+      (isVrf(o.link.ns, o.changes.master) || isVrf(o.link.ns, left.get(linkKey(o.link))?.master))
+    ) {
       cycled.add(linkKey(o.link));
     }
   }
-  for (const o of observed.links) if (!gone.has(linkKey(o)) && o.master && isGone(o.ns, o.master) && isVrf(o.ns, o.master)) cycled.add(linkKey(o));
+  for (const o of observed.links)
+    if (!gone.has(linkKey(o)) && o.master && isGone(o.ns, o.master) && isVrf(o.ns, o.master)) cycled.add(linkKey(o));
 
   // 3. Addresses. An address leaving takes IPv4 routes with that source address with it.
   const addrsLeft = observed.addresses.filter((a) => !isGone(a.ns, a.dev) && !(isV6(a.cidr) && cycled.has(devKey(a.ns, a.dev))));
@@ -191,11 +215,19 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   for (const r of routes.unwanted) ops.push({ op: 'route.del', route: r });
 
   // 5. Permanent neighbours by (ns, dev, ip); fdb entries by (ns, dev, mac) with one dst each.
-  const neighs = delta(desired.neighbours, observed.neighbours.filter((n) => !isGone(n.ns, n.dev)), kind.neighbours);
+  const neighs = delta(
+    desired.neighbours,
+    observed.neighbours.filter((n) => !isGone(n.ns, n.dev)),
+    kind.neighbours,
+  );
   for (const n of missing(neighs)) ops.push({ op: 'neigh.replace', neigh: n });
   for (const n of neighs.unwanted) ops.push({ op: 'neigh.del', neigh: n });
 
-  const fdb = delta(desired.fdb, observed.fdb.filter((f) => !isGone(f.ns, f.dev)), kind.fdb);
+  const fdb = delta(
+    desired.fdb,
+    observed.fdb.filter((f) => !isGone(f.ns, f.dev)),
+    kind.fdb,
+  );
   for (const m of fdb.matches) {
     // One remote per MAC: extra remotes go; a single wrong one is replaced in place (flannel's way).
     if (m.have !== undefined || m.stale.length > 1) for (const g of m.stale) ops.push({ op: 'fdb.del', fdb: g });
@@ -252,9 +284,14 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   for (const t of missing(nftTables)) ops.push({ op: 'nft.table.add', table: t });
   for (const t of nftTables.unwanted) ops.push({ op: 'nft.table.del', ns: t.ns, family: t.family, name: t.name });
   const tableGone = new Set(nftTables.unwanted.map(nftTableKey));
-  const inGoneTable = (x: { ns: NsRef; family: string; table: string }): boolean => tableGone.has(nftTableKey({ ns: x.ns, family: x.family, name: x.table }));
+  const inGoneTable = (x: { ns: NsRef; family: string; table: string }): boolean =>
+    tableGone.has(nftTableKey({ ns: x.ns, family: x.family, name: x.table }));
   // Sets: made with their elements when missing, else changed element by element.
-  const sets = delta(desired.nftSets ?? [], (observed.nftSets ?? []).filter((x) => !inGoneTable(x)), kind.nftSets);
+  const sets = delta(
+    desired.nftSets ?? [],
+    (observed.nftSets ?? []).filter((x) => !inGoneTable(x)),
+    kind.nftSets,
+  );
   for (const { want, have, stale } of sets.matches) {
     if (have !== undefined) continue;
     const o = stale[0];
@@ -269,21 +306,27 @@ export function plan(desiredIn: KernelState, observed: KernelState, scope: Owner
   }
   const seenNftChains = (observed.nftChains ?? []).filter((c) => !inGoneTable(c));
   const nftChains = delta(desired.nftChains ?? [], seenNftChains, kind.nftChains);
-  for (const { want: c, have } of nftChains.matches) if (have === undefined) ops.push({ op: c.shared ? 'nft.chain.add' : 'nft.chain.sync', chain: c });
+  for (const { want: c, have } of nftChains.matches)
+    if (have === undefined) ops.push({ op: c.shared ? 'nft.chain.add' : 'nft.chain.sync', chain: c });
   for (const c of nftChains.unwanted) ops.push({ op: 'nft.chain.del', ns: c.ns, family: c.family, table: c.table, chain: c.name });
   const whole = new Set(
-    [...(desired.nftChains ?? []).filter((c) => !c.shared), ...seenNftChains.filter((c) => own.nftChain({ ...c, chain: c.name }))].map((c) =>
-      nftChainKey({ ...c, chain: c.name }),
+    [...(desired.nftChains ?? []).filter((c) => !c.shared), ...seenNftChains.filter((c) => own.nftChain({ ...c, chain: c.name }))].map(
+      (c) => nftChainKey({ ...c, chain: c.name }),
     ),
   );
   const seenNftRules = (observed.nftRules ?? []).filter((r) => !inGoneTable(r) && !whole.has(nftChainKey(r)));
   const nftRules = delta(desired.nftRules ?? [], seenNftRules, kind.nftRules);
   for (const r of missing(nftRules)) ops.push({ op: 'nft.rule.add', rule: r });
   const dropNft = new Set<NftRule>([...nftRules.matches.flatMap((m) => m.extra), ...nftRules.unwanted]);
-  for (const r of seenNftRules) if (dropNft.has(r) && r.handle !== undefined) ops.push({ op: 'nft.rule.del', rule: { ...r, handle: r.handle } });
+  for (const r of seenNftRules)
+    if (dropNft.has(r) && r.handle !== undefined) ops.push({ op: 'nft.rule.del', rule: { ...r, handle: r.handle } });
 
   // 7. Sysctls are settings: set when different, never removed. Per-device ones vanish with the device.
-  const sysctls = delta(desired.sysctls, observed.sysctls.filter((s) => !isGone(s.ns, sysctlDevice(s.key))), kind.sysctls);
+  const sysctls = delta(
+    desired.sysctls,
+    observed.sysctls.filter((s) => !isGone(s.ns, sysctlDevice(s.key))),
+    kind.sysctls,
+  );
   for (const s of missing(sysctls)) ops.push({ op: 'sysctl.set', sysctl: s });
 
   // 8. Qdiscs. A redirect to a device that goes stays as a filter without a target (tc shows `to_dev *`).

@@ -18,7 +18,15 @@ const FIELD: Record<string, string> = {
   alias: 'alias',
 };
 const show = (k: string, v: unknown): string =>
-  k === 'master' || k === 'alias' ? (v === null || v === undefined || v === '' ? 'none' : String(v)) : typeof v === 'boolean' || v === undefined ? (v ? 'on' : 'off') : String(v);
+  k === 'master' || k === 'alias'
+    ? v === null || v === undefined || v === ''
+      ? 'none'
+      : String(v)
+    : typeof v === 'boolean' || v === undefined
+      ? v
+        ? 'on'
+        : 'off'
+      : String(v);
 
 /**
  * What differs between the kernel and what felt wants, in words (CNI CHECK, `felt` drift reports), e.g.
@@ -53,7 +61,9 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
         if (!deleted.has(linkKey(o.link))) out.push(`missing ${o.link.kind} ${o.link.name} in ${where(o.link.ns)}`);
         break;
       case 'link.move':
-        out.push(`missing ${o.newName} in ${where(o.toNs)}${links.has(devKey(o.ns, o.name)) ? ` (it is ${o.name} in ${where(o.ns)})` : ''}`);
+        out.push(
+          `missing ${o.newName} in ${where(o.toNs)}${links.has(devKey(o.ns, o.name)) ? ` (it is ${o.name} in ${where(o.ns)})` : ''}`,
+        );
         break;
       case 'link.set': {
         const k = linkKey(o.link);
@@ -66,7 +76,10 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
         for (const [f, v] of Object.entries(o.changes)) {
           if (f === 'up') out.push(`${o.link.name} is ${have.up ? 'up' : 'down'}, want ${v ? 'up' : 'down'} (in ${where(o.link.ns)})`);
           else if (f === 'bridge') out.push(`wrong vlan_filtering on ${o.link.name} (in ${where(o.link.ns)})`);
-          else out.push(`wrong ${FIELD[f] ?? f} on ${o.link.name}: ${show(f, have[f as keyof Link])}, want ${show(f, v)} (in ${where(o.link.ns)})`);
+          else
+            out.push(
+              `wrong ${FIELD[f] ?? f} on ${o.link.name}: ${show(f, have[f as keyof Link])}, want ${show(f, v)} (in ${where(o.link.ns)})`,
+            );
         }
         break;
       }
@@ -154,8 +167,10 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
         out.push(`missing nftables set ${nftName({ ...o.set, chain: o.set.name })} in ${where(o.set.ns)}`);
         break;
       case 'nft.set.elements':
-        if (o.add.length) out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} lacks ${o.add.join(', ')} (in ${where(o.set.ns)})`);
-        if (o.del.length) out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} has unexpected ${o.del.join(', ')} (in ${where(o.set.ns)})`);
+        if (o.add.length)
+          out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} lacks ${o.add.join(', ')} (in ${where(o.set.ns)})`);
+        if (o.del.length)
+          out.push(`nftables set ${nftName({ ...o.set, chain: o.set.name })} has unexpected ${o.del.join(', ')} (in ${where(o.set.ns)})`);
         break;
       case 'nft.chain.add':
         out.push(`missing nftables chain ${nftName({ ...o.chain, chain: o.chain.name })} in ${where(o.chain.ns)}`);
@@ -183,4 +198,3 @@ export function drift(desired: KernelState, observed: KernelState, scope: Owners
   }
   return out;
 }
-

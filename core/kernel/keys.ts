@@ -2,7 +2,22 @@
 // and drift reports. Keys are strings so they can index Maps; the separator cannot occur in names.
 
 import type { NftRule } from './model.ts';
-import type { Address, Fdb, IpRule, IptFamily, IptRule, IptTable, KernelState, Link, Neighbour, NsRef, Qdisc, Route, RouteId, Sysctl } from './model.ts';
+import type {
+  Address,
+  Fdb,
+  IpRule,
+  IptFamily,
+  IptRule,
+  IptTable,
+  KernelState,
+  Link,
+  Neighbour,
+  NsRef,
+  Qdisc,
+  Route,
+  RouteId,
+  Sysctl,
+} from './model.ts';
 import { HOST } from './model.ts';
 
 const SEP = '\u0000';
@@ -45,11 +60,13 @@ export const canonicalJson = (v: unknown): string =>
           .sort()
           .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
           .join(',')}}`;
-export const nftTableKey = (t: { readonly ns: NsRef; readonly family: string; readonly name: string }): string => `${t.ns}${SEP}${t.family}${SEP}${t.name}`;
+export const nftTableKey = (t: { readonly ns: NsRef; readonly family: string; readonly name: string }): string =>
+  `${t.ns}${SEP}${t.family}${SEP}${t.name}`;
 export const nftChainKey = (c: { readonly ns: NsRef; readonly family: string; readonly table: string; readonly chain: string }): string =>
   `${c.ns}${SEP}${c.family}${SEP}${c.table}${SEP}${c.chain}`;
 /** A rule body: its comment and its expressions. */
-export const nftBodyKey = (r: { readonly expr: readonly unknown[]; readonly comment?: string }): string => `${r.comment ?? ''}${SEP}${canonicalJson(r.expr)}`;
+export const nftBodyKey = (r: { readonly expr: readonly unknown[]; readonly comment?: string }): string =>
+  `${r.comment ?? ''}${SEP}${canonicalJson(r.expr)}`;
 export const nftSetKey = (x: { readonly ns: NsRef; readonly family: string; readonly table: string; readonly name: string }): string =>
   `${x.ns}${SEP}${x.family}${SEP}${x.table}${SEP}${x.name}`;
 export const nftRuleKey = (r: NftRule): string => `${nftChainKey(r)}${SEP}${nftBodyKey(r)}`;
@@ -68,7 +85,11 @@ export function ruleTarget(rule: string): string | undefined {
  * `flannel.1` is `net.ipv4.conf.flannel/1.forwarding`). Returns the /proc/sys path.
  */
 export const sysctlPath = (key: string): string =>
-  '/proc/sys/' + key.split('.').map((seg) => seg.replace(/\//g, '.')).join('/');
+  '/proc/sys/' +
+  key
+    .split('.')
+    .map((seg) => seg.replace(/\//g, '.'))
+    .join('/');
 
 /** A per-device sysctl key, e.g. devSysctl('net.ipv6.conf', 'eth0.5', 'accept_dad') = net.ipv6.conf.eth0/5.accept_dad. */
 export const devSysctl = (prefix: `net.ipv${4 | 6}.${'conf' | 'neigh'}`, dev: string, leaf: string): string =>
@@ -102,7 +123,9 @@ export function routesOfAnyTable(observed: KernelState, desired: KernelState, ns
   const moved: Route[] = [];
   for (const d of want) {
     if (seenMain.has(routeKey(d))) continue;
-    const o = observed.routes.find((r) => r.ns === ns && !main(r) && r.dst === d.dst && (r.gw ?? '') === (d.gw ?? '') && (d.dev === undefined || r.dev === d.dev));
+    const o = observed.routes.find(
+      (r) => r.ns === ns && !main(r) && r.dst === d.dst && (r.gw ?? '') === (d.gw ?? '') && (d.dev === undefined || r.dev === d.dev),
+    );
     if (o) {
       const { table: _t, metric: _m, ...rest } = o;
       moved.push({ ...rest, ...(d.metric !== undefined ? { metric: d.metric } : {}) });

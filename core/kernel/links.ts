@@ -20,9 +20,15 @@ export function compatible(d: Link, o: Link): boolean {
     if (a.dev !== undefined && b.dev !== undefined && a.dev !== b.dev) return false;
   }
   // A macvlan whose master is in another namespace is seen without its master's name: only the mode counts.
-  if (d.macvlan && o.macvlan && ((d.macvlan.masterNs === undefined && d.macvlan.master !== o.macvlan.master) || d.macvlan.mode !== o.macvlan.mode)) return false;
+  if (
+    d.macvlan &&
+    o.macvlan &&
+    ((d.macvlan.masterNs === undefined && d.macvlan.master !== o.macvlan.master) || d.macvlan.mode !== o.macvlan.mode)
+  )
+    return false;
   // The same for ipvlans (mode) and vlans (id); a VRF's table is fixed at creation.
-  if (d.ipvlan && o.ipvlan && ((d.ipvlan.masterNs === undefined && d.ipvlan.master !== o.ipvlan.master) || d.ipvlan.mode !== o.ipvlan.mode)) return false;
+  if (d.ipvlan && o.ipvlan && ((d.ipvlan.masterNs === undefined && d.ipvlan.master !== o.ipvlan.master) || d.ipvlan.mode !== o.ipvlan.mode))
+    return false;
   if (d.vlan && o.vlan && ((d.vlan.masterNs === undefined && d.vlan.master !== o.vlan.master) || d.vlan.id !== o.vlan.id)) return false;
   if (d.vrf && o.vrf && d.vrf.table !== o.vrf.table) return false;
   // A tap's flags, owner and group are fixed at creation (owner and group count when the kernel reports numbers).
@@ -170,4 +176,3 @@ export function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link
   }
   return { partner, creates, createdBy, implied };
 }
-

@@ -34,7 +34,7 @@ export const CNI_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
  */
 export function netnsPathProblem(s: string): string | undefined {
   if (!s.startsWith('/')) return 'is not an absolute path';
-  if (/[\s\x00-\x1f\x7f#'"\\]/.test(s)) return 'contains whitespace, control characters, \'#\', a quote or a backslash';
+  if (/[\s\x00-\x1f\x7f#'"\\]/.test(s)) return "contains whitespace, control characters, '#', a quote or a backslash";
   if (s.split('/').some((seg) => seg === '.' || seg === '..')) return "has a '.' or '..' component";
   return undefined;
 }

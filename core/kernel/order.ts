@@ -30,7 +30,6 @@ export function linkDepths(links: readonly Link[]): Map<string, number> {
   return depth;
 }
 
-
 /**
  * Phases within one namespace. Sysctls that do not wait for a device created here come first (see order).
  * Then iptables, as one block (one iptables-restore per family): removed jumps
@@ -124,7 +123,8 @@ export function namespaceOrder(ops: readonly Op[]): NsRef[] {
   const out: NsRef[] = [];
   const placed = new Set<NsRef>();
   while (out.length < all.length) {
-    const next = all.find((ns) => !placed.has(ns) && [...before.get(ns)!].every((p) => placed.has(p))) ?? all.find((ns) => !placed.has(ns))!;
+    const next =
+      all.find((ns) => !placed.has(ns) && [...before.get(ns)!].every((p) => placed.has(p))) ?? all.find((ns) => !placed.has(ns))!;
     out.push(next);
     placed.add(next);
   }

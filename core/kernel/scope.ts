@@ -43,10 +43,21 @@ export function scopeOf(desired: KernelState): OwnershipScope {
     ruleMarkers: desired.rules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, marker: r.rule })),
     ...(desired.ipRules?.length ? { ruleSrcs: desired.ipRules.map((r) => ({ ns: r.ns, src: r.src, table: r.table })) } : {}),
     ...(desired.nftChains?.some((c) => !c.shared)
-      ? { nftChains: desired.nftChains.filter((c) => !c.shared).map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name })) }
+      ? {
+          nftChains: desired.nftChains.filter((c) => !c.shared).map((c) => ({ ns: c.ns, family: c.family, table: c.table, chain: c.name })),
+        }
       : {}),
     ...(desired.nftRules?.length
-      ? { nftRuleMarkers: desired.nftRules.map((r) => ({ ns: r.ns, family: r.family, table: r.table, chain: r.chain, comment: r.comment ?? '', exact: true })) }
+      ? {
+          nftRuleMarkers: desired.nftRules.map((r) => ({
+            ns: r.ns,
+            family: r.family,
+            table: r.table,
+            chain: r.chain,
+            comment: r.comment ?? '',
+            exact: true,
+          })),
+        }
       : {}),
   };
 }
@@ -110,14 +121,16 @@ export function owner(scope: OwnershipScope): Owner {
   const nftTables = new Set((scope.nftTables ?? []).map(nftTableKey));
   const nftChains = new Set((scope.nftChains ?? []).map(nftChainKey));
   const nftMarkers = new Map<string, { comment: string; exact: boolean }[]>();
-  for (const m of scope.nftRuleMarkers ?? []) nftMarkers.set(nftChainKey(m), [...(nftMarkers.get(nftChainKey(m)) ?? []), { comment: m.comment, exact: !!m.exact }]);
+  for (const m of scope.nftRuleMarkers ?? [])
+    nftMarkers.set(nftChainKey(m), [...(nftMarkers.get(nftChainKey(m)) ?? []), { comment: m.comment, exact: !!m.exact }]);
   const nftTable = (t: { ns: NsRef; family: string; name: string }): boolean => nftTables.has(nftTableKey(t));
   return {
     nftTable,
     nftChain: (c) => nftChains.has(nftChainKey(c)) || nftTable({ ns: c.ns, family: c.family, name: c.table }),
     nftRule: (r) =>
       nftTable({ ns: r.ns, family: r.family, name: r.table }) ||
-      (r.comment !== undefined && (nftMarkers.get(nftChainKey(r)) ?? []).some((m) => (m.exact ? r.comment === m.comment : r.comment!.startsWith(m.comment)))),
+      (r.comment !== undefined &&
+        (nftMarkers.get(nftChainKey(r)) ?? []).some((m) => (m.exact ? r.comment === m.comment : r.comment!.startsWith(m.comment)))),
     link: (ns, name) => links.has(devKey(ns, name)),
     device,
     qdisc: (ns, dev) => device(ns, dev) || qdiscDevs.has(devKey(ns, dev)),

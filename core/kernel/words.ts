@@ -27,7 +27,10 @@ export const describeLink = (l: Link): string => {
   if (l.ipvlan) extra.push(`on ${l.ipvlan.master} mode ${l.ipvlan.mode}`);
   if (l.vlan) extra.push(`on ${l.vlan.master} id ${l.vlan.id}`);
   if (l.vrf) extra.push(`table ${l.vrf.table}`);
-  if (l.tap) extra.push(['tap', l.tap.multiQueue ? 'multi_queue' : '', l.tap.vnetHdr ? 'vnet_hdr' : '', l.tap.pi ? 'pi' : ''].filter(Boolean).join(' '));
+  if (l.tap)
+    extra.push(
+      ['tap', l.tap.multiQueue ? 'multi_queue' : '', l.tap.vnetHdr ? 'vnet_hdr' : '', l.tap.pi ? 'pi' : ''].filter(Boolean).join(' '),
+    );
   return `${l.kind} ${l.name}${extra.length ? ` (${extra.join(', ')})` : ''}`;
 };
 
@@ -45,26 +48,29 @@ export const describeChanges = (c: Partial<Link>): string =>
           : k === 'alias' && v === ''
             ? 'no alias'
             : k === 'bridge'
-            ? `vlan_filtering ${(v as { vlanFiltering?: boolean }).vlanFiltering ? 1 : 0}`
-            : typeof v === 'boolean'
-              ? `${k} ${v ? 'on' : 'off'}`
-              : `${k} ${String(v)}`,
+              ? `vlan_filtering ${(v as { vlanFiltering?: boolean }).vlanFiltering ? 1 : 0}`
+              : typeof v === 'boolean'
+                ? `${k} ${v ? 'on' : 'off'}`
+                : `${k} ${String(v)}`,
     )
     .join(' ');
 
 export const describeIpRule = (r: IpRule): string =>
   `rule from ${r.src} table ${r.table}${r.priority !== undefined ? ` priority ${r.priority}` : ''}${r.family === 6 ? ' (IPv6)' : ''}`;
 
-export const chainName = (c: { table: string; chain: string; family: number }): string => `${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''}`;
+export const chainName = (c: { table: string; chain: string; family: number }): string =>
+  `${c.table}/${c.chain}${c.family === 6 ? ' (IPv6)' : ''}`;
 export const qdiscText = (q: Qdisc): string =>
   q.kind === 'tbf'
     ? `tbf rate ${q.rate ?? 0}bit burst ${q.burst ?? 0}${q.latencyMs !== undefined ? ` latency ${q.latencyMs}ms` : ''} on ${q.dev}`
     : `ingress on ${q.dev}${q.redirect !== undefined ? ` redirecting to ${q.redirect}` : ''}`;
 
 /** An nftables chain or table as nft names it: `inet cni_plugins_masquerade masq_checks`. */
-export const nftName = (c: { family: string; table: string; chain?: string }): string => `${c.family} ${c.table}${c.chain !== undefined ? ` ${c.chain}` : ''}`;
+export const nftName = (c: { family: string; table: string; chain?: string }): string =>
+  `${c.family} ${c.table}${c.chain !== undefined ? ` ${c.chain}` : ''}`;
 /** A rule body, short: its comment, or its expressions as JSON. */
-export const nftRuleText = (r: NftRuleBody): string => (r.comment !== undefined ? `comment ${JSON.stringify(r.comment)}` : JSON.stringify(r.expr));
+export const nftRuleText = (r: NftRuleBody): string =>
+  r.comment !== undefined ? `comment ${JSON.stringify(r.comment)}` : JSON.stringify(r.expr);
 
 /** One op in words: what it does, to which object, where (`failed to ${describeOp(op)}: ${why}`). */
 export function describeOp(o: Op): string {

@@ -37,7 +37,8 @@ export function parseLowerLinkConf(o: Raw, name: string, cniVersion: string, err
     else master = o['master'] as string;
   }
   const mtu = o['mtu'] ?? 0;
-  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535) errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
+  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535)
+    errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
   const lic = o['linkInContainer'] ?? false;
   if (typeof lic !== 'boolean') errs.push('linkInContainer: must be true or false');
   let ipamType = '';
@@ -47,7 +48,10 @@ export function parseLowerLinkConf(o: Raw, name: string, cniVersion: string, err
     else if (ipam['type'] !== undefined && typeof ipam['type'] !== 'string') errs.push('ipam.type: must be a string');
     else ipamType = (ipam['type'] as string | undefined) ?? '';
     // dhcp talks on the interface, which these plugins make only once IPAM answered: not supported (yet).
-    if (ipamType === 'dhcp') errs.push("ipam.type: dhcp is not supported with felt's ipvlan and vlan (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)");
+    if (ipamType === 'dhcp')
+      errs.push(
+        "ipam.type: dhcp is not supported with felt's ipvlan and vlan (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)",
+      );
   }
   let dns: DNS | undefined;
   if (o['dns'] !== undefined && o['dns'] !== null) {
@@ -108,7 +112,8 @@ export function ifaceConfig(a: Addressing, ifname: string, netns: string): E.Eit
     routes.push({ ns: netns, dst: formatCIDR(networkOf(dst)), dev: ifname, ...(gw ? { gw } : {}) });
   }
   const sysctls: Sysctl[] = [];
-  if (ips.some((i) => i.address.includes(':'))) sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
+  if (ips.some((i) => i.address.includes(':')))
+    sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
   return E.right({ ips, addresses, routes, sysctls });
 }
 
@@ -116,13 +121,22 @@ export function ifaceConfig(a: Addressing, ifname: string, netns: string): E.Eit
  * `ifaceConfig` of an interface plugin's IPAM result (or, in CHECK, prevResult in its place), its problems the
  * IPAM plugin's (code 105); nothing without an IPAM plugin (`ipamType` '').
  */
-export function ipamIfaceConfig(ipamType: string, result: Addressing['result'] | undefined, ifname: string, netns: string): E.Either<CniError, IfaceConfig> {
-  return ipamType === '' ? E.right({ ips: [], addresses: [], routes: [], sysctls: [] }) : ifaceConfig({ source: ipamType, result: result ?? {} }, ifname, netns);
+export function ipamIfaceConfig(
+  ipamType: string,
+  result: Addressing['result'] | undefined,
+  ifname: string,
+  netns: string,
+): E.Either<CniError, IfaceConfig> {
+  return ipamType === ''
+    ? E.right({ ips: [], addresses: [], routes: [], sysctls: [] })
+    : ifaceConfig({ source: ipamType, result: result ?? {} }, ifname, netns);
 }
 
 /** The master's MTU bounds the container's (the kernel refuses more for ipvlans and vlans). */
 export function mtuProblem(mtu: number, masterMtu: number | undefined): CniError | undefined {
-  return masterMtu !== undefined && mtu > masterMtu ? invalidConfig(`mtu: invalid MTU ${mtu}, must be [0, master MTU(${masterMtu})]`) : undefined;
+  return masterMtu !== undefined && mtu > masterMtu
+    ? invalidConfig(`mtu: invalid MTU ${mtu}, must be [0, master MTU(${masterMtu})]`)
+    : undefined;
 }
 
 /** One attachment owns its interface in the pod and everything on it; never the master. */

@@ -10,7 +10,15 @@ import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS, Result } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
 import { devSysctl } from '../kernel/keys.ts';
-import { emptyKernelState, HOST, type KernelState, type Link, type MacvlanSpec, type OwnershipScope, type Sysctl } from '../kernel/model.ts';
+import {
+  emptyKernelState,
+  HOST,
+  type KernelState,
+  type Link,
+  type MacvlanSpec,
+  type OwnershipScope,
+  type Sysctl,
+} from '../kernel/model.ts';
 import { linkNameProblem } from '../kernel/names.ts';
 import { ipamIfaceConfig } from '../l2/attachment.ts';
 
@@ -43,12 +51,18 @@ export function parseMacvlanConf(conf: NetConf, cniArgs: Readonly<Record<string,
     else master = o['master'] as string;
   }
   const mode = o['mode'] === undefined || o['mode'] === '' ? 'bridge' : o['mode'];
-  if (typeof mode !== 'string' || !(MACVLAN_MODES as readonly string[]).includes(mode)) errs.push(`mode: unknown macvlan mode ${JSON.stringify(mode)} (one of ${MACVLAN_MODES.join(', ')})`);
+  if (typeof mode !== 'string' || !(MACVLAN_MODES as readonly string[]).includes(mode))
+    errs.push(`mode: unknown macvlan mode ${JSON.stringify(mode)} (one of ${MACVLAN_MODES.join(', ')})`);
   const mtu = o['mtu'] ?? 0;
-  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535) errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
+  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535)
+    errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
   // mac < CNI_ARGS MAC < runtimeConfig.mac, as the reference.
   let mac: string | undefined;
-  for (const [field, v] of [['mac', o['mac']], ['CNI_ARGS MAC', cniArgs['MAC']], ['runtimeConfig.mac', obj(o['runtimeConfig'])?.['mac']]] as const) {
+  for (const [field, v] of [
+    ['mac', o['mac']],
+    ['CNI_ARGS MAC', cniArgs['MAC']],
+    ['runtimeConfig.mac', obj(o['runtimeConfig'])?.['mac']],
+  ] as const) {
     if (v === undefined || v === '') continue;
     const m = typeof v === 'string' ? parseMac(v) : undefined;
     if (!m) errs.push(`${field}: ${JSON.stringify(v)} is not a MAC address`);
@@ -96,7 +110,8 @@ export interface MacvlanAttachment {
 
 export function macvlanPlan(a: MacvlanAttachment): E.Either<CniError, { kernel: KernelState; scope: OwnershipScope; result: Result }> {
   const { conf, netns, ifname } = a;
-  if (a.masterMtu !== undefined && conf.mtu > a.masterMtu) return E.left(invalidConfig(`mtu: invalid MTU ${conf.mtu}, must be [0, master MTU(${a.masterMtu})]`));
+  if (a.masterMtu !== undefined && conf.mtu > a.masterMtu)
+    return E.left(invalidConfig(`mtu: invalid MTU ${conf.mtu}, must be [0, master MTU(${a.masterMtu})]`));
   const cfg = ipamIfaceConfig(conf.ipamType, a.ipam, ifname, netns);
   if (E.isLeft(cfg)) return cfg;
   const { ips, addresses, routes } = cfg.right;
@@ -109,7 +124,10 @@ export function macvlanPlan(a: MacvlanAttachment): E.Either<CniError, { kernel: 
     ...(conf.mtu ? { mtu: conf.mtu } : {}),
     macvlan: { master: a.master, mode: conf.mode, ...(conf.linkInContainer ? {} : { masterNs: HOST }) },
   };
-  const sysctls: Sysctl[] = [...(ips.length ? [{ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' }] : []), ...cfg.right.sysctls];
+  const sysctls: Sysctl[] = [
+    ...(ips.length ? [{ ns: netns, key: devSysctl('net.ipv4.conf', ifname, 'arp_notify'), value: '1' }] : []),
+    ...cfg.right.sysctls,
+  ];
   const kernel: KernelState = { ...emptyKernelState(), links: [link], addresses, routes, sysctls };
   const result: Result = {
     cniVersion: conf.cniVersion,

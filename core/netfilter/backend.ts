@@ -22,8 +22,11 @@ export type Renderer<I, O extends Partial<NetfilterObjects> = Partial<NetfilterO
 export type Renderers<I, O extends Partial<NetfilterObjects> = Partial<NetfilterObjects>> = Record<NetfilterBackend, Renderer<I, O>>;
 
 /** The intent rendered in one backend: what any of the table's renderers gives. */
-export const renderWith = <T extends Renderers<never>>(table: T, backend: NetfilterBackend, intent: Parameters<T[NetfilterBackend]>[0]): ReturnType<T[NetfilterBackend]> =>
-  (table[backend] as (i: typeof intent) => ReturnType<T[NetfilterBackend]>)(intent);
+export const renderWith = <T extends Renderers<never>>(
+  table: T,
+  backend: NetfilterBackend,
+  intent: Parameters<T[NetfilterBackend]>[0],
+): ReturnType<T[NetfilterBackend]> => (table[backend] as (i: typeof intent) => ReturnType<T[NetfilterBackend]>)(intent);
 
 /**
  * A backend field of a plugin config (`ipMasqBackend`, portmap's `backend`): absent is undefined (the host

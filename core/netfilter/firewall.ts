@@ -49,12 +49,21 @@ function podRules(ns: NsRef, prefix: string): NftRule[] {
   const addr = prefix.slice(0, prefix.indexOf('/'));
   const r = (expr: NftJson[]): NftRule => ({ ...at(ns), chain: 'pods', comment: prefix, expr });
   return [
-    r([m('==', { payload: { protocol: ip, field: 'daddr' } }, addr), m('in', { ct: { key: 'state' } }, ['established', 'related']), { accept: null }]),
+    r([
+      m('==', { payload: { protocol: ip, field: 'daddr' } }, addr),
+      m('in', { ct: { key: 'state' } }, ['established', 'related']),
+      { accept: null },
+    ]),
     r([m('==', { payload: { protocol: ip, field: 'saddr' } }, addr), { accept: null }]),
   ];
 }
 
-export function firewallNftables(ns: NsRef, prefixes: readonly string[], policy: Policy, bridge: string | undefined): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>> {
+export function firewallNftables(
+  ns: NsRef,
+  prefixes: readonly string[],
+  policy: Policy,
+  bridge: string | undefined,
+): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftRules'>> {
   const chain = (name: string, extra: Partial<NftChain> = {}): NftChain => ({ ...at(ns), name, rules: [], shared: true, ...extra });
   const chains: NftChain[] = [
     chain('admin'),
@@ -70,8 +79,11 @@ export function firewallNftables(ns: NsRef, prefixes: readonly string[], policy:
   const shared = (c: string, expr: NftJson[]): NftRule => ({ ...at(ns), chain: c, expr });
   const rules: NftRule[] = [shared('pods', [{ jump: { target: 'admin' } }])];
   if (policy !== 'open' && bridge !== undefined) {
-    rules.push(shared('isolation1', [m('==', meta('iifname'), bridge), m('!=', meta('oifname'), bridge), { jump: { target: 'isolation2' } }]));
-    if (policy === 'isolated') rules.push(shared('isolation1', [m('==', meta('iifname'), bridge), m('==', meta('oifname'), bridge), { drop: null }]));
+    rules.push(
+      shared('isolation1', [m('==', meta('iifname'), bridge), m('!=', meta('oifname'), bridge), { jump: { target: 'isolation2' } }]),
+    );
+    if (policy === 'isolated')
+      rules.push(shared('isolation1', [m('==', meta('iifname'), bridge), m('==', meta('oifname'), bridge), { drop: null }]));
     rules.push(shared('isolation2', [m('==', meta('oifname'), bridge), { drop: null }]));
   }
   for (const p of prefixes) rules.push(...podRules(ns, p));

@@ -50,13 +50,22 @@ export interface OverlayRules {
 /** The intent in nftables: both tables (whatever the families), per family its chains and its remote-subnets set. */
 export function renderOverlayNft(o: OverlayRules): Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftSets'>> {
   const parts = o.families.map((f) =>
-    flannelNftables(o.ns, { ...f, remotes: o.remotes.flatMap((r) => { const s = f.family === 4 ? r.subnet : r.ipv6Subnet; return s ? [s] : []; }) }),
+    flannelNftables(o.ns, {
+      ...f,
+      remotes: o.remotes.flatMap((r) => {
+        const s = f.family === 4 ? r.subnet : r.ipv6Subnet;
+        return s ? [s] : [];
+      }),
+    }),
   );
   return { nftTables: flannelNftTables(o.ns), nftChains: parts.flatMap((p) => p.nftChains), nftSets: parts.flatMap((p) => p.nftSets) };
 }
 
 /** One family's chains and set; `remotes` are the remote pod subnets of that family. */
-export function flannelNftables(ns: NsRef, x: OverlayFamily & { readonly remotes: readonly string[] }): Required<Pick<KernelState, 'nftChains' | 'nftSets'>> {
+export function flannelNftables(
+  ns: NsRef,
+  x: OverlayFamily & { readonly remotes: readonly string[] },
+): Required<Pick<KernelState, 'nftChains' | 'nftSets'>> {
   const at = { ns, family: fam(x.family), table: FLANNEL_TABLES[x.family] };
   const masq: NftJson = x.randomFully ? { masquerade: { flags: 'fully-random' } } : { masquerade: null };
   const multicast = x.family === 4 ? '224.0.0.0/4' : 'ff00::/8';
@@ -68,9 +77,27 @@ export function flannelNftables(ns: NsRef, x: OverlayFamily & { readonly remotes
       base: { type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' },
       rules: [
         { expr: [m('==', { meta: { key: 'mark' } }, 0x4000), { return: null }] },
-        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.pod)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { return: null }] },
-        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('==', addr(x.family, 'daddr'), nftPrefix(x.pod)), { return: null }] },
-        { expr: [m('!=', addr(x.family, 'saddr'), nftPrefix(x.pod)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { return: null }] },
+        {
+          expr: [
+            m('==', addr(x.family, 'saddr'), nftPrefix(x.pod)),
+            m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)),
+            { return: null },
+          ],
+        },
+        {
+          expr: [
+            m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)),
+            m('==', addr(x.family, 'daddr'), nftPrefix(x.pod)),
+            { return: null },
+          ],
+        },
+        {
+          expr: [
+            m('!=', addr(x.family, 'saddr'), nftPrefix(x.pod)),
+            m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)),
+            { return: null },
+          ],
+        },
         { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('!=', addr(x.family, 'daddr'), nftPrefix(multicast)), masq] },
         { expr: [m('!=', addr(x.family, 'saddr'), nftPrefix(x.cluster)), m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), masq] },
       ],
@@ -81,10 +108,19 @@ export function flannelNftables(ns: NsRef, x: OverlayFamily & { readonly remotes
       ...at,
       name: 'forward',
       base: { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' },
-      rules: [{ expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), { accept: null }] }, { expr: [m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { accept: null }] }],
+      rules: [
+        { expr: [m('==', addr(x.family, 'saddr'), nftPrefix(x.cluster)), { accept: null }] },
+        { expr: [m('==', addr(x.family, 'daddr'), nftPrefix(x.cluster)), { accept: null }] },
+      ],
     });
   }
-  const set: NftSet = { ...at, name: REMOTE_SET, type: x.family === 4 ? 'ipv4_addr' : 'ipv6_addr', flags: ['interval'], elements: [...x.remotes].sort() };
+  const set: NftSet = {
+    ...at,
+    name: REMOTE_SET,
+    type: x.family === 4 ? 'ipv4_addr' : 'ipv6_addr',
+    flags: ['interval'],
+    elements: [...x.remotes].sort(),
+  };
   return { nftChains: chains, nftSets: [set] };
 }
 

@@ -20,7 +20,10 @@ import type { ContainerAddresses, PortMapConf } from '../portmap/config.ts';
  * and, for IPv4, traffic from 127.0.0.1. The mark bit, an external mark chain, masqAll and the extra entry
  * conditions are the iptables rendering's (the reference's options); nftables has no use for them.
  */
-export interface HostPorts extends Pick<PortMapConf, 'name' | 'snat' | 'masqAll' | 'markMasqBit' | 'externalSetMarkChain' | 'conditionsV4' | 'conditionsV6' | 'portMappings'> {
+export interface HostPorts extends Pick<
+  PortMapConf,
+  'name' | 'snat' | 'masqAll' | 'markMasqBit' | 'externalSetMarkChain' | 'conditionsV4' | 'conditionsV6' | 'portMappings'
+> {
   readonly ns: NsRef;
   readonly containerId: string;
   /** The pod's addresses, one per family. */
@@ -47,7 +50,11 @@ type HostportsNft = Required<Pick<KernelState, 'nftTables' | 'nftChains' | 'nftR
 /** The intent in nftables: one table per family the pod has an address of. */
 export function renderHostportsNft(h: HostPorts): HostportsNft {
   const parts = [h.addresses.v4, h.addresses.v6].flatMap((a) => (a ? [hostportsNftables(h.ns, h, h.containerId, a)] : []));
-  return { nftTables: parts.flatMap((p) => p.nftTables), nftChains: parts.flatMap((p) => p.nftChains), nftRules: parts.flatMap((p) => p.nftRules) };
+  return {
+    nftTables: parts.flatMap((p) => p.nftTables),
+    nftChains: parts.flatMap((p) => p.nftChains),
+    nftRules: parts.flatMap((p) => p.nftRules),
+  };
 }
 
 export const HOSTPORT_TABLE = 'cni_hostport';
@@ -71,7 +78,9 @@ export function hostportsNftables(ns: NsRef, pc: Pick<HostPorts, 'snat' | 'portM
   const chains: NftChain[] = [
     chain('hostports', { shared: true }),
     chain('hostip_hostports', { shared: true }),
-    chain('hostports_all', { rules: [{ expr: [{ jump: { target: 'hostip_hostports' } }] }, { expr: [{ jump: { target: 'hostports' } }] }] }),
+    chain('hostports_all', {
+      rules: [{ expr: [{ jump: { target: 'hostip_hostports' } }] }, { expr: [{ jump: { target: 'hostports' } }] }],
+    }),
     chain('prerouting', { base: { type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' }, rules: [{ expr: localDst() }] }),
     chain('output', { base: { type: 'nat', hook: 'output', prio: -100, policy: 'accept' }, rules: [{ expr: localDst() }] }),
     ...(pc.snat ? [chain('masquerading', { base: { type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' }, shared: true })] : []),
@@ -82,11 +91,16 @@ export function hostportsNftables(ns: NsRef, pc: Pick<HostPorts, 'snat' | 'portM
     const host = m.hostIP ? formatIP(m.hostIP) : undefined;
     if (m.hostIP && (m.hostIP.family === 6) !== v6) continue;
     const dst = host !== undefined && !isUnspecified(host) ? [match(payload(ipX, 'daddr'), host)] : [];
-    rules.push(rule('hostports', [...dst, match(payload(m.protocol, 'dport'), m.hostPort), { dnat: { addr: pod, port: m.containerPort } }]));
+    rules.push(
+      rule('hostports', [...dst, match(payload(m.protocol, 'dport'), m.hostPort), { dnat: { addr: pod, port: m.containerPort } }]),
+    );
   }
   if (pc.snat) {
     rules.push(rule('masquerading', [match(payload(ipX, 'saddr'), pod), match(payload(ipX, 'daddr'), pod), { masquerade: null }]));
-    if (!v6) rules.push(rule('masquerading', [match(payload(ipX, 'saddr'), '127.0.0.1'), match(payload(ipX, 'daddr'), pod), { masquerade: null }]));
+    if (!v6)
+      rules.push(
+        rule('masquerading', [match(payload(ipX, 'saddr'), '127.0.0.1'), match(payload(ipX, 'daddr'), pod), { masquerade: null }]),
+      );
   }
   return { nftTables: [{ ns, family, name: HOSTPORT_TABLE, comment: TABLE_COMMENT }], nftChains: chains, nftRules: rules };
 }

@@ -33,7 +33,8 @@ export const NFT_COMMENT_MAX = 128;
 const hash16 = (s: string): string => createHash('sha512').update(s).digest('hex').slice(0, 16);
 /** hashForNetwork / hashForInstance of the reference. */
 export const masqNetworkHash = (network: string): string => hash16(network);
-export const masqInstanceHash = (network: string, ifname: string, containerId: string): string => `${hash16(network)}-${hash16(`${ifname}:${containerId}`)}`;
+export const masqInstanceHash = (network: string, ifname: string, containerId: string): string =>
+  `${hash16(network)}-${hash16(`${ifname}:${containerId}`)}`;
 /** commentForInstance: the hash, then a readable description without double quotes, cut to 128 bytes. */
 export function masqComment(network: string, ifname: string, containerId: string): string {
   const q = (s: string): string => s.replace(/"/g, '');
@@ -52,7 +53,15 @@ export const nftPrefix = (cidr: string): NftJson => {
 };
 
 const masqTable = (ns: NsRef): NftTable => ({ ns, family: 'inet', name: MASQ_TABLE, comment: TABLE_COMMENT });
-const masqChecks = (ns: NsRef): NftChain => ({ ns, family: 'inet', table: MASQ_TABLE, name: MASQ_CHAIN, comment: CHAIN_COMMENT, rules: [], shared: true });
+const masqChecks = (ns: NsRef): NftChain => ({
+  ns,
+  family: 'inet',
+  table: MASQ_TABLE,
+  name: MASQ_CHAIN,
+  comment: CHAIN_COMMENT,
+  rules: [],
+  shared: true,
+});
 /** The base chain every ADD rewrites (flush + the same three rules): felt owns its content, not the chain. */
 const masqPostrouting = (ns: NsRef): NftChain => ({
   ns,
@@ -80,7 +89,11 @@ function masqNftables(m: Masquerade): Pick<Netfilter, 'nftTables' | 'nftChains' 
       table: MASQ_TABLE,
       chain: MASQ_CHAIN,
       comment,
-      expr: [match('==', payload(p, 'saddr'), formatIP(c.ip)), match('!=', payload(p, 'daddr'), nftPrefix(formatCIDR(networkOf(c)))), { masquerade: null }],
+      expr: [
+        match('==', payload(p, 'saddr'), formatIP(c.ip)),
+        match('!=', payload(p, 'daddr'), nftPrefix(formatCIDR(networkOf(c)))),
+        { masquerade: null },
+      ],
     };
     rules.push(rule);
   }
@@ -101,7 +114,12 @@ export const renderMasquerade = (m: Masquerade, backend: NetfilterBackend): Part
   renderWith(MASQUERADE_RENDERERS, backend, m);
 
 /** What one attachment's masquerade owns, in both backends (teardown removes what either left). */
-export function masqueradeScope(ns: NsRef, network: string, ifname: string, containerId: string): Pick<OwnershipScope, 'chains' | 'ruleMarkers' | 'nftRuleMarkers'> {
+export function masqueradeScope(
+  ns: NsRef,
+  network: string,
+  ifname: string,
+  containerId: string,
+): Pick<OwnershipScope, 'chains' | 'ruleMarkers' | 'nftRuleMarkers'> {
   return {
     ...masqScope(ns, network, containerId),
     nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: masqInstanceHash(network, ifname, containerId) }],
@@ -119,7 +137,12 @@ export const masqNetworkScope = (ns: NsRef, network: string): Pick<OwnershipScop
  * does not begin with a valid (ifname, containerID)'s instance hash), each by its exact comment. Works without
  * any record of the attachment: the comment alone says which network it is of.
  */
-export function staleMasquerade(ns: NsRef, network: string, valid: readonly { readonly containerId: string; readonly ifname: string }[], observed: readonly NftRule[]): Required<Pick<OwnershipScope, 'nftRuleMarkers'>> {
+export function staleMasquerade(
+  ns: NsRef,
+  network: string,
+  valid: readonly { readonly containerId: string; readonly ifname: string }[],
+  observed: readonly NftRule[],
+): Required<Pick<OwnershipScope, 'nftRuleMarkers'>> {
   const prefix = `${masqNetworkHash(network)}-`;
   const keep = valid.map((v) => masqInstanceHash(network, v.ifname, v.containerId));
   const stale = new Set<string>();
@@ -127,5 +150,14 @@ export function staleMasquerade(ns: NsRef, network: string, valid: readonly { re
     if (r.ns !== ns || r.family !== 'inet' || r.table !== MASQ_TABLE || r.chain !== MASQ_CHAIN || r.comment === undefined) continue;
     if (r.comment.startsWith(prefix) && !keep.some((k) => r.comment!.startsWith(k))) stale.add(r.comment);
   }
-  return { nftRuleMarkers: [...stale].map((comment) => ({ ns, family: 'inet' as const, table: MASQ_TABLE, chain: MASQ_CHAIN, comment, exact: true })) };
+  return {
+    nftRuleMarkers: [...stale].map((comment) => ({
+      ns,
+      family: 'inet' as const,
+      table: MASQ_TABLE,
+      chain: MASQ_CHAIN,
+      comment,
+      exact: true,
+    })),
+  };
 }

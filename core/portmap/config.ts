@@ -122,7 +122,8 @@ function mappings(o: Raw, errs: string[]): PortMapping[] {
       hostIP = typeof h === 'string' ? parseIP(h) : undefined;
       if (!hostIP) errs.push(`${f}.hostIP: ${show(h)} is not an IP address`);
     }
-    if (!hostPort || !containerPort || !protocol || !PROTOCOLS.includes(protocol) || (h !== undefined && h !== null && h !== '' && !hostIP)) return [];
+    if (!hostPort || !containerPort || !protocol || !PROTOCOLS.includes(protocol) || (h !== undefined && h !== null && h !== '' && !hostIP))
+      return [];
     return [{ hostPort, containerPort, protocol, ...(hostIP ? { hostIP } : {}) }];
   });
 }
@@ -138,7 +139,8 @@ export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf>
   let markMasqBit = DEFAULT_MARK_BIT;
   const mb = o['markMasqBit'];
   if (mb !== undefined && mb !== null) {
-    if (typeof mb !== 'number' || !Number.isInteger(mb) || mb < 0 || mb > 31) errs.push(`markMasqBit: must be an integer between 0 and 31, got ${show(mb)}`);
+    if (typeof mb !== 'number' || !Number.isInteger(mb) || mb < 0 || mb > 31)
+      errs.push(`markMasqBit: must be an integer between 0 and 31, got ${show(mb)}`);
     else markMasqBit = mb;
   }
   let externalSetMarkChain: string | undefined;
@@ -157,7 +159,8 @@ export function parsePortMapConf(conf: NetConf): E.Either<CniError, PortMapConf>
   if (backend === 'nftables') {
     if (externalSetMarkChain !== undefined) errs.push('externalSetMarkChain: an iptables option, not taken with backend "nftables"');
     for (const k of ['conditionsV4', 'conditionsV6'] as const) {
-      if ((k === 'conditionsV4' ? conditionsV4 : conditionsV6).length) errs.push(`${k}: not supported by felt with backend "nftables" (felt writes nftables rules as JSON, not nft text)`);
+      if ((k === 'conditionsV4' ? conditionsV4 : conditionsV6).length)
+        errs.push(`${k}: not supported by felt with backend "nftables" (felt writes nftables rules as JSON, not nft text)`);
     }
   }
   let prevResult: Result | undefined;

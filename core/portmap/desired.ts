@@ -20,7 +20,15 @@ import { hostPortsOf, hostportsNftScope, renderHostportsNft, type HostPorts } fr
 import { chainName, MAX_COMMENT, quoteComment } from '../cni/masq.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type CIDR, type Family } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
-import { emptyKernelState, type IptChain, type IptFamily, type IptRule, type KernelState, type NsRef, type OwnershipScope } from '../kernel/model.ts';
+import {
+  emptyKernelState,
+  type IptChain,
+  type IptFamily,
+  type IptRule,
+  type KernelState,
+  type NsRef,
+  type OwnershipScope,
+} from '../kernel/model.ts';
 import type { ContainerAddresses, PortMapConf, PortMapping, Protocol } from './config.ts';
 
 export const TOP_DNAT = 'CNI-HOSTPORT-DNAT';
@@ -39,8 +47,7 @@ export const oldSnatChain = (network: string, containerId: string): string => ch
  */
 const trimComment = (c: string): string => (c.length <= 255 ? c : `${c.slice(0, 253)}...`).slice(0, MAX_COMMENT);
 
-export const dnatComment = (network: string, containerId: string): string =>
-  trimComment(`dnat name: "${network}" id: "${containerId}"`);
+export const dnatComment = (network: string, containerId: string): string => trimComment(`dnat name: "${network}" id: "${containerId}"`);
 
 /** `1 << bit` as Go's `%#x/%#x`. */
 export const markDef = (bit: number): string => {
@@ -50,15 +57,18 @@ export const markDef = (bit: number): string => {
 
 export const localDstRule = `-m addrtype --dst-type LOCAL -j ${TOP_DNAT}`;
 export const masqEntryRule = `-m comment --comment ${quoteComment('CNI portfwd requiring masquerade')} -j ${MARK_MASQ}`;
-export const setMarkRule = (bit: number): string => `-m comment --comment ${quoteComment('CNI portfwd masquerade mark')} -j MARK --set-xmark ${markDef(bit)}`;
+export const setMarkRule = (bit: number): string =>
+  `-m comment --comment ${quoteComment('CNI portfwd masquerade mark')} -j MARK --set-xmark ${markDef(bit)}`;
 export const masqRule = (bit: number): string => `-m mark --mark ${markDef(bit)} -j MASQUERADE`;
 
 /** An address as iptables-save prints a `-s`/`-d` match: the network, with its prefix. */
 const addrMatch = (text: string, family: Family): string => {
-  const c = text.includes('/') ? parseCIDR(text) : (() => {
-    const ip = parseIP(text);
-    return ip ? { ip, prefix: family === 4 ? 32 : 128 } : undefined;
-  })();
+  const c = text.includes('/')
+    ? parseCIDR(text)
+    : (() => {
+        const ip = parseIP(text);
+        return ip ? { ip, prefix: family === 4 ? 32 : 128 } : undefined;
+      })();
   return c ? formatCIDR(networkOf(c)) : text;
 };
 
@@ -137,13 +147,19 @@ const portLists = (ms: readonly PortMapping[]): [Protocol, string][] => {
 };
 
 /** The jumps from CNI-HOSTPORT-DNAT into the attachment's chain. */
-export function entryRules(pc: Pick<HostPorts, 'name' | 'conditionsV4' | 'conditionsV6' | 'portMappings'>, containerId: string, family: Family): string[] {
+export function entryRules(
+  pc: Pick<HostPorts, 'name' | 'conditionsV4' | 'conditionsV6' | 'portMappings'>,
+  containerId: string,
+  family: Family,
+): string[] {
   const chain = dnatChain(pc.name, containerId);
   const comment = `-m comment --comment ${quoteComment(dnatComment(pc.name, containerId))}`;
   const { header, matches } = splitConditions(family === 4 ? pc.conditionsV4 : pc.conditionsV6, family);
   const pre = header.length ? `${header.join(' ')} ` : '';
   const post = matches.length ? ` ${matches.join(' ')}` : '';
-  return unique(portLists(pc.portMappings).map(([p, ports]) => `${pre}-p ${p} ${comment} -m multiport --dports ${ports}${post} -j ${chain}`));
+  return unique(
+    portLists(pc.portMappings).map(([p, ports]) => `${pre}-p ${p} ${comment} -m multiport --dports ${ports}${post} -j ${chain}`),
+  );
 }
 
 export interface PortmapInput {
@@ -205,7 +221,11 @@ export function portmapDesired(i: PortmapInput): KernelState {
   if (pc.portMappings.length === 0) return emptyKernelState();
   const sysctls: KernelState['sysctls'][number][] =
     i.addresses.v4 && pc.snat && i.hostIf ? [{ ns, key: devSysctl('net.ipv4.conf', i.hostIf, 'route_localnet'), value: '1' }] : [];
-  return { ...emptyKernelState(), ...renderWith(HOSTPORT_RENDERERS, pc.backend ?? 'iptables', hostPortsOf(pc, ns, i.containerId, i.addresses)), sysctls };
+  return {
+    ...emptyKernelState(),
+    ...renderWith(HOSTPORT_RENDERERS, pc.backend ?? 'iptables', hostPortsOf(pc, ns, i.containerId, i.addresses)),
+    sysctls,
+  };
 }
 
 /**
@@ -231,4 +251,5 @@ export function portmapScope(ns: NsRef, network: string, containerId: string): O
 }
 
 /** UDP host ports whose conntrack entries ADD flushes (stale entries would keep blackholing new traffic). */
-export const udpHostPorts = (pc: PortMapConf): number[] => unique(pc.portMappings.filter((m) => m.protocol === 'udp').map((m) => String(m.hostPort))).map(Number);
+export const udpHostPorts = (pc: PortMapConf): number[] =>
+  unique(pc.portMappings.filter((m) => m.protocol === 'udp').map((m) => String(m.hostPort))).map(Number);

@@ -13,7 +13,16 @@ import { masqueradeScope, renderMasquerade } from '../netfilter/masquerade.ts';
 import type { DNS, IPConfig, Result } from '../cni/result.ts';
 import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP } from '../ip/ip.ts';
 import { devSysctl } from '../kernel/keys.ts';
-import { emptyKernelState, HOST, type Address, type KernelState, type Link, type OwnershipScope, type Route, type Sysctl } from '../kernel/model.ts';
+import {
+  emptyKernelState,
+  HOST,
+  type Address,
+  type KernelState,
+  type Link,
+  type OwnershipScope,
+  type Route,
+  type Sysctl,
+} from '../kernel/model.ts';
 
 export interface PtpConf {
   readonly name: string;
@@ -37,11 +46,16 @@ export function parsePtpConf(conf: NetConf): E.Either<CniError, PtpConf> {
   if (typeof ipMasq !== 'boolean') errs.push(`ipMasq: must be true or false, got ${JSON.stringify(ipMasq)}`);
   const ipMasqBackend = parseBackend(o, 'ipMasqBackend', errs);
   const mtu = o['mtu'] ?? 0;
-  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535) errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
+  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > 65535)
+    errs.push(`mtu: must be an integer between 0 and 65535, got ${JSON.stringify(mtu)}`);
   const ipam = obj(o['ipam']);
-  if (!ipam || typeof ipam['type'] !== 'string' || ipam['type'] === '') errs.push("ipam.type: ptp needs an IPAM plugin ('ipam': {'type': ...})");
+  if (!ipam || typeof ipam['type'] !== 'string' || ipam['type'] === '')
+    errs.push("ipam.type: ptp needs an IPAM plugin ('ipam': {'type': ...})");
   // dhcp talks on the interface, which ptp makes only once it knows the addresses: not supported (yet).
-  else if (ipam['type'] === 'dhcp') errs.push('ipam.type: dhcp is not supported with felt\'s ptp (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)');
+  else if (ipam['type'] === 'dhcp')
+    errs.push(
+      "ipam.type: dhcp is not supported with felt's ptp (it needs the interface before IPAM runs; bridge and macvlan order themselves for it)",
+    );
   let dns: DNS | undefined;
   if (o['dns'] !== undefined && o['dns'] !== null) {
     const d = obj(o['dns']);
@@ -49,7 +63,15 @@ export function parsePtpConf(conf: NetConf): E.Either<CniError, PtpConf> {
     else if (Object.keys(d).length) dns = d as DNS;
   }
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));
-  return E.right({ name: conf.name, cniVersion: conf.cniVersion, ipMasq: ipMasq as boolean, ...(ipMasqBackend ? { ipMasqBackend } : {}), mtu: mtu as number, ...(dns ? { dns } : {}), ipamType: ipam!['type'] as string });
+  return E.right({
+    name: conf.name,
+    cniVersion: conf.cniVersion,
+    ipMasq: ipMasq as boolean,
+    ...(ipMasqBackend ? { ipMasqBackend } : {}),
+    mtu: mtu as number,
+    ...(dns ? { dns } : {}),
+    ipamType: ipam!['type'] as string,
+  });
 }
 
 export interface PtpAttachment {
@@ -76,7 +98,15 @@ export function ptpPlan(a: PtpAttachment): E.Either<CniError, PtpPlan> {
   const mtu = conf.mtu || undefined;
   const links: Link[] = [
     { ns: HOST, name: hostVeth, kind: 'veth', up: true, mac: a.hostVethMac, ...(mtu ? { mtu } : {}) },
-    { ns: netns, name: ifname, kind: 'veth', up: true, mac: a.containerMac, veth: { peer: hostVeth, peerNs: HOST, peerMac: a.hostVethMac }, ...(mtu ? { mtu } : {}) },
+    {
+      ns: netns,
+      name: ifname,
+      kind: 'veth',
+      up: true,
+      mac: a.containerMac,
+      veth: { peer: hostVeth, peerNs: HOST, peerMac: a.hostVethMac },
+      ...(mtu ? { mtu } : {}),
+    },
   ];
   const addresses: Address[] = [];
   const routes: Route[] = [];
@@ -86,7 +116,10 @@ export function ptpPlan(a: PtpAttachment): E.Either<CniError, PtpPlan> {
     const c = parseCIDR(ipc.address);
     const gw = ipc.gateway === undefined ? undefined : parseIP(ipc.gateway);
     if (!c) return E.left(cniError(ErrCode.Delegate, `${conf.ipamType}: invalid address ${JSON.stringify(ipc.address)}`));
-    if (!gw || gw.family !== c.ip.family) return E.left(cniError(ErrCode.Delegate, `${conf.ipamType}: address ${ipc.address} has no gateway of its family (ptp routes through it)`));
+    if (!gw || gw.family !== c.ip.family)
+      return E.left(
+        cniError(ErrCode.Delegate, `${conf.ipamType}: address ${ipc.address} has no gateway of its family (ptp routes through it)`),
+      );
     const fam = c.ip.family;
     const host = fam === 4 ? 32 : 128;
     const ip = formatIP(c.ip);
@@ -115,7 +148,10 @@ export function ptpPlan(a: PtpAttachment): E.Either<CniError, PtpPlan> {
     sysctls.push({ ns: netns, key: devSysctl('net.ipv6.conf', ifname, 'disable_ipv6'), value: '0' });
   }
   const masq = conf.ipMasq
-    ? renderMasquerade({ ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) }, conf.ipMasqBackend ?? 'iptables')
+    ? renderMasquerade(
+        { ns: HOST, network: conf.name, ifname, containerId: a.containerId, addresses: ips.map((i) => i.address) },
+        conf.ipMasqBackend ?? 'iptables',
+      )
     : {};
   const kernel: KernelState = { ...emptyKernelState(), links, addresses, routes, sysctls, ...masq };
   const result: Result = {

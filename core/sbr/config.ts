@@ -42,12 +42,14 @@ export function parseSbrConf(conf: NetConf): E.Either<CniError, SbrConf> {
       gw.forEach((g: unknown, i) => {
         const a = typeof g === 'string' ? parseIP(g) : undefined;
         if (!a) errs.push(`gateways[${i}]: ${show(g)} is not an IP address`);
-        else if (gateways[a.family] !== undefined) errs.push(`gateways[${i}]: a second IPv${a.family} gateway (${formatIP(a)}); one per family`);
+        else if (gateways[a.family] !== undefined)
+          errs.push(`gateways[${i}]: a second IPv${a.family} gateway (${formatIP(a)}); one per family`);
         else gateways[a.family] = formatIP(a);
       });
   }
   const hints = o['addSourceHints'];
-  if (hints !== undefined && hints !== null && typeof hints !== 'boolean') errs.push(`addSourceHints: must be true or false, got ${show(hints)}`);
+  if (hints !== undefined && hints !== null && typeof hints !== 'boolean')
+    errs.push(`addSourceHints: must be true or false, got ${show(hints)}`);
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));
   return E.right({ ...(table !== undefined ? { table } : {}), gateways, addSourceHints: hints === true });
 }
@@ -55,7 +57,8 @@ export function parseSbrConf(conf: NetConf): E.Either<CniError, SbrConf> {
 /** prevResult, required (sbr only makes sense chained after the plugin that made the interface). */
 export function prevResultOf(conf: NetConf): E.Either<CniError, Result> {
   const raw = conf.raw['prevResult'];
-  if (raw === undefined || raw === null) return E.left(invalidConfig('prevResult: required (sbr must be chained after the plugin that made the interface)'));
+  if (raw === undefined || raw === null)
+    return E.left(invalidConfig('prevResult: required (sbr must be chained after the plugin that made the interface)'));
   const r = readResult(raw);
   return E.isLeft(r) ? E.left(invalidConfig(`prevResult: ${r.left}`)) : E.right(r.right);
 }

@@ -155,7 +155,12 @@ export function sbrAdd(a: SbrAttachment): E.Either<CniError, SbrDesired> {
       ...(fixed ? [] : dflt),
     );
   }
-  const idOf = (r: Route): RouteId => ({ ns: r.ns, dst: r.dst, ...(r.table !== undefined ? { table: r.table } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}) });
+  const idOf = (r: Route): RouteId => ({
+    ns: r.ns,
+    dst: r.dst,
+    ...(r.table !== undefined ? { table: r.table } : {}),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+  });
   const routeIds: RouteId[] = [...moved, ...kept].map(idOf);
   const routes = uniqRoutes([...copies, ...hints]);
   const scope: OwnershipScope = {
@@ -171,7 +176,10 @@ export function sbrAdd(a: SbrAttachment): E.Either<CniError, SbrDesired> {
     kernel: { ...emptyKernelState(), routes, ipRules },
     scope,
     tables,
-    undo: { kernel: { ...emptyKernelState(), routes: before }, scope: { ...scope, routeIds: [...routeIds, ...routes.map(idOf), ...before.map(idOf)] } },
+    undo: {
+      kernel: { ...emptyKernelState(), routes: before },
+      scope: { ...scope, routeIds: [...routeIds, ...routes.map(idOf), ...before.map(idOf)] },
+    },
   });
 }
 
@@ -207,7 +215,9 @@ export function sbrDel(a: SbrRemoval): SbrDesired {
   const isDefault = (r: Route): boolean => r.dst === defaultDst(familyOfDst(r.dst));
   const back = uniqRoutes(
     inTables
-      .filter((r) => (!isDefault(r) || a.prevRoutes === undefined || listed(r)) && (r.src === undefined || hostIPs.has(r.src.toLowerCase())))
+      .filter(
+        (r) => (!isDefault(r) || a.prevRoutes === undefined || listed(r)) && (r.src === undefined || hostIPs.has(r.src.toLowerCase())),
+      )
       .map((r) => {
         const { table: _moved, ...rest } = r;
         // A default route goes back via the gateway prevResult names (ADD may have used `gateways` instead).
@@ -215,7 +225,12 @@ export function sbrDel(a: SbrRemoval): SbrDesired {
         return gw ? { ...rest, gw } : rest;
       }),
   ).filter((r) => !mainSeen.has(routeKey(r)));
-  const routeIds: RouteId[] = inTables.map((r) => ({ ns, dst: r.dst, table: routeTable(r), ...(r.metric !== undefined ? { metric: r.metric } : {}) }));
+  const routeIds: RouteId[] = inTables.map((r) => ({
+    ns,
+    dst: r.dst,
+    table: routeTable(r),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+  }));
   return {
     kernel: { ...emptyKernelState(), routes: back },
     scope: { ...scope, ...(routeIds.length ? { routeIds } : {}) },

@@ -47,12 +47,17 @@ export function parseTapConf(conf: NetConf, cniArgs: Readonly<Record<string, str
   const o = conf.raw;
   const errs: string[] = [];
   const mtu = o['mtu'] ?? 0;
-  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > TAP_MAX_MTU) errs.push(`mtu: must be an integer between 0 and ${TAP_MAX_MTU}, got ${JSON.stringify(mtu)}`);
+  if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 0 || mtu > TAP_MAX_MTU)
+    errs.push(`mtu: must be an integer between 0 and ${TAP_MAX_MTU}, got ${JSON.stringify(mtu)}`);
   // mac < CNI_ARGS MAC < runtimeConfig.mac, as the reference.
   let mac: string | undefined;
   const rc = o['runtimeConfig'];
   if (rc !== undefined && rc !== null && !obj(rc)) errs.push('runtimeConfig: must be an object');
-  for (const [field, v] of [['mac', o['mac']], ['CNI_ARGS MAC', cniArgs['MAC']], ['runtimeConfig.mac', obj(rc)?.['mac']]] as const) {
+  for (const [field, v] of [
+    ['mac', o['mac']],
+    ['CNI_ARGS MAC', cniArgs['MAC']],
+    ['runtimeConfig.mac', obj(rc)?.['mac']],
+  ] as const) {
     if (v === undefined || v === '') continue;
     const m = typeof v === 'string' ? parseMac(v) : undefined;
     if (!m) errs.push(`${field}: ${JSON.stringify(v)} is not a MAC address`);
@@ -62,12 +67,14 @@ export function parseTapConf(conf: NetConf, cniArgs: Readonly<Record<string, str
   const mq = o['multiQueue'] ?? false;
   if (typeof mq !== 'boolean') errs.push('multiQueue: must be true or false');
   for (const f of ['owner', 'group'] as const) {
-    if (o[f] !== undefined && o[f] !== null && !uint32(o[f])) errs.push(`${f}: must be an integer between 0 and ${UINT32_MAX}, got ${JSON.stringify(o[f])}`);
+    if (o[f] !== undefined && o[f] !== null && !uint32(o[f]))
+      errs.push(`${f}: must be an integer between 0 and ${UINT32_MAX}, got ${JSON.stringify(o[f])}`);
   }
   let selinuxContext: string | undefined;
   const sc = o['selinuxContext'];
   if (sc !== undefined && sc !== '') {
-    if (typeof sc !== 'string' || !SELINUX_CONTEXT.test(sc)) errs.push(`selinuxContext: ${JSON.stringify(sc)} is not an SELinux context (user:role:type[:level])`);
+    if (typeof sc !== 'string' || !SELINUX_CONTEXT.test(sc))
+      errs.push(`selinuxContext: ${JSON.stringify(sc)} is not an SELinux context (user:role:type[:level])`);
     else selinuxContext = sc;
   }
   let bridge: string | undefined;

@@ -65,7 +65,7 @@ const truthy = (s: string): boolean | undefined => {
 export function sysctlKeyFor(field: string, ifname: string): E.Either<string, string> {
   if (field === '') return E.left('is empty');
   if (field.includes('..')) return E.left("contains '..'");
-  if (!isBatchToken(field)) return E.left('contains whitespace, control characters, \'#\', a quote or a backslash');
+  if (!isBatchToken(field)) return E.left("contains whitespace, control characters, '#', a quote or a backslash");
   const path = field.replace(/\./g, '/').replace('IFNAME', ifname);
   const segs = path.split('/');
   if (segs.some((s) => s === '')) return E.left('has an empty path component (a leading, trailing or doubled separator)');

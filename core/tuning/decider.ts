@@ -4,7 +4,15 @@
 // anything. Commands: RecordOriginals (ADD, before it applies), ForgetOriginals (DEL once restored, or an
 // ADD that failed and rolled back). Events: TuningApplied, TuningReverted.
 
-import { originalsDecider, type ForgetData, type OriginalsCommand, type OriginalsData, type OriginalsEvent, type OriginalsState, type Remembered } from '../cni/originals.ts';
+import {
+  originalsDecider,
+  type ForgetData,
+  type OriginalsCommand,
+  type OriginalsData,
+  type OriginalsEvent,
+  type OriginalsState,
+  type Remembered,
+} from '../cni/originals.ts';
 import type { Event } from '../events.ts';
 import { mergeOriginals, type Originals } from './desired.ts';
 

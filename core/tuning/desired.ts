@@ -43,7 +43,8 @@ const stateOf = (netns: NsRef, ifname: string, v: LinkValues, sysctls: readonly 
 };
 
 /** What ADD wants. */
-export const tunedState = (tc: TuningConf, netns: NsRef, ifname: string): KernelState => stateOf(netns, ifname, tunedValues(tc), tc.sysctls);
+export const tunedState = (tc: TuningConf, netns: NsRef, ifname: string): KernelState =>
+  stateOf(netns, ifname, tunedValues(tc), tc.sysctls);
 
 /** What CHECK expects: as ADD, and (as the reference checks it) promiscuous mode off unless configured on. */
 export const checkedState = (tc: TuningConf, netns: NsRef, ifname: string): KernelState =>

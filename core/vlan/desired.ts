@@ -21,7 +21,8 @@ export function parseVlanConf(conf: NetConf): E.Either<CniError, VlanConf> {
   if (o['master'] === undefined || o['master'] === '') errs.push('master: required (the host interface to create the VLAN on)');
   // 4095 is reserved by 802.1Q; the reference accepts 0-4094 too (its message says "4095 inclusive").
   const id = o['vlanId'] ?? 0;
-  if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > 4094) errs.push(`vlanId: invalid VLAN ID ${JSON.stringify(id)} (must be an integer between 0 and 4094)`);
+  if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > 4094)
+    errs.push(`vlanId: invalid VLAN ID ${JSON.stringify(id)} (must be an integer between 0 and 4094)`);
   if (base.ipamType === '') errs.push('ipam.type: required (vlan needs an IPAM plugin)');
   if (errs.length) return E.left(invalidConfig(errs.join('; ')));
   return E.right({ ...base, master: base.master!, vlanId: id as number });

@@ -52,7 +52,8 @@ interface Pod {
 
 function podOf(conf: VrfConf, seen: KernelState, ifname: string, netns: string): E.Either<CniError, Pod> {
   const vrf = seen.links.find((l) => l.ns === netns && l.name === conf.vrfname);
-  if (vrf && vrf.kind !== 'vrf') return E.left(invalidConfig(`vrfname: "${conf.vrfname}" exists in ${netns} and is a ${vrf.kind}, not a VRF`));
+  if (vrf && vrf.kind !== 'vrf')
+    return E.left(invalidConfig(`vrfname: "${conf.vrfname}" exists in ${netns} and is a ${vrf.kind}, not a VRF`));
   const port = seen.links.find((l) => l.ns === netns && l.name === ifname);
   return E.right({ ...(vrf ? { vrf } : {}), ...(port ? { port } : {}) });
 }
@@ -64,7 +65,8 @@ export function vrfTable(conf: VrfConf, seen: KernelState, netns: string): E.Eit
   if (existing) {
     const t = existing.vrf?.table;
     if (t === undefined) return E.left(cniError(ErrCode.Kernel, `VRF ${conf.vrfname} in ${netns}: its table cannot be read`));
-    if (conf.table !== undefined && conf.table !== t) return E.left(invalidConfig(`table: VRF ${conf.vrfname} already exists with table ${t}, not ${conf.table}`));
+    if (conf.table !== undefined && conf.table !== t)
+      return E.left(invalidConfig(`table: VRF ${conf.vrfname} already exists with table ${t}, not ${conf.table}`));
     return E.right(t);
   }
   if (conf.table !== undefined) return E.right(conf.table);
@@ -94,12 +96,17 @@ function keep(seen: KernelState, ifname: string, netns: string, move: (r: Route)
   };
 }
 
-const intoTable = (t: number) => (r: Route): Route => (routeTable(r) === MAIN ? { ...r, table: t } : r);
-const intoMain = (t: number) => (r: Route): Route => {
-  if (routeTable(r) !== t) return r;
-  const { table: _t, ...rest } = r;
-  return rest;
-};
+const intoTable =
+  (t: number) =>
+  (r: Route): Route =>
+    routeTable(r) === MAIN ? { ...r, table: t } : r;
+const intoMain =
+  (t: number) =>
+  (r: Route): Route => {
+    if (routeTable(r) !== t) return r;
+    const { table: _t, ...rest } = r;
+    return rest;
+  };
 
 export interface VrfAttachment {
   readonly conf: VrfConf;
@@ -115,7 +122,8 @@ export function vrfAddState(a: VrfAttachment): E.Either<CniError, { kernel: Kern
   const pod = podOf(conf, seen, ifname, netns);
   if (E.isLeft(pod)) return pod;
   const { port } = pod.right;
-  if (!port) return E.left(cniError(ErrCode.InvalidEnvironment, `CNI_IFNAME: no interface "${ifname}" in ${netns} to put in VRF ${conf.vrfname}`));
+  if (!port)
+    return E.left(cniError(ErrCode.InvalidEnvironment, `CNI_IFNAME: no interface "${ifname}" in ${netns} to put in VRF ${conf.vrfname}`));
   if (port.master && port.master !== conf.vrfname) {
     return E.left(cniError(ErrCode.InvalidEnvironment, `CNI_IFNAME: interface ${ifname} has already a master set: ${port.master}`));
   }
@@ -126,7 +134,11 @@ export function vrfAddState(a: VrfAttachment): E.Either<CniError, { kernel: Kern
     { ns: netns, name: conf.vrfname, kind: 'vrf', up: true, vrf: { table: t } },
     { ns: netns, name: ifname, kind: 'device', master: conf.vrfname },
   ];
-  return E.right({ kernel: { ...emptyKernelState(), links, ...keep(seen, ifname, netns, intoTable(t)) }, scope: vrfScope(conf.vrfname, ifname, netns), table: t });
+  return E.right({
+    kernel: { ...emptyKernelState(), links, ...keep(seen, ifname, netns, intoTable(t)) },
+    scope: vrfScope(conf.vrfname, ifname, netns),
+    table: t,
+  });
 }
 
 /**

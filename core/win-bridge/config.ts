@@ -8,8 +8,24 @@ import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../cni/errors.ts';
 import type { Result } from '../cni/result.ts';
 import { formatIP, networkOf, parseCIDR } from '../ip/ip.ts';
-import { endpointName, hcnEndpointRequest, hnsEndpointRequest, type EndpointInfo, type HcnEndpoint, type HnsEndpoint } from '../hns/endpoint.ts';
-import { cidrOption, done, endpointDns, parseHnsNetConf, withLoopbackDsr, withOutboundNatException, withPortMappings, type HnsNetConf } from '../hns/netconf.ts';
+import {
+  endpointName,
+  hcnEndpointRequest,
+  hnsEndpointRequest,
+  type EndpointInfo,
+  type HcnEndpoint,
+  type HnsEndpoint,
+} from '../hns/endpoint.ts';
+import {
+  cidrOption,
+  done,
+  endpointDns,
+  parseHnsNetConf,
+  withLoopbackDsr,
+  withOutboundNatException,
+  withPortMappings,
+  type HnsNetConf,
+} from '../hns/netconf.ts';
 
 export interface WinBridgeConf extends HnsNetConf {
   /** The OutBoundNAT exception ('' for none). */
@@ -45,7 +61,10 @@ export interface WinEndpointInput {
   readonly dsrSupported: boolean;
 }
 
-function endpointInfo(c: WinBridgeConf, a: WinEndpointInput): E.Either<CniError, { info: EndpointInfo; policies: WinBridgeConf['policies'] }> {
+function endpointInfo(
+  c: WinBridgeConf,
+  a: WinEndpointInput,
+): E.Either<CniError, { info: EndpointInfo; policies: WinBridgeConf['policies'] }> {
   let ip = '';
   let gateway = '';
   if (c.ipamType !== '') {
@@ -69,8 +88,12 @@ function endpointInfo(c: WinBridgeConf, a: WinEndpointInput): E.Either<CniError,
 
 /** The HNS v1 endpoint win-bridge asks for. */
 export const winBridgeHnsEndpoint = (c: WinBridgeConf, a: WinEndpointInput): E.Either<CniError, HnsEndpoint> =>
-  E.map(({ info, policies }: { info: EndpointInfo; policies: WinBridgeConf['policies'] }) => hnsEndpointRequest(info, policies))(endpointInfo(c, a));
+  E.map(({ info, policies }: { info: EndpointInfo; policies: WinBridgeConf['policies'] }) => hnsEndpointRequest(info, policies))(
+    endpointInfo(c, a),
+  );
 
 /** The HCN v2 endpoint win-bridge asks for. */
 export const winBridgeHcnEndpoint = (c: WinBridgeConf, a: WinEndpointInput): E.Either<CniError, HcnEndpoint> =>
-  E.map(({ info, policies }: { info: EndpointInfo; policies: WinBridgeConf['policies'] }) => hcnEndpointRequest(info, policies))(endpointInfo(c, a));
+  E.map(({ info, policies }: { info: EndpointInfo; policies: WinBridgeConf['policies'] }) => hcnEndpointRequest(info, policies))(
+    endpointInfo(c, a),
+  );

@@ -9,8 +9,24 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { NetConf } from '../cni/env.ts';
 import { cniError, ErrCode, type CniError } from '../cni/errors.ts';
 import { parseCIDR, parseIP } from '../ip/ip.ts';
-import { endpointName, hcnEndpointRequest, type EndpointInfo, type HcnEndpoint, type HnsEndpoint, type HnsNetwork } from '../hns/endpoint.ts';
-import { done, endpointDns, hnsEndpointPolicies, parseHnsNetConf, withLoopbackDsr, withOutboundNatException, withProviderAddress, type HnsNetConf } from '../hns/netconf.ts';
+import {
+  endpointName,
+  hcnEndpointRequest,
+  type EndpointInfo,
+  type HcnEndpoint,
+  type HnsEndpoint,
+  type HnsNetwork,
+} from '../hns/endpoint.ts';
+import {
+  done,
+  endpointDns,
+  hnsEndpointPolicies,
+  parseHnsNetConf,
+  withLoopbackDsr,
+  withOutboundNatException,
+  withProviderAddress,
+  type HnsNetConf,
+} from '../hns/netconf.ts';
 import type { WinEndpointInput } from '../win-bridge/config.ts';
 
 export const DEFAULT_MAC_PREFIX = '0E-2A';
@@ -33,7 +49,11 @@ export function parseWinOverlayConf(conf: NetConf): E.Either<CniError, WinOverla
   }
   // Its HNS v1 path always runs IPAM.
   if (base.apiVersion === 1 && base.ipamType === '') errs.push('ipam.type: required (win-overlay needs an IPAM plugin with apiVersion 1)');
-  return done(errs, { ...base, ipMasq: ipMasq === true, endpointMacPrefix: typeof prefix === 'string' && prefix !== '' ? prefix : DEFAULT_MAC_PREFIX });
+  return done(errs, {
+    ...base,
+    ipMasq: ipMasq === true,
+    endpointMacPrefix: typeof prefix === 'string' && prefix !== '' ? prefix : DEFAULT_MAC_PREFIX,
+  });
 }
 
 export const WIN_OVERLAY_NETWORK_TYPES = ['Overlay'] as const;
@@ -77,7 +97,12 @@ export function winOverlayHnsEndpoint(c: WinOverlayConf, net: HnsNetwork, a: Win
 }
 
 /** The HCN v2 endpoint win-overlay asks for: `net` is the HNS v1 view of the same network (gateway, management IP). */
-export function winOverlayHcnEndpoint(c: WinOverlayConf, net: HnsNetwork, networkId: string, a: WinEndpointInput): E.Either<CniError, HcnEndpoint> {
+export function winOverlayHcnEndpoint(
+  c: WinOverlayConf,
+  net: HnsNetwork,
+  networkId: string,
+  a: WinEndpointInput,
+): E.Either<CniError, HcnEndpoint> {
   let ip = '';
   let mac = '';
   if (c.ipamType !== '') {

@@ -59,11 +59,24 @@ describe('policy rules through ip', () => {
     expect(spawns.some((a) => a.includes('rule'))).toBe(false);
     const seen = await observe(k, { namespaces: [ns()], ipRules: true });
     const view = (seen.ipRules ?? []).map((r) => `${r.family} ${r.src} ${r.table} ${r.priority}`);
-    expect(view).toEqual(expect.arrayContaining(['4 0.0.0.0/0 255 0', '4 0.0.0.0/0 254 32766', '4 0.0.0.0/0 253 32767', '4 192.168.99.1/32 150 32765', '6 ::/0 254 32766']));
+    expect(view).toEqual(
+      expect.arrayContaining([
+        '4 0.0.0.0/0 255 0',
+        '4 0.0.0.0/0 254 32766',
+        '4 0.0.0.0/0 253 32767',
+        '4 192.168.99.1/32 150 32765',
+        '6 ::/0 254 32766',
+      ]),
+    );
   });
 
   it('converges, leaves the defaults and the foreign rule, and removes its own again', async () => {
-    const scope = sc({ ruleSrcs: [{ ns: ns(), src: '10.1.0.5/32' }, { ns: ns(), src: 'fd00::5/128' }] });
+    const scope = sc({
+      ruleSrcs: [
+        { ns: ns(), src: '10.1.0.5/32' },
+        { ns: ns(), src: 'fd00::5/128' },
+      ],
+    });
     const d = st({ routes: [{ ns: ns(), dst: '0.0.0.0/0', gw: '10.1.0.1', dev: 'e0', table: 100 }], ipRules: rules() });
     const req: ObserveRequest = { namespaces: [ns()], ipRules: true };
     const before = await observe(k, req);
@@ -92,11 +105,24 @@ describe('policy rules through ip', () => {
     const real = linuxKernel({ pid: process.pid, hostNetns: fresh.path });
     const req: ObserveRequest = { namespaces: [fresh.path], ipRules: true };
     const twin = memoryKernel(st({ ipRules: (await observe(real, req)).ipRules ?? [] }));
-    const r = (src: string, table: number, priority?: number): IpRule => ({ ns: fresh.path, family: src.includes(':') ? 6 : 4, src, table, ...(priority !== undefined ? { priority } : {}) });
+    const r = (src: string, table: number, priority?: number): IpRule => ({
+      ns: fresh.path,
+      family: src.includes(':') ? 6 : 4,
+      src,
+      table,
+      ...(priority !== undefined ? { priority } : {}),
+    });
     const steps: Op[][] = [
-      [{ op: 'iprule.add', ipRule: r('10.1.0.5/32', 100) }, { op: 'iprule.add', ipRule: r('10.1.0.6/32', 101) }, { op: 'iprule.add', ipRule: r('fd00::5/128', 100) }],
+      [
+        { op: 'iprule.add', ipRule: r('10.1.0.5/32', 100) },
+        { op: 'iprule.add', ipRule: r('10.1.0.6/32', 101) },
+        { op: 'iprule.add', ipRule: r('fd00::5/128', 100) },
+      ],
       [{ op: 'iprule.add', ipRule: r('10.1.0.7/32', 102, 200) }],
-      [{ op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) }, { op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) }],
+      [
+        { op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) },
+        { op: 'iprule.del', ipRule: r('10.1.0.6/32', 101, 32764) },
+      ],
     ];
     const view = (s: KernelState): string[] => (s.ipRules ?? []).map((x) => `${x.family} ${x.src} ${x.table} ${x.priority}`).sort();
     for (const ops of steps) {

@@ -10,7 +10,15 @@ import { linuxKernel } from '../../adapters/kernel/linux.ts';
 import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import { invocations, steps } from '../../adapters/kernel/render.ts';
 import type { Kernel, ObserveRequest } from '../../adapters/kernel/types.ts';
-import { emptyKernelState, type KernelState, type NftChain, type NftJson, type NftRule, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
+import {
+  emptyKernelState,
+  type KernelState,
+  type NftChain,
+  type NftJson,
+  type NftRule,
+  type Op,
+  type OwnershipScope,
+} from '../../core/kernel/model.ts';
 import { describeOp, plan } from '../../core/kernel/plan.ts';
 import { renderMasquerade } from '../../core/netfilter/masquerade.ts';
 import { masqFor } from '../../core/cni/masq.ts';
@@ -57,11 +65,15 @@ function desired(ns: string, comments: readonly string[]): KernelState {
     ...base(ns),
     chain: 'pods',
     comment,
-    expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: `10.9.0.${i + 2}` } }, { masquerade: null }] as NftJson[],
+    expr: [
+      { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: `10.9.0.${i + 2}` } },
+      { masquerade: null },
+    ] as NftJson[],
   }));
   return st({ nftTables: [{ ns, family: 'inet', name: T }], nftChains: [shared, owned], nftRules: rules });
 }
-const scope = (ns: string): OwnershipScope => sc({ nftChains: [{ ...base(ns), chain: 'post' }], nftRuleMarkers: [{ ...base(ns), chain: 'pods', comment: 'felt:' }] });
+const scope = (ns: string): OwnershipScope =>
+  sc({ nftChains: [{ ...base(ns), chain: 'post' }], nftRuleMarkers: [{ ...base(ns), chain: 'pods', comment: 'felt:' }] });
 
 describe('nftables through the Linux adapter', () => {
   it('converges: tables, an owned base chain, a shared chain and marked rules; plan(d, observe) = []', async () => {
@@ -110,7 +122,15 @@ describe('nftables through the Linux adapter', () => {
 
   it("feltd's flannel tables converge: postrtg (mark, fully-random), forward, the remote-subnets set; an element changes alone", async () => {
     const parts = (remotes: string[]) => {
-      const x = flannelNftables('', { family: 4, cluster: '10.244.0.0/16', pod: '10.244.1.0/24', remotes, ipMasq: true, forwardRules: true, randomFully: true });
+      const x = flannelNftables('', {
+        family: 4,
+        cluster: '10.244.0.0/16',
+        pod: '10.244.1.0/24',
+        remotes,
+        ipMasq: true,
+        forwardRules: true,
+        randomFully: true,
+      });
       return st({ nftTables: flannelNftTables(''), ...x });
     };
     const sc6 = sc(flannelNftScope(''));
@@ -143,12 +163,21 @@ describe('nftables through the Linux adapter', () => {
 
 describe('nftables rendering', () => {
   it('any string in any value field: one JSON document with exactly the intended commands, values intact (property)', () => {
-    const text = fc.oneof(fc.constantFrom(HOSTILE, '"', '\\', '\n', '}', ']}', '\u0000', "';", '$(x)'), fc.string({ maxLength: 24 }), fc.string({ unit: 'binary', maxLength: 24 }));
+    const text = fc.oneof(
+      fc.constantFrom(HOSTILE, '"', '\\', '\n', '}', ']}', '\u0000', "';", '$(x)'),
+      fc.string({ maxLength: 24 }),
+      fc.string({ unit: 'binary', maxLength: 24 }),
+    );
     fc.assert(
       fc.property(fc.array(fc.tuple(text, text), { minLength: 1, maxLength: 6 }), (pairs) => {
         const ops: Op[] = pairs.map(([comment, value]) => ({
           op: 'nft.rule.add',
-          rule: { ...base(''), chain: 'pods', comment, expr: [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: value } }, { accept: null }] as NftJson[] },
+          rule: {
+            ...base(''),
+            chain: 'pods',
+            comment,
+            expr: [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: value } }, { accept: null }] as NftJson[],
+          },
         }));
         const invs = steps(ops, { pid: 1 }).flatMap((s) => invocations(s, { pid: 1 }));
         expect(invs).toHaveLength(1);

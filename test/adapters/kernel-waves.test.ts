@@ -19,7 +19,19 @@ const conf = E.getOrElseW((e) => {
   throw new Error(JSON.stringify(e));
 })(
   E.chain((nc: Parameters<typeof parseBridgeConf>[0]) => parseBridgeConf(nc, {}))(
-    parseNetConf(JSON.stringify({ cniVersion: '1.0.0', name: 'wavenet', type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, ipam: { type: 'host-local' } }), PLUGIN_VERSIONS, 'ADD'),
+    parseNetConf(
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'wavenet',
+        type: 'bridge',
+        bridge: 'cni0',
+        isGateway: true,
+        ipMasq: true,
+        ipam: { type: 'host-local' },
+      }),
+      PLUGIN_VERSIONS,
+      'ADD',
+    ),
   ),
 );
 
@@ -89,7 +101,8 @@ const norm = (s: KernelState): Record<string, string[]> =>
 /** `n` attachments made at once then removed at once through a wave kernel, and one by one on a twin of its own. */
 async function both(n: number, fresh: boolean, ghost: ReadonlySet<number> = new Set()) {
   // A host link that does not exist: an op on it fails, as the call's alone would.
-  const broken = (i: number): Op[] => (ghost.has(i) ? [{ op: 'link.set', link: { ns: HOST, name: `ghost${i}`, kind: 'veth' }, changes: { up: true } }] : []);
+  const broken = (i: number): Op[] =>
+    ghost.has(i) ? [{ op: 'link.set', link: { ns: HOST, name: `ghost${i}`, kind: 'veth' }, changes: { up: true } }] : [];
   const pods = Array.from({ length: n }, (_, i) => pod(i));
   const seed = memoryKernel();
   // A node that serves pods already: the bridge is there with its gateway address.
@@ -110,7 +123,15 @@ async function both(n: number, fresh: boolean, ghost: ReadonlySet<number> = new 
   const together = { add: await Promise.all(pods.map((p) => add(wave, p, broken(p.i)))) };
   const afterAddTogether = norm(inner.state());
   const dels = await Promise.all(pods.map((p) => del(wave, p, broken(p.i))));
-  return { alone, together: { ...together, del: dels }, afterAdd, afterAddTogether, end: norm(one.state()), endTogether: norm(inner.state()), stats: wave.stats() };
+  return {
+    alone,
+    together: { ...together, del: dels },
+    afterAdd,
+    afterAddTogether,
+    end: norm(one.state()),
+    endTogether: norm(inner.state()),
+    stats: wave.stats(),
+  };
 }
 
 const ok = (r: E.Either<KernelError, void>): boolean | string => (E.isRight(r) ? true : r.left.msg);
@@ -146,7 +167,9 @@ describe('waves: calls at once through one wave kernel', () => {
   it('property: any number of calls, some of them failing: each gets the result it gets alone, the kernel ends the same', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.integer({ min: 1, max: 10 }).chain((n) => fc.tuple(fc.constant(n), fc.uniqueArray(fc.integer({ min: 0, max: n - 1 }), { maxLength: n }), fc.boolean())),
+        fc
+          .integer({ min: 1, max: 10 })
+          .chain((n) => fc.tuple(fc.constant(n), fc.uniqueArray(fc.integer({ min: 0, max: n - 1 }), { maxLength: n }), fc.boolean())),
         async ([n, failing, fresh]) => {
           const r = await both(n, fresh, new Set(failing));
           expect(r.together.add.map(ok)).toEqual(r.alone.add.map(ok));
@@ -164,7 +187,10 @@ describe('waves: calls at once through one wave kernel', () => {
   it('a read that fails for one call (its namespace cannot be read) is read again call by call: only that call fails', async () => {
     const twin = memoryKernel();
     const failing: Kernel = {
-      observe: (req) => (req.namespaces.some((n) => n.includes('unreadable')) ? async () => E.left({ kind: 'kernel', msg: 'failed to read /var/run/netns/unreadable' }) : twin.observe(req)),
+      observe: (req) =>
+        req.namespaces.some((n) => n.includes('unreadable'))
+          ? async () => E.left({ kind: 'kernel', msg: 'failed to read /var/run/netns/unreadable' })
+          : twin.observe(req),
       apply: (ops) => twin.apply(ops),
     };
     const wave = waveKernel(failing);
@@ -186,7 +212,9 @@ describe('waves: calls at once through one wave kernel', () => {
       if (E.isLeft(own)) throw new Error(own.left.msg);
       // Removing, keeping and changing: the same ops from either read.
       expect(plan(emptyKernelState(), shared.right, p.scope)).toEqual(plan(emptyKernelState(), own.right, p.scope));
-      expect(plan(desired(p, '02:00:00:00:00:01'), shared.right, p.scope)).toEqual(plan(desired(p, '02:00:00:00:00:01'), own.right, p.scope));
+      expect(plan(desired(p, '02:00:00:00:00:01'), shared.right, p.scope)).toEqual(
+        plan(desired(p, '02:00:00:00:00:01'), own.right, p.scope),
+      );
       const moved = desired({ ...p, i: p.i + 100 }, '02:00:00:00:00:01');
       expect(plan(moved, shared.right, p.scope)).toEqual(plan(moved, own.right, p.scope));
     }

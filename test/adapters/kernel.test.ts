@@ -59,7 +59,9 @@ async function converge(k: Kernel, desired: KernelState, scope: OwnershipScope, 
   return ops;
 }
 
-const ping = async (ns: Netns, ip: string): Promise<boolean> => (await ns.exec(['ping', '-c', '3', '-i', '0.2', '-W', '1', ip])).stdout.includes(' 0% packet loss') || (await ns.exec(['ping', '-c', '1', '-W', '2', ip])).code === 0;
+const ping = async (ns: Netns, ip: string): Promise<boolean> =>
+  (await ns.exec(['ping', '-c', '3', '-i', '0.2', '-W', '1', ip])).stdout.includes(' 0% packet loss') ||
+  (await ns.exec(['ping', '-c', '1', '-W', '2', ip])).code === 0;
 
 afterAll(async () => {
   await cleanupNetns();
@@ -76,7 +78,15 @@ describe('bridge + veth pair into a pod', () => {
       links: [
         { ns: HOST, name: 'cni0', kind: 'bridge', up: true },
         { ns: HOST, name: 'veth0a1b2c3d', kind: 'veth', up: true, master: 'cni0', hairpin: true, mac: '02:42:ac:11:00:02' },
-        { ns: pod.path, name: 'eth0', kind: 'veth', up: true, mtu: 1500, mac: '0a:58:0a:16:00:05', veth: { peer: 'veth0a1b2c3d', peerNs: HOST } },
+        {
+          ns: pod.path,
+          name: 'eth0',
+          kind: 'veth',
+          up: true,
+          mtu: 1500,
+          mac: '0a:58:0a:16:00:05',
+          veth: { peer: 'veth0a1b2c3d', peerNs: HOST },
+        },
         { ns: pod.path, name: 'lo', kind: 'loopback', up: true },
       ],
       addresses: [
@@ -95,8 +105,14 @@ describe('bridge + veth pair into a pod', () => {
     });
   const scope = (): OwnershipScope =>
     sc({
-      links: [{ ns: HOST, name: 'veth0a1b2c3d' }, { ns: pod.path, name: 'eth0' }],
-      devices: [{ ns: HOST, dev: 'veth0a1b2c3d' }, { ns: pod.path, dev: 'eth0' }],
+      links: [
+        { ns: HOST, name: 'veth0a1b2c3d' },
+        { ns: pod.path, name: 'eth0' },
+      ],
+      devices: [
+        { ns: HOST, dev: 'veth0a1b2c3d' },
+        { ns: pod.path, dev: 'eth0' },
+      ],
     });
   const req = (): ObserveRequest => ({ namespaces: [HOST, pod.path], scope: scope(), desired: desired() });
 
@@ -318,8 +334,20 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
   const desired = (): KernelState =>
     st({
       chains: [
-        { ns: HOST, family: 4, table: 'nat', chain, rules: [`-d 10.22.0.0/16 ${comment} -j ACCEPT`, `! -d 224.0.0.0/4 ${comment} -j MASQUERADE`] },
-        { ns: HOST, family: 6, table: 'nat', chain, rules: [`-d fd00:22::/64 ${comment} -j ACCEPT`, `! -d ff00::/8 ${comment} -j MASQUERADE`] },
+        {
+          ns: HOST,
+          family: 4,
+          table: 'nat',
+          chain,
+          rules: [`-d 10.22.0.0/16 ${comment} -j ACCEPT`, `! -d 224.0.0.0/4 ${comment} -j MASQUERADE`],
+        },
+        {
+          ns: HOST,
+          family: 6,
+          table: 'nat',
+          chain,
+          rules: [`-d fd00:22::/64 ${comment} -j ACCEPT`, `! -d ff00::/8 ${comment} -j MASQUERADE`],
+        },
       ],
       rules: [
         { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: `-s 10.22.0.5/32 ${comment} -j ${chain}` },
@@ -329,7 +357,13 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
   const scope = (): OwnershipScope =>
     sc({
       chains: ([4, 6] as const).map((family) => ({ ns: HOST, family, table: 'nat' as const, chain })),
-      ruleMarkers: ([4, 6] as const).map((family) => ({ ns: HOST, family, table: 'nat' as const, chain: 'POSTROUTING', marker: `-j ${chain}` })),
+      ruleMarkers: ([4, 6] as const).map((family) => ({
+        ns: HOST,
+        family,
+        table: 'nat' as const,
+        chain: 'POSTROUTING',
+        marker: `-j ${chain}`,
+      })),
     });
   const req = (): ObserveRequest => ({ namespaces: [HOST], scope: scope(), iptables: [4, 6], desired: desired() });
 
@@ -341,21 +375,39 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
     await host.run(['iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', '172.17.0.0/16', '-j', 'MASQUERADE']);
   });
 
-  const saved = async (): Promise<string> => (await host.run(['iptables-save', '-t', 'nat'])) + (await host.run(['ip6tables-save', '-t', 'nat']));
+  const saved = async (): Promise<string> =>
+    (await host.run(['iptables-save', '-t', 'nat'])) + (await host.run(['ip6tables-save', '-t', 'nat']));
 
   it('writes the chains and the jumps into them, one iptables-restore per family', async () => {
     const ops = plan(desired(), await observe(probe.kernel, req()), scope());
     expect(ops.map((o) => o.op)).toEqual(['chain.sync', 'chain.sync', 'rule.add', 'rule.add']);
     probe.spawns.length = 0;
     await apply(probe.kernel, ops);
-    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual(['iptables-restore -w 30 --noflush', 'ip6tables-restore -w 30 --noflush']);
+    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual([
+      'iptables-restore -w 30 --noflush',
+      'ip6tables-restore -w 30 --noflush',
+    ]);
     expect(plan(desired(), await observe(probe.kernel, req()), scope())).toEqual([]);
     expect(await saved()).toContain(`-A POSTROUTING -s 10.22.0.5/32 ${comment} -j ${chain}`);
   });
 
   it('a chain edited by hand is rewritten whole; a jump deleted by hand comes back', async () => {
     await host.run(['iptables', '-t', 'nat', '-A', chain, '-j', 'RETURN']);
-    await host.run(['ip6tables', '-t', 'nat', '-D', 'POSTROUTING', '-s', 'fd00:22::5/128', '-m', 'comment', '--comment', 'name: "felt" id: "c1"', '-j', chain]);
+    await host.run([
+      'ip6tables',
+      '-t',
+      'nat',
+      '-D',
+      'POSTROUTING',
+      '-s',
+      'fd00:22::5/128',
+      '-m',
+      'comment',
+      '--comment',
+      'name: "felt" id: "c1"',
+      '-j',
+      chain,
+    ]);
     const seen = await observe(probe.kernel, req());
     expect(drift(desired(), seen, scope())).toEqual([
       'iptables chain nat/CNI-felt-test differs: 3 rules, want 2 (in the host namespace)',
@@ -405,7 +457,10 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     await converge(probe.kernel, emptyKernelState(), scope, { namespaces: [HOST], scope });
     const after = await observe(probe.kernel, { namespaces: [HOST] });
     const foreignOnly = (s: KernelState) => ({
-      links: s.links.filter((l) => l.name !== 'br-felt').map((l) => l.name).sort(),
+      links: s.links
+        .filter((l) => l.name !== 'br-felt')
+        .map((l) => l.name)
+        .sort(),
       addresses: s.addresses.filter((a) => a.dev !== 'br-felt'),
       routes: s.routes,
     });
@@ -416,7 +471,10 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
 
   it('sysctls are set and read back, also for a device made in the same apply', async () => {
     const d = st({
-      links: [{ ns: pod.path, name: 'lo', kind: 'loopback', up: true }, { ns: pod.path, name: 'br1', kind: 'bridge', up: true }],
+      links: [
+        { ns: pod.path, name: 'lo', kind: 'loopback', up: true },
+        { ns: pod.path, name: 'br1', kind: 'bridge', up: true },
+      ],
       addresses: [{ ns: pod.path, dev: 'br1', cidr: 'fd00:1::1/64' }],
       sysctls: [
         { ns: pod.path, key: 'net.ipv4.conf.all.forwarding', value: '1' },
@@ -513,16 +571,28 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
   });
 
   it('errors name the object and the namespace', async () => {
-    const r = await probe.kernel.apply([{ op: 'route.replace', route: { ns: pod.path, dst: '10.99.0.0/24', gw: '10.98.0.1', dev: 'br1' } }])();
-    expect(E.isLeft(r) && r.left.msg).toBe(`failed to add route 10.99.0.0/24 via 10.98.0.1 dev br1 in ${pod.path}: Error: Nexthop has invalid gateway.`);
+    const r = await probe.kernel.apply([
+      { op: 'route.replace', route: { ns: pod.path, dst: '10.99.0.0/24', gw: '10.98.0.1', dev: 'br1' } },
+    ])();
+    expect(E.isLeft(r) && r.left.msg).toBe(
+      `failed to add route 10.99.0.0/24 via 10.98.0.1 dev br1 in ${pod.path}: Error: Nexthop has invalid gateway.`,
+    );
     const dup = await probe.kernel.apply([{ op: 'link.add', link: { ns: pod.path, name: 'br1', kind: 'bridge' } }])();
     expect(E.isLeft(dup) && dup.left.msg).toBe(`failed to add bridge br1 in ${pod.path}: RTNETLINK answers: File exists`);
-    const gone = await probe.kernel.apply([{ op: 'addr.add', addr: { ns: '/var/run/netns/felt-nope', dev: 'eth0', cidr: '10.0.0.1/24' } }])();
-    expect(E.isLeft(gone) && gone.left.msg).toMatch(/^failed to enter \/var\/run\/netns\/felt-nope: nsenter: cannot open \/var\/run\/netns\/felt-nope: No such file or directory/);
+    const gone = await probe.kernel.apply([
+      { op: 'addr.add', addr: { ns: '/var/run/netns/felt-nope', dev: 'eth0', cidr: '10.0.0.1/24' } },
+    ])();
+    expect(E.isLeft(gone) && gone.left.msg).toMatch(
+      /^failed to enter \/var\/run\/netns\/felt-nope: nsenter: cannot open \/var\/run\/netns\/felt-nope: No such file or directory/,
+    );
     const obs = await probe.kernel.observe({ namespaces: ['/var/run/netns/felt-nope'] })();
     expect(E.isLeft(obs) && obs.left.msg).toMatch(/^failed to read \/var\/run\/netns\/felt-nope: nsenter: cannot open/);
-    const ipt = await probe.kernel.apply([{ op: 'rule.add', rule: { ns: pod.path, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j CNI-NOPE' } }])();
-    expect(E.isLeft(ipt) && ipt.left.msg).toMatch(new RegExp(`^failed to add iptables rule in nat/POSTROUTING in ${pod.path}: -j CNI-NOPE: .+`));
+    const ipt = await probe.kernel.apply([
+      { op: 'rule.add', rule: { ns: pod.path, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j CNI-NOPE' } },
+    ])();
+    expect(E.isLeft(ipt) && ipt.left.msg).toMatch(
+      new RegExp(`^failed to add iptables rule in nat/POSTROUTING in ${pod.path}: -j CNI-NOPE: .+`),
+    );
     const kind = await probe.kernel.apply([{ op: 'link.add', link: { ns: pod.path, name: 'eth9', kind: 'device' } }])();
     expect(E.isLeft(kind) && kind.left.msg).toBe(`failed to add device eth9 in ${pod.path}: cannot create a link of kind device`);
   });
@@ -589,9 +659,18 @@ describe('what address removal takes along: the memory twin does what Linux does
       ];
       await apply(k, ops);
       expect(E.isRight(twin.applySync(ops))).toBe(true);
-      const mine = (s: KernelState) => s.routes.filter((r) => start.routes.some((x) => x.dst === r.dst)).map((r) => `${r.dst} dev ${r.dev} src ${r.src ?? '-'}`).sort();
+      const mine = (s: KernelState) =>
+        s.routes
+          .filter((r) => start.routes.some((x) => x.dst === r.dst))
+          .map((r) => `${r.dst} dev ${r.dev} src ${r.src ?? '-'}`)
+          .sort();
       const linux = mine(await observe(k, req));
-      expect(linux).toEqual(['10.6.0.0/24 dev b1 src 10.10.0.1', 'fd01::/64 dev b1 src -', 'fd02::/64 dev b1 src fd00::2', 'fd07::/64 dev b0 src -']);
+      expect(linux).toEqual([
+        '10.6.0.0/24 dev b1 src 10.10.0.1',
+        'fd01::/64 dev b1 src -',
+        'fd02::/64 dev b1 src fd00::2',
+        'fd07::/64 dev b0 src -',
+      ]);
       expect(mine(twin.state())).toEqual(linux);
     } finally {
       await ns.del();

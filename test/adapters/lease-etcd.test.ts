@@ -94,7 +94,14 @@ function recorder(s: LeaseStore, from: number) {
       last = revision;
       for (const e of evs) {
         const mac = (e.lease.attrs.BackendData as { VtepMAC?: string } | undefined)?.VtepMAC;
-        events.push({ type: e.type, ...(e.lease.subnet ? { subnet: e.lease.subnet } : {}), publicIP: e.lease.attrs.PublicIP, ...(mac ? { mac } : {}), revision, expiration: e.lease.expiration });
+        events.push({
+          type: e.type,
+          ...(e.lease.subnet ? { subnet: e.lease.subnet } : {}),
+          publicIP: e.lease.attrs.PublicIP,
+          ...(mac ? { mac } : {}),
+          revision,
+          expiration: e.lease.expiration,
+        });
       }
     },
     (why) => resets.push(why),
@@ -106,7 +113,15 @@ function recorder(s: LeaseStore, from: number) {
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  return { events, resets, until, stop: () => w.stop(), get revision() { return last; } };
+  return {
+    events,
+    resets,
+    until,
+    stop: () => w.stop(),
+    get revision() {
+      return last;
+    },
+  };
 }
 
 describe('etcd lease store: the contract', () => {
@@ -137,7 +152,9 @@ describe('etcd lease store: the contract', () => {
     const got = await ctlGet(`${prefix}/subnets/`, true);
     expect(got.kvs.map((kv) => kv.key)).toEqual([`${prefix}/subnets/10.244.1.0-24`, `${prefix}/subnets/10.244.2.0-24`]);
     // flanneld's exact bytes: Go's field order, PublicIPv6 null, BackendData as the vxlan backend writes it.
-    expect(got.kvs[0]!.value).toBe('{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}}');
+    expect(got.kvs[0]!.value).toBe(
+      '{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}}',
+    );
     expect(BigInt(got.kvs[0]!.lease ?? '0')).toBeGreaterThan(0n);
     const ttl = await ctlTtl(got.kvs[0]!.lease!);
     // etcd counts down from 600 s: what is left is 600 minus the seconds since the acquire (whatever the load).
@@ -156,7 +173,7 @@ describe('etcd lease store: the contract', () => {
     expect(Math.abs(Date.parse(expiration) - Date.parse(l.expiration))).toBeLessThan(2000);
   });
 
-  it('dual stack keys are flannel\'s a.b.c.d-len&ipv6-len', async () => {
+  it("dual stack keys are flannel's a.b.c.d-len&ipv6-len", async () => {
     const prefix = freshPrefix();
     const a = store(prefix);
     const at = { ...attrs(3), PublicIPv6: '2001:db8::3', BackendV6Data: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:33' } };
@@ -259,10 +276,16 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
     const id = /lease ([0-9a-f]+) granted/.exec(grant)?.[1];
     expect(id).toBeDefined();
     // Byte for byte what flanneld v0.2x puts (pkg/lease LeaseAttrs marshalled by encoding/json).
-    const flannelValue = '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}';
+    const flannelValue =
+      '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}';
     await ctl(['put', `--lease=${id!}`, `${prefix}/subnets/10.5.52.0-24`, flannelValue]);
     // An older flanneld (no PublicIPv6 field, no VNI), and a dual-stack one.
-    await ctl(['put', `--lease=${id!}`, `${prefix}/subnets/10.5.53.0-24`, '{"PublicIP":"192.168.64.4","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:45"}}']);
+    await ctl([
+      'put',
+      `--lease=${id!}`,
+      `${prefix}/subnets/10.5.53.0-24`,
+      '{"PublicIP":"192.168.64.4","BackendType":"vxlan","BackendData":{"VtepMAC":"c6:d2:32:6f:8f:45"}}',
+    ]);
     await ctl([
       'put',
       `--lease=${id!}`,
@@ -275,7 +298,16 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
     await ctl(['put', `${prefix}/subnets/10.5.55.0-24`, 'not json']);
 
     const snap = await ok(a.list());
-    expect(snap.leases.map((l) => [l.subnet, l.ipv6Subnet, l.attrs.PublicIP, l.attrs.PublicIPv6, (l.attrs.BackendData as { VtepMAC: string } | undefined)?.VtepMAC, l.invalid])).toEqual([
+    expect(
+      snap.leases.map((l) => [
+        l.subnet,
+        l.ipv6Subnet,
+        l.attrs.PublicIP,
+        l.attrs.PublicIPv6,
+        (l.attrs.BackendData as { VtepMAC: string } | undefined)?.VtepMAC,
+        l.invalid,
+      ]),
+    ).toEqual([
       ['10.5.52.0/24', undefined, '192.168.64.3', null, 'c6:d2:32:6f:8f:44', undefined],
       ['10.5.53.0/24', undefined, '192.168.64.4', null, 'c6:d2:32:6f:8f:45', undefined],
       ['10.5.54.0/24', 'fd00:10:5:54::/64', '192.168.64.5', '2001:db8::5', 'c6:d2:32:6f:8f:46', undefined],
@@ -291,7 +323,15 @@ describe('etcd lease store: flannel interoperability at the data level', () => {
     // A flannel node's lease is not ours to renew.
     expect(await ok(a.renew({ subnet: '10.5.52.0/24', attrs: attrs(1) }, 600))).toBe('lost');
     // ... but the node with that public IP (a feltd replacing flanneld on the same host) may renew it.
-    const again = await ok(a.renew({ subnet: '10.5.52.0/24', attrs: { PublicIP: '192.168.64.3', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'c6:d2:32:6f:8f:44' } } }, 600));
+    const again = await ok(
+      a.renew(
+        {
+          subnet: '10.5.52.0/24',
+          attrs: { PublicIP: '192.168.64.3', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'c6:d2:32:6f:8f:44' } },
+        },
+        600,
+      ),
+    );
     expect(again).not.toBe('lost');
     expect((await ctlGet(`${prefix}/subnets/10.5.52.0-24`)).kvs[0]!.value).toBe(flannelValue);
     await w.until(() => w.events.length >= 5);
@@ -353,7 +393,12 @@ describe('etcd lease store: compaction and outages', () => {
     const w = recorder(b, (await ok(b.list())).revision);
     await etcd.kill();
     try {
-      for (const call of [() => a.list(), () => a.acquire({ subnet: '10.244.2.0/24', attrs: attrs(2) }, 600), () => a.renew({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 600), () => a.getNetworkConfig()]) {
+      for (const call of [
+        () => a.list(),
+        () => a.acquire({ subnet: '10.244.2.0/24', attrs: attrs(2) }, 600),
+        () => a.renew({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 600),
+        () => a.getNetworkConfig(),
+      ]) {
         // A call that hung instead of failing would end the test at its timeout.
         const r = await call()();
         expect(E.isLeft(r)).toBe(true);
@@ -445,7 +490,8 @@ describe('etcd lease store: a wiped or tampered etcd', () => {
     const seen: (string | undefined)[] = [];
     const w = a.watchNetworkConfig((j) => seen.push(j));
     const until = async (n: number) => {
-      for (const end = Date.now() + 10_000; seen.length < n; await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+      for (const end = Date.now() + 10_000; seen.length < n; await new Promise((r) => setTimeout(r, 20)))
+        if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
     };
     await until(1);
     await ctl(['put', `${prefix}/config`, '{"a":2}']);
@@ -506,13 +552,23 @@ process.exit(0);
         c.on('close', (code) => resolve({ code: code ?? -1, out: o, err: e }));
       });
       expect(out.code, out.err).toBe(0);
-      const { r, l } = JSON.parse(out.out) as { r: E.Either<StoreError, unknown>; l: E.Either<StoreError, { leases: { subnet: string }[] }> };
+      const { r, l } = JSON.parse(out.out) as {
+        r: E.Either<StoreError, unknown>;
+        l: E.Either<StoreError, { leases: { subnet: string }[] }>;
+      };
       expect(E.isRight(r) && r.right !== 'taken').toBe(true);
       expect(E.isRight(l) && l.right.leases.map((x) => x.subnet)).toEqual(['10.244.1.0/24']);
       const got = await inner.etcdctl(['get', '/coreos.com/network/subnets/10.244.1.0-24', '--print-value-only']);
       expect(got.stdout.trim()).toBe('{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan"}');
       // Not reachable from the test's own namespace.
-      const outside = await exec(['etcdctl', `--endpoints=${inner.endpoint}`, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']);
+      const outside = await exec([
+        'etcdctl',
+        `--endpoints=${inner.endpoint}`,
+        '--dial-timeout=1s',
+        '--command-timeout=1s',
+        'endpoint',
+        'health',
+      ]);
       expect(outside.code).not.toBe(0);
     } finally {
       await inner?.stop();

@@ -47,7 +47,14 @@ function recorder(store: LeaseStore, from: number) {
     (evs: readonly LeaseEvent[], revision: number) => {
       expect(revision).toBeGreaterThan(lastRevision);
       lastRevision = revision;
-      for (const e of evs) events.push({ type: e.type, ...(e.lease.subnet ? { subnet: e.lease.subnet } : {}), ...(e.lease.ipv6Subnet ? { ipv6Subnet: e.lease.ipv6Subnet } : {}), publicIP: e.lease.attrs.PublicIP, revision });
+      for (const e of evs)
+        events.push({
+          type: e.type,
+          ...(e.lease.subnet ? { subnet: e.lease.subnet } : {}),
+          ...(e.lease.ipv6Subnet ? { ipv6Subnet: e.lease.ipv6Subnet } : {}),
+          publicIP: e.lease.attrs.PublicIP,
+          revision,
+        });
     },
     (why) => resets.push(why),
   );
@@ -58,7 +65,15 @@ function recorder(store: LeaseStore, from: number) {
       await new Promise((r) => setTimeout(r, 10));
     }
   };
-  return { events, resets, stop: () => w.stop(), until, get revision() { return lastRevision; } };
+  return {
+    events,
+    resets,
+    stop: () => w.stop(),
+    until,
+    get revision() {
+      return lastRevision;
+    },
+  };
 }
 
 interface Pair {
@@ -135,7 +150,9 @@ describe.each(makers)('lease store contract: %s', (_name, make) => {
 
   it('dual stack and IPv6-only leases', async () => {
     const { a, b } = make();
-    await ok(a.acquire({ subnet: '10.244.3.0/24', ipv6Subnet: 'fd00:10:244:3::/64', attrs: { ...attrs(3), PublicIPv6: '2001:db8::3' } }, 60));
+    await ok(
+      a.acquire({ subnet: '10.244.3.0/24', ipv6Subnet: 'fd00:10:244:3::/64', attrs: { ...attrs(3), PublicIPv6: '2001:db8::3' } }, 60),
+    );
     await ok(a.acquire({ ipv6Subnet: 'fd00:10:244:4::/64', attrs: { ...attrs(4), PublicIP: '0.0.0.0', PublicIPv6: '2001:db8::4' } }, 60));
     expect(await ok(b.acquire({ subnet: '10.244.3.0/24', ipv6Subnet: 'fd00:10:244:3::/64', attrs: attrs(9) }, 60))).toBe('taken');
     const snap = await ok(b.list());
@@ -373,7 +390,9 @@ process.exit(0);
         }
       });
       c.stderr.on('data', (b: Buffer) => (err += b.toString()));
-      const done = new Promise<{ code: number; out: string; err: string }>((resolve) => c.on('close', (code) => resolve({ code: code ?? -1, out: out.replace('ready\n', ''), err })));
+      const done = new Promise<{ code: number; out: string; err: string }>((resolve) =>
+        c.on('close', (code) => resolve({ code: code ?? -1, out: out.replace('ready\n', ''), err })),
+      );
       return { c, done };
     });
     await Promise.race([allReady, Promise.all(children.map((x) => x.done))]);
@@ -424,7 +443,8 @@ describe('sqlite lease store: a file deleted, replaced or edited under a running
     const seen: (string | undefined)[] = [];
     const w = s.watchNetworkConfig((j) => seen.push(j));
     const until = async (n: number) => {
-      for (const end = Date.now() + 5000; seen.length < n; await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
+      for (const end = Date.now() + 5000; seen.length < n; await new Promise((r) => setTimeout(r, 10)))
+        if (Date.now() > end) throw new Error(`config watch: ${JSON.stringify(seen)}`);
     };
     await until(1);
     await ok(t.putNetworkConfig('{"a":2}'));
@@ -460,7 +480,10 @@ describe('sqlite lease store: a file deleted, replaced or edited under a running
     const [l] = (await ok(s.list())).leases;
     expect(l).toMatchObject({ subnet: '10.244.1.0/24', attrs: { PublicIP: '0.0.0.0' }, invalid: expect.stringMatching(/invalid JSON/) });
     expect(await ok(s.renew({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60))).toBe('lost');
-    expect(await ok(s.repair({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60))).toMatchObject({ subnet: '10.244.1.0/24', attrs: { PublicIP: '198.51.100.1' } });
+    expect(await ok(s.repair({ subnet: '10.244.1.0/24', attrs: attrs(1) }, 60))).toMatchObject({
+      subnet: '10.244.1.0/24',
+      attrs: { PublicIP: '198.51.100.1' },
+    });
     expect((await ok(s.list())).leases).toMatchObject([{ subnet: '10.244.1.0/24', attrs: attrs(1) }]);
     expect(await ok(s.repair({ subnet: '10.244.9.0/24', attrs: attrs(1) }, 60))).toBe('absent');
   });

@@ -14,7 +14,12 @@ import { FELT_CNI, runCni } from '../support/cni.ts';
 const dir = mkdtempSync(join(tmpdir(), 'felt-conc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const config = { cniVersion: '1.0.0', name: 'conc', type: 'bridge', ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.77.0.0/24' }]] } };
+const config = {
+  cniVersion: '1.0.0',
+  name: 'conc',
+  type: 'bridge',
+  ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.77.0.0/24' }]] },
+};
 const call = (command: 'ADD' | 'DEL', i: number) =>
   runCni({ dir: FELT_CNI, type: 'host-local', command, containerId: `pod${i}`, netns: '/var/run/netns/none', ifname: 'eth0', config });
 

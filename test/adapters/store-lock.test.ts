@@ -25,7 +25,11 @@ const tmp = () => {
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 type Added = Event<'Added', { n: number }>;
-const sum: Projection<{ total: number }, Added> = { name: 'sum@1', initialState: () => ({ total: 0 }), evolve: (s, e) => ({ total: s.total + e.data.n }) };
+const sum: Projection<{ total: number }, Added> = {
+  name: 'sum@1',
+  initialState: () => ({ total: 0 }),
+  evolve: (s, e) => ({ total: s.total + e.data.n }),
+};
 const T = '2024-05-01T12:00:00.000Z';
 
 /** A store file with the schema, and a second raw connection to it. */
@@ -98,7 +102,16 @@ describe('the write lock', () => {
     const s = openSqliteStore(tmp());
     if (E.isLeft(s)) throw new Error(s.left.msg);
     s.right.transact('s', sum, () => E.right([{ type: 'Added', data: { n: 1 } } as Added]), { time: T });
-    expect(() => s.right.transact('s', sum, () => { throw new Error('bug'); }, { time: T })).not.toThrow();
+    expect(() =>
+      s.right.transact(
+        's',
+        sum,
+        () => {
+          throw new Error('bug');
+        },
+        { time: T },
+      ),
+    ).not.toThrow();
     expect(getPriority()).toBe(before);
     s.right.close();
   });

@@ -78,8 +78,11 @@ describe('SQLite table projections equal the fold of the log', () => {
         // The stored row count is the number of rows.
         const raw = new Database(join(dir, 'felt.db'));
         for (const [stream, p] of streams) {
-          const snap = raw.prepare('SELECT state FROM snapshots WHERE name = ? AND stream = ?').get(p.name, stream) as { state: string } | undefined;
-          const n = (raw.prepare('SELECT count(*) AS n FROM projection_rows WHERE name = ? AND stream = ?').get(p.name, stream) as { n: number }).n;
+          const snap = raw.prepare('SELECT state FROM snapshots WHERE name = ? AND stream = ?').get(p.name, stream) as
+            { state: string } | undefined;
+          const n = (
+            raw.prepare('SELECT count(*) AS n FROM projection_rows WHERE name = ? AND stream = ?').get(p.name, stream) as { n: number }
+          ).n;
           if (snap) expect((JSON.parse(snap.state) as { count: number }).count).toBe(n);
         }
         // Reopened.
@@ -105,7 +108,11 @@ describe('SQLite table projections equal the fold of the log', () => {
         // A snapshot gone but its rows left (stale): the rebuild ignores and replaces them.
         const raw2 = new Database(join(dir, 'felt.db'));
         for (const p of new Set(streams.values())) raw2.prepare('DELETE FROM snapshots WHERE name = ?').run(p.name);
-        raw2.prepare("INSERT OR REPLACE INTO projection_rows (name, stream, key, ix, value) SELECT name, stream, 'stale', NULL, '{}' FROM projection_rows").run();
+        raw2
+          .prepare(
+            "INSERT OR REPLACE INTO projection_rows (name, stream, key, ix, value) SELECT name, stream, 'stale', NULL, '{}' FROM projection_rows",
+          )
+          .run();
         raw2.close();
         const stale = open(dir);
         allEqual(stale, streams);
@@ -127,7 +134,9 @@ describe('a long-lived writer (feltd serving CNI) keeps its row caches bounded',
     dirs.push(dir);
     const store = open(dir) as SqliteStore;
     const run = (c: AttachmentCommand) => {
-      const r = store.transactRows(attachmentStream('net'), attachmentsProjection, (v) => decideAttachmentsIn(c, v), { time: '2026-12-07T00:00:00.000Z' });
+      const r = store.transactRows(attachmentStream('net'), attachmentsProjection, (v) => decideAttachmentsIn(c, v), {
+        time: '2026-12-07T00:00:00.000Z',
+      });
       if (E.isLeft(r)) throw new Error(r.left.msg);
     };
     try {

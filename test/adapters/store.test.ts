@@ -32,7 +32,10 @@ const sum: Projection<{ total: number; count: number }, Added> = {
   initialState: () => ({ total: 0, count: 0 }),
   evolve: (s, e) => ({ total: s.total + e.data.n, count: s.count + 1 }),
 };
-const addN = (...ns: number[]) => () => E.right(ns.map((n): Added => ({ type: 'Added', data: { n } })));
+const addN =
+  (...ns: number[]) =>
+  () =>
+    E.right(ns.map((n): Added => ({ type: 'Added', data: { n } })));
 const T = '2024-05-01T12:00:00.000Z';
 
 const open = (dir: string): EventStore => {
@@ -117,7 +120,18 @@ describe('SQLite event store', () => {
     ]);
     raw.close();
     // A decide that throws (a bug) rolls back too.
-    expect(E.isLeft(s.transact('a', sum, () => { throw new Error('boom'); }, { time: T }))).toBe(true);
+    expect(
+      E.isLeft(
+        s.transact(
+          'a',
+          sum,
+          () => {
+            throw new Error('boom');
+          },
+          { time: T },
+        ),
+      ),
+    ).toBe(true);
     expect(s.transact('a', sum, addN(2), { time: T })).toMatchObject(E.right({ position: 2, state: { total: 3 } }));
     s.close();
   });
@@ -125,7 +139,15 @@ describe('SQLite event store', () => {
   it('every committed transaction has its snapshot at the stream head', () => {
     const dir = tmp();
     const s = open(dir);
-    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: 'fd00::/64' }]] } } }, {});
+    const c = parseIpamConf(
+      {
+        cniVersion: '1.0.0',
+        name: 'n',
+        type: 'bridge',
+        raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: 'fd00::/64' }]] } },
+      },
+      {},
+    );
     if (E.isLeft(c)) throw new Error(c.left.msg);
     for (let i = 0; i < 20; i++) {
       const cmd: IpamCommand =
@@ -138,7 +160,9 @@ describe('SQLite event store', () => {
     const head = raw.prepare("SELECT max(position) AS p FROM events WHERE stream = 'ipam/n'").get() as { p: number };
     const snap = raw.prepare("SELECT position, state FROM snapshots WHERE stream = 'ipam/n'").get() as { position: number; state: string };
     // host-local's projection is a table: one row per allocation, the header (cursors) and count in the snapshot.
-    const rows = raw.prepare("SELECT key, ix, value FROM projection_rows WHERE name = ? AND stream = 'ipam/n'").all(ipamProjection.name) as {
+    const rows = raw
+      .prepare("SELECT key, ix, value FROM projection_rows WHERE name = ? AND stream = 'ipam/n'")
+      .all(ipamProjection.name) as {
       key: string;
       ix: string;
       value: string;
@@ -149,7 +173,10 @@ describe('SQLite event store', () => {
     expect(E.isRight(log)).toBe(true);
     if (E.isRight(log)) {
       const folded = JSON.parse(JSON.stringify(fold(ipamProjection, log.right as never))) as IpamState;
-      expect(JSON.parse(snap.state)).toEqual({ header: { lastReserved: folded.lastReserved }, count: Object.keys(folded.allocations).length });
+      expect(JSON.parse(snap.state)).toEqual({
+        header: { lastReserved: folded.lastReserved },
+        count: Object.keys(folded.allocations).length,
+      });
       expect(Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value)]))).toEqual(folded.allocations);
       for (const r of rows) expect(r.ix).toBe(JSON.stringify([folded.allocations[r.key]!.containerId, folded.allocations[r.key]!.ifname]));
     }
@@ -161,7 +188,7 @@ describe('SQLite event store', () => {
     const s = open(dir);
     s.transact('a', sum, addN(1, 2, 3), { time: T });
     const raw = new Database(join(dir, 'felt.db'));
-    raw.prepare("UPDATE snapshots SET position = 1, state = '{\"total\":1,\"count\":1}'").run();
+    raw.prepare('UPDATE snapshots SET position = 1, state = \'{"total":1,"count":1}\'').run();
     expect(s.load('a', sum)).toEqual(E.right({ state: { total: 6, count: 3 }, position: 3 }));
     raw.prepare('DELETE FROM snapshots').run();
     expect(s.load('a', sum)).toEqual(E.right({ state: { total: 6, count: 3 }, position: 3 }));
@@ -177,11 +204,23 @@ describe('SQLite event store', () => {
   it('a version-1 file: the next writer adds the table, rebuilds it from the log and drops the old whole-state snapshot', () => {
     const dir = tmp();
     const s = open(dir);
-    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/24' }]] } } }, {});
+    const c = parseIpamConf(
+      { cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/24' }]] } } },
+      {},
+    );
     if (E.isLeft(c)) throw new Error(c.left.msg);
-    const v1: Projection<IpamState, never> = { name: 'ipam@1', initialState: ipamProjection.initialState, evolve: ipamProjection.evolve as never };
+    const v1: Projection<IpamState, never> = {
+      name: 'ipam@1',
+      initialState: ipamProjection.initialState,
+      evolve: ipamProjection.evolve as never,
+    };
     for (let i = 0; i < 3; i++) {
-      s.transact(ipamStream('n'), v1, (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, st) as never, { time: T });
+      s.transact(
+        ipamStream('n'),
+        v1,
+        (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, st) as never,
+        { time: T },
+      );
     }
     s.close();
     const raw = new Database(join(dir, 'felt.db'));
@@ -195,9 +234,14 @@ describe('SQLite event store', () => {
     );
     ro.right.close();
     const w = open(dir);
-    const r = w.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: 'c3', ifname: 'eth0' } }, v), {
-      time: T,
-    });
+    const r = w.transactRows(
+      ipamStream('n'),
+      ipamProjection,
+      (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: 'c3', ifname: 'eth0' } }, v),
+      {
+        time: T,
+      },
+    );
     expect(E.isRight(r) && r.right.replayed.length).toBe(3);
     expect(E.isRight(r) && r.right.events.map((e) => e.data.ip)).toEqual(['10.0.0.5']);
     w.close();
@@ -248,21 +292,41 @@ describe('SQLite event store', () => {
     ['a table row that is not JSON', "UPDATE projection_rows SET value = '{'", 'corrupt row of ipam/n'],
   ])('%s: an I/O error (code 5) naming the file and what is corrupt, never an internal error', (_what, sql, message) => {
     const dir = tmp();
-    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/29' }]] } } }, {});
+    const c = parseIpamConf(
+      { cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/29' }]] } } },
+      {},
+    );
     if (E.isLeft(c)) throw new Error(c.left.msg);
     const add = (st: EventStore, id: string) =>
-      st.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: id, ifname: 'eth0' } }, v), { time: T });
+      st.transactRows(
+        ipamStream('n'),
+        ipamProjection,
+        (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: id, ifname: 'eth0' } }, v),
+        { time: T },
+      );
     const s = open(dir);
     expect(E.isRight(add(s, 'c0'))).toBe(true);
     s.close();
     // Events after the snapshot are replayed by the next transaction: append one more behind the snapshot.
     const raw = new Database(join(dir, 'felt.db'));
-    raw.prepare('INSERT INTO events (stream, type, data, time) VALUES (?, ?, ?, ?)').run('ipam/n', 'AddressAllocated', JSON.stringify({ network: 'n', containerId: 'c1', ifname: 'eth0', rangeSet: 0, ip: '10.0.0.3' }), T);
+    raw
+      .prepare('INSERT INTO events (stream, type, data, time) VALUES (?, ?, ?, ?)')
+      .run(
+        'ipam/n',
+        'AddressAllocated',
+        JSON.stringify({ network: 'n', containerId: 'c1', ifname: 'eth0', rangeSet: 0, ip: '10.0.0.3' }),
+        T,
+      );
     raw.exec(sql);
     raw.close();
     for (const st of [open(dir), openSqliteStore(dir, { readonly: true }) as E.Right<EventStore>]) {
       const store = 'right' in st ? st.right : st;
-      const release = store.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'ReleaseAddresses', data: { network: 'n', containerId: 'c0', ifname: 'eth0' } }, v), { time: T });
+      const release = store.transactRows(
+        ipamStream('n'),
+        ipamProjection,
+        (v) => decideIpam({ type: 'ReleaseAddresses', data: { network: 'n', containerId: 'c0', ifname: 'eth0' } }, v),
+        { time: T },
+      );
       const results = [release, store.load(ipamStream('n'), ipamProjection)];
       for (const r of results.slice('right' in st ? 1 : 0)) {
         expect(E.isLeft(r) && r.left.code, JSON.stringify(r)).toBe(5);
@@ -306,11 +370,19 @@ describe('SQLite event store', () => {
   it('200 processes in a row (open, one ADD transaction, close) each allocate a new address', () => {
     const dir = tmp();
     open(dir).close(); // create the schema once
-    const c = parseIpamConf({ cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/16' }]] } } }, {});
+    const c = parseIpamConf(
+      { cniVersion: '1.0.0', name: 'n', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.0.0.0/16' }]] } } },
+      {},
+    );
     if (E.isLeft(c)) throw new Error(c.left.msg);
     for (let i = 0; i < 200; i++) {
       const s = open(dir);
-      const r = s.transact(ipamStream('n'), ipamProjection, (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, st), { time: T });
+      const r = s.transact(
+        ipamStream('n'),
+        ipamProjection,
+        (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, st),
+        { time: T },
+      );
       s.close();
       expect(E.isRight(r)).toBe(true);
     }

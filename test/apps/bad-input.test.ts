@@ -48,7 +48,11 @@ const sbrConf = (extra: Record<string, unknown> = {}) => ({
   cniVersion: '1.0.0',
   name: 'badnet',
   type: 'sbr',
-  prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.94.0.9/24', gateway: '10.94.0.1', interface: 0 }] },
+  prevResult: {
+    cniVersion: '1.0.0',
+    interfaces: [{ name: 'eth0' }],
+    ips: [{ address: '10.94.0.9/24', gateway: '10.94.0.1', interface: 0 }],
+  },
   ...extra,
 });
 const CONF: Record<Type, (extra?: Record<string, unknown>) => Record<string, unknown>> = {
@@ -202,15 +206,30 @@ describe('bridge: bad options (code 7, naming the field, nothing changed)', () =
     await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'no-such-ipam', dataDir } }), 105, 'no-such-ipam');
   });
 
-  it.each(['../../bin/sh', '/bin/sh', '..'])('ipam.type %j (a path, not a plugin name): code 7 naming it, nothing run or recorded', async (type) => {
-    const d = sb.dir();
-    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type, dataDir: d } }), 7, 'ipam.type', JSON.stringify(type));
-    expect(readdirSync(d)).toEqual([]);
-  });
+  it.each(['../../bin/sh', '/bin/sh', '..'])(
+    'ipam.type %j (a path, not a plugin name): code 7 naming it, nothing run or recorded',
+    async (type) => {
+      const d = sb.dir();
+      await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type, dataDir: d } }), 7, 'ipam.type', JSON.stringify(type));
+      expect(readdirSync(d)).toEqual([]);
+    },
+  );
 
   it('a bad ipam range: the IPAM error, naming the range', async () => {
-    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.1/24' }]], dataDir } }), 7, 'ipam.ranges[0][0].subnet');
-    await bad('bridge', goodEnv(), cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/31' }]], dataDir } }), 7, 'ipam.ranges[0][0]');
+    await bad(
+      'bridge',
+      goodEnv(),
+      cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.1/24' }]], dataDir } }),
+      7,
+      'ipam.ranges[0][0].subnet',
+    );
+    await bad(
+      'bridge',
+      goodEnv(),
+      cfg('bridge', { ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/31' }]], dataDir } }),
+      7,
+      'ipam.ranges[0][0]',
+    );
   });
 
   it('CNI_NETNS that does not exist: an error naming it', async () => {
@@ -231,33 +250,43 @@ describe('a relative or dotted dataDir: code 7 naming the field, before anything
   const cases: readonly [Type | 'flannel', (dd: string) => Record<string, unknown>, string][] = [
     ['bridge', (dd) => bridgeConf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: dd } }), 'ipam.dataDir'],
     ['bridge', (dd) => bridgeConf({ ipam: { dataDir: dd } }), 'ipam.dataDir'],
-    ['host-local', (dd) => hostLocalConf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: dd } }), 'ipam.dataDir'],
+    [
+      'host-local',
+      (dd) => hostLocalConf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.94.0.0/24' }]], dataDir: dd } }),
+      'ipam.dataDir',
+    ],
     ['flannel', (dd) => ({ cniVersion: '1.0.0', name: 'badnet', type: 'flannel', dataDir: dd }), 'dataDir'],
   ];
-  it.each(cases.flatMap(([t, c, field]) => [['rel/data', t, c, field] as const, ['<d>/inner/..', t, c, field] as const]))('%s for %s', async (form, type, conf, field) => {
-    const cwd = sb3.dir();
-    const d = sb3.dir();
-    mkdirSync(join(d, 'inner'));
-    const dd = form === 'rel/data' ? 'rel/data' : `${d}/inner/..`;
-    for (const command of ['ADD', 'DEL']) {
-      const env = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...goodEnv(command) };
-      const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-      const before = await state();
-      const r = await exec(['ip', 'netns', 'exec', host, 'env', '-i', '-C', cwd, ...pairs, join(FELT_CNI, type)], JSON.stringify(conf(dd)));
-      let json: any;
-      try {
-        json = JSON.parse(r.stdout);
-      } catch {
-        json = undefined;
+  it.each(cases.flatMap(([t, c, field]) => [['rel/data', t, c, field] as const, ['<d>/inner/..', t, c, field] as const]))(
+    '%s for %s',
+    async (form, type, conf, field) => {
+      const cwd = sb3.dir();
+      const d = sb3.dir();
+      mkdirSync(join(d, 'inner'));
+      const dd = form === 'rel/data' ? 'rel/data' : `${d}/inner/..`;
+      for (const command of ['ADD', 'DEL']) {
+        const env = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...goodEnv(command) };
+        const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+        const before = await state();
+        const r = await exec(
+          ['ip', 'netns', 'exec', host, 'env', '-i', '-C', cwd, ...pairs, join(FELT_CNI, type)],
+          JSON.stringify(conf(dd)),
+        );
+        let json: any;
+        try {
+          json = JSON.parse(r.stdout);
+        } catch {
+          json = undefined;
+        }
+        expectCniError({ ...r, json }, 7, field, JSON.stringify(dd));
+        expect(readdirSync(cwd), `${command}: the working directory`).toEqual([]);
+        expect(readdirSync(d).sort(), `${command}: the parent of ${dd}`).toEqual(['inner']);
+        expect(readdirSync(join(d, 'inner'))).toEqual([]);
+        expect(existsSync(join(d, 'felt.db'))).toBe(false);
+        expect(await state()).toEqual(before);
       }
-      expectCniError({ ...r, json }, 7, field, JSON.stringify(dd));
-      expect(readdirSync(cwd), `${command}: the working directory`).toEqual([]);
-      expect(readdirSync(d).sort(), `${command}: the parent of ${dd}`).toEqual(['inner']);
-      expect(readdirSync(join(d, 'inner'))).toEqual([]);
-      expect(existsSync(join(d, 'felt.db'))).toBe(false);
-      expect(await state()).toEqual(before);
-    }
-  });
+    },
+  );
 });
 
 describe('a felt.db this felt cannot use: code 5 naming the file', () => {

@@ -49,7 +49,8 @@ interface TcFilter {
   parent: string;
   options?: { fh?: string; flowid?: string; actions?: { kind: string; mirred_action?: string; direction?: string; to_dev?: string }[] };
 }
-export const filters = async (ns: string, dev: string): Promise<TcFilter[]> => JSON.parse(await nsRun(ns, ['tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'])) as TcFilter[];
+export const filters = async (ns: string, dev: string): Promise<TcFilter[]> =>
+  JSON.parse(await nsRun(ns, ['tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'])) as TcFilter[];
 
 const ifbs = async (ns: string): Promise<string[]> => (await links(ns)).filter((l) => l.linkinfo?.info_kind === 'ifb').map((l) => l.ifname);
 
@@ -86,7 +87,9 @@ go();
  */
 function transfer(fromNs: string, toNs: string, ip: string, size: number, port = 5201): Promise<{ bytes: number; ms: number }> {
   return new Promise((resolve, reject) => {
-    const rx = spawn('ip', ['netns', 'exec', toNs, process.execPath, '-e', RECEIVER, ip, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const rx = spawn('ip', ['netns', 'exec', toNs, process.execPath, '-e', RECEIVER, ip, String(port)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     let started = false;
@@ -95,7 +98,9 @@ function transfer(fromNs: string, toNs: string, ip: string, size: number, port =
       out += b.toString();
       if (!started && out.includes('ready\n')) {
         started = true;
-        const tx = spawn('ip', ['netns', 'exec', fromNs, process.execPath, '-e', SENDER, ip, String(port), String(size)], { stdio: 'ignore' });
+        const tx = spawn('ip', ['netns', 'exec', fromNs, process.execPath, '-e', SENDER, ip, String(port), String(size)], {
+          stdio: 'ignore',
+        });
         tx.on('close', (code) => {
           if (code !== 0) {
             rx.kill();
@@ -130,16 +135,33 @@ describe.each(['0.4.0', '1.0.0', '1.1.0'])('bridge + host-local + bandwidth at c
     // The result: prevResult plus the ifb, as the reference.
     const ifb = a.json.interfaces[3].name as string;
     expect(ifb).toMatch(/^bwp[0-9a-f]{12}$/);
-    expect(a.json).toEqual({ ...b.json, interfaces: [...b.json.interfaces, { name: ifb, mac: expect.stringMatching(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/) }] });
+    expect(a.json).toEqual({
+      ...b.json,
+      interfaces: [...b.json.interfaces, { name: ifb, mac: expect.stringMatching(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/) }],
+    });
 
     // The kernel: tbf on the host veth, ingress + redirect to the ifb, tbf on the ifb; the ifb up with the veth's MTU.
     const qs = await qdiscs(host);
     expect(qs.filter((q) => q.dev === veth)).toEqual([
-      { kind: 'tbf', handle: '1:', dev: veth, root: true, refcnt: expect.any(Number), options: { rate: 125_000, burst: 12_500, lat: 25_000 } },
+      {
+        kind: 'tbf',
+        handle: '1:',
+        dev: veth,
+        root: true,
+        refcnt: expect.any(Number),
+        options: { rate: 125_000, burst: 12_500, lat: 25_000 },
+      },
       { kind: 'ingress', handle: 'ffff:', dev: veth, parent: 'ffff:fff1', options: {} },
     ]);
     expect(qs.filter((q) => q.dev === ifb)).toEqual([
-      { kind: 'tbf', handle: '1:', dev: ifb, root: true, refcnt: expect.any(Number), options: { rate: 250_000, burst: 25_000, lat: 25_000 } },
+      {
+        kind: 'tbf',
+        handle: '1:',
+        dev: ifb,
+        root: true,
+        refcnt: expect.any(Number),
+        options: { rate: 250_000, burst: 25_000, lat: 25_000 },
+      },
     ]);
     const redirect = (await filters(host, veth)).find((f) => f.options?.actions);
     expect(redirect?.options?.actions?.[0]).toMatchObject({ kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: ifb });
@@ -184,33 +206,29 @@ describe('bandwidth limits traffic', () => {
   const sb = new Sandbox();
   afterAll(() => sb.cleanup());
 
-  it(
-    'a transfer in each direction runs no faster than 3x its limit',
-    async () => {
-      const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
-      const br = bridgeConf('1.0.0', dataDir);
-      const b = await cni(felt(host, pod, 'ctr-rate'), 'ADD', br);
-      expect(b.code, b.stdout).toBe(0);
-      const a = await cni(felt(host, pod, 'ctr-rate'), 'ADD', bwConf('1.0.0', b.json));
-      expect(a.code, a.stdout).toBe(0);
-      const podIp = (b.json.ips[0].address as string).split('/')[0]!;
-      // To the container (ingress limit, 1 Mbit/s): host → pod.
-      const size = 384 * 1024;
-      const toPod = await transfer(host, pod, podIp, size);
-      expect(toPod.bytes).toBe(size);
-      expect((toPod.bytes * 8) / (toPod.ms / 1000)).toBeLessThan(3 * limits.ingressRate);
-      // From the container (egress limit, 2 Mbit/s, through the ifb): pod → host.
-      const fromPod = await transfer(pod, host, '10.77.0.1', 2 * size);
-      expect(fromPod.bytes).toBe(2 * size);
-      expect((fromPod.bytes * 8) / (fromPod.ms / 1000)).toBeLessThan(3 * limits.egressRate);
-      // Without the limits the same transfers are not held back (the limits did it): far above 3x.
-      expect((await cni(felt(host, pod, 'ctr-rate'), 'DEL', bwConf('1.0.0', a.json))).code).toBe(0);
-      const free = await transfer(host, pod, podIp, 8 * size);
-      expect((free.bytes * 8) / (free.ms / 1000)).toBeGreaterThan(3 * limits.ingressRate);
-      expect((await cni(felt(host, pod, 'ctr-rate'), 'DEL', br)).code).toBe(0);
-    },
-    600_000,
-  );
+  it('a transfer in each direction runs no faster than 3x its limit', async () => {
+    const [host, pod, dataDir] = [await sb.ns(), await sb.ns(), sb.dir()];
+    const br = bridgeConf('1.0.0', dataDir);
+    const b = await cni(felt(host, pod, 'ctr-rate'), 'ADD', br);
+    expect(b.code, b.stdout).toBe(0);
+    const a = await cni(felt(host, pod, 'ctr-rate'), 'ADD', bwConf('1.0.0', b.json));
+    expect(a.code, a.stdout).toBe(0);
+    const podIp = (b.json.ips[0].address as string).split('/')[0]!;
+    // To the container (ingress limit, 1 Mbit/s): host → pod.
+    const size = 384 * 1024;
+    const toPod = await transfer(host, pod, podIp, size);
+    expect(toPod.bytes).toBe(size);
+    expect((toPod.bytes * 8) / (toPod.ms / 1000)).toBeLessThan(3 * limits.ingressRate);
+    // From the container (egress limit, 2 Mbit/s, through the ifb): pod → host.
+    const fromPod = await transfer(pod, host, '10.77.0.1', 2 * size);
+    expect(fromPod.bytes).toBe(2 * size);
+    expect((fromPod.bytes * 8) / (fromPod.ms / 1000)).toBeLessThan(3 * limits.egressRate);
+    // Without the limits the same transfers are not held back (the limits did it): far above 3x.
+    expect((await cni(felt(host, pod, 'ctr-rate'), 'DEL', bwConf('1.0.0', a.json))).code).toBe(0);
+    const free = await transfer(host, pod, podIp, 8 * size);
+    expect((free.bytes * 8) / (free.ms / 1000)).toBeGreaterThan(3 * limits.ingressRate);
+    expect((await cni(felt(host, pod, 'ctr-rate'), 'DEL', br)).code).toBe(0);
+  }, 600_000);
 });
 
 describe('bandwidth DEL after the pod namespace is gone', () => {
@@ -246,12 +264,42 @@ describe('bandwidth bad input: the right code, the field named, nothing left', (
     const cases: [string, unknown, Partial<Call>, number, RegExp][] = [
       ['rate without burst', bwConf('1.0.0', prev, { ingressRate: MBIT }), {}, 7, /^ingressBurst: if ingressRate is set/],
       ['burst without rate', bwConf('1.0.0', prev, { egressBurst: 1000 }), {}, 7, /^egressRate: if egressBurst is set/],
-      ['burst too large', bwConf('1.0.0', prev, { egressRate: MBIT, egressBurst: 2 ** 40 }), {}, 7, /^egressBurst: burst cannot be more than 4GB/],
-      ['rate as a string', bwConf('1.0.0', prev, { ingressRate: '1M', ingressBurst: 1000 }), {}, 7, /^ingressRate: must be a non-negative integer/],
-      ['runtimeConfig rate without burst', bwConf('1.0.0', prev, { runtimeConfig: { bandwidth: { egressRate: MBIT } } }), {}, 7, /^runtimeConfig\.bandwidth\.egressBurst:/],
+      [
+        'burst too large',
+        bwConf('1.0.0', prev, { egressRate: MBIT, egressBurst: 2 ** 40 }),
+        {},
+        7,
+        /^egressBurst: burst cannot be more than 4GB/,
+      ],
+      [
+        'rate as a string',
+        bwConf('1.0.0', prev, { ingressRate: '1M', ingressBurst: 1000 }),
+        {},
+        7,
+        /^ingressRate: must be a non-negative integer/,
+      ],
+      [
+        'runtimeConfig rate without burst',
+        bwConf('1.0.0', prev, { runtimeConfig: { bandwidth: { egressRate: MBIT } } }),
+        {},
+        7,
+        /^runtimeConfig\.bandwidth\.egressBurst:/,
+      ],
       ['no prevResult', bwConf('1.0.0', undefined), {}, 7, /^prevResult: required for ADD/],
-      ['prevResult with a bad address', bwConf('1.0.0', { ...prev, ips: [{ address: '10.77.0.300/24' }] }), {}, 7, /^prevResult: ips\[0\]\.address/],
-      ['prevResult naming another host interface', bwConf('1.0.0', { ...prev, interfaces: [prev.interfaces[0], { name: 'veth-nope' }, prev.interfaces[2]] }), {}, 7, /^prevResult\.interfaces: the host end of eth0/],
+      [
+        'prevResult with a bad address',
+        bwConf('1.0.0', { ...prev, ips: [{ address: '10.77.0.300/24' }] }),
+        {},
+        7,
+        /^prevResult: ips\[0\]\.address/,
+      ],
+      [
+        'prevResult naming another host interface',
+        bwConf('1.0.0', { ...prev, interfaces: [prev.interfaces[0], { name: 'veth-nope' }, prev.interfaces[2]] }),
+        {},
+        7,
+        /^prevResult\.interfaces: the host end of eth0/,
+      ],
       ['CNI_IFNAME not in the pod', bwConf('1.0.0', prev), { ifname: 'eth9' }, 7, /^CNI_IFNAME: container interface eth9 not found/],
       ['CNI_NETNS missing', bwConf('1.0.0', prev), { pod: '/var/run/netns/felt-no-such-ns' }, 4, /^CNI_NETNS: /],
       ['config not JSON', '{"cniVersion": "1.0.0", ', { type: 'bandwidth' }, 6, /failed to parse network configuration/],

@@ -88,7 +88,10 @@ describe.each(VERSIONS)('bridge + host-local at cniVersion %s', (version) => {
     expect(b.code).toBe(0);
     r1 = a.json;
     r2 = b.json;
-    for (const [r, pod] of [[r1, pod1], [r2, pod2]] as const) {
+    for (const [r, pod] of [
+      [r1, pod1],
+      [r2, pod2],
+    ] as const) {
       expect(r.cniVersion).toBe(version);
       expect(r.interfaces).toHaveLength(3);
       expect(r.interfaces[0]).toEqual({ name: 'cni0', mac: expect.stringMatching(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/) });
@@ -114,7 +117,7 @@ describe.each(VERSIONS)('bridge + host-local at cniVersion %s', (version) => {
     expect(hostVeth?.master).toBe('cni0');
     expect(hostVeth?.flags).toContain('UP');
     expect((await veths(host)).sort()).toEqual([r1.interfaces[1].name, r2.interfaces[1].name].sort());
-    expect((await cniChains(host))).toHaveLength(2);
+    expect(await cniChains(host)).toHaveLength(2);
   });
 
   it('pods reach each other and the gateway', async () => {
@@ -326,7 +329,14 @@ describe('bridge options', () => {
   it('disableContainerInterface leaves the pod interface down (layer 2 only)', async () => {
     const [host, pod] = [await sb.ns(), await sb.ns()];
     // No IPAM plugin; ipam.dataDir says where the bridge records its attachments.
-    const conf = { cniVersion: '1.0.0', name: 'l2net', type: 'bridge', bridge: 'brl2', disableContainerInterface: true, ipam: { dataDir: sb.dir() } };
+    const conf = {
+      cniVersion: '1.0.0',
+      name: 'l2net',
+      type: 'bridge',
+      bridge: 'brl2',
+      disableContainerInterface: true,
+      ipam: { dataDir: sb.dir() },
+    };
     const r = await cni(felt(host, pod, 'c1'), 'ADD', conf);
     expect(r.code, r.stdout).toBe(0);
     expect((await link(pod, 'eth0'))?.flags).not.toContain('UP');
@@ -538,7 +548,13 @@ describe('a network name and container id longer than an iptables comment (255 b
     const check = await cni(felt(host, pod, cid), 'CHECK', { ...conf, prevResult: add.json });
     expect(check.code, check.stdout + check.stderr).toBe(0);
     // portmap's DNAT comment too (the reference's trimComment makes 256 characters; the kernel keeps 255).
-    const pm = { cniVersion: '1.0.0', name: conf['name'], type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] } };
+    const pm = {
+      cniVersion: '1.0.0',
+      name: conf['name'],
+      type: 'portmap',
+      capabilities: { portMappings: true },
+      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] },
+    };
     const pmAdd = await cni(felt(host, pod, cid), 'ADD', { ...pm, prevResult: add.json });
     expect(pmAdd.code, pmAdd.stdout + pmAdd.stderr).toBe(0);
     expect((await iptSave(host, 4)).some((l) => l.startsWith('-A CNI-HOSTPORT-DNAT') && l.includes('dnat name:'))).toBe(true);

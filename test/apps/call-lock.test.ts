@@ -35,14 +35,21 @@ async function holder(k: CallKey): Promise<ChildProcess> {
       `setInterval(() => undefined, 1 << 30);\n` +
       `await withCallLock(${JSON.stringify(k)}, {}, async () => { process.stdout.write('held\\n'); await new Promise(() => undefined); });\n`,
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...process.env, FELT_LOCK_DIR: dir }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: ROOT,
+    env: { ...process.env, FELT_LOCK_DIR: dir },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   children.push(child);
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  await eventually(() => out.includes('held') || (child.exitCode === null ? false : Promise.reject(new Error(`holder exited ${child.exitCode}`))), {
-    what: 'the holder process takes the lock',
-    timeoutMs: 30_000,
-  });
+  await eventually(
+    () => out.includes('held') || (child.exitCode === null ? false : Promise.reject(new Error(`holder exited ${child.exitCode}`))),
+    {
+      what: 'the holder process takes the lock',
+      timeoutMs: 30_000,
+    },
+  );
   return child;
 }
 
@@ -94,7 +101,12 @@ describe('call lock', () => {
     const refused = await withCallLock(k, env, async () => 'entered', 300).catch((e: unknown) => e);
     expect(refused).toMatchObject({ code: 11, msg: expect.stringContaining(`pid ${child.pid}`) });
     // A handed-down token that is not the holder's does not let a call in either.
-    const forged = await withCallLock(k, { ...env, FELT_CALL_LOCKS: `${Buffer.from(lockKey(k)).toString('base64url')}=${'0'.repeat(32)}` }, async () => 'entered', 300).catch((e: unknown) => e);
+    const forged = await withCallLock(
+      k,
+      { ...env, FELT_CALL_LOCKS: `${Buffer.from(lockKey(k)).toString('base64url')}=${'0'.repeat(32)}` },
+      async () => 'entered',
+      300,
+    ).catch((e: unknown) => e);
     expect(forged).toMatchObject({ code: 11 });
 
     child.kill('SIGKILL');
@@ -109,10 +121,20 @@ describe('call lock', () => {
     try {
       const initStart = startTimeOf(1);
       expect(initStart).toBeDefined();
-      db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, 1, ?, ?, ?)').run(lockKey(k), `${initStart}9`, 'f'.repeat(32), new Date().toISOString());
+      db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, 1, ?, ?, ?)').run(
+        lockKey(k),
+        `${initStart}9`,
+        'f'.repeat(32),
+        new Date().toISOString(),
+      );
       expect(await withCallLock(k, env, async () => 'entered', 5_000)).toBe('entered');
       // The same row with pid 1's real start time is live.
-      db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, 1, ?, ?, ?)').run(lockKey(k), initStart, 'f'.repeat(32), new Date().toISOString());
+      db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, 1, ?, ?, ?)').run(
+        lockKey(k),
+        initStart,
+        'f'.repeat(32),
+        new Date().toISOString(),
+      );
       expect(await withCallLock(k, env, async () => 'entered', 300).catch((e: unknown) => e)).toMatchObject({ code: 11 });
       db.prepare('DELETE FROM call_locks WHERE key = ?').run(lockKey(k));
     } finally {

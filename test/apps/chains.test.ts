@@ -38,15 +38,34 @@ function network(file: string, list: unknown): Net {
 
 const felt = (host: string, n: Net, path: string, args: string[]): Promise<Run> =>
   exec([
-    'ip', 'netns', 'exec', host, 'env', `CNI_PATH=${path}`, FELT, 'cni', ...args,
-    '--conf-dir', n.conf, '--cache-dir', n.cache, '--data-dir', n.data,
+    'ip',
+    'netns',
+    'exec',
+    host,
+    'env',
+    `CNI_PATH=${path}`,
+    FELT,
+    'cni',
+    ...args,
+    '--conf-dir',
+    n.conf,
+    '--cache-dir',
+    n.cache,
+    '--data-dir',
+    n.data,
   ]);
 
 const ok = (r: Run): void => expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
 
-const mappings = [{ hostPort: 18090, containerPort: 8080, protocol: 'tcp' }, { hostPort: 18091, containerPort: 8081, protocol: 'udp' }];
+const mappings = [
+  { hostPort: 18090, containerPort: 8080, protocol: 'tcp' },
+  { hostPort: 18091, containerPort: 8081, protocol: 'udp' },
+];
 const portMappings = JSON.stringify({ portMappings: mappings });
-const capArgs = JSON.stringify({ portMappings: mappings, bandwidth: { ingressRate: 100_000_000, ingressBurst: 1_000_000, egressRate: 100_000_000, egressBurst: 1_000_000 } });
+const capArgs = JSON.stringify({
+  portMappings: mappings,
+  bandwidth: { ingressRate: 100_000_000, ingressBurst: 1_000_000, egressRate: 100_000_000, egressBurst: 1_000_000 },
+});
 
 /** A chain or rule of one attachment (portmap's CNI-DN-*, bridge's CNI-<hash>), not the shared ones that stay. */
 const own = (s: string): boolean => /CNI-DN-|CNI-[0-9a-f]{24}/.test(s);
@@ -67,12 +86,21 @@ describe('the stock flannel conflist (flannel, then portmap) through felt cni', 
     const pod = await sb.ns();
     const client = await sb.ns();
     const d = sb.dir();
-    writeFileSync(join(d, 'subnet.env'), 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    writeFileSync(
+      join(d, 'subnet.env'),
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+    );
     const n = network('10-flannel.conflist', {
       name: 'cbr0',
       cniVersion: '1.0.0',
       plugins: [
-        { type: 'flannel', subnetFile: join(d, 'subnet.env'), dataDir: join(d, 'flannel'), ipam: { dataDir: join(d, 'data') }, delegate: { hairpinMode: true, isDefaultGateway: true } },
+        {
+          type: 'flannel',
+          subnetFile: join(d, 'subnet.env'),
+          dataDir: join(d, 'flannel'),
+          ipam: { dataDir: join(d, 'data') },
+          delegate: { hairpinMode: true, isDefaultGateway: true },
+        },
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     });
@@ -108,11 +136,22 @@ describe('flannel with another delegate type', () => {
     const host = await sb.ns();
     const pod = await sb.ns();
     const d = sb.dir();
-    writeFileSync(join(d, 'subnet.env'), 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.12.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    writeFileSync(
+      join(d, 'subnet.env'),
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.12.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+    );
     const n = network('10-flannel.conflist', {
       name: 'cbr0',
       cniVersion: '1.0.0',
-      plugins: [{ type: 'flannel', subnetFile: join(d, 'subnet.env'), dataDir: join(d, 'flannel'), ipam: { dataDir: join(d, 'data') }, delegate: { type: 'ptp' } }],
+      plugins: [
+        {
+          type: 'flannel',
+          subnetFile: join(d, 'subnet.env'),
+          dataDir: join(d, 'flannel'),
+          ipam: { dataDir: join(d, 'data') },
+          delegate: { type: 'ptp' },
+        },
+      ],
     });
     const add = await felt(host, n, FELT_CNI, ['add', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']);
     ok(add);
@@ -120,7 +159,9 @@ describe('flannel with another delegate type', () => {
     expect(r.ips[0]!.address).toMatch(/^10\.244\.12\.\d+\/24$/);
     // ptp: no bridge in the host, a host route to the pod through its veth.
     expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'bridge'])).stdout.trim()).toBe('');
-    expect((await exec(['ip', '-n', host, 'route', 'show', `${r.ips[0]!.address.split('/')[0]}/32`])).stdout).toMatch(/dev veth[0-9a-f]+ scope host/);
+    expect((await exec(['ip', '-n', host, 'route', 'show', `${r.ips[0]!.address.split('/')[0]}/32`])).stdout).toMatch(
+      /dev veth[0-9a-f]+ scope host/,
+    );
     ok(await felt(host, n, FELT_CNI, ['check', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']));
     ok(await felt(host, n, FELT_CNI, ['del', 'cbr0', nsPath(pod), '--container-id', 'flp-ctr']));
     expect(await veths(host)).toEqual([]);
@@ -132,7 +173,14 @@ const podmanLike = (version: string, data: string) => ({
   cniVersion: version,
   name: 'podlike',
   plugins: [
-    { type: 'bridge', bridge: 'cnipod0', isGateway: true, ipMasq: true, hairpinMode: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.89.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: data } },
+    {
+      type: 'bridge',
+      bridge: 'cnipod0',
+      isGateway: true,
+      ipMasq: true,
+      hairpinMode: true,
+      ipam: { type: 'host-local', ranges: [[{ subnet: '10.89.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: data },
+    },
     { type: 'portmap', capabilities: { portMappings: true } },
     { type: 'firewall', dataDir: data },
     { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
@@ -142,32 +190,40 @@ const podmanLike = (version: string, data: string) => ({
 });
 
 describe("a podman-like chain of felt's plugins through felt cni", () => {
-  it.each(['0.4.0', '1.0.0', '1.1.0'])('cniVersion %s: ADD, traffic through the host port, CHECK, DEL, DEL again leave nothing', async (version) => {
-    const host = await sb.ns();
-    const pod = await sb.ns();
-    const d = sb.dir();
-    const n = network('87-podman.conflist', podmanLike(version, d));
-    const add = await felt(host, n, FELT_CNI, ['add', 'podlike', nsPath(pod), '--container-id', 'pl-ctr', '--cap-args', capArgs]);
-    ok(add);
-    const result = JSON.parse(add.stdout);
-    expect(result.cniVersion).toBe(version);
-    const svc = await startServer(pod, scripts.server, 8080, 8081);
-    try {
-      // From the host itself, to the host port on the bridge's address.
-      const got = await ask(host, scripts.client, 'tcp', '10.89.0.1', 18090);
-      expect(got, got === undefined ? `no answer through the host port; the echo server: ${svc.log() || '(nothing)'}\nthe kernel then:\n${await netState({ host, pod })}` : '').toMatch(/^tcp 8080 /);
-    } finally {
-      svc.stop();
-    }
-    // bandwidth's limits are on the host side of the pod's veth (and its IFB for egress).
-    expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'ifb'])).stdout).toMatch(/^bwp[0-9a-f]{12}\s/);
-    ok(await felt(host, n, FELT_CNI, ['check', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
-    ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
-    ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
-    await clean(host, d);
-    expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
-    expect(existsSync(join(n.cache, 'results', 'podlike-pl-ctr-eth0'))).toBe(false);
-  });
+  it.each(['0.4.0', '1.0.0', '1.1.0'])(
+    'cniVersion %s: ADD, traffic through the host port, CHECK, DEL, DEL again leave nothing',
+    async (version) => {
+      const host = await sb.ns();
+      const pod = await sb.ns();
+      const d = sb.dir();
+      const n = network('87-podman.conflist', podmanLike(version, d));
+      const add = await felt(host, n, FELT_CNI, ['add', 'podlike', nsPath(pod), '--container-id', 'pl-ctr', '--cap-args', capArgs]);
+      ok(add);
+      const result = JSON.parse(add.stdout);
+      expect(result.cniVersion).toBe(version);
+      const svc = await startServer(pod, scripts.server, 8080, 8081);
+      try {
+        // From the host itself, to the host port on the bridge's address.
+        const got = await ask(host, scripts.client, 'tcp', '10.89.0.1', 18090);
+        expect(
+          got,
+          got === undefined
+            ? `no answer through the host port; the echo server: ${svc.log() || '(nothing)'}\nthe kernel then:\n${await netState({ host, pod })}`
+            : '',
+        ).toMatch(/^tcp 8080 /);
+      } finally {
+        svc.stop();
+      }
+      // bandwidth's limits are on the host side of the pod's veth (and its IFB for egress).
+      expect((await exec(['ip', '-n', host, '-br', 'link', 'show', 'type', 'ifb'])).stdout).toMatch(/^bwp[0-9a-f]{12}\s/);
+      ok(await felt(host, n, FELT_CNI, ['check', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
+      ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
+      ok(await felt(host, n, FELT_CNI, ['del', 'podlike', nsPath(pod), '--container-id', 'pl-ctr']));
+      await clean(host, d);
+      expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
+      expect(existsSync(join(n.cache, 'results', 'podlike-pl-ctr-eth0'))).toBe(false);
+    },
+  );
 });
 
 describe('interop with the reference plugins over the same libcni cache', () => {
@@ -177,7 +233,13 @@ describe('interop with the reference plugins over the same libcni cache', () => 
     cniVersion: '1.0.0',
     name: 'interop',
     plugins: [
-      { type: 'bridge', bridge: 'cniio0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/24' }]], dataDir: data } },
+      {
+        type: 'bridge',
+        bridge: 'cniio0',
+        isGateway: true,
+        ipMasq: true,
+        ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/24' }]], dataDir: data },
+      },
       { type: 'portmap', capabilities: { portMappings: true } },
       { type: 'firewall', dataDir: data },
     ],

@@ -38,7 +38,8 @@ function records(dataDir: string): number {
   }
 }
 
-const failures = (outs: readonly CniOutcome[]): string[] => outs.filter((o) => o.code !== 0).map((o) => `${o.code}: ${o.stdout}${o.stderr}`);
+const failures = (outs: readonly CniOutcome[]): string[] =>
+  outs.filter((o) => o.code !== 0).map((o) => `${o.code}: ${o.stdout}${o.stderr}`);
 const eexist = (outs: readonly CniOutcome[]): string[] => outs.map((o) => o.stdout + o.stderr).filter((t) => /EEXIST|File exists/i.test(t));
 
 describe(`pod churn: ${N} ADDs at once, then ${N} DELs at once, twice`, () => {
@@ -54,35 +55,39 @@ describe(`pod churn: ${N} ADDs at once, then ${N} DELs at once, twice`, () => {
   afterAll(() => sb.cleanup());
 
   for (const round of [1, 2]) {
-    it(`round ${round}${round === 1 ? ' (fresh host: the ADDs race to create the bridge)' : ' (bridge exists)'}`, { timeout: 240_000 }, async () => {
-      const call = (pod: string, i: number) => ({ dir: FELT_CNI, hostNs: host, pod, cid: `r${round}-c${i}` });
-      const added = await Promise.all(pods.map((pod, i) => cni(call(pod, i), 'ADD', conf(dataDir))));
-      expect(failures(added)).toEqual([]);
-      expect(eexist(added)).toEqual([]);
+    it(
+      `round ${round}${round === 1 ? ' (fresh host: the ADDs race to create the bridge)' : ' (bridge exists)'}`,
+      { timeout: 240_000 },
+      async () => {
+        const call = (pod: string, i: number) => ({ dir: FELT_CNI, hostNs: host, pod, cid: `r${round}-c${i}` });
+        const added = await Promise.all(pods.map((pod, i) => cni(call(pod, i), 'ADD', conf(dataDir))));
+        expect(failures(added)).toEqual([]);
+        expect(eexist(added)).toEqual([]);
 
-      const ips = added.map((o) => (o.json as { ips: { address: string }[] }).ips[0]!.address);
-      expect(new Set(ips).size).toBe(N);
-      // What the results say is what the pods have and what the log holds.
-      const inPods = await Promise.all(pods.map(async (pod) => (await addrs(pod))['eth0']?.[0]));
-      expect(inPods.sort()).toEqual([...ips].sort());
-      const held = await feltAllocations(dataDir);
-      expect(held.map((a) => a.containerId).sort()).toEqual(pods.map((_, i) => `r${round}-c${i}`).sort());
-      expect(new Set(held.map((a) => a.ip)).size).toBe(N);
-      expect((await veths(host)).length).toBe(N);
-      expect(records(dataDir)).toBe(N);
-      // One masquerade chain and one POSTROUTING jump per pod.
-      expect((await cniChains(host)).length).toBe(N);
-      expect((await cniRules(host)).filter((r) => r.startsWith('-A POSTROUTING')).length).toBe(N);
+        const ips = added.map((o) => (o.json as { ips: { address: string }[] }).ips[0]!.address);
+        expect(new Set(ips).size).toBe(N);
+        // What the results say is what the pods have and what the log holds.
+        const inPods = await Promise.all(pods.map(async (pod) => (await addrs(pod))['eth0']?.[0]));
+        expect(inPods.sort()).toEqual([...ips].sort());
+        const held = await feltAllocations(dataDir);
+        expect(held.map((a) => a.containerId).sort()).toEqual(pods.map((_, i) => `r${round}-c${i}`).sort());
+        expect(new Set(held.map((a) => a.ip)).size).toBe(N);
+        expect((await veths(host)).length).toBe(N);
+        expect(records(dataDir)).toBe(N);
+        // One masquerade chain and one POSTROUTING jump per pod.
+        expect((await cniChains(host)).length).toBe(N);
+        expect((await cniRules(host)).filter((r) => r.startsWith('-A POSTROUTING')).length).toBe(N);
 
-      const deleted = await Promise.all(pods.map((pod, i) => cni(call(pod, i), 'DEL', conf(dataDir))));
-      expect(failures(deleted)).toEqual([]);
-      expect(eexist(deleted)).toEqual([]);
-      expect(await feltAllocations(dataDir)).toEqual([]);
-      expect(records(dataDir)).toBe(0);
-      expect(await veths(host)).toEqual([]);
-      expect(await cniChains(host)).toEqual([]);
-      expect(await cniRules(host)).toEqual([]);
-      for (const pod of pods) expect((await addrs(pod))['eth0']).toBeUndefined();
-    });
+        const deleted = await Promise.all(pods.map((pod, i) => cni(call(pod, i), 'DEL', conf(dataDir))));
+        expect(failures(deleted)).toEqual([]);
+        expect(eexist(deleted)).toEqual([]);
+        expect(await feltAllocations(dataDir)).toEqual([]);
+        expect(records(dataDir)).toBe(0);
+        expect(await veths(host)).toEqual([]);
+        expect(await cniChains(host)).toEqual([]);
+        expect(await cniRules(host)).toEqual([]);
+        for (const pod of pods) expect((await addrs(pod))['eth0']).toBeUndefined();
+      },
+    );
   }
 });

@@ -47,11 +47,18 @@ async function feltd(socket: string, extra: readonly string[] = [], wait = true)
   const logFile = join(sb.dir(), `feltd-${logs++}.log`);
   const out = openSync(logFile, 'a');
   const state = join(sb.dir(), 'state');
-  const proc = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`, ...extra], { stdio: ['ignore', out, out], detached: true });
+  const proc = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`, ...extra], {
+    stdio: ['ignore', out, out],
+    detached: true,
+  });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const d: Feltd = { proc, socket, log: () => readFileSync(logFile, 'utf8'), exited };
   daemons.push(d);
-  if (wait) await eventually(async () => (await connects(socket)) || (proc.exitCode !== null ? 'exited' : false), { what: `feltd serving ${socket}`, timeoutMs: 30_000 });
+  if (wait)
+    await eventually(async () => (await connects(socket)) || (proc.exitCode !== null ? 'exited' : false), {
+      what: `feltd serving ${socket}`,
+      timeoutMs: 30_000,
+    });
   return d;
 }
 
@@ -142,7 +149,9 @@ function rng(seed: number): () => number {
 
 describe('the plugin table', () => {
   it('feltd serves every plugin executable apps/cni/bin builds', () => {
-    const bins = readdirSync(join(ROOT, 'apps/cni/bin')).map((f) => f.replace(/\.ts$/, '')).sort();
+    const bins = readdirSync(join(ROOT, 'apps/cni/bin'))
+      .map((f) => f.replace(/\.ts$/, ''))
+      .sort();
     expect(Object.keys(CNI_ENTRIES).sort()).toEqual(bins);
     for (const [type, e] of Object.entries(CNI_ENTRIES)) expect(e.plugin.type).toBe(type);
   });
@@ -159,7 +168,15 @@ describe('feltd serving CNI', () => {
     const pod = await sb.ns();
     const data = join(dir, 'data');
     const conf = bridgeConf(data, 'brdm0');
-    const add = await via(socket, { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: 'c1', ifname: 'eth0', config: conf });
+    const add = await via(socket, {
+      type: 'bridge',
+      command: 'ADD',
+      hostNs: host,
+      netns: nsPath(pod),
+      containerId: 'c1',
+      ifname: 'eth0',
+      config: conf,
+    });
     expect(add.code, add.stdout + add.stderr).toBe(0);
     expect(add.json.ips[0].address).toBe('198.51.100.2/24');
     // The bridge and the veth are in the test's host namespace, not feltd's.
@@ -169,7 +186,15 @@ describe('feltd serving CNI', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toContain('felt_cni_requests_total{code="0",command="ADD",plugin="bridge"} 1');
     expect(metrics).toMatch(/felt_cni_request_duration_seconds_count\{command="ADD",plugin="bridge"\} 1/);
-    const del = await via(socket, { type: 'bridge', command: 'DEL', hostNs: host, netns: nsPath(pod), containerId: 'c1', ifname: 'eth0', config: conf });
+    const del = await via(socket, {
+      type: 'bridge',
+      command: 'DEL',
+      hostNs: host,
+      netns: nsPath(pod),
+      containerId: 'c1',
+      ifname: 'eth0',
+      config: conf,
+    });
     expect(del.code, del.stdout).toBe(0);
     expect(await veths(host)).toEqual([]);
     expect(await cniChains(host)).toEqual([]);
@@ -188,7 +213,12 @@ describe('feltd serving CNI', () => {
     await feltd(socket);
     const data = join(dir, 'data');
     // FELT_CNI_DAEMON_LOST would make an executable answer 11; PATH would hide ip; the first CNI_COMMAND wins.
-    const r = parseReply(await raw(socket, requestFrame(hostLocalAdd(data, 'c1', ['FELT_CNI_DAEMON_LOST=1', 'PATH=/nowhere', 'NODE_OPTIONS=--bogus', 'CNI_COMMAND=DEL']))));
+    const r = parseReply(
+      await raw(
+        socket,
+        requestFrame(hostLocalAdd(data, 'c1', ['FELT_CNI_DAEMON_LOST=1', 'PATH=/nowhere', 'NODE_OPTIONS=--bogus', 'CNI_COMMAND=DEL'])),
+      ),
+    );
     if (typeof r === 'string') throw new Error(r);
     expect(r.code, r.stdout).toBe(0);
     expect(JSON.parse(r.stdout).ips[0].address).toBe('198.51.100.2/24');
@@ -260,7 +290,15 @@ describe('what feltd shows of the calls it served', () => {
     const host = await sb.ns();
     const pod = await sb.ns();
     // An attachment made standalone, then a call feltd serves on the same log.
-    const add = await via('', { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: 'a1', ifname: 'eth0', config: bridgeConf(data, 'brda0') });
+    const add = await via('', {
+      type: 'bridge',
+      command: 'ADD',
+      hostNs: host,
+      netns: nsPath(pod),
+      containerId: 'a1',
+      ifname: 'eth0',
+      config: bridgeConf(data, 'brda0'),
+    });
     expect(add.code, add.stdout).toBe(0);
     const metrics = new Metrics();
     const quiet = { info: () => undefined, debug: () => undefined, error: () => undefined };
@@ -275,7 +313,15 @@ describe('what feltd shows of the calls it served', () => {
     } finally {
       service.close();
     }
-    const del = await via('', { type: 'bridge', command: 'DEL', hostNs: host, netns: nsPath(pod), containerId: 'a1', ifname: 'eth0', config: bridgeConf(data, 'brda0') });
+    const del = await via('', {
+      type: 'bridge',
+      command: 'DEL',
+      hostNs: host,
+      netns: nsPath(pod),
+      containerId: 'a1',
+      ifname: 'eth0',
+      config: bridgeConf(data, 'brda0'),
+    });
     expect(del.code, del.stdout).toBe(0);
   });
 
@@ -319,30 +365,37 @@ describe('a lost daemon', () => {
     return s;
   }
 
-  it.each(['close', 'silent'] as const)('that %s: ADD answers 11 and changes nothing; DEL and VERSION run in-process', async (behaviour) => {
-    const dir = sb.dir();
-    const socket = join(dir, 'cni.sock');
-    const server = await fake(socket, behaviour);
-    try {
-      const host = await sb.ns();
-      const pod = await sb.ns();
-      const data = join(dir, 'data');
-      const conf = bridgeConf(data, 'brdl0');
-      const call = (command: 'ADD' | 'DEL' | 'VERSION') =>
-        via(socket, { type: 'bridge', command, hostNs: host, netns: nsPath(pod), containerId: 'c1', ifname: 'eth0', config: conf }, { FELT_CNI_TIMEOUT: '0.5' });
-      const add = await call('ADD');
-      expect(add.code).toBe(1);
-      expect(add.json).toMatchObject({ cniVersion: '1.1.0', code: 11, msg: expect.stringContaining('try again later') });
-      expect(await veths(host)).toEqual([]);
-      expect(existsSync(join(data, 'felt.db'))).toBe(false);
-      const del = await call('DEL');
-      expect(del.code, del.stdout).toBe(0);
-      const version = await call('VERSION');
-      expect(version.json.supportedVersions).toContain('1.1.0');
-    } finally {
-      server.close();
-    }
-  });
+  it.each(['close', 'silent'] as const)(
+    'that %s: ADD answers 11 and changes nothing; DEL and VERSION run in-process',
+    async (behaviour) => {
+      const dir = sb.dir();
+      const socket = join(dir, 'cni.sock');
+      const server = await fake(socket, behaviour);
+      try {
+        const host = await sb.ns();
+        const pod = await sb.ns();
+        const data = join(dir, 'data');
+        const conf = bridgeConf(data, 'brdl0');
+        const call = (command: 'ADD' | 'DEL' | 'VERSION') =>
+          via(
+            socket,
+            { type: 'bridge', command, hostNs: host, netns: nsPath(pod), containerId: 'c1', ifname: 'eth0', config: conf },
+            { FELT_CNI_TIMEOUT: '0.5' },
+          );
+        const add = await call('ADD');
+        expect(add.code).toBe(1);
+        expect(add.json).toMatchObject({ cniVersion: '1.1.0', code: 11, msg: expect.stringContaining('try again later') });
+        expect(await veths(host)).toEqual([]);
+        expect(existsSync(join(data, 'felt.db'))).toBe(false);
+        const del = await call('DEL');
+        expect(del.code, del.stdout).toBe(0);
+        const version = await call('VERSION');
+        expect(version.json.supportedVersions).toContain('1.1.0');
+      } finally {
+        server.close();
+      }
+    },
+  );
 
   it('feltd SIGKILLed during ADDs at seeded random moments: each ADD succeeds or answers 11, and a DEL then leaves nothing; the log is sound', async () => {
     const random = rng(Number(process.env['FELT_CRASH_SEED'] ?? 20261207));
@@ -355,7 +408,15 @@ describe('a lost daemon', () => {
     for (let i = 0; i < 4; i++) {
       const pod = await sb.ns();
       const d = await feltd(socket);
-      const add = via(socket, { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: `k${i}`, ifname: 'eth0', config: conf });
+      const add = via(socket, {
+        type: 'bridge',
+        command: 'ADD',
+        hostNs: host,
+        netns: nsPath(pod),
+        containerId: `k${i}`,
+        ifname: 'eth0',
+        config: conf,
+      });
       await new Promise((r) => setTimeout(r, 20 + random() * 250));
       d.proc.kill('SIGKILL');
       const r = await add;
@@ -364,7 +425,15 @@ describe('a lost daemon', () => {
       // feltd's children (ip, iptables-restore) finish what they were doing before the DEL comes.
       await eventually(() => liveInGroup(d.proc.pid!).length === 0, { what: "feltd's process group gone", timeoutMs: 20_000 });
       // No daemon now: the DEL runs in-process.
-      const del = await via(socket, { type: 'bridge', command: 'DEL', hostNs: host, netns: nsPath(pod), containerId: `k${i}`, ifname: 'eth0', config: conf });
+      const del = await via(socket, {
+        type: 'bridge',
+        command: 'DEL',
+        hostNs: host,
+        netns: nsPath(pod),
+        containerId: `k${i}`,
+        ifname: 'eth0',
+        config: conf,
+      });
       expect(del.code, del.stdout).toBe(0);
       expect(await veths(host)).toEqual([]);
       expect(await veths(pod)).toEqual([]);
@@ -383,7 +452,9 @@ describe('a lost daemon', () => {
     const conf = bridgeConf(data, 'brdr0');
     const pods = await Promise.all(Array.from({ length: 6 }, () => sb.ns()));
     const first = await feltd(socket);
-    const adds = pods.map((pod, i) => via(socket, { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: `r${i}`, ifname: 'eth0', config: conf }));
+    const adds = pods.map((pod, i) =>
+      via(socket, { type: 'bridge', command: 'ADD', hostNs: host, netns: nsPath(pod), containerId: `r${i}`, ifname: 'eth0', config: conf }),
+    );
     // Restart once the first call has reached feltd: SIGTERM answers the calls in flight, then a new feltd.
     await eventually(() => /"serving CNI"/.test(first.log()) && existsSync(socket), { what: 'feltd serving', timeoutMs: 10_000 });
     first.proc.kill('SIGTERM');
@@ -392,7 +463,15 @@ describe('a lost daemon', () => {
     const results = await Promise.all(adds);
     for (const r of results) expect([0, 11], r.stdout + r.stderr).toContain(r.code === 0 ? 0 : r.json?.code);
     for (const [i, pod] of pods.entries()) {
-      const del = await via(socket, { type: 'bridge', command: 'DEL', hostNs: host, netns: nsPath(pod), containerId: `r${i}`, ifname: 'eth0', config: conf });
+      const del = await via(socket, {
+        type: 'bridge',
+        command: 'DEL',
+        hostNs: host,
+        netns: nsPath(pod),
+        containerId: `r${i}`,
+        ifname: 'eth0',
+        config: conf,
+      });
       expect(del.code, del.stdout).toBe(0);
     }
     expect(await veths(host)).toEqual([]);

@@ -91,8 +91,19 @@ describe('DEL and GC delete host devices by identity', () => {
     const conf = bridgeConf(dataDir);
     await nsRun(host, ['ip', 'link', 'add', 'name', 'brvictim0', 'type', 'bridge']);
     const file = join(sb.dir(), 'import.jsonl');
-    const record = { network: 'idnet', containerId: 'ctr-imported', ifname: 'eth0', netns: '/run/netns/gone', hostVeth: 'brvictim0', dataDir, hostVethMac: '0a:00:00:00:00:01' };
-    writeFileSync(file, `${JSON.stringify({ position: 1, time: new Date().toISOString(), stream: 'bridge/idnet', type: 'AttachmentRecorded', data: record })}\n`);
+    const record = {
+      network: 'idnet',
+      containerId: 'ctr-imported',
+      ifname: 'eth0',
+      netns: '/run/netns/gone',
+      hostVeth: 'brvictim0',
+      dataDir,
+      hostVethMac: '0a:00:00:00:00:01',
+    };
+    writeFileSync(
+      file,
+      `${JSON.stringify({ position: 1, time: new Date().toISOString(), stream: 'bridge/idnet', type: 'AttachmentRecorded', data: record })}\n`,
+    );
     const imp = await exec([FELT, 'import', '--data-dir', dataDir, file]);
     expect(imp.code, imp.stderr).toBe(0);
     const r = await gc('bridge', host, conf, []);

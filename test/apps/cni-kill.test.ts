@@ -40,7 +40,13 @@ beforeAll(() => {
       cniVersion: '1.0.0',
       name: 'killnet',
       plugins: [
-        { type: 'bridge', bridge: 'brkill0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.76.0.0/24' }]], dataDir: data } },
+        {
+          type: 'bridge',
+          bridge: 'brkill0',
+          isGateway: true,
+          ipMasq: true,
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.76.0.0/24' }]], dataDir: data },
+        },
         { type: 'firewall', dataDir: data },
         { type: 'blocker' },
       ],
@@ -61,8 +67,25 @@ function prng(seed: number): () => number {
 }
 
 const argv = (verb: string, host: string, pod: string, cid: string): string[] => [
-  'ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}:${REF_CNI}:${blockerDir}`,
-  FELT, 'cni', verb, 'killnet', nsPath(pod), '--container-id', cid, '--conf-dir', conf, '--cache-dir', cache, '--data-dir', data,
+  'ip',
+  'netns',
+  'exec',
+  host,
+  'env',
+  `CNI_PATH=${FELT_CNI}:${REF_CNI}:${blockerDir}`,
+  FELT,
+  'cni',
+  verb,
+  'killnet',
+  nsPath(pod),
+  '--container-id',
+  cid,
+  '--conf-dir',
+  conf,
+  '--cache-dir',
+  cache,
+  '--data-dir',
+  data,
 ];
 
 /** Live (not zombie) processes in process group `pgid`. */
@@ -93,7 +116,8 @@ async function addAndKill(host: string, pod: string, cid: string, delayMs: numbe
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve(signal === 'SIGKILL' ? 'killed' : `exited ${code}`));
   });
-  if (delayMs === undefined) await eventually(async () => (await forwardRules(host)).length === 2, { what: `the firewall rules of ${cid}`, timeoutMs: 30_000 });
+  if (delayMs === undefined)
+    await eventually(async () => (await forwardRules(host)).length === 2, { what: `the firewall rules of ${cid}`, timeoutMs: 30_000 });
   else await new Promise((r) => setTimeout(r, delayMs));
   try {
     process.kill(-pid, 'SIGKILL');
@@ -106,7 +130,9 @@ async function addAndKill(host: string, pod: string, cid: string, delayMs: numbe
 }
 
 const forwardRules = async (host: string): Promise<string[]> =>
-  [...(await iptSave(host, 4, 'filter')), ...(await iptSave(host, 6, 'filter'))].filter((l) => l.startsWith('-A CNI-FORWARD') && l.includes('-j ACCEPT') && !l.includes('CNI-ADMIN'));
+  [...(await iptSave(host, 4, 'filter')), ...(await iptSave(host, 6, 'filter'))].filter(
+    (l) => l.startsWith('-A CNI-FORWARD') && l.includes('-j ACCEPT') && !l.includes('CNI-ADMIN'),
+  );
 
 describe('felt cni add killed, then del', () => {
   it(`${KILLS} SIGKILLs at random moments: DEL leaves no CNI-FORWARD rule, veth, masquerade rule or address`, async () => {
@@ -134,7 +160,10 @@ describe('felt cni add killed, then del', () => {
       const what = `kill ${i} (seed ${seed}) after ${delay} ms: ${outcome}, ${rulesAfterKill} rules; DEL ${del.code} ${del.stderr}`;
       expect(del.code, what).toBe(0);
       expect(await forwardRules(host), what).toEqual([]);
-      expect((await iptSave(host, 4, 'nat')).filter((l) => l.startsWith('-A') && l.includes('CNI-')), what).toEqual([]);
+      expect(
+        (await iptSave(host, 4, 'nat')).filter((l) => l.startsWith('-A') && l.includes('CNI-')),
+        what,
+      ).toEqual([]);
       expect(await veths(host), what).toEqual([]);
       expect(await feltAllocations(data), what).toEqual([]);
       await sb.delNs(pod);

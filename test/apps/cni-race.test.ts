@@ -38,7 +38,8 @@ const confOf = (dataDir: string) => ({
   ipam: { type: 'host-local', ranges: [[{ subnet: '10.79.0.0/24' }]], dataDir },
 });
 
-const after = <T>(ms: number, f: () => Promise<T>): Promise<T> => new Promise((resolve, reject) => setTimeout(() => f().then(resolve, reject), ms));
+const after = <T>(ms: number, f: () => Promise<T>): Promise<T> =>
+  new Promise((resolve, reject) => setTimeout(() => f().then(resolve, reject), ms));
 
 describe('concurrent ADD and DEL of one container', () => {
   it(`${ROUNDS} rounds: a whole attachment with its allocation or nothing, and no address given twice`, async () => {
@@ -72,7 +73,10 @@ describe('concurrent ADD and DEL of one container', () => {
         outcomes.push('none');
       } else {
         // The whole attachment: the pod's address is the one allocated to it, one host veth.
-        expect(mine.map((a) => `${a.ip}/24`), what).toEqual(eth0);
+        expect(
+          mine.map((a) => `${a.ip}/24`),
+          what,
+        ).toEqual(eth0);
         expect(hostVeths, what).toHaveLength(1);
         outcomes.push('attached');
       }
@@ -114,15 +118,39 @@ describe('concurrent felt cni add and del of one container', () => {
         cniVersion: '1.0.0',
         name: 'racechain',
         plugins: [
-          { type: 'bridge', bridge: 'brrace1', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.69.0.0/24' }]], dataDir: data } },
+          {
+            type: 'bridge',
+            bridge: 'brrace1',
+            isGateway: true,
+            ipMasq: true,
+            ipam: { type: 'host-local', ranges: [[{ subnet: '10.69.0.0/24' }]], dataDir: data },
+          },
           { type: 'gate' },
           { type: 'firewall', dataDir: data },
         ],
       }),
     );
     const argv = (verb: string, trace = false): string[] => [
-      'ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}:${REF_CNI}:${gate}`, ...(trace ? ['FELT_TRACE=1'] : []), join(ROOT, 'dist', 'bin', 'felt'), 'cni', verb, 'racechain',
-      nsPath(pod), '--container-id', 'ctr-chain', '--conf-dir', conf, '--cache-dir', cache, '--data-dir', data,
+      'ip',
+      'netns',
+      'exec',
+      host,
+      'env',
+      `CNI_PATH=${FELT_CNI}:${REF_CNI}:${gate}`,
+      ...(trace ? ['FELT_TRACE=1'] : []),
+      join(ROOT, 'dist', 'bin', 'felt'),
+      'cni',
+      verb,
+      'racechain',
+      nsPath(pod),
+      '--container-id',
+      'ctr-chain',
+      '--conf-dir',
+      conf,
+      '--cache-dir',
+      cache,
+      '--data-dir',
+      data,
     ];
     const start = (verb: string, trace = false) => {
       const [cmd, ...rest] = argv(verb, trace);
@@ -133,22 +161,35 @@ describe('concurrent felt cni add and del of one container', () => {
       const done = new Promise<typeof out>((resolve) => child.on('close', (code) => resolve(((out.code = code ?? -1), out))));
       return { out, done };
     };
-    const forwardRules = async (): Promise<string[]> => (await iptSave(host, 4, 'filter')).filter((l) => l.startsWith('-A CNI-FORWARD') && l.includes('-j ACCEPT') && !l.includes('CNI-ADMIN'));
+    const forwardRules = async (): Promise<string[]> =>
+      (await iptSave(host, 4, 'filter')).filter(
+        (l) => l.startsWith('-A CNI-FORWARD') && l.includes('-j ACCEPT') && !l.includes('CNI-ADMIN'),
+      );
     const cacheFile = join(cache, 'results', 'racechain-ctr-chain-eth0');
     for (let round = 0; round < 10; round++) {
       rmSync(join(gate, 'open'), { force: true });
       const add = start('add');
-      await eventually(async () => ((await addrs(pod))['eth0'] ?? []).length > 0, { what: 'bridge has attached the pod (the gate holds the rest of the ADD)' });
+      await eventually(async () => ((await addrs(pod))['eth0'] ?? []).length > 0, {
+        what: 'bridge has attached the pod (the gate holds the rest of the ADD)',
+      });
       const del = start('del', true);
       // The DEL has had its chance: it finished, or it waits for the lock.
-      await eventually(() => del.out.code !== undefined || del.out.stderr.includes('waiting for the call lock'), { what: 'the DEL finishes or waits for the lock' });
+      await eventually(() => del.out.code !== undefined || del.out.stderr.includes('waiting for the call lock'), {
+        what: 'the DEL finishes or waits for the lock',
+      });
       writeFileSync(join(gate, 'open'), '');
       const [a, d] = await Promise.all([add.done, del.done]);
-      const what = `round ${round}: add ${a.code} ${a.stderr.trim()}, del ${d.code} ${d.code === 0 ? "" : d.stderr.trim()}`;
+      const what = `round ${round}: add ${a.code} ${a.stderr.trim()}, del ${d.code} ${d.code === 0 ? '' : d.stderr.trim()}`;
       expect(a.code, what).toBe(0);
       expect(d.code, what).toBe(0);
       // The DEL came after the whole ADD: nothing left.
-      const state = { cached: existsSync(cacheFile), eth0: (await addrs(pod))['eth0'] ?? [], allocations: await feltAllocations(data), rules: await forwardRules(), veths: await veths(host) };
+      const state = {
+        cached: existsSync(cacheFile),
+        eth0: (await addrs(pod))['eth0'] ?? [],
+        allocations: await feltAllocations(data),
+        rules: await forwardRules(),
+        veths: await veths(host),
+      };
       expect(state, what).toEqual({ cached: false, eth0: [], allocations: [], rules: [], veths: [] });
       expect(d.stderr, what).toContain('waiting for the call lock of racechain ctr-chain eth0');
     }

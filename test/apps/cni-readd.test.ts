@@ -32,16 +32,38 @@ beforeAll(async () => {
   data = sb.dir();
   writeFileSync(
     join(conf, '10-readd.conflist'),
-    JSON.stringify({ cniVersion: '1.0.0', name: 'readd', plugins: [bridgeConf(data), { type: 'firewall', dataDir: data }, { type: 'portmap', capabilities: { portMappings: true } }] }),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'readd',
+      plugins: [bridgeConf(data), { type: 'firewall', dataDir: data }, { type: 'portmap', capabilities: { portMappings: true } }],
+    }),
   );
 });
 afterAll(() => sb.cleanup());
 
 const felt = (args: string[]): Promise<Run> =>
-  exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}:${REF_CNI}`, FELT, 'cni', ...args, '--conf-dir', conf, '--cache-dir', cache, '--data-dir', data]);
+  exec([
+    'ip',
+    'netns',
+    'exec',
+    host,
+    'env',
+    `CNI_PATH=${FELT_CNI}:${REF_CNI}`,
+    FELT,
+    'cni',
+    ...args,
+    '--conf-dir',
+    conf,
+    '--cache-dir',
+    cache,
+    '--data-dir',
+    data,
+  ]);
 
 const filterRules = async (ns: string): Promise<string[]> =>
-  (await exec(['ip', 'netns', 'exec', ns, 'iptables-save', '-t', 'filter'])).stdout.split('\n').filter((l) => l.startsWith('-A CNI-FORWARD') && l.includes('ACCEPT'));
+  (await exec(['ip', 'netns', 'exec', ns, 'iptables-save', '-t', 'filter'])).stdout
+    .split('\n')
+    .filter((l) => l.startsWith('-A CNI-FORWARD') && l.includes('ACCEPT'));
 
 describe('ADD again for a live attachment', () => {
   it('felt cni: the second ADD fails and the first attachment, its address, its rules and its cache survive', async () => {
@@ -102,7 +124,12 @@ describe('ADD again for a live attachment', () => {
     const pod = await sb.ns();
     const dataDir = sb.dir();
     const c: Call = { dir: FELT_CNI, hostNs: host, pod, cid: 'ctr-twice' };
-    const netconf = (subnet: string) => ({ cniVersion: '1.0.0', name: 'readd-bridge', ...bridgeConf(dataDir, subnet), bridge: 'cnireadd1' });
+    const netconf = (subnet: string) => ({
+      cniVersion: '1.0.0',
+      name: 'readd-bridge',
+      ...bridgeConf(dataDir, subnet),
+      bridge: 'cnireadd1',
+    });
     const first = await cni(c, 'ADD', netconf('10.94.0.0/24'));
     expect(first.code, first.stdout).toBe(0);
     const podAddrs = await addrs(pod);

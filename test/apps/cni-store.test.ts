@@ -115,7 +115,7 @@ describe("feltd's warm stores", () => {
     expect(existsSync(join(d, 'felt.db-wal'))).toBe(false);
   });
 
-  it("the decisions of calls waiting at once are committed in one transaction, each with its own result", async () => {
+  it('the decisions of calls waiting at once are committed in one transaction, each with its own result', async () => {
     const warm = warmStores();
     const d = dir();
     const calls = Array.from({ length: 8 }, () => warm.scope());
@@ -125,11 +125,29 @@ describe("feltd's warm stores", () => {
     const rs = await Promise.all(
       handles.map((h, i) =>
         batched(h, (s) =>
-          s.transact('s', sum, i === 3 ? () => E.left(cniError(ErrCode.InvalidNetworkConfig, 'no')) : i === 5 ? () => E.right([{ type: 'Added', data: { n: 100 } } as Ev, { type: 'Added', data: { n: 1n } } as unknown as Ev]) : add(i + 1), meta),
+          s.transact(
+            's',
+            sum,
+            i === 3
+              ? () => E.left(cniError(ErrCode.InvalidNetworkConfig, 'no'))
+              : i === 5
+                ? () => E.right([{ type: 'Added', data: { n: 100 } } as Ev, { type: 'Added', data: { n: 1n } } as unknown as Ev])
+                : add(i + 1),
+            meta,
+          ),
         ),
       ),
     );
-    expect(rs.map((r) => (E.isRight(r) ? r.right.state : /BigInt/.test(r.left.msg) ? 'threw' : r.left.code))).toEqual([1, 3, 6, ErrCode.InvalidNetworkConfig, 11, 'threw', 18, 26]);
+    expect(rs.map((r) => (E.isRight(r) ? r.right.state : /BigInt/.test(r.left.msg) ? 'threw' : r.left.code))).toEqual([
+      1,
+      3,
+      6,
+      ErrCode.InvalidNetworkConfig,
+      11,
+      'threw',
+      18,
+      26,
+    ]);
     expect(warm.stats()).toEqual({ calls: 8, transactions: 1 });
     for (const c of calls) c.end();
     warm.close();
@@ -140,25 +158,32 @@ describe("feltd's warm stores", () => {
 
   it('property: decisions batched at once end as the same decisions one by one', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.oneof(fc.integer({ min: -3, max: 9 }), fc.constant('refuse' as const)), { minLength: 1, maxLength: 12 }), async (moves) => {
-        // Refusals depend on the state: a decision that would take the sum below zero is refused.
-        const decide = (m: number | 'refuse') => (s: number) =>
-          m === 'refuse' || s + m < 0 ? E.left(cniError(ErrCode.InvalidNetworkConfig, `refused at ${s}`)) : E.right([{ type: 'Added', data: { n: m } } as Ev]);
-        const show = (r: E.Either<{ msg: string }, { state: number }>) => (E.isRight(r) ? r.right.state : r.left.msg);
-        const one = callStores();
-        const d1 = dir();
-        const alone = [];
-        for (const m of moves) alone.push(show(right(await one.open(d1)).transact('s', sum, decide(m), meta)));
-        one.end();
-        const warm = warmStores();
-        const d2 = dir();
-        const calls = moves.map(() => warm.scope());
-        const together = await Promise.all(calls.map(async (c, i) => show(await batched(right(await c.open(d2)), (s) => s.transact('s', sum, decide(moves[i]!), meta)))));
-        expect(together).toEqual(alone);
-        expect(warm.stats()).toEqual({ calls: moves.length, transactions: 1 });
-        for (const c of calls) c.end();
-        warm.close();
-      }),
+      fc.asyncProperty(
+        fc.array(fc.oneof(fc.integer({ min: -3, max: 9 }), fc.constant('refuse' as const)), { minLength: 1, maxLength: 12 }),
+        async (moves) => {
+          // Refusals depend on the state: a decision that would take the sum below zero is refused.
+          const decide = (m: number | 'refuse') => (s: number) =>
+            m === 'refuse' || s + m < 0
+              ? E.left(cniError(ErrCode.InvalidNetworkConfig, `refused at ${s}`))
+              : E.right([{ type: 'Added', data: { n: m } } as Ev]);
+          const show = (r: E.Either<{ msg: string }, { state: number }>) => (E.isRight(r) ? r.right.state : r.left.msg);
+          const one = callStores();
+          const d1 = dir();
+          const alone = [];
+          for (const m of moves) alone.push(show(right(await one.open(d1)).transact('s', sum, decide(m), meta)));
+          one.end();
+          const warm = warmStores();
+          const d2 = dir();
+          const calls = moves.map(() => warm.scope());
+          const together = await Promise.all(
+            calls.map(async (c, i) => show(await batched(right(await c.open(d2)), (s) => s.transact('s', sum, decide(moves[i]!), meta)))),
+          );
+          expect(together).toEqual(alone);
+          expect(warm.stats()).toEqual({ calls: moves.length, transactions: 1 });
+          for (const c of calls) c.end();
+          warm.close();
+        },
+      ),
       { numRuns: 30 },
     );
   });

@@ -52,7 +52,8 @@ async function counter(port: number, name: string): Promise<number> {
   return Number(m[1]);
 }
 
-const failures = (outs: readonly CniOutcome[]): string[] => outs.filter((o) => o.code !== 0).map((o) => `${o.code}: ${o.stdout}${o.stderr}`);
+const failures = (outs: readonly CniOutcome[]): string[] =>
+  outs.filter((o) => o.code !== 0).map((o) => `${o.code}: ${o.stdout}${o.stderr}`);
 
 describe(`waves: ${N} ADDs at once then ${N} DELs at once through feltd`, () => {
   const sb = new Sandbox();
@@ -67,12 +68,19 @@ describe(`waves: ${N} ADDs at once then ${N} DELs at once through feltd`, () => 
 
   beforeAll(async () => {
     port = await freePort();
-    feltd = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${join(dir, 'state')}`, '--healthz-ip=127.0.0.1', `--healthz-port=${port}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    feltd = spawn(
+      join(ROOT, 'dist/bin/feltd'),
+      ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${join(dir, 'state')}`, '--healthz-ip=127.0.0.1', `--healthz-port=${port}`],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     feltd.stdout!.on('data', (b: Buffer) => (log += b.toString()));
     feltd.stderr!.on('data', (b: Buffer) => (log += b.toString()));
-    await eventually(async () => feltd!.exitCode === null && (await connects(socket)), { what: `feltd serving ${socket}`, timeoutMs: 30_000 });
+    await eventually(async () => feltd!.exitCode === null && (await connects(socket)), {
+      what: `feltd serving ${socket}`,
+      timeoutMs: 30_000,
+    });
     host = await sb.ns();
     dataDir = sb.dir();
     for (let i = 0; i < N; i++) pods.push(await sb.ns());
@@ -85,45 +93,59 @@ describe(`waves: ${N} ADDs at once then ${N} DELs at once through feltd`, () => 
   });
 
   const call = (command: 'ADD' | 'DEL', pod: string, i: number) =>
-    runCni({ dir: FELT_CNI, type: 'bridge', command, hostNs: host, containerId: `w${i}`, netns: nsPath(pod), ifname: 'eth0', config: conf(dataDir), env: { FELT_CNI_SOCKET: socket } });
+    runCni({
+      dir: FELT_CNI,
+      type: 'bridge',
+      command,
+      hostNs: host,
+      containerId: `w${i}`,
+      netns: nsPath(pod),
+      ifname: 'eth0',
+      config: conf(dataDir),
+      env: { FELT_CNI_SOCKET: socket },
+    });
 
-  it('every ADD succeeds with its own address, every pod is reachable, every DEL leaves nothing; the calls shared reads, writes and transactions', { timeout: 300_000 }, async () => {
-    const before = {
-      served: await counter(port, 'felt_cni_wave_observe_requests_total'),
-    };
-    expect(before.served).toBe(0);
+  it(
+    'every ADD succeeds with its own address, every pod is reachable, every DEL leaves nothing; the calls shared reads, writes and transactions',
+    { timeout: 300_000 },
+    async () => {
+      const before = {
+        served: await counter(port, 'felt_cni_wave_observe_requests_total'),
+      };
+      expect(before.served).toBe(0);
 
-    const added = await Promise.all(pods.map((pod, i) => call('ADD', pod, i)));
-    expect(failures(added), log).toEqual([]);
-    const addresses = added.map((o) => (o.json as { ips?: { address: string }[] }).ips?.[0]?.address ?? '');
-    expect(addresses.filter((a) => a === '')).toEqual([]);
-    expect(new Set(addresses).size).toBe(N);
-    expect((await feltAllocations(dataDir)).length).toBe(N);
-    expect((await veths(host)).length).toBe(N);
-    const unreachable: string[] = [];
-    for (const a of addresses) if (!(await ping(host, a.split('/')[0]!))) unreachable.push(a);
-    expect(unreachable).toEqual([]);
+      const added = await Promise.all(pods.map((pod, i) => call('ADD', pod, i)));
+      expect(failures(added), log).toEqual([]);
+      const addresses = added.map((o) => (o.json as { ips?: { address: string }[] }).ips?.[0]?.address ?? '');
+      expect(addresses.filter((a) => a === '')).toEqual([]);
+      expect(new Set(addresses).size).toBe(N);
+      expect((await feltAllocations(dataDir)).length).toBe(N);
+      expect((await veths(host)).length).toBe(N);
+      const unreachable: string[] = [];
+      for (const a of addresses) if (!(await ping(host, a.split('/')[0]!))) unreachable.push(a);
+      expect(unreachable).toEqual([]);
 
-    const removed = await Promise.all(pods.map((pod, i) => call('DEL', pod, i)));
-    expect(failures(removed), log).toEqual([]);
-    expect(await feltAllocations(dataDir)).toEqual([]);
-    expect(await veths(host)).toEqual([]);
-    expect(await cniRules(host)).toEqual([]);
-    expect(await cniChains(host)).toEqual([]);
+      const removed = await Promise.all(pods.map((pod, i) => call('DEL', pod, i)));
+      expect(failures(removed), log).toEqual([]);
+      expect(await feltAllocations(dataDir)).toEqual([]);
+      expect(await veths(host)).toEqual([]);
+      expect(await cniRules(host)).toEqual([]);
+      expect(await cniChains(host)).toEqual([]);
 
-    // The calls shared work (feltd's counters, /metrics).
-    const c = async (name: string) => counter(port, `felt_cni_${name}_total`);
-    const reads = { asked: await c('wave_observe_requests'), made: await c('wave_observations') };
-    const writes = { parts: await c('wave_shared_parts'), shared: await c('wave_shared_applies') };
-    const store = { decisions: await c('store_calls'), transactions: await c('store_transactions') };
-    // 100 bridge calls: each reads the kernel at least once and records (ADD: its attachment, the IPAM's
-    // allocation, its readiness; DEL: the release and the removal) in the log.
-    expect(reads.asked).toBeGreaterThanOrEqual(2 * N);
-    expect(reads.made).toBeLessThan(reads.asked);
-    expect(writes.parts).toBeGreaterThanOrEqual(2 * N);
-    expect(writes.shared).toBeLessThan(writes.parts);
-    expect(store.decisions).toBeGreaterThanOrEqual(4 * N);
-    expect(store.transactions).toBeLessThan(store.decisions);
-    if (process.env['FELT_WAVES_VERBOSE']) console.log({ reads, writes, store });
-  });
+      // The calls shared work (feltd's counters, /metrics).
+      const c = async (name: string) => counter(port, `felt_cni_${name}_total`);
+      const reads = { asked: await c('wave_observe_requests'), made: await c('wave_observations') };
+      const writes = { parts: await c('wave_shared_parts'), shared: await c('wave_shared_applies') };
+      const store = { decisions: await c('store_calls'), transactions: await c('store_transactions') };
+      // 100 bridge calls: each reads the kernel at least once and records (ADD: its attachment, the IPAM's
+      // allocation, its readiness; DEL: the release and the removal) in the log.
+      expect(reads.asked).toBeGreaterThanOrEqual(2 * N);
+      expect(reads.made).toBeLessThan(reads.asked);
+      expect(writes.parts).toBeGreaterThanOrEqual(2 * N);
+      expect(writes.shared).toBeLessThan(writes.parts);
+      expect(store.decisions).toBeGreaterThanOrEqual(4 * N);
+      expect(store.transactions).toBeLessThan(store.decisions);
+      if (process.env['FELT_WAVES_VERBOSE']) console.log({ reads, writes, store });
+    },
+  );
 });

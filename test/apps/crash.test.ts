@@ -17,7 +17,22 @@ import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { attachmentsProjection, attachmentStream } from '../../core/bridge/attachments.ts';
 import { FELT_CNI, runCni } from '../support/cni.ts';
 import { eventually } from '../support/eventually.ts';
-import { addrs, cni, cniChains, cniRules, exec, feltAllocations, iptSave, links, nsPath, nsRun, routes, Sandbox, veths, type Call } from '../support/ns.ts';
+import {
+  addrs,
+  cni,
+  cniChains,
+  cniRules,
+  exec,
+  feltAllocations,
+  iptSave,
+  links,
+  nsPath,
+  nsRun,
+  routes,
+  Sandbox,
+  veths,
+  type Call,
+} from '../support/ns.ts';
 
 const sb = new Sandbox();
 afterAll(() => sb.cleanup());
@@ -88,7 +103,11 @@ function addAndKill(hostNs: string, podNs: string, cid: string, conf: unknown, d
     CNI_IFNAME: 'eth0',
   };
   // `ip netns exec` execs the plugin, so the child is the plugin itself and leads its own group.
-  const child = spawn('ip', ['netns', 'exec', hostNs, join(FELT_CNI, 'bridge')], { env, detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  const child = spawn('ip', ['netns', 'exec', hostNs, join(FELT_CNI, 'bridge')], {
+    env,
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
   child.stdin.on('error', () => undefined);
   child.stdin.end(JSON.stringify(conf));
   const pid = child.pid!;
@@ -184,7 +203,10 @@ describe('SIGKILL during ADD', () => {
       expect(r.stdout, label).toBe('');
       expect(r.code, label).toBe(0);
       expect(await veths(host), label).toEqual([]);
-      expect((await links(pod)).map((l) => l.ifname), label).toEqual(['lo']);
+      expect(
+        (await links(pod)).map((l) => l.ifname),
+        label,
+      ).toEqual(['lo']);
       expect(await cniChains(host), label).toEqual([]);
       expect(await cniRules(host), label).toEqual([]);
       expect(await feltAllocations(dataDir), label).toEqual([]);
@@ -194,7 +216,10 @@ describe('SIGKILL during ADD', () => {
     }
     if (process.env['FELT_CRASH_VERBOSE']) console.log(seen.join('\n'));
     // Not vacuous: the early kills land before the plugin can finish.
-    expect(seen.some((s) => s.includes(', killed)')), seen.join('\n')).toBe(true);
+    expect(
+      seen.some((s) => s.includes(', killed)')),
+      seen.join('\n'),
+    ).toBe(true);
 
     // The log still serves a normal ADD and DEL.
     const pod = await sb.ns();
@@ -250,7 +275,9 @@ const remountRo = async (mnt: string): Promise<void> => {
 
 /** No felt.db under `dir` (at any depth) is open: none has a WAL file left. */
 const released = (dir: string): Promise<true> =>
-  eventually(() => !readdirSync(dir, { recursive: true }).some((f) => String(f).endsWith('felt.db-wal')), { what: `the logs under ${dir} closed` });
+  eventually(() => !readdirSync(dir, { recursive: true }).some((f) => String(f).endsWith('felt.db-wal')), {
+    what: `the logs under ${dir} closed`,
+  });
 
 /** Fill a file system until writing fails. */
 function fill(mnt: string): void {
@@ -290,7 +317,10 @@ describe('storage that cannot be written: code 5 naming the file, no kernel chan
       await remountRo(mnt);
       await expectIoErrorNoChange(mnt, join(mnt, 'felt.db'));
       const host = await sb.ns();
-      const r = await cni({ dir: FELT_CNI, type: 'host-local', hostNs: host, pod: host, cid: 'io' }, 'ADD', { ...confOf(mnt), type: 'host-local' });
+      const r = await cni({ dir: FELT_CNI, type: 'host-local', hostNs: host, pod: host, cid: 'io' }, 'ADD', {
+        ...confOf(mnt),
+        type: 'host-local',
+      });
       expect(r.json).toMatchObject({ code: 5, msg: expect.stringContaining(join(mnt, 'felt.db')) });
       expect(r.code).toBe(1);
     });

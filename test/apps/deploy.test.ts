@@ -37,10 +37,15 @@ const systemdAnalyze = (() => {
 
 /** The value of `Key=` lines in a unit's text (all of them, in order). */
 const directives = (unit: string, key: string): string[] =>
-  unit.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1));
+  unit
+    .split('\n')
+    .filter((l) => l.startsWith(`${key}=`))
+    .map((l) => l.slice(key.length + 1));
 
 describe('systemd units', () => {
-  const units = readdirSync(DEPLOY).filter((f) => f.endsWith('.service')).sort();
+  const units = readdirSync(DEPLOY)
+    .filter((f) => f.endsWith('.service'))
+    .sort();
 
   it('there is one for feltd and one for felt dhcp-daemon, each running the built executables from /opt/felt', () => {
     expect(units).toEqual(['felt-dhcp-daemon.service', 'feltd.service']);
@@ -53,7 +58,10 @@ describe('systemd units', () => {
     expect(directives(dhcp, 'ExecStart')).toEqual(['/opt/felt/dist/bin/felt dhcp-daemon $FELT_DHCP_OPTS']);
     // The default and the documented options are flags feltd takes.
     for (const env of directives(feltd, 'Environment')) {
-      const opts = env.replace(/^FELTD_OPTS=/, '').split(/\s+/).filter(Boolean);
+      const opts = env
+        .replace(/^FELTD_OPTS=/, '')
+        .split(/\s+/)
+        .filter(Boolean);
       expect(parseFlags(opts), env).toHaveProperty('flags');
     }
     // The examples in the unit's comment and in docs/deploy/README.md are flags feltd takes.
@@ -175,7 +183,11 @@ describe('kube-felt.yml', () => {
     for (const type of types) expect(existsSync(join(at('opt/cni/bin'), type)), type).toBe(true);
     // One support directory, and each forwarder's bundle.
     expect(readdirSync(join(at('opt/cni/bin'), '.felt')).filter((f) => /^[0-9a-f]{12}$/.test(f))).toHaveLength(1);
-    expect(readdirSync(join(at('opt/cni/bin'), '.felt')).filter((f) => !/^[0-9a-f]{12}$/.test(f)).sort()).toEqual(types.sort());
+    expect(
+      readdirSync(join(at('opt/cni/bin'), '.felt'))
+        .filter((f) => !/^[0-9a-f]{12}$/.test(f))
+        .sort(),
+    ).toEqual(types.sort());
   });
 
   it("the ConfigMap's cni-conf.json is flannel's conflist and parses with felt's parser; net-conf.json with feltd's", () => {
@@ -192,12 +204,15 @@ describe('kube-felt.yml', () => {
     expect(c['command']).toEqual(['/opt/felt/dist/bin/feltd']);
     // $(VAR) as the kubelet expands it, from the container's env (ConfigMap keys).
     const env = new Map<string, string>(
-      (c['env'] as Obj[]).filter((e) => e['valueFrom']?.configMapKeyRef).map((e) => [e['name'], cm['data'][e['valueFrom'].configMapKeyRef.key]]),
+      (c['env'] as Obj[])
+        .filter((e) => e['valueFrom']?.configMapKeyRef)
+        .map((e) => [e['name'], cm['data'][e['valueFrom'].configMapKeyRef.key]]),
     );
     const args = (c['args'] as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => env.get(v) ?? `$(${v})`));
     const parsed = parseFlags(args);
     expect(parsed, JSON.stringify(parsed)).toHaveProperty('flags');
-    const flags = (parsed as { flags: ReturnType<typeof parseFlags> extends infer T ? (T extends { flags: infer F } ? F : never) : never }).flags;
+    const flags = (parsed as { flags: ReturnType<typeof parseFlags> extends infer T ? (T extends { flags: infer F } ? F : never) : never })
+      .flags;
     expect(flags.etcdEndpoints).toEqual(cm['data']['etcd-endpoints'].split(','));
     expect(flags.ipMasq).toBe(true);
     for (const f of [flags.etcdCafile, flags.etcdCertfile, flags.etcdKeyfile]) {
@@ -241,11 +256,18 @@ describe('kube-felt.yml', () => {
     writeFileSync(netConf, cm['data']['net-conf.json']);
     // This etcd speaks plain http: the script without its TLS flags (as docs/deploy/README.md says to run it
     // without TLS), reading the ConfigMap file from where the test wrote it.
-    const script = (nc['command'] as string[])[2]!.replace(/ --cacert=\S+ --cert=\S+ --key=\S+/, '').replaceAll('/etc/kube-felt/net-conf.json', netConf);
+    const script = (nc['command'] as string[])[2]!
+      .replace(/ --cacert=\S+ --cert=\S+ --key=\S+/, '')
+      .replaceAll('/etc/kube-felt/net-conf.json', netConf);
     expect(script).not.toContain('--cacert');
     const etcd = await startEtcd();
     try {
-      const env = { ...(process.env as Record<string, string>), ETCDCTL_API: '3', FELT_ETCD_ENDPOINTS: etcd.endpoint, FELT_ETCD_PREFIX: '/felt-deploy-test' };
+      const env = {
+        ...(process.env as Record<string, string>),
+        ETCDCTL_API: '3',
+        FELT_ETCD_ENDPOINTS: etcd.endpoint,
+        FELT_ETCD_PREFIX: '/felt-deploy-test',
+      };
       const first = await execFile(['sh', '-ec', script], { env });
       expect(first.code, first.stderr).toBe(0);
       const got = await etcd.etcdctl(['get', '--print-value-only', '/felt-deploy-test/config']);
@@ -274,7 +296,10 @@ describe('Containerfile', () => {
       for (const s of srcs) expect(existsSync(join(ROOT, s)), s).toBe(true);
     }
     expect(text).toContain('npm run --silent build');
-    const workdir = lines.filter((l) => l.startsWith('WORKDIR ')).at(-1)!.split(' ')[1];
+    const workdir = lines
+      .filter((l) => l.startsWith('WORKDIR '))
+      .at(-1)!
+      .split(' ')[1];
     expect(workdir).toBe('/opt/felt');
     expect(lines).toContain('COPY --from=build /src/dist dist');
     expect(lines).toContain('COPY --from=build /src/node_modules node_modules');

@@ -57,6 +57,12 @@ describe('felt dhcp-daemon', () => {
   });
 
   it('durations as the reference flags take them', () => {
-    expect([parseDuration('10s'), parseDuration('1m'), parseDuration('250ms'), parseDuration('3'), parseDuration('x')]).toEqual([10_000, 60_000, 250, 3000, undefined]);
+    expect([parseDuration('10s'), parseDuration('1m'), parseDuration('250ms'), parseDuration('3'), parseDuration('x')]).toEqual([
+      10_000,
+      60_000,
+      250,
+      3000,
+      undefined,
+    ]);
   });
 });

@@ -44,7 +44,8 @@ function start(argv: string[], onErr?: (s: string) => void): ChildProcess {
 }
 
 /** Processes inside a namespace (the DHCP client of an attachment lives there). */
-const pids = async (ns: string): Promise<string[]> => (await execFile(['ip', 'netns', 'pids', ns])).stdout.split('\n').filter((l) => l.trim() !== '');
+const pids = async (ns: string): Promise<string[]> =>
+  (await execFile(['ip', 'netns', 'pids', ns])).stdout.split('\n').filter((l) => l.trim() !== '');
 const noProcesses = (ns: string) => until(`no process left in ${ns}`, async () => ((await pids(ns)).length === 0 ? true : undefined));
 
 /** The lease file's lines: expiry, MAC, address, hostname, client id. */
@@ -76,8 +77,25 @@ const conf = (ipam: Record<string, unknown> = {}, version = '1.0.0') => ({
   ipam: { type: 'dhcp', daemonSocketPath: sock, ...ipam },
 });
 
-const call = (p: string, command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS', config: unknown, cid = 'dhcp-ctr', args?: string, ifname = 'eth0'): Promise<CniOutcome> =>
-  runCni({ dir: FELT_CNI, type: 'dhcp', command, hostNs: host, containerId: cid, netns: nsPath(p), ifname, config, ...(args ? { args } : {}) });
+const call = (
+  p: string,
+  command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS',
+  config: unknown,
+  cid = 'dhcp-ctr',
+  args?: string,
+  ifname = 'eth0',
+): Promise<CniOutcome> =>
+  runCni({
+    dir: FELT_CNI,
+    type: 'dhcp',
+    command,
+    hostNs: host,
+    containerId: cid,
+    netns: nsPath(p),
+    ifname,
+    config,
+    ...(args ? { args } : {}),
+  });
 
 beforeAll(async () => {
   dir = sb.dir();
@@ -89,8 +107,20 @@ beforeAll(async () => {
   await nsRun(srv, ['ip', 'addr', 'add', '198.51.100.1/24', 'dev', 'br0']);
   await nsRun(srv, ['ip', 'link', 'set', 'dev', 'br0', 'up']);
   start([
-    'ip', 'netns', 'exec', srv, 'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--port=0', '--interface=br0', '--bind-interfaces',
-    '--dhcp-authoritative', '--no-ping', `--dhcp-leasefile=${leases}`, `--pid-file=${join(dir, 'dnsmasq.pid')}`,
+    'ip',
+    'netns',
+    'exec',
+    srv,
+    'dnsmasq',
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--interface=br0',
+    '--bind-interfaces',
+    '--dhcp-authoritative',
+    '--no-ping',
+    `--dhcp-leasefile=${leases}`,
+    `--pid-file=${join(dir, 'dnsmasq.pid')}`,
     '--dhcp-range=198.51.100.50,198.51.100.99,255.255.255.0,2m',
     '--dhcp-option=option:router,198.51.100.1',
     '--dhcp-option=option:T1,3s',
@@ -101,7 +131,23 @@ beforeAll(async () => {
     '--dhcp-option=121,192.0.2.0/24,198.51.100.254,0.0.0.0/0,198.51.100.1',
   ]);
   await until('dnsmasq', () => (existsSync(leases) ? true : undefined));
-  start(['ip', 'netns', 'exec', host, join(ROOT, 'dist/bin/felt'), 'dhcp-daemon', '--socket-path', sock, '--timeout', '4s', '--retry-min', '1s'], (s) => (daemonLog += s));
+  start(
+    [
+      'ip',
+      'netns',
+      'exec',
+      host,
+      join(ROOT, 'dist/bin/felt'),
+      'dhcp-daemon',
+      '--socket-path',
+      sock,
+      '--timeout',
+      '4s',
+      '--retry-min',
+      '1s',
+    ],
+    (s) => (daemonLog += s),
+  );
   await until('the daemon socket', () => (existsSync(sock) ? true : undefined));
   // The reference daemon (Debian's 1.1.1), for the differential test.
   refSock = join(dir, 'ref-dhcp.sock');
@@ -118,7 +164,13 @@ afterAll(async () => {
 describe('dhcp', () => {
   it('ADD leases an address (client id, hostname), CHECK, a renewal keeps it, DEL releases it', async () => {
     const p = await pod();
-    const r = await call(p, 'ADD', conf({ provide: [{ option: 'host-name', fromArg: 'K8S_POD_NAME' }] }), 'dhcp-a', 'IgnoreUnknown=1;K8S_POD_NAME=web-1');
+    const r = await call(
+      p,
+      'ADD',
+      conf({ provide: [{ option: 'host-name', fromArg: 'K8S_POD_NAME' }] }),
+      'dhcp-a',
+      'IgnoreUnknown=1;K8S_POD_NAME=web-1',
+    );
     expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
     const address = r.json.ips[0].address as string;
     expect(address).toMatch(/^198\.51\.100\.(5\d|[6-9]\d)\/24$/);
@@ -177,9 +229,19 @@ describe('dhcp', () => {
     });
     expect(rebound.ip).toBe(ip);
     const dropped = await nsRun(p, ['iptables', '-L', 'OUTPUT', '-v', '-n', '-x']);
-    expect(Number(dropped.split('\n').find((l) => l.includes('DROP'))?.trim().split(/\s+/)[0])).toBeGreaterThan(0);
+    expect(
+      Number(
+        dropped
+          .split('\n')
+          .find((l) => l.includes('DROP'))
+          ?.trim()
+          .split(/\s+/)[0],
+      ),
+    ).toBeGreaterThan(0);
     // The broadcast route is gone again once the exchange is over.
-    await until('the broadcast route removed', async () => ((await routes(p)).some((x) => x.startsWith('255.255.255.255')) ? undefined : true));
+    await until('the broadcast route removed', async () =>
+      (await routes(p)).some((x) => x.startsWith('255.255.255.255')) ? undefined : true,
+    );
     expect((await call(p, 'DEL', c, 'dhcp-rebind')).code).toBe(0);
     await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
   });
@@ -209,9 +271,26 @@ describe('dhcp', () => {
     await nsRun(srv, ['ip', 'link', 'set', 'dev', port, 'up']);
     await nsRun(host, ['ip', 'link', 'set', 'dev', master, 'up']);
     const p = await sb.ns();
-    const mv = { cniVersion: '1.0.0', name: 'dnet', type: 'macvlan', master, mode: 'bridge', ipam: { type: 'dhcp', daemonSocketPath: sock } };
+    const mv = {
+      cniVersion: '1.0.0',
+      name: 'dnet',
+      type: 'macvlan',
+      master,
+      mode: 'bridge',
+      ipam: { type: 'dhcp', daemonSocketPath: sock },
+    };
     const mcall = (command: 'ADD' | 'DEL') =>
-      runCni({ dir, type: 'macvlan', command, hostNs: host, containerId: `dhcp-${master}`, netns: nsPath(p), ifname: 'eth0', config: mv, env: { CNI_PATH: FELT_CNI } });
+      runCni({
+        dir,
+        type: 'macvlan',
+        command,
+        hostNs: host,
+        containerId: `dhcp-${master}`,
+        netns: nsPath(p),
+        ifname: 'eth0',
+        config: mv,
+        env: { CNI_PATH: FELT_CNI },
+      });
     const r = await mcall('ADD');
     expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
     const address = r.json.ips[0].address as string;
@@ -235,9 +314,24 @@ describe('dhcp', () => {
     await nsRun(host, ['ip', 'link', 'set', 'dev', 'up0', 'up']);
     await nsRun(host, ['ip', 'link', 'set', 'dev', 'cnidh0', 'up']);
     const p = await sb.ns();
-    const bconf = { cniVersion: '1.0.0', name: 'dnet', type: 'bridge', bridge: 'cnidh0', ipam: { type: 'dhcp', daemonSocketPath: sock, dataDir: sb.dir() } };
+    const bconf = {
+      cniVersion: '1.0.0',
+      name: 'dnet',
+      type: 'bridge',
+      bridge: 'cnidh0',
+      ipam: { type: 'dhcp', daemonSocketPath: sock, dataDir: sb.dir() },
+    };
     const bcall = (command: 'ADD' | 'DEL') =>
-      runCni({ dir: FELT_CNI, type: 'bridge', command, hostNs: host, containerId: 'dhcp-br', netns: nsPath(p), ifname: 'eth0', config: bconf });
+      runCni({
+        dir: FELT_CNI,
+        type: 'bridge',
+        command,
+        hostNs: host,
+        containerId: 'dhcp-br',
+        netns: nsPath(p),
+        ifname: 'eth0',
+        config: bconf,
+      });
     const r = await bcall('ADD');
     expect(r.code, r.stdout + r.stderr + daemonLog).toBe(0);
     const address = r.json.ips[0].address as string;
@@ -255,20 +349,44 @@ describe('dhcp', () => {
     ['classless routes too', [{ option: '121' }]],
   ])('the same result as the reference plugin and daemon (1.1.1), address aside (%s)', async (_, request) => {
     const out: CniOutcome[] = [];
-    for (const [dirOf, socket] of [[REF_CNI, refSock], [FELT_CNI, sock]] as const) {
+    for (const [dirOf, socket] of [
+      [REF_CNI, refSock],
+      [FELT_CNI, sock],
+    ] as const) {
       const p = await pod();
       const c = conf({ daemonSocketPath: socket, request });
-      const r = await runCni({ dir: dirOf, type: 'dhcp', command: 'ADD', hostNs: host, containerId: 'dhcp-diff', netns: nsPath(p), ifname: 'eth0', config: c });
+      const r = await runCni({
+        dir: dirOf,
+        type: 'dhcp',
+        command: 'ADD',
+        hostNs: host,
+        containerId: 'dhcp-diff',
+        netns: nsPath(p),
+        ifname: 'eth0',
+        config: c,
+      });
       expect(r.code, r.stdout + r.stderr + refLog).toBe(0);
       out.push(r);
       const ip = (r.json.ips[0].address as string).split('/')[0];
       expect(leaseLines().some((l) => l.ip === ip)).toBe(true);
-      const d = await runCni({ dir: dirOf, type: 'dhcp', command: 'DEL', hostNs: host, containerId: 'dhcp-diff', netns: nsPath(p), ifname: 'eth0', config: c });
+      const d = await runCni({
+        dir: dirOf,
+        type: 'dhcp',
+        command: 'DEL',
+        hostNs: host,
+        containerId: 'dhcp-diff',
+        netns: nsPath(p),
+        ifname: 'eth0',
+        config: c,
+      });
       expect(d.code, d.stdout + d.stderr).toBe(0);
       await until('the release', () => (leaseLines().some((l) => l.ip === ip) ? undefined : true));
     }
     // felt omits an empty dns (the reference prints "dns":{}), as every felt plugin does.
-    const shape = ({ dns: _dns, ...j }: { ips: { address: string }[]; dns?: unknown }) => ({ ...j, ips: j.ips.map((i) => ({ ...i, address: i.address.replace(/^198\.51\.100\.\d+/, 'A') })) });
+    const shape = ({ dns: _dns, ...j }: { ips: { address: string }[]; dns?: unknown }) => ({
+      ...j,
+      ips: j.ips.map((i) => ({ ...i, address: i.address.replace(/^198\.51\.100\.\d+/, 'A') })),
+    });
     expect(shape(out[1]!.json)).toEqual(shape(out[0]!.json));
   });
 

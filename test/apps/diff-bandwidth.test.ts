@@ -123,7 +123,10 @@ const normResult = (r: any, s: Side): unknown =>
 const SCENARIOS: readonly { title: string; limits: Record<string, unknown> }[] = [
   { title: 'both directions', limits: { ingressRate: 1_000_000, ingressBurst: 100_000, egressRate: 2_000_000, egressBurst: 200_000 } },
   { title: 'ingress only, odd values', limits: { ingressRate: 3_333_337, ingressBurst: 77_777 } },
-  { title: 'egress only, from runtimeConfig', limits: { runtimeConfig: { bandwidth: { egressRate: 10_000_000, egressBurst: 1_048_576 } } } },
+  {
+    title: 'egress only, from runtimeConfig',
+    limits: { runtimeConfig: { bandwidth: { egressRate: 10_000_000, egressBurst: 1_048_576 } } },
+  },
 ];
 
 describe.each(['0.4.0', '1.0.0'])('bandwidth vs the reference at cniVersion %s', (version) => {
@@ -174,6 +177,7 @@ describe.each(['0.4.0', '1.0.0'])('bandwidth vs the reference at cniVersion %s',
     // A second DEL succeeds on both.
     expect((await cni({ dir: REF_CNI, hostNs: ref.host, pod: ref.pod, cid: CID }, 'DEL', bw(version, ra.json, limits))).code).toBe(0);
     expect((await cni({ dir: FELT_CNI, hostNs: mine.host, pod: mine.pod, cid: CID }, 'DEL', bw(version, fa.json, limits))).code).toBe(0);
-    for (const s of [ref, mine]) expect((await cni({ dir: FELT_CNI, hostNs: s.host, pod: s.pod, cid: CID }, 'DEL', s.bridgeConf)).code).toBe(0);
+    for (const s of [ref, mine])
+      expect((await cni({ dir: FELT_CNI, hostNs: s.host, pod: s.pod, cid: CID }, 'DEL', s.bridgeConf)).code).toBe(0);
   });
 });

@@ -70,17 +70,24 @@ const SCENARIOS: readonly Scenario[] = [
     title: 'legacy ipam subnet with rangeStart, rangeEnd and gateway',
     conf: (d) => base(d, { subnet: '10.91.0.0/16', rangeStart: '10.91.3.10', rangeEnd: '10.91.3.20', gateway: '10.91.0.254' }),
   },
-  { title: 'IPv6 only with isDefaultGateway', conf: (d) => base(d, { ranges: [[{ subnet: 'fd00:91::/64' }]] }, { isDefaultGateway: true }) },
+  {
+    title: 'IPv6 only with isDefaultGateway',
+    conf: (d) => base(d, { ranges: [[{ subnet: 'fd00:91::/64' }]] }, { isDefaultGateway: true }),
+  },
   {
     title: 'isDefaultGateway when IPAM already gives a default route',
     conf: (d) => base(d, { ...v4, routes: [{ dst: '0.0.0.0/0', gw: '10.90.0.254' }] }, { isDefaultGateway: true }),
   },
   {
     title: 'a range with rangeStart/rangeEnd and a gateway',
-    conf: (d) => base(d, { ranges: [[{ subnet: '10.92.0.0/24', rangeStart: '10.92.0.100', rangeEnd: '10.92.0.110', gateway: '10.92.0.1' }]] }),
+    conf: (d) =>
+      base(d, { ranges: [[{ subnet: '10.92.0.0/24', rangeStart: '10.92.0.100', rangeEnd: '10.92.0.110', gateway: '10.92.0.1' }]] }),
     pods: 2,
   },
-  { title: 'promiscMode, no gateway, no masquerade', conf: (d) => ({ ...base(d, v4), isGateway: false, ipMasq: false, promiscMode: true }) },
+  {
+    title: 'promiscMode, no gateway, no masquerade',
+    conf: (d) => ({ ...base(d, v4), isGateway: false, ipMasq: false, promiscMode: true }),
+  },
   {
     title: 'layer 2 only (no ipam)',
     // No IPAM plugin; ipam.dataDir says where felt's bridge records its attachments (the reference ignores it).
@@ -223,7 +230,10 @@ describe.each(['1.0.0', '0.4.0'])('felt and the reference agree at cniVersion %s
     const [ref, felt] = await Promise.all([runThrough(REF_CNI, sc, version), runThrough(FELT_CNI, sc, version)]);
     // DIFF_DUMP=1 prints what is compared.
     if (process.env['DIFF_DUMP']) console.log(JSON.stringify({ adds: ref.adds, afterAdd: ref.afterAdd, afterDel: ref.afterDel }, null, 1));
-    expect(ref.adds.every((a) => a.code === 0), JSON.stringify(ref.adds)).toBe(true);
+    expect(
+      ref.adds.every((a) => a.code === 0),
+      JSON.stringify(ref.adds),
+    ).toBe(true);
     expect(felt.adds).toEqual(ref.adds);
     expect(felt.afterAdd).toEqual(ref.afterAdd);
     expect(felt.checks).toEqual(ref.checks.map(() => ({ code: 0 })));
@@ -255,7 +265,10 @@ describe('where felt deliberately differs', () => {
 
   it('DEL after the pod namespace is gone: the reference leaks the masquerade chain and jump, felt does not', async () => {
     const out: Record<string, { chains: string[]; rules: string[]; code: number }> = {};
-    for (const [name, dir] of [['ref', REF_CNI], ['felt', FELT_CNI]] as const) {
+    for (const [name, dir] of [
+      ['ref', REF_CNI],
+      ['felt', FELT_CNI],
+    ] as const) {
       const s = await side(1);
       const conf = { cniVersion: '1.0.0', ...base(s.dataDir, v4) };
       const c = { dir, hostNs: s.host, pod: s.pods[0]!, cid: 'c' };
@@ -272,7 +285,10 @@ describe('where felt deliberately differs', () => {
 
   it('DEL with an empty CNI_NETNS: the reference only releases the address, felt also removes the masquerade chain', async () => {
     const out: Record<string, { chains: string[]; allocations: number }> = {};
-    for (const [name, dir] of [['ref', REF_CNI], ['felt', FELT_CNI]] as const) {
+    for (const [name, dir] of [
+      ['ref', REF_CNI],
+      ['felt', FELT_CNI],
+    ] as const) {
       const s = await side(1);
       const conf = { cniVersion: '1.0.0', ...base(s.dataDir, v4) };
       expect((await cni({ dir, hostNs: s.host, pod: s.pods[0]!, cid: 'c' }, 'ADD', conf)).code).toBe(0);
@@ -288,7 +304,10 @@ describe('where felt deliberately differs', () => {
 
   it('an ADD that fails after the veth exists: the reference leaves the veth pair, felt rolls back', async () => {
     const out: Record<string, { code: number; hostVeths: number; podLinks: string[]; allocations: number }> = {};
-    for (const [name, dir] of [['ref', REF_CNI], ['felt', FELT_CNI]] as const) {
+    for (const [name, dir] of [
+      ['ref', REF_CNI],
+      ['felt', FELT_CNI],
+    ] as const) {
       const s = await side(1);
       // IPv6 off in the host namespace: the bridge's IPv6 gateway address cannot be added.
       await nsRun(s.host, ['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);

@@ -31,7 +31,14 @@ const bridgeConf = (dataDir: string, bridge: string, ranges: readonly string[]):
 });
 /** felt's firewall records its rules in felt's log: here, not in /var/lib/felt (the reference ignores the key). */
 const fwData = sb.dir();
-const fwConf = (extra: Conf = {}): Conf => ({ cniVersion: '1.0.0', name: 'dfw', type: 'firewall', backend: 'iptables', dataDir: fwData, ...extra });
+const fwConf = (extra: Conf = {}): Conf => ({
+  cniVersion: '1.0.0',
+  name: 'dfw',
+  type: 'firewall',
+  backend: 'iptables',
+  dataDir: fwData,
+  ...extra,
+});
 
 /** Both families' filter tables, as iptables-save prints them (without counters and comments). */
 async function filter(host: string): Promise<string[]> {
@@ -60,7 +67,14 @@ const V4 = ['10.71.0.0/24'];
 const DUAL = ['10.71.0.0/24', 'fd00:71::/64'];
 
 const SCENARIOS: readonly Scenario[] = [
-  { title: 'open, IPv4, two pods', fw: {}, pods: [{ cid: 'p1', bridge: 'dfw0', ranges: V4 }, { cid: 'p2', bridge: 'dfw0', ranges: V4 }] },
+  {
+    title: 'open, IPv4, two pods',
+    fw: {},
+    pods: [
+      { cid: 'p1', bridge: 'dfw0', ranges: V4 },
+      { cid: 'p2', bridge: 'dfw0', ranges: V4 },
+    ],
+  },
   { title: 'backend left out, IPv6 only', fw: { backend: undefined }, pods: [{ cid: 'p1', bridge: 'dfw0', ranges: ['fd00:72::/64'] }] },
   { title: 'iptablesAdminChainName', fw: { iptablesAdminChainName: 'NODE-ADMIN' }, pods: [{ cid: 'p1', bridge: 'dfw0', ranges: DUAL }] },
   {
@@ -116,7 +130,9 @@ describe.each(SCENARIOS)('felt vs the reference: $title', ({ fw: extra, pods }) 
       expect(noEmptyDns(r)).toEqual(noEmptyDns(ref.pods.get(p.cid)!.result));
       expect(f).toEqual(noEmptyDns(felt.pods.get(p.cid)!.result));
       const felts = await filter(felt.host);
-      expect(felts.filter((l) => l.includes(' -A CNI-FORWARD -s '))).toHaveLength(pods.slice(0, pods.indexOf(p) + 1).flatMap((q) => q.ranges).length);
+      expect(felts.filter((l) => l.includes(' -A CNI-FORWARD -s '))).toHaveLength(
+        pods.slice(0, pods.indexOf(p) + 1).flatMap((q) => q.ranges).length,
+      );
       expect(felts).toEqual(await filter(ref.host));
     }
   });
@@ -203,10 +219,18 @@ describe('deliberate differences', () => {
 
   it('isolated: refused by the reference 1.1.1, supported by felt (as v1.2.0)', async () => {
     const r = await attachOne(REF_CNI);
-    const ro = await cni({ dir: REF_CNI, hostNs: r.host, pod: r.ns, cid: 'd1' }, 'ADD', fwConf({ ingressPolicy: 'isolated', prevResult: r.prev }));
+    const ro = await cni(
+      { dir: REF_CNI, hostNs: r.host, pod: r.ns, cid: 'd1' },
+      'ADD',
+      fwConf({ ingressPolicy: 'isolated', prevResult: r.prev }),
+    );
     expect(ro.json).toMatchObject({ code: 999, msg: 'unknown ingress policy: "isolated"' });
     const f = await attachOne(FELT_CNI);
-    const fo = await cni({ dir: FELT_CNI, hostNs: f.host, pod: f.ns, cid: 'd1' }, 'ADD', fwConf({ ingressPolicy: 'isolated', prevResult: f.prev }));
+    const fo = await cni(
+      { dir: FELT_CNI, hostNs: f.host, pod: f.ns, cid: 'd1' },
+      'ADD',
+      fwConf({ ingressPolicy: 'isolated', prevResult: f.prev }),
+    );
     expect(fo.code).toBe(0);
     expect(await filter(f.host)).toContain(
       '4 -A CNI-ISOLATION-STAGE-1 -i dfw0 -o dfw0 -m comment --comment "CNI firewall plugin rules (ingressPolicy: isolated)" -j DROP',
@@ -215,14 +239,19 @@ describe('deliberate differences', () => {
 
   it('an unknown backend: the reference falls back to iptables; felt refuses it (code 7 naming backend)', async () => {
     const r = await attachOne(REF_CNI);
-    expect((await cni({ dir: REF_CNI, hostNs: r.host, pod: r.ns, cid: 'd1' }, 'ADD', fwConf({ backend: 'nft', prevResult: r.prev }))).code).toBe(0);
+    expect(
+      (await cni({ dir: REF_CNI, hostNs: r.host, pod: r.ns, cid: 'd1' }, 'ADD', fwConf({ backend: 'nft', prevResult: r.prev }))).code,
+    ).toBe(0);
     const f = await attachOne(FELT_CNI);
     const fo = await cni({ dir: FELT_CNI, hostNs: f.host, pod: f.ns, cid: 'd1' }, 'ADD', fwConf({ backend: 'nft', prevResult: f.prev }));
     expect(fo.json).toMatchObject({ code: 7, msg: expect.stringMatching(/^backend: unknown backend "nft"/) });
   });
 
   it('missing prevResult: 999 from the reference, 7 naming prevResult from felt; neither changes anything', async () => {
-    for (const [dir, code] of [[REF_CNI, 999], [FELT_CNI, 7]] as const) {
+    for (const [dir, code] of [
+      [REF_CNI, 999],
+      [FELT_CNI, 7],
+    ] as const) {
       const host = await sb.ns();
       const ns = await sb.ns();
       const o = await cni({ dir, hostNs: host, pod: ns, cid: 'd1' }, 'ADD', fwConf());

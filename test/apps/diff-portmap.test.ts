@@ -63,7 +63,10 @@ const SCENARIOS: readonly Scenario[] = [
   },
   {
     title: 'conditionsV4 (address, negated interface, a match)',
-    portmap: { conditionsV4: ['-d', '198.51.100.1', '!', '-i', 'ext9', '-m', 'addrtype', '--src-type', 'LOCAL'], runtimeConfig: { portMappings: MAPPINGS.slice(0, 2) } },
+    portmap: {
+      conditionsV4: ['-d', '198.51.100.1', '!', '-i', 'ext9', '-m', 'addrtype', '--src-type', 'LOCAL'],
+      runtimeConfig: { portMappings: MAPPINGS.slice(0, 2) },
+    },
   },
   { title: '17 ports (multiport lists of 15)', portmap: { runtimeConfig: { portMappings: many } } },
   { title: 'two pods with port mappings', pods: 2, portmap: { runtimeConfig: { portMappings: MAPPINGS.slice(0, 2) } } },

@@ -53,7 +53,12 @@ async function snapshot(pod: string): Promise<Record<string, string[]>> {
   const norm = (text: string): string[] =>
     text
       .split('\n')
-      .map((l) => l.trim().replace(/\s+/g, ' ').replace(/ proto kernel/, ''))
+      .map((l) =>
+        l
+          .trim()
+          .replace(/\s+/g, ' ')
+          .replace(/ proto kernel/, ''),
+      )
       .filter((l) => l && !l.startsWith('multicast'))
       .sort();
   const out: Record<string, string[]> = {};
@@ -158,11 +163,17 @@ describe('sbr: felt against the reference (1.1.1)', () => {
     expect(ref.del['rules4']).toEqual([]);
     expect(ref.del['rules6']).toEqual([]);
     expect(felt.del['rules6']).toEqual([]);
-    expect(felt.del['table main v6']).toEqual(['default via fd00:66::1 dev eth0 metric 1024 pref medium', 'fd00:66::/64 dev eth0 metric 256 pref medium', 'fe80::/64 dev eth0 metric 256 pref medium']);
+    expect(felt.del['table main v6']).toEqual([
+      'default via fd00:66::1 dev eth0 metric 1024 pref medium',
+      'fd00:66::/64 dev eth0 metric 256 pref medium',
+      'fe80::/64 dev eth0 metric 256 pref medium',
+    ]);
   });
 
   it('a table with routes but no rule: the reference takes it, felt takes the next one', async () => {
-    const { ref, felt } = await run('1.0.0', ['10.66.0.0/24'], (pod) => nsRun(pod, ['ip', 'route', 'add', '192.0.2.0/24', 'dev', 'eth0', 'table', '100']));
+    const { ref, felt } = await run('1.0.0', ['10.66.0.0/24'], (pod) =>
+      nsRun(pod, ['ip', 'route', 'add', '192.0.2.0/24', 'dev', 'eth0', 'table', '100']),
+    );
     expect(ref.add['rules4']).toEqual(['32765: from 10.66.0.2 lookup 100']);
     expect(ref.add['table 100 v4']).toContain('192.0.2.0/24 dev eth0 scope link');
     expect(felt.add['rules4']).toEqual(['32765: from 10.66.0.2 lookup 101']);
@@ -181,7 +192,11 @@ describe('sbr: felt against the reference (1.1.1)', () => {
       const d = await cni(s.sbr, 'DEL', conf);
       outcomes.push({ code: d.code, msg: String(d.json?.msg ?? ''), rules: (await snapshot(s.pod))['rules4'] ?? [] });
     }
-    expect(outcomes[0]).toMatchObject({ code: 1, msg: expect.stringMatching(/Failed to get link eth0/), rules: ['32765: from 10.66.0.2 lookup 100'] });
+    expect(outcomes[0]).toMatchObject({
+      code: 1,
+      msg: expect.stringMatching(/Failed to get link eth0/),
+      rules: ['32765: from 10.66.0.2 lookup 100'],
+    });
     expect(outcomes[1]).toEqual({ code: 0, msg: '', rules: [] });
   });
 });

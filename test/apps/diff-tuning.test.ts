@@ -47,8 +47,10 @@ async function state(pod: string): Promise<Record<string, unknown>> {
   return out;
 }
 
-const linkPart = (s: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(s).filter(([k]) => !k.startsWith('net.')));
-const sysctlPart = (s: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(s).filter(([k]) => k.startsWith('net.')));
+const linkPart = (s: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(s).filter(([k]) => !k.startsWith('net.')));
+const sysctlPart = (s: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(s).filter(([k]) => k.startsWith('net.')));
 
 interface Side {
   readonly dir: string;
@@ -74,7 +76,10 @@ const norm = (r: any): any => {
   const { dns, ...rest } = r;
   return dns && Object.keys(dns).length ? { ...rest, dns } : rest;
 };
-const withMac = (prev: any, mac: string): any => ({ ...prev, interfaces: prev.interfaces.map((i: any) => (i.name === 'eth0' ? { ...i, mac } : i)) });
+const withMac = (prev: any, mac: string): any => ({
+  ...prev,
+  interfaces: prev.interfaces.map((i: any) => (i.name === 'eth0' ? { ...i, mac } : i)),
+});
 
 interface Scenario {
   readonly title: string;
@@ -99,11 +104,20 @@ const SCENARIOS: readonly Scenario[] = [
     mac: 'c2:11:22:33:44:55',
     refCheckFails: true,
   },
-  { title: 'sysctls only, slashed and dotted keys', conf: { sysctl: { 'net/ipv4/conf/eth0/arp_notify': '1', 'net.core.somaxconn': '2048' } } },
+  {
+    title: 'sysctls only, slashed and dotted keys',
+    conf: { sysctl: { 'net/ipv4/conf/eth0/arp_notify': '1', 'net.core.somaxconn': '2048' } },
+  },
   { title: 'mac from CNI_ARGS', conf: { mtu: 9000 }, args: 'IgnoreUnknown=1;MAC=02:12:34:56:78:9a', mac: '02:12:34:56:78:9a' },
   {
     title: 'args.cni over the top-level fields, runtimeConfig.mac',
-    conf: { mtu: 1400, runtimeConfig: { mac: '02:00:00:00:00:31' }, allmulti: true, args: { cni: { mtu: 1300, allmulti: false, sysctl: { 'net.core.somaxconn': '300' } } }, sysctl: {} },
+    conf: {
+      mtu: 1400,
+      runtimeConfig: { mac: '02:00:00:00:00:31' },
+      allmulti: true,
+      args: { cni: { mtu: 1300, allmulti: false, sysctl: { 'net.core.somaxconn': '300' } } },
+      sysctl: {},
+    },
     mac: '02:00:00:00:00:31',
   },
 ];
@@ -164,7 +178,14 @@ describe('tuning, felt vs reference 1.1.1: differences outside the scenarios', (
   it('txQLen: 1.1.1 does not know it and leaves the queue length alone; felt sets it and restores it', async () => {
     const ref = await side(REF_CNI);
     const felt = await side(FELT_CNI);
-    const conf = (s: Side): Conf => ({ cniVersion: VERSION, name: NET, type: 'tuning', dataDir: s.dataDir, txQLen: 64, prevResult: s.prev });
+    const conf = (s: Side): Conf => ({
+      cniVersion: VERSION,
+      name: NET,
+      type: 'tuning',
+      dataDir: s.dataDir,
+      txQLen: 64,
+      prevResult: s.prev,
+    });
     expect((await cni(call(ref), 'ADD', conf(ref))).code).toBe(0);
     expect((await cni(call(felt), 'ADD', conf(felt))).code).toBe(0);
     expect((await state(ref.pod))['txqlen']).toBe(1000);
@@ -176,7 +197,15 @@ describe('tuning, felt vs reference 1.1.1: differences outside the scenarios', (
   it('a sysctl outside net.*: both refuse; felt with code 7 naming the field and nothing changed', async () => {
     const ref = await side(REF_CNI);
     const felt = await side(FELT_CNI);
-    const conf = (s: Side): Conf => ({ cniVersion: VERSION, name: NET, type: 'tuning', dataDir: s.dataDir, sysctl: { 'kernel.pid_max': '4096' }, mtu: 1400, prevResult: s.prev });
+    const conf = (s: Side): Conf => ({
+      cniVersion: VERSION,
+      name: NET,
+      type: 'tuning',
+      dataDir: s.dataDir,
+      sysctl: { 'kernel.pid_max': '4096' },
+      mtu: 1400,
+      prevResult: s.prev,
+    });
     const r = await cni(call(ref), 'ADD', conf(ref));
     const f = await cni(call(felt), 'ADD', conf(felt));
     expect(r.code).toBe(1);

@@ -19,27 +19,43 @@ import { callTwin, fakeIpam, pluginDir, type FakeIpam } from '../support/twin-cn
 const plugins = pluginDir();
 afterAll(() => plugins.cleanup());
 const POD = plugins.dir;
-const world = (): KernelState => ({ ...emptyKernelState(), links: [{ ns: POD, name: 'lo', kind: 'loopback', up: true, mtu: 65536, master: null }] });
+const world = (): KernelState => ({
+  ...emptyKernelState(),
+  links: [{ ns: POD, name: 'lo', kind: 'loopback', up: true, mtu: 65536, master: null }],
+});
 
 let k: MemoryKernel;
 let ipam: FakeIpam;
 let failAt: string | undefined;
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
-    if (i < 0) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i));
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
+      if (i < 0) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i));
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
+    },
 });
 const plugin = makeDummy(flaky);
-const conf = (extra: Record<string, unknown> = {}, cniVersion = '1.0.0') => ({ cniVersion, name: 'dnet', type: 'dummy', ipam: { type: 'fake-ipam' }, ...extra });
-const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) => callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
+const conf = (extra: Record<string, unknown> = {}, cniVersion = '1.0.0') => ({
+  cniVersion,
+  name: 'dnet',
+  type: 'dummy',
+  ipam: { type: 'fake-ipam' },
+  ...extra,
+});
+const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) =>
+  callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
 
 beforeEach(() => {
   k = memoryKernel(world());
-  ipam = fakeIpam({ ips: [{ address: '10.65.0.5/24', gateway: '10.65.0.1' }, { address: 'fd65::5/64' }], routes: [{ dst: '10.66.0.0/16' }], dns: { nameservers: ['10.65.0.53'] } });
+  ipam = fakeIpam({
+    ips: [{ address: '10.65.0.5/24', gateway: '10.65.0.1' }, { address: 'fd65::5/64' }],
+    routes: [{ dst: '10.66.0.0/16' }],
+    dns: { nameservers: ['10.65.0.53'] },
+  });
   failAt = undefined;
 });
 
@@ -64,7 +80,10 @@ describe('dummy on the twin', () => {
     expect((await call('CHECK', { ...conf({}, version), prevResult: add.json })).code).toBe(0);
     // Down is drift, as the reference's CHECK says.
     k.applySync([{ op: 'link.set', link: made!, changes: { up: false } }]);
-    expect((await call('CHECK', { ...conf({}, version), prevResult: add.json })).json).toMatchObject({ code: 103, msg: expect.stringContaining('eth0') });
+    expect((await call('CHECK', { ...conf({}, version), prevResult: add.json })).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('eth0'),
+    });
     expect((await call('DEL', conf({}, version))).code).toBe(0);
     expect(ipam.held.size).toBe(0);
     expect((await call('DEL', conf({}, version))).code).toBe(0);
@@ -111,7 +130,12 @@ beforeAll(async () => {
 });
 afterAll(() => sb.cleanup());
 
-const kconf = { cniVersion: '1.0.0', name: 'dnet', type: 'dummy', ipam: { type: 'static', addresses: [{ address: '198.51.100.7/24' }, { address: '2001:db8::7/64' }] } };
+const kconf = {
+  cniVersion: '1.0.0',
+  name: 'dnet',
+  type: 'dummy',
+  ipam: { type: 'static', addresses: [{ address: '198.51.100.7/24' }, { address: '2001:db8::7/64' }] },
+};
 
 describe('dummy in the kernel, against the reference v1.9.1', () => {
   it('same result (MAC aside) and pod state; CHECK; DEL; DEL again', async (ctx) => {
@@ -124,7 +148,15 @@ describe('dummy in the kernel, against the reference v1.9.1', () => {
       const add = await cni(c, 'ADD', kconf);
       expect(add.code, add.stdout + add.stderr).toBe(0);
       const l = (await links(pod)).find((x) => x.ifname === 'eth0');
-      out.push({ result: JSON.parse(JSON.stringify(add.json).replaceAll(pod, 'POD').replace(/"mac":"[0-9a-f:]{17}"/g, '"mac":"MAC"')), link: { kind: l?.linkinfo?.info_kind, flags: l?.flags, mtu: l?.mtu }, routes: await routes(pod) });
+      out.push({
+        result: JSON.parse(
+          JSON.stringify(add.json)
+            .replaceAll(pod, 'POD')
+            .replace(/"mac":"[0-9a-f:]{17}"/g, '"mac":"MAC"'),
+        ),
+        link: { kind: l?.linkinfo?.info_kind, flags: l?.flags, mtu: l?.mtu },
+        routes: await routes(pod),
+      });
       expect((await cni(c, 'CHECK', { ...kconf, prevResult: add.json })).code).toBe(0);
       expect((await cni(c, 'DEL', kconf)).code).toBe(0);
       expect((await links(pod)).map((x) => x.ifname)).toEqual(['lo']);

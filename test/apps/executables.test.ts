@@ -17,7 +17,15 @@ describe('versions', () => {
   });
 
   it('there is a CNI plugin per apps/cni/bin entry', () => {
-    expect(readdirSync(FELT_CNI).filter((f) => !f.startsWith('.')).sort()).toEqual(readdirSync(join(ROOT, 'apps', 'cni', 'bin')).map((f) => f.replace(/\.ts$/, '')).sort());
+    expect(
+      readdirSync(FELT_CNI)
+        .filter((f) => !f.startsWith('.'))
+        .sort(),
+    ).toEqual(
+      readdirSync(join(ROOT, 'apps', 'cni', 'bin'))
+        .map((f) => f.replace(/\.ts$/, ''))
+        .sort(),
+    );
   });
 
   it.each(readdirSync(join(ROOT, 'apps', 'cni', 'bin')).map((f) => f.replace(/\.ts$/, '')))(

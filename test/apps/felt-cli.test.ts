@@ -29,7 +29,8 @@ beforeAll(() => {
     if (E.isLeft(c)) throw new Error(c.left.msg);
     return c.right;
   };
-  const run = (network: string, time: string, cmd: IpamCommand) => s.transact(ipamStream(network), ipamProjection, (st) => decide(cmd, st), { time });
+  const run = (network: string, time: string, cmd: IpamCommand) =>
+    s.transact(ipamStream(network), ipamProjection, (st) => decide(cmd, st), { time });
   const blue = conf('blue', '10.50.0.0/24');
   const red = conf('red', 'fd50::/64');
   run('blue', '2024-01-01T00:00:01.000Z', { type: 'AllocateAddresses', data: { conf: blue, containerId: 'pod-a', ifname: 'eth0' } });
@@ -66,8 +67,19 @@ describe('felt events', () => {
     const r = await call('events', `--data-dir=${dir}`, '--network', 'blue', '--from', '1', '--limit', '1', '--json');
     expect(r.code).toBe(0);
     // One JSON object per line.
-    expect(r.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown)).toEqual([
-      { position: 3, stream: 'ipam/blue', type: 'AddressAllocated', data: { network: 'blue', containerId: 'pod-c', ifname: 'eth0', rangeSet: 0, ip: '10.50.0.3' }, time: '2024-01-01T00:00:03.000Z' },
+    expect(
+      r.out
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as unknown),
+    ).toEqual([
+      {
+        position: 3,
+        stream: 'ipam/blue',
+        type: 'AddressAllocated',
+        data: { network: 'blue', containerId: 'pod-c', ifname: 'eth0', rangeSet: 0, ip: '10.50.0.3' },
+        time: '2024-01-01T00:00:03.000Z',
+      },
     ]);
   });
   it('says where it looked when there is no log', async () => {
@@ -76,7 +88,10 @@ describe('felt events', () => {
     expect(r.err).toContain(`no event log at ${join(dir, 'nope', 'felt.db')}`);
   });
   it('refuses bad options with the usage', async () => {
-    expect(await call('events', '--limit', 'x', '--data-dir', dir)).toMatchObject({ code: 2, err: 'felt events: --limit: want a non-negative integer, got "x"\n' });
+    expect(await call('events', '--limit', 'x', '--data-dir', dir)).toMatchObject({
+      code: 2,
+      err: 'felt events: --limit: want a non-negative integer, got "x"\n',
+    });
     const r = await call('events', '--bogus');
     expect(r.code).toBe(2);
     expect(r.err).toContain('unknown option --bogus');
@@ -98,9 +113,15 @@ describe('felt allocations', () => {
   });
   it('one network, as JSON; FELT_DATA_DIR works too', async () => {
     let out = '';
-    const code = await cli(['allocations', '--network', 'red', '--json'], { out: (s) => (out += s), err: () => {}, env: { FELT_DATA_DIR: dir } });
+    const code = await cli(['allocations', '--network', 'red', '--json'], {
+      out: (s) => (out += s),
+      err: () => {},
+      env: { FELT_DATA_DIR: dir },
+    });
     expect(code).toBe(0);
-    expect(JSON.parse(out)).toEqual([{ network: 'red', ip: 'fd50::2', containerId: 'pod-b', ifname: 'net1', rangeSet: 0, since: '2024-01-01T00:00:02.000Z', position: 2 }]);
+    expect(JSON.parse(out)).toEqual([
+      { network: 'red', ip: 'fd50::2', containerId: 'pod-b', ifname: 'net1', rangeSet: 0, since: '2024-01-01T00:00:02.000Z', position: 2 },
+    ]);
   });
 });
 
@@ -124,8 +145,14 @@ describe('felt', () => {
     expect(await call('--version')).toEqual({ code: 0, out: `felt v${version}\n`, err: '' });
   });
   it('parses --name value, --name=value, switches and --', () => {
-    const specs = [{ name: 'a', value: 'X', help: '' }, { name: 'b', help: '' }];
-    expect(parseArgs(['--a', '1', '--b', 'pos', '--', '--a'], specs)).toEqual({ ok: true, parsed: { options: { a: '1', b: true }, positionals: ['pos', '--a'] } });
+    const specs = [
+      { name: 'a', value: 'X', help: '' },
+      { name: 'b', help: '' },
+    ];
+    expect(parseArgs(['--a', '1', '--b', 'pos', '--', '--a'], specs)).toEqual({
+      ok: true,
+      parsed: { options: { a: '1', b: true }, positionals: ['pos', '--a'] },
+    });
     expect(parseArgs(['--a=2'], specs)).toEqual({ ok: true, parsed: { options: { a: '2' }, positionals: [] } });
     expect(parseArgs(['--a'], specs)).toEqual({ ok: false, error: '--a needs a value (X)' });
     expect(parseArgs(['--b=1'], specs)).toEqual({ ok: false, error: '--b takes no value' });
@@ -197,8 +224,12 @@ describe('felt events: bridge attachments', () => {
       'pod-a/eth0, host veth veth0a1b2c3d: ready in 41 ms',
     );
     const original = { name: 'enp3s0', up: true, alias: '' };
-    expect(summarize({ ...at, type: 'HostDeviceAttached', data: { ...ref, netns: '/run/netns/p', original } })).toBe('enp3s0 moved into /run/netns/p as pod-a/eth0');
-    expect(summarize({ ...at, type: 'HostDeviceReleased', data: { ...ref, reason: 'del' } })).toBe('pod-a/eth0 given back to the host (del)');
+    expect(summarize({ ...at, type: 'HostDeviceAttached', data: { ...ref, netns: '/run/netns/p', original } })).toBe(
+      'enp3s0 moved into /run/netns/p as pod-a/eth0',
+    );
+    expect(summarize({ ...at, type: 'HostDeviceReleased', data: { ...ref, reason: 'del' } })).toBe(
+      'pod-a/eth0 given back to the host (del)',
+    );
     const tuned = { link: { mtu: 1500 }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }] };
     expect(summarize({ ...at, type: 'TuningApplied', data: { ...ref, netns: '/run/netns/p', original: tuned } })).toBe(
       'pod-a/eth0 in /run/netns/p tuned: mtu, net.ipv4.conf.eth0.arp_notify (originals kept)',

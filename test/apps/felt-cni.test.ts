@@ -19,7 +19,13 @@ let cache = '';
 let data = '';
 
 // 1.0.0: the reference portmap (1.1.1) does not speak 1.1.0; cniVersions picks the highest this runtime has.
-const net = (name: string, plugins: unknown[], extra: Record<string, unknown> = {}) => ({ cniVersion: '0.4.0', cniVersions: ['1.0.0', '9.9.9'], name, plugins, ...extra });
+const net = (name: string, plugins: unknown[], extra: Record<string, unknown> = {}) => ({
+  cniVersion: '0.4.0',
+  cniVersions: ['1.0.0', '9.9.9'],
+  name,
+  plugins,
+  ...extra,
+});
 const bridge = (subnet: string, dataDir: () => string) => ({
   type: 'bridge',
   bridge: `cnic${subnet.split('.')[1]}`,
@@ -37,18 +43,40 @@ beforeAll(async () => {
   data = sb.dir();
   writeFileSync(
     join(conf, '10-chain.conflist'),
-    JSON.stringify(net('chain', [bridge('10.96.0.0/24', () => data), { type: 'portmap', capabilities: { portMappings: true }, snat: true }])),
+    JSON.stringify(
+      net('chain', [bridge('10.96.0.0/24', () => data), { type: 'portmap', capabilities: { portMappings: true }, snat: true }]),
+    ),
   );
-  writeFileSync(join(conf, '20-broken-second.conflist'), JSON.stringify(net('broken', [bridge('10.97.0.0/24', () => data), { type: 'no-such-plugin' }])));
-  writeFileSync(join(conf, '30-single.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'single', ...bridge('10.98.0.0/24', () => data) }));
+  writeFileSync(
+    join(conf, '20-broken-second.conflist'),
+    JSON.stringify(net('broken', [bridge('10.97.0.0/24', () => data), { type: 'no-such-plugin' }])),
+  );
+  writeFileSync(
+    join(conf, '30-single.conf'),
+    JSON.stringify({ cniVersion: '1.0.0', name: 'single', ...bridge('10.98.0.0/24', () => data) }),
+  );
 });
 afterAll(() => sb.cleanup());
 
 /** `felt cni ...` inside the host namespace, with felt's plugins first and the reference's after. */
 const felt = (args: string[], env: Record<string, string> = {}, confDir = conf): Promise<Run> =>
   exec([
-    'ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}:${REF_CNI}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-    FELT, 'cni', ...args, '--conf-dir', confDir, '--cache-dir', cache, '--data-dir', data,
+    'ip',
+    'netns',
+    'exec',
+    host,
+    'env',
+    `CNI_PATH=${FELT_CNI}:${REF_CNI}`,
+    ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    FELT,
+    'cni',
+    ...args,
+    '--conf-dir',
+    confDir,
+    '--cache-dir',
+    cache,
+    '--data-dir',
+    data,
   ]);
 
 const cacheFile = (network: string, cid: string, ifname = 'eth0') => join(cache, 'results', `${network}-${cid}-${ifname}`);
@@ -66,7 +94,14 @@ describe('felt cni add / check / del', () => {
     const file = cacheFile('chain', 'ctr-a');
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const entry = JSON.parse(readFileSync(file, 'utf8'));
-    expect(entry).toMatchObject({ kind: 'cniCacheV1', containerId: 'ctr-a', ifName: 'eth0', networkName: 'chain', netns: nsPath(podA), result });
+    expect(entry).toMatchObject({
+      kind: 'cniCacheV1',
+      containerId: 'ctr-a',
+      ifName: 'eth0',
+      networkName: 'chain',
+      netns: nsPath(podA),
+      result,
+    });
     expect(entry.capabilityArgs).toEqual(JSON.parse(caps));
     expect(JSON.parse(Buffer.from(entry.config, 'base64').toString()).name).toBe('chain');
     // portmap got its runtimeConfig: the DNAT chain for the attachment exists.
@@ -89,10 +124,20 @@ describe('felt cni add / check / del', () => {
     expect(events.stdout).toMatch(/AttachmentDeleted\s+ctr-a\/eth0 deleted \(del\)/);
   });
 
-  it("defaults as cnitool: the container ID from the netns path, CNI_IFNAME, a .conf wrapped into a list", async () => {
+  it('defaults as cnitool: the container ID from the netns path, CNI_IFNAME, a .conf wrapped into a list', async () => {
     const add = await felt(['add', 'single', nsPath(podB)], { CNI_IFNAME: 'net1' });
     expect(add.code, add.stderr).toBe(0);
-    const cached = readFileSync(join(cache, 'results', (await exec(['ls', join(cache, 'results')])).stdout.trim().split('\n').find((f) => f.startsWith('single-'))!), 'utf8');
+    const cached = readFileSync(
+      join(
+        cache,
+        'results',
+        (await exec(['ls', join(cache, 'results')])).stdout
+          .trim()
+          .split('\n')
+          .find((f) => f.startsWith('single-'))!,
+      ),
+      'utf8',
+    );
     const entry = JSON.parse(cached);
     expect(entry.containerId).toMatch(/^cnitool-[0-9a-f]{20}$/);
     expect(entry.ifName).toBe('net1');
@@ -114,7 +159,10 @@ describe('felt cni add / check / del', () => {
 
 describe('felt cni gc', () => {
   it('removes cached attachments outside the valid set (kernel objects and addresses), keeps the rest', async () => {
-    for (const [cid, pod] of [['keep-me', podA], ['stale-one', podB]] as const) {
+    for (const [cid, pod] of [
+      ['keep-me', podA],
+      ['stale-one', podB],
+    ] as const) {
       const r = await felt(['add', 'chain', nsPath(pod), '--container-id', cid]);
       expect(r.code, r.stderr).toBe(0);
     }
@@ -153,11 +201,31 @@ describe("felt cni: felt's own plugins", () => {
     mkdirSync(join(root, 'bin'), { recursive: true });
     mkdirSync(join(root, 'cni'), { recursive: true });
     copyFileSync(FELT, join(root, 'bin', 'felt'));
-    writeFileSync(join(root, 'cni', 'loopback'), '#!/bin/sh\necho \'{"cniVersion":"1.1.0","code":11,"msg":"a loopback that is not felt\\u0027s"}\'\nexit 1\n', { mode: 0o755 });
+    writeFileSync(
+      join(root, 'cni', 'loopback'),
+      '#!/bin/sh\necho \'{"cniVersion":"1.1.0","code":11,"msg":"a loopback that is not felt\\u0027s"}\'\nexit 1\n',
+      { mode: 0o755 },
+    );
     const confs = sb.dir();
     mkdirSync(confs, { recursive: true });
-    writeFileSync(join(confs, '10-foreign.conflist'), JSON.stringify({ cniVersion: '1.1.0', name: 'foreign', plugins: [{ type: 'loopback' }] }));
-    const r = await exec(['env', `CNI_PATH=${join(root, 'cni')}`, join(root, 'bin', 'felt'), 'cni', 'status', 'foreign', '--conf-dir', confs, '--cache-dir', sb.dir(), '--data-dir', sb.dir()]);
+    writeFileSync(
+      join(confs, '10-foreign.conflist'),
+      JSON.stringify({ cniVersion: '1.1.0', name: 'foreign', plugins: [{ type: 'loopback' }] }),
+    );
+    const r = await exec([
+      'env',
+      `CNI_PATH=${join(root, 'cni')}`,
+      join(root, 'bin', 'felt'),
+      'cni',
+      'status',
+      'foreign',
+      '--conf-dir',
+      confs,
+      '--cache-dir',
+      sb.dir(),
+      '--data-dir',
+      sb.dir(),
+    ]);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain("plugin loopback failed (status): a loopback that is not felt's (code 11)");
   });

@@ -48,7 +48,8 @@ const ipam = (s: EventStore, time: string, cmd: IpamCommand) => {
   if (E.isLeft(r)) throw new Error(r.left.msg);
   return r.right;
 };
-const alloc = (s: EventStore, time: string, containerId: string) => ipam(s, time, { type: 'AllocateAddresses', data: { conf: blue, containerId, ifname: 'eth0' } });
+const alloc = (s: EventStore, time: string, containerId: string) =>
+  ipam(s, time, { type: 'AllocateAddresses', data: { conf: blue, containerId, ifname: 'eth0' } });
 
 const config = (() => {
   const c = parseNetConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
@@ -81,10 +82,27 @@ beforeAll(() => {
   ipam(s, t(4), { type: 'ReleaseAddresses', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0' } });
   node(s, t(5), { type: 'LoadConfig', data: { config } });
   node(s, t(5), { type: 'RecordOwnLease', data: { lease: lease(1, '3e:00:00:00:00:01') } });
-  node(s, t(6), { type: 'ApplyLeaseEvents', data: { events: [{ type: 'added', lease: lease(2, '3e:00:00:00:00:02') }], own: '198.51.100.1' } });
-  node(s, t(7), { type: 'ApplyLeaseEvents', data: { events: [{ type: 'added', lease: lease(3, '3e:00:00:00:00:03') }], own: '198.51.100.1' } });
-  const r = s.transact(attachmentStream('blue'), attachmentsProjection, (st) =>
-    decideAttachments({ type: 'RecordAttachment', data: { network: 'blue', containerId: 'pod-b', ifname: 'eth0', netns: '/run/netns/b', hostVeth: 'veth0b', dataDir: dir } }, st), { time: t(8) });
+  node(s, t(6), {
+    type: 'ApplyLeaseEvents',
+    data: { events: [{ type: 'added', lease: lease(2, '3e:00:00:00:00:02') }], own: '198.51.100.1' },
+  });
+  node(s, t(7), {
+    type: 'ApplyLeaseEvents',
+    data: { events: [{ type: 'added', lease: lease(3, '3e:00:00:00:00:03') }], own: '198.51.100.1' },
+  });
+  const r = s.transact(
+    attachmentStream('blue'),
+    attachmentsProjection,
+    (st) =>
+      decideAttachments(
+        {
+          type: 'RecordAttachment',
+          data: { network: 'blue', containerId: 'pod-b', ifname: 'eth0', netns: '/run/netns/b', hostVeth: 'veth0b', dataDir: dir },
+        },
+        st,
+      ),
+    { time: t(8) },
+  );
   if (E.isLeft(r)) throw new Error(r.left.msg);
   alloc(s, t(9), 'pod-d');
   s.close();
@@ -105,7 +123,11 @@ const call = async (argv: string[], extra: { signal?: AbortSignal; onOut?: (s: s
   });
   return { code, out, err };
 };
-const lines = (out: string) => out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { position: number; time: string; stream: string; type: string; data: unknown });
+const lines = (out: string) =>
+  out
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { position: number; time: string; stream: string; type: string; data: unknown });
 const positions = (out: string) => lines(out).map((e) => e.position);
 
 describe('felt events: filters', () => {
@@ -117,21 +139,38 @@ describe('felt events: filters', () => {
     );
   });
   it('--since and --until take ISO 8601 times, inclusive', async () => {
-    expect(positions((await call(['events', '--data-dir', dir, '--json', '--since', t(5), '--until', '2024-01-01T00:00:07Z'])).out)).toEqual([5, 6, 7, 8]);
+    expect(
+      positions((await call(['events', '--data-dir', dir, '--json', '--since', t(5), '--until', '2024-01-01T00:00:07Z'])).out),
+    ).toEqual([5, 6, 7, 8]);
     // Without an offset it is UTC; another offset is converted.
-    expect(positions((await call(['events', '--data-dir', dir, '--json', '--since', '2024-01-01T00:00:08', '--until', '2024-01-01T02:00:08+02:00'])).out)).toEqual([9]);
+    expect(
+      positions(
+        (await call(['events', '--data-dir', dir, '--json', '--since', '2024-01-01T00:00:08', '--until', '2024-01-01T02:00:08+02:00'])).out,
+      ),
+    ).toEqual([9]);
     expect(positions((await call(['events', '--data-dir', dir, '--json', '--until', '2024-01-01'])).out)).toEqual([]);
   });
   it('relative times count back from the clock the app passes in', async () => {
     // NOW is 01:00:00; 59m59s ago is 00:00:01.
     expect(positions((await call(['events', '--data-dir', dir, '--json', '--until', '3599s'])).out)).toEqual([1]);
-    expect(positions((await call(['events', '--data-dir', dir, '--json', '--since', '1h', '--until', '59m'])).out)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(positions((await call(['events', '--data-dir', dir, '--json', '--since', '1h', '--until', '59m'])).out)).toEqual([
+      1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+    ]);
     expect(parseTime('2h', NOW, 'since')).toBe('2023-12-31T23:00:00.000Z');
     expect(parseTime('1d', NOW, 'since')).toBe('2023-12-31T01:00:00.000Z');
   });
   it('--type is repeatable and takes comma lists; --stream and --network stay', async () => {
-    expect(positions((await call(['events', '--data-dir', dir, '--json', '--type', 'AddressReleased', '--type', 'RemoteLeaseSeen,AttachmentRecorded'])).out)).toEqual([4, 7, 8, 9]);
-    expect(positions((await call(['events', '--data-dir', dir, '--json', '--network', 'blue', '--type', 'AddressAllocated', '--since', t(2)])).out)).toEqual([2, 3, 10]);
+    expect(
+      positions(
+        (await call(['events', '--data-dir', dir, '--json', '--type', 'AddressReleased', '--type', 'RemoteLeaseSeen,AttachmentRecorded']))
+          .out,
+      ),
+    ).toEqual([4, 7, 8, 9]);
+    expect(
+      positions(
+        (await call(['events', '--data-dir', dir, '--json', '--network', 'blue', '--type', 'AddressAllocated', '--since', t(2)])).out,
+      ),
+    ).toEqual([2, 3, 10]);
     expect(positions((await call(['events', '--data-dir', dir, '--json', '--stream', NODE, '--from', '5'])).out)).toEqual([6, 7, 8]);
     expect((await call(['events', '--data-dir', dir, '--type', 'NoSuchType'])).out).toBe('POSITION  TIME  STREAM  TYPE  DATA\n');
   });
@@ -142,10 +181,16 @@ describe('felt events: filters', () => {
       err: 'felt events: --since: "yesterday" is not a time (want ISO 8601 such as 2024-01-01T10:00:00Z, or a duration before now such as 10m, 2h, 1d)\n',
     });
     expect((await call(['events', '--data-dir', dir, '--until', '2024-13-01'])).err).toContain('--until: "2024-13-01" is not a time');
-    expect((await call(['events', '--data-dir', dir, '--since', t(5), '--until', t(4)])).err).toContain(`--since ${t(5)} is after --until ${t(4)}`);
+    expect((await call(['events', '--data-dir', dir, '--since', t(5), '--until', t(4)])).err).toContain(
+      `--since ${t(5)} is after --until ${t(4)}`,
+    );
     expect((await call(['events', '--data-dir', dir, '--type', ','])).err).toContain('--type: want an event type');
-    expect((await call(['events', '--data-dir', dir, '--follow', '--until', '1h'])).err).toContain('--until cannot be combined with --follow');
-    expect((await call(['events', '--data-dir', dir, '--follow', '--limit', '3'])).err).toContain('--limit cannot be combined with --follow');
+    expect((await call(['events', '--data-dir', dir, '--follow', '--until', '1h'])).err).toContain(
+      '--until cannot be combined with --follow',
+    );
+    expect((await call(['events', '--data-dir', dir, '--follow', '--limit', '3'])).err).toContain(
+      '--limit cannot be combined with --follow',
+    );
   });
 });
 
@@ -156,7 +201,10 @@ describe('felt events --follow', () => {
     alloc(w, t(1), 'pod-a');
     const stop = new AbortController();
     let seen = '';
-    const running = call(['events', '--data-dir', d, '--follow', '--json', '--type', 'AddressAllocated'], { signal: stop.signal, onOut: (s) => (seen += s) });
+    const running = call(['events', '--data-dir', d, '--follow', '--json', '--type', 'AddressAllocated'], {
+      signal: stop.signal,
+      onOut: (s) => (seen += s),
+    });
     try {
       await eventually(() => positions(seen).join() === '1', { what: 'the existing event' });
       alloc(w, t(2), 'pod-b');
@@ -181,13 +229,21 @@ describe('felt events --follow', () => {
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (code, signal) => resolve({ code, signal })),
+    );
     try {
-      await eventually(() => out.includes('10.50.0.2 -> pod-a/eth0'), { what: 'felt events --follow prints the existing event', timeoutMs: 20_000 });
+      await eventually(() => out.includes('10.50.0.2 -> pod-a/eth0'), {
+        what: 'felt events --follow prints the existing event',
+        timeoutMs: 20_000,
+      });
       expect(out.startsWith('POSITION')).toBe(true);
       alloc(w, t(2), 'pod-b');
       alloc(w, t(3), 'pod-c');
-      await eventually(() => out.includes('10.50.0.3 -> pod-b/eth0') && out.includes('10.50.0.4 -> pod-c/eth0'), { what: 'the events appended by the test', timeoutMs: 20_000 });
+      await eventually(() => out.includes('10.50.0.3 -> pod-b/eth0') && out.includes('10.50.0.4 -> pod-c/eth0'), {
+        what: 'the events appended by the test',
+        timeoutMs: 20_000,
+      });
     } finally {
       child.kill('SIGTERM');
       w.close();
@@ -195,7 +251,12 @@ describe('felt events --follow', () => {
     expect(await exited).toEqual({ code: 0, signal: null });
     expect(err).toBe('');
     // The header once, then one line per event.
-    expect(out.split('\n').filter(Boolean).map((l) => l.split(/\s+/)[0])).toEqual(['POSITION', '1', '2', '3']);
+    expect(
+      out
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(/\s+/)[0]),
+    ).toEqual(['POSITION', '1', '2', '3']);
   });
 });
 
@@ -223,11 +284,19 @@ describe('felt replay', () => {
     // Relative: 59m59s before NOW is t(1).
     expect(await replayJson('--stream', 'ipam/blue', '--at', '3599s')).toMatchObject({ position: 1, events: 1 });
     // Before anything: the initial state.
-    expect(await replayJson('--stream', 'ipam/blue', '--at', '2023-12-31')).toMatchObject({ position: 0, events: 0, state: { allocations: {}, lastReserved: {} } });
+    expect(await replayJson('--stream', 'ipam/blue', '--at', '2023-12-31')).toMatchObject({
+      position: 0,
+      events: 0,
+      state: { allocations: {}, lastReserved: {} },
+    });
   });
 
   it('equals the snapshot at the end, for every stream in the log', async () => {
-    const all = (await replayJson()) as unknown as { position: number; events: number; streams: Record<string, { position: number; events: number; state: unknown }> };
+    const all = (await replayJson()) as unknown as {
+      position: number;
+      events: number;
+      streams: Record<string, { position: number; events: number; state: unknown }>;
+    };
     expect(all).toMatchObject({ position: 10, events: 10 });
     expect(Object.keys(all.streams)).toEqual(['bridge/blue', 'ipam/blue', NODE]);
     const s = open(dir);
@@ -243,9 +312,14 @@ describe('felt replay', () => {
 
   it('--desired: allocations (ipam), attachments (bridge), leases (node)', async () => {
     const ipamAt = await replayJson('--stream', 'ipam/blue', '--at', t(4), '--desired');
-    expect((ipamAt['allocations'] as { ip: string; containerId: string }[]).map((a) => `${a.ip} ${a.containerId}`)).toEqual(['10.50.0.3 pod-b', '10.50.0.4 pod-c']);
+    expect((ipamAt['allocations'] as { ip: string; containerId: string }[]).map((a) => `${a.ip} ${a.containerId}`)).toEqual([
+      '10.50.0.3 pod-b',
+      '10.50.0.4 pod-c',
+    ]);
     const bridge = await replayJson('--stream', 'bridge/blue', '--desired');
-    expect(bridge['attachments']).toEqual([{ network: 'blue', containerId: 'pod-b', ifname: 'eth0', netns: '/run/netns/b', hostVeth: 'veth0b', dataDir: dir }]);
+    expect(bridge['attachments']).toEqual([
+      { network: 'blue', containerId: 'pod-b', ifname: 'eth0', netns: '/run/netns/b', hostVeth: 'veth0b', dataDir: dir },
+    ]);
     const leases = await replayJson('--stream', NODE, '--at', t(6), '--desired');
     expect(leases).toMatchObject({ position: 7, ownLease: { subnet: '10.244.1.0/24', publicIP: '198.51.100.1' }, kernel: null });
     expect((leases['remoteLeases'] as { subnet: string }[]).map((l) => l.subnet)).toEqual(['10.244.2.0/24']);
@@ -253,7 +327,19 @@ describe('felt replay', () => {
   });
 
   it('--desired with the underlay: the kernel state feltd wants at that time', async () => {
-    const args = ['--stream', NODE, '--desired', '--underlay-dev', 'eth0', '--underlay-cidr', '198.51.100.1/24', '--underlay-mtu', '1500', '--vtep-mac', '3e:00:00:00:00:01'];
+    const args = [
+      '--stream',
+      NODE,
+      '--desired',
+      '--underlay-dev',
+      'eth0',
+      '--underlay-cidr',
+      '198.51.100.1/24',
+      '--underlay-mtu',
+      '1500',
+      '--vtep-mac',
+      '3e:00:00:00:00:01',
+    ];
     const at6 = await replayJson(...args, '--at', t(6));
     const at7 = await replayJson(...args);
     const routes = (r: Replayed) => (r['kernel'] as { routes: { dst: string }[] }).routes.map((x) => x.dst).sort();
@@ -268,9 +354,15 @@ describe('felt replay', () => {
   });
 
   it('refuses what it cannot replay, naming the option', async () => {
-    expect((await call(['replay', '--data-dir', dir, '--stream', 'nope/x'])).err).toContain('--stream: no projection for stream "nope/x" (ipam/..., node/..., bridge/..., ptp/..., host-device/..., tuning/..., firewall/..., cni/...)');
-    expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--at', 'soon'])).err).toContain('--at: "soon" is not a time');
-    expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--to', '-1'])).err).toContain('--to: "-1" is not an event position');
+    expect((await call(['replay', '--data-dir', dir, '--stream', 'nope/x'])).err).toContain(
+      '--stream: no projection for stream "nope/x" (ipam/..., node/..., bridge/..., ptp/..., host-device/..., tuning/..., firewall/..., cni/...)',
+    );
+    expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--at', 'soon'])).err).toContain(
+      '--at: "soon" is not a time',
+    );
+    expect((await call(['replay', '--data-dir', dir, '--stream', 'ipam/blue', '--to', '-1'])).err).toContain(
+      '--to: "-1" is not an event position',
+    );
   });
 });
 
@@ -286,14 +378,22 @@ describe('felt export / felt import', () => {
     const target = fresh();
     // A log that already holds another stream: the import is appended and renumbered.
     const w = open(target);
-    const r = w.transact(ipamStream('red'), ipamProjection, (st) => decide({ type: 'AllocateAddresses', data: { conf: ipamConf('red', '10.60.0.0/24'), containerId: 'old-pod', ifname: 'eth0' } }, st), { time: '2023-06-01T00:00:00.000Z' });
+    const r = w.transact(
+      ipamStream('red'),
+      ipamProjection,
+      (st) =>
+        decide({ type: 'AllocateAddresses', data: { conf: ipamConf('red', '10.60.0.0/24'), containerId: 'old-pod', ifname: 'eth0' } }, st),
+      { time: '2023-06-01T00:00:00.000Z' },
+    );
     expect(E.isRight(r)).toBe(true);
     w.close();
     const imported = await call(['import', '--data-dir', target, file]);
     expect(imported).toEqual({ code: 0, err: '', out: `imported 10 events (positions 2-11) into ${join(target, 'felt.db')}: 3 streams\n` });
     const again = await call(['export', '--data-dir', target, '--since', t(0)]);
     expect(positions(again.out)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-    expect(again.out.split('\n').map((l) => l.replace(/^\{"position":\d+,/, ''))).toEqual(exported.out.split('\n').map((l) => l.replace(/^\{"position":\d+,/, '')));
+    expect(again.out.split('\n').map((l) => l.replace(/^\{"position":\d+,/, ''))).toEqual(
+      exported.out.split('\n').map((l) => l.replace(/^\{"position":\d+,/, '')),
+    );
     expect(withoutPositions(again.out)).toEqual(withoutPositions(exported.out));
     // The snapshots (what felt allocations reads) equal the fold of the log.
     const s = open(target);
@@ -324,12 +424,20 @@ describe('felt export / felt import', () => {
       err: `felt import: stream ipam/blue already has events in ${join(target, 'felt.db')}; nothing imported (import into a new --data-dir, or pass --merge to fold both histories together)\n`,
     });
     expect(positions((await call(['export', '--data-dir', target])).out)).toEqual([1]);
-    expect(await call(['import', '--data-dir', target, '--merge', file])).toMatchObject({ code: 0, out: expect.stringContaining('imported 2 events (positions 2-3)') });
+    expect(await call(['import', '--data-dir', target, '--merge', file])).toMatchObject({
+      code: 0,
+      out: expect.stringContaining('imported 2 events (positions 2-3)'),
+    });
     // The fold of both: pod-a's allocation of 10.50.0.2 (imported) overwrote pod-x's.
     const s = open(target);
     try {
       const loaded = s.load(ipamStream('blue'), ipamProjection);
-      expect(E.isRight(loaded) && Object.values(loaded.right.state.allocations).map((a) => a.containerId).sort()).toEqual(['pod-a', 'pod-b']);
+      expect(
+        E.isRight(loaded) &&
+          Object.values(loaded.right.state.allocations)
+            .map((a) => a.containerId)
+            .sort(),
+      ).toEqual(['pod-a', 'pod-b']);
       expect(loaded).toEqual(replay(s, ipamStream('blue'), ipamProjection));
     } finally {
       s.close();
@@ -341,7 +449,11 @@ describe('felt export / felt import', () => {
     const exported = spawnSync(FELT, ['export', '--data-dir', dir, '--stream', NODE], { encoding: 'utf8' });
     expect(exported.status).toBe(0);
     const r = spawnSync(FELT, ['import', '--data-dir', target, '-'], { input: exported.stdout, encoding: 'utf8' });
-    expect({ status: r.status, stderr: r.stderr, stdout: r.stdout }).toEqual({ status: 0, stderr: '', stdout: `imported 4 events (positions 1-4) into ${join(target, 'felt.db')}: 1 stream\n` });
+    expect({ status: r.status, stderr: r.stderr, stdout: r.stdout }).toEqual({
+      status: 0,
+      stderr: '',
+      stdout: `imported 4 events (positions 1-4) into ${join(target, 'felt.db')}: 1 stream\n`,
+    });
     const again = spawnSync(FELT, ['export', '--data-dir', target], { encoding: 'utf8' });
     expect(withoutPositions(again.stdout)).toEqual(withoutPositions(exported.stdout));
   });
@@ -366,8 +478,14 @@ describe('felt export / felt import', () => {
       ['{"time":"2024-01-01T00:00:00.000Z","stream":"ipam/blue","type":"AddressAllocated"}', 'line 3: data: missing'],
       ['{"time":"yesterday","stream":"ipam/blue","type":"AddressAllocated","data":{}}', 'line 3: time: want an ISO 8601 time'],
       ['{"time":"2024-01-01T00:00:00.000Z","stream":"","type":"AddressAllocated","data":{}}', 'line 3: stream: want a non-empty string'],
-      ['{"time":"2024-01-01T00:00:00.000Z","stream":"ipam/blue","type":"Boom","data":{}}', 'line 3: type: "Boom" is not an event of ipam/ streams (AddressAllocated, AddressReleased)'],
-      ['{"position":-4,"time":"2024-01-01T00:00:00.000Z","stream":"ipam/blue","type":"AddressReleased","data":{}}', 'line 3: position: want a positive integer'],
+      [
+        '{"time":"2024-01-01T00:00:00.000Z","stream":"ipam/blue","type":"Boom","data":{}}',
+        'line 3: type: "Boom" is not an event of ipam/ streams (AddressAllocated, AddressReleased)',
+      ],
+      [
+        '{"position":-4,"time":"2024-01-01T00:00:00.000Z","stream":"ipam/blue","type":"AddressReleased","data":{}}',
+        'line 3: position: want a positive integer',
+      ],
     ];
     for (const [bad, message] of cases) {
       const file = join(target, 'bad.jsonl');
@@ -389,14 +507,24 @@ describe('felt export / felt import', () => {
     w.close();
     const ev = (stream: string, type: string, data: unknown) => JSON.stringify({ time: t(5), stream, type, data });
     const addr = { network: 'blue', containerId: 'pod-z', ifname: 'eth0', rangeSet: 0, ip: '10.50.0.9' };
-    const rec = { network: 'blue', containerId: 'pod-z', ifname: 'eth0', netns: '/run/netns/p', hostVeth: 'veth01', dataDir: '/var/lib/felt' };
+    const rec = {
+      network: 'blue',
+      containerId: 'pod-z',
+      ifname: 'eth0',
+      netns: '/run/netns/p',
+      hostVeth: 'veth01',
+      dataDir: '/var/lib/felt',
+    };
     const cases: [string, string][] = [
       [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: 5 }), 'data.ip: 5 is not a string'],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: '10.50.0.9\n' }), 'data.ip: "10.50.0.9\\n" is not an IP address'],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, ip: '10.050.0.9' }), 'data.ip'],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, ifname: '../x' }), 'data.ifname: interface name "../x"'],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, containerId: 'a/b' }), 'data.containerId'],
-      [ev('ipam/blue', 'AddressAllocated', { ...addr, network: 'red' }), `data.network: "red" is not the stream's network ("blue" of ipam/blue)`],
+      [
+        ev('ipam/blue', 'AddressAllocated', { ...addr, network: 'red' }),
+        `data.network: "red" is not the stream's network ("blue" of ipam/blue)`,
+      ],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, rangeSet: -1 }), 'data.rangeSet'],
       [ev('ipam/blue', 'AddressAllocated', { ...addr, extra: 1 }), 'data: unknown field "extra"'],
       [ev('ipam/blue', 'AddressReleased', { ...addr, reason: 'oops' }), 'data.reason'],
@@ -405,12 +533,50 @@ describe('felt export / felt import', () => {
       [ev('bridge/blue', 'AttachmentRecorded', { ...rec, dataDir: 'rel' }), 'data.dataDir: "rel" is not an absolute path'],
       [ev('bridge/blue', 'AttachmentRecorded', { ...rec, netns: '/run/netns/../x' }), 'data.netns'],
       [ev('bridge/blue', 'AttachmentRecorded', { ...rec, hostVethMac: 'zz' }), 'data.hostVethMac'],
-      [ev(NODE, 'SubnetLeased', { key: '10.244.1.0-24', subnet: '10.244.2.0/24', publicIP: '198.51.100.1', backendType: 'vxlan', expiration: t(9), renewal: false }), 'are not those of key'],
+      [
+        ev(NODE, 'SubnetLeased', {
+          key: '10.244.1.0-24',
+          subnet: '10.244.2.0/24',
+          publicIP: '198.51.100.1',
+          backendType: 'vxlan',
+          expiration: t(9),
+          renewal: false,
+        }),
+        'are not those of key',
+      ],
       [ev(NODE, 'ConfigLoaded', { config: { ...config, network: '10.244.0.0/33' } }), 'data.config.network'],
       [ev(NODE, 'ConfigLoaded', { config: { ...config, subnetLen: 8 } }), 'data.config: not a config feltd accepts'],
-      [ev(NODE, 'RemoteLeaseSeen', { key: '10.244.3.0-24', subnet: '10.244.3.0/24', attrs: { PublicIP: 7, BackendType: 'vxlan' }, expiration: t(9), change: 'appeared' }), 'data.attrs.PublicIP'],
-      [ev('tuning/blue', 'TuningApplied', { network: 'blue', containerId: 'c', ifname: 'eth0', netns: '/run/netns/p', original: { link: {}, sysctls: [{ key: 'kernel.core_pattern', value: '|x' }] } }), 'data.original.sysctls[0].key'],
-      [ev('cni/blue', 'AttachmentAdded', { network: 'blue', containerId: 'c', ifname: 'eth0', netns: '/run/netns/p', plugins: ['../../bin/sh'], ips: [] }), 'data.plugins[0]'],
+      [
+        ev(NODE, 'RemoteLeaseSeen', {
+          key: '10.244.3.0-24',
+          subnet: '10.244.3.0/24',
+          attrs: { PublicIP: 7, BackendType: 'vxlan' },
+          expiration: t(9),
+          change: 'appeared',
+        }),
+        'data.attrs.PublicIP',
+      ],
+      [
+        ev('tuning/blue', 'TuningApplied', {
+          network: 'blue',
+          containerId: 'c',
+          ifname: 'eth0',
+          netns: '/run/netns/p',
+          original: { link: {}, sysctls: [{ key: 'kernel.core_pattern', value: '|x' }] },
+        }),
+        'data.original.sysctls[0].key',
+      ],
+      [
+        ev('cni/blue', 'AttachmentAdded', {
+          network: 'blue',
+          containerId: 'c',
+          ifname: 'eth0',
+          netns: '/run/netns/p',
+          plugins: ['../../bin/sh'],
+          ips: [],
+        }),
+        'data.plugins[0]',
+      ],
     ];
     for (const [bad, message] of cases) {
       const file = join(target, 'bad.jsonl');
@@ -424,7 +590,14 @@ describe('felt export / felt import', () => {
     expect(positions((await call(['export', '--data-dir', target])).out)).toEqual([1]);
     // The same events with good data go in, and the log stays readable.
     const file = join(target, 'good.jsonl');
-    writeFileSync(file, [ev('ipam/blue', 'AddressAllocated', addr), ev('bridge/blue', 'AttachmentRecorded', rec), ev('bridge/blue', 'AttachmentReady', { ...rec, netns: undefined, dataDir: undefined, durationMs: 12 })].join('\n') + '\n');
+    writeFileSync(
+      file,
+      [
+        ev('ipam/blue', 'AddressAllocated', addr),
+        ev('bridge/blue', 'AttachmentRecorded', rec),
+        ev('bridge/blue', 'AttachmentReady', { ...rec, netns: undefined, dataDir: undefined, durationMs: 12 }),
+      ].join('\n') + '\n',
+    );
     expect(await call(['import', '--data-dir', target, '--merge', file])).toMatchObject({ code: 0 });
     expect((await call(['allocations', '--data-dir', target])).out).toContain('10.50.0.9');
   });

@@ -15,11 +15,18 @@ import { cni, exec, nsPath, nsRun, Sandbox, type Run } from '../support/ns.ts';
 const FELT = join(ROOT, 'dist', 'bin', 'felt');
 
 /** felt inside namespace `ns` (or where the test runs, for undefined). */
-const felt = (ns: string | undefined, ...argv: string[]): Promise<Run> => exec(ns ? ['ip', 'netns', 'exec', ns, FELT, ...argv] : [FELT, ...argv]);
+const felt = (ns: string | undefined, ...argv: string[]): Promise<Run> =>
+  exec(ns ? ['ip', 'netns', 'exec', ns, FELT, ...argv] : [FELT, ...argv]);
 
 interface PlanJson {
   inSync: boolean;
-  groups: { kind: string; id: string; status: string; findings: { kind: string; object: string; problem: string; text: string }[]; notes: string[] }[];
+  groups: {
+    kind: string;
+    id: string;
+    status: string;
+    findings: { kind: string; object: string; problem: string; text: string }[];
+    notes: string[];
+  }[];
   unchecked: { what: string; why: string }[];
 }
 
@@ -45,7 +52,10 @@ describe('felt plan, status and why: bridge attachments', () => {
     pod2 = await sb.ns();
     dataDir = sb.dir();
     await nsRun(host, ['ip', 'link', 'set', 'lo', 'up']);
-    for (const [pod, cid] of [[pod1, 'c1'], [pod2, 'c2']] as const) {
+    for (const [pod, cid] of [
+      [pod1, 'c1'],
+      [pod2, 'c2'],
+    ] as const) {
       const r = await cni({ dir: FELT_CNI, hostNs: host, pod, cid }, 'ADD', conf());
       expect(r.code, r.stdout + r.stderr).toBe(0);
     }
@@ -86,7 +96,9 @@ describe('felt plan, status and why: bridge attachments', () => {
     const addr = await felt(host, 'why', '--data-dir', dataDir, '10.77.0.2');
     expect(addr.code).toBe(0);
     expect(addr.stdout).toContain('10.77.0.2 is allocated to container c1 interface eth0 on network "auditnet"');
-    expect(addr.stdout).toContain('10.77.0.2/24 is the address of container c1 interface eth0 on network "auditnet": the bridge plugin attached it: veth veth');
+    expect(addr.stdout).toContain(
+      '10.77.0.2/24 is the address of container c1 interface eth0 on network "auditnet": the bridge plugin attached it: veth veth',
+    );
     expect(addr.stdout).toContain(`the kernel has address 10.77.0.2/24 on eth0 now (in ${nsPath(pod1)})`);
 
     const route = await felt(host, 'why', '--data-dir', dataDir, '0.0.0.0/0');
@@ -94,7 +106,9 @@ describe('felt plan, status and why: bridge attachments', () => {
     expect(route.stdout).toContain(`the kernel has route 0.0.0.0/0 via 10.77.0.1 dev eth0 now (in ${nsPath(pod2)})`);
 
     const rule = await felt(host, 'why', '--data-dir', dataDir, '--', '-s 10.77.0.3/32');
-    expect(rule.stdout).toMatch(/the nat\/POSTROUTING rule "-s 10\.77\.0\.3\/32 .* -j CNI-[0-9a-f]+" sends traffic from container c2 interface eth0/);
+    expect(rule.stdout).toMatch(
+      /the nat\/POSTROUTING rule "-s 10\.77\.0\.3\/32 .* -j CNI-[0-9a-f]+" sends traffic from container c2 interface eth0/,
+    );
     expect(rule.stdout).toMatch(/the kernel has iptables rule nat\/POSTROUTING -s 10\.77\.0\.3\/32 .* now \(in the host namespace\)/);
     const chain = /-j (CNI-[0-9a-f]+)/.exec(rule.stdout)![1]!;
     const byChain = await felt(host, 'why', '--data-dir', dataDir, chain);
@@ -145,11 +159,26 @@ describe('felt plan, status and why: bridge attachments', () => {
     const why = await felt(host, 'why', '--data-dir', dataDir, 'c2');
     expect(why.code).toBe(0);
     expect(why.stdout).toContain(`the namespace ${nsPath(pod2)} is gone`);
-    expect(await felt(host, 'plan', '--data-dir', dataDir, '--node', '--network', 'x')).toMatchObject({ code: 2, stderr: expect.stringContaining('--node and --network') });
-    expect(await felt(host, 'plan', '--data-dir', dataDir, '--network', 'nope')).toMatchObject({ code: 1, stderr: expect.stringContaining('--network: nothing recorded for network "nope"') });
-    expect(await felt(host, 'plan', '--data-dir', dataDir, '--node')).toMatchObject({ code: 1, stderr: expect.stringContaining('--node: no feltd node in the log') });
-    expect(await felt(host, 'plan', '--data-dir', dataDir, '--netns', '/nonexistent')).toMatchObject({ code: 2, stderr: expect.stringContaining('--netns: no network namespace at /nonexistent') });
-    expect(await felt(host, 'status', '--data-dir', dataDir, '--renew-margin', 'x')).toMatchObject({ code: 2, stderr: expect.stringContaining('--renew-margin') });
+    expect(await felt(host, 'plan', '--data-dir', dataDir, '--node', '--network', 'x')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--node and --network'),
+    });
+    expect(await felt(host, 'plan', '--data-dir', dataDir, '--network', 'nope')).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('--network: nothing recorded for network "nope"'),
+    });
+    expect(await felt(host, 'plan', '--data-dir', dataDir, '--node')).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('--node: no feltd node in the log'),
+    });
+    expect(await felt(host, 'plan', '--data-dir', dataDir, '--netns', '/nonexistent')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--netns: no network namespace at /nonexistent'),
+    });
+    expect(await felt(host, 'status', '--data-dir', dataDir, '--renew-margin', 'x')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--renew-margin'),
+    });
   });
 });
 
@@ -168,15 +197,35 @@ describe('felt plan: a felt cni chain (bridge, tuning, portmap)', () => {
       cniVersion: '1.0.0',
       name: 'chainnet',
       plugins: [
-        { type: 'bridge', bridge: 'chain0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.78.0.0/24' }]] } },
+        {
+          type: 'bridge',
+          bridge: 'chain0',
+          isGateway: true,
+          ipMasq: true,
+          ipam: { type: 'host-local', dataDir: dir, ranges: [[{ subnet: '10.78.0.0/24' }]] },
+        },
         { type: 'tuning', dataDir: dir, sysctl: { 'net.ipv4.conf.eth0.accept_local': '1' } },
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     };
     await exec(['tee', join(confDir, '10-chain.conflist')], JSON.stringify(list));
     const cniArgs = ['--conf-dir', confDir, '--cache-dir', join(dir, 'cache'), '--data-dir', dir];
-    const add = await exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}`, FELT, 'cni', 'add', 'chainnet', nsPath(pod), ...cniArgs,
-      '--cap-args', JSON.stringify({ portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] })]);
+    const add = await exec([
+      'ip',
+      'netns',
+      'exec',
+      host,
+      'env',
+      `CNI_PATH=${FELT_CNI}`,
+      FELT,
+      'cni',
+      'add',
+      'chainnet',
+      nsPath(pod),
+      ...cniArgs,
+      '--cap-args',
+      JSON.stringify({ portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] }),
+    ]);
     expect(add.code, add.stdout + add.stderr).toBe(0);
     const r = await felt(host, 'plan', '--data-dir', dir, '--json');
     expect(r.code, r.stdout + r.stderr).toBe(0);
@@ -186,8 +235,23 @@ describe('felt plan: a felt cni chain (bridge, tuning, portmap)', () => {
       ['attachment', 'in-sync'],
     ]);
     expect(j.groups[1]!.notes).toEqual([expect.stringContaining('felt cni ran tuning after bridge here')]);
-    expect(j.unchecked).toEqual([{ what: 'network chainnet', why: expect.stringContaining('felt cni ran portmap, tuning for its attachments') }]);
-    const del = await exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}`, FELT, 'cni', 'del', 'chainnet', nsPath(pod), ...cniArgs]);
+    expect(j.unchecked).toEqual([
+      { what: 'network chainnet', why: expect.stringContaining('felt cni ran portmap, tuning for its attachments') },
+    ]);
+    const del = await exec([
+      'ip',
+      'netns',
+      'exec',
+      host,
+      'env',
+      `CNI_PATH=${FELT_CNI}`,
+      FELT,
+      'cni',
+      'del',
+      'chainnet',
+      nsPath(pod),
+      ...cniArgs,
+    ]);
     expect(del.code, del.stdout + del.stderr).toBe(0);
     const after = await felt(host, 'plan', '--data-dir', dir);
     expect(after.code).toBe(0);
@@ -218,7 +282,11 @@ describe('felt plan, status and why: a feltd node (vxlan, --ip-masq) and a flann
     await c.waitReady();
     await c.addPod(n1);
     // n1 has seen n2's lease and programmed the route to it.
-    await eventually(() => c.inNode(n1, 'ip', 'route', 'show').includes(remoteNet()), { what: 'n1 routes to n2', timeoutMs: 20_000, intervalMs: 100 });
+    await eventually(() => c.inNode(n1, 'ip', 'route', 'show').includes(remoteNet()), {
+      what: 'n1 routes to n2',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
   }, 90_000);
   afterAll(async () => {
     for (const n of c.nodes) await c.stopFeltd(n);
@@ -247,7 +315,13 @@ describe('felt plan, status and why: a feltd node (vxlan, --ip-masq) and a flann
     expect(Date.parse(node.lease.expiration) - Date.parse(node.lease.renewalDue)).toBe(60 * 60_000);
     expect(node.peers.count).toBe(1);
     expect(node.peers.newestChange.publicIP).toBe(n2.ip);
-    expect(st.lastReconcile).toMatchObject({ kind: expect.stringMatching(/^(full|delta)$/), passes: expect.any(Number), ops: expect.any(Number), driftRepaired: expect.any(Number), totalDriftRepaired: expect.any(Number) });
+    expect(st.lastReconcile).toMatchObject({
+      kind: expect.stringMatching(/^(full|delta)$/),
+      passes: expect.any(Number),
+      ops: expect.any(Number),
+      driftRepaired: expect.any(Number),
+      totalDriftRepaired: expect.any(Number),
+    });
     expect(st.lastReconcile.passes).toBeGreaterThanOrEqual(1);
     expect(typeof st.lastReconcile.durationMs).toBe('number');
     const text = (await felt(n1.ns, 'status', '--data-dir', state(n1))).stdout;
@@ -280,7 +354,9 @@ describe('felt plan, status and why: a feltd node (vxlan, --ip-masq) and a flann
     const why = await felt(undefined, 'why', '--data-dir', state(n1), net);
     expect(why.code).toBe(0);
     expect(why.stdout).toContain(`exist because node ${n2.ip}`);
-    expect(why.stdout).toContain(`the kernel does NOT have route ${net} via ${net.split('/')[0]} dev flannel.1 onlink now (in the host namespace)`);
+    expect(why.stdout).toContain(
+      `the kernel does NOT have route ${net} via ${net.split('/')[0]} dev flannel.1 onlink now (in the host namespace)`,
+    );
     expect(why.stdout).toContain(`the kernel has neighbour ${net.split('/')[0]} lladdr`);
     expect(why.stdout).toContain(`the kernel has fdb entry`);
     expect(why.stdout).toContain(`dst ${n2.ip} on flannel.1 now`);

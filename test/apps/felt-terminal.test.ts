@@ -35,13 +35,45 @@ beforeAll(() => {
   const c = parseIpamConf({ cniVersion: '1.0.0', name: 'blue', type: 'bridge', raw: { ipam: { subnet: '10.51.0.0/24' } } }, {});
   if (E.isLeft(c)) throw new Error(c.left.msg);
   const time = '2024-01-01T00:00:00.000Z';
-  s.right.transact(ipamStream('blue'), ipamProjection, (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: 'pod-a', ifname: 'eth0' } }, st), { time });
+  s.right.transact(
+    ipamStream('blue'),
+    ipamProjection,
+    (st) => decide({ type: 'AllocateAddresses', data: { conf: c.right, containerId: 'pod-a', ifname: 'eth0' } }, st),
+    { time },
+  );
   // felt cni records a plugin's error message as the plugin printed it.
-  s.right.transact(runtimeStream('blue'), runtimeProjection, () => E.right([{ type: 'AttachmentAddFailed', data: { network: 'blue', containerId: 'pod-b', ifname: 'eth0', netns: '/run/netns/x', plugin: 'bridge', error: HOSTILE, tornDown: ['bridge'] } }]), { time });
+  s.right.transact(
+    runtimeStream('blue'),
+    runtimeProjection,
+    () =>
+      E.right([
+        {
+          type: 'AttachmentAddFailed',
+          data: {
+            network: 'blue',
+            containerId: 'pod-b',
+            ifname: 'eth0',
+            netns: '/run/netns/x',
+            plugin: 'bridge',
+            error: HOSTILE,
+            tornDown: ['bridge'],
+          },
+        },
+      ]),
+    { time },
+  );
   // A stream felt does not know, imported as it was: its data is printed as JSON (which leaves C1 and bidi raw).
   s.right.append([{ stream: 'other/x', type: 'Whatever', data: { note: HOSTILE }, time }]);
   // A log written before imports were checked (or by hand): a container id holding control characters.
-  s.right.transact(ipamStream('blue'), ipamProjection, () => E.right([{ type: 'AddressAllocated', data: { network: 'blue', containerId: `pod${HOSTILE}`, ifname: 'eth0', rangeSet: 0, ip: '10.51.0.7' } }]), { time });
+  s.right.transact(
+    ipamStream('blue'),
+    ipamProjection,
+    () =>
+      E.right([
+        { type: 'AddressAllocated', data: { network: 'blue', containerId: `pod${HOSTILE}`, ifname: 'eth0', rangeSet: 0, ip: '10.51.0.7' } },
+      ]),
+    { time },
+  );
   s.right.close();
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,7 +81,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 async function call(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await cli(argv, { out: (s) => void (out += s), err: (s) => void (err += s), env: {}, now: () => new Date('2024-01-02T00:00:00.000Z') });
+  const code = await cli(argv, {
+    out: (s) => void (out += s),
+    err: (s) => void (err += s),
+    env: {},
+    now: () => new Date('2024-01-02T00:00:00.000Z'),
+  });
   return { code, out, err };
 }
 
@@ -66,13 +103,20 @@ describe('control characters from the log and the arguments come out escaped', (
   it('felt events --json: still one valid JSON object a line, with the same text once parsed', async () => {
     const r = await call(['events', '--data-dir', dir, '--json']);
     expectInert(r.out);
-    const lines = r.out.trimEnd().split('\n').map((l) => JSON.parse(l) as { data: { error?: string; note?: string } });
+    const lines = r.out
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { data: { error?: string; note?: string } });
     expect(lines.map((l) => l.data.error ?? l.data.note).filter(Boolean)).toEqual([HOSTILE, HOSTILE]);
     expect(lines).toHaveLength(4);
   });
 
   it('an argument holding a control character (felt why, an unknown command, an option) is refused, shown escaped', async () => {
-    for (const argv of [['why', '--data-dir', dir, `10.51.0.9${HOSTILE}`], [`x${HOSTILE}`], ['events', '--data-dir', dir, `--since=${HOSTILE}`]]) {
+    for (const argv of [
+      ['why', '--data-dir', dir, `10.51.0.9${HOSTILE}`],
+      [`x${HOSTILE}`],
+      ['events', '--data-dir', dir, `--since=${HOSTILE}`],
+    ]) {
       const r = await call(argv);
       expect(r.code).toBe(2);
       expect(r.out).toBe('');

@@ -62,10 +62,30 @@ describe('the built dist/bin/feltd', () => {
   it.each([
     ['an unknown flag', (s: string) => [...common(s), '--iface', 'eth0', '--bogus', 'x'], 2, 'unknown flag: --bogus'],
     ['a bad number', (s: string) => [...common(s), '--iface', 'eth0', '--lease-ttl', 'soon'], 2, '--lease-ttl'],
-    ['no such underlay interface', (s: string) => [...common(s), '--iface', 'nope0', '--net-config-path', join(dir, 'good.json')], 1, 'underlay'],
-    ['a missing net-conf.json', (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'missing.json')], 1, 'missing.json'],
-    ['an invalid net-conf.json', (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'bad.json')], 1, 'bad.json'],
-    ['a missing --etcd-cafile', (s: string) => [...common(s), '--iface', 'eth0', '--etcd-endpoints', 'http://127.0.0.1:1', '--etcd-cafile', join(dir, 'ca.pem')], 1, 'ca.pem'],
+    [
+      'no such underlay interface',
+      (s: string) => [...common(s), '--iface', 'nope0', '--net-config-path', join(dir, 'good.json')],
+      1,
+      'underlay',
+    ],
+    [
+      'a missing net-conf.json',
+      (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'missing.json')],
+      1,
+      'missing.json',
+    ],
+    [
+      'an invalid net-conf.json',
+      (s: string) => [...common(s), '--iface', 'eth0', '--net-config-path', join(dir, 'bad.json')],
+      1,
+      'bad.json',
+    ],
+    [
+      'a missing --etcd-cafile',
+      (s: string) => [...common(s), '--iface', 'eth0', '--etcd-endpoints', 'http://127.0.0.1:1', '--etcd-cafile', join(dir, 'ca.pem')],
+      1,
+      'ca.pem',
+    ],
   ] as const)('with %s it fails and creates nothing', async (_what, args, code, says) => {
     writeFileSync(join(dir, 'good.json'), '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
     writeFileSync(join(dir, 'bad.json'), '{"Network":"not a network"}');

@@ -44,7 +44,9 @@ describe.each([
   it('gives every node its own subnet and every pod reaches every pod on the other nodes', async () => {
     const subnets = c.nodes.map((n) => c.subnetOf(n));
     expect(new Set(subnets).size).toBe(3);
-    await until('routes to every other node', () => c.nodes.every((a) => c.nodes.every((b) => a === b || hasRouteTo(c, a, subnetNet(c, b)))));
+    await until('routes to every other node', () =>
+      c.nodes.every((a) => c.nodes.every((b) => a === b || hasRouteTo(c, a, subnetNet(c, b)))),
+    );
     expect(c.pingMatrix(), c.logs()).toEqual([]);
   });
 
@@ -86,11 +88,23 @@ describe.each([
     await until('FLANNEL-POSTRTG restored', () => c.inNode(n, 'iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG').split('\n').length > 3);
     if (backend === 'vxlan') {
       c.inNode(n, 'ip', 'neigh', 'flush', 'dev', 'flannel.1', 'nud', 'permanent');
-      const mac = c.inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1').split('\n').find((l) => l.includes('dst'))!.split(' ')[0]!;
+      const mac = c
+        .inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1')
+        .split('\n')
+        .find((l) => l.includes('dst'))!
+        .split(' ')[0]!;
       c.inNode(n, 'bridge', 'fdb', 'del', mac, 'dev', 'flannel.1', 'self');
-      await until('neighbours and fdb restored', () => c.inNode(n, 'ip', 'neigh', 'show', 'dev', 'flannel.1').includes('PERMANENT') && c.inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1').includes(mac));
+      await until(
+        'neighbours and fdb restored',
+        () =>
+          c.inNode(n, 'ip', 'neigh', 'show', 'dev', 'flannel.1').includes('PERMANENT') &&
+          c.inNode(n, 'bridge', 'fdb', 'show', 'dev', 'flannel.1').includes(mac),
+      );
       c.inNode(n, 'ip', 'link', 'del', 'flannel.1');
-      await until('flannel.1 and its routes restored', () => hasRouteTo(c, n, dst) && c.inNode(n, 'ip', 'link', 'show').includes('flannel.1'));
+      await until(
+        'flannel.1 and its routes restored',
+        () => hasRouteTo(c, n, dst) && c.inNode(n, 'ip', 'link', 'show').includes('flannel.1'),
+      );
     }
     expect(c.pingMatrix(), c.logs()).toEqual([]);
   });
@@ -114,12 +128,22 @@ describe.each([
     if (store === 'etcd') c.etcdctl('del', `/coreos.com/network/subnets/${dst.replace('/', '-')}`);
     if (store === 'embedded') {
       // Revoke through the store's own API so its change log records the removal.
-      execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(dst)})(); await s.close(); })`], { cwd: ROOT });
+      execFileSync(
+        'node',
+        [
+          '--import',
+          'tsx',
+          '-e',
+          `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(dst)})(); await s.close(); })`,
+        ],
+        { cwd: ROOT },
+      );
     }
     for (const n of c.nodes.slice(0, 2)) await until(`${n.name} forgets ${dst}`, () => !hasRouteTo(c, n, dst));
     // The node comes back with the same subnet (its subnet.env names it) and everybody learns it again.
     c.startFeltd(gone);
-    for (const n of c.nodes.slice(0, 2)) await until(`${n.name} learns ${gone.name} again`, () => hasRouteTo(c, n, subnetNet(c, gone)), 20000);
+    for (const n of c.nodes.slice(0, 2))
+      await until(`${n.name} learns ${gone.name} again`, () => hasRouteTo(c, n, subnetNet(c, gone)), 20000);
     expect(c.pingMatrix(), c.logs()).toEqual([]);
   });
 

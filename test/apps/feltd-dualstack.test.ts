@@ -30,7 +30,8 @@ const env = (n: Node): Map<string, string> =>
 /** The network address of a FLANNEL_*SUBNET value (10.244.3.1/24 -> 10.244.3.0/24, fd00:10:244:3::1/64 -> fd00:10:244:3::/64). */
 const subnetNet = (s: string): string => s.replace(/\.1\//, '.0/').replace(/::1\//, '::/');
 
-const linkNames = (c: Cluster, n: Node): string[] => (JSON.parse(c.inNode(n, 'ip', '-json', 'link', 'show')) as { ifname: string }[]).map((l) => l.ifname);
+const linkNames = (c: Cluster, n: Node): string[] =>
+  (JSON.parse(c.inNode(n, 'ip', '-json', 'link', 'show')) as { ifname: string }[]).map((l) => l.ifname);
 const routes = (c: Cluster, n: Node, family: 4 | 6): { dst: string; gateway?: string; dev: string }[] =>
   JSON.parse(c.inNode(n, 'ip', `-${family}`, '-json', 'route', 'show')) as { dst: string; gateway?: string; dev: string }[];
 
@@ -131,11 +132,19 @@ describe.each([
     const want: { family: 4 | 6; dst: string; gateway: string; dev: string }[] = [];
     if (v4) {
       const dst = subnetNet(env(b).get('FLANNEL_SUBNET')!);
-      want.push({ family: 4, dst, ...(backend === 'vxlan' ? { gateway: dst.split('/')[0]!, dev: 'flannel.1' } : { gateway: b.ip, dev: 'eth0' }) });
+      want.push({
+        family: 4,
+        dst,
+        ...(backend === 'vxlan' ? { gateway: dst.split('/')[0]!, dev: 'flannel.1' } : { gateway: b.ip, dev: 'eth0' }),
+      });
     }
     if (v6) {
       const dst = subnetNet(env(b).get('FLANNEL_IPV6_SUBNET')!);
-      want.push({ family: 6, dst, ...(backend === 'vxlan' ? { gateway: dst.split('/')[0]!, dev: 'flannel-v6.1' } : { gateway: b.ip6, dev: 'eth0' }) });
+      want.push({
+        family: 6,
+        dst,
+        ...(backend === 'vxlan' ? { gateway: dst.split('/')[0]!, dev: 'flannel-v6.1' } : { gateway: b.ip6, dev: 'eth0' }),
+      });
     }
     await until(`${a.name} routes to ${b.name}'s subnets`, () =>
       want.every((w) => routes(c, a, w.family).some((r) => r.dst === w.dst && r.gateway === w.gateway && r.dev === w.dev)),
@@ -145,7 +154,11 @@ describe.each([
     expect(links.includes('flannel-v6.1')).toBe(backend === 'vxlan' && v6);
     if (backend === 'vxlan' && v6) {
       // The IPv6 device is flannel's: VNI 1, local = the node's IPv6 underlay address, on eth0.
-      const d = (JSON.parse(c.inNode(a, 'ip', '-d', '-json', 'link', 'show', 'flannel-v6.1')) as { linkinfo: { info_data: Record<string, unknown> } }[])[0]!;
+      const d = (
+        JSON.parse(c.inNode(a, 'ip', '-d', '-json', 'link', 'show', 'flannel-v6.1')) as {
+          linkinfo: { info_data: Record<string, unknown> };
+        }[]
+      )[0]!;
       expect(d.linkinfo.info_data['id']).toBe(1);
       expect(d.linkinfo.info_data['local6']).toBe(a.ip6);
       const fdb = c.inNode(a, 'bridge', 'fdb', 'show', 'dev', 'flannel-v6.1');
@@ -167,11 +180,15 @@ describe.each([
 
   it('felt plan finds the node in sync (reconcile.json holds the parameters of both families)', async () => {
     const [a] = c.nodes as [Node];
-    const plan = () => exec(['ip', 'netns', 'exec', a.ns, join(ROOT, 'dist/bin/felt'), 'plan', '--node', '--data-dir', join(a.dir, 'state')]);
-    const r = await eventually(async () => {
-      const x = await plan();
-      return x.code === 0 ? x : false;
-    }, { what: 'felt plan --node in sync', timeoutMs: 20_000, intervalMs: 200 });
+    const plan = () =>
+      exec(['ip', 'netns', 'exec', a.ns, join(ROOT, 'dist/bin/felt'), 'plan', '--node', '--data-dir', join(a.dir, 'state')]);
+    const r = await eventually(
+      async () => {
+        const x = await plan();
+        return x.code === 0 ? x : false;
+      },
+      { what: 'felt plan --node in sync', timeoutMs: 20_000, intervalMs: 200 },
+    );
     expect(r.stdout).toContain('1 remote lease(s): in sync');
   });
 
@@ -181,7 +198,9 @@ describe.each([
       if (v4) expect(p.ips.some((ip) => /^10\.244\./.test(ip))).toBe(true);
       if (v6) expect(p.ips.some((ip) => ip.startsWith('fd00:10:244:'))).toBe(true);
       // Routes to the whole network of each family, via the bridge.
-      const r = [...(v4 ? routes(c, { ...p.node, ns: p.ns }, 4) : []), ...(v6 ? routes(c, { ...p.node, ns: p.ns }, 6) : [])].map((x) => x.dst);
+      const r = [...(v4 ? routes(c, { ...p.node, ns: p.ns }, 4) : []), ...(v6 ? routes(c, { ...p.node, ns: p.ns }, 6) : [])].map(
+        (x) => x.dst,
+      );
       if (v4) expect(r).toContain('10.244.0.0/16');
       if (v6) expect(r).toContain(IPV6_NETWORK);
     }
@@ -191,9 +210,11 @@ describe.each([
   // so too), so the first IPv6 pings may go unanswered: poll until every pair answers.
   const allPing = async (): Promise<void> => {
     let bad: string[] = [];
-    await until('every pod pings every pod on the other node over every family', () => (bad = c.pingMatrix()).length === 0, 30_000).catch((e: Error) => {
-      throw new Error(`${e.message}\nfailing: ${bad.join(', ')}\n${c.logs()}`);
-    });
+    await until('every pod pings every pod on the other node over every family', () => (bad = c.pingMatrix()).length === 0, 30_000).catch(
+      (e: Error) => {
+        throw new Error(`${e.message}\nfailing: ${bad.join(', ')}\n${c.logs()}`);
+      },
+    );
   };
 
   it('pods reach the pods of the other node over every enabled family', async () => {

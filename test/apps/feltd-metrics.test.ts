@@ -32,9 +32,20 @@ function parseMetrics(text: string): { types: Map<string, string>; samples: Map<
 }
 
 function scrape(ns: string, port: number, path = '/metrics'): string {
-  return execFileSync('ip', ['netns', 'exec', ns, 'node', '-e', `fetch('http://127.0.0.1:${port}${path}').then(async r=>{process.stdout.write(String(r.status)+'\\n'+await r.text())},e=>{process.stderr.write(String(e));process.exit(1)})`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }).toString();
+  return execFileSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      'node',
+      '-e',
+      `fetch('http://127.0.0.1:${port}${path}').then(async r=>{process.stdout.write(String(r.status)+'\\n'+await r.text())},e=>{process.stderr.write(String(e));process.exit(1)})`,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  ).toString();
 }
 
 const metricsOf = (n: Node) => {
@@ -69,7 +80,9 @@ describe('feltd /metrics', () => {
 
   const start = (n: Node, extra: string[] = []): void => {
     const out = openSync(n.logFile, 'a');
-    n.proc = spawn('ip', ['netns', 'exec', n.ns, join(ROOT, 'dist/bin/feltd'), ...c.feltdArgs(n), '--lease-ttl', String(TTL), ...extra], { stdio: ['ignore', out, out] });
+    n.proc = spawn('ip', ['netns', 'exec', n.ns, join(ROOT, 'dist/bin/feltd'), ...c.feltdArgs(n), '--lease-ttl', String(TTL), ...extra], {
+      stdio: ['ignore', out, out],
+    });
   };
 
   beforeAll(async () => {
@@ -89,7 +102,19 @@ describe('feltd /metrics', () => {
 
   it('has every metric with its TYPE', async () => {
     const { types } = await eventually(() => metricsOf(n1), { what: 'feltd answers /metrics', timeoutMs: 20_000, intervalMs: 200 });
-    expect(Object.fromEntries(['felt_reconcile_duration_seconds', 'felt_ops_applied_total', 'felt_drift_repaired_total', 'felt_leases', 'felt_lease_expiry_timestamp_seconds', 'felt_store_errors_total', 'felt_cni_add_duration_seconds'].map((n) => [n, types.get(n)]))).toEqual({
+    expect(
+      Object.fromEntries(
+        [
+          'felt_reconcile_duration_seconds',
+          'felt_ops_applied_total',
+          'felt_drift_repaired_total',
+          'felt_leases',
+          'felt_lease_expiry_timestamp_seconds',
+          'felt_store_errors_total',
+          'felt_cni_add_duration_seconds',
+        ].map((n) => [n, types.get(n)]),
+      ),
+    ).toEqual({
       felt_reconcile_duration_seconds: 'histogram',
       felt_ops_applied_total: 'counter',
       felt_drift_repaired_total: 'counter',
@@ -119,7 +144,8 @@ describe('feltd /metrics', () => {
     }
     expect(s.get('felt_reconcile_duration_seconds_count{kind="full"}')).toBeGreaterThanOrEqual(1);
     expect(s.get('felt_reconcile_duration_seconds_sum{kind="full"}')).toBeGreaterThan(0);
-    for (const kind of ['link', 'address', 'neigh', 'fdb', 'iptables']) expect(s.get(`felt_ops_applied_total{kind="${kind}"}`), kind).toBeGreaterThanOrEqual(1);
+    for (const kind of ['link', 'address', 'neigh', 'fdb', 'iptables'])
+      expect(s.get(`felt_ops_applied_total{kind="${kind}"}`), kind).toBeGreaterThanOrEqual(1);
     expect(s.get('felt_store_errors_total{store="events"}')).toBe(0);
     expect(s.get('felt_store_errors_total{store="leases"}')).toBe(0);
   });
@@ -128,11 +154,28 @@ describe('feltd /metrics', () => {
     const n3 = c.nodes[2]!;
     start(n3);
     await c.waitReady([n3]);
-    await eventually(() => metricsOf(n1).samples.get('felt_leases') === 3, { what: 'felt_leases 3 on node 1', timeoutMs: 20_000, intervalMs: 200 });
+    await eventually(() => metricsOf(n1).samples.get('felt_leases') === 3, {
+      what: 'felt_leases 3 on node 1',
+      timeoutMs: 20_000,
+      intervalMs: 200,
+    });
     await c.stopFeltd(n3);
     const dst = c.subnetOf(n3).replace(/\.1\//, '.0/');
-    execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(dst)})(); await s.close(); })`], { cwd: ROOT });
-    await eventually(() => metricsOf(n1).samples.get('felt_leases') === 2, { what: 'felt_leases back to 2 on node 1', timeoutMs: 20_000, intervalMs: 200 });
+    execFileSync(
+      'node',
+      [
+        '--import',
+        'tsx',
+        '-e',
+        `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(dst)})(); await s.close(); })`,
+      ],
+      { cwd: ROOT },
+    );
+    await eventually(() => metricsOf(n1).samples.get('felt_leases') === 2, {
+      what: 'felt_leases back to 2 on node 1',
+      timeoutMs: 20_000,
+      intervalMs: 200,
+    });
   });
 
   it('counts the repair of a deleted route as drift of kind route', async () => {
@@ -143,8 +186,16 @@ describe('feltd /metrics', () => {
     const before = 0;
     const dst = c.subnetOf(c.nodes[1]!).replace(/\.1\//, '.0/');
     c.inNode(n1, 'ip', 'route', 'del', dst);
-    await eventually(() => c.inNode(n1, 'ip', 'route', 'show').includes(dst), { what: `route to ${dst} restored`, timeoutMs: 20_000, intervalMs: 200 });
-    await eventually(() => metricsOf(n1).samples.get('felt_drift_repaired_total{kind="route"}')! >= before + 1, { what: 'felt_drift_repaired_total{kind="route"} counts it', timeoutMs: 10_000, intervalMs: 200 });
+    await eventually(() => c.inNode(n1, 'ip', 'route', 'show').includes(dst), {
+      what: `route to ${dst} restored`,
+      timeoutMs: 20_000,
+      intervalMs: 200,
+    });
+    await eventually(() => metricsOf(n1).samples.get('felt_drift_repaired_total{kind="route"}')! >= before + 1, {
+      what: 'felt_drift_repaired_total{kind="route"} counts it',
+      timeoutMs: 10_000,
+      intervalMs: 200,
+    });
   });
 
   it('has the duration of a CNI ADD from the event log in felt_cni_add_duration_seconds', async () => {

@@ -43,7 +43,10 @@ describe('feltd EnableNFTables: a two-node vxlan cluster', () => {
   });
 
   it("programs flannel's tables, the remote subnets set and no iptables chains; pods reach each other", async () => {
-    await until('both nodes have the other node in their set', () => table(c, n1).includes(net(c, n2)) && table(c, n2).includes(net(c, n1)));
+    await until(
+      'both nodes have the other node in their set',
+      () => table(c, n1).includes(net(c, n2)) && table(c, n2).includes(net(c, n1)),
+    );
     const t = table(c, n1);
     expect(t).toContain('chain postrtg');
     expect(t).toContain('type nat hook postrouting priority srcnat; policy accept;');
@@ -85,14 +88,20 @@ describe('feltd EnableNFTables: a two-node vxlan cluster', () => {
     writeFileSync(conf, JSON.stringify(without));
     let mark = c.logMark(n1);
     c.startFeltd(n1);
-    await until('n1 in iptables mode: FLANNEL-POSTRTG there, flannel tables gone', () => iptNat(c, n1).includes('-A FLANNEL-POSTRTG') && table(c, n1) === '');
+    await until(
+      'n1 in iptables mode: FLANNEL-POSTRTG there, flannel tables gone',
+      () => iptNat(c, n1).includes('-A FLANNEL-POSTRTG') && table(c, n1) === '',
+    );
     expect(c.loggedSince(n1, mark, 'subnet.env written')).toBe(true);
     expect(c.pingMatrix(), c.logs()).toEqual([]);
     await c.stopFeltd(n1);
     writeFileSync(conf, JSON.stringify(withNft));
     mark = c.logMark(n1);
     c.startFeltd(n1);
-    await until('n1 back in nftables mode: tables there, FLANNEL- chains gone', () => table(c, n1).includes(net(c, n2)) && !iptNat(c, n1).includes('FLANNEL-'));
+    await until(
+      'n1 back in nftables mode: tables there, FLANNEL- chains gone',
+      () => table(c, n1).includes(net(c, n2)) && !iptNat(c, n1).includes('FLANNEL-'),
+    );
     expect(c.pingMatrix(), c.logs()).toEqual([]);
   });
 });

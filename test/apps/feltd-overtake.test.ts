@@ -29,7 +29,12 @@ const config = (() => {
 const underlay = { dev: 'eth0', ip: '198.51.100.11', cidr: '198.51.100.0/24', mtu: 1500, publicIP: '198.51.100.11' };
 const remote = (n: number, macByte = 1) => ({
   subnet: `10.244.${n}.0/24`,
-  attrs: { PublicIP: `198.51.100.${20 + n}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${macByte.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` } },
+  attrs: {
+    PublicIP: `198.51.100.${20 + n}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${macByte.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` },
+  },
 });
 
 /** The kernel twin, whose next observe can be held: it reads the kernel `when` the call comes in or when released. */
@@ -106,7 +111,11 @@ describe('feltd: a lease change during a full resync', () => {
   });
 
   /** A full resync held in its observation while `change` happens and its delta reaches the kernel. */
-  async function overtake(when: 'at-call' | 'at-release', change: () => Promise<unknown>, applied: (k: KernelState) => boolean): Promise<void> {
+  async function overtake(
+    when: 'at-call' | 'at-release',
+    change: () => Promise<unknown>,
+    applied: (k: KernelState) => boolean,
+  ): Promise<void> {
     const held = kernel.hold(when);
     const pass = daemon.resync();
     await held.called;
@@ -129,7 +138,11 @@ describe('feltd: a lease change during a full resync', () => {
     const drifted = routeTo(inner.state(), 3)!;
     expect(E.isRight(inner.applySync([{ op: 'route.del', route: drifted }]))).toBe(true);
     const before = metrics.render();
-    await overtake('at-release', () => leases.revoke(remote(2).subnet)(), (k) => !routeTo(k, 2));
+    await overtake(
+      'at-release',
+      () => leases.revoke(remote(2).subnet)(),
+      (k) => !routeTo(k, 2),
+    );
     // The repair is counted as drift: one route. The removed lease's objects are a lease change, not drift.
     expect(drift(metrics.render(), 'route') - drift(before, 'route')).toBe(1);
     expect(drift(metrics.render()) - drift(before)).toBe(1);
@@ -144,7 +157,11 @@ describe('feltd: a lease change during a full resync', () => {
   // Each change with the kernel read before the delta applied it (at-call) and after (at-release).
   for (const when of ['at-call', 'at-release'] as const) {
     it(`a lease removed during a full pass stays removed (kernel read ${when})`, async () => {
-      await overtake(when, () => leases.revoke(remote(2).subnet)(), (k) => !routeTo(k, 2));
+      await overtake(
+        when,
+        () => leases.revoke(remote(2).subnet)(),
+        (k) => !routeTo(k, 2),
+      );
       const k = inner.state();
       expect(routeTo(k, 2)).toBeUndefined();
       expect(neighOf(k, 2)).toBeUndefined();
@@ -153,7 +170,11 @@ describe('feltd: a lease change during a full resync', () => {
     });
 
     it(`a lease added during a full pass is not deleted by its plan (kernel read ${when})`, async () => {
-      await overtake(when, () => leases.acquire(remote(4), 3600)(), (k) => !!routeTo(k, 4));
+      await overtake(
+        when,
+        () => leases.acquire(remote(4), 3600)(),
+        (k) => !!routeTo(k, 4),
+      );
       const k = inner.state();
       expect(routeTo(k, 4)).toBeDefined();
       expect(neighOf(k, 4)?.lladdr).toBe('02:00:00:00:01:04');
@@ -162,7 +183,11 @@ describe('feltd: a lease change during a full resync', () => {
     });
 
     it(`a VtepMAC that moved during a full pass is not moved back (kernel read ${when})`, async () => {
-      await overtake(when, () => leases.renew(remote(3, 2), 3600)(), (k) => neighOf(k, 3)?.lladdr === '02:00:00:00:02:03');
+      await overtake(
+        when,
+        () => leases.renew(remote(3, 2), 3600)(),
+        (k) => neighOf(k, 3)?.lladdr === '02:00:00:00:02:03',
+      );
       const k = inner.state();
       expect(neighOf(k, 3)?.lladdr).toBe('02:00:00:00:02:03');
       expect(fdbOf(k, 3).map((f) => f.mac)).toEqual(['02:00:00:00:02:03']);

@@ -10,7 +10,14 @@ import { reconcileRecorder } from '../../apps/feltd/reconcile-record.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'felt-reconcile-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const node = { publicIP: '198.51.100.11', underlayDev: 'eth0', underlayCidr: '198.51.100.0/24', underlayMtu: 1500, vtepMac: '02:00:00:00:00:01', ipMasq: true };
+const node = {
+  publicIP: '198.51.100.11',
+  underlayDev: 'eth0',
+  underlayCidr: '198.51.100.0/24',
+  underlayMtu: 1500,
+  vtepMac: '02:00:00:00:00:01',
+  ipMasq: true,
+};
 const atomic = (path: string, text: string): void => {
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(`${path}.tmp`, text);

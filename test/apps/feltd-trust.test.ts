@@ -52,7 +52,11 @@ describe('a wiped etcd: the live node re-creates its lease, a joining node gets 
     await c.stopEtcd();
     rmSync(join(c.dir, 'etcd'), { recursive: true, force: true });
     await c.restartEtcd(); // empty, with the config put back
-    await until(`n1 re-creates ${s1} in the wiped etcd`, () => etcdValue(c, `/coreos.com/network/subnets/${keyOf(s1)}`)?.includes(`"PublicIP":"${n1.ip}"`) === true, 40_000);
+    await until(
+      `n1 re-creates ${s1} in the wiped etcd`,
+      () => etcdValue(c, `/coreos.com/network/subnets/${keyOf(s1)}`)?.includes(`"PublicIP":"${n1.ip}"`) === true,
+      40_000,
+    );
     const log = logText(n1, mark);
     expect(log).toContain('lease watch reset, listing again');
     expect(log).toMatch(/below revision \d+ already seen: its data was wiped or restored/);
@@ -132,7 +136,16 @@ describe('a hand-deleted own lease', () => {
     process.kill(n1.proc!.pid!, 'SIGSTOP');
     try {
       c.etcdctl('del', `/coreos.com/network/subnets/${keyOf(s1)}`);
-      c.etcdctl('put', `/coreos.com/network/subnets/${keyOf(s1)}`, JSON.stringify({ PublicIP: '198.51.100.99', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '3e:00:00:00:00:99' } }));
+      c.etcdctl(
+        'put',
+        `/coreos.com/network/subnets/${keyOf(s1)}`,
+        JSON.stringify({
+          PublicIP: '198.51.100.99',
+          PublicIPv6: null,
+          BackendType: 'vxlan',
+          BackendData: { VNI: 1, VtepMAC: '3e:00:00:00:00:99' },
+        }),
+      );
     } finally {
       process.kill(n1.proc!.pid!, 'SIGCONT');
     }
@@ -152,20 +165,29 @@ describe('a hand-deleted own lease', () => {
 
 describe('leases in the store are checked', () => {
   const c = new Cluster({ nodes: 2, store: 'etcd', ipMasq: false });
-  const put = (key: string, value: unknown) => c.etcdctl('put', `/coreos.com/network/subnets/${key}`, typeof value === 'string' ? value : JSON.stringify(value));
-  const foreign = (n: number) => ({ PublicIP: `198.51.100.${n}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `3e:00:00:00:00:${n.toString(16).padStart(2, '0')}` } });
+  const put = (key: string, value: unknown) =>
+    c.etcdctl('put', `/coreos.com/network/subnets/${key}`, typeof value === 'string' ? value : JSON.stringify(value));
+  const foreign = (n: number) => ({
+    PublicIP: `198.51.100.${n}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `3e:00:00:00:00:${n.toString(16).padStart(2, '0')}` },
+  });
   beforeAll(async () => {
     await c.create();
     for (const n of c.nodes) c.startFeltd(n);
     await c.waitReady();
-    await until('the nodes route to each other', () => hasRouteTo(c, c.nodes[0]!, subnetNet(c, c.nodes[1]!)) && hasRouteTo(c, c.nodes[1]!, subnetNet(c, c.nodes[0]!)));
+    await until(
+      'the nodes route to each other',
+      () => hasRouteTo(c, c.nodes[0]!, subnetNet(c, c.nodes[1]!)) && hasRouteTo(c, c.nodes[1]!, subnetNet(c, c.nodes[0]!)),
+    );
   }, 90_000);
   afterAll(async () => {
     for (const n of c.nodes) await c.stopFeltd(n);
     c.destroy();
   });
 
-  it('a foreign /25 inside another node\'s /24 and a /16 over the network: refused, logged once, never routed', async () => {
+  it("a foreign /25 inside another node's /24 and a /16 over the network: refused, logged once, never routed", async () => {
     const [n1, n2] = [c.nodes[0]!, c.nodes[1]!];
     const s2 = subnetNet(c, n2);
     const half = s2.replace(/\.0\/24$/, '.128/25');
@@ -187,7 +209,10 @@ describe('leases in the store are checked', () => {
     const before = c.logMark(n1);
     await c.stopFeltd(n1);
     c.startFeltd(n1); // a full listing at start logs each refusal once
-    await until('n1 is back and refused both again once', () => c.loggedSince(n1, before, 'subnet.env written') && count(logText(n1, before), '"msg":"lease refused: not routed"') === 2);
+    await until(
+      'n1 is back and refused both again once',
+      () => c.loggedSince(n1, before, 'subnet.env written') && count(logText(n1, before), '"msg":"lease refused: not routed"') === 2,
+    );
     expect(hasRouteTo(c, n1, s2)).toBe(true);
     c.etcdctl('del', `/coreos.com/network/subnets/${keyOf(half)}`);
     c.etcdctl('del', '/coreos.com/network/subnets/10.244.0.0-16');
@@ -200,11 +225,17 @@ describe('leases in the store are checked', () => {
     expect(mine).toContain(`"PublicIP":"${n1.ip}"`);
     let mark = c.logMark(n1);
     put(keyOf(subnetNet(c, n1)), foreign(77));
-    await until('n1 writes its lease back over PublicIP 198.51.100.77', () => etcdValue(c, key) === mine && c.loggedSince(n1, mark, "own lease changed in the store behind feltd's back"));
+    await until(
+      'n1 writes its lease back over PublicIP 198.51.100.77',
+      () => etcdValue(c, key) === mine && c.loggedSince(n1, mark, "own lease changed in the store behind feltd's back"),
+    );
     expect(logText(n1, mark)).toContain(`it names PublicIP 198.51.100.77, not this node's ${n1.ip}`);
     mark = c.logMark(n1);
     put(keyOf(subnetNet(c, n1)), 'not json {');
-    await until('n1 writes its lease back over a value that is not JSON', () => etcdValue(c, key) === mine && c.loggedSince(n1, mark, "own lease changed in the store behind feltd's back"));
+    await until(
+      'n1 writes its lease back over a value that is not JSON',
+      () => etcdValue(c, key) === mine && c.loggedSince(n1, mark, "own lease changed in the store behind feltd's back"),
+    );
     expect(logText(n1, mark)).toContain('its value is not a flannel lease');
   }, 60_000);
 
@@ -212,12 +243,24 @@ describe('leases in the store are checked', () => {
     const n1 = c.nodes[0]!;
     const dir = join(c.dir, 'n1-twin');
     mkdirSync(dir, { recursive: true });
-    const twin: Node = { name: 'n1-twin', ns: n1.ns, ip: n1.ip, ip6: n1.ip6, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'feltd.log') };
+    const twin: Node = {
+      name: 'n1-twin',
+      ns: n1.ns,
+      ip: n1.ip,
+      ip6: n1.ip6,
+      dir,
+      subnetFile: join(dir, 'subnet.env'),
+      logFile: join(dir, 'feltd.log'),
+    };
     const mark = c.logMark(n1);
     try {
       c.startFeltd(twin);
-      await until('the twin says it reuses a lease another feltd holds', () => c.loggedSince(twin, 0, 'reusing a lease of this public IP that another feltd holds'));
-      await until('n1 says another feltd renews its lease', () => c.loggedSince(n1, mark, "another feltd with this public IP renews this node's lease"));
+      await until('the twin says it reuses a lease another feltd holds', () =>
+        c.loggedSince(twin, 0, 'reusing a lease of this public IP that another feltd holds'),
+      );
+      await until('n1 says another feltd renews its lease', () =>
+        c.loggedSince(n1, mark, "another feltd with this public IP renews this node's lease"),
+      );
       await c.waitReady([twin]);
       expect(c.subnetOf(twin)).toBe(c.subnetOf(n1));
     } finally {
@@ -248,7 +291,26 @@ describe('leases in the store are checked', () => {
     const dir = join(c.dir, 'zero');
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'net-conf.json'), JSON.stringify({ Network: '0.0.0.0/0', Backend: { Type: 'vxlan' } }));
-    const r = spawnSync('ip', ['netns', 'exec', n1.ns, join(ROOT, 'dist/bin/feltd'), '--iface', 'eth0', '--state-dir', join(dir, 'state'), '--subnet-file', join(dir, 'subnet.env'), '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${join(dir, 'leases.db')}`], { encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        n1.ns,
+        join(ROOT, 'dist/bin/feltd'),
+        '--iface',
+        'eth0',
+        '--state-dir',
+        join(dir, 'state'),
+        '--subnet-file',
+        join(dir, 'subnet.env'),
+        '--net-config-path',
+        join(dir, 'net-conf.json'),
+        '--store',
+        `sqlite:${join(dir, 'leases.db')}`,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
     expect(r.status).not.toBe(0);
     expect(r.stdout + r.stderr).toContain('Network: \\"0.0.0.0/0\\" covers every IPv4 address');
     expect(() => readFileSync(join(dir, 'subnet.env'))).toThrow();

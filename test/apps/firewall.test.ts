@@ -26,7 +26,13 @@ const bridgeConf = (version: string, dataDir: string, bridge: string, subnets: r
 
 /** felt's firewall records its rules in felt's log: here, not in /var/lib/felt. */
 const fwData = sb.dir();
-const fwConf = (version: string, extra: Conf = {}): Conf => ({ cniVersion: version, name: 'fwnet', type: 'firewall', dataDir: fwData, ...extra });
+const fwConf = (version: string, extra: Conf = {}): Conf => ({
+  cniVersion: version,
+  name: 'fwnet',
+  type: 'firewall',
+  dataDir: fwData,
+  ...extra,
+});
 
 const call = (hostNs: string, pod: string, cid: string): Call => ({ dir: FELT_CNI, hostNs, pod, cid });
 
@@ -37,7 +43,8 @@ const ipOf = (r: any, family: 4 | 6 = 4): string =>
 async function fwLines(host: string): Promise<string[]> {
   const out: string[] = [];
   for (const f of [4, 6] as const) {
-    for (const l of await iptSave(host, f, 'filter')) if (l.startsWith('-A ') || (l.startsWith(':') && !/^:(INPUT|FORWARD|OUTPUT) /.test(l))) out.push(`${f} ${l}`);
+    for (const l of await iptSave(host, f, 'filter'))
+      if (l.startsWith('-A ') || (l.startsWith(':') && !/^:(INPUT|FORWARD|OUTPUT) /.test(l))) out.push(`${f} ${l}`);
   }
   return out;
 }
@@ -166,12 +173,14 @@ describe('traffic', () => {
     // DEL takes the pod's rules away: dropped again; CNI-ADMIN, the jumps and CNI-FORWARD stay.
     expect((await cni(call(host, ns, 'o1'), 'DEL', { ...fw, prevResult: b.json })).code).toBe(0);
     expect(await ping(ns, '198.51.100.2', 1)).toBe(false);
-    expect(await fwLines(host)).toEqual([
-      '4 :CNI-ADMIN - [0:0]',
-      '4 :CNI-FORWARD - [0:0]',
-      '4 -A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD',
-      '4 -A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN',
-    ].map((l) => l.replace(/ \[0:0\]$/, '')));
+    expect(await fwLines(host)).toEqual(
+      [
+        '4 :CNI-ADMIN - [0:0]',
+        '4 :CNI-FORWARD - [0:0]',
+        '4 -A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD',
+        '4 -A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN',
+      ].map((l) => l.replace(/ \[0:0\]$/, '')),
+    );
   });
 });
 
@@ -200,7 +209,10 @@ describe.each(['0.4.0', '1.0.0', '1.1.0'] as const)('ADD, CHECK, DEL, DEL at cni
     await nsRun(host, ['ip6tables', '-D', 'CNI-FORWARD', '-s', `${v6}/128`, '-j', 'ACCEPT']);
     const bad = await cni(call(host, p.ns, 'v1'), 'CHECK', conf);
     expect(bad.code).toBe(1);
-    expect(bad.json).toMatchObject({ code: 103, msg: expect.stringContaining(`missing iptables rule in filter/CNI-FORWARD (IPv6): -s ${v6}/128 -j ACCEPT`) });
+    expect(bad.json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining(`missing iptables rule in filter/CNI-FORWARD (IPv6): -s ${v6}/128 -j ACCEPT`),
+    });
     expect((await cni(call(host, p.ns, 'v1'), 'ADD', conf)).code).toBe(0);
     expect(await fwLines(host)).toEqual(lines);
     expect((await cni(call(host, p.ns, 'v1'), 'CHECK', conf)).code).toBe(0);
@@ -218,7 +230,10 @@ describe.each(['0.4.0', '1.0.0', '1.1.0'] as const)('ADD, CHECK, DEL, DEL at cni
     expect((await cni(call(host, p.ns, 'v1'), 'DEL', conf)).code).toBe(0);
     expect((await cni(call(host, '', 'v1'), 'DEL', conf)).code).toBe(0);
     const gone = await cni(call(host, p.ns, 'v1'), 'CHECK', conf);
-    expect(gone.json).toMatchObject({ code: 103, msg: expect.stringContaining(`missing iptables rule in filter/CNI-FORWARD: -s ${v4}/32 -j ACCEPT`) });
+    expect(gone.json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining(`missing iptables rule in filter/CNI-FORWARD: -s ${v4}/32 -j ACCEPT`),
+    });
     // The bridge's own DEL, last, as a runtime runs the list backwards.
     expect((await cni(call(host, '', 'v1'), 'DEL', bc)).code).toBe(0);
   });
@@ -227,11 +242,31 @@ describe.each(['0.4.0', '1.0.0', '1.1.0'] as const)('ADD, CHECK, DEL, DEL at cni
 describe('bad input changes nothing', () => {
   it.each([
     ['missing prevResult', (_prev: unknown) => fwConf('1.0.0'), 7, /^prevResult: missing prevResult/],
-    ['bad ingressPolicy', (prev: unknown) => fwConf('1.0.0', { ingressPolicy: 'bogus', prevResult: prev }), 7, /^ingressPolicy: unknown ingress policy "bogus"/],
-    ['firewalld backend', (prev: unknown) => fwConf('1.0.0', { backend: 'firewalld', prevResult: prev }), 7, /^backend: "firewalld" is not supported/],
+    [
+      'bad ingressPolicy',
+      (prev: unknown) => fwConf('1.0.0', { ingressPolicy: 'bogus', prevResult: prev }),
+      7,
+      /^ingressPolicy: unknown ingress policy "bogus"/,
+    ],
+    [
+      'firewalld backend',
+      (prev: unknown) => fwConf('1.0.0', { backend: 'firewalld', prevResult: prev }),
+      7,
+      /^backend: "firewalld" is not supported/,
+    ],
     ['unknown backend', (prev: unknown) => fwConf('1.0.0', { backend: 'nft', prevResult: prev }), 7, /^backend: unknown backend "nft"/],
-    ['a prevResult that does not parse', (_prev: unknown) => fwConf('1.0.0', { prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.66.0.5/24 -j DROP' }] } }), 7, /^prevResult: ips\[0\]\.address/],
-    ['an admin chain name that is not one word', (prev: unknown) => fwConf('1.0.0', { iptablesAdminChainName: 'A B', prevResult: prev }), 7, /^iptablesAdminChainName: "A B"/],
+    [
+      'a prevResult that does not parse',
+      (_prev: unknown) => fwConf('1.0.0', { prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.66.0.5/24 -j DROP' }] } }),
+      7,
+      /^prevResult: ips\[0\]\.address/,
+    ],
+    [
+      'an admin chain name that is not one word',
+      (prev: unknown) => fwConf('1.0.0', { iptablesAdminChainName: 'A B', prevResult: prev }),
+      7,
+      /^iptablesAdminChainName: "A B"/,
+    ],
     ['cniVersion 0.3.1', (prev: unknown) => ({ ...fwConf('0.3.1'), prevResult: prev }), 1, /incompatible CNI versions/],
   ])('%s: the right code, a message naming the field, no rule, no chain', async (_t, make, code, msg) => {
     const { host } = await node();

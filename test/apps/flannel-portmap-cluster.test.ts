@@ -39,14 +39,33 @@ function feltCni(nodeIndex: number, args: string[]): Promise<Run> {
       name: 'cbr0',
       cniVersion: '1.0.0',
       plugins: [
-        { type: 'flannel', subnetFile: node.subnetFile, dataDir: join(node.dir, 'cni-flannel'), ipam: { dataDir: join(node.dir, 'ipam') }, delegate: { hairpinMode: true, isDefaultGateway: true } },
+        {
+          type: 'flannel',
+          subnetFile: node.subnetFile,
+          dataDir: join(node.dir, 'cni-flannel'),
+          ipam: { dataDir: join(node.dir, 'ipam') },
+          delegate: { hairpinMode: true, isDefaultGateway: true },
+        },
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     }),
   );
   return exec([
-    'ip', 'netns', 'exec', node.ns, 'env', `CNI_PATH=${FELT_CNI}`, FELT, 'cni', ...args,
-    '--conf-dir', conf, '--cache-dir', join(node.dir, 'cni-cache'), '--data-dir', join(node.dir, 'cni-log'),
+    'ip',
+    'netns',
+    'exec',
+    node.ns,
+    'env',
+    `CNI_PATH=${FELT_CNI}`,
+    FELT,
+    'cni',
+    ...args,
+    '--conf-dir',
+    conf,
+    '--cache-dir',
+    join(node.dir, 'cni-cache'),
+    '--data-dir',
+    join(node.dir, 'cni-log'),
   ]);
 }
 
@@ -66,7 +85,10 @@ describe('flannel + portmap through felt cni, with feltd running', () => {
       svc.stop();
     }
     ok(await feltCni(1, ['check', 'cbr0', nsPath(server), '--container-id', 'srv']));
-    for (const [i, pod, cid] of [[1, server, 'srv'], [0, client, 'cli']] as const) {
+    for (const [i, pod, cid] of [
+      [1, server, 'srv'],
+      [0, client, 'cli'],
+    ] as const) {
       ok(await feltCni(i, ['del', 'cbr0', nsPath(pod), '--container-id', cid]));
       ok(await feltCni(i, ['del', 'cbr0', nsPath(pod), '--container-id', cid]));
     }

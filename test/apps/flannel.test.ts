@@ -21,7 +21,10 @@ describe('flannel delegate config (core)', () => {
   };
 
   it('renders bridge + host-local as flannel-io/cni-plugin does', () => {
-    const fc = conf({ delegate: { hairpinMode: true, isDefaultGateway: true }, ipam: { dataDir: '/x', routes: [{ dst: '192.0.2.0/24' }] } });
+    const fc = conf({
+      delegate: { hairpinMode: true, isDefaultGateway: true },
+      ipam: { dataDir: '/x', routes: [{ dst: '192.0.2.0/24' }] },
+    });
     const env = parseSubnetEnvFile(ENV, 'subnet.env');
     if (E.isLeft(fc) || E.isLeft(env)) throw new Error('bad fixture');
     expect(delegateConfig(fc.right, env.right)).toEqual({
@@ -33,7 +36,12 @@ describe('flannel delegate config (core)', () => {
       mtu: 1450,
       isGateway: true,
       cniVersion: '1.0.0',
-      ipam: { dataDir: '/x', type: 'host-local', ranges: [[{ subnet: '10.244.7.0/24' }]], routes: [{ dst: '192.0.2.0/24' }, { dst: '10.244.0.0/16' }] },
+      ipam: {
+        dataDir: '/x',
+        type: 'host-local',
+        ranges: [[{ subnet: '10.244.7.0/24' }]],
+        routes: [{ dst: '192.0.2.0/24' }, { dst: '10.244.0.0/16' }],
+      },
     });
   });
 
@@ -105,7 +113,10 @@ describe('flannel plugin (kernel)', () => {
   });
 
   it('DEL uses the saved config, removes it, and a second DEL succeeds', async () => {
-    for (const [p, cid] of [[pod, 'p1'], [pod2, 'p2']] as const) {
+    for (const [p, cid] of [
+      [pod, 'p1'],
+      [pod2, 'p2'],
+    ] as const) {
       const d = await cni({ dir: FELT_CNI, hostNs: host, pod: p, cid }, 'DEL', config());
       expect(d.code, d.stdout).toBe(0);
       expect(existsSync(join(dir, 'flannel', cid))).toBe(false);

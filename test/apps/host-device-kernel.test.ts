@@ -37,8 +37,14 @@ const view = (s: KernelState, pod: string) => {
   const l = s.links.find((x) => mine(x.ns, x.name));
   return {
     link: l && { ns: l.ns === HOST ? 'host' : 'pod', name: l.name, mtu: l.mtu, mac: l.mac, up: l.up, alias: l.alias ?? '' },
-    addresses: s.addresses.filter((a) => mine(a.ns, a.dev)).map((a) => a.cidr).sort(),
-    routes: s.routes.filter((r) => mine(r.ns, r.dev)).map((r) => `${r.dst} ${r.gw ?? ''}`).sort(),
+    addresses: s.addresses
+      .filter((a) => mine(a.ns, a.dev))
+      .map((a) => a.cidr)
+      .sort(),
+    routes: s.routes
+      .filter((r) => mine(r.ns, r.dev))
+      .map((r) => `${r.dst} ${r.gw ?? ''}`)
+      .sort(),
   };
 };
 
@@ -54,26 +60,40 @@ describe('link.move: Linux and the twin agree', () => {
     // The twin starts from what Linux shows (the pod's loopback, the pair and the host address).
     const twin = memoryKernel(start);
     const ns = [HOST, pod.path];
-    const scope: OwnershipScope = { links: [{ ns: pod.path, name: 'eth0' }], devices: [{ ns: pod.path, dev: 'eth0' }], chains: [], ruleMarkers: [] };
+    const scope: OwnershipScope = {
+      links: [{ ns: pod.path, name: 'eth0' }],
+      devices: [{ ns: pod.path, dev: 'eth0' }],
+      chains: [],
+      ruleMarkers: [],
+    };
     const inPod = st({
       links: [{ ns: pod.path, name: 'eth0', kind: 'device', up: true, alias: 'hdk0', from: { ns: HOST, name: 'hdk0' } } satisfies Link],
       addresses: [{ ns: pod.path, dev: 'eth0', cidr: '10.70.0.2/24' }],
       routes: [{ ns: pod.path, dst: '10.71.0.0/16', gw: '10.70.0.1', dev: 'eth0' }],
     });
-    const back = st({ links: [{ ns: HOST, name: 'hdk0', kind: 'device', up: true, mtu: 1400, alias: '', from: { ns: pod.path, name: 'eth0' } }] });
+    const back = st({
+      links: [{ ns: HOST, name: 'hdk0', kind: 'device', up: true, mtu: 1400, alias: '', from: { ns: pod.path, name: 'eth0' } }],
+    });
 
     const opsL = await step(linux, inPod, scope, ns);
     const opsT = await step(twin, inPod, scope, ns);
     expect(opsT).toEqual(opsL);
     expect(view(await observe(linux, ns), pod.path)).toEqual(view(twin.state(), pod.path));
-    expect(view(twin.state(), pod.path)).toMatchObject({ link: { ns: 'pod', name: 'eth0', mtu: 1400, up: true, alias: 'hdk0' }, addresses: ['10.70.0.2/24'] });
+    expect(view(twin.state(), pod.path)).toMatchObject({
+      link: { ns: 'pod', name: 'eth0', mtu: 1400, up: true, alias: 'hdk0' },
+      addresses: ['10.70.0.2/24'],
+    });
 
     // The pod changes it; both bring it back the same way.
     await pod.run(['ip', 'link', 'set', 'dev', 'eth0', 'mtu', '1300', 'down']);
     twin.applySync([{ op: 'link.set', link: inPod.links[0]!, changes: { mtu: 1300, up: false } }]);
     expect(await step(linux, back, scope, ns)).toEqual(await step(twin, back, scope, ns));
     expect(view(await observe(linux, ns), pod.path)).toEqual(view(twin.state(), pod.path));
-    expect(view(twin.state(), pod.path)).toEqual({ link: expect.objectContaining({ ns: 'host', name: 'hdk0', mtu: 1400, up: true, alias: '' }), addresses: [], routes: [] });
+    expect(view(twin.state(), pod.path)).toEqual({
+      link: expect.objectContaining({ ns: 'host', name: 'hdk0', mtu: 1400, up: true, alias: '' }),
+      addresses: [],
+      routes: [],
+    });
     await host.del();
     await pod.del();
   });

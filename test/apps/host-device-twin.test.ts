@@ -30,7 +30,19 @@ mk('bus/pci/drivers/vfio-pci');
 symlinkSync('../../../bus/pci/drivers/vfio-pci', join(SYS, 'bus/pci/devices/0000:00:06.0/driver'));
 mk('bus/auxiliary/devices/mlx5_core.sf.4/net/ens5');
 
-const ens = (name: string, mac: string): Link => ({ ns: HOST, name, kind: 'device', mtu: 9000, mac, up: true, master: null, promisc: false, allmulti: false, txqlen: 1000, hairpin: false });
+const ens = (name: string, mac: string): Link => ({
+  ns: HOST,
+  name,
+  kind: 'device',
+  mtu: 9000,
+  mac,
+  up: true,
+  master: null,
+  promisc: false,
+  allmulti: false,
+  txqlen: 1000,
+  hairpin: false,
+});
 const world = (): KernelState => ({
   ...emptyKernelState(),
   links: [ens('ens5', '02:00:00:00:00:05'), ens('ens7', '02:00:00:00:00:07'), { ns: NS, name: 'lo', kind: 'loopback', up: true }],
@@ -43,15 +55,18 @@ let failAfterMove = false;
 /** The twin, except that (when asked) an apply fails right after the device moved. */
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = ops.findIndex((o) => o.op === 'link.move');
-    if (!failAfterMove || i < 0 || ops[i]!.op !== 'link.move' || (ops[i] as { ns: string }).ns !== HOST) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i + 1));
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: 'failed to set up on eth0: RTNETLINK answers: Invalid argument' });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = ops.findIndex((o) => o.op === 'link.move');
+      if (!failAfterMove || i < 0 || ops[i]!.op !== 'link.move' || (ops[i] as { ns: string }).ns !== HOST) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i + 1));
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: 'failed to set up on eth0: RTNETLINK answers: Invalid argument' });
+    },
 });
 
-const plugin = () => makeHostDevice({ kernel: flaky, openStore: async () => E.right(store), storeExists: () => store.events.length > 0, sysfs: SYS });
+const plugin = () =>
+  makeHostDevice({ kernel: flaky, openStore: async () => E.right(store), storeExists: () => store.events.length > 0, sysfs: SYS });
 const conf = (extra: Record<string, unknown>) => ({ cniVersion: '1.0.0', name: 'hd', type: 'host-device', ...extra });
 
 async function call(command: 'ADD' | 'DEL' | 'CHECK', c: unknown) {

@@ -43,8 +43,14 @@ const conf = (extra: Record<string, unknown> = {}, version = '1.0.0', dataDir = 
   ...extra,
 });
 
-const call = (dir: string, host: string, pod: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, cid = 'hd-ctr'): Promise<CniOutcome> =>
-  cni({ dir, type: 'host-device', hostNs: host, pod, cid }, command, config);
+const call = (
+  dir: string,
+  host: string,
+  pod: string,
+  command: 'ADD' | 'DEL' | 'CHECK',
+  config: unknown,
+  cid = 'hd-ctr',
+): Promise<CniOutcome> => cni({ dir, type: 'host-device', hostNs: host, pod, cid }, command, config);
 
 /** The device as the host sees it: name, MTU, up, alias. */
 async function hostView(host: string, name = 'hd0'): Promise<unknown> {
@@ -60,38 +66,47 @@ async function podView(pod: string): Promise<unknown> {
     up: l?.flags.includes('UP'),
     alias: l?.ifalias,
     addrs: (await addrs(pod))['eth0']?.filter((a) => !a.startsWith('fe80')),
-    routes: (await nsRun(pod, ['ip', '-4', 'route', 'show'])).trim().split('\n').map((l) => l.trim()).sort(),
+    routes: (await nsRun(pod, ['ip', '-4', 'route', 'show']))
+      .trim()
+      .split('\n')
+      .map((l) => l.trim())
+      .sort(),
   };
 }
 
 describe('host-device', () => {
-  it.each(['0.4.0', '1.0.0', '1.1.0'])('ADD moves the device into the pod, which pings through it (%s); CHECK; DEL brings it back; DEL again', async (version) => {
-    const host = await hostWithDevice();
-    const pod = await sb.ns();
-    const mac = (await link(host, 'hd0'))!.address;
-    const r = await call(FELT_CNI, host, pod, 'ADD', conf({}, version));
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.json.interfaces).toEqual([{ name: 'eth0', mac, sandbox: `/run/netns/${pod}` }]);
-    expect(r.json.ips).toEqual([{ address: '10.60.0.2/24', gateway: '10.60.0.1', ...(version === '0.4.0' ? { version: '4' } : {}), interface: 0 }]);
-    expect(await podView(pod)).toEqual({
-      links: ['eth0', 'lo'],
-      mtu: 1400,
-      up: true,
-      alias: 'hd0',
-      addrs: ['10.60.0.2/24'],
-      routes: ['10.60.0.0/24 dev eth0 proto kernel scope link src 10.60.0.2', '10.99.0.0/16 via 10.60.0.1 dev eth0'],
-    });
-    expect(await link(host, 'hd0')).toBeUndefined();
-    expect(await ping(pod, '10.60.0.1')).toBe(true);
+  it.each(['0.4.0', '1.0.0', '1.1.0'])(
+    'ADD moves the device into the pod, which pings through it (%s); CHECK; DEL brings it back; DEL again',
+    async (version) => {
+      const host = await hostWithDevice();
+      const pod = await sb.ns();
+      const mac = (await link(host, 'hd0'))!.address;
+      const r = await call(FELT_CNI, host, pod, 'ADD', conf({}, version));
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.json.interfaces).toEqual([{ name: 'eth0', mac, sandbox: `/run/netns/${pod}` }]);
+      expect(r.json.ips).toEqual([
+        { address: '10.60.0.2/24', gateway: '10.60.0.1', ...(version === '0.4.0' ? { version: '4' } : {}), interface: 0 },
+      ]);
+      expect(await podView(pod)).toEqual({
+        links: ['eth0', 'lo'],
+        mtu: 1400,
+        up: true,
+        alias: 'hd0',
+        addrs: ['10.60.0.2/24'],
+        routes: ['10.60.0.0/24 dev eth0 proto kernel scope link src 10.60.0.2', '10.99.0.0/16 via 10.60.0.1 dev eth0'],
+      });
+      expect(await link(host, 'hd0')).toBeUndefined();
+      expect(await ping(pod, '10.60.0.1')).toBe(true);
 
-    expect((await call(FELT_CNI, host, pod, 'CHECK', { ...conf({}, version), prevResult: r.json })).code).toBe(0);
-    expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version))).code).toBe(0);
-    expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
-    expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
-    expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version))).code).toBe(0);
-    expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
-    expect((await feltAllocations(data)).filter((x) => x.network === 'hdnet')).toEqual([]);
-  });
+      expect((await call(FELT_CNI, host, pod, 'CHECK', { ...conf({}, version), prevResult: r.json })).code).toBe(0);
+      expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version))).code).toBe(0);
+      expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
+      expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
+      expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version))).code).toBe(0);
+      expect(await hostView(host)).toEqual({ name: 'hd0', mtu: 1400, up: true, alias: '' });
+      expect((await feltAllocations(data)).filter((x) => x.network === 'hdnet')).toEqual([]);
+    },
+  );
 
   it('DEL restores what the pod changed (MTU, up state, alias), and a device that was down stays down', async () => {
     const host = await hostWithDevice({ up: false });
@@ -132,7 +147,11 @@ describe('host-device', () => {
     [{ device: 'nope0' }, 7, 'device: failed to find host device'],
     [{ device: undefined, hwaddr: '02:00:00:00:00:99' }, 7, 'hwaddr: failed to find host device'],
     [{ device: undefined, hwaddr: 'zz' }, 7, 'hwaddr: failed to parse MAC address'],
-    [{ device: undefined, kernelpath: '/sys/class/net' }, 7, 'kernelpath: kernel device path "/sys/class/net" must be absolute and begin with /sys/devices/'],
+    [
+      { device: undefined, kernelpath: '/sys/class/net' },
+      7,
+      'kernelpath: kernel device path "/sys/class/net" must be absolute and begin with /sys/devices/',
+    ],
     [{ device: undefined, kernelpath: '/sys/devices/../class' }, 7, 'kernelpath:'],
     [{ device: undefined, pciBusID: '0000:99:99.9' }, 7, 'pciBusID: no PCI device "0000:99:99.9"'],
     [{ device: undefined, runtimeConfig: { deviceID: '0000:99:99.9' } }, 7, 'runtimeConfig.deviceID: no PCI or auxiliary device'],
@@ -154,7 +173,12 @@ describe('host-device', () => {
     const dir = sb.dir();
     expect((await call(FELT_CNI, host, a, 'ADD', conf({}, '1.0.0', dir), 'hd-a')).code).toBe(0);
     const r = await call(FELT_CNI, host, b, 'ADD', conf({}, '1.0.0', dir), 'hd-b');
-    expect(r.json).toMatchObject({ code: 7, msg: expect.stringContaining(`device: host device "hd0" is not in the host namespace: it is attached to container hd-a as eth0 in /run/netns/${a}`) });
+    expect(r.json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining(
+        `device: host device "hd0" is not in the host namespace: it is attached to container hd-a as eth0 in /run/netns/${a}`,
+      ),
+    });
     expect((await links(b)).map((l) => l.ifname)).toEqual(['lo']);
     expect(await podView(a)).toMatchObject({ links: ['eth0', 'lo'], up: true, addrs: ['10.60.0.2/24'] });
     expect((await feltAllocations(dir)).map((x) => x.containerId)).toEqual(['hd-a']);
@@ -193,7 +217,18 @@ describe('host-device', () => {
     const host = await hostWithDevice();
     const pod = await sb.ns();
     const dir = sb.dir();
-    const c = conf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.60.0.0/24' }]], routes: [{ dst: '10.98.0.0/16', gw: '192.0.2.1' }], dataDir: dir } }, '1.0.0', dir);
+    const c = conf(
+      {
+        ipam: {
+          type: 'host-local',
+          ranges: [[{ subnet: '10.60.0.0/24' }]],
+          routes: [{ dst: '10.98.0.0/16', gw: '192.0.2.1' }],
+          dataDir: dir,
+        },
+      },
+      '1.0.0',
+      dir,
+    );
     const r = await call(FELT_CNI, host, pod, 'ADD', c);
     expect(r.json).toMatchObject({ code: 102, msg: expect.stringContaining('10.98.0.0/16') });
     expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);

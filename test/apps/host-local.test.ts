@@ -71,12 +71,66 @@ describe('host-local executable', () => {
   });
 
   it.each([
-    ['0.1.0', { cniVersion: '0.1.0', ip4: { ip: '10.11.0.2/24', gateway: '10.11.0.1', routes: [{ dst: '0.0.0.0/0' }] }, ip6: { ip: 'fd11::2/64', gateway: 'fd11::1' } }],
-    ['0.2.0', { cniVersion: '0.2.0', ip4: { ip: '10.11.0.2/24', gateway: '10.11.0.1', routes: [{ dst: '0.0.0.0/0' }] }, ip6: { ip: 'fd11::2/64', gateway: 'fd11::1' } }],
-    ['0.3.1', { cniVersion: '0.3.1', ips: [{ version: '4', address: '10.11.0.2/24', gateway: '10.11.0.1' }, { version: '6', address: 'fd11::2/64', gateway: 'fd11::1' }], routes: [{ dst: '0.0.0.0/0' }] }],
-    ['0.4.0', { cniVersion: '0.4.0', ips: [{ version: '4', address: '10.11.0.2/24', gateway: '10.11.0.1' }, { version: '6', address: 'fd11::2/64', gateway: 'fd11::1' }], routes: [{ dst: '0.0.0.0/0' }] }],
-    ['1.0.0', { cniVersion: '1.0.0', ips: [{ address: '10.11.0.2/24', gateway: '10.11.0.1' }, { address: 'fd11::2/64', gateway: 'fd11::1' }], routes: [{ dst: '0.0.0.0/0' }] }],
-    ['1.1.0', { cniVersion: '1.1.0', ips: [{ address: '10.11.0.2/24', gateway: '10.11.0.1' }, { address: 'fd11::2/64', gateway: 'fd11::1' }], routes: [{ dst: '0.0.0.0/0', mtu: 1400 }] }],
+    [
+      '0.1.0',
+      {
+        cniVersion: '0.1.0',
+        ip4: { ip: '10.11.0.2/24', gateway: '10.11.0.1', routes: [{ dst: '0.0.0.0/0' }] },
+        ip6: { ip: 'fd11::2/64', gateway: 'fd11::1' },
+      },
+    ],
+    [
+      '0.2.0',
+      {
+        cniVersion: '0.2.0',
+        ip4: { ip: '10.11.0.2/24', gateway: '10.11.0.1', routes: [{ dst: '0.0.0.0/0' }] },
+        ip6: { ip: 'fd11::2/64', gateway: 'fd11::1' },
+      },
+    ],
+    [
+      '0.3.1',
+      {
+        cniVersion: '0.3.1',
+        ips: [
+          { version: '4', address: '10.11.0.2/24', gateway: '10.11.0.1' },
+          { version: '6', address: 'fd11::2/64', gateway: 'fd11::1' },
+        ],
+        routes: [{ dst: '0.0.0.0/0' }],
+      },
+    ],
+    [
+      '0.4.0',
+      {
+        cniVersion: '0.4.0',
+        ips: [
+          { version: '4', address: '10.11.0.2/24', gateway: '10.11.0.1' },
+          { version: '6', address: 'fd11::2/64', gateway: 'fd11::1' },
+        ],
+        routes: [{ dst: '0.0.0.0/0' }],
+      },
+    ],
+    [
+      '1.0.0',
+      {
+        cniVersion: '1.0.0',
+        ips: [
+          { address: '10.11.0.2/24', gateway: '10.11.0.1' },
+          { address: 'fd11::2/64', gateway: 'fd11::1' },
+        ],
+        routes: [{ dst: '0.0.0.0/0' }],
+      },
+    ],
+    [
+      '1.1.0',
+      {
+        cniVersion: '1.1.0',
+        ips: [
+          { address: '10.11.0.2/24', gateway: '10.11.0.1' },
+          { address: 'fd11::2/64', gateway: 'fd11::1' },
+        ],
+        routes: [{ dst: '0.0.0.0/0', mtu: 1400 }],
+      },
+    ],
   ])('result in the %s form', async (v, want) => {
     const d = tmp();
     const route = v === '1.1.0' ? { dst: '0.0.0.0/0', mtu: 1400 } : { dst: '0.0.0.0/0' };
@@ -92,7 +146,12 @@ describe('host-local executable', () => {
     const rc = join(d, 'resolv.conf');
     writeFileSync(rc, 'nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:5\ndomain a.example\n');
     const r = await hl('ADD', netconf(d, { subnet: '10.12.0.0/24', resolvConf: rc }));
-    expect(r.json.dns).toEqual({ nameservers: ['10.0.0.53'], domain: 'a.example', search: ['a.example', 'b.example'], options: ['ndots:5'] });
+    expect(r.json.dns).toEqual({
+      nameservers: ['10.0.0.53'],
+      domain: 'a.example',
+      search: ['a.example', 'b.example'],
+      options: ['ndots:5'],
+    });
     const bad = await hl('ADD', netconf(d, { subnet: '10.12.0.0/24', resolvConf: join(d, 'nope') }), 'c2');
     expect(bad.json).toMatchObject({ code: 5, msg: expect.stringContaining('ipam.resolvConf') });
     expect(held(d)).toEqual({ '10.12.0.2': 'c1/eth0' });
@@ -117,7 +176,12 @@ describe('host-local executable', () => {
     const d = tmp();
     const conf = netconf(d, { subnet: '10.14.0.0/24' }, '1.1.0');
     for (const id of ['a', 'b', 'c']) expect((await hl('ADD', conf, id)).code).toBe(0);
-    const gc = await runCni({ dir: FELT_CNI, type: 'host-local', command: 'GC', config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'b', ifname: 'eth0' }] } });
+    const gc = await runCni({
+      dir: FELT_CNI,
+      type: 'host-local',
+      command: 'GC',
+      config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'b', ifname: 'eth0' }] },
+    });
     expect(gc.code, gc.stdout).toBe(0);
     expect(held(d)).toEqual({ '10.14.0.3': 'b/eth0' });
     const noList = await runCni({ dir: FELT_CNI, type: 'host-local', command: 'GC', config: conf });
@@ -130,11 +194,31 @@ describe('host-local executable', () => {
   describe('bad input: right code, clear message, nothing allocated', () => {
     it.each([
       ['invalid JSON', '{"cniVersion": "1.0.0", ', 6, 'failed to parse network configuration'],
-      ['unknown cniVersion', { cniVersion: '9.9.9', name: 'hl', type: 'bridge', ipam: { type: 'host-local', subnet: '10.15.0.0/24' } }, 1, 'incompatible CNI versions'],
+      [
+        'unknown cniVersion',
+        { cniVersion: '9.9.9', name: 'hl', type: 'bridge', ipam: { type: 'host-local', subnet: '10.15.0.0/24' } },
+        1,
+        'incompatible CNI versions',
+      ],
       ['host bits', { ranges: [[{ subnet: '10.15.0.5/24' }]] }, 7, 'ipam.ranges[0][0].subnet: 10.15.0.5/24 has host bits set'],
-      ['overlap', { ranges: [[{ subnet: '10.15.0.0/16' }], [{ subnet: '10.15.0.0/24' }]] }, 7, 'ipam.ranges[1][0] 10.15.0.1-10.15.0.254 (10.15.0.0/24) overlaps ipam.ranges[0][0]'],
-      ['too small', { ranges: [[{ subnet: '10.15.0.0/24' }], [{ subnet: '10.16.0.0/31' }]] }, 7, 'ipam.ranges[1][0].subnet: 10.16.0.0/31 is too small'],
-      ['outside', { ranges: [[{ subnet: '10.15.0.0/24', rangeEnd: '10.16.0.9' }]] }, 7, 'ipam.ranges[0][0].rangeEnd: 10.16.0.9 is not in subnet 10.15.0.0/24'],
+      [
+        'overlap',
+        { ranges: [[{ subnet: '10.15.0.0/16' }], [{ subnet: '10.15.0.0/24' }]] },
+        7,
+        'ipam.ranges[1][0] 10.15.0.1-10.15.0.254 (10.15.0.0/24) overlaps ipam.ranges[0][0]',
+      ],
+      [
+        'too small',
+        { ranges: [[{ subnet: '10.15.0.0/24' }], [{ subnet: '10.16.0.0/31' }]] },
+        7,
+        'ipam.ranges[1][0].subnet: 10.16.0.0/31 is too small',
+      ],
+      [
+        'outside',
+        { ranges: [[{ subnet: '10.15.0.0/24', rangeEnd: '10.16.0.9' }]] },
+        7,
+        'ipam.ranges[0][0].rangeEnd: 10.16.0.9 is not in subnet 10.15.0.0/24',
+      ],
       ['no ipam', { cniVersion: '1.0.0', name: 'hl', type: 'bridge' }, 7, "ipam: IPAM config missing 'ipam' key"],
     ])('%s', async (_what, ipamOrConf, code, msg) => {
       const d = tmp();
@@ -151,7 +235,11 @@ describe('host-local executable', () => {
       const conf = netconf(d, { ranges: [[{ subnet: '10.17.0.0/24' }], [{ subnet: '10.18.0.0/30' }]] });
       expect((await hl('ADD', conf, 'a')).code).toBe(0);
       const r = await hl('ADD', conf, 'b');
-      expect(r.json).toEqual({ cniVersion: '1.0.0', code: 100, msg: 'ipam.ranges[1]: no IP addresses available in range set: 10.18.0.1-10.18.0.2' });
+      expect(r.json).toEqual({
+        cniVersion: '1.0.0',
+        code: 100,
+        msg: 'ipam.ranges[1]: no IP addresses available in range set: 10.18.0.1-10.18.0.2',
+      });
       expect(held(d)).toEqual({ '10.17.0.2': 'a/eth0', '10.18.0.2': 'a/eth0' });
     });
   });
@@ -173,16 +261,35 @@ describe('host-local in-process', () => {
 
   it('runs on the in-memory store with a fixed clock', async () => {
     const store = memoryStore();
-    const plugin = makeHostLocal({ openStore: async () => E.right(store), storeExists: () => true, readFile: () => E.right('nameserver 9.9.9.9\n') });
+    const plugin = makeHostLocal({
+      openStore: async () => E.right(store),
+      storeExists: () => true,
+      readFile: () => E.right('nameserver 9.9.9.9\n'),
+    });
     const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'm1', CNI_NETNS: NETNS, CNI_IFNAME: 'eth0', CNI_PATH: '/nowhere' };
     const ctx = { ...makeCtx(env, '/nowhere', {}), now: () => new Date('2030-01-02T03:04:05.000Z') };
-    const out = await dispatch(plugin, env, JSON.stringify(netconf('/unused', { subnet: '10.20.0.0/24', resolvConf: '/etc/x' }, '0.4.0')), ctx);
+    const out = await dispatch(
+      plugin,
+      env,
+      JSON.stringify(netconf('/unused', { subnet: '10.20.0.0/24', resolvConf: '/etc/x' }, '0.4.0')),
+      ctx,
+    );
     expect(out).toEqual({
       exitCode: 0,
-      stdout: JSON.stringify({ cniVersion: '0.4.0', ips: [{ version: '4', address: '10.20.0.2/24', gateway: '10.20.0.1' }], dns: { nameservers: ['9.9.9.9'] } }),
+      stdout: JSON.stringify({
+        cniVersion: '0.4.0',
+        ips: [{ version: '4', address: '10.20.0.2/24', gateway: '10.20.0.1' }],
+        dns: { nameservers: ['9.9.9.9'] },
+      }),
     });
     expect(store.events).toEqual([
-      { position: 1, stream: 'ipam/hl', type: 'AddressAllocated', data: { network: 'hl', containerId: 'm1', ifname: 'eth0', rangeSet: 0, ip: '10.20.0.2' }, time: '2030-01-02T03:04:05.000Z' },
+      {
+        position: 1,
+        stream: 'ipam/hl',
+        type: 'AddressAllocated',
+        data: { network: 'hl', containerId: 'm1', ifname: 'eth0', rangeSet: 0, ip: '10.20.0.2' },
+        time: '2030-01-02T03:04:05.000Z',
+      },
     ]);
   });
 });

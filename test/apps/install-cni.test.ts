@@ -14,7 +14,9 @@ import { addrs, exec, feltAllocations, nsPath, refAllocations, Sandbox } from '.
 import { execFile, type Run } from '../support/netns.ts';
 
 const FELT = join(ROOT, 'dist', 'bin', 'felt');
-const TYPES = readdirSync(FELT_CNI).filter((t) => !t.startsWith('.')).sort();
+const TYPES = readdirSync(FELT_CNI)
+  .filter((t) => !t.startsWith('.'))
+  .sort();
 /** The support directories under <bin>/.felt (the rest are the plugins' bundles). */
 const supportDirs = (bin: string): string[] => readdirSync(join(bin, SUPPORT_DIR)).filter((f) => /^[0-9a-f]{12}$/.test(f));
 const sb = new Sandbox();
@@ -42,10 +44,13 @@ function hidden(ns: string, hide: readonly string[], argv: readonly string[], en
     writeFileSync(helper, HIDE);
   }
   // FELT_CNI_SOCKET empty: the forwarders run their bundles in-process (a feltd on this machine is not asked).
-  return execFile(['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, helper, ...hide, '--', ...argv], {
-    env: { FELT_CNI_SOCKET: '', ...env },
-    input,
-  });
+  return execFile(
+    ['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, helper, ...hide, '--', ...argv],
+    {
+      env: { FELT_CNI_SOCKET: '', ...env },
+      input,
+    },
+  );
 }
 /** The checkout and the node_modules it uses (a worktree's may be a link to another checkout's). */
 // A path under one already covered is covered with it (and cannot be reached to mount over once it is).
@@ -105,7 +110,11 @@ describe('felt install-cni', () => {
     const host = await sb.ns();
     const pod = await sb.ns();
     const config = JSON.stringify({
-      cniVersion: '1.0.0', name: 'copied', type: 'bridge', bridge: 'felt-ic0', isGateway: true,
+      cniVersion: '1.0.0',
+      name: 'copied',
+      type: 'bridge',
+      bridge: 'felt-ic0',
+      isGateway: true,
       ipam: { type: 'host-local', dataDir: data, ranges: [[{ subnet: '198.51.100.0/24' }]] },
     });
     const about = await hidden(host, SOURCE, [join(bin, 'host-local')], {});
@@ -147,7 +156,12 @@ describe('felt install-cni', () => {
     expect(JSON.parse(add.stdout).ips.map((i: { address: string }) => i.address)).toContain('127.0.0.1/8');
     // The store too (better-sqlite3 loaded by the copied node from the support directory).
     const data = join(d, 'data');
-    const hl = JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'x', ipam: { type: 'host-local', dataDir: data, ranges: [[{ subnet: '198.51.100.0/28' }]] } });
+    const hl = JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'n',
+      type: 'x',
+      ipam: { type: 'host-local', dataDir: data, ranges: [[{ subnet: '198.51.100.0/28' }]] },
+    });
     const ipam = await hidden(host, hide, [join(bin, 'host-local')], cniEnv('ADD', bin, pod, 'c2'), hl);
     expect(ipam.code, ipam.stdout + ipam.stderr).toBe(0);
     expect((await feltAllocations(data)).map((a) => a.ip)).toEqual(['198.51.100.2']);
@@ -184,7 +198,10 @@ describe('felt install-cni', () => {
     const pod = await sb.ns();
     const data = join(d, 'data');
     const config = JSON.stringify({
-      cniVersion: '1.0.0', name: 'mixed', type: 'bridge', bridge: 'felt-ic1',
+      cniVersion: '1.0.0',
+      name: 'mixed',
+      type: 'bridge',
+      bridge: 'felt-ic1',
       ipam: { type: 'host-local', dataDir: data, ranges: [[{ subnet: '198.51.100.0/24' }]] },
     });
     const add = await hidden(host, SOURCE, [join(bin, 'bridge')], cniEnv('ADD', bin, pod, 'c1'), config);
@@ -239,7 +256,11 @@ describe('felt install-cni', () => {
     const bin = join(d, 'bin');
     const conf = join(d, 'net.d');
     const mine = join(d, 'mine.conflist');
-    const text = JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type: 'portmap', capabilities: { portMappings: true } }] }, null, 2);
+    const text = JSON.stringify(
+      { cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type: 'portmap', capabilities: { portMappings: true } }] },
+      null,
+      2,
+    );
     writeFileSync(mine, text);
     const r = await install(bin, conf, '--conflist', mine);
     expect(r.code, r.stderr).toBe(0);
@@ -282,16 +303,19 @@ describe('felt install-cni', () => {
     expect(readdirSync(elsewhere)).toEqual([]);
   });
 
-  it.each(['../../bin/sh', '/bin/sh', '..', 'a\\b'])('--conflist naming plugin type %j is refused, naming the field, nothing changed', async (type) => {
-    const d = sb.dir();
-    const bad = join(d, 'bad.conflist');
-    writeFileSync(bad, JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type }] }));
-    const r = await install(join(d, 'bin'), join(d, 'net.d'), '--conflist', bad);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`--conflist: ${bad}: plugins[1].type: ${JSON.stringify(type)}`);
-    expect(existsSync(join(d, 'bin'))).toBe(false);
-    expect(existsSync(join(d, 'net.d'))).toBe(false);
-  });
+  it.each(['../../bin/sh', '/bin/sh', '..', 'a\\b'])(
+    '--conflist naming plugin type %j is refused, naming the field, nothing changed',
+    async (type) => {
+      const d = sb.dir();
+      const bad = join(d, 'bad.conflist');
+      writeFileSync(bad, JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'flannel' }, { type }] }));
+      const r = await install(join(d, 'bin'), join(d, 'net.d'), '--conflist', bad);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`--conflist: ${bad}: plugins[1].type: ${JSON.stringify(type)}`);
+      expect(existsSync(join(d, 'bin'))).toBe(false);
+      expect(existsSync(join(d, 'net.d'))).toBe(false);
+    },
+  );
 
   it('refuses a bin dir that cannot stand in a #! line, naming the option, and changes nothing', async () => {
     const d = sb.dir();

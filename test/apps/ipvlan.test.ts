@@ -43,12 +43,14 @@ let failAt: string | undefined;
 /** The twin, except that (when asked) the first op of kind `failAt` fails after the ops before it were applied. */
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
-    if (i < 0) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i));
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
+      if (i < 0) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i));
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
+    },
 });
 const plugin = makeIpvlan(flaky);
 
@@ -61,8 +63,13 @@ const conf = (extra: Record<string, unknown> = {}, version = '1.0.0') => ({
   ipam: { type: 'fake-ipam' },
   ...extra,
 });
-const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) => callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
-const podLinks = () => k.state().links.filter((l) => l.ns === POD).map((l) => l.name);
+const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) =>
+  callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
+const podLinks = () =>
+  k
+    .state()
+    .links.filter((l) => l.ns === POD)
+    .map((l) => l.name);
 
 beforeEach(() => {
   k = memoryKernel(world());
@@ -77,7 +84,13 @@ describe('ipvlan on the twin', () => {
     expect(add.json.interfaces).toEqual([{ name: 'eth0', mac: MASTER_MAC, sandbox: POD }]);
     expect(add.json.ips).toEqual([expect.objectContaining({ address: '10.60.0.5/24', gateway: '10.60.0.1', interface: 0 })]);
     const s = k.state();
-    expect(s.links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ kind: 'ipvlan', mtu: 1400, up: true, mac: MASTER_MAC, ipvlan: { master: 'm0', mode: 'l3', masterNs: HOST } });
+    expect(s.links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({
+      kind: 'ipvlan',
+      mtu: 1400,
+      up: true,
+      mac: MASTER_MAC,
+      ipvlan: { master: 'm0', mode: 'l3', masterNs: HOST },
+    });
     expect(s.addresses.filter((a) => a.ns === POD)).toEqual([{ ns: POD, dev: 'eth0', cidr: '10.60.0.5/24' }]);
     expect(s.routes.filter((r) => r.ns === POD)).toEqual([{ ns: POD, dst: '0.0.0.0/0', gw: '10.60.0.1', dev: 'eth0' }]);
     expect(s.sysctls).toContainEqual({ ns: POD, key: 'net.ipv4.conf.eth0.arp_notify', value: '1' });
@@ -92,32 +105,56 @@ describe('ipvlan on the twin', () => {
 
   it('CHECK names what drifted: the mode, the state, an address', async () => {
     const add = await call('ADD', conf());
-    expect((await call('CHECK', { ...conf({ mode: 'l3s' }), prevResult: add.json })).json).toMatchObject({ code: 103, msg: expect.stringContaining('eth0') });
+    expect((await call('CHECK', { ...conf({ mode: 'l3s' }), prevResult: add.json })).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('eth0'),
+    });
     k.applySync([{ op: 'addr.del', addr: { ns: POD, dev: 'eth0', cidr: '10.60.0.5/24' } }]);
-    expect((await call('CHECK', { ...conf(), prevResult: add.json })).json).toMatchObject({ code: 103, msg: expect.stringContaining('missing address 10.60.0.5/24 on eth0') });
+    expect((await call('CHECK', { ...conf(), prevResult: add.json })).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('missing address 10.60.0.5/24 on eth0'),
+    });
     // CHECK without prevResult, or below 0.4.0, is refused.
     expect((await call('CHECK', conf())).json).toMatchObject({ code: 7, msg: expect.stringContaining('prevResult') });
     expect((await call('CHECK', { ...conf({}, '0.3.1'), prevResult: add.json })).json).toMatchObject({ code: 1 });
   });
 
-  it('chained: the master is prevResult\'s only interface, and its addresses are reused without IPAM', async () => {
-    const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'm1' }], ips: [{ address: '10.70.0.9/24', gateway: '10.70.0.1' }], routes: [{ dst: '192.0.2.0/24' }] };
+  it("chained: the master is prevResult's only interface, and its addresses are reused without IPAM", async () => {
+    const prevResult = {
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'm1' }],
+      ips: [{ address: '10.70.0.9/24', gateway: '10.70.0.1' }],
+      routes: [{ dst: '192.0.2.0/24' }],
+    };
     const c = { cniVersion: '1.0.0', name: 'chained', type: 'ipvlan', prevResult };
     const add = await call('ADD', c);
     expect(add.code, JSON.stringify(add.json)).toBe(0);
     expect(ipam.calls).toEqual([]);
-    expect(add.json).toMatchObject({ interfaces: [{ name: 'eth0', sandbox: POD }], ips: [{ address: '10.70.0.9/24', interface: 0 }], routes: [{ dst: '192.0.2.0/24' }] });
-    expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ ipvlan: { master: 'm1', mode: 'l2' }, mtu: 9000 });
+    expect(add.json).toMatchObject({
+      interfaces: [{ name: 'eth0', sandbox: POD }],
+      ips: [{ address: '10.70.0.9/24', interface: 0 }],
+      routes: [{ dst: '192.0.2.0/24' }],
+    });
+    expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({
+      ipvlan: { master: 'm1', mode: 'l2' },
+      mtu: 9000,
+    });
     expect(k.state().routes.filter((r) => r.ns === POD)).toEqual([{ ns: POD, dst: '192.0.2.0/24', gw: '10.70.0.1', dev: 'eth0' }]);
     expect((await call('CHECK', { ...c, prevResult: add.json })).code).toBe(0);
     expect((await call('DEL', c)).code).toBe(0);
     expect(k.state()).toEqual(world());
     // Not exactly one interface in prevResult, and no master: the config's fault.
     const two = await call('ADD', { ...c, prevResult: { ...prevResult, interfaces: [{ name: 'm0' }, { name: 'm1' }] } });
-    expect(two.json).toMatchObject({ code: 7, msg: expect.stringContaining('master: not set, and prevResult lacks a single named interface') });
+    expect(two.json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining('master: not set, and prevResult lacks a single named interface'),
+    });
     // prevResult's interface that does not exist is named as such.
     const gone = await call('ADD', { ...c, prevResult: { ...prevResult, interfaces: [{ name: 'nope0' }] } });
-    expect(gone.json).toMatchObject({ code: 7, msg: expect.stringContaining('master (from prevResult.interfaces[0].name): failed to find "nope0"') });
+    expect(gone.json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining('master (from prevResult.interfaces[0].name): failed to find "nope0"'),
+    });
     expect(k.state()).toEqual(world());
   });
 
@@ -126,7 +163,10 @@ describe('ipvlan on the twin', () => {
     expect(add.code, JSON.stringify(add.json)).toBe(0);
     expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ ipvlan: { master: 'm1' } });
     expect((await call('DEL', conf())).code).toBe(0);
-    k.reset({ ...world(), links: [...world().links, { ns: POD, name: 'p0', kind: 'device', up: true, mtu: 1500, mac: '02:00:00:00:00:cc', master: null }] });
+    k.reset({
+      ...world(),
+      links: [...world().links, { ns: POD, name: 'p0', kind: 'device', up: true, mtu: 1500, mac: '02:00:00:00:00:cc', master: null }],
+    });
     const inPod = await call('ADD', conf({ master: 'p0', linkInContainer: true }));
     expect(inPod.code, JSON.stringify(inPod.json)).toBe(0);
     const l = k.state().links.find((x) => x.ns === POD && x.name === 'eth0');
@@ -205,7 +245,10 @@ describe('ipvlan in the kernel', () => {
     expect(rb.code, rb.stdout + rb.stderr).toBe(0);
     expect(await ping(a, rb.json.ips[0].address.split('/')[0])).toBe(true);
     expect((await kcall(host, a, 'CHECK', { ...kconf({}, version), prevResult: ra.json }, 'ipv-a')).code).toBe(0);
-    for (const [pod, cid] of [[a, 'ipv-a'], [b, 'ipv-b']] as const) {
+    for (const [pod, cid] of [
+      [a, 'ipv-a'],
+      [b, 'ipv-b'],
+    ] as const) {
       expect((await kcall(host, pod, 'DEL', kconf({}, version), cid)).code).toBe(0);
       expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
       expect((await kcall(host, pod, 'DEL', kconf({}, version), cid)).code).toBe(0);

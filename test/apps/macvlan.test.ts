@@ -39,7 +39,14 @@ const conf = (extra: Record<string, unknown> = {}, version = '1.0.0') => ({
   ...extra,
 });
 
-const call = (dir: string, host: string, pod: string, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, cid = 'mv-ctr'): Promise<CniOutcome> =>
+const call = (
+  dir: string,
+  host: string,
+  pod: string,
+  command: 'ADD' | 'DEL' | 'CHECK',
+  config: unknown,
+  cid = 'mv-ctr',
+): Promise<CniOutcome> =>
   runCni({ dir, type: 'macvlan', command, hostNs: host, containerId: cid, netns: nsPath(pod), ifname: 'eth0', config });
 
 async function podView(pod: string): Promise<unknown> {
@@ -64,7 +71,10 @@ describe('macvlan', () => {
     expect(rb.code, rb.stdout + rb.stderr).toBe(0);
     expect(await ping(a, rb.json.ips[0].address.split('/')[0])).toBe(true);
     expect((await call(FELT_CNI, host, a, 'CHECK', { ...conf({}, version), prevResult: ra.json }, 'mv-a')).code).toBe(0);
-    for (const [pod, cid] of [[a, 'mv-a'], [b, 'mv-b']] as const) {
+    for (const [pod, cid] of [
+      [a, 'mv-a'],
+      [b, 'mv-b'],
+    ] as const) {
       expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version), cid)).code).toBe(0);
       expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
       expect((await call(FELT_CNI, host, pod, 'DEL', conf({}, version), cid)).code).toBe(0);

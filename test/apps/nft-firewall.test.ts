@@ -29,7 +29,14 @@ const bridgeConf = (version: string, dataDir: string, bridge: string, subnets: r
 
 /** felt's firewall records its rules in felt's log: here, not in /var/lib/felt. */
 const fwData = sb.dir();
-const fwConf = (version: string, extra: Conf = {}): Conf => ({ cniVersion: version, name: 'fwnet', type: 'firewall', backend: 'nftables', dataDir: fwData, ...extra });
+const fwConf = (version: string, extra: Conf = {}): Conf => ({
+  cniVersion: version,
+  name: 'fwnet',
+  type: 'firewall',
+  backend: 'nftables',
+  dataDir: fwData,
+  ...extra,
+});
 
 const call = (hostNs: string, pod: string, cid: string): Call => ({ dir: FELT_CNI, hostNs, pod, cid });
 
@@ -40,7 +47,8 @@ const ipOf = (r: any, family: 4 | 6 = 4): string =>
 async function fwLines(host: string): Promise<string[]> {
   const out: string[] = [];
   for (const f of [4, 6] as const) {
-    for (const l of await iptSave(host, f, 'filter')) if (l.startsWith('-A ') || (l.startsWith(':') && !/^:(INPUT|FORWARD|OUTPUT) /.test(l))) out.push(`${f} ${l}`);
+    for (const l of await iptSave(host, f, 'filter'))
+      if (l.startsWith('-A ') || (l.startsWith(':') && !/^:(INPUT|FORWARD|OUTPUT) /.test(l))) out.push(`${f} ${l}`);
   }
   return out;
 }
@@ -81,7 +89,6 @@ async function attach(host: string, version: string, bc: Conf, fw: Conf, cid: st
   expect(f.json.cniVersion).toBe(version);
   return { ns, cid, bridgeConf: bc, result: b.json };
 }
-
 
 /** The pod rules of felt's nftables firewall (their comments), and whether any iptables firewall chain exists. */
 async function podRules(host: string): Promise<string[]> {
@@ -137,7 +144,12 @@ describe('nftables firewall traffic', () => {
     const fw = fwConf('1.0.0');
     const p = await attach(host, '1.0.0', bc, fw, 'o1');
     const c = call(host, p.ns, 'o1');
-    expect(await podRules(host)).toEqual([`${ipOf(p.result)}/32`, `${ipOf(p.result)}/32`, `${ipOf(p.result, 6)}/128`, `${ipOf(p.result, 6)}/128`]);
+    expect(await podRules(host)).toEqual([
+      `${ipOf(p.result)}/32`,
+      `${ipOf(p.result)}/32`,
+      `${ipOf(p.result, 6)}/128`,
+      `${ipOf(p.result, 6)}/128`,
+    ]);
     expect((await cni(c, 'CHECK', { ...fw, prevResult: p.result })).code).toBe(0);
     expect(await ping(p.ns, '198.51.100.2')).toBe(true);
     await nsRun(host, ['nft', 'add', 'rule', 'inet', 'cni_firewall', 'admin', 'ip', 'saddr', ipOf(p.result), 'drop']);

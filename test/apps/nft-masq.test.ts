@@ -12,23 +12,44 @@ import { FELT_CNI, runCni } from '../support/cni.ts';
 import { cni, cniChains, iptSave, nsRun, nsTry, Sandbox } from '../support/ns.ts';
 import { CNI_MODE } from '../support/cni-mode.ts';
 
-const daemonWhy = 'feltd serving the call resolves the backend with its own PATH (only the caller\'s CNI_* variables reach it): this case is the standalone mode\'s';
-
+const daemonWhy =
+  "feltd serving the call resolves the backend with its own PATH (only the caller's CNI_* variables reach it): this case is the standalone mode's";
 
 const REF = '/work/shared/reference-plugins/v1.9.1';
 const sb = new Sandbox();
 afterAll(() => sb.cleanup());
 
 type Conf = Record<string, unknown>;
-const ipam = (dataDir: string): Conf => ({ type: 'host-local', dataDir, ranges: [[{ subnet: '10.93.0.0/24' }], [{ subnet: 'fd00:93::/64' }]] });
+const ipam = (dataDir: string): Conf => ({
+  type: 'host-local',
+  dataDir,
+  ranges: [[{ subnet: '10.93.0.0/24' }], [{ subnet: 'fd00:93::/64' }]],
+});
 const CONFS: Record<'bridge' | 'ptp', (dataDir: string, backend?: string) => Conf> = {
-  bridge: (d, backend = 'nftables') => ({ cniVersion: '1.0.0', name: 'nftnet', type: 'bridge', bridge: 'cnin0', isGateway: true, ipMasq: true, ipMasqBackend: backend, ipam: ipam(d) }),
-  ptp: (d, backend = 'nftables') => ({ cniVersion: '1.0.0', name: 'nftnet', type: 'ptp', ipMasq: true, ipMasqBackend: backend, ipam: ipam(d) }),
+  bridge: (d, backend = 'nftables') => ({
+    cniVersion: '1.0.0',
+    name: 'nftnet',
+    type: 'bridge',
+    bridge: 'cnin0',
+    isGateway: true,
+    ipMasq: true,
+    ipMasqBackend: backend,
+    ipam: ipam(d),
+  }),
+  ptp: (d, backend = 'nftables') => ({
+    cniVersion: '1.0.0',
+    name: 'nftnet',
+    type: 'ptp',
+    ipMasq: true,
+    ipMasqBackend: backend,
+    ipam: ipam(d),
+  }),
 };
 
 const ruleset = async (ns: string): Promise<string> => nsRun(ns, ['nft', 'list', 'ruleset']);
 /** The masquerade table as nft prints it ('' when there is none). iptables-nft's own tables are left out. */
-const masqTable = async (ns: string): Promise<string> => (await nsTry(ns, ['nft', 'list', 'table', 'inet', 'cni_plugins_masquerade'])).stdout;
+const masqTable = async (ns: string): Promise<string> =>
+  (await nsTry(ns, ['nft', 'list', 'table', 'inet', 'cni_plugins_masquerade'])).stdout;
 /** The masquerade table's rules in masq_checks (their comments), read through nft -j. */
 async function masqRules(ns: string): Promise<string[]> {
   const r = await nsTry(ns, ['nft', '-j', 'list', 'chain', 'inet', 'cni_plugins_masquerade', 'masq_checks']);
@@ -130,7 +151,8 @@ describe.each(['bridge', 'ptp'] as const)('%s ipMasqBackend nftables against the
     ctx.skip(CNI_MODE === 'daemon', daemonWhy);
     const noIpt = sb.dir();
     for (const d of ['/usr/sbin', '/usr/bin']) {
-      for (const f of readdirSync(d)) if (!/^(?:ip6?tables|xtables|arptables|ebtables)/.test(f) && !existsSync(join(noIpt, f))) symlinkSync(join(d, f), join(noIpt, f));
+      for (const f of readdirSync(d))
+        if (!/^(?:ip6?tables|xtables|arptables|ebtables)/.test(f) && !existsSync(join(noIpt, f))) symlinkSync(join(d, f), join(noIpt, f));
     }
     const { ipMasqBackend: _unset, ...conf } = CONFS[type](sb.dir());
     const withIpt = await side(type, FELT_CNI);
@@ -148,24 +170,45 @@ describe.each(['bridge', 'ptp'] as const)('%s ipMasqBackend nftables against the
     expect(await masqRules(nftOnly.host)).toEqual([]);
   });
 
-  it('GC removes the masquerade rules of attachments outside cni.dev/valid-attachments that the reference v1.9.1 made (felt has no record of them), and keeps the valid ones and other networks\'', async () => {
+  it("GC removes the masquerade rules of attachments outside cni.dev/valid-attachments that the reference v1.9.1 made (felt has no record of them), and keeps the valid ones and other networks'", async () => {
     const host = await sb.ns();
     const conf: Conf = { ...CONFS[type](sb.dir()), cniVersion: '1.1.0' };
-    const other: Conf = { ...conf, name: 'othernet', ...(type === 'bridge' ? { bridge: 'cnin1' } : {}), ipam: { ...(conf['ipam'] as Conf), dataDir: sb.dir(), ranges: [[{ subnet: '10.94.0.0/24' }]] } };
+    const other: Conf = {
+      ...conf,
+      name: 'othernet',
+      ...(type === 'bridge' ? { bridge: 'cnin1' } : {}),
+      ipam: { ...(conf['ipam'] as Conf), dataDir: sb.dir(), ranges: [[{ subnet: '10.94.0.0/24' }]] },
+    };
     const calls = ['ctr-gc-a', 'ctr-gc-b', 'ctr-gc-c'].map(async (cid) => ({ dir: REF, hostNs: host, pod: await sb.ns(), cid }));
     const [a, b, c] = await Promise.all(calls);
     for (const call of [a!, b!]) expect((await cni(call, 'ADD', conf)).code).toBe(0);
     expect((await cni(c!, 'ADD', other)).code).toBe(0);
     expect(await masqRules(host)).toHaveLength(5);
     const before = (await masqRules(host)).filter((x) => !x.startsWith(masqInstanceHash('nftnet', 'eth0', 'ctr-gc-b')));
-    const gc = await runCni({ dir: FELT_CNI, type, command: 'GC', hostNs: host, config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] } });
+    const gc = await runCni({
+      dir: FELT_CNI,
+      type,
+      command: 'GC',
+      hostNs: host,
+      config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] },
+    });
     expect(gc.code, gc.stdout + gc.stderr).toBe(0);
     const after = await masqRules(host);
     expect(after).toEqual(before);
     expect(after.filter((x) => x.startsWith(masqInstanceHash('nftnet', 'eth0', 'ctr-gc-a')))).toHaveLength(2);
     expect(after.filter((x) => x.startsWith(masqInstanceHash('othernet', 'eth0', 'ctr-gc-c')))).toHaveLength(1);
     // A second GC has nothing left to do; the reference's DEL of the valid one still works.
-    expect((await runCni({ dir: FELT_CNI, type, command: 'GC', hostNs: host, config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] } })).code).toBe(0);
+    expect(
+      (
+        await runCni({
+          dir: FELT_CNI,
+          type,
+          command: 'GC',
+          hostNs: host,
+          config: { ...conf, 'cni.dev/valid-attachments': [{ containerID: 'ctr-gc-a', ifname: 'eth0' }] },
+        })
+      ).code,
+    ).toBe(0);
     expect(await masqRules(host)).toEqual(after);
     expect((await cni(a!, 'DEL', conf)).code).toBe(0);
     expect((await masqRules(host)).filter((x) => x.includes('nftnet'))).toEqual([]);

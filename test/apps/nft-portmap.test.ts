@@ -37,7 +37,8 @@ const conf = (extra: Record<string, unknown> = {}, n = 5) => ({
   ...extra,
 });
 const tables = async (ns: string): Promise<string> =>
-  (await nsTry(ns, ['nft', 'list', 'table', 'ip', 'cni_hostport'])).stdout + (await nsTry(ns, ['nft', 'list', 'table', 'ip6', 'cni_hostport'])).stdout;
+  (await nsTry(ns, ['nft', 'list', 'table', 'ip', 'cni_hostport'])).stdout +
+  (await nsTry(ns, ['nft', 'list', 'table', 'ip6', 'cni_hostport'])).stdout;
 /** Comments of the rules in hostports and masquerading, both families. */
 async function owned(ns: string): Promise<string[]> {
   const out: string[] = [];

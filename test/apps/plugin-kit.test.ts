@@ -62,7 +62,10 @@ describe('plugin kit: plugins do not re-declare its helpers', () => {
 
 describe('plugin kit: behaviour', () => {
   it('netns checks: the reference error for ADD/CHECK, undefined for an empty or gone path on DEL', () => {
-    expect(noNetns('/run/netns/x')).toEqual({ code: ErrCode.InvalidEnvironment, msg: 'CNI_NETNS: failed to open netns "/run/netns/x": no such file' });
+    expect(noNetns('/run/netns/x')).toEqual({
+      code: ErrCode.InvalidEnvironment,
+      msg: 'CNI_NETNS: failed to open netns "/run/netns/x": no such file',
+    });
     const dir = mkdtempSync(join(tmpdir(), 'felt-kit-'));
     try {
       const ns = join(dir, 'ns');
@@ -89,15 +92,22 @@ describe('plugin kit: behaviour', () => {
         return TE.left({ kind: 'kernel', msg: 'failed to add link x0', details: 'RTNETLINK answers: File exists' });
       },
     };
-    expect(await observeIn(refusing, { namespaces: [] })()).toEqual(E.left({ code: ErrCode.Kernel, msg: 'cannot read', details: 'ip said no' }));
+    expect(await observeIn(refusing, { namespaces: [] })()).toEqual(
+      E.left({ code: ErrCode.Kernel, msg: 'cannot read', details: 'ip said no' }),
+    );
     expect(await applyIn(refusing, [])()).toEqual(E.right(undefined));
     expect(applied).toBe(0);
     const ops = [{ type: 'link-delete', link: { ns: 'x', name: 'x0' } }] as unknown as Parameters<Kernel['apply']>[0];
-    expect(await applyIn(refusing, ops)()).toEqual(E.left({ code: ErrCode.Kernel, msg: 'failed to add link x0', details: 'RTNETLINK answers: File exists' }));
+    expect(await applyIn(refusing, ops)()).toEqual(
+      E.left({ code: ErrCode.Kernel, msg: 'failed to add link x0', details: 'RTNETLINK answers: File exists' }),
+    );
     expect(applied).toBe(1);
     const fine: Kernel = { observe: () => TE.right(emptyKernelState()), apply: () => TE.right(undefined) };
     expect(await observeIn(fine, { namespaces: [] })()).toEqual(E.right(emptyKernelState()));
-    expect(refusedAt('failed to find HNSEndpoint a_b')({ msg: 'gone' })).toEqual({ code: ErrCode.Kernel, msg: 'failed to find HNSEndpoint a_b: gone' });
+    expect(refusedAt('failed to find HNSEndpoint a_b')({ msg: 'gone' })).toEqual({
+      code: ErrCode.Kernel,
+      msg: 'failed to find HNSEndpoint a_b: gone',
+    });
   });
 
   it('withStore opens the store for the call, runs one use and closes the handle, also when the use throws', async () => {

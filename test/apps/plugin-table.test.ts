@@ -16,7 +16,10 @@ const BIN = join(ROOT, 'apps', 'cni', 'bin');
 
 describe('extension points', () => {
   it("felt cni's plugin table equals apps/cni/bin/*", () => {
-    const bins = readdirSync(BIN).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3)).sort();
+    const bins = readdirSync(BIN)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => f.slice(0, -3))
+      .sort();
     expect(Object.keys(FELT_PLUGINS).sort()).toEqual(bins);
     for (const [type, p] of Object.entries(FELT_PLUGINS)) expect(p.type, type).toBe(type);
   });

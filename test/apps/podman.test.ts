@@ -43,7 +43,7 @@ const which = (cmd: string): string | undefined => {
 const podmanBin = which('podman');
 const runc = which('runc');
 const skipReason = !podmanBin
-  ? 'podman is not installed (scripts/setup.sh installs Debian\'s podman)'
+  ? "podman is not installed (scripts/setup.sh installs Debian's podman)"
   : !existsSync(BUSYBOX)
     ? `${BUSYBOX} is missing (scripts/setup.sh installs busybox-static, the image's only program)`
     : undefined;
@@ -60,7 +60,15 @@ function podman(...args: string[]): Promise<Run> {
   return podmanIn(undefined, ...args);
 }
 function podmanIn(input: string | undefined, ...args: string[]): Promise<Run> {
-  const global = ['--root', join(dir, 'root'), '--runroot', join(dir, 'runroot'), '--storage-driver', 'vfs', ...(runc ? ['--runtime', runc] : [])];
+  const global = [
+    '--root',
+    join(dir, 'root'),
+    '--runroot',
+    join(dir, 'runroot'),
+    '--storage-driver',
+    'vfs',
+    ...(runc ? ['--runtime', runc] : []),
+  ];
   return execFile(['nsenter', `--net=${nsPath(host)}`, podmanBin!, ...global, ...args], {
     env: { ...(process.env as Record<string, string>), CONTAINERS_CONF: conf },
     ...(input !== undefined ? { input } : {}),
@@ -109,7 +117,11 @@ describe.skipIf(skipReason !== undefined)('podman (CNI backend) on a felt networ
         name: NETWORK,
         plugins: [
           {
-            type: 'bridge', bridge: 'felt-pm0', isGateway: true, ipMasq: true, hairpinMode: true,
+            type: 'bridge',
+            bridge: 'felt-pm0',
+            isGateway: true,
+            ipMasq: true,
+            hairpinMode: true,
             ipam: { type: 'host-local', dataDir: data, routes: [{ dst: '0.0.0.0/0' }], ranges: [[{ subnet: SUBNET, gateway: GATEWAY }]] },
           },
           { type: 'portmap', capabilities: { portMappings: true } },
@@ -168,7 +180,12 @@ describe.skipIf(skipReason !== undefined)('podman (CNI backend) on a felt networ
 
     // The addresses podman reports are the ones felt's log holds, for podman's container IDs.
     const held = (await feltAllocations(data)).map((a) => [a.network, a.ip, a.containerId, a.ifname]).sort();
-    expect(held).toEqual([[NETWORK, ip1, c1.Id, 'eth0'], [NETWORK, ip2, c2.Id, 'eth0']].sort());
+    expect(held).toEqual(
+      [
+        [NETWORK, ip1, c1.Id, 'eth0'],
+        [NETWORK, ip2, c2.Id, 'eth0'],
+      ].sort(),
+    );
     const events = await exec([FELT, 'events', '--data-dir', data, '--stream', `ipam/${NETWORK}`]);
     expect(events.stdout).toMatch(new RegExp(`AddressAllocated +${ip1} -> ${c1.Id}/eth0`));
     // The bridge and the veths are in the test's namespace; the containers' eth0 have the addresses.
@@ -177,7 +194,10 @@ describe.skipIf(skipReason !== undefined)('podman (CNI backend) on a felt networ
     expect(await podmanOk('exec', 'c1', 'ip', '-o', '-4', 'addr', 'show', 'eth0')).toContain(`${ip1}/24`);
 
     // c1 reaches c2: ping, and HTTP from busybox's httpd.
-    await eventually(async () => expect((await podman('exec', 'c1', 'ping', '-c1', '-W2', ip2)).code).toBe(0), { what: `c1 pings ${ip2}`, timeoutMs: 20_000 });
+    await eventually(async () => expect((await podman('exec', 'c1', 'ping', '-c1', '-W2', ip2)).code).toBe(0), {
+      what: `c1 pings ${ip2}`,
+      timeoutMs: 20_000,
+    });
     const page = await podmanIn(GET, 'exec', '-i', 'c1', 'nc', '-w', '5', ip2, '80');
     expect(page.stdout, page.stderr).toMatch(/^HTTP\/1\.[01] 200 /);
     expect(body(page.stdout)).toBe('served by c2\n');

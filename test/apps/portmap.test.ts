@@ -67,7 +67,8 @@ describe.each(['0.4.0', '1.0.0', '1.1.0'])('bridge + host-local + portmap at cni
   let server: Services | undefined;
   let dataDir = '';
   let prev: any;
-  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) => cni({ dir: FELT_CNI, hostNs: ns.host, pod: ns.pod, cid: 'ctr-pm' }, command, conf);
+  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) =>
+    cni({ dir: FELT_CNI, hostNs: ns.host, pod: ns.pod, cid: 'ctr-pm' }, command, conf);
 
   beforeAll(async () => {
     ns = await topology(sb);
@@ -131,7 +132,8 @@ describe('portmap traffic: host, localhost, hairpin, stale UDP conntrack', () =>
   let dataDir = '';
   let prev: any;
   let podIP = '';
-  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) => cni({ dir: FELT_CNI, hostNs: ns.host, pod: ns.pod, cid: 'ctr-tr' }, command, conf);
+  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) =>
+    cni({ dir: FELT_CNI, hostNs: ns.host, pod: ns.pod, cid: 'ctr-tr' }, command, conf);
 
   beforeAll(async () => {
     ns = await topology(sb);
@@ -185,7 +187,8 @@ describe('portmap bad input: the right code, the field named, nothing changed', 
   let pod = '';
   let dataDir = '';
   let prev: any;
-  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) => cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'ctr-bad' }, command, conf);
+  const call = (command: 'ADD' | 'DEL' | 'CHECK', conf: unknown) =>
+    cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'ctr-bad' }, command, conf);
 
   beforeAll(async () => {
     host = await sb.ns();
@@ -197,7 +200,9 @@ describe('portmap bad input: the right code, the field named, nothing changed', 
   });
   afterAll(() => sb.cleanup());
 
-  const mapping = (m: Record<string, unknown>) => ({ runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp', ...m }] } });
+  const mapping = (m: Record<string, unknown>) => ({
+    runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp', ...m }] },
+  });
   it.each([
     ['hostPort 0', mapping({ hostPort: 0 }), 7, 'runtimeConfig.portMappings[0].hostPort'],
     ['hostPort 65536', mapping({ hostPort: 65536 }), 7, 'runtimeConfig.portMappings[0].hostPort'],
@@ -281,7 +286,9 @@ describe('portmap: concurrent ADDs on a fresh node', () => {
     const save = await iptSave(host, 4);
     for (let i = 0; i < n; i++) {
       expect(save.some((l) => l.startsWith('-A CNI-HOSTPORT-DNAT ') && l.includes(`--dports ${7000 + i} `))).toBe(true);
-      expect(save.some((l) => l.startsWith('-A CNI-DN-') && l.includes(`--dport ${7000 + i} -j DNAT --to-destination 10.99.0.${i + 2}:80`))).toBe(true);
+      expect(
+        save.some((l) => l.startsWith('-A CNI-DN-') && l.includes(`--dport ${7000 + i} -j DNAT --to-destination 10.99.0.${i + 2}:80`)),
+      ).toBe(true);
     }
     // Every attachment checks clean (a jump two racing ADDs both appended is one too many, and CHECK says so;
     // the next ADD of any attachment removes the copy).

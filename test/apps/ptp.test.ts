@@ -38,8 +38,15 @@ const call = (dir: string, s: Side, command: 'ADD' | 'DEL' | 'CHECK', config: un
 /** Kernel state with random names taken out. */
 async function view(s: Side): Promise<unknown> {
   const podRoutes = (await nsRun(s.pod, ['ip', '-4', 'route', 'show'])).trim().split('\n').sort();
-  const hostRoutes = (await nsRun(s.host, ['ip', '-4', 'route', 'show'])).trim().split('\n').map((l) => l.replace(/veth[0-9a-f]+/, 'VETH')).filter(Boolean).sort();
-  const hostAddrs = Object.entries(await addrs(s.host)).filter(([d]) => d.startsWith('veth')).map(([, a]) => a.filter((x) => !x.includes(':')));
+  const hostRoutes = (await nsRun(s.host, ['ip', '-4', 'route', 'show']))
+    .trim()
+    .split('\n')
+    .map((l) => l.replace(/veth[0-9a-f]+/, 'VETH'))
+    .filter(Boolean)
+    .sort();
+  const hostAddrs = Object.entries(await addrs(s.host))
+    .filter(([d]) => d.startsWith('veth'))
+    .map(([, a]) => a.filter((x) => !x.includes(':')));
   const nat = (await iptSave(s.host, 4)).filter((l) => l.includes('CNI-') || l.startsWith(':CNI-'));
   const mtu = (await nsRun(s.pod, ['cat', '/sys/class/net/eth0/mtu'])).trim();
   return { podRoutes, pod: (await addrs(s.pod))['eth0'], hostRoutes, hostAddrs, nat, mtu };
@@ -49,7 +56,10 @@ describe('ptp against the reference', () => {
   it.each(['0.4.0', '1.0.0'])('cniVersion %s: same result shape, routes, addresses and rules; ping; CHECK; DEL', async (version) => {
     const ref = await side();
     const felt = await side();
-    const [r, f] = [await call(REF_CNI, ref, 'ADD', conf(version, '10.40.0.0/24')), await call(FELT_CNI, felt, 'ADD', conf(version, '10.40.0.0/24'))];
+    const [r, f] = [
+      await call(REF_CNI, ref, 'ADD', conf(version, '10.40.0.0/24')),
+      await call(FELT_CNI, felt, 'ADD', conf(version, '10.40.0.0/24')),
+    ];
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(f.code, f.stdout + f.stderr).toBe(0);
     const shape = (j: { interfaces: { name: string; mac: string; sandbox?: string }[]; ips: unknown[]; routes?: unknown[] }) => ({
@@ -78,7 +88,12 @@ describe('ptp against the reference', () => {
   it('dual stack at 1.1.0: the IPv6 side routes through its gateway too', async () => {
     const s = await side();
     const config = conf('1.1.0', '10.41.0.0/24', {
-      ipam: { type: 'host-local', ranges: [[{ subnet: '10.41.0.0/24' }], [{ subnet: 'fd41::/64' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }], dataDir: data },
+      ipam: {
+        type: 'host-local',
+        ranges: [[{ subnet: '10.41.0.0/24' }], [{ subnet: 'fd41::/64' }]],
+        routes: [{ dst: '0.0.0.0/0' }, { dst: '::/0' }],
+        dataDir: data,
+      },
     });
     const add = await call(FELT_CNI, s, 'ADD', config);
     expect(add.code, add.stdout + add.stderr).toBe(0);

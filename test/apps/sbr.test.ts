@@ -22,7 +22,9 @@ const rules = async (ns: string, family: 4 | 6 = 4): Promise<IpRuleJ[]> =>
   JSON.parse(await nsRun(ns, ['ip', `-${family}`, '-json', 'rule', 'show'])) as IpRuleJ[];
 /** The rules felt may make (not the kernel's defaults), as "src/len table". */
 const sbrRules = async (ns: string): Promise<string[]> =>
-  [...(await rules(ns, 4)), ...(await rules(ns, 6))].filter((r) => r.src !== 'all').map((r) => `${r.src}/${r.srclen ?? (r.src.includes(':') ? 128 : 32)} ${r.table}`);
+  [...(await rules(ns, 4)), ...(await rules(ns, 6))]
+    .filter((r) => r.src !== 'all')
+    .map((r) => `${r.src}/${r.srclen ?? (r.src.includes(':') ? 128 : 32)} ${r.table}`);
 /** `ip route show table N` (both families, fe80::/64 aside), one line each, sorted. */
 const table = async (ns: string, t: number | 'main'): Promise<string[]> => {
   // A table nothing was ever put in "does not exist": that is an empty table.
@@ -63,7 +65,15 @@ async function attach(version: string, subnets: readonly string[] = ['10.77.0.0/
   expect(r.code, r.stdout).toBe(0);
   const prev = r.json as Record<string, unknown>;
   const ips = (prev['ips'] as { address: string }[]).map((i) => i.address.split('/')[0]!);
-  return { host, pod, call, bridgeConf, prev, ...(ips.find((i) => !i.includes(':')) ? { ip4: ips.find((i) => !i.includes(':'))! } : {}), ...(ips.find((i) => i.includes(':')) ? { ip6: ips.find((i) => i.includes(':'))! } : {}) };
+  return {
+    host,
+    pod,
+    call,
+    bridgeConf,
+    prev,
+    ...(ips.find((i) => !i.includes(':')) ? { ip4: ips.find((i) => !i.includes(':'))! } : {}),
+    ...(ips.find((i) => i.includes(':')) ? { ip6: ips.find((i) => i.includes(':'))! } : {}),
+  };
 }
 
 const sbrConf = (p: Pod, extra: Record<string, unknown> = {}, withPrev = true): Record<string, unknown> => ({
@@ -141,7 +151,10 @@ describe('sbr after bridge + host-local', () => {
     const add = await sbr(p, 'ADD', sbrConf(p));
     expect(add.code, add.stdout).toBe(0);
     expect((await sbrRules(p.pod)).sort()).toEqual([`${p.ip4}/32 102`, `${p.ip6}/128 103`, '192.0.2.1/32 100'].sort());
-    expect(await table(p.pod, 103)).toEqual(['default via fd00:77::1 dev eth0 metric 1024 pref medium', 'fd00:77::/64 dev eth0 metric 256 pref medium']);
+    expect(await table(p.pod, 103)).toEqual([
+      'default via fd00:77::1 dev eth0 metric 1024 pref medium',
+      'fd00:77::/64 dev eth0 metric 256 pref medium',
+    ]);
     expect(await nsRun(p.pod, ['ip', '-6', 'route', 'get', '2001:db8::9', 'from', p.ip6!])).toMatch(/via fd00:77::1 dev eth0 table 103/);
     expect((await sbr(p, 'CHECK', sbrConf(p))).code).toBe(0);
     expect((await sbr(p, 'DEL', sbrConf(p))).code).toBe(0);
@@ -189,13 +202,39 @@ describe('in a conflist run by felt cni', () => {
       cniVersion: '1.0.0',
       name: 'sbrlist',
       plugins: [
-        { type: 'bridge', bridge: 'sbrl0', isGateway: true, isDefaultGateway: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.78.0.0/24' }]], dataDir: data } },
+        {
+          type: 'bridge',
+          bridge: 'sbrl0',
+          isGateway: true,
+          isDefaultGateway: true,
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.78.0.0/24' }]], dataDir: data },
+        },
         { type: 'sbr' },
       ],
     };
     writeFileSync(join(conf, '10-sbr.conflist'), JSON.stringify(list));
     const felt = (cmd: string) =>
-      exec(['ip', 'netns', 'exec', host, 'env', `CNI_PATH=${FELT_CNI}`, join(ROOT, 'dist', 'bin', 'felt'), 'cni', cmd, 'sbrlist', nsPath(pod), '--container-id', 'sbr-list', '--conf-dir', conf, '--cache-dir', cache, '--data-dir', data]);
+      exec([
+        'ip',
+        'netns',
+        'exec',
+        host,
+        'env',
+        `CNI_PATH=${FELT_CNI}`,
+        join(ROOT, 'dist', 'bin', 'felt'),
+        'cni',
+        cmd,
+        'sbrlist',
+        nsPath(pod),
+        '--container-id',
+        'sbr-list',
+        '--conf-dir',
+        conf,
+        '--cache-dir',
+        cache,
+        '--data-dir',
+        data,
+      ]);
     const add = await felt('add');
     expect(add.code, add.stderr).toBe(0);
     const ip = (JSON.parse(add.stdout) as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
@@ -240,7 +279,11 @@ describe('bad input changes nothing', () => {
       [sbrConf(p, { gateways: ['nope'] }), 7, /^gateways\[0\]: "nope" is not an IP address/],
       [sbrConf(p, { addSourceHints: 'yes' }), 7, /^addSourceHints: /],
       [{ ...sbrConf(p), prevResult: { ...p.prev, ips: [{ address: '10.77.0.9\n/24' }] } }, 7, /^prevResult: ips\[0\]\.address/],
-      [{ ...sbrConf(p), prevResult: { ...p.prev, ips: [{ address: '10.77.0.9/24', interface: 0 }] } }, 7, /^prevResult\.ips: no address on interface "eth0"/],
+      [
+        { ...sbrConf(p), prevResult: { ...p.prev, ips: [{ address: '10.77.0.9/24', interface: 0 }] } },
+        7,
+        /^prevResult\.ips: no address on interface "eth0"/,
+      ],
     ];
     for (const [conf, code, msg] of cases) {
       const r = await sbr(p, 'ADD', conf);
@@ -252,7 +295,10 @@ describe('bad input changes nothing', () => {
     expect((await sbr(p, 'CHECK', { ...sbrConf(p), cniVersion: '0.3.1' })).json.code).toBe(1);
     expect((await sbr(p, 'CHECK', sbrConf(p, {}, false))).json.msg).toMatch(/^prevResult: required/);
     // An interface that is not there: named, nothing changed.
-    const other = await sbr({ ...p, call: { ...p.call, ifname: 'net1' } }, 'ADD', { ...sbrConf(p), prevResult: { ...p.prev, interfaces: [], ips: [{ address: '10.77.0.9/24' }] } });
+    const other = await sbr({ ...p, call: { ...p.call, ifname: 'net1' } }, 'ADD', {
+      ...sbrConf(p),
+      prevResult: { ...p.prev, interfaces: [], ips: [{ address: '10.77.0.9/24' }] },
+    });
     expect([other.json.code, other.json.msg]).toEqual([4, expect.stringMatching(/^CNI_IFNAME: no interface "net1"/)]);
     expect([await sbrRules(p.pod), await table(p.pod, 'main')]).toEqual(before);
     expect((await exec(['true'])).code).toBe(0);

@@ -10,9 +10,24 @@ import { FELT_CNI, REF_CNI, runCni, type CniOutcome } from '../support/cni.ts';
 import { addrs, nsPath, nsRun, Sandbox, veths } from '../support/ns.ts';
 
 const call = (dir: string, config: unknown, command: 'ADD' | 'DEL' | 'CHECK' = 'ADD', args?: string): Promise<CniOutcome> =>
-  runCni({ dir, type: 'static', command, containerId: 'static-ctr', netns: '/run/netns/none', ifname: 'eth0', config, ...(args ? { args } : {}) });
+  runCni({
+    dir,
+    type: 'static',
+    command,
+    containerId: 'static-ctr',
+    netns: '/run/netns/none',
+    ifname: 'eth0',
+    config,
+    ...(args ? { args } : {}),
+  });
 
-const net = (cniVersion: string, ipam: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ cniVersion, name: 'st', type: 'static', ipam: { type: 'static', ...ipam }, ...extra });
+const net = (cniVersion: string, ipam: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+  cniVersion,
+  name: 'st',
+  type: 'static',
+  ipam: { type: 'static', ...ipam },
+  ...extra,
+});
 const dropEmptyDns = (j: Record<string, unknown>): Record<string, unknown> => {
   const { dns, ...rest } = j;
   return dns && Object.keys(dns as object).length ? { ...rest, dns } : rest;
@@ -22,7 +37,10 @@ const CASES: [string, unknown, string?][] = [
   [
     'dual stack with gateways, routes and dns (1.0.0)',
     net('1.0.0', {
-      addresses: [{ address: '10.10.0.5/24', gateway: '10.10.0.1' }, { address: 'fd00:10::5/64', gateway: 'fd00:10::1' }],
+      addresses: [
+        { address: '10.10.0.5/24', gateway: '10.10.0.1' },
+        { address: 'fd00:10::5/64', gateway: 'fd00:10::1' },
+      ],
       routes: [{ dst: '0.0.0.0/0' }, { dst: '192.168.0.0/16', gw: '10.10.0.254' }, { dst: '::/0' }],
       dns: { nameservers: ['10.10.0.53'], domain: 'example.org', search: ['example.org'], options: ['ndots:2'] },
     }),
@@ -30,9 +48,23 @@ const CASES: [string, unknown, string?][] = [
   ['0.4.0, one address', net('0.4.0', { addresses: [{ address: '10.10.0.6/24' }] })],
   ['0.3.1, two addresses of one family', net('0.3.1', { addresses: [{ address: '10.10.0.7/24' }, { address: '10.11.0.7/24' }] })],
   ['0.2.0: one per family', net('0.2.0', { addresses: [{ address: '10.10.0.8/24', gateway: '10.10.0.1' }, { address: 'fd00::8/64' }] })],
-  ['CNI_ARGS IP and GATEWAY added to the configured ones', net('1.0.0', { addresses: [{ address: '10.12.0.5/24' }] }), 'IP=10.10.0.9/24,fd00::9/64;GATEWAY=10.10.0.1'],
-  ['args.cni.ips replaces the configured ones', net('1.0.0', { addresses: [{ address: '10.12.0.5/24' }] }, { args: { cni: { ips: ['10.13.0.5/24'] } } })],
-  ['runtimeConfig.ips replaces them all', net('1.0.0', { addresses: [{ address: '10.12.0.5/24' }] }, { args: { cni: { ips: ['10.13.0.5/24'] } }, runtimeConfig: { ips: ['10.14.0.5/24'] } })],
+  [
+    'CNI_ARGS IP and GATEWAY added to the configured ones',
+    net('1.0.0', { addresses: [{ address: '10.12.0.5/24' }] }),
+    'IP=10.10.0.9/24,fd00::9/64;GATEWAY=10.10.0.1',
+  ],
+  [
+    'args.cni.ips replaces the configured ones',
+    net('1.0.0', { addresses: [{ address: '10.12.0.5/24' }] }, { args: { cni: { ips: ['10.13.0.5/24'] } } }),
+  ],
+  [
+    'runtimeConfig.ips replaces them all',
+    net(
+      '1.0.0',
+      { addresses: [{ address: '10.12.0.5/24' }] },
+      { args: { cni: { ips: ['10.13.0.5/24'] } }, runtimeConfig: { ips: ['10.14.0.5/24'] } },
+    ),
+  ],
   ['no addresses: a result with none', net('1.0.0', { routes: [{ dst: '0.0.0.0/0' }] })],
 ];
 
@@ -48,7 +80,12 @@ describe('static vs the reference', () => {
     ['an address without a prefix', net('1.0.0', { addresses: [{ address: '10.10.0.5' }] }), undefined, 'ipam.addresses[0].address'],
     ['a bad gateway', net('1.0.0', { addresses: [{ address: '10.10.0.5/24', gateway: 'ten' }] }), undefined, 'ipam.addresses[0].gateway'],
     ['a CNI_ARGS IP without a prefix', net('1.0.0', {}), 'IP=10.10.0.5', 'CNI_ARGS IP[0]'],
-    ['two IPv4 addresses at 0.2.0', net('0.2.0', { addresses: [{ address: '10.10.0.5/24' }, { address: '10.11.0.5/24' }] }), undefined, 'ipam.addresses'],
+    [
+      'two IPv4 addresses at 0.2.0',
+      net('0.2.0', { addresses: [{ address: '10.10.0.5/24' }, { address: '10.11.0.5/24' }] }),
+      undefined,
+      'ipam.addresses',
+    ],
     ['no ipam key', { cniVersion: '1.0.0', name: 'st', type: 'static' }, undefined, 'ipam'],
   ])('%s: both fail, felt with code 7 naming the field', async (_name, config, args, field) => {
     const [ref, felt] = await Promise.all([call(REF_CNI, config, 'ADD', args), call(FELT_CNI, config, 'ADD', args)]);

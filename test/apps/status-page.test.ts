@@ -23,25 +23,56 @@ import { eventually } from '../support/eventually.ts';
 const CHROMIUM = process.env['FELT_CHROMIUM'] ?? '/usr/bin/chromium';
 const SKIP_BROWSER = process.env['FELT_SKIP_BROWSER'] === '1';
 const PORT = 9472;
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /** GET inside a namespace: the status code, the content type and the body. */
 function get(ns: string, path: string): { status: number; type: string; body: string } {
-  const out = execFileSync('ip', ['netns', 'exec', ns, 'node', '-e', `fetch('http://127.0.0.1:${PORT}${path}').then(async r=>{process.stdout.write(JSON.stringify({status:r.status,type:r.headers.get('content-type')||'',body:await r.text()}))},e=>{process.stderr.write(String(e));process.exit(1)})`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }).toString();
+  const out = execFileSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      'node',
+      '-e',
+      `fetch('http://127.0.0.1:${PORT}${path}').then(async r=>{process.stdout.write(JSON.stringify({status:r.status,type:r.headers.get('content-type')||'',body:await r.text()}))},e=>{process.stderr.write(String(e));process.exit(1)})`,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  ).toString();
   return JSON.parse(out) as { status: number; type: string; body: string };
 }
 
 const revoke = (c: Cluster, subnet: string): void => {
-  execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(subnet)})(); await s.close(); })`], { cwd: ROOT });
+  execFileSync(
+    'node',
+    [
+      '--import',
+      'tsx',
+      '-e',
+      `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); await s.revoke(${JSON.stringify(subnet)})(); await s.close(); })`,
+    ],
+    { cwd: ROOT },
+  );
 };
 
 describe('--status-page and --cni-data-dir', () => {
   it('default to on and to the state dir; a value that is not true or false is refused by name', () => {
     expect(parseFlags([])).toMatchObject({ flags: { statusPage: true, cniDataDir: '/var/lib/felt' } });
     expect(parseFlags(['--state-dir', '/srv/felt'])).toMatchObject({ flags: { cniDataDir: '/srv/felt' } });
-    expect(parseFlags(['--state-dir', '/srv/felt', '--cni-data-dir=/var/lib/cni-felt'])).toMatchObject({ flags: { stateDir: '/srv/felt', cniDataDir: '/var/lib/cni-felt' } });
+    expect(parseFlags(['--state-dir', '/srv/felt', '--cni-data-dir=/var/lib/cni-felt'])).toMatchObject({
+      flags: { stateDir: '/srv/felt', cniDataDir: '/var/lib/cni-felt' },
+    });
     expect(parseFlags(['--status-page=false'])).toMatchObject({ flags: { statusPage: false } });
     expect(parseFlags(['--status-page=0'])).toMatchObject({ flags: { statusPage: false } });
     expect(parseFlags(['--status-page'])).toMatchObject({ flags: { statusPage: true } });
@@ -59,7 +90,9 @@ describe('feltd status page', () => {
 
   const start = (n: Node, extra: string[]): void => {
     const out = openSync(n.logFile, 'a');
-    n.proc = spawn('ip', ['netns', 'exec', n.ns, join(ROOT, 'dist/bin/feltd'), ...c.feltdArgs(n), ...extra], { stdio: ['ignore', out, out] });
+    n.proc = spawn('ip', ['netns', 'exec', n.ns, join(ROOT, 'dist/bin/feltd'), ...c.feltdArgs(n), ...extra], {
+      stdio: ['ignore', out, out],
+    });
   };
   const subnet = (n: Node): string => c.subnetOf(n).replace(/\.1\//, '.0/');
   const vtepMac = (n: Node): string => readFileSync(join(n.dir, 'state', 'vtep-mac.1'), 'utf8').trim();
@@ -91,7 +124,9 @@ describe('feltd status page', () => {
       },
       { what: 'node 1 knows all three nodes', timeoutMs: 20_000, intervalMs: 200 },
     );
-    expect(s.nodes.map((x) => [x.subnet, x.publicIP, x.vtepMac, x.self]).sort()).toEqual(c.nodes.map((n, i) => [subnet(n), n.ip, vtepMac(n), i === 0]).sort());
+    expect(s.nodes.map((x) => [x.subnet, x.publicIP, x.vtepMac, x.self]).sort()).toEqual(
+      c.nodes.map((n, i) => [subnet(n), n.ip, vtepMac(n), i === 0]).sort(),
+    );
     // feltd serves CNI on the node's socket (test/support/cluster.ts): no call yet.
     expect(s.cni).toEqual({ socket: join(n1.dir, 'cni.sock'), perMinute: 0, attachments: [] });
     for (const path of ['/', '/status']) {
@@ -113,12 +148,20 @@ describe('feltd status page', () => {
 
   describe.skipIf(SKIP_BROWSER)('in headless Chromium', () => {
     beforeAll(async () => {
-      if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, as scripts/setup.sh does), or set FELT_SKIP_BROWSER=1 to skip the browser tests`);
+      if (!existsSync(CHROMIUM))
+        throw new Error(
+          `${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, as scripts/setup.sh does), or set FELT_SKIP_BROWSER=1 to skip the browser tests`,
+        );
       // Chromium runs inside node 1's namespace, where feltd listens on 127.0.0.1.
       const wrapper = join(tmp, 'chromium-in-ns');
       writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${n1.ns} ${CHROMIUM} "$@"\n`);
       chmodSync(wrapper, 0o755);
-      ctx = await chromium.launchPersistentContext(join(tmp, 'profile'), { executablePath: wrapper, headless: true, args: ARGS, viewport: { width: 1280, height: 860 } });
+      ctx = await chromium.launchPersistentContext(join(tmp, 'profile'), {
+        executablePath: wrapper,
+        headless: true,
+        args: ARGS,
+        viewport: { width: 1280, height: 860 },
+      });
       page = ctx.pages()[0] ?? (await ctx.newPage());
     }, 60_000);
 
@@ -135,7 +178,11 @@ describe('feltd status page', () => {
         if (m.type() === 'error') errors.push(m.text());
       });
       await page.goto(`http://127.0.0.1:${PORT}/`);
-      await eventually(async () => (await rows()).length === 3, { what: 'three rows in the nodes table', timeoutMs: 15_000, intervalMs: 100 });
+      await eventually(async () => (await rows()).length === 3, {
+        what: 'three rows in the nodes table',
+        timeoutMs: 15_000,
+        intervalMs: 100,
+      });
       const shown = await rows();
       for (const n of c.nodes) {
         const row = shown.find((r) => r[0] === subnet(n));
@@ -150,10 +197,13 @@ describe('feltd status page', () => {
       expect(await page.textContent('#n-vtep')).toBe(vtepMac(n1));
       expect(await page.textContent('#n-expiry')).toMatch(/^\d{4}-\d\d-\d\d .*\(in /);
       expect(await page.textContent('#events')).toContain('RemoteLeaseSeen');
-      await eventually(async () => Number((await page.$$eval('#reconcile-body tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)))[0]) >= 1, {
-        what: 'the reconcile table counts full passes',
-        timeoutMs: 10_000,
-      });
+      await eventually(
+        async () => Number((await page.$$eval('#reconcile-body tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)))[0]) >= 1,
+        {
+          what: 'the reconcile table counts full passes',
+          timeoutMs: 10_000,
+        },
+      );
       expect(await page.textContent('#ops-body')).toContain('route');
       const shot = join(tmp, 'status-page.png');
       await page.screenshot({ path: shot, fullPage: true });
@@ -167,11 +217,28 @@ describe('feltd status page', () => {
 
     it('renders untrusted lease text as text', async () => {
       // A lease whose VtepMAC is markup: the page must show the characters, not make an element.
-      execFileSync('node', ['--import', 'tsx', '-e', `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); const r = await s.acquire({ subnet: '10.244.250.0/24', attrs: { PublicIP: '198.51.100.99', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '<img id=pwn src=x>' } } }, 600)(); if (r._tag !== 'Right' || r.right === 'taken') process.exit(3); await s.close(); })`], { cwd: ROOT });
-      await eventually(async () => (await rows()).some((r) => r[2] === '<img id=pwn src=x>'), { what: 'the markup lease shown as text', timeoutMs: 15_000, intervalMs: 100 });
+      execFileSync(
+        'node',
+        [
+          '--import',
+          'tsx',
+          '-e',
+          `import('${ROOT}/adapters/lease/sqlite.ts').then(async (m) => { const s = m.sqliteLeaseStore({ path: ${JSON.stringify(`${c.dir}/leases.db`)} }); const r = await s.acquire({ subnet: '10.244.250.0/24', attrs: { PublicIP: '198.51.100.99', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '<img id=pwn src=x>' } } }, 600)(); if (r._tag !== 'Right' || r.right === 'taken') process.exit(3); await s.close(); })`,
+        ],
+        { cwd: ROOT },
+      );
+      await eventually(async () => (await rows()).some((r) => r[2] === '<img id=pwn src=x>'), {
+        what: 'the markup lease shown as text',
+        timeoutMs: 15_000,
+        intervalMs: 100,
+      });
       expect(await page.$('#pwn')).toBeNull();
       revoke(c, '10.244.250.0/24');
-      await eventually(async () => (await rows()).length === 3, { what: 'the markup lease gone again', timeoutMs: 15_000, intervalMs: 100 });
+      await eventually(async () => (await rows()).length === 3, {
+        what: 'the markup lease gone again',
+        timeoutMs: 15_000,
+        intervalMs: 100,
+      });
     }, 60_000);
 
     it('updates without a reload when a node leaves', async () => {
@@ -181,7 +248,11 @@ describe('feltd status page', () => {
       page.on('load', () => loads.push('load'));
       await c.stopFeltd(gone);
       revoke(c, dst);
-      await eventually(async () => (await rows()).length === 2 && !(await rows()).some((r) => r[0] === dst), { what: `${dst} leaves the page`, timeoutMs: 15_000, intervalMs: 100 });
+      await eventually(async () => (await rows()).length === 2 && !(await rows()).some((r) => r[0] === dst), {
+        what: `${dst} leaves the page`,
+        timeoutMs: 15_000,
+        intervalMs: 100,
+      });
       expect((await rows()).map((r) => r[0]).sort()).toEqual([subnet(n1), subnet(n2)].sort());
       expect(await page.textContent('#events')).toContain('RemoteLeaseRemoved');
       expect(await page.textContent('#live')).toBe('live');

@@ -33,10 +33,20 @@ async function podState(pod: string, keepMac: boolean): Promise<unknown> {
       kind: l['linkinfo']?.['info_kind'],
       ...(l['linkinfo']?.['info_kind'] === 'tun' ? { tun: l['linkinfo']['info_data'] } : {}),
     }));
-  const addrs = JSON.parse(await nsRun(pod, ['ip', '-json', 'addr', 'show'])) as { ifname: string; addr_info?: { local: string; prefixlen: number; scope: string }[] }[];
-  const a = addrs.flatMap((l) => (l.addr_info ?? []).filter((x) => x.scope !== 'link').map((x) => `${l.ifname} ${x.local}/${x.prefixlen}`)).sort();
+  const addrs = JSON.parse(await nsRun(pod, ['ip', '-json', 'addr', 'show'])) as {
+    ifname: string;
+    addr_info?: { local: string; prefixlen: number; scope: string }[];
+  }[];
+  const a = addrs
+    .flatMap((l) => (l.addr_info ?? []).filter((x) => x.scope !== 'link').map((x) => `${l.ifname} ${x.local}/${x.prefixlen}`))
+    .sort();
   const tap = out.find((l) => l.kind === 'tun')?.name as string | undefined;
-  return { links: out, addrs: a, routes: await routes(pod), arpNotify: tap ? await sysctl(pod, `net.ipv4.conf.${tap}.arp_notify`) : undefined };
+  return {
+    links: out,
+    addrs: a,
+    routes: await routes(pod),
+    arpNotify: tap ? await sysctl(pod, `net.ipv4.conf.${tap}.arp_notify`) : undefined,
+  };
 }
 
 const base = { cniVersion: '1.0.0', name: 'tapnet', type: 'tap' };
@@ -66,7 +76,11 @@ async function bothWays(extra: Record<string, unknown>, opts: { args?: string; b
 
 /** The result with the pod's namespace path and (unless configured) the MAC made comparable. */
 const norm = (r: any, pod: string, keepMac: boolean) =>
-  JSON.parse(JSON.stringify(r).replaceAll(pod, 'POD').replace(/"mac":"[0-9a-f:]{17}"/g, keepMac ? '$&' : '"mac":"MAC"'));
+  JSON.parse(
+    JSON.stringify(r)
+      .replaceAll(pod, 'POD')
+      .replace(/"mac":"[0-9a-f:]{17}"/g, keepMac ? '$&' : '"mac":"MAC"'),
+  );
 
 describe('tap against the reference v1.9.1', () => {
   it.each([
@@ -165,12 +179,23 @@ describe('tap traffic', () => {
     const add = await cni({ dir: FELT_CNI, hostNs: host, pod, cid: 'tap-traffic', ifname: 'tap0' }, 'ADD', { ...base, bridge: 'br0' });
     expect(add.code, add.stdout).toBe(0);
     const mac = '02:00:00:00:5a:99';
-    const c = spawn('ip', ['netns', 'exec', pod, 'python3', '-c', ARP_RESPONDER, 'tap0', mac, '198.51.100.9'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn('ip', ['netns', 'exec', pod, 'python3', '-c', ARP_RESPONDER, 'tap0', mac, '198.51.100.9'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child = c;
     let out = '';
     c.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     c.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-    await eventually(() => out.includes('ready') || (c.exitCode !== null ? (() => { throw new Error(out); })() : false), { what: 'the responder attached to tap0' });
+    await eventually(
+      () =>
+        out.includes('ready') ||
+        (c.exitCode !== null
+          ? (() => {
+              throw new Error(out);
+            })()
+          : false),
+      { what: 'the responder attached to tap0' },
+    );
     // The ARP request crosses the bridge into the tap; the reply comes back out of it.
     await eventually(
       async () => {
@@ -199,9 +224,13 @@ const world = (): KernelState => ({
 let k: MemoryKernel;
 let ipam: FakeIpam;
 let selinux = false;
-const plugin = makeTap(() => k, () => selinux);
+const plugin = makeTap(
+  () => k,
+  () => selinux,
+);
 const tconf = (extra: Record<string, unknown> = {}) => ({ ...base, ipam: { type: 'fake-ipam' }, ...extra });
-const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) => callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
+const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) =>
+  callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
 
 beforeEach(() => {
   k = memoryKernel(world());
@@ -214,7 +243,13 @@ describe('tap on the twin', () => {
     const c = tconf({ cniVersion, bridge: 'br0', owner: 7, group: 8, mtu: 1400 });
     const add = await call('ADD', c);
     expect(add.code, JSON.stringify(add.json)).toBe(0);
-    expect(k.state().links.find((l) => l.name === 'eth0')).toMatchObject({ kind: 'tap', up: true, mtu: 1400, master: 'br0', tap: { owner: 7, group: 8, vnetHdr: true, pi: true, multiQueue: false } });
+    expect(k.state().links.find((l) => l.name === 'eth0')).toMatchObject({
+      kind: 'tap',
+      up: true,
+      mtu: 1400,
+      master: 'br0',
+      tap: { owner: 7, group: 8, vnetHdr: true, pi: true, multiQueue: false },
+    });
     expect(k.state().sysctls).toContainEqual({ ns: POD, key: 'net.ipv4.conf.eth0.arp_notify', value: '1' });
     expect((await call('CHECK', { ...c, prevResult: add.json })).code).toBe(0);
     expect((await call('DEL', c)).code).toBe(0);

@@ -23,7 +23,21 @@ const ALLOWLIST = join(dir, 'allowlist.conf');
 
 const world = (): KernelState => ({
   ...emptyKernelState(),
-  links: [{ ns: NS, name: 'eth0', kind: 'veth', mtu: 1500, mac: '02:00:00:00:00:01', up: true, promisc: false, allmulti: false, txqlen: 1000, master: null, hairpin: false }],
+  links: [
+    {
+      ns: NS,
+      name: 'eth0',
+      kind: 'veth',
+      mtu: 1500,
+      mac: '02:00:00:00:00:01',
+      up: true,
+      promisc: false,
+      allmulti: false,
+      txqlen: 1000,
+      master: null,
+      hairpin: false,
+    },
+  ],
   sysctls: [
     { ns: NS, key: 'net.core.somaxconn', value: '4096' },
     { ns: NS, key: 'net.ipv4.conf.eth0.arp_filter', value: '0' },
@@ -37,12 +51,14 @@ let failLinkSet = false;
 /** The twin, except that (when asked) a link.set fails after the ops before it were applied. */
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = failLinkSet ? ops.findIndex((o) => o.op === 'link.set') : -1;
-    if (i < 0) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i));
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: 'failed to set mtu 1400 on eth0: RTNETLINK answers: Invalid argument' });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = failLinkSet ? ops.findIndex((o) => o.op === 'link.set') : -1;
+      if (i < 0) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i));
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: 'failed to set mtu 1400 on eth0: RTNETLINK answers: Invalid argument' });
+    },
 });
 
 const deps = (): TuningDeps => ({
@@ -53,7 +69,11 @@ const deps = (): TuningDeps => ({
   readText: linuxDeps.readText,
 });
 
-const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', mac: '02:00:00:00:00:01', sandbox: NS }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
+const prevResult = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'eth0', mac: '02:00:00:00:00:01', sandbox: NS }],
+  ips: [{ address: '10.0.0.2/24', interface: 0 }],
+};
 const conf = (extra: Record<string, unknown> = {}) => ({
   cniVersion: '1.0.0',
   name: 'n1',
@@ -91,12 +111,18 @@ describe('tuning on the twins', () => {
   it('the allowlist file is honoured when it exists', async () => {
     writeFileSync(ALLOWLIST, '^net\\.core\\.somaxconn$\n');
     const r = await call('ADD', conf());
-    expect(r.json).toMatchObject({ code: 7, msg: expect.stringContaining(`sysctl["net.ipv4.conf.IFNAME.arp_filter"]: not allowed by ${ALLOWLIST}`) });
+    expect(r.json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining(`sysctl["net.ipv4.conf.IFNAME.arp_filter"]: not allowed by ${ALLOWLIST}`),
+    });
     expect(k.state()).toEqual(world());
     writeFileSync(ALLOWLIST, '^net\\.core\\.somaxconn$\nIFNAME\n');
     expect((await call('ADD', conf())).code).toBe(0);
     writeFileSync(ALLOWLIST, '([\n');
-    expect((await call('ADD', conf())).json).toMatchObject({ code: 7, msg: expect.stringContaining(`the allowlist ${ALLOWLIST} does not parse: line 1`) });
+    expect((await call('ADD', conf())).json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining(`the allowlist ${ALLOWLIST} does not parse: line 1`),
+    });
     // DEL is not blocked by the allowlist.
     expect((await call('DEL', conf())).code).toBe(0);
     expect(k.state()).toEqual(world());
@@ -120,7 +146,10 @@ describe('tuning on the twins', () => {
   it('CHECK: promiscuous mode must be off unless configured on, as the reference checks it', async () => {
     expect((await call('ADD', conf())).code).toBe(0);
     k.applySync([{ op: 'link.set', link: { ns: NS, name: 'eth0', kind: 'device' }, changes: { promisc: true } }]);
-    expect((await call('CHECK', conf())).json).toMatchObject({ code: 103, msg: expect.stringContaining('wrong promiscuous mode on eth0: on, want off') });
+    expect((await call('CHECK', conf())).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('wrong promiscuous mode on eth0: on, want off'),
+    });
     expect((await call('CHECK', conf({ promisc: true }))).code).toBe(0);
   });
 });

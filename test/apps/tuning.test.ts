@@ -100,7 +100,15 @@ describe.each(VERSIONS)('bridge + host-local + tuning at cniVersion %s', (versio
     result = r.json;
     const interfaces = bridgeResult.interfaces.map((i: { name: string }) => (i.name === 'eth0' ? { ...i, mac: NEW_MAC } : i));
     expect(result).toEqual({ ...bridgeResult, interfaces });
-    expect(await tunables(pod)).toEqual({ mac: NEW_MAC, mtu: 1400, promisc: true, allmulti: true, txqlen: 500, arp_filter: '1', somaxconn: '1024' });
+    expect(await tunables(pod)).toEqual({
+      mac: NEW_MAC,
+      mtu: 1400,
+      promisc: true,
+      allmulti: true,
+      txqlen: 500,
+      arp_filter: '1',
+      somaxconn: '1024',
+    });
     // The originals are in the event log, not in a file.
     expect(tuningEvents(dataDir).map((e) => [e.type, e.stream])).toEqual([['TuningApplied', 'tuning/tunenet']]);
     expect(await ping(pod, '10.77.0.1')).toBe(true);
@@ -160,7 +168,11 @@ describe('tuning edge cases', () => {
     const before = await tunables(pod);
     const cases: [Conf, number, RegExp][] = [
       [{ sysctl: { 'kernel.pid_max': '4096' } }, 7, /^sysctl\["kernel\.pid_max"\]: invalid sysctl key: it is not under net/],
-      [{ sysctl: { 'net.ipv4.conf..all.forwarding': '1' } }, 7, /^sysctl\["net\.ipv4\.conf\.\.all\.forwarding"\]: invalid sysctl key: it contains '\.\.'/],
+      [
+        { sysctl: { 'net.ipv4.conf..all.forwarding': '1' } },
+        7,
+        /^sysctl\["net\.ipv4\.conf\.\.all\.forwarding"\]: invalid sysctl key: it contains '\.\.'/,
+      ],
       [{ sysctl: { 'net/../kernel/pid_max': '1' } }, 7, /contains '\.\.'/],
       [{ sysctl: { 'net.core.no_such_sysctl': '1' } }, 7, /^sysctl\["net\.core\.no_such_sysctl"\]: no such sysctl in /],
       [{ mac: '02:00:00:00:00:zz' }, 7, /^mac: "02:00:00:00:00:zz" is not a MAC address/],
@@ -183,7 +195,10 @@ describe('tuning edge cases', () => {
     expect(dup.json).toMatchObject({ code: 7, msg: 'sysctl["net.core.somaxconn"]: duplicated sysctl keys are not allowed' });
     const noPrev = await cni(felt(host, pod, 'c1'), 'ADD', tuningConf('1.0.0', dataDir));
     expect(noPrev.json).toMatchObject({ code: 7, msg: expect.stringMatching(/^prevResult: required/) });
-    const badPrev = await cni(felt(host, pod, 'c1'), 'ADD', { ...tuningConf('1.0.0', dataDir), prevResult: { cniVersion: '1.0.0', ips: [{ address: 'x' }] } });
+    const badPrev = await cni(felt(host, pod, 'c1'), 'ADD', {
+      ...tuningConf('1.0.0', dataDir),
+      prevResult: { cniVersion: '1.0.0', ips: [{ address: 'x' }] },
+    });
     expect(badPrev.json).toMatchObject({ code: 7, msg: expect.stringMatching(/^prevResult: ips\[0\]\.address: "x" is not an address/) });
     const noIf = await cni(felt(host, pod, 'c1', { ifname: 'eth9' }), 'ADD', { ...tuningConf('1.0.0', dataDir), prevResult: prev });
     expect(noIf.json).toMatchObject({ code: 4, msg: `CNI_IFNAME: no interface "eth9" in ${nsPath(pod)}` });
@@ -217,7 +232,10 @@ describe('tuning edge cases', () => {
       sysctl: { 'net.core.somaxconn': '2000' },
       args: { cni: { sysctl: { 'net.core.somaxconn': '3000' }, txQLen: 42 } },
     };
-    const r = await cni(felt(host, pod, 'c1', { args: 'IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:ee;K8S_POD_NAME=x' }), 'ADD', { ...conf, prevResult: prev });
+    const r = await cni(felt(host, pod, 'c1', { args: 'IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:ee;K8S_POD_NAME=x' }), 'ADD', {
+      ...conf,
+      prevResult: prev,
+    });
     expect(r.code).toBe(0);
     expect(r.json.interfaces[2]).toMatchObject({ name: 'eth0', mac: '02:aa:bb:cc:dd:ee' });
     expect(await tunables(pod)).toEqual({ ...before, mac: '02:aa:bb:cc:dd:ee', txqlen: 42, somaxconn: '3000' });

@@ -79,23 +79,31 @@ describe('refused: code and field named, nothing changed', () => {
     await refused(conf({ name }), 7, ['name: invalid characters found in network name']);
   });
 
-  it.each([['br\nlink add evil type bridge'], ['br#0'], ['"cniq"'], ["b'q"], ['b\\q'], ['../x'], ['-b']])('bridge %j: code 7 naming "bridge"', async (bridge) => {
-    await refused(conf({ bridge }), 7, ['bridge: ']);
-  });
+  it.each([['br\nlink add evil type bridge'], ['br#0'], ['"cniq"'], ["b'q"], ['b\\q'], ['../x'], ['-b']])(
+    'bridge %j: code 7 naming "bridge"',
+    async (bridge) => {
+      await refused(conf({ bridge }), 7, ['bridge: ']);
+    },
+  );
 
   it.each([['e#0'], ['"eth0"'], ['e\n0'], ['e\\0']])('CNI_IFNAME %j: code 4 naming it', async (ifname) => {
     await refused(conf(), 4, ['CNI_IFNAME'], { ifname });
   });
 
-  it.each([['/run/netns/x\nlink add evil type bridge'], ['/run/netns/a b'], ['relative/ns'], ['/run/netns/../x']])('CNI_NETNS %j: code 4 naming it', async (netns) => {
-    await refused(conf(), 4, ['CNI_NETNS'], { netns });
-  });
+  it.each([['/run/netns/x\nlink add evil type bridge'], ['/run/netns/a b'], ['relative/ns'], ['/run/netns/../x']])(
+    'CNI_NETNS %j: code 4 naming it',
+    async (netns) => {
+      await refused(conf(), 4, ['CNI_NETNS'], { netns });
+    },
+  );
 
   it('ipam.dataDir with a .. component: code 7 naming it', async () => {
-    await refused(conf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.95.0.0/24' }]], dataDir: `${dataDir}/../x` } }), 7, ['ipam.dataDir']);
+    await refused(conf({ ipam: { type: 'host-local', ranges: [[{ subnet: '10.95.0.0/24' }]], dataDir: `${dataDir}/../x` } }), 7, [
+      'ipam.dataDir',
+    ]);
   });
 
-  it("an IPAM plugin whose result holds a newline in a gateway, a route or an address: code 105 naming the plugin and field", async () => {
+  it('an IPAM plugin whose result holds a newline in a gateway, a route or an address: code 105 naming the plugin and field', async () => {
     const results = [
       { cniVersion: '1.0.0', ips: [{ address: '10.95.0.9/24', gateway: `10.95.0.1\nlink add evil type bridge` }] },
       { cniVersion: '1.0.0', ips: [{ address: '10.95.0.9/24' }], routes: [{ dst: '0.0.0.0/0', gw: `10.95.0.1; touch ${PWNED}` }] },
@@ -110,7 +118,9 @@ describe('refused: code and field named, nothing changed', () => {
       const exe = join(dir, 'evil-ipam');
       writeFileSync(exe, `#!/bin/sh\n[ "$CNI_COMMAND" = ADD ] || exit 0\ncat <<'EOF'\n${JSON.stringify(res)}\nEOF\n`);
       chmodSync(exe, 0o755);
-      await refused(conf({ ipam: { type: 'evil-ipam' } }), 105, ['evil-ipam returned an invalid result', fields[i]!], { path: `${dir}:${FELT_CNI}` });
+      await refused(conf({ ipam: { type: 'evil-ipam' } }), 105, ['evil-ipam returned an invalid result', fields[i]!], {
+        path: `${dir}:${FELT_CNI}`,
+      });
     }
   });
 });

@@ -34,12 +34,14 @@ let ipam: FakeIpam;
 let failAt: string | undefined;
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
-    if (i < 0) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i));
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
+      if (i < 0) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i));
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg: `failed to ${failAt}: RTNETLINK answers: Invalid argument` });
+    },
 });
 const plugin = makeVlan(flaky);
 
@@ -52,7 +54,8 @@ const conf = (extra: Record<string, unknown> = {}, version = '1.0.0') => ({
   ipam: { type: 'fake-ipam' },
   ...extra,
 });
-const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) => callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
+const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown) =>
+  callTwin({ plugin, ipam, dir: plugins.dir, netns: POD, command, config });
 
 beforeEach(() => {
   k = memoryKernel(world());
@@ -70,13 +73,21 @@ describe('vlan on the twin', () => {
       ['fd62::5/64', 0],
     ]);
     const s = k.state();
-    expect(s.links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ kind: 'vlan', mtu: 1450, up: true, vlan: { master: 'm0', id: 42, masterNs: HOST } });
+    expect(s.links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({
+      kind: 'vlan',
+      mtu: 1450,
+      up: true,
+      vlan: { master: 'm0', id: 42, masterNs: HOST },
+    });
     expect(s.addresses.filter((a) => a.ns === POD).map((a) => a.cidr)).toEqual(['10.62.0.5/24', 'fd62::5/64']);
     expect(s.routes.filter((r) => r.ns === POD)).toEqual([{ ns: POD, dst: '0.0.0.0/0', gw: '10.62.0.1', dev: 'eth0' }]);
     expect(s.sysctls).toContainEqual({ ns: POD, key: 'net.ipv6.conf.eth0.disable_ipv6', value: '0' });
     expect((await call('CHECK', { ...conf({ mtu: 1450 }, version), prevResult: add.json })).code).toBe(0);
     // Another VLAN id is drift.
-    expect((await call('CHECK', { ...conf({ mtu: 1450, vlanId: 43 }, version), prevResult: add.json })).json).toMatchObject({ code: 103, msg: expect.stringContaining('vlan eth0') });
+    expect((await call('CHECK', { ...conf({ mtu: 1450, vlanId: 43 }, version), prevResult: add.json })).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('vlan eth0'),
+    });
     expect((await call('DEL', conf({}, version))).code).toBe(0);
     expect(ipam.held.size).toBe(0);
     expect((await call('DEL', conf({}, version))).code).toBe(0);
@@ -88,13 +99,26 @@ describe('vlan on the twin', () => {
     expect(add.code, JSON.stringify(add.json)).toBe(0);
     expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ vlan: { id: 0 }, mtu: 1500 });
     expect((await call('DEL', conf())).code).toBe(0);
-    k.reset({ ...world(), links: [...world().links, { ns: POD, name: 'p0', kind: 'device', up: true, mtu: 9000, mac: '02:00:00:00:00:cc', master: null }] });
+    k.reset({
+      ...world(),
+      links: [...world().links, { ns: POD, name: 'p0', kind: 'device', up: true, mtu: 9000, mac: '02:00:00:00:00:cc', master: null }],
+    });
     const inPod = await call('ADD', conf({ master: 'p0', linkInContainer: true }));
     expect(inPod.code, JSON.stringify(inPod.json)).toBe(0);
-    expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({ vlan: { master: 'p0', id: 42 }, mtu: 9000, mac: '02:00:00:00:00:cc' });
+    expect(k.state().links.find((l) => l.ns === POD && l.name === 'eth0')).toMatchObject({
+      vlan: { master: 'p0', id: 42 },
+      mtu: 9000,
+      mac: '02:00:00:00:00:cc',
+    });
     expect((await call('CHECK', { ...conf({ master: 'p0', linkInContainer: true }), prevResult: inPod.json })).code).toBe(0);
     expect((await call('DEL', conf({ master: 'p0', linkInContainer: true }))).code).toBe(0);
-    expect(k.state().links.filter((l) => l.ns === POD).map((l) => l.name).sort()).toEqual(['lo', 'p0']);
+    expect(
+      k
+        .state()
+        .links.filter((l) => l.ns === POD)
+        .map((l) => l.name)
+        .sort(),
+    ).toEqual(['lo', 'p0']);
   });
 
   it('DEL does not need the master any more', async () => {
@@ -159,20 +183,23 @@ const kcall = (host: string, pod: string, command: 'ADD' | 'DEL' | 'CHECK', conf
   runCni({ dir: FELT_CNI, type: 'vlan', command, hostNs: host, containerId: 'vl-ctr', netns: nsPath(pod), ifname: 'eth0', config });
 
 describe('vlan in the kernel', () => {
-  it.for(['0.4.0', '1.0.0', '1.1.0'])('a pod on VLAN 42 reaches the other end of the trunk (%s); CHECK; DEL; DEL again', async (version, ctx) => {
-    if (missing) ctx.skip(missing);
-    const peer = await sb.ns();
-    const host = await hostWithMaster(peer);
-    const pod = await sb.ns();
-    const r = await kcall(host, pod, 'ADD', kconf({}, version));
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(await ping(pod, '10.63.0.200')).toBe(true);
-    expect((await kcall(host, pod, 'CHECK', { ...kconf({}, version), prevResult: r.json })).code).toBe(0);
-    expect((await kcall(host, pod, 'DEL', kconf({}, version))).code).toBe(0);
-    expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
-    expect((await kcall(host, pod, 'DEL', kconf({}, version))).code).toBe(0);
-    expect((await feltAllocations(data)).filter((x) => x.network === 'vlnet')).toEqual([]);
-  });
+  it.for(['0.4.0', '1.0.0', '1.1.0'])(
+    'a pod on VLAN 42 reaches the other end of the trunk (%s); CHECK; DEL; DEL again',
+    async (version, ctx) => {
+      if (missing) ctx.skip(missing);
+      const peer = await sb.ns();
+      const host = await hostWithMaster(peer);
+      const pod = await sb.ns();
+      const r = await kcall(host, pod, 'ADD', kconf({}, version));
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(await ping(pod, '10.63.0.200')).toBe(true);
+      expect((await kcall(host, pod, 'CHECK', { ...kconf({}, version), prevResult: r.json })).code).toBe(0);
+      expect((await kcall(host, pod, 'DEL', kconf({}, version))).code).toBe(0);
+      expect((await links(pod)).map((l) => l.ifname)).toEqual(['lo']);
+      expect((await kcall(host, pod, 'DEL', kconf({}, version))).code).toBe(0);
+      expect((await feltAllocations(data)).filter((x) => x.network === 'vlnet')).toEqual([]);
+    },
+  );
 
   it.for([
     [{ master: 'nope0' }, 'master'],

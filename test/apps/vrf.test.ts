@@ -21,7 +21,18 @@ afterAll(() => plugins.cleanup());
 const POD = plugins.dir;
 
 const veth = (ns: string, name: string, peer: string, peerNs: string): Link => ({
-  ns, name, kind: 'veth', up: true, mtu: 1500, mac: '02:00:00:00:00:01', master: null, promisc: false, allmulti: false, txqlen: 1000, hairpin: false, veth: { peer, peerNs },
+  ns,
+  name,
+  kind: 'veth',
+  up: true,
+  mtu: 1500,
+  mac: '02:00:00:00:00:01',
+  master: null,
+  promisc: false,
+  allmulti: false,
+  txqlen: 1000,
+  hairpin: false,
+  veth: { peer, peerNs },
 });
 
 const world = (): KernelState => ({
@@ -44,25 +55,46 @@ let k: MemoryKernel;
 let failAt: string | undefined;
 const flaky = (): Kernel => ({
   observe: (req) => k.observe(req),
-  apply: (ops): TE.TaskEither<KernelError, void> => async () => {
-    const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
-    if (i < 0) return k.applySync(ops);
-    const r = k.applySync(ops.slice(0, i));
-    const msg = `failed to ${failAt}: RTNETLINK answers: Network is unreachable`;
-    failAt = undefined; // once: the way back works
-    return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg });
-  },
+  apply:
+    (ops): TE.TaskEither<KernelError, void> =>
+    async () => {
+      const i = failAt ? ops.findIndex((o) => o.op === failAt) : -1;
+      if (i < 0) return k.applySync(ops);
+      const r = k.applySync(ops.slice(0, i));
+      const msg = `failed to ${failAt}: RTNETLINK answers: Network is unreachable`;
+      failAt = undefined; // once: the way back works
+      return E.isLeft(r) ? r : E.left({ kind: 'kernel', msg });
+    },
 });
 const plugin = makeVrf(flaky);
 
-const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: POD }], ips: [{ address: '10.1.0.2/24', gateway: '10.1.0.1', interface: 0 }] };
-const conf = (extra: Record<string, unknown> = {}, version = '1.0.0') => ({ cniVersion: version, name: 'vrfnet', type: 'vrf', vrfname: 'blue', prevResult: { ...prevResult, cniVersion: version }, ...extra });
-const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown, ifname = 'eth0') => callTwin({ plugin, dir: plugins.dir, netns: POD, command, config, ifname });
+const prevResult = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'eth0', sandbox: POD }],
+  ips: [{ address: '10.1.0.2/24', gateway: '10.1.0.1', interface: 0 }],
+};
+const conf = (extra: Record<string, unknown> = {}, version = '1.0.0') => ({
+  cniVersion: version,
+  name: 'vrfnet',
+  type: 'vrf',
+  vrfname: 'blue',
+  prevResult: { ...prevResult, cniVersion: version },
+  ...extra,
+});
+const call = (command: 'ADD' | 'DEL' | 'CHECK', config: unknown, ifname = 'eth0') =>
+  callTwin({ plugin, dir: plugins.dir, netns: POD, command, config, ifname });
 const link = (name: string) => k.state().links.find((l) => l.ns === POD && l.name === name);
-const routesOn = (dev: string) => k.state().routes.filter((r) => r.ns === POD && r.dev === dev).map((r) => [r.dst, r.table ?? 254]).sort();
+const routesOn = (dev: string) =>
+  k
+    .state()
+    .routes.filter((r) => r.ns === POD && r.dev === dev)
+    .map((r) => [r.dst, r.table ?? 254])
+    .sort();
 /** A state with its sets in one order, to compare. */
 const sorted = (s: KernelState): KernelState =>
-  Object.fromEntries(Object.entries(s).map(([key, xs]) => [key, [...(xs as unknown[])].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1))])) as unknown as KernelState;
+  Object.fromEntries(
+    Object.entries(s).map(([key, xs]) => [key, [...(xs as unknown[])].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1))]),
+  ) as unknown as KernelState;
 
 beforeEach(() => {
   k = memoryKernel(world());
@@ -83,7 +115,13 @@ describe('vrf on the twin', () => {
       ['10.1.1.1/32', 1],
       ['::/0', 1],
     ]);
-    expect(k.state().addresses.filter((a) => a.dev === 'eth0').map((a) => a.cidr).sort()).toEqual(['10.1.0.2/24', 'fd00::2/64']);
+    expect(
+      k
+        .state()
+        .addresses.filter((a) => a.dev === 'eth0')
+        .map((a) => a.cidr)
+        .sort(),
+    ).toEqual(['10.1.0.2/24', 'fd00::2/64']);
     // The other interface is not touched.
     expect(routesOn('eth1')).toEqual([['192.0.2.0/24', 254]]);
     expect((await call('CHECK', conf({}, version))).code).toBe(0);
@@ -101,8 +139,14 @@ describe('vrf on the twin', () => {
     expect((await call('ADD', conf())).code).toBe(0);
     expect((await call('CHECK', conf({ table: 7 }))).json).toMatchObject({ code: 103, msg: expect.stringContaining('vrf blue') });
     k.applySync([{ op: 'link.set', link: { ns: POD, name: 'eth0', kind: 'device' }, changes: { master: null } }]);
-    expect((await call('CHECK', conf())).json).toMatchObject({ code: 103, msg: expect.stringContaining('wrong master on eth0: none, want blue') });
-    expect((await call('CHECK', { ...conf(), prevResult: undefined })).json).toMatchObject({ code: 7, msg: expect.stringContaining('prevResult: missing') });
+    expect((await call('CHECK', conf())).json).toMatchObject({
+      code: 103,
+      msg: expect.stringContaining('wrong master on eth0: none, want blue'),
+    });
+    expect((await call('CHECK', { ...conf(), prevResult: undefined })).json).toMatchObject({
+      code: 7,
+      msg: expect.stringContaining('prevResult: missing'),
+    });
   });
 
   it('the lowest table no other VRF uses; two interfaces in one VRF, which goes with the last', async () => {
@@ -154,8 +198,17 @@ describe('vrf on the twin', () => {
   });
 
   it('no such interface, or one with another master: code 4 naming CNI_IFNAME', async () => {
-    expect((await call('ADD', conf(), 'eth9')).json).toMatchObject({ code: 4, msg: expect.stringContaining('CNI_IFNAME: no interface "eth9"') });
-    k.reset({ ...world(), links: [...world().links.map((l) => (l.name === 'eth0' ? { ...l, master: 'br0' } : l)), { ns: POD, name: 'br0', kind: 'bridge', up: true }] });
+    expect((await call('ADD', conf(), 'eth9')).json).toMatchObject({
+      code: 4,
+      msg: expect.stringContaining('CNI_IFNAME: no interface "eth9"'),
+    });
+    k.reset({
+      ...world(),
+      links: [
+        ...world().links.map((l) => (l.name === 'eth0' ? { ...l, master: 'br0' } : l)),
+        { ns: POD, name: 'br0', kind: 'bridge', up: true },
+      ],
+    });
     expect((await call('ADD', conf())).json).toMatchObject({ code: 4, msg: 'CNI_IFNAME: interface eth0 has already a master set: br0' });
     expect(link('blue')).toBeUndefined();
   });
@@ -175,22 +228,32 @@ const kcall = (host: string, pod: string, command: 'ADD' | 'DEL' | 'CHECK', conf
   runCni({ dir: FELT_CNI, type: 'vrf', command, hostNs: host, containerId: 'vrf-ctr', netns: nsPath(pod), ifname: 'eth0', config });
 
 describe('vrf in the kernel', () => {
-  it.for(['0.4.0', '1.0.0', '1.1.0'])('the interface in the VRF, its routes in the table (%s); CHECK; DEL; DEL again', async (version, ctx) => {
-    if (missing) ctx.skip(missing);
-    const [host, pod] = [await sb.ns(), await sb.ns()];
-    await nsRun(pod, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0']);
-    await nsRun(pod, ['ip', 'link', 'set', 'dev', 'eth0', 'up']);
-    await nsRun(pod, ['ip', 'link', 'set', 'dev', 'peer0', 'up']);
-    await nsRun(pod, ['ip', 'addr', 'add', '10.64.0.2/24', 'dev', 'eth0']);
-    await nsRun(pod, ['ip', 'route', 'add', '198.51.100.0/24', 'via', '10.64.0.1', 'dev', 'eth0']);
-    const c = { cniVersion: version, name: 'vrfnet', type: 'vrf', vrfname: 'blue', table: 100, prevResult: { cniVersion: version, interfaces: [{ name: 'eth0', sandbox: nsPath(pod) }], ips: [] } };
-    const r = await kcall(host, pod, 'ADD', c);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(await nsRun(pod, ['ip', 'route', 'show', 'table', '100'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
-    expect((await kcall(host, pod, 'CHECK', c)).code).toBe(0);
-    expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
-    expect(await nsRun(pod, ['ip', 'route', 'show'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
-    expect(await nsRun(pod, ['ip', 'link', 'show'])).not.toContain('blue');
-    expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
-  });
+  it.for(['0.4.0', '1.0.0', '1.1.0'])(
+    'the interface in the VRF, its routes in the table (%s); CHECK; DEL; DEL again',
+    async (version, ctx) => {
+      if (missing) ctx.skip(missing);
+      const [host, pod] = [await sb.ns(), await sb.ns()];
+      await nsRun(pod, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0']);
+      await nsRun(pod, ['ip', 'link', 'set', 'dev', 'eth0', 'up']);
+      await nsRun(pod, ['ip', 'link', 'set', 'dev', 'peer0', 'up']);
+      await nsRun(pod, ['ip', 'addr', 'add', '10.64.0.2/24', 'dev', 'eth0']);
+      await nsRun(pod, ['ip', 'route', 'add', '198.51.100.0/24', 'via', '10.64.0.1', 'dev', 'eth0']);
+      const c = {
+        cniVersion: version,
+        name: 'vrfnet',
+        type: 'vrf',
+        vrfname: 'blue',
+        table: 100,
+        prevResult: { cniVersion: version, interfaces: [{ name: 'eth0', sandbox: nsPath(pod) }], ips: [] },
+      };
+      const r = await kcall(host, pod, 'ADD', c);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(await nsRun(pod, ['ip', 'route', 'show', 'table', '100'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
+      expect((await kcall(host, pod, 'CHECK', c)).code).toBe(0);
+      expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
+      expect(await nsRun(pod, ['ip', 'route', 'show'])).toContain('198.51.100.0/24 via 10.64.0.1 dev eth0');
+      expect(await nsRun(pod, ['ip', 'link', 'show'])).not.toContain('blue');
+      expect((await kcall(host, pod, 'DEL', c)).code).toBe(0);
+    },
+  );
 });

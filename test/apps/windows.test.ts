@@ -32,8 +32,21 @@ const ctx: Ctx = {
     return TE.right(command === 'ADD' ? ipamResult(nextAddress) : undefined);
   },
 } as Ctx;
-const args = (containerId: string, netns: string, stdin = '{}'): CmdArgs => ({ command: 'ADD', containerId, netns, ifname: 'eth0', args: {}, path: [], stdin });
-const netconf = (raw: Record<string, unknown>): NetConf => ({ cniVersion: '1.0.0', name: 'winnet', type: String(raw['type']), raw: { cniVersion: '1.0.0', name: 'winnet', ...raw } });
+const args = (containerId: string, netns: string, stdin = '{}'): CmdArgs => ({
+  command: 'ADD',
+  containerId,
+  netns,
+  ifname: 'eth0',
+  args: {},
+  path: [],
+  stdin,
+});
+const netconf = (raw: Record<string, unknown>): NetConf => ({
+  cniVersion: '1.0.0',
+  name: 'winnet',
+  type: String(raw['type']),
+  raw: { cniVersion: '1.0.0', name: 'winnet', ...raw },
+});
 const bridge = makeWinBridge(() => E.right(hns));
 const overlay = makeWinOverlay(() => E.right(hns));
 const add = (p: Plugin, a: CmdArgs, raw: Record<string, unknown>) => p.add(a, netconf(raw), ctx)();
@@ -44,7 +57,13 @@ beforeEach(() => {
   hns = memoryHns({
     networks: [
       { Id: 'BR-ID', Name: 'winnet', Type: 'L2Bridge', Subnets: [{ AddressPrefix: '10.244.1.0/24', GatewayAddress: '10.244.1.1' }] },
-      { Id: 'OVL-ID', Name: 'ovlnet', Type: 'Overlay', ManagementIP: '198.51.100.11', Subnets: [{ AddressPrefix: '10.244.3.0/24', GatewayAddress: '10.244.3.1' }] },
+      {
+        Id: 'OVL-ID',
+        Name: 'ovlnet',
+        Type: 'Overlay',
+        ManagementIP: '198.51.100.11',
+        Subnets: [{ AddressPrefix: '10.244.3.0/24', GatewayAddress: '10.244.3.1' }],
+      },
     ],
     hcnNetworks: [
       { Id: 'BR-ID', Name: 'winnet', Type: 'L2Bridge', Ipams: [{ Subnets: [{ IpAddressPrefix: '10.244.1.0/24' }] }] },
@@ -59,9 +78,23 @@ describe('win-bridge on the HNS twin', () => {
 
   it('HNS v1: ADD creates and hot-attaches c1_winnet; a container joining it shares it; DEL detaches the joiner and removes the own', async () => {
     const r = await add(bridge, args('c1', 'none'), raw);
-    expect(r).toEqual(E.right({ cniVersion: '1.0.0', interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }], ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }], dns: { nameservers: ['10.96.0.10'], search: [''] } }));
+    expect(r).toEqual(
+      E.right({
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }],
+        ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }],
+        dns: { nameservers: ['10.96.0.10'], search: [''] },
+      }),
+    );
     const created = hns.calls.find((c) => c.op === 'createEndpoint')!.arg;
-    expect(created).toEqual({ Name: 'c1_winnet', VirtualNetwork: 'BR-ID', DNSServerList: '10.96.0.10', GatewayAddress: '10.244.1.2', IPAddress: '10.244.1.15', Policies: [{ Type: 'OutBoundNAT', ExceptionList: ['10.244.0.0/16'] }] });
+    expect(created).toEqual({
+      Name: 'c1_winnet',
+      VirtualNetwork: 'BR-ID',
+      DNSServerList: '10.96.0.10',
+      GatewayAddress: '10.244.1.2',
+      IPAddress: '10.244.1.15',
+      Policies: [{ Type: 'OutBoundNAT', ExceptionList: ['10.244.0.0/16'] }],
+    });
     const id = [...hns.endpoints.keys()][0]!;
     expect(hns.attached.get(id)).toEqual(new Set(['c1']));
     // A second container of the pod ("container:c1") is attached to the same endpoint, with no new address.
@@ -84,14 +117,23 @@ describe('win-bridge on the HNS twin', () => {
     expect(hns.endpoints.has('OLD')).toBe(false);
     expect(await bridge.del(args('c1', 'none'), netconf(raw), ctx)()).toEqual(E.right(undefined));
     hns.failNext = 'hotAttach';
-    expect(await add(bridge, args('c1', 'none'), raw)).toMatchObject(E.left({ code: 102, msg: expect.stringContaining('failed to attach container c1') }));
+    expect(await add(bridge, args('c1', 'none'), raw)).toMatchObject(
+      E.left({ code: 102, msg: expect.stringContaining('failed to attach container c1') }),
+    );
     expect(hns.endpoints.size).toBe(0);
     expect(held.size).toBe(0);
   });
 
   it('HCN v2: ADD creates the HostComputeEndpoint and adds it to the namespace; DEL takes it out and deletes it', async () => {
     const r = await add(bridge, args('c1', NS), { ...raw, apiVersion: 2 });
-    expect(r).toEqual(E.right({ cniVersion: '1.0.0', interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }], ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }], dns: { nameservers: ['10.96.0.10'] } }));
+    expect(r).toEqual(
+      E.right({
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }],
+        ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }],
+        dns: { nameservers: ['10.96.0.10'] },
+      }),
+    );
     expect(hns.namespaces.get(NS)?.size).toBe(1);
     expect(await bridge.del(args('c1', NS), netconf({ ...raw, apiVersion: 2 }), ctx)()).toEqual(E.right(undefined));
     expect(hns.hcnEndpoints.size).toBe(0);
@@ -117,11 +159,25 @@ describe('win-overlay on the HNS twin', () => {
   it('HNS v1: the MAC from the address, the network gateway, PA and OutBoundNAT; IPv6 refused and the address given back', async () => {
     nextAddress = '10.244.3.17/24';
     const r = await overlay.add(args('c1', 'none'), on(raw), ctx)();
-    expect(r).toEqual(E.right({ cniVersion: '1.0.0', interfaces: [{ name: 'c1_ovlnet', mac: '0E-2A-0a-f4-03-11' }], ips: [{ address: '10.244.3.17/24', gateway: '10.244.3.1' }], dns: { nameservers: [''], search: [''] } }));
-    expect(hns.calls.find((c) => c.op === 'createEndpoint')!.arg).toMatchObject({ Policies: [{ Type: 'PA', PA: '198.51.100.11' }, { Type: 'OutBoundNAT', ExceptionList: ['10.244.3.0/24'] }] });
+    expect(r).toEqual(
+      E.right({
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'c1_ovlnet', mac: '0E-2A-0a-f4-03-11' }],
+        ips: [{ address: '10.244.3.17/24', gateway: '10.244.3.1' }],
+        dns: { nameservers: [''], search: [''] },
+      }),
+    );
+    expect(hns.calls.find((c) => c.op === 'createEndpoint')!.arg).toMatchObject({
+      Policies: [
+        { Type: 'PA', PA: '198.51.100.11' },
+        { Type: 'OutBoundNAT', ExceptionList: ['10.244.3.0/24'] },
+      ],
+    });
     expect(await overlay.del(args('c1', 'none'), on(raw), ctx)()).toEqual(E.right(undefined));
     nextAddress = 'fd00::5/64';
-    expect(await overlay.add(args('c1', 'none'), on(raw), ctx)()).toMatchObject(E.left({ msg: expect.stringContaining("doesn't support IPv6") }));
+    expect(await overlay.add(args('c1', 'none'), on(raw), ctx)()).toMatchObject(
+      E.left({ msg: expect.stringContaining("doesn't support IPv6") }),
+    );
     expect(hns.endpoints.size).toBe(0);
     expect(held.size).toBe(0);
   });
@@ -129,7 +185,12 @@ describe('win-overlay on the HNS twin', () => {
   it('HCN v2: through the namespace', async () => {
     nextAddress = '10.244.3.17/24';
     const r = await overlay.add(args('c1', NS), on({ ...raw, apiVersion: 2 }), ctx)();
-    expect(r).toMatchObject(E.right({ interfaces: [{ name: 'c1_ovlnet', mac: '0E-2A-0a-f4-03-11' }], ips: [{ address: '10.244.3.17/24', gateway: '10.244.3.1' }] }));
+    expect(r).toMatchObject(
+      E.right({
+        interfaces: [{ name: 'c1_ovlnet', mac: '0E-2A-0a-f4-03-11' }],
+        ips: [{ address: '10.244.3.17/24', gateway: '10.244.3.1' }],
+      }),
+    );
     expect(hns.namespaces.get(NS)?.size).toBe(1);
     expect(await overlay.del(args('c1', NS), on({ ...raw, apiVersion: 2 }), ctx)()).toEqual(E.right(undefined));
     expect(hns.hcnEndpoints.size).toBe(0);
@@ -137,16 +198,35 @@ describe('win-overlay on the HNS twin', () => {
 });
 
 describe('the executables on Linux', () => {
-  it.each(['win-bridge', 'win-overlay'])('%s: ADD, CHECK and DEL answer that they need Windows; bad config is code 7 first; VERSION works', async (type) => {
-    const config = { cniVersion: '1.0.0', name: 'winnet', type, ipam: { type: 'host-local' } };
-    for (const command of ['ADD', 'CHECK', 'DEL'] as const) {
-      const r = await runCni({ dir: FELT_CNI, type, command, containerId: 'c1', netns: '/var/run/netns/none-such', ifname: 'eth0', config: command === 'CHECK' ? { ...config, prevResult: { cniVersion: '1.0.0' } } : config });
-      expect(r.code).toBe(1);
-      expect(r.json).toMatchObject({ code: 4, msg: expect.stringContaining(`${type} needs Windows`) });
-    }
-    const bad = await runCni({ dir: FELT_CNI, type, command: 'ADD', containerId: 'c1', netns: '/var/run/netns/x', ifname: 'eth0', config: { ...config, apiVersion: 7 } });
-    expect(bad.json).toMatchObject({ code: 7, msg: expect.stringContaining('apiVersion') });
-    const v = await runCni({ dir: FELT_CNI, type, command: 'VERSION', config });
-    expect(v.json).toMatchObject({ supportedVersions: expect.arrayContaining(['1.0.0']) });
-  });
+  it.each(['win-bridge', 'win-overlay'])(
+    '%s: ADD, CHECK and DEL answer that they need Windows; bad config is code 7 first; VERSION works',
+    async (type) => {
+      const config = { cniVersion: '1.0.0', name: 'winnet', type, ipam: { type: 'host-local' } };
+      for (const command of ['ADD', 'CHECK', 'DEL'] as const) {
+        const r = await runCni({
+          dir: FELT_CNI,
+          type,
+          command,
+          containerId: 'c1',
+          netns: '/var/run/netns/none-such',
+          ifname: 'eth0',
+          config: command === 'CHECK' ? { ...config, prevResult: { cniVersion: '1.0.0' } } : config,
+        });
+        expect(r.code).toBe(1);
+        expect(r.json).toMatchObject({ code: 4, msg: expect.stringContaining(`${type} needs Windows`) });
+      }
+      const bad = await runCni({
+        dir: FELT_CNI,
+        type,
+        command: 'ADD',
+        containerId: 'c1',
+        netns: '/var/run/netns/x',
+        ifname: 'eth0',
+        config: { ...config, apiVersion: 7 },
+      });
+      expect(bad.json).toMatchObject({ code: 7, msg: expect.stringContaining('apiVersion') });
+      const v = await runCni({ dir: FELT_CNI, type, command: 'VERSION', config });
+      expect(v.json).toMatchObject({ supportedVersions: expect.arrayContaining(['1.0.0']) });
+    },
+  );
 });

@@ -34,7 +34,13 @@ interface Side {
 type Raw = Record<string, unknown>;
 
 const plugins = (data: string): Raw[] => [
-  { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', ranges: [[{ subnet: '10.98.0.0/16' }]], dataDir: data } },
+  {
+    type: 'bridge',
+    bridge: 'cni0',
+    isGateway: true,
+    ipMasq: true,
+    ipam: { type: 'host-local', ranges: [[{ subnet: '10.98.0.0/16' }]], dataDir: data },
+  },
   { type: 'portmap', capabilities: { portMappings: true }, snat: true },
   { type: 'bandwidth', capabilities: { bandwidth: true } },
   { type: 'tuning', sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, dataDir: data },
@@ -82,7 +88,14 @@ async function runList(s: Side, command: 'ADD' | 'DEL', id: string, prev: unknow
 
 async function main(): Promise<void> {
   const before = load();
-  const sides: Side[] = flavours().map((f, i) => ({ f, host: `${tag}-h${i}`, pod: `${tag}-p${i}`, data: mkdtempSync(join(tmpdir(), `chain-bench-${f.name}-`)), add: [], del: [] }));
+  const sides: Side[] = flavours().map((f, i) => ({
+    f,
+    host: `${tag}-h${i}`,
+    pod: `${tag}-p${i}`,
+    data: mkdtempSync(join(tmpdir(), `chain-bench-${f.name}-`)),
+    add: [],
+    del: [],
+  }));
   try {
     for (const s of sides) {
       ip('netns', 'add', s.host);
@@ -115,7 +128,12 @@ async function main(): Promise<void> {
     }
   }
   const by = (f: (s: Side) => number) => new Map(sides.map((s) => [s.f.name, f(s)] as const));
-  console.log(heading(`bridge + portmap + bandwidth + tuning + firewall, a conflist run by the bench (one process per plugin), ${N} ADD+DEL cycles each, sides rotated`, before));
+  console.log(
+    heading(
+      `bridge + portmap + bandwidth + tuning + firewall, a conflist run by the bench (one process per plugin), ${N} ADD+DEL cycles each, sides rotated`,
+      before,
+    ),
+  );
   console.log(
     ratioTable('ms', [
       { what: 'ADD', bySide: by((s) => median(s.add)) },

@@ -67,13 +67,26 @@ async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ m
   const cpu0 = s.feltd?.cpuMs() ?? 0;
   const outs = await Promise.all(
     s.pods.map((pod, i) =>
-      runCni({ dir: s.dir, type: 'bridge', command, hostNs: s.host, containerId: `r${round}c${i}`, netns: `/var/run/netns/${pod}`, ifname: 'eth0', config: config(s), env: sideEnv(s.f, s.feltd) }),
+      runCni({
+        dir: s.dir,
+        type: 'bridge',
+        command,
+        hostNs: s.host,
+        containerId: `r${round}c${i}`,
+        netns: `/var/run/netns/${pod}`,
+        ifname: 'eth0',
+        config: config(s),
+        env: sideEnv(s.f, s.feltd),
+      }),
     ),
   );
   const ms = performance.now() - t0;
   if (s.feltd) (command === 'ADD' ? s.feltdAddCpu : s.feltdDelCpu).push(s.feltd.cpuMs() - cpu0);
   const failed = outs.filter((o) => o.code !== 0);
-  if (failed.length) throw new Error(`${s.name} ${command} round ${round}: ${failed.length}/${outs.length} failed, e.g. ${failed[0]!.stdout}${failed[0]!.stderr}`);
+  if (failed.length)
+    throw new Error(
+      `${s.name} ${command} round ${round}: ${failed.length}/${outs.length} failed, e.g. ${failed[0]!.stdout}${failed[0]!.stderr}`,
+    );
   const ee = outs.filter(eexist);
   if (ee.length) throw new Error(`${s.name} ${command} round ${round}: EEXIST surfaced: ${ee[0]!.stdout}${ee[0]!.stderr}`);
   return { ms, outs };
@@ -95,7 +108,9 @@ async function checkClean(s: Side): Promise<void> {
   const rules = await cniRules(s.host);
   const chains = await cniChains(s.host);
   if (held || v.length || rules.length || chains.length) {
-    throw new Error(`${s.name} leaked after DEL: ${held} allocations, ${v.length} veths, rules ${rules.join('; ')}, chains ${chains.join(' ')}`);
+    throw new Error(
+      `${s.name} leaked after DEL: ${held} allocations, ${v.length} veths, rules ${rules.join('; ')}, chains ${chains.join(' ')}`,
+    );
   }
 }
 
@@ -126,7 +141,16 @@ async function fill(s: Side, count: number, parallel: number): Promise<number> {
   await Promise.all(
     Array.from({ length: parallel }, async () => {
       for (let i = next++; i < count; i = next++) {
-        const o = await runCni({ dir: s.dir, type: 'host-local', command: 'ADD', containerId: `fill${i}`, netns: '/proc/self/ns/net', ifname: 'eth0', config: ipam, env: sideEnv(s.f, s.feltd) });
+        const o = await runCni({
+          dir: s.dir,
+          type: 'host-local',
+          command: 'ADD',
+          containerId: `fill${i}`,
+          netns: '/proc/self/ns/net',
+          ifname: 'eth0',
+          config: ipam,
+          env: sideEnv(s.f, s.feltd),
+        });
         if (o.code !== 0) throw new Error(`${s.name} fill ${i}: ${o.stdout}${o.stderr}`);
       }
     }),
@@ -136,7 +160,15 @@ async function fill(s: Side, count: number, parallel: number): Promise<number> {
 
 async function one(s: Side, i: number): Promise<number> {
   const ipam = { cniVersion: '1.0.0', name: NETWORK, ipam: config(s, '10.96.0.0/21').ipam, type: 'host-local' };
-  const common = { dir: s.dir, type: 'host-local', containerId: `one${i}`, netns: '/proc/self/ns/net', ifname: 'eth0', config: ipam, env: sideEnv(s.f, s.feltd) };
+  const common = {
+    dir: s.dir,
+    type: 'host-local',
+    containerId: `one${i}`,
+    netns: '/proc/self/ns/net',
+    ifname: 'eth0',
+    config: ipam,
+    env: sideEnv(s.f, s.feltd),
+  };
   const a = await runCni({ ...common, command: 'ADD' });
   if (a.code !== 0) throw new Error(`${s.name} one ADD: ${a.stdout}${a.stderr}`);
   const d = await runCni({ ...common, command: 'DEL' });
@@ -188,20 +220,37 @@ async function main(): Promise<void> {
     for (const s of sides) rmSync(s.data, { recursive: true, force: true });
   }
   const by = (f: (s: Side) => number) => new Map(sides.map((s) => [s.f.name, f(s)] as const));
-  console.log(heading(`pod churn: ${N} ADDs at once then ${N} DELs at once, bridge + host-local + ipMasq on a /24, ${ROUNDS} rounds, sides rotated`, before));
   console.log(
-    ratioTable('wave, ms', [
-      { what: `${N} ADDs at once (wall)`, bySide: by((s) => median(s.add)) },
-      { what: `${N} DELs at once (wall)`, bySide: by((s) => median(s.del)) },
-      { what: 'one ADD inside the wave (spawn to exit)', bySide: by((s) => median(s.addCalls)) },
-      { what: 'one DEL inside the wave (spawn to exit)', bySide: by((s) => median(s.delCalls)) },
-    ], 0),
+    heading(
+      `pod churn: ${N} ADDs at once then ${N} DELs at once, bridge + host-local + ipMasq on a /24, ${ROUNDS} rounds, sides rotated`,
+      before,
+    ),
   );
-  for (const s of sides) if (s.feltd) console.log(`feltd's own CPU time per wave (user + system, not its children's): ADD ${median(s.feltdAddCpu).toFixed(0)} ms, DEL ${median(s.feltdDelCpu).toFixed(0)} ms`);
-  console.log(`ranges (ms): ${sides.map((s) => `${s.name} ADD ${Math.min(...s.add).toFixed(0)}–${Math.max(...s.add).toFixed(0)}, DEL ${Math.min(...s.del).toFixed(0)}–${Math.max(...s.del).toFixed(0)}`).join('; ')}`);
+  console.log(
+    ratioTable(
+      'wave, ms',
+      [
+        { what: `${N} ADDs at once (wall)`, bySide: by((s) => median(s.add)) },
+        { what: `${N} DELs at once (wall)`, bySide: by((s) => median(s.del)) },
+        { what: 'one ADD inside the wave (spawn to exit)', bySide: by((s) => median(s.addCalls)) },
+        { what: 'one DEL inside the wave (spawn to exit)', bySide: by((s) => median(s.delCalls)) },
+      ],
+      0,
+    ),
+  );
+  for (const s of sides)
+    if (s.feltd)
+      console.log(
+        `feltd's own CPU time per wave (user + system, not its children's): ADD ${median(s.feltdAddCpu).toFixed(0)} ms, DEL ${median(s.feltdDelCpu).toFixed(0)} ms`,
+      );
+  console.log(
+    `ranges (ms): ${sides.map((s) => `${s.name} ADD ${Math.min(...s.add).toFixed(0)}–${Math.max(...s.add).toFixed(0)}, DEL ${Math.min(...s.del).toFixed(0)}–${Math.max(...s.del).toFixed(0)}`).join('; ')}`,
+  );
   if (DO_FILL) {
     console.log('');
-    console.log(`host-local alone, a /21: ${FILL} ADDs, ${FILL_PARALLEL} in parallel; then 20 single ADD+DELs each with ${FILL} allocations held (ADD timed)`);
+    console.log(
+      `host-local alone, a /21: ${FILL} ADDs, ${FILL_PARALLEL} in parallel; then 20 single ADD+DELs each with ${FILL} allocations held (ADD timed)`,
+    );
     console.log(
       ratioTable('measure', [
         { what: `fill ${FILL} (s)`, bySide: by((s) => fills[s.name]!.wall / 1000) },

@@ -14,7 +14,20 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCni } from '../support/cni.ts';
-import { flavours, heading, load, median, p90, ratioTable, rotated, sideEnv, startFeltd, type Feltd, type Flavour, type SideName } from './sides.ts';
+import {
+  flavours,
+  heading,
+  load,
+  median,
+  p90,
+  ratioTable,
+  rotated,
+  sideEnv,
+  startFeltd,
+  type Feltd,
+  type Flavour,
+  type SideName,
+} from './sides.ts';
 
 const TIME = '/usr/bin/time';
 
@@ -57,7 +70,10 @@ function peakRss(s: Side, command: 'ADD' | 'DEL', containerId: string): Promise<
     ...sideEnv(s.f, s.feltd),
   };
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', s.host, TIME, '-f', 'felt-rss-kb %M', join(s.f.dir, 'bridge')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', s.host, TIME, '-f', 'felt-rss-kb %M', join(s.f.dir, 'bridge')], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const err: Buffer[] = [];
     child.stdout.resume();
     child.stderr.on('data', (b: Buffer) => err.push(b));
@@ -73,7 +89,16 @@ function peakRss(s: Side, command: 'ADD' | 'DEL', containerId: string): Promise<
 }
 
 async function cycle(s: Side, id: string): Promise<[number, number]> {
-  const common = { dir: s.f.dir, type: 'bridge', hostNs: s.host, containerId: id, netns: `/var/run/netns/${s.pod}`, ifname: 'eth0', config: config(s), env: sideEnv(s.f, s.feltd) };
+  const common = {
+    dir: s.f.dir,
+    type: 'bridge',
+    hostNs: s.host,
+    containerId: id,
+    netns: `/var/run/netns/${s.pod}`,
+    ifname: 'eth0',
+    config: config(s),
+    env: sideEnv(s.f, s.feltd),
+  };
   const a = await runCni({ ...common, command: 'ADD' });
   if (a.code !== 0) throw new Error(`${s.f.name} ADD failed: ${a.stdout}${a.stderr}`);
   const d = await runCni({ ...common, command: 'DEL' });
@@ -84,7 +109,14 @@ async function cycle(s: Side, id: string): Promise<[number, number]> {
 async function main(): Promise<void> {
   const before = load();
   const fs = RSS_CYCLES > 0 ? flavours().filter((f) => f.name === 'felt-daemon') : flavours();
-  const sides: Side[] = fs.map((f, i) => ({ f, host: `${tag}-h${i}`, pod: `${tag}-p${i}`, data: mkdtempSync(join(tmpdir(), 'felt-bench-')), add: [], del: [] }));
+  const sides: Side[] = fs.map((f, i) => ({
+    f,
+    host: `${tag}-h${i}`,
+    pod: `${tag}-p${i}`,
+    data: mkdtempSync(join(tmpdir(), 'felt-bench-')),
+    add: [],
+    del: [],
+  }));
   const rss = new Map<SideName, number | undefined>();
   const feltdRss: string[] = [];
   try {
@@ -102,14 +134,17 @@ async function main(): Promise<void> {
         const [a, d] = await cycle(s, `c${i}`);
         s.add.push(a);
         s.del.push(d);
-        if ((i + 1) % Math.max(1, Math.floor(RSS_CYCLES / 4)) === 0) feltdRss.push(`| ${i + 1} | ${(s.feltd!.rssKb() / 1024).toFixed(1)} |`);
+        if ((i + 1) % Math.max(1, Math.floor(RSS_CYCLES / 4)) === 0)
+          feltdRss.push(`| ${i + 1} | ${(s.feltd!.rssKb() / 1024).toFixed(1)} |`);
       }
       const last = s.feltd!.rssKb();
       console.log(heading(`feltd --cni-only serving bridge + host-local + ipMasq, ${RSS_CYCLES} ADD+DEL cycles`, before));
       console.log('| cycles | feltd RSS MB |');
       console.log('|---|---|');
       console.log(feltdRss.join('\n'));
-      console.log(`growth over ${RSS_CYCLES} cycles: ${((last - first) / 1024).toFixed(1)} MB (${(((last - first) / first) * 100).toFixed(1)} %); ADD median ${median(s.add).toFixed(1)} ms, DEL ${median(s.del).toFixed(1)} ms`);
+      console.log(
+        `growth over ${RSS_CYCLES} cycles: ${((last - first) / 1024).toFixed(1)} MB (${(((last - first) / first) * 100).toFixed(1)} %); ADD median ${median(s.add).toFixed(1)} ms, DEL ${median(s.del).toFixed(1)} ms`,
+      );
       return;
     }
     // One warm-up cycle each (page cache, bridge creation, feltd's first call), not counted.
@@ -154,7 +189,13 @@ async function main(): Promise<void> {
   );
   if ([...rss.values()].every((x) => x !== undefined)) {
     console.log('');
-    console.log(ratioTable('peak RSS of one ADD, MB', [{ what: `${TIME} %M of the plugin (felt-daemon: the forwarder)`, bySide: by((s) => rss.get(s.f.name)! / 1024) }], 2));
+    console.log(
+      ratioTable(
+        'peak RSS of one ADD, MB',
+        [{ what: `${TIME} %M of the plugin (felt-daemon: the forwarder)`, bySide: by((s) => rss.get(s.f.name)! / 1024) }],
+        2,
+      ),
+    );
   } else console.log(`(no ${TIME}: peak RSS not measured)`);
 }
 

@@ -22,7 +22,11 @@ const EXP = '2030-01-02T00:00:00.000Z';
 const hex = (n: number) => n.toString(16).padStart(2, '0');
 
 const conf = parseNetConfig(
-  JSON.stringify({ Network: '10.128.0.0/9', ...(DUAL ? { EnableIPv6: true, IPv6Network: 'fd00:10::/48' } : {}), Backend: { Type: 'vxlan' } }),
+  JSON.stringify({
+    Network: '10.128.0.0/9',
+    ...(DUAL ? { EnableIPv6: true, IPv6Network: 'fd00:10::/48' } : {}),
+    Backend: { Type: 'vxlan' },
+  }),
 );
 if (E.isLeft(conf)) throw new Error(conf.left);
 const node: OverlayNode = {
@@ -95,7 +99,10 @@ const objects = first.right.kernel.routes.length + first.right.kernel.neighbours
 const cold: number[] = [];
 const warm: number[] = [];
 for (let i = 0; i < 3 + N; i++) {
-  for (const [name, out] of [['cold', cold], ['warm', warm]] as const) {
+  for (const [name, out] of [
+    ['cold', cold],
+    ['warm', warm],
+  ] as const) {
     state = apply(state, [seen((i * 7919) % REMOTES, (i % 250) + 1)]);
     const t0 = performance.now();
     const d = name === 'cold' ? desiredOverlay(state, node) : desiredOverlay(state, node, cache);
@@ -113,7 +120,11 @@ for (let i = 0; i < 5; i++) {
   planMs.push(performance.now() - t0);
 }
 const f = (x: number) => x.toFixed(1).padStart(7);
-console.log(`desiredOverlay, ${REMOTES} remote vxlan leases${DUAL ? ' (dual stack)' : ''}, ${objects} kernel objects, one lease changed per call, ${N} rounds`);
+console.log(
+  `desiredOverlay, ${REMOTES} remote vxlan leases${DUAL ? ' (dual stack)' : ''}, ${objects} kernel objects, one lease changed per call, ${N} rounds`,
+);
 console.log(`  cold (no cache)    median ${f(median(cold))} ms  p90 ${f(p90(cold))} ms`);
 console.log(`  warm (feltd cache) median ${f(median(warm))} ms  p90 ${f(p90(warm))} ms`);
-console.log(`  ratio cold/warm ${(median(cold) / median(warm)).toFixed(2)}x; plan(d, d) over the same state: median ${f(median(planMs))} ms`);
+console.log(
+  `  ratio cold/warm ${(median(cold) / median(warm)).toFixed(2)}x; plan(d, d) over the same state: median ${f(median(planMs))} ms`,
+);

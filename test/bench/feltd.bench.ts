@@ -29,21 +29,35 @@ const CHANGES = Number(process.env['BENCH_CHANGES'] ?? 40);
 const BUSY_RESYNC = Number(process.env['BENCH_BUSY_RESYNC'] ?? 1);
 /** Another feltd executable (e.g. an older build) to measure in the same run, alternating with this one. */
 const BASELINE = process.env['BENCH_FELTD_BASELINE'];
-const BINS: [string, string][] = [...(BASELINE ? [['baseline', BASELINE] as [string, string]] : []), ['this', join(ROOT, 'dist/bin/feltd')]];
+const BINS: [string, string][] = [
+  ...(BASELINE ? [['baseline', BASELINE] as [string, string]] : []),
+  ['this', join(ROOT, 'dist/bin/feltd')],
+];
 const tag = `fdb${process.pid}`;
 const MODES = (process.env['BENCH_MODES'] ?? 'iptables').split(',') as ('iptables' | 'nftables')[];
-const netConf = (mode: string): string => JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, ...(mode === 'nftables' ? { EnableNFTables: true } : {}), Backend: { Type: 'vxlan' } });
+const netConf = (mode: string): string =>
+  JSON.stringify({
+    Network: '10.0.0.0/8',
+    SubnetLen: 24,
+    ...(mode === 'nftables' ? { EnableNFTables: true } : {}),
+    Backend: { Type: 'vxlan' },
+  });
 /** Elements of feltd's remote-subnets set in `ns` (0 when there is none), and how long listing the table took. */
 function setElements(ns: string): { count: number; listMs: number } {
   const t0 = performance.now();
   let out = '';
   try {
-    out = execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'ip', 'flannel-ipv4'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    out = execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'ip', 'flannel-ipv4'], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 28,
+    });
   } catch {
     return { count: 0, listMs: performance.now() - t0 };
   }
   const listMs = performance.now() - t0;
-  const set = (JSON.parse(out).nftables as { set?: { name: string; elem?: unknown[] } }[]).find((x) => x.set?.name === 'remote-subnets')?.set;
+  const set = (JSON.parse(out).nftables as { set?: { name: string; elem?: unknown[] } }[]).find(
+    (x) => x.set?.name === 'remote-subnets',
+  )?.set;
   return { count: set?.elem?.length ?? 0, listMs };
 }
 const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28 }).toString();
@@ -68,7 +82,25 @@ function rawRate(n: number): number {
   const ns = `${tag}-raw`;
   makeNode(ns);
   try {
-    sh('ip', '-n', ns, 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'local', '198.51.100.11', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    sh(
+      'ip',
+      '-n',
+      ns,
+      'link',
+      'add',
+      'flannel.1',
+      'type',
+      'vxlan',
+      'id',
+      '1',
+      'local',
+      '198.51.100.11',
+      'dev',
+      'eth0',
+      'dstport',
+      '8472',
+      'nolearning',
+    );
     sh('ip', '-n', ns, 'link', 'set', 'flannel.1', 'up');
     const ipLines: string[] = [];
     const brLines: string[] = [];
@@ -77,7 +109,10 @@ function rawRate(n: number): number {
       ipLines.push(`neigh replace ${net} lladdr ${mac(i)} dev flannel.1 nud permanent`);
       brLines.push(`fdb replace ${mac(i)} dev flannel.1 dst ${remoteIP(i)} self permanent`);
     }
-    const routes = Array.from({ length: n }, (_, i) => `route replace ${subnetOf(i)} via ${subnetOf(i).split('/')[0]} dev flannel.1 onlink`);
+    const routes = Array.from(
+      { length: n },
+      (_, i) => `route replace ${subnetOf(i)} via ${subnetOf(i).split('/')[0]} dev flannel.1 onlink`,
+    );
     const t0 = performance.now();
     execFileSync('ip', ['-n', ns, '-batch', '-'], { input: ipLines.join('\n') + '\n' });
     execFileSync('ip', ['netns', 'exec', ns, 'bridge', '-batch', '-'], { input: brLines.join('\n') + '\n' });
@@ -88,10 +123,21 @@ function rawRate(n: number): number {
   }
 }
 
-const countRoutes = (ns: string): number => sh('ip', '-n', ns, 'route', 'show').split('\n').filter((l) => l.includes('dev flannel.1') && l.includes('onlink')).length;
+const countRoutes = (ns: string): number =>
+  sh('ip', '-n', ns, 'route', 'show')
+    .split('\n')
+    .filter((l) => l.includes('dev flannel.1') && l.includes('onlink')).length;
 
 async function metrics(ns: string, port: number): Promise<string> {
-  return sh('ip', 'netns', 'exec', ns, 'node', '-e', `fetch('http://127.0.0.1:${port}/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))`);
+  return sh(
+    'ip',
+    'netns',
+    'exec',
+    ns,
+    'node',
+    '-e',
+    `fetch('http://127.0.0.1:${port}/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))`,
+  );
 }
 
 interface Feltd {
@@ -104,9 +150,31 @@ interface Feltd {
 function startFeltd(bin: string, ns: string, dir: string, db: string, port: number, resync: number): Feltd {
   const p = spawn(
     'ip',
-    ['netns', 'exec', ns, bin, '--iface', 'eth0', '--subnet-file', join(dir, 'subnet.env'), '--state-dir', join(dir, 'state'),
-      '--net-config-path', join(dir, 'net-conf.json'), '--store', `sqlite:${db}`, '--iptables-resync', String(resync), '--cni-socket=', '--healthz-ip', '127.0.0.1', '--healthz-port', String(port), '-v=1',
-      ...(process.env['BENCH_FELTD_ARGS'] ?? '').split(' ').filter(Boolean)],
+    [
+      'netns',
+      'exec',
+      ns,
+      bin,
+      '--iface',
+      'eth0',
+      '--subnet-file',
+      join(dir, 'subnet.env'),
+      '--state-dir',
+      join(dir, 'state'),
+      '--net-config-path',
+      join(dir, 'net-conf.json'),
+      '--store',
+      `sqlite:${db}`,
+      '--iptables-resync',
+      String(resync),
+      '--cni-socket=',
+      '--healthz-ip',
+      '127.0.0.1',
+      '--healthz-port',
+      String(port),
+      '-v=1',
+      ...(process.env['BENCH_FELTD_ARGS'] ?? '').split(' ').filter(Boolean),
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
@@ -173,7 +241,13 @@ async function changes(ns: string, store: ReturnType<typeof sqliteLeaseStore>, f
     const want = `${subnetOf(i)} via`;
     const wall = Date.now();
     const t = performance.now();
-    await store.acquire({ subnet: subnetOf(i), attrs: { PublicIP: remoteIP(i), PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(i) } } }, 86400)();
+    await store.acquire(
+      {
+        subnet: subnetOf(i),
+        attrs: { PublicIP: remoteIP(i), PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(i) } },
+      },
+      86400,
+    )();
     while (!seen.includes(want)) {
       if (performance.now() - t > 10_000) throw new Error(`change ${want} never reached the kernel: ${feltd.log().slice(-2000)}`);
       await sleep(1);
@@ -181,25 +255,39 @@ async function changes(ns: string, store: ReturnType<typeof sqliteLeaseStore>, f
     lat.push(performance.now() - t);
     windows.push([wall, wall + (performance.now() - t)]);
     // Let the next change land anywhere in a resync cycle.
-    await sleep(k % 7 * 13);
+    await sleep((k % 7) * 13);
   }
   mon.kill();
   const lines = logLines(feltd.log().slice(logFrom));
-  const passes = lines.filter((l) => l.msg === 'reconcile' && l.kind === 'full').map((l) => [Date.parse(l.time) - l.ms!, Date.parse(l.time)] as const);
+  const passes = lines
+    .filter((l) => l.msg === 'reconcile' && l.kind === 'full')
+    .map((l) => [Date.parse(l.time) - l.ms!, Date.parse(l.time)] as const);
   const over = windows.map(([a, b]) => passes.some(([s, e]) => s < b && e > a));
   const overlapped = over.filter(Boolean).length;
   const overLat = lat.filter((_, i) => over[i]);
   const records = lines.filter((l) => l.msg === 'recorded' && l.command === 'ApplyLeaseEvents').map((l) => l.ms!);
-  return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), overlapped, overP50: overLat.length ? pct(overLat, 0.5) : NaN, overP99: overLat.length ? pct(overLat, 0.99) : NaN, fullPasses: passes.length, recordP50: pct(records, 0.5), recordP99: pct(records, 0.99) };
+  return {
+    p50: pct(lat, 0.5),
+    p99: pct(lat, 0.99),
+    overlapped,
+    overP50: overLat.length ? pct(overLat, 0.5) : NaN,
+    overP99: overLat.length ? pct(overLat, 0.99) : NaN,
+    fullPasses: passes.length,
+    recordP50: pct(records, 0.5),
+    recordP99: pct(records, 0.99),
+  };
 }
 
 const val = (m: string, k: string) => Number(new RegExp(`^${k.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(m)?.[1] ?? NaN);
 /** The first of these series that the scrape has (a baseline build may use the older feltd_ names). */
 const either = (m: string, ...ks: string[]) => ks.map((k) => val(m, k)).find((v) => !Number.isNaN(v)) ?? NaN;
 /** Every series of a metric family, summed over its labels. */
-const family = (m: string, name: string) => [...m.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((a, x) => a + Number(x[1]), 0);
-const fullPasses = (m: string) => either(m, 'felt_reconcile_duration_seconds_count{kind="full"}', 'feltd_reconcile_duration_seconds_count{kind="full"}');
-const fullSeconds = (m: string) => either(m, 'felt_reconcile_duration_seconds_sum{kind="full"}', 'feltd_reconcile_duration_seconds_sum{kind="full"}');
+const family = (m: string, name: string) =>
+  [...m.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((a, x) => a + Number(x[1]), 0);
+const fullPasses = (m: string) =>
+  either(m, 'felt_reconcile_duration_seconds_count{kind="full"}', 'feltd_reconcile_duration_seconds_count{kind="full"}');
+const fullSeconds = (m: string) =>
+  either(m, 'felt_reconcile_duration_seconds_sum{kind="full"}', 'feltd_reconcile_duration_seconds_sum{kind="full"}');
 const opsApplied = (m: string) => family(m, 'felt_ops_applied_total') + family(m, 'feltd_ops_applied_total');
 /** Whether the scrape has any series of the family. */
 const has = (m: string, name: string) => new RegExp(`^${name}(?:\\{[^}]*\\})? `, 'm').test(m);
@@ -209,8 +297,11 @@ const has = (m: string, name: string) => new RegExp(`^${name}(?:\\{[^}]*\\})? `,
  * feltd_drift_repaired_total). A scrape with none of them is an error, not a zero.
  */
 const fullPassOps = (m: string) => {
-  for (const name of ['felt_full_pass_ops_total', 'felt_drift_repaired_total', 'feltd_drift_repaired_total']) if (has(m, name)) return family(m, name);
-  throw new Error('the scrape has no full-pass or drift metric (felt_full_pass_ops_total, felt_drift_repaired_total, feltd_drift_repaired_total)');
+  for (const name of ['felt_full_pass_ops_total', 'felt_drift_repaired_total', 'feltd_drift_repaired_total'])
+    if (has(m, name)) return family(m, name);
+  throw new Error(
+    'the scrape has no full-pass or drift metric (felt_full_pass_ops_total, felt_drift_repaired_total, feltd_drift_repaired_total)',
+  );
 };
 
 async function run(n: number, bin: string, mode: string) {
@@ -220,7 +311,13 @@ async function run(n: number, bin: string, mode: string) {
   const store = sqliteLeaseStore({ path: db });
   await store.putNetworkConfig(netConf(mode))();
   for (let i = 0; i < n; i++) {
-    const r = await store.acquire({ subnet: subnetOf(i), attrs: { PublicIP: remoteIP(i), PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(i) } } }, 86400)();
+    const r = await store.acquire(
+      {
+        subnet: subnetOf(i),
+        attrs: { PublicIP: remoteIP(i), PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(i) } },
+      },
+      86400,
+    )();
     if (r._tag === 'Left' || r.right === 'taken') throw new Error(`cannot seed lease ${i}`);
   }
   makeNode(ns);
@@ -251,7 +348,8 @@ async function run(n: number, bin: string, mode: string) {
     );
     const opsDuringIdle = opsApplied(after) - opsApplied(before);
     const rssA = peakRss(feltd.pid);
-    if (process.env['BENCH_FELTD_LOG']) writeFileSync(`${process.env["BENCH_FELTD_LOG"]}.${n}.${bin === BASELINE ? "baseline" : "this"}.idle`, feltd.log());
+    if (process.env['BENCH_FELTD_LOG'])
+      writeFileSync(`${process.env['BENCH_FELTD_LOG']}.${n}.${bin === BASELINE ? 'baseline' : 'this'}.idle`, feltd.log());
     await feltd.stop();
 
     // 2. The same node restarted with a short resync period (BENCH_BUSY_RESYNC seconds, default 1): at 10,000
@@ -268,9 +366,19 @@ async function run(n: number, bin: string, mode: string) {
     );
     const busy = await changes(ns, store, feltd, n + CHANGES, CHANGES);
     const m1 = await metrics(ns, port);
-    const set = mode === 'nftables' ? await eventually(() => { const x = setElements(ns); return x.count >= n + 2 * CHANGES && x; }, { what: 'every change in the set', timeoutMs: 30_000, intervalMs: 100 }) : undefined;
+    const set =
+      mode === 'nftables'
+        ? await eventually(
+            () => {
+              const x = setElements(ns);
+              return x.count >= n + 2 * CHANGES && x;
+            },
+            { what: 'every change in the set', timeoutMs: 30_000, intervalMs: 100 },
+          )
+        : undefined;
     const rssB = peakRss(feltd.pid);
-    if (process.env['BENCH_FELTD_LOG']) writeFileSync(`${process.env["BENCH_FELTD_LOG"]}.${n}.${bin === BASELINE ? "baseline" : "this"}.busy`, feltd.log());
+    if (process.env['BENCH_FELTD_LOG'])
+      writeFileSync(`${process.env['BENCH_FELTD_LOG']}.${n}.${bin === BASELINE ? 'baseline' : 'this'}.busy`, feltd.log());
     return {
       n,
       converge,
@@ -301,11 +409,12 @@ console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|--
 const f1 = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(1));
 for (const n of SIZES) {
   const raw = rawRate(n);
-  for (const [label, bin] of BINS) for (const mode of MODES) {
-    const r = await run(n, bin, mode);
-    const { idle: a, busy: b } = r;
-    console.log(
-      `| ${n} | ${label} | ${mode} | ${r.set ? `${r.set.count} (${r.set.listMs.toFixed(0)})` : '-'} | ${r.converge.toFixed(2)} | ${Math.round(r.rate)} | ${Math.round(raw)} | ${(r.rate / raw).toFixed(2)} | ${f1(a.p50)} | ${f1(a.p99)} | ${a.overlapped}/${CHANGES} | ${f1(b.p50)} | ${f1(b.p99)} | ${b.overlapped}/${CHANGES} | ${f1(b.overP50)} / ${f1(b.overP99)} | ${r.busyFullOps} | ${b.recordP50}/${b.recordP99} | ${(r.resync * 1000).toFixed(1)} | ${r.idleOps} | ${r.rss.toFixed(0)} |`,
-    );
-  }
+  for (const [label, bin] of BINS)
+    for (const mode of MODES) {
+      const r = await run(n, bin, mode);
+      const { idle: a, busy: b } = r;
+      console.log(
+        `| ${n} | ${label} | ${mode} | ${r.set ? `${r.set.count} (${r.set.listMs.toFixed(0)})` : '-'} | ${r.converge.toFixed(2)} | ${Math.round(r.rate)} | ${Math.round(raw)} | ${(r.rate / raw).toFixed(2)} | ${f1(a.p50)} | ${f1(a.p99)} | ${a.overlapped}/${CHANGES} | ${f1(b.p50)} | ${f1(b.p99)} | ${b.overlapped}/${CHANGES} | ${f1(b.overP50)} / ${f1(b.overP99)} | ${r.busyFullOps} | ${b.recordP50}/${b.recordP99} | ${(r.resync * 1000).toFixed(1)} | ${r.idleOps} | ${r.rss.toFixed(0)} |`,
+      );
+    }
 }

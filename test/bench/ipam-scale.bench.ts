@@ -14,7 +14,16 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { Projection } from '../../core/events.ts';
 import { formatIP } from '../../core/ip/ip.ts';
 import { parseIpamConf } from '../../core/ipam/config.ts';
-import { decide, decideIpam, evolve, initialState, ipamProjection, ipamStream, type IpamEvent, type IpamState } from '../../core/ipam/decider.ts';
+import {
+  decide,
+  decideIpam,
+  evolve,
+  initialState,
+  ipamProjection,
+  ipamStream,
+  type IpamEvent,
+  type IpamState,
+} from '../../core/ipam/decider.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
 import { FELT_CNI, runCni } from '../support/cni.ts';
@@ -109,7 +118,12 @@ function addInProcess(s: Side, i: number): void {
 }
 
 async function addProcess(s: Side, i: number): Promise<void> {
-  const config = { cniVersion: '1.0.0', name: NET, type: 'bridge', ipam: { type: 'host-local', ranges: [[{ subnet: SUBNET }]], dataDir: s.dir } };
+  const config = {
+    cniVersion: '1.0.0',
+    name: NET,
+    type: 'bridge',
+    ipam: { type: 'host-local', ranges: [[{ subnet: SUBNET }]], dataDir: s.dir },
+  };
   const common = { dir: FELT_CNI, type: 'host-local', containerId: `proc${i}`, netns: '/var/run/netns/none', ifname: 'eth0', config };
   const a = await runCni({ ...common, command: 'ADD' });
   if (a.code !== 0) throw new Error(`${s.name} host-local ADD failed: ${a.stdout}${a.stderr}`);
@@ -122,7 +136,14 @@ async function main(): Promise<void> {
   const sides: Side[] = [];
   for (const table of [true, false]) {
     for (const held of SIZES) {
-      sides.push({ name: `${table ? 'table' : 'snapshot'} ${held}`, held, table, dir: mkdtempSync(join(tmpdir(), 'felt-ipam-scale-')), tx: [], proc: [] });
+      sides.push({
+        name: `${table ? 'table' : 'snapshot'} ${held}`,
+        held,
+        table,
+        dir: mkdtempSync(join(tmpdir(), 'felt-ipam-scale-')),
+        tx: [],
+        proc: [],
+      });
     }
   }
   try {
@@ -138,15 +159,19 @@ async function main(): Promise<void> {
       const order = i % 2 === 0 ? sides : [...sides].reverse();
       for (const s of order) addInProcess(s, i + 1);
       for (const s of order) if (s.table) await addProcess(s, i + 1);
-      if (i < 0) for (const s of sides) (s.tx.length = 0), (s.proc.length = 0);
+      if (i < 0) for (const s of sides) ((s.tx.length = 0), (s.proc.length = 0));
     }
     const by = (table: boolean, held: number) => sides.find((s) => s.table === table && s.held === held)!;
     const [t10, t60, s10, s60] = [by(true, 10), by(true, 60_000), by(false, 10), by(false, 60_000)];
-    console.log(`host-local ADD in a /16, 10 vs 60,000 allocations held; ${N} rounds alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}; fill of all four logs ${Math.round(fillMs)} ms`);
+    console.log(
+      `host-local ADD in a /16, 10 vs 60,000 allocations held; ${N} rounds alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}; fill of all four logs ${Math.round(fillMs)} ms`,
+    );
     console.log('| what | 10 held median ms | 60,000 held median ms | ratio 60k/10 | 10 p90 | 60k p90 |');
     console.log('|---|---|---|---|---|---|');
     const row = (what: string, a: readonly number[], b: readonly number[]) =>
-      console.log(`| ${what} | ${median(a).toFixed(2)} | ${median(b).toFixed(2)} | ${(median(b) / median(a)).toFixed(2)} | ${p90(a).toFixed(2)} | ${p90(b).toFixed(2)} |`);
+      console.log(
+        `| ${what} | ${median(a).toFixed(2)} | ${median(b).toFixed(2)} | ${(median(b) / median(a)).toFixed(2)} | ${p90(a).toFixed(2)} | ${p90(b).toFixed(2)} |`,
+      );
     row('ADD transaction, table projection (open + transactRows + close)', t10.tx, t60.tx);
     row('ADD transaction, whole-state snapshot (before tables)', s10.tx, s60.tx);
     row('`dist/cni/host-local` ADD process (table)', t10.proc, t60.proc);

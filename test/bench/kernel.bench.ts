@@ -56,7 +56,10 @@ async function feltApply(k: Kernel, desired: KernelState, ns: string): Promise<n
 
 /** raw: the same routes as `route replace` (or `route del`) lines to one `ip -batch` in the namespace. */
 async function rawApply(ns: Netns, n: number, gw: string, verb: 'replace' | 'del' = 'replace'): Promise<number> {
-  const input = routes(ns.path, n, gw).map((r) => `route ${verb} ${r.dst} via ${r.gw} dev ${r.dev}`).join('\n') + '\n';
+  const input =
+    routes(ns.path, n, gw)
+      .map((r) => `route ${verb} ${r.dst} via ${r.gw} dev ${r.dev}`)
+      .join('\n') + '\n';
   const [ms, r] = await time(() => execFile(['nsenter', `--net=${ns.path}`, 'ip', '-batch', '-'], { input }));
   if (r.code !== 0) throw new Error(`ip -batch: ${r.stderr}`);
   return ms;
@@ -121,10 +124,16 @@ try {
   console.log('| operation | felt median ms | raw median ms | ratio felt/raw | felt min | raw min |');
   console.log('|---|---|---|---|---|---|');
   for (const [name, f, r] of rows) {
-    console.log(`| ${name} | ${median(f).toFixed(1)} | ${median(r).toFixed(1)} | ${(median(f) / median(r)).toFixed(2)} | ${Math.min(...f).toFixed(1)} | ${Math.min(...r).toFixed(1)} |`);
+    console.log(
+      `| ${name} | ${median(f).toFixed(1)} | ${median(r).toFixed(1)} | ${(median(f) / median(r)).toFixed(2)} | ${Math.min(...f).toFixed(1)} | ${Math.min(...r).toFixed(1)} |`,
+    );
   }
-  console.log(`\nplan ${N} new routes: ${tPlan.toFixed(1)} ms; no-op plan against ${N} observed: ${tNoop.toFixed(1)} ms; observe host + that namespace: ${tObsHost.toFixed(1)} ms`);
-  console.log('raw peers: `route replace` lines to one `nsenter ip -batch -`; removal `route del` lines; observe `ip -json -d route show`, parsed');
+  console.log(
+    `\nplan ${N} new routes: ${tPlan.toFixed(1)} ms; no-op plan against ${N} observed: ${tNoop.toFixed(1)} ms; observe host + that namespace: ${tObsHost.toFixed(1)} ms`,
+  );
+  console.log(
+    'raw peers: `route replace` lines to one `nsenter ip -batch -`; removal `route del` lines; observe `ip -json -d route show`, parsed',
+  );
 } finally {
   await cleanupNetns();
 }

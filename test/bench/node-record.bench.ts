@@ -11,7 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { fold, type Projection } from '../../core/events.ts';
-import { decide, decideNodeIn, evolve, evolveAll, initialState, nodeProjection, nodeStream, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import {
+  decide,
+  decideNodeIn,
+  evolve,
+  evolveAll,
+  initialState,
+  nodeProjection,
+  nodeStream,
+  type NodeCommand,
+  type NodeEvent,
+  type NodeState,
+} from '../../core/flannel/node.ts';
 import type { Lease } from '../../core/flannel/types.ts';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { EventStore } from '../../adapters/store/types.ts';
@@ -96,7 +107,11 @@ try {
   }
   for (let i = -2; i < N; i++) {
     const n = (i + 2) % REMOTES;
-    const cmd: NodeCommand = { type: 'ApplyLeaseEvents', data: { events: [{ type: 'added', lease: lease(n, 1 + ((i + 2) % 200)) }] }, metadata: { time: T } };
+    const cmd: NodeCommand = {
+      type: 'ApplyLeaseEvents',
+      data: { events: [{ type: 'added', lease: lease(n, 1 + ((i + 2) % 200)) }] },
+      metadata: { time: T },
+    };
     for (const s of i % 2 === 0 ? sides : [...sides].reverse()) {
       const t0 = performance.now();
       s.record(cmd);
@@ -108,13 +123,17 @@ try {
   const [t, o] = sides as [Side, Side];
   if (JSON.stringify(t.state.remotes) !== JSON.stringify(o.state.remotes)) throw new Error('the two sides disagree');
   const size = (s: Side) => (statSync(join(s.dir, 'felt.db')).size / 1e6).toFixed(1);
-  console.log(`feltd record of one lease event with ${REMOTES} remote leases; ${N} rounds alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}`);
+  console.log(
+    `feltd record of one lease event with ${REMOTES} remote leases; ${N} rounds alternating, ${new Date().toISOString().slice(0, 10)}, node ${process.version}`,
+  );
   console.log('| record | median ms | p90 ms |');
   console.log('|---|---|---|');
   console.log(`| table (transactRows, one row + header; cached state evolved) | ${median(t.ms).toFixed(2)} | ${p90(t.ms).toFixed(2)} |`);
   console.log(`| of which evolving the cached NodeState | ${median(t.foldMs).toFixed(2)} | ${p90(t.foldMs).toFixed(2)} |`);
   console.log(`| whole-state snapshot (before tables) | ${median(o.ms).toFixed(2)} | ${p90(o.ms).toFixed(2)} |`);
-  console.log(`ratio table/snapshot: ${(median(t.ms) / median(o.ms)).toFixed(3)}; db files ${size(t)} MB (table) vs ${size(o)} MB (snapshot)`);
+  console.log(
+    `ratio table/snapshot: ${(median(t.ms) / median(o.ms)).toFixed(3)}; db files ${size(t)} MB (table) vs ${size(o)} MB (snapshot)`,
+  );
 } finally {
   for (const s of sides) {
     s.store.close();

@@ -34,7 +34,8 @@ const median = (xs: readonly number[]): number => {
 };
 const hex = (i: number, width: number): string => i.toString(16).padStart(width, '0');
 const ipOf = (i: number): string => `10.88.${(i >> 8) & 255}.${i & 255}`;
-const mac = (i: number, gen: number): string => `02:${hex(gen & 255, 2)}:${hex((i >> 16) & 255, 2)}:${hex((i >> 8) & 255, 2)}:${hex(i & 255, 2)}:01`;
+const mac = (i: number, gen: number): string =>
+  `02:${hex(gen & 255, 2)}:${hex((i >> 16) & 255, 2)}:${hex((i >> 8) & 255, 2)}:${hex(i & 255, 2)}:01`;
 
 /** Writes the log; returns how many allocations and remote leases the end state holds. */
 function generate(dir: string): { held: number; remotes: number } {
@@ -54,8 +55,36 @@ function generate(dir: string): { held: number; remotes: number } {
   const remotes = new Map<number, number>(); // node -> generation
   let nodeStep = 0;
   db.transaction(() => {
-    insert.run(nodeStream, 'ConfigLoaded', JSON.stringify({ config: { network: '10.244.0.0/16', subnetLen: 24, subnetMin: '10.244.1.0', subnetMax: '10.244.255.0', enableIPv4: true, enableIPv6: false, backend: { type: 'vxlan', vni: 1, port: 8472 } } }), time());
-    insert.run(nodeStream, 'SubnetLeased', JSON.stringify({ key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: '198.51.100.1', backendType: 'vxlan', vtepMac: '02:00:00:00:00:01', expiration: '2026-01-02T00:00:00.000Z', renewal: false }), time());
+    insert.run(
+      nodeStream,
+      'ConfigLoaded',
+      JSON.stringify({
+        config: {
+          network: '10.244.0.0/16',
+          subnetLen: 24,
+          subnetMin: '10.244.1.0',
+          subnetMax: '10.244.255.0',
+          enableIPv4: true,
+          enableIPv6: false,
+          backend: { type: 'vxlan', vni: 1, port: 8472 },
+        },
+      }),
+      time(),
+    );
+    insert.run(
+      nodeStream,
+      'SubnetLeased',
+      JSON.stringify({
+        key: '10.244.1.0-24',
+        subnet: '10.244.1.0/24',
+        publicIP: '198.51.100.1',
+        backendType: 'vxlan',
+        vtepMac: '02:00:00:00:00:01',
+        expiration: '2026-01-02T00:00:00.000Z',
+        renewal: false,
+      }),
+      time(),
+    );
     for (let i = 2; i < N; i++) {
       if (i % 5 === 0) {
         // node: 500 remote nodes appear, change (a new VtepMAC) and leave, in turn.
@@ -70,22 +99,39 @@ function generate(dir: string): { held: number; remotes: number } {
           remotes.delete(n);
         } else {
           const attrs = { PublicIP: publicIP, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac(n, gen) } };
-          const change = remotes.has(n) ? { change: 'changed', changes: [`VtepMAC ${mac(n, gen - 1)} -> ${mac(n, gen)}`] } : { change: 'appeared' };
-          insert.run(nodeStream, 'RemoteLeaseSeen', JSON.stringify({ key, subnet, attrs, expiration: '2026-01-02T00:00:00.000Z', ...change }), time());
+          const change = remotes.has(n)
+            ? { change: 'changed', changes: [`VtepMAC ${mac(n, gen - 1)} -> ${mac(n, gen)}`] }
+            : { change: 'appeared' };
+          insert.run(
+            nodeStream,
+            'RemoteLeaseSeen',
+            JSON.stringify({ key, subnet, attrs, expiration: '2026-01-02T00:00:00.000Z', ...change }),
+            time(),
+          );
           remotes.set(n, gen);
         }
         continue;
       }
       if (held.length >= HELD && (i & 1) === 0) {
         const gone = held.shift()!;
-        insert.run('ipam/bench', 'AddressReleased', JSON.stringify({ network: 'bench', containerId: gone.containerId, ifname: 'eth0', rangeSet: 0, ip: gone.ip, reason: 'del' }), time());
+        insert.run(
+          'ipam/bench',
+          'AddressReleased',
+          JSON.stringify({ network: 'bench', containerId: gone.containerId, ifname: 'eth0', rangeSet: 0, ip: gone.ip, reason: 'del' }),
+          time(),
+        );
         continue;
       }
       const ip = ipOf(next);
       next = next >= 65_533 ? 2 : next + 1;
       const containerId = hex(pod++, 16).repeat(4); // a 64-hex container ID, as runtimes give
       held.push({ ip, containerId });
-      insert.run('ipam/bench', 'AddressAllocated', JSON.stringify({ network: 'bench', containerId, ifname: 'eth0', rangeSet: 0, ip }), time());
+      insert.run(
+        'ipam/bench',
+        'AddressAllocated',
+        JSON.stringify({ network: 'bench', containerId, ifname: 'eth0', rangeSet: 0, ip }),
+        time(),
+      );
     }
   })();
   db.close();
@@ -133,12 +179,18 @@ try {
   const out = join(dir, 'out.json');
 
   // What felt prints must be the state the generator built (checked once, outside the timings).
-  execFileSync(FELT, ['replay', '--data-dir', dir, '--stream', 'ipam/bench', '--desired'], { stdio: ['ignore', openSync(out, 'w'), 'inherit'] });
+  execFileSync(FELT, ['replay', '--data-dir', dir, '--stream', 'ipam/bench', '--desired'], {
+    stdio: ['ignore', openSync(out, 'w'), 'inherit'],
+  });
   const ipam = JSON.parse(readFileSync(out, 'utf8')) as { allocations: unknown[] };
-  execFileSync(FELT, ['replay', '--data-dir', dir, '--stream', 'node/198.51.100.1', '--desired'], { stdio: ['ignore', openSync(out, 'w'), 'inherit'] });
+  execFileSync(FELT, ['replay', '--data-dir', dir, '--stream', 'node/198.51.100.1', '--desired'], {
+    stdio: ['ignore', openSync(out, 'w'), 'inherit'],
+  });
   const node = JSON.parse(readFileSync(out, 'utf8')) as { remoteLeases: unknown[] };
   if (ipam.allocations.length !== expected.held || node.remoteLeases.length !== expected.remotes) {
-    throw new Error(`replay disagrees with the generator: ${ipam.allocations.length}/${expected.held} allocations, ${node.remoteLeases.length}/${expected.remotes} remote leases`);
+    throw new Error(
+      `replay disagrees with the generator: ${ipam.allocations.length}/${expected.held} allocations, ${node.remoteLeases.length}/${expected.remotes} remote leases`,
+    );
   }
 
   const runs: Record<string, Run[]> = { all: [], ipam: [], base: [] };
@@ -154,7 +206,9 @@ try {
     const cpu = median(rs.map((r) => r.cpuMs));
     return `| ${what} | ${(ms / 1000).toFixed(2)} | ${(ms / base).toFixed(2)} | ${(cpu / 1000).toFixed(2)} | ${(cpu / baseCpu).toFixed(2)} | ${Math.max(...rs.map((r) => r.rssMb)).toFixed(0)} |`;
   };
-  console.log(`felt replay; ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${N} events (generated in ${genS.toFixed(1)} s), ${ROUNDS} rounds, medians`);
+  console.log(
+    `felt replay; ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${N} events (generated in ${genS.toFixed(1)} s), ${ROUNDS} rounds, medians`,
+  );
   console.log('| run | wall s | wall ratio to baseline | CPU s | CPU ratio to baseline | peak RSS MB |');
   console.log('|---|---|---|---|---|---|');
   console.log(row(`\`felt replay\` (every stream, ${N} events)`, runs['all']!));

@@ -41,7 +41,12 @@ export function flavours(): Flavour[] {
   const base = process.env['BENCH_FELT_BASE'];
   const all: Flavour[] = [
     ...ALL.slice(0, 2),
-    ...(base ? [{ name: 'felt-base-daemon' as const, dir: base, daemon: true, felt: true }, { name: 'felt-base' as const, dir: base, daemon: false, felt: true }] : []),
+    ...(base
+      ? [
+          { name: 'felt-base-daemon' as const, dir: base, daemon: true, felt: true },
+          { name: 'felt-base' as const, dir: base, daemon: false, felt: true },
+        ]
+      : []),
     ...ALL.slice(2),
   ];
   return all.filter((f) => (want.length ? want.includes(f.name) : f.name !== 'ref-1.9.1' || existsSync(join(f.dir, 'bridge'))));
@@ -71,9 +76,21 @@ export interface Feltd {
 export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cni')): Promise<Feltd> {
   const dir = mkdtempSync(join(tmpdir(), 'felt-bench-feltd-'));
   const socket = join(dir, 'cni.sock');
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', hostNs, join(cniDir, '..', 'bin', 'feltd'), '--cni-only', `--cni-socket=${socket}`, `--state-dir=${join(dir, 'state')}`], {
-    stdio: ['ignore', 'ignore', process.env['BENCH_FELTD_LOG'] ? 'inherit' : 'ignore'],
-  });
+  const child: ChildProcess = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      hostNs,
+      join(cniDir, '..', 'bin', 'feltd'),
+      '--cni-only',
+      `--cni-socket=${socket}`,
+      `--state-dir=${join(dir, 'state')}`,
+    ],
+    {
+      stdio: ['ignore', 'ignore', process.env['BENCH_FELTD_LOG'] ? 'inherit' : 'ignore'],
+    },
+  );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const deadline = Date.now() + 30_000;
   while (!(await connects(socket))) {
@@ -86,7 +103,9 @@ export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cn
     pid,
     rssKb: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN),
     cpuMs: () => {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+        .slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2)
+        .split(' ');
       return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
     },
     stop: async () => {
@@ -109,7 +128,10 @@ export const median = (xs: readonly number[]): number => {
 
 export const p90 = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)] ?? NaN;
 
-export const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+export const load = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 
 /** The first line of every table: what ran, the date, node and the load average before and after. */
 export const heading = (what: string, loadBefore: string): string =>

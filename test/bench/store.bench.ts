@@ -12,7 +12,8 @@ import { decideIpam, ipamProjection, ipamStream } from '../../core/ipam/decider.
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 
 const N = Number(process.env['BENCH_N'] ?? 200);
-const pct = (xs: readonly number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+const pct = (xs: readonly number[], p: number): number =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 const dir = mkdtempSync(join(tmpdir(), 'felt-store-bench-'));
 try {
@@ -30,7 +31,12 @@ try {
     const t0 = performance.now();
     const s = open();
     const t1 = performance.now();
-    const r = s.transactRows(ipamStream('n'), ipamProjection, (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, v), { time: new Date(0).toISOString() });
+    const r = s.transactRows(
+      ipamStream('n'),
+      ipamProjection,
+      (v) => decideIpam({ type: 'AllocateAddresses', data: { conf: c.right, containerId: `c${i}`, ifname: 'eth0' } }, v),
+      { time: new Date(0).toISOString() },
+    );
     const t2 = performance.now();
     s.close();
     if (E.isLeft(r)) throw new Error(r.left.msg);

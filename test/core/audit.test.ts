@@ -45,7 +45,9 @@ const rec: AttachmentRecord = {
 };
 const ipam: IpamState = {
   ...ipamInitial(),
-  allocations: { '10.22.0.2': { ip: '10.22.0.2', containerId: 'c1', ifname: 'eth0', rangeSet: 0, since: '2026-01-01T00:00:00.000Z', position: 2 } },
+  allocations: {
+    '10.22.0.2': { ip: '10.22.0.2', containerId: 'c1', ifname: 'eth0', rangeSet: 0, since: '2026-01-01T00:00:00.000Z', position: 2 },
+  },
 };
 
 const desiredOf = (r: AttachmentRecord = rec, s: IpamState | undefined = ipam) => {
@@ -75,8 +77,12 @@ describe('attachmentDesired: a recorded attachment from the log alone', () => {
   it('says why it cannot: no config in the record, no address held, a config that does not parse', () => {
     const { conf: _c, ...old } = rec;
     expect(attachmentDesired(old, ipam)).toEqual(E.left(expect.stringContaining('recorded without its network config')));
-    expect(attachmentDesired(rec, ipamInitial())).toEqual(E.left(expect.stringContaining('host-local holds no address for c1/eth0 in network "mynet"')));
-    expect(attachmentDesired({ ...rec, conf: { ...conf, mtu: 'big' } }, ipam)).toEqual(E.left(expect.stringContaining('mtu: must be an integer')));
+    expect(attachmentDesired(rec, ipamInitial())).toEqual(
+      E.left(expect.stringContaining('host-local holds no address for c1/eth0 in network "mynet"')),
+    );
+    expect(attachmentDesired({ ...rec, conf: { ...conf, mtu: 'big' } }, ipam)).toEqual(
+      E.left(expect.stringContaining('mtu: must be an integer')),
+    );
   });
   it('checks only the layer-2 part when the addresses come from a plugin that keeps nothing in the log', () => {
     const d = desiredOf({ ...rec, conf: { ...conf, ipam: { type: 'dhcp' } } }, undefined);
@@ -86,7 +92,10 @@ describe('attachmentDesired: a recorded attachment from the log alone', () => {
     expect(d.notes[0]).toContain('the dhcp IPAM plugin, which keeps nothing');
   });
   it('static IPAM: the configured address', () => {
-    const d = desiredOf({ ...rec, conf: { ...conf, ipMasq: false, ipam: { type: 'static', addresses: [{ address: '10.9.0.5/24' }] } } }, undefined);
+    const d = desiredOf(
+      { ...rec, conf: { ...conf, ipMasq: false, ipam: { type: 'static', addresses: [{ address: '10.9.0.5/24' }] } } },
+      undefined,
+    );
     expect(d.own.addresses).toEqual([{ ns: POD, dev: 'eth0', cidr: '10.9.0.5/24' }]);
   });
   it("the record's host-local config (for free addresses); union keeps each object once", () => {
@@ -124,7 +133,11 @@ describe('findings: the plan in words', () => {
   });
   it('a missing link is one finding; a chain with a rule gone says which', () => {
     const noBridge = { ...all, links: all.links.filter((l) => l.kind !== 'bridge') };
-    expect(findings(all, noBridge, d.scope).filter((f) => f.kind === 'link').map((f) => f.text)).toEqual(['bridge cni0 is missing (in the host namespace)']);
+    expect(
+      findings(all, noBridge, d.scope)
+        .filter((f) => f.kind === 'link')
+        .map((f) => f.text),
+    ).toEqual(['bridge cni0 is missing (in the host namespace)']);
     const chain = all.chains[0]!;
     const short = { ...all, chains: [{ ...chain, rules: chain.rules.slice(1) }] };
     const f = findings(all, short, d.scope);
@@ -157,22 +170,52 @@ describe('the plan report', () => {
     const ok = report([group({ kind: 'network', id: 'network mynet', title: 'bridge cni0' }, [])], []);
     expect(planExit(ok)).toBe(0);
     expect(renderPlan(ok)).toBe('network mynet: bridge cni0: in sync\nin sync: 1 checked, nothing to change\n');
-    const bad = report([group({ kind: 'attachment', id: 'attachment mynet c1/eth0', title: 'veth' }, f)], [{ what: 'network blue', why: 'ptp' }]);
+    const bad = report(
+      [group({ kind: 'attachment', id: 'attachment mynet c1/eth0', title: 'veth' }, f)],
+      [{ what: 'network blue', why: 'ptp' }],
+    );
     expect(planExit(bad)).toBe(2);
     const text = renderPlan(bad);
-    expect(text).toContain(`attachment mynet c1/eth0: veth: ${f.length} differences\n  veth eth0 is missing (in ${POD})\n  veth veth0a1b2c3d is missing (in the host namespace)\n`);
+    expect(text).toContain(
+      `attachment mynet c1/eth0: veth: ${f.length} differences\n  veth eth0 is missing (in ${POD})\n  veth veth0a1b2c3d is missing (in the host namespace)\n`,
+    );
     expect(text).toContain('not checked:\n  network blue: ptp\n');
     expect(planExit(report([group({ kind: 'attachment', id: 'a', title: 't' }, [], [], 'gone')], []))).toBe(2);
   });
   it('names what cannot be checked: host-local addresses no bridge record covers, plugins felt cni ran that keep nothing in the log', () => {
     const u = uncheckedOf(
-      [{ network: 'mynet', state: { ...ipam, allocations: { ...ipam.allocations, '10.22.0.9': { ...ipam.allocations['10.22.0.2']!, ip: '10.22.0.9', containerId: 'p9' } } } }],
+      [
+        {
+          network: 'mynet',
+          state: {
+            ...ipam,
+            allocations: { ...ipam.allocations, '10.22.0.9': { ...ipam.allocations['10.22.0.2']!, ip: '10.22.0.9', containerId: 'p9' } },
+          },
+        },
+      ],
       [{ network: 'mynet', records: [rec] }],
-      [{ network: 'mynet', state: { attachments: { 'c1/eth0': { containerId: 'c1', ifname: 'eth0', netns: POD, plugins: ['bridge', 'portmap'], ips: [], since: '' } } } }],
+      [
+        {
+          network: 'mynet',
+          state: {
+            attachments: {
+              'c1/eth0': { containerId: 'c1', ifname: 'eth0', netns: POD, plugins: ['bridge', 'portmap'], ips: [], since: '' },
+            },
+          },
+        },
+      ],
     );
     expect(u).toEqual([
-      { what: 'network mynet', why: expect.stringContaining('1 address allocated by host-local (p9/eth0 10.22.0.9) belong to attachments no bridge record covers') },
-      { what: 'network mynet', why: expect.stringContaining("felt cni ran portmap for its attachments; what that plugin writes (e.g. portmap's DNAT rules) is not in the log") },
+      {
+        what: 'network mynet',
+        why: expect.stringContaining('1 address allocated by host-local (p9/eth0 10.22.0.9) belong to attachments no bridge record covers'),
+      },
+      {
+        what: 'network mynet',
+        why: expect.stringContaining(
+          "felt cni ran portmap for its attachments; what that plugin writes (e.g. portmap's DNAT rules) is not in the log",
+        ),
+      },
     ]);
   });
 });
@@ -185,7 +228,15 @@ const netConfig = (() => {
 const node: NodeState = {
   ...nodeInitial(),
   config: netConfig,
-  ownLease: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: '198.51.100.11', backendType: 'vxlan', vtepMac: '02:00:00:00:00:11', expiration: '2026-01-02T00:00:00.000Z', since: '2026-01-01T00:00:00.000Z' },
+  ownLease: {
+    key: '10.244.1.0-24',
+    subnet: '10.244.1.0/24',
+    publicIP: '198.51.100.11',
+    backendType: 'vxlan',
+    vtepMac: '02:00:00:00:00:11',
+    expiration: '2026-01-02T00:00:00.000Z',
+    since: '2026-01-01T00:00:00.000Z',
+  },
   remotes: {
     '10.244.2.0-24': {
       key: '10.244.2.0-24',
@@ -205,13 +256,28 @@ const node: NodeState = {
     },
   },
 };
-const overlayNode = { publicIP: '198.51.100.11', underlayDev: 'eth0', underlayCidr: '198.51.100.0/24', underlayMtu: 1500, vtepMac: '02:00:00:00:00:11', ipMasq: true };
+const overlayNode = {
+  publicIP: '198.51.100.11',
+  underlayDev: 'eth0',
+  underlayCidr: '198.51.100.0/24',
+  underlayMtu: 1500,
+  vtepMac: '02:00:00:00:00:11',
+  ipMasq: true,
+};
 
 describe('reconcile.json and the overlay check', () => {
   it('keeps running totals; drift repaired counts full passes only; reads back only a record', () => {
     const a = nextReconcile(undefined, { time: 't1', kind: 'full', durationMs: 12.345, ops: 3 }, overlayNode, 60, 'net:[1]');
     const b = nextReconcile(a, { time: 't2', kind: 'delta', durationMs: 1, ops: 2 }, overlayNode, 60);
-    expect(a).toMatchObject({ kind: 'full', durationMs: 12.3, ops: 3, driftRepaired: 3, passes: 1, totalDriftRepaired: 3, hostNs: 'net:[1]' });
+    expect(a).toMatchObject({
+      kind: 'full',
+      durationMs: 12.3,
+      ops: 3,
+      driftRepaired: 3,
+      passes: 1,
+      totalDriftRepaired: 3,
+      hostNs: 'net:[1]',
+    });
     expect(b).toMatchObject({ kind: 'delta', ops: 2, driftRepaired: 0, passes: 2, totalDriftRepaired: 3 });
     expect(parseReconcile(JSON.stringify(b))).toEqual(b);
     expect(parseReconcile('{"time":1}')).toBeUndefined();
@@ -219,7 +285,7 @@ describe('reconcile.json and the overlay check', () => {
     expect(overlayNodeOf(b.node)).toEqual(overlayNode);
     expect(overlayNodeOf({ publicIP: 'x' })).toBeUndefined();
   });
-  it("reads what feltd reads: iptables with --ip-masq, the fdb for vxlan", () => {
+  it('reads what feltd reads: iptables with --ip-masq, the fdb for vxlan', () => {
     const c = overlayCheck(node, overlayNode);
     if (E.isLeft(c)) throw new Error(c.left);
     expect(c.right.iptables).toEqual([4]);
@@ -231,7 +297,12 @@ describe('reconcile.json and the overlay check', () => {
 
 describe('status', () => {
   const rec1 = nextReconcile(undefined, { time: '2026-01-01T12:00:00.000Z', kind: 'full', durationMs: 5, ops: 1 }, overlayNode, 30);
-  const input = { now: '2026-01-01T12:00:10.000Z', nodes: [{ stream: 'node/198.51.100.11', state: node }], reconcile: rec1, ipam: [{ network: 'mynet', state: ipam, conf: recordIpamConf(rec)! }] };
+  const input = {
+    now: '2026-01-01T12:00:10.000Z',
+    nodes: [{ stream: 'node/198.51.100.11', state: node }],
+    reconcile: rec1,
+    ipam: [{ network: 'mynet', state: ipam, conf: recordIpamConf(rec)! }],
+  };
   it('the lease, its expiry and when renewal is due, from the margin feltd recorded (or --renew-margin)', () => {
     const st = status(input);
     expect(st.nodes[0]!.lease).toEqual({
@@ -245,8 +316,14 @@ describe('status', () => {
       renewMarginMinutes: 30,
       renewMarginFrom: 'reconcile.json',
     });
-    expect(status({ ...input, renewMarginMinutes: 120 }).nodes[0]!.lease).toMatchObject({ renewalDue: '2026-01-01T22:00:00.000Z', renewMarginFrom: 'flag' });
-    expect(status({ ...input, reconcile: undefined }).nodes[0]!.lease).toMatchObject({ renewMarginMinutes: 60, renewMarginFrom: 'default' });
+    expect(status({ ...input, renewMarginMinutes: 120 }).nodes[0]!.lease).toMatchObject({
+      renewalDue: '2026-01-01T22:00:00.000Z',
+      renewMarginFrom: 'flag',
+    });
+    expect(status({ ...input, reconcile: undefined }).nodes[0]!.lease).toMatchObject({
+      renewMarginMinutes: 60,
+      renewMarginFrom: 'default',
+    });
   });
   it('peers with their newest and oldest change; the last reconcile, or none recorded', () => {
     const st = status(input);
@@ -268,27 +345,51 @@ describe('status', () => {
     const blind = status({ ...input, ipam: [{ network: 'mynet', state: ipam }] });
     expect(blind.networks[0]).toMatchObject({ free: null, note: expect.stringContaining('not in the log') });
     const text = renderStatus(st);
-    expect(text).toContain('lease: 10.244.1.0/24 since 2026-01-01T00:00:00.000Z, expires 2026-01-02T00:00:00.000Z (in 11h 59m), renewal due 2026-01-01T23:30:00.000Z (in 11h 29m, 30 min before expiry)');
+    expect(text).toContain(
+      'lease: 10.244.1.0/24 since 2026-01-01T00:00:00.000Z, expires 2026-01-02T00:00:00.000Z (in 11h 59m), renewal due 2026-01-01T23:30:00.000Z (in 11h 29m, 30 min before expiry)',
+    );
     expect(text).toContain('peers: 2, newest change 2026-01-01T00:05:00.000Z (10.244.2.0-24 at 198.51.100.12)');
-    expect(text).toContain('last reconcile: full pass at 2026-01-01T12:00:00.000Z (10s ago), took 5 ms, 1 op, drift repaired 1; 1 pass since feltd started');
+    expect(text).toContain(
+      'last reconcile: full pass at 2026-01-01T12:00:00.000Z (10s ago), took 5 ms, 1 op, drift repaired 1; 1 pass since feltd started',
+    );
     expect(text).toMatch(/mynet {4}1 {10}252 {3}10\.22\.0\.1-10\.22\.0\.254/);
   });
-  it("feltd serving CNI (its cni.json) and the attachments per network; none recorded says so", () => {
-    const record = parseCniRecord(JSON.stringify({ socket: '/run/felt/cni.sock', since: '2026-01-01T11:00:00.000Z', time: '2026-01-01T12:00:05.000Z', requestsLastMinute: 42, requestsTotal: 900 }));
+  it('feltd serving CNI (its cni.json) and the attachments per network; none recorded says so', () => {
+    const record = parseCniRecord(
+      JSON.stringify({
+        socket: '/run/felt/cni.sock',
+        since: '2026-01-01T11:00:00.000Z',
+        time: '2026-01-01T12:00:05.000Z',
+        requestsLastMinute: 42,
+        requestsTotal: 900,
+      }),
+    );
     expect(record).toBeDefined();
     const st = status({ ...input, cni: record!, attachments: [{ network: 'mynet', count: 1 }] });
     expect(st.cni).toEqual(record);
     const text = renderStatus(st);
-    expect(text).toContain('cni: feltd serving /run/felt/cni.sock since 2026-01-01T11:00:00.000Z, 42 requests in the minute before 2026-01-01T12:00:05.000Z (5s ago), 900 in all');
+    expect(text).toContain(
+      'cni: feltd serving /run/felt/cni.sock since 2026-01-01T11:00:00.000Z, 42 requests in the minute before 2026-01-01T12:00:05.000Z (5s ago), 900 in all',
+    );
     expect(text).toContain('attachments: mynet 1');
     expect(renderStatus(status(input))).toContain('cni: no feltd serving CNI recorded (the plugins run in-process)');
     // Untrusted text: anything but the record's shape is refused.
-    for (const bad of ['', '[]', '{"socket":1}', JSON.stringify({ socket: 's', since: 'x', time: 'y', requestsLastMinute: -1, requestsTotal: 0 })]) {
+    for (const bad of [
+      '',
+      '[]',
+      '{"socket":1}',
+      JSON.stringify({ socket: 's', since: 'x', time: 'y', requestsLastMinute: -1, requestsTotal: 0 }),
+    ]) {
       expect(parseCniRecord(bad)).toBeUndefined();
     }
   });
   it('durations', () => {
-    expect([duration(5), duration(-65), duration(3 * 3600 + 60), duration(2 * 86400 + 3600)]).toEqual(['in 5s', '1m 5s ago', 'in 3h 1m', 'in 2d 1h']);
+    expect([duration(5), duration(-65), duration(3 * 3600 + 60), duration(2 * 86400 + 3600)]).toEqual([
+      'in 5s',
+      '1m 5s ago',
+      'in 3h 1m',
+      'in 2d 1h',
+    ]);
   });
 });
 
@@ -305,13 +406,21 @@ describe('why: rules, chains and attachments, and the kernel now', () => {
     expect(explain('c1/eth0', views, history)[0]).toContain('container c1 interface eth0');
   });
   it('a masquerade chain and its rule', () => {
-    expect(explain(chain, views, [])[0]).toMatch(new RegExp(`^the nat chain ${chain} is the masquerade chain of container c1 interface eth0 on network "mynet" \\(bridge ipMasq\\)`));
-    expect(explain('-s 10.22.0.2/32', views, [])[0]).toMatch(/^the nat\/POSTROUTING rule "-s 10\.22\.0\.2\/32 .*" sends traffic from container c1/);
+    expect(explain(chain, views, [])[0]).toMatch(
+      new RegExp(`^the nat chain ${chain} is the masquerade chain of container c1 interface eth0 on network "mynet" \\(bridge ipMasq\\)`),
+    );
+    expect(explain('-s 10.22.0.2/32', views, [])[0]).toMatch(
+      /^the nat\/POSTROUTING rule "-s 10\.22\.0\.2\/32 .*" sends traffic from container c1/,
+    );
     expect(explain('CNI-HOSTPORT-DNAT', views, [])[0]).toContain('written by the portmap plugin');
   });
   it('the gateway address and a route', () => {
-    expect(explain('10.22.0.1', views, [])).toContain('10.22.0.1/24 on bridge cni0 is the gateway address of network "mynet" (isGateway), wanted by container c1 interface eth0 on network "mynet" and every other attachment of the network');
-    expect(explain('0.0.0.0/0', views, []).join('\n')).toContain(`the route 0.0.0.0/0 via 10.22.0.1 dev eth0 in ${POD} is one of container c1`);
+    expect(explain('10.22.0.1', views, [])).toContain(
+      '10.22.0.1/24 on bridge cni0 is the gateway address of network "mynet" (isGateway), wanted by container c1 interface eth0 on network "mynet" and every other attachment of the network',
+    );
+    expect(explain('0.0.0.0/0', views, []).join('\n')).toContain(
+      `the route 0.0.0.0/0 via 10.22.0.1 dev eth0 in ${POD} is one of container c1`,
+    );
   });
   it('matchObjects picks the named objects; presence says which the kernel has', () => {
     const m = matchObjects('10.22.0.2', views, sources);
@@ -323,7 +432,9 @@ describe('why: rules, chains and attachments, and the kernel now', () => {
     const seen = { ...m[0]!.state, rules: [] };
     expect(presence(m[0]!.state, seen)).toEqual([
       `the kernel has address 10.22.0.2/24 on eth0 now (in ${POD})`,
-      expect.stringMatching(/^the kernel does NOT have iptables rule nat\/POSTROUTING -s 10\.22\.0\.2\/32 .* now \(in the host namespace\)/),
+      expect.stringMatching(
+        /^the kernel does NOT have iptables rule nat\/POSTROUTING -s 10\.22\.0\.2\/32 .* now \(in the host namespace\)/,
+      ),
     ]);
   });
 });

@@ -20,9 +20,13 @@ const err = (raw: Record<string, unknown>): { code: number; msg: string } | unde
 describe('parseBandwidthConf', () => {
   it('reads the top-level limits, or runtimeConfig.bandwidth when none of them is there', () => {
     expect(parseBandwidthConf({ ingressRate: 1000, ingressBurst: 800 })).toEqual(E.right({ ingress: { rate: 1000, burst: 800 } }));
-    expect(parseBandwidthConf({ runtimeConfig: { bandwidth: { egressRate: 8000, egressBurst: 80 } } })).toEqual(E.right({ egress: { rate: 8000, burst: 80 } }));
+    expect(parseBandwidthConf({ runtimeConfig: { bandwidth: { egressRate: 8000, egressBurst: 80 } } })).toEqual(
+      E.right({ egress: { rate: 8000, burst: 80 } }),
+    );
     // As the reference: a top-level key wins over runtimeConfig, even a zero one.
-    expect(parseBandwidthConf({ ingressRate: 0, runtimeConfig: { bandwidth: { egressRate: 8000, egressBurst: 80 } } })).toEqual(E.right({}));
+    expect(parseBandwidthConf({ ingressRate: 0, runtimeConfig: { bandwidth: { egressRate: 8000, egressBurst: 80 } } })).toEqual(
+      E.right({}),
+    );
     expect(parseBandwidthConf({})).toEqual(E.right({}));
     expect(parseBandwidthConf({ ingressRate: null, ingressBurst: null })).toEqual(E.right({}));
   });
@@ -32,11 +36,15 @@ describe('parseBandwidthConf', () => {
     expect(err({ egressBurst: 1000 })).toEqual({ code: 7, msg: 'egressRate: if egressBurst is set, egressRate must also be set' });
     expect(err({ egressRate: 1000, egressBurst: 8 * 0xffffffff })).toEqual({ code: 7, msg: 'egressBurst: burst cannot be more than 4GB' });
     expect(err({ egressRate: 1000, egressBurst: 8 * 0xffffffff - 1 })).toBeUndefined();
-    expect(err({ runtimeConfig: { bandwidth: { ingressRate: 5 } } })?.msg).toBe('runtimeConfig.bandwidth.ingressBurst: if ingressRate is set, ingressBurst must also be set');
+    expect(err({ runtimeConfig: { bandwidth: { ingressRate: 5 } } })?.msg).toBe(
+      'runtimeConfig.bandwidth.ingressBurst: if ingressRate is set, ingressBurst must also be set',
+    );
   });
 
   it('refuses what tc cannot do and what is not a bit count', () => {
-    expect(err({ ingressRate: -1, ingressBurst: 10 })?.msg).toMatch(/^ingressRate: must be a non-negative integer \(bits per second\), got -1$/);
+    expect(err({ ingressRate: -1, ingressBurst: 10 })?.msg).toMatch(
+      /^ingressRate: must be a non-negative integer \(bits per second\), got -1$/,
+    );
     expect(err({ ingressRate: 1.5, ingressBurst: 10 })?.msg).toMatch(/^ingressRate: must be a non-negative integer/);
     expect(err({ ingressRate: '1000', ingressBurst: 10 })?.msg).toMatch(/^ingressRate: .*got "1000"$/);
     expect(err({ egressRate: 1000, egressBurst: 2 ** 60 })?.msg).toMatch(/^egressBurst: .* is too large$/);
@@ -48,25 +56,51 @@ describe('parseBandwidthConf', () => {
 });
 
 describe('names and tc units', () => {
-  it("the ifb is named as the reference names it (value from /usr/lib/cni/bandwidth 1.1.1: network net1, container c1)", () => {
+  it('the ifb is named as the reference names it (value from /usr/lib/cni/bandwidth 1.1.1: network net1, container c1)', () => {
     expect(ifbName('net1', 'c1')).toBe('bwpc2d892b58e87');
     expect(ifbName('a', 'bc')).toBe(ifbName('ab', 'c')); // the reference hashes the concatenation
     expect(ifbName('net1', 'c2')).toHaveLength(15);
   });
 
   it('tbf: whole bytes per second and bytes of burst, 25 ms', () => {
-    expect(tbfOn('v', { rate: 1_000_007, burst: 100_007 })).toEqual({ ns: HOST, dev: 'v', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 });
+    expect(tbfOn('v', { rate: 1_000_007, burst: 100_007 })).toEqual({
+      ns: HOST,
+      dev: 'v',
+      kind: 'tbf',
+      rate: 1_000_000,
+      burst: 12_500,
+      latencyMs: 25,
+    });
   });
 });
 
 // ------------------------------------------------------------------------------------------- attachment
 
-const hostVeth: Link = { ns: HOST, name: 'veth1234', kind: 'veth', mtu: 1400, up: true, master: 'cni0', veth: { peer: 'eth0', peerNs: POD } };
+const hostVeth: Link = {
+  ns: HOST,
+  name: 'veth1234',
+  kind: 'veth',
+  mtu: 1400,
+  up: true,
+  master: 'cni0',
+  veth: { peer: 'eth0', peerNs: POD },
+};
 const podEnd: Link = { ns: POD, name: 'eth0', kind: 'veth', mtu: 1400, up: true, veth: { peer: 'veth1234', peerNs: HOST } };
 const bridge: Link = { ns: HOST, name: 'cni0', kind: 'bridge', up: true };
-const other: Link = { ns: HOST, name: 'veth9999', kind: 'veth', up: true, master: 'cni0', veth: { peer: 'eth0', peerNs: '/var/run/netns/other' } };
+const other: Link = {
+  ns: HOST,
+  name: 'veth9999',
+  kind: 'veth',
+  up: true,
+  master: 'cni0',
+  veth: { peer: 'eth0', peerNs: '/var/run/netns/other' },
+};
 const prevIfs = [{ name: 'cni0' }, { name: 'veth1234' }, { name: 'eth0', sandbox: POD }];
-const world = (): KernelState => ({ ...emptyKernelState(), links: [bridge, hostVeth, podEnd, other], addresses: [{ ns: HOST, dev: 'cni0', cidr: '10.0.0.1/24' }] });
+const world = (): KernelState => ({
+  ...emptyKernelState(),
+  links: [bridge, hostVeth, podEnd, other],
+  addresses: [{ ns: HOST, dev: 'cni0', cidr: '10.0.0.1/24' }],
+});
 
 describe('hostInterface', () => {
   it('is the host end the kernel pairs with the container interface, when prevResult names it', () => {
@@ -78,7 +112,10 @@ describe('hostInterface', () => {
 
   it('refuses a prevResult that does not name the peer, and a container interface that is not a veth', () => {
     const r = hostInterface([{ name: 'veth9999' }, { name: 'eth0', sandbox: POD }], world().links, 'eth0', POD);
-    expect(E.isLeft(r) && r.left).toMatchObject({ code: 7, msg: expect.stringMatching(/^prevResult.interfaces: the host end of eth0 \(veth1234\)/) });
+    expect(E.isLeft(r) && r.left).toMatchObject({
+      code: 7,
+      msg: expect.stringMatching(/^prevResult.interfaces: the host end of eth0 \(veth1234\)/),
+    });
     expect(E.isLeft(hostInterface([], world().links, 'eth0', POD))).toBe(true);
     const notVeth = hostInterface(prevIfs, [bridge, { ns: POD, name: 'eth0', kind: 'device' }], 'eth0', POD);
     expect(E.isLeft(notVeth) && notVeth.left.msg).toMatch(/^CNI_IFNAME: container interface eth0 in .* has no veth peer/);
@@ -127,7 +164,9 @@ describe('the desired state against the memory twin', () => {
     const k = memoryKernel(world());
     expect(E.isRight(k.applySync(plan(desired, k.state(), scope)))).toBe(true);
     expect(E.isRight(k.applySync([{ op: 'qdisc.del', qdisc: desired.qdiscs[0]! }]))).toBe(true);
-    expect(drift(desired, k.state(), scope)).toEqual(['missing qdisc tbf rate 1000000bit burst 12500 latency 25ms on veth1234 in the host namespace']);
+    expect(drift(desired, k.state(), scope)).toEqual([
+      'missing qdisc tbf rate 1000000bit burst 12500 latency 25ms on veth1234 in the host namespace',
+    ]);
     expect(E.isRight(k.applySync([{ op: 'link.del', ns: HOST, name: ifb }]))).toBe(true);
     expect(drift(desired, k.state(), scope)).toEqual([
       `missing ifb ${ifb} in the host namespace`,

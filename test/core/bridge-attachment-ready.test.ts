@@ -7,10 +7,20 @@ import { attachmentsProjection, decideAttachments, type AttachmentEvent, type At
 import { fold, stamp } from '../../core/events.ts';
 
 const T = '2024-01-01T00:00:00.000Z';
-const a: AttachmentRecord = { network: 'blue', containerId: 'pod-a', ifname: 'eth0', netns: '/run/netns/a', hostVeth: 'veth000000aa', dataDir: '/d' };
+const a: AttachmentRecord = {
+  network: 'blue',
+  containerId: 'pod-a',
+  ifname: 'eth0',
+  netns: '/run/netns/a',
+  hostVeth: 'veth000000aa',
+  dataDir: '/d',
+};
 const given = (events: readonly AttachmentEvent[]) => fold(attachmentsProjection, stamp('bridge/blue', events, T, 1));
 const ready = (durationMs: number, over: Partial<AttachmentRecord> = {}) =>
-  ({ type: 'RecordAttachmentReady', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth000000aa', durationMs, ...over } }) as const;
+  ({
+    type: 'RecordAttachmentReady',
+    data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth000000aa', durationMs, ...over },
+  }) as const;
 
 describe('AttachmentReady', () => {
   it('is recorded for a recorded attachment, with its duration, and changes no state', () => {
@@ -22,7 +32,10 @@ describe('AttachmentReady', () => {
   });
 
   it('is not recorded for an attachment a DEL already removed, nor for another container', () => {
-    const removed: AttachmentEvent = { type: 'AttachmentRemoved', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth000000aa', reason: 'del' } };
+    const removed: AttachmentEvent = {
+      type: 'AttachmentRemoved',
+      data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: 'veth000000aa', reason: 'del' },
+    };
     expect(decideAttachments(ready(1), given([{ type: 'AttachmentRecorded', data: a }, removed]))).toEqual(E.right([]));
     expect(decideAttachments(ready(1, { containerId: 'pod-b' }), given([{ type: 'AttachmentRecorded', data: a }]))).toEqual(E.right([]));
   });

@@ -44,14 +44,27 @@ describe('bridge attachment records', () => {
   });
 
   it('a rollback removes only its own host veth; DEL removes every record of (container, ifname)', () => {
-    expect(when([recorded(a), recorded(a2)], { type: 'RemoveAttachments', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: a2.hostVeth, reason: 'rollback' } })).toEqual([
-      { type: 'AttachmentRemoved', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: a2.hostVeth, reason: 'rollback' } },
+    expect(
+      when([recorded(a), recorded(a2)], {
+        type: 'RemoveAttachments',
+        data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: a2.hostVeth, reason: 'rollback' },
+      }),
+    ).toEqual([
+      {
+        type: 'AttachmentRemoved',
+        data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', hostVeth: a2.hostVeth, reason: 'rollback' },
+      },
     ]);
-    const del = when([recorded(a), recorded(a2), recorded(b)], { type: 'RemoveAttachments', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', reason: 'del' } });
+    const del = when([recorded(a), recorded(a2), recorded(b)], {
+      type: 'RemoveAttachments',
+      data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', reason: 'del' },
+    });
     expect(del.map((e) => e.data.hostVeth)).toEqual([a.hostVeth, a2.hostVeth]);
     expect(Object.values(given([recorded(a), recorded(a2), recorded(b), ...del]).attachments)).toEqual([b]);
     // Nothing recorded: nothing to say.
-    expect(when([], { type: 'RemoveAttachments', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', reason: 'del' } })).toEqual([]);
+    expect(when([], { type: 'RemoveAttachments', data: { network: 'blue', containerId: 'pod-a', ifname: 'eth0', reason: 'del' } })).toEqual(
+      [],
+    );
   });
 
   it('GC: the records outside the valid set, by (container, ifname); collecting twice emits once', () => {
@@ -60,7 +73,9 @@ describe('bridge attachment records', () => {
     expect(outsideValid(state, [{ containerId: 'pod-a', ifname: 'eth0' }])).toEqual([b, net1]);
     expect(outsideValid(state, [])).toEqual([a, b, net1]);
     const events = when([recorded(a), recorded(b)], { type: 'CollectAttachments', data: { records: [b] } });
-    expect(events).toEqual([{ type: 'AttachmentRemoved', data: { network: 'blue', containerId: 'pod-b', ifname: 'eth0', hostVeth: b.hostVeth, reason: 'gc' } }]);
+    expect(events).toEqual([
+      { type: 'AttachmentRemoved', data: { network: 'blue', containerId: 'pod-b', ifname: 'eth0', hostVeth: b.hostVeth, reason: 'gc' } },
+    ]);
     expect(when([recorded(a), recorded(b), ...events], { type: 'CollectAttachments', data: { records: [b] } })).toEqual([]);
   });
 });

@@ -8,7 +8,16 @@ const env = (o: Record<string, string>) => ({ CNI_PATH: '/opt/cni/bin', ...o });
 
 describe('CNI environment', () => {
   it('accepts a valid ADD', () => {
-    const r = parseEnv(env({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'abc', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;IP=10.0.0.5' }), '{}');
+    const r = parseEnv(
+      env({
+        CNI_COMMAND: 'ADD',
+        CNI_CONTAINERID: 'abc',
+        CNI_NETNS: '/var/run/netns/x',
+        CNI_IFNAME: 'eth0',
+        CNI_ARGS: 'IgnoreUnknown=1;IP=10.0.0.5',
+      }),
+      '{}',
+    );
     expect(E.isRight(r) && r.right.args).toEqual({ IgnoreUnknown: '1', IP: '10.0.0.5' });
   });
   it('names missing variables (code 4)', () => {
@@ -75,7 +84,10 @@ describe('result conversion', () => {
       { address: '10.0.0.5/24', gateway: '10.0.0.1', interface: 0 },
       { address: 'fd00::5/64', gateway: 'fd00::1', interface: 0 },
     ],
-    routes: [{ dst: '0.0.0.0/0', mtu: 1400 }, { dst: '::/0', gw: 'fd00::1' }],
+    routes: [
+      { dst: '0.0.0.0/0', mtu: 1400 },
+      { dst: '::/0', gw: 'fd00::1' },
+    ],
     dns: {},
   };
   it('1.1.0 keeps everything and drops an empty dns', () => {
@@ -112,7 +124,10 @@ describe('masquerade', () => {
   });
   it('writes one ACCEPT per pod network, one MASQUERADE and one jump per address', () => {
     const m = masqFor('', 'n', 'c', ['10.0.0.5/24', '10.1.0.5/24', 'fd00::5/64']);
-    expect(m.chains.map((c) => [c.family, c.rules.length])).toEqual([[4, 3], [6, 2]]);
+    expect(m.chains.map((c) => [c.family, c.rules.length])).toEqual([
+      [4, 3],
+      [6, 2],
+    ]);
     expect(m.chains[0]?.rules[1]).toBe('! -d 224.0.0.0/4 -m comment --comment "name: \\"n\\" id: \\"c\\"" -j MASQUERADE');
     expect(m.rules.map((r) => r.rule.split(' ')[1])).toEqual(['10.0.0.5/32', '10.1.0.5/32', 'fd00::5/128']);
   });

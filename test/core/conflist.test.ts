@@ -60,16 +60,31 @@ describe('jsonErrorOffset', () => {
       }
     };
     fc.assert(
-      fc.property(fc.oneof(fc.json(), fc.string({ maxLength: 30 }), fc.json().map((j) => j.slice(0, Math.max(0, j.length - 2)))), (t) => {
-        expect(jsonErrorOffset(t) === undefined).toBe(ok(t));
-      }),
+      fc.property(
+        fc.oneof(
+          fc.json(),
+          fc.string({ maxLength: 30 }),
+          fc.json().map((j) => j.slice(0, Math.max(0, j.length - 2))),
+        ),
+        (t) => {
+          expect(jsonErrorOffset(t) === undefined).toBe(ok(t));
+        },
+      ),
       { numRuns: runs(500) },
     );
   });
 });
 
 describe('what each plugin of a chain gets', () => {
-  const l = { name: 'net', cniVersion: '1.0.0', disableCheck: false, disableGC: false, loadOnlyInlinedPlugins: false, plugins: [], raw: {} };
+  const l = {
+    name: 'net',
+    cniVersion: '1.0.0',
+    disableCheck: false,
+    disableGC: false,
+    loadOnlyInlinedPlugins: false,
+    plugins: [],
+    raw: {},
+  };
   it('the list name and version, prevResult, and only the capabilities it declares', () => {
     const caps = { portMappings: [{ hostPort: 80, containerPort: 8080 }], bandwidth: { ingressRate: 1 } };
     expect(pluginConfig(l, { type: 'portmap', capabilities: { portMappings: true, bandwidth: false } }, { ips: [] }, caps)).toEqual({
@@ -80,24 +95,38 @@ describe('what each plugin of a chain gets', () => {
       prevResult: { ips: [] },
       runtimeConfig: { portMappings: caps.portMappings },
     });
-    expect(pluginConfig(l, { type: 'bridge', name: 'other' }, undefined, caps)).toEqual({ type: 'bridge', name: 'net', cniVersion: '1.0.0' });
+    expect(pluginConfig(l, { type: 'bridge', name: 'other' }, undefined, caps)).toEqual({
+      type: 'bridge',
+      name: 'net',
+      cniVersion: '1.0.0',
+    });
   });
 
   it("cnitool's container ID, libcni's CNI_ARGS pairs and cache entries", () => {
     expect(cnitoolContainerId('/var/run/netns/x')).toMatch(/^cnitool-[0-9a-f]{20}$/);
-    expect(cniArgPairs('A=1;B=2')).toEqual(E.right([['A', '1'], ['B', '2']]));
+    expect(cniArgPairs('A=1;B=2')).toEqual(
+      E.right([
+        ['A', '1'],
+        ['B', '2'],
+      ]),
+    );
     expect(cniArgPairs('A=1;B')).toEqual(E.left('invalid CNI_ARGS pair "B" (want KEY=VALUE)'));
     expect(readCacheEntry('{"kind":"other"}')).toMatchObject({ _tag: 'Left' });
   });
 });
 
 describe('a plugin type is a file name in CNI_PATH, never a path', () => {
-  it.each(['../../bin/sh', '/bin/sh', 'a/b', '..', '.', 'a\\b', 'x\ny'])('%j is refused in a list, a single config and a plugin file, naming the field', (type) => {
-    const list = parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }, { type }] }), true);
-    expect(list).toEqual(E.left(expect.stringContaining(`plugins[1].type: ${JSON.stringify(type)}`)));
-    expect(parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type }), false)).toEqual(E.left(expect.stringContaining(`type: ${JSON.stringify(type)}`)));
-    expect(parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }] }), true, [JSON.stringify({ type })])).toEqual(
-      E.left(expect.stringContaining(`plugin file 1 of n/: type: ${JSON.stringify(type)}`)),
-    );
-  });
+  it.each(['../../bin/sh', '/bin/sh', 'a/b', '..', '.', 'a\\b', 'x\ny'])(
+    '%j is refused in a list, a single config and a plugin file, naming the field',
+    (type) => {
+      const list = parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }, { type }] }), true);
+      expect(list).toEqual(E.left(expect.stringContaining(`plugins[1].type: ${JSON.stringify(type)}`)));
+      expect(parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type }), false)).toEqual(
+        E.left(expect.stringContaining(`type: ${JSON.stringify(type)}`)),
+      );
+      expect(
+        parseConfList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge' }] }), true, [JSON.stringify({ type })]),
+      ).toEqual(E.left(expect.stringContaining(`plugin file 1 of n/: type: ${JSON.stringify(type)}`)));
+    },
+  );
 });

@@ -7,12 +7,43 @@ import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { clientId, parseDhcpConf } from '../../core/dhcp/config.ts';
 import { dhcpMachine, type ExtendInput } from '../../core/dhcp/client-machine.ts';
-import { discover, isOffer, leaseOf, leaseResult, release, replyTo, requestExtend, requestSelecting, type ClientIdentity, type Lease } from '../../core/dhcp/lease.ts';
-import { parseClientCommand, parseClientConfig, parseClientEvent, parseDaemonRequest, parseDaemonResponse } from '../../core/dhcp/protocol.ts';
-import { classlessRoutes, decode, encode, encodeClasslessRoutes, ipv4Bytes, maskPrefix, MessageType, Opt, type Packet } from '../../core/dhcp/packet.ts';
+import {
+  discover,
+  isOffer,
+  leaseOf,
+  leaseResult,
+  release,
+  replyTo,
+  requestExtend,
+  requestSelecting,
+  type ClientIdentity,
+  type Lease,
+} from '../../core/dhcp/lease.ts';
+import {
+  parseClientCommand,
+  parseClientConfig,
+  parseClientEvent,
+  parseDaemonRequest,
+  parseDaemonResponse,
+} from '../../core/dhcp/protocol.ts';
+import {
+  classlessRoutes,
+  decode,
+  encode,
+  encodeClasslessRoutes,
+  ipv4Bytes,
+  maskPrefix,
+  MessageType,
+  Opt,
+  type Packet,
+} from '../../core/dhcp/packet.ts';
 
 const MAC = '02:42:c6:33:64:0a';
-const id: ClientIdentity = { clientId: 'ctr1/dnet/eth0', mac: MAC, options: { provide: [{ code: Opt.HostName, value: 'pod-a' }], request: [Opt.Router, Opt.SubnetMask, 121] } };
+const id: ClientIdentity = {
+  clientId: 'ctr1/dnet/eth0',
+  mac: MAC,
+  options: { provide: [{ code: Opt.HostName, value: 'pod-a' }], request: [Opt.Router, Opt.SubnetMask, 121] },
+};
 
 /** A server reply as bytes (what dnsmasq would send). */
 function reply(type: number, xid: number, yiaddr: string, options: [number, Uint8Array][]): Uint8Array {
@@ -22,7 +53,10 @@ function reply(type: number, xid: number, yiaddr: string, options: [number, Uint
   b[2] = 6;
   new DataView(b.buffer).setUint32(4, xid);
   b.set(ipv4Bytes(yiaddr)!, 16);
-  b.set(MAC.split(':').map((x) => parseInt(x, 16)), 28);
+  b.set(
+    MAC.split(':').map((x) => parseInt(x, 16)),
+    28,
+  );
   b.set([99, 130, 83, 99], 236);
   const opts = [53, 1, type, ...options.flatMap(([c, v]) => [c, v.length, ...v]), 255];
   b.set(opts, 240);
@@ -104,11 +138,35 @@ describe('dhcp packets', () => {
 describe('dhcp lease', () => {
   it('T1/T2 default to 50% / 87.5% of the lease; given ones are kept when in order', () => {
     const l = E.getOrElseW(() => undefined)(leaseOf(ack(1), 1000))!;
-    expect(l).toMatchObject({ address: '10.77.0.50', prefix: 24, server: '10.77.0.1', router: '10.77.0.1', leaseSeconds: 120, renewSeconds: 60, rebindSeconds: 105 });
+    expect(l).toMatchObject({
+      address: '10.77.0.50',
+      prefix: 24,
+      server: '10.77.0.1',
+      router: '10.77.0.1',
+      leaseSeconds: 120,
+      renewSeconds: 60,
+      rebindSeconds: 105,
+    });
     expect([l.renewAt, l.rebindAt, l.expiresAt]).toEqual([61_000, 106_000, 121_000]);
-    const given = E.getOrElseW(() => undefined)(leaseOf(ack(1, [[Opt.RenewalTime, u32(10)], [Opt.RebindingTime, u32(20)]]), 0))!;
+    const given = E.getOrElseW(() => undefined)(
+      leaseOf(
+        ack(1, [
+          [Opt.RenewalTime, u32(10)],
+          [Opt.RebindingTime, u32(20)],
+        ]),
+        0,
+      ),
+    )!;
     expect([given.renewSeconds, given.rebindSeconds]).toEqual([10, 20]);
-    const wrong = E.getOrElseW(() => undefined)(leaseOf(ack(1, [[Opt.RenewalTime, u32(110)], [Opt.RebindingTime, u32(500)]]), 0))!;
+    const wrong = E.getOrElseW(() => undefined)(
+      leaseOf(
+        ack(1, [
+          [Opt.RenewalTime, u32(110)],
+          [Opt.RebindingTime, u32(500)],
+        ]),
+        0,
+      ),
+    )!;
     expect([wrong.renewSeconds, wrong.rebindSeconds]).toEqual([60, 105]);
   });
 
@@ -124,9 +182,25 @@ describe('dhcp lease', () => {
     expect(leaseResult(l, '1.0.0')).toEqual({
       cniVersion: '1.0.0',
       ips: [{ address: '10.77.0.50/24', gateway: '10.77.0.1' }],
-      routes: [{ dst: '192.0.2.0/24', gw: '10.77.0.9' }, { dst: '0.0.0.0/0', gw: '10.77.0.1' }],
+      routes: [
+        { dst: '192.0.2.0/24', gw: '10.77.0.9' },
+        { dst: '0.0.0.0/0', gw: '10.77.0.1' },
+      ],
     });
-    const c = E.getOrElseW(() => undefined)(leaseOf(ack(1, [[121, encodeClasslessRoutes([{ dst: '198.51.100.0/24', gw: '10.77.0.7' }, { dst: '10.99.0.0/16', gw: '0.0.0.0' }])]]), 0))!;
+    const c = E.getOrElseW(() => undefined)(
+      leaseOf(
+        ack(1, [
+          [
+            121,
+            encodeClasslessRoutes([
+              { dst: '198.51.100.0/24', gw: '10.77.0.7' },
+              { dst: '10.99.0.0/16', gw: '0.0.0.0' },
+            ]),
+          ],
+        ]),
+        0,
+      ),
+    )!;
     expect(leaseResult(c, '1.0.0').routes).toEqual([{ dst: '198.51.100.0/24', gw: '10.77.0.7' }, { dst: '10.99.0.0/16' }]);
   });
 });
@@ -142,23 +216,49 @@ describe('dhcp config', () => {
       netconf({
         type: 'dhcp',
         daemonSocketPath: '/tmp/x.sock',
-        provide: [{ option: 'host-name', value: 'default', fromArg: 'K8S_POD_NAME' }, { option: '77', value: 'felt' }],
+        provide: [
+          { option: 'host-name', value: 'default', fromArg: 'K8S_POD_NAME' },
+          { option: '77', value: 'felt' },
+        ],
         request: [{ skipDefault: true, option: '121' }, { option: 'subnet-mask' }],
       }),
       { K8S_POD_NAME: 'web-1' },
     );
-    expect(c).toEqual(E.right({ network: 'dnet', socketPath: '/tmp/x.sock', options: { provide: [{ code: 12, value: 'web-1' }, { code: 77, value: 'felt' }], request: [121, 1] } }));
+    expect(c).toEqual(
+      E.right({
+        network: 'dnet',
+        socketPath: '/tmp/x.sock',
+        options: {
+          provide: [
+            { code: 12, value: 'web-1' },
+            { code: 77, value: 'felt' },
+          ],
+          request: [121, 1],
+        },
+      }),
+    );
   });
 
   it('bad options: code 7, every field named', () => {
     const c = parseDhcpConf(
-      netconf({ type: 'dhcp', daemonSocketPath: 'rel.sock', provide: [{ option: 'nope' }, { option: '53', value: 'x' }, { option: '12', value: 'x'.repeat(256) }], request: [{ option: 300 }] }),
+      netconf({
+        type: 'dhcp',
+        daemonSocketPath: 'rel.sock',
+        provide: [{ option: 'nope' }, { option: '53', value: 'x' }, { option: '12', value: 'x'.repeat(256) }],
+        request: [{ option: 300 }],
+      }),
       {},
     );
     expect(E.isLeft(c)).toBe(true);
     const msg = (c as E.Left<{ code: number; msg: string }>).left;
     expect(msg.code).toBe(7);
-    for (const f of ['ipam.daemonSocketPath', 'ipam.provide[0].option', 'ipam.provide[1].option', 'ipam.provide[2]: the value for option 12 is longer than 255 bytes', 'ipam.request[0].option']) {
+    for (const f of [
+      'ipam.daemonSocketPath',
+      'ipam.provide[0].option',
+      'ipam.provide[1].option',
+      'ipam.provide[2]: the value for option 12 is longer than 255 bytes',
+      'ipam.request[0].option',
+    ]) {
       expect(msg.msg).toContain(f);
     }
   });
@@ -197,7 +297,11 @@ describe('dhcp lease machine (simulated clock)', () => {
             calls.push(`release ${input.lease.address}`);
           }),
         },
-        actions: { leaseExpired: () => void hooks.push('expired'), leaseRenewed: () => void hooks.push('renewed'), leaseBound: () => void hooks.push('bound') },
+        actions: {
+          leaseExpired: () => void hooks.push('expired'),
+          leaseRenewed: () => void hooks.push('renewed'),
+          leaseBound: () => void hooks.push('bound'),
+        },
       }),
       { clock, input: { now: () => clock.now(), retryMinMs: 5_000 } },
     );
@@ -243,7 +347,17 @@ describe('dhcp lease machine (simulated clock)', () => {
   });
 
   it('rebinding gets the lease back; a NAK ends it', async () => {
-    const h = harness({ rebind: [(now) => h.mk(now)], renew: [() => new Error('timeout'), () => new Error('timeout'), () => new Error('timeout'), () => new Error('timeout'), () => new Error('timeout'), () => 'nak'] });
+    const h = harness({
+      rebind: [(now) => h.mk(now)],
+      renew: [
+        () => new Error('timeout'),
+        () => new Error('timeout'),
+        () => new Error('timeout'),
+        () => new Error('timeout'),
+        () => new Error('timeout'),
+        () => 'nak',
+      ],
+    });
     h.actor.start();
     await settle();
     for (const ms of [60_000, 22_500, 11_250, 5_625, 5_000, 625]) await h.at(ms);
@@ -262,7 +376,9 @@ describe('dhcp lease machine (simulated clock)', () => {
     await settle();
     expect(h.state()).toBe('released');
     expect(h.calls).toEqual(['acquire', 'release 10.77.0.50']);
-    const never = createActor(dhcpMachine.provide({ actors: { acquire: fromPromise(() => new Promise<Lease>(() => undefined)) } }), { input: { now: () => 0 } });
+    const never = createActor(dhcpMachine.provide({ actors: { acquire: fromPromise(() => new Promise<Lease>(() => undefined)) } }), {
+      input: { now: () => 0 },
+    });
     never.start();
     never.send({ type: 'STOP' });
     expect(never.getSnapshot().value).toBe('released');
@@ -270,11 +386,21 @@ describe('dhcp lease machine (simulated clock)', () => {
 });
 
 describe('dhcp protocol lines (plugin ↔ daemon ↔ client)', () => {
-  const req = { v: 1, command: 'ADD', containerId: 'c1', netns: '/run/netns/p1', ifname: 'eth0', args: { K8S_POD_NAME: 'web' }, config: { name: 'dnet' } };
+  const req = {
+    v: 1,
+    command: 'ADD',
+    containerId: 'c1',
+    netns: '/run/netns/p1',
+    ifname: 'eth0',
+    args: { K8S_POD_NAME: 'web' },
+    config: { name: 'dnet' },
+  };
 
   it('a request parses into typed values; every bad field is named', () => {
     expect(parseDaemonRequest(JSON.stringify(req))).toEqual(E.right(req));
-    const bad = parseDaemonRequest(JSON.stringify({ ...req, command: 'GC', containerId: 'a b', netns: 'rel', ifname: 'eth0\nx', args: { X: 1 } }));
+    const bad = parseDaemonRequest(
+      JSON.stringify({ ...req, command: 'GC', containerId: 'a b', netns: 'rel', ifname: 'eth0\nx', args: { X: 1 } }),
+    );
     expect(E.isLeft(bad)).toBe(true);
     const msg = (bad as E.Left<string>).left;
     for (const f of ['command:', 'containerId:', 'netns:', 'ifname:', 'args.X:']) expect(msg).toContain(f);
@@ -285,9 +411,16 @@ describe('dhcp protocol lines (plugin ↔ daemon ↔ client)', () => {
   });
 
   it('a lease reported by the client is re-checked: addresses, prefixes, numbers', () => {
-    const l = E.getOrElseW(() => undefined)(leaseOf(ack(3, [[121, encodeClasslessRoutes([{ dst: '192.0.2.0/24', gw: '10.77.0.9' }])]]), 1000))!;
+    const l = E.getOrElseW(() => undefined)(
+      leaseOf(ack(3, [[121, encodeClasslessRoutes([{ dst: '192.0.2.0/24', gw: '10.77.0.9' }])]]), 1000),
+    )!;
     expect(parseClientEvent(JSON.stringify({ type: 'bound', lease: l }))).toEqual(E.right({ type: 'bound', lease: l }));
-    const bad = parseClientEvent(JSON.stringify({ type: 'renewed', lease: { ...l, address: '10.0.0.1; rm', prefix: 40, classless: [{ dst: '1.2.3.4/99', gw: 'x' }] } }));
+    const bad = parseClientEvent(
+      JSON.stringify({
+        type: 'renewed',
+        lease: { ...l, address: '10.0.0.1; rm', prefix: 40, classless: [{ dst: '1.2.3.4/99', gw: 'x' }] },
+      }),
+    );
     const msg = (bad as E.Left<string>).left;
     for (const f of ['lease.address', 'lease.prefix', 'lease.classless[0].dst', 'lease.classless[0].gw']) expect(msg).toContain(f);
     expect(parseDaemonResponse(JSON.stringify({ ok: false, code: 11, msg: 'x' }))).toEqual(E.right({ ok: false, code: 11, msg: 'x' }));
@@ -295,7 +428,13 @@ describe('dhcp protocol lines (plugin ↔ daemon ↔ client)', () => {
   });
 
   it('client config and commands', () => {
-    const cfg = { ifname: 'eth0', clientId: 'c/n/eth0', options: { provide: [{ code: 12, value: 'h' }], request: [3, 1] }, timeoutMs: 4000, retryMinMs: 1000 };
+    const cfg = {
+      ifname: 'eth0',
+      clientId: 'c/n/eth0',
+      options: { provide: [{ code: 12, value: 'h' }], request: [3, 1] },
+      timeoutMs: 4000,
+      retryMinMs: 1000,
+    };
     expect(parseClientConfig(JSON.stringify(cfg))).toEqual(E.right(cfg));
     expect(E.isLeft(parseClientConfig(JSON.stringify({ ...cfg, ifname: '../x' })))).toBe(true);
     expect(parseClientCommand('{"type":"stop"}')).toEqual(E.right({ type: 'stop' }));

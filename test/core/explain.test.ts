@@ -6,11 +6,21 @@ import type { StoredEvent } from '../../core/events.ts';
 
 const ipamState = {
   ...ipamInitial(),
-  allocations: { '10.22.0.5': { ip: '10.22.0.5', containerId: 'c1', ifname: 'eth0', rangeSet: 0, since: '2026-01-01T00:00:00.000Z', position: 3 } },
+  allocations: {
+    '10.22.0.5': { ip: '10.22.0.5', containerId: 'c1', ifname: 'eth0', rangeSet: 0, since: '2026-01-01T00:00:00.000Z', position: 3 },
+  },
 };
 const node: NodeState = {
   ...nodeInitial(),
-  ownLease: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: '198.51.100.11', backendType: 'vxlan', vtepMac: '02:00:00:00:00:11', expiration: '2026-01-02T00:00:00.000Z', since: '2026-01-01T00:00:00.000Z' },
+  ownLease: {
+    key: '10.244.1.0-24',
+    subnet: '10.244.1.0/24',
+    publicIP: '198.51.100.11',
+    backendType: 'vxlan',
+    vtepMac: '02:00:00:00:00:11',
+    expiration: '2026-01-02T00:00:00.000Z',
+    since: '2026-01-01T00:00:00.000Z',
+  },
   remotes: {
     '10.244.2.0-24': {
       key: '10.244.2.0-24',
@@ -24,7 +34,13 @@ const node: NodeState = {
 };
 const views = { ipam: [{ network: 'mynet', state: ipamState }], nodes: [{ stream: 'node/198.51.100.11', state: node }] };
 const history: StoredEvent[] = [
-  { position: 7, stream: 'node/198.51.100.11', type: 'RemoteLeaseSeen', data: { subnet: '10.244.2.0/24', attrs: { PublicIP: '198.51.100.12' } }, time: '2026-01-01T00:01:00.000Z' },
+  {
+    position: 7,
+    stream: 'node/198.51.100.11',
+    type: 'RemoteLeaseSeen',
+    data: { subnet: '10.244.2.0/24', attrs: { PublicIP: '198.51.100.12' } },
+    time: '2026-01-01T00:01:00.000Z',
+  },
 ];
 
 describe('explain', () => {

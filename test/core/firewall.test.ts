@@ -73,7 +73,13 @@ describe('parseFirewallConf', () => {
   });
 
   it('accepts every option the reference has', () => {
-    const c = conf({ backend: 'iptables', iptablesAdminChainName: 'MY-ADMIN', firewalldZone: 'trusted', ingressPolicy: 'isolated', prevResult: prev(['10.9.0.5/24']) });
+    const c = conf({
+      backend: 'iptables',
+      iptablesAdminChainName: 'MY-ADMIN',
+      firewalldZone: 'trusted',
+      ingressPolicy: 'isolated',
+      prevResult: prev(['10.9.0.5/24']),
+    });
     expect(c).toMatchObject({ adminChain: 'MY-ADMIN', ingressPolicy: 'isolated' });
   });
 
@@ -103,7 +109,9 @@ describe('parseFirewallConf', () => {
   });
 
   it('a prevResult that does not parse is refused naming its field', () => {
-    expect(refused({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.9.0.5/24\n-A x' }] } }).msg).toMatch(/^prevResult: ips\[0\]\.address: /);
+    expect(refused({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.9.0.5/24\n-A x' }] } }).msg).toMatch(
+      /^prevResult: ips\[0\]\.address: /,
+    );
     expect(refused({ prevResult: 'x' }, 'DEL').msg).toMatch(/^prevResult: must be a JSON object/);
   });
 
@@ -111,13 +119,19 @@ describe('parseFirewallConf', () => {
     expect(refused({ ingressPolicy: 'same-bridge', prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.9.0.5/24' }] } }).msg).toMatch(
       /^prevResult\.interfaces\[0\]: ingressPolicy "same-bridge" needs the bridge/,
     );
-    expect(refused({ ingressPolicy: 'isolated', prevResult: prev(['10.9.0.5/24'], 'br+') }).msg).toMatch(/^prevResult\.interfaces\[0\]\.name: "br\+" ends with '\+'/);
+    expect(refused({ ingressPolicy: 'isolated', prevResult: prev(['10.9.0.5/24'], 'br+') }).msg).toMatch(
+      /^prevResult\.interfaces\[0\]\.name: "br\+" ends with '\+'/,
+    );
     // DEL does not read the bridge (the isolation rules stay).
     expect(conf({ ingressPolicy: 'same-bridge', prevResult: { cniVersion: '1.0.0' } }, 'DEL').ingressPolicy).toBe('same-bridge');
   });
 
   it('collects every problem at once', () => {
-    expect(refused({ backend: 'x', ingressPolicy: 'y' }).msg.split('; ').map((m) => m.split(':')[0])).toEqual(['backend', 'ingressPolicy', 'prevResult']);
+    expect(
+      refused({ backend: 'x', ingressPolicy: 'y' })
+        .msg.split('; ')
+        .map((m) => m.split(':')[0]),
+    ).toEqual(['backend', 'ingressPolicy', 'prevResult']);
   });
 });
 
@@ -141,13 +155,19 @@ describe('firewallDesired', () => {
   it('the attachment owns only its address rules', () => {
     const d = firewallDesired(conf({ ingressPolicy: 'same-bridge', prevResult: prev(['10.9.0.5/24']) }));
     expect(d.scope).toEqual(attachmentScope([{ address: '10.9.0.5/24' }]));
-    expect(d.scope.ruleMarkers.map((m) => m.marker)).toEqual(['-d 10.9.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-s 10.9.0.5/32 -j ACCEPT']);
+    expect(d.scope.ruleMarkers.map((m) => m.marker)).toEqual([
+      '-d 10.9.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      '-s 10.9.0.5/32 -j ACCEPT',
+    ]);
     expect(d.scope.chains).toEqual([]);
   });
 
   it('a custom admin chain', () => {
     const d = firewallDesired(conf({ iptablesAdminChainName: 'MY-ADMIN', prevResult: prev(['10.9.0.5/24']) }));
-    expect(d.kernel.rules[1]).toMatchObject({ rule: '-m comment --comment "CNI firewall plugin admin overrides" -j MY-ADMIN', ensureTarget: true });
+    expect(d.kernel.rules[1]).toMatchObject({
+      rule: '-m comment --comment "CNI firewall plugin admin overrides" -j MY-ADMIN',
+      ensureTarget: true,
+    });
   });
 
   it('no addresses: nothing', () => {
@@ -155,7 +175,9 @@ describe('firewallDesired', () => {
   });
 
   it('isolated adds the same-bridge DROP (v1.2.0)', () => {
-    const rules = firewallDesired(conf({ ingressPolicy: 'isolated', prevResult: prev(['10.9.0.5/24'], 'cnib0') })).kernel.rules.filter((r) => r.chain === 'CNI-ISOLATION-STAGE-1');
+    const rules = firewallDesired(conf({ ingressPolicy: 'isolated', prevResult: prev(['10.9.0.5/24'], 'cnib0') })).kernel.rules.filter(
+      (r) => r.chain === 'CNI-ISOLATION-STAGE-1',
+    );
     expect(rules.map((r) => r.rule)).toEqual([
       '-i cnib0 ! -o cnib0 -m comment --comment "CNI firewall plugin rules (ingressPolicy: isolated)" -j CNI-ISOLATION-STAGE-2',
       '-i cnib0 -o cnib0 -m comment --comment "CNI firewall plugin rules (ingressPolicy: isolated)" -j DROP',
@@ -220,7 +242,9 @@ describe('plan over the twin', () => {
     const ops = plan(emptyKernelState(), k.state(), scope);
     expect(ops.map((o) => o.op)).toEqual(['rule.del', 'rule.del', 'rule.del', 'rule.del']);
     expect(E.isRight(k.applySync(ops))).toBe(true);
-    expect(save(k.state(), 4)).toEqual(before.filter((l) => !l.includes('10.9.0.5/32 -m conntrack') && l !== '-A CNI-FORWARD -s 10.9.0.5/32 -j ACCEPT'));
+    expect(save(k.state(), 4)).toEqual(
+      before.filter((l) => !l.includes('10.9.0.5/32 -m conntrack') && l !== '-A CNI-FORWARD -s 10.9.0.5/32 -j ACCEPT'),
+    );
     expect(save(k.state(), 4)).toContain('-A CNI-ADMIN -s 10.9.0.5/32 -j DROP');
     expect(save(k.state(), 6)).toEqual([
       ':CNI-ADMIN',
@@ -239,11 +263,17 @@ describe('plan over the twin', () => {
     k.applySync([{ op: 'rule.add', rule: jump }]);
     const seen = k.state();
     // Plain plan would remove the extra copy (and two racing removals could remove both).
-    expect(plan(d.kernel, seen, d.scope)).toEqual([{ op: 'rule.del', rule: { ns: HOST, family: 4, table: 'filter', chain: 'FORWARD', rule: jump.rule } }]);
+    expect(plan(d.kernel, seen, d.scope)).toEqual([
+      { op: 'rule.del', rule: { ns: HOST, family: 4, table: 'filter', chain: 'FORWARD', rule: jump.rule } },
+    ]);
     expect(plan(toPlan(d, seen), seen, d.scope)).toEqual([]);
     expect(drift(toPlan(d, seen), seen, d.scope)).toEqual([]);
     // Its own address rules are still planned (and a missing shared jump is still added).
-    const bare: KernelState = { ...seen, rules: [], chains: seen.chains.map((x) => (x.chain === 'CNI-FORWARD' ? { ...x, rules: x.rules.slice(0, 1) } : x)) };
+    const bare: KernelState = {
+      ...seen,
+      rules: [],
+      chains: seen.chains.map((x) => (x.chain === 'CNI-FORWARD' ? { ...x, rules: x.rules.slice(0, 1) } : x)),
+    };
     expect(plan(toPlan(d, bare), bare, d.scope).map((o) => (o.op === 'rule.add' ? `${o.rule.chain} ${o.rule.rule}` : o.op))).toEqual([
       'FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD',
       'CNI-FORWARD -d 10.9.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
@@ -270,11 +300,21 @@ describe('plan over the twin', () => {
 
 describe('chain.add (shared chains)', () => {
   const op = { op: 'chain.add', ns: HOST, family: 4, table: 'filter', chain: 'CNI-FORWARD' } as const;
-  const rule = { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'filter', chain: 'CNI-FORWARD', rule: '-s 10.9.0.5/32 -j ACCEPT' } } as const;
+  const rule = {
+    op: 'rule.add',
+    rule: { ns: HOST, family: 4, table: 'filter', chain: 'CNI-FORWARD', rule: '-s 10.9.0.5/32 -j ACCEPT' },
+  } as const;
 
   it('is rendered as -N after the declarations, before the rules (never as a flushing declaration)', () => {
     const sync = { op: 'chain.sync', chain: { ns: HOST, family: 4, table: 'filter', chain: 'OWN', rules: ['-j RETURN'] } } as const;
-    expect(restoreLines([rule, op, sync]).map((l) => l.text)).toEqual(['*filter', ':OWN - [0:0]', '-N CNI-FORWARD', '-A CNI-FORWARD -s 10.9.0.5/32 -j ACCEPT', '-A OWN -j RETURN', 'COMMIT']);
+    expect(restoreLines([rule, op, sync]).map((l) => l.text)).toEqual([
+      '*filter',
+      ':OWN - [0:0]',
+      '-N CNI-FORWARD',
+      '-A CNI-FORWARD -s 10.9.0.5/32 -j ACCEPT',
+      '-A OWN -j RETURN',
+      'COMMIT',
+    ]);
   });
 
   it('a chain made meanwhile by someone else: the restore runs again without the -N', () => {
@@ -290,6 +330,8 @@ describe('chain.add (shared chains)', () => {
     const k = memoryKernel();
     k.applySync([op, { op: 'rule.add', rule: { ...rule.rule, rule: '-s 192.0.2.1/32 -j ACCEPT' } }]);
     const ops = plan(d.kernel, k.state(), d.scope);
-    expect(ops.filter((o) => o.op.startsWith('chain.'))).toEqual([{ op: 'chain.add', ns: HOST, family: 4, table: 'filter', chain: 'CNI-ADMIN' }]);
+    expect(ops.filter((o) => o.op.startsWith('chain.'))).toEqual([
+      { op: 'chain.add', ns: HOST, family: 4, table: 'filter', chain: 'CNI-ADMIN' },
+    ]);
   });
 });

@@ -15,14 +15,26 @@ const config = (() => {
   if (E.isLeft(c)) throw new Error(c.left);
   return c.right.config;
 })();
-const node: OverlayNode = { publicIP: '198.51.100.11', underlayDev: 'eth0', underlayCidr: '198.51.100.0/24', underlayMtu: 1500, vtepMac: '02:00:00:00:00:0b', ipMasq: true };
+const node: OverlayNode = {
+  publicIP: '198.51.100.11',
+  underlayDev: 'eth0',
+  underlayCidr: '198.51.100.0/24',
+  underlayMtu: 1500,
+  vtepMac: '02:00:00:00:00:0b',
+  ipMasq: true,
+};
 const T = '2030-01-01T00:00:00.000Z';
 
 /** Remote n: subnet 10.244.n.0/24, public IP and VtepMAC derived from n and a version (a change of either). */
 const remote = (n: number, v: number): RemoteLease => ({
   key: `10.244.${n}.0-24`,
   subnet: `10.244.${n}.0/24`,
-  attrs: { PublicIP: `198.51.100.${20 + n}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${v.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` } },
+  attrs: {
+    PublicIP: `198.51.100.${20 + n}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${v.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` },
+  },
   expiration: T,
   since: T,
   changed: T,
@@ -30,7 +42,15 @@ const remote = (n: number, v: number): RemoteLease => ({
 const stateOf = (remotes: Map<number, number>): NodeState => ({
   ...initialState(),
   config,
-  ownLease: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: node.publicIP, backendType: 'vxlan', vtepMac: node.vtepMac, expiration: T, since: T },
+  ownLease: {
+    key: '10.244.1.0-24',
+    subnet: '10.244.1.0/24',
+    publicIP: node.publicIP,
+    backendType: 'vxlan',
+    vtepMac: node.vtepMac,
+    expiration: T,
+    since: T,
+  },
   remotes: Object.fromEntries([...remotes].map(([n, v]) => [remote(n, v).key, remote(n, v)])),
 });
 const overlay = (s: NodeState): KernelState => {
@@ -44,7 +64,9 @@ const sorted = (k: KernelState) => ({
   fdb: k.fdb.map((f) => JSON.stringify(f)).sort(),
 });
 // Remote ids 2..40 (1 is this node); a version per remote.
-const world = fc.dictionary(fc.integer({ min: 2, max: 40 }).map(String), fc.integer({ min: 1, max: 3 }), { maxKeys: 12 }).map((d) => new Map(Object.entries(d).map(([k, v]) => [Number(k), v])));
+const world = fc
+  .dictionary(fc.integer({ min: 2, max: 40 }).map(String), fc.integer({ min: 1, max: 3 }), { maxKeys: 12 })
+  .map((d) => new Map(Object.entries(d).map(([k, v]) => [Number(k), v])));
 
 describe('overlayDelta', () => {
   it('applied to the kernel as it was, gives the kernel a full pass would want', () => {
@@ -53,7 +75,10 @@ describe('overlayDelta', () => {
         const before = stateOf(a);
         const after = stateOf(b);
         const keys = [...new Set([...a.keys(), ...b.keys()])].filter((n) => a.get(n) !== b.get(n)).map((n) => remote(n, 1).key);
-        const kernel = memoryKernel({ ...overlay(before), links: [...overlay(before).links, { ns: HOST, name: 'eth0', kind: 'device', up: true }] });
+        const kernel = memoryKernel({
+          ...overlay(before),
+          links: [...overlay(before).links, { ns: HOST, name: 'eth0', kind: 'device', up: true }],
+        });
         const ops = overlayDelta(before, after, keys, node);
         if (E.isLeft(ops) || ops.right === 'full') throw new Error('unexpected');
         expect(E.isRight(kernel.applySync(ops.right))).toBe(true);
@@ -66,8 +91,19 @@ describe('overlayDelta', () => {
   });
 
   it('touches only the changed leases, and asks for a full pass when the own lease changes', () => {
-    const before = stateOf(new Map([[2, 1], [3, 1], [4, 1]]));
-    const after = stateOf(new Map([[2, 1], [3, 2]]));
+    const before = stateOf(
+      new Map([
+        [2, 1],
+        [3, 1],
+        [4, 1],
+      ]),
+    );
+    const after = stateOf(
+      new Map([
+        [2, 1],
+        [3, 2],
+      ]),
+    );
     const ops = overlayDelta(before, after, [remote(3, 1).key, remote(4, 1).key], node);
     expect(E.isRight(ops) && ops.right !== 'full' && ops.right.map((o) => o.op).sort()).toEqual(
       // lease 3 moved its VtepMAC (route unchanged); lease 4 left.
@@ -114,29 +150,36 @@ describe('planInSteps', () => {
   const eth0 = { ns: HOST, name: 'eth0', kind: 'device' as const, up: true };
   it('makes the ops plan makes, in slices (drift of routes, neighbours and fdb entries; a missing device)', () => {
     fc.assert(
-      fc.property(world, world, fc.array(fc.nat(), { maxLength: 6 }), fc.boolean(), fc.integer({ min: 1, max: 20 }), (a, b, holes, noDevice, perStep) => {
-        const want = desiredOverlay(stateOf(b), node);
-        if (E.isLeft(want)) throw new Error(want.left);
-        const was = overlay(stateOf(a));
-        // The kernel as `a` left it, with some objects gone (drift) and maybe the vxlan device too.
-        const drop = <T>(xs: readonly T[]) => xs.filter((_, i) => !holes.includes(i));
-        const seen: KernelState = {
-          ...was,
-          links: noDevice ? [eth0] : [...was.links, eth0],
-          routes: drop(was.routes),
-          neighbours: drop(was.neighbours),
-          fdb: drop(was.fdb),
-        };
-        const whole = plan(want.right.kernel, seen, want.right.scope);
-        const stepped = run(planInSteps(want.right.kernel, seen, want.right.scope, perStep));
-        expect(stepped.ops.map((o) => JSON.stringify(o)).sort()).toEqual(whole.map((o) => JSON.stringify(o)).sort());
-        // Applied, both end at the same kernel.
-        const k1 = memoryKernel(seen);
-        const k2 = memoryKernel(seen);
-        expect(E.isRight(k1.applySync(whole))).toBe(true);
-        expect(E.isRight(k2.applySync(stepped.ops))).toBe(true);
-        expect(sorted(k2.state())).toEqual(sorted(k1.state()));
-      }),
+      fc.property(
+        world,
+        world,
+        fc.array(fc.nat(), { maxLength: 6 }),
+        fc.boolean(),
+        fc.integer({ min: 1, max: 20 }),
+        (a, b, holes, noDevice, perStep) => {
+          const want = desiredOverlay(stateOf(b), node);
+          if (E.isLeft(want)) throw new Error(want.left);
+          const was = overlay(stateOf(a));
+          // The kernel as `a` left it, with some objects gone (drift) and maybe the vxlan device too.
+          const drop = <T>(xs: readonly T[]) => xs.filter((_, i) => !holes.includes(i));
+          const seen: KernelState = {
+            ...was,
+            links: noDevice ? [eth0] : [...was.links, eth0],
+            routes: drop(was.routes),
+            neighbours: drop(was.neighbours),
+            fdb: drop(was.fdb),
+          };
+          const whole = plan(want.right.kernel, seen, want.right.scope);
+          const stepped = run(planInSteps(want.right.kernel, seen, want.right.scope, perStep));
+          expect(stepped.ops.map((o) => JSON.stringify(o)).sort()).toEqual(whole.map((o) => JSON.stringify(o)).sort());
+          // Applied, both end at the same kernel.
+          const k1 = memoryKernel(seen);
+          const k2 = memoryKernel(seen);
+          expect(E.isRight(k1.applySync(whole))).toBe(true);
+          expect(E.isRight(k2.applySync(stepped.ops))).toBe(true);
+          expect(sorted(k2.state())).toEqual(sorted(k1.state()));
+        },
+      ),
       { numRuns: runs(200) },
     );
   });
@@ -154,7 +197,12 @@ describe('planInSteps', () => {
 
 describe('desiredOverlay, computed again for the same lease objects', () => {
   it('follows a change of context (own subnet, DirectRouting, underlay) instead of reusing what it made before', () => {
-    const s = stateOf(new Map([[2, 1], [3, 1]]));
+    const s = stateOf(
+      new Map([
+        [2, 1],
+        [3, 1],
+      ]),
+    );
     const first = overlay(s);
     expect(first.routes.map((r) => r.dst)).toEqual(['10.244.2.0/24', '10.244.3.0/24']);
     // Our own subnet now covers remote 2: it is left out, from the same RemoteLease objects.

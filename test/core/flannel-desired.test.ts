@@ -56,7 +56,14 @@ const nodeState = (config: NetConfig, remotes: RemoteLease[], ownN = 1, ipv6 = f
   remotes: Object.fromEntries(remotes.map((r) => [r.key, r])),
 });
 
-const NODE: OverlayNode = { publicIP: '198.51.100.1', underlayDev: 'eth0', underlayCidr: '198.51.100.1/24', underlayMtu: 1500, vtepMac: mac(1), ipMasq: true };
+const NODE: OverlayNode = {
+  publicIP: '198.51.100.1',
+  underlayDev: 'eth0',
+  underlayCidr: '198.51.100.1/24',
+  underlayMtu: 1500,
+  vtepMac: mac(1),
+  ipMasq: true,
+};
 const vx = conf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } });
 
 const right = <T>(r: E.Either<string, T>): T => {
@@ -147,7 +154,9 @@ describe('desiredOverlay: vxlan', () => {
     expect(desiredOverlay(initialState(), NODE)).toEqual(E.left('no network config loaded yet'));
     expect(desiredOverlay({ ...initialState(), config: vx }, NODE)).toEqual(E.left('no subnet lease held yet'));
     expect(desiredOverlay(nodeState(vx, []), { ...NODE, vtepMac: 'x' })).toEqual(E.left('node: vtepMac "x" is not a MAC address'));
-    expect(desiredOverlay(nodeState(vx, []), { ...NODE, publicIP: 'fd00::1' })).toEqual(E.left('node: publicIP "fd00::1" is not an IPv4 address'));
+    expect(desiredOverlay(nodeState(vx, []), { ...NODE, publicIP: 'fd00::1' })).toEqual(
+      E.left('node: publicIP "fd00::1" is not an IPv4 address'),
+    );
     expect(desiredOverlay(nodeState(vx, []), { ...NODE, underlayMtu: 0 })).toEqual(E.left('node: underlayMtu 0 is not a positive integer'));
   });
 });
@@ -155,7 +164,9 @@ describe('desiredOverlay: vxlan', () => {
 describe('desiredOverlay: host-gw', () => {
   const hg = conf({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } });
   it('a route per remote subnet via its public IP, MTU of the underlay, no device', () => {
-    const o = right(desiredOverlay(nodeState(hg, [remote(2, { type: 'host-gw' }), remote(3, { type: 'host-gw' })]), { ...NODE, ipMasq: false }));
+    const o = right(
+      desiredOverlay(nodeState(hg, [remote(2, { type: 'host-gw' }), remote(3, { type: 'host-gw' })]), { ...NODE, ipMasq: false }),
+    );
     expect(o.kernel.links).toEqual([]);
     expect(o.kernel.routes).toEqual([
       { ns: HOST, dst: '10.244.2.0/24', gw: '198.51.100.2', dev: 'eth0' },
@@ -198,7 +209,10 @@ describe('desiredOverlay: iptables as flanneld writes them (iptables-save form)'
         family: 4,
         table: 'filter',
         chain: 'FLANNEL-FWD',
-        rules: ['-s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT', '-d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT'],
+        rules: [
+          '-s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+          '-d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+        ],
       },
     ]);
     expect(o.kernel.rules).toEqual([
@@ -211,7 +225,9 @@ describe('desiredOverlay: iptables as flanneld writes them (iptables-save form)'
     const none = right(desiredOverlay(nodeState(vx, []), { ...NODE, ipMasq: false }));
     expect(none.kernel.chains).toEqual([]);
     expect(none.kernel.rules).toEqual([]);
-    expect(right(desiredOverlay(nodeState(vx, []), { ...NODE, ipMasq: false, forwardRules: true })).kernel.chains.map((c) => c.chain)).toEqual(['FLANNEL-FWD']);
+    expect(
+      right(desiredOverlay(nodeState(vx, []), { ...NODE, ipMasq: false, forwardRules: true })).kernel.chains.map((c) => c.chain),
+    ).toEqual(['FLANNEL-FWD']);
   });
 });
 
@@ -233,8 +249,15 @@ describe('desiredOverlay: dual stack', () => {
       { ns: HOST, dev: 'flannel-v6.1', mac: mac(0x102), dst: '2001:db8::2' },
       { ns: HOST, dev: 'flannel.1', mac: mac(2), dst: '198.51.100.2' },
     ]);
-    expect(o.kernel.chains.map((c) => `${c.family} ${c.chain}`)).toEqual(['4 FLANNEL-POSTRTG', '4 FLANNEL-FWD', '6 FLANNEL-POSTRTG', '6 FLANNEL-FWD']);
-    expect(o.kernel.chains[2]!.rules[4]).toBe('-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully');
+    expect(o.kernel.chains.map((c) => `${c.family} ${c.chain}`)).toEqual([
+      '4 FLANNEL-POSTRTG',
+      '4 FLANNEL-FWD',
+      '6 FLANNEL-POSTRTG',
+      '6 FLANNEL-FWD',
+    ]);
+    expect(o.kernel.chains[2]!.rules[4]).toBe(
+      '-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+    );
     expect(o.subnetEnv).toBe(
       'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n',
     );
@@ -272,9 +295,13 @@ describe('desiredOverlay properties', () => {
         for (const r of others) {
           const data = r.attrs.BackendData as { VtepMAC: string };
           const gw = r.subnet!.replace('/24', '');
-          expect(o.kernel.routes.filter((x) => x.dst === r.subnet)).toEqual([{ ns: HOST, dst: r.subnet, gw, dev: 'flannel.1', onlink: true }]);
+          expect(o.kernel.routes.filter((x) => x.dst === r.subnet)).toEqual([
+            { ns: HOST, dst: r.subnet, gw, dev: 'flannel.1', onlink: true },
+          ]);
           expect(o.kernel.neighbours.filter((n) => n.ip === gw)).toEqual([{ ns: HOST, dev: 'flannel.1', ip: gw, lladdr: data.VtepMAC }]);
-          expect(o.kernel.fdb.filter((f) => f.mac === data.VtepMAC)).toEqual([{ ns: HOST, dev: 'flannel.1', mac: data.VtepMAC, dst: r.attrs.PublicIP }]);
+          expect(o.kernel.fdb.filter((f) => f.mac === data.VtepMAC)).toEqual([
+            { ns: HOST, dev: 'flannel.1', mac: data.VtepMAC, dst: r.attrs.PublicIP },
+          ]);
         }
         expect(o.kernel.routes.some((r) => r.dst === `10.244.${ownN}.0/24`)).toBe(false);
         expect(o.kernel.fdb.some((f) => f.dst === NODE.publicIP || f.mac === NODE.vtepMac)).toBe(false);
@@ -288,10 +315,18 @@ describe('desiredOverlay properties', () => {
     const node = { ...NODE, underlayCidr: '198.51.100.0/25' };
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(fc.uniqueArray(fc.integer({ min: 2, max: 40 }), { maxLength: 20 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 40 }), fc.nat(3)), {
-          minLength: 1,
-          maxLength: 8,
-        }),
+        fc.array(
+          fc.tuple(
+            fc.uniqueArray(fc.integer({ min: 2, max: 40 }), { maxLength: 20 }),
+            fc.integer({ min: 0, max: 3 }),
+            fc.integer({ min: 1, max: 40 }),
+            fc.nat(3),
+          ),
+          {
+            minLength: 1,
+            maxLength: 8,
+          },
+        ),
         (steps) => {
           const cache = overlayCache();
           // One lease object per node and backend type, kept across states (as the fold keeps untouched rows),
@@ -319,9 +354,13 @@ describe('desiredOverlay properties', () => {
     );
   });
 
-  it('plan converges from any observed state, and never touches what is not felt\'s', () => {
-    const staleRoute = fc.integer({ min: 2, max: 250 }).map((n): Route => ({ ns: HOST, dst: `10.244.${n}.0/24`, gw: `10.244.${n}.0`, dev: 'flannel.1', onlink: true }));
-    const staleUnderlay = fc.integer({ min: 2, max: 250 }).map((n): Route => ({ ns: HOST, dst: `10.244.${n}.0/24`, gw: `198.51.100.${n}`, dev: 'eth0' }));
+  it("plan converges from any observed state, and never touches what is not felt's", () => {
+    const staleRoute = fc
+      .integer({ min: 2, max: 250 })
+      .map((n): Route => ({ ns: HOST, dst: `10.244.${n}.0/24`, gw: `10.244.${n}.0`, dev: 'flannel.1', onlink: true }));
+    const staleUnderlay = fc
+      .integer({ min: 2, max: 250 })
+      .map((n): Route => ({ ns: HOST, dst: `10.244.${n}.0/24`, gw: `198.51.100.${n}`, dev: 'eth0' }));
     const foreign: KernelState = {
       ...emptyKernelState(),
       links: [
@@ -347,20 +386,35 @@ describe('desiredOverlay properties', () => {
         fc.array(fc.nat(), { maxLength: 40 }),
         fc.boolean(),
         (config, remotes0, ipMasq, stale, staleUl, keepIdx, wrongMtu) => {
-          const remotes = remotes0.filter((r) => r.subnet !== '10.244.1.0/24').map((r) => (config.backend.type === 'host-gw' ? { ...r, attrs: { ...r.attrs, BackendType: 'host-gw' } } : r));
+          const remotes = remotes0
+            .filter((r) => r.subnet !== '10.244.1.0/24')
+            .map((r) => (config.backend.type === 'host-gw' ? { ...r, attrs: { ...r.attrs, BackendType: 'host-gw' } } : r));
           const o: Overlay = right(desiredOverlay(nodeState(config, remotes), { ...NODE, ipMasq }));
           // Observed: part of what is wanted (some of it wrong), stale entries, and foreign objects.
           const keep = <T>(xs: readonly T[]) => xs.filter((_, i) => keepIdx.includes(i));
           const observed: KernelState = {
             ...foreign,
             links: [...foreign.links, ...keep(o.kernel.links).map((l) => (wrongMtu ? { ...l, mtu: 1400 } : l))],
-            addresses: [...foreign.addresses, ...keep(o.kernel.addresses), ...(o.kernel.links.length ? [{ ns: HOST, dev: 'flannel.1', cidr: '10.244.77.0/32' }] : [])],
+            addresses: [
+              ...foreign.addresses,
+              ...keep(o.kernel.addresses),
+              ...(o.kernel.links.length ? [{ ns: HOST, dev: 'flannel.1', cidr: '10.244.77.0/32' }] : []),
+            ],
             // The kernel holds one route per key: the first of each key wins.
-            routes: [...foreign.routes, ...keep(o.kernel.routes), ...(o.kernel.links.length ? stale : []), ...staleUl].filter((r, i, all) => all.findIndex((x) => routeKey(x) === routeKey(r)) === i),
+            routes: [...foreign.routes, ...keep(o.kernel.routes), ...(o.kernel.links.length ? stale : []), ...staleUl].filter(
+              (r, i, all) => all.findIndex((x) => routeKey(x) === routeKey(r)) === i,
+            ),
             neighbours: keep(o.kernel.neighbours),
-            fdb: [...keep(o.kernel.fdb), ...(o.kernel.links.length ? [{ ns: HOST, dev: 'flannel.1', mac: '3e:00:00:00:00:99', dst: '198.51.100.99' }] : [])],
+            fdb: [
+              ...keep(o.kernel.fdb),
+              ...(o.kernel.links.length ? [{ ns: HOST, dev: 'flannel.1', mac: '3e:00:00:00:00:99', dst: '198.51.100.99' }] : []),
+            ],
             chains: [...foreign.chains, ...keep(o.kernel.chains).map((c) => ({ ...c, rules: c.rules.slice(1) }))],
-            rules: [...foreign.rules, ...keep(o.kernel.rules), { ns: HOST, family: 4, table: 'filter', chain: 'FORWARD', rule: '-m comment --comment "old" -j FLANNEL-OLD' }],
+            rules: [
+              ...foreign.rules,
+              ...keep(o.kernel.rules),
+              { ns: HOST, family: 4, table: 'filter', chain: 'FORWARD', rule: '-m comment --comment "old" -j FLANNEL-OLD' },
+            ],
           };
           const after = applyOps(observed, plan(o.kernel, observed, o.scope));
           expect(plan(o.kernel, after, o.scope)).toEqual([]);

@@ -19,13 +19,18 @@ const settle = () => new Promise<void>((r) => setImmediate(r));
 type Outcome<T> = T | Error;
 
 /** A machine whose acquire/renew answer from scripts, recording every call with the simulated time. */
-function harness(opts: { acquire: ((input: AcquireInput, now: number) => Outcome<Lease>)[]; renew?: ((input: RenewInput, now: number) => Outcome<Lease | 'lost'>)[]; input?: LeaseMachineInput; withNow?: boolean }) {
+function harness(opts: {
+  acquire: ((input: AcquireInput, now: number) => Outcome<Lease>)[];
+  renew?: ((input: RenewInput, now: number) => Outcome<Lease | 'lost'>)[];
+  input?: LeaseMachineInput;
+  withNow?: boolean;
+}) {
   const clock = new SimulatedClock();
   clock.set(T0);
   const calls: string[] = [];
   const acquires = [...opts.acquire];
   const renews = [...(opts.renew ?? [])];
-  const answer = <T,>(kind: string, script: ((i: never, now: number) => Outcome<T>)[], input: unknown): Promise<T> => {
+  const answer = <T>(kind: string, script: ((i: never, now: number) => Outcome<T>)[], input: unknown): Promise<T> => {
     calls.push(`${kind}@${(clock.now() - T0) / 1000}s`);
     const f = script.shift();
     if (!f) return new Promise<T>(() => undefined); // never settles
@@ -75,7 +80,12 @@ describe('lease machine', () => {
   });
 
   it('uses input.now when given (same timing)', async () => {
-    const h = harness({ acquire: [(_, now) => lease(now + 2 * H)], renew: [(_, now) => lease(now + 2 * H)], input: { renewMarginMs: 30 * 60_000 }, withNow: true });
+    const h = harness({
+      acquire: [(_, now) => lease(now + 2 * H)],
+      renew: [(_, now) => lease(now + 2 * H)],
+      input: { renewMarginMs: 30 * 60_000 },
+      withNow: true,
+    });
     h.actor.start();
     await settle();
     await h.at(90 * 60_000);
@@ -92,7 +102,10 @@ describe('lease machine', () => {
 
   it('acquire failure: retried after a doubling backoff, then leased', async () => {
     const fail = () => new Error('etcd unreachable');
-    const h = harness({ acquire: [fail, fail, fail, (_, now) => lease(now + 24 * H)], input: { backoffInitialMs: 1000, backoffMaxMs: 3000 } });
+    const h = harness({
+      acquire: [fail, fail, fail, (_, now) => lease(now + 24 * H)],
+      input: { backoffInitialMs: 1000, backoffMaxMs: 3000 },
+    });
     h.actor.start();
     await settle();
     expect(h.state()).toBe('backoff');
@@ -137,7 +150,10 @@ describe('lease machine', () => {
   });
 
   it('renew says lost: lost, then acquiring', async () => {
-    const h = harness({ acquire: [(_, now) => lease(now + 24 * H), (_, now) => lease(now + 24 * H, '10.244.9.0/24')], renew: [() => 'lost'] });
+    const h = harness({
+      acquire: [(_, now) => lease(now + 24 * H), (_, now) => lease(now + 24 * H, '10.244.9.0/24')],
+      renew: [() => 'lost'],
+    });
     h.actor.start();
     await settle();
     await h.at(23 * H);

@@ -38,7 +38,10 @@ describe('etcd keys', () => {
 
   it('parseSubnetKey inverts subnetKey', () => {
     expect(right(parseSubnetKey('10.244.3.0-24'))).toEqual({ subnet: '10.244.3.0/24' });
-    expect(right(parseSubnetKey('10.244.3.0-24&fd00:10:244:3::-64'))).toEqual({ subnet: '10.244.3.0/24', ipv6Subnet: 'fd00:10:244:3::/64' });
+    expect(right(parseSubnetKey('10.244.3.0-24&fd00:10:244:3::-64'))).toEqual({
+      subnet: '10.244.3.0/24',
+      ipv6Subnet: 'fd00:10:244:3::/64',
+    });
     expect(right(parseSubnetKey('0.0.0.0-0&fd00:10:244:3::-64'))).toEqual({ ipv6Subnet: 'fd00:10:244:3::/64' });
   });
 
@@ -53,12 +56,17 @@ describe('etcd keys', () => {
 
   it('round-trips any IPv4 /8../30 subnet, with and without IPv6', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 8, max: 30 }), fc.option(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })), (v, len, hi) => {
-        const net = (v >>> 0) & ~((1 << (32 - len)) - 1);
-        const subnet = `${[24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.')}/${len}`;
-        const pair = hi === null ? { subnet } : { subnet, ipv6Subnet: right(parseSubnetKey(`1.0.0.0-8&${v6(hi)}-64`)).ipv6Subnet! };
-        expect(right(parseSubnetKey(subnetKey(pair)))).toEqual(pair);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.integer({ min: 8, max: 30 }),
+        fc.option(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })),
+        (v, len, hi) => {
+          const net = (v >>> 0) & ~((1 << (32 - len)) - 1);
+          const subnet = `${[24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.')}/${len}`;
+          const pair = hi === null ? { subnet } : { subnet, ipv6Subnet: right(parseSubnetKey(`1.0.0.0-8&${v6(hi)}-64`)).ipv6Subnet! };
+          expect(right(parseSubnetKey(subnetKey(pair)))).toEqual(pair);
+        },
+      ),
     );
   });
 
@@ -67,8 +75,12 @@ describe('etcd keys', () => {
     expect(configKeyPath('/felt/net/')).toBe('/felt/net/config');
     expect(subnetsKeyPrefix()).toBe('/coreos.com/network/subnets/');
     expect(leaseKeyPath('/coreos.com/network', { subnet: '10.244.3.0/24' })).toBe('/coreos.com/network/subnets/10.244.3.0-24');
-    expect(right(parseLeaseKeyPath('/coreos.com/network', '/coreos.com/network/subnets/10.244.3.0-24'))).toEqual({ subnet: '10.244.3.0/24' });
-    expect(left(parseLeaseKeyPath('/coreos.com/network', '/other/subnets/10.244.3.0-24'))).toMatch(/not under \/coreos.com\/network\/subnets\//);
+    expect(right(parseLeaseKeyPath('/coreos.com/network', '/coreos.com/network/subnets/10.244.3.0-24'))).toEqual({
+      subnet: '10.244.3.0/24',
+    });
+    expect(left(parseLeaseKeyPath('/coreos.com/network', '/other/subnets/10.244.3.0-24'))).toMatch(
+      /not under \/coreos.com\/network\/subnets\//,
+    );
   });
 });
 
@@ -78,19 +90,32 @@ const v6 = (hi: bigint): string => {
 };
 
 describe('LeaseAttrs JSON', () => {
-  const flanneld = '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"3e:9c:0f:11:22:33"}}';
+  const flanneld =
+    '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"3e:9c:0f:11:22:33"}}';
 
   it('parses a lease as flanneld writes it and writes it back byte for byte', () => {
     const a = right(parseLeaseAttrs(flanneld));
-    expect(a).toEqual({ PublicIP: '198.51.100.2', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '3e:9c:0f:11:22:33' } });
+    expect(a).toEqual({
+      PublicIP: '198.51.100.2',
+      PublicIPv6: null,
+      BackendType: 'vxlan',
+      BackendData: { VNI: 1, VtepMAC: '3e:9c:0f:11:22:33' },
+    });
     expect(serializeLeaseAttrs(a)).toBe(flanneld);
     expect(right(parseVxlanBackendData(a.BackendData))).toEqual({ vni: 1, vtepMac: '3e:9c:0f:11:22:33' });
   });
 
   it('felt leases are what flanneld writes', () => {
-    const a: LeaseAttrs = { PublicIP: '198.51.100.2', PublicIPv6: null, BackendType: 'vxlan', BackendData: vxlanBackendData(1, '3e:9c:0f:11:22:33') };
+    const a: LeaseAttrs = {
+      PublicIP: '198.51.100.2',
+      PublicIPv6: null,
+      BackendType: 'vxlan',
+      BackendData: vxlanBackendData(1, '3e:9c:0f:11:22:33'),
+    };
     expect(serializeLeaseAttrs(a)).toBe(flanneld);
-    expect(serializeLeaseAttrs({ PublicIP: '198.51.100.3', BackendType: 'host-gw' })).toBe('{"PublicIP":"198.51.100.3","PublicIPv6":null,"BackendType":"host-gw"}');
+    expect(serializeLeaseAttrs({ PublicIP: '198.51.100.3', BackendType: 'host-gw' })).toBe(
+      '{"PublicIP":"198.51.100.3","PublicIPv6":null,"BackendType":"host-gw"}',
+    );
   });
 
   it('dual stack attrs round-trip', () => {
@@ -145,7 +170,14 @@ describe('subnet.env', () => {
       'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
     );
     expect(
-      renderSubnetEnv({ network: '10.244.0.0/16', subnet: '10.244.3.0/24', ipv6Network: 'fd00:10:244::/56', ipv6Subnet: 'fd00:10:244:3::/64', mtu: 1450, ipMasq: false }),
+      renderSubnetEnv({
+        network: '10.244.0.0/16',
+        subnet: '10.244.3.0/24',
+        ipv6Network: 'fd00:10:244::/56',
+        ipv6Subnet: 'fd00:10:244:3::/64',
+        mtu: 1450,
+        ipMasq: false,
+      }),
     ).toBe(
       'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
     );
@@ -158,14 +190,28 @@ describe('subnet.env', () => {
     const text = renderSubnetEnv({ network: '10.244.0.0/16', subnet: '10.244.3.0/24', mtu: 1450, ipMasq: true });
     const env = right(parseSubnetEnv(text));
     expect(env).toEqual({ network: '10.244.0.0/16', subnet: '10.244.3.0/24', mtu: 1450, ipMasq: true });
-    const conf = parseFlannelConf({ cniVersion: '1.0.0', name: 'cbr0', type: 'flannel', raw: { cniVersion: '1.0.0', name: 'cbr0', type: 'flannel' } });
+    const conf = parseFlannelConf({
+      cniVersion: '1.0.0',
+      name: 'cbr0',
+      type: 'flannel',
+      raw: { cniVersion: '1.0.0', name: 'cbr0', type: 'flannel' },
+    });
     if (E.isLeft(conf)) throw new Error(conf.left.msg);
     const d = delegateConfig(conf.right, env);
-    expect(d).toMatchObject({ type: 'bridge', mtu: 1450, ipMasq: false, isGateway: true, ipam: { ranges: [[{ subnet: '10.244.3.0/24' }]], routes: [{ dst: '10.244.0.0/16' }] } });
+    expect(d).toMatchObject({
+      type: 'bridge',
+      mtu: 1450,
+      ipMasq: false,
+      isGateway: true,
+      ipam: { ranges: [[{ subnet: '10.244.3.0/24' }]], routes: [{ dst: '10.244.0.0/16' }] },
+    });
   });
 
   it('previousSubnets is lenient, as flanneld at start', () => {
-    expect(previousSubnets('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n')).toEqual({ network: '10.244.0.0/16', subnet: '10.244.3.0/24' });
+    expect(previousSubnets('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n')).toEqual({
+      network: '10.244.0.0/16',
+      subnet: '10.244.3.0/24',
+    });
     expect(previousSubnets('FLANNEL_SUBNET=garbage\nFLANNEL_IPV6_SUBNET=fd00:0:0:3::1/64\n')).toEqual({ ipv6Subnet: 'fd00:0:0:3::/64' });
     expect(previousSubnets('')).toEqual({});
   });

@@ -19,12 +19,24 @@ const configOf = (json: string) => {
 };
 const NFT = configOf('{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}');
 const IPT = configOf('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
-const node: OverlayNode = { publicIP: '198.51.100.11', underlayDev: 'eth0', underlayCidr: '198.51.100.0/24', underlayMtu: 1500, vtepMac: '02:00:00:00:00:0b', ipMasq: true };
+const node: OverlayNode = {
+  publicIP: '198.51.100.11',
+  underlayDev: 'eth0',
+  underlayCidr: '198.51.100.0/24',
+  underlayMtu: 1500,
+  vtepMac: '02:00:00:00:00:0b',
+  ipMasq: true,
+};
 const T = '2030-01-01T00:00:00.000Z';
 const remote = (n: number, v: number): RemoteLease => ({
   key: `10.244.${n}.0-24`,
   subnet: `10.244.${n}.0/24`,
-  attrs: { PublicIP: `198.51.100.${20 + n}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${v.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` } },
+  attrs: {
+    PublicIP: `198.51.100.${20 + n}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `02:00:00:00:${v.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` },
+  },
   expiration: T,
   since: T,
   changed: T,
@@ -32,7 +44,15 @@ const remote = (n: number, v: number): RemoteLease => ({
 const stateOf = (config: typeof NFT.config, remotes: readonly number[]): NodeState => ({
   ...initialState(),
   config,
-  ownLease: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: node.publicIP, backendType: 'vxlan', vtepMac: node.vtepMac, expiration: T, since: T },
+  ownLease: {
+    key: '10.244.1.0-24',
+    subnet: '10.244.1.0/24',
+    publicIP: node.publicIP,
+    backendType: 'vxlan',
+    vtepMac: node.vtepMac,
+    expiration: T,
+    since: T,
+  },
   remotes: Object.fromEntries(remotes.map((n) => [remote(n, 1).key, remote(n, 1)])),
 });
 const overlay = (s: NodeState) => {
@@ -55,7 +75,9 @@ describe('EnableNFTables', () => {
     expect(k.rules).toEqual([]);
     expect(k.nftTables!.map((t) => `${t.family} ${t.name}`)).toEqual(['ip flannel-ipv4', 'ip6 flannel-ipv6']);
     expect(k.nftChains!.map((c) => `${c.table} ${c.name} ${c.rules.length}`)).toEqual(['flannel-ipv4 postrtg 6', 'flannel-ipv4 forward 2']);
-    expect(k.nftSets).toEqual([expect.objectContaining({ table: 'flannel-ipv4', name: 'remote-subnets', elements: ['10.244.2.0/24', '10.244.3.0/24'] })]);
+    expect(k.nftSets).toEqual([
+      expect.objectContaining({ table: 'flannel-ipv4', name: 'remote-subnets', elements: ['10.244.2.0/24', '10.244.3.0/24'] }),
+    ]);
   });
 
   it("switching modes removes the other mode's objects, both ways", () => {
@@ -64,14 +86,24 @@ describe('EnableNFTables', () => {
     const k = memoryKernel({ ...ipt.kernel, links: [...ipt.kernel.links, eth0] });
     // iptables → nftables.
     const there = plan(nft.kernel, k.state(), nft.scope);
-    expect(there.filter((o) => o.op === 'chain.del').map((o) => (o as { chain: string }).chain).sort()).toEqual(['FLANNEL-FWD', 'FLANNEL-POSTRTG']);
+    expect(
+      there
+        .filter((o) => o.op === 'chain.del')
+        .map((o) => (o as { chain: string }).chain)
+        .sort(),
+    ).toEqual(['FLANNEL-FWD', 'FLANNEL-POSTRTG']);
     expect(there.filter((o) => o.op === 'rule.del')).toHaveLength(2);
     expect(E.isRight(k.applySync(there))).toBe(true);
     expect(plan(nft.kernel, k.state(), nft.scope)).toEqual([]);
     expect(k.state().chains.filter((c) => c.chain.startsWith('FLANNEL-'))).toEqual([]);
     // nftables → iptables: the tables go, whole.
     const back = plan(ipt.kernel, k.state(), ipt.scope);
-    expect(back.filter((o) => o.op === 'nft.table.del').map((o) => (o as { name: string }).name).sort()).toEqual(['flannel-ipv4', 'flannel-ipv6']);
+    expect(
+      back
+        .filter((o) => o.op === 'nft.table.del')
+        .map((o) => (o as { name: string }).name)
+        .sort(),
+    ).toEqual(['flannel-ipv4', 'flannel-ipv6']);
     expect(E.isRight(k.applySync(back))).toBe(true);
     expect(plan(ipt.kernel, k.state(), ipt.scope)).toEqual([]);
     expect(k.state().nftTables ?? []).toEqual([]);

@@ -2,7 +2,15 @@ import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fold, stamp, type Stored } from '../../core/events.ts';
-import { decide, initialState, nodeProjection, remoteLeases, type NodeCommand, type NodeEvent, type NodeState } from '../../core/flannel/node.ts';
+import {
+  decide,
+  initialState,
+  nodeProjection,
+  remoteLeases,
+  type NodeCommand,
+  type NodeEvent,
+  type NodeState,
+} from '../../core/flannel/node.ts';
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import type { Lease } from '../../core/flannel/types.ts';
 
@@ -27,7 +35,11 @@ function run(state: NodeState, command: NodeCommand, position = 1): { events: No
   return { events: r.right, state: fold(nodeProjection, stored, state), stored };
 }
 const meta = (time = T0) => ({ time });
-const observe = (leases: Lease[], time = T0): NodeCommand => ({ type: 'ObserveLeases', data: { snapshot: { leases, revision: 1 } }, metadata: meta(time) });
+const observe = (leases: Lease[], time = T0): NodeCommand => ({
+  type: 'ObserveLeases',
+  data: { snapshot: { leases, revision: 1 } },
+  metadata: meta(time),
+});
 const own = (l: Lease, time = T0): NodeCommand => ({ type: 'RecordOwnLease', data: { lease: l }, metadata: meta(time) });
 
 describe('node decider: given / when / then', () => {
@@ -46,7 +58,15 @@ describe('node decider: given / when / then', () => {
     expect(a.events).toEqual([
       {
         type: 'SubnetLeased',
-        data: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIP: '198.51.100.1', backendType: 'vxlan', vtepMac: mac(1), expiration: EXP, renewal: false },
+        data: {
+          key: '10.244.1.0-24',
+          subnet: '10.244.1.0/24',
+          publicIP: '198.51.100.1',
+          backendType: 'vxlan',
+          vtepMac: mac(1),
+          expiration: EXP,
+          renewal: false,
+        },
       },
     ]);
     expect(a.state.ownLease?.since).toBe(T0);
@@ -55,15 +75,21 @@ describe('node decider: given / when / then', () => {
     expect(b.events).toMatchObject([{ type: 'SubnetLeased', data: { renewal: true, expiration: EXP2 } }]);
     expect(b.state.ownLease).toMatchObject({ since: T0, expiration: EXP2 });
     const c = run(b.state, { type: 'LoseOwnLease', data: { reason: 'renewal failed past expiry' } });
-    expect(c.events).toEqual([{ type: 'SubnetLeaseLost', data: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', reason: 'renewal failed past expiry' } }]);
+    expect(c.events).toEqual([
+      { type: 'SubnetLeaseLost', data: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', reason: 'renewal failed past expiry' } },
+    ]);
     expect(c.state.ownLease).toBeNull();
     expect(run(c.state, { type: 'LoseOwnLease', data: {} }).events).toEqual([]);
   });
 
   it('a vtepMac given with the lease is recorded; a bad one is refused', () => {
     const l: Lease = { subnet: '10.244.1.0/24', attrs: { PublicIP: '198.51.100.1', BackendType: 'vxlan' }, expiration: EXP };
-    expect(run(initialState(), { type: 'RecordOwnLease', data: { lease: l, vtepMac: '3E:9C:0F:11:22:33' } }).state.ownLease?.vtepMac).toBe('3e:9c:0f:11:22:33');
-    expect(decide({ type: 'RecordOwnLease', data: { lease: l, vtepMac: 'zz' } }, initialState())).toEqual(E.left('RecordOwnLease: vtepMac "zz" is not a MAC address'));
+    expect(run(initialState(), { type: 'RecordOwnLease', data: { lease: l, vtepMac: '3E:9C:0F:11:22:33' } }).state.ownLease?.vtepMac).toBe(
+      '3e:9c:0f:11:22:33',
+    );
+    expect(decide({ type: 'RecordOwnLease', data: { lease: l, vtepMac: 'zz' } }, initialState())).toEqual(
+      E.left('RecordOwnLease: vtepMac "zz" is not a MAC address'),
+    );
     expect(decide({ type: 'RecordOwnLease', data: { lease: { ...l, subnet: undefined } as unknown as Lease } }, initialState())).toEqual(
       E.left('lease of 198.51.100.1: neither subnet nor ipv6Subnet is set'),
     );
@@ -85,41 +111,88 @@ describe('node decider: given / when / then', () => {
       { type: 'RemoteLeaseRemoved', data: { key: '10.244.3.0-24', subnet: '10.244.3.0/24', publicIP: '198.51.100.3', reason: 'gone' } },
       {
         type: 'RemoteLeaseSeen',
-        data: { key: '10.244.2.0-24', subnet: '10.244.2.0/24', attrs: lease(2, { mac: mac(0x22) }).attrs, expiration: EXP, change: 'changed', changes: [`VtepMAC ${mac(2)} -> ${mac(0x22)}`] },
+        data: {
+          key: '10.244.2.0-24',
+          subnet: '10.244.2.0/24',
+          attrs: lease(2, { mac: mac(0x22) }).attrs,
+          expiration: EXP,
+          change: 'changed',
+          changes: [`VtepMAC ${mac(2)} -> ${mac(0x22)}`],
+        },
       },
-      { type: 'RemoteLeaseSeen', data: { key: '10.244.4.0-24', subnet: '10.244.4.0/24', attrs: lease(4).attrs, expiration: EXP, change: 'appeared' } },
+      {
+        type: 'RemoteLeaseSeen',
+        data: { key: '10.244.4.0-24', subnet: '10.244.4.0/24', attrs: lease(4).attrs, expiration: EXP, change: 'appeared' },
+      },
     ]);
     expect(b.state.remotes['10.244.2.0-24']).toMatchObject({ since: T0, changed: T1 });
     // A public IP change is a change too.
     const c = run(b.state, observe([lease(1), lease(2, { mac: mac(0x22), ip: '198.51.100.99' }), lease(4)], T1));
-    expect(c.events).toMatchObject([{ type: 'RemoteLeaseSeen', data: { change: 'changed', changes: ['PublicIP 198.51.100.2 -> 198.51.100.99'] } }]);
+    expect(c.events).toMatchObject([
+      { type: 'RemoteLeaseSeen', data: { change: 'changed', changes: ['PublicIP 198.51.100.2 -> 198.51.100.99'] } },
+    ]);
   });
 
   it('observe: an expired lease in the listing is gone; leases holding our own IP are not remotes', () => {
     const s0 = run(initialState(), observe([lease(2), lease(3)])).state;
     const a = run(s0, observe([lease(2, { exp: PAST }), lease(3)], T1));
     expect(a.events).toMatchObject([{ type: 'RemoteLeaseRemoved', data: { key: '10.244.2.0-24', reason: 'expired' } }]);
-    const b = run(initialState(), { type: 'ObserveLeases', data: { snapshot: { leases: [lease(5, { ip: '198.51.100.1' }), lease(3)], revision: 2 }, own: '198.51.100.1' } });
+    const b = run(initialState(), {
+      type: 'ObserveLeases',
+      data: { snapshot: { leases: [lease(5, { ip: '198.51.100.1' }), lease(3)], revision: 2 }, own: '198.51.100.1' },
+    });
     expect(Object.keys(b.state.remotes)).toEqual(['10.244.3.0-24']);
   });
 
   it('watch events: added, changed, removed; removal of our own lease is a revocation', () => {
     const s0 = run(initialState(), own(lease(1))).state;
     const apply = (state: NodeState, events: NodeCommand & { type: 'ApplyLeaseEvents' }) => run(state, events);
-    const ev = (events: { type: 'added' | 'removed'; lease: Lease }[], time = T0) => ({ type: 'ApplyLeaseEvents' as const, data: { events }, metadata: meta(time) });
-    const a = apply(s0, ev([{ type: 'added', lease: lease(2) }, { type: 'added', lease: lease(2, { exp: EXP2 }) }, { type: 'added', lease: lease(3) }]));
+    const ev = (events: { type: 'added' | 'removed'; lease: Lease }[], time = T0) => ({
+      type: 'ApplyLeaseEvents' as const,
+      data: { events },
+      metadata: meta(time),
+    });
+    const a = apply(
+      s0,
+      ev([
+        { type: 'added', lease: lease(2) },
+        { type: 'added', lease: lease(2, { exp: EXP2 }) },
+        { type: 'added', lease: lease(3) },
+      ]),
+    );
     expect(a.events.map((e) => e.type)).toEqual(['RemoteLeaseSeen', 'RemoteLeaseSeen']);
     // Renewal of our own lease via the watch: nothing (RecordOwnLease records it).
     expect(apply(a.state, ev([{ type: 'added', lease: lease(1, { exp: EXP2 }) }])).events).toEqual([]);
     // Add then remove in one batch: no trace (the net effect); removing an unknown lease: nothing.
-    const b = apply(a.state, ev([{ type: 'added', lease: lease(4) }, { type: 'removed', lease: lease(4) }, { type: 'removed', lease: lease(9) }]));
+    const b = apply(
+      a.state,
+      ev([
+        { type: 'added', lease: lease(4) },
+        { type: 'removed', lease: lease(4) },
+        { type: 'removed', lease: lease(9) },
+      ]),
+    );
     expect(b.events).toEqual([]);
-    const b2 = apply(a.state, ev([{ type: 'removed', lease: lease(3) }, { type: 'added', lease: lease(2, { mac: mac(0x40) }) }]));
+    const b2 = apply(
+      a.state,
+      ev([
+        { type: 'removed', lease: lease(3) },
+        { type: 'added', lease: lease(2, { mac: mac(0x40) }) },
+      ]),
+    );
     expect(b2.events.map((e) => e.type)).toEqual(['RemoteLeaseRemoved', 'RemoteLeaseSeen']);
     expect(b2.events[0]).toMatchObject({ data: { reason: 'removed' } });
     expect(Object.keys(b.state.remotes).sort()).toEqual(['10.244.2.0-24', '10.244.3.0-24']);
-    const c = apply(b.state, ev([{ type: 'removed', lease: lease(1) }, { type: 'removed', lease: lease(1) }]));
-    expect(c.events).toEqual([{ type: 'SubnetLeaseLost', data: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', reason: 'revoked: removed from the lease store' } }]);
+    const c = apply(
+      b.state,
+      ev([
+        { type: 'removed', lease: lease(1) },
+        { type: 'removed', lease: lease(1) },
+      ]),
+    );
+    expect(c.events).toEqual([
+      { type: 'SubnetLeaseLost', data: { key: '10.244.1.0-24', subnet: '10.244.1.0/24', reason: 'revoked: removed from the lease store' } },
+    ]);
     expect(c.state.ownLease).toBeNull();
   });
 
@@ -137,7 +210,12 @@ describe('node decider: given / when / then', () => {
 // ---- properties ---------------------------------------------------------------------------------------
 
 const leaseArb: fc.Arbitrary<Lease> = fc
-  .record({ n: fc.integer({ min: 1, max: 12 }), ip: fc.integer({ min: 1, max: 4 }), m: fc.integer({ min: 1, max: 3 }), exp: fc.constantFrom(EXP, EXP2, PAST) })
+  .record({
+    n: fc.integer({ min: 1, max: 12 }),
+    ip: fc.integer({ min: 1, max: 4 }),
+    m: fc.integer({ min: 1, max: 3 }),
+    exp: fc.constantFrom(EXP, EXP2, PAST),
+  })
   .map(({ n, ip, m, exp }) => lease(n, { ip: `198.51.100.${n * 10 + ip}`, mac: mac(n * 16 + m), exp }));
 
 const commandArb: fc.Arbitrary<NodeCommand> = fc.oneof(
@@ -183,7 +261,9 @@ describe('node decider properties', () => {
           if (l.expiration === PAST) want.delete(key);
           else want.set(key, l);
         }
-        expect(remoteLeases(after).map((r) => [r.key, r.attrs])).toEqual([...want].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, l]) => [k, l.attrs]));
+        expect(remoteLeases(after).map((r) => [r.key, r.attrs])).toEqual(
+          [...want].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, l]) => [k, l.attrs]),
+        );
       }),
     );
   });

@@ -6,7 +6,13 @@ import { emptyKernelState, HOST, type KernelState, type OwnershipScope, type Rou
 import { plan } from '../../core/kernel/plan.ts';
 
 const state = (routes: Route[]): KernelState => ({ ...emptyKernelState(), routes });
-const scope = (routeDsts?: OwnershipScope['routeDsts']): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [], ...(routeDsts ? { routeDsts } : {}) });
+const scope = (routeDsts?: OwnershipScope['routeDsts']): OwnershipScope => ({
+  links: [],
+  devices: [],
+  chains: [],
+  ruleMarkers: [],
+  ...(routeDsts ? { routeDsts } : {}),
+});
 
 const stale: Route = { ns: HOST, dst: '10.244.5.0/24', gw: '198.51.100.5', dev: 'eth0' };
 const foreign: Route[] = [
@@ -36,12 +42,16 @@ describe('plan with scope.routeDsts', () => {
 
   it('the network itself is inside; a route equal to a desired one stays', () => {
     const whole: Route = { ns: HOST, dst: '10.244.0.0/16', dev: 'eth0' };
-    expect(plan(state([stale]), state([stale, whole]), scope([{ ns: HOST, dev: 'eth0', within: '10.244.0.0/16' }]))).toEqual([{ op: 'route.del', route: whole }]);
+    expect(plan(state([stale]), state([stale, whole]), scope([{ ns: HOST, dev: 'eth0', within: '10.244.0.0/16' }]))).toEqual([
+      { op: 'route.del', route: whole },
+    ]);
   });
 
   it('IPv6', () => {
     const r6: Route = { ns: HOST, dst: 'fd00:10:244:5::/64', gw: '2001:db8::5', dev: 'eth0' };
     const other6: Route = { ns: HOST, dst: '2001:db8::/64', dev: 'eth0' };
-    expect(plan(emptyKernelState(), state([r6, other6, stale]), scope([{ ns: HOST, dev: 'eth0', within: 'fd00:10:244::/56' }]))).toEqual([{ op: 'route.del', route: r6 }]);
+    expect(plan(emptyKernelState(), state([r6, other6, stale]), scope([{ ns: HOST, dev: 'eth0', within: 'fd00:10:244::/56' }]))).toEqual([
+      { op: 'route.del', route: r6 },
+    ]);
   });
 });

@@ -32,7 +32,13 @@ const net16 = conf({ Network: '10.244.0.0/16' });
 
 describe('chooseSubnet', () => {
   it('reuses the live lease holding this public IP', () => {
-    const c = right(choose({ config: net16, leases: [lease('10.244.9.0/24', '198.51.100.2'), lease('10.244.7.0/24', '198.51.100.1')], previous: '10.244.3.0/24' }));
+    const c = right(
+      choose({
+        config: net16,
+        leases: [lease('10.244.9.0/24', '198.51.100.2'), lease('10.244.7.0/24', '198.51.100.1')],
+        previous: '10.244.3.0/24',
+      }),
+    );
     expect(c).toMatchObject({ subnet: '10.244.7.0/24', source: 'reused', stale: [] });
   });
 
@@ -52,7 +58,9 @@ describe('chooseSubnet', () => {
     expect(c.source).toBe('random');
     expect(c.why).toMatch(/previous subnet 10.244.3.0\/24 is leased to another node/);
     // Held by an expired lease: free again.
-    expect(right(choose({ config: net16, previous: '10.244.3.0/24', leases: [lease('10.244.3.0/24', '198.51.100.9', EARLIER)] })).source).toBe('previous');
+    expect(
+      right(choose({ config: net16, previous: '10.244.3.0/24', leases: [lease('10.244.3.0/24', '198.51.100.9', EARLIER)] })).source,
+    ).toBe('previous');
     // Outside SubnetMin..SubnetMax (the first subnet), another length, or outside the network: not used.
     for (const p of ['10.244.0.0/24', '10.244.3.0/25', '10.245.3.0/24']) {
       const r = right(choose({ config: net16, previous: p }));
@@ -64,8 +72,7 @@ describe('chooseSubnet', () => {
   it('picks with rand among the first 100 free subnets, as flanneld', () => {
     const leases = [lease('10.244.1.0/24', '198.51.100.5'), lease('10.244.2.0/24', '198.51.100.6')];
     const seen: number[] = [];
-    const pickAt = (i: number) =>
-      right(choose({ config: net16, leases, rand: (n) => (seen.push(n), i) })).subnet;
+    const pickAt = (i: number) => right(choose({ config: net16, leases, rand: (n) => (seen.push(n), i) })).subnet;
     expect(pickAt(0)).toBe('10.244.3.0/24');
     expect(pickAt(99)).toBe('10.244.102.0/24');
     expect(seen).toEqual([100, 100]);
@@ -78,19 +85,36 @@ describe('chooseSubnet', () => {
 
   it('avoids the subnets other nodes were last seen holding (a wiped store), unless nothing else is free', () => {
     const two = conf({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0' });
-    for (const r of [0, 1]) expect(right(choose({ config: two, avoid: ['10.244.1.0/24'], rand: (n) => r % n })).subnet).toBe('10.244.2.0/24');
+    for (const r of [0, 1])
+      expect(right(choose({ config: two, avoid: ['10.244.1.0/24'], rand: (n) => r % n })).subnet).toBe('10.244.2.0/24');
     expect(right(choose({ config: two, avoid: ['10.244.1.0/24', '10.244.2.0/24'] })).subnet).toBe('10.244.1.0/24');
-    expect(right(choose({ config: two, leases: [lease('10.244.2.0/24', '198.51.100.2')], avoid: ['10.244.1.0/24'] })).subnet).toBe('10.244.1.0/24');
+    expect(right(choose({ config: two, leases: [lease('10.244.2.0/24', '198.51.100.2')], avoid: ['10.244.1.0/24'] })).subnet).toBe(
+      '10.244.1.0/24',
+    );
     // The previous subnet is this node's own: avoid does not apply to it.
-    expect(right(choose({ config: two, previous: '10.244.1.0/24', avoid: ['10.244.1.0/24'] }))).toMatchObject({ subnet: '10.244.1.0/24', source: 'previous' });
-    const dual = conf({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0', EnableIPv6: true, IPv6Network: 'fd00::/62' });
-    expect(right(choose({ config: dual, avoid: ['10.244.1.0/24', 'fd00:0:0:1::/64'] }))).toMatchObject({ subnet: '10.244.2.0/24', ipv6Subnet: 'fd00:0:0:2::/64' });
+    expect(right(choose({ config: two, previous: '10.244.1.0/24', avoid: ['10.244.1.0/24'] }))).toMatchObject({
+      subnet: '10.244.1.0/24',
+      source: 'previous',
+    });
+    const dual = conf({
+      Network: '10.244.0.0/16',
+      SubnetMin: '10.244.1.0',
+      SubnetMax: '10.244.2.0',
+      EnableIPv6: true,
+      IPv6Network: 'fd00::/62',
+    });
+    expect(right(choose({ config: dual, avoid: ['10.244.1.0/24', 'fd00:0:0:1::/64'] }))).toMatchObject({
+      subnet: '10.244.2.0/24',
+      ipv6Subnet: 'fd00:0:0:2::/64',
+    });
   });
 
   it('"out of subnets" names the range', () => {
     const small = conf({ Network: '10.0.0.0/28' }); // /30s: 10.0.0.4, .8, .12
     const leases = ['10.0.0.4/30', '10.0.0.8/30', '10.0.0.12/30'].map((s, i) => lease(s, `198.51.100.${10 + i}`));
-    expect(choose({ config: small, leases })).toEqual(E.left('out of subnets: all 3 subnets /30 between 10.0.0.4 and 10.0.0.12 are leased'));
+    expect(choose({ config: small, leases })).toEqual(
+      E.left('out of subnets: all 3 subnets /30 between 10.0.0.4 and 10.0.0.12 are leased'),
+    );
     // One expires: it is free again.
     const l2 = [...leases.slice(0, 2), lease('10.0.0.12/30', '198.51.100.12', EARLIER)];
     expect(right(choose({ config: small, leases: l2 })).subnet).toBe('10.0.0.12/30');
@@ -107,15 +131,31 @@ describe('chooseSubnet', () => {
     const v4only = lease('10.244.5.0/24', '198.51.100.1');
     expect(right(choose({ config: ds, leases: [v4only] })).stale).toEqual([v4only]);
     const both = lease('10.244.5.0/24', '198.51.100.1', LATER, 'fd00:10:244:5::/64');
-    expect(right(choose({ config: ds, leases: [both] }))).toMatchObject({ source: 'reused', subnet: '10.244.5.0/24', ipv6Subnet: 'fd00:10:244:5::/64' });
-    expect(right(choose({ config: ds, previous: '10.244.8.0/24', previousIPv6: 'fd00:10:244:8::/64' }))).toMatchObject({ source: 'previous' });
+    expect(right(choose({ config: ds, leases: [both] }))).toMatchObject({
+      source: 'reused',
+      subnet: '10.244.5.0/24',
+      ipv6Subnet: 'fd00:10:244:5::/64',
+    });
+    expect(right(choose({ config: ds, previous: '10.244.8.0/24', previousIPv6: 'fd00:10:244:8::/64' }))).toMatchObject({
+      source: 'previous',
+    });
   });
 
   it('IPv6 only: identifies its lease by PublicIPv6', () => {
     const v6 = conf({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:10:244::/56' });
-    const other: Lease = { ipv6Subnet: 'fd00:10:244:5::/64', attrs: { PublicIP: '0.0.0.0', PublicIPv6: '2001:db8::9', BackendType: 'vxlan' }, expiration: LATER };
-    const mine: Lease = { ipv6Subnet: 'fd00:10:244:6::/64', attrs: { PublicIP: '0.0.0.0', PublicIPv6: '2001:db8::1', BackendType: 'vxlan' }, expiration: LATER };
-    expect(right(chooseSubnet({ config: v6, leases: [other, mine], publicIP: '0.0.0.0', publicIPv6: '2001:db8::1', now: NOW, rand: () => 0 }))).toMatchObject({
+    const other: Lease = {
+      ipv6Subnet: 'fd00:10:244:5::/64',
+      attrs: { PublicIP: '0.0.0.0', PublicIPv6: '2001:db8::9', BackendType: 'vxlan' },
+      expiration: LATER,
+    };
+    const mine: Lease = {
+      ipv6Subnet: 'fd00:10:244:6::/64',
+      attrs: { PublicIP: '0.0.0.0', PublicIPv6: '2001:db8::1', BackendType: 'vxlan' },
+      expiration: LATER,
+    };
+    expect(
+      right(chooseSubnet({ config: v6, leases: [other, mine], publicIP: '0.0.0.0', publicIPv6: '2001:db8::1', now: NOW, rand: () => 0 })),
+    ).toMatchObject({
       source: 'reused',
       ipv6Subnet: 'fd00:10:244:6::/64',
     });
@@ -132,10 +172,14 @@ describe('chooseSubnet', () => {
 
 // ---- properties ---------------------------------------------------------------------------------------
 
-type Step = { kind: 'acquire'; node: number; rand: number; usePrev: boolean } | { kind: 'advance'; hours: number } | { kind: 'crash'; node: number };
+type Step =
+  { kind: 'acquire'; node: number; rand: number; usePrev: boolean } | { kind: 'advance'; hours: number } | { kind: 'crash'; node: number };
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant('acquire' as const), node: fc.nat(11), rand: fc.nat(1000), usePrev: fc.boolean() }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({ kind: fc.constant('acquire' as const), node: fc.nat(11), rand: fc.nat(1000), usePrev: fc.boolean() }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('advance' as const), hours: fc.integer({ min: 1, max: 30 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const), node: fc.nat(11) }) },
 );

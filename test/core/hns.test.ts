@@ -6,11 +6,21 @@ import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import type { NetConf } from '../../core/cni/env.ts';
 import { endpointName, hcnResult, hnsResult, type HnsNetwork } from '../../core/hns/endpoint.ts';
-import { hcnEndpointPolicies, hnsEndpointPolicies, protocolEnum, withLoopbackDsr, withOutboundNatException, withPortMappings, withProviderAddress, type Policy } from '../../core/hns/netconf.ts';
+import {
+  hcnEndpointPolicies,
+  hnsEndpointPolicies,
+  protocolEnum,
+  withLoopbackDsr,
+  withOutboundNatException,
+  withPortMappings,
+  withProviderAddress,
+  type Policy,
+} from '../../core/hns/netconf.ts';
 import { bridgeGateway, parseWinBridgeConf, winBridgeHcnEndpoint, winBridgeHnsEndpoint } from '../../core/win-bridge/config.ts';
 import { overlayMac, parseWinOverlayConf, winOverlayHcnEndpoint, winOverlayHnsEndpoint } from '../../core/win-overlay/config.ts';
 
-const conf = (raw: Record<string, unknown>): NetConf => ({ cniVersion: '1.0.0', name: 'winnet', type: 'x', raw: { cniVersion: '1.0.0', name: 'winnet', ...raw } }) as unknown as NetConf;
+const conf = (raw: Record<string, unknown>): NetConf =>
+  ({ cniVersion: '1.0.0', name: 'winnet', type: 'x', raw: { cniVersion: '1.0.0', name: 'winnet', ...raw } }) as unknown as NetConf;
 const ep = (value: unknown): Policy => ({ name: 'EndpointPolicy', value });
 
 describe('policies (netconf_windows_test.go)', () => {
@@ -20,27 +30,39 @@ describe('policies (netconf_windows_test.go)', () => {
     expect(withLoopbackDsr(v1, 1, '172.16.0.13', true)).toEqual([...v1, ep({ Type: 'OutBoundNAT', Destinations: ['172.16.0.13'] })]);
     const v2 = [ep({ Type: 'OutBoundNAT', Settings: { Destinations: ['172.16.0.12'] } })];
     expect(withLoopbackDsr(v2, 2, '172.16.0.12', true)).toEqual(v2);
-    expect(withLoopbackDsr(v2, 2, '172.16.0.13', true)).toEqual([...v2, ep({ Type: 'OutBoundNAT', Settings: { Destinations: ['172.16.0.13'] } })]);
+    expect(withLoopbackDsr(v2, 2, '172.16.0.13', true)).toEqual([
+      ...v2,
+      ep({ Type: 'OutBoundNAT', Settings: { Destinations: ['172.16.0.13'] } }),
+    ]);
     // Without DSR support in HNS, nothing.
     expect(withLoopbackDsr([], 1, '172.16.0.13', false)).toEqual([]);
   });
 
   it('ApplyOutboundNatPolicy: appends an exception; keeps other OutBoundNAT policies; blank CIDR does nothing', () => {
     const other = [ep({ Type: 'OutBoundNAT', OtherList: [] })];
-    expect(withOutboundNatException(other, 1, '10.244.0.0/16')).toEqual([...other, ep({ Type: 'OutBoundNAT', ExceptionList: ['10.244.0.0/16'] })]);
+    expect(withOutboundNatException(other, 1, '10.244.0.0/16')).toEqual([
+      ...other,
+      ep({ Type: 'OutBoundNAT', ExceptionList: ['10.244.0.0/16'] }),
+    ]);
     const listed = [ep({ Type: 'OutBoundNAT', ExceptionList: ['10.244.0.0/16'] })];
     expect(withOutboundNatException(listed, 1, '10.244.0.0/16')).toEqual(listed);
     const empty = [ep({ Type: 'OutBoundNAT', ExceptionList: [] })];
     expect(withOutboundNatException(empty, 1, '')).toEqual(empty);
     const other2 = [ep({ Type: 'OutBoundNAT', Settings: { Others: [] } })];
-    expect(withOutboundNatException(other2, 2, '10.244.0.0/16')).toEqual([...other2, ep({ Type: 'OutBoundNAT', Settings: { Exceptions: ['10.244.0.0/16'] } })]);
+    expect(withOutboundNatException(other2, 2, '10.244.0.0/16')).toEqual([
+      ...other2,
+      ep({ Type: 'OutBoundNAT', Settings: { Exceptions: ['10.244.0.0/16'] } }),
+    ]);
     expect(withOutboundNatException([ep({ Type: 'OutBoundNAT', Settings: { Exceptions: [] } })], 2, '')).toHaveLength(1);
   });
 
   it('ApplyDefaultPAPolicy: PA (v1) / ProviderAddress (v2), once; blank does nothing', () => {
     const nat = [ep({ Type: 'OutBoundNAT', Exceptions: ['192.168.0.0/16'] })];
     expect(withProviderAddress(nat, 1, '192.168.0.2')).toEqual([...nat, ep({ Type: 'PA', PA: '192.168.0.2' })]);
-    expect(withProviderAddress(nat, 2, '192.168.0.2')).toEqual([...nat, ep({ Type: 'ProviderAddress', Settings: { ProviderAddress: '192.168.0.2' } })]);
+    expect(withProviderAddress(nat, 2, '192.168.0.2')).toEqual([
+      ...nat,
+      ep({ Type: 'ProviderAddress', Settings: { ProviderAddress: '192.168.0.2' } }),
+    ]);
     expect(withProviderAddress(nat, 1, '')).toEqual(nat);
     const pa = [ep({ Type: 'PA', PA: '192.168.0.2' })];
     expect(withProviderAddress(pa, 1, '192.168.0.2')).toEqual(pa);
@@ -50,15 +72,29 @@ describe('policies (netconf_windows_test.go)', () => {
     const m = [{ containerPort: 80, hostPort: 8080, protocol: 'TCP', hostIP: '192.168.1.2' }];
     expect(withPortMappings([], 1, [])).toEqual([]);
     expect(withPortMappings([], 1, m)).toEqual([ep({ Type: 'NAT', InternalPort: 80, ExternalPort: 8080, Protocol: 'TCP' })]);
-    expect(withPortMappings([], 2, m)).toEqual([ep({ Type: 'PortMapping', Settings: { InternalPort: 80, ExternalPort: 8080, Protocol: 6, VIP: '192.168.1.2' } })]);
+    expect(withPortMappings([], 2, m)).toEqual([
+      ep({ Type: 'PortMapping', Settings: { InternalPort: 80, ExternalPort: 8080, Protocol: 6, VIP: '192.168.1.2' } }),
+    ]);
     expect(withPortMappings([], 2, [{ ...m[0]!, protocol: 'sctp' }])).toEqual([]);
-    expect([protocolEnum('udp'), protocolEnum('ICMPv6'), protocolEnum('0x11'), protocolEnum('17'), protocolEnum('1024'), protocolEnum('x')]).toEqual([17, 58, 17, 17, undefined, undefined]);
+    expect([
+      protocolEnum('udp'),
+      protocolEnum('ICMPv6'),
+      protocolEnum('0x11'),
+      protocolEnum('17'),
+      protocolEnum('1024'),
+      protocolEnum('x'),
+    ]).toEqual([17, 58, 17, 17, undefined, undefined]);
   });
 
   it('GetHNSEndpointPolicies / GetHostComputeEndpointPolicies: EndpointPolicy entries only', () => {
-    const ps: Policy[] = [ep({ Type: 'OutBoundNAT', ExceptionList: ['192.168.1.2'] }), { name: 'someOtherType', value: { someOtherKey: 'someOtherValue' } }];
+    const ps: Policy[] = [
+      ep({ Type: 'OutBoundNAT', ExceptionList: ['192.168.1.2'] }),
+      { name: 'someOtherType', value: { someOtherKey: 'someOtherValue' } },
+    ];
     expect(hnsEndpointPolicies(ps)).toEqual([{ Type: 'OutBoundNAT', ExceptionList: ['192.168.1.2'] }]);
-    expect(hcnEndpointPolicies([ep({ Type: 'OutBoundNAT', Settings: { Exceptions: ['192.168.1.2'] } }), ps[1]!])).toEqual([{ Type: 'OutBoundNAT', Settings: { Exceptions: ['192.168.1.2'] } }]);
+    expect(hcnEndpointPolicies([ep({ Type: 'OutBoundNAT', Settings: { Exceptions: ['192.168.1.2'] } }), ps[1]!])).toEqual([
+      { Type: 'OutBoundNAT', Settings: { Exceptions: ['192.168.1.2'] } },
+    ]);
   });
 });
 
@@ -81,11 +117,20 @@ describe('endpoints and results', () => {
       loopbackDSR: true,
       dns: { nameservers: ['10.96.0.10'], search: ['svc.cluster.local'] },
       runtimeConfig: { dns: { servers: ['10.96.0.11'] }, portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] },
-      policies: [ep({ Type: 'OutBoundNAT', ExceptionList: ['10.0.0.0/8'] }), { name: 'EndpointPolicy', value: { Type: 'ROUTE', DestinationPrefix: '10.96.0.0/12', NeedEncap: true } }],
+      policies: [
+        ep({ Type: 'OutBoundNAT', ExceptionList: ['10.0.0.0/8'] }),
+        { name: 'EndpointPolicy', value: { Type: 'ROUTE', DestinationPrefix: '10.96.0.0/12', NeedEncap: true } },
+      ],
       ipam: { type: 'host-local' },
     }),
   );
-  const input = { containerId: 'c1', netns: 'none', networkId: 'NET-ID', ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.1' }] }, dsrSupported: true };
+  const input = {
+    containerId: 'c1',
+    netns: 'none',
+    networkId: 'NET-ID',
+    ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.1' }] },
+    dsrSupported: true,
+  };
 
   it('win-bridge HNS v1: the HNSEndpoint document (policies in the reference order: config, OutBoundNAT exception, NAT, DSR)', () => {
     expect(E.isRight(bridgeConf)).toBe(true);
@@ -110,7 +155,14 @@ describe('endpoints and results', () => {
   });
 
   it('win-bridge HCN v2: the HostComputeEndpoint document (schema 2.0, default route via the gateway)', () => {
-    const c2 = parseWinBridgeConf(conf({ apiVersion: 2, ipMasqNetwork: '10.244.0.0/16', dns: { nameservers: ['10.96.0.10'], search: ['svc.cluster.local'] }, ipam: { type: 'host-local' } }));
+    const c2 = parseWinBridgeConf(
+      conf({
+        apiVersion: 2,
+        ipMasqNetwork: '10.244.0.0/16',
+        dns: { nameservers: ['10.96.0.10'], search: ['svc.cluster.local'] },
+        ipam: { type: 'host-local' },
+      }),
+    );
     expect(E.isRight(c2)).toBe(true);
     if (E.isLeft(c2)) return;
     expect(winBridgeHcnEndpoint(c2.right, { ...input, netns: 'ns-guid' })).toEqual(
@@ -127,18 +179,28 @@ describe('endpoints and results', () => {
     // Without IPAM HNS picks the address; the reference's route then reads as IPv6 with no next hop.
     const noIpam = parseWinBridgeConf(conf({ apiVersion: 2 }));
     if (E.isLeft(noIpam)) throw new Error('parse');
-    expect(E.map((d: { Routes?: unknown; IpConfigurations?: unknown }) => [d.Routes, d.IpConfigurations])(winBridgeHcnEndpoint(noIpam.right, { containerId: 'c1', netns: 'ns', networkId: 'N', dsrSupported: true }))).toEqual(
-      E.right([[{ DestinationPrefix: '::/0' }], [{}]]),
-    );
+    expect(
+      E.map((d: { Routes?: unknown; IpConfigurations?: unknown }) => [d.Routes, d.IpConfigurations])(
+        winBridgeHcnEndpoint(noIpam.right, { containerId: 'c1', netns: 'ns', networkId: 'N', dsrSupported: true }),
+      ),
+    ).toEqual(E.right([[{ DestinationPrefix: '::/0' }], [{}]]));
   });
 
-  const overlayNet: HnsNetwork = { Id: 'OVL-ID', Name: 'winnet', Type: 'Overlay', ManagementIP: '198.51.100.11', Subnets: [{ AddressPrefix: '10.244.3.0/24', GatewayAddress: '10.244.3.1' }] };
+  const overlayNet: HnsNetwork = {
+    Id: 'OVL-ID',
+    Name: 'winnet',
+    Type: 'Overlay',
+    ManagementIP: '198.51.100.11',
+    Subnets: [{ AddressPrefix: '10.244.3.0/24', GatewayAddress: '10.244.3.1' }],
+  };
 
   it('win-overlay HNS v1: MAC from the prefix and the address, gateway of the network, PA and OutBoundNAT for the subnet', () => {
     expect(overlayMac('0E-2A', '10.244.3.17')).toBe('0E-2A-0a-f4-03-11');
     const c = parseWinOverlayConf(conf({ ipMasq: true, endpointMacPrefix: '0A-BC', loopbackDSR: true, ipam: { type: 'host-local' } }));
     if (E.isLeft(c)) throw new Error(c.left.msg);
-    expect(winOverlayHnsEndpoint(c.right, overlayNet, { ...input, ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.3.17/24' }] } })).toEqual(
+    expect(
+      winOverlayHnsEndpoint(c.right, overlayNet, { ...input, ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.3.17/24' }] } }),
+    ).toEqual(
       E.right({
         Name: 'c1_winnet',
         VirtualNetwork: 'OVL-ID',
@@ -152,13 +214,21 @@ describe('endpoints and results', () => {
         ],
       }),
     );
-    expect(winOverlayHnsEndpoint(c.right, overlayNet, { ...input, ipam: { cniVersion: '1.0.0', ips: [{ address: 'fd00::5/64' }] } })).toMatchObject(E.left({ msg: expect.stringContaining("doesn't support IPv6") }));
+    expect(
+      winOverlayHnsEndpoint(c.right, overlayNet, { ...input, ipam: { cniVersion: '1.0.0', ips: [{ address: 'fd00::5/64' }] } }),
+    ).toMatchObject(E.left({ msg: expect.stringContaining("doesn't support IPv6") }));
   });
 
   it('win-overlay HCN v2: DSR first, then ProviderAddress and OutBoundNAT (the reference order of its HCN path)', () => {
     const c = parseWinOverlayConf(conf({ apiVersion: 2, ipMasq: true, loopbackDSR: true, ipam: { type: 'host-local' } }));
     if (E.isLeft(c)) throw new Error(c.left.msg);
-    expect(winOverlayHcnEndpoint(c.right, overlayNet, 'HCN-ID', { ...input, netns: 'ns', ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.3.17/24' }] } })).toEqual(
+    expect(
+      winOverlayHcnEndpoint(c.right, overlayNet, 'HCN-ID', {
+        ...input,
+        netns: 'ns',
+        ipam: { cniVersion: '1.0.0', ips: [{ address: '10.244.3.17/24' }] },
+      }),
+    ).toEqual(
       E.right({
         SchemaVersion: { Major: 2, Minor: 0 },
         Name: 'c1_winnet',
@@ -176,7 +246,17 @@ describe('endpoints and results', () => {
   });
 
   it('the results: the address with the network prefix, the gateway, DNS (v1 split on ",", as the reference)', () => {
-    expect(hnsResult('1.0.0', overlayNet, { Id: 'E', Name: 'c1_winnet', VirtualNetwork: 'OVL-ID', IPAddress: '10.244.3.17', GatewayAddress: '10.244.3.1', MacAddress: '0E-2A-0a-f4-03-11', DNSServerList: '10.96.0.10,10.96.0.11' })).toEqual({
+    expect(
+      hnsResult('1.0.0', overlayNet, {
+        Id: 'E',
+        Name: 'c1_winnet',
+        VirtualNetwork: 'OVL-ID',
+        IPAddress: '10.244.3.17',
+        GatewayAddress: '10.244.3.1',
+        MacAddress: '0E-2A-0a-f4-03-11',
+        DNSServerList: '10.96.0.10,10.96.0.11',
+      }),
+    ).toEqual({
       cniVersion: '1.0.0',
       interfaces: [{ name: 'c1_winnet', mac: '0E-2A-0a-f4-03-11' }],
       ips: [{ address: '10.244.3.17/24', gateway: '10.244.3.1' }],
@@ -186,9 +266,22 @@ describe('endpoints and results', () => {
       hcnResult(
         '1.0.0',
         { Id: 'N', Name: 'winnet', Type: 'L2Bridge', Ipams: [{ Subnets: [{ IpAddressPrefix: '10.244.1.0/24' }] }] },
-        { Name: 'c1_winnet', HostComputeNetwork: 'N', SchemaVersion: { Major: 2, Minor: 0 }, IpConfigurations: [{ IpAddress: '10.244.1.15' }], Routes: [{ NextHop: '10.244.1.2', DestinationPrefix: '0.0.0.0/0' }], Dns: { ServerList: ['10.96.0.10'] }, MacAddress: '00-15-5D-00-00-01' },
+        {
+          Name: 'c1_winnet',
+          HostComputeNetwork: 'N',
+          SchemaVersion: { Major: 2, Minor: 0 },
+          IpConfigurations: [{ IpAddress: '10.244.1.15' }],
+          Routes: [{ NextHop: '10.244.1.2', DestinationPrefix: '0.0.0.0/0' }],
+          Dns: { ServerList: ['10.96.0.10'] },
+          MacAddress: '00-15-5D-00-00-01',
+        },
       ),
-    ).toEqual({ cniVersion: '1.0.0', interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }], ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }], dns: { nameservers: ['10.96.0.10'] } });
+    ).toEqual({
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'c1_winnet', mac: '00-15-5D-00-00-01' }],
+      ips: [{ address: '10.244.1.15/24', gateway: '10.244.1.2' }],
+      dns: { nameservers: ['10.96.0.10'] },
+    });
   });
 
   it.each([
@@ -196,8 +289,16 @@ describe('endpoints and results', () => {
     [parseWinBridgeConf, { ipMasqNetwork: '10.0.0.0/33' }, 'ipMasqNetwork: "10.0.0.0/33" is not a CIDR'],
     [parseWinBridgeConf, { policies: {} }, 'policies: must be a list'],
     [parseWinBridgeConf, { policies: [{ value: {} }] }, 'policies[0].name: must be a string'],
-    [parseWinBridgeConf, { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'sctp' }] } }, 'runtimeConfig.portMappings[0].protocol'],
-    [parseWinBridgeConf, { runtimeConfig: { portMappings: [{ hostPort: 70000, containerPort: 80, protocol: 'tcp' }] } }, 'runtimeConfig.portMappings[0].hostPort'],
+    [
+      parseWinBridgeConf,
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'sctp' }] } },
+      'runtimeConfig.portMappings[0].protocol',
+    ],
+    [
+      parseWinBridgeConf,
+      { runtimeConfig: { portMappings: [{ hostPort: 70000, containerPort: 80, protocol: 'tcp' }] } },
+      'runtimeConfig.portMappings[0].hostPort',
+    ],
     [parseWinBridgeConf, { runtimeConfig: { dns: { servers: 'x' } } }, 'runtimeConfig.dns.servers: must be a list of strings'],
     [parseWinBridgeConf, { loopbackDSR: 'yes' }, 'loopbackDSR: must be true or false'],
     [parseWinOverlayConf, { endpointMacPrefix: '0E2A0', ipam: { type: 'x' } }, 'endpointMacPrefix: "0E2A0" is invalid'],

@@ -14,7 +14,19 @@ const POD = '/run/netns/pod1';
 const st = (p: Partial<KernelState>): KernelState => ({ ...emptyKernelState(), ...p });
 const scope: OwnershipScope = { links: [{ ns: POD, name: 'eth0' }], devices: [{ ns: POD, dev: 'eth0' }], chains: [], ruleMarkers: [] };
 
-const hostDev: Link = { ns: HOST, name: 'ens5', kind: 'device', mtu: 9000, mac: '02:00:00:00:00:05', up: true, master: null, promisc: false, allmulti: false, txqlen: 1000, hairpin: false };
+const hostDev: Link = {
+  ns: HOST,
+  name: 'ens5',
+  kind: 'device',
+  mtu: 9000,
+  mac: '02:00:00:00:00:05',
+  up: true,
+  master: null,
+  promisc: false,
+  allmulti: false,
+  txqlen: 1000,
+  hairpin: false,
+};
 const world = (): KernelState =>
   st({
     links: [hostDev, { ns: POD, name: 'lo', kind: 'loopback', up: true }],
@@ -41,7 +53,16 @@ describe('link.move', () => {
     ]);
     expect(steps(ops, { pid: 42 }).map((s) => [s.ns, s.tool, s.lines.map((l) => l.text)])).toEqual([
       [HOST, 'ip', ['link set dev ens5 netns pod1 name eth0']],
-      [POD, 'ip', ['link set dev eth0 alias ens5', 'link set dev eth0 up', 'addr replace 10.9.0.2/24 brd + dev eth0', 'route replace 0.0.0.0/0 via 10.9.0.1 dev eth0']],
+      [
+        POD,
+        'ip',
+        [
+          'link set dev eth0 alias ens5',
+          'link set dev eth0 up',
+          'addr replace 10.9.0.2/24 brd + dev eth0',
+          'route replace 0.0.0.0/0 via 10.9.0.1 dev eth0',
+        ],
+      ],
     ]);
   });
 
@@ -49,7 +70,10 @@ describe('link.move', () => {
     const k = memoryKernel(world());
     expect(k.applySync(plan(inPod, k.state(), scope))).toEqual(E.right(undefined));
     const s = k.state();
-    expect(s.links.map((l) => [l.ns, l.name])).toEqual([[POD, 'lo'], [POD, 'eth0']]);
+    expect(s.links.map((l) => [l.ns, l.name])).toEqual([
+      [POD, 'lo'],
+      [POD, 'eth0'],
+    ]);
     expect(s.links.find((l) => l.name === 'eth0')).toMatchObject({ mtu: 9000, mac: '02:00:00:00:00:05', up: true, alias: 'ens5' });
     expect(s.addresses).toEqual(inPod.addresses);
     expect(s.routes).toEqual(inPod.routes);
@@ -92,7 +116,9 @@ describe('link.move', () => {
   it('a source that is not there fails in the kernel by name; a name taken in the target too', () => {
     const k = memoryKernel(st({ links: [{ ns: POD, name: 'lo', kind: 'loopback', up: true }] }));
     const r = k.applySync(plan(inPod, k.state(), scope));
-    expect(E.isLeft(r) && r.left.msg).toBe('failed to move link ens5 from the host namespace to /run/netns/pod1 as eth0: Cannot find device "ens5"');
+    expect(E.isLeft(r) && r.left.msg).toBe(
+      'failed to move link ens5 from the host namespace to /run/netns/pod1 as eth0: Cannot find device "ens5"',
+    );
     const taken = memoryKernel(st({ links: [hostDev, { ns: POD, name: 'eth9', kind: 'device' }] }));
     const r2 = taken.applySync([{ op: 'link.move', ns: HOST, name: 'ens5', toNs: POD, newName: 'eth9' }]);
     expect(E.isLeft(r2) && r2.left.msg).toMatch(/File exists/);

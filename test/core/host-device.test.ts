@@ -6,11 +6,23 @@ import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import type { NetConf } from '../../core/cni/env.ts';
 import { parseHostDeviceConf } from '../../core/hostdevice/config.ts';
-import { attachmentKey, decide, holderOf, hostDeviceProjection, type HostDeviceEvent, type HostDeviceState } from '../../core/hostdevice/decider.ts';
+import {
+  attachmentKey,
+  decide,
+  holderOf,
+  hostDeviceProjection,
+  type HostDeviceEvent,
+  type HostDeviceState,
+} from '../../core/hostdevice/decider.ts';
 import { attachedState, originalOf, pickDevice, releasedState } from '../../core/hostdevice/desired.ts';
 import { HOST, type Link } from '../../core/kernel/model.ts';
 
-const nc = (raw: Record<string, unknown>): NetConf => ({ cniVersion: '1.0.0', name: 'hd', type: 'host-device', raw: { cniVersion: '1.0.0', name: 'hd', type: 'host-device', ...raw } });
+const nc = (raw: Record<string, unknown>): NetConf => ({
+  cniVersion: '1.0.0',
+  name: 'hd',
+  type: 'host-device',
+  raw: { cniVersion: '1.0.0', name: 'hd', type: 'host-device', ...raw },
+});
 const sel = (raw: Record<string, unknown>) => E.map((c: { selector: unknown }) => c.selector)(parseHostDeviceConf(nc(raw)));
 const err = (raw: Record<string, unknown>) => {
   const r = parseHostDeviceConf(nc(raw));
@@ -19,12 +31,18 @@ const err = (raw: Record<string, unknown>) => {
 
 describe('config', () => {
   it("picks one selector in the reference's order; runtimeConfig.deviceID replaces pciBusID", () => {
-    expect(sel({ device: 'ens5', hwaddr: '02:00:00:00:00:01', pciBusID: '0000:00:05.0' })).toEqual(E.right({ by: 'device', field: 'device', name: 'ens5' }));
-    expect(sel({ hwaddr: '02-00-00-00-00-0A', kernelpath: '/sys/devices/x' })).toEqual(E.right({ by: 'hwaddr', field: 'hwaddr', mac: '02:00:00:00:00:0a' }));
+    expect(sel({ device: 'ens5', hwaddr: '02:00:00:00:00:01', pciBusID: '0000:00:05.0' })).toEqual(
+      E.right({ by: 'device', field: 'device', name: 'ens5' }),
+    );
+    expect(sel({ hwaddr: '02-00-00-00-00-0A', kernelpath: '/sys/devices/x' })).toEqual(
+      E.right({ by: 'hwaddr', field: 'hwaddr', mac: '02:00:00:00:00:0a' }),
+    );
     expect(sel({ kernelpath: '/sys/devices/pci0000:00/0000:00:05.0/', pciBusID: '0000:00:05.0' })).toEqual(
       E.right({ by: 'kernelpath', field: 'kernelpath', path: '/sys/devices/pci0000:00/0000:00:05.0' }),
     );
-    expect(sel({ pciBusID: '0000:00:05.0', runtimeConfig: { deviceID: '0000:00:06.0' } })).toEqual(E.right({ by: 'pci', field: 'runtimeConfig.deviceID', id: '0000:00:06.0' }));
+    expect(sel({ pciBusID: '0000:00:05.0', runtimeConfig: { deviceID: '0000:00:06.0' } })).toEqual(
+      E.right({ by: 'pci', field: 'runtimeConfig.deviceID', id: '0000:00:06.0' }),
+    );
     expect(sel({ pciBusID: '0000:00:05.0' })).toEqual(E.right({ by: 'pci', field: 'pciBusID', id: '0000:00:05.0' }));
   });
 
@@ -45,15 +63,31 @@ describe('config', () => {
   });
 });
 
-const dev = (name: string, extra: Partial<Link> = {}): Link => ({ ns: HOST, name, kind: 'device', mac: '02:00:00:00:00:01', mtu: 1500, up: true, ...extra });
+const dev = (name: string, extra: Partial<Link> = {}): Link => ({
+  ns: HOST,
+  name,
+  kind: 'device',
+  mac: '02:00:00:00:00:01',
+  mtu: 1500,
+  up: true,
+  ...extra,
+});
 
 describe('pickDevice', () => {
   const host = [dev('lo', { kind: 'loopback', mac: '00:00:00:00:00:00' }), dev('ens5'), dev('ens6', { mac: '02:00:00:00:00:06' })];
   it('by name, by MAC, or the first listed name that is a host link (never loopback)', () => {
     expect(E.map((l: Link) => l.name)(pickDevice({ by: 'device', field: 'device', name: 'ens6' }, host))).toEqual(E.right('ens6'));
-    expect(E.map((l: Link) => l.name)(pickDevice({ by: 'hwaddr', field: 'hwaddr', mac: '02:00:00:00:00:06' }, host))).toEqual(E.right('ens6'));
-    expect(E.map((l: Link) => l.name)(pickDevice({ by: 'kernelpath', field: 'kernelpath', path: '/sys/devices/virtual' }, host, ['ens4', 'ens6', 'lo']))).toEqual(E.right('ens6'));
-    expect(E.map((l: Link) => l.name)(pickDevice({ by: 'kernelpath', field: 'kernelpath', path: '/sys/devices/virtual' }, host, ['lo']))).toMatchObject(E.left({ code: 7 }));
+    expect(E.map((l: Link) => l.name)(pickDevice({ by: 'hwaddr', field: 'hwaddr', mac: '02:00:00:00:00:06' }, host))).toEqual(
+      E.right('ens6'),
+    );
+    expect(
+      E.map((l: Link) => l.name)(
+        pickDevice({ by: 'kernelpath', field: 'kernelpath', path: '/sys/devices/virtual' }, host, ['ens4', 'ens6', 'lo']),
+      ),
+    ).toEqual(E.right('ens6'));
+    expect(
+      E.map((l: Link) => l.name)(pickDevice({ by: 'kernelpath', field: 'kernelpath', path: '/sys/devices/virtual' }, host, ['lo'])),
+    ).toMatchObject(E.left({ code: 7 }));
     expect(pickDevice({ by: 'device', field: 'device', name: 'ens9' }, host)).toEqual(
       E.left({ code: 7, msg: 'device: failed to find host device (device "ens9" is not in the host namespace)' }),
     );
@@ -67,7 +101,13 @@ describe('desired states', () => {
     expect(originalOf(dev('ens5', { alias: 'uplink-3', up: false })).alias).toBe('uplink-3');
   });
   it('ADD: the device in the pod as CNI_IFNAME, moved from the host, its name as alias, with the IPAM config', () => {
-    const r = attachedState({ netns: '/run/netns/p', ifname: 'net1', original, ipamType: 'static', ipam: { ips: [{ address: 'fd00::2/64', gateway: 'fd00::1' }], routes: [{ dst: '::/0' }] } });
+    const r = attachedState({
+      netns: '/run/netns/p',
+      ifname: 'net1',
+      original,
+      ipamType: 'static',
+      ipam: { ips: [{ address: 'fd00::2/64', gateway: 'fd00::1' }], routes: [{ dst: '::/0' }] },
+    });
     expect(E.isRight(r) && r.right.kernel).toEqual({
       links: [{ ns: '/run/netns/p', name: 'net1', kind: 'device', up: true, alias: 'ens5', from: { ns: HOST, name: 'ens5' } }],
       addresses: [{ ns: '/run/netns/p', dev: 'net1', cidr: 'fd00::2/64' }],
@@ -79,11 +119,17 @@ describe('desired states', () => {
       sysctls: [{ ns: '/run/netns/p', key: 'net.ipv6.conf.net1.disable_ipv6', value: '0' }],
       qdiscs: [],
     });
-    expect(attachedState({ netns: '/run/netns/p', ifname: 'net1', original, ipamType: 'static', ipam: { ips: [] } })).toMatchObject(E.left({ code: 105 }));
+    expect(attachedState({ netns: '/run/netns/p', ifname: 'net1', original, ipamType: 'static', ipam: { ips: [] } })).toMatchObject(
+      E.left({ code: 105 }),
+    );
   });
   it('DEL: the device in the host under its name with its MTU, up state and alias; without a record only the name', () => {
-    expect(releasedState('/run/netns/p', 'net1', original).links).toEqual([{ ns: HOST, name: 'ens5', kind: 'device', alias: '', mtu: 1500, up: true, from: { ns: '/run/netns/p', name: 'net1' } }]);
-    expect(releasedState('/run/netns/p', 'net1', { name: 'ens5' }).links).toEqual([{ ns: HOST, name: 'ens5', kind: 'device', alias: '', from: { ns: '/run/netns/p', name: 'net1' } }]);
+    expect(releasedState('/run/netns/p', 'net1', original).links).toEqual([
+      { ns: HOST, name: 'ens5', kind: 'device', alias: '', mtu: 1500, up: true, from: { ns: '/run/netns/p', name: 'net1' } },
+    ]);
+    expect(releasedState('/run/netns/p', 'net1', { name: 'ens5' }).links).toEqual([
+      { ns: HOST, name: 'ens5', kind: 'device', alias: '', from: { ns: '/run/netns/p', name: 'net1' } },
+    ]);
   });
 });
 
@@ -99,7 +145,13 @@ describe('Decider', () => {
     const s = fold(E.isRight(first) ? first.right : []);
     const second = decide({ type: 'RecordAttachment', data: { ...ref('b'), netns: '/n/b', original } }, s);
     expect(E.isRight(second) && second.right).toEqual([{ type: 'HostDeviceAttached', data: { ...ref('b'), netns: '/n/b', original } }]);
-    const both = hostDeviceProjection.evolve(s, { type: 'HostDeviceAttached', data: { ...ref('b'), netns: '/n/b', original }, position: 2, stream: 'host-device/hd', time: 'u' });
+    const both = hostDeviceProjection.evolve(s, {
+      type: 'HostDeviceAttached',
+      data: { ...ref('b'), netns: '/n/b', original },
+      position: 2,
+      stream: 'host-device/hd',
+      time: 'u',
+    });
     expect(Object.keys(both.attachments).sort()).toEqual([attachmentKey('a', 'eth0'), attachmentKey('b', 'eth0')]);
     expect(holderOf(both, (o) => o.name === 'ens5')?.containerId).toBe('b');
   });

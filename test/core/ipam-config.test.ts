@@ -41,7 +41,13 @@ describe('host-local config: defaults', () => {
     expect(rangeSetString(ok(net({ ranges: [[{ subnet: 'fd00::/126' }]] })).rangeSets[0]!)).toBe('fd00::1-fd00::3');
   });
   it('keeps explicit start, end, gateway and dataDir; ignores unknown keys', () => {
-    const c = ok(net({ dataDir: '/tmp/x', foo: 1, ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.10', rangeEnd: '10.0.0.20', gateway: '10.0.0.254', bar: 2 }]] }));
+    const c = ok(
+      net({
+        dataDir: '/tmp/x',
+        foo: 1,
+        ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.10', rangeEnd: '10.0.0.20', gateway: '10.0.0.254', bar: 2 }]],
+      }),
+    );
     expect(rangeSetString(c.rangeSets[0]!)).toBe('10.0.0.10-10.0.0.20');
     expect(formatIP(c.rangeSets[0]!.ranges[0]!.gateway)).toBe('10.0.0.254');
     expect(c.dataDir).toBe('/tmp/x');
@@ -52,7 +58,11 @@ describe('host-local config: range sets', () => {
   it('orders runtimeConfig.ipRanges, then the legacy subnet, then ranges (the reference prepends)', () => {
     const c = ok(
       net(
-        { subnet: '10.1.0.0/24', rangeStart: '10.1.0.5', ranges: [[{ subnet: '10.2.0.0/24' }, { subnet: '10.3.0.0/24' }], [{ subnet: 'fd00::/64' }]] },
+        {
+          subnet: '10.1.0.0/24',
+          rangeStart: '10.1.0.5',
+          ranges: [[{ subnet: '10.2.0.0/24' }, { subnet: '10.3.0.0/24' }], [{ subnet: 'fd00::/64' }]],
+        },
         { runtimeConfig: { ipRanges: [[{ subnet: '10.9.0.0/24' }]] } },
       ),
     );
@@ -64,7 +74,9 @@ describe('host-local config: range sets', () => {
     ]);
   });
   it('allows two sets in one subnet when their intervals are disjoint (as the reference)', () => {
-    const c = ok(net({ ranges: [[{ subnet: '10.0.0.0/24', rangeEnd: '10.0.0.100' }], [{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.101' }]] }));
+    const c = ok(
+      net({ ranges: [[{ subnet: '10.0.0.0/24', rangeEnd: '10.0.0.100' }], [{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.101' }]] }),
+    );
     expect(c.rangeSets).toHaveLength(2);
   });
   it('requires ranges', () => {
@@ -82,16 +94,31 @@ describe('host-local config: validation names the range and field (code 7)', () 
     [{ ranges: [[{ subnet: 'fd00::/128' }]] }, 'is too small'],
     [{ ranges: [[{ subnet: 'bogus' }]] }, 'ipam.ranges[0][0].subnet: invalid CIDR address bogus'],
     [{ ranges: [[{}]] }, 'ipam.ranges[0][0].subnet: missing'],
-    [{ ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.1.0.1' }]] }, 'ipam.ranges[0][0].rangeStart: 10.1.0.1 is not in subnet 10.0.0.0/24'],
+    [
+      { ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.1.0.1' }]] },
+      'ipam.ranges[0][0].rangeStart: 10.1.0.1 is not in subnet 10.0.0.0/24',
+    ],
     [{ ranges: [[{ subnet: '10.0.0.0/24', rangeEnd: 'fd00::1' }]] }, 'ipam.ranges[0][0].rangeEnd: fd00::1 is not in subnet'],
     [{ ranges: [[{ subnet: '10.0.0.0/24', gateway: '10.1.0.1' }]] }, 'ipam.ranges[0][0].gateway: 10.1.0.1 is not in subnet 10.0.0.0/24'],
     [{ ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.0' }]] }, 'rangeStart: 10.0.0.0 is the network address'],
     [{ ranges: [[{ subnet: '10.0.0.0/24', rangeEnd: '10.0.0.255' }]] }, 'rangeEnd: 10.0.0.255 is the broadcast address'],
-    [{ ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.50', rangeEnd: '10.0.0.10' }]] }, 'rangeEnd: 10.0.0.10 is before rangeStart 10.0.0.50'],
+    [
+      { ranges: [[{ subnet: '10.0.0.0/24', rangeStart: '10.0.0.50', rangeEnd: '10.0.0.10' }]] },
+      'rangeEnd: 10.0.0.10 is before rangeStart 10.0.0.50',
+    ],
     [{ ranges: [[{ subnet: '10.0.0.0/24', rangeStart: 'x' }]] }, 'rangeStart: invalid IP address x'],
-    [{ ranges: [[{ subnet: '10.0.0.0/16' }], [{ subnet: '10.0.0.0/24' }]] }, 'ipam.ranges[1][0] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps ipam.ranges[0][0] 10.0.0.1-10.0.255.254 (10.0.0.0/16)'],
-    [{ ranges: [[{ subnet: '10.0.0.0/16' }, { subnet: '10.0.0.0/24' }]] }, 'ipam.ranges[0][1] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps ipam.ranges[0][0]'],
-    [{ subnet: '10.0.0.0/24', ranges: [[{ subnet: '10.0.0.0/25' }]] }, 'ipam.ranges[0][0] 10.0.0.1-10.0.0.126 (10.0.0.0/25) overlaps ipam '],
+    [
+      { ranges: [[{ subnet: '10.0.0.0/16' }], [{ subnet: '10.0.0.0/24' }]] },
+      'ipam.ranges[1][0] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps ipam.ranges[0][0] 10.0.0.1-10.0.255.254 (10.0.0.0/16)',
+    ],
+    [
+      { ranges: [[{ subnet: '10.0.0.0/16' }, { subnet: '10.0.0.0/24' }]] },
+      'ipam.ranges[0][1] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps ipam.ranges[0][0]',
+    ],
+    [
+      { subnet: '10.0.0.0/24', ranges: [[{ subnet: '10.0.0.0/25' }]] },
+      'ipam.ranges[0][0] 10.0.0.1-10.0.0.126 (10.0.0.0/25) overlaps ipam ',
+    ],
     [{ ranges: [[{ subnet: '10.0.0.0/24' }, { subnet: 'fd00::/64' }]] }, 'ipam.ranges[0]: mixed address families'],
     [{ ranges: [[]] }, 'ipam.ranges[0]: empty range set'],
     [{ ranges: 'x' }, 'ipam.ranges: must be an array'],
@@ -112,9 +139,9 @@ describe('host-local config: validation names the range and field (code 7)', () 
     expect(e.msg).toContain('ranges[1][0].subnet');
   });
   it('names runtimeConfig.ipRanges', () => {
-    expect(fail(net({ ranges: [[{ subnet: '10.0.0.0/24' }]] }, { runtimeConfig: { ipRanges: [[{ subnet: '10.0.0.0/8' }]] } })).msg).toContain(
-      'ipam.ranges[0][0] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps runtimeConfig.ipRanges[0][0]',
-    );
+    expect(
+      fail(net({ ranges: [[{ subnet: '10.0.0.0/24' }]] }, { runtimeConfig: { ipRanges: [[{ subnet: '10.0.0.0/8' }]] } })).msg,
+    ).toContain('ipam.ranges[0][0] 10.0.0.1-10.0.0.254 (10.0.0.0/24) overlaps runtimeConfig.ipRanges[0][0]');
   });
   it('0.2.0 results carry one address per family', () => {
     const n = net({ ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.1.0.0/24' }]] }, {}, '0.2.0');
@@ -130,7 +157,9 @@ describe('host-local config: validation names the range and field (code 7)', () 
 describe('host-local config: requested addresses', () => {
   const ipam = { ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: 'fd00::/64' }]] };
   it('reads CNI_ARGS IP (a comma list), args.cni.ips and runtimeConfig.ips (with or without prefix)', () => {
-    const c = ok(net(ipam, { args: { cni: { ips: ['10.0.0.8'] } }, runtimeConfig: { ips: ['fd00::9/64', '10.0.0.10'] } }), { IP: '10.0.0.5,fd00::5' });
+    const c = ok(net(ipam, { args: { cni: { ips: ['10.0.0.8'] } }, runtimeConfig: { ips: ['fd00::9/64', '10.0.0.10'] } }), {
+      IP: '10.0.0.5,fd00::5',
+    });
     expect(c.requested.map((r) => [formatIP(r.ip), r.source])).toEqual([
       ['10.0.0.5', 'CNI_ARGS IP'],
       ['fd00::5', 'CNI_ARGS IP'],
@@ -156,17 +185,27 @@ describe('host-local config: requested addresses', () => {
 
 describe('host-local config: routes, resolvConf, valid attachments', () => {
   it('parses routes in canonical form, keeping 1.1 fields', () => {
-    const c = ok(net({ ranges: [[{ subnet: '10.0.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: 'FD00:0::/8', gw: 'fd00::01', mtu: 1400 }] }));
+    const c = ok(
+      net({ ranges: [[{ subnet: '10.0.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: 'FD00:0::/8', gw: 'fd00::01', mtu: 1400 }] }),
+    );
     expect(c.routes).toEqual([{ dst: '0.0.0.0/0' }, { dst: 'fd00::/8', gw: 'fd00::1', mtu: 1400 }]);
   });
   it('reads cni.dev/valid-attachments', () => {
     const c = ok(net({ ranges: [[{ subnet: '10.0.0.0/24' }]] }, { 'cni.dev/valid-attachments': [{ containerID: 'a', ifname: 'eth0' }] }));
     expect(c.validAttachments).toEqual([{ containerId: 'a', ifname: 'eth0' }]);
-    expect(fail(net({ ranges: [[{ subnet: '10.0.0.0/24' }]] }, { 'cni.dev/valid-attachments': [{ id: 1 }] })).msg).toContain('cni.dev/valid-attachments[0]');
+    expect(fail(net({ ranges: [[{ subnet: '10.0.0.0/24' }]] }, { 'cni.dev/valid-attachments': [{ id: 1 }] })).msg).toContain(
+      'cni.dev/valid-attachments[0]',
+    );
   });
   it('parses resolv.conf as the reference does', () => {
-    const text = 'nameserver 1.1.1.1\n# comment\n; also\nnameserver 8.8.8.8\ndomain a.example\ndomain b.example\nsearch x y\nsearch z\noptions ndots:2 rotate\nbogus\nnameserver\n';
-    expect(parseResolvConf(text)).toEqual({ nameservers: ['1.1.1.1', '8.8.8.8'], domain: 'b.example', search: ['x', 'y', 'z'], options: ['ndots:2', 'rotate'] });
+    const text =
+      'nameserver 1.1.1.1\n# comment\n; also\nnameserver 8.8.8.8\ndomain a.example\ndomain b.example\nsearch x y\nsearch z\noptions ndots:2 rotate\nbogus\nnameserver\n';
+    expect(parseResolvConf(text)).toEqual({
+      nameservers: ['1.1.1.1', '8.8.8.8'],
+      domain: 'b.example',
+      search: ['x', 'y', 'z'],
+      options: ['ndots:2', 'rotate'],
+    });
     expect(parseResolvConf('')).toEqual({});
   });
 });

@@ -2,7 +2,16 @@
 // rendered into batches; tool errors mapped back to the op at fault.
 
 import { describe, expect, it } from 'vitest';
-import { pairVeths, parseIpBatch, parseIptablesSave, parseQdiscs, parseFdb, parseRedirect, toLink, type IpState } from '../../adapters/kernel/parse.ts';
+import {
+  pairVeths,
+  parseIpBatch,
+  parseIptablesSave,
+  parseQdiscs,
+  parseFdb,
+  parseRedirect,
+  toLink,
+  type IpState,
+} from '../../adapters/kernel/parse.ts';
 import { explain, invocations, linkAddLines, netnsArg, restoreLines, steps, type Invocation } from '../../adapters/kernel/render.ts';
 import { HOST, type Op } from '../../core/kernel/model.ts';
 
@@ -14,7 +23,14 @@ const ipOut = (links: unknown[], addrs: unknown[], routes: unknown[], neigh: unk
 describe('parseIpBatch', () => {
   const links = [
     { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP', 'LOWER_UP'], mtu: 65536, address: '00:00:00:00:00:00' },
-    { ifindex: 2, ifname: 'cni0', flags: ['BROADCAST', 'MULTICAST', 'UP'], mtu: 1500, address: '6A:A0:AD:E8:A5:F5', linkinfo: { info_kind: 'bridge', info_data: { vlan_filtering: 0 } } },
+    {
+      ifindex: 2,
+      ifname: 'cni0',
+      flags: ['BROADCAST', 'MULTICAST', 'UP'],
+      mtu: 1500,
+      address: '6A:A0:AD:E8:A5:F5',
+      linkinfo: { info_kind: 'bridge', info_data: { vlan_filtering: 0 } },
+    },
     {
       ifindex: 3,
       link_index: 2,
@@ -26,7 +42,15 @@ describe('parseIpBatch', () => {
       address: '02:00:00:00:00:01',
       linkinfo: { info_kind: 'veth', info_slave_kind: 'bridge', info_slave_data: { hairpin: true } },
     },
-    { ifindex: 4, link: 'e1', ifname: 'e0', flags: ['BROADCAST', 'PROMISC'], mtu: 1500, address: '02:00:00:00:00:02', linkinfo: { info_kind: 'veth' } },
+    {
+      ifindex: 4,
+      link: 'e1',
+      ifname: 'e0',
+      flags: ['BROADCAST', 'PROMISC'],
+      mtu: 1500,
+      address: '02:00:00:00:00:02',
+      linkinfo: { info_kind: 'veth' },
+    },
     {
       ifindex: 5,
       ifname: 'flannel.1',
@@ -35,7 +59,15 @@ describe('parseIpBatch', () => {
       address: '0a:58:24:14:29:cd',
       linkinfo: { info_kind: 'vxlan', info_data: { id: 1, local: '198.51.100.2', link: 'eth0', port: 8472, learning: false, gbp: true } },
     },
-    { ifindex: 6, link: 'e0', ifname: 'mv0', flags: ['BROADCAST'], mtu: 1500, address: '02:00:00:00:00:03', linkinfo: { info_kind: 'macvlan', info_data: { mode: 'bridge' } } },
+    {
+      ifindex: 6,
+      link: 'e0',
+      ifname: 'mv0',
+      flags: ['BROADCAST'],
+      mtu: 1500,
+      address: '02:00:00:00:00:03',
+      linkinfo: { info_kind: 'macvlan', info_data: { mode: 'bridge' } },
+    },
     { ifindex: 7, ifname: 'tun0', flags: ['POINTOPOINT'], mtu: 1500, linkinfo: { info_kind: 'tun' } },
   ];
   const addrs = [
@@ -77,7 +109,19 @@ describe('parseIpBatch', () => {
       ['mv0', 'macvlan'],
       ['tun0', 'device'],
     ]);
-    expect(s.links[1]).toEqual({ ns: HOST, name: 'cni0', kind: 'bridge', mtu: 1500, mac: '6a:a0:ad:e8:a5:f5', up: true, master: null, promisc: false, allmulti: false, hairpin: false, bridge: { vlanFiltering: false } });
+    expect(s.links[1]).toEqual({
+      ns: HOST,
+      name: 'cni0',
+      kind: 'bridge',
+      mtu: 1500,
+      mac: '6a:a0:ad:e8:a5:f5',
+      up: true,
+      master: null,
+      promisc: false,
+      allmulti: false,
+      hairpin: false,
+      bridge: { vlanFiltering: false },
+    });
     expect(s.links[2]).toMatchObject({ master: 'cni0', hairpin: true, up: true });
     expect(s.links[2]!.veth).toBeUndefined(); // peer in another namespace: see pairVeths
     expect(s.links[3]).toMatchObject({ promisc: true, up: false, veth: { peer: 'e1', peerNs: HOST } });
@@ -105,15 +149,39 @@ describe('parseIpBatch', () => {
   });
 
   it('pairs veth ends across namespaces when one side can name the other', () => {
-    const host = parseIpBatch(HOST, ipOut([{ ifindex: 9, link_index: 2, link_netnsid: 0, ifname: 'vethX', flags: [], linkinfo: { info_kind: 'veth' } }], [], [], [], [])) as IpState;
-    const pod = parseIpBatch(POD, ipOut([{ ifindex: 2, link_index: 9, link_netnsid: 3, ifname: 'eth0', flags: [], linkinfo: { info_kind: 'veth' } }], [], [], [], [{ nsid: 3 }])) as IpState;
+    const host = parseIpBatch(
+      HOST,
+      ipOut([{ ifindex: 9, link_index: 2, link_netnsid: 0, ifname: 'vethX', flags: [], linkinfo: { info_kind: 'veth' } }], [], [], [], []),
+    ) as IpState;
+    const pod = parseIpBatch(
+      POD,
+      ipOut(
+        [{ ifindex: 2, link_index: 9, link_netnsid: 3, ifname: 'eth0', flags: [], linkinfo: { info_kind: 'veth' } }],
+        [],
+        [],
+        [],
+        [{ nsid: 3 }],
+      ),
+    ) as IpState;
     // The host is unnamed; the pod is /run/netns/pod1 and the host numbers it 0.
     const hostNamed = { ...host, nsids: new Map([[0, 'pod1']]) };
-    const paired = pairVeths([{ ns: HOST, state: hostNamed }, { ns: POD, state: pod }], (ns) => (ns === POD ? 'pod1' : undefined));
+    const paired = pairVeths(
+      [
+        { ns: HOST, state: hostNamed },
+        { ns: POD, state: pod },
+      ],
+      (ns) => (ns === POD ? 'pod1' : undefined),
+    );
     expect(paired.get(HOST)![0]!.veth).toEqual({ peer: 'eth0', peerNs: POD });
     expect(paired.get(POD)![0]!.veth).toEqual({ peer: 'vethX', peerNs: HOST });
     // Without a name for either side, no guess.
-    const none = pairVeths([{ ns: HOST, state: host }, { ns: POD, state: pod }], () => undefined);
+    const none = pairVeths(
+      [
+        { ns: HOST, state: host },
+        { ns: POD, state: pod },
+      ],
+      () => undefined,
+    );
     expect(none.get(HOST)![0]!.veth).toBeUndefined();
   });
 });
@@ -151,10 +219,23 @@ COMMIT
 
   it('fdb: permanent remote entries only; qdiscs: tbf in bits/s and ms, ingress', () => {
     expect(
-      parseFdb(HOST, JSON.stringify([{ mac: '33:33:00:00:00:01', ifname: 'e0', state: 'permanent' }, { mac: '02:11:22:33:44:55', ifname: 'vx', dst: '198.51.100.3', state: 'permanent' }])),
+      parseFdb(
+        HOST,
+        JSON.stringify([
+          { mac: '33:33:00:00:00:01', ifname: 'e0', state: 'permanent' },
+          { mac: '02:11:22:33:44:55', ifname: 'vx', dst: '198.51.100.3', state: 'permanent' },
+        ]),
+      ),
     ).toEqual([{ ns: HOST, dev: 'vx', mac: '02:11:22:33:44:55', dst: '198.51.100.3' }]);
     expect(
-      parseQdiscs(HOST, JSON.stringify([{ kind: 'ingress', dev: 'b', parent: 'ffff:fff1' }, { kind: 'tbf', dev: 'a', root: true, options: { rate: 125000, burst: 12500, lat: 25000 } }, { kind: 'noqueue', dev: 'c', root: true }])),
+      parseQdiscs(
+        HOST,
+        JSON.stringify([
+          { kind: 'ingress', dev: 'b', parent: 'ffff:fff1' },
+          { kind: 'tbf', dev: 'a', root: true, options: { rate: 125000, burst: 12500, lat: 25000 } },
+          { kind: 'noqueue', dev: 'c', root: true },
+        ]),
+      ),
     ).toEqual([
       { ns: HOST, dev: 'b', kind: 'ingress' },
       { ns: HOST, dev: 'a', kind: 'tbf', rate: 1_000_000, burst: 12500, latencyMs: 25 },
@@ -165,16 +246,30 @@ COMMIT
 describe('rendering', () => {
   const ro = { pid: 4242 };
   it('always names links with `name`/`dev` (a bare "a" would be read as "address")', () => {
-    expect(linkAddLines({ ns: POD, name: 'a', kind: 'veth', up: true, mtu: 1400, veth: { peer: 'b', peerNs: HOST, peerMac: '02:00:00:00:00:01' } }, ro)).toEqual([
-      'link add name a mtu 1400 type veth peer name b address 02:00:00:00:00:01 netns 4242',
-      'link set dev a up',
+    expect(
+      linkAddLines(
+        { ns: POD, name: 'a', kind: 'veth', up: true, mtu: 1400, veth: { peer: 'b', peerNs: HOST, peerMac: '02:00:00:00:00:01' } },
+        ro,
+      ),
+    ).toEqual(['link add name a mtu 1400 type veth peer name b address 02:00:00:00:00:01 netns 4242', 'link set dev a up']);
+    expect(linkAddLines({ ns: HOST, name: 'mv0', kind: 'macvlan', macvlan: { master: 'eth0', mode: 'bridge' } }, ro)).toEqual([
+      'link add link eth0 name mv0 type macvlan mode bridge',
     ]);
-    expect(linkAddLines({ ns: HOST, name: 'mv0', kind: 'macvlan', macvlan: { master: 'eth0', mode: 'bridge' } }, ro)).toEqual(['link add link eth0 name mv0 type macvlan mode bridge']);
-    expect(linkAddLines({ ns: HOST, name: 'flannel.1', kind: 'vxlan', up: true, vxlan: { vni: 1, local: '198.51.100.2', port: 8472, learning: false, gbp: false, dev: 'eth0' } }, ro)).toEqual([
-      'link add name flannel.1 type vxlan id 1 local 198.51.100.2 dev eth0 dstport 8472 nolearning',
-      'link set dev flannel.1 up',
-    ]);
-    expect(linkAddLines({ ns: HOST, name: 'v', kind: 'veth', master: 'cni0', hairpin: true, veth: { peer: 'p', peerNs: POD } }, ro)).toEqual([
+    expect(
+      linkAddLines(
+        {
+          ns: HOST,
+          name: 'flannel.1',
+          kind: 'vxlan',
+          up: true,
+          vxlan: { vni: 1, local: '198.51.100.2', port: 8472, learning: false, gbp: false, dev: 'eth0' },
+        },
+        ro,
+      ),
+    ).toEqual(['link add name flannel.1 type vxlan id 1 local 198.51.100.2 dev eth0 dstport 8472 nolearning', 'link set dev flannel.1 up']);
+    expect(
+      linkAddLines({ ns: HOST, name: 'v', kind: 'veth', master: 'cni0', hairpin: true, veth: { peer: 'p', peerNs: POD } }, ro),
+    ).toEqual([
       'link add name v type veth peer name p netns pod1',
       'link set dev v master cni0',
       'link set dev v type bridge_slave hairpin on',
@@ -255,14 +350,20 @@ describe('rendering', () => {
     expect(invocations(s[1]!, ro, false)).toEqual([]);
     // A device name with a dot is a path segment, not a separator: net.ipv4.conf.flannel/1.forwarding.
     const dotted = steps([{ op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv4.conf.flannel/1.forwarding', value: '1' } }], ro);
-    expect(invocations(dotted[0]!, ro)).toMatchObject([{ kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'tee', '--', '/proc/sys/net/ipv4/conf/flannel.1/forwarding'], input: '1\n' }]);
+    expect(invocations(dotted[0]!, ro)).toMatchObject([
+      { kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'tee', '--', '/proc/sys/net/ipv4/conf/flannel.1/forwarding'], input: '1\n' },
+    ]);
   });
 
   it('sysctls of differing values in another namespace: one `sysctl -p-` with path = value lines, tee where sysctl.conf would misread', () => {
     const set = (key: string, value: string): Op => ({ op: 'sysctl.set', sysctl: { ns: POD, key, value } });
     const [two] = steps([set('net.ipv6.conf.eth0/5.accept_dad', '0'), set('net.ipv4.conf.eth0/5.arp_notify', '1')], ro);
     expect(invocations(two!, ro)).toMatchObject([
-      { kind: 'exec', argv: ['nsenter', `--net=${POD}`, 'sysctl', '-q', '-p-'], input: 'net/ipv6/conf/eth0.5/accept_dad = 0\nnet/ipv4/conf/eth0.5/arp_notify = 1\n' },
+      {
+        kind: 'exec',
+        argv: ['nsenter', `--net=${POD}`, 'sysctl', '-q', '-p-'],
+        input: 'net/ipv6/conf/eth0.5/accept_dad = 0\nnet/ipv4/conf/eth0.5/arp_notify = 1\n',
+      },
     ]);
     // Without procps' sysctl: one tee per run of equal values, as before.
     expect(invocations(two!, ro, true, false).map((i) => (i.kind === 'exec' ? i.argv.slice(2) : []))).toEqual([
@@ -298,7 +399,14 @@ describe('explain: tool errors back to the op', () => {
   const inv = invocations(step!, ro)[0]!;
 
   it('names the op of the failed line, and skips "already gone" deletions', () => {
-    expect(explain(step!, inv, 1, ['Cannot find device "old0"', 'Command failed -:1', 'Error: Nexthop has invalid gateway.', 'Command failed -:3'].join('\n'))).toEqual({
+    expect(
+      explain(
+        step!,
+        inv,
+        1,
+        ['Cannot find device "old0"', 'Command failed -:1', 'Error: Nexthop has invalid gateway.', 'Command failed -:3'].join('\n'),
+      ),
+    ).toEqual({
       kind: 'error',
       msg: `failed to add route 10.9.0.0/24 via 10.8.0.1 dev eth0 in ${POD}: Error: Nexthop has invalid gateway.`,
     });
@@ -333,11 +441,26 @@ describe('explain: tool errors back to the op', () => {
     expect(v.kind).toBe('retry');
     if (v.kind === 'retry') expect(v.step.lines.map((l) => l.text)).toEqual(['*nat', '-A POSTROUTING -j NOPE', 'COMMIT']);
     expect(
-      explain(s!, i, 2, "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 4\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n"),
-    ).toEqual({ kind: 'error', msg: "failed to add iptables rule in nat/POSTROUTING in the host namespace: -j NOPE: Chain 'NOPE' does not exist" });
+      explain(
+        s!,
+        i,
+        2,
+        "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 4\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n",
+      ),
+    ).toEqual({
+      kind: 'error',
+      msg: "failed to add iptables rule in nat/POSTROUTING in the host namespace: -j NOPE: Chain 'NOPE' does not exist",
+    });
     // The only op was the deletion of a rule already gone: nothing left to do.
     const [only] = steps([ipt[0]!], ro);
-    expect(explain(only!, invocations(only!, ro)[0]!, 1, 'iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n')).toEqual({ kind: 'ok' });
+    expect(
+      explain(
+        only!,
+        invocations(only!, ro)[0]!,
+        1,
+        'iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).\n',
+      ),
+    ).toEqual({ kind: 'ok' });
   });
 });
 
@@ -348,7 +471,15 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
       'link add name bwp0123456789ab address 02:00:00:00:00:09 mtu 1400 txqlen 0 type ifb',
       'link set dev bwp0123456789ab up',
     ]);
-    expect(toLink(HOST, { ifname: 'bwp1', flags: ['BROADCAST', 'NOARP', 'UP'], mtu: 1500, address: 'AA:3D:E0:76:D3:2B', linkinfo: { info_kind: 'ifb' } })).toMatchObject({
+    expect(
+      toLink(HOST, {
+        ifname: 'bwp1',
+        flags: ['BROADCAST', 'NOARP', 'UP'],
+        mtu: 1500,
+        address: 'AA:3D:E0:76:D3:2B',
+        linkinfo: { info_kind: 'ifb' },
+      }),
+    ).toMatchObject({
       kind: 'ifb',
       up: true,
       mac: 'aa:3d:e0:76:d3:2b',
@@ -357,7 +488,13 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
 
   it('an ingress qdisc with a redirect is the qdisc plus one u32 filter replaced in place; its deletion takes the filter', () => {
     const q = { ns: HOST, dev: 'veth1', kind: 'ingress' as const, redirect: 'bwp1' };
-    const [s] = steps([{ op: 'qdisc.replace', qdisc: q }, { op: 'qdisc.replace', qdisc: { ns: HOST, dev: 'bwp1', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 } }], ro);
+    const [s] = steps(
+      [
+        { op: 'qdisc.replace', qdisc: q },
+        { op: 'qdisc.replace', qdisc: { ns: HOST, dev: 'bwp1', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 } },
+      ],
+      ro,
+    );
     expect(s!.tool).toBe('tc');
     expect(s!.lines.map((l) => l.text)).toEqual([
       'qdisc replace dev veth1 ingress',
@@ -380,7 +517,11 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
           pref: 1,
           kind: 'u32',
           chain: 0,
-          options: { fh: '800::800', flowid: '1:1', actions: [{ order: 1, kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: to }] },
+          options: {
+            fh: '800::800',
+            flowid: '1:1',
+            actions: [{ order: 1, kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: to }],
+          },
         },
       ]);
     expect(parseRedirect(filter('bwp1'))).toBe('bwp1');
@@ -393,7 +534,9 @@ describe('ifb links and ingress redirects (the bandwidth plugin)', () => {
 describe('tap and dummy links', () => {
   it('ip reports a tap as kind "tun" with type "tap": parsed as a tap with its flags (owner and group only as numbers)', () => {
     const data = { type: 'tap', pi: true, vnet_hdr: true, multi_queue: false, persist: true, user: 4242, group: 'users' };
-    expect(toLink(POD, { ifname: 't0', flags: ['NO-CARRIER', 'BROADCAST', 'UP'], mtu: 1500, linkinfo: { info_kind: 'tun', info_data: data } })).toMatchObject({
+    expect(
+      toLink(POD, { ifname: 't0', flags: ['NO-CARRIER', 'BROADCAST', 'UP'], mtu: 1500, linkinfo: { info_kind: 'tun', info_data: data } }),
+    ).toMatchObject({
       kind: 'tap',
       up: true,
       tap: { multiQueue: false, vnetHdr: true, pi: true, owner: 4242 },
@@ -403,7 +546,16 @@ describe('tap and dummy links', () => {
   });
 
   it('a tap is made with `tuntap add` and its flags, then given its attributes; a dummy with `type dummy`', () => {
-    const tap = { ns: POD, name: 't0', kind: 'tap', mtu: 1400, mac: '02:00:00:00:00:01', master: 'br0', up: true, tap: { multiQueue: true, vnetHdr: true, pi: false, owner: 0, group: 7 } } as const;
+    const tap = {
+      ns: POD,
+      name: 't0',
+      kind: 'tap',
+      mtu: 1400,
+      mac: '02:00:00:00:00:01',
+      master: 'br0',
+      up: true,
+      tap: { multiQueue: true, vnetHdr: true, pi: false, owner: 0, group: 7 },
+    } as const;
     expect(linkAddLines(tap, { pid: 1 })).toEqual([
       'tuntap add dev t0 mode tap vnet_hdr multi_queue user 0 group 7',
       'link set dev t0 mtu 1400 address 02:00:00:00:00:01',
@@ -415,7 +567,15 @@ describe('tap and dummy links', () => {
 
   it('a tap with an SELinux context is made in a step of its own under runcon', () => {
     const ops: Op[] = [
-      { op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'system_u:system_r:container_t:s0' } } },
+      {
+        op: 'link.add',
+        link: {
+          ns: POD,
+          name: 't0',
+          kind: 'tap',
+          tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'system_u:system_r:container_t:s0' },
+        },
+      },
       { op: 'addr.add', addr: { ns: POD, dev: 't0', cidr: '198.51.100.5/24' } },
     ];
     const s = steps(ops, { pid: 1 });
@@ -423,8 +583,27 @@ describe('tap and dummy links', () => {
       ['ip', 'system_u:system_r:container_t:s0', 1],
       ['ip', undefined, 1],
     ]);
-    expect((invocations(s[0]!, { pid: 1 })[0] as Extract<Invocation, { kind: 'exec' }>).argv).toEqual(['nsenter', `--net=${POD}`, 'runcon', 'system_u:system_r:container_t:s0', 'ip', '-force', '-batch', '-']);
+    expect((invocations(s[0]!, { pid: 1 })[0] as Extract<Invocation, { kind: 'exec' }>).argv).toEqual([
+      'nsenter',
+      `--net=${POD}`,
+      'runcon',
+      'system_u:system_r:container_t:s0',
+      'ip',
+      '-force',
+      '-batch',
+      '-',
+    ]);
     // A context that is not one word is refused before anything runs.
-    expect(() => steps([{ op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'a b' } } }], { pid: 1 })).toThrow(/selinuxContext/);
+    expect(() =>
+      steps(
+        [
+          {
+            op: 'link.add',
+            link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: 'a b' } },
+          },
+        ],
+        { pid: 1 },
+      ),
+    ).toThrow(/selinuxContext/);
   });
 });

@@ -84,7 +84,13 @@ interface Specs {
 const specs = fc.record({ links: fc.array(linkSpec, { maxLength: 7 }), objs: fc.array(objSpec, { maxLength: 14 }) });
 
 /** A desired state the kernel can hold: every reference points at something in it. */
-function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-', mark = MARK, ruleSrcs: readonly string[] = RULE_SRCS): KernelState {
+function build(
+  s: Specs,
+  names: readonly string[] = NAMES,
+  chainPrefix = 'FELT-',
+  mark = MARK,
+  ruleSrcs: readonly string[] = RULE_SRCS,
+): KernelState {
   const links: Link[] = [];
   const taken = new Set<string>();
   const free = (ns: NsRef, name: string): boolean => !taken.has(`${ns}/${name}`);
@@ -94,7 +100,13 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
   };
   const attrs = (x: LinkSpec, ns: NsRef, port: boolean): Partial<Link> => {
     const bridges = links.filter((l) => l.ns === ns && l.kind === 'bridge');
-    const master = port ? (x.master === 0 ? undefined : x.master === 1 || bridges.length === 0 ? null : pick(bridges, x.master).name) : undefined;
+    const master = port
+      ? x.master === 0
+        ? undefined
+        : x.master === 1 || bridges.length === 0
+          ? null
+          : pick(bridges, x.master).name
+      : undefined;
     return {
       ...(opt([undefined, 1400, 1500], x.mtu) !== undefined ? { mtu: opt([undefined, 1400, 1500], x.mtu)! } : {}),
       ...(x.up !== 0 ? { up: x.up === 1 } : {}),
@@ -117,7 +129,8 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         if (free(ns, name)) take({ ns, name, kind: 'ifb', ...attrs(x, ns, false) });
         break;
       case 'bridge':
-        if (free(ns, name)) take({ ns, name, kind: 'bridge', ...attrs(x, ns, false), ...(x.vf !== 0 ? { bridge: { vlanFiltering: x.vf === 1 } } : {}) });
+        if (free(ns, name))
+          take({ ns, name, kind: 'bridge', ...attrs(x, ns, false), ...(x.vf !== 0 ? { bridge: { vlanFiltering: x.vf === 1 } } : {}) });
         break;
       case 'veth': {
         const ns2 = pick(NSS, x.ns2);
@@ -137,7 +150,14 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
           name,
           kind: 'vxlan',
           ...attrs(x, ns, false),
-          vxlan: { vni: 1 + x.vni, port: 8472, learning: x.learning, gbp: x.gbp, ...(x.hairpin ? { local: '198.51.100.2' } : {}), ...(dev ? { dev } : {}) },
+          vxlan: {
+            vni: 1 + x.vni,
+            port: 8472,
+            learning: x.learning,
+            gbp: x.gbp,
+            ...(x.hairpin ? { local: '198.51.100.2' } : {}),
+            ...(dev ? { dev } : {}),
+          },
         });
         break;
       }
@@ -145,7 +165,13 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         if (!free(ns, name)) break;
         const lower = links.filter((l) => l.ns === ns && (l.kind === 'veth' || l.kind === 'bridge'));
         if (lower.length === 0) break;
-        take({ ns, name, kind: 'macvlan', ...attrs(x, ns, false), macvlan: { master: pick(lower, x.dev).name, mode: x.learning ? 'bridge' : 'private' } });
+        take({
+          ns,
+          name,
+          kind: 'macvlan',
+          ...attrs(x, ns, false),
+          macvlan: { master: pick(lower, x.dev).name, mode: x.learning ? 'bridge' : 'private' },
+        });
         break;
       }
     }
@@ -236,23 +262,42 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
         break;
       case 'iprule': {
         const src = pick(ruleSrcs, o.b);
-        ipRules.push({ ns: pick(NSS, o.a), family: src.includes(':') ? 6 : 4, src, table: 100 + (o.c % 3), ...(o.flag ? { priority: 1000 + (o.d % 2) } : {}) });
+        ipRules.push({
+          ns: pick(NSS, o.a),
+          family: src.includes(':') ? 6 : 4,
+          src,
+          table: 100 + (o.c % 3),
+          ...(o.flag ? { priority: 1000 + (o.d % 2) } : {}),
+        });
         break;
       }
       case 'qdisc':
         if (l) {
           qdiscs.push(
             o.flag
-              ? ((ifbs) => ({ ns: l.ns, dev: l.name, kind: 'ingress' as const, ...(o.d % 2 === 1 && ifbs.length ? { redirect: pick(ifbs, o.c).name } : {}) }))(
-                  links.filter((x) => x.ns === l.ns && x.kind === 'ifb'),
-                )
-              : { ns: l.ns, dev: l.name, kind: 'tbf', rate: pick([1_000_000, 8_000_000], o.b), burst: pick([12_500, 25_000], o.c), latencyMs: 25 },
+              ? ((ifbs) => ({
+                  ns: l.ns,
+                  dev: l.name,
+                  kind: 'ingress' as const,
+                  ...(o.d % 2 === 1 && ifbs.length ? { redirect: pick(ifbs, o.c).name } : {}),
+                }))(links.filter((x) => x.ns === l.ns && x.kind === 'ifb'))
+              : {
+                  ns: l.ns,
+                  dev: l.name,
+                  kind: 'tbf',
+                  rate: pick([1_000_000, 8_000_000], o.b),
+                  burst: pick([12_500, 25_000], o.c),
+                  latencyMs: 25,
+                },
           );
         }
         break;
     }
   }
-  const uniq = <T>(xs: T[], key: (x: T) => string): T[] => [...new Map(xs.map((x) => [key(x), x] as const)).values()].reverse().filter((x, i, all) => all.findIndex((y) => key(y) === key(x)) === i);
+  const uniq = <T>(xs: T[], key: (x: T) => string): T[] =>
+    [...new Map(xs.map((x) => [key(x), x] as const)).values()]
+      .reverse()
+      .filter((x, i, all) => all.findIndex((y) => key(y) === key(x)) === i);
   return {
     links,
     addresses: uniq(addresses, addrKey),
@@ -268,7 +313,10 @@ function build(s: Specs, names: readonly string[] = NAMES, chainPrefix = 'FELT-'
 }
 
 /** Loopback in every namespace: the kernel makes it, felt never creates it. */
-const base = (): KernelState => ({ ...emptyKernelState(), links: NSS.map((ns) => ({ ns, name: 'lo', kind: 'loopback' as const, mtu: 65536, up: false, master: null })) });
+const base = (): KernelState => ({
+  ...emptyKernelState(),
+  links: NSS.map((ns) => ({ ns, name: 'lo', kind: 'loopback' as const, mtu: 65536, up: false, master: null })),
+});
 
 /** Rule markers for everything felt marks, everywhere. */
 const markers = (mark = MARK): OwnershipScope['ruleMarkers'] =>
@@ -298,14 +346,26 @@ function foreignView(s: KernelState, scope: OwnershipScope, d: KernelState): Rec
   const ds = new Set(d.sysctls.map(sysctlKey));
   const drule = new Set(d.rules.map(ruleKey));
   return {
-    links: sortBy(f.links.filter((l) => !dl.has(linkKey(l))), linkView),
+    links: sortBy(
+      f.links.filter((l) => !dl.has(linkKey(l))),
+      linkView,
+    ),
     addresses: sortBy(f.addresses, addrKey),
-    routes: sortBy(f.routes.filter((r) => !dr.has(routeKey(r))), routeView),
+    routes: sortBy(
+      f.routes.filter((r) => !dr.has(routeKey(r))),
+      routeView,
+    ),
     neighbours: sortBy(f.neighbours, (n) => `${neighKey(n)} ${n.lladdr}`),
     fdb: sortBy(f.fdb, (x) => `${fdbKey(x)} ${x.dst}`),
     chains: sortBy(f.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`),
-    rules: sortBy(f.rules.filter((r) => !drule.has(ruleKey(r))), ruleKey),
-    sysctls: sortBy(f.sysctls.filter((x) => !ds.has(sysctlKey(x))), (x) => `${sysctlKey(x)}=${x.value}`),
+    rules: sortBy(
+      f.rules.filter((r) => !drule.has(ruleKey(r))),
+      ruleKey,
+    ),
+    sysctls: sortBy(
+      f.sysctls.filter((x) => !ds.has(sysctlKey(x))),
+      (x) => `${sysctlKey(x)}=${x.value}`,
+    ),
     qdiscs: sortBy(f.qdiscs, (q) => `${qdiscKey(q)} ${q.rate} ${q.burst} ${q.redirect}`),
     ipRules: sortBy(f.ipRules ?? [], (r) => `${ipRuleKey(r)} ${r.priority}`),
   };
@@ -374,7 +434,10 @@ describe('plan against the memory twin (properties)', () => {
         const before = k.state();
         const ops = plan(w.desired, before, w.scope);
         const r = k.applySync(ops);
-        if (E.isLeft(r)) throw new Error(`${r.left.msg}\nops:\n${ops.map(describeOp).join('\n')}\nlinks before: ${JSON.stringify(before.links)}\ndesired: ${JSON.stringify(w.desired.links)}`);
+        if (E.isLeft(r))
+          throw new Error(
+            `${r.left.msg}\nops:\n${ops.map(describeOp).join('\n')}\nlinks before: ${JSON.stringify(before.links)}\ndesired: ${JSON.stringify(w.desired.links)}`,
+          );
         const after = k.state();
         const owned = mergeScopes(w.scope, scopeOf(w.desired));
 
@@ -389,7 +452,8 @@ describe('plan against the memory twin (properties)', () => {
         expect(sortBy(mine.links.filter(notLo), linkKey)).toEqual(sortBy(w.desired.links, linkKey));
         for (const d of w.desired.links) {
           const got = after.links.find((l) => linkKey(l) === linkKey(d))!;
-          for (const f of ['mtu', 'up', 'promisc', 'hairpin', 'allmulti', 'txqlen'] as const) if (d[f] !== undefined) expect([d.name, f, !!got[f] === got[f] ? got[f] : got[f]]).toEqual([d.name, f, d[f]]);
+          for (const f of ['mtu', 'up', 'promisc', 'hairpin', 'allmulti', 'txqlen'] as const)
+            if (d[f] !== undefined) expect([d.name, f, !!got[f] === got[f] ? got[f] : got[f]]).toEqual([d.name, f, d[f]]);
           if (d.mac !== undefined) expect(got.mac).toBe(d.mac.toLowerCase());
           if (d.master !== undefined) expect(got.master ?? null).toBe(d.master);
           if (d.kind !== 'loopback') expect(got.kind).toBe(d.kind);
@@ -404,19 +468,26 @@ describe('plan against the memory twin (properties)', () => {
           expect(got?.gw).toBe(d.gw);
           expect(!!got?.onlink).toBe(!!d.onlink);
         }
-        expect(sortBy(mine.neighbours, (n) => `${neighKey(n)} ${n.lladdr}`)).toEqual(sortBy(w.desired.neighbours, (n) => `${neighKey(n)} ${n.lladdr}`));
+        expect(sortBy(mine.neighbours, (n) => `${neighKey(n)} ${n.lladdr}`)).toEqual(
+          sortBy(w.desired.neighbours, (n) => `${neighKey(n)} ${n.lladdr}`),
+        );
         expect(sortBy(mine.fdb, (f) => `${fdbKey(f)} ${f.dst}`)).toEqual(sortBy(w.desired.fdb, (f) => `${fdbKey(f)} ${f.dst}`));
-        expect(sortBy(mine.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`)).toEqual(sortBy(w.desired.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`));
+        expect(sortBy(mine.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`)).toEqual(
+          sortBy(w.desired.chains, (c) => `${chainKey(c)} ${c.rules.join('|')}`),
+        );
         expect(sortBy(mine.rules, ruleKey)).toEqual(sortBy(w.desired.rules, ruleKey));
         for (const s of w.desired.sysctls) expect(after.sysctls.find((x) => sysctlKey(x) === sysctlKey(s))?.value).toBe(s.value);
         expect(sortBy(mine.qdiscs, qdiscKey)).toEqual(sortBy(w.desired.qdiscs, qdiscKey));
-        for (const q of w.desired.qdiscs) if (q.redirect !== undefined) expect(after.qdiscs.find((x) => qdiscKey(x) === qdiscKey(q))?.redirect).toBe(q.redirect);
+        for (const q of w.desired.qdiscs)
+          if (q.redirect !== undefined) expect(after.qdiscs.find((x) => qdiscKey(x) === qdiscKey(q))?.redirect).toBe(q.redirect);
         // Policy rules: exactly the desired ones, once each, with the preference asked for.
         const ruleView = (r: IpRule, want?: IpRule): string => `${ipRuleKey(r)} ${(want ?? r).priority ?? ''}`;
         const wantIR = new Map((w.desired.ipRules ?? []).map((r) => [ipRuleKey(r), r]));
-        expect(sortBy(mine.ipRules ?? [], (r) => ruleView(r, wantIR.get(ipRuleKey(r))?.priority === undefined ? { ...r, priority: undefined } : r))).toEqual(
-          sortBy(w.desired.ipRules ?? [], (r) => ruleView(r)),
-        );
+        expect(
+          sortBy(mine.ipRules ?? [], (r) =>
+            ruleView(r, wantIR.get(ipRuleKey(r))?.priority === undefined ? { ...r, priority: undefined } : r),
+          ),
+        ).toEqual(sortBy(w.desired.ipRules ?? [], (r) => ruleView(r)));
 
         // Out of scope: untouched.
         expect(foreignView(after, owned, w.desired)).toEqual(foreignView(before, owned, w.desired));
@@ -434,7 +505,10 @@ describe('plan against the memory twin (properties)', () => {
         const seen = k.state();
         const a = plan(w.desired, seen, w.scope);
         expect(plan(w.desired, seen, w.scope)).toEqual(a);
-        const runs = a.filter((o) => o.op !== 'link.del').map(opNs).filter((ns, i, xs) => i === 0 || xs[i - 1] !== ns);
+        const runs = a
+          .filter((o) => o.op !== 'link.del')
+          .map(opNs)
+          .filter((ns, i, xs) => i === 0 || xs[i - 1] !== ns);
         expect(new Set(runs).size).toBe(runs.length);
       }),
       { numRuns: RUNS },
@@ -469,7 +543,9 @@ function touchesOnlyOwned(o: Op, s: OwnershipScope): boolean {
     case 'rule.del':
       return s.ruleMarkers.some((m) => chainKey(m) === chainKey(o.rule) && o.rule.rule.includes(m.marker));
     case 'iprule.del':
-      return (s.ruleSrcs ?? []).some((r) => r.ns === o.ipRule.ns && r.src === o.ipRule.src && (r.table === undefined || r.table === o.ipRule.table));
+      return (s.ruleSrcs ?? []).some(
+        (r) => r.ns === o.ipRule.ns && r.src === o.ipRule.src && (r.table === undefined || r.table === o.ipRule.table),
+      );
     default:
       return true;
   }
@@ -482,7 +558,14 @@ const st = (p: Partial<KernelState>): KernelState => ({ ...emptyKernelState(), .
 const scope = (p: Partial<OwnershipScope>): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [], ...p });
 
 describe('felix-style seeded cases: correct already / needs change / must go / not ours', () => {
-  const dev = { ns: HOST, name: 'flannel.1', kind: 'vxlan' as const, up: true, mtu: 1450, vxlan: { vni: 1, port: 8472, learning: false, gbp: false, local: '198.51.100.2' } };
+  const dev = {
+    ns: HOST,
+    name: 'flannel.1',
+    kind: 'vxlan' as const,
+    up: true,
+    mtu: 1450,
+    vxlan: { vni: 1, port: 8472, learning: false, gbp: false, local: '198.51.100.2' },
+  };
   const other = { ns: HOST, name: 'eth0', kind: 'device' as const, up: true };
   const r = (dst: string, gw: string, devName = 'flannel.1'): Route => ({ ns: HOST, dst, gw, dev: devName, onlink: true });
   const n = (ip: string, mac: string, devName = 'flannel.1'): Neighbour => ({ ns: HOST, dev: devName, ip, lladdr: mac });
@@ -503,8 +586,18 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
       r('10.244.3.0/24', '10.244.3.0'), // must go
       { ns: HOST, dst: '192.168.0.0/16', gw: '198.51.100.1', dev: 'eth0' }, // not ours
     ],
-    neighbours: [n('10.244.1.0', '02:00:00:00:01:00'), n('10.244.2.0', '02:00:00:00:09:00'), n('10.244.3.0', '02:00:00:00:03:00'), n('198.51.100.1', '02:00:00:00:00:99', 'eth0')],
-    fdb: [f('02:00:00:00:01:00', '198.51.100.3'), f('02:00:00:00:02:00', '198.51.100.9'), f('02:00:00:00:03:00', '198.51.100.5'), f('02:00:00:00:00:99', '198.51.100.1', 'eth0')],
+    neighbours: [
+      n('10.244.1.0', '02:00:00:00:01:00'),
+      n('10.244.2.0', '02:00:00:00:09:00'),
+      n('10.244.3.0', '02:00:00:00:03:00'),
+      n('198.51.100.1', '02:00:00:00:00:99', 'eth0'),
+    ],
+    fdb: [
+      f('02:00:00:00:01:00', '198.51.100.3'),
+      f('02:00:00:00:02:00', '198.51.100.9'),
+      f('02:00:00:00:03:00', '198.51.100.5'),
+      f('02:00:00:00:00:99', '198.51.100.1', 'eth0'),
+    ],
   });
 
   it('plans exactly the changes, neighbour and fdb before the route', () => {
@@ -542,7 +635,9 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
       'missing fdb entry 02:00:00:00:02:00 dst 198.51.100.4 on flannel.1 in the host namespace',
       'wrong route 10.244.2.0/24 via 10.244.9.0 dev flannel.1 onlink, want 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink in the host namespace',
     ]);
-    expect(diffSummary(plan(desired, observed, sc))).toBe('6 changes: 1 route.del, 1 neigh.del, 1 neigh.replace, 1 fdb.del, 1 fdb.replace, 1 route.replace');
+    expect(diffSummary(plan(desired, observed, sc))).toBe(
+      '6 changes: 1 route.del, 1 neigh.del, 1 neigh.replace, 1 fdb.del, 1 fdb.replace, 1 route.replace',
+    );
   });
 
   it('a vxlan with another VNI is deleted and re-added, and what was on it comes back', () => {
@@ -561,12 +656,16 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
 
   it('link attributes left undefined are not managed', () => {
     const d = st({ links: [{ ns: HOST, name: 'cni0', kind: 'bridge', up: true }] });
-    const o = st({ links: [{ ns: HOST, name: 'cni0', kind: 'bridge', up: true, mtu: 1400, mac: '02:00:00:00:00:01', promisc: true, master: null }] });
+    const o = st({
+      links: [{ ns: HOST, name: 'cni0', kind: 'bridge', up: true, mtu: 1400, mac: '02:00:00:00:00:01', promisc: true, master: null }],
+    });
     expect(plan(d, o, scope({ links: [{ ns: HOST, name: 'cni0' }] }))).toEqual([]);
     expect(plan({ ...d, links: [{ ...d.links[0]!, mtu: 1500 }] }, o, scope({}))).toEqual([
       { op: 'link.set', link: { ...d.links[0]!, mtu: 1500 }, changes: { mtu: 1500 } },
     ]);
-    expect(drift({ ...d, links: [{ ...d.links[0]!, mtu: 1500 }] }, o, scope({}))).toEqual(['wrong MTU on cni0: 1400, want 1500 (in the host namespace)']);
+    expect(drift({ ...d, links: [{ ...d.links[0]!, mtu: 1500 }] }, o, scope({}))).toEqual([
+      'wrong MTU on cni0: 1400, want 1500 (in the host namespace)',
+    ]);
   });
 
   it("never deletes loopback's own addresses, even when lo is owned", () => {
@@ -579,12 +678,17 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
         { ns: POD, dev: 'lo', cidr: '10.0.0.1/32' },
       ],
     });
-    expect(plan(st({ links: [lo] }), o, scopeOf(st({ links: [lo] })))).toEqual([{ op: 'addr.del', addr: { ns: POD, dev: 'lo', cidr: '10.0.0.1/32' } }]);
+    expect(plan(st({ links: [lo] }), o, scopeOf(st({ links: [lo] })))).toEqual([
+      { op: 'addr.del', addr: { ns: POD, dev: 'lo', cidr: '10.0.0.1/32' } },
+    ]);
   });
 
   it('never deletes what is not in scope, even when nothing is desired', () => {
     const o = st({
-      links: [{ ns: HOST, name: 'eth0', kind: 'device' }, { ns: HOST, name: 'docker0', kind: 'bridge' }],
+      links: [
+        { ns: HOST, name: 'eth0', kind: 'device' },
+        { ns: HOST, name: 'docker0', kind: 'bridge' },
+      ],
       addresses: [{ ns: HOST, dev: 'eth0', cidr: '198.51.100.2/24' }],
       routes: [{ ns: HOST, dst: '0.0.0.0/0', gw: '198.51.100.1', dev: 'eth0' }],
       chains: [{ ns: HOST, family: 4, table: 'nat', chain: 'DOCKER', rules: ['-j RETURN'] }],
@@ -598,7 +702,15 @@ describe('felix-style seeded cases: correct already / needs change / must go / n
 
 describe('veth pairs across namespaces', () => {
   const hostEnd: Link = { ns: HOST, name: 'veth1234', kind: 'veth', up: true, master: 'cni0', hairpin: true, mac: '02:00:00:00:00:aa' };
-  const podEnd: Link = { ns: POD, name: 'eth0', kind: 'veth', up: true, mtu: 1500, mac: '0a:58:0a:16:00:05', veth: { peer: 'veth1234', peerNs: HOST } };
+  const podEnd: Link = {
+    ns: POD,
+    name: 'eth0',
+    kind: 'veth',
+    up: true,
+    mtu: 1500,
+    mac: '0a:58:0a:16:00:05',
+    veth: { peer: 'veth1234', peerNs: HOST },
+  };
   const bridge: Link = { ns: HOST, name: 'cni0', kind: 'bridge', up: true };
   const lo: Link = { ns: POD, name: 'lo', kind: 'loopback', mtu: 65536, up: false, master: null };
   const desired = st({
@@ -611,8 +723,14 @@ describe('veth pairs across namespaces', () => {
     sysctls: [{ ns: POD, key: 'net.ipv6.conf.eth0.accept_dad', value: '0' }],
   });
   const sc = scope({
-    links: [{ ns: HOST, name: 'veth1234' }, { ns: POD, name: 'eth0' }],
-    devices: [{ ns: HOST, dev: 'veth1234' }, { ns: POD, dev: 'eth0' }],
+    links: [
+      { ns: HOST, name: 'veth1234' },
+      { ns: POD, name: 'eth0' },
+    ],
+    devices: [
+      { ns: HOST, dev: 'veth1234' },
+      { ns: POD, dev: 'eth0' },
+    ],
   });
 
   it('creates the pair from the pod namespace first, then configures the host end (bridge before port)', () => {
@@ -628,7 +746,11 @@ describe('veth pairs across namespaces', () => {
     ]);
     expect(ops[0]).toMatchObject({ op: 'link.add', link: { name: 'eth0', veth: { peer: 'veth1234', peerNs: HOST } } });
     expect(ops[4]).toMatchObject({ op: 'link.add', link: { name: 'cni0' } });
-    expect(ops[5]).toEqual({ op: 'link.set', link: hostEnd, changes: { mac: '02:00:00:00:00:aa', up: true, master: 'cni0', hairpin: true } });
+    expect(ops[5]).toEqual({
+      op: 'link.set',
+      link: hostEnd,
+      changes: { mac: '02:00:00:00:00:aa', up: true, master: 'cni0', hairpin: true },
+    });
     const k = memoryKernel(st({ links: [lo] }));
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(desired, k.state(), sc)).toEqual([]);
@@ -643,7 +765,10 @@ describe('veth pairs across namespaces', () => {
       }),
     };
     const ops = plan(d, st({ links: [lo] }), sc);
-    expect(ops[0]).toMatchObject({ op: 'link.add', link: { ns: POD, name: 'eth0', veth: { peer: 'veth1234', peerNs: HOST, peerMac: '02:00:00:00:00:aa' } } });
+    expect(ops[0]).toMatchObject({
+      op: 'link.add',
+      link: { ns: POD, name: 'eth0', veth: { peer: 'veth1234', peerNs: HOST, peerMac: '02:00:00:00:00:aa' } },
+    });
     const k = memoryKernel(st({ links: [lo] }));
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(d, k.state(), sc)).toEqual([]);
@@ -655,7 +780,12 @@ describe('veth pairs across namespaces', () => {
     const ops = plan(emptyKernelState(), k.state(), sc);
     expect(ops).toEqual([{ op: 'link.del', ns: POD, name: 'eth0' }]);
     k.applySync(ops);
-    expect(k.state().links.map((l) => l.name).sort()).toEqual(['cni0', 'lo']);
+    expect(
+      k
+        .state()
+        .links.map((l) => l.name)
+        .sort(),
+    ).toEqual(['cni0', 'lo']);
     expect(k.state().addresses).toEqual([{ ns: HOST, dev: 'cni0', cidr: '10.22.0.1/16' }]);
   });
 
@@ -664,7 +794,12 @@ describe('veth pairs across namespaces', () => {
     k.applySync(plan(desired, k.state(), sc));
     // Someone moved the host end away (simulated: the pod end remains, paired with something else).
     const s = k.state();
-    k.reset({ ...s, links: s.links.filter((l) => l.name !== 'veth1234').map((l) => (l.name === 'eth0' ? { ...l, veth: { peer: 'gone0', peerNs: HOST } } : l)) });
+    k.reset({
+      ...s,
+      links: s.links
+        .filter((l) => l.name !== 'veth1234')
+        .map((l) => (l.name === 'eth0' ? { ...l, veth: { peer: 'gone0', peerNs: HOST } } : l)),
+    });
     const ops = plan(desired, k.state(), sc);
     expect(ops[0]).toEqual({ op: 'link.del', ns: POD, name: 'eth0' });
     expect(ops.map((o) => o.op)).toContain('addr.add');
@@ -727,7 +862,13 @@ describe('what address removal takes with it (as Linux does; test/adapters/kerne
         { ns: HOST, dst: 'fd01::/64', dev: 'b1', src: 'fd00::1' },
       ],
     });
-    const desired = st({ links: [x('b0'), x('b1')], addresses: [{ ns: HOST, dev: 'b1', cidr: '10.10.0.1/24' }, { ns: HOST, dev: 'b0', cidr: '10.9.0.2/24' }] });
+    const desired = st({
+      links: [x('b0'), x('b1')],
+      addresses: [
+        { ns: HOST, dev: 'b1', cidr: '10.10.0.1/24' },
+        { ns: HOST, dev: 'b0', cidr: '10.9.0.2/24' },
+      ],
+    });
     const ops = converges(desired, before, scopeOf(before));
     // The IPv4 route went with its source: nothing to delete. The IPv6 one stayed (without a source): deleted.
     expect(ops.filter((o) => o.op === 'route.del').map(describeOp)).toEqual(['delete route fd01::/64 dev b1 in the host namespace']);
@@ -749,8 +890,20 @@ describe('what address removal takes with it (as Linux does; test/adapters/kerne
 });
 
 describe('iptables: owned chains, marked rules', () => {
-  const chain: IptChain = { ns: HOST, family: 4, table: 'nat', chain: 'CNI-abc', rules: ['-d 10.22.0.0/16 -j ACCEPT', '! -d 224.0.0.0/4 -j MASQUERADE'] };
-  const jump: IptRule = { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-s 10.22.0.5/32 -m comment --comment "name: x" -j CNI-abc' };
+  const chain: IptChain = {
+    ns: HOST,
+    family: 4,
+    table: 'nat',
+    chain: 'CNI-abc',
+    rules: ['-d 10.22.0.0/16 -j ACCEPT', '! -d 224.0.0.0/4 -j MASQUERADE'],
+  };
+  const jump: IptRule = {
+    ns: HOST,
+    family: 4,
+    table: 'nat',
+    chain: 'POSTROUTING',
+    rule: '-s 10.22.0.5/32 -m comment --comment "name: x" -j CNI-abc',
+  };
   const sc = scope({
     chains: [{ ns: HOST, family: 4, table: 'nat', chain: 'CNI-abc' }],
     ruleMarkers: [{ ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', marker: '-j CNI-abc' }],
@@ -758,11 +911,18 @@ describe('iptables: owned chains, marked rules', () => {
   const foreignRule: IptRule = { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-s 172.17.0.0/16 -j MASQUERADE' };
 
   it('writes the chain before the jump into it', () => {
-    expect(plan(st({ chains: [chain], rules: [jump] }), st({ rules: [foreignRule] }), sc).map((o) => o.op)).toEqual(['chain.sync', 'rule.add']);
+    expect(plan(st({ chains: [chain], rules: [jump] }), st({ rules: [foreignRule] }), sc).map((o) => o.op)).toEqual([
+      'chain.sync',
+      'rule.add',
+    ]);
   });
 
   it('a chain that differs in one rule is rewritten whole', () => {
-    const ops = plan(st({ chains: [chain], rules: [jump] }), st({ chains: [{ ...chain, rules: [chain.rules[0]!] }], rules: [foreignRule, jump] }), sc);
+    const ops = plan(
+      st({ chains: [chain], rules: [jump] }),
+      st({ chains: [{ ...chain, rules: [chain.rules[0]!] }], rules: [foreignRule, jump] }),
+      sc,
+    );
     expect(ops).toEqual([{ op: 'chain.sync', chain }]);
   });
 
@@ -782,7 +942,9 @@ describe('iptables: owned chains, marked rules', () => {
   });
 
   it('a desired rule that appears twice keeps one copy', () => {
-    expect(plan(st({ chains: [chain], rules: [jump] }), st({ chains: [chain], rules: [jump, foreignRule, jump] }), sc)).toEqual([{ op: 'rule.del', rule: jump }]);
+    expect(plan(st({ chains: [chain], rules: [jump] }), st({ chains: [chain], rules: [jump, foreignRule, jump] }), sc)).toEqual([
+      { op: 'rule.del', rule: jump },
+    ]);
     expect(drift(st({ chains: [chain], rules: [jump] }), st({ chains: [chain] }), sc)).toEqual([
       'missing iptables rule in nat/POSTROUTING: -s 10.22.0.5/32 -m comment --comment "name: x" -j CNI-abc',
     ]);
@@ -825,7 +987,9 @@ describe('ordering rules', () => {
   it('the twin fails like the kernel on a missing device, naming the object', () => {
     const k = memoryKernel();
     const r = k.applySync([{ op: 'route.replace', route: { ns: POD, dst: '10.0.0.0/24', gw: '10.0.0.1', dev: 'eth0' } }]);
-    expect(E.isLeft(r) && r.left.msg).toBe('failed to add route 10.0.0.0/24 via 10.0.0.1 dev eth0 in /var/run/netns/pod: Cannot find device "eth0"');
+    expect(E.isLeft(r) && r.left.msg).toBe(
+      'failed to add route 10.0.0.0/24 via 10.0.0.1 dev eth0 in /var/run/netns/pod: Cannot find device "eth0"',
+    );
     const a = k.applySync([{ op: 'addr.add', addr: { ns: POD, dev: 'eth0', cidr: '10.0.0.2/24' } }]);
     expect(E.isLeft(a) && a.left.msg).toMatch(/^failed to add address 10.0.0.2\/24 to eth0 in \/var\/run\/netns\/pod: Cannot find device/);
   });
@@ -835,7 +999,10 @@ describe('the twin observes like the Linux adapter', () => {
   it('reads only the namespaces, iptables families, fdb and sysctls asked for', async () => {
     const k = memoryKernel(
       st({
-        links: [{ ns: HOST, name: 'vx', kind: 'vxlan', vxlan: { vni: 1, port: 8472, learning: false, gbp: false } }, { ns: POD, name: 'eth0', kind: 'device' }],
+        links: [
+          { ns: HOST, name: 'vx', kind: 'vxlan', vxlan: { vni: 1, port: 8472, learning: false, gbp: false } },
+          { ns: POD, name: 'eth0', kind: 'device' },
+        ],
         fdb: [{ ns: HOST, dev: 'vx', mac: '02:00:00:00:00:01', dst: '198.51.100.3' }],
         rules: [{ ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: '-j MASQUERADE' }],
         sysctls: [{ ns: HOST, key: 'net.ipv4.ip_forward', value: '1' }],
@@ -855,10 +1022,20 @@ describe('qdisc ownership and ingress redirects', () => {
   const ingress: Qdisc = { ns: HOST, dev: 'veth1', kind: 'ingress', redirect: 'bwp1' };
   const tbf: Qdisc = { ns: HOST, dev: 'veth1', kind: 'tbf', rate: 1_000_000, burst: 12_500, latencyMs: 25 };
   const hostAddr: Address = { ns: HOST, dev: 'veth1', cidr: '10.0.0.1/32' };
-  const qscope: OwnershipScope = { links: [{ ns: HOST, name: 'bwp1' }], devices: [{ ns: HOST, dev: 'bwp1' }], chains: [], ruleMarkers: [], qdiscDevices: [{ ns: HOST, dev: 'veth1' }] };
+  const qscope: OwnershipScope = {
+    links: [{ ns: HOST, name: 'bwp1' }],
+    devices: [{ ns: HOST, dev: 'bwp1' }],
+    chains: [],
+    ruleMarkers: [],
+    qdiscDevices: [{ ns: HOST, dev: 'veth1' }],
+  };
 
   it('qdiscDevices owns the qdiscs of a device and nothing else on it', () => {
-    const seen = st({ links: [veth, { ...veth, ns: POD, name: 'eth0', veth: { peer: 'veth1', peerNs: HOST } }, ifb], addresses: [hostAddr], qdiscs: [ingress, tbf] });
+    const seen = st({
+      links: [veth, { ...veth, ns: POD, name: 'eth0', veth: { peer: 'veth1', peerNs: HOST } }, ifb],
+      addresses: [hostAddr],
+      qdiscs: [ingress, tbf],
+    });
     const ops = plan(emptyKernelState(), seen, qscope);
     expect(ops.map(describeOp)).toEqual([
       // (the ifb goes in the same plan: the redirect is already dangling)
@@ -879,7 +1056,9 @@ describe('qdisc ownership and ingress redirects', () => {
     expect(k.state().qdiscs).toEqual([{ ns: HOST, dev: 'veth1', kind: 'ingress' }]);
     expect(plan(d, k.state(), qscope).map((o) => o.op)).toEqual(['link.add', 'qdisc.replace']);
     // The twin refuses a redirect to a missing device, as tc does.
-    const r = memoryKernel(st({ links: [{ ...veth, veth: undefined, kind: 'device' }] })).applySync([{ op: 'qdisc.replace', qdisc: ingress }]);
+    const r = memoryKernel(st({ links: [{ ...veth, veth: undefined, kind: 'device' }] })).applySync([
+      { op: 'qdisc.replace', qdisc: ingress },
+    ]);
     expect(E.isLeft(r) && r.left.msg).toMatch(/Cannot find device "bwp1"/);
   });
 

@@ -74,7 +74,13 @@ const REFERENCE = `
 
 const desiredFor = (raw: Record<string, unknown>, hostIf?: string): KernelState => {
   const pc = conf({ prevResult: PREV, runtimeConfig: { portMappings: MAPPINGS }, ...raw });
-  return portmapDesired({ conf: pc, containerId: 'abc123', addresses: containerAddresses(pc.prevResult!, 'eth0'), ns: HOST, ...(hostIf ? { hostIf } : {}) });
+  return portmapDesired({
+    conf: pc,
+    containerId: 'abc123',
+    addresses: containerAddresses(pc.prevResult!, 'eth0'),
+    ns: HOST,
+    ...(hostIf ? { hostIf } : {}),
+  });
 };
 
 describe('portmap config', () => {
@@ -86,11 +92,23 @@ describe('portmap config', () => {
 
   it.each([
     [{ runtimeConfig: { portMappings: [{ hostPort: 0, containerPort: 80, protocol: 'tcp' }] } }, 'runtimeConfig.portMappings[0].hostPort'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 65536, containerPort: 80, protocol: 'tcp' }] } }, 'runtimeConfig.portMappings[0].hostPort'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: -1, protocol: 'tcp' }] } }, 'runtimeConfig.portMappings[0].containerPort'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'icmp' }] } }, 'runtimeConfig.portMappings[0].protocol'],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 65536, containerPort: 80, protocol: 'tcp' }] } },
+      'runtimeConfig.portMappings[0].hostPort',
+    ],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: -1, protocol: 'tcp' }] } },
+      'runtimeConfig.portMappings[0].containerPort',
+    ],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'icmp' }] } },
+      'runtimeConfig.portMappings[0].protocol',
+    ],
     [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80 }] } }, 'runtimeConfig.portMappings[0].protocol'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'tcp', hostIP: 'localhost' }] } }, 'runtimeConfig.portMappings[0].hostIP'],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: 'tcp', hostIP: 'localhost' }] } },
+      'runtimeConfig.portMappings[0].hostIP',
+    ],
     [{ runtimeConfig: { portMappings: {} } }, 'runtimeConfig.portMappings'],
     [{ markMasqBit: 32 }, 'markMasqBit'],
     [{ markMasqBit: 3, externalSetMarkChain: 'KUBE-MARK-MASQ' }, 'markMasqBit'],
@@ -147,9 +165,16 @@ describe('portmap desired state', () => {
     expect(dnatChain('pmnet', 'abc123')).toBe('CNI-DN-b5380f05ebb61736bc431');
     expect(saveLines(d).sort()).toEqual([...REFERENCE].sort());
     // The per-attachment chain keeps the reference's order; the masquerade entry goes to the head.
-    expect(d.chains.find((c) => c.chain.startsWith('CNI-DN-'))!.rules).toEqual(REFERENCE.filter((l) => l.startsWith('-A CNI-DN-')).map((l) => l.slice(l.indexOf(' ', 3) + 1)));
+    expect(d.chains.find((c) => c.chain.startsWith('CNI-DN-'))!.rules).toEqual(
+      REFERENCE.filter((l) => l.startsWith('-A CNI-DN-')).map((l) => l.slice(l.indexOf(' ', 3) + 1)),
+    );
     expect(d.rules.find((r) => r.chain === 'POSTROUTING')!.position).toBe('head');
-    expect(d.chains.filter((c) => c.shared).map((c) => c.chain).sort()).toEqual(['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-MASQ', 'CNI-HOSTPORT-SETMARK']);
+    expect(
+      d.chains
+        .filter((c) => c.shared)
+        .map((c) => c.chain)
+        .sort(),
+    ).toEqual(['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-MASQ', 'CNI-HOSTPORT-SETMARK']);
     expect(saveLines(d, 6)).toEqual([]);
   });
 
@@ -175,7 +200,9 @@ describe('portmap desired state', () => {
   it('externalSetMarkChain replaces SETMARK and creates no mark chains of its own', () => {
     const d = desiredFor({ externalSetMarkChain: 'KUBE-MARK-MASQ' });
     expect(d.chains.map((c) => c.chain).sort()).toEqual(['CNI-DN-b5380f05ebb61736bc431', 'CNI-HOSTPORT-DNAT']);
-    expect(d.chains.find((c) => c.chain.startsWith('CNI-DN-'))!.rules[0]).toBe('-s 10.22.0.0/16 -p tcp -m tcp --dport 8080 -j KUBE-MARK-MASQ');
+    expect(d.chains.find((c) => c.chain.startsWith('CNI-DN-'))!.rules[0]).toBe(
+      '-s 10.22.0.0/16 -p tcp -m tcp --dport 8080 -j KUBE-MARK-MASQ',
+    );
   });
 
   it('markMasqBit sets the mark as Go prints it', () => {
@@ -187,12 +214,20 @@ describe('portmap desired state', () => {
   it('IPv6: bracketed DNAT target, no localhost rule, hostIPs of the other family skipped; conditions in place', () => {
     const pc = conf({
       conditionsV6: ['!', '-d', 'fd00::1', '-m', 'set', '--match-set', 'x', 'dst'],
-      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostPort: 9090, containerPort: 90, protocol: 'tcp', hostIP: '198.51.100.1' }] },
+      runtimeConfig: {
+        portMappings: [
+          { hostPort: 8080, containerPort: 80, protocol: 'tcp' },
+          { hostPort: 9090, containerPort: 90, protocol: 'tcp', hostIP: '198.51.100.1' },
+        ],
+      },
     });
     const d = portmapDesired({ conf: pc, containerId: 'c', addresses: { v6: parseCIDR('fd00::5/64')! }, ns: HOST });
     const dn = d.chains.find((c) => c.chain.startsWith('CNI-DN-'))!;
     expect(dn.family).toBe(6);
-    expect(dn.rules).toEqual(['-s fd00::/64 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK', '-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80']);
+    expect(dn.rules).toEqual([
+      '-s fd00::/64 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK',
+      '-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80',
+    ]);
     expect(d.rules.filter((r) => r.chain === 'CNI-HOSTPORT-DNAT').map((r) => r.rule)).toEqual([
       `! -d fd00::1/128 -p tcp -m comment --comment "dnat name: \\"pmnet\\" id: \\"c\\"" -m multiport --dports 8080,9090 -m set --match-set x dst -j ${dn.chain}`,
     ]);
@@ -203,7 +238,13 @@ describe('portmap desired state', () => {
     const pc = conf({ runtimeConfig: { portMappings: ports } });
     const d = portmapDesired({ conf: pc, containerId: 'c', addresses: { v4: parseCIDR('10.0.0.2/24')! }, ns: HOST });
     const entry = d.rules.filter((r) => r.chain === 'CNI-HOSTPORT-DNAT').map((r) => /--dports (\S+)/.exec(r.rule)![1]);
-    expect(entry).toEqual([ports.slice(0, 15).map((p) => p.hostPort).join(','), '1015,1016']);
+    expect(entry).toEqual([
+      ports
+        .slice(0, 15)
+        .map((p) => p.hostPort)
+        .join(','),
+      '1015,1016',
+    ]);
   });
 
   it('splits conditions as iptables-save orders them', () => {
@@ -270,13 +311,27 @@ describe('shared chains in the iptables-restore batch', () => {
 
   it('when one exists already, the restore runs again without creating it', () => {
     const [step] = steps([shared, owned, rule], { pid: 1 });
-    const v = explain(step!, { kind: 'exec', argv: ['iptables-restore', '--noflush'], input: '', lines: step!.lines }, 1, 'iptables-restore: line 3 failed: Chain already exists.\n');
+    const v = explain(
+      step!,
+      { kind: 'exec', argv: ['iptables-restore', '--noflush'], input: '', lines: step!.lines },
+      1,
+      'iptables-restore: line 3 failed: Chain already exists.\n',
+    );
     expect(v.kind).toBe('retry');
-    expect(v.kind === 'retry' && v.step.lines.map((l) => l.text)).toEqual(['*nat', ':CNI-DN-x - [0:0]', '-A CNI-DN-x -j RETURN', '-A CNI-HOSTPORT-DNAT -p tcp -j CNI-DN-x', 'COMMIT']);
+    expect(v.kind === 'retry' && v.step.lines.map((l) => l.text)).toEqual([
+      '*nat',
+      ':CNI-DN-x - [0:0]',
+      '-A CNI-DN-x -j RETURN',
+      '-A CNI-HOSTPORT-DNAT -p tcp -j CNI-DN-x',
+      'COMMIT',
+    ]);
   });
 
   it('plan creates a shared chain only when it is missing, and never compares its rules', () => {
-    const seen: KernelState = { ...emptyKernelState(), chains: [{ ns: HOST, family: 4, table: 'nat', chain: 'CNI-HOSTPORT-DNAT', rules: ['-p udp -j CNI-DN-y'] }] };
+    const seen: KernelState = {
+      ...emptyKernelState(),
+      chains: [{ ns: HOST, family: 4, table: 'nat', chain: 'CNI-HOSTPORT-DNAT', rules: ['-p udp -j CNI-DN-y'] }],
+    };
     const want: KernelState = { ...emptyKernelState(), chains: [sharedChain], rules: [(rule as Extract<Op, { op: 'rule.add' }>).rule] };
     expect(plan(want, seen, portmapScope(HOST, 'n', 'c'))).toEqual([rule]);
     expect(plan(want, emptyKernelState(), portmapScope(HOST, 'n', 'c'))).toEqual([shared, rule]);

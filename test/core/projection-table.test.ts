@@ -34,14 +34,27 @@ describe('table projections equal the fold of the log (memory twin)', () => {
           } else expect(log.length === 0 || (i >= dropAt && E.isLeft(r))).toBe(true); // dropped, and nothing committed since
           // The row count the store keeps is the number of rows.
           const rows = store.rows(step.projection.name, step.stream);
-          if (rows) expect(store.view(step.stream, step.projection, (v) => E.right(v.count()))).toEqual(E.right(Object.keys(rows.rows).length));
+          if (rows)
+            expect(store.view(step.stream, step.projection, (v) => E.right(v.count()))).toEqual(E.right(Object.keys(rows.rows).length));
           expect(E.map((l: { state: unknown }) => l.state)(store.load(step.stream, step.projection))).toEqual(E.right(want));
         });
       }),
       { numRuns: runs(150) },
     );
     // The generators reach every command.
-    for (const c of ['AllocateAddresses', 'ReleaseAddresses', 'CollectGarbage', 'ObserveLeases', 'ApplyLeaseEvents', 'RecordOwnLease', 'LoseOwnLease', 'LoadConfig', 'RecordAttachment', 'RemoveAttachments', 'CollectAttachments']) {
+    for (const c of [
+      'AllocateAddresses',
+      'ReleaseAddresses',
+      'CollectGarbage',
+      'ObserveLeases',
+      'ApplyLeaseEvents',
+      'RecordOwnLease',
+      'LoseOwnLease',
+      'LoadConfig',
+      'RecordAttachment',
+      'RemoveAttachments',
+      'CollectAttachments',
+    ]) {
       expect([...outcomes].some((o) => o.startsWith(`${c} right`))).toBe(true);
     }
   });

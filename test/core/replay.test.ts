@@ -42,7 +42,15 @@ const containers = fc.constantFrom('c1', 'c2', 'c3', 'c4');
 const ifnames = fc.constantFrom('eth0', 'net1');
 
 const ipamConf = (() => {
-  const c = parseIpamConf({ cniVersion: '1.0.0', name: 'prop', type: 'bridge', raw: { ipam: { ranges: [[{ subnet: '10.9.0.0/29' }], [{ subnet: 'fd09::/125' }]] } } }, {});
+  const c = parseIpamConf(
+    {
+      cniVersion: '1.0.0',
+      name: 'prop',
+      type: 'bridge',
+      raw: { ipam: { ranges: [[{ subnet: '10.9.0.0/29' }], [{ subnet: 'fd09::/125' }]] } },
+    },
+    {},
+  );
   if (E.isLeft(c)) throw new Error(c.left.msg);
   return c.right;
 })();
@@ -54,20 +62,31 @@ const netConfig = (() => {
 })();
 const lease = (n: number, gen: number): Lease => ({
   subnet: `10.244.${n}.0/24`,
-  attrs: { PublicIP: `198.51.100.${n}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `3e:9c:0f:11:${gen.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` } },
+  attrs: {
+    PublicIP: `198.51.100.${n}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `3e:9c:0f:11:${gen.toString(16).padStart(2, '0')}:${n.toString(16).padStart(2, '0')}` },
+  },
   expiration: '2030-01-02T00:00:00.000Z',
 });
 const leaseArb = fc.tuple(fc.integer({ min: 2, max: 6 }), fc.integer({ min: 0, max: 2 })).map(([n, g]) => lease(n, g));
 
 const record = (network: string) =>
-  fc.record({ containerId: containers, ifname: ifnames, netns: fc.constantFrom('/var/run/netns/a', '/var/run/netns/b') }).map((r) => ({ network, ...r }));
+  fc
+    .record({ containerId: containers, ifname: ifnames, netns: fc.constantFrom('/var/run/netns/a', '/var/run/netns/b') })
+    .map((r) => ({ network, ...r }));
 
 const GENS: Readonly<Record<string, Gen>> = {
   'ipam/': {
     stream: 'ipam/prop',
     command: fc.oneof(
-      fc.record({ containerId: containers, ifname: ifnames }).map((d): IpamCommand => ({ type: 'AllocateAddresses', data: { conf: ipamConf, ...d } })),
-      fc.record({ containerId: containers, ifname: ifnames }).map((d): IpamCommand => ({ type: 'ReleaseAddresses', data: { network: 'prop', ...d } })),
+      fc
+        .record({ containerId: containers, ifname: ifnames })
+        .map((d): IpamCommand => ({ type: 'AllocateAddresses', data: { conf: ipamConf, ...d } })),
+      fc
+        .record({ containerId: containers, ifname: ifnames })
+        .map((d): IpamCommand => ({ type: 'ReleaseAddresses', data: { network: 'prop', ...d } })),
       fc
         .array(fc.record({ containerId: containers, ifname: ifnames }), { maxLength: 3 })
         .map((v): IpamCommand => ({ type: 'CollectGarbage', data: { network: 'prop', validAttachments: v } })),
@@ -78,52 +97,74 @@ const GENS: Readonly<Record<string, Gen>> = {
     stream: 'node/198.51.100.1',
     command: fc.oneof(
       fc.constant<NodeCommand>({ type: 'LoadConfig', data: { config: netConfig } }),
-      fc.integer({ min: 0, max: 2 }).map((g): NodeCommand => ({ type: 'RecordOwnLease', data: { lease: { ...lease(1, g), attrs: { ...lease(1, g).attrs, PublicIP: '198.51.100.1' } } } })),
+      fc.integer({ min: 0, max: 2 }).map((g): NodeCommand => ({
+        type: 'RecordOwnLease',
+        data: { lease: { ...lease(1, g), attrs: { ...lease(1, g).attrs, PublicIP: '198.51.100.1' } } },
+      })),
       fc.constant<NodeCommand>({ type: 'LoseOwnLease', data: { reason: 'revoked' } }),
-      fc.array(leaseArb, { maxLength: 4 }).map((leases): NodeCommand => ({ type: 'ObserveLeases', data: { snapshot: { leases, revision: 1 }, own: '198.51.100.1' } })),
       fc
-        .array(fc.tuple(fc.constantFrom('added' as const, 'removed' as const), leaseArb), { maxLength: 4 })
-        .map((evs): NodeCommand => ({ type: 'ApplyLeaseEvents', data: { events: evs.map(([type, l]) => ({ type, lease: l })), own: '198.51.100.1' } })),
+        .array(leaseArb, { maxLength: 4 })
+        .map((leases): NodeCommand => ({ type: 'ObserveLeases', data: { snapshot: { leases, revision: 1 }, own: '198.51.100.1' } })),
+      fc.array(fc.tuple(fc.constantFrom('added' as const, 'removed' as const), leaseArb), { maxLength: 4 }).map((evs): NodeCommand => ({
+        type: 'ApplyLeaseEvents',
+        data: { events: evs.map(([type, l]) => ({ type, lease: l })), own: '198.51.100.1' },
+      })),
     ),
     decide: (c, s) => decideNode(c as NodeCommand, s as never),
   },
   'bridge/': {
     stream: 'bridge/prop',
     command: fc.oneof(
-      fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3')).map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
+      fc
+        .tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3'))
+        .map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
       fc
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'rollback' as const) })
         .map((d): AttachmentCommand => ({ type: 'RemoveAttachments', data: { network: 'prop', ...d } })),
       fc
-        .record({ containerId: containers, ifname: ifnames, hostVeth: fc.constantFrom('veth1', 'veth2', 'veth3'), durationMs: fc.nat(5000) })
+        .record({
+          containerId: containers,
+          ifname: ifnames,
+          hostVeth: fc.constantFrom('veth1', 'veth2', 'veth3'),
+          durationMs: fc.nat(5000),
+        })
         .map((d): AttachmentCommand => ({ type: 'RecordAttachmentReady', data: { network: 'prop', ...d } })),
-      fc
-        .array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 })
-        .map((rs): AttachmentCommand => ({ type: 'CollectAttachments', data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) } })),
+      fc.array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 }).map((rs): AttachmentCommand => ({
+        type: 'CollectAttachments',
+        data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) },
+      })),
     ),
     decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
   },
   'ptp/': {
     stream: 'ptp/prop',
     command: fc.oneof(
-      fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3')).map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
+      fc
+        .tuple(record('prop'), fc.constantFrom('veth1', 'veth2', 'veth3'))
+        .map(([r, hostVeth]): AttachmentCommand => ({ type: 'RecordAttachment', data: { ...r, hostVeth, dataDir: '/var/lib/felt' } })),
       fc
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'rollback' as const) })
         .map((d): AttachmentCommand => ({ type: 'RemoveAttachments', data: { network: 'prop', ...d } })),
-      fc
-        .array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 })
-        .map((rs): AttachmentCommand => ({ type: 'CollectAttachments', data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) } })),
+      fc.array(fc.tuple(record('prop'), fc.constantFrom('veth1', 'veth2')), { maxLength: 2 }).map((rs): AttachmentCommand => ({
+        type: 'CollectAttachments',
+        data: { records: rs.map(([r, hostVeth]) => ({ ...r, hostVeth, dataDir: '/var/lib/felt' })) },
+      })),
     ),
     decide: (c, s) => decideAttachments(c as AttachmentCommand, s as never),
   },
   'host-device/': {
     stream: 'host-device/prop',
     command: fc.oneof(
+      fc.tuple(record('prop'), fc.constantFrom('ens4', 'ens5'), fc.boolean()).map(([r, name, up]): HostDeviceCommand => ({
+        type: 'RecordAttachment',
+        data: { ...r, original: { name, mtu: 1500, up, alias: '' } },
+      })),
       fc
-        .tuple(record('prop'), fc.constantFrom('ens4', 'ens5'), fc.boolean())
-        .map(([r, name, up]): HostDeviceCommand => ({ type: 'RecordAttachment', data: { ...r, original: { name, mtu: 1500, up, alias: '' } } })),
-      fc
-        .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'add-failed' as const, 'netns-gone' as const) })
+        .record({
+          containerId: containers,
+          ifname: ifnames,
+          reason: fc.constantFrom('del' as const, 'add-failed' as const, 'netns-gone' as const),
+        })
         .map((d): HostDeviceCommand => ({ type: 'ForgetAttachment', data: { network: 'prop', ...d } })),
     ),
     decide: (c, s) => decideHostDevice(c as HostDeviceCommand, s as never),
@@ -131,9 +172,10 @@ const GENS: Readonly<Record<string, Gen>> = {
   'tuning/': {
     stream: 'tuning/prop',
     command: fc.oneof(
-      fc
-        .tuple(record('prop'), fc.constantFrom(1400, 1500), fc.constantFrom('0', '1'))
-        .map(([r, mtu, v]): TuningCommand => ({ type: 'RecordOriginals', data: { ...r, original: { link: { mtu }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: v }] } } })),
+      fc.tuple(record('prop'), fc.constantFrom(1400, 1500), fc.constantFrom('0', '1')).map(([r, mtu, v]): TuningCommand => ({
+        type: 'RecordOriginals',
+        data: { ...r, original: { link: { mtu }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: v }] } },
+      })),
       fc
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'add-failed' as const) })
         .map((d): TuningCommand => ({ type: 'ForgetOriginals', data: { network: 'prop', ...d } })),
@@ -143,9 +185,10 @@ const GENS: Readonly<Record<string, Gen>> = {
   'firewall/': {
     stream: 'firewall/prop',
     command: fc.oneof(
-      fc
-        .tuple(record('prop'), fc.subarray(['10.9.0.2/32', '10.9.0.3/32', 'fd00::2/128']))
-        .map(([r, prefixes]): FirewallCommand => ({ type: 'RecordRules', data: { network: r.network, containerId: r.containerId, ifname: r.ifname, prefixes } })),
+      fc.tuple(record('prop'), fc.subarray(['10.9.0.2/32', '10.9.0.3/32', 'fd00::2/128'])).map(([r, prefixes]): FirewallCommand => ({
+        type: 'RecordRules',
+        data: { network: r.network, containerId: r.containerId, ifname: r.ifname, prefixes },
+      })),
       fc
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'add-failed' as const) })
         .map((d): FirewallCommand => ({ type: 'ForgetRules', data: { network: 'prop', ...d } })),
@@ -159,7 +202,10 @@ const GENS: Readonly<Record<string, Gen>> = {
       fc
         .tuple(record('prop'), fc.constantFrom(['bridge'], ['bridge', 'portmap']), fc.constantFrom([], ['10.9.0.2/24']))
         .map(([r, plugins, ips]): RuntimeEvent => ({ type: 'AttachmentAdded', data: { ...r, plugins, ips } })),
-      record('prop').map((r): RuntimeEvent => ({ type: 'AttachmentAddFailed', data: { ...r, plugin: 'bridge', error: 'boom', tornDown: ['bridge'] } })),
+      record('prop').map((r): RuntimeEvent => ({
+        type: 'AttachmentAddFailed',
+        data: { ...r, plugin: 'bridge', error: 'boom', tornDown: ['bridge'] },
+      })),
       fc
         .record({ containerId: containers, ifname: ifnames, reason: fc.constantFrom('del' as const, 'gc' as const) })
         .map((d): RuntimeEvent => ({ type: 'AttachmentDeleted', data: { network: 'prop', ...d, errors: [] } })),
@@ -180,14 +226,17 @@ function decisions(kind: StreamKind, gen: Gen, commands: readonly unknown[]): St
     const r = gen.decide(c, state);
     if (E.isLeft(r) || r.right.length === 0) return;
     // Each decision at its own time, a second apart; the events of one decision share it.
-    const batch = r.right.map((e) => ({ position: ++position, stream: gen.stream, type: e.type, data: json(e.data), time: timeOf(i) }) as Stored<Event>);
+    const batch = r.right.map(
+      (e) => ({ position: ++position, stream: gen.stream, type: e.type, data: json(e.data), time: timeOf(i) }) as Stored<Event>,
+    );
     state = batch.reduce((s, e) => kind.projection.evolve(s, e), state);
     out.push(batch);
   });
   return out;
 }
 
-const oneByOne = (kind: StreamKind, events: readonly Stored<Event>[]): unknown => json(events.reduce((s, e) => kind.projection.evolve(s, e), kind.projection.initialState()));
+const oneByOne = (kind: StreamKind, events: readonly Stored<Event>[]): unknown =>
+  json(events.reduce((s, e) => kind.projection.evolve(s, e), kind.projection.initialState()));
 
 /** Fold in chunks of the given sizes (cycled), through fold (evolveAll where the projection has it). */
 function chunked(kind: StreamKind, events: readonly Stored<Event>[], sizes: readonly number[]): unknown {
@@ -197,7 +246,9 @@ function chunked(kind: StreamKind, events: readonly Stored<Event>[], sizes: read
   while (i < events.length) {
     const n = sizes[k++ % sizes.length]!;
     const chunk = events.slice(i, i + n);
-    state = kind.projection.evolveAll ? kind.projection.evolveAll(state, chunk) : chunk.reduce((s, e) => kind.projection.evolve(s, e), state);
+    state = kind.projection.evolveAll
+      ? kind.projection.evolveAll(state, chunk)
+      : chunk.reduce((s, e) => kind.projection.evolve(s, e), state);
     i += n;
   }
   return json(state);
@@ -221,7 +272,8 @@ describe('replay determinism', () => {
 
     it('the generated commands make every event type of the stream', () => {
       const seen = new Set<string>();
-      for (const cmds of fc.sample(commands, { numRuns: 200, seed: 42 })) for (const e of decisions(kind, gen, cmds).flat()) seen.add(e.type);
+      for (const cmds of fc.sample(commands, { numRuns: 200, seed: 42 }))
+        for (const e of decisions(kind, gen, cmds).flat()) seen.add(e.type);
       expect([...seen].sort()).toEqual([...kind.types].sort());
     });
 
@@ -267,7 +319,9 @@ describe('replay determinism', () => {
             for (const [name, store] of stores) {
               let done = 0;
               for (const batch of batches) {
-                const r = store.transact(gen.stream, kind.projection, () => E.right(batch.map((e) => ({ type: e.type, data: e.data }))), { time: batch[0]!.time });
+                const r = store.transact(gen.stream, kind.projection, () => E.right(batch.map((e) => ({ type: e.type, data: e.data }))), {
+                  time: batch[0]!.time,
+                });
                 expect(E.isRight(r), name).toBe(true);
                 done += batch.length;
                 const loaded = store.load(gen.stream, kind.projection);
@@ -277,13 +331,25 @@ describe('replay determinism', () => {
               const k = events.length ? cut % (events.length + 1) : 0;
               const want = oneByOne(kind, events.slice(0, k));
               const byPosition = replayCount(store, gen.stream, kind.projection, { chunk: pageSize, toPosition: k });
-              expect(E.isRight(byPosition) && { state: json(byPosition.right.state), position: byPosition.right.position, events: byPosition.right.events }, name).toEqual({
+              expect(
+                E.isRight(byPosition) && {
+                  state: json(byPosition.right.state),
+                  position: byPosition.right.position,
+                  events: byPosition.right.events,
+                },
+                name,
+              ).toEqual({
                 state: want,
                 position: k,
                 events: k,
               });
               if (k > 0 && (k === events.length || events[k]!.time !== events[k - 1]!.time)) {
-                const byTime = replayStreams(store, {}, (s) => (s === gen.stream ? { projection: kind.projection, types: new Set(kind.types) } : undefined), { chunk: pageSize, at: events[k - 1]!.time });
+                const byTime = replayStreams(
+                  store,
+                  {},
+                  (s) => (s === gen.stream ? { projection: kind.projection, types: new Set(kind.types) } : undefined),
+                  { chunk: pageSize, at: events[k - 1]!.time },
+                );
                 expect(E.isRight(byTime) && json(byTime.right.streams.get(gen.stream)?.state), name).toEqual(want);
               }
             }
@@ -302,7 +368,12 @@ describe('read and scan: the SQLite store and its memory twin agree on every fil
   const streams = ['ipam/a', 'ipam/b', 'node/198.51.100.1', 'bridge/a'];
   const types = ['AddressAllocated', 'AddressReleased', 'RemoteLeaseSeen', 'AttachmentRecorded'];
   const recorded = fc.array(
-    fc.record({ stream: fc.constantFrom(...streams), type: fc.constantFrom(...types), data: fc.record({ n: fc.nat(9) }), time: fc.integer({ min: 0, max: 20 }).map(timeOf) }),
+    fc.record({
+      stream: fc.constantFrom(...streams),
+      type: fc.constantFrom(...types),
+      data: fc.record({ n: fc.nat(9) }),
+      time: fc.integer({ min: 0, max: 20 }).map(timeOf),
+    }),
     { maxLength: 30 },
   );
   const query = fc.record(

@@ -22,11 +22,22 @@ const rule = (src: string, table: number, priority?: number, extra: Partial<IpRu
   ...extra,
 });
 /** The kernel's own rules in a fresh namespace. */
-const DEFAULTS: IpRule[] = [rule('0.0.0.0/0', 255, 0), rule('0.0.0.0/0', 254, 32766), rule('0.0.0.0/0', 253, 32767), rule('::/0', 255, 0), rule('::/0', 254, 32766)];
+const DEFAULTS: IpRule[] = [
+  rule('0.0.0.0/0', 255, 0),
+  rule('0.0.0.0/0', 254, 32766),
+  rule('0.0.0.0/0', 253, 32767),
+  rule('::/0', 255, 0),
+  rule('::/0', 254, 32766),
+];
 const words = (ops: readonly Op[]): string[] => ops.map(describeOp);
 
 describe('plan: policy rules', () => {
-  const mine = sc({ ruleSrcs: [{ ns: POD, src: '10.1.0.5/32' }, { ns: POD, src: 'fd00::5/128' }] });
+  const mine = sc({
+    ruleSrcs: [
+      { ns: POD, src: '10.1.0.5/32' },
+      { ns: POD, src: 'fd00::5/128' },
+    ],
+  });
 
   it('adds what is missing; the kernel defaults and foreign rules stay, even with nothing desired', () => {
     const seen = st({ ipRules: [...DEFAULTS, rule('10.9.9.9/32', 100, 1000)] });
@@ -43,7 +54,13 @@ describe('plan: policy rules', () => {
 
   it('removes owned rules that are not desired, duplicates of desired ones, and a rule with another preference', () => {
     const seen = st({
-      ipRules: [...DEFAULTS, rule('10.1.0.5/32', 100, 32765), rule('10.1.0.5/32', 100, 32764), rule('10.1.0.5/32', 102, 32763), rule('fd00::5/128', 100, 500)],
+      ipRules: [
+        ...DEFAULTS,
+        rule('10.1.0.5/32', 100, 32765),
+        rule('10.1.0.5/32', 100, 32764),
+        rule('10.1.0.5/32', 102, 32763),
+        rule('fd00::5/128', 100, 500),
+      ],
     });
     const ops = plan(st({ ipRules: [rule('10.1.0.5/32', 100), rule('fd00::5/128', 100, 600)] }), seen, mine);
     expect(words(ops)).toEqual([
@@ -92,7 +109,14 @@ describe('plan: policy rules', () => {
 
 describe('plan: routes owned by identity (routeIds)', () => {
   it('owns exactly the named routes: the same destination in another table or with another metric is foreign', () => {
-    const r = (table?: number, metric?: number) => ({ ns: POD, dst: '10.1.0.0/24', dev: 'eth0', scope: 'link' as const, ...(table ? { table } : {}), ...(metric ? { metric } : {}) });
+    const r = (table?: number, metric?: number) => ({
+      ns: POD,
+      dst: '10.1.0.0/24',
+      dev: 'eth0',
+      scope: 'link' as const,
+      ...(table ? { table } : {}),
+      ...(metric ? { metric } : {}),
+    });
     const seen = st({ routes: [r(), r(100), r(undefined, 5)] });
     const ops = plan(emptyKernelState(), seen, sc({ routeIds: [{ ns: POD, dst: '10.1.0.0/24' }] }));
     expect(words(ops)).toEqual([`delete route 10.1.0.0/24 dev eth0 scope link in ${POD}`]);
@@ -163,14 +187,35 @@ describe('rendering and parsing policy rules', () => {
 describe('the twin: policy rules', () => {
   it('gives a rule without a preference the kernel’s (one below the lowest), refuses an exact duplicate, deletes by preference', () => {
     const k = memoryKernel(st({ ipRules: DEFAULTS }));
-    expect(E.isRight(k.applySync([{ op: 'iprule.add', ipRule: rule('10.1.0.5/32', 100) }, { op: 'iprule.add', ipRule: rule('10.1.0.6/32', 101) }]))).toBe(true);
-    expect(k.state().ipRules!.filter((r) => r.table >= 100 && r.table < 253).map((r) => [r.src, r.priority])).toEqual([
+    expect(
+      E.isRight(
+        k.applySync([
+          { op: 'iprule.add', ipRule: rule('10.1.0.5/32', 100) },
+          { op: 'iprule.add', ipRule: rule('10.1.0.6/32', 101) },
+        ]),
+      ),
+    ).toBe(true);
+    expect(
+      k
+        .state()
+        .ipRules!.filter((r) => r.table >= 100 && r.table < 253)
+        .map((r) => [r.src, r.priority]),
+    ).toEqual([
       ['10.1.0.5/32', 32765],
       ['10.1.0.6/32', 32764],
     ]);
     const dup = k.applySync([{ op: 'iprule.add', ipRule: rule('10.1.0.5/32', 100, 32765) }]);
-    expect(E.isLeft(dup) && dup.left.msg).toBe(`failed to add rule from 10.1.0.5/32 table 100 priority 32765 in ${POD}: RTNETLINK answers: File exists`);
-    expect(E.isRight(k.applySync([{ op: 'iprule.del', ipRule: rule('10.1.0.5/32', 100, 32765) }, { op: 'iprule.del', ipRule: rule('10.1.0.5/32', 100, 32765) }]))).toBe(true);
+    expect(E.isLeft(dup) && dup.left.msg).toBe(
+      `failed to add rule from 10.1.0.5/32 table 100 priority 32765 in ${POD}: RTNETLINK answers: File exists`,
+    );
+    expect(
+      E.isRight(
+        k.applySync([
+          { op: 'iprule.del', ipRule: rule('10.1.0.5/32', 100, 32765) },
+          { op: 'iprule.del', ipRule: rule('10.1.0.5/32', 100, 32765) },
+        ]),
+      ),
+    ).toBe(true);
     expect(k.state().ipRules!.filter((r) => r.table >= 100 && r.table < 253)).toHaveLength(1);
   });
 

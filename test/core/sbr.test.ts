@@ -13,7 +13,12 @@ import { addressesOf, parseSbrConf, prevResultOf, requireAddresses, type SbrAddr
 import { sbrAdd, sbrDel } from '../../core/sbr/desired.ts';
 
 const POD = '/var/run/netns/pod';
-const netconf = (raw: Record<string, unknown>): NetConf => ({ cniVersion: '1.0.0', name: 'n', type: 'sbr', raw: { cniVersion: '1.0.0', name: 'n', type: 'sbr', ...raw } });
+const netconf = (raw: Record<string, unknown>): NetConf => ({
+  cniVersion: '1.0.0',
+  name: 'n',
+  type: 'sbr',
+  raw: { cniVersion: '1.0.0', name: 'n', type: 'sbr', ...raw },
+});
 const conf = (raw: Record<string, unknown> = {}): SbrConf => {
   const c = parseSbrConf(netconf(raw));
   if (E.isLeft(c)) throw new Error(c.left.msg);
@@ -26,7 +31,11 @@ const msg = (raw: Record<string, unknown>): string => {
 
 describe('config', () => {
   it('accepts the reference options and refuses bad ones, naming the field', () => {
-    expect(conf({ table: 200, gateways: ['10.0.0.1', 'FD00::1'], addSourceHints: true })).toEqual({ table: 200, gateways: { 4: '10.0.0.1', 6: 'fd00::1' }, addSourceHints: true });
+    expect(conf({ table: 200, gateways: ['10.0.0.1', 'FD00::1'], addSourceHints: true })).toEqual({
+      table: 200,
+      gateways: { 4: '10.0.0.1', 6: 'fd00::1' },
+      addSourceHints: true,
+    });
     expect(conf()).toEqual({ gateways: {}, addSourceHints: false });
     expect(msg({ table: '100' })).toMatch(/^7 table: must be an integer/);
     expect(msg({ table: 254 })).toMatch(/^7 table: /);
@@ -44,7 +53,9 @@ describe('config', () => {
       return E.isLeft(r) ? `${r.left.code} ${r.left.msg}` : 'ok';
     };
     expect(p({})).toMatch(/^7 prevResult: required/);
-    expect(p({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.0.0.5/24 table 9' }] } })).toMatch(/^7 prevResult: ips\[0\]\.address/);
+    expect(p({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.0.0.5/24 table 9' }] } })).toMatch(
+      /^7 prevResult: ips\[0\]\.address/,
+    );
     expect(p({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.0.0.5/24' }] } })).toBe('ok');
   });
 
@@ -60,7 +71,10 @@ describe('config', () => {
       ],
     };
     expect(addressesOf(prev, 'eth0').map((a) => a.cidr)).toEqual(['10.0.0.5/24', 'fd00::5/64', '10.8.0.5/24']);
-    const none = requireAddresses({ cniVersion: '1.1.0', interfaces: [{ name: 'x' }], ips: [{ address: '10.0.0.5/24', interface: 0 }] }, 'eth0');
+    const none = requireAddresses(
+      { cniVersion: '1.1.0', interfaces: [{ name: 'x' }], ips: [{ address: '10.0.0.5/24', interface: 0 }] },
+      'eth0',
+    );
     expect(E.isLeft(none) && none.left).toEqual({ code: 7, msg: 'prevResult.ips: no address on interface "eth0"' });
   });
 });
@@ -83,8 +97,14 @@ const linkLocal: Route = { ns: POD, dst: 'fe80::/64', dev: 'eth0', metric: 256 }
 /** A pod as bridge leaves it: eth0 up with its addresses, the kernel's routes, a default route, the default rules. */
 const pod = (extra: Partial<KernelState> = {}): KernelState => ({
   ...emptyKernelState(),
-  links: [{ ns: POD, name: 'eth0', kind: 'veth', up: true }, { ns: POD, name: 'lo', kind: 'loopback', up: true }],
-  addresses: [{ ns: POD, dev: 'eth0', cidr: '10.0.0.5/24' }, { ns: POD, dev: 'eth0', cidr: 'fd00::5/64' }],
+  links: [
+    { ns: POD, name: 'eth0', kind: 'veth', up: true },
+    { ns: POD, name: 'lo', kind: 'loopback', up: true },
+  ],
+  addresses: [
+    { ns: POD, dev: 'eth0', cidr: '10.0.0.5/24' },
+    { ns: POD, dev: 'eth0', cidr: 'fd00::5/64' },
+  ],
   routes: [kernelPrefix4, kernelPrefix6, linkLocal, { ns: POD, dst: '0.0.0.0/0', gw: '10.0.0.1', dev: 'eth0' }, ...(extra.routes ?? [])],
   ipRules: [...DEFAULT_RULES, ...(extra.ipRules ?? [])],
 });
@@ -109,14 +129,21 @@ function del(k: ReturnType<typeof memoryKernel>, c: SbrConf, addresses: SbrAddre
 }
 
 const routesIn = (s: KernelState, table: number): string[] =>
-  s.routes.filter((r) => (r.table ?? 254) === table).map((r) => `${r.dst}${r.gw ? ` via ${r.gw}` : ''}${r.src ? ` src ${r.src}` : ''}${r.metric ? ` metric ${r.metric}` : ''}`).sort();
-const mine = (s: KernelState): string[] => (s.ipRules ?? []).filter((r) => r.table < 253 || r.table > 255).map((r) => `${r.src} ${r.table}`);
+  s.routes
+    .filter((r) => (r.table ?? 254) === table)
+    .map((r) => `${r.dst}${r.gw ? ` via ${r.gw}` : ''}${r.src ? ` src ${r.src}` : ''}${r.metric ? ` metric ${r.metric}` : ''}`)
+    .sort();
+const mine = (s: KernelState): string[] =>
+  (s.ipRules ?? []).filter((r) => r.table < 253 || r.table > 255).map((r) => `${r.src} ${r.table}`);
 
 describe('sbr ADD, CHECK and DEL against the twin', () => {
   it('dual stack: one table per address, the routes that belong to it moved, link-local left alone; CHECK sees no drift', () => {
     const k = memoryKernel(pod());
     const a = add(k, conf(), [A4, A6]);
-    expect(a.tables).toEqual([{ ip: '10.0.0.5', table: 100 }, { ip: 'fd00::5', table: 101 }]);
+    expect(a.tables).toEqual([
+      { ip: '10.0.0.5', table: 100 },
+      { ip: 'fd00::5', table: 101 },
+    ]);
     const s = k.state();
     expect(mine(s)).toEqual(['10.0.0.5/32 100', 'fd00::5/128 101']);
     expect(routesIn(s, 100)).toEqual(['0.0.0.0/0 via 10.0.0.1', '10.0.0.0/24 src 10.0.0.5']);
@@ -133,7 +160,12 @@ describe('sbr ADD, CHECK and DEL against the twin', () => {
     const after = k.state();
     expect(mine(after)).toEqual([]);
     expect(routesIn(after, 100)).toEqual([]);
-    expect(routesIn(after, 254)).toEqual(['0.0.0.0/0 via 10.0.0.1', '10.0.0.0/24 src 10.0.0.5', 'fd00::/64 metric 256', 'fe80::/64 metric 256']);
+    expect(routesIn(after, 254)).toEqual([
+      '0.0.0.0/0 via 10.0.0.1',
+      '10.0.0.0/24 src 10.0.0.5',
+      'fd00::/64 metric 256',
+      'fe80::/64 metric 256',
+    ]);
     expect(del(k, conf(), [A4, A6])).toEqual([]);
   });
 
@@ -142,18 +174,29 @@ describe('sbr ADD, CHECK and DEL against the twin', () => {
     add(k, conf(), [A6]);
     expect(routesIn(k.state(), 100)).toEqual(['::/0 via fd00::1', 'fd00::/64 metric 256']);
     del(k, conf(), [A6], []);
-    expect(routesIn(k.state(), 254)).toEqual(['0.0.0.0/0 via 10.0.0.1', '10.0.0.0/24 src 10.0.0.5', 'fd00::/64 metric 256', 'fe80::/64 metric 256']);
+    expect(routesIn(k.state(), 254)).toEqual([
+      '0.0.0.0/0 via 10.0.0.1',
+      '10.0.0.0/24 src 10.0.0.5',
+      'fd00::/64 metric 256',
+      'fe80::/64 metric 256',
+    ]);
   });
 
   it('skips tables that rules or routes use; two addresses in one subnet each get a table with the subnet’s routes', () => {
     const b: SbrAddress = { family: 4, ip: '10.0.0.6', cidr: '10.0.0.6/24', gateway: '10.0.0.1' };
     const k = memoryKernel(
       pod({
-        ipRules: [{ ns: POD, family: 4, src: '192.0.2.1/32', table: 100, priority: 100 }, { ns: POD, family: 4, src: '0.0.0.0/0', table: 102, priority: 101, other: true }],
+        ipRules: [
+          { ns: POD, family: 4, src: '192.0.2.1/32', table: 100, priority: 100 },
+          { ns: POD, family: 4, src: '0.0.0.0/0', table: 102, priority: 101, other: true },
+        ],
         routes: [{ ns: POD, dst: '192.0.2.0/24', dev: 'eth0', table: 101 }],
       }),
     );
-    expect(add(k, conf(), [A4, b]).tables).toEqual([{ ip: '10.0.0.5', table: 103 }, { ip: '10.0.0.6', table: 104 }]);
+    expect(add(k, conf(), [A4, b]).tables).toEqual([
+      { ip: '10.0.0.5', table: 103 },
+      { ip: '10.0.0.6', table: 104 },
+    ]);
     expect(routesIn(k.state(), 104)).toEqual(['0.0.0.0/0 via 10.0.0.1', '10.0.0.0/24 src 10.0.0.5']);
     expect(mine(k.state())).toContain('192.0.2.1/32 100');
   });

@@ -16,8 +16,24 @@ const st = (links: Link[]): KernelState => ({ ...emptyKernelState(), links });
 describe('allmulti and txqlen', () => {
   it('are read from ip -json -d link show (flag ALLMULTI, field txqlen)', () => {
     const links = [
-      { ifindex: 2, ifname: 'eth0', flags: ['BROADCAST', 'MULTICAST', 'ALLMULTI', 'UP'], mtu: 1500, txqlen: 77, address: '02:00:00:00:00:01', linkinfo: { info_kind: 'veth' } },
-      { ifindex: 3, ifname: 'eth1', flags: ['BROADCAST', 'MULTICAST'], mtu: 1500, txqlen: 1000, address: '02:00:00:00:00:02', linkinfo: { info_kind: 'veth' } },
+      {
+        ifindex: 2,
+        ifname: 'eth0',
+        flags: ['BROADCAST', 'MULTICAST', 'ALLMULTI', 'UP'],
+        mtu: 1500,
+        txqlen: 77,
+        address: '02:00:00:00:00:01',
+        linkinfo: { info_kind: 'veth' },
+      },
+      {
+        ifindex: 3,
+        ifname: 'eth1',
+        flags: ['BROADCAST', 'MULTICAST'],
+        mtu: 1500,
+        txqlen: 1000,
+        address: '02:00:00:00:00:02',
+        linkinfo: { info_kind: 'veth' },
+      },
     ];
     const out = [links, [], [], [], []].map((x) => JSON.stringify(x)).join('\n') + '\n';
     const s = parseIpBatch(POD, out) as IpState;
@@ -61,8 +77,15 @@ describe('allmulti and txqlen', () => {
     expect(k.state().links[0]).toMatchObject({ allmulti: true, txqlen: 42, mtu: 1500, up: true });
     expect(plan(st([want]), k.state(), emptyScope())).toEqual([]);
     // A new veth starts with allmulti off and Linux's default queue length.
-    expect(E.isRight(k.applySync([{ op: 'link.add', link: { ns: POD, name: 'v', kind: 'veth', veth: { peer: 'p', peerNs: POD } } }]))).toBe(true);
-    expect(k.state().links.filter((l) => l.name !== 'eth0').map((l) => [l.name, l.allmulti, l.txqlen])).toEqual([
+    expect(E.isRight(k.applySync([{ op: 'link.add', link: { ns: POD, name: 'v', kind: 'veth', veth: { peer: 'p', peerNs: POD } } }]))).toBe(
+      true,
+    );
+    expect(
+      k
+        .state()
+        .links.filter((l) => l.name !== 'eth0')
+        .map((l) => [l.name, l.allmulti, l.txqlen]),
+    ).toEqual([
       ['v', false, 1000],
       ['p', false, 1000],
     ]);

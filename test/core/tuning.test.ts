@@ -7,10 +7,25 @@ import type { NetConf } from '../../core/cni/env.ts';
 import type { CniError } from '../../core/cni/errors.ts';
 import { fold, stamp } from '../../core/events.ts';
 import { emptyKernelState, type KernelState } from '../../core/kernel/model.ts';
-import { parseAllowlist, parseDataDir, parseTuningConf, sysctlKeyFor, type TuningConf, type TuningInput } from '../../core/tuning/config.ts';
+import {
+  parseAllowlist,
+  parseDataDir,
+  parseTuningConf,
+  sysctlKeyFor,
+  type TuningConf,
+  type TuningInput,
+} from '../../core/tuning/config.ts';
 import { decide, tuningProjection, type TuningCommand, type TuningEvent, type TuningState } from '../../core/tuning/decider.ts';
 import { duplicateKeys } from '../../core/tuning/json-keys.ts';
-import { checkedState, mergeOriginals, originalsOf, restoredState, tunedResult, tunedState, type Originals } from '../../core/tuning/desired.ts';
+import {
+  checkedState,
+  mergeOriginals,
+  originalsOf,
+  restoredState,
+  tunedResult,
+  tunedState,
+  type Originals,
+} from '../../core/tuning/desired.ts';
 
 const NS = '/var/run/netns/pod';
 
@@ -41,7 +56,21 @@ describe('sysctl keys', () => {
   });
 
   it('outside net.*, with .., empty components or batch-breaking characters are refused', () => {
-    for (const k of ['kernel.pid_max', 'net', 'vm.swappiness', 'netx.a', '/net/ipv4/ip_forward', 'net.ipv4.', 'net//ipv4', 'net.ipv4..ip_forward', 'net/../kernel/x', 'net.ipv4 .x', 'net.a#b', 'net."a"', '']) {
+    for (const k of [
+      'kernel.pid_max',
+      'net',
+      'vm.swappiness',
+      'netx.a',
+      '/net/ipv4/ip_forward',
+      'net.ipv4.',
+      'net//ipv4',
+      'net.ipv4..ip_forward',
+      'net/../kernel/x',
+      'net.ipv4 .x',
+      'net.a#b',
+      'net."a"',
+      '',
+    ]) {
       expect(E.isLeft(sysctlKeyFor(k, 'eth0')), k).toBe(true);
     }
   });
@@ -49,7 +78,14 @@ describe('sysctl keys', () => {
 
 describe('parseTuningConf', () => {
   it('reads every option', () => {
-    const tc = ok({ sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' }, mac: 'C2-11-22-33-44-55', promisc: true, mtu: 1400, allmulti: false, txQLen: 0 });
+    const tc = ok({
+      sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1' },
+      mac: 'C2-11-22-33-44-55',
+      promisc: true,
+      mtu: 1400,
+      allmulti: false,
+      txQLen: 0,
+    });
     expect(tc).toEqual({
       name: 'net1',
       cniVersion: '1.0.0',
@@ -102,7 +138,10 @@ describe('parseTuningConf', () => {
       [{ sysctl: { 'net.core.somaxconn': 5 } }, /sysctl\["net.core.somaxconn"\]: the value must be a string/],
       [{ sysctl: { 'net.core.somaxconn': '1\n2' } }, /control characters/],
       [{ sysctl: ['net.core.somaxconn'] }, /^sysctl: must be an object/],
-      [{ sysctl: { 'net.ipv4.ip_forward': '1', 'net/ipv4/ip_forward': '0' } }, /sysctl\["net\/ipv4\/ip_forward"\]: names the same sysctl as "net.ipv4.ip_forward"/],
+      [
+        { sysctl: { 'net.ipv4.ip_forward': '1', 'net/ipv4/ip_forward': '0' } },
+        /sysctl\["net\/ipv4\/ip_forward"\]: names the same sysctl as "net.ipv4.ip_forward"/,
+      ],
       [{ mac: '02:00:00:00:00' }, /^mac: "02:00:00:00:00" is not a MAC address/],
       [{ runtimeConfig: { mac: 'x' } }, /^runtimeConfig.mac: "x" is not a MAC/],
       [{ args: { cni: { mac: 7 } } }, /^args.cni.mac: 7 is not a MAC/],
@@ -133,7 +172,9 @@ describe('parseTuningConf', () => {
     expect(E.isRight(al)).toBe(true);
     const allowlist = { path: '/etc/cni/tuning/allowlist.conf', patterns: (al as E.Right<readonly RegExp[]>).right };
     expect(ok({ sysctl: { 'net.ipv4.conf.IFNAME.arp_notify': '1', 'net.core.somaxconn': '9' } }, { allowlist }).sysctls).toHaveLength(2);
-    expect(bad({ args: { cni: { sysctl: { 'net.core.rmem_max': '1' } } } }, { allowlist }).msg).toMatch(/^args\.cni\.sysctl\["net\.core\.rmem_max"\]: not allowed/);
+    expect(bad({ args: { cni: { sysctl: { 'net.core.rmem_max': '1' } } } }, { allowlist }).msg).toMatch(
+      /^args\.cni\.sysctl\["net\.core\.rmem_max"\]: not allowed/,
+    );
     expect(bad({ sysctl: { 'net.ipv4.conf.eth0.arp_notify': '1' } }, { allowlist })).toMatchObject({
       code: 7,
       msg: expect.stringMatching(/^sysctl\["net.ipv4.conf.eth0.arp_notify"\]: not allowed by \/etc\/cni\/tuning\/allowlist.conf/),
@@ -168,19 +209,26 @@ describe('desired states', () => {
   };
 
   it('ADD wants the configured values; CHECK also wants promiscuous mode off unless configured', () => {
-    expect(tunedState(tc, NS, 'eth0').links).toEqual([{ ns: NS, name: 'eth0', kind: 'device', mac: '02:00:00:00:00:aa', mtu: 1400, allmulti: true }]);
+    expect(tunedState(tc, NS, 'eth0').links).toEqual([
+      { ns: NS, name: 'eth0', kind: 'device', mac: '02:00:00:00:00:aa', mtu: 1400, allmulti: true },
+    ]);
     expect(tunedState(tc, NS, 'eth0').sysctls).toEqual([{ ns: NS, key: 'net.ipv4.conf.eth0.arp_notify', value: '1' }]);
     expect(checkedState(tc, NS, 'eth0').links[0]!.promisc).toBe(false);
   });
 
   it('originals are the current values of what ADD changes, or why ADD cannot start', () => {
     expect(originalsOf(tc, seen, NS, 'eth0')).toEqual(
-      E.right({ link: { mac: '02:00:00:00:00:01', mtu: 1500, allmulti: false }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }] }),
+      E.right({
+        link: { mac: '02:00:00:00:00:01', mtu: 1500, allmulti: false },
+        sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }],
+      }),
     );
     // Values read back with tabs are kept with spaces (a batch carries no control characters).
     const tabbed = ok({ sysctl: { 'net.ipv4.ping_group_range': '0 100' } });
     const withRange = { ...seen, sysctls: [{ ns: NS, key: 'net.ipv4.ping_group_range', value: '1\t0' }] };
-    expect(originalsOf(tabbed, withRange, NS, 'eth0')).toEqual(E.right({ link: {}, sysctls: [{ key: 'net.ipv4.ping_group_range', value: '1 0' }] }));
+    expect(originalsOf(tabbed, withRange, NS, 'eth0')).toEqual(
+      E.right({ link: {}, sysctls: [{ key: 'net.ipv4.ping_group_range', value: '1 0' }] }),
+    );
     expect(originalsOf(tc, seen, NS, 'eth1')).toEqual(E.left({ code: 4, msg: `CNI_IFNAME: no interface "eth1" in ${NS}` }));
     expect(originalsOf(tc, { ...seen, sysctls: [] }, NS, 'eth0')).toEqual(
       E.left({ code: 7, msg: `sysctl["net.ipv4.conf.IFNAME.arp_notify"]: no such sysctl in ${NS}` }),
@@ -188,7 +236,13 @@ describe('desired states', () => {
   });
 
   it('DEL wants the originals back for what still exists', () => {
-    const orig: Originals = { link: { mtu: 1500 }, sysctls: [{ key: 'net.ipv4.conf.eth0.arp_notify', value: '0' }, { key: 'net.core.somaxconn', value: '4096' }] };
+    const orig: Originals = {
+      link: { mtu: 1500 },
+      sysctls: [
+        { key: 'net.ipv4.conf.eth0.arp_notify', value: '0' },
+        { key: 'net.core.somaxconn', value: '4096' },
+      ],
+    };
     const withCore = { ...seen, sysctls: [...seen.sysctls, { ns: NS, key: 'net.core.somaxconn', value: '9' }] };
     expect(restoredState(orig, withCore, NS, 'eth0')).toMatchObject({
       links: [{ ns: NS, name: 'eth0', kind: 'device', mtu: 1500 }],
@@ -205,13 +259,35 @@ describe('desired states', () => {
 
   it('merging keeps the first originals and adds what only the new config manages', () => {
     const first: Originals = { link: { mtu: 1500 }, sysctls: [{ key: 'a', value: '0' }] };
-    const now: Originals = { link: { mtu: 1400, mac: '02:00:00:00:00:01' }, sysctls: [{ key: 'a', value: '1' }, { key: 'b', value: '2' }] };
-    expect(mergeOriginals(first, now)).toEqual({ link: { mtu: 1500, mac: '02:00:00:00:00:01' }, sysctls: [{ key: 'a', value: '0' }, { key: 'b', value: '2' }] });
+    const now: Originals = {
+      link: { mtu: 1400, mac: '02:00:00:00:00:01' },
+      sysctls: [
+        { key: 'a', value: '1' },
+        { key: 'b', value: '2' },
+      ],
+    };
+    expect(mergeOriginals(first, now)).toEqual({
+      link: { mtu: 1500, mac: '02:00:00:00:00:01' },
+      sysctls: [
+        { key: 'a', value: '0' },
+        { key: 'b', value: '2' },
+      ],
+    });
   });
 
   it('the result is prevResult with the new MAC on CNI_IFNAME', () => {
-    const prev = { cniVersion: '1.1.0', interfaces: [{ name: 'cni0', mac: '02:00:00:00:00:02' }, { name: 'eth0', mac: '02:00:00:00:00:01', sandbox: NS }], ips: [{ address: '10.0.0.2/24', interface: 1 }] };
-    expect(tunedResult(prev, tc, 'eth0')).toEqual({ ...prev, interfaces: [prev.interfaces[0], { name: 'eth0', mac: '02:00:00:00:00:aa', sandbox: NS }] });
+    const prev = {
+      cniVersion: '1.1.0',
+      interfaces: [
+        { name: 'cni0', mac: '02:00:00:00:00:02' },
+        { name: 'eth0', mac: '02:00:00:00:00:01', sandbox: NS },
+      ],
+      ips: [{ address: '10.0.0.2/24', interface: 1 }],
+    };
+    expect(tunedResult(prev, tc, 'eth0')).toEqual({
+      ...prev,
+      interfaces: [prev.interfaces[0], { name: 'eth0', mac: '02:00:00:00:00:aa', sandbox: NS }],
+    });
     expect(tunedResult(prev, ok({}), 'eth0')).toBe(prev);
   });
 });
@@ -219,7 +295,8 @@ describe('desired states', () => {
 describe('the tuning Decider', () => {
   const ref = { network: 'net1', containerId: 'c1', ifname: 'eth0' };
   const orig: Originals = { link: { mtu: 1500 }, sysctls: [] };
-  const given = (events: readonly TuningEvent[]): TuningState => fold(tuningProjection, stamp('tuning/net1', events, '2030-01-01T00:00:00Z', 1));
+  const given = (events: readonly TuningEvent[]): TuningState =>
+    fold(tuningProjection, stamp('tuning/net1', events, '2030-01-01T00:00:00Z', 1));
   const when = (s: TuningState, c: TuningCommand): readonly TuningEvent[] => {
     const r = decide(c, s);
     if (E.isLeft(r)) throw new Error(r.left.msg);
@@ -229,10 +306,12 @@ describe('the tuning Decider', () => {
 
   it('records the originals once; a repeated ADD keeps the first ones', () => {
     expect(when(given([]), { type: 'RecordOriginals', data: { ...ref, netns: NS, original: orig } })).toEqual([applied]);
-    expect(when(given([applied]), { type: 'RecordOriginals', data: { ...ref, netns: NS, original: { link: { mtu: 1400 }, sysctls: [] } } })).toEqual([]);
-    expect(when(given([applied]), { type: 'RecordOriginals', data: { ...ref, netns: NS, original: { link: { txqlen: 1000 }, sysctls: [] } } })).toEqual([
-      { type: 'TuningApplied', data: { ...ref, netns: NS, original: { link: { txqlen: 1000, mtu: 1500 }, sysctls: [] } } },
-    ]);
+    expect(
+      when(given([applied]), { type: 'RecordOriginals', data: { ...ref, netns: NS, original: { link: { mtu: 1400 }, sysctls: [] } } }),
+    ).toEqual([]);
+    expect(
+      when(given([applied]), { type: 'RecordOriginals', data: { ...ref, netns: NS, original: { link: { txqlen: 1000 }, sysctls: [] } } }),
+    ).toEqual([{ type: 'TuningApplied', data: { ...ref, netns: NS, original: { link: { txqlen: 1000, mtu: 1500 }, sysctls: [] } } }]);
   });
 
   it('a record of another namespace is replaced', () => {
@@ -243,10 +322,18 @@ describe('the tuning Decider', () => {
   });
 
   it('forgets once; forgetting what is not there emits nothing', () => {
-    expect(when(given([applied]), { type: 'ForgetOriginals', data: { ...ref, reason: 'del' } })).toEqual([{ type: 'TuningReverted', data: { ...ref, reason: 'del' } }]);
+    expect(when(given([applied]), { type: 'ForgetOriginals', data: { ...ref, reason: 'del' } })).toEqual([
+      { type: 'TuningReverted', data: { ...ref, reason: 'del' } },
+    ]);
     const reverted: TuningEvent = { type: 'TuningReverted', data: { ...ref, reason: 'del' } };
     expect(given([applied, reverted]).attachments).toEqual({});
     expect(when(given([applied, reverted]), { type: 'ForgetOriginals', data: { ...ref, reason: 'del' } })).toEqual([]);
-    expect(given([applied]).attachments['c1/eth0']).toEqual({ containerId: 'c1', ifname: 'eth0', netns: NS, original: orig, since: '2030-01-01T00:00:00Z' });
+    expect(given([applied]).attachments['c1/eth0']).toEqual({
+      containerId: 'c1',
+      ifname: 'eth0',
+      netns: NS,
+      original: orig,
+      since: '2030-01-01T00:00:00Z',
+    });
   });
 });

@@ -119,7 +119,10 @@ describe('rendering: no value adds a line or a word', () => {
     fc.assert(
       fc.property(text, (s) => {
         const ops: Op[] = [
-          { op: 'rule.add', rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: `-s 10.0.0.2/32 -m comment --comment "${s}" -j C` } },
+          {
+            op: 'rule.add',
+            rule: { ns: HOST, family: 4, table: 'nat', chain: 'POSTROUTING', rule: `-s 10.0.0.2/32 -m comment --comment "${s}" -j C` },
+          },
           { op: 'chain.sync', chain: { ns: HOST, family: 4, table: 'nat', chain: s || 'C', rules: ['-j ACCEPT'] } },
           { op: 'sysctl.set', sysctl: { ns: POD, key: `net.ipv4.conf.${s.replace(/\./g, '/')}.forwarding`, value: '1' } },
           { op: 'sysctl.set', sysctl: { ns: POD, key: 'net.ipv4.ip_forward', value: s } },
@@ -152,15 +155,26 @@ describe('rendering: no value adds a line or a word', () => {
 
   it('refuses the nastiest names before any process runs, naming the value', () => {
     expect(unsafe({ op: 'link.del', ns: POD, name: 'x\nlink add' })).toMatch(/^interface name "x\\nlink add" contains whitespace/);
-    expect(unsafe({ op: 'route.replace', route: { ns: POD, dst: '0.0.0.0/0', gw: '10.0.0.1\nlink add evil type bridge' } })).toMatch(/^gw /);
+    expect(unsafe({ op: 'route.replace', route: { ns: POD, dst: '0.0.0.0/0', gw: '10.0.0.1\nlink add evil type bridge' } })).toMatch(
+      /^gw /,
+    );
     expect(unsafe({ op: 'link.del', ns: POD, name: 'a$(id)' })).toBeUndefined(); // carried as it is: no shell reads it
     expect(unsafe({ op: 'link.del', ns: 'bad ns', name: 'eth0' })).toMatch(/^ns "bad ns"/);
-    expect(() => steps([{ op: 'link.del', ns: POD, name: 'br#0' }], ro)).toThrow(/^refusing to delete link br#0 in \/var\/run\/netns\/felt-pod: interface name "br#0" contains '#'/);
+    expect(() => steps([{ op: 'link.del', ns: POD, name: 'br#0' }], ro)).toThrow(
+      /^refusing to delete link br#0 in \/var\/run\/netns\/felt-pod: interface name "br#0" contains '#'/,
+    );
   });
 });
 
 describe('the edge refuses untrusted text, naming the field', () => {
-  const env = (extra: Record<string, string>) => ({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: POD, CNI_IFNAME: 'eth0', CNI_PATH: '/x', ...extra });
+  const env = (extra: Record<string, string>) => ({
+    CNI_COMMAND: 'ADD',
+    CNI_CONTAINERID: 'c1',
+    CNI_NETNS: POD,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/x',
+    ...extra,
+  });
 
   it('CNI_IFNAME and CNI_NETNS: code 4, for every string the renderer would refuse', () => {
     fc.assert(
@@ -176,12 +190,17 @@ describe('the edge refuses untrusted text, naming the field', () => {
     );
   });
 
-  it('network name: the spec\'s characters only (code 7)', () => {
+  it("network name: the spec's characters only (code 7)", () => {
     for (const name of ['x\n*nat\n-A POSTROUTING -j ACCEPT\nCOMMIT', 'n"; touch /tmp/x; "', '../x', 'a b', '-x']) {
       const r = parseNetConf(JSON.stringify({ cniVersion: '1.0.0', name, type: 'bridge' }), ['1.0.0'], 'ADD');
-      expect(E.isLeft(r) && r.left).toMatchObject({ code: 7, msg: expect.stringContaining('name: invalid characters found in network name') });
+      expect(E.isLeft(r) && r.left).toMatchObject({
+        code: 7,
+        msg: expect.stringContaining('name: invalid characters found in network name'),
+      });
     }
-    expect(E.isRight(parseNetConf(JSON.stringify({ cniVersion: '1.0.0', name: 'my-net_1.0', type: 'bridge' }), ['1.0.0'], 'ADD'))).toBe(true);
+    expect(E.isRight(parseNetConf(JSON.stringify({ cniVersion: '1.0.0', name: 'my-net_1.0', type: 'bridge' }), ['1.0.0'], 'ADD'))).toBe(
+      true,
+    );
   });
 
   it('bridge: the same names as the renderer (code 7, naming "bridge")', () => {
@@ -200,11 +219,25 @@ describe('the edge refuses untrusted text, naming the field', () => {
     expect(readResult({ cniVersion: '1.0.0', ips: [{ address: '10.0.0.5/24', gateway: '10.0.0.1\nlink add evil type bridge' }] })).toEqual(
       E.left('ips[0].gateway: "10.0.0.1\\nlink add evil type bridge" is not an IP address'),
     );
-    expect(readResult({ cniVersion: '1.0.0', routes: [{ dst: '0.0.0.0/0 dev x' }] })).toEqual(E.left('routes[0].dst: "0.0.0.0/0 dev x" is not a prefix (e.g. 10.22.0.0/16)'));
-    expect(readResult({ cniVersion: '1.0.0', routes: [{ dst: '10.0.0.0/8', gw: '$(id)' }] })).toEqual(E.left('routes[0].gw: "$(id)" is not an IP address'));
+    expect(readResult({ cniVersion: '1.0.0', routes: [{ dst: '0.0.0.0/0 dev x' }] })).toEqual(
+      E.left('routes[0].dst: "0.0.0.0/0 dev x" is not a prefix (e.g. 10.22.0.0/16)'),
+    );
+    expect(readResult({ cniVersion: '1.0.0', routes: [{ dst: '10.0.0.0/8', gw: '$(id)' }] })).toEqual(
+      E.left('routes[0].gw: "$(id)" is not an IP address'),
+    );
     expect(readResult({ cniVersion: '1.0.0', interfaces: [{ name: 'e#0' }] })).toMatchObject({ _tag: 'Left' });
-    expect(readResult({ cniVersion: '1.0.0', ips: [{ address: 'FD00:0:0::5/64', gateway: 'fd00::1' }], routes: [{ dst: '10.1.2.3/8', gw: '10.0.0.1', mtu: 1400 }] })).toEqual(
-      E.right({ cniVersion: '1.1.0', ips: [{ address: 'fd00::5/64', gateway: 'fd00::1' }], routes: [{ dst: '10.0.0.0/8', gw: '10.0.0.1', mtu: 1400 }] }),
+    expect(
+      readResult({
+        cniVersion: '1.0.0',
+        ips: [{ address: 'FD00:0:0::5/64', gateway: 'fd00::1' }],
+        routes: [{ dst: '10.1.2.3/8', gw: '10.0.0.1', mtu: 1400 }],
+      }),
+    ).toEqual(
+      E.right({
+        cniVersion: '1.1.0',
+        ips: [{ address: 'fd00::5/64', gateway: 'fd00::1' }],
+        routes: [{ dst: '10.0.0.0/8', gw: '10.0.0.1', mtu: 1400 }],
+      }),
     );
     fc.assert(
       fc.property(text, text, (a, g) => {
@@ -241,7 +274,15 @@ describe('tap, dummy, win-bridge and win-overlay refuse untrusted text, naming t
           if (E.isLeft(r)) expect(r.left).toMatchObject({ code: 7, msg: expect.stringContaining(field) });
           else if ('selinuxContext' in raw && s !== '') {
             // Accepted: renders as exactly one word of the runcon argv, the tap line unchanged.
-            const st = steps([{ op: 'link.add', link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: s } } }], ro);
+            const st = steps(
+              [
+                {
+                  op: 'link.add',
+                  link: { ns: POD, name: 't0', kind: 'tap', tap: { multiQueue: false, vnetHdr: false, pi: false, selinuxContext: s } },
+                },
+              ],
+              ro,
+            );
             const [inv] = invocations(st[0]!, ro);
             if (inv?.kind !== 'exec') throw new Error('expected a process');
             expect(inv.argv.slice(2, 4)).toEqual(['runcon', s]);
@@ -265,7 +306,7 @@ describe('tap, dummy, win-bridge and win-overlay refuse untrusted text, naming t
     );
   });
 
-  it('win-bridge / win-overlay: ipMasqNetwork, endpointMacPrefix, a port mapping\'s protocol and hostIP (code 7)', async () => {
+  it("win-bridge / win-overlay: ipMasqNetwork, endpointMacPrefix, a port mapping's protocol and hostIP (code 7)", async () => {
     const { parseWinBridgeConf } = await import('../../core/win-bridge/config.ts');
     const { parseWinOverlayConf } = await import('../../core/win-overlay/config.ts');
     const { protocolEnum } = await import('../../core/hns/netconf.ts');
@@ -276,7 +317,9 @@ describe('tap, dummy, win-bridge and win-overlay refuse untrusted text, naming t
         const p = parseWinOverlayConf(nc({ endpointMacPrefix: s, ipam: { type: 'host-local' } }));
         if (E.isLeft(p)) expect(p.left).toMatchObject({ code: 7, msg: expect.stringContaining('endpointMacPrefix: ') });
         else if (s !== '') expect(s).toMatch(/^[0-9A-Fa-f]{2}-[0-9A-Fa-f]{2}$/);
-        const pm = parseWinBridgeConf(nc({ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: s, hostIP: s }] } }));
+        const pm = parseWinBridgeConf(
+          nc({ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: s, hostIP: s }] } }),
+        );
         if (E.isRight(pm)) expect(protocolEnum(s)).toBeDefined();
         else expect(pm.left).toMatchObject({ code: 7, msg: expect.stringContaining('runtimeConfig.portMappings[0].') });
       }),

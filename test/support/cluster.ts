@@ -150,17 +150,44 @@ export class Cluster {
     this.etcdEndpoint = this.v4 ? 'http://198.51.100.1:2379' : 'http://[2001:db8::1]:2379';
     this.etcd = spawn(
       'ip',
-      ['netns', 'exec', this.underlay, 'etcd', '--name', 'felt', '--data-dir', data,
-        '--listen-client-urls', this.v4 ? this.etcdEndpoint : `http://198.51.100.1:2379,${this.etcdEndpoint}`, '--advertise-client-urls', this.etcdEndpoint,
-        '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
-        '--initial-cluster', 'felt=http://127.0.0.1:2380'],
+      [
+        'netns',
+        'exec',
+        this.underlay,
+        'etcd',
+        '--name',
+        'felt',
+        '--data-dir',
+        data,
+        '--listen-client-urls',
+        this.v4 ? this.etcdEndpoint : `http://198.51.100.1:2379,${this.etcdEndpoint}`,
+        '--advertise-client-urls',
+        this.etcdEndpoint,
+        '--listen-peer-urls',
+        'http://127.0.0.1:2380',
+        '--initial-advertise-peer-urls',
+        'http://127.0.0.1:2380',
+        '--initial-cluster',
+        'felt=http://127.0.0.1:2380',
+      ],
       { stdio: ['ignore', openSync(join(this.dir, 'etcd.log'), 'a'), openSync(join(this.dir, 'etcd.log'), 'a')] },
     );
     await eventually(() => sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint!, 'endpoint', 'health']), {
       what: `etcd healthy at ${this.etcdEndpoint} (log: ${join(this.dir, 'etcd.log')})`,
       timeoutMs: 20_000,
     });
-    sh(['ip', 'netns', 'exec', this.underlay, 'etcdctl', '--endpoints', this.etcdEndpoint, 'put', '/coreos.com/network/config', JSON.stringify(this.netConf())]);
+    sh([
+      'ip',
+      'netns',
+      'exec',
+      this.underlay,
+      'etcdctl',
+      '--endpoints',
+      this.etcdEndpoint,
+      'put',
+      '/coreos.com/network/config',
+      JSON.stringify(this.netConf()),
+    ]);
   }
 
   /** Stop etcd; resolves once it has exited (SIGKILL after 5 s). */
@@ -185,11 +212,16 @@ export class Cluster {
 
   feltdArgs(node: Node): string[] {
     const common = [
-      '--iface', 'eth0',
-      '--subnet-file', node.subnetFile,
-      '--state-dir', join(node.dir, 'state'),
-      '--cni-socket', this.cniSocket(node),
-      '--iptables-resync', String(this.opts.resyncSeconds ?? 1),
+      '--iface',
+      'eth0',
+      '--subnet-file',
+      node.subnetFile,
+      '--state-dir',
+      join(node.dir, 'state'),
+      '--cni-socket',
+      this.cniSocket(node),
+      '--iptables-resync',
+      String(this.opts.resyncSeconds ?? 1),
       ...(this.opts.ipMasq === false ? [] : ['--ip-masq']),
     ];
     return this.opts.store === 'etcd'
@@ -199,7 +231,9 @@ export class Cluster {
 
   startFeltd(node: Node): void {
     const out = openSync(node.logFile, 'a');
-    node.proc = spawn('ip', ['netns', 'exec', node.ns, join(ROOT, 'dist/bin/feltd'), ...this.feltdArgs(node)], { stdio: ['ignore', out, out] });
+    node.proc = spawn('ip', ['netns', 'exec', node.ns, join(ROOT, 'dist/bin/feltd'), ...this.feltdArgs(node)], {
+      stdio: ['ignore', out, out],
+    });
   }
 
   /** Stop a node's feltd; resolves once it has exited (SIGKILL after 5 s). */
@@ -292,7 +326,9 @@ export class Cluster {
   }
 
   logs(): string {
-    return this.nodes.map((n) => `--- ${n.name}\n${existsSync(n.logFile) ? readFileSync(n.logFile, 'utf8').split('\n').slice(-15).join('\n') : ''}`).join('\n');
+    return this.nodes
+      .map((n) => `--- ${n.name}\n${existsSync(n.logFile) ? readFileSync(n.logFile, 'utf8').split('\n').slice(-15).join('\n') : ''}`)
+      .join('\n');
   }
 
   destroy(): void {

@@ -26,7 +26,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const logFile = join(dir, 'feltd.log');
   const out = openSync(logFile, 'a');
   const state = join(dir, 'state');
-  const feltd = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`], { stdio: ['ignore', out, out] });
+  const feltd = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`], {
+    stdio: ['ignore', out, out],
+  });
   const exited = new Promise<number | null>((resolve) => feltd.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + 30_000;
   while (!(await connects(socket))) {

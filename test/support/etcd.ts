@@ -106,15 +106,24 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<Etcd> {
     const { client, peer } = urls();
     const argv = inNs([
       'etcd',
-      '--name', name,
-      '--data-dir', dataDir,
-      '--listen-client-urls', client,
-      '--advertise-client-urls', client,
-      '--listen-peer-urls', peer,
-      '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `${name}=${peer}`,
-      '--initial-cluster-state', 'new',
-      '--initial-cluster-token', name,
+      '--name',
+      name,
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      client,
+      '--advertise-client-urls',
+      client,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `${name}=${peer}`,
+      '--initial-cluster-state',
+      'new',
+      '--initial-cluster-token',
+      name,
     ]);
     const fd = openSync(logFile, 'a');
     const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd] });
@@ -131,7 +140,9 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<Etcd> {
       if (h.code === 0) return;
       if (Date.now() > deadline) {
         await terminate(p);
-        throw new Error(`etcd not healthy at ${client} after ${opts.startTimeoutMs ?? 20_000} ms: ${h.stderr.trim()}\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+        throw new Error(
+          `etcd not healthy at ${client} after ${opts.startTimeoutMs ?? 20_000} ms: ${h.stderr.trim()}\n${readFileSync(logFile, 'utf8').slice(-2000)}`,
+        );
       }
       await sleep(100);
     }

@@ -16,7 +16,9 @@ export async function linkTypeMissing(sb: Sandbox, type: keyof typeof PROBES): P
   try {
     await nsRun(ns, ['ip', 'link', 'add', 'name', 'probe0', 'type', 'veth', 'peer', 'name', 'probe0p']);
     const r = await nsTry(ns, PROBES[type]);
-    return r.code === 0 ? undefined : `this kernel cannot make ${type} links (\`${PROBES[type].join(' ')}\`: ${(r.stderr || r.stdout).trim()})`;
+    return r.code === 0
+      ? undefined
+      : `this kernel cannot make ${type} links (\`${PROBES[type].join(' ')}\`: ${(r.stderr || r.stdout).trim()})`;
   } finally {
     await sb.delNs(ns);
   }

@@ -135,9 +135,16 @@ export async function cniRules(ns: string): Promise<string[]> {
  */
 export async function netState(namespaces: Readonly<Record<string, string>>): Promise<string> {
   const commands: readonly (readonly string[])[] = [
-    ['ip', '-d', 'link', 'show'], ['ip', 'addr', 'show'], ['ip', 'route', 'show', 'table', 'all'], ['ip', 'rule', 'show'],
-    ['ip', 'neigh', 'show'], ['tc', '-s', 'qdisc', 'show'], ['bridge', 'link', 'show'], ['iptables-save', '-c'],
-    ['conntrack', '-L'], ['ss', '-tuanp'],
+    ['ip', '-d', 'link', 'show'],
+    ['ip', 'addr', 'show'],
+    ['ip', 'route', 'show', 'table', 'all'],
+    ['ip', 'rule', 'show'],
+    ['ip', 'neigh', 'show'],
+    ['tc', '-s', 'qdisc', 'show'],
+    ['bridge', 'link', 'show'],
+    ['iptables-save', '-c'],
+    ['conntrack', '-L'],
+    ['ss', '-tuanp'],
   ];
   const out: string[] = [];
   for (const [label, ns] of Object.entries(namespaces)) {
@@ -187,7 +194,9 @@ export async function feltAllocations(dataDir: string): Promise<FeltAllocation[]
 export function refAllocations(dataDir: string, network: string): string[] {
   const d = join(dataDir, network);
   if (!existsSync(d)) return [];
-  return readdirSync(d).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
+  return readdirSync(d)
+    .filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip'))
+    .sort();
 }
 
 // ------------------------------------------------------------------------------------------ plugin calls
@@ -205,7 +214,12 @@ export interface Call {
 }
 
 /** Run one command of a plugin the way a runtime does, inside `hostNs`, for the pod namespace `pod`. */
-export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, env?: Readonly<Record<string, string>>): Promise<CniOutcome> =>
+export const cni = (
+  c: Call,
+  command: 'ADD' | 'DEL' | 'CHECK',
+  config: unknown,
+  env?: Readonly<Record<string, string>>,
+): Promise<CniOutcome> =>
   runCni({
     dir: c.dir,
     type: c.type ?? (config as { type: string }).type,
@@ -221,7 +235,11 @@ export const cni = (c: Call, command: 'ADD' | 'DEL' | 'CHECK', config: unknown, 
     // A call that failed is printed if the test then fails: the answer says why (a failure a test expects stays quiet).
     if (r.code !== 0) {
       try {
-        onTestFailed(() => console.error(`${command} ${(config as { type?: string }).type} ${c.cid} exited ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`));
+        onTestFailed(() =>
+          console.error(
+            `${command} ${(config as { type?: string }).type} ${c.cid} exited ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`,
+          ),
+        );
       } catch {
         // outside a test (a hook): nothing to attach to
       }

@@ -66,7 +66,13 @@ export interface TwinCall {
 }
 
 export async function callTwin(c: TwinCall): Promise<{ code: number; json: any }> {
-  const env = { CNI_COMMAND: c.command, CNI_CONTAINERID: c.containerId ?? 'c1', CNI_NETNS: c.netns, CNI_IFNAME: c.ifname ?? 'eth0', CNI_PATH: c.dir };
+  const env = {
+    CNI_COMMAND: c.command,
+    CNI_CONTAINERID: c.containerId ?? 'c1',
+    CNI_NETNS: c.netns,
+    CNI_IFNAME: c.ifname ?? 'eth0',
+    CNI_PATH: c.dir,
+  };
   const out = await dispatch(c.plugin, env, JSON.stringify(c.config), makeCtx(env, c.dir, c.ipam ? { 'fake-ipam': c.ipam.plugin } : {}));
   return { code: out.exitCode, json: out.stdout ? JSON.parse(out.stdout) : undefined };
 }

@@ -42,7 +42,13 @@ function parse(args: CmdArgs, conf: NetConf): E.Either<CniError, Parsed> {
  * what the request's `desired` names), with the ingress filters of every host interface prevResult names (one
  * of them is the host veth).
  */
-function observe(ctx: Ctx, netns: string | undefined, scope: OwnershipScope, ifb: string, prev: Result | undefined): TE.TaskEither<CniError, KernelState> {
+function observe(
+  ctx: Ctx,
+  netns: string | undefined,
+  scope: OwnershipScope,
+  ifb: string,
+  prev: Result | undefined,
+): TE.TaskEither<CniError, KernelState> {
   const hostIfs = (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
   return observeIn(kernelFor(ctx), {
     namespaces: netns ? [HOST, netns] : [HOST],
@@ -77,8 +83,16 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       E.map((host) => {
         const scope = bandwidthScope(p.ifb, host.name);
         // A repeated ADD keeps the ifb's MAC; a new ifb gets a random one (what the kernel would do).
-        const mac = p.bw.egress ? (seen.links.find((l) => l.ns === HOST && l.name === p.ifb && l.kind === 'ifb')?.mac ?? macFromBytes(ctx.randomBytes(6))) : undefined;
-        const desired = bandwidthDesired({ conf: p.bw, ifb: p.ifb, hostVeth: host.name, ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}), ...(mac ? { ifbMac: mac } : {}) });
+        const mac = p.bw.egress
+          ? (seen.links.find((l) => l.ns === HOST && l.name === p.ifb && l.kind === 'ifb')?.mac ?? macFromBytes(ctx.randomBytes(6)))
+          : undefined;
+        const desired = bandwidthDesired({
+          conf: p.bw,
+          ifb: p.ifb,
+          hostVeth: host.name,
+          ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}),
+          ...(mac ? { ifbMac: mac } : {}),
+        });
         return { host, scope, ops: plan(desired, seen, scope), mac };
       }),
     );
@@ -152,7 +166,12 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
         hostInterface(prev.interfaces ?? [], seen.links, args.ifname, args.netns),
         E.chain((host) => {
           const scope = bandwidthScope(p.ifb, host.name);
-          const want = bandwidthDesired({ conf: p.bw, ifb: p.ifb, hostVeth: host.name, ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}) });
+          const want = bandwidthDesired({
+            conf: p.bw,
+            ifb: p.ifb,
+            hostVeth: host.name,
+            ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}),
+          });
           const wrong = drift(want, seen, scope);
           return wrong.length === 0
             ? E.right(undefined)
@@ -166,7 +185,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
 export const bandwidth: Plugin = {
   type: 'bandwidth',
   versions: PLUGIN_VERSIONS,
-  about: 'felt bandwidth: limits a container\'s traffic with tbf qdiscs on its host veth and an ifb',
+  about: "felt bandwidth: limits a container's traffic with tbf qdiscs on its host veth and an ifb",
   add: cmdAdd,
   del: cmdDel,
   check: cmdCheck,

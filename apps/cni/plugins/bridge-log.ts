@@ -62,7 +62,14 @@ export function logDir(conf: NetConf): E.Either<CniError, string> {
  * before its record creates the log.
  */
 export const decideIn =
-  (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand, kind: RecordKind = 'bridge'): TE.TaskEither<CniError, void> =>
+  (
+    log: AttachmentLog,
+    ctx: Ctx,
+    dataDir: string,
+    network: string,
+    command: AttachmentCommand,
+    kind: RecordKind = 'bridge',
+  ): TE.TaskEither<CniError, void> =>
   () =>
     command.type !== 'RecordAttachment' && !log.storeExists(dataDir)
       ? Promise.resolve(E.right(undefined))
@@ -72,7 +79,9 @@ export const decideIn =
           dataDir,
           (s) =>
             E.map(() => undefined)(
-              s.transactRows(attachmentStream(network, kind), attachmentsProjection, (v) => decideAttachmentsIn(command, v), { time: ctx.now().toISOString() }),
+              s.transactRows(attachmentStream(network, kind), attachmentsProjection, (v) => decideAttachmentsIn(command, v), {
+                time: ctx.now().toISOString(),
+              }),
             ),
           // A decision waits for those of the calls running at once to be committed with them (feltd).
           true,
@@ -80,8 +89,16 @@ export const decideIn =
 
 /** The network's recorded attachments (none when there is no log, when the task runs). */
 export const attachmentsIn =
-  (log: AttachmentLog, ctx: Ctx, dataDir: string, network: string, kind: RecordKind = 'bridge'): TE.TaskEither<CniError, AttachmentsState> =>
+  (
+    log: AttachmentLog,
+    ctx: Ctx,
+    dataDir: string,
+    network: string,
+    kind: RecordKind = 'bridge',
+  ): TE.TaskEither<CniError, AttachmentsState> =>
   () =>
     !log.storeExists(dataDir)
       ? Promise.resolve(E.right(initialAttachments()))
-      : withStore(log, ctx, dataDir, (s) => E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network, kind), attachmentsProjection)))();
+      : withStore(log, ctx, dataDir, (s) =>
+          E.map((l: { state: AttachmentsState }) => l.state)(s.load(attachmentStream(network, kind), attachmentsProjection)),
+        )();

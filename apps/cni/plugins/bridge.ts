@@ -6,7 +6,15 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { attachmentPlan, attachmentScope, bridgeAddressConflicts, type AttachmentPlan } from '../../../core/bridge/desired.ts';
-import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
+import {
+  initialAttachments,
+  outsideValid,
+  recordedVethMismatch,
+  recordsOf,
+  type AttachmentCommand,
+  type AttachmentRecord,
+  type AttachmentsState,
+} from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { parseBridgeConf, type BridgeConf } from '../../../core/bridge/config.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
@@ -32,7 +40,13 @@ const observeScope = (bc: BridgeConf, scope: OwnershipScope): OwnershipScope => 
 
 type Families = readonly (4 | 6)[];
 
-function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined, families: Families = [4, 6]): TE.TaskEither<CniError, KernelState> {
+function observe(
+  ctx: Ctx,
+  bc: BridgeConf,
+  scope: OwnershipScope,
+  netns: string | undefined,
+  families: Families = [4, 6],
+): TE.TaskEither<CniError, KernelState> {
   return pipe(
     kernelFor(ctx).observe({
       namespaces: netns ? [HOST, netns] : [HOST],
@@ -49,7 +63,13 @@ function observe(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string 
  * it does not touch. `seen` plus the host's IPv6 nat chains and rules when they are wanted.
  */
 const ADD_FAMILIES: Families = [4];
-function withIpv6Masq(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, seen: KernelState, ipam: Result | undefined): TE.TaskEither<CniError, KernelState> {
+function withIpv6Masq(
+  ctx: Ctx,
+  bc: BridgeConf,
+  scope: OwnershipScope,
+  seen: KernelState,
+  ipam: Result | undefined,
+): TE.TaskEither<CniError, KernelState> {
   const v6 = (ipam?.ips ?? []).some((i) => i.address.includes(':'));
   if (!bc.ipMasq || !v6) return TE.right(seen);
   return pipe(
@@ -90,7 +110,13 @@ function ipamDel(ctx: Ctx, bc: BridgeConf, args: CmdArgs): TE.TaskEither<CniErro
  * feltd for felt_cni_add_duration_seconds). The attachment is made by now, so a log that cannot take the
  * record does not fail the ADD: only the measurement is lost.
  */
-const markReady = (journal: (c: AttachmentCommand) => TE.TaskEither<CniError, void>, who: { network: string; containerId: string; ifname: string }, hostVeth: string, ctx: Ctx, startedMs: number): TE.TaskEither<CniError, void> =>
+const markReady = (
+  journal: (c: AttachmentCommand) => TE.TaskEither<CniError, void>,
+  who: { network: string; containerId: string; ifname: string },
+  hostVeth: string,
+  ctx: Ctx,
+  startedMs: number,
+): TE.TaskEither<CniError, void> =>
   pipe(
     TE.fromIO(() => Math.max(0, ctx.now().getTime() - startedMs)),
     TE.chain((durationMs) => journal({ type: 'RecordAttachmentReady', data: { ...who, hostVeth, durationMs } })),
@@ -119,11 +145,24 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const hostNs = hostNetnsName(ctx);
   const record = journal({
     type: 'RecordAttachment',
-    data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right, conf: recordedConf(conf), cniArgs: args.args, hostVethMac, ...(hostNs ? { hostNs } : {}) },
+    data: {
+      ...who,
+      netns: args.netns,
+      hostVeth,
+      dataDir: dataDir.right,
+      conf: recordedConf(conf),
+      cniArgs: args.args,
+      hostVethMac,
+      ...(hostNs ? { hostNs } : {}),
+    },
   });
   const forget = journal({ type: 'RemoveAttachments', data: { ...who, hostVeth, reason: 'rollback' } });
 
-  const attach = (seen: KernelState, ipam: Result | undefined, conf: BridgeConf = bc): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
+  const attach = (
+    seen: KernelState,
+    ipam: Result | undefined,
+    conf: BridgeConf = bc,
+  ): E.Either<CniError, { p: AttachmentPlan; ops: Op[] }> => {
     const br = seen.links.find((l) => l.ns === HOST && l.name === bc.bridge);
     if (br && br.kind !== 'bridge') return E.left(invalidConfig(`bridge: "${bc.bridge}" already exists but is not a bridge`));
     const p = attachmentPlan({
@@ -148,7 +187,12 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // The bridge, its gateway address and the forwarding sysctls are shared by every attachment: a concurrent
   // ADD may create them between our observation and our apply, which then fails with EEXIST. Observe again
   // and converge from there (a few times: several ADDs may race on a fresh node).
-  const converge = (seen: KernelState, ipam: Result | undefined, attempt: number, conf: BridgeConf = bc): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
+  const converge = (
+    seen: KernelState,
+    ipam: Result | undefined,
+    attempt: number,
+    conf: BridgeConf = bc,
+  ): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
     pipe(
       TE.fromEither(attach(seen, ipam, conf)),
       TE.chainFirst(({ ops }) => apply(ctx, ops)),
@@ -170,7 +214,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const st = await attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name)();
     const others = E.isRight(st) && recordsOf(st.right, args.containerId, args.ifname).some((r) => r.hostVeth !== hostVeth);
     if (others) {
-      process.stderr.write(`bridge: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`);
+      process.stderr.write(
+        `bridge: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`,
+      );
       return E.right(undefined);
     }
     return ipamDel(ctx, bc, args)();
@@ -190,7 +236,13 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
   const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
-    const [seen, ipam] = await Promise.all([observe(ctx, bc, scope, args.netns, ADD_FAMILIES)(), pipe(record, TE.chain(() => ipamAdd(ctx, bc, args)))()]);
+    const [seen, ipam] = await Promise.all([
+      observe(ctx, bc, scope, args.netns, ADD_FAMILIES)(),
+      pipe(
+        record,
+        TE.chain(() => ipamAdd(ctx, bc, args)),
+      )(),
+    ]);
     if (E.isLeft(ipam)) {
       await forget();
       return ipam;
@@ -207,7 +259,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(recorded)) return recorded;
     const seen = await observe(ctx, bc, scope, args.netns, ADD_FAMILIES)();
     if (E.isLeft(seen)) return (await forget(), seen);
-    if (taken(seen.right)) return (await forget(), E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`)));
+    if (taken(seen.right))
+      return (
+        await forget(),
+        E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
+      );
     const undo = async (): Promise<void> => {
       await removeAttachment(ctx, bc, scope, args.netns)();
       await forget();
@@ -216,7 +272,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(l2)) return (await undo(), l2);
     const ipam = await ipamAdd(ctx, bc, args)();
     if (E.isLeft(ipam)) return (await undo(), ipam);
-    const now = await pipe(observe(ctx, bc, scope, args.netns, ADD_FAMILIES), TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam.right)))();
+    const now = await pipe(
+      observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
+      TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam.right)),
+    )();
     if (E.isLeft(now)) return (await ipamDel(ctx, bc, args)(), await undo(), now);
     return E.right([now.right, ipam.right, true] as const);
   };
@@ -236,7 +295,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             converge(seen, ipam, 1),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back.
             TE.orElse((err) => async () => {
-              await pipe(removeAttachment(ctx, bc, scope, args.netns), TE.chain(() => releaseOwn), TE.chain(() => forget))();
+              await pipe(
+                removeAttachment(ctx, bc, scope, args.netns),
+                TE.chain(() => releaseOwn),
+                TE.chain(() => forget),
+              )();
               return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
             }),
           ),
@@ -264,7 +327,10 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // The recorded host veths too: an ADD killed half-way may have left one. An unreadable log still lets DEL
   // remove what it finds without it; the error comes from recording the removal. What is read from the
   // kernel does not depend on the records: both are read at once.
-  const recorded = pipe(attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
+  const recorded = pipe(
+    attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name),
+    TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())),
+  );
   const remove: TE.TaskEither<CniError, void> = async () => {
     const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
     if (E.isLeft(seen)) return seen;
@@ -363,7 +429,9 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   const cont = ifs.find((i) => i.name === args.ifname && i.sandbox === args.netns);
   const host = ifs.find((i) => i !== br && !i.sandbox);
   if (!br || !cont || !host) {
-    return TE.left(invalidConfig(`prevResult.interfaces: expected the bridge "${bc.bridge}", a host veth and "${args.ifname}" in ${args.netns}`));
+    return TE.left(
+      invalidConfig(`prevResult.interfaces: expected the bridge "${bc.bridge}", a host veth and "${args.ifname}" in ${args.netns}`),
+    );
   }
   const ipam = { ips: prev.ips ?? [], routes: prev.routes ?? [] };
   const expected = attachmentPlan({

@@ -12,7 +12,13 @@ import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import { IPAM_VERSIONS, type Result } from '../../../core/cni/result.ts';
 import { parseDhcpConf, type DhcpConf } from '../../../core/dhcp/config.ts';
 import { leaseResult } from '../../../core/dhcp/lease.ts';
-import { parseDaemonResponse, PROTOCOL_VERSION, type DaemonCommand, type DaemonRequest, type DaemonResponse } from '../../../core/dhcp/protocol.ts';
+import {
+  parseDaemonResponse,
+  PROTOCOL_VERSION,
+  type DaemonCommand,
+  type DaemonRequest,
+  type DaemonResponse,
+} from '../../../core/dhcp/protocol.ts';
 import type { Plugin } from '../plugin.ts';
 
 /** The plugin gives up on a daemon that does not answer (its own exchanges are bounded by its --timeout). */
@@ -33,10 +39,17 @@ function call(socketPath: string, req: DaemonRequest): Promise<E.Either<CniError
       resolve(v);
     };
     const conn = net.connect(socketPath);
-    const timer = setTimeout(() => done(E.left(cniError(ErrCode.TryAgainLater, `dhcp: no answer from the daemon on ${socketPath} within ${ANSWER_TIMEOUT_MS / 1000} s`))), ANSWER_TIMEOUT_MS);
+    const timer = setTimeout(
+      () =>
+        done(
+          E.left(cniError(ErrCode.TryAgainLater, `dhcp: no answer from the daemon on ${socketPath} within ${ANSWER_TIMEOUT_MS / 1000} s`)),
+        ),
+      ANSWER_TIMEOUT_MS,
+    );
     conn.on('connect', () => conn.write(JSON.stringify(req) + '\n'));
     conn.on('error', (e: NodeJS.ErrnoException) => {
-      if (buf === '' && (e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'ENOTSOCK')) done(E.left({ unreachable: true, why: e.code }));
+      if (buf === '' && (e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'ENOTSOCK'))
+        done(E.left({ unreachable: true, why: e.code }));
       else done(E.left(cniError(ErrCode.IO, `dhcp: talking to the daemon on ${socketPath}: ${e.message}`)));
     });
     conn.on('data', (b: Buffer) => {

@@ -14,7 +14,10 @@ export const makeDummy = (kernel: KernelOf = kernelFor): Plugin =>
       type: 'dummy',
       about: 'felt dummy: a dummy device per container',
       parse: (conf) => parseDummyConf(conf),
-      desired: (a) => (a.addressing ? dummyPlan({ ...a, addressing: a.addressing }) : dummyPlan({ ...a, addressing: { source: a.conf.ipamType, result: {} } })),
+      desired: (a) =>
+        a.addressing
+          ? dummyPlan({ ...a, addressing: a.addressing })
+          : dummyPlan({ ...a, addressing: { source: a.conf.ipamType, result: {} } }),
     },
     kernel,
   );

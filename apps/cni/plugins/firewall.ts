@@ -11,7 +11,15 @@ import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import type { Result } from '../../../core/cni/result.ts';
 import { parseFirewallConf, type FirewallConf } from '../../../core/firewall/config.ts';
 import { attachmentScope, firewallDesired, hostPrefixes, toPlan } from '../../../core/firewall/desired.ts';
-import { decide, firewallProjection, firewallStream, parseFirewallDataDir, recordedPrefixes, type FirewallCommand, type FirewallState } from '../../../core/firewall/records.ts';
+import {
+  decide,
+  firewallProjection,
+  firewallStream,
+  parseFirewallDataDir,
+  recordedPrefixes,
+  type FirewallCommand,
+  type FirewallState,
+} from '../../../core/firewall/records.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
@@ -45,17 +53,24 @@ function removeRules(ctx: Ctx, scope: OwnershipScope): TE.TaskEither<CniError, v
 const recorded = (ctx: Ctx, dataDir: string, network: string): TE.TaskEither<CniError, FirewallState> =>
   !callStore.storeExists(dataDir)
     ? TE.right(firewallProjection.initialState())
-    : withStore(callStore, ctx, dataDir, (s) => E.map((l: { state: FirewallState }) => l.state)(s.load(firewallStream(network), firewallProjection)));
+    : withStore(callStore, ctx, dataDir, (s) =>
+        E.map((l: { state: FirewallState }) => l.state)(s.load(firewallStream(network), firewallProjection)),
+      );
 
 const record = (ctx: Ctx, dataDir: string, network: string, c: FirewallCommand): TE.TaskEither<CniError, void> =>
   c.type === 'ForgetRules' && !callStore.storeExists(dataDir)
     ? TE.right(undefined)
-    : withStore(callStore, ctx, dataDir, (s) => E.map(() => undefined)(s.transact(firewallStream(network), firewallProjection, (st) => decide(c, st), { time: ctx.now().toISOString() })));
+    : withStore(callStore, ctx, dataDir, (s) =>
+        E.map(() => undefined)(
+          s.transact(firewallStream(network), firewallProjection, (st) => decide(c, st), { time: ctx.now().toISOString() }),
+        ),
+      );
 
 const asIps = (prefixes: readonly string[]): { address: string }[] => prefixes.map((address) => ({ address }));
 
 /** ADD and CHECK: the backend decided (the config's, else the host's default; nftables needs nft). */
-const withBackend = (fc: FirewallConf): E.Either<CniError, FirewallConf> => E.map((backend: NetfilterBackend) => ({ ...fc, backend }))(resolveBackend('backend', fc.backend));
+const withBackend = (fc: FirewallConf): E.Either<CniError, FirewallConf> =>
+  E.map((backend: NetfilterBackend) => ({ ...fc, backend }))(resolveBackend('backend', fc.backend));
 
 // ------------------------------------------------------------------------------------- commands
 
@@ -79,7 +94,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const before = await recorded(ctx, dataDir.right, conf.name)();
     if (E.isLeft(before)) return before;
     const had = recordedPrefixes(before.right, args.containerId, args.ifname);
-    const noted = await record(ctx, dataDir.right, conf.name, { type: 'RecordRules', data: { ...ref, prefixes: [...had, ...mine.filter((p) => !had.includes(p))] } })();
+    const noted = await record(ctx, dataDir.right, conf.name, {
+      type: 'RecordRules',
+      data: { ...ref, prefixes: [...had, ...mine.filter((p) => !had.includes(p))] },
+    })();
     if (E.isLeft(noted)) return noted;
     ctx.stores.closeSoon();
     const applied = await pipe(
@@ -88,7 +106,14 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     )();
     if (E.isRight(applied)) return E.right({ ...prev, cniVersion: conf.cniVersion });
     await removeRules(ctx, attachmentScope(asIps(mine.filter((p) => !had.includes(p)))))();
-    await record(ctx, dataDir.right, conf.name, had.length ? { type: 'RecordRules', data: { ...ref, prefixes: had } } : { type: 'ForgetRules', data: { ...ref, reason: 'add-failed' } })();
+    await record(
+      ctx,
+      dataDir.right,
+      conf.name,
+      had.length
+        ? { type: 'RecordRules', data: { ...ref, prefixes: had } }
+        : { type: 'ForgetRules', data: { ...ref, reason: 'add-failed' } },
+    )();
     return applied;
   };
 }
@@ -103,7 +128,12 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // without prevResult after the runtime died before caching the ADD's result still removes them).
   return pipe(
     recorded(ctx, dataDir.right, conf.name),
-    TE.chain((st) => removeRules(ctx, attachmentScope([...(parsed.right.prevResult?.ips ?? []), ...asIps(recordedPrefixes(st, args.containerId, args.ifname))]))),
+    TE.chain((st) =>
+      removeRules(
+        ctx,
+        attachmentScope([...(parsed.right.prevResult?.ips ?? []), ...asIps(recordedPrefixes(st, args.containerId, args.ifname))]),
+      ),
+    ),
     TE.chain(() => record(ctx, dataDir.right, conf.name, { type: 'ForgetRules', data: { ...ref, reason: 'del' } })),
   );
 }

@@ -63,14 +63,18 @@ function listSysfs(deps: HostDeviceDeps, s: Selector): E.Either<CniError, Listed
   if (s.by === 'kernelpath') {
     const dir = join(deps.sysfs, s.path.slice('/sys/'.length), 'net');
     const found = names(dir);
-    return found ? E.right({ kind: 'names', names: found }) : E.left(invalidConfig(`kernelpath: failed to find network devices at "${s.path}/net"`));
+    return found
+      ? E.right({ kind: 'names', names: found })
+      : E.left(invalidConfig(`kernelpath: failed to find network devices at "${s.path}/net"`));
   }
   const pci = join(deps.sysfs, 'bus/pci/devices', s.id);
   if (!existsSync(pci)) {
     // runtimeConfig.deviceID may also name an auxiliary device (newer reference releases).
     const aux = join(deps.sysfs, 'bus/auxiliary/devices', s.id, 'net');
     const found = s.field === 'runtimeConfig.deviceID' ? names(aux) : undefined;
-    return found ? E.right({ kind: 'names', names: found }) : E.left(invalidConfig(`${s.field}: no PCI${s.field === 'pciBusID' ? '' : ' or auxiliary'} device ${JSON.stringify(s.id)}`));
+    return found
+      ? E.right({ kind: 'names', names: found })
+      : E.left(invalidConfig(`${s.field}: no PCI${s.field === 'pciBusID' ? '' : ' or auxiliary'} device ${JSON.stringify(s.id)}`));
   }
   let driver: string | undefined;
   try {
@@ -79,8 +83,11 @@ function listSysfs(deps: HostDeviceDeps, s: Selector): E.Either<CniError, Listed
     driver = undefined;
   }
   if (driver !== undefined && USERSPACE_DRIVERS.has(driver)) return E.right({ kind: 'dpdk', driver });
-  const net = names(join(pci, 'net')) ?? (names(pci) ?? []).filter((d) => d.startsWith('virtio')).flatMap((d) => names(join(pci, d, 'net')) ?? []);
-  return net.length ? E.right({ kind: 'names', names: net }) : E.left(invalidConfig(`${s.field}: no net directory under PCI device ${JSON.stringify(s.id)}`));
+  const net =
+    names(join(pci, 'net')) ?? (names(pci) ?? []).filter((d) => d.startsWith('virtio')).flatMap((d) => names(join(pci, d, 'net')) ?? []);
+  return net.length
+    ? E.right({ kind: 'names', names: net })
+    : E.left(invalidConfig(`${s.field}: no net directory under PCI device ${JSON.stringify(s.id)}`));
 }
 
 // ----------------------------------------------------------------------------------------------- effects
@@ -91,19 +98,30 @@ const observe = (deps: HostDeviceDeps, ctx: Ctx, namespaces: readonly NsRef[], w
 const apply = (deps: HostDeviceDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(deps.kernel(ctx), ops);
 
 const record = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf, c: HostDeviceCommand): TE.TaskEither<CniError, void> =>
-  TE.map(() => undefined)(withStore(deps, ctx, hc.dataDir, (store) => store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() })));
+  TE.map(() => undefined)(
+    withStore(deps, ctx, hc.dataDir, (store) =>
+      store.transact(hostDeviceStream(hc.name), hostDeviceProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }),
+    ),
+  );
 
 /** The recorded attachments; none when felt's log does not exist (DEL and CHECK never create it). */
 const load = (deps: HostDeviceDeps, ctx: Ctx, hc: HostDeviceConf): TE.TaskEither<CniError, HostDeviceState> =>
   deps.storeExists(hc.dataDir)
-    ? TE.map((l: { state: HostDeviceState }) => l.state)(withStore(deps, ctx, hc.dataDir, (store) => store.load(hostDeviceStream(hc.name), hostDeviceProjection)))
+    ? TE.map((l: { state: HostDeviceState }) => l.state)(
+        withStore(deps, ctx, hc.dataDir, (store) => store.load(hostDeviceStream(hc.name), hostDeviceProjection)),
+      )
     : TE.right(hostDeviceProjection.initialState());
 
 /**
  * "Not attached": the device back in the host as it was, when it is in the pod or in the host; nothing when it
  * is neither (gone with its namespace, or moved into another pod by a concurrent ADD that won).
  */
-function detached(seen: KernelState, netns: string, ifname: string, original: Original | { readonly name: string } | undefined): { want: KernelState; there: boolean } {
+function detached(
+  seen: KernelState,
+  netns: string,
+  ifname: string,
+  original: Original | { readonly name: string } | undefined,
+): { want: KernelState; there: boolean } {
   const inPod = seen.links.some((l) => l.ns === netns && l.name === ifname);
   const there = original !== undefined && (inPod || seen.links.some((l) => l.ns === HOST && l.name === original.name));
   return { want: there ? releasedState(netns, ifname, original) : emptyKernelState(), there };
@@ -142,31 +160,44 @@ const cmdAdd =
 
     // A userspace-driver device: nothing to move; the result has no interface.
     if (listed.right.kind === 'dpdk') {
-      return TE.map((r: Result | undefined) => ({ cniVersion: conf.cniVersion, ...(r?.ips?.length ? { ips: r.ips } : {}), ...(r?.routes?.length ? { routes: r.routes } : {}), ...dns }))(
-        delegateIpam(ctx, hc, args, 'ADD'),
-      );
+      return TE.map((r: Result | undefined) => ({
+        cniVersion: conf.cniVersion,
+        ...(r?.ips?.length ? { ips: r.ips } : {}),
+        ...(r?.routes?.length ? { routes: r.routes } : {}),
+        ...dns,
+      }))(delegateIpam(ctx, hc, args, 'ADD'));
     }
     const candidates = listed.right.names;
 
     const attach = (seen: KernelState, dev: Link): TE.TaskEither<CniError, Result> => {
       const original: Original = originalOf(dev);
-      const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-        await delegateIpam(ctx, hc, args, 'DEL')();
-        return E.left(err);
-      };
+      const release =
+        (err: CniError): TE.TaskEither<CniError, never> =>
+        async () => {
+          await delegateIpam(ctx, hc, args, 'DEL')();
+          return E.left(err);
+        };
       // Whatever failed after the record, converge back to "the device is in the host, as it was".
-      const rollBack = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-        await pipe(
-          converge(deps, ctx, args.netns, args.ifname, original),
-          TE.chain(() => delegateIpam(ctx, hc, args, 'DEL')),
-          TE.chain(() => record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason: 'add-failed' } })),
-        )();
-        return E.left(err);
-      };
+      const rollBack =
+        (err: CniError): TE.TaskEither<CniError, never> =>
+        async () => {
+          await pipe(
+            converge(deps, ctx, args.netns, args.ifname, original),
+            TE.chain(() => delegateIpam(ctx, hc, args, 'DEL')),
+            TE.chain(() => record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason: 'add-failed' } })),
+          )();
+          return E.left(err);
+        };
       return pipe(
         delegateIpam(ctx, hc, args, 'ADD'),
         TE.chain((res) => {
-          const want = attachedState({ netns: args.netns, ifname: args.ifname, original, ipamType: hc.ipamType, ...(res ? { ipam: res } : {}) });
+          const want = attachedState({
+            netns: args.netns,
+            ifname: args.ifname,
+            original,
+            ipamType: hc.ipamType,
+            ...(res ? { ipam: res } : {}),
+          });
           if (E.isLeft(want)) return release(want.left);
           const result: Result = {
             cniVersion: conf.cniVersion,
@@ -178,7 +209,9 @@ const cmdAdd =
           return pipe(
             record(deps, ctx, hc, { type: 'RecordAttachment', data: { ...ref, netns: args.netns, original } }),
             TE.orElseW(release),
-            TE.chain(() => pipe(apply(deps, ctx, plan(want.right.kernel, seen, hostDeviceScope(args.ifname, args.netns))), TE.orElseW(rollBack))),
+            TE.chain(() =>
+              pipe(apply(deps, ctx, plan(want.right.kernel, seen, hostDeviceScope(args.ifname, args.netns))), TE.orElseW(rollBack)),
+            ),
             TE.map(() => result),
           );
         }),
@@ -189,7 +222,9 @@ const cmdAdd =
       observe(deps, ctx, [HOST, args.netns]),
       TE.chain((seen) => {
         if (seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)) {
-          return TE.left(cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`));
+          return TE.left(
+            cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`),
+          );
         }
         const dev = pickDevice(hc.selector, seen.links, candidates);
         if (E.isRight(dev)) return attach(seen, dev.right);
@@ -219,13 +254,22 @@ const cmdDel =
           known ? record(deps, ctx, hc, { type: 'ForgetAttachment', data: { ...ref, reason } }) : TE.right(undefined);
         // DEL may come many times, before any ADD, and after the namespace is gone: none is an error.
         const netns = args.netns !== '' ? args.netns : (known?.netns ?? '');
-        if (!liveNetns(netns)) return pipe(ipamDel, TE.chain(() => forget('netns-gone')));
+        if (!liveNetns(netns))
+          return pipe(
+            ipamDel,
+            TE.chain(() => forget('netns-gone')),
+          );
         return pipe(
           observe(deps, ctx, [HOST, netns]),
           TE.chain((seen) => {
             const inPod = seen.links.find((l) => l.ns === netns && l.name === args.ifname);
             // Without a record (an attachment felt did not make) the alias names the device, as for the reference.
-            const { want, there } = detached(seen, netns, args.ifname, known?.original ?? (inPod?.alias ? { name: inPod.alias } : undefined));
+            const { want, there } = detached(
+              seen,
+              netns,
+              args.ifname,
+              known?.original ?? (inPod?.alias ? { name: inPod.alias } : undefined),
+            );
             return pipe(
               apply(deps, ctx, plan(want, seen, hostDeviceScope(args.ifname, netns))),
               TE.chain(() => ipamDel),
@@ -243,7 +287,8 @@ const cmdCheck =
     const parsed = parseHostDeviceConf(conf);
     if (E.isLeft(parsed)) return TE.left(parsed.left);
     const hc = parsed.right;
-    if (conf.raw['prevResult'] === undefined || conf.raw['prevResult'] === null) return TE.left(invalidConfig('prevResult: required for CHECK'));
+    if (conf.raw['prevResult'] === undefined || conf.raw['prevResult'] === null)
+      return TE.left(invalidConfig('prevResult: required for CHECK'));
     const prev = readResult(conf.raw['prevResult']);
     if (E.isLeft(prev)) return TE.left(invalidConfig(`prevResult: ${prev.left}`));
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
@@ -275,7 +320,9 @@ const cmdCheck =
             const wrong = drift({ ...want.right.kernel, links, sysctls: [] }, seen, scope);
             return wrong.length === 0
               ? E.right(undefined)
-              : E.left(cniError(ErrCode.Drift, `host-device attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+              : E.left(
+                  cniError(ErrCode.Drift, `host-device attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`),
+                );
           }),
         ),
       ),

@@ -64,7 +64,14 @@ export const ipamAdd =
         const command: IpamCommand = { type: 'AllocateAddresses', data: { conf: ic, containerId: args.containerId, ifname: args.ifname } };
         return pipe(
           run(deps, ctx, ic, command),
-          TE.map((t) => ({ ...ipamResult(ic, t.events.map((e) => e.data), dns), cniVersion: conf.cniVersion })),
+          TE.map((t) => ({
+            ...ipamResult(
+              ic,
+              t.events.map((e) => e.data),
+              dns,
+            ),
+            cniVersion: conf.cniVersion,
+          })),
         );
       }),
     );
@@ -78,7 +85,10 @@ export const ipamDel =
       TE.chain((ic) =>
         deps.storeExists(ic.dataDir)
           ? TE.map(() => undefined)(
-              run(deps, ctx, ic, { type: 'ReleaseAddresses', data: { network: ic.network, containerId: args.containerId, ifname: args.ifname } }),
+              run(deps, ctx, ic, {
+                type: 'ReleaseAddresses',
+                data: { network: ic.network, containerId: args.containerId, ifname: args.ifname },
+              }),
             )
           : TE.right(undefined),
       ),
@@ -94,7 +104,9 @@ export const ipamCheck =
         const prev = conf.raw['prevResult'] === undefined ? undefined : parseResult(conf.raw['prevResult']);
         const addrs = prev?.ips?.map((i) => i.address) ?? [];
         if (!deps.storeExists(ic.dataDir)) {
-          return TE.left(cniError(ErrCode.Drift, `host-local: no address is allocated to ${args.containerId}/${args.ifname} in network "${ic.network}"`));
+          return TE.left(
+            cniError(ErrCode.Drift, `host-local: no address is allocated to ${args.containerId}/${args.ifname} in network "${ic.network}"`),
+          );
         }
         return withStore(deps, ctx, ic.dataDir, (store) =>
           store.view(ipamStream(ic.network), ipamProjection, (view) => checkAllocationIn(view, ic, args.containerId, args.ifname, addrs)),
@@ -111,7 +123,9 @@ export const ipamGc =
       TE.chain((ic) => {
         if (!ic.validAttachments) return TE.left(invalidConfig('cni.dev/valid-attachments: required for GC'));
         if (!deps.storeExists(ic.dataDir)) return TE.right(undefined);
-        return TE.map(() => undefined)(run(deps, ctx, ic, { type: 'CollectGarbage', data: { network: ic.network, validAttachments: ic.validAttachments } }));
+        return TE.map(() => undefined)(
+          run(deps, ctx, ic, { type: 'CollectGarbage', data: { network: ic.network, validAttachments: ic.validAttachments } }),
+        );
       }),
     );
 

@@ -46,7 +46,9 @@ export const loopback: Plugin = {
         // where IPv6 is on): the result names them as the reference does, then whatever else lo carries.
         const v6 = seen.sysctls.find((x) => x.ns === args.netns && x.key === LO_IPV6_OFF)?.value === '0';
         const kernelMade = ['127.0.0.1/8', ...(v6 ? ['::1/128'] : [])];
-        const addrs = [...new Set([...kernelMade, ...seen.addresses.filter((a) => a.ns === args.netns && a.dev === 'lo').map((a) => a.cidr)])];
+        const addrs = [
+          ...new Set([...kernelMade, ...seen.addresses.filter((a) => a.ns === args.netns && a.dev === 'lo').map((a) => a.cidr)]),
+        ];
         const bad = addrs.find((a) => !isLoopbackAddr(a));
         if (bad) return E.left(cniError(ErrCode.InvalidNetworkConfig, `loopback interface found with non-loopback address ${bad}`));
         const prev = conf.raw['prevResult'];
@@ -72,7 +74,10 @@ export const loopback: Plugin = {
   check: (args, _conf, ctx) => {
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     return pipe(
-      kernelFor(ctx).observe({ namespaces: [args.netns], scope: { links: [{ ns: args.netns, name: 'lo' }], devices: [], chains: [], ruleMarkers: [] } }),
+      kernelFor(ctx).observe({
+        namespaces: [args.netns],
+        scope: { links: [{ ns: args.netns, name: 'lo' }], devices: [], chains: [], ruleMarkers: [] },
+      }),
       TE.mapLeft(kernelError),
       TE.chainEitherK((seen) => {
         const lo = seen.links.find((l) => l.ns === args.netns && l.name === 'lo');

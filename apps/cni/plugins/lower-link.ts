@@ -80,13 +80,17 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const where = c.linkInContainer ? args.netns : HOST;
     const scope = lowerLinkScope(args.ifname, args.netns);
-    const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-      await delegateIpam(ctx, c, args, 'DEL')();
-      return E.left(err);
-    };
+    const release =
+      (err: CniError): TE.TaskEither<CniError, never> =>
+      async () => {
+        await delegateIpam(ctx, c, args, 'DEL')();
+        return E.left(err);
+      };
     const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
       if (seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)) {
-        return release(cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`));
+        return release(
+          cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`),
+        );
       }
       const master = findMaster(named.right, seen, where);
       if (E.isLeft(master)) return release(master.left);
@@ -107,7 +111,10 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
         apply(ctx, plan(p.right.kernel, seen, scope)),
         TE.map(() => p.right.result),
         TE.orElse((err) => async () => {
-          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, c, args, 'DEL')))();
+          await pipe(
+            remove(ctx, args.netns, args.ifname),
+            TE.chain(() => delegateIpam(ctx, c, args, 'DEL')),
+          )();
           return E.left<CniError, Result>(err);
         }),
       );
@@ -150,13 +157,19 @@ export function makeLowerLinkPlugin<C extends LowerLinkConf>(kind: LowerLinkKind
       TE.chainEitherK((seen) => {
         // At CHECK prevResult is this plugin's own result: only a configured master is looked up (as the reference).
         const own = seen.links.find((l) => l.ns === args.netns && l.name === args.ifname);
-        let masterName = own ? lowerOf(own)?.master ?? '' : '';
+        let masterName = own ? (lowerOf(own)?.master ?? '') : '';
         if (c.master) {
           const m = findMaster({ name: c.master, from: 'master' }, seen, where);
           if (E.isLeft(m)) return m;
           masterName = m.right.name;
         }
-        const p = kind.desired({ conf: c, master: masterName, ifname: args.ifname, netns: args.netns, addressing: { source: 'prevResult', result } });
+        const p = kind.desired({
+          conf: c,
+          master: masterName,
+          ifname: args.ifname,
+          netns: args.netns,
+          addressing: { source: 'prevResult', result },
+        });
         if (E.isLeft(p)) return p;
         const links = p.right.kernel.links.map((l) => (l.name === args.ifname && cont.mac ? { ...l, mac: cont.mac } : l));
         const wrong = drift({ ...p.right.kernel, links, sysctls: [] }, seen, scope);

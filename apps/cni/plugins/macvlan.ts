@@ -41,12 +41,15 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const where = mc.linkInContainer ? args.netns : HOST;
   const scope = macvlanScope(args.ifname, args.netns);
   const mac = mc.mac ?? macFromBytes(ctx.randomBytes(6));
-  const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-    await delegateIpam(ctx, mc, args, 'DEL')();
-    return E.left(err);
-  };
+  const release =
+    (err: CniError): TE.TaskEither<CniError, never> =>
+    async () => {
+      await delegateIpam(ctx, mc, args, 'DEL')();
+      return E.left(err);
+    };
   const exists = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
-  const taken = (): CniError => cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`);
+  const taken = (): CniError =>
+    cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`);
   /** Plan and apply the attachment (`madeHere`: the interface is this ADD's own, made before IPAM ran). */
   const attach = (seen: KernelState, res: Result | undefined, madeHere = false, conf = mc): TE.TaskEither<CniError, Result> => {
     if (!madeHere && exists(seen)) return release(taken());
@@ -66,7 +69,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       apply(ctx, plan(p.right.kernel, seen, scope)),
       TE.map(() => p.right.result),
       TE.orElse((err) => async () => {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
+        await pipe(
+          remove(ctx, args.netns, args.ifname),
+          TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')),
+        )();
         return E.left<CniError, Result>(err);
       }),
     );
@@ -87,7 +93,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       }
       const now = await observe(ctx, [HOST, args.netns], scope)();
       if (E.isLeft(now)) {
-        await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')))();
+        await pipe(
+          remove(ctx, args.netns, args.ifname),
+          TE.chain(() => delegateIpam(ctx, mc, args, 'DEL')),
+        )();
         return now;
       }
       return attach(now.right, res.right, true)();
@@ -109,7 +118,11 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const release = TE.map(() => undefined)(delegateIpam(ctx, parsed.right, args, 'DEL'));
   // An IPAM plugin that talks on the interface (dhcp releases its lease through it) goes first, as in the
   // reference; one that only hands out addresses goes last, so a failed removal keeps the address.
-  if (NEEDS_INTERFACE.has(parsed.right.ipamType)) return pipe(release, TE.chain(() => remove(ctx, netns, args.ifname)));
+  if (NEEDS_INTERFACE.has(parsed.right.ipamType))
+    return pipe(
+      release,
+      TE.chain(() => remove(ctx, netns, args.ifname)),
+    );
   return pipe(
     remove(ctx, netns, args.ifname),
     TE.chain(() => release),
@@ -134,10 +147,19 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
     TE.chainEitherK((seen) => {
       const master = masterOf(mc, seen, where);
       if (E.isLeft(master)) return master;
-      const p = macvlanPlan({ conf: mc, master: master.right.name, ifname: args.ifname, netns: args.netns, mac: cont.mac ?? '', ipam: { ips: prev.right.ips ?? [], routes: prev.right.routes ?? [] } });
+      const p = macvlanPlan({
+        conf: mc,
+        master: master.right.name,
+        ifname: args.ifname,
+        netns: args.netns,
+        mac: cont.mac ?? '',
+        ipam: { ips: prev.right.ips ?? [], routes: prev.right.routes ?? [] },
+      });
       if (E.isLeft(p)) return p;
       const wrong = drift({ ...p.right.kernel, sysctls: [] }, seen, scope);
-      return wrong.length === 0 ? E.right(undefined) : E.left(cniError(ErrCode.Drift, `macvlan attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+      return wrong.length === 0
+        ? E.right(undefined)
+        : E.left(cniError(ErrCode.Drift, `macvlan attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
     }),
   );
 }

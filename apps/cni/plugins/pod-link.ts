@@ -35,7 +35,10 @@ export interface PodLinkKind<C extends { readonly ipamType: string; readonly mac
   readonly desired: (a: PodLinkAttachment<C>) => E.Either<CniError, { kernel: KernelState; scope: OwnershipScope; result: Result }>;
 }
 
-export function makePodLinkPlugin<C extends { readonly ipamType: string; readonly mac?: string }>(kind: PodLinkKind<C>, kernel: KernelOf): Plugin {
+export function makePodLinkPlugin<C extends { readonly ipamType: string; readonly mac?: string }>(
+  kind: PodLinkKind<C>,
+  kernel: KernelOf,
+): Plugin {
   const observe = (ctx: Ctx, namespaces: readonly NsRef[], scope: OwnershipScope): TE.TaskEither<CniError, KernelState> =>
     observeIn(kernel(ctx), { namespaces, scope });
   const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernel(ctx), ops);
@@ -50,23 +53,36 @@ export function makePodLinkPlugin<C extends { readonly ipamType: string; readonl
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const scope = lowerLinkScope(args.ifname, args.netns);
     const mac = c.mac ?? macFromBytes(ctx.randomBytes(6));
-    const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-      await delegateIpam(ctx, c, args, 'DEL')();
-      return E.left(err);
-    };
+    const release =
+      (err: CniError): TE.TaskEither<CniError, never> =>
+      async () => {
+        await delegateIpam(ctx, c, args, 'DEL')();
+        return E.left(err);
+      };
     const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
       if (seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)) {
-        return release(cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`));
+        return release(
+          cniError(ErrCode.InterfaceExists, `container interface name provided (${args.ifname}) already exists in ${args.netns}`),
+        );
       }
       const bad = kind.precondition?.(c, seen, args.netns);
       if (bad) return release(bad);
-      const p = kind.desired({ conf: c, ifname: args.ifname, netns: args.netns, mac, ...(res ? { addressing: { source: c.ipamType, result: res } } : {}) });
+      const p = kind.desired({
+        conf: c,
+        ifname: args.ifname,
+        netns: args.netns,
+        mac,
+        ...(res ? { addressing: { source: c.ipamType, result: res } } : {}),
+      });
       if (E.isLeft(p)) return release(p.left);
       return pipe(
         apply(ctx, plan(p.right.kernel, seen, scope)),
         TE.map(() => p.right.result),
         TE.orElse((err) => async () => {
-          await pipe(remove(ctx, args.netns, args.ifname), TE.chain(() => delegateIpam(ctx, c, args, 'DEL')))();
+          await pipe(
+            remove(ctx, args.netns, args.ifname),
+            TE.chain(() => delegateIpam(ctx, c, args, 'DEL')),
+          )();
           return E.left<CniError, Result>(err);
         }),
       );

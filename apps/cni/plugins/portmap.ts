@@ -15,7 +15,13 @@ import { formatIP } from '../../../core/ip/ip.ts';
 import { emptyKernelState, HOST, type IptFamily, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { isLinkName } from '../../../core/kernel/names.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
-import { containerAddresses, parsePortMapConf, requirePrevResult, type ContainerAddresses, type PortMapConf } from '../../../core/portmap/config.ts';
+import {
+  containerAddresses,
+  parsePortMapConf,
+  requirePrevResult,
+  type ContainerAddresses,
+  type PortMapConf,
+} from '../../../core/portmap/config.ts';
 import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portmap/desired.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError } from '../kit.ts';
@@ -29,7 +35,9 @@ const families = (): IptFamily[] => (existsSync('/proc/sys/net/ipv6') ? [4, 6] :
 const parse = (conf: NetConf): E.Either<CniError, PortMapConf> => parsePortMapConf(conf);
 /** ADD and CHECK: the backend decided (the config's, else the host's default; nftables needs nft). */
 const parseWithBackend = (conf: NetConf): E.Either<CniError, PortMapConf> =>
-  E.chain((pc: PortMapConf) => E.map((backend: NetfilterBackend) => ({ ...pc, backend }))(resolveBackend('backend', pc.backend)))(parse(conf));
+  E.chain((pc: PortMapConf) => E.map((backend: NetfilterBackend) => ({ ...pc, backend }))(resolveBackend('backend', pc.backend)))(
+    parse(conf),
+  );
 
 function observe(ctx: Ctx, scope: OwnershipScope, desired?: KernelState): TE.TaskEither<CniError, KernelState> {
   return pipe(
@@ -106,7 +114,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const scope = portmapScope(HOST, pc.name, args.containerId);
   return pipe(
     TE.fromTask(routableHostIf(ctx, addrs, pc)),
-    TE.map((hostIf) => portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) })),
+    TE.map((hostIf) =>
+      portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) }),
+    ),
     TE.chain((desired) =>
       pipe(
         observe(ctx, scope, desired),

@@ -19,20 +19,34 @@ import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
-import { initialAttachments, outsideValid, recordedVethMismatch, recordsOf, type AttachmentCommand, type AttachmentRecord, type AttachmentsState } from '../../../core/bridge/attachments.ts';
+import {
+  initialAttachments,
+  outsideValid,
+  recordedVethMismatch,
+  recordsOf,
+  type AttachmentCommand,
+  type AttachmentRecord,
+  type AttachmentsState,
+} from '../../../core/bridge/attachments.ts';
 import { parseAttachments } from '../../../core/ipam/config.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
 
 const observe = (ctx: Ctx, pc: PtpConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> =>
-  pipe(kernelFor(ctx).observe({ namespaces: netns ? [HOST, netns] : [HOST], scope, iptables: pc.ipMasq ? [4, 6] : [] }), TE.mapLeft(kernelError));
+  pipe(
+    kernelFor(ctx).observe({ namespaces: netns ? [HOST, netns] : [HOST], scope, iptables: pc.ipMasq ? [4, 6] : [] }),
+    TE.mapLeft(kernelError),
+  );
 
-const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> =>
-  applyIn(kernelFor(ctx), ops);
+const apply = (ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> => applyIn(kernelFor(ctx), ops);
 
 const remove = (ctx: Ctx, pc: PtpConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, void> =>
-  pipe(observe(ctx, pc, scope, netns), TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))));
+  pipe(
+    observe(ctx, pc, scope, netns),
+    TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))),
+  );
 
-const ipam = (ctx: Ctx, pc: PtpConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK') => ctx.delegate(pc.ipamType, command, args.stdin, args);
+const ipam = (ctx: Ctx, pc: PtpConf, args: CmdArgs, command: 'ADD' | 'DEL' | 'CHECK') =>
+  ctx.delegate(pc.ipamType, command, args.stdin, args);
 
 /** ptp's attachment records: bridge's, in stream `ptp/<network>` of the log host-local uses. */
 const journal = (ctx: Ctx, dataDir: string, network: string, command: AttachmentCommand): TE.TaskEither<CniError, void> =>
@@ -71,7 +85,16 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const hostNs = hostNetnsName(ctx);
   const record = journal(ctx, dataDir.right, pc.name, {
     type: 'RecordAttachment',
-    data: { ...who, netns: args.netns, hostVeth, dataDir: dataDir.right, conf: recordedConf(conf), cniArgs: args.args, hostVethMac, ...(hostNs ? { hostNs } : {}) },
+    data: {
+      ...who,
+      netns: args.netns,
+      hostVeth,
+      dataDir: dataDir.right,
+      conf: recordedConf(conf),
+      cniArgs: args.args,
+      hostVethMac,
+      ...(hostNs ? { hostNs } : {}),
+    },
   });
   const forget = journal(ctx, dataDir.right, pc.name, { type: 'RemoveAttachments', data: { ...who, hostVeth, reason: 'rollback' } });
   // IPAM's DEL releases every address of (container, ifname): while another attachment of the key is recorded
@@ -79,16 +102,20 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const releaseOwn: TE.TaskEither<CniError, void> = async () => {
     const st = await attachmentsIn(sqliteLog, ctx, dataDir.right, pc.name, 'ptp')();
     if (E.isRight(st) && recordsOf(st.right, args.containerId, args.ifname).some((r) => r.hostVeth !== hostVeth)) {
-      process.stderr.write(`ptp: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`);
+      process.stderr.write(
+        `ptp: ${args.containerId}/${args.ifname} has another recorded attachment: the address of this failed ADD stays allocated to it until its DEL\n`,
+      );
       return E.right(undefined);
     }
     return TE.map(() => undefined)(ipam(ctx, pc, args, 'DEL'))();
   };
-  const release = (err: CniError): TE.TaskEither<CniError, never> => async () => {
-    await releaseOwn();
-    await forget();
-    return E.left(err);
-  };
+  const release =
+    (err: CniError): TE.TaskEither<CniError, never> =>
+    async () => {
+      await releaseOwn();
+      await forget();
+      return E.left(err);
+    };
   const attach = (seen: KernelState, res: Result | undefined): TE.TaskEither<CniError, Result> => {
     if (seen.links.some((l) => l.ns === args.netns && l.name === args.ifname)) {
       return release(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`));
@@ -109,14 +136,24 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       TE.map(() => p.right.result),
       // Whatever failed, converge back to "not attached" and give the address back.
       TE.orElse((err) => async () => {
-        await pipe(remove(ctx, pc, scope, args.netns), TE.chain(() => releaseOwn), TE.chain(() => forget))();
+        await pipe(
+          remove(ctx, pc, scope, args.netns),
+          TE.chain(() => releaseOwn),
+          TE.chain(() => forget),
+        )();
         return E.left<CniError, Result>(err);
       }),
     );
   };
   // Reading the kernel and allocating the address are independent: both at once.
   return async () => {
-    const [seen, res] = await Promise.all([observe(ctx, pc, scope, args.netns)(), pipe(record, TE.chain(() => ipam(ctx, pc, args, 'ADD')))()]);
+    const [seen, res] = await Promise.all([
+      observe(ctx, pc, scope, args.netns)(),
+      pipe(
+        record,
+        TE.chain(() => ipam(ctx, pc, args, 'ADD')),
+      )(),
+    ]);
     if (E.isLeft(res)) return (await forget(), res);
     ctx.stores.closeSoon();
     if (E.isLeft(seen)) return release(seen.left)();
@@ -134,7 +171,10 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const netns = liveNetns(args.netns);
   const own = ptpScope(pc, args.containerId, args.ifname, netns ?? '');
   // The recorded host veths too (an ADD killed half-way may have left one), each only if it is that veth.
-  const recorded = pipe(attachmentsIn(sqliteLog, ctx, dataDir.right, pc.name, 'ptp'), TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())));
+  const recorded = pipe(
+    attachmentsIn(sqliteLog, ctx, dataDir.right, pc.name, 'ptp'),
+    TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())),
+  );
   const removeAll: TE.TaskEither<CniError, void> = async () => {
     const [seen, st] = await Promise.all([observe(ctx, pc, own, netns)(), recorded()]);
     if (E.isLeft(seen)) return seen;
@@ -145,7 +185,12 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   return pipe(
     removeAll,
     TE.chain(() => TE.map(() => undefined)(ipam(ctx, pc, args, 'DEL'))),
-    TE.chain(() => journal(ctx, dataDir.right, pc.name, { type: 'RemoveAttachments', data: { network: pc.name, containerId: args.containerId, ifname: args.ifname, reason: 'del' } })),
+    TE.chain(() =>
+      journal(ctx, dataDir.right, pc.name, {
+        type: 'RemoveAttachments',
+        data: { network: pc.name, containerId: args.containerId, ifname: args.ifname, reason: 'del' },
+      }),
+    ),
   );
 }
 
@@ -215,7 +260,9 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
     TE.chain(() => observe(ctx, pc, scope, args.netns)),
     TE.chainEitherK((seen) => {
       const wrong = drift(want, seen, scope);
-      return wrong.length === 0 ? E.right(undefined) : E.left(cniError(ErrCode.Drift, `ptp attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+      return wrong.length === 0
+        ? E.right(undefined)
+        : E.left(cniError(ErrCode.Drift, `ptp attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
     }),
   );
 }

@@ -37,7 +37,11 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     (undo: SbrDesired['undo']) =>
     (err: CniError): TE.TaskEither<CniError, void> =>
     async () => {
-      if (undo) await pipe(observe(ctx, args.netns), TE.chain((now) => apply(ctx, plan(undo.kernel, now, undo.scope))))();
+      if (undo)
+        await pipe(
+          observe(ctx, args.netns),
+          TE.chain((now) => apply(ctx, plan(undo.kernel, now, undo.scope))),
+        )();
       return E.left(err);
     };
   return pipe(

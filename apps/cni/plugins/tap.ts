@@ -23,7 +23,9 @@ export const makeTap = (kernel: KernelOf = kernelFor, selinux: () => boolean = h
       // Checked at ADD only: DEL and CHECK of such a config still work.
       precondition: (c, seen, netns) => {
         if (c.selinuxContext !== undefined && !selinux()) {
-          return invalidConfig(`selinuxContext: this host has no SELinux (/sys/fs/selinux is not mounted), so the tap cannot be labelled ${c.selinuxContext}`);
+          return invalidConfig(
+            `selinuxContext: this host has no SELinux (/sys/fs/selinux is not mounted), so the tap cannot be labelled ${c.selinuxContext}`,
+          );
         }
         if (!c.bridge) return undefined;
         const b = seen.links.find((l) => l.ns === netns && l.name === c.bridge);

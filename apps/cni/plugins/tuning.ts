@@ -58,7 +58,9 @@ function allowlist(deps: TuningDeps): E.Either<CniError, Allowlist | undefined> 
 const parse = (deps: TuningDeps, args: CmdArgs, conf: NetConf, withAllowlist: boolean): E.Either<CniError, TuningConf> =>
   pipe(
     withAllowlist ? allowlist(deps) : E.right(undefined),
-    E.chain((al) => parseTuningConf({ conf, stdin: args.stdin, cniArgs: args.args, ifname: args.ifname, ...(al ? { allowlist: al } : {}) })),
+    E.chain((al) =>
+      parseTuningConf({ conf, stdin: args.stdin, cniArgs: args.args, ifname: args.ifname, ...(al ? { allowlist: al } : {}) }),
+    ),
   );
 
 function prevResult(conf: NetConf): E.Either<CniError, Result> {
@@ -70,7 +72,9 @@ function prevResult(conf: NetConf): E.Either<CniError, Result> {
 }
 
 const record = (deps: TuningDeps, ctx: Ctx, dataDir: string, network: string, c: TuningCommand) =>
-  withStore(deps, ctx, dataDir, (store) => store.transact(tuningStream(network), tuningProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }));
+  withStore(deps, ctx, dataDir, (store) =>
+    store.transact(tuningStream(network), tuningProjection, (s) => decide(c, s), { time: ctx.now().toISOString() }),
+  );
 
 function observe(deps: TuningDeps, ctx: Ctx, netns: string, keys: readonly string[]): TE.TaskEither<CniError, KernelState> {
   return observeIn(deps.kernel(ctx), { namespaces: [netns], sysctls: keys.map((key) => ({ ns: netns, key })) });
@@ -81,7 +85,12 @@ const apply = (deps: TuningDeps, ctx: Ctx, ops: readonly Op[]): TE.TaskEither<Cn
 /** Put the originals back on what is still there (the same plan machinery, with the originals desired). */
 function restore(deps: TuningDeps, ctx: Ctx, netns: string, ifname: string, orig: Originals): TE.TaskEither<CniError, void> {
   return pipe(
-    observe(deps, ctx, netns, orig.sysctls.map((s) => s.key)),
+    observe(
+      deps,
+      ctx,
+      netns,
+      orig.sysctls.map((s) => s.key),
+    ),
     TE.chain((seen) => apply(deps, ctx, plan(restoredState(orig, seen, netns, ifname), seen, emptyScope()))),
   );
 }
@@ -98,12 +107,19 @@ const cmdAdd =
     const ref = { network: tc.name, containerId: args.containerId, ifname: args.ifname };
     const want = tunedState(tc, args.netns, args.ifname);
     return pipe(
-      observe(deps, ctx, args.netns, tc.sysctls.map((s) => s.key)),
+      observe(
+        deps,
+        ctx,
+        args.netns,
+        tc.sysctls.map((s) => s.key),
+      ),
       TE.chain((seen) =>
         pipe(
           TE.fromEither(originalsOf(tc, seen, args.netns, args.ifname)),
           // Recorded before anything changes, so that whatever happens next DEL can put it back.
-          TE.chain((now) => record(deps, ctx, tc.dataDir, tc.name, { type: 'RecordOriginals', data: { ...ref, netns: args.netns, original: now } })),
+          TE.chain((now) =>
+            record(deps, ctx, tc.dataDir, tc.name, { type: 'RecordOriginals', data: { ...ref, netns: args.netns, original: now } }),
+          ),
           TE.chain((t) => {
             const original = t.state.attachments[attachmentKey(args.containerId, args.ifname)]!.original;
             return pipe(
@@ -112,7 +128,9 @@ const cmdAdd =
               TE.orElse((err) => async () => {
                 await pipe(
                   restore(deps, ctx, args.netns, args.ifname, original),
-                  TE.chain(() => record(deps, ctx, tc.dataDir, tc.name, { type: 'ForgetOriginals', data: { ...ref, reason: 'add-failed' } })),
+                  TE.chain(() =>
+                    record(deps, ctx, tc.dataDir, tc.name, { type: 'ForgetOriginals', data: { ...ref, reason: 'add-failed' } }),
+                  ),
                 )();
                 return E.left<CniError, void>(err);
               }),
@@ -132,7 +150,8 @@ const cmdDel =
     // DEL may be called many times, before any ADD and after the namespace is gone: none is an error.
     if (!deps.storeExists(dataDir.right)) return TE.right(undefined);
     const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
-    const forget = (reason: 'del' | 'netns-gone') => TE.map(() => undefined)(record(deps, ctx, dataDir.right, conf.name, { type: 'ForgetOriginals', data: { ...ref, reason } }));
+    const forget = (reason: 'del' | 'netns-gone') =>
+      TE.map(() => undefined)(record(deps, ctx, dataDir.right, conf.name, { type: 'ForgetOriginals', data: { ...ref, reason } }));
     return pipe(
       withStore(deps, ctx, dataDir.right, (store) => store.load(tuningStream(conf.name), tuningProjection)),
       TE.chain((loaded) => {
@@ -160,7 +179,12 @@ const cmdCheck =
     if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
     const want = checkedState(tc, args.netns, args.ifname);
     return pipe(
-      observe(deps, ctx, args.netns, tc.sysctls.map((s) => s.key)),
+      observe(
+        deps,
+        ctx,
+        args.netns,
+        tc.sysctls.map((s) => s.key),
+      ),
       TE.chainEitherK((seen) => {
         const wrong = drift(want, seen, emptyScope());
         return wrong.length === 0

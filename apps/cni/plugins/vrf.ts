@@ -18,7 +18,8 @@ import type { Ctx, Plugin } from '../plugin.ts';
 
 function prevResultOf(conf: NetConf): E.Either<CniError, Result> {
   const raw = conf.raw['prevResult'];
-  if (raw === undefined || raw === null) return E.left(invalidConfig('prevResult: missing; vrf must be called as a chained plugin, after the one that made the interface'));
+  if (raw === undefined || raw === null)
+    return E.left(invalidConfig('prevResult: missing; vrf must be called as a chained plugin, after the one that made the interface'));
   const r = readResult(raw);
   return E.isLeft(r) ? E.left(invalidConfig(`prevResult: ${r.left}`)) : r;
 }
@@ -88,7 +89,9 @@ export function makeVrf(kernel: KernelOf = kernelFor): Plugin {
         const want = vrfCheckState({ conf: c, ifname: args.ifname, netns: args.netns, seen });
         if (E.isLeft(want)) return want;
         const wrong = drift(want.right.kernel, seen, want.right.scope);
-        return wrong.length === 0 ? E.right(undefined) : E.left(cniError(ErrCode.Drift, `vrf attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
+        return wrong.length === 0
+          ? E.right(undefined)
+          : E.left(cniError(ErrCode.Drift, `vrf attachment of ${args.containerId}/${args.ifname} drifted: ${wrong.join('; ')}`));
       }),
     );
   }

@@ -1,7 +1,13 @@
 // win-bridge: a container on an HNS L2Bridge/L2Tunnel network (core/win-bridge/config.ts), through the shared
 // Windows flow (win-common.ts). Has not run on Windows: see docs/cni.md.
 
-import { parseWinBridgeConf, winBridgeHcnEndpoint, winBridgeHnsEndpoint, WIN_BRIDGE_NETWORK_TYPES, type WinBridgeConf } from '../../../core/win-bridge/config.ts';
+import {
+  parseWinBridgeConf,
+  winBridgeHcnEndpoint,
+  winBridgeHnsEndpoint,
+  WIN_BRIDGE_NETWORK_TYPES,
+  type WinBridgeConf,
+} from '../../../core/win-bridge/config.ts';
 import type { Plugin } from '../plugin.ts';
 import { makeWinPlugin, platformHns, type HnsFor } from './win-common.ts';
 

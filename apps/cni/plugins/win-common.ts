@@ -11,7 +11,16 @@ import type { Hns, HnsError } from '../../../adapters/hns/types.ts';
 import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
-import { endpointName, hcnResult, hnsResult, PAUSE_NETNS, type HcnEndpoint, type HcnNetwork, type HnsEndpoint, type HnsNetwork } from '../../../core/hns/endpoint.ts';
+import {
+  endpointName,
+  hcnResult,
+  hnsResult,
+  PAUSE_NETNS,
+  type HcnEndpoint,
+  type HcnNetwork,
+  type HnsEndpoint,
+  type HnsNetwork,
+} from '../../../core/hns/endpoint.ts';
 import type { HnsNetConf } from '../../../core/hns/netconf.ts';
 import type { WinEndpointInput } from '../../../core/win-bridge/config.ts';
 import { delegateIpam, refusedAt } from '../kit.ts';
@@ -37,7 +46,12 @@ export type HnsFor = (ctx: Ctx, type: string) => E.Either<CniError, Hns>;
 export const platformHns: HnsFor = (_ctx, type) =>
   process.platform === 'win32'
     ? E.right(lazyWindowsHns())
-    : E.left(cniError(ErrCode.InvalidEnvironment, `${type} needs Windows: it programs the Host Networking Service (HNS/HCN), which this ${process.platform} host does not have`));
+    : E.left(
+        cniError(
+          ErrCode.InvalidEnvironment,
+          `${type} needs Windows: it programs the Host Networking Service (HNS/HCN), which this ${process.platform} host does not have`,
+        ),
+      );
 
 function lazyWindowsHns(): Hns {
   let h: Promise<Hns> | undefined;
@@ -46,7 +60,23 @@ function lazyWindowsHns(): Hns {
     <K extends keyof Hns>(k: K) =>
     (...xs: Parameters<Hns[K]>): ReturnType<Hns[K]> =>
       (async () => ((await get())[k] as (...a: Parameters<Hns[K]>) => TE.TaskEither<HnsError, unknown>)(...xs)()) as ReturnType<Hns[K]>;
-  const keys: (keyof Hns)[] = ['dsrSupported', 'network', 'endpoint', 'createEndpoint', 'deleteEndpoint', 'hotAttach', 'hotDetach', 'containerDetach', 'hcnNetwork', 'hcnEndpoint', 'createHcnEndpoint', 'deleteHcnEndpoint', 'namespaceExists', 'addNamespaceEndpoint', 'removeNamespaceEndpoint'];
+  const keys: (keyof Hns)[] = [
+    'dsrSupported',
+    'network',
+    'endpoint',
+    'createEndpoint',
+    'deleteEndpoint',
+    'hotAttach',
+    'hotDetach',
+    'containerDetach',
+    'hcnNetwork',
+    'hcnEndpoint',
+    'createHcnEndpoint',
+    'deleteHcnEndpoint',
+    'namespaceExists',
+    'addNamespaceEndpoint',
+    'removeNamespaceEndpoint',
+  ];
   return Object.fromEntries(keys.map((k) => [k, wrap(k)])) as unknown as Hns;
 }
 
@@ -54,7 +84,6 @@ const run = async <A>(what: string, t: TE.TaskEither<HnsError, A>): Promise<E.Ei
 const sameId = (a: string | undefined, b: string): boolean => (a ?? '').toLowerCase() === b.toLowerCase();
 
 export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: HnsFor): Plugin {
-
   /** RemoveHnsEndpoint: a shared endpoint is detached from the container; the pod's own is detached and deleted. */
   async function removeHns(hns: Hns, name: string, netns: string, containerId: string): Promise<E.Either<CniError, void>> {
     if (netns === '') return E.right(undefined);
@@ -100,7 +129,8 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     if (E.isLeft(found)) return found;
     let ep = found.right;
     // A container joining another's network namespace ("container:<id>") shares that one's endpoint.
-    if (args.netns !== PAUSE_NETNS && !ep) return E.left(cniError(ErrCode.Kernel, `failed to find HNSEndpoint ${name} (the endpoint of the sandbox this container joins)`));
+    if (args.netns !== PAUSE_NETNS && !ep)
+      return E.left(cniError(ErrCode.Kernel, `failed to find HNSEndpoint ${name} (the endpoint of the sandbox this container joins)`));
     if (ep && !sameId(ep.VirtualNetwork, n.Id)) {
       const del = await run(`failed to delete corrupted HNSEndpoint ${name}`, hns.deleteEndpoint(ep.Id ?? ''));
       if (E.isLeft(del)) return del;
@@ -110,7 +140,13 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     if (!ep) {
       const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
-      const req = kind.hnsRequest(c, n, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
+      const req = kind.hnsRequest(c, n, {
+        containerId: args.containerId,
+        netns: args.netns,
+        networkId: n.Id,
+        ...(res.right ? { ipam: res.right } : {}),
+        dsrSupported: dsr,
+      });
       if (E.isLeft(req)) return req;
       const created = await run('failed to create the new HNSEndpoint', hns.createEndpoint(req.right));
       if (E.isLeft(created)) return created;
@@ -152,14 +188,23 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     if (!ep) {
       const res = await delegateIpam(ctx, c, args, 'ADD')();
       if (E.isLeft(res)) return res;
-      const req = kind.hcnRequest(c, n, v1, { containerId: args.containerId, netns: args.netns, networkId: n.Id, ...(res.right ? { ipam: res.right } : {}), dsrSupported: dsr });
+      const req = kind.hcnRequest(c, n, v1, {
+        containerId: args.containerId,
+        netns: args.netns,
+        networkId: n.Id,
+        ...(res.right ? { ipam: res.right } : {}),
+        dsrSupported: dsr,
+      });
       if (E.isLeft(req)) return req;
       const created = await run('failed to create the new HostComputeEndpoint', hns.createHcnEndpoint(req.right));
       if (E.isLeft(created)) return created;
       ep = created.right;
       made = true;
     }
-    const added = await run(`failed to add HostComputeEndpoint ${name} to HostComputeNamespace ${args.netns}`, hns.addNamespaceEndpoint(args.netns, ep.Id ?? ''));
+    const added = await run(
+      `failed to add HostComputeEndpoint ${name} to HostComputeNamespace ${args.netns}`,
+      hns.addNamespaceEndpoint(args.netns, ep.Id ?? ''),
+    );
     if (E.isLeft(added)) {
       if (made) await removeHcn(hns, name);
       return added;
@@ -167,45 +212,63 @@ export function makeWinPlugin<C extends HnsNetConf>(kind: WinKind<C>, hnsFor: Hn
     return toResult(hcnResult(c.cniVersion, n, ep));
   }
 
-  const toResult = (r: Result | string): E.Either<CniError, Result> => (typeof r === 'string' ? E.left(cniError(ErrCode.Kernel, `error while constructing the result: ${r}`)) : E.right(r));
+  const toResult = (r: Result | string): E.Either<CniError, Result> =>
+    typeof r === 'string' ? E.left(cniError(ErrCode.Kernel, `error while constructing the result: ${r}`)) : E.right(r);
 
-  const cmdAdd = (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> => async () => {
-    const parsed = kind.parse(conf);
-    if (E.isLeft(parsed)) return parsed;
-    const c = parsed.right;
-    const hns = hnsFor(ctx, kind.type);
-    if (E.isLeft(hns)) return hns;
-    const dsr = await run('failed to ask HNS whether it supports DSR', hns.right.dsrSupported());
-    if (E.isLeft(dsr)) return dsr;
-    const out = c.apiVersion === 2 ? await hcnAdd(hns.right, c, args, ctx, dsr.right) : await hnsAdd(hns.right, c, args, ctx, dsr.right);
-    if (E.isLeft(out)) await delegateIpam(ctx, c, args, 'DEL')();
-    return out;
-  };
+  const cmdAdd =
+    (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> =>
+    async () => {
+      const parsed = kind.parse(conf);
+      if (E.isLeft(parsed)) return parsed;
+      const c = parsed.right;
+      const hns = hnsFor(ctx, kind.type);
+      if (E.isLeft(hns)) return hns;
+      const dsr = await run('failed to ask HNS whether it supports DSR', hns.right.dsrSupported());
+      if (E.isLeft(dsr)) return dsr;
+      const out = c.apiVersion === 2 ? await hcnAdd(hns.right, c, args, ctx, dsr.right) : await hnsAdd(hns.right, c, args, ctx, dsr.right);
+      if (E.isLeft(out)) await delegateIpam(ctx, c, args, 'DEL')();
+      return out;
+    };
 
-  const cmdDel = (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> => async () => {
-    const parsed = kind.parse(conf);
-    if (E.isLeft(parsed)) return parsed;
-    const c = parsed.right;
-    const hns = hnsFor(ctx, kind.type);
-    if (E.isLeft(hns)) return hns;
-    const released = await delegateIpam(ctx, c, args, 'DEL')();
-    if (E.isLeft(released)) return released;
-    const name = endpointName(args.containerId, args.netns, c.name);
-    return c.apiVersion === 2 ? removeHcn(hns.right, name) : removeHns(hns.right, name, args.netns, args.containerId);
-  };
+  const cmdDel =
+    (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
+    async () => {
+      const parsed = kind.parse(conf);
+      if (E.isLeft(parsed)) return parsed;
+      const c = parsed.right;
+      const hns = hnsFor(ctx, kind.type);
+      if (E.isLeft(hns)) return hns;
+      const released = await delegateIpam(ctx, c, args, 'DEL')();
+      if (E.isLeft(released)) return released;
+      const name = endpointName(args.containerId, args.netns, c.name);
+      return c.apiVersion === 2 ? removeHcn(hns.right, name) : removeHns(hns.right, name, args.netns, args.containerId);
+    };
 
   // The reference's CHECK does nothing; felt checks that the endpoint is there.
-  const cmdCheck = (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> => async () => {
-    const parsed = kind.parse(conf);
-    if (E.isLeft(parsed)) return parsed;
-    const c = parsed.right;
-    const hns = hnsFor(ctx, kind.type);
-    if (E.isLeft(hns)) return hns;
-    const name = endpointName(args.containerId, args.netns, c.name);
-    const ep = c.apiVersion === 2 ? await run(`failed to find HostComputeEndpoint ${name}`, hns.right.hcnEndpoint(name)) : await run(`failed to find HNSEndpoint ${name}`, hns.right.endpoint(name));
-    if (E.isLeft(ep)) return ep;
-    return ep.right ? E.right(undefined) : E.left(cniError(ErrCode.Drift, `${kind.type} endpoint ${name} is missing`));
-  };
+  const cmdCheck =
+    (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
+    async () => {
+      const parsed = kind.parse(conf);
+      if (E.isLeft(parsed)) return parsed;
+      const c = parsed.right;
+      const hns = hnsFor(ctx, kind.type);
+      if (E.isLeft(hns)) return hns;
+      const name = endpointName(args.containerId, args.netns, c.name);
+      const ep =
+        c.apiVersion === 2
+          ? await run(`failed to find HostComputeEndpoint ${name}`, hns.right.hcnEndpoint(name))
+          : await run(`failed to find HNSEndpoint ${name}`, hns.right.endpoint(name));
+      if (E.isLeft(ep)) return ep;
+      return ep.right ? E.right(undefined) : E.left(cniError(ErrCode.Drift, `${kind.type} endpoint ${name} is missing`));
+    };
 
-  return { type: kind.type, versions: PLUGIN_VERSIONS, about: kind.about, add: cmdAdd, del: cmdDel, check: cmdCheck, status: toIpam('STATUS') };
+  return {
+    type: kind.type,
+    versions: PLUGIN_VERSIONS,
+    about: kind.about,
+    add: cmdAdd,
+    del: cmdDel,
+    check: cmdCheck,
+    status: toIpam('STATUS'),
+  };
 }

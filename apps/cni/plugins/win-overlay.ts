@@ -3,7 +3,13 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { cniError, ErrCode } from '../../../core/cni/errors.ts';
-import { parseWinOverlayConf, winOverlayHcnEndpoint, winOverlayHnsEndpoint, WIN_OVERLAY_NETWORK_TYPES, type WinOverlayConf } from '../../../core/win-overlay/config.ts';
+import {
+  parseWinOverlayConf,
+  winOverlayHcnEndpoint,
+  winOverlayHnsEndpoint,
+  WIN_OVERLAY_NETWORK_TYPES,
+  type WinOverlayConf,
+} from '../../../core/win-overlay/config.ts';
 import type { Plugin } from '../plugin.ts';
 import { makeWinPlugin, platformHns, type HnsFor } from './win-common.ts';
 
@@ -17,7 +23,8 @@ export const makeWinOverlay = (hns: HnsFor = platformHns): Plugin =>
       hnsTypes: WIN_OVERLAY_NETWORK_TYPES,
       hcnTypes: WIN_OVERLAY_NETWORK_TYPES,
       hnsRequest: winOverlayHnsEndpoint,
-      hcnRequest: (c, net, v1, a) => (v1 ? winOverlayHcnEndpoint(c, v1, net.Id, a) : E.left(cniError(ErrCode.Kernel, `network ${c.name} not found through HNS v1`))),
+      hcnRequest: (c, net, v1, a) =>
+        v1 ? winOverlayHcnEndpoint(c, v1, net.Id, a) : E.left(cniError(ErrCode.Kernel, `network ${c.name} not found through HNS v1`)),
       hcnNeedsHnsNetwork: true,
     },
     hns,

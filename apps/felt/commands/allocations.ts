@@ -42,9 +42,28 @@ export const allocationsCommand: Subcommand = {
       }
       rows.sort(byAddress);
       if (flag(p, 'json')) {
-        io.out(JSON.stringify(rows.map((r) => ({ network: r.network, ip: r.ip, containerId: r.containerId, ifname: r.ifname, rangeSet: r.rangeSet, since: r.since, position: r.position })), null, 2) + '\n');
+        io.out(
+          JSON.stringify(
+            rows.map((r) => ({
+              network: r.network,
+              ip: r.ip,
+              containerId: r.containerId,
+              ifname: r.ifname,
+              rangeSet: r.rangeSet,
+              since: r.since,
+              position: r.position,
+            })),
+            null,
+            2,
+          ) + '\n',
+        );
       } else {
-        io.out(table(['NETWORK', 'IP', 'CONTAINER', 'IFNAME', 'SINCE'], rows.map((r) => [r.network, r.ip, r.containerId, r.ifname, r.since])));
+        io.out(
+          table(
+            ['NETWORK', 'IP', 'CONTAINER', 'IFNAME', 'SINCE'],
+            rows.map((r) => [r.network, r.ip, r.containerId, r.ifname, r.since]),
+          ),
+        );
       }
       return 0;
     } finally {

@@ -47,7 +47,9 @@ export function loadViews(store: EventStore): E.Either<string, LogViews> {
     } else if (s.startsWith('bridge/')) {
       const l = store.load(s, attachmentsProjection);
       if (E.isLeft(l)) return E.left(l.left.msg);
-      const records = Object.values(l.right.state.attachments).sort((a, b) => (a.containerId + a.ifname < b.containerId + b.ifname ? -1 : 1));
+      const records = Object.values(l.right.state.attachments).sort((a, b) =>
+        a.containerId + a.ifname < b.containerId + b.ifname ? -1 : 1,
+      );
       if (records.length) bridges.push({ network: s.slice('bridge/'.length), records });
     } else if (s.startsWith('cni/')) {
       const l = store.load(s, runtimeProjection);
@@ -130,7 +132,11 @@ export function findNamedNetns(id: string): string | undefined {
  * the one felt runs in (or when nothing was recorded), a netns path for another one, or why it cannot be
  * found. `--netns` (override) is taken as is.
  */
-export function locate(hostNs: string | undefined, override: string | undefined, what: string): { readonly hostNetns: string | undefined } | { readonly why: string } {
+export function locate(
+  hostNs: string | undefined,
+  override: string | undefined,
+  what: string,
+): { readonly hostNetns: string | undefined } | { readonly why: string } {
   if (override !== undefined) return { hostNetns: override };
   const here = currentNetns();
   if (hostNs === undefined || here === undefined || hostNs === here) return { hostNetns: undefined };
@@ -188,15 +194,27 @@ export function attachmentCases(views: LogViews, override: string | undefined, n
   return views.bridges
     .filter((b) => network === undefined || b.network === network)
     .flatMap((b) =>
-      b.records.map((record) => ({ network: b.network, record, desired: attachmentDesired(record, ipamOf.get(b.network)), host: hostSideOf(record, override) })),
+      b.records.map((record) => ({
+        network: b.network,
+        record,
+        desired: attachmentDesired(record, ipamOf.get(b.network)),
+        host: hostSideOf(record, override),
+      })),
     );
 }
 
 /** The overlay of a node stream, with the node parameters from reconcile.json (or why it cannot be checked). */
-export function overlayOf(node: { stream: string; state: NodeState }, rec: ReconcileRecord | undefined | string, dataDir: string): E.Either<string, OverlayCheck> {
+export function overlayOf(
+  node: { stream: string; state: NodeState },
+  rec: ReconcileRecord | undefined | string,
+  dataDir: string,
+): E.Either<string, OverlayCheck> {
   if (!node.state.ownLease) return E.left('this node holds no subnet lease: feltd wants nothing in the kernel');
   if (typeof rec === 'string') return E.left(rec);
-  if (!rec) return E.left(`feltd has not written ${join(dataDir, RECONCILE_FILE)} yet (it does after every reconcile pass): the underlay and --ip-masq it uses are unknown`);
+  if (!rec)
+    return E.left(
+      `feltd has not written ${join(dataDir, RECONCILE_FILE)} yet (it does after every reconcile pass): the underlay and --ip-masq it uses are unknown`,
+    );
   const params = overlayNodeOf(rec.node);
   if (!params) return E.left(`${join(dataDir, RECONCILE_FILE)} holds no node parameters (written by an older feltd)`);
   // An IPv6-only node (PublicIP 0.0.0.0) is named by its public IPv6 address, as feltd names its stream.

@@ -85,7 +85,8 @@ export function loadConfList(dir: string, network: string): E.Either<Failed, { l
     if (E.isLeft(text)) return text;
     const head = parseJson(text.right);
     const name = E.isRight(head) ? (head.right as { name?: unknown } | null)?.name : undefined;
-    const extra = name === network ? E.flatMap((fs: string[]) => E.traverseArray(read)(fs))(files(join(dir, network), ['.conf'])) : E.right([]);
+    const extra =
+      name === network ? E.flatMap((fs: string[]) => E.traverseArray(read)(fs))(files(join(dir, network), ['.conf'])) : E.right([]);
     if (E.isLeft(extra)) return extra;
     const l = parseConfList(text.right, true, extra.right);
     if (E.isLeft(l)) return failed(`${f}: ${l.left}`);
@@ -100,7 +101,11 @@ export function loadConfList(dir: string, network: string): E.Either<Failed, { l
     if (E.isLeft(l)) return failed(`${f}: ${l.left}`);
     if (l.right.name === network) return E.right({ list: l.right, text: JSON.stringify(l.right.raw) });
   }
-  return failed(lists.right.length + singles.right.length === 0 ? `no network configurations found in ${dir}` : `no network configuration named "${network}" in ${dir}`);
+  return failed(
+    lists.right.length + singles.right.length === 0
+      ? `no network configurations found in ${dir}`
+      : `no network configuration named "${network}" in ${dir}`,
+  );
 }
 
 // -------------------------------------------------------------------------------------------- running
@@ -135,7 +140,13 @@ function ownCniDir(): string | undefined {
 const typeOf = (p: Raw): string => String(p['type']);
 
 /** Run one plugin; the parsed stdout (a result on ADD) or a message saying which plugin failed and why. */
-async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' | 'GC' | 'STATUS', stdin: Raw, id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] }): Promise<E.Either<string, unknown>> {
+async function call(
+  rt: Runtime,
+  plugin: Raw,
+  command: 'ADD' | 'CHECK' | 'DEL' | 'GC' | 'STATUS',
+  stdin: Raw,
+  id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] },
+): Promise<E.Either<string, unknown>> {
   const type = typeOf(plugin);
   const verb = command.toLowerCase();
   const exe = findInPath(type, rt.path);
@@ -164,11 +175,14 @@ async function call(rt: Runtime, plugin: Raw, command: 'ADD' | 'CHECK' | 'DEL' |
   const out = r.stdout.trim() === '' ? E.right(undefined) : parseJson(r.stdout);
   if (r.code !== 0) {
     const err = E.isRight(out) ? out.right : undefined;
-    const why = isCniError(err) ? `${err.msg}${err.details ? `: ${err.details}` : ''} (code ${err.code})` : (r.stderr.trim() || r.stdout.trim() || `exit ${r.code}`);
+    const why = isCniError(err)
+      ? `${err.msg}${err.details ? `: ${err.details}` : ''} (code ${err.code})`
+      : r.stderr.trim() || r.stdout.trim() || `exit ${r.code}`;
     return E.left(`plugin ${type} failed (${verb}): ${why}`);
   }
   if (command !== 'ADD') return E.right(undefined);
-  if (E.isLeft(out) || out.right === undefined) return E.left(`plugin ${type} failed (add): printed no result${E.isLeft(out) ? ` (${out.left})` : ''}`);
+  if (E.isLeft(out) || out.right === undefined)
+    return E.left(`plugin ${type} failed (add): printed no result${E.isLeft(out) ? ` (${out.left})` : ''}`);
   const parsed = readResult(out.right);
   if (E.isLeft(parsed)) return E.left(`plugin ${type} failed (add): invalid result: ${parsed.left}`);
   return E.right(out.right);
@@ -209,7 +223,9 @@ function record(rt: Runtime, dataDir: string, events: readonly RuntimeEvent[]): 
   const store = openSqliteStore(dataDir);
   if (E.isLeft(store)) return rt.io.err(`felt cni: not recorded in the event log: ${store.left.msg}\n`);
   try {
-    const r = store.right.transact(runtimeStream(rt.list.name), runtimeProjection, () => E.right(events), { time: new Date().toISOString() });
+    const r = store.right.transact(runtimeStream(rt.list.name), runtimeProjection, () => E.right(events), {
+      time: new Date().toISOString(),
+    });
     if (E.isLeft(r)) rt.io.err(`felt cni: not recorded in the event log: ${r.left.msg}\n`);
   } finally {
     store.right.close();
@@ -240,7 +256,13 @@ const ipsOf = (result: unknown): string[] => {
   return E.isRight(r) ? (r.right.ips ?? []).map((i) => i.address) : [];
 };
 
-async function del(rt: Runtime, id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] }, capArgs: Raw, cached: CacheEntry | undefined, plugins: readonly Raw[] = rt.list.plugins): Promise<string[]> {
+async function del(
+  rt: Runtime,
+  id: { containerId: string; netns: string; ifname: string; args: readonly [string, string][] },
+  capArgs: Raw,
+  cached: CacheEntry | undefined,
+  plugins: readonly Raw[] = rt.list.plugins,
+): Promise<string[]> {
   const prev = compareVersions(rt.list.cniVersion, '0.4.0') >= 0 ? cached?.result : undefined;
   const errors: string[] = [];
   for (const p of [...plugins].reverse()) {
@@ -257,7 +279,11 @@ async function del(rt: Runtime, id: { containerId: string; netns: string; ifname
 const run = (verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): TE.TaskEither<Failed, Done> =>
   verb !== 'add' && verb !== 'check' && verb !== 'del'
     ? runUnlocked(verb, rt, dataDir, validJson)
-    : locked({ network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname }, rt.io.env, runUnlocked(verb, rt, dataDir, validJson));
+    : locked(
+        { network: rt.list.name, containerId: rt.containerId, ifname: rt.ifname },
+        rt.io.env,
+        runUnlocked(verb, rt, dataDir, validJson),
+      );
 
 /** `f` holding the call lock of one attachment; a lock that cannot be taken (a CNI error) is a failure. */
 const locked =
@@ -271,103 +297,183 @@ const locked =
     }
   };
 
-const runUnlocked = (verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): TE.TaskEither<Failed, Done> => async () => {
-  const { io, list } = rt;
-  const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
-  switch (verb) {
-    case 'add': {
-      // An ADD of an attachment that is already made (cached, or recorded as added): plugins key their state
-      // by container and interface, so a DEL in the teardown of a failed ADD would remove that attachment.
-      const live = liveAttachment(rt, dataDir);
-      let prev: unknown;
-      for (const [i, p] of list.plugins.entries()) {
-        const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
-        if (E.isLeft(r)) {
-          if (live !== undefined) {
-            // Each plugin undid its own part of this ADD; the attachment stays as it was (as libcni leaves it).
+const runUnlocked =
+  (verb: Verb, rt: Runtime, dataDir: string, validJson: string | undefined): TE.TaskEither<Failed, Done> =>
+  async () => {
+    const { io, list } = rt;
+    const id = { containerId: rt.containerId, netns: rt.netns, ifname: rt.ifname, args: rt.cniArgs };
+    switch (verb) {
+      case 'add': {
+        // An ADD of an attachment that is already made (cached, or recorded as added): plugins key their state
+        // by container and interface, so a DEL in the teardown of a failed ADD would remove that attachment.
+        const live = liveAttachment(rt, dataDir);
+        let prev: unknown;
+        for (const [i, p] of list.plugins.entries()) {
+          const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
+          if (E.isLeft(r)) {
+            if (live !== undefined) {
+              // Each plugin undid its own part of this ADD; the attachment stays as it was (as libcni leaves it).
+              record(rt, dataDir, [
+                {
+                  type: 'AttachmentAddFailed',
+                  data: {
+                    network: list.name,
+                    containerId: rt.containerId,
+                    ifname: rt.ifname,
+                    netns: rt.netns,
+                    plugin: typeOf(p),
+                    error: r.left,
+                    tornDown: [],
+                    kept: true,
+                  },
+                },
+              ]);
+              return failed(
+                `${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment`,
+              );
+            }
+            // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
+            const ran = list.plugins.slice(0, i + 1);
+            const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
             record(rt, dataDir, [
-              { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: [], kept: true } },
+              {
+                type: 'AttachmentAddFailed',
+                data: {
+                  network: list.name,
+                  containerId: rt.containerId,
+                  ifname: rt.ifname,
+                  netns: rt.netns,
+                  plugin: typeOf(p),
+                  error: r.left,
+                  tornDown: ran.map(typeOf).reverse(),
+                },
+              },
             ]);
-            return failed(`${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment`);
+            return failed(`${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}`);
           }
-          // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
-          const ran = list.plugins.slice(0, i + 1);
-          const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
-          record(rt, dataDir, [
-            { type: 'AttachmentAddFailed', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugin: typeOf(p), error: r.left, tornDown: ran.map(typeOf).reverse() } },
-          ]);
-          return failed(`${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}`);
+          prev = r.right;
         }
-        prev = r.right;
+        writeCache(rt, prev);
+        record(rt, dataDir, [
+          {
+            type: 'AttachmentAdded',
+            data: {
+              network: list.name,
+              containerId: rt.containerId,
+              ifname: rt.ifname,
+              netns: rt.netns,
+              plugins: list.plugins.map(typeOf),
+              ips: ipsOf(prev),
+            },
+          },
+        ]);
+        return E.right({ result: prev });
       }
-      writeCache(rt, prev);
-      record(rt, dataDir, [
-        { type: 'AttachmentAdded', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, netns: rt.netns, plugins: list.plugins.map(typeOf), ips: ipsOf(prev) } },
-      ]);
-      return E.right({ result: prev });
-    }
-    case 'check': {
-      if (compareVersions(list.cniVersion, '0.4.0') < 0) return failed(`configuration version "${list.cniVersion}" does not support CHECK`);
-      if (list.disableCheck) return done;
-      const cached = readCache(cachePath(rt));
-      if (!cached?.result) return failed(`no cached result for ${list.name}/${rt.containerId}/${rt.ifname} in ${join(rt.cacheDir, 'results')}`);
-      for (const p of list.plugins) {
-        const r = await call(rt, p, 'CHECK', pluginConfig(list, p, cached.result, rt.capArgs), id);
-        if (E.isLeft(r)) return failed(r.left);
-      }
-      return done;
-    }
-    case 'del': {
-      const file = cachePath(rt);
-      const cached = readCache(file);
-      const errors = await del(rt, { ...id, netns: rt.netns || cached?.netns || '' }, Object.keys(rt.capArgs).length ? rt.capArgs : ((cached?.capabilityArgs as Raw | undefined) ?? {}), cached);
-      rmSync(file, { force: true });
-      record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors } }]);
-      return errors.length ? failed(...errors) : done;
-    }
-    case 'gc': {
-      if (list.disableGC) return done;
-      const parsedValid = validJson === undefined ? E.right([] as unknown) : parseJson(validJson);
-      const valid = E.isRight(parsedValid) ? parsedValid.right : undefined;
-      if (!Array.isArray(valid) || valid.some((v) => typeof v !== 'object' || v === null || typeof (v as Raw)['containerID'] !== 'string' || typeof (v as Raw)['ifname'] !== 'string')) {
-        return failed('--valid-attachments: must be a JSON list of {"containerID": ..., "ifname": ...}');
-      }
-      const keep = new Set((valid as Raw[]).map((v) => `${String(v['containerID'])}/${String(v['ifname'])}`));
-      const errors: string[] = [];
-      const dir = join(rt.cacheDir, 'results');
-      const cachedFiles = files(dir, ['']);
-      if (E.isLeft(cachedFiles)) return cachedFiles;
-      for (const f of cachedFiles.right) {
-        const c = readCache(f);
-        if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
-        const deleted = await locked({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
-          del(rt, { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] }, (c.capabilityArgs as Raw | undefined) ?? {}, c).then(E.right),
-        )();
-        if (E.isLeft(deleted)) return deleted;
-        const errs = deleted.right;
-        errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
-        rmSync(f, { force: true });
-        record(rt, dataDir, [{ type: 'AttachmentDeleted', data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs } }]);
-      }
-      if (compareVersions(list.cniVersion, '1.1.0') >= 0) {
+      case 'check': {
+        if (compareVersions(list.cniVersion, '0.4.0') < 0)
+          return failed(`configuration version "${list.cniVersion}" does not support CHECK`);
+        if (list.disableCheck) return done;
+        const cached = readCache(cachePath(rt));
+        if (!cached?.result)
+          return failed(`no cached result for ${list.name}/${rt.containerId}/${rt.ifname} in ${join(rt.cacheDir, 'results')}`);
         for (const p of list.plugins) {
-          const conf = { ...p, name: list.name, cniVersion: list.cniVersion, 'cni.dev/valid-attachments': valid, 'cni.dev/attachments': valid };
-          const r = await call(rt, p, 'GC', conf, { containerId: '', netns: '', ifname: '', args: [] });
-          if (E.isLeft(r)) errors.push(r.left);
+          const r = await call(rt, p, 'CHECK', pluginConfig(list, p, cached.result, rt.capArgs), id);
+          if (E.isLeft(r)) return failed(r.left);
         }
+        return done;
       }
-      return errors.length ? failed(...errors) : done;
-    }
-    case 'status': {
-      if (compareVersions(list.cniVersion, '1.1.0') < 0) return done;
-      for (const p of list.plugins) {
-        const r = await call(rt, p, 'STATUS', { ...p, name: list.name, cniVersion: list.cniVersion }, { containerId: '', netns: '', ifname: '', args: [] });
-        if (E.isLeft(r)) return failed(r.left);
+      case 'del': {
+        const file = cachePath(rt);
+        const cached = readCache(file);
+        const errors = await del(
+          rt,
+          { ...id, netns: rt.netns || cached?.netns || '' },
+          Object.keys(rt.capArgs).length ? rt.capArgs : ((cached?.capabilityArgs as Raw | undefined) ?? {}),
+          cached,
+        );
+        rmSync(file, { force: true });
+        record(rt, dataDir, [
+          {
+            type: 'AttachmentDeleted',
+            data: { network: list.name, containerId: rt.containerId, ifname: rt.ifname, reason: 'del', errors },
+          },
+        ]);
+        return errors.length ? failed(...errors) : done;
       }
-      return done;
+      case 'gc': {
+        if (list.disableGC) return done;
+        const parsedValid = validJson === undefined ? E.right([] as unknown) : parseJson(validJson);
+        const valid = E.isRight(parsedValid) ? parsedValid.right : undefined;
+        if (
+          !Array.isArray(valid) ||
+          valid.some(
+            (v) =>
+              typeof v !== 'object' ||
+              v === null ||
+              typeof (v as Raw)['containerID'] !== 'string' ||
+              typeof (v as Raw)['ifname'] !== 'string',
+          )
+        ) {
+          return failed('--valid-attachments: must be a JSON list of {"containerID": ..., "ifname": ...}');
+        }
+        const keep = new Set((valid as Raw[]).map((v) => `${String(v['containerID'])}/${String(v['ifname'])}`));
+        const errors: string[] = [];
+        const dir = join(rt.cacheDir, 'results');
+        const cachedFiles = files(dir, ['']);
+        if (E.isLeft(cachedFiles)) return cachedFiles;
+        for (const f of cachedFiles.right) {
+          const c = readCache(f);
+          if (!c || c.networkName !== list.name || keep.has(`${c.containerId}/${c.ifName}`)) continue;
+          const deleted = await locked({ network: list.name, containerId: c.containerId, ifname: c.ifName }, io.env, () =>
+            del(
+              rt,
+              { containerId: c.containerId, netns: c.netns ?? '', ifname: c.ifName, args: (c.cniArgs ?? []) as [string, string][] },
+              (c.capabilityArgs as Raw | undefined) ?? {},
+              c,
+            ).then(E.right),
+          )();
+          if (E.isLeft(deleted)) return deleted;
+          const errs = deleted.right;
+          errors.push(...errs.map((e) => `stale attachment ${c.containerId} ${c.ifName}: ${e}`));
+          rmSync(f, { force: true });
+          record(rt, dataDir, [
+            {
+              type: 'AttachmentDeleted',
+              data: { network: list.name, containerId: c.containerId, ifname: c.ifName, reason: 'gc', errors: errs },
+            },
+          ]);
+        }
+        if (compareVersions(list.cniVersion, '1.1.0') >= 0) {
+          for (const p of list.plugins) {
+            const conf = {
+              ...p,
+              name: list.name,
+              cniVersion: list.cniVersion,
+              'cni.dev/valid-attachments': valid,
+              'cni.dev/attachments': valid,
+            };
+            const r = await call(rt, p, 'GC', conf, { containerId: '', netns: '', ifname: '', args: [] });
+            if (E.isLeft(r)) errors.push(r.left);
+          }
+        }
+        return errors.length ? failed(...errors) : done;
+      }
+      case 'status': {
+        if (compareVersions(list.cniVersion, '1.1.0') < 0) return done;
+        for (const p of list.plugins) {
+          const r = await call(
+            rt,
+            p,
+            'STATUS',
+            { ...p, name: list.name, cniVersion: list.cniVersion },
+            { containerId: '', netns: '', ifname: '', args: [] },
+          );
+          if (E.isLeft(r)) return failed(r.left);
+        }
+        return done;
+      }
     }
-  }
-};
+  };
 
 /** The call's runtime from the command line and the environment, every value checked. */
 function runtimeOf(p: Parsed, io: IO, verb: Verb, network: string, netnsArg: string | undefined): E.Either<Failed, Runtime> {
@@ -387,7 +493,8 @@ function runtimeOf(p: Parsed, io: IO, verb: Verb, network: string, netnsArg: str
   if (capText !== undefined && capText !== '') {
     const c = parseJson(capText);
     const o = E.isRight(c) ? c.right : undefined;
-    if (typeof o !== 'object' || o === null || Array.isArray(o)) return failed(`CAP_ARGS: must be a JSON object${E.isLeft(c) ? ` (${c.left})` : ''}`);
+    if (typeof o !== 'object' || o === null || Array.isArray(o))
+      return failed(`CAP_ARGS: must be a JSON object${E.isLeft(c) ? ` (${c.left})` : ''}`);
     capArgs = o as Raw;
   }
   const args = cniArgPairs(str(p, 'args') ?? io.env['CNI_ARGS'] ?? '');

@@ -18,7 +18,18 @@ import { createActor, fromPromise } from 'xstate';
 import { ErrCode } from '../../../core/cni/errors.ts';
 import { parseMac } from '../../../core/ip/mac.ts';
 import { dhcpMachine, type ExtendInput } from '../../../core/dhcp/client-machine.ts';
-import { discover, isOffer, leaseOf, release, replyTo, requestExtend, requestSelecting, type ClientIdentity, type Lease, type Reply } from '../../../core/dhcp/lease.ts';
+import {
+  discover,
+  isOffer,
+  leaseOf,
+  release,
+  replyTo,
+  requestExtend,
+  requestSelecting,
+  type ClientIdentity,
+  type Lease,
+  type Reply,
+} from '../../../core/dhcp/lease.ts';
 import { decode, encode, type Outgoing, type Packet } from '../../../core/dhcp/packet.ts';
 import { parseClientCommand, parseClientConfig, type ClientConfig, type ClientEvent } from '../../../core/dhcp/protocol.ts';
 import type { Subcommand } from '../common.ts';
@@ -106,7 +117,13 @@ class Transport {
     return new Promise((resolve, reject) => this.sock.send(e.bytes, 67, to, (err) => (err ? reject(err) : resolve())));
   }
 
-  exchange<T>(build: (secs: number) => Outgoing, to: string, accept: (p: Packet) => T | undefined, timeoutMs: number, what: string): Promise<T> {
+  exchange<T>(
+    build: (secs: number) => Outgoing,
+    to: string,
+    accept: (p: Packet) => T | undefined,
+    timeoutMs: number,
+    what: string,
+  ): Promise<T> {
     const start = Date.now();
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -126,7 +143,10 @@ class Transport {
       };
       const attempt = () => {
         const elapsed = Date.now() - start;
-        if (elapsed >= timeoutMs) return done(() => reject(new ClientError(ErrCode.TryAgainLater, `no ${what} from a DHCP server within ${Math.round(timeoutMs / 1000)} s`)));
+        if (elapsed >= timeoutMs)
+          return done(() =>
+            reject(new ClientError(ErrCode.TryAgainLater, `no ${what} from a DHCP server within ${Math.round(timeoutMs / 1000)} s`)),
+          );
         this.send(build(Math.floor(elapsed / 1000)), to).catch((e: Error) => done(() => reject(e)));
         timer = setTimeout(attempt, Math.min(delay, timeoutMs - elapsed));
         delay *= 2;
@@ -158,8 +178,20 @@ async function acquire(t: Transport, cfg: ClientConfig, id: ClientIdentity): Pro
   return withBroadcastRoute(cfg.ifname, async () => {
     for (;;) {
       const x = xid();
-      const offer = await t.exchange((s) => discover(id, x, s), BROADCAST, (p) => (isOffer(p, x, id.mac) ? p : undefined), Math.max(0, deadline - Date.now()), 'DHCPOFFER');
-      const reply = await t.exchange((s) => requestSelecting(id, x, offer, s), BROADCAST, (p) => replyTo(p, x, id.mac), Math.max(0, deadline - Date.now()), 'DHCPACK');
+      const offer = await t.exchange(
+        (s) => discover(id, x, s),
+        BROADCAST,
+        (p) => (isOffer(p, x, id.mac) ? p : undefined),
+        Math.max(0, deadline - Date.now()),
+        'DHCPOFFER',
+      );
+      const reply = await t.exchange(
+        (s) => requestSelecting(id, x, offer, s),
+        BROADCAST,
+        (p) => replyTo(p, x, id.mac),
+        Math.max(0, deadline - Date.now()),
+        'DHCPACK',
+      );
       if (reply.kind === 'ack') return lease(reply.packet);
       log(`${id.clientId}: DHCPNAK for ${offer.yiaddr}; discovering again`);
       if (Date.now() >= deadline) throw new ClientError(ErrCode.TryAgainLater, 'the DHCP server refused every offer (DHCPNAK)');
@@ -170,7 +202,13 @@ async function acquire(t: Transport, cfg: ClientConfig, id: ClientIdentity): Pro
 async function extend(t: Transport, cfg: ClientConfig, id: ClientIdentity, l: Lease, rebinding: boolean): Promise<Lease | 'nak'> {
   const x = xid();
   const go = (): Promise<Reply> =>
-    t.exchange((s) => requestExtend(id, x, l, false, s), rebinding ? BROADCAST : l.server, (p) => replyTo(p, x, id.mac), cfg.timeoutMs, 'DHCPACK');
+    t.exchange(
+      (s) => requestExtend(id, x, l, false, s),
+      rebinding ? BROADCAST : l.server,
+      (p) => replyTo(p, x, id.mac),
+      cfg.timeoutMs,
+      'DHCPACK',
+    );
   const r = rebinding ? await withBroadcastRoute(cfg.ifname, go) : await go();
   return r.kind === 'nak' ? 'nak' : lease(r.packet, l);
 }
@@ -238,7 +276,8 @@ async function main(): Promise<number> {
     );
     actor.subscribe((snap) => {
       if (snap.status !== 'done') return;
-      if (snap.value === 'failed') emit({ type: 'failed', code: failure?.code ?? ErrCode.IO, error: failure?.message ?? snap.context.lastError ?? 'failed' });
+      if (snap.value === 'failed')
+        emit({ type: 'failed', code: failure?.code ?? ErrCode.IO, error: failure?.message ?? snap.context.lastError ?? 'failed' });
       if (snap.value === 'released') emit({ type: 'released', ...(snap.context.lastError ? { error: snap.context.lastError } : {}) });
       resolve(snap.value === 'failed' ? 1 : 0);
     });

@@ -14,7 +14,14 @@ import { ErrCode } from '../../../core/cni/errors.ts';
 import { readResult } from '../../../core/cni/result.ts';
 import { clientId, DEFAULT_SOCKET_PATH, parseDhcpConf } from '../../../core/dhcp/config.ts';
 import type { Lease } from '../../../core/dhcp/lease.ts';
-import { parseClientEvent, parseDaemonRequest, type ClientConfig, type ClientEvent, type DaemonRequest, type DaemonResponse } from '../../../core/dhcp/protocol.ts';
+import {
+  parseClientEvent,
+  parseDaemonRequest,
+  type ClientConfig,
+  type ClientEvent,
+  type DaemonRequest,
+  type DaemonResponse,
+} from '../../../core/dhcp/protocol.ts';
 import { str } from '../args.ts';
 import type { IO, Subcommand } from '../common.ts';
 
@@ -117,7 +124,10 @@ export class DhcpDaemon {
   async handle(req: DaemonRequest): Promise<DaemonResponse> {
     const config = req.config;
     const name = typeof config['name'] === 'string' ? config['name'] : '';
-    const parsed = parseDhcpConf({ cniVersion: String(config['cniVersion'] ?? ''), name, type: String(config['type'] ?? ''), raw: config }, req.args);
+    const parsed = parseDhcpConf(
+      { cniVersion: String(config['cniVersion'] ?? ''), name, type: String(config['type'] ?? ''), raw: config },
+      req.args,
+    );
     if (E.isLeft(parsed)) return fail(parsed.left.code, parsed.left.msg);
     const id = clientId(req.containerId, name, req.ifname);
     const held = this.attachments.get(id);
@@ -129,7 +139,13 @@ export class DhcpDaemon {
           await this.stop(held);
         }
         if (!existsSync(req.netns)) return fail(ErrCode.InvalidEnvironment, `CNI_NETNS: "${req.netns}" does not exist`);
-        const a = this.start(id, req, { ifname: req.ifname, clientId: id, options: parsed.right.options, timeoutMs: this.o.timeoutMs, retryMinMs: this.o.retryMinMs });
+        const a = this.start(id, req, {
+          ifname: req.ifname,
+          clientId: id,
+          options: parsed.right.options,
+          timeoutMs: this.o.timeoutMs,
+          retryMinMs: this.o.retryMinMs,
+        });
         this.attachments.set(id, a);
         const r = await a.first;
         if (!r.ok) {
@@ -147,7 +163,8 @@ export class DhcpDaemon {
         if (prev && E.isLeft(prev)) return fail(ErrCode.InvalidNetworkConfig, `prevResult: ${prev.left}`);
         const want = `${held.lease.address}/${held.lease.prefix}`;
         const have = prev?.right.ips?.map((i) => i.address) ?? [];
-        if (prev && !have.includes(want)) return fail(ErrCode.Drift, `dhcp: ${id} holds ${want}, prevResult has ${have.join(', ') || 'no address'}`);
+        if (prev && !have.includes(want))
+          return fail(ErrCode.Drift, `dhcp: ${id} holds ${want}, prevResult has ${have.join(', ') || 'no address'}`);
         return { ok: true, lease: held.lease };
       }
     }
@@ -192,7 +209,8 @@ export function serve(d: DhcpDaemon, socketPath: string, log: (s: string) => voi
         ? Promise.resolve(fail(ErrCode.DecodeFailure, `dhcp-daemon: bad request: ${req.left}`))
         : d.handle(req.right).catch((e: unknown) => fail(ErrCode.Internal, `dhcp-daemon: ${(e as Error).message}`));
       void reply.then((r) => {
-        if (E.isRight(req)) log(`${req.right.command} ${req.right.containerId}/${req.right.ifname}: ${r.ok ? 'ok' : `error ${r.code}: ${r.msg}`}`);
+        if (E.isRight(req))
+          log(`${req.right.command} ${req.right.containerId}/${req.right.ifname}: ${r.ok ? 'ok' : `error ${r.code}: ${r.msg}`}`);
         conn.end(JSON.stringify(r) + '\n');
       });
     });
@@ -233,7 +251,7 @@ export function parseDuration(s: string): number | undefined {
 
 export const dhcpDaemonCommand: Subcommand = {
   name: 'dhcp-daemon',
-  summary: 'serve the dhcp IPAM plugin: one DHCP client per attachment, in the pod\'s namespace',
+  summary: "serve the dhcp IPAM plugin: one DHCP client per attachment, in the pod's namespace",
   options: [
     { name: 'socket-path', value: 'PATH', help: `the plugin's socket (default ${DEFAULT_SOCKET_PATH}; also -socketpath PATH)` },
     { name: 'timeout', value: 'DURATION', help: 'how long one DHCP exchange may take (default 10s)' },

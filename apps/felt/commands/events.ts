@@ -32,14 +32,19 @@ export function parseTime(text: string, now: Date, name: string): string | Error
   const m = ISO.exec(t);
   if (m) {
     const [, y, mo, d, h = '00', mi = '00', s = '00', frac = '', zone = 'Z'] = m;
-    const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${frac.slice(0, 4)}${zone.toUpperCase() === 'Z' ? 'Z' : zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`);
+    const ms = Date.parse(
+      `${y}-${mo}-${d}T${h}:${mi}:${s}${frac.slice(0, 4)}${zone.toUpperCase() === 'Z' ? 'Z' : zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`,
+    );
     if (Number.isFinite(ms)) return new Date(ms).toISOString();
   }
-  return new Error(`--${name}: "${text}" is not a time (want ISO 8601 such as 2024-01-01T10:00:00Z, or a duration before now such as 10m, 2h, 1d)`);
+  return new Error(
+    `--${name}: "${text}" is not a time (want ISO 8601 such as 2024-01-01T10:00:00Z, or a duration before now such as 10m, 2h, 1d)`,
+  );
 }
 
 /** One event as a JSON line: what `--json`, `felt export` print and `felt import` reads. */
-export const eventLine = (e: StoredEvent): string => JSON.stringify({ position: e.position, time: e.time, stream: e.stream, type: e.type, data: e.data });
+export const eventLine = (e: StoredEvent): string =>
+  JSON.stringify({ position: e.position, time: e.time, stream: e.stream, type: e.type, data: e.data });
 
 /** The comma list of a repeatable option: `--type A,B --type C`. */
 export const listOf = (s: string | undefined): string[] | undefined =>
@@ -61,11 +66,16 @@ export function timeFilter(p: Parsed, io: IO): { since?: string; until?: string 
     if (t instanceof Error) return t;
     out[name] = t;
   }
-  if (out.since !== undefined && out.until !== undefined && out.since > out.until) return new Error(`--since ${out.since} is after --until ${out.until}`);
+  if (out.since !== undefined && out.until !== undefined && out.since > out.until)
+    return new Error(`--since ${out.since} is after --until ${out.until}`);
   return out;
 }
 
-export const SINCE_OPTION = { name: 'since', value: 'TIME', help: 'only events recorded at or after TIME (ISO 8601, or 10m, 2h, 1d ago)' } as const;
+export const SINCE_OPTION = {
+  name: 'since',
+  value: 'TIME',
+  help: 'only events recorded at or after TIME (ISO 8601, or 10m, 2h, 1d ago)',
+} as const;
 export const UNTIL_OPTION = { name: 'until', value: 'TIME', help: 'only events recorded at or before TIME' } as const;
 export const STREAM_OPTION = { name: 'stream', value: 'STREAM', help: 'only this stream (e.g. ipam/mynet)' } as const;
 
@@ -157,11 +167,16 @@ export const eventsCommand: Subcommand = {
       if (json || follow) print(events.right, true);
       else io.out(table(HEADER, events.right.map(rowOf)));
       if (!follow) return 0;
-      return await followLog(io, Math.max(head.right, typeof from === 'number' ? from : 0), (after, upTo) => {
-        const r = store.read({ ...query, fromPosition: after, toPosition: upTo });
-        if (E.isRight(r)) print(r.right, false);
-        return E.map(() => undefined)(r);
-      }, () => store.lastPosition());
+      return await followLog(
+        io,
+        Math.max(head.right, typeof from === 'number' ? from : 0),
+        (after, upTo) => {
+          const r = store.read({ ...query, fromPosition: after, toPosition: upTo });
+          if (E.isRight(r)) print(r.right, false);
+          return E.map(() => undefined)(r);
+        },
+        () => store.lastPosition(),
+      );
     } finally {
       store.close();
     }

@@ -31,13 +31,17 @@ export function parseExport(text: string): E.Either<string, RecordedEvent[]> {
     } catch (e) {
       return E.left(`${at}: not JSON (${(e as Error).message})`);
     }
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return E.left(`${at}: want a JSON object with time, stream, type and data`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      return E.left(`${at}: want a JSON object with time, stream, type and data`);
     const o = v as Record<string, unknown>;
     const { stream, type, time } = o;
-    if (typeof stream !== 'string' || stream === '' || !printable(stream)) return E.left(`${at}: stream: want a non-empty string of printable characters, got ${JSON.stringify(stream) ?? 'nothing'}`);
-    if (typeof type !== 'string' || !/^[A-Za-z][A-Za-z0-9]*$/.test(type)) return E.left(`${at}: type: want an event type name (e.g. AddressAllocated), got ${JSON.stringify(type) ?? 'nothing'}`);
+    if (typeof stream !== 'string' || stream === '' || !printable(stream))
+      return E.left(`${at}: stream: want a non-empty string of printable characters, got ${JSON.stringify(stream) ?? 'nothing'}`);
+    if (typeof type !== 'string' || !/^[A-Za-z][A-Za-z0-9]*$/.test(type))
+      return E.left(`${at}: type: want an event type name (e.g. AddressAllocated), got ${JSON.stringify(type) ?? 'nothing'}`);
     const kind = streamKindOf(stream);
-    if (kind && !Object.hasOwn(kind.checks, type)) return E.left(`${at}: type: "${type}" is not an event of ${kind.prefix} streams (${kind.types.join(', ')})`);
+    if (kind && !Object.hasOwn(kind.checks, type))
+      return E.left(`${at}: type: "${type}" is not an event of ${kind.prefix} streams (${kind.types.join(', ')})`);
     if (typeof time !== 'string' || !TIME.test(time) || !Number.isFinite(Date.parse(time))) {
       return E.left(`${at}: time: want an ISO 8601 time such as 2024-01-01T00:00:00.000Z, got ${JSON.stringify(time) ?? 'nothing'}`);
     }
@@ -71,10 +75,7 @@ export const importCommand: Subcommand = {
   name: 'import',
   summary: 'append an export (JSON lines) to the log, all or nothing',
   positional: 'FILE|-',
-  options: [
-    { name: 'merge', help: 'also append to streams the log already has (their histories are folded together)' },
-    DATA_DIR_OPTION,
-  ],
+  options: [{ name: 'merge', help: 'also append to streams the log already has (their histories are folded together)' }, DATA_DIR_OPTION],
   run: (p, io) => {
     const source = p.positionals[0];
     if (source === undefined) {
@@ -111,7 +112,9 @@ export const importCommand: Subcommand = {
             return 1;
           }
           if (has.right.length) {
-            io.err(`felt import: stream ${stream} already has events in ${join(dir, DB_FILE)}; nothing imported (import into a new --data-dir, or pass --merge to fold both histories together)\n`);
+            io.err(
+              `felt import: stream ${stream} already has events in ${join(dir, DB_FILE)}; nothing imported (import into a new --data-dir, or pass --merge to fold both histories together)\n`,
+            );
             return 1;
           }
         }
@@ -123,9 +126,12 @@ export const importCommand: Subcommand = {
       }
       const now = (io.now ? io.now() : new Date()).toISOString();
       const s = refreshSnapshots(store.right, streams, now);
-      if (E.isLeft(s)) io.err(`felt import: imported, but a snapshot was not updated (it is rebuilt from the log on next use): ${s.left}\n`);
+      if (E.isLeft(s))
+        io.err(`felt import: imported, but a snapshot was not updated (it is rebuilt from the log on next use): ${s.left}\n`);
       const range = r.right.first ? ` (positions ${r.right.first}-${r.right.last})` : '';
-      io.out(`imported ${events.right.length} events${range} into ${join(dir, DB_FILE)}: ${streams.length} stream${streams.length === 1 ? '' : 's'}\n`);
+      io.out(
+        `imported ${events.right.length} events${range} into ${join(dir, DB_FILE)}: ${streams.length} stream${streams.length === 1 ? '' : 's'}\n`,
+      );
       return 0;
     } finally {
       store.right.close();

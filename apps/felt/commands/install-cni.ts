@@ -24,7 +24,21 @@
 // checking it parses as a conflist.
 
 import { createHash } from 'node:crypto';
-import { chmodSync, constants as fsConstants, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  constants as fsConstants,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -135,7 +149,10 @@ function ownDir(path: string, make: boolean): boolean {
     if (make) mkdirSync(path);
     return false;
   }
-  if (st.isSymbolicLink()) throw new Error(`${path} is a symbolic link, not a directory felt made: refusing to write through it (remove it and run install-cni again)`);
+  if (st.isSymbolicLink())
+    throw new Error(
+      `${path} is a symbolic link, not a directory felt made: refusing to write through it (remove it and run install-cni again)`,
+    );
   if (!st.isDirectory()) throw new Error(`${path} is not a directory: refusing to use it (remove it and run install-cni again)`);
   return true;
 }
@@ -201,11 +218,15 @@ export const installCniCommand: Subcommand = {
     const force = flag(p, 'force');
     const withNode = flag(p, 'with-node');
     if (unsafeInShebang(bin)) {
-      io.err(`felt install-cni: --cni-bin-dir: ${JSON.stringify(bin)} has a space, quote, '#', '$' or '\\' (it goes into each plugin's #! line)\n`);
+      io.err(
+        `felt install-cni: --cni-bin-dir: ${JSON.stringify(bin)} has a space, quote, '#', '$' or '\\' (it goes into each plugin's #! line)\n`,
+      );
       return 1;
     }
     if (!withNode && unsafeInShebang(process.execPath)) {
-      io.err(`felt install-cni: the node running felt (${JSON.stringify(process.execPath)}) has a space, quote, '#', '$' or '\\' in its path; use --with-node\n`);
+      io.err(
+        `felt install-cni: the node running felt (${JSON.stringify(process.execPath)}) has a space, quote, '#', '$' or '\\' in its path; use --with-node\n`,
+      );
       return 1;
     }
     let conflist = `${JSON.stringify(FLANNEL_CONFLIST, null, 2)}\n`;
@@ -242,7 +263,9 @@ export const installCniCommand: Subcommand = {
       const node = withNode ? join(support, 'node') : process.execPath;
       const shebang = `#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS NODE_PATH=${join(support, 'node_modules')} ${node}`;
       if (Buffer.byteLength(shebang) + 1 > MAX_SHEBANG) {
-        io.err(`felt install-cni: --cni-bin-dir: ${JSON.stringify(bin)} is too long for a #! line (${Buffer.byteLength(shebang)} bytes, the kernel reads ${MAX_SHEBANG - 1})\n`);
+        io.err(
+          `felt install-cni: --cni-bin-dir: ${JSON.stringify(bin)} is too long for a #! line (${Buffer.byteLength(shebang)} bytes, the kernel reads ${MAX_SHEBANG - 1})\n`,
+        );
         return 1;
       }
       mkdirSync(bin, { recursive: true });

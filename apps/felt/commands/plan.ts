@@ -12,7 +12,18 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { existsSync } from 'node:fs';
 import { flag, str } from '../args.ts';
 import { DATA_DIR_OPTION, dataDirOf, JSON_OPTION, openLog, type IO, type Subcommand } from '../common.ts';
-import { attachmentCases, attachmentWanted, loadViews, locate, observe, overlayOf, readReconcile, type AttachmentCase, type LogViews, type Observed } from './audit.ts';
+import {
+  attachmentCases,
+  attachmentWanted,
+  loadViews,
+  locate,
+  observe,
+  overlayOf,
+  readReconcile,
+  type AttachmentCase,
+  type LogViews,
+  type Observed,
+} from './audit.ts';
 
 export const NETNS_OPTION = {
   name: 'netns',
@@ -54,8 +65,14 @@ export const planCommand: Subcommand = {
     }
     if (E.isLeft(views)) return fail(io, views.left);
     const v = views.right;
-    if (onlyNode && v.nodes.length === 0) return fail(io, `--node: no feltd node in the log at ${dataDirOf(p, io)} (feltd's --state-dir is its data dir)`);
-    if (network !== undefined && !v.bridges.some((b) => b.network === network) && !v.ipam.some((i) => i.network === network) && !v.runtimes.some((r) => r.network === network)) {
+    if (onlyNode && v.nodes.length === 0)
+      return fail(io, `--node: no feltd node in the log at ${dataDirOf(p, io)} (feltd's --state-dir is its data dir)`);
+    if (
+      network !== undefined &&
+      !v.bridges.some((b) => b.network === network) &&
+      !v.ipam.some((i) => i.network === network) &&
+      !v.runtimes.some((r) => r.network === network)
+    ) {
       return fail(io, `--network: nothing recorded for network "${network}" in ${dataDirOf(p, io)}`);
     }
 
@@ -64,7 +81,8 @@ export const planCommand: Subcommand = {
     if (network === undefined) await checkOverlays(v, readReconcile(dataDirOf(p, io)), dataDirOf(p, io), netns, groups, unchecked);
     if (!onlyNode) {
       await checkAttachments(attachmentCases(v, netns, network), groups, unchecked, chainedAfter(v));
-      const only = <T extends { network: string }>(xs: readonly T[]): T[] => xs.filter((x) => network === undefined || x.network === network);
+      const only = <T extends { network: string }>(xs: readonly T[]): T[] =>
+        xs.filter((x) => network === undefined || x.network === network);
       unchecked.push(...uncheckedOf(only(v.ipam), only(v.bridges), only(v.runtimes)));
     }
     const r = report(groups, unchecked);
@@ -73,7 +91,14 @@ export const planCommand: Subcommand = {
   },
 };
 
-async function checkOverlays(v: LogViews, rec: ReturnType<typeof readReconcile>, dataDir: string, netns: string | undefined, groups: Group[], unchecked: Unchecked[]): Promise<void> {
+async function checkOverlays(
+  v: LogViews,
+  rec: ReturnType<typeof readReconcile>,
+  dataDir: string,
+  netns: string | undefined,
+  groups: Group[],
+  unchecked: Unchecked[],
+): Promise<void> {
   for (const node of v.nodes) {
     const id = `overlay ${node.stream.slice('node/'.length)}`;
     const c = overlayOf(node, rec, dataDir);
@@ -88,7 +113,13 @@ async function checkOverlays(v: LogViews, rec: ReturnType<typeof readReconcile>,
       unchecked.push({ what: id, why: host.why });
       continue;
     }
-    const seen = await observe(host.hostNetns, { namespaces: [HOST], desired: c.right.desired, scope: c.right.scope, iptables: c.right.iptables, fdb: c.right.fdb });
+    const seen = await observe(host.hostNetns, {
+      namespaces: [HOST],
+      desired: c.right.desired,
+      scope: c.right.scope,
+      iptables: c.right.iptables,
+      fdb: c.right.fdb,
+    });
     const notes = c.right.ignored.map((i) => `ignored as feltd does: ${i}`);
     groups.push(
       seen.ok
@@ -148,9 +179,16 @@ async function checkAttachments(
       const shared: KernelState = union(desired.map((d) => d.shared));
       const scope = { links: shared.links.map((l) => ({ ns: l.ns, name: l.name })), devices: [], chains: [], ruleMarkers: [] };
       const bridge = desired[0]?.bridge ?? '?';
-      const base = { kind: 'network' as const, id: `network ${net}`, title: `bridge ${bridge}${where}, shared by ${mine.length} attachment(s)`, network: net };
+      const base = {
+        kind: 'network' as const,
+        id: `network ${net}`,
+        title: `bridge ${bridge}${where}, shared by ${mine.length} attachment(s)`,
+        network: net,
+      };
       const seen = all.ok ? all : await observe(hostNetns, { namespaces: [HOST], desired: shared, scope });
-      groups.push(seen.ok ? group(base, findings(shared, seen.state, scope)) : group(base, [], [], `cannot read the host namespace: ${seen.why}`));
+      groups.push(
+        seen.ok ? group(base, findings(shared, seen.state, scope)) : group(base, [], [], `cannot read the host namespace: ${seen.why}`),
+      );
 
       for (const c of mine) {
         const d = E.isRight(c.desired) ? c.desired.right : undefined;
@@ -158,7 +196,10 @@ async function checkAttachments(
         const r = c.record;
         const after = chained(c.network, r.containerId, r.ifname);
         const notes = after.length
-          ? [...d.notes, `felt cni ran ${after.join(', ')} after bridge here: a difference in MTU, MAC, sysctls, routes or qdiscs may be ${after.length === 1 ? 'its' : 'their'} doing, not drift`]
+          ? [
+              ...d.notes,
+              `felt cni ran ${after.join(', ')} after bridge here: a difference in MTU, MAC, sysctls, routes or qdiscs may be ${after.length === 1 ? 'its' : 'their'} doing, not drift`,
+            ]
           : d.notes;
         const a = {
           kind: 'attachment' as const,
@@ -171,7 +212,9 @@ async function checkAttachments(
           hostVeth: r.hostVeth,
         };
         if (!existsSync(r.netns)) {
-          groups.push(group(a, [], notes, `the pod's network namespace ${r.netns} is gone, and its veth pair with it (the runtime never ran DEL?)`));
+          groups.push(
+            group(a, [], notes, `the pod's network namespace ${r.netns} is gone, and its veth pair with it (the runtime never ran DEL?)`),
+          );
           continue;
         }
         const s = await seenFor(c);

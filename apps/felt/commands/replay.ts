@@ -31,14 +31,18 @@ const UNDERLAY_FLAGS = ['underlay-dev', 'underlay-cidr', 'underlay-mtu'] as cons
 function overlayNodeOf(p: Parsed, state: NodeState): OverlayNode | { missing: string } | Error {
   const given = UNDERLAY_FLAGS.filter((f) => str(p, f) !== undefined);
   if (given.length === 0) {
-    return { missing: 'the kernel state needs the underlay, which the log does not record: pass --underlay-dev, --underlay-cidr and --underlay-mtu (as feltd found them)' };
+    return {
+      missing:
+        'the kernel state needs the underlay, which the log does not record: pass --underlay-dev, --underlay-cidr and --underlay-mtu (as feltd found them)',
+    };
   }
   const absent = UNDERLAY_FLAGS.filter((f) => str(p, f) === undefined);
   if (absent.length) return new Error(`--${absent[0]} is required with ${given.map((f) => `--${f}`).join(', ')}`);
   const dev = str(p, 'underlay-dev')!;
   if (!/^[^\s/]{1,15}$/.test(dev)) return new Error(`--underlay-dev: "${dev}" is not an interface name`);
   const cidr = str(p, 'underlay-cidr')!;
-  if (!parseCIDR(cidr) || !cidr.includes('/')) return new Error(`--underlay-cidr: "${cidr}" is not an address with its prefix (e.g. 198.51.100.1/24)`);
+  if (!parseCIDR(cidr) || !cidr.includes('/'))
+    return new Error(`--underlay-cidr: "${cidr}" is not an address with its prefix (e.g. 198.51.100.1/24)`);
   const mtuText = str(p, 'underlay-mtu')!;
   const mtu = /^\d+$/.test(mtuText) ? Number(mtuText) : NaN;
   if (!(mtu >= 68 && mtu <= 65535)) return new Error(`--underlay-mtu: "${mtuText}" is not an MTU (68-65535)`);
@@ -61,7 +65,14 @@ function desiredOf(p: Parsed, stream: string, r: Replayed<unknown>): Record<stri
   if ('missing' in node) return { ...view, kernel: null, missing: node.missing };
   const d = desiredOverlay(state, node);
   if (E.isLeft(d)) return { ...view, kernel: null, missing: d.left };
-  return { ...view, kernel: d.right.kernel, scope: d.right.scope, subnetEnv: d.right.subnetEnv, mtu: d.right.mtu, ignored: d.right.ignored };
+  return {
+    ...view,
+    kernel: d.right.kernel,
+    scope: d.right.scope,
+    subnetEnv: d.right.subnetEnv,
+    mtu: d.right.mtu,
+    ignored: d.right.ignored,
+  };
 }
 
 export const replayCommand: Subcommand = {
@@ -75,8 +86,8 @@ export const replayCommand: Subcommand = {
     { name: 'underlay-dev', value: 'NAME', help: 'with --desired, node/ streams: the underlay interface feltd used' },
     { name: 'underlay-cidr', value: 'CIDR', help: 'with --desired: its address and prefix (e.g. 198.51.100.1/24)' },
     { name: 'underlay-mtu', value: 'N', help: 'with --desired: its MTU' },
-    { name: 'public-ip', value: 'IP', help: 'with --desired: the public IP (default: the one in the node\'s lease)' },
-    { name: 'vtep-mac', value: 'MAC', help: 'with --desired: the VtepMAC (default: the one in the node\'s lease)' },
+    { name: 'public-ip', value: 'IP', help: "with --desired: the public IP (default: the one in the node's lease)" },
+    { name: 'vtep-mac', value: 'MAC', help: "with --desired: the VtepMAC (default: the one in the node's lease)" },
     { name: 'ip-masq', help: 'with --desired: feltd ran with --ip-masq' },
     DATA_DIR_OPTION,
   ],
@@ -127,7 +138,13 @@ export const replayCommand: Subcommand = {
         events += x.events;
       }
       const unknown = Object.fromEntries(r.right.unknown);
-      io.out(JSON.stringify({ ...(at !== undefined ? { at } : {}), position, events, streams, ...(r.right.unknown.size ? { unknownStreams: unknown } : {}) }, null, 2) + '\n');
+      io.out(
+        JSON.stringify(
+          { ...(at !== undefined ? { at } : {}), position, events, streams, ...(r.right.unknown.size ? { unknownStreams: unknown } : {}) },
+          null,
+          2,
+        ) + '\n',
+      );
       return 0;
     } finally {
       store.close();

@@ -15,11 +15,16 @@ import { attachmentCases, loadViews, type LogViews, locate, observe, overlayOf, 
 import { NETNS_OPTION } from './plan.ts';
 import { cell } from '../terminal.ts';
 
-const namespacesOf = (k: KernelState): string[] =>
-  [...new Set([...k.links, ...k.addresses, ...k.routes, ...k.neighbours, ...k.fdb, ...k.chains, ...k.rules].map((o) => o.ns))];
+const namespacesOf = (k: KernelState): string[] => [
+  ...new Set([...k.links, ...k.addresses, ...k.routes, ...k.neighbours, ...k.fdb, ...k.chains, ...k.rules].map((o) => o.ns)),
+];
 
 /** The kernel's side of the answer: each desired object the argument names, there now or not. */
-async function kernelLines(object: string, views: Views, sources: readonly (Source & { host: { hostNetns: string | undefined } | { why: string } })[]): Promise<string[]> {
+async function kernelLines(
+  object: string,
+  views: Views,
+  sources: readonly (Source & { host: { hostNetns: string | undefined } | { why: string } })[],
+): Promise<string[]> {
   const out: string[] = [];
   for (const m of matchObjects(object, views, sources)) {
     const host = sources.find((s) => s.id === m.id)!.host;
@@ -32,7 +37,12 @@ async function kernelLines(object: string, views: Views, sources: readonly (Sour
       out.push(`${m.id}: the namespace ${gone.join(', ')} is gone, so the kernel does not have what felt put there`);
       continue;
     }
-    const seen = await observe(host.hostNetns, { namespaces: namespacesOf(m.state), desired: m.state, scope: emptyScope(), fdb: m.state.fdb.length > 0 });
+    const seen = await observe(host.hostNetns, {
+      namespaces: namespacesOf(m.state),
+      desired: m.state,
+      scope: emptyScope(),
+      fdb: m.state.fdb.length > 0,
+    });
     if (!seen.ok) {
       out.push(`${m.id}: cannot read the kernel to tell whether it has it now: ${seen.why}`);
       continue;
@@ -80,14 +90,26 @@ export const whyRun =
     const views: Views = {
       ipam: v.ipam,
       nodes: v.nodes,
-      attachments: cases.map((c) => ({ network: c.network, record: c.record, ...(E.isRight(c.desired) ? { desired: c.desired.right } : {}) })),
+      attachments: cases.map((c) => ({
+        network: c.network,
+        record: c.record,
+        ...(E.isRight(c.desired) ? { desired: c.desired.right } : {}),
+      })),
       overlays,
     };
     const overlayHost = locate(typeof rec === 'object' ? rec.hostNs : undefined, netns, 'feltd runs');
     const sources = [
       ...overlays.map((o) => ({ id: `overlay ${o.stream.slice('node/'.length)}`, state: o.desired, host: overlayHost })),
       ...cases.flatMap((c) =>
-        E.isRight(c.desired) ? [{ id: `attachment ${c.network} ${c.record.containerId}/${c.record.ifname}`, state: union([c.desired.right.own, c.desired.right.shared]), host: c.host }] : [],
+        E.isRight(c.desired)
+          ? [
+              {
+                id: `attachment ${c.network} ${c.record.containerId}/${c.record.ifname}`,
+                state: union([c.desired.right.own, c.desired.right.shared]),
+                host: c.host,
+              },
+            ]
+          : [],
       ),
     ];
     const lines = explain(object, views, history);
@@ -96,7 +118,9 @@ export const whyRun =
     const body = at < 0 ? lines : lines.slice(0, at);
     const tail = at < 0 ? [] : lines.slice(at);
     // One line per entry: a newline inside one (from the argument or the log) is escaped, not a line of its own.
-    io.out([...body, ...(kernel.length ? ['in the kernel now:', ...kernel.map((l) => `  ${l}`)] : []), ...tail].map(cell).join('\n') + '\n');
+    io.out(
+      [...body, ...(kernel.length ? ['in the kernel now:', ...kernel.map((l) => `  ${l}`)] : []), ...tail].map(cell).join('\n') + '\n',
+    );
     return 0;
   };
 
