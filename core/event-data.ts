@@ -170,7 +170,7 @@ export const nullable =
     v === null ? null : p(v, at);
 
 /** The name a stream carries after its kind's prefix (`ipam/<network>`), passed to every event check. */
-export interface StreamContext {
+interface StreamContext {
   readonly stream: string;
   /** The stream's name without its prefix: the network of ipam/, bridge/, cni/ ...; the public IP of node/. */
   readonly name: string;

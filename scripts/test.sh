@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 npx tsc --noEmit
 npx prettier --check "**/*.{ts,mjs}"
+# Lint: unused imports, variables and exports fail; functions over 80 lines are flagged (warnings).
+npm run --silent lint
 npx vitest run "$@"

@@ -44,8 +44,6 @@ const NFT_MISSING = /spawn nft ENOENT|failed to execute nft/;
 const IPT_MISSING = /spawn ip6?tables-save ENOENT|failed to execute ip6?tables-save/;
 import type { Kernel, KernelError, ObserveRequest } from './types.ts';
 
-export { parseIptablesSave } from './parse.ts';
-
 export interface LinuxKernelOptions extends ExecHooks {
   /** PID of a process in the host namespace (this process): how `ip link add ... netns` names the host. */
   readonly pid: number;

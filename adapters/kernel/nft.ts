@@ -70,7 +70,7 @@ const ruleObj = (r: {
 });
 
 /** A set element as nft -j writes and prints it: a prefix, or a plain address for a full-length one. */
-export function elemJson(cidr: string): NftJson {
+function elemJson(cidr: string): NftJson {
   const i = cidr.indexOf('/');
   const ip = i < 0 ? cidr : cidr.slice(0, i);
   const len = i < 0 ? undefined : Number(cidr.slice(i + 1));

@@ -136,7 +136,7 @@ const SKIP_PROTO = new Set(['kernel', 'ra', 'redirect']);
  * A route as the model has it, or undefined for routes nobody manages (kernel-made, local, multicast...).
  * `kernel`: keep the kernel-made (`proto kernel`) ones (ObserveRequest.kernelRoutes).
  */
-export function toRoute(ns: NsRef, r: IpRoute, kernel = false): Route | undefined {
+function toRoute(ns: NsRef, r: IpRoute, kernel = false): Route | undefined {
   const skipped = r.protocol !== undefined && SKIP_PROTO.has(r.protocol) && !(kernel && r.protocol === 'kernel');
   if (skipped || (r.type !== undefined && r.type !== 'unicast') || r.table === 'local') return undefined;
   const gw = r.gateway ?? r.via?.host;
@@ -169,7 +169,7 @@ export interface IpState {
   readonly nsids: ReadonlyMap<number, string>;
 }
 
-export interface VethEnd {
+interface VethEnd {
   readonly name: string;
   readonly ifindex: number;
   readonly peerIndex: number;

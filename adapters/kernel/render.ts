@@ -24,7 +24,7 @@ import { inNetns } from './exec.ts';
 import { isNft, nftCommands, nftCommentLine, nftDocument, nftUnsafe, type NftOp } from './nft.ts';
 
 /** `ip6`: `ip -6 -force -batch -`, for IPv6 policy rules (ip's family is a global option, not a batch word). */
-export type Tool = 'ip' | 'ip6' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore' | 'nft';
+type Tool = 'ip' | 'ip6' | 'bridge' | 'tc' | 'sysctl' | 'iptables-restore' | 'ip6tables-restore' | 'nft';
 
 export interface Line {
   readonly text: string;
@@ -204,7 +204,7 @@ function tapAddLines(l: Link): string[] {
   return [head.join(' '), ...rest];
 }
 
-export const routeArgs = (r: Route): string =>
+const routeArgs = (r: Route): string =>
   [
     r.dst,
     r.gw ? `via ${r.gw}` : '',
@@ -230,7 +230,7 @@ const fdbLine = (verb: 'replace' | 'del', f: Fdb): string =>
  * The one filter an ingress qdisc with a redirect carries: u32 at prio 1 with the handle the kernel gives the
  * first u32 filter (800::800), so that `replace` swaps it in place rather than adding another.
  */
-export const redirectLine = (dev: string, to: string): string =>
+const redirectLine = (dev: string, to: string): string =>
   `filter replace dev ${dev} parent ffff: protocol all prio 1 handle 800::800 u32 match u32 0 0 flowid 1:1 action mirred egress redirect dev ${to}`;
 
 const qdiscLines = (verb: 'replace' | 'del', q: Qdisc): string[] => {
@@ -474,7 +474,7 @@ export function steps(ops: readonly Op[], ro: RenderOptions): Step[] {
 }
 
 /** One nft step: the comment declarations, and every op's JSON commands. */
-export function nftStep(ns: NsRef, ops: readonly NftOp[]): Step {
+function nftStep(ns: NsRef, ops: readonly NftOp[]): Step {
   const pre: Line[] = [];
   const lines: Line[] = [];
   for (const o of ops) {

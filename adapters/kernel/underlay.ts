@@ -94,7 +94,7 @@ const preferred = (xs: readonly AddrInfo[]): AddrInfo[] =>
     .map((x) => x.a);
 
 /** The addresses of one family an underlay may use, in flannel's order of preference. */
-export function familyAddrs(l: IpAddrLink, family: Family): AddrInfo[] {
+function familyAddrs(l: IpAddrLink, family: Family): AddrInfo[] {
   const all = (l.addr_info ?? []).filter((a) => !a.deprecated);
   return preferred(
     family === 4 ? all.filter((a) => a.family === 'inet' && usableV4(a)) : all.filter((a) => a.family === 'inet6' && a.scope === 'global'),
@@ -231,11 +231,3 @@ export const readInterfaces = (): TE.TaskEither<KernelError, Interfaces> => asyn
     return E.left({ kind: 'kernel', msg: `failed to read interfaces: ${(e as Error).message}` });
   }
 };
-
-export const findUnderlay =
-  (req: UnderlayRequest): TE.TaskEither<KernelError, Underlay> =>
-  async () => {
-    const ifs = await readInterfaces()();
-    if (E.isLeft(ifs)) return ifs;
-    return E.mapLeft((msg: string): KernelError => ({ kind: 'kernel', msg }))(chooseUnderlay(ifs.right, req));
-  };

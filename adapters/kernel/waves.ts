@@ -49,7 +49,7 @@ export interface WaveKernel extends Kernel {
 }
 
 /** The namespace an op runs in (the model's table, nftables ops included). */
-export const opNs = (op: Op): NsRef => modelOpNs(op);
+const opNs = (op: Op): NsRef => modelOpNs(op);
 
 /** Ops whose second application changes nothing and fails only where the first would have. */
 const REPEATABLE: ReadonlySet<Op['op']> = new Set([

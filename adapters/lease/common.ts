@@ -16,7 +16,7 @@ export const isStoreError = (e: unknown): e is StoreError =>
 export const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** A canonical network CIDR ("10.244.3.0/24"), or undefined when `s` is not a CIDR. */
-export function canonicalSubnet(s: string | undefined): string | undefined {
+function canonicalSubnet(s: string | undefined): string | undefined {
   if (s === undefined) return undefined;
   const c = parseCIDR(s);
   return c ? formatCIDR(networkOf(c)) : undefined;
@@ -50,7 +50,7 @@ export function checkRequest(req: LeaseRequest, ttlSeconds: number): E.Either<St
  * The attrs as they read back from flannel's JSON (PublicIPv6 null when absent, BackendType "" when absent),
  * so every store hands out what a reader of the etcd value would see; invalid attrs are refused.
  */
-export function normalizeAttrs(attrs: LeaseAttrs): E.Either<StoreError, LeaseAttrs> {
+function normalizeAttrs(attrs: LeaseAttrs): E.Either<StoreError, LeaseAttrs> {
   let text: string;
   try {
     text = serializeLeaseAttrs(attrs);
@@ -94,7 +94,7 @@ export interface LeaseWriter {
  * renew extends a lease that still holds this node's public addresses ('lost' otherwise), repair rewrites a
  * present one ('absent' otherwise). What is written expires `ttlSeconds` after `now`.
  */
-export function leaseRule<K extends LeaseWrite>(
+function leaseRule<K extends LeaseWrite>(
   kind: K,
   held: { readonly attrs: LeaseAttrs | undefined } | undefined,
   mine: LeaseAttrs,

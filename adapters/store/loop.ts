@@ -11,7 +11,7 @@ import type { Overlay } from './rows.ts';
 import type { EventStore, Transacted, TransactedRows } from './types.ts';
 
 /** A stream's state as opened inside the transaction, with the log's events not yet in it folded on top. */
-export interface Opened<V> {
+interface Opened<V> {
   /** What the decider sees: the state, or the table's overlay of rows. */
   readonly view: V;
   /** Position of the last event folded into `view` (0: none). */

@@ -11,7 +11,7 @@ export const isBusy = (e: unknown): boolean => {
 };
 
 /** Block this thread for `ms` (better-sqlite3 is synchronous; so is waiting for a lock). */
-export const sleepSync = (ms: number): void => {
+const sleepSync = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 };
 

@@ -23,12 +23,12 @@ import type Database from 'better-sqlite3';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 
-export const DEFAULT_LOCK_DIR = '/run/felt/locks';
+const DEFAULT_LOCK_DIR = '/run/felt/locks';
 export const LOCK_FILE = 'cni-calls.db';
 /** How long a call waits for another call of the same attachment before giving up (code 11). */
-export const LOCK_WAIT_MS = 120_000;
+const LOCK_WAIT_MS = 120_000;
 /** The environment variable that hands held locks to a delegate run as another process: `key=token;...`. */
-export const INHERIT_ENV = 'FELT_CALL_LOCKS';
+const INHERIT_ENV = 'FELT_CALL_LOCKS';
 
 export interface CallKey {
   readonly network: string;
@@ -252,7 +252,7 @@ export function lockEnv(): Record<string, string> {
  * The lock directory: FELT_LOCK_DIR of this process's own environment (never a call's: feltd serving calls on
  * a socket gets their environments from clients), else /run/felt/locks.
  */
-export const lockDir = (): string => process.env['FELT_LOCK_DIR'] || DEFAULT_LOCK_DIR;
+const lockDir = (): string => process.env['FELT_LOCK_DIR'] || DEFAULT_LOCK_DIR;
 
 /**
  * Run `f` holding the lock of `k`: after every other call for the same attachment, in this process and in

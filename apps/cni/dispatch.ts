@@ -51,12 +51,7 @@ const versionOf = (stdin: string): string => {
 };
 
 /** Run one command of `plugin`; returns the config or error and the result, unprinted. */
-export function invoke(
-  plugin: Plugin,
-  command: Command,
-  args: CmdArgs,
-  ctx: Ctx,
-): TE.TaskEither<CniError, { conf: NetConf; result?: Result }> {
+function invoke(plugin: Plugin, command: Command, args: CmdArgs, ctx: Ctx): TE.TaskEither<CniError, { conf: NetConf; result?: Result }> {
   return TE.chain((conf: NetConf) => {
     switch (command) {
       case 'ADD':
@@ -116,7 +111,7 @@ const isFile = (p: string): boolean => {
 export const feltMark = (type: string): string => `// felt-cni ${type}`;
 
 /** The mark compiled into felt's forwarder of `type` (apps/cni/forwarder/forwarder.c MARK). */
-export const forwarderMark = (type: string): string => `felt-cni-forwarder type=${type};`;
+const forwarderMark = (type: string): string => `felt-cni-forwarder type=${type};`;
 
 /** The forwarder is a small ELF file (~15 KB): a bigger one is not felt's. */
 const MAX_FORWARDER = 256 << 10;
@@ -266,14 +261,14 @@ export const aboutText = (plugin: Plugin): string =>
  * The forwarder (apps/cni/forwarder/forwarder.c) sets this when feltd accepted the call and then died or did not
  * answer in time, and hands the call to this executable with the stdin it had sent.
  */
-export const DAEMON_LOST = 'FELT_CNI_DAEMON_LOST';
+const DAEMON_LOST = 'FELT_CNI_DAEMON_LOST';
 
 /**
  * The call feltd lost: an ADD may have been half done there, so it is not run again here: it answers "try
  * again later" (code 11) and changes nothing (the runtime's DEL, or its retry, cleans up). DEL, CHECK, GC,
  * STATUS and VERSION are idempotent: they run here. undefined: run the call.
  */
-export function lostCall(env: Env, stdin: string): Outcome | undefined {
+function lostCall(env: Env, stdin: string): Outcome | undefined {
   if (env[DAEMON_LOST] !== '1' || env['CNI_COMMAND'] !== 'ADD') return undefined;
   const e = cniError(
     ErrCode.TryAgainLater,

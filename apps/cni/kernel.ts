@@ -7,8 +7,6 @@ import type { Kernel } from '../../adapters/kernel/types.ts';
 import { callStore, type PluginDeps } from './kit.ts';
 import type { Ctx } from './plugin.ts';
 
-export { kernelError } from './kit.ts';
-
 /** The kernel as this call sees it: the host namespace is the caller's when feltd serves the call. */
 export const kernelFor = (ctx: Ctx): Kernel =>
   ctx.kernel ?? linuxKernel({ pid: ctx.pid, ...(ctx.hostNetns !== undefined ? { hostNetns: ctx.hostNetns } : {}) });

@@ -68,7 +68,7 @@ export const liveNetns = (netns: string): string | undefined => (netns !== '' &&
 // ------------------------------------------------------------------------------------- the event store
 
 /** Open the event store under `dataDir` for this call. */
-export type OpenStore = (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
+type OpenStore = (dataDir: string, ctx: Ctx) => Promise<E.Either<CniError, EventStore>>;
 
 export interface StoreAccess {
   /** Open the event store under `dataDir` (the call's: `ctx.stores`). */

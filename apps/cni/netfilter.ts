@@ -20,8 +20,8 @@ import type { NetfilterBackend } from '../../core/netfilter/backend.ts';
 const onPath = (tool: string): boolean =>
   (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
 
-export const hasNft = (): boolean => onPath('nft');
-export const hasIptables = (): boolean => onPath('iptables-restore') && onPath('iptables-save');
+const hasNft = (): boolean => onPath('nft');
+const hasIptables = (): boolean => onPath('iptables-restore') && onPath('iptables-save');
 
 export function resolveBackend(field: string, requested: NetfilterBackend | undefined): E.Either<CniError, NetfilterBackend> {
   if (requested === 'nftables' && !hasNft()) {

@@ -21,9 +21,9 @@ import type { Subcommand } from './common.ts';
 import type { IO } from './common.ts';
 import { cell, forTerminal, hasControl } from './terminal.ts';
 
-export type { IO, Subcommand };
+export type { IO };
 
-export const SUBCOMMANDS: readonly Subcommand[] = [
+const SUBCOMMANDS: readonly Subcommand[] = [
   eventsCommand,
   allocationsCommand,
   replayCommand,

@@ -19,15 +19,15 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from './observability.ts';
 
-export const MAGIC = Buffer.from('FELTCNI1', 'latin1');
+const MAGIC = Buffer.from('FELTCNI1', 'latin1');
 const HEADER = MAGIC.length + 4;
 /** The largest request body: a network config with a prevResult and runtime config is a few KiB. */
 export const MAX_BODY = 4 << 20;
 /** At most this many environment entries, each at most MAX_ENTRY bytes. */
-export const MAX_ENV = 128;
-export const MAX_ENTRY = 64 << 10;
+const MAX_ENV = 128;
+const MAX_ENTRY = 64 << 10;
 /** A client must have sent its whole request this long after connecting. */
-export const IDLE_MS = 10_000;
+const IDLE_MS = 10_000;
 
 export interface CniRequest {
   /** The client's PID (the forwarder's, in its PID namespace). */
@@ -49,7 +49,7 @@ export interface CniReply {
 export type CniHandler = (req: CniRequest) => Promise<CniReply>;
 
 /** Parse a request body; a string names what is wrong. */
-export function parseRequest(body: Buffer): CniRequest | string {
+function parseRequest(body: Buffer): CniRequest | string {
   let at = 0;
   const need = (n: number, what: string): string | undefined => (at + n > body.length ? `${what}: the frame ends early` : undefined);
   const u32 = (what: string): number | string => need(4, what) ?? ((at += 4), body.readUInt32LE(at - 4));
@@ -89,7 +89,7 @@ export function parseRequest(body: Buffer): CniRequest | string {
 }
 
 /** A frame: the magic, the body length, the body. */
-export function frame(body: Buffer): Buffer {
+function frame(body: Buffer): Buffer {
   const h = Buffer.alloc(HEADER);
   MAGIC.copy(h);
   h.writeUInt32LE(body.length, MAGIC.length);
@@ -103,7 +103,7 @@ const strBuf = (s: string): Buffer => {
   return Buffer.concat([n, b]);
 };
 
-export function replyFrame(r: CniReply): Buffer {
+function replyFrame(r: CniReply): Buffer {
   const code = Buffer.alloc(4);
   code.writeUInt32LE(r.code >>> 0);
   return frame(Buffer.concat([code, strBuf(r.stdout), strBuf(r.stderr)]));
@@ -144,7 +144,7 @@ export interface CniServer {
  * Whether something listens on the unix socket at `path`: 'live' (a connect succeeded), 'dead' (a socket file
  * nobody listens on), 'absent', or 'other' (a file that is not a socket: not ours to remove).
  */
-export function probeSocket(path: string): Promise<'live' | 'dead' | 'absent' | 'other'> {
+function probeSocket(path: string): Promise<'live' | 'dead' | 'absent' | 'other'> {
   try {
     if (!lstatSync(path).isSocket()) return Promise.resolve('other');
   } catch {

@@ -34,11 +34,11 @@ import { waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kern
 import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
 import type { Logger, Metrics } from './observability.ts';
 
-export const CNI_REQUESTS = 'felt_cni_requests_total';
+const CNI_REQUESTS = 'felt_cni_requests_total';
 const CNI_REQUESTS_HELP = 'CNI calls feltd served, by plugin type, command and CNI result code (0: success)';
-export const CNI_DURATION = 'felt_cni_request_duration_seconds';
+const CNI_DURATION = 'felt_cni_request_duration_seconds';
 /** Waves (adapters/kernel/waves.ts, apps/cni/store.ts): what the calls asked for, and what it took. */
-export const WAVE_COUNTERS: Readonly<Record<keyof WaveStats | 'storeCalls' | 'storeTransactions', readonly [string, string]>> = {
+const WAVE_COUNTERS: Readonly<Record<keyof WaveStats | 'storeCalls' | 'storeTransactions', readonly [string, string]>> = {
   observeRequests: ['felt_cni_wave_observe_requests_total', 'Reads of the kernel the CNI calls feltd served asked for'],
   observations: [
     'felt_cni_wave_observations_total',
@@ -97,7 +97,7 @@ const errorReply = (stdin: string, e: CniError): CniReply => {
 };
 
 /** The caller's environment: its CNI_* entries (the first of a name), nothing else. */
-export function callerEnv(entries: readonly string[]): Record<string, string> {
+function callerEnv(entries: readonly string[]): Record<string, string> {
   const env: Record<string, string> = {};
   for (const e of entries) {
     const i = e.indexOf('=');

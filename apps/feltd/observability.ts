@@ -63,7 +63,7 @@ const OP_KIND: Readonly<Record<Op['op'], string>> = {
   'nft.set.elements': 'nftables',
 };
 export const OP_KINDS: readonly string[] = [...new Set(Object.values(OP_KIND))].sort();
-export const opKind = (o: Op): string => OP_KIND[o.op];
+const opKind = (o: Op): string => OP_KIND[o.op];
 
 /** Ops counted by kind (only the kinds present). */
 export const countByKind = (ops: readonly Op[]): Map<string, number> => {
@@ -111,9 +111,9 @@ interface HistFamily {
 type Family = ScalarFamily | HistFamily;
 
 /** Seconds: from a fraction of a millisecond (a delta pass) to ten seconds (a full pass on a loaded node). */
-export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-export const RECONCILE_HISTOGRAM = 'felt_reconcile_duration_seconds';
+const RECONCILE_HISTOGRAM = 'felt_reconcile_duration_seconds';
 const RECONCILE_HELP = 'Time of a reconcile pass (full: observe, plan, apply; delta: changed leases only)';
 
 export interface PassStats {
@@ -252,10 +252,10 @@ export class Metrics {
 
 // ---------------------------------------------------------------- CNI ADD durations from the event log
 
-export const CNI_ADD_HISTOGRAM = 'felt_cni_add_duration_seconds';
+const CNI_ADD_HISTOGRAM = 'felt_cni_add_duration_seconds';
 const CNI_ADD_HELP = 'Time of a bridge (or flannel) CNI ADD, from its AttachmentReady event in the CNI event log, by network';
 /** A CNI ADD: tens of milliseconds on an idle node, seconds on a loaded one. */
-export const CNI_ADD_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const CNI_ADD_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /**
  * Follow the CNI plugins' event log: every AttachmentReady (streams `bridge/<network>`) after the last one

@@ -23,7 +23,7 @@ export interface DaemonView {
   readonly recent: readonly StoredEvent[];
 }
 
-export interface StatusNode {
+interface StatusNode {
   readonly self: boolean;
   readonly key: string;
   readonly subnet: string | null;

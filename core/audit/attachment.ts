@@ -30,7 +30,7 @@ export interface AttachmentDesired {
 }
 
 /** The record's network config as a NetConf (what the plugin parsed from stdin at ADD). */
-export function recordNetConf(rec: AttachmentRecord): NetConf | undefined {
+function recordNetConf(rec: AttachmentRecord): NetConf | undefined {
   const raw = rec.conf;
   if (!raw) return undefined;
   const v = raw['cniVersion'];

@@ -20,8 +20,8 @@ import {
 import { nftName, nftRuleText } from '../kernel/words.ts';
 import type { KernelState, Link, NsRef, Op, OwnershipScope } from '../kernel/model.ts';
 
-export type ObjectKind = 'link' | 'address' | 'route' | 'neighbour' | 'fdb' | 'chain' | 'rule' | 'sysctl' | 'qdisc' | 'iprule' | 'nftables';
-export type Problem = 'missing' | 'unexpected' | 'differs';
+type ObjectKind = 'link' | 'address' | 'route' | 'neighbour' | 'fdb' | 'chain' | 'rule' | 'sysctl' | 'qdisc' | 'iprule' | 'nftables';
+type Problem = 'missing' | 'unexpected' | 'differs';
 
 export interface Finding {
   readonly kind: ObjectKind;

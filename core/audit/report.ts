@@ -7,9 +7,9 @@ import type { RuntimeState } from '../cni/attachments.ts';
 import type { IpamState } from '../ipam/decider.ts';
 import type { Finding } from './diff.ts';
 
-export type GroupKind = 'overlay' | 'network' | 'attachment';
+type GroupKind = 'overlay' | 'network' | 'attachment';
 /** `unreadable`: the namespace the objects live in could not be read (a pod namespace that is gone, say). */
-export type GroupStatus = 'in-sync' | 'drift' | 'unreadable';
+type GroupStatus = 'in-sync' | 'drift' | 'unreadable';
 
 export interface Group {
   readonly kind: GroupKind;
@@ -90,7 +90,7 @@ export function renderPlan(r: PlanReport): string {
 }
 
 /** Plugins whose kernel objects `felt plan` computes from the log. */
-export const CHECKED_PLUGINS: ReadonlySet<string> = new Set(['bridge', 'flannel', 'host-local', 'static', 'loopback']);
+const CHECKED_PLUGINS: ReadonlySet<string> = new Set(['bridge', 'flannel', 'host-local', 'static', 'loopback']);
 
 /**
  * What the log shows that `felt plan` cannot check: host-local addresses of attachments no bridge record

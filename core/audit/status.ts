@@ -11,7 +11,7 @@ import type { NodeState } from '../flannel/node.ts';
 import type { CniRecord } from './cni.ts';
 import type { ReconcileRecord } from './reconcile.ts';
 
-export const DEFAULT_RENEW_MARGIN_MINUTES = 60;
+const DEFAULT_RENEW_MARGIN_MINUTES = 60;
 
 export interface StatusInput {
   /** ISO time "now" (the app's clock). */
@@ -33,13 +33,13 @@ export interface AttachmentCount {
   readonly count: number;
 }
 
-export interface PeerChange {
+interface PeerChange {
   readonly key: string;
   readonly publicIP: string;
   readonly time: string;
 }
 
-export interface NodeStatus {
+interface NodeStatus {
   readonly node: string;
   readonly backend: string | null;
   readonly network: string | null;
@@ -58,7 +58,7 @@ export interface NodeStatus {
   readonly peers: { readonly count: number; readonly newestChange: PeerChange | null; readonly oldestChange: PeerChange | null };
 }
 
-export interface NetworkStatus {
+interface NetworkStatus {
   readonly network: string;
   readonly allocations: number;
   /** Addresses host-local can still hand out; null when the ranges are not in the log. Strings beyond 2^53. */

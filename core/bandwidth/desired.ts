@@ -14,7 +14,7 @@ import type { Interface } from '../cni/result.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type NsRef, type OwnershipScope, type Qdisc } from '../kernel/model.ts';
 import type { BandwidthConf, Limit } from './config.ts';
 
-export const LATENCY_MS = 25;
+const LATENCY_MS = 25;
 const IFB_PREFIX = 'bwp';
 const IFB_LENGTH = 15;
 

@@ -37,10 +37,10 @@ export interface AttachmentRecord {
 }
 
 /** `del` (CNI DEL), `rollback` (an ADD that failed and converged back), `gc` (not in valid-attachments). */
-export type RemovalReason = 'del' | 'rollback' | 'gc';
+type RemovalReason = 'del' | 'rollback' | 'gc';
 
-export type AttachmentRecorded = Event<'AttachmentRecorded', AttachmentRecord>;
-export type AttachmentRemoved = Event<
+type AttachmentRecorded = Event<'AttachmentRecorded', AttachmentRecord>;
+type AttachmentRemoved = Event<
   'AttachmentRemoved',
   {
     readonly network: string;
@@ -127,7 +127,7 @@ const attachmentIndex = (containerId: string, ifname: string): string => JSON.st
 const oldestFirst = (a: AttachmentRow, b: AttachmentRow): number => a.position - b.position;
 
 /** What each event changes: one record's row (the one fold: attachmentsProjection's evolve is these changes). */
-export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
+const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, AttachmentRow, AttachmentEvent> = {
   initialHeader: () => ({}),
   changes: (view, event): RowChange<AttachmentsHeader, AttachmentRow>[] => {
     switch (event.type) {
@@ -165,13 +165,13 @@ export const attachmentsTable: Table<AttachmentsState, AttachmentsHeader, Attach
 
 export const attachmentsProjection = tableProjection('bridge-attachments@2', attachmentsTable);
 
-export const { initialState: initialAttachments, evolve: evolveAttachments } = attachmentsProjection;
+export const { initialState: initialAttachments } = attachmentsProjection;
 
-export const attachmentsView = (state: AttachmentsState): AttachmentsView =>
+const attachmentsView = (state: AttachmentsState): AttachmentsView =>
   stateView(attachmentsTable as Table<AttachmentsState, AttachmentsHeader, AttachmentRow, never>, state);
 
 /** The records of one (container, ifname), oldest first. */
-export const recordsIn = (view: AttachmentsView, containerId: string, ifname: string): AttachmentRecord[] =>
+const recordsIn = (view: AttachmentsView, containerId: string, ifname: string): AttachmentRecord[] =>
   view
     .find(attachmentIndex(containerId, ifname))
     .sort(oldestFirst)

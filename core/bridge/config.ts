@@ -7,7 +7,7 @@ import { pluginTypeProblem } from '../cni/conflist.ts';
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { DNS } from '../cni/result.ts';
 import { parseMac } from '../ip/mac.ts';
-import { isLinkName, linkNameProblem } from '../kernel/names.ts';
+import { linkNameProblem } from '../kernel/names.ts';
 import { parseBackend, type NetfilterBackend } from '../netfilter/backend.ts';
 
 export interface BridgeConf {
@@ -58,9 +58,6 @@ const int = (o: Raw, k: string, errs: string[], min: number, max: number): numbe
 };
 
 const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
-
-/** Interface names felt manages (Linux's rules and what batch tools would reinterpret: core/kernel/names.ts). */
-export const validLinkName = isLinkName;
 
 export function parseBridgeConf(conf: NetConf, cniArgs: Readonly<Record<string, string>>): E.Either<CniError, BridgeConf> {
   const o = conf.raw;

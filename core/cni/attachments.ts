@@ -9,11 +9,11 @@ export interface AttachmentKey {
   readonly ifname: string;
 }
 
-export type AttachmentAdded = Event<
+type AttachmentAdded = Event<
   'AttachmentAdded',
   AttachmentKey & { readonly network: string; readonly netns: string; readonly plugins: readonly string[]; readonly ips: readonly string[] }
 >;
-export type AttachmentAddFailed = Event<
+type AttachmentAddFailed = Event<
   'AttachmentAddFailed',
   AttachmentKey & {
     readonly network: string;
@@ -26,13 +26,13 @@ export type AttachmentAddFailed = Event<
   }
 >;
 /** `reason`: `del` (felt cni del) or `gc` (not in the valid attachments). `errors`: plugins whose DEL failed. */
-export type AttachmentDeleted = Event<
+type AttachmentDeleted = Event<
   'AttachmentDeleted',
   AttachmentKey & { readonly network: string; readonly reason: 'del' | 'gc'; readonly errors: readonly string[] }
 >;
 export type RuntimeEvent = AttachmentAdded | AttachmentAddFailed | AttachmentDeleted;
 
-export interface Attachment extends AttachmentKey {
+interface Attachment extends AttachmentKey {
   readonly netns: string;
   readonly plugins: readonly string[];
   readonly ips: readonly string[];

@@ -24,20 +24,6 @@ export interface ConfList {
   readonly raw: Raw;
 }
 
-/** Capabilities a runtime passes in runtimeConfig (CNI conventions). */
-export const CAPABILITIES = [
-  'portMappings',
-  'bandwidth',
-  'ips',
-  'mac',
-  'ipRanges',
-  'dns',
-  'aliases',
-  'deviceID',
-  'infinibandGUID',
-  'cgroupPath',
-] as const;
-
 const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
 
 /** JSON.parse with a message that names the line and column of the error. */

@@ -6,7 +6,7 @@ import { cniError, ErrCode, type CniError } from './errors.ts';
 import { compareVersions } from './result.ts';
 import { CNI_NAME, linkNameProblem, netnsPathProblem } from '../kernel/names.ts';
 
-export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as const;
+const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 export interface CmdArgs {
@@ -40,7 +40,7 @@ export function validateIfname(name: string): CniError | undefined {
   return problem ? cniError(ErrCode.InvalidEnvironment, `CNI_IFNAME: interface name ${JSON.stringify(name)} ${problem}`) : undefined;
 }
 
-export function validateNetns(path: string): CniError | undefined {
+function validateNetns(path: string): CniError | undefined {
   const problem = netnsPathProblem(path);
   return problem ? cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: ${JSON.stringify(path)} ${problem}`) : undefined;
 }

@@ -17,7 +17,7 @@ export interface FlannelConf {
   readonly runtimeConfig?: Readonly<Record<string, unknown>>;
 }
 
-export const DEFAULT_FLANNEL_DATA_DIR = '/var/lib/cni/flannel';
+const DEFAULT_FLANNEL_DATA_DIR = '/var/lib/cni/flannel';
 
 const obj = (v: unknown): Record<string, unknown> | undefined =>
   typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;

@@ -11,16 +11,16 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { CniError } from './errors.ts';
 import type { Event, Projection } from '../events.ts';
 
-export interface AttachmentRef {
+interface AttachmentRef {
   readonly network: string;
   readonly containerId: string;
   readonly ifname: string;
 }
 
 /** What ADD records: the attachment, its pod namespace and the original values. */
-export type OriginalsData<O> = AttachmentRef & { readonly netns: string; readonly original: O };
+type OriginalsData<O> = AttachmentRef & { readonly netns: string; readonly original: O };
 /** What DEL (or a failed ADD) says when it forgets them. */
-export type ForgetData<Reason extends string> = AttachmentRef & { readonly reason: Reason };
+type ForgetData<Reason extends string> = AttachmentRef & { readonly reason: Reason };
 
 export type OriginalsEvent<Recorded extends string, Forgotten extends string, O, Reason extends string> =
   Event<Recorded, OriginalsData<O>> | Event<Forgotten, ForgetData<Reason>>;

@@ -53,8 +53,7 @@ export interface Result {
   dns?: DNS;
 }
 
-export const isEmptyDNS = (d: DNS | undefined): boolean =>
-  !d || (!d.nameservers?.length && !d.domain && !d.search?.length && !d.options?.length);
+const isEmptyDNS = (d: DNS | undefined): boolean => !d || (!d.nameservers?.length && !d.domain && !d.search?.length && !d.options?.length);
 
 /** Compare dotted versions numerically: -1, 0, 1. */
 export function compareVersions(a: string, b: string): number {

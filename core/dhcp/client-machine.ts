@@ -16,7 +16,7 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { Lease } from './lease.ts';
 
-export const DEFAULT_RETRY_MIN_MS = 60_000;
+const DEFAULT_RETRY_MIN_MS = 60_000;
 
 export interface DhcpMachineInput {
   /** The shortest wait between two renew (rebind) attempts; RFC 2131 says 60 s. */
@@ -179,5 +179,3 @@ export const dhcpMachine = setup({
     released: { type: 'final' },
   },
 });
-
-export type DhcpMachine = typeof dhcpMachine;

@@ -11,7 +11,7 @@ import { Opt } from './packet.ts';
 export const DEFAULT_SOCKET_PATH = '/run/cni/dhcp.sock';
 
 /** The reference's option names (options.go); any other option is given by number. */
-export const OPTION_NAMES: Readonly<Record<string, number>> = {
+const OPTION_NAMES: Readonly<Record<string, number>> = {
   'dhcp-client-identifier': Opt.ClientIdentifier,
   'subnet-mask': Opt.SubnetMask,
   routers: Opt.Router,
@@ -40,7 +40,7 @@ type Raw = Readonly<Record<string, unknown>>;
 const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
 const show = (v: unknown): string => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
-export function parseOptionName(name: unknown): number | undefined {
+function parseOptionName(name: unknown): number | undefined {
   if (typeof name !== 'string') return undefined;
   const known = OPTION_NAMES[name];
   if (known !== undefined) return known;

@@ -40,7 +40,7 @@ const MAGIC = [99, 130, 83, 99] as const;
 /** The fixed BOOTP header (236 bytes) plus the magic cookie. */
 const HEADER = 240;
 /** The broadcast bit of `flags`: ask the server to broadcast replies (the client has no address yet). */
-export const FLAG_BROADCAST = 0x8000;
+const FLAG_BROADCAST = 0x8000;
 
 export interface Packet {
   /** 1 BOOTREQUEST (client), 2 BOOTREPLY (server). */
@@ -58,7 +58,7 @@ export interface Packet {
   readonly options: ReadonlyMap<number, Uint8Array>;
 }
 
-export const ipv4Text = (b: Uint8Array, at = 0): string => `${b[at] ?? 0}.${b[at + 1] ?? 0}.${b[at + 2] ?? 0}.${b[at + 3] ?? 0}`;
+const ipv4Text = (b: Uint8Array, at = 0): string => `${b[at] ?? 0}.${b[at + 1] ?? 0}.${b[at + 2] ?? 0}.${b[at + 3] ?? 0}`;
 
 /** Dotted quad to four bytes; undefined when it is not one. */
 export function ipv4Bytes(s: string): Uint8Array | undefined {

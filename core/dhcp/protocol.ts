@@ -121,7 +121,7 @@ function routes(v: unknown, field: string, errs: string[]): StaticRoute[] | unde
 }
 
 /** A lease as the client reports it (and the daemon returns it): re-checked field by field. */
-export function readLease(v: unknown, field = 'lease'): E.Either<string, Lease> {
+function readLease(v: unknown, field = 'lease'): E.Either<string, Lease> {
   const o = obj(v);
   if (!o) return E.left(`${field}: must be an object`);
   const errs: string[] = [];

@@ -11,7 +11,7 @@ import type { NetfilterBackend } from '../netfilter/backend.ts';
 import { isBatchToken } from '../kernel/names.ts';
 
 /** `same-bridge` (v1.1.0) and `isolated` (v1.2.0) isolate bridges from each other with two shared chains. */
-export const INGRESS_POLICIES = ['open', 'same-bridge', 'isolated'] as const;
+const INGRESS_POLICIES = ['open', 'same-bridge', 'isolated'] as const;
 export type IngressPolicy = (typeof INGRESS_POLICIES)[number];
 
 export interface FirewallConf {
@@ -30,15 +30,15 @@ export interface FirewallConf {
 }
 
 /** The reference's default admin chain. */
-export const DEFAULT_ADMIN_CHAIN = 'CNI-ADMIN';
+const DEFAULT_ADMIN_CHAIN = 'CNI-ADMIN';
 /** iptables' longest chain name (XT_EXTENSION_MAXNAMELEN - 1). */
-export const MAX_CHAIN_NAME = 28;
+const MAX_CHAIN_NAME = 28;
 /** Chain names the plugin uses itself, and the verdicts: an admin chain of that name would loop or mean something else. */
 const RESERVED = new Set(['CNI-FORWARD', 'CNI-ISOLATION-STAGE-1', 'CNI-ISOLATION-STAGE-2', 'ACCEPT', 'DROP', 'RETURN', 'QUEUE', 'REJECT']);
 
 const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
-export function adminChainProblem(s: string): string | undefined {
+function adminChainProblem(s: string): string | undefined {
   if (s.length > MAX_CHAIN_NAME) return `is longer than ${MAX_CHAIN_NAME} characters`;
   if (!isBatchToken(s) || /^[-!]/.test(s)) return "must be one word without '#', quotes, '\\' or a leading '-' or '!'";
   if (BUILTIN_CHAINS.has(s) || RESERVED.has(s)) return "names a builtin chain, a verdict or one of the plugin's own chains";

@@ -29,17 +29,17 @@ import { renderWith, type Renderers } from '../netfilter/backend.ts';
 import { firewallNftables, firewallNftScope, type PodForward } from '../netfilter/firewall.ts';
 import type { FirewallConf, IngressPolicy } from './config.ts';
 
-export const FORWARD_CHAIN = 'CNI-FORWARD';
-export const STAGE1 = 'CNI-ISOLATION-STAGE-1';
-export const STAGE2 = 'CNI-ISOLATION-STAGE-2';
-export const FORWARD_COMMENT = 'CNI firewall plugin rules';
-export const ADMIN_COMMENT = 'CNI firewall plugin admin overrides';
-export const policyComment = (p: Exclude<IngressPolicy, 'open'>): string => `CNI firewall plugin rules (ingressPolicy: ${p})`;
+const FORWARD_CHAIN = 'CNI-FORWARD';
+const STAGE1 = 'CNI-ISOLATION-STAGE-1';
+const STAGE2 = 'CNI-ISOLATION-STAGE-2';
+const FORWARD_COMMENT = 'CNI firewall plugin rules';
+const ADMIN_COMMENT = 'CNI firewall plugin admin overrides';
+const policyComment = (p: Exclude<IngressPolicy, 'open'>): string => `CNI firewall plugin rules (ingressPolicy: ${p})`;
 /**
  * The comment of the isolation rules every policy shares. v1.1.1 (Debian's, this node's reference) writes
  * "(ingressPolicy: same-bridge)"; v1.2.0+ write "(ingressPolicy: same-bridge|isolated)". felt keeps v1.1.1's.
  */
-export const SHARED_POLICY_COMMENT = policyComment('same-bridge');
+const SHARED_POLICY_COMMENT = policyComment('same-bridge');
 
 const comment = (c: string): string => `-m comment --comment ${quoteComment(c)}`;
 
@@ -56,7 +56,7 @@ export function hostPrefixes(ips: readonly { address: string }[]): { family: Fam
 }
 
 /** The attachment's own rules in CNI-FORWARD: what DEL removes. */
-export const addressRules = (prefix: string): string[] => [
+const addressRules = (prefix: string): string[] => [
   `-d ${prefix} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
   `-s ${prefix} -j ACCEPT`,
 ];
@@ -72,7 +72,7 @@ const rule = (family: IptFamily, chain: string, text: string, position: 'head' |
 });
 
 /** The isolation rules for one bridge in one family, in the order the reference inserts them. */
-export function isolationRules(family: IptFamily, bridge: string, policy: Exclude<IngressPolicy, 'open'>): IptRule[] {
+function isolationRules(family: IptFamily, bridge: string, policy: Exclude<IngressPolicy, 'open'>): IptRule[] {
   const p = comment(policyComment(policy));
   const c = comment(SHARED_POLICY_COMMENT);
   return [
@@ -112,7 +112,7 @@ export function attachmentScope(ips: readonly { address: string }[]): OwnershipS
  * The intent in iptables, in the order the reference makes it (the shared jumps are inserted at the head, so
  * the isolation jump, made last, ends up first). Families without an address get nothing, as in the reference.
  */
-export function renderFirewallIptables(p: PodForward): Pick<KernelState, 'rules'> {
+function renderFirewallIptables(p: PodForward): Pick<KernelState, 'rules'> {
   const { prefixes } = p;
   const families = ([4, 6] as const).filter((f) => prefixes.some((x) => x.family === f));
   const rules: IptRule[] = [];
@@ -140,13 +140,13 @@ const renderFirewallNft = (p: PodForward): Partial<KernelState> =>
     : {};
 
 /** The firewall intent's renderers: every backend, compiler-checked. */
-export const FIREWALL_RENDERERS = {
+const FIREWALL_RENDERERS = {
   iptables: renderFirewallIptables,
   nftables: renderFirewallNft,
 } satisfies Renderers<PodForward>;
 
 /** The intent of an ADD's config: the addresses of `fc.prevResult`, its policy, bridge and admin chain. */
-export const podForwardOf = (fc: FirewallConf): PodForward => ({
+const podForwardOf = (fc: FirewallConf): PodForward => ({
   prefixes: hostPrefixes(fc.prevResult?.ips ?? []),
   policy: fc.ingressPolicy,
   bridge: fc.prevResult?.interfaces?.[0]?.name,

@@ -13,22 +13,22 @@ import type { Event, Projection } from '../events.ts';
 import { bits, formatIP, parseCIDR } from '../ip/ip.ts';
 import { dataDirProblem, DEFAULT_DATA_DIR } from '../ipam/config.ts';
 
-export interface RulesRef {
+interface RulesRef {
   readonly network: string;
   readonly containerId: string;
   readonly ifname: string;
 }
 
-export type FirewallRulesRecorded = Event<'FirewallRulesRecorded', RulesRef & { readonly prefixes: readonly string[] }>;
+type FirewallRulesRecorded = Event<'FirewallRulesRecorded', RulesRef & { readonly prefixes: readonly string[] }>;
 /** `reason`: `del` (DEL removed them), `add-failed` (an ADD rolled back). */
-export type FirewallRulesRemoved = Event<'FirewallRulesRemoved', RulesRef & { readonly reason: 'del' | 'add-failed' }>;
+type FirewallRulesRemoved = Event<'FirewallRulesRemoved', RulesRef & { readonly reason: 'del' | 'add-failed' }>;
 export type FirewallEvent = FirewallRulesRecorded | FirewallRulesRemoved;
 
 export type FirewallCommand =
   | { readonly type: 'RecordRules'; readonly data: RulesRef & { readonly prefixes: readonly string[] } }
   | { readonly type: 'ForgetRules'; readonly data: RulesRef & { readonly reason: FirewallRulesRemoved['data']['reason'] } };
 
-export interface RecordedRules {
+interface RecordedRules {
   readonly containerId: string;
   readonly ifname: string;
   readonly prefixes: readonly string[];
@@ -43,7 +43,7 @@ export interface FirewallState {
 
 export const firewallStream = (network: string): string => `firewall/${network}`;
 /** Container IDs and interface names hold no '/' (core/cni/env.ts). */
-export const rulesKey = (containerId: string, ifname: string): string => `${containerId}/${ifname}`;
+const rulesKey = (containerId: string, ifname: string): string => `${containerId}/${ifname}`;
 
 /** A host prefix as hostPrefixes writes it (`10.22.0.5/32`, `fd00::5/128`), and nothing else. */
 const isHostPrefix = (p: unknown): p is string => {

@@ -28,12 +28,12 @@ import type { NodeState, RemoteLease } from './node.ts';
 import type { Lease } from './types.ts';
 
 /** vxlan's overhead over an IPv4 underlay, as flannel counts it (encapOverhead). */
-export const VXLAN_OVERHEAD = 50;
+const VXLAN_OVERHEAD = 50;
 /** Over an IPv6 underlay the outer header is 20 bytes longer. */
-export const VXLAN_OVERHEAD_V6 = 70;
-export const KUBE_PROXY_MARK = '0x4000/0x4000';
-export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
-export const FWD_CHAIN = 'FLANNEL-FWD';
+const VXLAN_OVERHEAD_V6 = 70;
+const KUBE_PROXY_MARK = '0x4000/0x4000';
+const MASQ_CHAIN = 'FLANNEL-POSTRTG';
+const FWD_CHAIN = 'FLANNEL-FWD';
 
 export interface OverlayNode {
   /** The public IPv4 address (lease PublicIP), the vxlan local address; "0.0.0.0" (as flannel's lease has it) when IPv4 is off. */
@@ -74,7 +74,7 @@ const vxlanName = (vni: number, family: Family): string => (family === 4 ? `flan
 const masq = (comment: string): string => `-m comment --comment ${quoteComment(comment)}`;
 
 /** flannel's nat rules for one family, as iptables-save prints them. */
-export function masqRules(cluster: string, pod: string, family: Family, randomFully = true): string[] {
+function masqRules(cluster: string, pod: string, family: Family, randomFully = true): string[] {
   const c = masq('flanneld masq');
   const rf = randomFully ? ' --random-fully' : '';
   const multicast = family === 4 ? '224.0.0.0/4' : 'ff00::/8';
@@ -88,17 +88,17 @@ export function masqRules(cluster: string, pod: string, family: Family, randomFu
   ];
 }
 
-export const masqJump = `${masq('flanneld masq')} -j ${MASQ_CHAIN}`;
-export const forwardJump = `${masq('flanneld forward')} -j ${FWD_CHAIN}`;
+const masqJump = `${masq('flanneld masq')} -j ${MASQ_CHAIN}`;
+const forwardJump = `${masq('flanneld forward')} -j ${FWD_CHAIN}`;
 
 /** flannel's filter rules for one family. */
-export const forwardRules = (cluster: string): string[] => [
+const forwardRules = (cluster: string): string[] => [
   `-s ${cluster} ${masq('flanneld forward')} -j ACCEPT`,
   `-d ${cluster} ${masq('flanneld forward')} -j ACCEPT`,
 ];
 
 /** The overlay intent in iptables: per family FLANNEL-POSTRTG (--ip-masq) and FLANNEL-FWD, with their jumps. */
-export function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chains' | 'rules'> {
+function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chains' | 'rules'> {
   const chains: IptChain[] = [];
   const rules: IptRule[] = [];
   for (const f of o.families) {
@@ -121,7 +121,7 @@ export function renderOverlayIptables(o: OverlayRules): Pick<KernelState, 'chain
 }
 
 /** The overlay intent's renderers: every backend, compiler-checked. */
-export const OVERLAY_RENDERERS = {
+const OVERLAY_RENDERERS = {
   iptables: renderOverlayIptables,
   nftables: renderOverlayNft,
 } satisfies Renderers<OverlayRules>;

@@ -14,7 +14,7 @@ export interface Subnets {
 }
 
 /** The network config the node runs with (recorded when it first loads, and when it changes). */
-export type ConfigLoaded = Event<'ConfigLoaded', { readonly config: NetConfig }>;
+type ConfigLoaded = Event<'ConfigLoaded', { readonly config: NetConfig }>;
 
 /** This node acquired, re-acquired or renewed its own lease. */
 export type SubnetLeased = Event<
@@ -61,11 +61,3 @@ export type RemoteLeaseRemoved = Event<
 >;
 
 export type NodeEvent = ConfigLoaded | SubnetLeased | SubnetLeaseLost | RemoteLeaseSeen | RemoteLeaseRemoved;
-
-export const NODE_EVENT_TYPES: readonly NodeEvent['type'][] = [
-  'ConfigLoaded',
-  'SubnetLeased',
-  'SubnetLeaseLost',
-  'RemoteLeaseSeen',
-  'RemoteLeaseRemoved',
-];

@@ -15,11 +15,11 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { Lease } from './types.ts';
 
-export const DEFAULT_RENEW_MARGIN_MS = 60 * 60_000;
+const DEFAULT_RENEW_MARGIN_MS = 60 * 60_000;
 /** flanneld retries a failed renewal after a minute. */
-export const DEFAULT_RENEW_RETRY_MS = 60_000;
-export const DEFAULT_BACKOFF_INITIAL_MS = 1_000;
-export const DEFAULT_BACKOFF_MAX_MS = 30_000;
+const DEFAULT_RENEW_RETRY_MS = 60_000;
+const DEFAULT_BACKOFF_INITIAL_MS = 1_000;
+const DEFAULT_BACKOFF_MAX_MS = 30_000;
 
 export interface LeaseMachineInput {
   /** Renew this long before expiry (flanneld --subnet-lease-renew-margin, 60 min). */
@@ -174,5 +174,3 @@ export const leaseMachine = setup({
     },
   },
 });
-
-export type LeaseMachine = typeof leaseMachine;

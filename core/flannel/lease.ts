@@ -15,11 +15,6 @@ import type { Lease, LeaseAttrs } from './types.ts';
 export type { SubnetEnv } from '../cni/flannel.ts';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
-/** flanneld's lease TTL (pkg/subnet/etcd/local_manager.go subnetTTL). */
-export const SUBNET_TTL_SECONDS = 24 * 60 * 60;
-/** How many times flanneld retries when another node took the chosen subnet first (raceRetries). */
-export const ACQUIRE_RACE_RETRIES = 10;
-export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
 // ---- keys ---------------------------------------------------------------------------------------------
 

@@ -28,10 +28,10 @@ import {
 import { fields, isObject, parseJson, typeOf, type Fields } from './json.ts';
 import type { BackendConfig, NetConfig } from './types.ts';
 
-export const DEFAULT_VNI = 1;
+const DEFAULT_VNI = 1;
 /** The port Linux uses for vxlan when none is given, and flannel's default. */
-export const DEFAULT_VXLAN_PORT = 8472;
-export const MAX_VNI = 0xffffff;
+const DEFAULT_VXLAN_PORT = 8472;
+const MAX_VNI = 0xffffff;
 
 export interface ParsedNetConfig {
   readonly config: NetConfig;

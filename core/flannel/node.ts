@@ -23,7 +23,7 @@ import type { Lease, LeaseAttrs, LeaseEvent, LeaseSnapshot, NetConfig } from './
  * This node's lease as the last SubnetLeased recorded it (its key is the etcd key, subnetKey), and since when:
  * the time this subnet was first leased, kept across renewals.
  */
-export type OwnLease = Omit<SubnetLeased['data'], 'renewal'> & { readonly since: string };
+type OwnLease = Omit<SubnetLeased['data'], 'renewal'> & { readonly since: string };
 
 export interface RemoteLease {
   readonly key: string;
@@ -59,7 +59,7 @@ export const nodeStream = (publicIP: string): string => `node/${publicIP}`;
 
 // ---- events (core/flannel/events.ts) ----------------------------------------------------------------
 
-export type { ConfigLoaded, NodeEvent, RemoteLeaseRemoved, RemoteLeaseSeen, SubnetLeased, SubnetLeaseLost } from './events.ts';
+export type { NodeEvent } from './events.ts';
 
 // ---- commands -----------------------------------------------------------------------------------------
 
@@ -379,7 +379,7 @@ const remoteOf = (event: Stored<RemoteLeaseSeen>, before: RemoteLease | undefine
 };
 
 /** What each event changes: the header (config, own lease) or one remote lease's row. */
-export const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
+const nodeTable: Table<NodeState, NodeHeader, RemoteLease, NodeEvent> = {
   initialHeader: () => ({ config: null, ownLease: null }),
   changes: (view, event): RowChange<NodeHeader, RemoteLease>[] => {
     const h = view.header;
@@ -416,7 +416,7 @@ export const nodeProjection = tableProjection('feltd-node@2', nodeTable);
 export const { evolve, evolveAll } = nodeProjection;
 
 /** A view over a folded state (pure callers, tests). */
-export const nodeView = (state: NodeState): NodeView => stateView(nodeTable as Table<NodeState, NodeHeader, RemoteLease, never>, state);
+const nodeView = (state: NodeState): NodeView => stateView(nodeTable as Table<NodeState, NodeHeader, RemoteLease, never>, state);
 
 // ---- queries ------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import { subnetRange } from './netconf.ts';
 import type { Lease, NetConfig } from './types.ts';
 
 /** flanneld collects this many free subnets before picking one at random. */
-export const RANDOM_CANDIDATES = 100;
+const RANDOM_CANDIDATES = 100;
 
 export interface ChooseSubnetInput {
   readonly config: NetConfig;

@@ -11,7 +11,7 @@ import { hcnEndpointPolicies, hnsEndpointPolicies, type HcnEndpointPolicy, type 
 export const PAUSE_NETNS = 'none';
 
 /** GetSandboxContainerID: the container whose endpoint this is ("container:<id>" names it in CNI_NETNS). */
-export function sandboxContainerId(containerId: string, netns: string): string {
+function sandboxContainerId(containerId: string, netns: string): string {
   if (netns !== '' && netns !== PAUSE_NETNS) {
     const i = netns.indexOf(':');
     if (i >= 0) return netns.slice(i + 1);
@@ -53,7 +53,7 @@ export interface HcnNetwork {
   readonly Ipams: readonly { readonly Subnets: readonly { readonly IpAddressPrefix: string }[] }[];
 }
 
-export interface HcnDns {
+interface HcnDns {
   readonly Domain?: string;
   readonly Search?: readonly string[];
   readonly ServerList?: readonly string[];
@@ -104,7 +104,7 @@ export function hnsEndpointRequest(ep: EndpointInfo, policies: readonly Policy[]
 }
 
 /** GetDefaultDestinationPrefix: of the gateway's family (no gateway reads as IPv6, as Go's nil IP does). */
-export const defaultDestination = (gateway: string): string => (gateway !== '' && parseIP(gateway)?.family === 4 ? '0.0.0.0/0' : '::/0');
+const defaultDestination = (gateway: string): string => (gateway !== '' && parseIP(gateway)?.family === 4 ? '0.0.0.0/0' : '::/0');
 
 /** GenerateHcnEndpoint's document. */
 export function hcnEndpointRequest(ep: EndpointInfo, policies: readonly Policy[]): HcnEndpoint {

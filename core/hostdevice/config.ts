@@ -35,7 +35,7 @@ const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== nul
 const given = (v: unknown): boolean => v !== undefined && v !== null && v !== '';
 
 /** A kernel device path: absolute, under /sys/devices/, one directory name per component, no '.' or '..'. */
-export function kernelPathProblem(p: string): string | undefined {
+function kernelPathProblem(p: string): string | undefined {
   if (!p.startsWith('/sys/devices/')) return 'must be absolute and begin with /sys/devices/';
   if (/[\x00-\x1f\x7f]/.test(p)) return 'contains control characters';
   if (p.split('/').some((seg) => seg === '.' || seg === '..')) return "has a '.' or '..' component";
@@ -43,7 +43,7 @@ export function kernelPathProblem(p: string): string | undefined {
 }
 
 /** A PCI address or auxiliary device name: one directory name under /sys/bus/.../devices. */
-export function deviceIdProblem(id: string): string | undefined {
+function deviceIdProblem(id: string): string | undefined {
   if (id === '.' || id === '..' || id.includes('/')) return "must be one name (no '/', not . or ..)";
   if (/[\s\x00-\x1f\x7f]/.test(id)) return 'contains whitespace or control characters';
   return undefined;

@@ -5,27 +5,16 @@
 // ForgetAttachment (DEL once the device is back, or an ADD that failed and converged back). Events:
 // HostDeviceAttached, HostDeviceReleased.
 
-import {
-  originalsDecider,
-  type ForgetData,
-  type OriginalsCommand,
-  type OriginalsData,
-  type OriginalsEvent,
-  type OriginalsState,
-  type Remembered,
-} from '../cni/originals.ts';
-import type { Event } from '../events.ts';
+import { originalsDecider, type OriginalsCommand, type OriginalsEvent, type OriginalsState, type Remembered } from '../cni/originals.ts';
 import type { Original } from './desired.ts';
 
-export { attachmentKey, type AttachmentRef } from '../cni/originals.ts';
+export { attachmentKey } from '../cni/originals.ts';
 
-export type HostDeviceAttached = Event<'HostDeviceAttached', OriginalsData<Original>>;
 /**
  * `reason`: `del` (moved back by DEL), `add-failed` (converged back), `netns-gone` (DEL after the pod's
  * namespace was gone), `gone` (the device is neither in the pod nor in the host).
  */
 type Reason = 'del' | 'add-failed' | 'netns-gone' | 'gone';
-export type HostDeviceReleased = Event<'HostDeviceReleased', ForgetData<Reason>>;
 export type HostDeviceEvent = OriginalsEvent<'HostDeviceAttached', 'HostDeviceReleased', Original, Reason>;
 export type HostDeviceCommand = OriginalsCommand<'RecordAttachment', 'ForgetAttachment', Original, Reason>;
 

@@ -17,8 +17,6 @@ export interface CIDR {
 export const bits = (family: Family): number => (family === 4 ? 32 : 128);
 const maxValue = (family: Family): bigint => (1n << BigInt(bits(family))) - 1n;
 
-export const ip = (family: Family, value: bigint): IP => ({ family, value });
-
 export function parseIPv4(s: string): IP | undefined {
   // One pass over the characters: this runs for every lease and route feltd handles, so no regex or split.
   let value = 0;
@@ -150,8 +148,3 @@ export const cmpIP = (a: IP, b: IP): number =>
   a.family !== b.family ? a.family - b.family : a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
 
 export const size = (c: CIDR): bigint => 1n << BigInt(bits(c.ip.family) - c.prefix);
-
-/** Netmask in dotted or hex form as the CNI 0.2.0 results print it; here only the canonical CIDR is needed. */
-export const cidrOfIP = (a: IP, prefix: number): CIDR => ({ ip: a, prefix });
-
-export const isIPv4String = (s: string): boolean => parseIPv4(s) !== undefined;

@@ -28,9 +28,9 @@ export interface AddressData {
   readonly ip: string;
 }
 
-export type AddressAllocated = Event<'AddressAllocated', AddressData>;
+type AddressAllocated = Event<'AddressAllocated', AddressData>;
 /** `reason`: `del` (CNI DEL) or `gc` (not in cni.dev/valid-attachments). */
-export type AddressReleased = Event<'AddressReleased', AddressData & { readonly reason: 'del' | 'gc' }>;
+type AddressReleased = Event<'AddressReleased', AddressData & { readonly reason: 'del' | 'gc' }>;
 export type IpamEvent = AddressAllocated | AddressReleased;
 
 // ---- commands -----------------------------------------------------------------------------------------
@@ -75,9 +75,9 @@ export interface IpamHeader {
 export type IpamView = RowView<IpamHeader, Allocation>;
 
 /** The secondary index of allocations: their attachment. */
-export const attachmentIndex = (containerId: string, ifname: string): string => JSON.stringify([containerId, ifname]);
+const attachmentIndex = (containerId: string, ifname: string): string => JSON.stringify([containerId, ifname]);
 
-export const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
+const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
   initialHeader: () => ({ lastReserved: {} }),
   changes: (view, event): RowChange<IpamHeader, Allocation>[] => {
     const { ip, containerId, ifname, rangeSet } = event.data;
@@ -107,7 +107,7 @@ export const ipamTable: Table<IpamState, IpamHeader, Allocation, IpamEvent> = {
 /** The one fold: evolve and evolveAll (a replay of a million events, in batches) are the table's changes. */
 export const ipamProjection = tableProjection('ipam@2', ipamTable);
 
-export const { initialState, evolve, evolveAll } = ipamProjection;
+export const { initialState, evolve } = ipamProjection;
 
 /** A view over a folded state (pure callers and tests). */
 export const ipamView = (state: IpamState): IpamView => stateView(ipamTable as Table<IpamState, IpamHeader, Allocation, never>, state);
@@ -263,7 +263,7 @@ export const decide = (command: IpamCommand, state: IpamState): E.Either<CniErro
 
 // ---- queries ------------------------------------------------------------------------------------------
 
-export const allocationsIn = (view: IpamView, containerId: string, ifname: string): Allocation[] =>
+const allocationsIn = (view: IpamView, containerId: string, ifname: string): Allocation[] =>
   view.find(attachmentIndex(containerId, ifname)).sort(byPosition);
 
 export const allocationsOf = (state: IpamState, containerId: string, ifname: string): Allocation[] =>

@@ -22,8 +22,7 @@ export interface RangeSet {
   readonly ranges: readonly Range[];
 }
 
-export const inRange = (r: Range, a: IP): boolean =>
-  a.family === r.rangeStart.family && cmpIP(a, r.rangeStart) >= 0 && cmpIP(a, r.rangeEnd) <= 0;
+const inRange = (r: Range, a: IP): boolean => a.family === r.rangeStart.family && cmpIP(a, r.rangeStart) >= 0 && cmpIP(a, r.rangeEnd) <= 0;
 
 export const rangeFor = (s: RangeSet, a: IP): Range | undefined => s.ranges.find((r) => inRange(r, a));
 
@@ -33,7 +32,7 @@ export const rangesOverlap = (a: Range, b: Range): boolean =>
   a.rangeStart.family === b.rangeStart.family && cmpIP(a.rangeStart, b.rangeEnd) <= 0 && cmpIP(b.rangeStart, a.rangeEnd) <= 0;
 
 /** `10.0.0.1-10.0.0.254`, as host-local prints a range. */
-export const rangeString = (r: Range): string => `${formatIP(r.rangeStart)}-${formatIP(r.rangeEnd)}`;
+const rangeString = (r: Range): string => `${formatIP(r.rangeStart)}-${formatIP(r.rangeEnd)}`;
 export const rangeSetString = (s: RangeSet): string => s.ranges.map(rangeString).join(',');
 export const describeRange = (r: Range): string => `${rangeString(r)} (${formatCIDR(r.subnet)})`;
 

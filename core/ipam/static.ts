@@ -14,7 +14,7 @@ type Raw = Readonly<Record<string, unknown>>;
 const obj = (v: unknown): Raw | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : undefined);
 const show = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
 
-export interface StaticAddress {
+interface StaticAddress {
   readonly address: CIDR;
   readonly gateway?: IP;
 }

@@ -12,7 +12,7 @@ import { devSysctl } from '../kernel/keys.ts';
 import { emptyKernelState, HOST, type IpvlanSpec, type KernelState, type Link, type OwnershipScope } from '../kernel/model.ts';
 import { ifaceConfig, lowerLinkScope, mtuProblem, parseLowerLinkConf, type Addressing, type LowerLinkConf } from '../l2/attachment.ts';
 
-export const IPVLAN_MODES = ['l2', 'l3', 'l3s'] as const;
+const IPVLAN_MODES = ['l2', 'l3', 'l3s'] as const;
 
 export interface IpvlanConf extends LowerLinkConf {
   readonly mode: IpvlanSpec['mode'];

@@ -15,7 +15,7 @@ export interface DeltaKind<T> {
   readonly owned: (have: T) => boolean;
 }
 
-export interface DeltaMatch<T> {
+interface DeltaMatch<T> {
   readonly want: T;
   /** The observed entry that satisfies `want`, if any. */
   readonly have: T | undefined;

@@ -10,7 +10,6 @@ import type {
   IptRule,
   IptTable,
   KernelState,
-  Link,
   Neighbour,
   NsRef,
   Qdisc,
@@ -51,7 +50,7 @@ export const sysctlKey = (s: Pick<Sysctl, 'ns' | 'key'>): string => `${s.ns}${SE
 /** A policy rule is (ns, family, source, table); its preference is compared only when a desired rule gives one. */
 export const ipRuleKey = (r: IpRule): string => `${r.ns}${SEP}${r.family}${SEP}${r.src}${SEP}${r.table}`;
 /** JSON with object keys sorted: two expressions compare equal exactly when they say the same. */
-export const canonicalJson = (v: unknown): string =>
+const canonicalJson = (v: unknown): string =>
   v === null || typeof v !== 'object'
     ? JSON.stringify(v ?? null)
     : Array.isArray(v)
@@ -106,9 +105,6 @@ export function sysctlDevice(key: string): string | undefined {
 
 /** Where a namespace is, in words. */
 export const where = (ns: NsRef): string => (ns === HOST ? 'the host namespace' : ns);
-
-/** A link as "kind name". */
-export const linkName = (l: Pick<Link, 'kind' | 'name'>): string => `${l.kind} ${l.name}`;
 
 /**
  * The observed state as an interface plugin's CHECK should see it when plugins chained after it may have moved

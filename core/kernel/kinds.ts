@@ -37,7 +37,7 @@ import {
 
 const lower = (s: string | undefined): string | undefined => s?.toLowerCase();
 
-export function sameRoute(d: Route, o: Route): boolean {
+function sameRoute(d: Route, o: Route): boolean {
   return (
     lower(d.gw) === lower(o.gw) &&
     (d.dev === undefined || d.dev === o.dev) &&
@@ -59,7 +59,7 @@ const sameBurst = (want: number | undefined, have: number | undefined, rateBits:
   return have < want && have >= want - slack;
 };
 
-export const sameQdisc = (a: Qdisc, b: Qdisc): boolean =>
+const sameQdisc = (a: Qdisc, b: Qdisc): boolean =>
   a.kind === 'ingress'
     ? a.redirect === undefined || a.redirect === b.redirect
     : a.rate === b.rate && sameBurst(a.burst, b.burst, a.rate) && (a.latencyMs === undefined || a.latencyMs === b.latencyMs);

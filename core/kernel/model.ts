@@ -14,7 +14,7 @@ export const HOST: NsRef = '';
 export type { LinkKind } from './link-kinds.ts';
 import type { LinkKind } from './link-kinds.ts';
 
-export interface VethSpec {
+interface VethSpec {
   /** The peer's name and namespace; the pair is created from this end's namespace. */
   readonly peer: string;
   readonly peerNs: NsRef;
@@ -22,7 +22,7 @@ export interface VethSpec {
   readonly peerMac?: string;
 }
 
-export interface VxlanSpec {
+interface VxlanSpec {
   readonly vni: number;
   /** Local (underlay) address, dotted or IPv6. */
   readonly local?: string;
@@ -33,7 +33,7 @@ export interface VxlanSpec {
   readonly dev?: string;
 }
 
-export interface BridgeSpec {
+interface BridgeSpec {
   readonly vlanFiltering?: boolean;
 }
 
@@ -56,7 +56,7 @@ export interface IpvlanSpec {
 }
 
 /** An 802.1Q vlan on a lower device (the master); `masterNs` as for a macvlan. */
-export interface VlanSpec {
+interface VlanSpec {
   readonly master: string;
   /** 0-4094. */
   readonly id: number;
@@ -85,7 +85,7 @@ export interface TapSpec {
 }
 
 /** A VRF device: its ports' routes live in `table`. */
-export interface VrfSpec {
+interface VrfSpec {
   readonly table: number;
 }
 

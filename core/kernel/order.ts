@@ -7,7 +7,7 @@ import { createdFrom, HOST, lowerOf, opNs } from './model.ts';
 import { BUILTIN_CHAINS, chainKey, devKey, linkKey, ruleTarget, sysctlDevice } from './keys.ts';
 
 /** Dependency depth among links of one namespace: masters and lower devices before the links that use them. */
-export function linkDepths(links: readonly Link[]): Map<string, number> {
+function linkDepths(links: readonly Link[]): Map<string, number> {
   const byKey = new Map(links.map((l) => [linkKey(l), l]));
   const depth = new Map<string, number>();
   const visit = (l: Link, path: Set<string>): number => {
@@ -108,7 +108,7 @@ function chainDepths(chains: readonly { key: string; ref: IptChain }[]): Map<str
  * before that namespace (so the pair exists when the other side is configured); otherwise the host first,
  * then the others by name. A cycle (each creates into the other) falls back to that order.
  */
-export function namespaceOrder(ops: readonly Op[]): NsRef[] {
+function namespaceOrder(ops: readonly Op[]): NsRef[] {
   const all = [...new Set(ops.map(opNs))].sort((a, b) => (a === HOST ? -1 : b === HOST ? 1 : a < b ? -1 : a > b ? 1 : 0));
   const before = new Map<NsRef, Set<NsRef>>(all.map((ns) => [ns, new Set()]));
   for (const o of ops) {

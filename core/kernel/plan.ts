@@ -3,7 +3,6 @@
 // drift.ts). plan(d, d, s) = [].
 
 export { plan } from './diff.ts';
-export { namespaceOrder, order, PHASE, type OrderContext } from './order.ts';
+export { order, PHASE } from './order.ts';
 export { describeOp, describeRoute, diffSummary } from './words.ts';
 export { drift } from './drift.ts';
-export { routeKey, routeMetric } from './keys.ts';

@@ -92,7 +92,7 @@ const canonical = (cidr: string): string => {
 };
 
 /** Addresses the kernel puts on loopback when it comes up: never felt's to remove. */
-export const KERNEL_MADE_ADDRESSES: ReadonlySet<string> = new Set(['127.0.0.1/8', '::1/128']);
+const KERNEL_MADE_ADDRESSES: ReadonlySet<string> = new Set(['127.0.0.1/8', '::1/128']);
 
 export function owner(scope: OwnershipScope): Owner {
   const links = new Set(scope.links.map(linkKey));

@@ -34,7 +34,7 @@ export const describeLink = (l: Link): string => {
   return `${l.kind} ${l.name}${extra.length ? ` (${extra.join(', ')})` : ''}`;
 };
 
-export const describeChanges = (c: Partial<Link>): string =>
+const describeChanges = (c: Partial<Link>): string =>
   Object.entries(c)
     .map(([k, v]) =>
       k === 'up'

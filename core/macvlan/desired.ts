@@ -22,7 +22,7 @@ import {
 import { linkNameProblem } from '../kernel/names.ts';
 import { ipamIfaceConfig } from '../l2/attachment.ts';
 
-export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
+const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
 
 export interface MacvlanConf {
   readonly name: string;

@@ -10,13 +10,12 @@
 import type { KernelState } from '../kernel/model.ts';
 
 export type NetfilterBackend = 'iptables' | 'nftables';
-export const NETFILTER_BACKENDS: readonly NetfilterBackend[] = ['iptables', 'nftables'];
 
 /** The kernel objects a rendering can produce (each renderer gives only the kinds its backend has). */
-export type NetfilterObjects = Pick<KernelState, 'chains' | 'rules' | 'nftTables' | 'nftChains' | 'nftRules' | 'nftSets'>;
+type NetfilterObjects = Pick<KernelState, 'chains' | 'rules' | 'nftTables' | 'nftChains' | 'nftRules' | 'nftSets'>;
 
 /** One backend's rendering of an intent. */
-export type Renderer<I, O extends Partial<NetfilterObjects> = Partial<NetfilterObjects>> = (intent: I) => O;
+type Renderer<I, O extends Partial<NetfilterObjects> = Partial<NetfilterObjects>> = (intent: I) => O;
 
 /** A renderer for every backend: what `satisfies` checks each table against. */
 export type Renderers<I, O extends Partial<NetfilterObjects> = Partial<NetfilterObjects>> = Record<NetfilterBackend, Renderer<I, O>>;

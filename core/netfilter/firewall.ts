@@ -19,7 +19,7 @@
 import type { Family } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftJson, NftRule, NsRef, OwnershipScope } from '../kernel/model.ts';
 
-export const FIREWALL_TABLE = 'cni_firewall';
+const FIREWALL_TABLE = 'cni_firewall';
 const at = (ns: NsRef) => ({ ns, family: 'inet' as const, table: FIREWALL_TABLE });
 const meta = (key: string): NftJson => ({ meta: { key } });
 const m = (op: '==' | '!=' | 'in', left: NftJson, right: NftJson): NftJson => ({ match: { op, left, right } });

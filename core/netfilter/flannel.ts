@@ -17,8 +17,8 @@ import type { Family } from '../ip/ip.ts';
 import type { KernelState, NftChain, NftFamily, NftJson, NftSet, NftTable, NsRef, OwnershipScope } from '../kernel/model.ts';
 import { nftPrefix } from './masquerade.ts';
 
-export const FLANNEL_TABLES = { 4: 'flannel-ipv4', 6: 'flannel-ipv6' } as const;
-export const REMOTE_SET = 'remote-subnets';
+const FLANNEL_TABLES = { 4: 'flannel-ipv4', 6: 'flannel-ipv6' } as const;
+const REMOTE_SET = 'remote-subnets';
 const fam = (f: Family): NftFamily => (f === 4 ? 'ip' : 'ip6');
 
 const m = (op: '==' | '!=', left: NftJson, right: NftJson): NftJson => ({ match: { op, left, right } });

@@ -57,10 +57,10 @@ export function renderHostportsNft(h: HostPorts): HostportsNft {
   };
 }
 
-export const HOSTPORT_TABLE = 'cni_hostport';
+const HOSTPORT_TABLE = 'cni_hostport';
 const TABLE_COMMENT = 'CNI portmap plugin';
 /** The chains whose rules carry a container id (what DEL removes), as the reference's unforwardPorts. */
-export const HOSTPORT_RULE_CHAINS = ['hostports', 'hostip_hostports', 'masquerading'] as const;
+const HOSTPORT_RULE_CHAINS = ['hostports', 'hostip_hostports', 'masquerading'] as const;
 
 const match = (left: NftJson, right: NftJson): NftJson => ({ match: { op: '==', left, right } });
 const payload = (protocol: string, field: string): NftJson => ({ payload: { protocol, field } });
@@ -68,7 +68,7 @@ const localDst = (): NftJson[] => [match({ fib: { result: 'type', flags: ['daddr
 
 const isUnspecified = (ip: string): boolean => ip === '0.0.0.0' || ip === '::';
 
-export function hostportsNftables(ns: NsRef, pc: Pick<HostPorts, 'snat' | 'portMappings'>, containerId: string, addr: CIDR): HostportsNft {
+function hostportsNftables(ns: NsRef, pc: Pick<HostPorts, 'snat' | 'portMappings'>, containerId: string, addr: CIDR): HostportsNft {
   const v6 = addr.ip.family === 6;
   const family: NftFamily = v6 ? 'ip6' : 'ip';
   const ipX = v6 ? 'ip6' : 'ip';

@@ -28,11 +28,11 @@ export const MASQ_CHAIN = 'masq_checks';
 const TABLE_COMMENT = 'Masquerading for plugins from github.com/containernetworking/plugins';
 const CHAIN_COMMENT = 'Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet';
 /** knftables.CommentLengthMax. */
-export const NFT_COMMENT_MAX = 128;
+const NFT_COMMENT_MAX = 128;
 
 const hash16 = (s: string): string => createHash('sha512').update(s).digest('hex').slice(0, 16);
 /** hashForNetwork / hashForInstance of the reference. */
-export const masqNetworkHash = (network: string): string => hash16(network);
+const masqNetworkHash = (network: string): string => hash16(network);
 export const masqInstanceHash = (network: string, ifname: string, containerId: string): string =>
   `${hash16(network)}-${hash16(`${ifname}:${containerId}`)}`;
 /** commentForInstance: the hash, then a readable description without double quotes, cut to 128 bytes. */
@@ -104,7 +104,7 @@ function masqNftables(m: Masquerade): Pick<Netfilter, 'nftTables' | 'nftChains' 
 const NONE: Netfilter = { chains: [], rules: [], nftTables: [], nftChains: [], nftRules: [] };
 
 /** The masquerade intent's renderers: every backend, compiler-checked. */
-export const MASQUERADE_RENDERERS = {
+const MASQUERADE_RENDERERS = {
   iptables: (m: Masquerade) => masqFor(m.ns, m.network, m.containerId, m.addresses),
   nftables: (m: Masquerade) => ({ ...NONE, ...masqNftables(m) }),
 } satisfies Renderers<Masquerade, Partial<Netfilter> & Pick<Netfilter, 'chains' | 'rules'>>;

@@ -42,7 +42,7 @@ export interface PortMapConf {
 }
 
 /** The reference's default: Kubernetes uses bits 14 and 15, Calico 20-31. */
-export const DEFAULT_MARK_BIT = 13;
+const DEFAULT_MARK_BIT = 13;
 
 type Raw = Readonly<Record<string, unknown>>;
 

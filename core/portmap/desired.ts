@@ -31,14 +31,14 @@ import {
 } from '../kernel/model.ts';
 import type { ContainerAddresses, PortMapConf, PortMapping, Protocol } from './config.ts';
 
-export const TOP_DNAT = 'CNI-HOSTPORT-DNAT';
-export const SETMARK = 'CNI-HOSTPORT-SETMARK';
-export const MARK_MASQ = 'CNI-HOSTPORT-MASQ';
+const TOP_DNAT = 'CNI-HOSTPORT-DNAT';
+const SETMARK = 'CNI-HOSTPORT-SETMARK';
+const MARK_MASQ = 'CNI-HOSTPORT-MASQ';
 /** Older plugin versions made a per-container SNAT chain under this one; DEL still removes it. */
-export const OLD_TOP_SNAT = 'CNI-HOSTPORT-SNAT';
+const OLD_TOP_SNAT = 'CNI-HOSTPORT-SNAT';
 
 export const dnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-DN-');
-export const oldSnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-SN-');
+const oldSnatChain = (network: string, containerId: string): string => chainName(network, containerId, 'CNI-SN-');
 
 /**
  * The reference's trimComment (a longer comment becomes its first 253 characters and "...", 256 in all), then
@@ -47,19 +47,19 @@ export const oldSnatChain = (network: string, containerId: string): string => ch
  */
 const trimComment = (c: string): string => (c.length <= 255 ? c : `${c.slice(0, 253)}...`).slice(0, MAX_COMMENT);
 
-export const dnatComment = (network: string, containerId: string): string => trimComment(`dnat name: "${network}" id: "${containerId}"`);
+const dnatComment = (network: string, containerId: string): string => trimComment(`dnat name: "${network}" id: "${containerId}"`);
 
 /** `1 << bit` as Go's `%#x/%#x`. */
-export const markDef = (bit: number): string => {
+const markDef = (bit: number): string => {
   const v = `0x${(2 ** bit).toString(16)}`;
   return `${v}/${v}`;
 };
 
-export const localDstRule = `-m addrtype --dst-type LOCAL -j ${TOP_DNAT}`;
-export const masqEntryRule = `-m comment --comment ${quoteComment('CNI portfwd requiring masquerade')} -j ${MARK_MASQ}`;
-export const setMarkRule = (bit: number): string =>
+const localDstRule = `-m addrtype --dst-type LOCAL -j ${TOP_DNAT}`;
+const masqEntryRule = `-m comment --comment ${quoteComment('CNI portfwd requiring masquerade')} -j ${MARK_MASQ}`;
+const setMarkRule = (bit: number): string =>
   `-m comment --comment ${quoteComment('CNI portfwd masquerade mark')} -j MARK --set-xmark ${markDef(bit)}`;
-export const masqRule = (bit: number): string => `-m mark --mark ${markDef(bit)} -j MASQUERADE`;
+const masqRule = (bit: number): string => `-m mark --mark ${markDef(bit)} -j MASQUERADE`;
 
 /** An address as iptables-save prints a `-s`/`-d` match: the network, with its prefix. */
 const addrMatch = (text: string, family: Family): string => {
@@ -108,12 +108,11 @@ export function splitConditions(tokens: readonly string[], family: Family): { he
 }
 
 const fmtIPPort = (c: CIDR, port: number): string => (c.ip.family === 6 ? `[${formatIP(c.ip)}]:${port}` : `${formatIP(c.ip)}:${port}`);
-const hostMatch = (c: CIDR): string => (c.ip.family === 4 ? `${formatIP(c.ip)}/32` : `${formatIP(c.ip)}/128`);
 
 const unique = (xs: readonly string[]): string[] => [...new Set(xs)];
 
 /** The rules of the attachment's CNI-DN- chain for one container address (the reference's fillDnatRules). */
-export function dnatRules(pc: Pick<HostPorts, 'portMappings' | 'snat' | 'masqAll' | 'externalSetMarkChain'>, addr: CIDR): string[] {
+function dnatRules(pc: Pick<HostPorts, 'portMappings' | 'snat' | 'masqAll' | 'externalSetMarkChain'>, addr: CIDR): string[] {
   const family = addr.ip.family;
   const mark = pc.externalSetMarkChain ?? SETMARK;
   const rules: string[] = [];
@@ -147,7 +146,7 @@ const portLists = (ms: readonly PortMapping[]): [Protocol, string][] => {
 };
 
 /** The jumps from CNI-HOSTPORT-DNAT into the attachment's chain. */
-export function entryRules(
+function entryRules(
   pc: Pick<HostPorts, 'name' | 'conditionsV4' | 'conditionsV6' | 'portMappings'>,
   containerId: string,
   family: Family,
@@ -176,7 +175,7 @@ export interface PortmapInput {
 }
 
 /** The host-port intent in iptables: the reference's chains and rules, per family the pod has an address of. */
-export function renderHostportsIptables(h: HostPorts): Pick<KernelState, 'chains' | 'rules'> {
+function renderHostportsIptables(h: HostPorts): Pick<KernelState, 'chains' | 'rules'> {
   const { ns, containerId } = h;
   const chains: IptChain[] = [];
   const rules: IptRule[] = [];
@@ -207,7 +206,7 @@ export function renderHostportsIptables(h: HostPorts): Pick<KernelState, 'chains
 }
 
 /** The host-port intent's renderers: every backend, compiler-checked. */
-export const HOSTPORT_RENDERERS = {
+const HOSTPORT_RENDERERS = {
   iptables: renderHostportsIptables,
   nftables: renderHostportsNft,
 } satisfies Renderers<HostPorts>;

@@ -27,7 +27,7 @@ import type { IpRule, KernelState, NsRef, OwnershipScope, Route, RouteId } from 
 import { emptyKernelState } from '../kernel/model.ts';
 import { RESERVED_TABLES, type SbrAddress, type SbrConf } from './config.ts';
 
-export const FIRST_TABLE = 100;
+const FIRST_TABLE = 100;
 const MAIN = 254;
 
 export interface SbrDesired {
@@ -53,7 +53,7 @@ export interface SbrAttachment {
 }
 
 /** `from` for one address: the host prefix. */
-export const hostPrefix = (a: Pick<SbrAddress, 'family' | 'ip'>): string => `${a.ip}/${bits(a.family)}`;
+const hostPrefix = (a: Pick<SbrAddress, 'family' | 'ip'>): string => `${a.ip}/${bits(a.family)}`;
 const defaultDst = (f: Family): string => (f === 4 ? '0.0.0.0/0' : '::/0');
 const familyOfDst = (dst: string): Family => (dst.includes(':') ? 6 : 4);
 const LINK_LOCAL6 = parseCIDR('fe80::/10')!;

@@ -19,7 +19,7 @@ import { linkNameProblem } from '../kernel/names.ts';
 import { ifaceConfig, lowerLinkScope, obj, type Addressing } from '../l2/attachment.ts';
 
 /** The largest MTU the tun driver takes. */
-export const TAP_MAX_MTU = 65521;
+const TAP_MAX_MTU = 65521;
 const UINT32_MAX = 0xffffffff;
 /** user:role:type[:level], as SELinux writes contexts (no whitespace, nothing a batch tool reinterprets). */
 const SELINUX_CONTEXT = /^[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(?::[A-Za-z0-9_.,:-]+)?$/;
@@ -115,7 +115,7 @@ export function parseTapConf(conf: NetConf, cniArgs: Readonly<Record<string, str
 }
 
 /** The tun flags the reference's tap has (see the file comment). */
-export function tapSpec(c: TapConf): TapSpec {
+function tapSpec(c: TapConf): TapSpec {
   const netlink = c.selinuxContext === undefined && c.owner !== undefined && c.group !== undefined;
   return {
     multiQueue: c.multiQueue,

@@ -44,8 +44,8 @@ export interface TuningConf {
   readonly dataDir: string;
 }
 
-export const MTU_MIN = 68;
-export const MTU_MAX = 65535;
+const MTU_MIN = 68;
+const MTU_MAX = 65535;
 const U32_MAX = 2 ** 32 - 1;
 
 type Raw = Readonly<Record<string, unknown>>;
@@ -248,10 +248,6 @@ export function parseTuningConf(inp: TuningInput): E.Either<CniError, TuningConf
     dataDir: dataDir as string,
   });
 }
-
-/** Does this config change anything on the interface itself (not only sysctls)? */
-export const tunesLink = (tc: TuningConf): boolean =>
-  tc.mac !== undefined || tc.promisc || tc.mtu !== undefined || tc.allmulti !== undefined || tc.txqlen !== undefined;
 
 /** DEL needs only where the log is: a config that changed since ADD (or an allowlist that did) must not block it. */
 export function parseDataDir(conf: NetConf): E.Either<CniError, string> {

@@ -4,29 +4,16 @@
 // anything. Commands: RecordOriginals (ADD, before it applies), ForgetOriginals (DEL once restored, or an
 // ADD that failed and rolled back). Events: TuningApplied, TuningReverted.
 
-import {
-  originalsDecider,
-  type ForgetData,
-  type OriginalsCommand,
-  type OriginalsData,
-  type OriginalsEvent,
-  type OriginalsState,
-  type Remembered,
-} from '../cni/originals.ts';
-import type { Event } from '../events.ts';
+import { originalsDecider, type OriginalsCommand, type OriginalsEvent, type OriginalsState } from '../cni/originals.ts';
 import { mergeOriginals, type Originals } from './desired.ts';
 
-export { attachmentKey, type AttachmentRef } from '../cni/originals.ts';
+export { attachmentKey } from '../cni/originals.ts';
 
-export type TuningApplied = Event<'TuningApplied', OriginalsData<Originals>>;
 /** `reason`: `del` (restored by DEL), `netns-gone` (DEL with nothing left to restore), `add-failed` (rolled back). */
 type Reason = 'del' | 'netns-gone' | 'add-failed';
-export type TuningReverted = Event<'TuningReverted', ForgetData<Reason>>;
 export type TuningEvent = OriginalsEvent<'TuningApplied', 'TuningReverted', Originals, Reason>;
 export type TuningCommand = OriginalsCommand<'RecordOriginals', 'ForgetOriginals', Originals, Reason>;
 
-/** `since`: the time of the first TuningApplied. */
-export type Tuned = Remembered<Originals>;
 export type TuningState = OriginalsState<Originals>;
 
 export const tuningStream = (network: string): string => `tuning/${network}`;

@@ -29,12 +29,12 @@ export interface Originals {
  * Multi-valued sysctls read back with tabs (`net.ipv4.ping_group_range` is "1\t0"); the kernel takes any
  * blank between the values, and a batch must not carry control characters: one space each.
  */
-export const sysctlValue = (v: string): string => v.trim().split(/\s+/).join(' ');
+const sysctlValue = (v: string): string => v.trim().split(/\s+/).join(' ');
 
 const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 /** The attributes ADD sets: promiscuous mode only when asked for, as the reference. */
-export const tunedValues = (tc: TuningConf): LinkValues =>
+const tunedValues = (tc: TuningConf): LinkValues =>
   defined({ mac: tc.mac, mtu: tc.mtu, promisc: tc.promisc ? true : undefined, allmulti: tc.allmulti, txqlen: tc.txqlen });
 
 const stateOf = (netns: NsRef, ifname: string, v: LinkValues, sysctls: readonly { key: string; value: string }[]): KernelState => {

@@ -29,7 +29,7 @@ import {
 } from '../hns/netconf.ts';
 import type { WinEndpointInput } from '../win-bridge/config.ts';
 
-export const DEFAULT_MAC_PREFIX = '0E-2A';
+const DEFAULT_MAC_PREFIX = '0E-2A';
 
 export interface WinOverlayConf extends HnsNetConf {
   readonly ipMasq: boolean;

@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cniError } from '../../core/cni/errors.ts';
-import { fold, type Event, type Projection, type Stored } from '../../core/events.ts';
+import { fold, type Event, type Projection } from '../../core/events.ts';
 import { parseIpamConf } from '../../core/ipam/config.ts';
 import { decide, decideIpam, ipamProjection, ipamStream, type IpamCommand, type IpamState } from '../../core/ipam/decider.ts';
 import { memoryStore } from '../../adapters/memory/store.ts';

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FELT_CNI } from '../support/cni.ts';
-import { cni, link, links, nsRun, nsTry, Sandbox, type Call } from '../support/ns.ts';
+import { cni, link, links, nsRun, Sandbox, type Call } from '../support/ns.ts';
 
 const NET = 'bwnet';
 const MBIT = 1_000_000;

@@ -5,7 +5,7 @@ import { desiredOverlay, overlayCache, type Overlay, type OverlayNode } from '..
 import { parseNetConfig } from '../../core/flannel/netconf.ts';
 import { initialState, type NodeState, type RemoteLease } from '../../core/flannel/node.ts';
 import type { NetConfig } from '../../core/flannel/types.ts';
-import { addrKey, chainKey, fdbKey, linkKey, neighKey, routeKey, ruleKey } from '../../core/kernel/keys.ts';
+import { routeKey } from '../../core/kernel/keys.ts';
 import { emptyKernelState, HOST, type KernelState, type Op, type Route } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
 import { runs } from '../support/runs.ts';

@@ -1,7 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { desiredOverlay, validateHostGw, type HostGwLease } from '../../core/flannel/desired.ts';
+import { validateHostGw, type HostGwLease } from '../../core/flannel/desired.ts';
 
 const hostGw = (subnet: string, publicIP: string, o: { ipv6Subnet?: string; publicIPv6?: string; type?: string } = {}): HostGwLease => ({
   subnet,

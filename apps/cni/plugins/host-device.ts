@@ -40,7 +40,7 @@ export interface HostDeviceDeps extends PluginDeps {
   readonly sysfs: string;
 }
 
-export const linuxDeps: HostDeviceDeps = {
+const linuxDeps: HostDeviceDeps = {
   ...callDeps,
   sysfs: '/sys',
 };

@@ -21,7 +21,7 @@ export interface HostLocalDeps extends StoreAccess {
   readonly readFile: (path: string) => E.Either<CniError, string>;
 }
 
-export const sqliteDeps: HostLocalDeps = {
+const sqliteDeps: HostLocalDeps = {
   ...callStore,
   readFile: (path) => {
     try {
@@ -49,7 +49,7 @@ function run(deps: HostLocalDeps, ctx: Ctx, ic: IpamConf, command: IpamCommand) 
 }
 
 /** ADD: one address from each range set (requested ones where asked), plus routes and dns. */
-export const ipamAdd =
+const ipamAdd =
   (deps: HostLocalDeps) =>
   (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, Result> =>
     pipe(
@@ -77,7 +77,7 @@ export const ipamAdd =
     );
 
 /** DEL: release whatever (container, ifname) holds in this network; nothing held is fine. */
-export const ipamDel =
+const ipamDel =
   (deps: HostLocalDeps) =>
   (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(
@@ -95,7 +95,7 @@ export const ipamDel =
     );
 
 /** CHECK: the attachment holds an address, and prevResult's addresses in our ranges are its. */
-export const ipamCheck =
+const ipamCheck =
   (deps: HostLocalDeps) =>
   (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(
@@ -115,7 +115,7 @@ export const ipamCheck =
     );
 
 /** GC (1.1.0): release every allocation whose attachment is not in cni.dev/valid-attachments. */
-export const ipamGc =
+const ipamGc =
   (deps: HostLocalDeps) =>
   (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(
@@ -130,7 +130,7 @@ export const ipamGc =
     );
 
 /** STATUS (1.1.0): ready when the store opens. */
-export const ipamStatus =
+const ipamStatus =
   (deps: HostLocalDeps) =>
   (args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> =>
     pipe(

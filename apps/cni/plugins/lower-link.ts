@@ -15,7 +15,7 @@ import { lowerLinkScope, type Addressing, type LowerLinkConf } from '../../../co
 import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
-export interface LowerLinkAttachment<C> {
+interface LowerLinkAttachment<C> {
   readonly conf: C;
   readonly master: string;
   readonly masterMtu?: number;

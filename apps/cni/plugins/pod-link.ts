@@ -16,7 +16,7 @@ import { lowerLinkScope, type Addressing } from '../../../core/l2/attachment.ts'
 import { applyIn, delegateIpam, liveNetns, netnsExists, noNetns, observeIn, removeIn, type KernelOf } from '../kit.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 
-export interface PodLinkAttachment<C> {
+interface PodLinkAttachment<C> {
   readonly conf: C;
   readonly ifname: string;
   readonly netns: string;

@@ -11,7 +11,7 @@ import type { Plugin } from '../plugin.ts';
 import { makePodLinkPlugin } from './pod-link.ts';
 
 /** Whether this host has SELinux (selinuxfs mounted), as go-selinux decides. */
-export const hostHasSelinux = (): boolean => existsSync('/sys/fs/selinux/enforce');
+const hostHasSelinux = (): boolean => existsSync('/sys/fs/selinux/enforce');
 
 /** The plugin on a kernel (and SELinux probe) of the caller's choosing (tests pass the memory twin). */
 export const makeTap = (kernel: KernelOf = kernelFor, selinux: () => boolean = hostHasSelinux): Plugin =>

@@ -24,7 +24,7 @@ import { callDeps } from '../kernel.ts';
 import { applyIn, netnsExists, noNetns, observeIn, withStore, type PluginDeps } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
-export const DEFAULT_ALLOWLIST = '/etc/cni/tuning/allowlist.conf';
+const DEFAULT_ALLOWLIST = '/etc/cni/tuning/allowlist.conf';
 
 /** The effects tuning uses; tests swap in the memory kernel and store, or an allowlist of their own. */
 export interface TuningDeps extends PluginDeps {

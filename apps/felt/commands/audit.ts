@@ -94,7 +94,7 @@ export function readReconcile(dataDir: string): ReconcileRecord | undefined | st
 // ------------------------------------------------------------------------------------ namespaces
 
 /** This process's network namespace, as the kernel names it (`net:[4026531840]`). */
-export function currentNetns(): string | undefined {
+function currentNetns(): string | undefined {
   try {
     return readlinkSync('/proc/self/ns/net');
   } catch {
@@ -103,7 +103,7 @@ export function currentNetns(): string | undefined {
 }
 
 /** The namespace a netns file (a /run/netns bind mount, /proc/PID/ns/net) is, in the same words. */
-export function netnsIdOf(path: string): string | undefined {
+function netnsIdOf(path: string): string | undefined {
   try {
     return `net:[${statSync(path).ino}]`;
   } catch {
@@ -114,7 +114,7 @@ export function netnsIdOf(path: string): string | undefined {
 const NETNS_DIRS = ['/run/netns', '/var/run/netns'];
 
 /** A named namespace (ip netns) that is `id`, if there is one. */
-export function findNamedNetns(id: string): string | undefined {
+function findNamedNetns(id: string): string | undefined {
   for (const dir of NETNS_DIRS) {
     let names: string[];
     try {
@@ -148,7 +148,7 @@ export function locate(
 }
 
 /** Where an attachment's host side is (the namespace the plugin ran in). */
-export const hostSideOf = (rec: AttachmentRecord, override: string | undefined) => locate(rec.hostNs, override, 'it was made');
+const hostSideOf = (rec: AttachmentRecord, override: string | undefined) => locate(rec.hostNs, override, 'it was made');
 
 // ------------------------------------------------------------------------------------ the kernel
 

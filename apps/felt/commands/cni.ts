@@ -70,7 +70,7 @@ const files = (dir: string, exts: readonly string[]): E.Either<Failed, string[]>
 };
 
 /** libcni's LoadNetworkConf: `.conflist` files first, then `.conf`/`.json`, lexical order, first name match. */
-export function loadConfList(dir: string, network: string): E.Either<Failed, { list: ConfList; text: string }> {
+function loadConfList(dir: string, network: string): E.Either<Failed, { list: ConfList; text: string }> {
   const read = (f: string): E.Either<Failed, string> => {
     try {
       return E.right(readFileSync(f, 'utf8'));

@@ -25,7 +25,7 @@ import {
 import { str } from '../args.ts';
 import type { IO, Subcommand } from '../common.ts';
 
-export interface DaemonOptions {
+interface DaemonOptions {
   readonly socketPath: string;
   /** One exchange's bound (DISCOVER..ACK, a renewal), ms; the reference's -timeout (10 s). */
   readonly timeoutMs: number;
@@ -49,7 +49,7 @@ interface Attachment {
 
 const fail = (code: number, msg: string): DaemonResponse => ({ ok: false, code, msg });
 
-export class DhcpDaemon {
+class DhcpDaemon {
   private readonly attachments = new Map<string, Attachment>();
   constructor(private readonly o: DaemonOptions) {}
 
@@ -188,7 +188,7 @@ export class DhcpDaemon {
 }
 
 /** Serve the socket: one request line, one response line, per connection. */
-export function serve(d: DhcpDaemon, socketPath: string, log: (s: string) => void): Promise<net.Server> {
+function serve(d: DhcpDaemon, socketPath: string, log: (s: string) => void): Promise<net.Server> {
   const server = net.createServer((conn) => {
     let buf = '';
     let answered = false;

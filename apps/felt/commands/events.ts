@@ -80,7 +80,7 @@ export const UNTIL_OPTION = { name: 'until', value: 'TIME', help: 'only events r
 export const STREAM_OPTION = { name: 'stream', value: 'STREAM', help: 'only this stream (e.g. ipam/mynet)' } as const;
 
 /** How often --follow looks for new events. */
-export const FOLLOW_INTERVAL_MS = 200;
+const FOLLOW_INTERVAL_MS = 200;
 
 const HEADER = ['POSITION', 'TIME', 'STREAM', 'TYPE', 'DATA'];
 const rowOf = (e: StoredEvent): string[] => [String(e.position), e.time, e.stream, e.type, summarize(e)];

@@ -18,7 +18,7 @@ const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}
 const printable = (s: string): boolean => !/[\u0000-\u001f\u007f]/.test(s);
 
 /** The events of an export's text, or the first bad line's number and what is wrong with it. */
-export function parseExport(text: string): E.Either<string, RecordedEvent[]> {
+function parseExport(text: string): E.Either<string, RecordedEvent[]> {
   const lines = text.split('\n');
   const out: RecordedEvent[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -61,7 +61,7 @@ export function parseExport(text: string): E.Either<string, RecordedEvent[]> {
 }
 
 /** Bring the snapshots of `streams` up to date: `transact` with no new events folds the log onto each. */
-export function refreshSnapshots(store: EventStore, streams: Iterable<string>, time: string): E.Either<string, void> {
+function refreshSnapshots(store: EventStore, streams: Iterable<string>, time: string): E.Either<string, void> {
   for (const stream of streams) {
     const kind = streamKindOf(stream);
     if (!kind) continue;
