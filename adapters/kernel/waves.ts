@@ -228,7 +228,10 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
         if (k < 0 || after.some(reachesOut) || host.length === 0)
           return first(await Promise.all([rest.length ? applyOne(rest) : done, iptDone]));
         const pair = k > 0 ? await applyOne(rest.slice(0, k)) : E.right(undefined);
-        if (E.isLeft(pair)) return (await iptDone, pair);
+        if (E.isLeft(pair)) {
+          await iptDone;
+          return pair;
+        }
         const pod = after.filter((op) => opNs(op) !== HOST);
         return first(await Promise.all([pod.length ? applyOne(pod) : done, hostIp(host), iptDone]));
       },

@@ -83,6 +83,20 @@ export const callStore: StoreAccess = {
   storeExists: (dataDir) => existsSync(join(dataDir, 'felt.db')),
 };
 
+/** `t`; when it fails, `cleanup` runs (its own outcome aside) and the failure stands. */
+export const cleaningUp =
+  (cleanup: () => Promise<unknown>) =>
+  <A>(t: TE.TaskEither<CniError, A>): TE.TaskEither<CniError, A> =>
+    pipe(
+      t,
+      TE.orElse((err) =>
+        pipe(
+          TE.fromTask(cleanup),
+          TE.chain(() => TE.left<CniError, A>(err)),
+        ),
+      ),
+    );
+
 /**
  * One use of the store under `dataDir`: opened, `f`, closed (the handle's close leaves that to the call's scope).
  * `batch`: `f` is a decision that may be group-committed with those of the calls running at once (feltd's waves,

@@ -344,6 +344,33 @@ describe('dhcp', () => {
     expect((await links(p)).map((l) => l.ifname)).toEqual(['lo']);
   });
 
+  it("under felt's bridge with no dhcp daemon: the veth it made first is removed, nothing left in either namespace", async () => {
+    const p = await sb.ns();
+    const data = sb.dir();
+    const bconf = {
+      cniVersion: '1.0.0',
+      name: 'dnet-nodaemon',
+      type: 'bridge',
+      bridge: 'cnidhx0',
+      ipam: { type: 'dhcp', daemonSocketPath: join(sb.dir(), 'no-daemon.sock'), dataDir: data },
+    };
+    const r = await runCni({
+      dir: FELT_CNI,
+      type: 'bridge',
+      command: 'ADD',
+      hostNs: host,
+      containerId: 'dhcp-nod',
+      netns: nsPath(p),
+      ifname: 'eth0',
+      config: bconf,
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.json.code).toBe(11);
+    // The layer-2 attachment came first (the dhcp client talks on it): the failed ADD took it away again.
+    expect((await links(p)).map((l) => l.ifname)).toEqual(['lo']);
+    expect((await links(host)).filter((l) => l.master === 'cnidhx0')).toEqual([]);
+  });
+
   it.each([
     ['routers and mask', [{ option: 'routers' }, { option: 'subnet-mask' }]],
     ['classless routes too', [{ option: '121' }]],

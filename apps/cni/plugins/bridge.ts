@@ -25,7 +25,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
-import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
+import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
@@ -254,31 +254,34 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
   // attachment (bridge, veth pair, up), then IPAM, then a fresh observation to plan the rest from.
-  const interfaceFirst = async (): Promise<E.Either<CniError, readonly [KernelState, Result | undefined, boolean]>> => {
-    const recorded = await record();
-    if (E.isLeft(recorded)) return recorded;
-    const seen = await observe(ctx, bc, scope, args.netns, ADD_FAMILIES)();
-    if (E.isLeft(seen)) return (await forget(), seen);
-    if (taken(seen.right))
-      return (
-        await forget(),
-        E.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`))
-      );
-    const undo = async (): Promise<void> => {
-      await removeAttachment(ctx, bc, scope, args.netns)();
-      await forget();
-    };
-    const l2 = await converge(seen.right, undefined, 1, { ...bc, ipamType: '' })();
-    if (E.isLeft(l2)) return (await undo(), l2);
-    const ipam = await ipamAdd(ctx, bc, args)();
-    if (E.isLeft(ipam)) return (await undo(), ipam);
-    const now = await pipe(
-      observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
-      TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam.right)),
-    )();
-    if (E.isLeft(now)) return (await ipamDel(ctx, bc, args)(), await undo(), now);
-    return E.right([now.right, ipam.right, true] as const);
+  const undo = async (): Promise<void> => {
+    await removeAttachment(ctx, bc, scope, args.netns)();
+    await forget();
   };
+  const interfaceFirst: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = pipe(
+    record,
+    TE.chain(() => cleaningUp(forget)(observe(ctx, bc, scope, args.netns, ADD_FAMILIES))),
+    TE.chain((seen) =>
+      taken(seen)
+        ? cleaningUp(forget)(
+            TE.left(cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`)),
+          )
+        : TE.right(seen),
+    ),
+    TE.chain((seen) => cleaningUp(undo)(converge(seen, undefined, 1, { ...bc, ipamType: '' }))),
+    TE.chain(() => cleaningUp(undo)(ipamAdd(ctx, bc, args))),
+    TE.chain((ipam) =>
+      pipe(
+        observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
+        TE.chain((s) => withIpv6Masq(ctx, bc, scope, s, ipam)),
+        cleaningUp(async () => {
+          await ipamDel(ctx, bc, args)();
+          await undo();
+        }),
+        TE.map((now) => [now, ipam, true] as const),
+      ),
+    ),
+  );
 
   return pipe(
     observeAndAllocate,

@@ -154,7 +154,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
         TE.chain(() => ipam(ctx, pc, args, 'ADD')),
       )(),
     ]);
-    if (E.isLeft(res)) return (await forget(), res);
+    if (E.isLeft(res)) {
+      await forget();
+      return res;
+    }
     ctx.stores.closeSoon();
     if (E.isLeft(seen)) return release(seen.left)();
     return attach(seen.right, res.right)();
