@@ -3,7 +3,7 @@
 // it) never undoes what the delta applied. feltd runs in-process on the in-memory twins; the kernel twin's
 // observe is held until the test releases it, so every interleaving is chosen by the test, not by timing.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
@@ -96,12 +96,21 @@ describe('feltd: a lease change during a full resync', () => {
     leases = memoryLeaseStore();
     await leases.putNetworkConfig(NET)();
     for (const n of [2, 3]) expect(E.isRight(await leases.acquire(remote(n), 3600)())).toBe(true);
+    // This node takes 10.244.1.0/24 back from a subnet.env of a previous run: a random own subnet could be one
+    // the test gives a remote node (10.244.2-4.0/24), whose acquire would then be refused and never seen
+    // (about one run in fifty timed out waiting for that lease's delta pass).
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'subnet.env'),
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+    );
     const parsed = parseFlags(['--state-dir', join(dir, 'state'), '--subnet-file', join(dir, 'subnet.env'), '--iptables-resync', '3600']);
     if ('error' in parsed) throw new Error(parsed.error);
     metrics = new Metrics();
     daemon = await startDaemon({ flags: parsed.flags, underlay, leases, events: memoryStore(), kernel, log: quiet, metrics }, config);
     await eventually(() => !!routeTo(inner.state(), 2) && !!routeTo(inner.state(), 3), { what: 'routes to both remote nodes' });
     await daemon.idle();
+    expect(readFileSync(join(dir, 'subnet.env'), 'utf8')).toContain('FLANNEL_SUBNET=10.244.1.1/24');
   });
 
   afterEach(async () => {
