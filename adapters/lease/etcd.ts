@@ -244,6 +244,52 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
       ttl: Number(r.TTL),
     }));
 
+  /**
+   * Put `req` with a fresh etcd lease over the key's present value, when `mayWrite` accepts that value (renew:
+   * this node's lease; repair: anything); `miss` when the key is absent or not accepted. A compare-and-swap on the
+   * value's mod revision: changed between the read and the write, it is looked at again (five times at most).
+   */
+  const rewrite = async <Miss extends 'lost' | 'absent'>(
+    what: 'renew' | 'repair',
+    req: LeaseRequest,
+    ttlSeconds: number,
+    miss: Miss,
+    mayWrite: (value: string, mine: LeaseAttrs) => boolean,
+  ): Promise<E.Either<StoreError, Lease | Miss>> => {
+    const checked = checkRequest(req, ttlSeconds);
+    if (E.isLeft(checked)) return checked;
+    const c = checked.right;
+    const key = Buffer.from(leaseKeyPath(prefix, c));
+    const value = Buffer.from(serializeLeaseAttrs(c.attrs));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const cur = (await call(what, (cl) => cl.kv.range({ key }))).kvs[0];
+      if (!cur || !mayWrite(cur.value.toString(), c.attrs)) return E.right(miss);
+      const g = await grant(ttlSeconds);
+      let txn;
+      try {
+        txn = await call(what, (cl) =>
+          cl.kv.txn({
+            compare: [{ key, target: TARGET_MOD, result: CMP_EQUAL, mod_revision: cur.mod_revision }],
+            success: [{ request_put: { key, value, lease: g.id } }],
+            failure: [{ request_range: { key } }],
+          }),
+        );
+      } catch (e) {
+        await revokeQuietly(g.id);
+        throw e;
+      }
+      // A failed compare can be our own put applied by a retry of the client: then the key holds our lease.
+      const holder = txn.succeeded ? undefined : txn.responses[0]?.response_range?.kvs[0];
+      if (txn.succeeded || String(holder?.lease) === g.id) {
+        remember(g.id, Date.now() + g.ttl * 1000);
+        return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
+      }
+      // Changed between our read and our write: look again.
+      await revokeQuietly(g.id);
+    }
+    return E.left(storeError(`etcd ${what} at ${where}: the lease kept changing under us`, true));
+  };
+
   const listOnce = async (): Promise<LeaseSnapshot> => {
     let revision: string | undefined;
     let from = dirKey;
@@ -364,74 +410,14 @@ export function etcdLeaseStore(opts: EtcdLeaseStoreOptions): LeaseStore {
       }),
 
     renew: (req: LeaseRequest, ttlSeconds: number) =>
-      op('renew', async (): Promise<E.Either<StoreError, Lease | 'lost'>> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = Buffer.from(leaseKeyPath(prefix, c));
-        const value = Buffer.from(serializeLeaseAttrs(c.attrs));
-        for (let attempt = 0; attempt < 5; attempt++) {
-          const cur = (await call('renew', (cl) => cl.kv.range({ key }))).kvs[0];
-          const attrs = cur ? parseLeaseAttrs(cur.value.toString()) : undefined;
-          if (!cur || !attrs || E.isLeft(attrs) || !sameOwner(attrs.right, c.attrs)) return E.right('lost');
-          const g = await grant(ttlSeconds);
-          let txn;
-          try {
-            txn = await call('renew', (cl) =>
-              cl.kv.txn({
-                compare: [{ key, target: TARGET_MOD, result: CMP_EQUAL, mod_revision: cur.mod_revision }],
-                success: [{ request_put: { key, value, lease: g.id } }],
-                failure: [{ request_range: { key } }],
-              }),
-            );
-          } catch (e) {
-            await revokeQuietly(g.id);
-            throw e;
-          }
-          const holder = txn.succeeded ? undefined : txn.responses[0]?.response_range?.kvs[0];
-          if (txn.succeeded || String(holder?.lease) === g.id) {
-            remember(g.id, Date.now() + g.ttl * 1000);
-            return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
-          }
-          // Changed between our read and our write: look again.
-          await revokeQuietly(g.id);
-        }
-        return E.left(storeError(`etcd renew at ${where}: the lease kept changing under us`, true));
-      }),
+      op('renew', () =>
+        rewrite('renew', req, ttlSeconds, 'lost', (value, mine) => {
+          const attrs = parseLeaseAttrs(value);
+          return E.isRight(attrs) && sameOwner(attrs.right, mine);
+        }),
+      ),
 
-    repair: (req: LeaseRequest, ttlSeconds: number) =>
-      op('repair', async (): Promise<E.Either<StoreError, Lease | 'absent'>> => {
-        const checked = checkRequest(req, ttlSeconds);
-        if (E.isLeft(checked)) return checked;
-        const c = checked.right;
-        const key = Buffer.from(leaseKeyPath(prefix, c));
-        const value = Buffer.from(serializeLeaseAttrs(c.attrs));
-        for (let attempt = 0; attempt < 5; attempt++) {
-          const cur = (await call('repair', (cl) => cl.kv.range({ key }))).kvs[0];
-          if (!cur) return E.right('absent');
-          const g = await grant(ttlSeconds);
-          let txn;
-          try {
-            txn = await call('repair', (cl) =>
-              cl.kv.txn({
-                compare: [{ key, target: TARGET_MOD, result: CMP_EQUAL, mod_revision: cur.mod_revision }],
-                success: [{ request_put: { key, value, lease: g.id } }],
-                failure: [{ request_range: { key } }],
-              }),
-            );
-          } catch (e) {
-            await revokeQuietly(g.id);
-            throw e;
-          }
-          const holder = txn.succeeded ? undefined : txn.responses[0]?.response_range?.kvs[0];
-          if (txn.succeeded || String(holder?.lease) === g.id) {
-            remember(g.id, Date.now() + g.ttl * 1000);
-            return E.right(leaseOf(c.subnet, c.ipv6Subnet, c.attrs, iso(Date.now() + g.ttl * 1000)));
-          }
-          await revokeQuietly(g.id);
-        }
-        return E.left(storeError(`etcd repair at ${where}: the lease kept changing under us`, true));
-      }),
+    repair: (req: LeaseRequest, ttlSeconds: number) => op('repair', () => rewrite('repair', req, ttlSeconds, 'absent', () => true)),
 
     revoke: (subnet: string) =>
       op('revoke', async () => {
