@@ -119,17 +119,20 @@ type Obs = E.Either<KernelError, KernelState>;
 type Applied = E.Either<KernelError, void>;
 const done: Promise<Applied> = Promise.resolve(E.right(undefined));
 
+/** Counters at zero. */
+export const noWaveStats = (): WaveStats => ({
+  observeRequests: 0,
+  observations: 0,
+  applyRequests: 0,
+  sharedParts: 0,
+  applies: 0,
+  sharedApplies: 0,
+  fallbacks: 0,
+});
+
 /** `defer`: when the turn ends (setImmediate); tests may pass their own. */
 export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) => void setImmediate(f)): WaveKernel {
-  const stats: WaveStats = {
-    observeRequests: 0,
-    observations: 0,
-    applyRequests: 0,
-    sharedParts: 0,
-    applies: 0,
-    sharedApplies: 0,
-    fallbacks: 0,
-  };
+  const stats = noWaveStats();
   const observeOne = (r: ObserveRequest): Promise<Obs> => (stats.observations++, inner.observe(r)());
   const applyOne = (ops: readonly Op[]): Promise<Applied> => (stats.applies++, inner.apply(ops)());
 

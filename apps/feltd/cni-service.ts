@@ -30,7 +30,7 @@ import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
 import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
 import { warmStores, type WarmStores } from '../../apps/cni/store.ts';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
-import { waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kernel/waves.ts';
+import { noWaveStats, waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kernel/waves.ts';
 import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
 import type { Logger, Metrics } from './observability.ts';
 
@@ -163,15 +163,7 @@ export function cniService(deps: CniServiceDeps): CniService {
    * that namespace (the first caller's may close before the others are done).
    */
   const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
-  const retired: WaveStats = {
-    observeRequests: 0,
-    observations: 0,
-    applyRequests: 0,
-    sharedParts: 0,
-    applies: 0,
-    sharedApplies: 0,
-    fallbacks: 0,
-  };
+  const retired = noWaveStats();
   const waveFor = (key: string, hostNetns: string | undefined): { kernel: WaveKernel; release: () => void } => {
     let w = waves.get(key);
     if (!w) {

@@ -308,26 +308,29 @@ const runUnlocked =
         // by container and interface, so a DEL in the teardown of a failed ADD would remove that attachment.
         const live = liveAttachment(rt, dataDir);
         let prev: unknown;
+        /** The failed ADD in the log: which plugin failed, and what was torn down (`kept`: nothing; it was attached before). */
+        const addFailed = (plugin: string, error: string, tornDown: string[], kept?: true): void =>
+          record(rt, dataDir, [
+            {
+              type: 'AttachmentAddFailed',
+              data: {
+                network: list.name,
+                containerId: rt.containerId,
+                ifname: rt.ifname,
+                netns: rt.netns,
+                plugin,
+                error,
+                tornDown,
+                ...(kept ? { kept } : {}),
+              },
+            },
+          ]);
         for (const [i, p] of list.plugins.entries()) {
           const r = await call(rt, p, 'ADD', pluginConfig(list, p, prev, rt.capArgs), id);
           if (E.isLeft(r)) {
             if (live !== undefined) {
               // Each plugin undid its own part of this ADD; the attachment stays as it was (as libcni leaves it).
-              record(rt, dataDir, [
-                {
-                  type: 'AttachmentAddFailed',
-                  data: {
-                    network: list.name,
-                    containerId: rt.containerId,
-                    ifname: rt.ifname,
-                    netns: rt.netns,
-                    plugin: typeOf(p),
-                    error: r.left,
-                    tornDown: [],
-                    kept: true,
-                  },
-                },
-              ]);
+              addFailed(typeOf(p), r.left, [], true);
               return failed(
                 `${r.left}\nnot torn down: ${list.name} ${rt.containerId} ${rt.ifname} is attached (${live}); a DEL would remove that attachment`,
               );
@@ -335,20 +338,7 @@ const runUnlocked =
             // Tear down what this ADD did: DEL of every plugin that ran (the failed one too), last first.
             const ran = list.plugins.slice(0, i + 1);
             const errors = await del(rt, id, rt.capArgs, prev === undefined ? undefined : ({ result: prev } as CacheEntry), ran);
-            record(rt, dataDir, [
-              {
-                type: 'AttachmentAddFailed',
-                data: {
-                  network: list.name,
-                  containerId: rt.containerId,
-                  ifname: rt.ifname,
-                  netns: rt.netns,
-                  plugin: typeOf(p),
-                  error: r.left,
-                  tornDown: ran.map(typeOf).reverse(),
-                },
-              },
-            ]);
+            addFailed(typeOf(p), r.left, ran.map(typeOf).reverse());
             return failed(`${r.left}${errors.length ? `\nteardown: ${errors.join('\nteardown: ')}` : ''}`);
           }
           prev = r.right;
