@@ -34,7 +34,7 @@ import {
   parseRedirect,
   type IpState,
 } from './parse.ts';
-import { explain, invocations, steps, type RenderOptions, type Step } from './render.ts';
+import { explain, failedLines, invocations, steps, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import { NFT_NO_TABLE, parseNftList } from './nft.ts';
 
@@ -239,22 +239,52 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
   // reaches into another namespace (a veth pair across namespaces, a link made from or moved to another
   // namespace, a link deleted, which may take its peer along) waits for every step before it, and every
   // step after it waits for it.
+  // A pod's per-device sysctls (accept_dad, arp_notify) and its ip batch run side by side when the batch adds
+  // no IPv6 address that would start duplicate address detection (see besideSysctls).
   let barrier = Promise.resolve();
   const lanes = new Map<NsRef, Promise<void>>();
+  const sysctlStep = new Map<NsRef, { before: Promise<void>; st: Step }>();
   for (const st of all) {
     if (isIptStep(st)) continue;
+    const prev = sysctlStep.get(st.ns);
+    sysctlStep.delete(st.ns);
     if (st.lines.some((l) => l.op !== undefined && reachesOut(l.op))) {
       const before = Promise.all([barrier, ...lanes.values()]);
       barrier = before.then(() => step(st));
       lanes.clear();
-    } else
+      sysctlStep.clear();
+    } else if (prev && besideSysctls(prev.st, st)) {
       lanes.set(
         st.ns,
-        (lanes.get(st.ns) ?? barrier).then(() => step(st)),
+        Promise.all([lanes.get(st.ns), prev.before.then(() => step(st))]).then(() => undefined),
       );
+    } else {
+      const before = lanes.get(st.ns) ?? barrier;
+      lanes.set(
+        st.ns,
+        before.then(() => step(st)),
+      );
+      if (st.tool === 'sysctl') sysctlStep.set(st.ns, { before, st });
+    }
   }
   await Promise.all([ipt, barrier, ...lanes.values()]);
   return failed ?? E.right(undefined);
+}
+
+/** Keys of one device's own settings: `net.ipv4.conf.<dev>.<key>` / `net.ipv6.conf.<dev>.<key>`, not all/default. */
+const DEVICE_SYSCTL = /^net\.ipv[46]\.conf\.(?!all\.|default\.)[^.]+\.[a-z_]+$/;
+
+/**
+ * Whether an ip step may run beside the sysctl step before it in its namespace: the sysctls are settings of
+ * single devices (no forwarding switch, whose order against addresses matters), and the batch adds no IPv6
+ * address that would start duplicate address detection before accept_dad is written (felt adds them `nodad`
+ * where it turns DAD off). The pod's sysctls and its addresses and routes are then two processes at once.
+ */
+function besideSysctls(sysctls: Step, next: Step): boolean {
+  if (next.tool !== 'ip' || next.label !== undefined) return false;
+  const keysOk = sysctls.lines.every((l) => l.op?.op === 'sysctl.set' && DEVICE_SYSCTL.test(l.op.sysctl.key));
+  const addrsOk = next.lines.every((l) => l.op?.op !== 'addr.add' || !l.op.addr.cidr.includes(':') || l.op.addr.nodad === true);
+  return keysOk && addrsOk;
 }
 
 /** Whether `sysctl` is on PATH (looked up once, only when a sysctl step runs in another namespace). */
@@ -295,6 +325,66 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
   }
 }
 
+/**
+ * Several callers' ops in one `ip -force -batch` where they make one (one namespace, ip ops only), each part
+ * judged by its own failed lines (-force runs every line, so a part's lines do not depend on another's);
+ * otherwise each part on its own. Identical ops of several parts run once and count for each.
+ */
+async function applyParts(parts: readonly (readonly Op[])[], o: LinuxKernelOptions): Promise<E.Either<KernelError, void>[]> {
+  const ro: RenderOptions = { pid: o.pid, ...(o.hostNetns !== undefined ? { hostNetns: o.hostNetns } : {}) };
+  const owners = new Map<string, number[]>();
+  const ops: Op[] = [];
+  parts.forEach((part, i) =>
+    part.forEach((op) => {
+      const k = JSON.stringify(op);
+      const seen = owners.get(k);
+      if (seen) {
+        if (!seen.includes(i)) seen.push(i);
+      } else {
+        owners.set(k, [i]);
+        ops.push(op);
+      }
+    }),
+  );
+  let all: readonly Step[] | undefined;
+  try {
+    all = steps(ops, ro);
+  } catch {
+    all = undefined;
+  }
+  // Sysctls of this process's own namespace (written without a process) may come before the batch.
+  const ipv6 = existsSync('/proc/sys/net/ipv6');
+  const st = all?.[all.length - 1];
+  const writes = (all ?? []).slice(0, -1).map((w) => ({ w, invs: invocations(w, ro, ipv6) }));
+  const inv = st && st.tool === 'ip' && st.label === undefined ? invocations(st, ro)[0] : undefined;
+  const alone = (): Promise<E.Either<KernelError, void>[]> => Promise.all(parts.map((p) => apply(p, o)));
+  if (!st || !inv || inv.kind !== 'exec' || !writes.every(({ w, invs }) => w.tool === 'sysctl' && invs.every((i) => i.kind === 'write')))
+    return alone();
+  for (const { w, invs } of writes)
+    for (const i of invs) {
+      if (i.kind !== 'write') continue;
+      const r = await writeOwn(i.path, i.value);
+      // A sysctl that cannot be written: each part again on its own (nothing but sysctls was changed yet).
+      if (explain(w, i, r.code, r.stderr).kind === 'error') return alone();
+    }
+  const r = await run(inv.argv, inv.input, o);
+  if (r.code === 0) return parts.map(() => E.right(undefined));
+  const whole = explain(st, inv, r.code, r.stderr);
+  if (whole.kind !== 'error') return parts.map(() => E.right(undefined));
+  // nsenter failed, or ip named no line: nothing tells the parts apart.
+  const lines = failedLines(r.stderr);
+  if (/^nsenter: /.test(r.stderr) || lines.has(0)) return parts.map(() => E.left(kerr(whole.msg, whole.details)));
+  return parts.map((_, i) => {
+    let text = '';
+    for (const [n, msg] of lines) {
+      const op = st.lines[n - 1]?.op;
+      if (op && owners.get(JSON.stringify(op))?.includes(i)) text += `${msg}\nCommand failed -:${n}\n`;
+    }
+    const v = text ? explain(st, inv, r.code, text) : ({ kind: 'ok' } as const);
+    return v.kind === 'error' ? E.left(kerr(v.msg, v.details)) : E.right(undefined);
+  });
+}
+
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {
   return {
     observe:
@@ -305,5 +395,6 @@ export function linuxKernel(opts: LinuxKernelOptions): Kernel {
       (ops): TE.TaskEither<KernelError, void> =>
       () =>
         apply(ops, opts),
+    applyParts: (parts) => () => applyParts(parts, opts),
   };
 }

@@ -631,7 +631,7 @@ const clean = (s: string): string =>
     .replace(/^(?:iptables-restore|ip6tables-restore)(?: v[\d.]+)?(?: \(nf_tables\))?:\s*/i, '');
 
 /** Messages of a -force batch, by failed line (1-based); text after the last "Command failed" under 0. */
-function failedLines(text: string): Map<number, string> {
+export function failedLines(text: string): Map<number, string> {
   const out = new Map<number, string>();
   let acc: string[] = [];
   for (const line of text.split('\n')) {

@@ -2,6 +2,7 @@
 // iproute2, iptables, /proc/sys) and by the in-memory twin (adapters/memory/kernel.ts) used in core and plugin
 // tests. Both read the same ObserveRequest the same way (adapters/kernel/request.ts).
 
+import type * as E from 'fp-ts/lib/Either.js';
 import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { IptFamily, KernelState, NsRef, Op, OwnershipScope } from '../../core/kernel/model.ts';
 
@@ -54,4 +55,11 @@ export interface ObserveRequest {
 export interface Kernel {
   observe(req: ObserveRequest): TE.TaskEither<KernelError, KernelState>;
   apply(ops: readonly Op[]): TE.TaskEither<KernelError, void>;
+  /**
+   * Several callers' ops at once, each part with its own verdict, as if each part were applied alone: where
+   * the parts make one `ip -force -batch` in one namespace, one process whose failed lines are told apart by
+   * part; otherwise each part on its own. For parts that cannot fail one another (waves.ts sends only ops a
+   * second application leaves as they are, and veth pairs made under names of their own).
+   */
+  applyParts?(parts: readonly (readonly Op[])[]): () => Promise<readonly E.Either<KernelError, void>[]>;
 }

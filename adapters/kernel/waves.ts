@@ -172,6 +172,14 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
       void applyOne(batch[0]!.what).then(batch[0]!.resolve);
       return;
     }
+    // The host's ip ops, when the kernel tells each part's failures apart: one apply, a verdict per call.
+    if (channel === 'ip' && inner.applyParts) {
+      stats.applies++;
+      void inner
+        .applyParts(batch.map((w) => w.what))()
+        .then((rs) => batch.forEach((w, i) => w.resolve(rs[i]!)));
+      return;
+    }
     void applyOne(dedupe(batch.flatMap((w) => w.what))).then((together) => {
       if (E.isRight(together)) return batch.forEach((w) => w.resolve(together));
       stats.fallbacks++;
@@ -196,9 +204,15 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
     const rs = await Promise.all([...groups].map(([g, part]) => enqueue(g, part)));
     return rs.find(E.isLeft) ?? E.right(undefined);
   };
-  /** Host ops that are not iptables': shared when every one is repeatable, else the call's own apply. */
+  /**
+   * Host ops that are not iptables': shared when every one is repeatable, or (where the kernel judges each
+   * part of a shared apply on its own) makes a veth pair from the host into another namespace, under the
+   * call's own random name; else the call's own apply.
+   */
+  const shareable = (op: Op): boolean =>
+    REPEATABLE.has(op.op) || (inner.applyParts !== undefined && op.op === 'link.add' && op.link.veth !== undefined && reachesOut(op));
   const hostIp = (ops: readonly Op[]): Promise<Applied> =>
-    ops.length === 0 ? done : ops.every((op) => REPEATABLE.has(op.op)) ? enqueue('ip', ops) : applyOne(ops);
+    ops.length === 0 ? done : ops.every(shareable) ? enqueue('ip', ops) : applyOne(ops);
 
   return {
     stats: () => ({ ...stats }),
@@ -220,23 +234,17 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
         const rest = ops.filter((op) => !hostIpt(op));
         const iptDone = ipt.length ? sharedIpt(ipt) : done;
         const first = (rs: readonly Applied[]): Applied => rs.find(E.isLeft) ?? E.right(undefined);
-        // The host namespace's alone (a DEL's). A host link's deletion takes its veth peer along: the call's own.
-        if (rest.every((op) => opNs(op) === HOST && op.op !== 'link.move' && (op.op !== 'link.add' || !reachesOut(op)))) {
-          return first(await Promise.all([hostIp(rest), iptDone]));
-        }
-        // An ADD's: the ops that reach across namespaces (the veth pair) first, then the pod's beside the host's.
-        const k = rest.findIndex((op) => !reachesOut(op));
-        const after = k < 0 ? [] : rest.slice(k);
-        const host = after.filter((op) => opNs(op) === HOST);
-        if (k < 0 || after.some(reachesOut) || host.length === 0)
-          return first(await Promise.all([rest.length ? applyOne(rest) : done, iptDone]));
-        const pair = k > 0 ? await applyOne(rest.slice(0, k)) : E.right(undefined);
-        if (E.isLeft(pair)) {
-          await iptDone;
-          return pair;
-        }
-        const pod = after.filter((op) => opNs(op) !== HOST);
-        return first(await Promise.all([pod.length ? applyOne(pod) : done, hostIp(host), iptDone]));
+        // The host's ops first (plan orders a namespace that makes a pair before the one it reaches into).
+        const k = rest.findIndex((op) => opNs(op) !== HOST);
+        const host = k < 0 ? rest : rest.slice(0, k);
+        const pod = k < 0 ? [] : rest.slice(k);
+        // A pod that reaches into the host (a link moved out, a pair made from inside), or host ops after the
+        // pod's: the call's own apply, in the adapter's order.
+        if (pod.some((op) => reachesOut(op) || opNs(op) === HOST)) return first(await Promise.all([applyOne(rest), iptDone]));
+        // An ADD's: the host's (shared: the veth pair made into the pod, the bridge port), then the pod's own.
+        const made = await hostIp(host);
+        if (E.isLeft(made) || pod.length === 0) return first([made, await iptDone]);
+        return first(await Promise.all([applyOne(pod), iptDone]));
       },
   };
 }

@@ -717,6 +717,8 @@ export function memoryKernel(initial: KernelState = emptyKernelState()): MemoryK
       (ops): TE.TaskEither<KernelError, void> =>
       () =>
         Promise.resolve(applySync(ops)),
+    // Each part alone, in order: what the Linux adapter's one batch amounts to, part by part.
+    applyParts: (parts) => () => Promise.resolve(parts.map(applySync)),
     applySync,
     state: () => twin.snapshot(),
     reset: (s) => {

@@ -138,10 +138,12 @@ export interface VethPairs {
 
 /**
  * Which end of each desired veth pair creates it. When only one end is desired, that end. When both are: the
- * end that is not in the host namespace (a CNI plugin creates the pair inside the container and moves the host
- * end out), else the end with the smaller key; if the chosen end does not name its peer, its link.add gets
- * a veth spec built from the other end. So veth creation always goes from a container namespace towards the
- * host (or from the smaller namespace towards the larger), and namespace order has no cycles.
+ * end in the host namespace (`ip link add vethX type veth peer name eth0 netns POD` makes the container's end
+ * right where it belongs, and the host's batch, shared by the concurrent ADDs of a wave, makes every pair
+ * with no process entering a container), else the end with the smaller key; if the chosen end does not name
+ * its peer, its link.add gets a veth spec built from the other end. So veth creation always goes from the
+ * host towards a container (or from the smaller namespace towards the larger), and namespace order has no
+ * cycles.
  */
 export function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link>): VethPairs {
   const partner = new Map<string, string>();
@@ -163,7 +165,7 @@ export function vethPairs(links: readonly Link[], want: ReadonlyMap<string, Link
       if (!p) implied.add(pk);
       continue;
     }
-    const pFirst = l.ns === HOST && p.ns !== HOST ? true : p.ns === HOST && l.ns !== HOST ? false : pk < k;
+    const pFirst = p.ns === HOST && l.ns !== HOST ? true : l.ns === HOST && p.ns !== HOST ? false : pk < k;
     const [c, ck, other, ok] = pFirst ? [p, pk, l, k] : [l, k, p, pk];
     const creator: Link =
       c.veth && devKey(c.veth.peerNs, c.veth.peer) === ok

@@ -163,13 +163,15 @@ export function order(ops: readonly Op[], ctx: OrderContext = {}): Op[] {
     o.op === 'chain.del' ? [{ key: chainKey(o), ref: seenChains.get(chainKey(o)) ?? { ...o, rules: [] } }] : [],
   );
   const dropDepth = chainDepths(dropped);
-  // A sysctl of a device this plan creates waits for it; every other sysctl goes first in its namespace, so
-  // that the namespace's ip changes stay one batch.
+  // A sysctl of a device this plan creates in the sysctl's own namespace waits for it; every other sysctl goes
+  // first in its namespace, so that the namespace's ip changes stay one batch. A veth end made from another
+  // namespace (the pod's end of a pair the host makes) is there before its namespace's turn, so its sysctls
+  // (accept_dad, arp_notify) are set before it comes up and gets its addresses.
   const created = new Set<string>();
   for (const o of ops) {
     if (o.op !== 'link.add') continue;
-    created.add(linkKey(o.link));
-    if (o.link.veth) created.add(devKey(o.link.veth.peerNs, o.link.veth.peer));
+    if (createdFrom(o.link) === o.link.ns) created.add(linkKey(o.link));
+    if (o.link.veth && o.link.veth.peerNs === o.link.ns) created.add(devKey(o.link.veth.peerNs, o.link.veth.peer));
   }
   const phase = (o: Op): number => {
     if (o.op !== 'sysctl.set') return PHASE[o.op];

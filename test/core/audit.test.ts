@@ -177,7 +177,7 @@ describe('the plan report', () => {
     expect(planExit(bad)).toBe(2);
     const text = renderPlan(bad);
     expect(text).toContain(
-      `attachment mynet c1/eth0: veth: ${f.length} differences\n  veth eth0 is missing (in ${POD})\n  veth veth0a1b2c3d is missing (in the host namespace)\n`,
+      `attachment mynet c1/eth0: veth: ${f.length} differences\n  veth veth0a1b2c3d is missing (in the host namespace)\n  veth eth0 is missing (in ${POD})\n`,
     );
     expect(text).toContain('not checked:\n  network blue: ptp\n');
     expect(planExit(report([group({ kind: 'attachment', id: 'a', title: 't' }, [], [], 'gone')], []))).toBe(2);

@@ -733,30 +733,31 @@ describe('veth pairs across namespaces', () => {
     ],
   });
 
-  it('creates the pair from the pod namespace first, then configures the host end (bridge before port)', () => {
+  it('creates the pair from the host namespace (bridge before port), then configures the pod end in its own namespace', () => {
     const ops = plan(desired, st({ links: [lo] }), sc);
     expect(ops.map((o) => `${opNs(o) === HOST ? 'host' : 'pod'}: ${o.op}`)).toEqual([
-      'pod: link.add',
+      'host: link.add',
+      'host: link.add',
+      'host: addr.add',
       'pod: sysctl.set',
+      'pod: link.set',
       'pod: addr.add',
       'pod: route.replace',
-      'host: link.add',
-      'host: link.set',
-      'host: addr.add',
     ]);
-    expect(ops[0]).toMatchObject({ op: 'link.add', link: { name: 'eth0', veth: { peer: 'veth1234', peerNs: HOST } } });
-    expect(ops[4]).toMatchObject({ op: 'link.add', link: { name: 'cni0' } });
-    expect(ops[5]).toEqual({
-      op: 'link.set',
-      link: hostEnd,
-      changes: { mac: '02:00:00:00:00:aa', up: true, master: 'cni0', hairpin: true },
+    expect(ops[0]).toMatchObject({ op: 'link.add', link: { name: 'cni0' } });
+    // The host end makes the pair (its peer spec built from the pod end, which names the pair), with its own settings.
+    expect(ops[1]).toEqual({
+      op: 'link.add',
+      link: { ...hostEnd, veth: { peer: 'eth0', peerNs: POD, peerMac: '0a:58:0a:16:00:05' } },
     });
+    // The pod end arrives down, without the MTU asked for: set in the pod namespace, after its sysctls.
+    expect(ops[4]).toEqual({ op: 'link.set', link: podEnd, changes: { mtu: 1500, up: true } });
     const k = memoryKernel(st({ links: [lo] }));
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(desired, k.state(), sc)).toEqual([]);
   });
 
-  it('when only the host end names its peer, the pod end still creates the pair', () => {
+  it('when only the host end names its peer, the host end creates the pair as it names it', () => {
     const d = {
       ...desired,
       links: [bridge, { ...hostEnd, veth: { peer: 'eth0', peerNs: POD } }, { ...podEnd, veth: undefined }].map((l) => {
@@ -765,10 +766,7 @@ describe('veth pairs across namespaces', () => {
       }),
     };
     const ops = plan(d, st({ links: [lo] }), sc);
-    expect(ops[0]).toMatchObject({
-      op: 'link.add',
-      link: { ns: POD, name: 'eth0', veth: { peer: 'veth1234', peerNs: HOST, peerMac: '02:00:00:00:00:aa' } },
-    });
+    expect(ops[1]).toMatchObject({ op: 'link.add', link: { ns: HOST, name: 'veth1234', veth: { peer: 'eth0', peerNs: POD } } });
     const k = memoryKernel(st({ links: [lo] }));
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(d, k.state(), sc)).toEqual([]);
@@ -778,7 +776,7 @@ describe('veth pairs across namespaces', () => {
     const k = memoryKernel(st({ links: [lo] }));
     k.applySync(plan(desired, k.state(), sc));
     const ops = plan(emptyKernelState(), k.state(), sc);
-    expect(ops).toEqual([{ op: 'link.del', ns: POD, name: 'eth0' }]);
+    expect(ops).toEqual([{ op: 'link.del', ns: HOST, name: 'veth1234' }]);
     k.applySync(ops);
     expect(
       k
@@ -843,7 +841,8 @@ describe('what address removal takes with it (as Linux does; test/adapters/kerne
     const k = memoryKernel(base());
     expect(E.isRight(k.applySync(plan(previous, k.state(), s)))).toBe(true);
     const ops = plan(desired, k.state(), s);
-    expect(ops[0]).toEqual({ op: 'link.del', ns: A, name: 'x0' });
+    // x2 goes first (the end seen first: the pair was made from the host), taking x0 of felt-a with it.
+    expect(ops[0]).toEqual({ op: 'link.del', ns: HOST, name: 'x2' });
     expect(ops.map(describeOp)).toContain('delete route fd01::/64 dev x1 scope link mtu 1400 in the host namespace');
     expect(E.isRight(k.applySync(ops))).toBe(true);
     expect(plan(desired, k.state(), s).map(describeOp)).toEqual([]);
