@@ -126,6 +126,19 @@ export function masqueradeScope(
   };
 }
 
+/**
+ * An attachment's scope narrowed to the masquerade of the backend an ADD uses: what the ADD makes, reads and
+ * (on failure) removes. DEL and GC keep both backends' (teardown removes what either left).
+ */
+export function ownBackendOnly(scope: OwnershipScope, backend: NetfilterBackend | undefined): OwnershipScope {
+  if (backend === 'iptables') {
+    const { nftRuleMarkers: _other, ...rest } = scope;
+    return rest;
+  }
+  if (backend === 'nftables') return { ...scope, chains: [], ruleMarkers: [] };
+  return scope;
+}
+
 /** What a GC reads: every masquerade rule of the network (comment beginning with its hash), whoever wrote it. */
 export const masqNetworkScope = (ns: NsRef, network: string): Pick<OwnershipScope, 'nftRuleMarkers'> => ({
   nftRuleMarkers: [{ ns, family: 'inet', table: MASQ_TABLE, chain: MASQ_CHAIN, comment: `${masqNetworkHash(network)}-` }],

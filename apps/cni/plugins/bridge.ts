@@ -27,6 +27,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog } from './bridge-log.ts';
@@ -51,7 +52,7 @@ function observe(
     kernelFor(ctx).observe({
       namespaces: netns ? [HOST, netns] : [HOST],
       scope: observeScope(bc, scope),
-      iptables: bc.ipMasq ? families : [],
+      iptables: bc.ipMasq && (scope.chains.length > 0 || scope.ruleMarkers.length > 0) ? families : [],
     }),
     TE.mapLeft(kernelError),
   );
@@ -71,7 +72,7 @@ function withIpv6Masq(
   ipam: Result | undefined,
 ): TE.TaskEither<CniError, KernelState> {
   const v6 = (ipam?.ips ?? []).some((i) => i.address.includes(':'));
-  if (!bc.ipMasq || !v6) return TE.right(seen);
+  if (!bc.ipMasq || !v6 || scope.chains.length === 0) return TE.right(seen);
   return pipe(
     kernelFor(ctx).observe({ namespaces: [HOST], scope: observeScope(bc, scope), iptables: [6], ip: false }),
     TE.mapLeft(kernelError),
@@ -135,7 +136,8 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // Drawn once: a retry after a conflict (below) must desire the same MACs, or it would change the MAC of
   // the container interface it has just made.
   const containerMac = bc.mac ?? macFromBytes(ctx.randomBytes(6));
-  const scope = attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth);
+  // Only the masquerade of the backend in use: the other's is not read (DEL removes what either left).
+  const scope = ownBackendOnly(attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth), bc.ipMasqBackend);
   // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
   // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
   const dataDir = logDir(conf);

@@ -18,6 +18,7 @@ import { parsePtpConf, ptpPlan, ptpScope, type PtpConf } from '../../../core/ptp
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
 import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import { toIpam, type Ctx, type Plugin } from '../plugin.ts';
 import {
   initialAttachments,
@@ -33,7 +34,11 @@ import { attachmentsIn, decideIn, logDir, hostNetnsName, recordedConf, sqliteLog
 
 const observe = (ctx: Ctx, pc: PtpConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, KernelState> =>
   pipe(
-    kernelFor(ctx).observe({ namespaces: netns ? [HOST, netns] : [HOST], scope, iptables: pc.ipMasq ? [4, 6] : [] }),
+    kernelFor(ctx).observe({
+      namespaces: netns ? [HOST, netns] : [HOST],
+      scope,
+      iptables: pc.ipMasq && (scope.chains.length > 0 || scope.ruleMarkers.length > 0) ? [4, 6] : [],
+    }),
     TE.mapLeft(kernelError),
   );
 
@@ -79,7 +84,8 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
   const hostVethMac = macFromBytes(rnd.slice(4, 10));
-  const scope = ptpScope(pc, args.containerId, args.ifname, args.netns, hostVeth);
+  // Only the masquerade of the backend in use: the other's is not read (DEL removes what either left).
+  const scope = ownBackendOnly(ptpScope(pc, args.containerId, args.ifname, args.netns, hostVeth), pc.ipMasqBackend);
   const who = { network: pc.name, containerId: args.containerId, ifname: args.ifname };
   // Recorded before the kernel changes (as bridge does): DEL and GC find the host veth of an ADD killed half-way.
   const hostNs = hostNetnsName(ctx);
