@@ -11,7 +11,13 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FELT_CNI, REF_CNI, ROOT } from '../support/cni.ts';
 
-export const REF_191 = process.env['BENCH_REF_191'] ?? join(ROOT, '..', '..', 'shared', 'reference-plugins', 'v1.9.1');
+/** shared/ sits beside the project (../shared); from a git worktree one level deeper (/work/wt/x), at ../../shared. */
+export const REF_191 =
+  process.env['BENCH_REF_191'] ??
+  [join(ROOT, '..', 'shared'), join(ROOT, '..', '..', 'shared')]
+    .map((d) => join(d, 'reference-plugins', 'v1.9.1'))
+    .find((d) => existsSync(join(d, 'bridge'))) ??
+  join(ROOT, '..', 'shared', 'reference-plugins', 'v1.9.1');
 
 export type SideName = 'felt-daemon' | 'felt' | 'felt-base-daemon' | 'felt-base' | 'ref-1.1.1' | 'ref-1.9.1';
 
