@@ -1,7 +1,10 @@
 // Waves: concurrent calls on one host namespace share its reads and writes (feltd serving CNI, where 50 pods
 // started at once are 50 calls in one process). A `waveKernel` wraps the kernel of one host namespace:
 //
-//  - observe: the requests made within one turn of the event loop are read together, as one request over the
+// Reads and shared applies are group commits: one batch at a time per queue, what arrives meanwhile in the next
+// (so calls spread over time under load still share; a lone call on an idle queue waits for nothing).
+//
+//  - observe: the requests waiting when a read starts are read together, as one request over the
 //    union of their namespaces and scopes (the host namespace read once: one `ip -batch`, one iptables-save per
 //    family, instead of one per call; each pod namespace still read on its own). Every call gets the whole
 //    observation: an observer may return more than a scope names, and plan() acts only on what the call's own
@@ -9,19 +12,17 @@
 //    fails (e.g. one call's CNI_NETNS is not a namespace), each request is read again on its own, so one call's
 //    bad input is never another's error. Requests with `desired` or `kernelRoutes`, or without a scope, are
 //    read on their own (their reads depend on them in ways a union would change).
-//  - apply: what calls change in the host namespace within one turn is applied together, in shared applies
-//    whose failure can be undone exactly, or does not need to be:
+//  - apply: the host namespace's changes of the calls waiting when a shared apply starts are applied together:
 //      - the host's iptables ops, one shared apply per family and table: one iptables-restore, which commits
-//        all of it or nothing;
-//      - a call's other host ops when every one of them may be applied twice with the same outcome (a link's
-//        settings, a link's or address's deletion, routes and neighbours replaced or deleted, sysctls: a DEL's
-//        host veth, an ADD's port of the bridge), one shared `ip -batch` for all of them;
-//    identical ops once (several ADDs of a fresh node want the same forwarding sysctls). Anything else (making
-//    a link or an address, which fails when it exists) is applied by the call alone. An ADD's list, "the veth
-//    pair (which reaches across namespaces), then ops each in one namespace", is applied in the adapter's own
-//    order: the pair first, then the pod's ops beside the host's (shared). When a shared apply fails, each
-//    call's part is applied again on its own (nothing of an iptables-restore that failed was applied; the ip
-//    ops may be applied twice), so a call's result never depends on another's failure.
+//        all of it or nothing (when it fails, each call's part is applied again on its own: nothing of it was
+//        applied);
+//      - a call's other host ops when each may be applied twice with the same outcome (a link's settings, a
+//        link's or address's deletion, routes and neighbours, sysctls: a DEL's host veth) or makes a veth pair
+//        from the host into the call's pod under a name of its own (an ADD's pair and bridge port): one shared
+//        `ip -force -batch`, where the kernel adapter judges each call by its own lines (Kernel.applyParts), so
+//        a call's result never depends on another's failure;
+//    anything else of the host (making a bridge or an address, which fails when it exists) is applied by the
+//    call alone. An ADD's host ops come first (they make the pair), then its pod's ops, on their own.
 //
 // Pure of any particular kernel: the memory twin or the Linux adapter goes inside.
 
@@ -130,72 +131,75 @@ export const noWaveStats = (): WaveStats => ({
   fallbacks: 0,
 });
 
+/**
+ * A queue whose batches run one at a time (group commit): what arrives while a batch runs waits for it and
+ * goes in the next one, however the calls are spread in time; an idle queue starts a batch when the turn
+ * ends, so a lone call waits for nothing else.
+ */
+function groupCommit<W>(defer: (f: () => void) => void, run: (batch: W[]) => Promise<void>): (w: W) => void {
+  let queue: W[] = [];
+  let busy = false;
+  const next = (): void => {
+    if (busy || queue.length === 0) return;
+    busy = true;
+    defer(() => {
+      const batch = queue;
+      queue = [];
+      void run(batch).finally(() => {
+        busy = false;
+        next();
+      });
+    });
+  };
+  return (w) => {
+    queue.push(w);
+    next();
+  };
+}
+
 /** `defer`: when the turn ends (setImmediate); tests may pass their own. */
 export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) => void setImmediate(f)): WaveKernel {
   const stats = noWaveStats();
   const observeOne = (r: ObserveRequest): Promise<Obs> => (stats.observations++, inner.observe(r)());
   const applyOne = (ops: readonly Op[]): Promise<Applied> => (stats.applies++, inner.apply(ops)());
 
-  let reads: Waiting<ObserveRequest, Obs>[] = [];
-  const flushReads = async (): Promise<void> => {
-    const batch = reads;
-    reads = [];
-    const groups = new Map<string, Waiting<ObserveRequest, Obs>[]>();
-    for (const w of batch) {
-      if (!mergeable(w.what)) {
-        void observeOne(w.what).then(w.resolve);
-        continue;
-      }
-      const key = w.what.ip === false ? 'noip' : 'ip';
-      groups.set(key, [...(groups.get(key) ?? []), w]);
-    }
-    for (const g of groups.values()) {
-      if (g.length === 1) {
-        void observeOne(g[0]!.what).then(g[0]!.resolve);
-        continue;
-      }
-      void observeOne(unionRequest(g.map((w) => w.what))).then(async (shared) => {
-        if (E.isRight(shared)) return g.forEach((w) => w.resolve(shared));
-        stats.fallbacks++;
-        for (const w of g) void observeOne(w.what).then(w.resolve);
-      });
-    }
+  // Mergeable reads, by whether they read links etc. ('ip') or not ('noip'): one read per batch.
+  const readBatch = async (g: Waiting<ObserveRequest, Obs>[]): Promise<void> => {
+    if (g.length === 1) return g[0]!.resolve(await observeOne(g[0]!.what));
+    const shared = await observeOne(unionRequest(g.map((w) => w.what)));
+    if (E.isRight(shared)) return g.forEach((w) => w.resolve(shared));
+    stats.fallbacks++;
+    await Promise.all(g.map((w) => observeOne(w.what).then(w.resolve)));
+  };
+  const readQueues = new Map<string, (w: Waiting<ObserveRequest, Obs>) => void>();
+  const readQueue = (key: string): ((w: Waiting<ObserveRequest, Obs>) => void) => {
+    let q = readQueues.get(key);
+    if (!q) readQueues.set(key, (q = groupCommit(defer, readBatch)));
+    return q;
   };
 
-  // One queue per shared apply: 'ip' (repeatable host ops) and one per iptables family and table.
-  const writes = new Map<string, Waiting<readonly Op[], Applied>[]>();
-  const flushWrites = (channel: string): void => {
-    const batch = writes.get(channel) ?? [];
-    writes.delete(channel);
+  // One queue per shared apply: 'ip' (the host's ip ops) and one per iptables family and table.
+  const writeBatch = async (channel: string, batch: Waiting<readonly Op[], Applied>[]): Promise<void> => {
     stats.sharedApplies++;
-    if (batch.length === 1) {
-      void applyOne(batch[0]!.what).then(batch[0]!.resolve);
-      return;
-    }
+    if (batch.length === 1) return batch[0]!.resolve(await applyOne(batch[0]!.what));
     // The host's ip ops, when the kernel tells each part's failures apart: one apply, a verdict per call.
     if (channel === 'ip' && inner.applyParts) {
       stats.applies++;
-      void inner
-        .applyParts(batch.map((w) => w.what))()
-        .then((rs) => batch.forEach((w, i) => w.resolve(rs[i]!)));
-      return;
+      const rs = await inner.applyParts(batch.map((w) => w.what))();
+      return batch.forEach((w, i) => w.resolve(rs[i]!));
     }
-    void applyOne(dedupe(batch.flatMap((w) => w.what))).then((together) => {
-      if (E.isRight(together)) return batch.forEach((w) => w.resolve(together));
-      stats.fallbacks++;
-      for (const w of batch) void applyOne(w.what).then(w.resolve);
-    });
+    const together = await applyOne(dedupe(batch.flatMap((w) => w.what)));
+    if (E.isRight(together)) return batch.forEach((w) => w.resolve(together));
+    stats.fallbacks++;
+    await Promise.all(batch.map((w) => applyOne(w.what).then(w.resolve)));
   };
+  const writeQueues = new Map<string, (w: Waiting<readonly Op[], Applied>) => void>();
   const enqueue = (channel: string, ops: readonly Op[]): Promise<Applied> =>
     new Promise((resolve) => {
       stats.sharedParts++;
-      let q = writes.get(channel);
-      if (!q) {
-        q = [];
-        writes.set(channel, q);
-        defer(() => flushWrites(channel));
-      }
-      q.push({ what: ops, resolve });
+      let q = writeQueues.get(channel);
+      if (!q) writeQueues.set(channel, (q = groupCommit(defer, (b) => writeBatch(channel, b))));
+      q({ what: ops, resolve });
     });
   /** The host's iptables ops, by family and table, each group in order. */
   const sharedIpt = async (ops: readonly Op[]): Promise<Applied> => {
@@ -221,8 +225,8 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
       () =>
         new Promise((resolve) => {
           stats.observeRequests++;
-          if (reads.length === 0) defer(() => void flushReads());
-          reads.push({ what: req, resolve });
+          if (!mergeable(req)) void observeOne(req).then(resolve);
+          else readQueue(req.ip === false ? 'noip' : 'ip')({ what: req, resolve });
         }),
     apply:
       (ops): TE.TaskEither<KernelError, void> =>

@@ -2,7 +2,6 @@
 // plain data, and cleanup that runs even when a test fails. Nothing here touches the root namespace: every
 // command that changes something runs under `ip netns exec <ns>` (or `ip -n <ns>`).
 
-import { onTestFailed } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,17 +230,19 @@ export const cni = (
     ...(c.args !== undefined ? { args: c.args } : {}),
     ...(env !== undefined ? { env } : {}),
     config,
-  }).then((r) => {
-    // A call that failed is printed if the test then fails: the answer says why (a failure a test expects stays quiet).
+  }).then(async (r) => {
+    // A call that failed is printed if the test then fails: the answer says why (a failure a test expects stays
+    // quiet). vitest is loaded only here: the benches use these helpers outside vitest, where it cannot load.
     if (r.code !== 0) {
       try {
+        const { onTestFailed } = await import('vitest');
         onTestFailed(() =>
           console.error(
             `${command} ${(config as { type?: string }).type} ${c.cid} exited ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`,
           ),
         );
       } catch {
-        // outside a test (a hook): nothing to attach to
+        // outside a test (a hook, a bench): nothing to attach to
       }
     }
     return r;
