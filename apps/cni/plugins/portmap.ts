@@ -74,6 +74,17 @@ const localnetKey = (dev: string): string => devSysctl('net.ipv4.conf', dev, 'ro
 const observeSysctls = (ctx: Ctx, keys: readonly string[]): TE.TaskEither<CniError, KernelState> =>
   pipe(kernelFor(ctx).observe({ namespaces: [HOST], ip: false, sysctls: keys.map((key) => ({ ns: HOST, key })) }), TE.mapLeft(kernelError));
 
+/** The part of a scope in the families the container has an address in. */
+function ofFamilies(scope: OwnershipScope, addrs: ContainerAddresses): OwnershipScope {
+  const has = (f: IptFamily): boolean => (f === 4 ? !!addrs.v4 : !!addrs.v6);
+  return {
+    ...scope,
+    chains: scope.chains.filter((c) => has(c.family)),
+    ruleMarkers: scope.ruleMarkers.filter((m) => has(m.family)),
+    ...(scope.nftRuleMarkers ? { nftRuleMarkers: scope.nftRuleMarkers.filter((m) => has(m.family === 'ip6' ? 6 : 4)) } : {}),
+  };
+}
+
 /** Bring the nat table to "this attachment has no port mappings". */
 const removeAttachment = (ctx: Ctx, scope: OwnershipScope): TE.TaskEither<CniError, void> =>
   pipe(
@@ -136,8 +147,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // Nothing to forward: prevResult passes through and nothing is touched, as the reference does.
   if (pc.portMappings.length === 0 || (!addrs.v4 && !addrs.v6)) return TE.right(prev);
   const scope = portmapScope(HOST, pc.name, args.containerId);
-  // The backend's part only: what the other backend may hold of this attachment is DEL's to remove.
-  const mine = scopeOf(scope, pc.backend ?? 'iptables');
+  // What this ADD writes: the backend's tables of the families the container has an address in (as the
+  // reference's ADD). What the other backend or family may hold of this attachment is DEL's to remove.
+  const mine = ofFamilies(scopeOf(scope, pc.backend ?? 'iptables'), addrs);
   const desiredWith = (hostIf: string | undefined): KernelState =>
     portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) });
   // The route lookup and the table read at once: the host interface changes only which route_localnet is
