@@ -90,6 +90,22 @@ function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
   return applyIn(kernelFor(ctx), ops);
 }
 
+/**
+ * A removal's plan (nothing desired): the ifb's deletion beside the host veth's qdisc deletions, as two
+ * applies at once (one `ip`, one `tc`), not one after the other. Neither needs the other first: the kernel
+ * drops the ifb's own qdiscs with it (plan leaves them out), and an ingress qdisc goes with its filters
+ * whether or not the ifb they redirect to is still there. The first error stands.
+ */
+function applyRemoval(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
+  const links = ops.filter((op) => op.op === 'link.del');
+  const rest = ops.filter((op) => op.op !== 'link.del');
+  if (links.length === 0 || rest.length === 0) return apply(ctx, ops);
+  return async () => {
+    const [a, b] = await Promise.all([apply(ctx, links)(), apply(ctx, rest)()]);
+    return E.isLeft(a) ? a : b;
+  };
+}
+
 const requirePrev = (p: Parsed, command: string): E.Either<CniError, Result> =>
   p.prev ? E.right(p.prev) : E.left(invalidConfig(`prevResult: required for ${command} (bandwidth must be called as a chained plugin)`));
 
@@ -137,7 +153,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             TE.orElse((err) => async () => {
               await pipe(
                 observe(ctx, args.netns, a.scope, p.ifb, []),
-                TE.chain((again) => apply(ctx, plan(emptyKernelState(), again, a.scope))),
+                TE.chain((again) => applyRemoval(ctx, plan(emptyKernelState(), again, a.scope))),
               )();
               return E.left<CniError, void>(err);
             }),
@@ -172,7 +188,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, []),
     TE.chain((seen) => {
       const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev) : undefined);
-      return apply(ctx, plan(emptyKernelState(), seen, scope));
+      return applyRemoval(ctx, plan(emptyKernelState(), seen, scope));
     }),
   );
 }
