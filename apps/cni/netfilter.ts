@@ -9,7 +9,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { cniError, ErrCode, type CniError } from '../../core/cni/errors.ts';
 import type { Attachment } from '../../core/ipam/config.ts';
-import { emptyKernelState, HOST, type OwnershipScope } from '../../core/kernel/model.ts';
+import { emptyKernelState, HOST } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
 import { masqNetworkScope, staleMasquerade } from '../../core/netfilter/masquerade.ts';
 import { kernelFor } from './kernel.ts';
@@ -34,19 +34,6 @@ export function resolveBackend(field: string, requested: NetfilterBackend | unde
   }
   if (requested !== undefined) return E.right(requested);
   return E.right(!hasIptables() && hasNft() ? 'nftables' : 'iptables');
-}
-
-/**
- * The part of an attachment's scope (which names both backends' objects, so that DEL removes what either
- * left) that an ADD in `backend` converges: only that backend's tables are read and planned. What the other
- * backend may hold of the attachment (only there if its config changed backend between calls) is DEL's.
- */
-export function scopeOf(scope: OwnershipScope, backend: NetfilterBackend): OwnershipScope {
-  if (backend === 'iptables') {
-    const { nftChains: _c, nftRuleMarkers: _m, nftTables: _t, ...rest } = scope;
-    return rest;
-  }
-  return { ...scope, chains: [], ruleMarkers: [] };
 }
 
 /** A bridge or ptp config with its masquerade backend decided (only when it masquerades). */

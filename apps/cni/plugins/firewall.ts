@@ -24,7 +24,8 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, callStore, kernelError, withStore } from '../kit.ts';
-import { resolveBackend, scopeOf } from '../netfilter.ts';
+import { resolveBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
@@ -83,7 +84,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const fc = parsed.right;
   const all = firewallDesired(fc);
   // The backend's part of the scope: what the other backend may hold of these addresses is DEL's to remove.
-  const want = { ...all, scope: scopeOf(all.scope, fc.backend ?? 'iptables') };
+  const want = { ...all, scope: ownBackendOnly(all.scope, fc.backend) };
   const { kernel, scope } = want;
   const prev = fc.prevResult!;
   const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };

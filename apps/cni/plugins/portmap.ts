@@ -26,7 +26,8 @@ import {
 import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portmap/desired.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError } from '../kit.ts';
-import { resolveBackend, scopeOf } from '../netfilter.ts';
+import { resolveBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
@@ -149,7 +150,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const scope = portmapScope(HOST, pc.name, args.containerId);
   // What this ADD writes: the backend's tables of the families the container has an address in (as the
   // reference's ADD). What the other backend or family may hold of this attachment is DEL's to remove.
-  const mine = ofFamilies(scopeOf(scope, pc.backend ?? 'iptables'), addrs);
+  const mine = ofFamilies(ownBackendOnly(scope, pc.backend), addrs);
   const desiredWith = (hostIf: string | undefined): KernelState =>
     portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) });
   // The route lookup and the table read at once: the host interface changes only which route_localnet is
