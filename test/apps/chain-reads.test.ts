@@ -8,7 +8,7 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { FELT_CNI } from '../support/cni.ts';
-import { cni, cniChains, iptSave, links, nsRun, Sandbox, type Call } from '../support/ns.ts';
+import { cni, cniChains, iptSave, links, nsRun, Sandbox, sysctl, type Call } from '../support/ns.ts';
 
 const sb = new Sandbox();
 afterAll(() => sb.cleanup());
@@ -127,5 +127,34 @@ describe('the chain bridge + portmap + bandwidth + tuning + firewall: the proces
     expect((await cniChains(host)).filter((l) => l.includes('CNI-DN-'))).toEqual([]);
     expect((await iptSave(host, 4, 'filter')).filter((l) => l.includes(ip))).toEqual([]);
     expect((await links(host)).filter((l) => l.linkinfo?.info_kind === 'ifb' || l.linkinfo?.info_kind === 'veth')).toEqual([]);
+  });
+
+  it('portmap: route_localnet goes on the interface routing to the pod when prevResult does not name it', async () => {
+    const host = await sb.ns();
+    await nsRun(host, ['ip', 'link', 'add', 'rl0', 'type', 'veth', 'peer', 'name', 'rl1']);
+    await nsRun(host, ['ip', 'addr', 'add', '10.96.5.1/24', 'dev', 'rl0']);
+    await nsRun(host, ['ip', 'link', 'set', 'rl0', 'up']);
+    await nsRun(host, ['ip', 'link', 'set', 'rl1', 'up']);
+    expect(await sysctl(host, 'net.ipv4.conf.rl0.route_localnet')).toBe('0');
+    const c: Call = { dir: FELT_CNI, hostNs: host, pod: '/var/run/netns/x', cid: 'reads2' };
+    const conf = {
+      cniVersion: '1.0.0',
+      name: 'readsnet',
+      type: 'portmap',
+      snat: true,
+      runtimeConfig: { portMappings: [{ hostPort: 18098, containerPort: 80, protocol: 'tcp' }] },
+      prevResult: {
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }],
+        ips: [{ address: '10.96.5.2/24', interface: 0 }],
+      },
+    };
+    const add = await cni(c, 'ADD', conf, { FELT_CNI_SOCKET: '' });
+    expect(add.code, add.stdout).toBe(0);
+    expect(await sysctl(host, 'net.ipv4.conf.rl0.route_localnet')).toBe('1');
+    expect((await cniChains(host)).some((l) => l.includes('CNI-DN-'))).toBe(true);
+    const del = await cni(c, 'DEL', conf, { FELT_CNI_SOCKET: '' });
+    expect(del.code, del.stdout).toBe(0);
+    expect((await cniChains(host)).filter((l) => l.includes('CNI-DN-'))).toEqual([]);
   });
 });
