@@ -39,29 +39,71 @@ function parse(args: CmdArgs, conf: NetConf): E.Either<CniError, Parsed> {
 
 /**
  * Links of both namespaces (to pair the veth ends and read the MTU) and the host's qdiscs (only the host's:
- * what the request's `desired` names), with the ingress filters of every host interface prevResult names (one
- * of them is the host veth).
+ * what the request's `desired` names), with the ingress filters of `filtersOf` (host interfaces). Deleting
+ * a qdisc needs no filter (the ingress qdisc takes its filters), so DEL reads none; ADD reads the host veth's
+ * only when it has an ingress qdisc already (readFilters); CHECK those of every host interface prevResult
+ * names (one of them is the host veth).
  */
 function observe(
   ctx: Ctx,
   netns: string | undefined,
   scope: OwnershipScope,
   ifb: string,
-  prev: Result | undefined,
+  filtersOf: readonly string[],
 ): TE.TaskEither<CniError, KernelState> {
-  const hostIfs = (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
   return observeIn(kernelFor(ctx), {
     namespaces: netns ? [HOST, netns] : [HOST],
     scope,
     desired: {
       ...emptyKernelState(),
-      qdiscs: [{ ns: HOST, dev: ifb, kind: 'tbf' }, ...hostIfs.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb }))],
+      qdiscs: [
+        { ns: HOST, dev: ifb, kind: 'tbf' },
+        ...filtersOf.map((dev) => ({ ns: HOST, dev, kind: 'ingress' as const, redirect: ifb })),
+      ],
     },
   });
 }
 
+/** The host interfaces prevResult names (not the ifb): one of them is the host veth. */
+const hostIfsOf = (prev: Result | undefined, ifb: string): string[] =>
+  (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
+
+/**
+ * `seen` with the redirect of `dev`'s ingress qdisc, when it has one (a repeated ADD): the host's qdiscs read
+ * again with that device's ingress filters. A fresh veth has no ingress qdisc: nothing more to read.
+ */
+const readFilters =
+  (ctx: Ctx, dev: string, ifb: string) =>
+  (seen: KernelState): TE.TaskEither<CniError, KernelState> =>
+    !seen.qdiscs.some((q) => q.ns === HOST && q.dev === dev && q.kind === 'ingress')
+      ? TE.right(seen)
+      : pipe(
+          observeIn(kernelFor(ctx), {
+            namespaces: [HOST],
+            ip: false,
+            desired: { ...emptyKernelState(), qdiscs: [{ ns: HOST, dev, kind: 'ingress', redirect: ifb }] },
+          }),
+          TE.map((again) => ({ ...seen, qdiscs: again.qdiscs })),
+        );
+
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
   return applyIn(kernelFor(ctx), ops);
+}
+
+/**
+ * A removal's plan (nothing desired): the ifb's deletion beside the host veth's qdisc deletions, as two
+ * applies at once (one `ip`, one `tc`), not one after the other. Neither needs the other first: the kernel
+ * drops the ifb's own qdiscs with it (plan leaves them out), and an ingress qdisc goes with its filters
+ * whether or not the ifb they redirect to is still there. The first error stands.
+ */
+function applyRemoval(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
+  const links = ops.filter((op) => op.op === 'link.del');
+  const rest = ops.filter((op) => op.op !== 'link.del');
+  if (links.length === 0 || rest.length === 0) return apply(ctx, ops);
+  return async () => {
+    const [a, b] = await Promise.all([apply(ctx, links)(), apply(ctx, rest)()]);
+    return E.isLeft(a) ? a : b;
+  };
 }
 
 const requirePrev = (p: Parsed, command: string): E.Either<CniError, Result> =>
@@ -77,39 +119,41 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   if (isUnlimited(p.bw)) return TE.right(prev);
   if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
 
-  const attach = (seen: KernelState): E.Either<CniError, { host: Link; scope: OwnershipScope; ops: Op[]; mac: string | undefined }> =>
-    pipe(
-      hostInterface(prev.interfaces ?? [], seen.links, args.ifname, args.netns),
-      E.map((host) => {
-        const scope = bandwidthScope(p.ifb, host.name);
-        // A repeated ADD keeps the ifb's MAC; a new ifb gets a random one (what the kernel would do).
-        const mac = p.bw.egress
-          ? (seen.links.find((l) => l.ns === HOST && l.name === p.ifb && l.kind === 'ifb')?.mac ?? macFromBytes(ctx.randomBytes(6)))
-          : undefined;
-        const desired = bandwidthDesired({
-          conf: p.bw,
-          ifb: p.ifb,
-          hostVeth: host.name,
-          ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}),
-          ...(mac ? { ifbMac: mac } : {}),
-        });
-        return { host, scope, ops: plan(desired, seen, scope), mac };
-      }),
-    );
+  const attach = (seen: KernelState, host: Link): { scope: OwnershipScope; ops: Op[]; mac: string | undefined } => {
+    const scope = bandwidthScope(p.ifb, host.name);
+    // A repeated ADD keeps the ifb's MAC; a new ifb gets a random one (what the kernel would do).
+    const mac = p.bw.egress
+      ? (seen.links.find((l) => l.ns === HOST && l.name === p.ifb && l.kind === 'ifb')?.mac ?? macFromBytes(ctx.randomBytes(6)))
+      : undefined;
+    const desired = bandwidthDesired({
+      conf: p.bw,
+      ifb: p.ifb,
+      hostVeth: host.name,
+      ...(host.mtu !== undefined ? { hostMtu: host.mtu } : {}),
+      ...(mac ? { ifbMac: mac } : {}),
+    });
+    return { scope, ops: plan(desired, seen, scope), mac };
+  };
 
   return pipe(
-    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, prev),
-    TE.chain((seen) =>
+    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, []),
+    TE.chain((first) =>
       pipe(
-        TE.fromEither(attach(seen)),
+        TE.fromEither(hostInterface(prev.interfaces ?? [], first.links, args.ifname, args.netns)),
+        TE.chain((host) =>
+          pipe(
+            readFilters(ctx, host.name, p.ifb)(first),
+            TE.map((seen) => attach(seen, host)),
+          ),
+        ),
         TE.chain((a) =>
           pipe(
             apply(ctx, a.ops),
             // Whatever failed, converge back to "no limits" (the same plan as DEL), keeping the error.
             TE.orElse((err) => async () => {
               await pipe(
-                observe(ctx, args.netns, a.scope, p.ifb, prev),
-                TE.chain((again) => apply(ctx, plan(emptyKernelState(), again, a.scope))),
+                observe(ctx, args.netns, a.scope, p.ifb, []),
+                TE.chain((again) => applyRemoval(ctx, plan(emptyKernelState(), again, a.scope))),
               )();
               return E.left<CniError, void>(err);
             }),
@@ -141,10 +185,10 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // its qdiscs, went with it): neither is an error.
   const netns = liveNetns(args.netns);
   return pipe(
-    observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, p.prev),
+    observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, []),
     TE.chain((seen) => {
       const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev) : undefined);
-      return apply(ctx, plan(emptyKernelState(), seen, scope));
+      return applyRemoval(ctx, plan(emptyKernelState(), seen, scope));
     }),
   );
 }
@@ -160,7 +204,7 @@ function cmdCheck(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniErro
   if (isUnlimited(p.bw)) return TE.right(undefined);
   if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
   return pipe(
-    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, prev),
+    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, hostIfsOf(prev, p.ifb)),
     TE.chainEitherK((seen) =>
       pipe(
         hostInterface(prev.interfaces ?? [], seen.links, args.ifname, args.netns),

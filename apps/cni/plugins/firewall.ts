@@ -25,14 +25,16 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, callStore, kernelError, withStore } from '../kit.ts';
 import { resolveBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
 /** The reference accepts configs from 0.4.0 on (version.VersionsStartingFrom("0.4.0")). */
 const FIREWALL_VERSIONS = ['0.4.0', '1.0.0', '1.1.0'] as const;
 
+/** The host's filter table (or nftables) as far as `scope` and `desired` name it; never the links (`ip: false`). */
 function observe(ctx: Ctx, desired: KernelState, scope: OwnershipScope): TE.TaskEither<CniError, KernelState> {
-  return pipe(kernelFor(ctx).observe({ namespaces: [HOST], scope, desired, iptables: [4, 6] }), TE.mapLeft(kernelError));
+  return pipe(kernelFor(ctx).observe({ namespaces: [HOST], ip: false, scope, desired, iptables: [4, 6] }), TE.mapLeft(kernelError));
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
@@ -80,7 +82,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const dataDir = parseFirewallDataDir(conf.raw);
   if (E.isLeft(dataDir)) return TE.left(dataDir.left);
   const fc = parsed.right;
-  const want = firewallDesired(fc);
+  const all = firewallDesired(fc);
+  // The backend's part of the scope: what the other backend may hold of these addresses is DEL's to remove.
+  const want = { ...all, scope: ownBackendOnly(all.scope, fc.backend) };
   const { kernel, scope } = want;
   const prev = fc.prevResult!;
   const ref = { network: conf.name, containerId: args.containerId, ifname: args.ifname };

@@ -13,6 +13,7 @@ import { cniError, ErrCode, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, type Result } from '../../../core/cni/result.ts';
 import { formatIP } from '../../../core/ip/ip.ts';
 import { emptyKernelState, HOST, type IptFamily, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { devSysctl } from '../../../core/kernel/keys.ts';
 import { isLinkName } from '../../../core/kernel/names.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import {
@@ -26,6 +27,7 @@ import { portmapDesired, portmapScope, udpHostPorts } from '../../../core/portma
 import { kernelFor } from '../kernel.ts';
 import { applyIn, kernelError } from '../kit.ts';
 import { resolveBackend } from '../netfilter.ts';
+import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
 
@@ -39,15 +41,49 @@ const parseWithBackend = (conf: NetConf): E.Either<CniError, PortMapConf> =>
     parse(conf),
   );
 
-function observe(ctx: Ctx, scope: OwnershipScope, desired?: KernelState): TE.TaskEither<CniError, KernelState> {
+/**
+ * The nat table (or nftables) of the host as far as `scope` and `desired` name it, and `sysctls`. Never the
+ * links, addresses and routes: portmap plans none (`ip: false`).
+ */
+function observe(
+  ctx: Ctx,
+  scope: OwnershipScope,
+  desired?: KernelState,
+  sysctls: readonly string[] = [],
+): TE.TaskEither<CniError, KernelState> {
   return pipe(
-    kernelFor(ctx).observe({ namespaces: [HOST], scope, ...(desired ? { desired } : {}), iptables: families() }),
+    kernelFor(ctx).observe({
+      namespaces: [HOST],
+      ip: false,
+      scope,
+      ...(desired ? { desired } : {}),
+      iptables: families(),
+      ...(sysctls.length ? { sysctls: sysctls.map((key) => ({ ns: HOST, key })) } : {}),
+    }),
     TE.mapLeft(kernelError),
   );
 }
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
   return applyIn(kernelFor(ctx), ops);
+}
+
+/** route_localnet of a host interface (the sysctl portmapDesired turns on where the container is routed). */
+const localnetKey = (dev: string): string => devSysctl('net.ipv4.conf', dev, 'route_localnet');
+
+/** Host sysctls alone (no table, no link). */
+const observeSysctls = (ctx: Ctx, keys: readonly string[]): TE.TaskEither<CniError, KernelState> =>
+  pipe(kernelFor(ctx).observe({ namespaces: [HOST], ip: false, sysctls: keys.map((key) => ({ ns: HOST, key })) }), TE.mapLeft(kernelError));
+
+/** The part of a scope in the families the container has an address in. */
+function ofFamilies(scope: OwnershipScope, addrs: ContainerAddresses): OwnershipScope {
+  const has = (f: IptFamily): boolean => (f === 4 ? !!addrs.v4 : !!addrs.v6);
+  return {
+    ...scope,
+    chains: scope.chains.filter((c) => has(c.family)),
+    ruleMarkers: scope.ruleMarkers.filter((m) => has(m.family)),
+    ...(scope.nftRuleMarkers ? { nftRuleMarkers: scope.nftRuleMarkers.filter((m) => has(m.family === 'ip6' ? 6 : 4)) } : {}),
+  };
 }
 
 /** Bring the nat table to "this attachment has no port mappings". */
@@ -112,22 +148,35 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // Nothing to forward: prevResult passes through and nothing is touched, as the reference does.
   if (pc.portMappings.length === 0 || (!addrs.v4 && !addrs.v6)) return TE.right(prev);
   const scope = portmapScope(HOST, pc.name, args.containerId);
+  // What this ADD writes: the backend's tables of the families the container has an address in (as the
+  // reference's ADD). What the other backend or family may hold of this attachment is DEL's to remove.
+  const mine = ofFamilies(ownBackendOnly(scope, pc.backend), addrs);
+  const desiredWith = (hostIf: string | undefined): KernelState =>
+    portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) });
+  // The route lookup and the table read at once: the host interface changes only which route_localnet is
+  // desired, so the read takes that sysctl of every host interface prevResult names (the bridge, the veth:
+  // the one routing to the container is among them; if not, it is read once the lookup answered).
+  const candidates = [...new Set((prev.interfaces ?? []).filter((i) => !i.sandbox && isLinkName(i.name)).map((i) => localnetKey(i.name)))];
   return pipe(
-    TE.fromTask(routableHostIf(ctx, addrs, pc)),
-    TE.map((hostIf) =>
-      portmapDesired({ conf: pc, containerId: args.containerId, addresses: addrs, ns: HOST, ...(hostIf ? { hostIf } : {}) }),
-    ),
-    TE.chain((desired) =>
-      pipe(
-        observe(ctx, scope, desired),
-        TE.chain((seen) => apply(ctx, plan(desired, seen, scope))),
-        // Whatever failed, converge back to "no port mappings for this attachment".
-        TE.orElse((err) => async () => {
-          await removeAttachment(ctx, scope)();
-          return E.left<CniError, void>(err);
-        }),
-      ),
-    ),
+    TE.Do,
+    TE.apS('hostIf', TE.fromTask(routableHostIf(ctx, addrs, pc))),
+    TE.apS('seen', observe(ctx, mine, desiredWith(undefined), addrs.v4 && pc.snat ? candidates : [])),
+    TE.chain(({ hostIf, seen }) => {
+      const desired = desiredWith(hostIf);
+      const missing = desired.sysctls.filter((d) => !candidates.includes(d.key)).map((d) => d.key);
+      const complete: TE.TaskEither<CniError, KernelState> = missing.length
+        ? TE.map((more: KernelState) => ({ ...seen, sysctls: [...seen.sysctls, ...more.sysctls] }))(observeSysctls(ctx, missing))
+        : TE.right(seen);
+      return pipe(
+        complete,
+        TE.chain((all) => apply(ctx, plan(desired, all, mine))),
+      );
+    }),
+    // Whatever failed, converge back to "no port mappings for this attachment".
+    TE.orElse((err) => async () => {
+      await removeAttachment(ctx, scope)();
+      return E.left<CniError, void>(err);
+    }),
     TE.chainFirst(() => TE.fromTask(() => flushUdpConntrack(ctx, pc, addrs))),
     TE.map(() => prev),
   );
