@@ -16,7 +16,7 @@
 // The Linux binding (`kernelFor`, and `callDeps` with it) is in ./kernel.ts, not here: a plugin that never
 // touches the kernel (host-local, static, win-bridge, win-overlay) then does not bundle the Linux adapter.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
@@ -61,6 +61,22 @@ export const noNetns = (netns: string): CniError =>
 
 /** Whether the namespace CNI_NETNS names is there. */
 export const netnsExists = (netns: string): boolean => existsSync(netns);
+
+/** nsfs's magic number (statfs f_type of a namespace file, bind-mounted or under /proc/<pid>/ns). */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * CNI_NETNS names a namespace file (not some other file), checked without a process; undefined when it does.
+ * A plugin that changes the pod's namespace from the host's (a veth pair made into it) asks before anything.
+ */
+export function notANetns(netns: string): CniError | undefined {
+  try {
+    if (statfsSync(netns).type === NSFS_MAGIC) return undefined;
+  } catch {
+    return noNetns(netns);
+  }
+  return cniError(ErrCode.InvalidEnvironment, `CNI_NETNS: "${netns}" is not a network namespace`);
+}
 
 /** DEL's namespace: CNI_NETNS when it is given and still there, else undefined (nothing to clean in it). */
 export const liveNetns = (netns: string): string | undefined => (netns !== '' && netnsExists(netns) ? netns : undefined);

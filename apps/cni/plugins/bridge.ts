@@ -25,7 +25,7 @@ import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope 
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
-import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns } from '../kit.ts';
+import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns, notANetns } from '../kit.ts';
 import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
 import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
@@ -129,7 +129,8 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const parsed = E.chain(withMasqBackend)(parseBridgeConf(conf, args.args));
   if (E.isLeft(parsed)) return TE.left(parsed.left);
   const bc = parsed.right;
-  if (!netnsExists(args.netns)) return TE.left(noNetns(args.netns));
+  const badNetns = notANetns(args.netns);
+  if (badNetns) return TE.left(badNetns);
   const rnd = ctx.randomBytes(16);
   const hostVeth = `veth${hex(rnd.slice(0, 4))}`;
   const hostVethMac = macFromBytes(rnd.slice(4, 10));
@@ -186,9 +187,23 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     return E.right({ p: p.right, ops });
   };
 
+  // The container's interface name is taken when the pod has a link of that name that is not the other end
+  // of this ADD's own pair.
+  const ours = (seen: KernelState): boolean =>
+    seen.links.some(
+      (l) =>
+        (l.ns === HOST && l.name === hostVeth && l.veth?.peer === args.ifname) ||
+        (l.ns === args.netns && l.name === args.ifname && l.veth?.peer === hostVeth),
+    );
+  const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname) && !ours(seen);
+  const interfaceExists = (): CniError =>
+    cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`);
+
   // The bridge, its gateway address and the forwarding sysctls are shared by every attachment: a concurrent
   // ADD may create them between our observation and our apply, which then fails with EEXIST. Observe again
-  // and converge from there (a few times: several ADDs may race on a fresh node).
+  // (the pod too) and converge from there (a few times: several ADDs may race on a fresh node). The first
+  // plan of an ADD is made without reading the pod, whose namespace is new: the pair made into it fails
+  // with EEXIST when the interface name is taken after all, and the read that follows names the culprit.
   const converge = (
     seen: KernelState,
     ipam: Result | undefined,
@@ -202,7 +217,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
         attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
           ? pipe(
               observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
-              TE.chain((again) => withIpv6Masq(ctx, bc, scope, again, ipam)),
+              TE.chain((again) => (taken(again) ? TE.left(interfaceExists()) : withIpv6Masq(ctx, bc, scope, again, ipam))),
               TE.chain((again) => converge(again, ipam, attempt + 1, conf)),
             )
           : TE.left(err),
@@ -224,6 +239,26 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     return ipamDel(ctx, bc, args)();
   };
 
+  // Back to "not attached": what this ADD owns, without the pod's interface when it is someone else's (then
+  // true: the ADD failed because the name is taken, whatever the plan stumbled on first, since the pod was
+  // not read before it).
+  const undoAdd: TE.TaskEither<CniError, boolean> = pipe(
+    observe(ctx, bc, scope, args.netns),
+    // A pod that cannot be read (gone meanwhile): what this ADD made in the host still goes.
+    TE.orElse(() => observe(ctx, bc, scope, undefined)),
+    TE.chain((seen) => {
+      const foreign = taken(seen);
+      const own = foreign
+        ? {
+            ...scope,
+            links: scope.links.filter((l) => l.ns !== args.netns),
+            devices: scope.devices.filter((d) => d.ns !== args.netns),
+          }
+        : scope;
+      return TE.map(() => foreign)(apply(ctx, plan(emptyKernelState(), seen, own)));
+    }),
+  );
+
   // Give the address back, keeping the error that made the ADD fail.
   const release =
     <A>(err: CniError): TE.TaskEither<CniError, A> =>
@@ -235,11 +270,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
   // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
   // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
-  const taken = (seen: KernelState): boolean => seen.links.some((l) => l.ns === args.netns && l.name === args.ifname);
   const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
     const [seen, ipam] = await Promise.all([
-      observe(ctx, bc, scope, args.netns, ADD_FAMILIES)(),
+      observe(ctx, bc, scope, undefined, ADD_FAMILIES)(),
       pipe(
         record,
         TE.chain(() => ipamAdd(ctx, bc, args)),
@@ -293,19 +327,19 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
       !madeHere && taken(seen)
-        ? release<{ p: AttachmentPlan; ops: Op[] }>(
-            cniError(ErrCode.InterfaceExists, `container veth name provided (${args.ifname}) already exists in ${args.netns}`),
-          )
+        ? release<{ p: AttachmentPlan; ops: Op[] }>(interfaceExists())
         : pipe(
             converge(seen, ipam, 1),
-            // Whatever failed after IPAM, converge back to "not attached" and give the address back.
+            // Whatever failed after IPAM, converge back to "not attached" and give the address back; a
+            // container interface that is not this ADD's stays.
             TE.orElse((err) => async () => {
+              let foreign = false;
               await pipe(
-                removeAttachment(ctx, bc, scope, args.netns),
-                TE.chain(() => releaseOwn),
+                undoAdd,
+                TE.chain((f) => ((foreign = f), releaseOwn)),
                 TE.chain(() => forget),
               )();
-              return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(err);
+              return E.left<CniError, { p: AttachmentPlan; ops: Op[] }>(foreign ? interfaceExists() : err);
             }),
           ),
     ),
