@@ -23,6 +23,7 @@ import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
+import type { IpSession } from './ip-session.ts';
 import {
   IP_READ,
   pairVeths,
@@ -52,7 +53,16 @@ export interface LinuxKernelOptions extends ExecHooks {
    * Tests use it to run "the host" in a namespace of their own; production leaves it unset.
    */
   readonly hostNetns?: string;
+  /**
+   * A long-lived `ip` in the host namespace (feltd's own) for the host's `ip` reads and changes, instead of a
+   * process each; a request it cannot answer runs in a process of its own.
+   */
+  readonly session?: IpSession;
 }
+
+/** Run one `ip` batch of the host namespace in the session when there is one, else in a process. */
+const hostIp = async (o: LinuxKernelOptions, argv: readonly string[], input: string): Promise<Run> =>
+  (await o.session?.request(input)) ?? run(argv, input, o);
 
 const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 'kernel', msg, details } : { kind: 'kernel', msg });
 
@@ -91,7 +101,11 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
       const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
       const nft = Promise.all(rd.nftTables.map((t) => run([...pre, 'nft', '-j', 'list', 'table', t.family, t.name], '', o)));
       const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
-        req.ip === false ? undefined : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
+        req.ip === false
+          ? undefined
+          : rd.ns === HOST
+            ? hostIp(o, [...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ)
+            : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
         rd.fdb ? run([...pre, 'bridge', '-json', 'fdb', 'show'], '', o) : undefined,
         rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
@@ -314,7 +328,12 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
   for (let tries = step.lines.length + 1; ; tries--) {
     let retry: Step | undefined;
     for (const inv of invocations(step, ro, ipv6, step.tool === 'sysctl' && hasSysctl())) {
-      const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await run(inv.argv, inv.input, o);
+      const r =
+        inv.kind === 'write'
+          ? await writeOwn(inv.path, inv.value)
+          : step.tool === 'ip' && step.ns === HOST && step.label === undefined
+            ? await hostIp(o, inv.argv, inv.input)
+            : await run(inv.argv, inv.input, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
       if (v.kind === 'retry') retry = v.step;
@@ -367,7 +386,7 @@ async function applyParts(parts: readonly (readonly Op[])[], o: LinuxKernelOptio
       // A sysctl that cannot be written: each part again on its own (nothing but sysctls was changed yet).
       if (explain(w, i, r.code, r.stderr).kind === 'error') return alone();
     }
-  const r = await run(inv.argv, inv.input, o);
+  const r = st.ns === HOST ? await hostIp(o, inv.argv, inv.input) : await run(inv.argv, inv.input, o);
   if (r.code === 0) return parts.map(() => E.right(undefined));
   const whole = explain(st, inv, r.code, r.stderr);
   if (whole.kind !== 'error') return parts.map(() => E.right(undefined));

@@ -5,7 +5,7 @@
 // restarts with calls in flight leave nothing a DEL does not remove; the socket's life cycle (0600, a stale
 // one replaced, a live one refused by name). Each test starts its own `feltd --cni-only` on a temporary socket.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -43,13 +43,16 @@ const connects = (path: string): Promise<boolean> =>
 
 let logs = 0;
 /** Start `feltd --cni-only` on `socket` (its own process group) and wait until it serves; or until it exits. */
-async function feltd(socket: string, extra: readonly string[] = [], wait = true): Promise<Feltd> {
+async function feltd(socket: string, extra: readonly string[] = [], wait = true, inNs?: string): Promise<Feltd> {
   const logFile = join(sb.dir(), `feltd-${logs++}.log`);
   const out = openSync(logFile, 'a');
   const state = join(sb.dir(), 'state');
-  const proc = spawn(join(ROOT, 'dist/bin/feltd'), ['--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`, ...extra], {
+  const argv = [join(ROOT, 'dist/bin/feltd'), '--cni-only', `--cni-socket=${socket}`, `--state-dir=${state}`, ...extra];
+  // In a namespace of the test's (`ip netns exec` execs: the PID is feltd's), traced: a node's feltd beside its runtime.
+  const proc = spawn(inNs ? 'ip' : argv[0]!, inNs ? ['netns', 'exec', inNs, ...argv] : argv.slice(1), {
     stdio: ['ignore', out, out],
     detached: true,
+    ...(inNs ? { env: { ...process.env, FELT_TRACE: '1' } } : {}),
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const d: Feltd = { proc, socket, log: () => readFileSync(logFile, 'utf8'), exited };
@@ -205,6 +208,43 @@ describe('feltd serving CNI', () => {
     d.proc.kill('SIGTERM');
     expect(await d.exited).toBe(0);
     expect(existsSync(socket)).toBe(false);
+  });
+
+  it("in the runtime's own namespace (a node's feltd), the host's ip reads and changes go to one long-lived ip; pods attach, reach each other and go", async () => {
+    const dir = sb.dir();
+    const socket = join(dir, 'cni.sock');
+    const host = await sb.ns();
+    const d = await feltd(socket, [], true, host);
+    const pods = [await sb.ns(), await sb.ns(), await sb.ns()];
+    const data = join(dir, 'data');
+    const conf = bridgeConf(data, 'brds0');
+    const call = (command: 'ADD' | 'DEL', i: number) =>
+      via(socket, { type: 'bridge', command, hostNs: host, netns: nsPath(pods[i]!), containerId: `s${i}`, ifname: 'eth0', config: conf });
+    // One alone (it makes the bridge), then two at once.
+    const first = await call('ADD', 0);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const more = await Promise.all([call('ADD', 1), call('ADD', 2)]);
+    for (const r of more) expect(r.code, r.stdout + r.stderr).toBe(0);
+    const ips = [first, ...more].map((r) => (r.json.ips[0].address as string).split('/')[0]!);
+    expect(new Set(ips).size).toBe(3);
+    expect((await veths(host)).length).toBe(3);
+    expect(await cniChains(host)).toHaveLength(3);
+    const ping = spawnSync('ip', ['netns', 'exec', pods[0]!, 'ping', '-c', '1', '-W', '5', ips[2]!]);
+    expect(ping.status, ping.stdout?.toString()).toBe(0);
+    for (const r of await Promise.all([0, 1, 2].map((i) => call('DEL', i)))) expect(r.code, r.stdout).toBe(0);
+    expect(await veths(host)).toEqual([]);
+    expect(await cniChains(host)).toEqual([]);
+    expect(await feltAllocations(data)).toEqual([]);
+    // Every host ip batch went to the session: no `ip` process of its own in feltd's namespace (the pods' are
+    // entered with nsenter), while the pods' were run.
+    const spawned = d
+      .log()
+      .split('\n')
+      .filter((l) => / \$ \[/.test(l));
+    expect(spawned.filter((l) => /\$ \["ip",/.test(l))).toEqual([]);
+    expect(spawned.some((l) => /\$ \["nsenter","--net=[^"]+","ip"/.test(l))).toBe(true);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
   });
 
   it('honours nothing but CNI_* from the caller, and refuses a caller whose namespace is not the one it names', async () => {

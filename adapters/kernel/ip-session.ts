@@ -1,0 +1,127 @@
+// One long-lived `ip -json -d -force -batch -` in feltd's own namespace: the host's reads and `ip` changes of
+// the CNI calls feltd serves go to it one request after another, instead of a process each (a process costs
+// more than the netlink work of a pod's host side). iproute2 flushes each command's JSON as the command ends
+// and reports a failed command on stderr as "Command failed -:N" (N counted from the session's start), so a
+// request ends with a sentinel no device can match (`link show dev felt/sync<N>`: a name with '/' is never an
+// interface), and the request is answered once the sentinel's failure and every JSON document are in.
+//
+// What a request gets is what a process of its own would have printed: stdout, and stderr with the line
+// numbers counted from the request's first line. iproute2 keeps a name -> index cache for the devices lines
+// name; a device another process deleted and made again under the same name has a new index, which the cache
+// does not know. So failed lines of a change are run again in a fresh `ip -force -batch -` (a failed line
+// changed nothing: each is one netlink request), whose verdict is the request's, and the session starts anew
+// (empty cache) at its next request; a read that failed anywhere is done again by a process of its own.
+// Requests never wait for one another's processes: one at a time in the session, in arrival order.
+
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { run, type ExecHooks, type Run } from './exec.ts';
+
+export interface IpSession {
+  /** `input` (ip batch lines): reads print one JSON document each; undefined when the session could not. */
+  readonly request: (input: string) => Promise<Run | undefined>;
+  /** Processes started and requests answered (tests, metrics). */
+  readonly stats: () => { readonly spawned: number; readonly requests: number; readonly reruns: number };
+  readonly close: () => void;
+}
+
+const READ = /^(?:link show|addr show|route show|neigh show|netns list-id|rule show)\b/;
+
+/** `pre`: the argv prefix that enters the namespace (none for this process's own). */
+export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): IpSession {
+  const argv = [...pre, 'ip', '-json', '-d', '-force', '-batch', '-'];
+  let child: ChildProcessWithoutNullStreams | undefined;
+  let lines = 0;
+  let out = '';
+  let err = '';
+  let wake: (() => void) | undefined;
+  let chain: Promise<unknown> = Promise.resolve();
+  let closed = false;
+  const counts = { spawned: 0, requests: 0, reruns: 0 };
+
+  const stop = (): void => {
+    child?.kill();
+    child = undefined;
+  };
+  const start = (): ChildProcessWithoutNullStreams => {
+    counts.spawned++;
+    hooks.onSpawn?.(argv, '');
+    const c = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    lines = 0;
+    out = '';
+    err = '';
+    c.stdout.on('data', (b: Buffer) => ((out += b.toString()), wake?.()));
+    c.stderr.on('data', (b: Buffer) => ((err += b.toString()), wake?.()));
+    c.stdin.on('error', () => undefined);
+    c.on('error', () => undefined);
+    c.on('close', () => {
+      if (child === c) child = undefined;
+      wake?.();
+    });
+    return c;
+  };
+
+  const once = async (input: string): Promise<Run | undefined> => {
+    if (closed) return undefined;
+    const c = child ?? (child = start());
+    const mine = input.split('\n').filter((_, i, all) => i < all.length - 1 || all[i] !== '');
+    const base = lines;
+    const sentinel = base + mine.length + 1;
+    lines = sentinel;
+    out = '';
+    err = '';
+    const reads = mine.filter((l) => READ.test(l)).length;
+    const done = new RegExp(`(?:^|\\n)Command failed -:${sentinel}\\n`);
+    c.stdin.write(`${mine.join('\n')}${mine.length ? '\n' : ''}link show dev felt/sync${sentinel}\n`);
+    const complete = (): boolean => {
+      if (!done.test(err)) return false;
+      const failedReads = [...err.matchAll(/Command failed -:(\d+)/g)]
+        .map((m) => Number(m[1]) - base)
+        .filter((n) => n >= 1 && n <= mine.length && READ.test(mine[n - 1]!)).length;
+      return out.split('\n').length - 1 >= reads - failedReads;
+    };
+    while (!complete()) {
+      if (child !== c) return undefined; // died: the caller runs its own process
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    counts.requests++;
+    // Per request: its own failures, numbered from its first line; the sentinel's dropped.
+    const failed = new Map<number, string>();
+    let acc: string[] = [];
+    for (const line of err.split('\n')) {
+      const m = /^Command failed -:(\d+)$/.exec(line.trim());
+      if (!m) {
+        if (line.trim()) acc.push(line);
+        continue;
+      }
+      const n = Number(m[1]) - base;
+      if (n >= 1 && n <= mine.length) failed.set(n, acc.join('\n'));
+      acc = [];
+    }
+    const stdout = out;
+    if (failed.size === 0) return { code: 0, stdout, stderr: '' };
+    // Something failed: the next request starts a fresh session (the cache may be stale).
+    stop();
+    if (reads > 0) return undefined;
+    counts.reruns++;
+    const again = [...failed.keys()].sort((a, b) => a - b);
+    const r = await run([...pre, 'ip', '-force', '-batch', '-'], again.map((n) => `${mine[n - 1]}\n`).join(''), hooks);
+    if (r.code === 0) return { code: 0, stdout, stderr: '' };
+    // The fresh process's line numbers, back to the request's.
+    const renumbered = r.stderr.replace(/Command failed -:(\d+)/g, (_, k: string) => `Command failed -:${again[Number(k) - 1] ?? 0}`);
+    return { code: r.code, stdout, stderr: renumbered };
+  };
+
+  return {
+    request: (input) => {
+      const p = chain.then(() => once(input));
+      chain = p.catch(() => undefined);
+      return p;
+    },
+    stats: () => ({ ...counts }),
+    close: () => {
+      closed = true;
+      stop();
+    },
+  };
+}
