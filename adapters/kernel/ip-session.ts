@@ -14,7 +14,7 @@
 // Requests never wait for one another's processes: one at a time in the session, in arrival order.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { run, type ExecHooks, type Run } from './exec.ts';
+import { run, traceMark, type ExecHooks, type Run } from './exec.ts';
 
 export interface IpSession {
   /** `input` (ip batch lines): reads print one JSON document each; undefined when the session could not. */
@@ -114,7 +114,13 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
 
   return {
     request: (input) => {
+      const t0 = performance.now();
       const p = chain.then(() => once(input));
+      void p.then((r) =>
+        traceMark(
+          `session ip: ${input.split('\n').length - 1} lines, ${(performance.now() - t0).toFixed(1)} ms, ${r ? `exit ${r.code}` : 'not answered'}`,
+        ),
+      );
       chain = p.catch(() => undefined);
       return p;
     },

@@ -21,7 +21,7 @@ import type { CmdArgs, NetConf } from '../../../core/cni/env.ts';
 import { cniError, ErrCode, invalidConfig, type CniError } from '../../../core/cni/errors.ts';
 import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/result.ts';
 import { hex, macFromBytes } from '../../../core/ip/mac.ts';
-import { emptyKernelState, HOST, type KernelState, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
+import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
@@ -370,11 +370,24 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     attachmentsIn(sqliteLog, ctx, dataDir.right, bc.name),
     TE.orElse(() => TE.right<CniError, AttachmentsState>(initialAttachments())),
   );
+  // The pod is read only when no record names a host veth that is there and is the one recorded: deleting
+  // that veth takes the pod's end with it (everything on it goes too). Else (an attachment the reference
+  // made, a record of a veth that is gone) the pod is read as well, as before.
+  const present = (recs: readonly AttachmentRecord[], links: readonly Link[]): boolean =>
+    recs.some(
+      (r) =>
+        links.some((l) => l.ns === HOST && l.name === r.hostVeth && l.kind === 'veth') &&
+        recordedVethMismatch(r, links, recordedBridge(r, bc)) === undefined,
+    );
   const remove: TE.TaskEither<CniError, void> = async () => {
-    const [seen, st] = await Promise.all([observe(ctx, bc, ownScope, netns)(), recorded()]);
-    if (E.isLeft(seen)) return seen;
+    const st = await recorded();
     if (E.isLeft(st)) return st;
-    const scope = withHostVeths(ownScope, identified(recordsOf(st.right, args.containerId, args.ifname), seen.right, bc));
+    const recs = recordsOf(st.right, args.containerId, args.ifname);
+    const hostOnly = netns !== undefined && recs.length > 0;
+    let seen = await observe(ctx, bc, hostOnly ? withHostVeths(ownScope, recs) : ownScope, hostOnly ? undefined : netns)();
+    if (hostOnly && E.isRight(seen) && !present(recs, seen.right.links)) seen = await observe(ctx, bc, ownScope, netns)();
+    if (E.isLeft(seen)) return seen;
+    const scope = withHostVeths(ownScope, identified(recs, seen.right, bc));
     // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
     const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
     const [removed, released] = await Promise.all([applying, meanwhile()]);
