@@ -8,9 +8,10 @@
 // What a request gets is what a process of its own would have printed: stdout, and stderr with the line
 // numbers counted from the request's first line. iproute2 keeps a name -> index cache for the devices lines
 // name; a device another process deleted and made again under the same name has a new index, which the cache
-// does not know. So failed lines of a change are run again in a fresh `ip -force -batch -` (a failed line
-// changed nothing: each is one netlink request), whose verdict is the request's, and the session starts anew
-// (empty cache) at its next request; a read that failed anywhere is done again by a process of its own.
+// does not know. So lines of a change that failed for any other reason than EEXIST are run again in a fresh
+// `ip -force -batch -` (a failed line changed nothing: each is one netlink request), whose verdict is the
+// request's, and the session starts anew (empty cache) at its next request; a read that failed anywhere is
+// done again by a process of its own. Other failures (a device that exists already) are the answer.
 // Requests never wait for one another's processes: one at a time in the session, in arrival order.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -25,6 +26,12 @@ export interface IpSession {
 }
 
 const READ = /^(?:link show|addr show|route show|neigh show|netns list-id|rule show)\b/;
+
+/**
+ * What a stale cache entry cannot explain: a device (or address, route) that exists already. A name resolved
+ * to an index that is gone gets back anything from "No such device" to "Invalid argument" (a master).
+ */
+const NOT_STALE = /File exists/;
 
 /** `pre`: the argv prefix that enters the namespace (none for this process's own). */
 export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): IpSession {
@@ -100,7 +107,15 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
     }
     const stdout = out;
     if (failed.size === 0) return { code: 0, stdout, stderr: '' };
-    // Something failed: the next request starts a fresh session (the cache may be stale).
+    const stale = [...failed].filter(([, msg]) => !NOT_STALE.test(msg));
+    // Failures a stale name cache cannot explain (something that exists already) are the answer as they are.
+    if (stale.length === 0 && reads === 0) {
+      let stderr = '';
+      for (const [n, msg] of failed) stderr += `${msg}\nCommand failed -:${n}\n`;
+      return { code: 1, stdout, stderr };
+    }
+    // A device the cache may name wrongly: the next request starts a fresh session, and the failed lines run
+    // again in a process of their own (a read: all of it).
     stop();
     if (reads > 0) return undefined;
     counts.reruns++;

@@ -16,13 +16,12 @@
 //      - the host's iptables ops, one shared apply per family and table: one iptables-restore, which commits
 //        all of it or nothing (when it fails, each call's part is applied again on its own: nothing of it was
 //        applied);
-//      - a call's other host ops when each may be applied twice with the same outcome (a link's settings, a
-//        link's or address's deletion, routes and neighbours, sysctls: a DEL's host veth) or makes a veth pair
-//        from the host into the call's pod under a name of its own (an ADD's pair and bridge port): one shared
-//        `ip -force -batch`, where the kernel adapter judges each call by its own lines (Kernel.applyParts), so
-//        a call's result never depends on another's failure;
-//    anything else of the host (making a bridge or an address, which fails when it exists) is applied by the
-//    call alone. An ADD's host ops come first (they make the pair), then its pod's ops, on their own.
+//      - a call's other host ops (every ADD's veth pair made into its pod with its bridge port, a fresh node's
+//        bridge, a DEL's host veth): one shared `ip -force -batch`, where the kernel adapter judges each call
+//        by its own lines (Kernel.applyParts: as if the calls' parts ran one after another, each alone), so a
+//        call's result never depends on another's failure; without applyParts (the twin has it too), only ops
+//        that may be applied twice with the same outcome are shared, and the rest is the call's own apply.
+//    An ADD's host ops come first (they make the pair), then its pod's ops, on their own.
 //
 // Pure of any particular kernel: the memory twin or the Linux adapter goes inside.
 
@@ -209,12 +208,11 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
     return rs.find(E.isLeft) ?? E.right(undefined);
   };
   /**
-   * Host ops that are not iptables': shared when every one is repeatable, or (where the kernel judges each
-   * part of a shared apply on its own) makes a veth pair from the host into another namespace, under the
-   * call's own random name; else the call's own apply.
+   * Host ops that are not iptables': shared when every one is repeatable, or whatever they are where the kernel
+   * judges each part of a shared apply on its own (Kernel.applyParts: the parts run one after another as if
+   * each were applied alone, a part's failed lines its own); else the call's own apply.
    */
-  const shareable = (op: Op): boolean =>
-    REPEATABLE.has(op.op) || (inner.applyParts !== undefined && op.op === 'link.add' && op.link.veth !== undefined && reachesOut(op));
+  const shareable = (op: Op): boolean => REPEATABLE.has(op.op) || inner.applyParts !== undefined;
   const hostIp = (ops: readonly Op[]): Promise<Applied> =>
     ops.length === 0 ? done : ops.every(shareable) ? enqueue('ip', ops) : applyOne(ops);
 
