@@ -26,7 +26,8 @@ import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns, notANetns } from '../kit.ts';
-import { gcMasquerade, withMasqBackend } from '../netfilter.ts';
+import { gcMasquerade, resolveBackend, withMasqBackend } from '../netfilter.ts';
+import type { NetfilterBackend } from '../../../core/netfilter/backend.ts';
 import { ownBackendOnly } from '../../../core/netfilter/masquerade.ts';
 import { traceMark } from '../../../adapters/kernel/exec.ts';
 import { NEEDS_INTERFACE, toIpam, type Ctx, type Plugin } from '../plugin.ts';
@@ -384,10 +385,12 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(st)) return st;
     const recs = recordsOf(st.right, args.containerId, args.ifname);
     const hostOnly = netns !== undefined && recs.length > 0;
-    let seen = await observe(ctx, bc, hostOnly ? withHostVeths(ownScope, recs) : ownScope, hostOnly ? undefined : netns)();
-    if (hostOnly && E.isRight(seen) && !present(recs, seen.right.links)) seen = await observe(ctx, bc, ownScope, netns)();
+    // Only the masquerade backend the recorded ADDs used, when they agree; both without a record.
+    const own = ownBackendOnly(ownScope, recordedBackend(recs));
+    let seen = await observe(ctx, bc, hostOnly ? withHostVeths(own, recs) : own, hostOnly ? undefined : netns)();
+    if (hostOnly && E.isRight(seen) && !present(recs, seen.right.links)) seen = await observe(ctx, bc, own, netns)();
     if (E.isLeft(seen)) return seen;
-    const scope = withHostVeths(ownScope, identified(recs, seen.right, bc));
+    const scope = withHostVeths(own, identified(recs, seen.right, bc));
     // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
     const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
     const [removed, released] = await Promise.all([applying, meanwhile()]);
@@ -399,6 +402,21 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     TE.chain(() => decideIn(sqliteLog, ctx, dataDir.right, bc.name, { type: 'RemoveAttachments', data: { ...who, reason: 'del' } })),
   );
 }
+
+/**
+ * The masquerade backend the recorded ADDs used: each record's config resolved as its ADD resolved it (the
+ * config's choice, else by the tools on this host); undefined when there is no record or they differ.
+ */
+const recordedBackend = (recs: readonly AttachmentRecord[]): NetfilterBackend | undefined => {
+  const used = new Set(
+    recs.map((r) => {
+      const asked = r.conf?.['ipMasqBackend'];
+      const b = resolveBackend('ipMasqBackend', asked === 'iptables' || asked === 'nftables' ? asked : undefined);
+      return E.isRight(b) ? b.right : undefined;
+    }),
+  );
+  return used.size === 1 ? [...used][0] : undefined;
+};
 
 /** The bridge an attachment's host veth was put on: the recorded config's, else the current one's. */
 const recordedBridge = (rec: AttachmentRecord, bc: BridgeConf): string => {
