@@ -294,7 +294,7 @@ const DEVICE_SYSCTL = /^net\.ipv[46]\.conf\.(?!all\.|default\.)[^.]+\.[a-z_]+$/;
  * address that would start duplicate address detection before accept_dad is written (felt adds them `nodad`
  * where it turns DAD off). The pod's sysctls and its addresses and routes are then two processes at once.
  */
-function besideSysctls(sysctls: Step, next: Step): boolean {
+export function besideSysctls(sysctls: Step, next: Step): boolean {
   if (next.tool !== 'ip' || next.label !== undefined) return false;
   const keysOk = sysctls.lines.every((l) => l.op?.op === 'sysctl.set' && DEVICE_SYSCTL.test(l.op.sysctl.key));
   const addrsOk = next.lines.every((l) => l.op?.op !== 'addr.add' || !l.op.addr.cidr.includes(':') || l.op.addr.nodad === true);

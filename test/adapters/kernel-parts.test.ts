@@ -6,7 +6,8 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { besideSysctls, linuxKernel } from '../../adapters/kernel/linux.ts';
+import { steps, type Step } from '../../adapters/kernel/render.ts';
 import type { Kernel } from '../../adapters/kernel/types.ts';
 import { HOST, type KernelState, type Link, type Op } from '../../core/kernel/model.ts';
 import { cleanupNetns, createNetns, type Netns } from '../support/netns.ts';
@@ -76,5 +77,30 @@ describe('applyParts: one host batch, a verdict per part', () => {
     expect(spawns.length).toBe(2);
     const state: KernelState | undefined = E.getOrElseW(() => undefined)(await kernel.observe({ namespaces: [HOST], iptables: [4] })());
     expect(state?.chains.some((c) => c.chain === 'FELT-PARTS-TEST')).toBe(true);
+  });
+});
+
+describe("a pod's sysctls beside its ip batch", () => {
+  const pod = '/var/run/netns/pod-x';
+  const ro = { pid: 1 };
+  const stepsOf = (ops: Op[]) => steps(ops, ro);
+  const dad: Op = { op: 'sysctl.set', sysctl: { ns: pod, key: 'net.ipv6.conf.eth0.accept_dad', value: '0' } };
+  const notify: Op = { op: 'sysctl.set', sysctl: { ns: pod, key: 'net.ipv4.conf.eth0.arp_notify', value: '1' } };
+  const up: Op = { op: 'link.set', link: { ns: pod, name: 'eth0', kind: 'veth', up: true }, changes: { up: true } };
+  const v4: Op = { op: 'addr.add', addr: { ns: pod, dev: 'eth0', cidr: '10.1.0.2/24' } };
+  const v6 = (nodad: boolean): Op => ({ op: 'addr.add', addr: { ns: pod, dev: 'eth0', cidr: 'fd00::2/64', ...(nodad ? { nodad } : {}) } });
+
+  it('run side by side for IPv4 addresses and IPv6 ones added nodad; after, when an IPv6 address would start DAD', () => {
+    const pair = (ops: Op[]): [Step, Step] => {
+      const s = stepsOf(ops);
+      expect(s.map((x) => x.tool)).toEqual(['sysctl', 'ip']);
+      return [s[0]!, s[1]!];
+    };
+    expect(besideSysctls(...pair([dad, notify, up, v4]))).toBe(true);
+    expect(besideSysctls(...pair([dad, notify, up, v4, v6(true)]))).toBe(true);
+    expect(besideSysctls(...pair([dad, notify, up, v4, v6(false)]))).toBe(false);
+    // A namespace-wide switch (forwarding) keeps its order before the addresses.
+    const fwd: Op = { op: 'sysctl.set', sysctl: { ns: pod, key: 'net.ipv4.conf.all.forwarding', value: '1' } };
+    expect(besideSysctls(...pair([fwd, up, v4]))).toBe(false);
   });
 });
