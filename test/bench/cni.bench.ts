@@ -7,10 +7,11 @@
 // serving, the forwarder; for the reference, bridge and its host-local), measured apart from the timed cycles.
 //
 // BENCH_RSS_CYCLES=2000 (npm run bench:cni-rss) instead runs that many ADD+DEL cycles through felt-daemon
-// alone and prints feltd's resident set before (after a warm-up of 50 cycles), along the way and after.
+// (and felt-base-daemon with BENCH_FELT_BASE) alone and prints feltd's resident set along the way and its live
+// heap after a full collection (rssRun below).
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCni } from '../support/cni.ts';
@@ -108,7 +109,7 @@ async function cycle(s: Side, id: string): Promise<[number, number]> {
 
 async function main(): Promise<void> {
   const before = load();
-  const fs = RSS_CYCLES > 0 ? flavours().filter((f) => f.name === 'felt-daemon') : flavours();
+  const fs = RSS_CYCLES > 0 ? flavours().filter((f) => f.daemon) : flavours();
   const sides: Side[] = fs.map((f, i) => ({
     f,
     host: `${tag}-h${i}`,
@@ -118,35 +119,18 @@ async function main(): Promise<void> {
     del: [],
   }));
   const rss = new Map<SideName, number | undefined>();
-  const feltdRss: string[] = [];
   try {
     for (const s of sides) {
       ip('netns', 'add', s.host);
       ip('netns', 'add', s.pod);
-      if (s.f.daemon) s.feltd = await startFeltd(s.host, s.f.dir);
-    }
-    if (RSS_CYCLES > 0) {
-      const s = sides[0]!;
-      for (let i = 0; i < 50; i++) await cycle(s, `w${i}`);
-      const first = s.feltd!.rssKb();
-      feltdRss.push(`| 0 (after 50 warm-up cycles) | ${(first / 1024).toFixed(1)} |`);
-      for (let i = 0; i < RSS_CYCLES; i++) {
-        const [a, d] = await cycle(s, `c${i}`);
-        s.add.push(a);
-        s.del.push(d);
-        if ((i + 1) % Math.max(1, Math.floor(RSS_CYCLES / 4)) === 0)
-          feltdRss.push(`| ${i + 1} | ${(s.feltd!.rssKb() / 1024).toFixed(1)} |`);
+      if (s.f.daemon) {
+        // The RSS run asks feltd for heap snapshots (node's own signal handler: nothing added to feltd).
+        const diag: Record<string, string> =
+          RSS_CYCLES > 0 ? { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${s.data}` } : {};
+        s.feltd = await startFeltd(s.host, s.f.dir, diag);
       }
-      const last = s.feltd!.rssKb();
-      console.log(heading(`feltd --cni-only serving bridge + host-local + ipMasq, ${RSS_CYCLES} ADD+DEL cycles`, before));
-      console.log('| cycles | feltd RSS MB |');
-      console.log('|---|---|');
-      console.log(feltdRss.join('\n'));
-      console.log(
-        `growth over ${RSS_CYCLES} cycles: ${((last - first) / 1024).toFixed(1)} MB (${(((last - first) / first) * 100).toFixed(1)} %); ADD median ${median(s.add).toFixed(1)} ms, DEL ${median(s.del).toFixed(1)} ms`,
-      );
-      return;
     }
+    if (RSS_CYCLES > 0) return await rssRun(sides, before);
     // One warm-up cycle each (page cache, bridge creation, feltd's first call), not counted.
     for (let i = -1; i < N; i++) {
       for (const s of rotated(sides, i)) {
@@ -197,6 +181,134 @@ async function main(): Promise<void> {
       ),
     );
   } else console.log(`(no ${TIME}: peak RSS not measured)`);
+}
+
+/**
+ * The live heap of `s`'s feltd after a full garbage collection: a heap snapshot (node's --heapsnapshot-signal,
+ * which collects first) written to its data dir, summed by V8's node types. `code`: V8's code objects (bytecode,
+ * optimized code and their metadata).
+ */
+async function heapAfterGc(s: Side): Promise<{ total: number; code: number; byKind: Map<string, number> }> {
+  const had = new Set(readdirSync(s.data));
+  process.kill(s.feltd!.pid, 'SIGUSR2');
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (Date.now() > deadline) throw new Error(`${s.f.name}: feltd wrote no heap snapshot in ${s.data}`);
+    await new Promise((r) => setTimeout(r, 200));
+    const file = readdirSync(s.data).find((f) => f.endsWith('.heapsnapshot') && !had.has(f));
+    if (!file) continue;
+    let snap: HeapSnapshot;
+    try {
+      snap = JSON.parse(readFileSync(join(s.data, file), 'utf8')) as HeapSnapshot;
+    } catch {
+      continue; // still being written
+    }
+    rmSync(join(s.data, file));
+    const fields = snap.snapshot.meta.node_fields;
+    const types = snap.snapshot.meta.node_types[0];
+    const [ty, nm, sz] = [fields.indexOf('type'), fields.indexOf('name'), fields.indexOf('self_size')];
+    const byKind = new Map<string, number>();
+    let total = 0;
+    let code = 0;
+    for (let i = 0; i < snap.nodes.length; i += fields.length) {
+      const type = types[snap.nodes[i + ty]!]!;
+      const size = snap.nodes[i + sz]!;
+      total += size;
+      if (type === 'code') code += size;
+      else {
+        const kind = type === 'object' || type === 'closure' || type === 'hidden' ? `${type} ${snap.strings[snap.nodes[i + nm]!]}` : type;
+        byKind.set(kind, (byKind.get(kind) ?? 0) + size);
+      }
+    }
+    return { total, code, byKind };
+  }
+}
+
+interface HeapSnapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
+  nodes: number[];
+  strings: string[];
+}
+
+/**
+ * BENCH_RSS_CYCLES: feltd's resident set over that many ADD+DEL cycles, after BENCH_RSS_WARMUP (200) cycles that
+ * let V8 settle (its heap sizes, the first full collections, the compiler's hot code), read every tenth of the
+ * run without disturbing feltd; then its live heap after a full collection (a heap snapshot) at the end and
+ * after a quarter as many cycles again, to tell kept data from compiled code. The daemon sides
+ * (felt-daemon, and felt-base-daemon with BENCH_FELT_BASE) take turns cycle by cycle.
+ */
+async function rssRun(sides: Side[], before: string): Promise<void> {
+  const warmup = Number(process.env['BENCH_RSS_WARMUP'] ?? 200);
+  const mb = (kb: number): string => (kb / 1024).toFixed(1);
+  const rows: string[] = [];
+  const point = (what: string): number[] => {
+    const kb = sides.map((s) => s.feltd!.rssKb());
+    rows.push(`| ${what} | ${kb.map(mb).join(' | ')} |`);
+    return kb;
+  };
+  const cycles = async (n: number, prefix: string, every?: (i: number) => void): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      for (const s of rotated(sides, i)) {
+        const [a, d] = await cycle(s, `${prefix}${i}`);
+        if (every) {
+          s.add.push(a);
+          s.del.push(d);
+        }
+      }
+      every?.(i + 1);
+    }
+  };
+  await cycles(1, 'f');
+  point('1 (the first cycle)');
+  await cycles(warmup - 1, 'w');
+  const first = point(`${warmup} (warm-up)`);
+  const cpu0 = sides.map((s) => s.feltd!.cpuMs());
+  const step = Math.max(1, Math.floor(RSS_CYCLES / 10));
+  const points: number[][] = [];
+  await cycles(RSS_CYCLES, 'c', (i) => {
+    if (i % step === 0 || i === RSS_CYCLES) points.push(point(`${warmup} + ${i}`));
+  });
+  const cpu = sides.map((s, k) => (s.feltd!.cpuMs() - cpu0[k]!) / RSS_CYCLES);
+  // Heap snapshots make feltd's resident set grow (the snapshot's own memory): no RSS is read after the first.
+  const extra = Math.max(1, Math.floor(RSS_CYCLES / 4));
+  const heapA = await Promise.all(sides.map(heapAfterGc));
+  await cycles(extra, 'h');
+  const heapB = await Promise.all(sides.map(heapAfterGc));
+
+  console.log(
+    heading(
+      `feltd --cni-only serving bridge + host-local + ipMasq, ${warmup} warm-up + ${RSS_CYCLES} ADD+DEL cycles${sides.length > 1 ? ', sides alternating' : ''}`,
+      before,
+    ),
+  );
+  console.log(`| cycles | ${sides.map((s) => `${s.f.name} feltd RSS MB`).join(' | ')} |`);
+  console.log(`|---|${sides.map(() => '---|').join('')}`);
+  console.log(rows.join('\n'));
+  console.log('');
+  const second = points.slice(Math.floor(points.length / 2));
+  for (const [k, s] of sides.entries()) {
+    const last = points[points.length - 1]![k]!;
+    const half = second.map((p) => p[k]!);
+    const heapMb = (h: { total: number }): string => (h.total / 1048576).toFixed(2);
+    const a = heapA[k]!;
+    const b = heapB[k]!;
+    const kinds = [...new Set([...a.byKind.keys(), ...b.byKind.keys()])]
+      .map((kind) => [kind, (b.byKind.get(kind) ?? 0) - (a.byKind.get(kind) ?? 0)] as const)
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 3)
+      .map(([kind, d]) => `${kind} ${(d / 1024).toFixed(0)}`)
+      .join(', ');
+    console.log(
+      `${s.f.name}: RSS ${mb(first[k]!)} MB after the warm-up, ${mb(last)} after ${RSS_CYCLES} more cycles (${last >= first[k]! ? '+' : ''}${mb(last - first[k]!)} MB); ` +
+        `over the second half of the run ${mb(Math.min(...half))}–${mb(Math.max(...half))} MB; feltd CPU ${cpu[k]!.toFixed(1)} ms per cycle; ` +
+        `ADD median ${median(s.add).toFixed(1)} ms, DEL ${median(s.del).toFixed(1)} ms`,
+    );
+    console.log(
+      `${s.f.name}: live heap after a full GC ${heapMb(a)} MB after the run, ${heapMb(b)} MB after ${extra} more cycles: ` +
+        `${((b.total - a.total) / 1024).toFixed(0)} kB, of which V8's code objects ${((b.code - a.code) / 1024).toFixed(0)} kB; ` +
+        `largest other changes (kB): ${kinds}`,
+    );
+  }
 }
 
 await main();

@@ -77,9 +77,14 @@ export interface Feltd {
 
 /**
  * A `feltd --cni-only` serving on a socket in a temporary directory, started in the named network namespace
- * (`ip netns exec` execs, so the child's PID is feltd's). FELT_TRACE passes through for profiling.
+ * (`ip netns exec` execs, so the child's PID is feltd's), with this process's environment and `env`. FELT_TRACE
+ * passes through for profiling.
  */
-export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cni')): Promise<Feltd> {
+export async function startFeltd(
+  hostNs: string,
+  cniDir = join(ROOT, 'dist', 'cni'),
+  env: Readonly<Record<string, string>> = {},
+): Promise<Feltd> {
   const dir = mkdtempSync(join(tmpdir(), 'felt-bench-feltd-'));
   const socket = join(dir, 'cni.sock');
   const child: ChildProcess = spawn(
@@ -94,6 +99,7 @@ export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cn
       `--state-dir=${join(dir, 'state')}`,
     ],
     {
+      env: { ...process.env, ...env },
       stdio: ['ignore', 'ignore', process.env['BENCH_FELTD_LOG'] ? 'inherit' : 'ignore'],
     },
   );
