@@ -5,7 +5,7 @@
 // (/work/shared/reference-plugins/v1.9.1, when present). BENCH_SIDES=felt-daemon,ref-1.1.1 picks some.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +72,11 @@ export interface Feltd {
   readonly rssKb: () => number;
   /** CPU time feltd used so far (user + system), ms. */
   readonly cpuMs: () => number;
+  /**
+   * CPU time its live child processes used so far (user + system), ms: between waves, the helpers that start
+   * its processes (adapters/kernel/exec.ts spawnFromHelpers); the kernel tools it ran are gone by then.
+   */
+  readonly childrenCpuMs: () => number;
   readonly stop: () => Promise<void>;
 }
 
@@ -108,11 +113,12 @@ export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cn
     socket,
     pid,
     rssKb: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN),
-    cpuMs: () => {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
-        .slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2)
-        .split(' ');
-      return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    cpuMs: () => cpuOf(pid),
+    childrenCpuMs: () => {
+      let ms = 0;
+      for (const task of readdirSync(`/proc/${pid}/task`))
+        for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) ms += cpuOf(Number(c));
+      return ms;
     },
     stop: async () => {
       child.kill('SIGTERM');
@@ -120,6 +126,17 @@ export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cn
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A process's CPU time so far (user + system), ms; 0 when it is gone. */
+function cpuOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 /** The environment a side's plugins get besides CNI_*: where the forwarder sends the call (empty: nowhere). */
