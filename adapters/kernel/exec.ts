@@ -137,7 +137,10 @@ function startPool(size: number): Pool {
   let deaths = 0;
   const helpers: Helper[] = [];
   const start = (): Helper => {
-    const child = spawn(process.execPath, ['-e', HELPER_SOURCE], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = spawn(process.execPath, ['-e', HELPER_SOURCE], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      serialization: 'advanced',
+    });
     const h: Helper = { child, waiting: new Map() };
     hold(h, false);
     child.on('message', (m: Reply) => {

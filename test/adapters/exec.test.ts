@@ -22,6 +22,8 @@ const cases: { what: string; argv: string[]; input: string }[] = [
   { what: 'killed by a signal', argv: ['sh', '-c', 'kill -9 $$'], input: '' },
   { what: 'no such program', argv: ['/nonexistent/felt-no-such-tool', '-x'], input: 'ignored' },
   { what: 'stdin closed early', argv: ['true'], input: 'y'.repeat(1 << 20) },
+  { what: 'the environment, working directory and credentials', argv: ['sh', '-c', 'env | sort; pwd; id'], input: '' },
+  { what: 'a big stdout with quotes and newlines', argv: ['sh', '-c', 'for i in $(seq 3000); do echo "{\\"n\\": $i}"; done'], input: '' },
 ];
 
 describe('run() from spawning helpers', () => {
