@@ -80,8 +80,9 @@ type Reply = { readonly id: number } & (
 );
 
 // The helper's source (run with node -e: the bundles are single files). It is spawnHere's twin; the tests run
-// both on the same commands. It exits when feltd does (its IPC channel closes).
+// both on the same commands. It exits when feltd does (its IPC channel closes); ps shows it as feltd-spawn.
 const HELPER_SOURCE = `'use strict';
+process.title = 'feltd-spawn';
 const { spawn } = require('node:child_process');
 process.on('disconnect', () => process.exit(0));
 process.on('message', ({ id, argv, input }) => {

@@ -13,7 +13,7 @@ const children = (): number[] =>
   readdirSync(`/proc/${process.pid}/task`).flatMap((t) =>
     readFileSync(`/proc/${process.pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean).map(Number),
   );
-const helpers = (): number[] => children().filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('-e\0'));
+const helpers = (): number[] => children().filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('feltd-spawn'));
 
 const cases: { what: string; argv: string[]; input: string }[] = [
   { what: 'stdin to stdout', argv: ['cat'], input: 'line one\nline two\n' },
