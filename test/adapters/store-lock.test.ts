@@ -115,8 +115,10 @@ describe('the write lock', () => {
     expect(getPriority()).toBe(before);
     s.right.close();
   });
+});
 
-  it('a group of decisions holds the lock raised throughout, once, and puts the priority back, also when it fails', () => {
+describe('a group of decisions', () => {
+  it('holds the lock raised throughout, once, and puts the priority back, also when it fails', () => {
     const before = getPriority();
     const raised = (() => {
       const r = boost();
