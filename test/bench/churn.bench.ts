@@ -68,7 +68,7 @@ const eexist = (o: CniOutcome): boolean => /EEXIST|File exists/i.test(o.stdout +
 async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ ms: number; outs: CniOutcome[] }> {
   const t0 = performance.now();
   const cpu0 = s.feltd?.cpuMs() ?? 0;
-  const helpers0 = s.feltd?.childrenCpuMs() ?? 0;
+  const helpers0 = s.feltd?.helpersCpuMs() ?? 0;
   const outs = await Promise.all(
     s.pods.map((pod, i) =>
       runCni({
@@ -86,7 +86,7 @@ async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ m
   );
   const ms = performance.now() - t0;
   if (s.feltd) (command === 'ADD' ? s.feltdAddCpu : s.feltdDelCpu).push(s.feltd.cpuMs() - cpu0);
-  if (s.feltd) (command === 'ADD' ? s.helpersAddCpu : s.helpersDelCpu).push(s.feltd.childrenCpuMs() - helpers0);
+  if (s.feltd) (command === 'ADD' ? s.helpersAddCpu : s.helpersDelCpu).push(s.feltd.helpersCpuMs() - helpers0);
   const failed = outs.filter((o) => o.code !== 0);
   if (failed.length)
     throw new Error(

@@ -73,10 +73,10 @@ export interface Feltd {
   /** CPU time feltd used so far (user + system), ms. */
   readonly cpuMs: () => number;
   /**
-   * CPU time its live child processes used so far (user + system), ms: between waves, the helpers that start
-   * its processes (adapters/kernel/exec.ts spawnFromHelpers); the kernel tools it ran are gone by then.
+   * CPU time its spawning helpers (adapters/kernel/exec.ts spawnFromHelpers, `feltd-spawn`) used so far
+   * (user + system), ms; 0 for a feltd without them.
    */
-  readonly childrenCpuMs: () => number;
+  readonly helpersCpuMs: () => number;
   readonly stop: () => Promise<void>;
 }
 
@@ -114,10 +114,16 @@ export async function startFeltd(hostNs: string, cniDir = join(ROOT, 'dist', 'cn
     pid,
     rssKb: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN),
     cpuMs: () => cpuOf(pid),
-    childrenCpuMs: () => {
+    helpersCpuMs: () => {
       let ms = 0;
       for (const task of readdirSync(`/proc/${pid}/task`))
-        for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) ms += cpuOf(Number(c));
+        for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+          try {
+            if (readFileSync(`/proc/${c}/cmdline`, 'utf8').startsWith('feltd-spawn')) ms += cpuOf(Number(c));
+          } catch {
+            // gone meanwhile: a kernel tool, not a helper
+          }
+        }
       return ms;
     },
     stop: async () => {
