@@ -3,7 +3,7 @@
 // (a batch, an iptables-restore input, a sysctl value) goes to its stdin. So a value can reach a tool only as
 // one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { NsRef } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
@@ -32,24 +32,173 @@ export function run(argv: readonly string[], input: string, hooks: ExecHooks = {
   hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
   if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
-  return new Promise((resolve) => {
-    const done = (r: Run): void => {
-      if (trace)
+  const started = pool ? pool.run(argv, input) : new Promise<Run>((resolve) => spawnHere(argv, input, resolve));
+  return trace
+    ? started.then((r) => {
         process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
-      resolve(r);
+        return r;
+      })
+    : started;
+}
+
+/** Start argv in this thread and call `done` once with what it printed and how it ended. */
+function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void): void {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (b: Buffer) => out.push(b));
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  child.on('error', (e) => done({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
+  child.on('close', (code, signal) =>
+    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+  );
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(input);
+}
+
+// ------------------------------------------------------------------------------ spawning from helpers
+
+// node's spawn() forks this process and blocks its thread until the child has exec'd. In feltd, serving 50 calls
+// at once (~200 processes a wave), both costs are large: the fork copies the page tables of a ~150 MB process
+// (~1 ms of system time each, growing with the resident size), and the event loop stops while each child waits
+// for a CPU to exec on (5-15 ms on a loaded machine; measured, more than half of a 50-ADD wave's wall time).
+// spawnFromHelpers moves the spawning into small long-lived node processes started for it: feltd sends each
+// helper argv and stdin and gets the exit code and output back, unchanged (the helper runs spawnHere's twin);
+// forking a helper a quarter of feltd's size costs a quarter, and feltd's thread never waits for an exec.
+// A helper has feltd's environment, namespaces and credentials (it is feltd's child, started at feltd's start),
+// so its children are the same as feltd's own would be. Short-lived processes (a CNI plugin run once) never
+// start a helper: they spawn a few processes, and a helper costs more to start (~40 ms) than it saves.
+
+interface Request {
+  readonly id: number;
+  readonly argv: readonly string[];
+  readonly input: string;
+}
+/** What a helper answers: how the process ended, or what spawn() threw (bad arguments: it rejects, as here). */
+type Reply = { readonly id: number } & (
+  Run | { readonly thrown: { readonly name: string; readonly message: string; readonly code?: string } }
+);
+
+// The helper's source (run with node -e: the bundles are single files). It is spawnHere's twin; the tests run
+// both on the same commands. It exits when feltd does (its IPC channel closes); ps shows it as feltd-spawn.
+const HELPER_SOURCE = `'use strict';
+process.title = 'feltd-spawn';
+const { spawn } = require('node:child_process');
+process.on('disconnect', () => process.exit(0));
+process.on('message', ({ id, argv, input }) => {
+  let sent = false;
+  const done = (r) => {
+    if (sent) return;
+    sent = true;
+    process.send({ id, code: r.code, stdout: r.stdout, stderr: r.stderr });
+  };
+  let child;
+  try {
+    child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    sent = true;
+    return process.send({ id, thrown: { name: e.name, message: e.message, code: e.code } });
+  }
+  const out = [];
+  const err = [];
+  child.stdout.on('data', (b) => out.push(b));
+  child.stderr.on('data', (b) => err.push(b));
+  child.on('error', (e) => done({ code: 127, stdout: '', stderr: argv[0] + ': ' + e.message }));
+  child.on('close', (code, signal) =>
+    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+  );
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(input);
+});
+`;
+
+interface Helper {
+  readonly child: ChildProcess;
+  readonly waiting: Map<number, (r: Run | Error) => void>;
+}
+
+interface Pool {
+  readonly run: (argv: readonly string[], input: string) => Promise<Run>;
+  readonly close: () => Promise<void>;
+}
+
+let pool: Pool | undefined;
+
+// An idle helper does not keep this process alive; one with a process running does (as a child of this thread would).
+const hold = (h: Helper, busy: boolean): void => {
+  if (busy) (h.child.ref(), h.child.channel?.ref());
+  else (h.child.unref(), h.child.channel?.unref());
+};
+
+function startPool(size: number): Pool {
+  let nextId = 0;
+  let closed = false;
+  let drained: (() => void) | undefined;
+  // Helpers that died one after another without answering anything: past a few, spawn here instead.
+  let deaths = 0;
+  const helpers: Helper[] = [];
+  const start = (): Helper => {
+    const child = spawn(process.execPath, ['-e', HELPER_SOURCE], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      serialization: 'advanced',
+    });
+    const h: Helper = { child, waiting: new Map() };
+    hold(h, false);
+    child.on('message', (m: Reply) => {
+      deaths = 0;
+      const done = h.waiting.get(m.id);
+      if (!done) return;
+      h.waiting.delete(m.id);
+      if (h.waiting.size === 0) (hold(h, false), drained?.());
+      done('thrown' in m ? Object.assign(new Error(m.thrown.message), m.thrown) : { code: m.code, stdout: m.stdout, stderr: m.stderr });
+    });
+    // A helper that dies (killed: it only spawns) fails what it was running, as a process that could not be
+    // started fails, and is replaced.
+    let dead = false;
+    const died = (why: string): void => {
+      if (dead) return;
+      dead = true;
+      const k = helpers.indexOf(h);
+      if (k >= 0) helpers.splice(k, 1, ...(closed || ++deaths > 5 ? [] : [start()]));
+      const lost = [...h.waiting.values()];
+      h.waiting.clear();
+      drained?.();
+      for (const done of lost) done({ code: 127, stdout: '', stderr: `feltd's spawning helper ${child.pid ?? ''} died (${why})\n` });
     };
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => done({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
-    child.on('close', (code, signal) =>
-      done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
+    child.on('error', (e) => died(e.message));
+    child.on('exit', (code, signal) => died(signal ?? `exit ${code}`));
+    return h;
+  };
+  for (let i = 0; i < size; i++) helpers.push(start());
+  return {
+    run: (argv, input) =>
+      new Promise<Run>((resolve, reject) => {
+        if (helpers.length === 0) return spawnHere(argv, input, resolve);
+        // The least busy helper: a spawn blocks its helper until the child has exec'd.
+        let h = helpers[0]!;
+        for (const o of helpers) if (o.waiting.size < h.waiting.size) h = o;
+        const id = nextId++;
+        if (h.waiting.size === 0) hold(h, true);
+        h.waiting.set(id, (r) => (r instanceof Error ? reject(r) : resolve(r)));
+        const req: Request = { id, argv: [...argv], input };
+        h.child.send(req);
+      }),
+    close: async () => {
+      closed = true;
+      while (helpers.some((h) => h.waiting.size > 0)) await new Promise<void>((r) => (drained = r));
+      for (const h of helpers.splice(0)) h.child.disconnect();
+    },
+  };
+}
+
+/**
+ * From now on, start processes from `helpers` helper processes rather than from this one (a long-lived process
+ * serving many calls at once: feltd). 0: spawn here again (once the helpers' processes have finished).
+ */
+export async function spawnFromHelpers(helpers: number): Promise<void> {
+  const old = pool;
+  pool = helpers > 0 ? startPool(helpers) : undefined;
+  await old?.close();
 }
 
 /**

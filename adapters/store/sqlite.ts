@@ -267,6 +267,7 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
   const SNAPSHOT_POSITION = 'SELECT position FROM snapshots WHERE name = ? AND stream = ?';
   const TRANSACTION = [SNAPSHOT_POSITION, SNAPSHOT, AFTER, APPEND, SAVE, 'COMMIT', 'ROLLBACK'];
 
+  const unboosted = (): void => undefined;
   // Inside `group` (one transaction for several decisions), each decision is a savepoint: its refusal or its
   // failure rolls back its own writes only, and nothing is durable before the group commits.
   let grouped = false;
@@ -426,7 +427,8 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
       waited = begin();
       held = trace ? performance.now() : 0;
       traced = stream;
-      return boost();
+      // A group's decisions run inside its transaction, raised once for all of them (group below).
+      return grouped ? unboosted : boost();
     },
     append(stream, e, time) {
       const data = JSON.stringify(e.data);
@@ -514,19 +516,25 @@ function sqliteStore(db: Database.Database, file: string, hasRows: boolean, busy
         return E.left(storageError(file, e));
       }
       grouped = true;
-      let out: A;
+      // The whole group holds the write lock: raised once, not once per decision (three syscalls each).
+      const unboost = boost();
       try {
-        out = f();
-      } catch (e) {
-        return fail(e);
+        let out: A;
+        try {
+          out = f();
+        } catch (e) {
+          return fail(e);
+        }
+        try {
+          stmt('COMMIT').run();
+        } catch (e) {
+          return fail(e);
+        }
+        grouped = false;
+        return E.right(out);
+      } finally {
+        unboost();
       }
-      try {
-        stmt('COMMIT').run();
-      } catch (e) {
-        return fail(e);
-      }
-      grouped = false;
-      return E.right(out);
     },
 
     view<S, H, R, Ev extends Event, A>(

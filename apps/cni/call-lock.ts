@@ -77,7 +77,9 @@ export function startTimeOf(pid: number): string | undefined {
   }
 }
 
-const myStart = (): string => startTimeOf(process.pid) ?? '?';
+/** This process's start time: read once (reading /proc/self/stat on every lock took ~1 ms a call in a busy feltd). */
+let myStartTime: string | undefined;
+const myStart = (): string => (myStartTime ??= startTimeOf(process.pid) ?? '?');
 
 interface Row {
   readonly pid: number;
@@ -88,6 +90,15 @@ interface Row {
 type Sqlite = typeof Database;
 let sqlite: Sqlite | undefined;
 const dbs = new Map<string, Database.Database>();
+/** Each lock file's statements, prepared once (feltd takes and gives a lock per call). */
+const statements = new WeakMap<Database.Database, Map<string, Database.Statement>>();
+function stmt(db: Database.Database, sql: string): Database.Statement {
+  let m = statements.get(db);
+  if (!m) statements.set(db, (m = new Map()));
+  let s = m.get(sql);
+  if (!s) m.set(sql, (s = db.prepare(sql)));
+  return s;
+}
 /** Tokens this process holds now (a row of this pid whose token is not here is a leftover: stale). */
 const mine = new Set<string>();
 
@@ -134,28 +145,28 @@ const alive = (r: Row): boolean => {
 /** One attempt: the row is ours now (true), or a live holder has it (its pid). Busy database: undefined. */
 function tryTake(db: Database.Database, key: string, token: string, now: string): true | number | undefined {
   try {
-    db.exec('BEGIN IMMEDIATE');
+    stmt(db, 'BEGIN IMMEDIATE').run();
   } catch (e) {
     if (isBusy(e)) return undefined;
     throw e;
   }
   try {
-    const row = db.prepare('SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
+    const row = stmt(db, 'SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
     if (row && (row.token === token || alive(row))) {
-      db.exec('COMMIT');
+      stmt(db, 'COMMIT').run();
       return row.token === token ? true : row.pid;
     }
-    db.prepare('INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, ?, ?, ?, ?)').run(
+    stmt(db, 'INSERT OR REPLACE INTO call_locks (key, pid, start, token, since) VALUES (?, ?, ?, ?, ?)').run(
       key,
       process.pid,
       myStart(),
       token,
       now,
     );
-    db.exec('COMMIT');
+    stmt(db, 'COMMIT').run();
     return true;
   } catch (e) {
-    if (db.inTransaction) db.exec('ROLLBACK');
+    if (db.inTransaction) stmt(db, 'ROLLBACK').run();
     // Busy anywhere in the transaction (its COMMIT too): another process's transaction, microseconds long; try again.
     if (isBusy(e)) return undefined;
     throw e;
@@ -194,7 +205,7 @@ async function give(dir: string, key: string, token: string): Promise<void> {
   if (!db) return;
   for (let attempt = 0; ; attempt++) {
     try {
-      db.prepare('DELETE FROM call_locks WHERE key = ? AND token = ?').run(key, token);
+      stmt(db, 'DELETE FROM call_locks WHERE key = ? AND token = ?').run(key, token);
       return;
     } catch (e) {
       // A row left behind is stale (this token is no longer ours, or the process is gone): harmless.
@@ -231,7 +242,7 @@ async function holds(dir: string, key: string, token: string): Promise<boolean> 
   let row: Row | undefined;
   for (let attempt = 0; ; attempt++) {
     try {
-      row = db.prepare('SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
+      row = stmt(db, 'SELECT pid, start, token FROM call_locks WHERE key = ?').get(key) as Row | undefined;
       break;
     } catch (e) {
       if (!isBusy(e) || attempt > 2000) throw e;

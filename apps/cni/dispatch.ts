@@ -116,6 +116,9 @@ const forwarderMark = (type: string): string => `felt-cni-forwarder type=${type}
 /** The forwarder is a small ELF file (~15 KB): a bigger one is not felt's. */
 const MAX_FORWARDER = 256 << 10;
 
+/** isFeltPlugin's answers for ELF files, by type and the file's device, inode, size, mtime and ctime. */
+const forwarders = new Map<string, boolean>();
+
 /**
  * Whether the file at `path` is felt's plugin `type`: felt's forwarder of that type (an ELF file holding the
  * forwarder's mark, read whole: it is small), or a bundle (its first line a shebang, its second felt's mark:
@@ -130,11 +133,19 @@ export function isFeltPlugin(path: string, type: string): boolean {
     const head = Buffer.alloc(512);
     const n = readSync(fd, head, 0, head.length, 0);
     if (n >= 4 && head.readUInt32BE(0) === 0x7f454c46) {
-      const size = fstatSync(fd).size;
-      if (size > MAX_FORWARDER) return false;
-      const all = Buffer.alloc(size);
-      const got = readSync(fd, all, 0, size, 0);
-      return all.subarray(0, got).includes(`\0${forwarderMark(type)}\0`);
+      const st = fstatSync(fd, { bigint: true });
+      if (st.size > MAX_FORWARDER) return false;
+      // feltd asks this for every delegation (host-local under bridge, twice a pod): the answer for a file whose
+      // identity and times are unchanged (any write changes its ctime, a replacement its inode) is remembered.
+      const id = `${type}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      const known = forwarders.get(id);
+      if (known !== undefined) return known;
+      const all = Buffer.alloc(Number(st.size));
+      const got = readSync(fd, all, 0, all.length, 0);
+      const is = all.subarray(0, got).includes(`\0${forwarderMark(type)}\0`);
+      if (forwarders.size >= 64) forwarders.clear();
+      forwarders.set(id, is);
+      return is;
     }
     const lines = head.subarray(0, n).toString('utf8').split('\n');
     return lines.length > 2 && lines[0]!.startsWith('#!') && lines[1] === feltMark(type);

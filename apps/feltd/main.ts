@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import { spawnFromHelpers } from '../../adapters/kernel/exec.ts';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
 import { chooseUnderlay, readInterfaces, type Underlay } from '../../adapters/kernel/underlay.ts';
 import { sqliteLeaseStore } from '../../adapters/lease/sqlite.ts';
@@ -18,6 +19,9 @@ import { followCniAdds, healthServer, jsonLogger, Metrics, type Logger } from '.
 import { startCniServer, type CniServer } from './cni-server.ts';
 import { cniService, recordCni, type CniService } from './cni-service.ts';
 import { statusOf, statusRoutes } from './status-page.ts';
+
+/** Processes that start feltd's child processes (each is blocked while one of its children gets to exec). */
+const SPAWN_HELPERS = 2;
 
 async function main(): Promise<number> {
   const parsed = parseFlags(process.argv.slice(2));
@@ -36,6 +40,10 @@ async function main(): Promise<number> {
   }
   const log = jsonLogger(flags.verbosity);
   const metrics = new Metrics();
+  // feltd runs many kernel tools at once (a wave of CNI calls, the reconciler): start them from small helper
+  // processes, so the event loop does not stop while each child gets to exec, and each fork copies a small
+  // process rather than feltd (adapters/kernel/exec.ts).
+  await spawnFromHelpers(SPAWN_HELPERS);
   if (flags.cniOnly) {
     const cni = await serveCni(flags, log, metrics);
     // The CNI server is closed (calls in flight answered) as main ends.

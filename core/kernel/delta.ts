@@ -45,8 +45,11 @@ export function uniq<T>(xs: readonly T[], key: (x: T) => string): T[] {
 
 export function delta<T>(desired: readonly T[], observed: readonly T[], kind: DeltaKind<T>): Delta<T> {
   const groups = new Map<string, T[]>();
-  for (const o of observed) {
-    const k = kind.key(o);
+  // Each observed key is computed once (a host with many pods observes hundreds of entries per kind, per call).
+  const keys = new Array<string>(observed.length);
+  for (let i = 0; i < observed.length; i++) {
+    const o = observed[i]!;
+    const k = (keys[i] = kind.key(o));
     const g = groups.get(k);
     if (g) g.push(o);
     else groups.set(k, [o]);
@@ -67,7 +70,7 @@ export function delta<T>(desired: readonly T[], observed: readonly T[], kind: De
     }
     matches.push({ want, have, stale, extra });
   }
-  const unwanted = observed.filter((o) => !wanted.has(kind.key(o)) && kind.owned(o));
+  const unwanted = observed.filter((o, i) => !wanted.has(keys[i]!) && kind.owned(o));
   return { matches, unwanted };
 }
 

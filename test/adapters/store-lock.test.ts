@@ -116,3 +116,50 @@ describe('the write lock', () => {
     s.right.close();
   });
 });
+
+describe('a group of decisions', () => {
+  it('holds the lock raised throughout, once, and puts the priority back, also when it fails', () => {
+    const before = getPriority();
+    const raised = (() => {
+      const r = boost();
+      try {
+        return getPriority();
+      } finally {
+        r();
+      }
+    })();
+    const s = openSqliteStore(tmp());
+    if (E.isLeft(s)) throw new Error(s.left.msg);
+    const seen: number[] = [];
+    const decide = (n: number) =>
+      s.right.transact(
+        's',
+        sum,
+        () => {
+          seen.push(getPriority());
+          return E.right([{ type: 'Added', data: { n } } as Added]);
+        },
+        { time: T },
+      );
+    const g = s.right.group?.(() => {
+      seen.push(getPriority());
+      decide(1);
+      seen.push(getPriority());
+      decide(2);
+      seen.push(getPriority());
+      return 'done';
+    });
+    expect(g).toEqual(E.right('done'));
+    expect(seen).toEqual([raised, raised, raised, raised, raised]);
+    expect(getPriority()).toBe(before);
+    const total = s.right.load('s', sum);
+    expect(E.isRight(total) && total.right.state).toEqual({ total: 3 });
+    const failed = s.right.group?.(() => {
+      decide(4);
+      throw new Error('bug');
+    });
+    expect(failed !== undefined && E.isLeft(failed)).toBe(true);
+    expect(getPriority()).toBe(before);
+    s.right.close();
+  });
+});

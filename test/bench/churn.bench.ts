@@ -47,6 +47,9 @@ interface Side {
   /** feltd's CPU time per wave (user + system), ms. */
   readonly feltdAddCpu: number[];
   readonly feltdDelCpu: number[];
+  /** CPU time of feltd's spawning helpers per wave, ms. */
+  readonly helpersAddCpu: number[];
+  readonly helpersDelCpu: number[];
 }
 
 const NETWORK = 'churnnet';
@@ -65,6 +68,7 @@ const eexist = (o: CniOutcome): boolean => /EEXIST|File exists/i.test(o.stdout +
 async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ ms: number; outs: CniOutcome[] }> {
   const t0 = performance.now();
   const cpu0 = s.feltd?.cpuMs() ?? 0;
+  const helpers0 = s.feltd?.helpersCpuMs() ?? 0;
   const outs = await Promise.all(
     s.pods.map((pod, i) =>
       runCni({
@@ -82,6 +86,7 @@ async function wave(s: Side, command: 'ADD' | 'DEL', round: number): Promise<{ m
   );
   const ms = performance.now() - t0;
   if (s.feltd) (command === 'ADD' ? s.feltdAddCpu : s.feltdDelCpu).push(s.feltd.cpuMs() - cpu0);
+  if (s.feltd) (command === 'ADD' ? s.helpersAddCpu : s.helpersDelCpu).push(s.feltd.helpersCpuMs() - helpers0);
   const failed = outs.filter((o) => o.code !== 0);
   if (failed.length)
     throw new Error(
@@ -191,6 +196,8 @@ async function main(): Promise<void> {
     delCalls: [],
     feltdAddCpu: [],
     feltdDelCpu: [],
+    helpersAddCpu: [],
+    helpersDelCpu: [],
   }));
   const made: string[] = [];
   const fills: Record<string, { wall: number; one: number[] }> = {};
@@ -241,7 +248,7 @@ async function main(): Promise<void> {
   for (const s of sides)
     if (s.feltd)
       console.log(
-        `feltd's own CPU time per wave (user + system, not its children's): ADD ${median(s.feltdAddCpu).toFixed(0)} ms, DEL ${median(s.feltdDelCpu).toFixed(0)} ms`,
+        `${s.name}: feltd's own CPU time per wave (user + system, not its children's): ADD ${median(s.feltdAddCpu).toFixed(0)} ms, DEL ${median(s.feltdDelCpu).toFixed(0)} ms; its spawning helpers': ADD ${median(s.helpersAddCpu).toFixed(0)} ms, DEL ${median(s.helpersDelCpu).toFixed(0)} ms`,
       );
   console.log(
     `ranges (ms): ${sides.map((s) => `${s.name} ADD ${Math.min(...s.add).toFixed(0)}–${Math.max(...s.add).toFixed(0)}, DEL ${Math.min(...s.del).toFixed(0)}–${Math.max(...s.del).toFixed(0)}`).join('; ')}`,

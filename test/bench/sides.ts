@@ -5,7 +5,7 @@
 // (/work/shared/reference-plugins/v1.9.1, when present). BENCH_SIDES=felt-daemon,ref-1.1.1 picks some.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +72,11 @@ export interface Feltd {
   readonly rssKb: () => number;
   /** CPU time feltd used so far (user + system), ms. */
   readonly cpuMs: () => number;
+  /**
+   * CPU time its spawning helpers (adapters/kernel/exec.ts spawnFromHelpers, `feltd-spawn`) used so far
+   * (user + system), ms; 0 for a feltd without them.
+   */
+  readonly helpersCpuMs: () => number;
   readonly stop: () => Promise<void>;
 }
 
@@ -114,11 +119,18 @@ export async function startFeltd(
     socket,
     pid,
     rssKb: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN),
-    cpuMs: () => {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
-        .slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2)
-        .split(' ');
-      return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    cpuMs: () => cpuOf(pid),
+    helpersCpuMs: () => {
+      let ms = 0;
+      for (const task of readdirSync(`/proc/${pid}/task`))
+        for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+          try {
+            if (readFileSync(`/proc/${c}/cmdline`, 'utf8').startsWith('feltd-spawn')) ms += cpuOf(Number(c));
+          } catch {
+            // gone meanwhile: a kernel tool, not a helper
+          }
+        }
+      return ms;
     },
     stop: async () => {
       child.kill('SIGTERM');
@@ -126,6 +138,17 @@ export async function startFeltd(
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A process's CPU time so far (user + system), ms; 0 when it is gone. */
+function cpuOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 /** The environment a side's plugins get besides CNI_*: where the forwarder sends the call (empty: nowhere). */
