@@ -104,7 +104,8 @@ export async function startFeltd(
       `--state-dir=${join(dir, 'state')}`,
     ],
     {
-      env: { ...process.env, ...env },
+      // Its own call-lock file: feltds of other sides (and other suites) never wait on one another's.
+      env: { ...process.env, FELT_LOCK_DIR: join(dir, 'locks'), ...env },
       stdio: ['ignore', 'ignore', process.env['BENCH_FELTD_LOG'] ? 'inherit' : 'ignore'],
     },
   );
