@@ -396,8 +396,10 @@ async function applyParts(parts: readonly (readonly Op[])[], o: LinuxKernelOptio
   return parts.map((_, i) => {
     let text = '';
     for (const [n, msg] of lines) {
-      const op = st.lines[n - 1]?.op;
-      if (op && owners.get(JSON.stringify(op))?.includes(i)) text += `${msg}\nCommand failed -:${n}\n`;
+      // A group deletion's line fails every part whose link it deletes.
+      const line = inv.lines[n - 1];
+      const ops = line?.ops ?? (line?.op ? [line.op] : []);
+      if (ops.some((op) => owners.get(JSON.stringify(op))?.includes(i))) text += `${msg}\nCommand failed -:${n}\n`;
     }
     const v = text ? explain(st, inv, r.code, text) : ({ kind: 'ok' } as const);
     return v.kind === 'error' ? E.left(kerr(v.msg, v.details)) : E.right(undefined);

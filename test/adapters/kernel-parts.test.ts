@@ -69,6 +69,26 @@ describe('applyParts: one host batch, a verdict per part', () => {
     expect(await links(pods[1]!)).toContain('eth0');
   });
 
+  it('links deleted one after another go as one group; a link already gone fails nobody; other links stay', async () => {
+    for (let i = 0; i < 3; i++) await host.run(['ip', 'link', 'add', 'name', `vg${i}`, 'type', 'veth', 'peer', 'name', `vgp${i}`]);
+    await host.run(['ip', 'link', 'add', 'name', 'keep0', 'type', 'bridge']);
+    spawns.length = 0;
+    const inputs: string[] = [];
+    const k = linuxKernel({ pid: process.pid, hostNetns: host.path, onSpawn: (a, input) => (spawns.push([...a]), inputs.push(input)) });
+    const del = (name: string): Op => ({ op: 'link.del', ns: HOST, name });
+    const rs = await k.applyParts!([[del('vg0')], [del('vg1'), del('vgone')], [del('vg2')]])();
+    expect(rs.map(ok)).toEqual([true, true, true]);
+    expect(spawns).toHaveLength(1);
+    // Each put in one random group, then the group deleted at once.
+    const g = /link del group (\d+)\n$/.exec(inputs[0]!)?.[1];
+    expect(g).toBeDefined();
+    expect(inputs[0]).toBe(['vg0', 'vg1', 'vgone', 'vg2'].map((n) => `link set dev ${n} group ${g}\n`).join('') + `link del group ${g}\n`);
+    const left = JSON.parse(await host.run(['ip', '-json', 'link', 'show'])).map((l: { ifname: string }) => l.ifname);
+    expect(left.filter((n: string) => n.startsWith('vg'))).toEqual([]);
+    expect(left).toContain('keep0');
+    expect(left).toContain('br0');
+  });
+
   it('parts that are not one ip batch (an iptables op) are applied each on its own', async () => {
     spawns.length = 0;
     const chain: Op = { op: 'chain.add', ns: HOST, family: 4, table: 'nat', chain: 'FELT-PARTS-TEST' };
