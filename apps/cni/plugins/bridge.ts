@@ -85,6 +85,48 @@ function withIpv6Masq(
   );
 }
 
+// An ADD plans and applies its masquerade (iptables or nftables) apart from its links, addresses and routes:
+// neither needs the other, so the host's netfilter read (iptables-save, the slowest) and its restore run beside
+// the way to the pod's interface instead of before it.
+const withoutNetfilter = (s: KernelState): KernelState => ({
+  ...s,
+  chains: [],
+  rules: [],
+  nftTables: [],
+  nftChains: [],
+  nftRules: [],
+  nftSets: [],
+});
+const netfilterOf = (s: KernelState): KernelState => ({
+  ...emptyKernelState(),
+  chains: s.chains,
+  rules: s.rules,
+  ...(s.nftTables ? { nftTables: s.nftTables, nftChains: s.nftChains ?? [], nftRules: s.nftRules ?? [], nftSets: s.nftSets ?? [] } : {}),
+});
+const scopeWithoutNetfilter = (sc: OwnershipScope): OwnershipScope => {
+  const { nftRuleMarkers: _apart, ...rest } = sc;
+  return { ...rest, chains: [], ruleMarkers: [] };
+};
+const netfilterScope = (sc: OwnershipScope): OwnershipScope => ({
+  links: [],
+  devices: [],
+  chains: sc.chains,
+  ruleMarkers: sc.ruleMarkers,
+  ...(sc.nftRuleMarkers ? { nftRuleMarkers: sc.nftRuleMarkers } : {}),
+});
+
+/** The host's masquerade chains and rules of `scope` (its nftables rules, or iptables of `families`). */
+const observeNetfilter = (ctx: Ctx, scope: OwnershipScope, families: Families): TE.TaskEither<CniError, KernelState> =>
+  pipe(
+    kernelFor(ctx).observe({
+      namespaces: [HOST],
+      scope,
+      iptables: scope.chains.length > 0 || scope.ruleMarkers.length > 0 ? families : [],
+      ip: false,
+    }),
+    TE.mapLeft(kernelError),
+  );
+
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
   return applyIn(kernelFor(ctx), ops);
 }
@@ -140,6 +182,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const containerMac = bc.mac ?? macFromBytes(ctx.randomBytes(6));
   // Only the masquerade of the backend in use: the other's is not read (DEL removes what either left).
   const scope = ownBackendOnly(attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth), bc.ipMasqBackend);
+  // Links, addresses, routes and sysctls; and the masquerade, apart (see withoutNetfilter).
+  const kscope = scopeWithoutNetfilter(scope);
+  const nscope = netfilterScope(scope);
   // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
   // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
   const dataDir = logDir(conf);
@@ -183,7 +228,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(p)) return p;
     const conflicts = bridgeAddressConflicts(bc, seen.addresses, p.right.kernel.addresses);
     if (E.isLeft(conflicts)) return conflicts;
-    const ops: Op[] = [...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })), ...plan(p.right.kernel, seen, scope)];
+    const ops: Op[] = [
+      ...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })),
+      ...plan(withoutNetfilter(p.right.kernel), seen, kscope),
+    ];
     traceMark(`planned ${ops.length} ops`);
     return E.right({ p: p.right, ops });
   };
@@ -205,25 +253,43 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // (the pod too) and converge from there (a few times: several ADDs may race on a fresh node). The first
   // plan of an ADD is made without reading the pod, whose namespace is new: the pair made into it fails
   // with EEXIST when the interface name is taken after all, and the read that follows names the culprit.
+  // `masq`: the masquerade's own plan and apply, run beside the first apply (a retry is the links' alone).
   const converge = (
     seen: KernelState,
     ipam: Result | undefined,
     attempt: number,
     conf: BridgeConf = bc,
+    masq?: (p: AttachmentPlan) => TE.TaskEither<CniError, void>,
   ): TE.TaskEither<CniError, { p: AttachmentPlan; ops: Op[] }> =>
     pipe(
       TE.fromEither(attach(seen, ipam, conf)),
-      TE.chainFirst(({ ops }) => apply(ctx, ops)),
+      TE.chainFirst(({ p, ops }) =>
+        masq
+          ? async () => {
+              const [links, nat] = await Promise.all([apply(ctx, ops)(), masq(p)()]);
+              // The masquerade's failure first: a retry (File exists) would not make it again.
+              return E.isLeft(nat) ? nat : links;
+            }
+          : apply(ctx, ops),
+      ),
       TE.orElse((err) =>
         attempt < 4 && /File exists/.test(`${err.msg} ${err.details ?? ''}`)
           ? pipe(
-              observe(ctx, bc, scope, args.netns, ADD_FAMILIES),
-              TE.chain((again) => (taken(again) ? TE.left(interfaceExists()) : withIpv6Masq(ctx, bc, scope, again, ipam))),
+              observe(ctx, bc, kscope, args.netns, ADD_FAMILIES),
+              TE.chain((again) => (taken(again) ? TE.left(interfaceExists()) : TE.right(again))),
               TE.chain((again) => converge(again, ipam, attempt + 1, conf)),
             )
           : TE.left(err),
       ),
     );
+  // The masquerade of the plan against the host's chains and rules as `nf` reads them.
+  const masqWith =
+    (nf: TE.TaskEither<CniError, KernelState>) =>
+    (p: AttachmentPlan): TE.TaskEither<CniError, void> =>
+      pipe(
+        nf,
+        TE.chain((seen) => apply(ctx, plan(netfilterOf(p.kernel), seen, nscope))),
+      );
 
   // IPAM's DEL releases every address of (container, ifname): while another attachment of that key is
   // recorded (live, or half-made by a killed ADD), it would take that one's address too. Then the address
@@ -271,22 +337,42 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 
   // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
   // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
-  const observeAndAllocate: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = async () => {
+  // The host's IPv4 masquerade is read from the start, beside everything else (its IPv6 one once IPAM gave an
+  // IPv6 address: an IPv4-only attachment wants no IPv6 chain, and one it does not see it does not touch).
+  type Observed = { seen: KernelState; ipam: Result | undefined; madeHere: boolean; nf: TE.TaskEither<CniError, KernelState> };
+  const observeAndAllocate: TE.TaskEither<CniError, Observed> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
+    const nf4 = observeNetfilter(ctx, nscope, ADD_FAMILIES)();
     const [seen, ipam] = await Promise.all([
-      observe(ctx, bc, scope, undefined, ADD_FAMILIES)(),
+      observe(ctx, bc, kscope, undefined, ADD_FAMILIES)(),
       pipe(
         record,
         TE.chain(() => ipamAdd(ctx, bc, args)),
       )(),
     ]);
     if (E.isLeft(ipam)) {
+      await nf4;
       await forget();
       return ipam;
     }
-    const all = E.isLeft(seen) ? seen : await withIpv6Masq(ctx, bc, scope, seen.right, ipam.right)();
-    if (E.isLeft(all)) return release<readonly [KernelState, Result | undefined, boolean]>(all.left)();
-    return E.right([all.right, ipam.right, false] as const);
+    if (E.isLeft(seen)) {
+      await nf4;
+      return release<Observed>(seen.left)();
+    }
+    const v6 = (ipam.right?.ips ?? []).some((i) => i.address.includes(':'));
+    const nf: TE.TaskEither<CniError, KernelState> = pipe(
+      () => nf4,
+      TE.chain((four) =>
+        v6 && nscope.chains.length > 0
+          ? TE.map((six: KernelState) => ({
+              ...four,
+              chains: [...four.chains, ...six.chains.filter((c) => c.family === 6)],
+              rules: [...four.rules, ...six.rules.filter((r) => r.family === 6)],
+            }))(observeNetfilter(ctx, nscope, [6]))
+          : TE.right(four),
+      ),
+    );
+    return E.right({ seen: seen.right, ipam: ipam.right, madeHere: false, nf });
   };
 
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
@@ -295,7 +381,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     await removeAttachment(ctx, bc, scope, args.netns)();
     await forget();
   };
-  const interfaceFirst: TE.TaskEither<CniError, readonly [KernelState, Result | undefined, boolean]> = pipe(
+  const interfaceFirst: TE.TaskEither<CniError, Observed> = pipe(
     record,
     TE.chain(() => cleaningUp(forget)(observe(ctx, bc, scope, args.netns, ADD_FAMILIES))),
     TE.chain((seen) =>
@@ -315,7 +401,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
           await ipamDel(ctx, bc, args)();
           await undo();
         }),
-        TE.map((now) => [now, ipam, true] as const),
+        TE.map((now): Observed => ({ seen: now, ipam, madeHere: true, nf: TE.right(netfilterOf(now)) })),
       ),
     ),
   );
@@ -324,13 +410,13 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     observeAndAllocate,
     // The log is not needed again unless this ADD fails: it is closed while the kernel is changed.
     TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), ctx.stores.closeSoon())),
-    TE.chain(([seen, ipam, madeHere]) =>
+    TE.chain(({ seen, ipam, madeHere, nf }) =>
       // The interface name is taken by something that is not ours: only give the address back (the rollback
       // below would delete that interface).
       !madeHere && taken(seen)
         ? release<{ p: AttachmentPlan; ops: Op[] }>(interfaceExists())
         : pipe(
-            converge(seen, ipam, 1),
+            converge(seen, ipam, 1, bc, masqWith(nf)),
             // Whatever failed after IPAM, converge back to "not attached" and give the address back; a
             // container interface that is not this ADD's stays.
             TE.orElse((err) => async () => {
