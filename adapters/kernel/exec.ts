@@ -4,7 +4,8 @@
 // one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import type { NsRef } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
 
@@ -211,11 +212,15 @@ export const inNetns = (ns: NsRef, hostNetns: string | undefined): string[] => {
   return path === undefined ? [] : ['nsenter', `--net=${path}`];
 };
 
-/** Write sysctl files of this process's own namespace without a process. */
+/**
+ * Write sysctl files of this process's own namespace without a process. Synchronously: a /proc/sys write
+ * never waits on a disk, and three trips through libuv's thread pool (open, write, close) cost a busy feltd
+ * milliseconds on the way to a pod's interface.
+ */
 export async function writeOwn(path: string, value: string): Promise<Run> {
   if (trace) process.stderr.write(`${at()} > ${path} ${value}\n`);
   try {
-    await writeFile(path, `${value}\n`);
+    writeFileSync(path, `${value}\n`);
     return { code: 0, stdout: '', stderr: '' };
   } catch (e) {
     return {
