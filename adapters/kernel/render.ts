@@ -556,10 +556,13 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   }
   if (s.tool !== 'sysctl') {
     const lines = s.tool === 'ip' ? deletedTogether(s.lines) : s.lines;
+    // A named namespace (/run/netns/NAME, as runtimes make them): `ip -n NAME` enters it itself, one exec
+    // instead of nsenter's two.
+    const named = s.tool === 'ip' && !s.label && s.ns !== HOST ? namedNetns(s.ns) : undefined;
     return [
       {
         kind: 'exec',
-        argv: [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]],
+        argv: named ? ['ip', '-n', named, ...BATCH.ip.slice(1)] : [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]],
         input: lines.map((l) => `${l.text}\n`).join(''),
         lines,
       },
@@ -602,6 +605,12 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   }
   return out;
 }
+
+/** NAME of a namespace path /run/netns/NAME or /var/run/netns/NAME (ip's NETNS_RUN_DIR), when it is one. */
+const namedNetns = (path: string): string | undefined => {
+  const m = /^\/(?:var\/)?run\/netns\/([A-Za-z0-9_.-]+)$/.exec(path);
+  return m && m[1] !== '.' && m[1] !== '..' ? m[1] : undefined;
+};
 
 /**
  * Links deleted one after another go in one deletion: each is put in a device group of its own drawn at random
@@ -690,7 +699,10 @@ export function explain(step: Step, inv: Invocation, code: number, text: string)
     op
       ? { kind: 'error', msg: `failed to ${describeOp(op)}: ${why || `exit ${code}`}` }
       : { kind: 'error', msg: `failed to apply ${step.tool} changes in ${where(step.ns)}: ${why || `exit ${code}`}` };
-  if (inv.kind === 'exec' && inv.argv[0] === 'nsenter' && /^nsenter: /.test(text)) {
+  if (
+    inv.kind === 'exec' &&
+    ((inv.argv[0] === 'nsenter' && /^nsenter: /.test(text)) || (inv.argv[1] === '-n' && /^Cannot open network namespace/.test(text)))
+  ) {
     return { kind: 'error', msg: `failed to enter ${where(step.ns)}: ${clean(text) || `exit ${code}`}` };
   }
 

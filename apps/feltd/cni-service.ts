@@ -31,6 +31,7 @@ import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
 import { warmStores, type WarmStores } from '../../apps/cni/store.ts';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
 import { ipSession, type IpSession } from '../../adapters/kernel/ip-session.ts';
+import { traceMark } from '../../adapters/kernel/exec.ts';
 import { noWaveStats, waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kernel/waves.ts';
 import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
 import type { Logger, Metrics } from './observability.ts';
@@ -232,6 +233,7 @@ export function cniService(deps: CniServiceDeps): CniService {
     const t0 = clock();
     const env = callerEnv(req.env);
     const command = env['CNI_COMMAND'] ?? '';
+    traceMark(`request ${req.type} ${command}`);
     const entry = Object.hasOwn(CNI_ENTRIES, req.type) ? CNI_ENTRIES[req.type] : undefined;
     let reply: CniReply;
     if (!entry) {
@@ -274,6 +276,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       }
     }
     const t1 = clock();
+    traceMark(`reply ${req.type} ${command}: ${reply.code}`);
     const labels = {
       plugin: entry ? req.type : 'unknown',
       command: COMMANDS.has(command) ? command : command === '' ? 'none' : 'invalid',

@@ -35,9 +35,20 @@ function kernelIn(host: Netns): Probe {
   return p;
 }
 
-/** "where tool" for each process: `pod ip`, `host tee`, ... (every namespace here is entered with nsenter). */
+/** A process's argv after what enters its namespace (`nsenter --net=PATH`, or ip's own `-n NAME`). */
+const afterNs = (a: readonly string[]): string[] =>
+  a[0] === 'nsenter' ? a.slice(2) : a[0] === 'ip' && a[1] === '-n' ? ['ip', ...a.slice(3)] : [...a];
+
+/**
+ * "where tool" for each process: `pod ip`, `host tee`, ... (every namespace here is entered with nsenter, or,
+ * named ones, by `ip -n NAME`).
+ */
 const tools = (p: Probe, names: Record<string, string>): string[] =>
-  p.spawns.map((a) => `${a[0] === 'nsenter' ? (names[a[1]!.slice('--net='.length)] ?? a[1]) : 'self'} ${a[a[0] === 'nsenter' ? 2 : 0]}`);
+  p.spawns.map((a) =>
+    a[0] === 'ip' && a[1] === '-n'
+      ? `${names[`/var/run/netns/${a[2]}`] ?? a[2]} ip`
+      : `${a[0] === 'nsenter' ? (names[a[1]!.slice('--net='.length)] ?? a[1]) : 'self'} ${a[a[0] === 'nsenter' ? 2 : 0]}`,
+  );
 
 async function observe(k: Kernel, req: ObserveRequest): Promise<KernelState> {
   const r = await k.observe(req)();
@@ -515,7 +526,7 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     const ops = plan(d, seen, scopeOf(d));
     probe.spawns.length = 0;
     await apply(probe.kernel, ops);
-    expect(probe.spawns.map((x) => x.slice(2).join(' '))).toEqual(['ip -force -batch -', 'sysctl -q -p-']);
+    expect(probe.spawns.map((x) => afterNs(x).join(' '))).toEqual(['ip -force -batch -', 'sysctl -q -p-']);
     expect(await pod.run(['cat', '/proc/sys/net/ipv6/conf/br.7/accept_dad', '/proc/sys/net/ipv4/conf/br.7/arp_notify'])).toBe('0\n1\n');
     const again = await observe(probe.kernel, { namespaces: [pod.path], desired: d });
     expect(plan(d, again, scopeOf(d))).toEqual([]);
@@ -580,7 +591,7 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
       { op: 'addr.add', addr: { ns: '/var/run/netns/felt-nope', dev: 'eth0', cidr: '10.0.0.1/24' } },
     ])();
     expect(E.isLeft(gone) && gone.left.msg).toMatch(
-      /^failed to enter \/var\/run\/netns\/felt-nope: nsenter: cannot open \/var\/run\/netns\/felt-nope: No such file or directory/,
+      /^failed to enter \/var\/run\/netns\/felt-nope: (?:nsenter: cannot open \/var\/run\/netns\/felt-nope|Cannot open network namespace "felt-nope"): No such file or directory/,
     );
     const obs = await probe.kernel.observe({ namespaces: ['/var/run/netns/felt-nope'] })();
     expect(E.isLeft(obs) && obs.left.msg).toMatch(/^failed to read \/var\/run\/netns\/felt-nope: nsenter: cannot open/);
@@ -609,7 +620,7 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     ]);
     // The failed -D made iptables-restore roll back and rerun without it; tc's and ip's batches ran to their
     // end past the deletions of what is not there (iptables in its own lane, beside them).
-    const tools = probe.spawns.map((x) => x[2]);
+    const tools = probe.spawns.map((x) => afterNs(x)[0]);
     expect(tools.filter((t) => t === 'iptables-restore')).toEqual(['iptables-restore', 'iptables-restore']);
     expect(tools.filter((t) => t !== 'iptables-restore')).toEqual(['tc', 'ip']);
     const seen = await observe(probe.kernel, { namespaces: [ns] });
@@ -752,7 +763,8 @@ describe('10,000 routes', () => {
     probe.spawns.length = 0;
     probe.inputs.length = 0;
     await apply(probe.kernel, ops);
-    expect(probe.spawns).toEqual([['nsenter', `--net=${ns.path}`, 'ip', '-force', '-batch', '-']]);
+    // A named namespace: ip enters it itself.
+    expect(probe.spawns).toEqual([['ip', '-n', ns.name, '-force', '-batch', '-']]);
     expect(probe.inputs[0]!.split('\n').filter(Boolean)).toHaveLength(10_000);
     probe.spawns.length = 0;
     const after = await observe(probe.kernel, req());

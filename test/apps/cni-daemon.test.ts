@@ -235,14 +235,14 @@ describe('feltd serving CNI', () => {
     expect(await veths(host)).toEqual([]);
     expect(await cniChains(host)).toEqual([]);
     expect(await feltAllocations(data)).toEqual([]);
-    // Every host ip batch went to the session: no `ip` process of its own in feltd's namespace (the pods' are
-    // entered with nsenter), while the pods' were run.
+    // Every host ip batch went to the session: no `ip` process of its own in feltd's namespace (the pods' enter
+    // theirs: `ip -n NAME`), while the pods' were run.
     const spawned = d
       .log()
       .split('\n')
       .filter((l) => / \$ \[/.test(l));
-    expect(spawned.filter((l) => /\$ \["ip",/.test(l))).toEqual([]);
-    expect(spawned.some((l) => /\$ \["nsenter","--net=[^"]+","ip"/.test(l))).toBe(true);
+    expect(spawned.filter((l) => /\$ \["ip","(?!-n")/.test(l))).toEqual([]);
+    expect(spawned.some((l) => /\$ \["ip","-n","[^"]+","-force"|\$ \["nsenter","--net=[^"]+","ip"/.test(l))).toBe(true);
     d.proc.kill('SIGTERM');
     expect(await d.exited).toBe(0);
   });

@@ -332,9 +332,9 @@ describe('rendering', () => {
     // its sysctl is written by the process itself.
     const inv = s.flatMap((x) => invocations(x, ro));
     expect(inv.map((i) => (i.kind === 'exec' ? i.argv.join(' ') : `write ${i.path} ${i.value}`))).toEqual([
-      `nsenter --net=${POD} ip -force -batch -`,
+      'ip -n pod1 -force -batch -',
       `nsenter --net=${POD} tee -- /proc/sys/net/ipv6/conf/eth0/accept_dad`,
-      `nsenter --net=${POD} ip -force -batch -`,
+      'ip -n pod1 -force -batch -',
       'write /proc/sys/net/ipv4/ip_forward 1',
       'iptables-restore -w 30 --noflush',
       'ip6tables-restore -w 30 --noflush',
@@ -415,9 +415,20 @@ describe('explain: tool errors back to the op', () => {
   });
 
   it('a namespace that cannot be entered is named', () => {
-    expect(explain(step!, inv, 1, `nsenter: cannot open ${POD}: No such file or directory\n`)).toEqual({
+    // The pod's ip batch enters a named namespace with `ip -n`; nsenter enters any other path.
+    expect(explain(step!, inv, 255, 'Cannot open network namespace "pod1": No such file or directory\n')).toEqual({
       kind: 'error',
-      msg: `failed to enter ${POD}: nsenter: cannot open ${POD}: No such file or directory`,
+      msg: `failed to enter ${POD}: Cannot open network namespace "pod1": No such file or directory`,
+    });
+    const other = steps(
+      ops.map((o) => (o.op === 'addr.add' ? { ...o, addr: { ...o.addr, ns: '/proc/42/ns/net' } } : o)).filter((o) => o.op === 'addr.add'),
+      ro,
+    )[0]!;
+    const viaNsenter = invocations(other, ro)[0]!;
+    expect(viaNsenter.kind === 'exec' && viaNsenter.argv.slice(0, 2)).toEqual(['nsenter', '--net=/proc/42/ns/net']);
+    expect(explain(other, viaNsenter, 1, 'nsenter: cannot open /proc/42/ns/net: No such file or directory\n')).toEqual({
+      kind: 'error',
+      msg: 'failed to enter /proc/42/ns/net: nsenter: cannot open /proc/42/ns/net: No such file or directory',
     });
   });
 

@@ -104,11 +104,14 @@ describe('rendering: no value adds a line or a word', () => {
           const lines = inv.input.split('\n').slice(0, -1);
           expect(lines).toHaveLength(c.lines);
           for (const l of lines) expect(makeargs(l)).toContain(c.token);
-          // No shell: the argv is nsenter, the namespace path as one element, and the tool's fixed flags.
-          expect(inv.argv.slice(0, 2)).toEqual(['nsenter', `--net=${POD}`]);
-          expect(['ip', 'bridge', 'tc']).toContain(inv.argv[2]);
+          // No shell: the argv enters the namespace (nsenter with its path as one element, or ip's own `-n
+          // NAME` for a named one), then the tool's fixed flags.
+          const tool = inv.argv[0] === 'ip' && inv.argv[1] === '-n' ? ['ip', ...inv.argv.slice(3)] : inv.argv.slice(2);
+          if (inv.argv[0] === 'ip') expect(inv.argv.slice(0, 3)).toEqual(['ip', '-n', 'felt-pod']);
+          else expect(inv.argv.slice(0, 2)).toEqual(['nsenter', `--net=${POD}`]);
+          expect(['ip', 'bridge', 'tc']).toContain(tool[0]);
           // (IPv6 policy rules: `ip -6`, ip's family being a global option.)
-          expect(inv.argv.slice(3)).toEqual(inv.argv[3] === '-6' ? ['-6', '-force', '-batch', '-'] : ['-force', '-batch', '-']);
+          expect(tool.slice(1)).toEqual(tool[1] === '-6' ? ['-6', '-force', '-batch', '-'] : ['-force', '-batch', '-']);
         }
       }),
       { numRuns: runs(300) },
