@@ -10,9 +10,10 @@
 //  - `warmStores()`, one per feltd serving CNI: the calls in flight share the stores (one open per dataDir
 //    however many calls use it at once), keyed by dataDir, at most `max` of them (the least recently used is
 //    closed), and they are closed (checkpointed: the log on disk is as an executable leaves it, no WAL kept
-//    growing, nothing held open on an idle data dir) once no call has been running for `idleMs` (default 250 ms:
-//    calls that follow each other keep them open; a data dir left alone is released soon after, so that it can
-//    be remounted read-only, and a full disk is met by the next call's write, not hidden by a WAL kept warm).
+//    growing, nothing held open on an idle data dir) once no call has been running for `idleMs` (default 2 s:
+//    calls that follow each other keep them open, and a reopen costs a call a few milliseconds of its ~15; a
+//    data dir left alone is released soon after, so that it can be remounted read-only, and a full disk is met
+//    by the next call's write, not hidden by a WAL kept warm).
 //    A store whose file was removed or replaced since it was opened (a dataDir deleted and made again) is
 //    opened afresh, and one whose use failed (a full disk, an I/O error) is closed: the next use opens it
 //    again, as an executable would, instead of inheriting a connection left in whatever state the failure left it.
@@ -148,7 +149,7 @@ export interface WarmStores {
 }
 
 /** The daemon's stores: open across calls, keyed by dataDir, the least recently used closed beyond `max`. */
-export function warmStores(max = 16, idleMs = 250): WarmStores {
+export function warmStores(max = 16, idleMs = 2000): WarmStores {
   const open = new Map<string, { store: EventStore; id: string | undefined }>();
   const used = new Set<string>();
   const get = (dataDir: string): E.Either<CniError, EventStore> => {
