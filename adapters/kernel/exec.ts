@@ -139,7 +139,9 @@ function startPool(size: number): Pool {
   let deaths = 0;
   const helpers: Helper[] = [];
   const start = (): Helper => {
-    const child = spawn(process.execPath, ['-e', HELPER_SOURCE], {
+    // Small young generation (as feltd's own): a helper's garbage is big strings passing through, and V8
+    // would otherwise grow its semi-spaces to 16 MB each under a steady stream of calls.
+    const child = spawn(process.execPath, ['--max-semi-space-size=1', '-e', HELPER_SOURCE], {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
       serialization: 'advanced',
     });

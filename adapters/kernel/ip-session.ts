@@ -59,11 +59,13 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
     c.stdout.on('data', (b: Buffer) => ((out += b.toString()), wake?.()));
     c.stderr.on('data', (b: Buffer) => ((err += b.toString()), wake?.()));
     c.stdin.on('error', () => undefined);
-    c.on('error', () => undefined);
-    c.on('close', () => {
+    // Gone (it died, or could not start: no ip on PATH): the request in flight runs in a process of its own.
+    const gone = (): void => {
       if (child === c) child = undefined;
       wake?.();
-    });
+    };
+    c.on('error', gone);
+    c.on('close', gone);
     return c;
   };
 

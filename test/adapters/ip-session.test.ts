@@ -60,6 +60,13 @@ describe('a long-lived ip session', () => {
     expect(await ns.run(['ip', '-j', 'link', 'show', 'dev', 'sv1'])).toMatch(/"master":"sbr0"/);
   });
 
+  it('a session that cannot start answers nothing (the caller runs a process of its own), and does not hang', async () => {
+    const none = ipSession(['/nonexistent/felt-no-such-tool']);
+    expect(await none.request(IP_READ)).toBeUndefined();
+    expect(await none.request('link set dev lo up\n')).toBeUndefined();
+    none.close();
+  });
+
   it('a session whose process died answers nothing; the next request starts a new one', async () => {
     const before = s.stats().spawned;
     await s.request(IP_READ);
