@@ -1,8 +1,9 @@
 // What the chained plugins read, process by process (FELT_TRACE=1 lists every process a call starts): the
 // conflist bridge + portmap + bandwidth + tuning + firewall (npm run bench:chain's) run standalone, ADD then
-// DEL, in a namespace made here. Each plugin reads only what it plans: portmap and firewall no links; on ADD
-// only the chosen backend's tables in the families the pod has an address in; bandwidth no ingress filters
-// where nothing compares them. DEL still reads every backend and family (what it finds there goes), and
+// DEL, in a namespace made here. Each plugin reads only what it plans: bridge the host alone, in its own
+// backend; portmap and firewall no links; on ADD only the chosen backend's tables in the families the pod has
+// an address in; bandwidth no ingress filters where nothing compares them. DEL still reads every backend and
+// family (what it finds there goes), but bridge's of a recorded attachment only the host and its backend; it
 // leaves nothing behind. The state after each step is the same as before these cuts: the other tests of
 // these plugins check it against the reference; here, that ADD made what it should and DEL removed it.
 
@@ -74,6 +75,11 @@ describe('the chain bridge + portmap + bandwidth + tuning + firewall: the proces
     const data = sb.dir();
 
     const add = await runList(c, data, 'ADD', undefined);
+    // bridge reads the host alone (not the new pod: the pair made into it says whether eth0 is taken), and
+    // only the backend in use.
+    const br = add.procs.get('bridge')!;
+    expect(br.filter(ipRead)).toEqual(['ip -json -d -batch -']);
+    expect(br.filter((p) => p.includes('nft '))).toEqual([]);
     const pm = add.procs.get('portmap')!;
     // The route lookup, one nat table, one restore: no links, no nftables, no IPv6 (the pod has none).
     expect(pm.filter(ipRead)).toEqual([]);
@@ -111,6 +117,11 @@ describe('the chain bridge + portmap + bandwidth + tuning + firewall: the proces
     expect(spawned(bwAgain.stderr).filter((p) => p.startsWith('tc -force') || p.startsWith('ip -force'))).toEqual([]);
 
     const del = await runList(c, data, 'DEL', add.result);
+    // bridge's DEL of its recorded attachment: the host alone (the veth's deletion takes the pod's end), and
+    // only the backend its ADD used.
+    const bd = del.procs.get('bridge')!;
+    expect(bd.filter(ipRead)).toEqual(['ip -json -d -batch -']);
+    expect(bd.filter((p) => p.includes('nft '))).toEqual([]);
     const pd = del.procs.get('portmap')!;
     expect(pd.filter(ipRead)).toEqual([]);
     expect(pd.filter((p) => p.includes('nft -j list table')).sort()).toEqual([
