@@ -63,8 +63,7 @@ export function netnsArg(ns: NsRef, o: RenderOptions): string {
   if (ns === HOST) return o.hostNetns ?? String(o.pid);
   const proc = /^\/proc\/(\d+)\/ns\/net$/.exec(ns);
   if (proc) return proc[1]!;
-  const named = /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(ns);
-  return named ? named[1]! : ns;
+  return namedNetns(ns) ?? ns;
 }
 
 // -------------------------------------------------------------------------------------------- ip lines

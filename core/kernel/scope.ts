@@ -8,8 +8,47 @@
 import { contains, formatCIDR, parseCIDR } from '../ip/ip.ts';
 import type { Address, IpRule, IptRule, KernelState, NftChainRef, NftRule, NsRef, OwnershipScope, Route } from './model.ts';
 import { chainKey, devKey, linkKey, nftChainKey, nftTableKey, routeKey, sysctlDevice, type ChainRef } from './keys.ts';
+import { emptyKernelState } from './model.ts';
 
 export const emptyScope = (): OwnershipScope => ({ links: [], devices: [], chains: [], ruleMarkers: [] });
+
+// A state and a scope split in two: the netfilter part (iptables chains and rules, nftables) and the rest.
+// Neither needs the other in the kernel, so a plugin may plan and apply them apart (bridge's ADD does).
+
+/** The netfilter objects of `s`, nothing else. */
+export const netfilterState = (s: KernelState): KernelState => ({
+  ...emptyKernelState(),
+  chains: s.chains,
+  rules: s.rules,
+  ...(s.nftTables ? { nftTables: s.nftTables, nftChains: s.nftChains ?? [], nftRules: s.nftRules ?? [], nftSets: s.nftSets ?? [] } : {}),
+});
+
+/** `s` without its netfilter objects. */
+export const withoutNetfilterState = (s: KernelState): KernelState => ({
+  ...s,
+  chains: [],
+  rules: [],
+  nftTables: [],
+  nftChains: [],
+  nftRules: [],
+  nftSets: [],
+});
+
+/** What `sc` owns of netfilter, nothing else. */
+export const netfilterScope = (sc: OwnershipScope): OwnershipScope => ({
+  ...emptyScope(),
+  chains: sc.chains,
+  ruleMarkers: sc.ruleMarkers,
+  ...(sc.nftRuleMarkers ? { nftRuleMarkers: sc.nftRuleMarkers } : {}),
+  ...(sc.nftChains ? { nftChains: sc.nftChains } : {}),
+  ...(sc.nftTables ? { nftTables: sc.nftTables } : {}),
+});
+
+/** `sc` without what it owns of netfilter. */
+export const withoutNetfilterScope = (sc: OwnershipScope): OwnershipScope => {
+  const { nftRuleMarkers: _r, nftChains: _c, nftTables: _t, ...rest } = sc;
+  return { ...rest, chains: [], ruleMarkers: [] };
+};
 
 export function mergeScopes(...scopes: readonly OwnershipScope[]): OwnershipScope {
   const routeDsts = scopes.flatMap((s) => s.routeDsts ?? []);

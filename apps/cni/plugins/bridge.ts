@@ -23,6 +23,7 @@ import { PLUGIN_VERSIONS, readResult, type Result } from '../../../core/cni/resu
 import { hex, macFromBytes } from '../../../core/ip/mac.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../../core/kernel/model.ts';
 import { routesOfAnyTable } from '../../../core/kernel/keys.ts';
+import { netfilterScope, netfilterState, withoutNetfilterScope, withoutNetfilterState } from '../../../core/kernel/scope.ts';
 import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, cleaningUp, kernelError, liveNetns, netnsExists, noNetns, notANetns } from '../kit.ts';
@@ -85,36 +86,6 @@ function withIpv6Masq(
   );
 }
 
-// An ADD plans and applies its masquerade (iptables or nftables) apart from its links, addresses and routes:
-// neither needs the other, so the host's netfilter read (iptables-save, the slowest) and its restore run beside
-// the way to the pod's interface instead of before it.
-const withoutNetfilter = (s: KernelState): KernelState => ({
-  ...s,
-  chains: [],
-  rules: [],
-  nftTables: [],
-  nftChains: [],
-  nftRules: [],
-  nftSets: [],
-});
-const netfilterOf = (s: KernelState): KernelState => ({
-  ...emptyKernelState(),
-  chains: s.chains,
-  rules: s.rules,
-  ...(s.nftTables ? { nftTables: s.nftTables, nftChains: s.nftChains ?? [], nftRules: s.nftRules ?? [], nftSets: s.nftSets ?? [] } : {}),
-});
-const scopeWithoutNetfilter = (sc: OwnershipScope): OwnershipScope => {
-  const { nftRuleMarkers: _apart, ...rest } = sc;
-  return { ...rest, chains: [], ruleMarkers: [] };
-};
-const netfilterScope = (sc: OwnershipScope): OwnershipScope => ({
-  links: [],
-  devices: [],
-  chains: sc.chains,
-  ruleMarkers: sc.ruleMarkers,
-  ...(sc.nftRuleMarkers ? { nftRuleMarkers: sc.nftRuleMarkers } : {}),
-});
-
 /** The host's masquerade chains and rules of `scope` (its nftables rules, or iptables of `families`). */
 const observeNetfilter = (ctx: Ctx, scope: OwnershipScope, families: Families): TE.TaskEither<CniError, KernelState> =>
   pipe(
@@ -129,14 +100,6 @@ const observeNetfilter = (ctx: Ctx, scope: OwnershipScope, families: Families): 
 
 function apply(ctx: Ctx, ops: readonly Op[]): TE.TaskEither<CniError, void> {
   return applyIn(kernelFor(ctx), ops);
-}
-
-/** Bring the kernel to "this attachment does not exist": the same plan machinery, with nothing desired. */
-function removeAttachment(ctx: Ctx, bc: BridgeConf, scope: OwnershipScope, netns: string | undefined): TE.TaskEither<CniError, void> {
-  return pipe(
-    observe(ctx, bc, scope, netns),
-    TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, scope))),
-  );
 }
 
 function ipamAdd(ctx: Ctx, bc: BridgeConf, args: CmdArgs): TE.TaskEither<CniError, Result | undefined> {
@@ -182,8 +145,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   const containerMac = bc.mac ?? macFromBytes(ctx.randomBytes(6));
   // Only the masquerade of the backend in use: the other's is not read (DEL removes what either left).
   const scope = ownBackendOnly(attachmentScope(bc, args.containerId, args.ifname, args.netns, hostVeth), bc.ipMasqBackend);
-  // Links, addresses, routes and sysctls; and the masquerade, apart (see withoutNetfilter).
-  const kscope = scopeWithoutNetfilter(scope);
+  // Links, addresses, routes and sysctls; and the masquerade, apart: neither needs the other, so the host's
+  // netfilter read (iptables-save, the slowest) and its restore run beside the way to the pod's interface.
+  const kscope = withoutNetfilterScope(scope);
   const nscope = netfilterScope(scope);
   // The attachment is recorded before the kernel changes, so that DEL and GC find a half-made one (the host
   // veth's name is random) when this process dies; a failed ADD removes the record once it has converged back.
@@ -230,7 +194,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(conflicts)) return conflicts;
     const ops: Op[] = [
       ...conflicts.right.map((addr): Op => ({ op: 'addr.del', addr })),
-      ...plan(withoutNetfilter(p.right.kernel), seen, kscope),
+      ...plan(withoutNetfilterState(p.right.kernel), seen, kscope),
     ];
     traceMark(`planned ${ops.length} ops`);
     return E.right({ p: p.right, ops });
@@ -288,7 +252,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     (p: AttachmentPlan): TE.TaskEither<CniError, void> =>
       pipe(
         nf,
-        TE.chain((seen) => apply(ctx, plan(netfilterOf(p.kernel), seen, nscope))),
+        TE.chain((seen) => apply(ctx, plan(netfilterState(p.kernel), seen, nscope))),
       );
 
   // IPAM's DEL releases every address of (container, ifname): while another attachment of that key is
@@ -359,18 +323,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       await nf4;
       return release<Observed>(seen.left)();
     }
-    const v6 = (ipam.right?.ips ?? []).some((i) => i.address.includes(':'));
     const nf: TE.TaskEither<CniError, KernelState> = pipe(
       () => nf4,
-      TE.chain((four) =>
-        v6 && nscope.chains.length > 0
-          ? TE.map((six: KernelState) => ({
-              ...four,
-              chains: [...four.chains, ...six.chains.filter((c) => c.family === 6)],
-              rules: [...four.rules, ...six.rules.filter((r) => r.family === 6)],
-            }))(observeNetfilter(ctx, nscope, [6]))
-          : TE.right(four),
-      ),
+      TE.chain((four) => withIpv6Masq(ctx, bc, nscope, four, ipam.right)),
     );
     return E.right({ seen: seen.right, ipam: ipam.right, madeHere: false, nf });
   };
@@ -378,7 +333,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // An IPAM plugin that talks on the interface (dhcp) needs it first, as the reference orders it: the layer-2
   // attachment (bridge, veth pair, up), then IPAM, then a fresh observation to plan the rest from.
   const undo = async (): Promise<void> => {
-    await removeAttachment(ctx, bc, scope, args.netns)();
+    await undoAdd();
     await forget();
   };
   const interfaceFirst: TE.TaskEither<CniError, Observed> = pipe(
@@ -401,7 +356,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
           await ipamDel(ctx, bc, args)();
           await undo();
         }),
-        TE.map((now): Observed => ({ seen: now, ipam, madeHere: true, nf: TE.right(netfilterOf(now)) })),
+        TE.map((now): Observed => ({ seen: now, ipam, madeHere: true, nf: TE.right(netfilterState(now)) })),
       ),
     ),
   );
