@@ -40,6 +40,14 @@ async function main(): Promise<number> {
   }
   const log = jsonLogger(flags.verbosity);
   const metrics = new Metrics();
+  // SIGTERM and SIGINT are caught from here on: one that comes while feltd starts (its socket may already serve)
+  // stops it as cleanly as one that comes later, never by the signal's default action.
+  let signalled: string | undefined;
+  const stopSignal = new Promise<string>((resolve) => {
+    const on = (signal: string) => () => resolve((signalled = signal));
+    process.once('SIGTERM', on('SIGTERM'));
+    process.once('SIGINT', on('SIGINT'));
+  });
   // feltd runs many kernel tools at once (a wave of CNI calls, the reconciler): start them from small helper
   // processes, so the event loop does not stop while each child gets to exec, and each fork copies a small
   // process rather than feltd (adapters/kernel/exec.ts).
@@ -47,7 +55,7 @@ async function main(): Promise<number> {
   if (flags.cniOnly) {
     const cni = await serveCni(flags, log, metrics);
     // The CNI server is closed (calls in flight answered) as main ends.
-    return typeof cni === 'string' ? 1 : cniOnly(flags, log, metrics);
+    return typeof cni === 'string' ? 1 : cniOnly(flags, log, metrics, stopSignal);
   }
 
   // Everything the arguments name is checked before anything is created (the state dir, the stores). The
@@ -116,12 +124,19 @@ async function main(): Promise<number> {
     where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db'),
   });
 
-  let config = await loadNetConfig({ flags, leases, log });
+  // Until the config is read, a signal stops feltd at once (an etcd that does not answer included).
+  const unlessStopped = <T>(p: Promise<T>): Promise<T | 'stopped'> => Promise.race([p, stopSignal.then(() => 'stopped' as const)]);
+  let config = await unlessStopped(loadNetConfig({ flags, leases, log }));
   // The network config may not be in etcd yet: wait for it, as flanneld does.
-  while (E.isLeft(config) && flags.etcdEndpoints.length) {
+  while (config !== 'stopped' && E.isLeft(config) && flags.etcdEndpoints.length) {
     log.error('waiting for the network config', { error: config.left });
-    await new Promise((r) => setTimeout(r, 2000));
-    config = await loadNetConfig({ flags, leases, log });
+    if ((await unlessStopped(new Promise((r) => setTimeout(r, 2000)))) === 'stopped') break;
+    config = await unlessStopped(loadNetConfig({ flags, leases, log }));
+  }
+  if (signalled || config === 'stopped') {
+    log.info('stopping before the network config was read', { signal: signalled });
+    await leases.close();
+    return 0;
   }
   if (E.isLeft(config)) {
     log.error('invalid network config', { error: config.left });
@@ -187,8 +202,7 @@ async function main(): Promise<number> {
     log.info('stopping; the dataplane stays as it is', { signal });
     void daemon.stop();
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  void stopSignal.then(stop);
   await daemon.done;
   clearInterval(cniTimer);
   cniAdds.close();
@@ -219,12 +233,9 @@ async function serveCni(flags: Flags, log: Logger, metrics: Metrics): Promise<Cn
 }
 
 /** `--cni-only`: the CNI server and the health server; no lease store, no underlay, no overlay. */
-async function cniOnly(flags: Flags, log: Logger, metrics: Metrics): Promise<number> {
+async function cniOnly(flags: Flags, log: Logger, metrics: Metrics, stopSignal: Promise<string>): Promise<number> {
   const server = flags.healthzPort ? await healthServer(flags.healthzIP, flags.healthzPort, () => true, metrics) : undefined;
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await stopSignal;
   log.info('stopping: answering the calls in flight', { signal });
   server?.close();
   return 0;
