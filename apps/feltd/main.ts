@@ -42,12 +42,7 @@ async function main(): Promise<number> {
   const metrics = new Metrics();
   // SIGTERM and SIGINT are caught from here on: one that comes while feltd starts (its socket may already serve)
   // stops it as cleanly as one that comes later, never by the signal's default action.
-  let signalled: string | undefined;
-  const stopSignal = new Promise<string>((resolve) => {
-    const on = (signal: string) => () => resolve((signalled = signal));
-    process.once('SIGTERM', on('SIGTERM'));
-    process.once('SIGINT', on('SIGINT'));
-  });
+  const stopSignal = firstStopSignal();
   // feltd runs many kernel tools at once (a wave of CNI calls, the reconciler): start them from small helper
   // processes, so the event loop does not stop while each child gets to exec, and each fork copies a small
   // process rather than feltd (adapters/kernel/exec.ts).
@@ -103,38 +98,15 @@ async function main(): Promise<number> {
   if (typeof cni === 'string') return 1;
   mkdirSync(flags.stateDir, { recursive: true });
 
-  // The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it.
-  const leases: LeaseStore = flags.etcdEndpoints.length
-    ? (await import('../../adapters/lease/etcd.ts')).etcdLeaseStore({
-        endpoints: flags.etcdEndpoints,
-        prefix: flags.etcdPrefix,
-        ...(flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
-          ? {
-              tls: {
-                ...(flags.etcdCafile ? { ca: flags.etcdCafile } : {}),
-                ...(flags.etcdCertfile ? { cert: flags.etcdCertfile } : {}),
-                ...(flags.etcdKeyfile ? { key: flags.etcdKeyfile } : {}),
-              },
-            }
-          : {}),
-      })
-    : sqliteLeaseStore({ path: flags.store ? flags.store.slice('sqlite:'.length) : join(flags.stateDir, 'leases.db'), pollMs: 20 });
+  const leases = await openLeaseStore(flags);
   log.info('lease store', {
     kind: flags.etcdEndpoints.length ? 'etcd' : 'embedded',
     where: flags.etcdEndpoints.join(',') || flags.store || join(flags.stateDir, 'leases.db'),
   });
 
-  // Until the config is read, a signal stops feltd at once (an etcd that does not answer included).
-  const unlessStopped = <T>(p: Promise<T>): Promise<T | 'stopped'> => Promise.race([p, stopSignal.then(() => 'stopped' as const)]);
-  let config = await unlessStopped(loadNetConfig({ flags, leases, log }));
-  // The network config may not be in etcd yet: wait for it, as flanneld does.
-  while (config !== 'stopped' && E.isLeft(config) && flags.etcdEndpoints.length) {
-    log.error('waiting for the network config', { error: config.left });
-    if ((await unlessStopped(new Promise((r) => setTimeout(r, 2000)))) === 'stopped') break;
-    config = await unlessStopped(loadNetConfig({ flags, leases, log }));
-  }
-  if (signalled || config === 'stopped') {
-    log.info('stopping before the network config was read', { signal: signalled });
+  const config = await networkConfig(flags, leases, log, stopSignal);
+  if (config === 'stopped') {
+    log.info('stopping before the network config was read');
     await leases.close();
     return 0;
   }
@@ -211,6 +183,51 @@ async function main(): Promise<number> {
   await leases.close();
   events.close();
   return 0;
+}
+
+/** The first SIGTERM or SIGINT from now on: its name. */
+const firstStopSignal = (): Promise<string> =>
+  new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+
+/** The lease store the flags name. The etcd client (grpc) is loaded only when etcd is used: the embedded store needs none of it. */
+async function openLeaseStore(flags: Flags): Promise<LeaseStore> {
+  if (!flags.etcdEndpoints.length)
+    return sqliteLeaseStore({ path: flags.store ? flags.store.slice('sqlite:'.length) : join(flags.stateDir, 'leases.db'), pollMs: 20 });
+  const { etcdLeaseStore } = await import('../../adapters/lease/etcd.ts');
+  const tls =
+    flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
+      ? {
+          tls: {
+            ...(flags.etcdCafile ? { ca: flags.etcdCafile } : {}),
+            ...(flags.etcdCertfile ? { cert: flags.etcdCertfile } : {}),
+            ...(flags.etcdKeyfile ? { key: flags.etcdKeyfile } : {}),
+          },
+        }
+      : {};
+  return etcdLeaseStore({ endpoints: flags.etcdEndpoints, prefix: flags.etcdPrefix, ...tls });
+}
+
+/**
+ * The network config; from etcd it is waited for until it is there, as flanneld does. 'stopped' when a stop
+ * signal comes first: until the config is read, a signal stops feltd at once (an etcd that does not answer included).
+ */
+async function networkConfig(
+  flags: Flags,
+  leases: LeaseStore,
+  log: Logger,
+  stopSignal: Promise<string>,
+): Promise<E.Either<string, NetConfig> | 'stopped'> {
+  const unlessStopped = <T>(p: Promise<T>): Promise<T | 'stopped'> => Promise.race([p, stopSignal.then(() => 'stopped' as const)]);
+  let config = await unlessStopped(loadNetConfig({ flags, leases, log }));
+  while (config !== 'stopped' && E.isLeft(config) && flags.etcdEndpoints.length) {
+    log.error('waiting for the network config', { error: config.left });
+    if ((await unlessStopped(new Promise((r) => setTimeout(r, 2000)))) === 'stopped') return 'stopped';
+    config = await unlessStopped(loadNetConfig({ flags, leases, log }));
+  }
+  return config;
 }
 
 type Cni = { readonly server: CniServer; readonly service: CniService; readonly close: () => Promise<void> };
