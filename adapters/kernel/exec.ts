@@ -28,12 +28,18 @@ export function traceMark(what: string): void {
   if (trace) process.stderr.write(`${at()} ${what}\n`);
 }
 
-/** Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr. */
-export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}): Promise<Run> {
+/**
+ * Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr.
+ * `doneWhen`: the run is over, a success, as soon as the tool's stderr matches it (a line the tool prints once
+ * all it was asked to do is done); its stderr before that line is the answer's, and the process is left to
+ * exit on its own. For tools that print nothing on stdout: stdout is another pipe, and what it has delivered
+ * by then may not be all. Without a match, the process's exit is the answer, as always.
+ */
+export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}, doneWhen?: RegExp): Promise<Run> {
   hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
   if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
-  const started = pool ? pool.run(argv, input) : new Promise<Run>((resolve) => spawnHere(argv, input, resolve));
+  const started = pool ? pool.run(argv, input, doneWhen) : new Promise<Run>((resolve) => spawnHere(argv, input, resolve, doneWhen));
   return trace
     ? started.then((r) => {
         process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
@@ -42,17 +48,29 @@ export function run(argv: readonly string[], input: string, hooks: ExecHooks = {
     : started;
 }
 
-/** Start argv in this thread and call `done` once with what it printed and how it ended. */
-function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void): void {
+/** Start argv in this thread and call `done` once with what it printed and how it ended (see run's doneWhen). */
+function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void, doneWhen?: RegExp): void {
+  let sent = false;
+  const once = (r: Run): void => {
+    if (sent) return;
+    sent = true;
+    done(r);
+  };
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
+  const over = (): boolean => {
+    const m = doneWhen?.exec(Buffer.concat(err).toString());
+    if (m) once({ code: 0, stdout: Buffer.concat(out).toString(), stderr: m.input.slice(0, m.index) });
+    return !!m;
+  };
   child.stdout.on('data', (b: Buffer) => out.push(b));
-  child.stderr.on('data', (b: Buffer) => err.push(b));
-  child.on('error', (e) => done({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
-  child.on('close', (code, signal) =>
-    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-  );
+  child.stderr.on('data', (b: Buffer) => (err.push(b), doneWhen && over()));
+  child.on('error', (e) => once({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
+  child.on('close', (code, signal) => {
+    if (doneWhen && over()) return;
+    once({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+  });
   child.stdin.on('error', () => undefined);
   child.stdin.end(input);
 }
@@ -74,6 +92,8 @@ interface Request {
   readonly id: number;
   readonly argv: readonly string[];
   readonly input: string;
+  /** run's doneWhen: its source and flags. */
+  readonly doneWhen?: { readonly source: string; readonly flags: string };
 }
 /** What a helper answers: how the process ended, or what spawn() threw (bad arguments: it rejects, as here). */
 type Reply = { readonly id: number } & (
@@ -86,13 +106,14 @@ const HELPER_SOURCE = `'use strict';
 process.title = 'feltd-spawn';
 const { spawn } = require('node:child_process');
 process.on('disconnect', () => process.exit(0));
-process.on('message', ({ id, argv, input }) => {
+process.on('message', ({ id, argv, input, doneWhen }) => {
   let sent = false;
   const done = (r) => {
     if (sent) return;
     sent = true;
     process.send({ id, code: r.code, stdout: r.stdout, stderr: r.stderr });
   };
+  const re = doneWhen && new RegExp(doneWhen.source, doneWhen.flags);
   let child;
   try {
     child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -102,12 +123,18 @@ process.on('message', ({ id, argv, input }) => {
   }
   const out = [];
   const err = [];
+  const over = () => {
+    const m = re && re.exec(Buffer.concat(err).toString());
+    if (m) done({ code: 0, stdout: Buffer.concat(out).toString(), stderr: m.input.slice(0, m.index) });
+    return !!m;
+  };
   child.stdout.on('data', (b) => out.push(b));
-  child.stderr.on('data', (b) => err.push(b));
+  child.stderr.on('data', (b) => (err.push(b), re && over()));
   child.on('error', (e) => done({ code: 127, stdout: '', stderr: argv[0] + ': ' + e.message }));
-  child.on('close', (code, signal) =>
-    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-  );
+  child.on('close', (code, signal) => {
+    if (re && over()) return;
+    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+  });
   child.stdin.on('error', () => undefined);
   child.stdin.end(input);
 });
@@ -119,7 +146,7 @@ interface Helper {
 }
 
 interface Pool {
-  readonly run: (argv: readonly string[], input: string) => Promise<Run>;
+  readonly run: (argv: readonly string[], input: string, doneWhen?: RegExp) => Promise<Run>;
   readonly close: () => Promise<void>;
 }
 
@@ -174,16 +201,21 @@ function startPool(size: number): Pool {
   };
   for (let i = 0; i < size; i++) helpers.push(start());
   return {
-    run: (argv, input) =>
+    run: (argv, input, doneWhen) =>
       new Promise<Run>((resolve, reject) => {
-        if (helpers.length === 0) return spawnHere(argv, input, resolve);
+        if (helpers.length === 0) return spawnHere(argv, input, resolve, doneWhen);
         // The least busy helper: a spawn blocks its helper until the child has exec'd.
         let h = helpers[0]!;
         for (const o of helpers) if (o.waiting.size < h.waiting.size) h = o;
         const id = nextId++;
         if (h.waiting.size === 0) hold(h, true);
         h.waiting.set(id, (r) => (r instanceof Error ? reject(r) : resolve(r)));
-        const req: Request = { id, argv: [...argv], input };
+        const req: Request = {
+          id,
+          argv: [...argv],
+          input,
+          ...(doneWhen ? { doneWhen: { source: doneWhen.source, flags: doneWhen.flags } } : {}),
+        };
         h.child.send(req);
       }),
     close: async () => {

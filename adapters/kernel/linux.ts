@@ -322,6 +322,23 @@ export const reachesOut = (op: Op): boolean => {
   }
 };
 
+/**
+ * iptables-restore commits each table at its COMMIT line, says nothing when that worked, and then closes its
+ * netlink socket; with nf_tables, that close waits until the kernel has freed what the commit deleted (an RCU
+ * grace period: 10-20 ms, most of a DEL's netfilter time), though the rules were changed at the commit. So the
+ * input ends with one more line, outside any table, that iptables-restore refuses (`felt/sync`), and the run is
+ * over, every COMMIT before it done, once it reports that line's failure; the process closes on its own. A
+ * failure of the real input ends the process before the sentinel, with its exit code and message as before.
+ */
+export function withRestoreSentinel(input: string): { readonly input: string; readonly doneWhen: RegExp } {
+  const n = input.split('\n').length; // the input ends with a newline: its line count + 1
+  return { input: `${input}felt/sync\n`, doneWhen: new RegExp(`^ip6?tables-restore(?: v[^:\n]*)?: line ${n} failed\n`, 'm') };
+}
+const runRestore = (inv: { argv: readonly string[]; input: string }, o: LinuxKernelOptions): Promise<Run> => {
+  const { input, doneWhen } = withRestoreSentinel(inv.input);
+  return run(inv.argv, input, o, doneWhen);
+};
+
 /** Run one step (an iptables-restore again without a deletion of a rule already gone, at most once per line). */
 async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
   let step = first;
@@ -333,7 +350,9 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
           ? await writeOwn(inv.path, inv.value)
           : step.tool === 'ip' && step.ns === HOST && step.label === undefined
             ? await hostIp(o, inv.argv, inv.input)
-            : await run(inv.argv, inv.input, o);
+            : step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore'
+              ? await runRestore(inv, o)
+              : await run(inv.argv, inv.input, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
       if (v.kind === 'retry') retry = v.step;

@@ -93,3 +93,32 @@ describe('run() from spawning helpers', () => {
     expect(await run(['echo', 'here'], '')).toEqual({ code: 0, stdout: 'here\n', stderr: '' });
   });
 });
+
+// run()'s doneWhen: a tool that says it is done before it exits (iptables-restore's sentinel line, whose process
+// then waits in the kernel to close its netlink socket) is answered at that line, here and from the helpers.
+describe('run() with doneWhen', () => {
+  afterEach(async () => {
+    await spawnFromHelpers(0);
+  });
+  // Prints its PID, then the line, then goes on running (until the test kills it).
+  const argv = ['sh', '-c', 'echo "pid $$" >&2; echo "all done" >&2; exec sleep 600'];
+
+  it.each([0, 1])('answers at the line with what came before it, the process still running (%i helpers)', async (n) => {
+    await spawnFromHelpers(n);
+    const r = await run(argv, '', {}, /^all done\n/m);
+    const pid = Number(/pid (\d+)/.exec(r.stderr)?.[1]);
+    try {
+      expect(r).toEqual({ code: 0, stdout: '', stderr: `pid ${pid}\n` });
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toMatch(/^(sh|sleep)\0/);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it.each([0, 1])('without the line, the exit is the answer (%i helpers)', async (n) => {
+    await spawnFromHelpers(n);
+    expect(await run(['sh', '-c', 'echo nope >&2; exit 4'], '', {}, /^all done$/m)).toEqual({ code: 4, stdout: '', stderr: 'nope\n' });
+    // The line and the exit together: done.
+    expect(await run(['sh', '-c', 'echo "all done" >&2; exit 1'], '', {}, /^all done$/m)).toEqual({ code: 0, stdout: '', stderr: '' });
+  });
+});

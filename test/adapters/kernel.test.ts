@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { linuxKernel } from '../../adapters/kernel/linux.ts';
+import { linuxKernel, withRestoreSentinel } from '../../adapters/kernel/linux.ts';
 import { memoryKernel } from '../../adapters/memory/kernel.ts';
 import type { Kernel, ObserveRequest } from '../../adapters/kernel/types.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type Op, type OwnershipScope } from '../../core/kernel/model.ts';
@@ -432,6 +432,31 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
     expect(s).not.toContain(chain);
     expect(s).toContain('-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE');
     expect(s).toContain('-A DOCKER -j RETURN');
+  });
+
+  // iptables-restore's input ends with a line it refuses (`felt/sync`): that line's failure says every COMMIT
+  // before it is done, without waiting for the process to close its netlink socket (linux.ts runRestore).
+  it('every iptables-restore input ends with the sentinel; a line that fails is still the answer, naming its op', async () => {
+    probe.inputs.length = 0;
+    const jump = { ns: HOST, family: 4 as const, table: 'nat' as const, chain: 'POSTROUTING', rule: '-s 10.22.0.9/32 -j CNI-felt-nowhere' };
+    // A jump to a chain that is not there: refused at its line, before the sentinel.
+    const r = await probe.kernel.apply([{ op: 'rule.add', rule: jump }])();
+    expect(E.isLeft(r) && r.left.msg).toMatch(/^failed to add iptables rule .*CNI-felt-nowhere/);
+    expect(probe.inputs.at(-1)).toMatch(/\nCOMMIT\nfelt\/sync\n$/);
+    // And a deletion that works is done when the call answers.
+    const rule = { ...jump, rule: '-s 10.22.0.9/32 -j RETURN' };
+    expect(await probe.kernel.apply([{ op: 'rule.add', rule }])()).toEqual(E.right(undefined));
+    expect(await saved()).toContain('-A POSTROUTING -s 10.22.0.9/32 -j RETURN');
+    expect(await probe.kernel.apply([{ op: 'rule.del', rule }])()).toEqual(E.right(undefined));
+    expect(await saved()).not.toContain('10.22.0.9');
+    // Only the sentinel's own line answers "done": not a real line's failure, with or without its reason.
+    const { input, doneWhen } = withRestoreSentinel('*nat\n-D POSTROUTING -j RETURN\nCOMMIT\n');
+    expect(input).toBe('*nat\n-D POSTROUTING -j RETURN\nCOMMIT\nfelt/sync\n');
+    expect(doneWhen.test('iptables-restore: line 4 failed\n')).toBe(true);
+    expect(doneWhen.test('warning\nip6tables-restore v1.8.9 (nf_tables): line 4 failed\n')).toBe(true);
+    expect(doneWhen.test('iptables-restore: line 2 failed\n')).toBe(false);
+    expect(doneWhen.test('iptables-restore: line 14 failed\n')).toBe(false);
+    expect(doneWhen.test('iptables-restore: line 4 failed: Bad rule\n')).toBe(false);
   });
 });
 
