@@ -30,12 +30,11 @@ export function traceMark(what: string): void {
 
 /**
  * Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr.
- * `doneWhen`: the run is over, a success, as soon as the tool's stderr matches it (a line the tool prints once
- * all it was asked to do is done); its stderr before that line is the answer's, and the process is left to
- * exit on its own. For tools that print nothing on stdout: stdout is another pipe, and what it has delivered
- * by then may not be all. Without a match, the process's exit is the answer, as always.
+ * `doneWhen`: the run is over, a success, as soon as what the tool printed matches it (a line it prints once all
+ * it was asked to do is done), and the process is left to exit on its own. Without a match, the process's exit
+ * is the answer, as always.
  */
-export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}, doneWhen?: RegExp): Promise<Run> {
+export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}, doneWhen?: DoneWhen): Promise<Run> {
   hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
   if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
@@ -48,8 +47,26 @@ export function run(argv: readonly string[], input: string, hooks: ExecHooks = {
     : started;
 }
 
+/**
+ * run()'s early end. On stderr: the answer's stderr is what came before the line; its stdout, what that pipe has
+ * delivered by then (for tools that print nothing there). On stdout: the answer's stdout ends with the line.
+ */
+export interface DoneWhen {
+  readonly on: 'stdout' | 'stderr';
+  readonly line: RegExp;
+}
+
+/** The answer once `doneWhen` matches what came so far; spawnHere and the helper's twin both use this. */
+function doneBy(doneWhen: DoneWhen, stdout: string, stderr: string): Run | undefined {
+  const m = doneWhen.line.exec(doneWhen.on === 'stdout' ? stdout : stderr);
+  if (!m) return undefined;
+  return doneWhen.on === 'stdout'
+    ? { code: 0, stdout: stdout.slice(0, m.index + m[0].length), stderr }
+    : { code: 0, stdout, stderr: stderr.slice(0, m.index) };
+}
+
 /** Start argv in this thread and call `done` once with what it printed and how it ended (see run's doneWhen). */
-function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void, doneWhen?: RegExp): void {
+function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void, doneWhen?: DoneWhen): void {
   let sent = false;
   const once = (r: Run): void => {
     if (sent) return;
@@ -60,11 +77,11 @@ function spawnHere(argv: readonly string[], input: string, done: (r: Run) => voi
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const over = (): boolean => {
-    const m = doneWhen?.exec(Buffer.concat(err).toString());
-    if (m) once({ code: 0, stdout: Buffer.concat(out).toString(), stderr: m.input.slice(0, m.index) });
-    return !!m;
+    const r = doneWhen && doneBy(doneWhen, Buffer.concat(out).toString(), Buffer.concat(err).toString());
+    if (r) once(r);
+    return !!r;
   };
-  child.stdout.on('data', (b: Buffer) => out.push(b));
+  child.stdout.on('data', (b: Buffer) => (out.push(b), doneWhen && over()));
   child.stderr.on('data', (b: Buffer) => (err.push(b), doneWhen && over()));
   child.on('error', (e) => once({ code: 127, stdout: '', stderr: `${argv[0]}: ${e.message}` }));
   child.on('close', (code, signal) => {
@@ -92,8 +109,8 @@ interface Request {
   readonly id: number;
   readonly argv: readonly string[];
   readonly input: string;
-  /** run's doneWhen: its source and flags. */
-  readonly doneWhen?: { readonly source: string; readonly flags: string };
+  /** run's doneWhen: its stream, and its line's source and flags. */
+  readonly doneWhen?: { readonly on: DoneWhen['on']; readonly source: string; readonly flags: string };
 }
 /** What a helper answers: how the process ended, or what spawn() threw (bad arguments: it rejects, as here). */
 type Reply = { readonly id: number } & (
@@ -114,6 +131,7 @@ process.on('message', ({ id, argv, input, doneWhen }) => {
     process.send({ id, code: r.code, stdout: r.stdout, stderr: r.stderr });
   };
   const re = doneWhen && new RegExp(doneWhen.source, doneWhen.flags);
+  const doneBy = ${doneBy.toString()};
   let child;
   try {
     child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -124,11 +142,11 @@ process.on('message', ({ id, argv, input, doneWhen }) => {
   const out = [];
   const err = [];
   const over = () => {
-    const m = re && re.exec(Buffer.concat(err).toString());
-    if (m) done({ code: 0, stdout: Buffer.concat(out).toString(), stderr: m.input.slice(0, m.index) });
-    return !!m;
+    const r = re && doneBy({ on: doneWhen.on, line: re }, Buffer.concat(out).toString(), Buffer.concat(err).toString());
+    if (r) done(r);
+    return !!r;
   };
-  child.stdout.on('data', (b) => out.push(b));
+  child.stdout.on('data', (b) => (out.push(b), re && over()));
   child.stderr.on('data', (b) => (err.push(b), re && over()));
   child.on('error', (e) => done({ code: 127, stdout: '', stderr: argv[0] + ': ' + e.message }));
   child.on('close', (code, signal) => {
@@ -146,7 +164,7 @@ interface Helper {
 }
 
 interface Pool {
-  readonly run: (argv: readonly string[], input: string, doneWhen?: RegExp) => Promise<Run>;
+  readonly run: (argv: readonly string[], input: string, doneWhen?: DoneWhen) => Promise<Run>;
   readonly close: () => Promise<void>;
 }
 
@@ -214,7 +232,7 @@ function startPool(size: number): Pool {
           id,
           argv: [...argv],
           input,
-          ...(doneWhen ? { doneWhen: { source: doneWhen.source, flags: doneWhen.flags } } : {}),
+          ...(doneWhen ? { doneWhen: { on: doneWhen.on, source: doneWhen.line.source, flags: doneWhen.line.flags } } : {}),
         };
         h.child.send(req);
       }),

@@ -22,7 +22,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
-import { inNetns, readOwn, run, writeOwn, type ExecHooks, type Run } from './exec.ts';
+import { inNetns, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
 import type { IpSession } from './ip-session.ts';
 import {
   IP_READ,
@@ -58,6 +58,11 @@ export interface LinuxKernelOptions extends ExecHooks {
    * process each; a request it cannot answer runs in a process of its own.
    */
   readonly session?: IpSession;
+  /**
+   * How long after an iptables-restore answered at its sentinel a save in that namespace runs under stdbuf
+   * (see restoreClosing); default 50 ms, about three grace periods. Tests lengthen it to see that path for sure.
+   */
+  readonly restoreClosingMs?: number;
 }
 
 /** Run one `ip` batch of the host namespace in the session when there is one, else in a process. */
@@ -111,9 +116,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
         rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
         rd.ipRules ? run([...pre, 'ip', '-json', 'rule', 'show'], '', o) : undefined,
         rd.ipRules && ipv6 ? run([...pre, 'ip', '-6', '-json', 'rule', 'show'], '', o) : undefined,
-        ...[...rd.iptables].map(([family, tables]) =>
-          run([...pre, family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])], '', o),
-        ),
+        ...[...rd.iptables].map(([family, tables]) => save(pre, family, tables, o)),
       ]);
       return {
         ip,
@@ -301,10 +304,33 @@ export function besideSysctls(sysctls: Step, next: Step): boolean {
   return keysOk && addrsOk;
 }
 
+const onPath = (tool: string): boolean =>
+  (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
 /** Whether `sysctl` is on PATH (looked up once, only when a sysctl step runs in another namespace). */
 let sysctlFound: boolean | undefined;
-const hasSysctl = (): boolean =>
-  (sysctlFound ??= (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/sysctl`)));
+const hasSysctl = (): boolean => (sysctlFound ??= onPath('sysctl'));
+/** Whether `stdbuf` is on PATH (looked up once, when a save follows a restore that may still be closing). */
+let stdbufFound: boolean | undefined;
+const hasStdbuf = (): boolean => (stdbufFound ??= onPath('stdbuf'));
+
+/**
+ * Namespaces (by the argv prefix that enters them) where an iptables-restore was answered at its sentinel and
+ * may still be closing its netlink socket, with until when. Any nf_tables socket closed there meanwhile waits
+ * for the same grace period, and iptables-save prints its tables only as it exits, after its close; so a save
+ * there runs under `stdbuf -oL` (each line printed as it is made) and is over at its "# Completed" line.
+ */
+const restoreClosing = new Map<string, number>();
+
+/** `iptables-save` (or ip6tables-save) of `tables` (one: `-t TABLE`; several: all of them) in the namespace `pre` enters. */
+function save(pre: readonly string[], family: 4 | 6, tables: readonly string[], o: LinuxKernelOptions): Promise<Run> {
+  const argv = [family === 4 ? 'iptables-save' : 'ip6tables-save', ...(tables.length === 1 ? ['-t', tables[0]!] : [])];
+  const key = pre.join('\0');
+  const closing = (restoreClosing.get(key) ?? 0) > performance.now();
+  if (!closing) restoreClosing.delete(key);
+  return closing && tables.length === 1 && hasStdbuf()
+    ? run([...pre, 'stdbuf', '-oL', ...argv], '', o, { on: 'stdout', line: /^# Completed on .*\n/m })
+    : run([...pre, ...argv], '', o);
+}
 
 // nftables steps share that lane: rules name nothing that must exist, and nothing waits for them.
 const isIptStep = (st: Step): boolean => st.tool === 'iptables-restore' || st.tool === 'ip6tables-restore' || st.tool === 'nft';
@@ -330,13 +356,18 @@ export const reachesOut = (op: Op): boolean => {
  * over, every COMMIT before it done, once it reports that line's failure; the process closes on its own. A
  * failure of the real input ends the process before the sentinel, with its exit code and message as before.
  */
-export function withRestoreSentinel(input: string): { readonly input: string; readonly doneWhen: RegExp } {
+export function withRestoreSentinel(input: string): { readonly input: string; readonly doneWhen: DoneWhen } {
   const n = input.split('\n').length; // the input ends with a newline: its line count + 1
-  return { input: `${input}felt/sync\n`, doneWhen: new RegExp(`^ip6?tables-restore(?: v[^:\n]*)?: line ${n} failed\n`, 'm') };
+  return {
+    input: `${input}felt/sync\n`,
+    doneWhen: { on: 'stderr', line: new RegExp(`^ip6?tables-restore(?: v[^:\n]*)?: line ${n} failed\n`, 'm') },
+  };
 }
-const runRestore = (inv: { argv: readonly string[]; input: string }, o: LinuxKernelOptions): Promise<Run> => {
+const runRestore = async (step: Step, inv: { argv: readonly string[]; input: string }, o: LinuxKernelOptions): Promise<Run> => {
   const { input, doneWhen } = withRestoreSentinel(inv.input);
-  return run(inv.argv, input, o, doneWhen);
+  const r = await run(inv.argv, input, o, doneWhen);
+  if (r.code === 0) restoreClosing.set(inNetns(step.ns, o.hostNetns).join('\0'), performance.now() + (o.restoreClosingMs ?? 50));
+  return r;
 };
 
 /** Run one step (an iptables-restore again without a deletion of a rule already gone, at most once per line). */
@@ -351,7 +382,7 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
           : step.tool === 'ip' && step.ns === HOST && step.label === undefined
             ? await hostIp(o, inv.argv, inv.input)
             : step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore'
-              ? await runRestore(inv, o)
+              ? await runRestore(step, inv, o)
               : await run(inv.argv, inv.input, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));

@@ -105,7 +105,7 @@ describe('run() with doneWhen', () => {
 
   it.each([0, 1])('answers at the line with what came before it, the process still running (%i helpers)', async (n) => {
     await spawnFromHelpers(n);
-    const r = await run(argv, '', {}, /^all done\n/m);
+    const r = await run(argv, '', {}, { on: 'stderr', line: /^all done\n/m });
     const pid = Number(/pid (\d+)/.exec(r.stderr)?.[1]);
     try {
       expect(r).toEqual({ code: 0, stdout: '', stderr: `pid ${pid}\n` });
@@ -115,10 +115,35 @@ describe('run() with doneWhen', () => {
     }
   });
 
+  it.each([0, 1])('on stdout: answers with stdout up to the line (%i helpers)', async (n) => {
+    await spawnFromHelpers(n);
+    const r = await run(
+      ['sh', '-c', 'echo "pid $$"; echo "# Completed"; exec sleep 600'],
+      '',
+      {},
+      { on: 'stdout', line: /^# Completed\n/m },
+    );
+    const pid = Number(/pid (\d+)/.exec(r.stdout)?.[1]);
+    try {
+      expect(r.stdout).toBe(`pid ${pid}\n# Completed\n`);
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toMatch(/^(sh|sleep)\0/);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+
   it.each([0, 1])('without the line, the exit is the answer (%i helpers)', async (n) => {
     await spawnFromHelpers(n);
-    expect(await run(['sh', '-c', 'echo nope >&2; exit 4'], '', {}, /^all done$/m)).toEqual({ code: 4, stdout: '', stderr: 'nope\n' });
+    expect(await run(['sh', '-c', 'echo nope >&2; exit 4'], '', {}, { on: 'stderr', line: /^all done$/m })).toEqual({
+      code: 4,
+      stdout: '',
+      stderr: 'nope\n',
+    });
     // The line and the exit together: done.
-    expect(await run(['sh', '-c', 'echo "all done" >&2; exit 1'], '', {}, /^all done$/m)).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await run(['sh', '-c', 'echo "all done" >&2; exit 1'], '', {}, { on: 'stderr', line: /^all done$/m })).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: '',
+    });
   });
 });
