@@ -13,9 +13,33 @@
 // request's, and the session starts anew (empty cache) at its next request; a read that failed anywhere is
 // done again by a process of its own. Other failures (a device that exists already) are the answer.
 // Requests never wait for one another's processes: one at a time in the session, in arrival order.
+//
+// tc's batch mode works the same way (same library: "Command failed -:N", a JSON document per show, a name
+// cache), so a `tc -json -force -batch -` session serves the host's qdisc and filter reads and changes
+// (the bandwidth plugin's) with its own read commands and sentinel (`qdisc show dev felt/sync<N>`).
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { run, traceMark, type ExecHooks, type Run } from './exec.ts';
+
+/** The batch tools a session can run: its argv, the argv of a fresh process, its reads and its sentinel. */
+const TOOLS = {
+  ip: {
+    session: ['ip', '-json', '-d', '-force', '-batch', '-'],
+    fresh: ['ip', '-force', '-batch', '-'],
+    read: /^(?:link show|addr show|route show|neigh show|netns list-id|rule show)\b/,
+    sentinel: (n: number) => `link show dev felt/sync${n}`,
+  },
+  tc: {
+    session: ['tc', '-json', '-force', '-batch', '-'],
+    fresh: ['tc', '-force', '-batch', '-'],
+    read: /^(?:qdisc show|filter show|class show)\b/,
+    sentinel: (n: number) => `qdisc show dev felt/sync${n}`,
+  },
+} as const satisfies Record<
+  string,
+  { session: readonly string[]; fresh: readonly string[]; read: RegExp; sentinel: (n: number) => string }
+>;
+export type SessionTool = keyof typeof TOOLS;
 
 export interface IpSession {
   /** `input` (ip batch lines): reads print one JSON document each; undefined when the session could not. */
@@ -25,8 +49,6 @@ export interface IpSession {
   readonly close: () => void;
 }
 
-const READ = /^(?:link show|addr show|route show|neigh show|netns list-id|rule show)\b/;
-
 /**
  * What a stale cache entry cannot explain: a device (or address, route) that exists already. A name resolved
  * to an index that is gone gets back anything from "No such device" to "Invalid argument" (a master).
@@ -34,8 +56,13 @@ const READ = /^(?:link show|addr show|route show|neigh show|netns list-id|rule s
 const NOT_STALE = /File exists/;
 
 /** `pre`: the argv prefix that enters the namespace (none for this process's own). */
-export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): IpSession {
-  const argv = [...pre, 'ip', '-json', '-d', '-force', '-batch', '-'];
+export const ipSession = (pre: readonly string[] = [], hooks: ExecHooks = {}): IpSession => batchSession('ip', pre, hooks);
+
+/** A long-lived `tool` (ip or tc) in the namespace `pre` enters; `ipSession` is the ip one. */
+export function batchSession(tool: SessionTool, pre: readonly string[] = [], hooks: ExecHooks = {}): IpSession {
+  const t = TOOLS[tool];
+  const READ = t.read;
+  const argv = [...pre, ...t.session];
   let child: ChildProcessWithoutNullStreams | undefined;
   let lines = 0;
   let out = '';
@@ -80,7 +107,7 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
     err = '';
     const reads = mine.filter((l) => READ.test(l)).length;
     const done = new RegExp(`(?:^|\\n)Command failed -:${sentinel}\\n`);
-    c.stdin.write(`${mine.join('\n')}${mine.length ? '\n' : ''}link show dev felt/sync${sentinel}\n`);
+    c.stdin.write(`${mine.join('\n')}${mine.length ? '\n' : ''}${t.sentinel(sentinel)}\n`);
     const complete = (): boolean => {
       if (!done.test(err)) return false;
       const failedReads = [...err.matchAll(/Command failed -:(\d+)/g)]
@@ -122,7 +149,7 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
     if (reads > 0) return undefined;
     counts.reruns++;
     const again = [...failed.keys()].sort((a, b) => a - b);
-    const r = await run([...pre, 'ip', '-force', '-batch', '-'], again.map((n) => `${mine[n - 1]}\n`).join(''), hooks);
+    const r = await run([...pre, ...t.fresh], again.map((n) => `${mine[n - 1]}\n`).join(''), hooks);
     if (r.code === 0) return { code: 0, stdout, stderr: '' };
     // The fresh process's line numbers, back to the request's.
     const renumbered = r.stderr.replace(/Command failed -:(\d+)/g, (_, k: string) => `Command failed -:${again[Number(k) - 1] ?? 0}`);
@@ -135,7 +162,7 @@ export function ipSession(pre: readonly string[] = [], hooks: ExecHooks = {}): I
       const p = chain.then(() => once(input));
       void p.then((r) =>
         traceMark(
-          `session ip: ${input.split('\n').length - 1} lines, ${(performance.now() - t0).toFixed(1)} ms, ${r ? `exit ${r.code}` : 'not answered'}`,
+          `session ${tool}: ${input.split('\n').length - 1} lines, ${(performance.now() - t0).toFixed(1)} ms, ${r ? `exit ${r.code}` : 'not answered'}`,
         ),
       );
       chain = p.catch(() => undefined);

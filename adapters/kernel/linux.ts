@@ -24,6 +24,7 @@ import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
 import type { IpSession } from './ip-session.ts';
+import { isLinkName } from '../../core/kernel/names.ts';
 import {
   IP_READ,
   pairVeths,
@@ -58,6 +59,8 @@ export interface LinuxKernelOptions extends ExecHooks {
    * process each; a request it cannot answer runs in a process of its own.
    */
   readonly session?: IpSession;
+  /** The same for `tc` (the host's qdiscs and filters): a long-lived `tc -json -force -batch -`. */
+  readonly tcSession?: IpSession;
   /**
    * How long after an iptables-restore answered at its sentinel a save in that namespace runs under stdbuf
    * (see restoreClosing); default 50 ms, about three grace periods. Tests lengthen it to see that path for sure.
@@ -68,6 +71,9 @@ export interface LinuxKernelOptions extends ExecHooks {
 /** Run one `ip` batch of the host namespace in the session when there is one, else in a process. */
 const hostIp = async (o: LinuxKernelOptions, argv: readonly string[], input: string): Promise<Run> =>
   (await o.session?.request(input)) ?? run(argv, input, o);
+/** Run a `tc` command (`line`, or a batch: `input`) of the host namespace in its session when there is one, else `argv` in a process. */
+const hostTc = async (o: LinuxKernelOptions, argv: readonly string[], input: string, line = input): Promise<Run> =>
+  (await o.tcSession?.request(line)) ?? run(argv, input, o);
 
 const kerr = (msg: string, details?: string): KernelError => (details ? { kind: 'kernel', msg, details } : { kind: 'kernel', msg });
 
@@ -103,7 +109,13 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
     reads.map(async (rd) => {
       const pre = inNetns(rd.ns, o.hostNetns);
       const paths = rd.sysctls.map(sysctlPath);
-      const filters = Promise.all(rd.filters.map((dev) => run([...pre, 'tc', '-json', 'filter', 'show', 'dev', dev, 'ingress'], '', o)));
+      // A read of the host's goes to its tc session as a batch line (a device name only when no batch tool
+      // could read it as more than one word: isLinkName), else it is a process of its own.
+      const tcRead = (args: readonly string[], dev?: string): Promise<Run> =>
+        rd.ns === HOST && (dev === undefined || isLinkName(dev))
+          ? hostTc(o, [...pre, 'tc', '-json', ...args], '', `${args.join(' ')}\n`)
+          : run([...pre, 'tc', '-json', ...args], '', o);
+      const filters = Promise.all(rd.filters.map((dev) => tcRead(['filter', 'show', 'dev', dev, 'ingress'], dev)));
       const nft = Promise.all(rd.nftTables.map((t) => run([...pre, 'nft', '-j', 'list', 'table', t.family, t.name], '', o)));
       const [ip, sysctl, fdb, tc, rules4, rules6, ...ipt] = await Promise.all([
         req.ip === false
@@ -113,7 +125,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
             : run([...pre, 'ip', '-json', '-d', '-batch', '-'], IP_READ, o),
         paths.length === 0 ? undefined : pre.length === 0 ? readOwn(paths) : run([...pre, 'grep', '-sH', '', '--', ...paths], '', o),
         rd.fdb ? run([...pre, 'bridge', '-json', 'fdb', 'show'], '', o) : undefined,
-        rd.qdiscs ? run([...pre, 'tc', '-json', 'qdisc', 'show'], '', o) : undefined,
+        rd.qdiscs ? tcRead(['qdisc', 'show']) : undefined,
         rd.ipRules ? run([...pre, 'ip', '-json', 'rule', 'show'], '', o) : undefined,
         rd.ipRules && ipv6 ? run([...pre, 'ip', '-6', '-json', 'rule', 'show'], '', o) : undefined,
         ...[...rd.iptables].map(([family, tables]) => save(pre, family, tables, o)),
@@ -381,9 +393,11 @@ async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKe
           ? await writeOwn(inv.path, inv.value)
           : step.tool === 'ip' && step.ns === HOST && step.label === undefined
             ? await hostIp(o, inv.argv, inv.input)
-            : step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore'
-              ? await runRestore(step, inv, o)
-              : await run(inv.argv, inv.input, o);
+            : step.tool === 'tc' && step.ns === HOST && step.label === undefined
+              ? await hostTc(o, inv.argv, inv.input)
+              : step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore'
+                ? await runRestore(step, inv, o)
+                : await run(inv.argv, inv.input, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
       if (v.kind === 'retry') retry = v.step;

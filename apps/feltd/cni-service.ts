@@ -30,7 +30,7 @@ import { CNI_ENTRIES } from '../../apps/cni/entries.ts';
 import { aboutText, dispatch, makeCtx } from '../../apps/cni/dispatch.ts';
 import { warmStores, type WarmStores } from '../../apps/cni/store.ts';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
-import { ipSession, type IpSession } from '../../adapters/kernel/ip-session.ts';
+import { batchSession, ipSession, type IpSession } from '../../adapters/kernel/ip-session.ts';
 import { traceMark } from '../../adapters/kernel/exec.ts';
 import { noWaveStats, waveKernel, type WaveKernel, type WaveStats } from '../../adapters/kernel/waves.ts';
 import type { CniHandler, CniReply, CniRequest } from './cni-server.ts';
@@ -165,10 +165,14 @@ export function cniService(deps: CniServiceDeps): CniService {
    * that namespace (the first caller's may close before the others are done).
    */
   const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
-  // feltd's own namespace (where the runtime runs, on a node): one long-lived `ip` for its host reads and
-  // changes, kept between waves.
+  // feltd's own namespace (where the runtime runs, on a node): one long-lived `ip` and one `tc` for its host
+  // reads and changes, kept between waves.
   let session: IpSession | undefined;
-  const ownSession = (): IpSession => (session ??= ipSession());
+  let tcSession: IpSession | undefined;
+  const ownSessions = (): { session: IpSession; tcSession: IpSession } => ({
+    session: (session ??= ipSession()),
+    tcSession: (tcSession ??= batchSession('tc')),
+  });
   const retired = noWaveStats();
   const waveFor = (key: string, hostNetns: string | undefined): { kernel: WaveKernel; release: () => void } => {
     let w = waves.get(key);
@@ -176,7 +180,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       const fd = hostNetns === undefined ? undefined : openSync(hostNetns, 'r');
       const inner = linuxKernel({
         pid: process.pid,
-        ...(fd !== undefined ? { hostNetns: `/proc/${process.pid}/fd/${fd}` } : { session: ownSession() }),
+        ...(fd !== undefined ? { hostNetns: `/proc/${process.pid}/fd/${fd}` } : ownSessions()),
       });
       w = { kernel: waveKernel(inner), users: 0, close: () => fd !== undefined && closeSync(fd) };
       waves.set(key, w);
@@ -327,6 +331,7 @@ export function cniService(deps: CniServiceDeps): CniService {
     close: () => {
       stores.close();
       session?.close();
+      tcSession?.close();
     },
   };
 }

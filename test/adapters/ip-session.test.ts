@@ -4,7 +4,7 @@
 // index) costs a re-run of the failed lines, never a wrong answer.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ipSession, type IpSession } from '../../adapters/kernel/ip-session.ts';
+import { batchSession, ipSession, type IpSession } from '../../adapters/kernel/ip-session.ts';
 import { IP_READ, parseIpBatch } from '../../adapters/kernel/parse.ts';
 import { HOST } from '../../core/kernel/model.ts';
 import { cleanupNetns, createNetns, type Netns } from '../support/netns.ts';
@@ -77,5 +77,46 @@ describe('a long-lived ip session', () => {
     const r = await s.request(IP_READ);
     expect(r?.code).toBe(0);
     expect(s.stats().spawned).toBeGreaterThan(before);
+  });
+});
+
+describe('a long-lived tc session', () => {
+  let ns: Netns;
+  let s: IpSession;
+  const spawns: string[][] = [];
+
+  beforeAll(async () => {
+    ns = await createNetns();
+    await ns.run(['ip', 'link', 'add', 'tq0', 'type', 'veth', 'peer', 'name', 'tq1']);
+    s = batchSession('tc', ['nsenter', `--net=${ns.path}`], { onSpawn: (a) => spawns.push([...a]) });
+  });
+
+  afterAll(async () => {
+    s.close();
+    await cleanupNetns();
+  });
+
+  it('answers qdisc reads and changes in one process, as tc processes of their own would', async () => {
+    const made = await s.request('qdisc replace dev tq0 root tbf rate 1mbit burst 10kb latency 50ms\nqdisc add dev tq0 ingress\n');
+    expect(made).toEqual({ code: 0, stdout: '', stderr: '' });
+    const [all, filters] = await Promise.all([s.request('qdisc show\n'), s.request('filter show dev tq0 ingress\n')]);
+    const own = await ns.run(['tc', '-json', 'qdisc', 'show']);
+    expect(all).toEqual({ code: 0, stdout: own, stderr: '' });
+    expect(JSON.parse(all!.stdout)).toContainEqual(expect.objectContaining({ kind: 'tbf', dev: 'tq0' }));
+    expect(filters).toEqual({ code: 0, stdout: await ns.run(['tc', '-json', 'filter', 'show', 'dev', 'tq0', 'ingress']), stderr: '' });
+    expect(s.stats()).toMatchObject({ spawned: 1, requests: 3 });
+    expect(spawns.filter((a) => a.includes('tc'))).toEqual([['nsenter', `--net=${ns.path}`, 'tc', '-json', '-force', '-batch', '-']]);
+  });
+
+  it('a failed line is numbered from the request; a deletion of what is not there is run again in a process and fails there too', async () => {
+    const r = await s.request('qdisc del dev tq0 root\nqdisc del dev tq0 root\n');
+    expect(r?.code).not.toBe(0);
+    expect(r?.stderr).toMatch(/Command failed -:2$/m);
+    expect(r?.stderr).not.toMatch(/felt\/sync/);
+    expect(JSON.parse(await ns.run(['tc', '-json', 'qdisc', 'show', 'dev', 'tq0']))).not.toContainEqual(
+      expect.objectContaining({ kind: 'tbf' }),
+    );
+    // A read that fails (no such device) is answered by nobody: the caller runs its own process.
+    expect(await s.request('filter show dev nosuch9 ingress\n')).toBeUndefined();
   });
 });

@@ -247,6 +247,55 @@ describe('feltd serving CNI', () => {
     expect(await d.exited).toBe(0);
   });
 
+  it("in the runtime's own namespace, bandwidth's qdisc and filter reads and changes go to one long-lived tc", async () => {
+    const dir = sb.dir();
+    const socket = join(dir, 'cni.sock');
+    const host = await sb.ns();
+    const d = await feltd(socket, [], true, host);
+    const pod = await sb.ns();
+    const conf = bridgeConf(join(dir, 'data'), 'brdt0');
+    const bw = (prevResult: unknown) => ({
+      cniVersion: '1.1.0',
+      name: 'dbr',
+      type: 'bandwidth',
+      ingressRate: 8_000_000,
+      ingressBurst: 100_000,
+      egressRate: 8_000_000,
+      egressBurst: 100_000,
+      prevResult,
+    });
+    const call = (type: string, command: 'ADD' | 'DEL', config: object) =>
+      via(socket, { type, command, hostNs: host, netns: nsPath(pod), containerId: 't0', ifname: 'eth0', config });
+    const added = await call('bridge', 'ADD', conf);
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    const limited = await call('bandwidth', 'ADD', bw(added.json));
+    expect(limited.code, limited.stdout + limited.stderr).toBe(0);
+    const qdiscs = async (): Promise<string[]> =>
+      (
+        JSON.parse(spawnSync('ip', ['netns', 'exec', host, 'tc', '-json', 'qdisc', 'show']).stdout.toString()) as {
+          kind: string;
+          dev: string;
+        }[]
+      )
+        .filter((q) => q.kind === 'tbf' || q.kind === 'ingress')
+        .map((q) => `${q.kind} ${q.dev}`);
+    expect((await qdiscs()).sort()).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^tbf bwp/), expect.stringMatching(/^ingress veth/)]),
+    );
+    expect((await call('bandwidth', 'DEL', bw(added.json))).code).toBe(0);
+    expect((await call('bridge', 'DEL', conf)).code).toBe(0);
+    expect(await qdiscs()).toEqual([]);
+    // No `tc` process in feltd's namespace: every host read and change went to the session.
+    const spawned = d
+      .log()
+      .split('\n')
+      .filter((l) => / \$ \[/.test(l));
+    expect(spawned.filter((l) => /\$ \["tc",/.test(l))).toEqual([]);
+    expect(d.log()).toMatch(/session tc: /);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  });
+
   it('honours nothing but CNI_* from the caller, and refuses a caller whose namespace is not the one it names', async () => {
     const dir = sb.dir();
     const socket = join(dir, 'cni.sock');
