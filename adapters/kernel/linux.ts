@@ -24,7 +24,7 @@ import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
 import { inNetns, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
 import type { IpSession } from './ip-session.ts';
-import { isLinkName } from '../../core/kernel/names.ts';
+import { isLinkName, runNetnsName } from '../../core/kernel/names.ts';
 import {
   IP_READ,
   pairVeths,
@@ -230,7 +230,7 @@ async function observe(req: ObserveRequest, o: LinuxKernelOptions): Promise<E.Ei
   }
   const named = (ns: NsRef): string | undefined => {
     const path = ns === HOST ? o.hostNetns : ns;
-    return path === undefined ? undefined : /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(path)?.[1];
+    return path === undefined ? undefined : runNetnsName(path);
   };
   const links = pairVeths(ipStates, named);
   for (const { ns } of ipStates) state.links.push(...links.get(ns)!);

@@ -259,13 +259,25 @@ export function pairVeths(seen: readonly { ns: NsRef; state: IpState }[], nameOf
     }
   }
   return new Map(
-    seen.map(({ ns, state }) => [
-      ns,
-      state.links.map((l) => {
-        const p = l.kind === 'veth' && !l.veth ? peer.get(`${ns}\u0000${l.name}`) : undefined;
-        return p ? { ...l, veth: { peer: p.name, peerNs: p.ns } } : l;
-      }),
-    ]),
+    seen.map(({ ns, state }) => {
+      // A peer in a namespace that was not read: its /run/netns name, when it has one.
+      const elsewhere = new Map(
+        state.veths.flatMap((v) => {
+          const name = v.peerNsid === undefined ? undefined : state.nsids.get(v.peerNsid);
+          return name !== undefined && !byName.has(name) ? [[v.name, name] as const] : [];
+        }),
+      );
+      return [
+        ns,
+        state.links.map((l) => {
+          if (l.kind !== 'veth' || l.veth) return l;
+          const p = peer.get(`${ns}\u0000${l.name}`);
+          if (p) return { ...l, veth: { peer: p.name, peerNs: p.ns } };
+          const away = elsewhere.get(l.name);
+          return away !== undefined ? { ...l, peerNetns: away } : l;
+        }),
+      ];
+    }),
   );
 }
 

@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto'; // a pure function of its input; no I/
 import { invalidConfig, type CniError } from '../cni/errors.ts';
 import type { Interface } from '../cni/result.ts';
 import { emptyKernelState, HOST, type KernelState, type Link, type NsRef, type OwnershipScope, type Qdisc } from '../kernel/model.ts';
+import { runNetnsName } from '../kernel/names.ts';
 import type { BandwidthConf, Limit } from './config.ts';
 
 const LATENCY_MS = 25;
@@ -85,14 +86,35 @@ export const withIfb = <R extends { interfaces?: Interface[] }>(prev: R, ifb: st
  * The host interface whose veth peer is the container's `ifname` (the reference's getHostInterface): among
  * prevResult's interfaces without a sandbox, the one the kernel pairs with the container end. When the pairing
  * cannot be seen (a CNI_NETNS outside /run/netns), the only host veth prevResult names.
+ *
+ * `hostOnly` (only the host was read): prevResult names `ifname` in `netns`, and exactly one host veth among
+ * its host interfaces has its peer in `netns` (its peerNetns, or a peer the reader could name): that one. Else
+ * an error, and the caller reads the container's namespace too.
  */
 export function hostInterface(
   interfaces: readonly Interface[],
   links: readonly Link[],
   ifname: string,
   netns: NsRef,
+  hostOnly = false,
 ): E.Either<CniError, Link> {
   if (interfaces.length === 0) return E.left(invalidConfig('prevResult.interfaces: no interfaces provided'));
+  if (hostOnly) {
+    if (!interfaces.some((i) => i.sandbox === netns && i.name === ifname))
+      return E.left(invalidConfig(`prevResult.interfaces: no ${ifname} in ${netns}`));
+    const named = new Set(interfaces.filter((i) => !i.sandbox).map((i) => i.name));
+    const pod = runNetnsName(netns);
+    const inPod = links.filter(
+      (l) =>
+        l.ns === HOST &&
+        l.kind === 'veth' &&
+        named.has(l.name) &&
+        (l.veth ? l.veth.peerNs === netns && l.veth.peer === ifname : pod !== undefined && l.peerNetns === pod),
+    );
+    return inPod.length === 1
+      ? E.right(inPod[0]!)
+      : E.left(invalidConfig(`prevResult.interfaces: no one host veth with its peer in ${netns} (${inPod.length} found)`));
+  }
   const cont = links.find((l) => l.ns === netns && l.name === ifname);
   if (!cont) return E.left(invalidConfig(`CNI_IFNAME: container interface ${ifname} not found in ${netns}`));
   if (cont.kind !== 'veth')

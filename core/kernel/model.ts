@@ -122,6 +122,11 @@ export interface Link {
    */
   readonly from?: { readonly ns: NsRef; readonly name: string };
   readonly veth?: VethSpec;
+  /**
+   * Observed only: a veth whose peer is in a namespace that was not read, named in /run/netns: that name (what
+   * `ip -d link show` tells with its link-netnsid). Never desired, never compared.
+   */
+  readonly peerNetns?: string;
   readonly vxlan?: VxlanSpec;
   readonly bridge?: BridgeSpec;
   readonly macvlan?: MacvlanSpec;

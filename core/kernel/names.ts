@@ -25,6 +25,9 @@ export function linkNameProblem(s: string): string | undefined {
 
 export const isLinkName = (s: string): boolean => linkNameProblem(s) === undefined;
 
+/** The name of a namespace at /run/netns/NAME (or /var/run/netns/NAME), as runtimes make them; else undefined. */
+export const runNetnsName = (path: string): string | undefined => /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(path)?.[1];
+
 /** The CNI spec's network name (and libcni's container ID): alphanumeric first, then alphanumerics, '_', '.', '-'. */
 export const CNI_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 

@@ -89,8 +89,10 @@ describe('the chain bridge + portmap + bandwidth + tuning + firewall: the proces
     const fw = add.procs.get('firewall')!;
     expect(fw.filter((p) => ipRead(p) || p.includes('nft '))).toEqual([]);
     expect(fw.some((p) => p.includes('iptables-save -t filter'))).toBe(true);
-    // A fresh veth has no ingress qdisc: no filter to read.
+    // A fresh veth has no ingress qdisc: no filter to read. The host alone: prevResult names the host veth,
+    // whose peer the host read places in the pod's namespace.
     expect(add.procs.get('bandwidth')!.filter((p) => p.includes('filter show'))).toEqual([]);
+    expect(add.procs.get('bandwidth')!.filter(ipRead)).toEqual(['ip -json -d -batch -']);
 
     // What ADD made: the DNAT chain, the firewall's rules of the address, the limits.
     const ip = (add.result as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
@@ -133,6 +135,7 @@ describe('the chain bridge + portmap + bandwidth + tuning + firewall: the proces
     expect(fd.filter(ipRead)).toEqual([]);
     expect(fd).toContain('nft -j list table inet cni_firewall');
     expect(del.procs.get('bandwidth')!.filter((p) => p.includes('filter show'))).toEqual([]);
+    expect(del.procs.get('bandwidth')!.filter(ipRead)).toEqual(['ip -json -d -batch -']);
 
     // Nothing of the attachment is left.
     expect((await cniChains(host)).filter((l) => l.includes('CNI-DN-'))).toEqual([]);

@@ -110,6 +110,23 @@ describe('hostInterface', () => {
     expect(E.isRight(hostInterface(prevIfs, links, 'eth0', POD))).toBe(true);
   });
 
+  it('from the host alone: the one host veth prevResult names whose peer is in the pod, if prevResult names the interface there', () => {
+    const hostEnd: Link = { ...hostVeth, veth: undefined, peerNetns: 'pod' };
+    const away: Link = { ...other, veth: undefined, peerNetns: 'other' };
+    const links = [bridge, hostEnd, away];
+    expect(hostInterface(prevIfs, links, 'eth0', POD, true)).toEqual(E.right(hostEnd));
+    // prevResult names another interface in the pod: not for the host alone to say (the caller reads the pod).
+    expect(E.isLeft(hostInterface(prevIfs, links, 'eth1', POD, true))).toBe(true);
+    // Its host veth has its peer elsewhere, or two of them are in the pod: not one.
+    expect(E.isLeft(hostInterface([{ name: 'veth9999' }, { name: 'eth0', sandbox: POD }], links, 'eth0', POD, true))).toBe(true);
+    const two = [...prevIfs, { name: 'veth9999' }];
+    expect(E.isLeft(hostInterface(two, [bridge, hostEnd, { ...away, peerNetns: 'pod' }], 'eth0', POD, true))).toBe(true);
+    // A namespace outside /run/netns has no name to match.
+    expect(
+      E.isLeft(hostInterface([{ name: 'veth1234' }, { name: 'eth0', sandbox: '/proc/7/ns/net' }], links, 'eth0', '/proc/7/ns/net', true)),
+    ).toBe(true);
+  });
+
   it('refuses a prevResult that does not name the peer, and a container interface that is not a veth', () => {
     const r = hostInterface([{ name: 'veth9999' }, { name: 'eth0', sandbox: POD }], world().links, 'eth0', POD);
     expect(E.isLeft(r) && r.left).toMatchObject({

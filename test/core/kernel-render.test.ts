@@ -183,6 +183,11 @@ describe('parseIpBatch', () => {
       () => undefined,
     );
     expect(none.get(HOST)![0]!.veth).toBeUndefined();
+    // Only the host read: its veth names its peer's namespace (peerNetns), the peer itself unknown.
+    const alone = pairVeths([{ ns: HOST, state: hostNamed }], () => undefined);
+    expect(alone.get(HOST)![0]).toMatchObject({ name: 'vethX', peerNetns: 'pod1' });
+    expect(alone.get(HOST)![0]!.veth).toBeUndefined();
+    expect(paired.get(HOST)![0]!.peerNetns).toBeUndefined();
   });
 });
 

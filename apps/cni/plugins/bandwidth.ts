@@ -17,6 +17,7 @@ import { drift, plan } from '../../../core/kernel/plan.ts';
 import { kernelFor } from '../kernel.ts';
 import { applyIn, liveNetns, netnsExists, noNetns, observeIn } from '../kit.ts';
 import type { Ctx, Plugin } from '../plugin.ts';
+import { runNetnsName } from '../../../core/kernel/names.ts';
 
 interface Parsed {
   readonly bw: BandwidthConf;
@@ -67,6 +68,35 @@ function observe(
 /** The host interfaces prevResult names (not the ifb): one of them is the host veth. */
 const hostIfsOf = (prev: Result | undefined, ifb: string): string[] =>
   (prev?.interfaces ?? []).filter((i) => !i.sandbox && i.name !== ifb).map((i) => i.name);
+
+/**
+ * The host's links and qdiscs, with the host veth of the container's interface: from the host alone when
+ * prevResult names host interfaces and the namespace is one of /run/netns (the host veth tells its peer's
+ * namespace), else, or when that does not find exactly one, from both namespaces (the pairing itself).
+ */
+function observeWithHost(
+  ctx: Ctx,
+  args: CmdArgs,
+  prev: Result | undefined,
+  p: Parsed,
+  netns: string | undefined,
+): TE.TaskEither<CniError, { seen: KernelState; host: E.Either<CniError, Link> | undefined }> {
+  const scope = bandwidthScope(p.ifb, undefined);
+  const find = (seen: KernelState, hostOnly: boolean) =>
+    prev?.interfaces?.length && netns ? hostInterface(prev.interfaces, seen.links, args.ifname, netns, hostOnly) : undefined;
+  const both = pipe(
+    observe(ctx, netns, scope, p.ifb, []),
+    TE.map((seen) => ({ seen, host: find(seen, false) })),
+  );
+  if (!netns || runNetnsName(netns) === undefined || hostIfsOf(prev, p.ifb).length === 0) return both;
+  return pipe(
+    observe(ctx, undefined, scope, p.ifb, []),
+    TE.chain((seen) => {
+      const host = find(seen, true);
+      return host && E.isRight(host) ? TE.right({ seen, host }) : both;
+    }),
+  );
+}
 
 /**
  * `seen` with the redirect of `dev`'s ingress qdisc, when it has one (a repeated ADD): the host's qdiscs read
@@ -136,10 +166,10 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   };
 
   return pipe(
-    observe(ctx, args.netns, bandwidthScope(p.ifb, undefined), p.ifb, []),
-    TE.chain((first) =>
+    observeWithHost(ctx, args, prev, p, args.netns),
+    TE.chain(({ seen: first, host: found }) =>
       pipe(
-        TE.fromEither(hostInterface(prev.interfaces ?? [], first.links, args.ifname, args.netns)),
+        TE.fromEither(found ?? hostInterface(prev.interfaces ?? [], first.links, args.ifname, args.netns)),
         TE.chain((host) =>
           pipe(
             readFilters(ctx, host.name, p.ifb)(first),
@@ -166,7 +196,13 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
 }
 
 /** The host veth of the container's interface, when the kernel (and prevResult, if given) can say. */
-function hostVethOf(seen: KernelState, args: CmdArgs, prev: Result | undefined): string | undefined {
+function hostVethOf(
+  seen: KernelState,
+  args: CmdArgs,
+  prev: Result | undefined,
+  found: E.Either<CniError, Link> | undefined,
+): string | undefined {
+  if (found) return E.isRight(found) ? found.right.name : undefined;
   if (prev?.interfaces?.length) {
     const h = hostInterface(prev.interfaces, seen.links, args.ifname, args.netns);
     return E.isRight(h) ? h.right.name : undefined;
@@ -185,9 +221,9 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // its qdiscs, went with it): neither is an error.
   const netns = liveNetns(args.netns);
   return pipe(
-    observe(ctx, netns, bandwidthScope(p.ifb, undefined), p.ifb, []),
-    TE.chain((seen) => {
-      const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev) : undefined);
+    observeWithHost(ctx, args, p.prev, p, netns),
+    TE.chain(({ seen, host }) => {
+      const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev, host) : undefined);
       return applyRemoval(ctx, plan(emptyKernelState(), seen, scope));
     }),
   );
