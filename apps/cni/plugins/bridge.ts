@@ -428,14 +428,23 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     const hostOnly = netns !== undefined && recs.length > 0;
     // Only the masquerade backend the recorded ADDs used, when they agree; both without a record.
     const own = ownBackendOnly(ownScope, recordedBackend(recs));
-    let seen = await observe(ctx, bc, hostOnly ? withHostVeths(own, recs) : own, hostOnly ? undefined : netns)();
-    if (hostOnly && E.isRight(seen) && !present(recs, seen.right.links)) seen = await observe(ctx, bc, own, netns)();
-    if (E.isLeft(seen)) return seen;
-    const scope = withHostVeths(own, identified(recs, seen.right, bc));
-    // The apply starts its processes at once; the release (in-process for felt's host-local) runs while they do.
-    const applying = apply(ctx, plan(emptyKernelState(), seen.right, scope))();
-    const [removed, released] = await Promise.all([applying, meanwhile()]);
-    return E.isLeft(removed) ? removed : released;
+    // The masquerade is read, planned and removed beside the links (as ADD makes it): neither waits for the
+    // other's read (iptables-save is the slow one) nor for the other's removal (each waits on the kernel).
+    const nscope = netfilterScope(own);
+    const kscope = withoutNetfilterScope(own);
+    const masquerade = pipe(
+      observeNetfilter(ctx, nscope, [4, 6]),
+      TE.chain((seen) => apply(ctx, plan(emptyKernelState(), seen, nscope))),
+    );
+    const links: TE.TaskEither<CniError, void> = async () => {
+      let seen = await observe(ctx, bc, hostOnly ? withHostVeths(kscope, recs) : kscope, hostOnly ? undefined : netns)();
+      if (hostOnly && E.isRight(seen) && !present(recs, seen.right.links)) seen = await observe(ctx, bc, kscope, netns)();
+      if (E.isLeft(seen)) return seen;
+      return apply(ctx, plan(emptyKernelState(), seen.right, withHostVeths(kscope, identified(recs, seen.right, bc))))();
+    };
+    // Both start their processes at once; the release (in-process for felt's host-local) runs while they do.
+    const [nf, removed, released] = await Promise.all([masquerade(), links(), meanwhile()]);
+    return E.isLeft(nf) ? nf : E.isLeft(removed) ? removed : released;
   };
   return pipe(
     first,
