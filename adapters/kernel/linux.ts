@@ -378,7 +378,9 @@ export function withRestoreSentinel(input: string): { readonly input: string; re
 const runRestore = async (step: Step, inv: { argv: readonly string[]; input: string }, o: LinuxKernelOptions): Promise<Run> => {
   const { input, doneWhen } = withRestoreSentinel(inv.input);
   const r = await run(inv.argv, input, o, doneWhen);
-  if (r.code === 0) restoreClosing.set(inNetns(step.ns, o.hostNetns).join('\0'), performance.now() + (o.restoreClosingMs ?? 50));
+  // Only a deletion (of a rule or chain, or a chain's flush) leaves the kernel something to free.
+  if (r.code === 0 && /^-[DFXR] /m.test(inv.input))
+    restoreClosing.set(inNetns(step.ns, o.hostNetns).join('\0'), performance.now() + (o.restoreClosingMs ?? 50));
   return r;
 };
 
