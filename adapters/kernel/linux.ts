@@ -36,7 +36,7 @@ import {
   parseRedirect,
   type IpState,
 } from './parse.ts';
-import { explain, failedLines, invocations, steps, type RenderOptions, type Step } from './render.ts';
+import { explain, failedLines, invocations, steps, withSysctlsFirst, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import { NFT_NO_TABLE, parseNftList } from './nft.ts';
 
@@ -249,12 +249,12 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
   if (ops.length === 0) return E.right(undefined);
   const ro: RenderOptions = { pid: o.pid, ...(o.hostNetns !== undefined ? { hostNetns: o.hostNetns } : {}) };
   let all: readonly Step[];
+  const ipv6 = existsSync('/proc/sys/net/ipv6');
   try {
-    all = steps(ops, ro);
+    all = sysctlsIntoBatches(steps(ops, ro), ipv6);
   } catch (e) {
     return E.left(kerr((e as Error).message));
   }
-  const ipv6 = existsSync('/proc/sys/net/ipv6');
   let failed: E.Left<KernelError> | undefined;
   const step = async (st: Step): Promise<void> => {
     if (failed) return;
@@ -298,6 +298,33 @@ async function apply(ops: readonly Op[], o: LinuxKernelOptions): Promise<E.Eithe
   }
   await Promise.all([ipt, barrier, ...lanes.values()]);
   return failed ?? E.right(undefined);
+}
+
+/**
+ * Each sysctl step of a pod (a namespace in /run/netns) joins the ip step that comes next in its namespace, when
+ * no step reaching across namespaces comes between: one `ip -n NAME` whose batch first runs sysctl in the pod
+ * (render.ts withSysctlsFirst). Other steps stay as they are.
+ */
+function sysctlsIntoBatches(all: readonly Step[], ipv6: boolean): Step[] {
+  const out: (Step | undefined)[] = [...all];
+  if (!hasSysctl()) return [...all];
+  for (let i = 0; i < out.length; i++) {
+    const s = out[i];
+    if (!s || s.tool !== 'sysctl' || s.ns === HOST) continue;
+    for (let j = i + 1; j < out.length; j++) {
+      const n = out[j]!;
+      if (isIptStep(n)) continue;
+      if (n.lines.some((l) => l.op !== undefined && reachesOut(l.op))) break;
+      if (n.ns !== s.ns) continue;
+      const joined = withSysctlsFirst(s, n, ipv6);
+      if (joined) {
+        out[i] = undefined;
+        out[j] = joined;
+      }
+      break;
+    }
+  }
+  return out.filter((s): s is Step => s !== undefined);
 }
 
 /** Keys of one device's own settings: `net.ipv4.conf.<dev>.<key>` / `net.ipv6.conf.<dev>.<key>`, not all/default. */

@@ -154,10 +154,12 @@ describe('bridge + veth pair into a pod', () => {
     probe.spawns.length = 0;
     await apply(probe.kernel, ops);
     // One process per step, never a shell: the host's sysctl, then one host batch making the bridge and the
-    // pair (it reaches into the pod); then the pod's sysctl and one pod batch.
+    // pair (it reaches into the pod); then one pod batch, whose first line runs the pod's sysctl there (ip
+    // forks and execs it) before the end comes up.
     const names = { [pod.path]: 'pod', [host.path]: 'host' };
     const ran = tools(probe, names);
-    expect(ran).toEqual(['host tee', 'host ip', 'pod tee', 'pod ip']);
+    expect(ran).toEqual(['host tee', 'host ip', 'pod ip']);
+    expect(probe.inputs.at(-1)!.split('\n')[0]).toBe(`netns exec ${pod.name} sysctl -q -w net/ipv6/conf/eth0/accept_dad=0`);
     expect(probe.spawns.flat().some((a) => a === 'sh' || a === '-c')).toBe(false);
     probe.spawns.length = 0;
     const after = await observe(probe.kernel, req());
@@ -511,6 +513,22 @@ describe('foreign objects, sysctls, qdiscs, errors, deletions of what is gone', 
     expect(foreignOnly(after)).toEqual(foreignOnly(before));
     expect(after.routes).toEqual([{ ns: HOST, dst: '172.18.0.0/16', gw: '172.17.0.9', dev: 'docker0' }]);
     expect(plan(emptyKernelState(), after, sc({ devices: [{ ns: HOST, dev: 'br-felt' }] }))).toEqual([]);
+  });
+
+  it("a pod's sysctl that fails in its batch's first line is named, and the batch's other lines still run", async () => {
+    const ns = pod.path;
+    const r = await probe.kernel.apply([
+      { op: 'sysctl.set', sysctl: { ns, key: 'net.ipv4.conf.lo.arp_notify', value: '1' } },
+      { op: 'sysctl.set', sysctl: { ns, key: 'net.ipv4.conf.nosuch0.arp_notify', value: '1' } },
+      { op: 'link.set', link: { ns, name: 'lo', kind: 'loopback', up: true }, changes: { up: true } },
+    ])();
+    expect(E.isLeft(r) && r.left.msg).toMatch(/^failed to set sysctl net\.ipv4\.conf\.nosuch0\.arp_notify/);
+    expect(probe.inputs.at(-1)!.split('\n')[0]).toMatch(/^netns exec \S+ sysctl -q -w /);
+    expect(await pod.run(['cat', '/proc/sys/net/ipv4/conf/lo/arp_notify'])).toBe('1\n');
+    expect(await pod.run(['ip', '-j', 'link', 'show', 'dev', 'lo'])).toMatch(/"operstate":"UNKNOWN"|LOWER_UP/);
+    // Back as it was, for the cases after this one.
+    await pod.run(['ip', 'link', 'set', 'dev', 'lo', 'down']);
+    await pod.run(['sysctl', '-q', '-w', 'net.ipv4.conf.lo.arp_notify=0']);
   });
 
   it('sysctls are set and read back, also for a device made in the same apply', async () => {
