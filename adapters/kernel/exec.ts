@@ -78,7 +78,13 @@ function spawnHere(argv: readonly string[], input: string, done: (r: Run) => voi
   const err: Buffer[] = [];
   const over = (): boolean => {
     const r = doneWhen && doneBy(doneWhen, Buffer.concat(out).toString(), Buffer.concat(err).toString());
-    if (r) once(r);
+    if (r && !sent) {
+      once(r);
+      // What is left of it (an iptables-restore closing its netlink socket) no longer holds this process: a
+      // plugin run once exits without waiting for it, and the kernel finishes it alone.
+      child.unref();
+      for (const s of [child.stdout, child.stderr]) (s as unknown as { unref?: () => void }).unref?.();
+    }
     return !!r;
   };
   child.stdout.on('data', (b: Buffer) => (out.push(b), doneWhen && over()));

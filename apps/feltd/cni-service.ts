@@ -180,6 +180,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       const fd = hostNetns === undefined ? undefined : openSync(hostNetns, 'r');
       const inner = linuxKernel({
         pid: process.pid,
+        restoreSentinel: true,
         ...(fd !== undefined ? { hostNetns: `/proc/${process.pid}/fd/${fd}` } : ownSessions()),
       });
       w = { kernel: waveKernel(inner), users: 0, close: () => fd !== undefined && closeSync(fd) };

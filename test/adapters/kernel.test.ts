@@ -31,7 +31,12 @@ interface Probe {
 
 function kernelIn(host: Netns): Probe {
   const p: Probe = { kernel: undefined as unknown as Kernel, spawns: [], inputs: [] };
-  p.kernel = linuxKernel({ pid: process.pid, hostNetns: host.path, onSpawn: (a, input) => (p.spawns.push([...a]), p.inputs.push(input)) });
+  p.kernel = linuxKernel({
+    pid: process.pid,
+    hostNetns: host.path,
+    restoreSentinel: true,
+    onSpawn: (a, input) => (p.spawns.push([...a]), p.inputs.push(input)),
+  });
   return p;
 }
 
@@ -453,7 +458,13 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
     // Read soon after it (the restore may still be closing; a kernel that says so for a minute here): under
     // stdbuf, over at "# Completed", the same state.
     const spawned: string[][] = [];
-    const soon = linuxKernel({ pid: process.pid, hostNetns: host.path, restoreClosingMs: 60_000, onSpawn: (a) => spawned.push([...a]) });
+    const soon = linuxKernel({
+      pid: process.pid,
+      hostNetns: host.path,
+      restoreSentinel: true,
+      restoreClosingMs: 60_000,
+      onSpawn: (a) => spawned.push([...a]),
+    });
     expect(await soon.apply([{ op: 'rule.add', rule }])()).toEqual(E.right(undefined));
     expect(await soon.apply([{ op: 'rule.del', rule }])()).toEqual(E.right(undefined));
     spawned.length = 0;
@@ -462,6 +473,12 @@ describe('iptables: chain sync, jump, removal; foreign rules stay', () => {
     expect(after.rules.filter((r) => r.rule.includes('10.22.0.9'))).toEqual([]);
     expect(after.rules).toContainEqual(expect.objectContaining({ chain: 'POSTROUTING', rule: '-s 172.17.0.0/16 -j MASQUERADE' }));
     expect(await saved()).not.toContain('10.22.0.9');
+    // A kernel for a plugin run once (no restoreSentinel): the input as it is, the process's exit the answer.
+    const inputs: string[] = [];
+    const once = linuxKernel({ pid: process.pid, hostNetns: host.path, onSpawn: (_, input) => inputs.push(input) });
+    expect(await once.apply([{ op: 'rule.add', rule }])()).toEqual(E.right(undefined));
+    expect(await once.apply([{ op: 'rule.del', rule }])()).toEqual(E.right(undefined));
+    expect(inputs.filter((i) => i.includes('felt/sync'))).toEqual([]);
     // Only the sentinel's own line answers "done": not a real line's failure, with or without its reason.
     const { input, doneWhen } = withRestoreSentinel('*nat\n-D POSTROUTING -j RETURN\nCOMMIT\n');
     expect(input).toBe('*nat\n-D POSTROUTING -j RETURN\nCOMMIT\nfelt/sync\n');

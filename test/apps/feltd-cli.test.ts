@@ -81,41 +81,8 @@ describe('the built dist/bin/feltd', () => {
     }
   });
 
-  // The CNI socket serves before the network config is read; a SIGTERM from then on (here while feltd waits for
-  // an etcd that does not answer) must stop feltd by its own hand: exit 0 and its socket removed. Before, the
-  // signal's default action killed it there, and left the socket behind.
-  it('a SIGTERM while feltd waits for its network config stops it cleanly: exit 0, its CNI socket removed', async () => {
-    const state = join(dir, 'early-term');
-    const socket = join(state, 'cni.sock');
-    const feltd = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        ns.name,
-        FELTD,
-        '--iface',
-        'eth0',
-        '--etcd-endpoints',
-        'http://127.0.0.1:1',
-        `--cni-socket=${socket}`,
-        `--state-dir=${state}`,
-      ],
-      { env, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    feltd.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    const exited = new Promise<[number | null, string | null]>((resolve) => feltd.once('exit', (code, signal) => resolve([code, signal])));
-    try {
-      await eventually(() => /"serving CNI"/.test(stderr) && existsSync(socket), { what: 'feltd serving CNI' });
-      feltd.kill('SIGTERM');
-      expect(await exited, stderr).toEqual([0, null]);
-      expect(existsSync(socket)).toBe(false);
-      expect(stderr).toContain('stopping before the network config was read');
-    } finally {
-      feltd.kill('SIGKILL');
-    }
-  });
+  it('a SIGTERM while feltd waits for its network config stops it cleanly: exit 0, its CNI socket removed', () =>
+    sigtermWhileWaiting(ns, dir));
 
   const common = (stateDir: string): string[] => ['--state-dir', stateDir, '--subnet-file', join(stateDir, 'subnet.env')];
 
@@ -156,3 +123,41 @@ describe('the built dist/bin/feltd', () => {
     expect(existsSync(stateDir)).toBe(false);
   });
 });
+
+/**
+ * The CNI socket serves before the network config is read; a SIGTERM from then on (here while feltd waits for
+ * an etcd that does not answer) must stop feltd by its own hand: exit 0 and its socket removed. Before, the
+ * signal's default action killed it there, and left the socket behind.
+ */
+async function sigtermWhileWaiting(ns: Netns, dir: string): Promise<void> {
+  const state = join(dir, 'early-term');
+  const socket = join(state, 'cni.sock');
+  const feltd = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns.name,
+      FELTD,
+      '--iface',
+      'eth0',
+      '--etcd-endpoints',
+      'http://127.0.0.1:1',
+      `--cni-socket=${socket}`,
+      `--state-dir=${state}`,
+    ],
+    { env, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  feltd.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<[number | null, string | null]>((resolve) => feltd.once('exit', (code, signal) => resolve([code, signal])));
+  try {
+    await eventually(() => /"serving CNI"/.test(stderr) && existsSync(socket), { what: 'feltd serving CNI' });
+    feltd.kill('SIGTERM');
+    expect(await exited, stderr).toEqual([0, null]);
+    expect(existsSync(socket)).toBe(false);
+    expect(stderr).toContain('stopping before the network config was read');
+  } finally {
+    feltd.kill('SIGKILL');
+  }
+}
