@@ -95,6 +95,8 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   // other failure converges back to what was there before this ADD: the rules of addresses recorded before
   // it (an ADD of a live attachment) stay, as does their record.
   return async () => {
+    // The read changes nothing: it runs while the record is written (a transaction of this thread's own).
+    const reading = observe(ctx, kernel, scope)();
     const before = await recorded(ctx, dataDir.right, conf.name)();
     if (E.isLeft(before)) return before;
     const had = recordedPrefixes(before.right, args.containerId, args.ifname);
@@ -105,7 +107,7 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     if (E.isLeft(noted)) return noted;
     ctx.stores.closeSoon();
     const applied = await pipe(
-      observe(ctx, kernel, scope),
+      () => reading,
       TE.chain((seen) => apply(ctx, plan(toPlan(want, seen), seen, scope))),
     )();
     if (E.isRight(applied)) return E.right({ ...prev, cniVersion: conf.cniVersion });
