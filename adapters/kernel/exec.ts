@@ -4,7 +4,7 @@
 // one argv element or as part of a batch line that render.ts has checked; nothing is ever parsed as a script.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { NsRef } from '../../core/kernel/model.ts';
 import { HOST } from '../../core/kernel/model.ts';
@@ -78,13 +78,7 @@ function spawnHere(argv: readonly string[], input: string, done: (r: Run) => voi
   const err: Buffer[] = [];
   const over = (): boolean => {
     const r = doneWhen && doneBy(doneWhen, Buffer.concat(out).toString(), Buffer.concat(err).toString());
-    if (r && !sent) {
-      once(r);
-      // What is left of it (an iptables-restore closing its netlink socket) no longer holds this process: a
-      // plugin run once exits without waiting for it, and the kernel finishes it alone.
-      child.unref();
-      for (const s of [child.stdout, child.stderr]) (s as unknown as { unref?: () => void }).unref?.();
-    }
+    if (r) once(r);
     return !!r;
   };
   child.stdout.on('data', (b: Buffer) => (out.push(b), doneWhen && over()));
@@ -269,6 +263,10 @@ export const inNetns = (ns: NsRef, hostNetns: string | undefined): string[] => {
   const path = ns === HOST ? hostNetns : ns;
   return path === undefined ? [] : ['nsenter', `--net=${path}`];
 };
+
+/** Whether `tool` is an executable name on PATH (a file of that name in one of its directories). */
+export const onPath = (tool: string): boolean =>
+  (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
 
 /**
  * Write sysctl files of this process's own namespace without a process. Synchronously: a /proc/sys write

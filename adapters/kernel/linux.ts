@@ -22,7 +22,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
-import { inNetns, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
+import { inNetns, onPath, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
 import type { IpSession } from './ip-session.ts';
 import { isLinkName, runNetnsName } from '../../core/kernel/names.ts';
 import {
@@ -349,8 +349,6 @@ export function besideSysctls(sysctls: Step, next: Step): boolean {
   return keysOk && addrsOk;
 }
 
-const onPath = (tool: string): boolean =>
-  (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
 /** Whether `sysctl` is on PATH (looked up once, only when a sysctl step runs in another namespace). */
 let sysctlFound: boolean | undefined;
 const hasSysctl = (): boolean => (sysctlFound ??= onPath('sysctl'));
@@ -418,22 +416,25 @@ const runRestore = async (step: Step, inv: { argv: readonly string[]; input: str
   return r;
 };
 
+/**
+ * One process of a step: the host's ip and tc batches to their sessions when there are (unlabeled: a label is a
+ * process of its own), an iptables-restore through runRestore, anything else a process.
+ */
+function runInvocation(step: Step, inv: { argv: readonly string[]; input: string }, o: LinuxKernelOptions): Promise<Run> {
+  const session = step.ns === HOST && step.label === undefined;
+  if (session && step.tool === 'ip') return hostIp(o, inv.argv, inv.input);
+  if (session && step.tool === 'tc') return hostTc(o, inv.argv, inv.input);
+  if (step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore') return runRestore(step, inv, o);
+  return run(inv.argv, inv.input, o);
+}
+
 /** Run one step (an iptables-restore again without a deletion of a rule already gone, at most once per line). */
 async function runStep(first: Step, ro: RenderOptions, ipv6: boolean, o: LinuxKernelOptions): Promise<E.Either<KernelError, void>> {
   let step = first;
   for (let tries = step.lines.length + 1; ; tries--) {
     let retry: Step | undefined;
     for (const inv of invocations(step, ro, ipv6, step.tool === 'sysctl' && hasSysctl())) {
-      const r =
-        inv.kind === 'write'
-          ? await writeOwn(inv.path, inv.value)
-          : step.tool === 'ip' && step.ns === HOST && step.label === undefined
-            ? await hostIp(o, inv.argv, inv.input)
-            : step.tool === 'tc' && step.ns === HOST && step.label === undefined
-              ? await hostTc(o, inv.argv, inv.input)
-              : step.tool === 'iptables-restore' || step.tool === 'ip6tables-restore'
-                ? await runRestore(step, inv, o)
-                : await run(inv.argv, inv.input, o);
+      const r = inv.kind === 'write' ? await writeOwn(inv.path, inv.value) : await runInvocation(step, inv, o);
       const v = explain(step, inv, r.code, r.stderr);
       if (v.kind === 'error') return E.left(kerr(v.msg, v.details));
       if (v.kind === 'retry') retry = v.step;

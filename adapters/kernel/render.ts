@@ -19,7 +19,7 @@ import { randomInt } from 'node:crypto';
 import { LINK_KINDS } from '../../core/kernel/link-kinds.ts';
 import { HOST, lowerOf, opNs } from '../../core/kernel/model.ts';
 import { routeMetric, routeTable, sysctlPath, where } from '../../core/kernel/keys.ts';
-import { isBatchToken, linkNameProblem } from '../../core/kernel/names.ts';
+import { isBatchToken, linkNameProblem, runNetnsName } from '../../core/kernel/names.ts';
 import { describeOp } from '../../core/kernel/plan.ts';
 import { inNetns } from './exec.ts';
 import { isNft, nftCommands, nftCommentLine, nftDocument, nftUnsafe, type NftOp } from './nft.ts';
@@ -532,6 +532,15 @@ const PROC_SYS = '/proc/sys/';
 const SYSCTL_CONF_KEY = /^[A-Za-z0-9_][A-Za-z0-9_./-]*$/;
 const SYSCTL_CONF_VALUE = /^[A-Za-z0-9_.:,-]+$/;
 
+/** A sysctl step's lines ("key=value") as key and value; without IPv6 on this kernel, its IPv6 keys are skipped. */
+const sysctlSets = (s: Step, ipv6: boolean): { l: Line; key: string; value: string }[] =>
+  s.lines
+    .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
+    .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
+
+/** A key and value sysctl (from sysctl.conf or its arguments) cannot read as anything but themselves. */
+const confSafe = (x: { key: string; value: string }): boolean => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value);
+
 /**
  * A pod's device sysctls and its ip batch as one process: `ip -n NAME -force -batch -` whose first line is
  * `netns exec NAME sysctl -q -w KEY=VALUE ...` (ip forks and execs sysctl in the pod: an argument vector, no
@@ -545,10 +554,8 @@ export function withSysctlsFirst(sysctls: Step, next: Step, ipv6 = true): Step |
   if (sysctls.ns !== next.ns || next.ns === HOST) return undefined;
   const name = namedNetns(next.ns);
   if (name === undefined) return undefined;
-  const sets = sysctls.lines
-    .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
-    .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
-  if (!sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))) return undefined;
+  const sets = sysctlSets(sysctls, ipv6);
+  if (!sets.every(confSafe)) return undefined;
   const args = sets.map((x) => `${sysctlPath(x.key).slice(PROC_SYS.length)}=${x.value}`);
   if (!args.every(isBatchToken)) return undefined;
   if (args.length === 0) return next;
@@ -594,18 +601,12 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
       },
     ];
   }
-  const sets = s.lines
-    .map((l) => ({ l, key: l.text.slice(0, l.text.indexOf('=')), value: l.text.slice(l.text.indexOf('=') + 1) }))
-    .filter((x) => ipv6 || !x.key.startsWith('net.ipv6.'));
+  const sets = sysctlSets(s, ipv6);
   if (pre.length === 0) return sets.map((x) => ({ kind: 'write', path: sysctlPath(x.key), value: x.value, lines: [x.l] }));
   // Values that differ: one `sysctl -q -p-` writes them all, in order, from "path = value" lines on stdin
   // (keys as /proc/sys paths, so a dot in a device name stays a dot). Only for keys and values sysctl.conf
   // cannot read as anything else (no '=', glob, comment, leading '-' or space); otherwise tee, run by run.
-  if (
-    sysctl &&
-    new Set(sets.map((x) => x.value)).size > 1 &&
-    sets.every((x) => SYSCTL_CONF_KEY.test(x.key) && SYSCTL_CONF_VALUE.test(x.value))
-  ) {
+  if (sysctl && new Set(sets.map((x) => x.value)).size > 1 && sets.every(confSafe)) {
     return [
       {
         kind: 'exec',
@@ -632,10 +633,13 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   return out;
 }
 
-/** NAME of a namespace path /run/netns/NAME or /var/run/netns/NAME (ip's NETNS_RUN_DIR), when it is one. */
+/**
+ * NAME of a namespace path /run/netns/NAME or /var/run/netns/NAME (ip's NETNS_RUN_DIR), when it is one and NAME
+ * is made of characters no batch or argument reads as more (letters, digits, '_', '.', '-').
+ */
 const namedNetns = (path: string): string | undefined => {
-  const m = /^\/(?:var\/)?run\/netns\/([A-Za-z0-9_.-]+)$/.exec(path);
-  return m && m[1] !== '.' && m[1] !== '..' ? m[1] : undefined;
+  const name = runNetnsName(path);
+  return name !== undefined && /^[A-Za-z0-9_.-]+$/.test(name) && name !== '.' && name !== '..' ? name : undefined;
 };
 
 /**

@@ -3,7 +3,6 @@
 // tools' presence on PATH (iptables-restore and iptables-save; nft), which costs no process on the ADD path.
 // Asking for nftables where `nft` is missing is an error naming what is missing, before anything changes.
 
-import { existsSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { pipe } from 'fp-ts/lib/function.js';
@@ -12,13 +11,11 @@ import type { Attachment } from '../../core/ipam/config.ts';
 import { emptyKernelState, HOST } from '../../core/kernel/model.ts';
 import { plan } from '../../core/kernel/plan.ts';
 import { masqNetworkScope, staleMasquerade } from '../../core/netfilter/masquerade.ts';
+import { onPath } from '../../adapters/kernel/exec.ts';
 import { kernelFor } from './kernel.ts';
 import { applyIn, kernelError } from './kit.ts';
 import type { Ctx } from './plugin.ts';
 import type { NetfilterBackend } from '../../core/netfilter/backend.ts';
-
-const onPath = (tool: string): boolean =>
-  (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d !== '' && existsSync(`${d}/${tool}`));
 
 const hasNft = (): boolean => onPath('nft');
 const hasIptables = (): boolean => onPath('iptables-restore') && onPath('iptables-save');

@@ -195,18 +195,12 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   );
 }
 
-/** The host veth of the container's interface, when the kernel (and prevResult, if given) can say. */
-function hostVethOf(
-  seen: KernelState,
-  args: CmdArgs,
-  prev: Result | undefined,
-  found: E.Either<CniError, Link> | undefined,
-): string | undefined {
+/**
+ * The host veth of the container's interface, when the kernel (and prevResult, if given) can say: what
+ * observeWithHost found from prevResult, else the pairing of the container's end.
+ */
+function hostVethOf(seen: KernelState, args: CmdArgs, found: E.Either<CniError, Link> | undefined): string | undefined {
   if (found) return E.isRight(found) ? found.right.name : undefined;
-  if (prev?.interfaces?.length) {
-    const h = hostInterface(prev.interfaces, seen.links, args.ifname, args.netns);
-    return E.isRight(h) ? h.right.name : undefined;
-  }
   const cont = seen.links.find((l) => l.ns === args.netns && l.name === args.ifname && l.kind === 'veth');
   if (!cont) return undefined;
   if (cont.veth?.peerNs === HOST) return cont.veth.peer;
@@ -223,7 +217,7 @@ function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   return pipe(
     observeWithHost(ctx, args, p.prev, p, netns),
     TE.chain(({ seen, host }) => {
-      const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, p.prev, host) : undefined);
+      const scope = bandwidthScope(p.ifb, netns ? hostVethOf(seen, args, host) : undefined);
       return applyRemoval(ctx, plan(emptyKernelState(), seen, scope));
     }),
   );
