@@ -32,19 +32,89 @@ export function traceMark(what: string): void {
  * Run argv with `input` on stdin; never rejects. FELT_TRACE=1 shows argv, input and timings on stderr.
  * `doneWhen`: the run is over, a success, as soon as what the tool printed matches it (a line it prints once all
  * it was asked to do is done), and the process is left to exit on its own. Without a match, the process's exit
- * is the answer, as always.
+ * is the answer, as always. A process of the same argv started ahead (startAhead) and still waiting for its
+ * input is given `input` instead of a new one.
  */
 export function run(argv: readonly string[], input: string, hooks: ExecHooks = {}, doneWhen?: DoneWhen): Promise<Run> {
   hooks.onSpawn?.(argv, input);
   const t0 = trace ? performance.now() : 0;
-  if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}\n${input}`);
-  const started = pool ? pool.run(argv, input, doneWhen) : new Promise<Run>((resolve) => spawnHere(argv, input, resolve, doneWhen));
+  const ahead = takeAhead(argv);
+  if (trace) process.stderr.write(`${at()} $ ${JSON.stringify(argv)}${ahead ? ' (started ahead)' : ''}\n${input}`);
+  const started = ahead
+    ? ahead.feed(input, doneWhen)
+    : pool
+      ? pool.run(argv, input, doneWhen)
+      : new Promise<Proc>((resolve) => resolve(startHere(argv))).then((p) => p.feed(input, doneWhen));
   return trace
     ? started.then((r) => {
         process.stderr.write(`${at()} # ${argv.slice(0, 4).join(' ')}: ${(performance.now() - t0).toFixed(1)} ms, exit ${r.code}\n`);
         return r;
       })
     : started;
+}
+
+/** A process started with its stdin open: `feed` writes its input, closes its stdin and waits for its answer. */
+interface Proc {
+  /** Whether it still waits for its input (it has not ended, or failed to start, on its own). */
+  readonly waiting: () => boolean;
+  /** Its input; the answer as run() gives it (what the process printed before counts too). Once. */
+  readonly feed: (input: string, doneWhen?: DoneWhen) => Promise<Run>;
+}
+
+// Processes started ahead (startAhead) and not yet given their input, by argv.
+const ahead = new Map<string, Proc[]>();
+export const aheadStats = { started: 0, used: 0, unused: 0 };
+
+function takeAhead(argv: readonly string[]): Proc | undefined {
+  const list = ahead.get(argv.join('\0'));
+  for (let p = list?.shift(); p; p = list?.shift()) {
+    if (p.waiting()) {
+      aheadStats.used++;
+      return p;
+    }
+    aheadStats.unused++;
+  }
+  return undefined;
+}
+
+/** Whether a process of `argv` started ahead waits for its input (run() of that argv would take it). */
+export const startedAhead = (argv: readonly string[]): boolean => (ahead.get(argv.join('\0')) ?? []).some((p) => p.waiting());
+
+/**
+ * Start `argv` now, its input to come: the next run() of the same argv (whoever calls it) gives it its input
+ * instead of starting a process, so the start (fork, exec, the loader, entering a namespace) is off that run's
+ * way. For a tool that reads all of stdin before it acts (ip, tc, sysctl with -batch / -p-): started ahead, it
+ * only waits. The answer is `release`: an unused process gets an empty input and ends (call it once the runs it
+ * was for are over; after a run took it, it does nothing).
+ */
+export function startAhead(argv: readonly string[]): () => void {
+  const key = argv.join('\0');
+  let p: Proc;
+  try {
+    p = pool ? pool.start(argv) : startHere(argv);
+  } catch {
+    return () => undefined;
+  }
+  aheadStats.started++;
+  const list = ahead.get(key) ?? [];
+  ahead.set(key, [...list, p]);
+  return () => {
+    const now = ahead.get(key) ?? [];
+    if (!now.includes(p)) return;
+    const rest = now.filter((q) => q !== p);
+    if (rest.length) ahead.set(key, rest);
+    else ahead.delete(key);
+    aheadStats.unused++;
+    void p.feed('').catch(() => undefined);
+  };
+}
+
+/** End every process started ahead and still unused (the helpers are replaced, or closed). */
+async function releaseAhead(): Promise<void> {
+  const all = [...ahead.values()].flat();
+  ahead.clear();
+  aheadStats.unused += all.length;
+  await Promise.all(all.map((p) => p.feed('').catch(() => undefined)));
 }
 
 /**
@@ -56,7 +126,7 @@ export interface DoneWhen {
   readonly line: RegExp;
 }
 
-/** The answer once `doneWhen` matches what came so far; spawnHere and the helper's twin both use this. */
+/** The answer once `doneWhen` matches what came so far; startHere and the helper's twin both use this. */
 function doneBy(doneWhen: DoneWhen, stdout: string, stderr: string): Run | undefined {
   const m = doneWhen.line.exec(doneWhen.on === 'stdout' ? stdout : stderr);
   if (!m) return undefined;
@@ -65,19 +135,23 @@ function doneBy(doneWhen: DoneWhen, stdout: string, stderr: string): Run | undef
     : { code: 0, stdout, stderr: stderr.slice(0, m.index) };
 }
 
-/** Start argv in this thread and call `done` once with what it printed and how it ended (see run's doneWhen). */
-function spawnHere(argv: readonly string[], input: string, done: (r: Run) => void, doneWhen?: DoneWhen): void {
-  let sent = false;
+/** Start argv in this thread, its stdin open until its input is fed (see run's doneWhen). spawn() may throw. */
+function startHere(argv: readonly string[]): Proc {
+  let answer: ((r: Run) => void) | undefined;
+  // How it ended before its input came (it failed to start, or ended on its own).
+  let early: Run | undefined;
+  let doneWhen: DoneWhen | undefined;
   const once = (r: Run): void => {
-    if (sent) return;
-    sent = true;
-    done(r);
+    if (!answer) return void (early ??= r);
+    const a = answer;
+    answer = () => undefined;
+    a(r);
   };
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const over = (): boolean => {
-    const r = doneWhen && doneBy(doneWhen, Buffer.concat(out).toString(), Buffer.concat(err).toString());
+    const r = doneWhen && answer && doneBy(doneWhen, Buffer.concat(out).toString(), Buffer.concat(err).toString());
     if (r) once(r);
     return !!r;
   };
@@ -89,7 +163,17 @@ function spawnHere(argv: readonly string[], input: string, done: (r: Run) => voi
     once({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
   });
   child.stdin.on('error', () => undefined);
-  child.stdin.end(input);
+  return {
+    waiting: () => early === undefined && answer === undefined,
+    feed: (input, dw) =>
+      new Promise<Run>((resolve) => {
+        if (answer) throw new Error('a process is fed once');
+        if (early) return resolve(early);
+        answer = resolve;
+        doneWhen = dw;
+        if (!over()) child.stdin.end(input);
+      }),
+  };
 }
 
 // ------------------------------------------------------------------------------ spawning from helpers
@@ -99,62 +183,98 @@ function spawnHere(argv: readonly string[], input: string, done: (r: Run) => voi
 // (~1 ms of system time each, growing with the resident size), and the event loop stops while each child waits
 // for a CPU to exec on (5-15 ms on a loaded machine; measured, more than half of a 50-ADD wave's wall time).
 // spawnFromHelpers moves the spawning into small long-lived node processes started for it: feltd sends each
-// helper argv and stdin and gets the exit code and output back, unchanged (the helper runs spawnHere's twin);
+// helper argv and stdin and gets the exit code and output back, unchanged (the helper runs startHere's twin);
 // forking a helper a quarter of feltd's size costs a quarter, and feltd's thread never waits for an exec.
 // A helper has feltd's environment, namespaces and credentials (it is feltd's child, started at feltd's start),
 // so its children are the same as feltd's own would be. Short-lived processes (a CNI plugin run once) never
 // start a helper: they spawn a few processes, and a helper costs more to start (~40 ms) than it saves.
 
-interface Request {
-  readonly id: number;
-  readonly argv: readonly string[];
-  readonly input: string;
-  /** run's doneWhen: its stream, and its line's source and flags. */
-  readonly doneWhen?: { readonly on: DoneWhen['on']; readonly source: string; readonly flags: string };
-}
+/**
+ * What feltd asks a helper: start argv (with its input, or, `ahead`, with stdin left open), or feed the input
+ * of a process it started ahead (`feed`: the id it was started under).
+ */
+type Request =
+  | { readonly id: number; readonly argv: readonly string[]; readonly input: string; readonly doneWhen?: WireDoneWhen }
+  | { readonly id: number; readonly argv: readonly string[]; readonly ahead: true }
+  | { readonly id: number; readonly feed: true; readonly input: string; readonly doneWhen?: WireDoneWhen };
+/** run's doneWhen: its stream, and its line's source and flags. */
+type WireDoneWhen = { readonly on: DoneWhen['on']; readonly source: string; readonly flags: string };
+const wire = (d: DoneWhen | undefined): { doneWhen?: WireDoneWhen } =>
+  d ? { doneWhen: { on: d.on, source: d.line.source, flags: d.line.flags } } : {};
 /** What a helper answers: how the process ended, or what spawn() threw (bad arguments: it rejects, as here). */
 type Reply = { readonly id: number } & (
   Run | { readonly thrown: { readonly name: string; readonly message: string; readonly code?: string } }
 );
 
-// The helper's source (run with node -e: the bundles are single files). It is spawnHere's twin; the tests run
+// The helper's source (run with node -e: the bundles are single files). It is startHere's twin; the tests run
 // both on the same commands. It exits when feltd does (its IPC channel closes); ps shows it as feltd-spawn.
 const HELPER_SOURCE = `'use strict';
 process.title = 'feltd-spawn';
 const { spawn } = require('node:child_process');
 process.on('disconnect', () => process.exit(0));
-process.on('message', ({ id, argv, input, doneWhen }) => {
+const doneBy = ${doneBy.toString()};
+// Processes started ahead, waiting for their input, by id.
+const waiting = new Map();
+const start = (id, argv) => {
+  let fed = false;
   let sent = false;
+  let re;
+  let on;
   const done = (r) => {
-    if (sent) return;
+    if (sent || !fed) return;
     sent = true;
     process.send({ id, code: r.code, stdout: r.stdout, stderr: r.stderr });
   };
-  const re = doneWhen && new RegExp(doneWhen.source, doneWhen.flags);
-  const doneBy = ${doneBy.toString()};
   let child;
   try {
     child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   } catch (e) {
-    sent = true;
-    return process.send({ id, thrown: { name: e.name, message: e.message, code: e.code } });
+    process.send({ id, thrown: { name: e.name, message: e.message, code: e.code } });
+    return undefined;
   }
   const out = [];
   const err = [];
+  let early;
   const over = () => {
-    const r = re && doneBy({ on: doneWhen.on, line: re }, Buffer.concat(out).toString(), Buffer.concat(err).toString());
+    const r = re && doneBy({ on, line: re }, Buffer.concat(out).toString(), Buffer.concat(err).toString());
     if (r) done(r);
     return !!r;
   };
+  const end = (r) => {
+    if (fed) return done(r);
+    if (early) return;
+    early = r;
+    // Ended before its input came: feltd learns it now (and starts a new one for the run that wanted it).
+    waiting.delete(id);
+    sent = true;
+    process.send({ id, code: r.code, stdout: r.stdout, stderr: r.stderr });
+  };
   child.stdout.on('data', (b) => (out.push(b), re && over()));
   child.stderr.on('data', (b) => (err.push(b), re && over()));
-  child.on('error', (e) => done({ code: 127, stdout: '', stderr: argv[0] + ': ' + e.message }));
+  child.on('error', (e) => end({ code: 127, stdout: '', stderr: argv[0] + ': ' + e.message }));
   child.on('close', (code, signal) => {
     if (re && over()) return;
-    done({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    end({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
   });
   child.stdin.on('error', () => undefined);
-  child.stdin.end(input);
+  return (input, doneWhen) => {
+    if (early) return;
+    fed = true;
+    re = doneWhen && new RegExp(doneWhen.source, doneWhen.flags);
+    on = doneWhen && doneWhen.on;
+    if (!over()) child.stdin.end(input);
+  };
+};
+process.on('message', (m) => {
+  if (m.feed) {
+    const feed = waiting.get(m.id);
+    waiting.delete(m.id);
+    return feed && feed(m.input, m.doneWhen);
+  }
+  const feed = start(m.id, m.argv);
+  if (!feed) return;
+  if (m.ahead) waiting.set(m.id, feed);
+  else feed(m.input, m.doneWhen);
 });
 `;
 
@@ -165,6 +285,8 @@ interface Helper {
 
 interface Pool {
   readonly run: (argv: readonly string[], input: string, doneWhen?: DoneWhen) => Promise<Run>;
+  /** startAhead's process, started by a helper. */
+  readonly start: (argv: readonly string[]) => Proc;
   readonly close: () => Promise<void>;
 }
 
@@ -218,24 +340,44 @@ function startPool(size: number): Pool {
     return h;
   };
   for (let i = 0; i < size; i++) helpers.push(start());
+  // The least busy helper (a spawn blocks its helper until the child has exec'd), marked busy with `id`.
+  const send = (id: number, done: (r: Run | Error) => void): Helper => {
+    let h = helpers[0]!;
+    for (const o of helpers) if (o.waiting.size < h.waiting.size) h = o;
+    if (h.waiting.size === 0) hold(h, true);
+    h.waiting.set(id, done);
+    return h;
+  };
   return {
     run: (argv, input, doneWhen) =>
       new Promise<Run>((resolve, reject) => {
-        if (helpers.length === 0) return spawnHere(argv, input, resolve, doneWhen);
-        // The least busy helper: a spawn blocks its helper until the child has exec'd.
-        let h = helpers[0]!;
-        for (const o of helpers) if (o.waiting.size < h.waiting.size) h = o;
+        if (helpers.length === 0) return resolve(startHere(argv).feed(input, doneWhen));
         const id = nextId++;
-        if (h.waiting.size === 0) hold(h, true);
-        h.waiting.set(id, (r) => (r instanceof Error ? reject(r) : resolve(r)));
-        const req: Request = {
-          id,
-          argv: [...argv],
-          input,
-          ...(doneWhen ? { doneWhen: { on: doneWhen.on, source: doneWhen.line.source, flags: doneWhen.line.flags } } : {}),
-        };
+        const h = send(id, (r) => (r instanceof Error ? reject(r) : resolve(r)));
+        const req: Request = { id, argv: [...argv], input, ...wire(doneWhen) };
         h.child.send(req);
       }),
+    start: (argv) => {
+      if (helpers.length === 0) return startHere(argv);
+      const id = nextId++;
+      let answer: ((r: Run | Error) => void) | undefined;
+      // How it ended before its input came: it could not start, ended on its own, or its helper died.
+      let early: Run | Error | undefined;
+      const h = send(id, (r) => (answer ? answer(r) : (early = r)));
+      const req: Request = { id, argv: [...argv], ahead: true };
+      h.child.send(req);
+      return {
+        waiting: () => early === undefined && answer === undefined,
+        feed: (input, doneWhen) =>
+          new Promise<Run>((resolve, reject) => {
+            if (answer) throw new Error('a process is fed once');
+            answer = (r) => (r instanceof Error ? reject(r) : resolve(r));
+            if (early) return answer(early);
+            const req: Request = { id, feed: true, input, ...wire(doneWhen) };
+            h.child.send(req);
+          }),
+      };
+    },
     close: async () => {
       closed = true;
       while (helpers.some((h) => h.waiting.size > 0)) await new Promise<void>((r) => (drained = r));
@@ -250,6 +392,7 @@ function startPool(size: number): Pool {
  */
 export async function spawnFromHelpers(helpers: number): Promise<void> {
   const old = pool;
+  await releaseAhead();
   pool = helpers > 0 ? startPool(helpers) : undefined;
   await old?.close();
 }

@@ -22,7 +22,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js';
 import type { KernelState, NsRef, Op } from '../../core/kernel/model.ts';
 import { createdFrom, HOST } from '../../core/kernel/model.ts';
 import { sysctlPath, where } from '../../core/kernel/keys.ts';
-import { inNetns, onPath, readOwn, run, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
+import { inNetns, onPath, readOwn, run, startAhead, writeOwn, type DoneWhen, type ExecHooks, type Run } from './exec.ts';
 import type { IpSession } from './ip-session.ts';
 import { isLinkName, runNetnsName } from '../../core/kernel/names.ts';
 import {
@@ -36,7 +36,7 @@ import {
   parseRedirect,
   type IpState,
 } from './parse.ts';
-import { explain, failedLines, invocations, steps, withSysctlsFirst, type RenderOptions, type Step } from './render.ts';
+import { explain, failedLines, invocations, ipBatchArgv, steps, withSysctlsFirst, type RenderOptions, type Step } from './render.ts';
 import { readsFor } from './request.ts';
 import { NFT_NO_TABLE, parseNftList } from './nft.ts';
 
@@ -72,6 +72,11 @@ export interface LinuxKernelOptions extends ExecHooks {
    * and there the early answer measured slower (the standalone DEL took ~12 ms more): off by default.
    */
   readonly restoreSentinel?: boolean;
+  /**
+   * Whether Kernel.prestart starts a pod's ip batch now (exec.ts startAhead): for a long-lived process (feltd)
+   * while few calls are in flight, where a process's start is on the call's way. Unset: never.
+   */
+  readonly prestart?: () => boolean;
 }
 
 /** Run one `ip` batch of the host namespace in the session when there is one, else in a process. */
@@ -507,6 +512,12 @@ async function applyParts(parts: readonly (readonly Op[])[], o: LinuxKernelOptio
   });
 }
 
+/** Start the ip batch of a pod's namespace ahead, waiting for its input (exec.ts startAhead). */
+function prestart(ns: NsRef, o: LinuxKernelOptions): () => void {
+  if (ns === HOST || !o.prestart?.()) return () => undefined;
+  return startAhead(ipBatchArgv(ns, { pid: o.pid, ...(o.hostNetns !== undefined ? { hostNetns: o.hostNetns } : {}) }));
+}
+
 export function linuxKernel(opts: LinuxKernelOptions): Kernel {
   return {
     observe:
@@ -518,5 +529,6 @@ export function linuxKernel(opts: LinuxKernelOptions): Kernel {
       () =>
         apply(ops, opts),
     applyParts: (parts) => () => applyParts(parts, opts),
+    prestart: (ns) => prestart(ns, opts),
   };
 }

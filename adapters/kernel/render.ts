@@ -566,6 +566,15 @@ export function withSysctlsFirst(sysctls: Step, next: Step, ipv6 = true): Step |
   };
 }
 
+/**
+ * The process of an unlabeled ip step in `ns`. In a named namespace (/run/netns/NAME, as runtimes make them),
+ * `ip -n NAME` enters it itself: one exec instead of nsenter's two.
+ */
+export function ipBatchArgv(ns: NsRef, ro: RenderOptions): readonly string[] {
+  const named = ns !== HOST ? namedNetns(ns) : undefined;
+  return named ? ['ip', '-n', named, ...BATCH.ip.slice(1)] : [...inNetns(ns, ro.hostNetns), ...BATCH.ip];
+}
+
 /** One process (argv, stdin), or a sysctl written by this process itself (its own namespace). */
 export type Invocation =
   | { readonly kind: 'exec'; readonly argv: readonly string[]; readonly input: string; readonly lines: readonly Line[] }
@@ -589,13 +598,10 @@ export function invocations(s: Step, ro: RenderOptions, ipv6 = true, sysctl = tr
   }
   if (s.tool !== 'sysctl') {
     const lines = s.tool === 'ip' ? deletedTogether(s.lines) : s.lines;
-    // A named namespace (/run/netns/NAME, as runtimes make them): `ip -n NAME` enters it itself, one exec
-    // instead of nsenter's two.
-    const named = s.tool === 'ip' && !s.label && s.ns !== HOST ? namedNetns(s.ns) : undefined;
     return [
       {
         kind: 'exec',
-        argv: named ? ['ip', '-n', named, ...BATCH.ip.slice(1)] : [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]],
+        argv: s.tool === 'ip' && !s.label ? ipBatchArgv(s.ns, ro) : [...pre, ...(s.label ? ['runcon', s.label] : []), ...BATCH[s.tool]],
         input: lines.map((l) => `${l.text}\n`).join(''),
         lines,
       },

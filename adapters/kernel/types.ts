@@ -62,4 +62,10 @@ export interface Kernel {
    * second application leaves as they are, and veth pairs made under names of their own).
    */
   applyParts?(parts: readonly (readonly Op[])[]): () => Promise<readonly E.Either<KernelError, void>[]>;
+  /**
+   * A namespace (a pod's) whose ip changes the caller will most likely apply soon: the adapter may start their
+   * process now, so that its start is off the caller's way. The answer ends it when it was left unused: call
+   * it once the caller's applies are over.
+   */
+  prestart?(ns: NsRef): () => void;
 }

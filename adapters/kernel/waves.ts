@@ -218,6 +218,7 @@ export function waveKernel(inner: Kernel, defer: (f: () => void) => void = (f) =
 
   return {
     stats: () => ({ ...stats }),
+    ...(inner.prestart ? { prestart: (ns: NsRef) => inner.prestart!(ns) } : {}),
     observe:
       (req): TE.TaskEither<KernelError, KernelState> =>
       () =>

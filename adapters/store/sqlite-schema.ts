@@ -130,6 +130,8 @@ export function boost(): () => void {
   let before: number;
   try {
     before = getPriority();
+    // Raised already (feltd raises its thread for good): left as it is.
+    if (before < 0) return () => undefined;
     setPriority(-20);
   } catch {
     return () => undefined;

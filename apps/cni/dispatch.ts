@@ -215,6 +215,8 @@ export interface CallOptions {
   readonly execEnv?: Env;
   /** The kernel of the caller's host namespace, shared by the calls in flight there (Ctx.kernel). */
   readonly kernel?: Kernel;
+  /** Where checks that may wait go (Ctx.settle). */
+  readonly settle?: Ctx['settle'];
 }
 
 export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallOptions = {}): Ctx {
@@ -225,6 +227,7 @@ export function makeCtx(env: Env, selfDir: string, bundled: Bundled, opts: CallO
     pid: process.pid,
     ...(opts.hostNetns !== undefined ? { hostNetns: opts.hostNetns } : {}),
     ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}),
+    ...(opts.settle !== undefined ? { settle: opts.settle } : {}),
     stores: opts.stores ?? callStores(),
     delegate: (type, command, stdin, args) => {
       const exe = findInPath(type, args.path);

@@ -28,6 +28,13 @@ export interface Ctx {
    * adapters/kernel/waves.ts, per host namespace). Unset: the Linux adapter, this call's own.
    */
   readonly kernel?: Kernel;
+  /**
+   * A check of what this call made that may wait (feltd): it runs once no CNI call has been in flight for a
+   * moment, or before the next call on the same attachment; a DEL of that attachment drops it (the DEL reads
+   * and removes all of the attachment). A failure is logged. Unset (a plugin run once): nothing may wait, and the
+   * plugin reads before it writes.
+   */
+  readonly settle?: (check: TE.TaskEither<CniError, void>) => void;
   /** The event stores of this call (apps/cni/store.ts): per call in an executable, warm in feltd. */
   readonly stores: CallStores;
   /**

@@ -21,6 +21,7 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import type * as TE from 'fp-ts/lib/TaskEither.js';
 import { openSqliteStore } from '../../adapters/store/sqlite.ts';
 import { CNI_RECORD_FILE, type CniRecord } from '../../core/audit/cni.ts';
 import type { AttachmentCount } from '../../core/audit/status.ts';
@@ -165,6 +166,12 @@ export function cniService(deps: CniServiceDeps): CniService {
    * that namespace (the first caller's may close before the others are done).
    */
   const waves = new Map<string, { kernel: WaveKernel; users: number; close: () => void }>();
+  // A pod's ip batch is started ahead (Kernel.prestart) while at most this many calls are in flight: then a
+  // process's start is on the call's way; in a wave, the CPU is the limit and a start ahead only competes.
+  const PRESTART_UP_TO = 2;
+  let inFlight = 0;
+  // How long no call must be in flight before the checks calls left run (Ctx.settle).
+  const SETTLE_MS = 200;
   // feltd's own namespace (where the runtime runs, on a node): one long-lived `ip` and one `tc` for its host
   // reads and changes, kept between waves.
   let session: IpSession | undefined;
@@ -181,6 +188,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       const inner = linuxKernel({
         pid: process.pid,
         restoreSentinel: true,
+        prestart: () => inFlight <= PRESTART_UP_TO,
         ...(fd !== undefined ? { hostNetns: `/proc/${process.pid}/fd/${fd}` } : ownSessions()),
       });
       w = { kernel: waveKernel(inner), users: 0, close: () => fd !== undefined && closeSync(fd) };
@@ -234,6 +242,28 @@ export function cniService(deps: CniServiceDeps): CniService {
     }
   };
 
+  /**
+   * Checks the calls left to settle (Ctx.settle), by attachment. Each runs in its attachment's turn: once no call
+   * has been in flight for SETTLE_MS, or before the next call on the attachment, unless that call is a DEL, which
+   * drops it. A check holds its call's namespace and wave until it has run or is dropped.
+   */
+  const unsettled = new Map<string, { readonly run: () => Promise<void>; readonly drop: () => void }>();
+  let idle: NodeJS.Timeout | undefined;
+  const settleAll = (): void => {
+    for (const [key, u] of unsettled) {
+      unsettled.delete(key);
+      void inTurn(key, u.run);
+    }
+  };
+  /** At a call's start, in its attachment's turn: the attachment's pending check runs first, or goes (a DEL). */
+  const settleBefore = async (key: string | undefined, command: string): Promise<void> => {
+    const u = key === undefined ? undefined : unsettled.get(key);
+    if (!u || key === undefined) return;
+    unsettled.delete(key);
+    if (command === 'DEL') u.drop();
+    else await u.run();
+  };
+
   const handle: CniHandler = async (req) => {
     const t0 = clock();
     const env = callerEnv(req.env);
@@ -250,26 +280,51 @@ export function cniService(deps: CniServiceDeps): CniService {
       reply = { code: 0, stdout: '', stderr: aboutText(entry.plugin) };
     } else {
       const key = env['CNI_CONTAINERID'] !== undefined ? `${env['CNI_CONTAINERID']}\0${env['CNI_IFNAME'] ?? ''}` : undefined;
-      reply = await inTurn(key, async () => {
-        const at = where(req);
-        if ('code' in at) return errorReply(req.stdin, at);
-        let wave: { kernel: WaveKernel; release: () => void } | undefined;
-        try {
-          wave = waveFor(at.nsKey, at.hostNetns);
-          const ctx = makeCtx(env, at.selfDir, entry.bundled, {
-            stores: stores.scope(),
-            ...(at.hostNetns !== undefined ? { hostNetns: at.hostNetns } : {}),
-            kernel: wave.kernel,
-            execEnv: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-          });
-          const out = await dispatch(entry.plugin, env, req.stdin, ctx);
-          return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : '', stderr: '' };
-        } finally {
-          wave?.release();
-          at.release();
-          countWaves();
-        }
-      });
+      inFlight++;
+      clearTimeout(idle);
+      try {
+        reply = await inTurn(key, async () => {
+          await settleBefore(key, command);
+          const at = where(req);
+          if ('code' in at) return errorReply(req.stdin, at);
+          let wave: { kernel: WaveKernel; release: () => void } | undefined;
+          const release = (): void => {
+            wave?.release();
+            at.release();
+            countWaves();
+          };
+          // A check the call left to settle: it holds the namespace and the wave until it has run or is dropped.
+          let held = false;
+          const settle = (check: TE.TaskEither<CniError, void>): void => {
+            if (key === undefined || held) return;
+            held = true;
+            unsettled.set(key, {
+              run: async () => {
+                const r = await check().catch((e: unknown) => E.left(cniError(ErrCode.Internal, String(e))));
+                if (E.isLeft(r)) deps.log.error('the check a CNI call left failed', { plugin: req.type, command, error: r.left.msg });
+                release();
+              },
+              drop: release,
+            });
+          };
+          try {
+            wave = waveFor(at.nsKey, at.hostNetns);
+            const ctx = makeCtx(env, at.selfDir, entry.bundled, {
+              stores: stores.scope(),
+              ...(at.hostNetns !== undefined ? { hostNetns: at.hostNetns } : {}),
+              kernel: wave.kernel,
+              execEnv: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+              ...(key !== undefined ? { settle } : {}),
+            });
+            const out = await dispatch(entry.plugin, env, req.stdin, ctx);
+            return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : '', stderr: '' };
+          } finally {
+            if (!held) release();
+          }
+        });
+      } finally {
+        if (--inFlight === 0 && unsettled.size > 0) idle = setTimeout(settleAll, SETTLE_MS).unref();
+      }
     }
     let code = '0';
     if (reply.code !== 0) {
@@ -330,6 +385,10 @@ export function cniService(deps: CniServiceDeps): CniService {
     stores,
     waves: waveTotals,
     close: () => {
+      // Checks not run yet go: what they would remove (a second copy of a jump) goes with its attachment's DEL.
+      clearTimeout(idle);
+      for (const u of unsettled.values()) u.drop();
+      unsettled.clear();
       stores.close();
       session?.close();
       tcSession?.close();

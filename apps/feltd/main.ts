@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import { getPriority, setPriority } from 'node:os';
 import { spawnFromHelpers } from '../../adapters/kernel/exec.ts';
 import { linuxKernel } from '../../adapters/kernel/linux.ts';
 import { chooseUnderlay, readInterfaces, type Underlay } from '../../adapters/kernel/underlay.ts';
@@ -22,6 +23,23 @@ import { statusOf, statusRoutes } from './status-page.ts';
 
 /** Processes that start feltd's child processes (each is blocked while one of its children gets to exec). */
 const SPAWN_HELPERS = 2;
+
+/**
+ * feltd's thread at nice -10 for good (root only; otherwise as it is): every CNI call it serves waits on this
+ * one thread between its processes, and on two cores with a call's processes runnable a thread at everyone's
+ * priority is preempted between the steps it orders. Raised once, the store's write transactions no longer
+ * raise and lower it around each commit (sqlite-schema.ts boost: three syscalls, and the lowering lets a waiting
+ * process in). Its helpers are started before (their children run at the usual priority); the ip and tc
+ * sessions it starts later share its priority.
+ */
+function raiseOwnThread(): void {
+  try {
+    if (getPriority() > RAISED) setPriority(RAISED);
+  } catch {
+    // not root: the usual priority, and each transaction raised as in a plugin run once
+  }
+}
+const RAISED = -10;
 
 async function main(): Promise<number> {
   const parsed = parseFlags(process.argv.slice(2));
@@ -47,6 +65,7 @@ async function main(): Promise<number> {
   // processes, so the event loop does not stop while each child gets to exec, and each fork copies a small
   // process rather than feltd (adapters/kernel/exec.ts).
   await spawnFromHelpers(SPAWN_HELPERS);
+  raiseOwnThread();
   if (flags.cniOnly) {
     const cni = await serveCni(flags, log, metrics);
     // The CNI server is closed (calls in flight answered) as main ends.

@@ -299,6 +299,31 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       return E.left(err);
     };
 
+  // feltd (ctx.settle) writes the masquerade of this attachment without reading the host's chains first, and
+  // checks it once it is idle. The masquerade is the attachment's own chain (written whole: the restore declares
+  // it, which creates it or empties it) and one jump to it from POSTROUTING. Only the jump could be there
+  // already: a second ADD of the same container and address with no DEL between, which the CNI spec rules out
+  // and a killed ADD's DEL or GC would have removed; its copy does what it does. The check removes such a copy
+  // (a DEL of the attachment, which reads and removes all of it, makes the check moot). So iptables-save, the
+  // slowest read, is off the way to the answer.
+  const blindMasq = ctx.settle !== undefined && bc.ipMasq && bc.ipMasqBackend === 'iptables' && !NEEDS_INTERFACE.has(bc.ipamType);
+  const checkMasq = (p: AttachmentPlan): TE.TaskEither<CniError, void> => {
+    const want = netfilterState(p.kernel);
+    const families = [...new Set([...(want.chains ?? []), ...(want.rules ?? [])].map((c) => c.family))].sort();
+    if (families.length === 0) return TE.right(undefined);
+    return pipe(
+      observeNetfilter(ctx, nscope, families),
+      TE.chain((seen) => {
+        const ops = plan(want, seen, nscope);
+        if (ops.length === 0) return TE.right(undefined);
+        process.stderr.write(
+          `bridge: ${args.containerId}/${args.ifname}: the masquerade check found what the ADD did not expect; ${ops.map((o) => o.op).join(', ')}\n`,
+        );
+        return apply(ctx, ops);
+      }),
+    );
+  };
+
   // Reading the kernel and allocating the address are independent: do both at once. If reading fails (e.g.
   // CNI_NETNS is not a network namespace) after IPAM succeeded, the address must not stay allocated.
   // The host's IPv4 masquerade is read from the start, beside everything else (its IPv6 one once IPAM gave an
@@ -306,7 +331,9 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
   type Observed = { seen: KernelState; ipam: Result | undefined; madeHere: boolean; nf: TE.TaskEither<CniError, KernelState> };
   const observeAndAllocate: TE.TaskEither<CniError, Observed> = async () => {
     if (NEEDS_INTERFACE.has(bc.ipamType)) return interfaceFirst();
-    const nf4 = observeNetfilter(ctx, nscope, ADD_FAMILIES)();
+    const nf4 = blindMasq
+      ? Promise.resolve(E.right<CniError, KernelState>(emptyKernelState()))
+      : observeNetfilter(ctx, nscope, ADD_FAMILIES)();
     const [seen, ipam] = await Promise.all([
       observe(ctx, bc, kscope, undefined, ADD_FAMILIES)(),
       pipe(
@@ -323,10 +350,12 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
       await nf4;
       return release<Observed>(seen.left)();
     }
-    const nf: TE.TaskEither<CniError, KernelState> = pipe(
-      () => nf4,
-      TE.chain((four) => withIpv6Masq(ctx, bc, nscope, four, ipam.right)),
-    );
+    const nf: TE.TaskEither<CniError, KernelState> = blindMasq
+      ? () => nf4
+      : pipe(
+          () => nf4,
+          TE.chain((four) => withIpv6Masq(ctx, bc, nscope, four, ipam.right)),
+        );
     return E.right({ seen: seen.right, ipam: ipam.right, madeHere: false, nf });
   };
 
@@ -361,8 +390,12 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
     ),
   );
 
-  return pipe(
+  // The pod's ip batch starts ahead once the host is read and IPAM has answered, while the host part is planned
+  // and made (feltd, while few calls run: Kernel.prestart); unused, it ends with the ADD.
+  let prestarted = (): void => undefined;
+  const added = pipe(
     observeAndAllocate,
+    TE.chainFirstIOK(() => () => (prestarted = kernelFor(ctx).prestart?.(args.netns) ?? prestarted)),
     // The log is not needed again unless this ADD fails: it is closed while the kernel is changed.
     TE.chainFirstIOK(() => () => (traceMark('observed and allocated'), ctx.stores.closeSoon())),
     TE.chain(({ seen, ipam, madeHere, nf }) =>
@@ -385,9 +418,15 @@ function cmdAdd(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError,
             }),
           ),
     ),
+    TE.chainFirstIOK(
+      ({ p }) =>
+        () =>
+          blindMasq && ctx.settle?.(checkMasq(p)),
+    ),
     TE.chainFirst(() => markReady(journal, who, hostVeth, ctx, startedMs)),
     TE.map(({ p }) => p.result),
   );
+  return () => added().finally(() => prestarted());
 }
 
 function cmdDel(args: CmdArgs, conf: NetConf, ctx: Ctx): TE.TaskEither<CniError, void> {
