@@ -63,6 +63,7 @@ interface Proc {
 
 // Processes started ahead (startAhead) and not yet given their input, by argv.
 const ahead = new Map<string, Proc[]>();
+/** Processes started ahead: how many, and how many a run took or went unused (tests). */
 export const aheadStats = { started: 0, used: 0, unused: 0 };
 
 function takeAhead(argv: readonly string[]): Proc | undefined {
@@ -76,9 +77,6 @@ function takeAhead(argv: readonly string[]): Proc | undefined {
   }
   return undefined;
 }
-
-/** Whether a process of `argv` started ahead waits for its input (run() of that argv would take it). */
-export const startedAhead = (argv: readonly string[]): boolean => (ahead.get(argv.join('\0')) ?? []).some((p) => p.waiting());
 
 /**
  * Start `argv` now, its input to come: the next run() of the same argv (whoever calls it) gives it its input

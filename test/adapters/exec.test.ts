@@ -2,10 +2,13 @@
 // same process started from this thread does: same stdout, stderr and exit code for the same argv and stdin, the
 // same answer for a program that is not there, and the same rejection for an argv spawn() refuses. A helper
 // killed mid-run fails only what it was running (code 127), is replaced, and turning the helpers off leaves none.
+// A process started ahead (startAhead) waits for the next run of its argv, and ends unused when released.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { run, spawnFromHelpers } from '../../adapters/kernel/exec.ts';
+import { aheadStats, run, spawnFromHelpers, startAhead } from '../../adapters/kernel/exec.ts';
 import { eventually } from '../support/eventually.ts';
 
 /** This process's live child processes. */
@@ -146,4 +149,74 @@ describe('run() with doneWhen', () => {
       stderr: '',
     });
   });
+});
+
+describe('startAhead: a process started before its input', () => {
+  afterEach(async () => {
+    await spawnFromHelpers(0);
+  });
+
+  const alive = (pid: number): boolean => {
+    try {
+      return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+    } catch {
+      return false;
+    }
+  };
+  // Writes its pid to `file` as it starts, prints it, then what it reads.
+  const echoing = (file: string): string[] => ['sh', '-c', 'echo $$ > "$1"; echo "pid $$"; exec cat', 'ahead', file];
+  const pidOf = (out: string): number => Number(/^pid (\d+)\n/.exec(out)?.[1]);
+
+  it.each([0, 1])('the next run of its argv gives it its input; another argv starts its own (%i helpers)', async (n) => {
+    await spawnFromHelpers(n);
+    const before = { ...aheadStats };
+    const dir = mkdtempSync(join(tmpdir(), 'felt-ahead-'));
+    try {
+      const argv = echoing(join(dir, 'pid'));
+      const end = startAhead(argv);
+      // It runs before any input is there.
+      const pid = await eventually(() => Number(readFileSync(join(dir, 'pid'), 'utf8')) || false, { what: 'it starts' });
+      const other = await run(echoing(join(dir, 'other')), 'b\n');
+      const r = await run(argv, 'a\n');
+      expect(r).toEqual({ code: 0, stdout: `pid ${pid}\na\n`, stderr: '' });
+      expect(pidOf(other.stdout)).not.toBe(pid);
+      expect(aheadStats.used).toBe(before.used + 1);
+      // Taken: ending it does nothing; the next run of its argv starts a process of its own.
+      end();
+      const again = await run(argv, 'c\n');
+      expect(again.stdout).toMatch(/^pid \d+\nc\n$/);
+      expect(pidOf(again.stdout)).not.toBe(pid);
+      expect(aheadStats.unused).toBe(before.unused);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([0, 1])(
+    'unused, it ends when its caller is done; one that ended on its own answers as a new one would (%i helpers)',
+    async (n) => {
+      await spawnFromHelpers(n);
+      const before = { ...aheadStats };
+      const dir = mkdtempSync(join(tmpdir(), 'felt-ahead-'));
+      try {
+        const argv = ['sh', '-c', 'echo $$ > "$1"; exec cat', 'ahead', join(dir, 'pid')];
+        const end = startAhead(argv);
+        const pid = await eventually(() => Number(readFileSync(join(dir, 'pid'), 'utf8')) || false, { what: 'its pid' });
+        expect(alive(pid)).toBe(true);
+        end();
+        await eventually(() => !alive(pid), { what: 'the unused process ends' });
+        expect(aheadStats.unused).toBe(before.unused + 1);
+        // A process that ended before its input came.
+        const gone = ['sh', '-c', 'echo $$ > "$1"; echo early; exit 3', 'gone', join(dir, 'gone')];
+        const end2 = startAhead(gone);
+        const gonePid = await eventually(() => Number(readFileSync(join(dir, 'gone'), 'utf8')) || false, { what: 'it starts' });
+        await eventually(() => !alive(gonePid), { what: 'it ends on its own' });
+        // Whether the run takes it (its end not seen yet) or starts its own, the answer is the same.
+        expect(await run(gone, '')).toEqual({ code: 3, stdout: 'early\n', stderr: '' });
+        end2();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });

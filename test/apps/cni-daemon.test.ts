@@ -18,7 +18,7 @@ import { parseFlags } from '../../apps/feltd/flags.ts';
 import { Metrics } from '../../apps/feltd/observability.ts';
 import { eventually } from '../support/eventually.ts';
 import { FELT_CNI, ROOT, runCni, type CniCall } from '../support/cni.ts';
-import { cniChains, feltAllocations, nsPath, Sandbox, veths } from '../support/ns.ts';
+import { cniChains, cniRules, feltAllocations, nsPath, Sandbox, veths } from '../support/ns.ts';
 
 const sb = new Sandbox();
 const daemons: Feltd[] = [];
@@ -243,6 +243,54 @@ describe('feltd serving CNI', () => {
       .filter((l) => / \$ \[/.test(l));
     expect(spawned.filter((l) => /\$ \["ip","(?!-n")/.test(l))).toEqual([]);
     expect(spawned.some((l) => /\$ \["ip","-n","[^"]+","-force"|\$ \["nsenter","--net=[^"]+","ip"/.test(l))).toBe(true);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  });
+
+  it("in the runtime's own namespace, a bridge ADD answers before any iptables-save: its masquerade is written as desired and checked once feltd is idle; its pod's ip batch was started ahead; feltd runs at nice -10", async () => {
+    const dir = sb.dir();
+    const socket = join(dir, 'cni.sock');
+    const host = await sb.ns();
+    const d = await feltd(socket, [], true, host);
+    // `ip netns exec` execs: the PID is feltd's.
+    expect(Number(readFileSync(`/proc/${d.proc.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16])).toBe(-10);
+    const pod = await sb.ns();
+    const conf = { ...bridgeConf(join(dir, 'data'), 'brdm0'), ipam: { type: 'static', addresses: [{ address: '198.51.100.77/24' }] } };
+    const call = (command: 'ADD' | 'DEL') =>
+      via(socket, { type: 'bridge', command, hostNs: host, netns: nsPath(pod), containerId: 'm1', ifname: 'eth0', config: conf });
+    const jumps = async (): Promise<string[]> => (await cniRules(host)).filter((l) => l.startsWith('-A POSTROUTING '));
+    // The trace lines of feltd's answer to the n-th ADD (from its request to its reply).
+    const addTrace = (n: number): string[] => {
+      const all = d.log().split('\n');
+      const starts = all.flatMap((l, i) => (/ request bridge ADD$/.test(l) ? [i] : []));
+      const from = starts[n]!;
+      const to = all.findIndex((l, i) => i > from && / reply bridge ADD: /.test(l));
+      return all.slice(from, to + 1);
+    };
+    const first = await call('ADD');
+    expect(first.code, first.stdout).toBe(0);
+    const jump = await jumps();
+    expect(jump).toHaveLength(1);
+    expect(addTrace(0).filter((l) => /iptables-save/.test(l))).toEqual([]);
+    expect(addTrace(0).some((l) => /\$ \["ip","-n","[^"]+","-force","-batch","-"\] \(started ahead\)/.test(l))).toBe(true);
+    // Its DEL drops the check that was waiting (the DEL reads and removes all of it).
+    expect((await call('DEL')).code).toBe(0);
+    expect(await cniRules(host)).toEqual([]);
+    // The same container and address added again with a jump of its left behind (a second ADD with no DEL,
+    // which the spec rules out): right after the answer the jump is there twice, and once after the check.
+    const chain = / -j (CNI-\S+)$/.exec(jump[0]!)![1]!;
+    const planted = spawnSync('ip', ['netns', 'exec', host, 'iptables-restore', '--noflush'], {
+      input: `*nat\n:${chain} - [0:0]\n${jump[0]}\nCOMMIT\n`,
+    });
+    expect(planted.status, planted.stderr?.toString()).toBe(0);
+    const again = await call('ADD');
+    expect(again.code, again.stdout).toBe(0);
+    expect(await jumps()).toEqual([jump[0], jump[0]]);
+    await eventually(async () => (await jumps()).length === 1, { what: 'the check removes the second jump' });
+    expect(d.log()).toMatch(/bridge: m1\/eth0: the masquerade check found what the ADD did not expect; rule\.del/);
+    expect((await call('DEL')).code).toBe(0);
+    expect(await cniRules(host)).toEqual([]);
+    expect(await cniChains(host)).toEqual([]);
     d.proc.kill('SIGTERM');
     expect(await d.exited).toBe(0);
   });
