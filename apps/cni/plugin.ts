@@ -30,8 +30,8 @@ export interface Ctx {
   readonly kernel?: Kernel;
   /**
    * A check of what this call made that may wait (feltd): it runs once no CNI call has been in flight for a
-   * moment, or before the next call on the same attachment; a DEL of that attachment drops it (the DEL reads
-   * and removes all of the attachment). A failure is logged. Unset (a plugin run once): nothing may wait, and the
+   * moment, or before the next call on the same attachment; a DEL of that attachment by the same plugin type
+   * drops it (the DEL reads and removes all of the attachment). A failure is logged. Unset (a plugin run once): nothing may wait, and the
    * plugin reads before it writes.
    */
   readonly settle?: (check: TE.TaskEither<CniError, void>) => void;

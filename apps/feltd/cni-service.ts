@@ -244,10 +244,11 @@ export function cniService(deps: CniServiceDeps): CniService {
 
   /**
    * Checks the calls left to settle (Ctx.settle), by attachment. Each runs in its attachment's turn: once no call
-   * has been in flight for SETTLE_MS, or before the next call on the attachment, unless that call is a DEL, which
-   * drops it. A check holds its call's namespace and wave until it has run or is dropped.
+   * has been in flight for SETTLE_MS, or before the next call on the attachment, unless that call is a DEL of the
+   * same plugin type, which drops it (a DEL of another plugin of the attachment's chain does not: the chain's DEL
+   * may stop before it reaches this one). A check holds its call's namespace and wave until it has run or is dropped.
    */
-  const unsettled = new Map<string, { readonly run: () => Promise<void>; readonly drop: () => void }>();
+  const unsettled = new Map<string, { readonly type: string; readonly run: () => Promise<void>; readonly drop: () => void }>();
   let idle: NodeJS.Timeout | undefined;
   const settleAll = (): void => {
     for (const [key, u] of unsettled) {
@@ -255,12 +256,13 @@ export function cniService(deps: CniServiceDeps): CniService {
       void inTurn(key, u.run);
     }
   };
-  /** At a call's start, in its attachment's turn: the attachment's pending check runs first, or goes (a DEL). */
-  const settleBefore = async (key: string | undefined, command: string): Promise<void> => {
-    const u = key === undefined ? undefined : unsettled.get(key);
-    if (!u || key === undefined) return;
+  /** At a call's start, in its attachment's turn: the attachment's pending check runs first, or goes (its DEL). */
+  const settleBefore = async (key: string | undefined, type: string, command: string): Promise<void> => {
+    if (key === undefined) return;
+    const u = unsettled.get(key);
+    if (!u) return;
     unsettled.delete(key);
-    if (command === 'DEL') u.drop();
+    if (command === 'DEL' && type === u.type) u.drop();
     else await u.run();
   };
 
@@ -284,7 +286,7 @@ export function cniService(deps: CniServiceDeps): CniService {
       clearTimeout(idle);
       try {
         reply = await inTurn(key, async () => {
-          await settleBefore(key, command);
+          await settleBefore(key, req.type, command);
           const at = where(req);
           if ('code' in at) return errorReply(req.stdin, at);
           let wave: { kernel: WaveKernel; release: () => void } | undefined;
@@ -293,20 +295,8 @@ export function cniService(deps: CniServiceDeps): CniService {
             at.release();
             countWaves();
           };
-          // A check the call left to settle: it holds the namespace and the wave until it has run or is dropped.
-          let held = false;
-          const settle = (check: TE.TaskEither<CniError, void>): void => {
-            if (key === undefined || held) return;
-            held = true;
-            unsettled.set(key, {
-              run: async () => {
-                const r = await check().catch((e: unknown) => E.left(cniError(ErrCode.Internal, String(e))));
-                if (E.isLeft(r)) deps.log.error('the check a CNI call left failed', { plugin: req.type, command, error: r.left.msg });
-                release();
-              },
-              drop: release,
-            });
-          };
+          // Checks the call leaves to settle: they hold the namespace and the wave until they have run or are dropped.
+          const checks: TE.TaskEither<CniError, void>[] = [];
           try {
             wave = waveFor(at.nsKey, at.hostNetns);
             const ctx = makeCtx(env, at.selfDir, entry.bundled, {
@@ -314,12 +304,24 @@ export function cniService(deps: CniServiceDeps): CniService {
               ...(at.hostNetns !== undefined ? { hostNetns: at.hostNetns } : {}),
               kernel: wave.kernel,
               execEnv: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-              ...(key !== undefined ? { settle } : {}),
+              ...(key !== undefined ? { settle: (check: TE.TaskEither<CniError, void>) => void checks.push(check) } : {}),
             });
             const out = await dispatch(entry.plugin, env, req.stdin, ctx);
             return { code: out.exitCode, stdout: out.stdout ? `${out.stdout}\n` : '', stderr: '' };
           } finally {
-            if (!held) release();
+            if (key === undefined || checks.length === 0) release();
+            else
+              unsettled.set(key, {
+                type: req.type,
+                run: async () => {
+                  for (const check of checks) {
+                    const r = await check().catch((e: unknown) => E.left(cniError(ErrCode.Internal, String(e))));
+                    if (E.isLeft(r)) deps.log.error('the check a CNI call left failed', { plugin: req.type, command, error: r.left.msg });
+                  }
+                  release();
+                },
+                drop: release,
+              });
           }
         });
       } finally {
