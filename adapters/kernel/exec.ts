@@ -67,15 +67,17 @@ const ahead = new Map<string, Proc[]>();
 export const aheadStats = { started: 0, used: 0, unused: 0 };
 
 function takeAhead(argv: readonly string[]): Proc | undefined {
-  const list = ahead.get(argv.join('\0'));
-  for (let p = list?.shift(); p; p = list?.shift()) {
-    if (p.waiting()) {
-      aheadStats.used++;
-      return p;
-    }
+  const key = argv.join('\0');
+  const list = ahead.get(key);
+  let p = list?.shift();
+  // One that ended on its own (its end seen) is passed over: the run starts its own.
+  while (p && !p.waiting()) {
     aheadStats.unused++;
+    p = list?.shift();
   }
-  return undefined;
+  if (list?.length === 0) ahead.delete(key);
+  if (p) aheadStats.used++;
+  return p;
 }
 
 /**
